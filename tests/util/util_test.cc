@@ -1,0 +1,62 @@
+#include <filesystem>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "util/file.h"
+#include "util/sha256.h"
+#include "util/status_macros.h"
+
+namespace mixq {
+namespace {
+
+TEST(Sha256Test, KnownVectors) {
+  EXPECT_EQ(Sha256Hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(Sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+absl::StatusOr<int> Half(int x) {
+  if (x % 2 != 0) return absl::InvalidArgumentError("odd");
+  return x / 2;
+}
+
+absl::StatusOr<int> Quarter(int x) {
+  MIXQ_ASSIGN_OR_RETURN(const int half, Half(x));
+  MIXQ_ASSIGN_OR_RETURN(const int quarter, Half(half));
+  return quarter;
+}
+
+absl::Status CheckEven(int x) {
+  MIXQ_RETURN_IF_ERROR(Half(x).status());
+  return absl::OkStatus();
+}
+
+TEST(StatusMacrosTest, PropagateErrorsAndValues) {
+  EXPECT_EQ(*Quarter(8), 2);
+  EXPECT_EQ(Quarter(6).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(CheckEven(4).ok());
+  EXPECT_FALSE(CheckEven(3).ok());
+}
+
+TEST(StatusMacrosTest, AnnotateKeepsTheCode) {
+  const absl::Status s = Annotate(absl::NotFoundError("gone"), "loading x");
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(s.message(), "loading x: gone");
+  EXPECT_TRUE(Annotate(absl::OkStatus(), "ctx").ok());
+}
+
+TEST(FileTest, WriteThenReadAndErrors) {
+  const std::string dir = ::testing::TempDir() + "/mixq_file_test";
+  std::filesystem::create_directories(dir);
+  const std::string path = dir + "/f.bin";
+  ASSERT_TRUE(WriteFile(path, std::string("a\0b", 3)).ok());
+  EXPECT_EQ(*ReadFile(path), std::string("a\0b", 3));
+  EXPECT_EQ(ReadFile(path, 2).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(ReadFile(dir + "/missing").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ReadFile(dir).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(ReadFile(dir + "/missing").status().message()),
+              ::testing::HasSubstr("missing"));
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace mixq

@@ -1,0 +1,17 @@
+// SHA-256 content hashes (lower-case hex), used to address artifacts and
+// identify models. Thread-safe.
+#ifndef MIXQ_UTIL_SHA256_H_
+#define MIXQ_UTIL_SHA256_H_
+
+#include <string>
+
+#include "absl/strings/string_view.h"
+
+namespace mixq {
+
+// Returns the 64-character lower-case hex SHA-256 of `data`.
+std::string Sha256Hex(absl::string_view data);
+
+}  // namespace mixq
+
+#endif  // MIXQ_UTIL_SHA256_H_
