@@ -1,0 +1,351 @@
+#include "client/cli.h"
+
+#include <cstdlib>
+#include <exception>
+#include <utility>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "client/commands.h"
+
+namespace mixq::client {
+namespace {
+
+constexpr char kFooter[] =
+    "Exit codes: 0 ok; 1 the watched job failed or was cancelled;\n"
+    "2 usage error, or the server answered INVALID_ARGUMENT,\n"
+    "FAILED_PRECONDITION or PERMISSION_DENIED; 3 NOT_FOUND (unknown job);\n"
+    "4 any other RPC failure (e.g. server unreachable).\n";
+
+// A job state as typed on the command line, for `list --state`.
+struct StateName {
+  const char* name;
+  v1::JobState state;
+};
+constexpr StateName kStateNames[] = {
+    {"queued", v1::QUEUED},       {"running", v1::RUNNING},
+    {"succeeded", v1::SUCCEEDED}, {"failed", v1::FAILED},
+    {"cancelled", v1::CANCELLED},
+};
+
+// A flag that may be absent: CLI11 binds `value`; `option` tells whether the
+// user gave it.
+template <typename T>
+struct OptionalFlag {
+  T value{};
+  CLI::Option* option = nullptr;
+
+  std::optional<T> Get() const {
+    if (option->count() == 0) return std::nullopt;
+    return value;
+  }
+};
+
+// Adds `name` to `command`, bound to `flag`.
+template <typename T>
+CLI::Option* AddOptional(CLI::App* command, const std::string& name,
+                         OptionalFlag<T>& flag, const std::string& help) {
+  flag.option = command->add_option(name, flag.value, help);
+  return flag.option;
+}
+
+absl::StatusOr<std::vector<int>> ParseBits(absl::string_view text) {
+  std::vector<int> bits;
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
+    int value = 0;
+    if (!absl::SimpleAtoi(part, &value)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--bits: \"", part,
+                       "\" is not an integer (expected a list like 8,6,4,2)"));
+    }
+    bits.push_back(value);
+  }
+  return bits;
+}
+
+absl::StatusOr<SubmitOptions::Normalize> ParseNormalize(
+    absl::string_view text) {
+  std::vector<absl::string_view> parts = absl::StrSplit(text, ',');
+  SubmitOptions::Normalize normalize;
+  if (parts.size() != 2 || !absl::SimpleAtod(parts[0], &normalize.mean) ||
+      !absl::SimpleAtod(parts[1], &normalize.std)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--normalize: expected \"MEAN,STD\" (two numbers), got \"",
+                     text, "\""));
+  }
+  return normalize;
+}
+
+// Adds the positional JOB argument to `command`.
+void AddJobId(CLI::App* command, std::string* job_id) {
+  command->add_option("job", *job_id, "Job id")->required();
+}
+
+// Values bound to the `submit` flags that need conversion after parsing.
+struct SubmitFlags {
+  SubmitOptions options;
+  std::string bits;
+  OptionalFlag<std::string> normalize;
+  OptionalFlag<double> target_avg_bits;
+  OptionalFlag<double> target_size_fraction;
+  OptionalFlag<int> candidates;
+  OptionalFlag<int> max_layers;
+  OptionalFlag<int> finetune_steps;
+  OptionalFlag<int> warmup_steps;
+  OptionalFlag<int> final_steps;
+  OptionalFlag<double> learning_rate;
+  OptionalFlag<int> batch_size;
+  OptionalFlag<double> lambda;
+  OptionalFlag<int> max_samples;
+};
+
+CLI::App* AddSubmit(CLI::App& app, SubmitFlags& f) {
+  CLI::App* cmd =
+      app.add_subcommand("submit", "Submit a quantization search job");
+  SubmitOptions& o = f.options;
+  cmd->add_option("--model", o.model, "ONNX model (FP32 initializers)")
+      ->required();
+  cmd->add_option("--inputs", o.inputs,
+                  "Inputs: .npy float32 [N, ...] or IDX images")
+      ->required();
+  cmd->add_option("--labels", o.labels,
+                  "Labels: .npy integers [N] or IDX labels")
+      ->required();
+  cmd->add_option("--calib-size", o.calib_size,
+                  "The first N samples score candidates; the rest fine-tune")
+      ->required()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--bits", f.bits,
+                  "Candidate bit-widths per layer, e.g. 8,6,4,2")
+      ->required();
+  AddOptional(cmd, "--target-avg-bits", f.target_avg_bits,
+              "Budget: parameter-weighted mean weight bits")
+      ->check(CLI::PositiveNumber);
+  AddOptional(cmd, "--target-size-fraction", f.target_size_fraction,
+              "Budget: model size as a fraction of its FP32 size, in (0, 1]")
+      ->check(CLI::PositiveNumber)
+      ->excludes(f.target_avg_bits.option);
+  // Zero means "server default" in the API, so zero is not accepted here.
+  AddOptional(cmd, "--candidates", f.candidates,
+              "Candidate policies per step (server default 8)")
+      ->check(CLI::PositiveNumber);
+  AddOptional(cmd, "--max-layers", f.max_layers,
+              "At most this many layers lowered per candidate (server "
+              "default 2)")
+      ->check(CLI::PositiveNumber);
+  AddOptional(cmd, "--finetune-steps", f.finetune_steps,
+              "QAT steps after each search step (server default 50)")
+      ->check(CLI::PositiveNumber);
+  AddOptional(cmd, "--warmup-steps", f.warmup_steps,
+              "QAT steps before the first search step (default: "
+              "--finetune-steps)")
+      ->check(CLI::PositiveNumber);
+  AddOptional(cmd, "--final-steps", f.final_steps,
+              "QAT steps once the budget is met (default: --finetune-steps)")
+      ->check(CLI::PositiveNumber);
+  AddOptional(cmd, "--lr", f.learning_rate,
+              "Adam learning rate (server default 1e-4)")
+      ->check(CLI::PositiveNumber);
+  AddOptional(cmd, "--batch-size", f.batch_size,
+              "Fine-tuning mini-batch (server default 64)")
+      ->check(CLI::PositiveNumber);
+  AddOptional(cmd, "--lambda", f.lambda,
+              "Weight of Omega in the performance index (server default 1)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--seed", o.seed, "Random seed (fixes the job's result)");
+  AddOptional(cmd, "--normalize", f.normalize,
+              "Input normalisation MEAN,STD: (x - mean) / std");
+  AddOptional(cmd, "--max-samples", f.max_samples,
+              "Use only the first N samples")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--name", o.name, "Job label");
+  cmd->add_option("--request-id", o.request_id,
+                  "Idempotency key: resubmitting returns the first job");
+  cmd->add_flag(
+      "--server-paths", o.server_paths,
+      "Send absolute paths for the server to read instead of the files' bytes");
+  cmd->add_flag("--watch", o.watch, "Watch the job after submitting it");
+  return cmd;
+}
+
+absl::StatusOr<SubmitOptions> FinishSubmit(SubmitFlags& f) {
+  SubmitOptions o = std::move(f.options);
+  absl::StatusOr<std::vector<int>> bits = ParseBits(f.bits);
+  if (!bits.ok()) return bits.status();
+  o.bits = *std::move(bits);
+  o.target_avg_bits = f.target_avg_bits.Get();
+  o.target_size_fraction = f.target_size_fraction.Get();
+  if (!o.target_avg_bits && !o.target_size_fraction) {
+    return absl::InvalidArgumentError(
+        "one of --target-avg-bits or --target-size-fraction is required");
+  }
+  o.candidates = f.candidates.Get();
+  o.max_layers = f.max_layers.Get();
+  o.finetune_steps = f.finetune_steps.Get();
+  o.warmup_steps = f.warmup_steps.Get();
+  o.final_steps = f.final_steps.Get();
+  o.learning_rate = f.learning_rate.Get();
+  o.batch_size = f.batch_size.Get();
+  o.lambda = f.lambda.Get();
+  o.max_samples = f.max_samples.Get();
+  if (std::optional<std::string> text = f.normalize.Get()) {
+    absl::StatusOr<SubmitOptions::Normalize> normalize = ParseNormalize(*text);
+    if (!normalize.ok()) return normalize.status();
+    o.normalize = *normalize;
+  }
+  return o;
+}
+
+}  // namespace
+
+absl::StatusOr<Invocation> ParseCommandLine(
+    const std::vector<std::string>& args, const std::string& default_server) {
+  Invocation invocation;
+  GlobalOptions& global = invocation.global;
+  global.server = default_server;
+
+  CLI::App app(
+      "mixq: search mixed-precision (per-layer bit-width) quantization "
+      "policies\n"
+      "for ONNX models on a mixq server.",
+      "mixq");
+  app.footer(kFooter);
+  // Global flags are accepted after the command too.
+  app.fallthrough();
+  // At most one command; a missing one is reported below with the list.
+  app.require_subcommand(0, 1);
+  app.add_option("--server", global.server,
+                 absl::StrCat("Server address host:port (default: $",
+                              kServerEnvVar, ", else ", kDefaultServer, ")"));
+  app.add_flag("--json", global.json,
+               "Print responses in protobuf's JSON mapping");
+  app.add_option(
+         "--timeout", global.timeout_seconds,
+         "Deadline in seconds for each request (not for watching; default 60)")
+      ->check(CLI::PositiveNumber);
+  app.add_flag("--tty,!--no-tty", global.tty,
+               "Draw `watch` progress as one updating bar (default: when "
+               "stdout is a terminal)");
+
+  SubmitFlags submit;
+  CLI::App* submit_cmd = AddSubmit(app, submit);
+
+  StatusOptions status;
+  CLI::App* status_cmd = app.add_subcommand("status", "Show a job");
+  AddJobId(status_cmd, &status.job_id);
+
+  ListOptions list;
+  std::string state_name;
+  OptionalFlag<int> limit;
+  CLI::App* list_cmd = app.add_subcommand("list", "List jobs, newest first");
+  std::vector<std::string> state_names;
+  for (const StateName& s : kStateNames) state_names.push_back(s.name);
+  list_cmd->add_option("--state", state_name, "Only jobs in this state")
+      ->check(CLI::IsMember(state_names, CLI::ignore_case));
+  AddOptional(list_cmd, "--limit", limit, "At most N jobs (server default 100)")
+      ->check(CLI::PositiveNumber);
+
+  WatchOptions watch;
+  CLI::App* watch_cmd =
+      app.add_subcommand("watch",
+                         "Follow a job's progress until it ends (exit 1 if it "
+                         "failed or was cancelled)");
+  AddJobId(watch_cmd, &watch.job_id);
+
+  ResultsOptions results;
+  CLI::App* results_cmd = app.add_subcommand(
+      "results",
+      "Show every search step's ranked candidates and the final policy");
+  AddJobId(results_cmd, &results.job_id);
+
+  BestOptions best;
+  OptionalFlag<int> top_k;
+  CLI::App* best_cmd = app.add_subcommand(
+      "best", "Show a job's best policies under a cost limit");
+  AddJobId(best_cmd, &best.job_id);
+  AddOptional(best_cmd, "--top-k", top_k,
+              "At most K policies (server default 5)")
+      ->check(CLI::PositiveNumber);
+  best_cmd
+      ->add_option("--max-avg-bits", best.max_avg_bits,
+                   "Only policies with at most this mean weight bits")
+      ->check(CLI::PositiveNumber);
+  best_cmd
+      ->add_option("--max-size-bytes", best.max_size_bytes,
+                   "Only policies of at most this many bytes")
+      ->check(CLI::PositiveNumber);
+
+  CancelOptions cancel;
+  CLI::App* cancel_cmd =
+      app.add_subcommand("cancel", "Cancel a queued or running job");
+  AddJobId(cancel_cmd, &cancel.job_id);
+
+  // CLI11 reports errors and help requests by throwing; keep them inside.
+  try {
+    std::vector<std::string> reversed(args.rbegin(), args.rend());
+    app.parse(reversed);
+  } catch (const CLI::CallForHelp&) {
+    invocation.help = app.help();
+    return invocation;
+  } catch (const CLI::CallForAllHelp&) {
+    invocation.help = app.help("", CLI::AppFormatMode::All);
+    return invocation;
+  } catch (const CLI::ParseError& e) {
+    return absl::InvalidArgumentError(e.what());
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(e.what());
+  }
+
+  if (submit_cmd->parsed()) {
+    absl::StatusOr<SubmitOptions> options = FinishSubmit(submit);
+    if (!options.ok()) return options.status();
+    invocation.command = *std::move(options);
+  } else if (status_cmd->parsed()) {
+    invocation.command = std::move(status);
+  } else if (list_cmd->parsed()) {
+    state_name = absl::AsciiStrToLower(state_name);
+    for (const StateName& s : kStateNames) {
+      if (state_name == s.name) list.state = s.state;
+    }
+    list.limit = limit.Get();
+    invocation.command = std::move(list);
+  } else if (watch_cmd->parsed()) {
+    invocation.command = std::move(watch);
+  } else if (results_cmd->parsed()) {
+    invocation.command = std::move(results);
+  } else if (best_cmd->parsed()) {
+    best.top_k = top_k.Get();
+    invocation.command = std::move(best);
+  } else if (cancel_cmd->parsed()) {
+    invocation.command = std::move(cancel);
+  } else {
+    return absl::InvalidArgumentError(
+        "a command is required: submit, status, list, watch, results, best or "
+        "cancel");
+  }
+  return invocation;
+}
+
+int RunCli(const std::vector<std::string>& args, std::ostream& out,
+           std::ostream& err) {
+  const char* env_server = std::getenv(kServerEnvVar);
+  absl::StatusOr<Invocation> invocation = ParseCommandLine(
+      args, env_server != nullptr && *env_server != '\0' ? env_server
+                                                         : kDefaultServer);
+  if (!invocation.ok()) {
+    err << "error: " << invocation.status().message() << "\n"
+        << "Run 'mixq --help' for usage.\n";
+    return kExitUsage;
+  }
+  if (!invocation->help.empty()) {
+    out << invocation->help;
+    return kExitOk;
+  }
+  return RunInvocation(*invocation, out, err);
+}
+
+}  // namespace mixq::client

@@ -1,0 +1,149 @@
+// The `mixq` command-line client: argument parsing into one Options struct per
+// command, and the entry point that runs a command against a mixq server.
+//
+// Usage: mixq [--server ADDR] [--json] [--timeout SECONDS] [--tty|--no-tty]
+//             <submit|status|list|watch|results|best|cancel> ...
+// (`mixq --help`, `mixq <command> --help`). Global options may also follow the
+// command.
+//
+// Exit codes:
+//   0  success (also for --help);
+//   1  the watched job (`watch`, `submit --watch`) ended FAILED or CANCELLED;
+//   2  usage error (bad flags, unreadable file), or the server answered
+//      INVALID_ARGUMENT, FAILED_PRECONDITION or PERMISSION_DENIED;
+//   3  the server answered NOT_FOUND (unknown job id);
+//   4  any other RPC failure (server unreachable, deadline exceeded, ...).
+// RPC errors print `error: <CODE_NAME>: <message>` to the error stream.
+//
+// Thread-safety: every function here may be called concurrently; RunCli
+// shares no state between calls.
+#ifndef MIXQ_CLIENT_CLI_H_
+#define MIXQ_CLIENT_CLI_H_
+
+#include <cstdint>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "proto/mixq.pb.h"
+
+namespace mixq::client {
+
+enum ExitCode : int {
+  kExitOk = 0,
+  kExitJobFailed = 1,
+  kExitUsage = 2,
+  kExitNotFound = 3,
+  kExitRpcError = 4,
+};
+
+inline constexpr char kDefaultServer[] = "127.0.0.1:50051";
+inline constexpr char kServerEnvVar[] = "MIXQ_SERVER";
+inline constexpr double kDefaultTimeoutSeconds = 60;
+
+// Options shared by all commands.
+struct GlobalOptions {
+  std::string server = kDefaultServer;  // host:port
+  bool json = false;                    // print responses as protobuf JSON
+  double timeout_seconds = kDefaultTimeoutSeconds;  // deadline of unary RPCs
+  // `watch` draws one updating progress bar instead of one line per event.
+  // Set by --tty; `main` passes --tty when stdout is a terminal (unless the
+  // user gave --no-tty).
+  bool tty = false;
+};
+
+// `submit`: the job spec. Unset optionals leave the proto field zero, which
+// the server reads as its documented default.
+struct SubmitOptions {
+  std::string model;   // path of the ONNX model
+  std::string inputs;  // path of the inputs (.npy or IDX)
+  std::string labels;  // path of the labels (.npy or IDX)
+  int calib_size = 0;
+  std::vector<int> bits;
+  // Exactly one of the two budgets is set.
+  std::optional<double> target_avg_bits;
+  std::optional<double> target_size_fraction;
+  std::optional<int> candidates;
+  std::optional<int> max_layers;
+  std::optional<int> finetune_steps;
+  std::optional<int> warmup_steps;
+  std::optional<int> final_steps;
+  std::optional<double> learning_rate;
+  std::optional<int> batch_size;
+  std::optional<double> lambda;
+  uint64_t seed = 0;
+  struct Normalize {
+    double mean = 0;
+    double std = 1;
+  };
+  std::optional<Normalize> normalize;
+  std::optional<int> max_samples;
+  std::string name;
+  std::string request_id;
+  // Send absolute paths (DataSource.server_path) instead of file contents.
+  bool server_paths = false;
+  // After submitting, watch the job like `watch`.
+  bool watch = false;
+};
+
+struct StatusOptions {
+  std::string job_id;
+};
+
+struct ListOptions {
+  v1::JobState state = v1::JOB_STATE_UNSPECIFIED;  // unspecified = all
+  std::optional<int> limit;
+};
+
+struct WatchOptions {
+  std::string job_id;
+};
+
+struct ResultsOptions {
+  std::string job_id;
+};
+
+struct BestOptions {
+  std::string job_id;
+  std::optional<int> top_k;
+  double max_avg_bits = 0;    // 0 = no limit
+  double max_size_bytes = 0;  // 0 = no limit
+};
+
+struct CancelOptions {
+  std::string job_id;
+};
+
+using CommandOptions =
+    std::variant<SubmitOptions, StatusOptions, ListOptions, WatchOptions,
+                 ResultsOptions, BestOptions, CancelOptions>;
+
+// A parsed command line: either a request for help (print `help`, exit 0) or a
+// command to run.
+struct Invocation {
+  std::string help;  // non-empty: the usage text the user asked for
+  GlobalOptions global;
+  CommandOptions command;
+};
+
+// Parses `args` (without argv[0]). `default_server` is the --server default
+// (the caller resolves MIXQ_SERVER). Returns INVALID_ARGUMENT with a message
+// naming the flag for usage errors: unknown or missing flags or command, bad
+// numbers, --bits not a comma-separated list of integers, --normalize not
+// "MEAN,STD", both or neither budget given. Does not touch files.
+absl::StatusOr<Invocation> ParseCommandLine(
+    const std::vector<std::string>& args, const std::string& default_server);
+
+// Parses and runs one command, writing results to `out` and diagnostics to
+// `err`; returns the exit code documented above. Blocks until the command
+// finishes (for `watch`, until the job's event stream ends). Reads the
+// MIXQ_SERVER environment variable. Never throws.
+int RunCli(const std::vector<std::string>& args, std::ostream& out,
+           std::ostream& err);
+
+}  // namespace mixq::client
+
+#endif  // MIXQ_CLIENT_CLI_H_

@@ -1,0 +1,326 @@
+#include "client/commands.h"
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <system_error>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "client/format.h"
+#include "grpcpp/grpcpp.h"
+#include "proto/mixq.grpc.pb.h"
+#include "util/file.h"
+#include "util/status_macros.h"
+
+namespace mixq::client {
+namespace {
+
+constexpr double kBytesPerMiB = 1024 * 1024;
+
+absl::StatusOr<v1::DataSource> MakeDataSource(const std::string& flag,
+                                              const std::string& path,
+                                              bool server_path) {
+  v1::DataSource source;
+  source.set_filename(std::filesystem::path(path).filename().string());
+  if (server_path) {
+    std::error_code error;
+    const std::filesystem::path absolute =
+        std::filesystem::absolute(path, error);
+    if (error) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          flag, ": cannot make \"", path, "\" absolute: ", error.message()));
+    }
+    source.set_server_path(absolute.lexically_normal().string());
+    return source;
+  }
+  absl::StatusOr<std::string> content = ReadFile(path, kMaxMessageBytes);
+  if (!content.ok()) return Annotate(content.status(), flag);
+  source.set_content(*std::move(content));
+  return source;
+}
+
+// Runs one command over a channel to global.server. Borrows everything it is
+// given for its lifetime.
+class Runner {
+ public:
+  Runner(const GlobalOptions& global, std::ostream& out, std::ostream& err)
+      : global_(global), out_(out), err_(err) {
+    grpc::ChannelArguments arguments;
+    arguments.SetMaxSendMessageSize(static_cast<int>(kMaxMessageBytes));
+    arguments.SetMaxReceiveMessageSize(static_cast<int>(kMaxMessageBytes));
+    stub_ = v1::Mixq::NewStub(grpc::CreateCustomChannel(
+        global_.server, grpc::InsecureChannelCredentials(), arguments));
+  }
+
+  int operator()(const SubmitOptions& options) {
+    absl::StatusOr<v1::SubmitJobRequest> request = BuildSubmitRequest(options);
+    if (!request.ok()) {
+      err_ << "error: " << request.status().message() << "\n";
+      return kExitUsage;
+    }
+    v1::SubmitJobResponse response;
+    grpc::ClientContext context;
+    SetDeadline(context);
+    const grpc::Status status = stub_->SubmitJob(&context, *request, &response);
+    if (!status.ok()) return Fail(status);
+    if (response.existing()) {
+      err_ << "note: request id \"" << options.request_id << "\" matched job "
+           << response.job().id() << "\n";
+    }
+    if (!options.watch) return Emit(response, FormatSubmitted);
+    // Followed by an event per line, the response is printed on one line too
+    // so that the whole output is JSON Lines.
+    if (global_.json) {
+      absl::StatusOr<std::string> json = ToJson(response, /*multiline=*/false);
+      if (!json.ok()) return FailLocal(json.status());
+      out_ << *json << "\n";
+    } else {
+      out_ << FormatSubmitted(response);
+    }
+    return Watch(response.job().id());
+  }
+
+  int operator()(const StatusOptions& options) {
+    v1::GetJobRequest request;
+    request.set_job_id(options.job_id);
+    return CallAndPrint(&v1::Mixq::Stub::GetJob, request, FormatJob);
+  }
+
+  int operator()(const ListOptions& options) {
+    return CallAndPrint(&v1::Mixq::Stub::ListJobs, BuildListRequest(options),
+                        FormatJobList);
+  }
+
+  int operator()(const WatchOptions& options) { return Watch(options.job_id); }
+
+  int operator()(const ResultsOptions& options) {
+    v1::GetResultsRequest request;
+    request.set_job_id(options.job_id);
+    return CallAndPrint(&v1::Mixq::Stub::GetResults, request, FormatResults);
+  }
+
+  int operator()(const BestOptions& options) {
+    return CallAndPrint(&v1::Mixq::Stub::QueryBestPolicies,
+                        BuildBestRequest(options), FormatBestPolicies);
+  }
+
+  int operator()(const CancelOptions& options) {
+    v1::CancelJobRequest request;
+    request.set_job_id(options.job_id);
+    return CallAndPrint(&v1::Mixq::Stub::CancelJob, request, FormatCancelled);
+  }
+
+ private:
+  void SetDeadline(grpc::ClientContext& context) const {
+    context.set_deadline(
+        std::chrono::system_clock::now() +
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(
+            std::chrono::duration<double>(global_.timeout_seconds)));
+  }
+
+  int Fail(const grpc::Status& status) {
+    err_ << DescribeRpcError(status, global_.server, global_.timeout_seconds);
+    return ExitCodeFor(status.error_code());
+  }
+
+  // A failure on our side, after the server answered.
+  int FailLocal(const absl::Status& status) {
+    err_ << "error: " << status.message() << "\n";
+    return kExitRpcError;
+  }
+
+  // Prints `message` as JSON with --json, else as `human(message)`.
+  template <typename Message>
+  int Emit(const Message& message, std::string (*human)(const Message&)) {
+    if (!global_.json) {
+      out_ << human(message);
+      return kExitOk;
+    }
+    absl::StatusOr<std::string> json = ToJson(message, /*multiline=*/true);
+    if (!json.ok()) return FailLocal(json.status());
+    out_ << *json;
+    return kExitOk;
+  }
+
+  // Calls the unary `method` within the deadline and prints its response with
+  // Emit.
+  template <typename Request, typename Response>
+  int CallAndPrint(grpc::Status (v1::Mixq::Stub::*method)(grpc::ClientContext*,
+                                                          const Request&,
+                                                          Response*),
+                   const Request& request,
+                   std::string (*human)(const Response&)) {
+    Response response;
+    grpc::ClientContext context;
+    SetDeadline(context);
+    const grpc::Status status =
+        (stub_.get()->*method)(&context, request, &response);
+    if (!status.ok()) return Fail(status);
+    return Emit(response, human);
+  }
+
+  // Follows the job's events until the stream ends. No deadline: a job may
+  // run for hours.
+  int Watch(const std::string& job_id) {
+    v1::WatchJobRequest request;
+    request.set_job_id(job_id);
+    grpc::ClientContext context;
+    std::unique_ptr<grpc::ClientReader<v1::JobEvent>> reader =
+        stub_->WatchJob(&context, request);
+    EventPrinter printer(out_, global_.json  ? EventPrinter::Mode::kJson
+                               : global_.tty ? EventPrinter::Mode::kProgressBar
+                                             : EventPrinter::Mode::kLines);
+    v1::JobEvent event;
+    v1::JobEvent last;
+    absl::Status print_status;
+    while (reader->Read(&event)) {
+      print_status = printer.Print(event);
+      if (!print_status.ok()) {
+        context.TryCancel();
+        break;
+      }
+      last = event;
+    }
+    printer.Finish();
+    const grpc::Status status = reader->Finish();
+    if (!print_status.ok()) return FailLocal(print_status);
+    if (!status.ok()) return Fail(status);
+    switch (last.state()) {
+      case v1::SUCCEEDED:
+        return kExitOk;
+      case v1::FAILED:
+        err_ << "error: job " << job_id << " failed: " << last.error() << "\n";
+        return kExitJobFailed;
+      case v1::CANCELLED:
+        err_ << "job " << job_id << " was cancelled"
+             << (last.error().empty() ? "" : absl::StrCat(": ", last.error()))
+             << "\n";
+        return kExitJobFailed;
+      default:
+        err_ << "error: the event stream of job " << job_id
+             << " ended in state " << StateName(last.state())
+             << " before the job finished\n";
+        return kExitRpcError;
+    }
+  }
+
+  const GlobalOptions& global_;
+  std::ostream& out_;
+  std::ostream& err_;
+  std::unique_ptr<v1::Mixq::Stub> stub_;
+};
+
+}  // namespace
+
+int ExitCodeFor(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK:
+      return kExitOk;
+    case grpc::StatusCode::INVALID_ARGUMENT:
+    case grpc::StatusCode::FAILED_PRECONDITION:
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return kExitUsage;
+    case grpc::StatusCode::NOT_FOUND:
+      return kExitNotFound;
+    default:
+      return kExitRpcError;
+  }
+}
+
+std::string DescribeRpcError(const grpc::Status& status,
+                             const std::string& server,
+                             double timeout_seconds) {
+  // gRPC's codes are numerically absl's, whose names are the canonical ones.
+  std::string text =
+      absl::StrCat("error: ",
+                   absl::StatusCodeToString(
+                       static_cast<absl::StatusCode>(status.error_code())),
+                   ": ");
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    absl::StrAppend(&text, "cannot reach mixq server at ", server, ": ");
+  } else if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    absl::StrAppend(&text, "no answer from mixq server at ", server, " within ",
+                    absl::StrFormat("%g", timeout_seconds),
+                    " s (see --timeout): ");
+  }
+  absl::StrAppend(&text, status.error_message(), "\n");
+  return text;
+}
+
+absl::StatusOr<v1::SubmitJobRequest> BuildSubmitRequest(
+    const SubmitOptions& options) {
+  v1::SubmitJobRequest request;
+  request.set_request_id(options.request_id);
+  v1::JobSpec& spec = *request.mutable_spec();
+  spec.set_name(options.name);
+  MIXQ_ASSIGN_OR_RETURN(
+      *spec.mutable_model(),
+      MakeDataSource("--model", options.model, options.server_paths));
+  MIXQ_ASSIGN_OR_RETURN(
+      *spec.mutable_inputs(),
+      MakeDataSource("--inputs", options.inputs, options.server_paths));
+  MIXQ_ASSIGN_OR_RETURN(
+      *spec.mutable_labels(),
+      MakeDataSource("--labels", options.labels, options.server_paths));
+  const size_t total = spec.model().content().size() +
+                       spec.inputs().content().size() +
+                       spec.labels().content().size();
+  if (total > kMaxMessageBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("the model and data files total %.0f MiB, above the "
+                        "%.0f MiB message limit; "
+                        "use --server-paths",
+                        total / kBytesPerMiB, kMaxMessageBytes / kBytesPerMiB));
+  }
+  if (options.normalize) {
+    spec.mutable_normalize()->set_mean(options.normalize->mean);
+    spec.mutable_normalize()->set_std(options.normalize->std);
+  }
+  spec.set_max_samples(options.max_samples.value_or(0));
+  spec.set_calib_size(options.calib_size);
+
+  v1::SearchOptions& search = *spec.mutable_search();
+  for (int bits : options.bits) search.add_bits(bits);
+  if (options.target_avg_bits) {
+    search.mutable_budget()->set_avg_bits(*options.target_avg_bits);
+  } else if (options.target_size_fraction) {
+    search.mutable_budget()->set_size_fraction(*options.target_size_fraction);
+  }
+  search.set_candidates(options.candidates.value_or(0));
+  search.set_max_layers(options.max_layers.value_or(0));
+  search.set_finetune_steps(options.finetune_steps.value_or(0));
+  search.set_warmup_steps(options.warmup_steps.value_or(0));
+  search.set_final_finetune_steps(options.final_steps.value_or(0));
+  search.set_learning_rate(options.learning_rate.value_or(0));
+  search.set_batch_size(options.batch_size.value_or(0));
+  search.set_lambda(options.lambda.value_or(0));
+  search.set_seed(options.seed);
+  return request;
+}
+
+v1::ListJobsRequest BuildListRequest(const ListOptions& options) {
+  v1::ListJobsRequest request;
+  request.set_state(options.state);
+  request.set_limit(options.limit.value_or(0));
+  return request;
+}
+
+v1::QueryBestPoliciesRequest BuildBestRequest(const BestOptions& options) {
+  v1::QueryBestPoliciesRequest request;
+  request.set_job_id(options.job_id);
+  request.set_top_k(options.top_k.value_or(0));
+  request.set_max_avg_bits(options.max_avg_bits);
+  request.set_max_size_bytes(options.max_size_bytes);
+  return request;
+}
+
+int RunInvocation(const Invocation& invocation, std::ostream& out,
+                  std::ostream& err) {
+  Runner runner(invocation.global, out, err);
+  return std::visit(runner, invocation.command);
+}
+
+}  // namespace mixq::client

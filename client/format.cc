@@ -1,0 +1,313 @@
+#include "client/format.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace mixq::client {
+namespace {
+
+constexpr int kProgressBarWidth = 10;
+constexpr double kBytesPerKiB = 1024;
+constexpr char kUnset[] = "-";
+constexpr char kColumnGap[] = "  ";
+
+std::string Timestamp(const google::protobuf::Timestamp& t) {
+  if (t.seconds() == 0 && t.nanos() == 0) return kUnset;
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ",
+                          absl::FromUnixSeconds(t.seconds()),
+                          absl::UTCTimeZone());
+}
+
+std::string OrUnset(const std::string& s) { return s.empty() ? kUnset : s; }
+
+std::string Percent(double fraction) {
+  return absl::StrFormat("%.1f%%", 100 * fraction);
+}
+std::string Bits(double bits) { return absl::StrFormat("%.2f", bits); }
+std::string KiB(double bytes) {
+  return absl::StrFormat("%.1f", bytes / kBytesPerKiB);
+}
+std::string Loss(double loss) { return absl::StrFormat("%.4f", loss); }
+
+// The layer names in policy order, "a/b/c", from the job's layers or, if the
+// job has none, from `policy`.
+std::string LayerOrder(const v1::Job& job, const v1::Policy& policy) {
+  std::vector<std::string> names;
+  if (job.layers_size() > 0) {
+    for (const v1::Layer& layer : job.layers()) names.push_back(layer.name());
+  } else {
+    for (const v1::LayerBits& layer : policy.layers())
+      names.push_back(layer.name());
+  }
+  return absl::StrJoin(names, "/");
+}
+
+// "avg 4.00 bits, 12.3 KiB, acc 85.0%, loss 0.4123, bits 8/4/4/2".
+std::string DescribePolicy(const v1::Policy& policy) {
+  return absl::StrCat("avg ", Bits(policy.avg_bits()), " bits, ",
+                      KiB(policy.size_bytes()), " KiB, acc ",
+                      Percent(policy.accuracy()), ", loss ",
+                      Loss(policy.loss()), ", bits ", FormatBits(policy));
+}
+
+// The part of an event line after the progress: the step, the policy's cost
+// against the budget, its accuracy.
+std::string DescribeEvent(const v1::JobEvent& event) {
+  std::vector<std::string> parts;
+  if (event.step() > 0) parts.push_back(absl::StrCat("step ", event.step()));
+  if (event.avg_bits() > 0) {
+    std::string avg = absl::StrCat("avg ", Bits(event.avg_bits()), " bits");
+    if (event.target_avg_bits() > 0)
+      absl::StrAppend(&avg, " → ", Bits(event.target_avg_bits()));
+    parts.push_back(std::move(avg));
+  }
+  // A size budget is shown in bytes; an avg-bits budget needs no size.
+  if (event.target_avg_bits() <= 0 && event.target_size_bytes() > 0 &&
+      event.size_bytes() > 0) {
+    parts.push_back(absl::StrCat("size ", KiB(event.size_bytes()), " KiB → ",
+                                 KiB(event.target_size_bytes()), " KiB"));
+  }
+  // Accuracy and loss are meaningful once a policy has been evaluated.
+  if (event.avg_bits() > 0)
+    parts.push_back(absl::StrCat("acc ", Percent(event.accuracy())));
+  return absl::StrJoin(parts, " ");
+}
+
+int ProgressPercent(double progress) {
+  return static_cast<int>(std::clamp(progress, 0.0, 1.0) * 100);
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message,
+                                   bool multiline) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  options.add_whitespace = multiline;
+  std::string json;
+  auto status =
+      google::protobuf::util::MessageToJsonString(message, &json, options);
+  if (!status.ok()) {
+    return absl::InternalError(absl::StrCat("cannot print ",
+                                            message.GetTypeName(),
+                                            " as JSON: ", status.ToString()));
+  }
+  // With add_whitespace the printer already ends in a newline.
+  if (!multiline && !json.empty() && json.back() == '\n') json.pop_back();
+  if (multiline && (json.empty() || json.back() != '\n')) json.push_back('\n');
+  return json;
+}
+
+std::string FormatTable(const std::vector<std::string>& header,
+                        const std::vector<std::vector<std::string>>& rows,
+                        const std::vector<size_t>& right_aligned) {
+  std::vector<size_t> widths(header.size());
+  auto measure = [&widths](const std::vector<std::string>& row) {
+    for (size_t i = 0; i < row.size() && i < widths.size(); ++i) {
+      widths[i] = std::max(widths[i], row[i].size());
+    }
+  };
+  measure(header);
+  for (const auto& row : rows) measure(row);
+
+  std::string table;
+  auto append = [&](const std::vector<std::string>& row) {
+    std::string line;
+    for (size_t i = 0; i < widths.size(); ++i) {
+      const std::string cell = i < row.size() ? row[i] : "";
+      const std::string padding(widths[i] - cell.size(), ' ');
+      if (i > 0) line += kColumnGap;
+      const bool right = std::find(right_aligned.begin(), right_aligned.end(),
+                                   i) != right_aligned.end();
+      line += right ? padding + cell : cell + padding;
+    }
+    line.erase(line.find_last_not_of(' ') + 1);
+    table += line;
+    table += '\n';
+  };
+  append(header);
+  for (const auto& row : rows) append(row);
+  return table;
+}
+
+std::string FormatBits(const v1::Policy& policy) {
+  return absl::StrJoin(policy.layers(), "/",
+                       [](std::string* out, const v1::LayerBits& layer) {
+                         absl::StrAppend(out, layer.bits());
+                       });
+}
+
+std::string StateName(v1::JobState state) { return v1::JobState_Name(state); }
+
+std::string FormatSubmitted(const v1::SubmitJobResponse& response) {
+  return absl::StrCat(response.job().id(), "\n");
+}
+
+std::string FormatJob(const v1::Job& job) {
+  const bool has_final = job.has_final_policy();
+  const std::vector<std::pair<std::string, std::string>> fields = {
+      {"id", job.id()},
+      {"name", OrUnset(job.name())},
+      {"state", StateName(job.state())},
+      {"error", OrUnset(job.error())},
+      {"created", Timestamp(job.created())},
+      {"started", Timestamp(job.started())},
+      {"finished", Timestamp(job.finished())},
+      {"steps done", absl::StrCat(job.steps_done())},
+      {"layers", absl::StrCat(job.layers_size())},
+      {"final avg bits",
+       has_final ? Bits(job.final_policy().avg_bits()) : kUnset},
+      {"final accuracy",
+       has_final ? Percent(job.final_policy().accuracy()) : kUnset},
+  };
+  size_t width = 0;
+  for (const auto& [key, value] : fields) width = std::max(width, key.size());
+  std::string text;
+  for (const auto& [key, value] : fields) {
+    absl::StrAppend(&text, key, ":", std::string(width - key.size() + 1, ' '),
+                    value, "\n");
+  }
+  return text;
+}
+
+std::string FormatJobList(const v1::ListJobsResponse& response) {
+  std::vector<std::vector<std::string>> rows;
+  for (const v1::Job& job : response.jobs()) {
+    const bool has_final = job.has_final_policy();
+    rows.push_back({job.id(), OrUnset(job.name()), StateName(job.state()),
+                    absl::StrCat(job.steps_done()),
+                    has_final ? Bits(job.final_policy().avg_bits()) : kUnset,
+                    has_final ? Percent(job.final_policy().accuracy()) : kUnset,
+                    Timestamp(job.created())});
+  }
+  return FormatTable(
+      {"ID", "NAME", "STATE", "STEPS", "AVG BITS", "ACCURACY", "CREATED"}, rows,
+      {3, 4, 5});
+}
+
+std::string FormatResults(const v1::GetResultsResponse& response) {
+  std::string text;
+  absl::StrAppend(&text, "job ", response.job().id(), " ",
+                  StateName(response.job().state()), "\nlayers: ",
+                  LayerOrder(response.job(), response.final_policy()), "\n");
+  for (const v1::Step& step : response.steps()) {
+    absl::StrAppend(
+        &text, "\nstep ", step.step(), step.step() == 0 ? " (warm-up)" : "",
+        absl::StrFormat(": %d candidates, %.1f s\n", step.candidates_size(),
+                        step.elapsed_seconds()));
+    if (step.candidates_size() > 0) {
+      std::vector<std::vector<std::string>> rows;
+      for (const v1::Policy& c : step.candidates()) {
+        rows.push_back({c.chosen() ? "*" : "", absl::StrCat(c.rank()),
+                        absl::StrFormat("%.4g", c.index()), Loss(c.loss()),
+                        Percent(c.accuracy()),
+                        absl::StrFormat("%.4g", c.omega()), Bits(c.avg_bits()),
+                        FormatBits(c)});
+      }
+      text += FormatTable(
+          {"", "RANK", "INDEX", "LOSS", "ACC", "OMEGA", "AVG BITS", "BITS"},
+          rows, {1, 2, 3, 4, 5, 6});
+    }
+    if (step.has_finetuned()) {
+      absl::StrAppend(&text, "fine-tuned: ", DescribePolicy(step.finetuned()),
+                      "\n");
+    }
+  }
+  if (response.has_final_policy()) {
+    const v1::Policy& final_policy = response.final_policy();
+    absl::StrAppend(&text, "\nfinal: ", DescribePolicy(final_policy), "\n");
+    std::vector<std::vector<std::string>> rows;
+    for (const v1::LayerBits& layer : final_policy.layers()) {
+      rows.push_back({layer.name(), absl::StrCat(layer.bits())});
+    }
+    text += FormatTable({"LAYER", "BITS"}, rows, {1});
+  } else {
+    text += "\nfinal: -\n";
+  }
+  return text;
+}
+
+std::string FormatBestPolicies(const v1::QueryBestPoliciesResponse& response) {
+  if (response.policies_size() == 0) {
+    return absl::StrCat("job ", response.job_id(),
+                        ": no evaluated policy meets the limit\n");
+  }
+  std::vector<std::vector<std::string>> rows;
+  int rank = 0;
+  for (const v1::Policy& p : response.policies()) {
+    rows.push_back({absl::StrCat(++rank), Bits(p.avg_bits()),
+                    KiB(p.size_bytes()), Percent(p.accuracy()), Loss(p.loss()),
+                    p.kind(), absl::StrCat(p.step()), FormatBits(p)});
+  }
+  return absl::StrCat("layers: ", LayerOrder(v1::Job(), response.policies(0)),
+                      "\n",
+                      FormatTable({"RANK", "AVG BITS", "SIZE (KiB)", "ACC",
+                                   "LOSS", "KIND", "STEP", "BITS"},
+                                  rows, {0, 1, 2, 3, 4, 6}));
+}
+
+std::string FormatCancelled(const v1::Job& job) {
+  return absl::StrCat(job.id(), ": ", StateName(job.state()), "\n");
+}
+
+std::string FormatProgressBar(const v1::JobEvent& event) {
+  const double progress = std::clamp(event.progress(), 0.0, 1.0);
+  const int filled = static_cast<int>(std::floor(progress * kProgressBarWidth));
+  std::string line = absl::StrCat("[", std::string(filled, '#'),
+                                  std::string(kProgressBarWidth - filled, '.'),
+                                  "] ", ProgressPercent(progress), "%");
+  // The bar shows the phase only outside the search, which is most of a job.
+  if (!event.phase().empty() && event.phase() != "search")
+    absl::StrAppend(&line, " ", event.phase());
+  const std::string details = DescribeEvent(event);
+  if (!details.empty()) absl::StrAppend(&line, " ", details);
+  return line;
+}
+
+std::string FormatEventLine(const v1::JobEvent& event) {
+  std::string line = StateName(event.state());
+  if (!event.phase().empty()) absl::StrAppend(&line, " ", event.phase());
+  absl::StrAppend(&line, " ", ProgressPercent(event.progress()), "%");
+  const std::string details = DescribeEvent(event);
+  if (!details.empty()) absl::StrAppend(&line, " ", details);
+  if (event.avg_bits() > 0)
+    absl::StrAppend(&line, " loss ", Loss(event.loss()));
+  if (!event.error().empty()) absl::StrAppend(&line, " error: ", event.error());
+  return line;
+}
+
+absl::Status EventPrinter::Print(const v1::JobEvent& event) {
+  switch (mode_) {
+    case Mode::kLines:
+      out_ << FormatEventLine(event) << "\n";
+      break;
+    case Mode::kProgressBar:
+      // "\x1b[K" clears what a longer previous line left behind.
+      out_ << "\r" << FormatProgressBar(event) << "\x1b[K";
+      bar_drawn_ = true;
+      break;
+    case Mode::kJson: {
+      absl::StatusOr<std::string> json = ToJson(event, /*multiline=*/false);
+      if (!json.ok()) return json.status();
+      out_ << *json << "\n";
+      break;
+    }
+  }
+  out_.flush();
+  return absl::OkStatus();
+}
+
+void EventPrinter::Finish() {
+  if (bar_drawn_) out_ << "\n";
+  bar_drawn_ = false;
+  out_.flush();
+}
+
+}  // namespace mixq::client

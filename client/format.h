@@ -1,0 +1,100 @@
+// Output formatting for the client: human-readable tables and lines, JSON in
+// protobuf's mapping, and the `watch` progress display. gRPC-free; every
+// function is pure except EventPrinter, which writes to a borrowed stream.
+#ifndef MIXQ_CLIENT_FORMAT_H_
+#define MIXQ_CLIENT_FORMAT_H_
+
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "google/protobuf/message.h"
+#include "proto/mixq.pb.h"
+
+namespace mixq::client {
+
+// `message` in protobuf's JSON mapping with proto field names and every
+// primitive field printed. `multiline`: indented with newlines (ending in one);
+// otherwise one line without a trailing newline. INTERNAL if the message
+// cannot be converted.
+absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message,
+                                   bool multiline);
+
+// Left-aligned columns separated by two spaces, header row first, one line
+// per row, no trailing spaces. Columns whose index is in `right_aligned` are
+// right-aligned. Rows shorter than the header get empty cells.
+std::string FormatTable(const std::vector<std::string>& header,
+                        const std::vector<std::vector<std::string>>& rows,
+                        const std::vector<size_t>& right_aligned = {});
+
+// A policy's per-layer bits in layer order, e.g. "8/6/4/4".
+std::string FormatBits(const v1::Policy& policy);
+
+// "QUEUED", "RUNNING", ...
+std::string StateName(v1::JobState state);
+
+// `submit`: the job id and a newline.
+std::string FormatSubmitted(const v1::SubmitJobResponse& response);
+
+// `status`: "key: value" lines (id, name, state, error, created, started,
+// finished, steps done, layers, final avg bits, final accuracy); "-" where
+// unset.
+std::string FormatJob(const v1::Job& job);
+
+// `list`: a table ID, NAME, STATE, STEPS, AVG BITS, ACCURACY, CREATED (the
+// last three from the final policy, "-" before it exists).
+std::string FormatJobList(const v1::ListJobsResponse& response);
+
+// `results`: the layer order, then per step a header line, a table RANK,
+// INDEX, LOSS, ACC, OMEGA, AVG BITS, BITS with the chosen candidate marked
+// "*", and the step's fine-tuned policy; then the final policy per layer.
+std::string FormatResults(const v1::GetResultsResponse& response);
+
+// `best`: the layer order, then a table RANK, AVG BITS, SIZE (KiB), ACC, LOSS,
+// KIND, STEP, BITS (RANK is the position in the response).
+std::string FormatBestPolicies(const v1::QueryBestPoliciesResponse& response);
+
+// `cancel`: "<id>: <STATE>".
+std::string FormatCancelled(const v1::Job& job);
+
+// One progress-bar line (no "\r", no newline), e.g.
+// "[#####.....] 52% step 7 avg 5.31 bits → 4.00 acc 86.1%"; the phase follows
+// the percentage unless it is "search"; a size budget shows as
+// "size 80.0 KiB → 64.0 KiB".
+std::string FormatProgressBar(const v1::JobEvent& event);
+
+// One line per event (no newline), e.g.
+// "RUNNING search 52% step 7 avg 5.31 bits → 4.00 acc 86.1% loss 0.4123".
+std::string FormatEventLine(const v1::JobEvent& event);
+
+// Prints a WatchJob stream as it arrives. Borrows `out`, which must outlive
+// it. Not thread-safe.
+class EventPrinter {
+ public:
+  enum class Mode {
+    kLines,        // FormatEventLine, one line per event
+    kProgressBar,  // FormatProgressBar, redrawn in place with "\r"
+    kJson,         // one compact JSON object per line
+  };
+
+  EventPrinter(std::ostream& out, Mode mode) : out_(out), mode_(mode) {}
+  EventPrinter(const EventPrinter&) = delete;
+  EventPrinter& operator=(const EventPrinter&) = delete;
+
+  // Prints `event`; INTERNAL if it cannot be converted to JSON.
+  absl::Status Print(const v1::JobEvent& event);
+  // Ends the progress bar's line, if one was drawn. Call once after the last
+  // event.
+  void Finish();
+
+ private:
+  std::ostream& out_;
+  const Mode mode_;
+  bool bar_drawn_ = false;
+};
+
+}  // namespace mixq::client
+
+#endif  // MIXQ_CLIENT_FORMAT_H_

@@ -1,0 +1,311 @@
+#include "client/cli.h"
+
+#include <cstdlib>
+#include <sstream>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace mixq::client {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kServer[] = "env-server:1234";
+
+// The minimal `submit` command line with `bits`, extended by `extra`.
+std::vector<std::string> Submit(std::vector<std::string> extra = {},
+                                const std::string& bits = "8,6,4,2") {
+  std::vector<std::string> args = {
+      "submit", "--model",      "m.onnx", "--inputs", "x.npy", "--labels",
+      "y.npy",  "--calib-size", "100",    "--bits",   bits};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return args;
+}
+
+TEST(ParseCommandLineTest, SubmitDefaults) {
+  auto parsed = ParseCommandLine(Submit({"--target-avg-bits", "4"}), kServer);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_TRUE(parsed->help.empty());
+  EXPECT_EQ(parsed->global.server, kServer);
+  EXPECT_FALSE(parsed->global.json);
+  EXPECT_EQ(parsed->global.timeout_seconds, kDefaultTimeoutSeconds);
+  EXPECT_FALSE(parsed->global.tty);
+  const auto* submit = std::get_if<SubmitOptions>(&parsed->command);
+  ASSERT_NE(submit, nullptr);
+  EXPECT_EQ(submit->model, "m.onnx");
+  EXPECT_EQ(submit->inputs, "x.npy");
+  EXPECT_EQ(submit->labels, "y.npy");
+  EXPECT_EQ(submit->calib_size, 100);
+  EXPECT_EQ(submit->bits, (std::vector<int>{8, 6, 4, 2}));
+  EXPECT_EQ(submit->target_avg_bits, 4.0);
+  EXPECT_FALSE(submit->target_size_fraction.has_value());
+  // Unset options stay unset so that the server applies its defaults.
+  EXPECT_FALSE(submit->candidates.has_value());
+  EXPECT_FALSE(submit->max_layers.has_value());
+  EXPECT_FALSE(submit->finetune_steps.has_value());
+  EXPECT_FALSE(submit->warmup_steps.has_value());
+  EXPECT_FALSE(submit->final_steps.has_value());
+  EXPECT_FALSE(submit->learning_rate.has_value());
+  EXPECT_FALSE(submit->batch_size.has_value());
+  EXPECT_FALSE(submit->lambda.has_value());
+  EXPECT_FALSE(submit->normalize.has_value());
+  EXPECT_FALSE(submit->max_samples.has_value());
+  EXPECT_EQ(submit->seed, 0u);
+  EXPECT_FALSE(submit->server_paths);
+  EXPECT_FALSE(submit->watch);
+}
+
+TEST(ParseCommandLineTest, SubmitAllOptions) {
+  auto parsed = ParseCommandLine(Submit({"--target-size-fraction",
+                                         "0.25",
+                                         "--candidates",
+                                         "6",
+                                         "--max-layers",
+                                         "3",
+                                         "--finetune-steps",
+                                         "40",
+                                         "--warmup-steps",
+                                         "100",
+                                         "--final-steps",
+                                         "200",
+                                         "--lr",
+                                         "3e-4",
+                                         "--batch-size",
+                                         "32",
+                                         "--lambda",
+                                         "0.5",
+                                         "--seed",
+                                         "18446744073709551615",
+                                         "--normalize",
+                                         "0.286,0.353",
+                                         "--max-samples",
+                                         "5000",
+                                         "--name",
+                                         "mlp",
+                                         "--request-id",
+                                         "r-1",
+                                         "--server-paths",
+                                         "--watch"}),
+                                 kServer);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const auto& submit = std::get<SubmitOptions>(parsed->command);
+  EXPECT_FALSE(submit.target_avg_bits.has_value());
+  EXPECT_EQ(submit.target_size_fraction, 0.25);
+  EXPECT_EQ(submit.candidates, 6);
+  EXPECT_EQ(submit.max_layers, 3);
+  EXPECT_EQ(submit.finetune_steps, 40);
+  EXPECT_EQ(submit.warmup_steps, 100);
+  EXPECT_EQ(submit.final_steps, 200);
+  EXPECT_EQ(submit.learning_rate, 3e-4);
+  EXPECT_EQ(submit.batch_size, 32);
+  EXPECT_EQ(submit.lambda, 0.5);
+  EXPECT_EQ(submit.seed, 18446744073709551615u);
+  ASSERT_TRUE(submit.normalize.has_value());
+  EXPECT_DOUBLE_EQ(submit.normalize->mean, 0.286);
+  EXPECT_DOUBLE_EQ(submit.normalize->std, 0.353);
+  EXPECT_EQ(submit.max_samples, 5000);
+  EXPECT_EQ(submit.name, "mlp");
+  EXPECT_EQ(submit.request_id, "r-1");
+  EXPECT_TRUE(submit.server_paths);
+  EXPECT_TRUE(submit.watch);
+}
+
+TEST(ParseCommandLineTest, GlobalOptionsBeforeAndAfterTheCommand) {
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"--server", "h:1", "--json", "--timeout", "2.5", "--tty", "status",
+            "job-1"},
+           {"status", "job-1", "--server", "h:1", "--json", "--timeout", "2.5",
+            "--tty"}}) {
+    auto parsed = ParseCommandLine(args, kServer);
+    ASSERT_TRUE(parsed.ok()) << parsed.status();
+    EXPECT_EQ(parsed->global.server, "h:1");
+    EXPECT_TRUE(parsed->global.json);
+    EXPECT_EQ(parsed->global.timeout_seconds, 2.5);
+    EXPECT_TRUE(parsed->global.tty);
+    EXPECT_EQ(std::get<StatusOptions>(parsed->command).job_id, "job-1");
+  }
+  auto no_tty = ParseCommandLine({"--tty", "--no-tty", "watch", "j"}, kServer);
+  ASSERT_TRUE(no_tty.ok()) << no_tty.status();
+  EXPECT_FALSE(no_tty->global.tty);
+}
+
+TEST(ParseCommandLineTest, JobCommands) {
+  auto watch = ParseCommandLine({"watch", "j1"}, kServer);
+  ASSERT_TRUE(watch.ok()) << watch.status();
+  EXPECT_EQ(std::get<WatchOptions>(watch->command).job_id, "j1");
+
+  auto results = ParseCommandLine({"results", "j2"}, kServer);
+  ASSERT_TRUE(results.ok()) << results.status();
+  EXPECT_EQ(std::get<ResultsOptions>(results->command).job_id, "j2");
+
+  auto cancel = ParseCommandLine({"cancel", "j3"}, kServer);
+  ASSERT_TRUE(cancel.ok()) << cancel.status();
+  EXPECT_EQ(std::get<CancelOptions>(cancel->command).job_id, "j3");
+}
+
+TEST(ParseCommandLineTest, List) {
+  auto all = ParseCommandLine({"list"}, kServer);
+  ASSERT_TRUE(all.ok()) << all.status();
+  const auto& list = std::get<ListOptions>(all->command);
+  EXPECT_EQ(list.state, v1::JOB_STATE_UNSPECIFIED);
+  EXPECT_FALSE(list.limit.has_value());
+
+  const std::vector<std::pair<std::string, v1::JobState>> states = {
+      {"queued", v1::QUEUED},       {"running", v1::RUNNING},
+      {"succeeded", v1::SUCCEEDED}, {"failed", v1::FAILED},
+      {"cancelled", v1::CANCELLED}, {"Running", v1::RUNNING},
+  };
+  for (const auto& [name, state] : states) {
+    auto parsed =
+        ParseCommandLine({"list", "--state", name, "--limit", "7"}, kServer);
+    ASSERT_TRUE(parsed.ok()) << name << ": " << parsed.status();
+    EXPECT_EQ(std::get<ListOptions>(parsed->command).state, state) << name;
+    EXPECT_EQ(std::get<ListOptions>(parsed->command).limit, 7);
+  }
+}
+
+TEST(ParseCommandLineTest, Best) {
+  auto parsed =
+      ParseCommandLine({"best", "j1", "--top-k", "3", "--max-avg-bits", "4.5",
+                        "--max-size-bytes", "65536"},
+                       kServer);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const auto& best = std::get<BestOptions>(parsed->command);
+  EXPECT_EQ(best.job_id, "j1");
+  EXPECT_EQ(best.top_k, 3);
+  EXPECT_EQ(best.max_avg_bits, 4.5);
+  EXPECT_EQ(best.max_size_bytes, 65536);
+
+  auto defaults = ParseCommandLine({"best", "j1"}, kServer);
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  EXPECT_FALSE(std::get<BestOptions>(defaults->command).top_k.has_value());
+  EXPECT_EQ(std::get<BestOptions>(defaults->command).max_avg_bits, 0);
+  EXPECT_EQ(std::get<BestOptions>(defaults->command).max_size_bytes, 0);
+}
+
+TEST(ParseCommandLineTest, Help) {
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"--help"}, {"-h"}, {"status", "--help"}, {"submit", "--help"}}) {
+    auto parsed = ParseCommandLine(args, kServer);
+    ASSERT_TRUE(parsed.ok()) << args[0] << ": " << parsed.status();
+    EXPECT_THAT(parsed->help, HasSubstr("Usage: mixq")) << args[0];
+    EXPECT_THAT(parsed->help, HasSubstr("Exit codes")) << args[0];
+  }
+  EXPECT_THAT(ParseCommandLine({"--help"}, kServer)->help, HasSubstr("submit"));
+  EXPECT_THAT(ParseCommandLine({"submit", "--help"}, kServer)->help,
+              HasSubstr("--calib-size"));
+}
+
+struct UsageErrorCase {
+  std::vector<std::string> args;
+  std::string message;  // a substring of the error
+};
+
+TEST(ParseCommandLineTest, UsageErrors) {
+  const std::vector<UsageErrorCase> cases = {
+      {{}, "a command is required: submit, status"},
+      {{"--json"}, "a command is required"},
+      {{"frobnicate"}, "frobnicate"},
+      {{"status"}, "job is required"},
+      {{"status", "a", "b"}, "b"},
+      {{"submit", "--inputs", "x", "--labels", "y", "--calib-size", "1",
+        "--bits", "8", "--target-avg-bits", "4"},
+       "--model is required"},
+      {Submit(),
+       "one of --target-avg-bits or --target-size-fraction is required"},
+      {Submit({"--target-avg-bits", "4", "--target-size-fraction", "0.5"}),
+       "excludes"},
+      {Submit({"--target-avg-bits", "4"}, "8,x"),
+       "--bits: \"x\" is not an integer"},
+      {Submit({"--target-avg-bits", "4"}, "8,,4"),
+       "--bits: \"\" is not an integer"},
+      {Submit({"--target-avg-bits", "4"}, "8.5"), "--bits"},
+      {Submit({"--target-avg-bits", "4", "--normalize", "0.5"}), "--normalize"},
+      {Submit({"--target-avg-bits", "4", "--normalize", "0.5,a"}),
+       "--normalize"},
+      {Submit({"--target-avg-bits", "4", "--normalize", "1,2,3"}),
+       "--normalize"},
+      {Submit({"--target-avg-bits", "four"}), "--target-avg-bits"},
+      {Submit({"--target-avg-bits", "4", "--candidates", "0"}), "--candidates"},
+      {Submit({"--target-avg-bits", "4", "--batch-size", "-1"}),
+       "--batch-size"},
+      {Submit({"--target-avg-bits", "4", "--bogus"}), "--bogus"},
+      {Submit({"--target-avg-bits", "4"}, ""), "--bits"},
+      {Submit({"--target-avg-bits", "4", "--bits", "4"}), "--bits"},
+      {{"status", "a", "list"}, "list"},
+      {{"list", "--state", "sleeping"}, "--state"},
+      {{"list", "--limit", "x"}, "--limit"},
+      {{"best", "j", "--top-k", "0"}, "--top-k"},
+      {{"--timeout", "0", "status", "j"}, "--timeout"},
+  };
+  for (const UsageErrorCase& c : cases) {
+    std::string joined;
+    for (const auto& a : c.args) joined += a + " ";
+    auto parsed = ParseCommandLine(c.args, kServer);
+    ASSERT_FALSE(parsed.ok()) << joined;
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument)
+        << joined;
+    EXPECT_THAT(std::string(parsed.status().message()), HasSubstr(c.message))
+        << joined;
+  }
+}
+
+TEST(RunCliTest, UsageErrorExitsTwo) {
+  std::ostringstream out;
+  std::ostringstream err;
+  EXPECT_EQ(RunCli(Submit({"--target-avg-bits", "4"}, "8,x"), out, err),
+            kExitUsage);
+  EXPECT_EQ(out.str(), "");
+  EXPECT_THAT(err.str(), HasSubstr("error: --bits"));
+  EXPECT_THAT(err.str(), HasSubstr("mixq --help"));
+}
+
+TEST(RunCliTest, HelpExitsZero) {
+  std::ostringstream out;
+  std::ostringstream err;
+  EXPECT_EQ(RunCli({"best", "--help"}, out, err), kExitOk);
+  EXPECT_THAT(out.str(), HasSubstr("--max-avg-bits"));
+  EXPECT_EQ(err.str(), "");
+}
+
+TEST(RunCliTest, UnreadableFileExitsTwo) {
+  std::ostringstream out;
+  std::ostringstream err;
+  std::vector<std::string> args = Submit({"--target-avg-bits", "4"});
+  args[2] = "/nonexistent/model.onnx";
+  // The file is read before any connection is made.
+  args.insert(args.begin(), {"--server", "127.0.0.1:1"});
+  EXPECT_EQ(RunCli(args, out, err), kExitUsage);
+  EXPECT_THAT(err.str(), HasSubstr("--model"));
+  EXPECT_THAT(err.str(), HasSubstr("/nonexistent/model.onnx"));
+}
+
+TEST(RunCliTest, UnreachableServerExitsFour) {
+  std::ostringstream out;
+  std::ostringstream err;
+  EXPECT_EQ(
+      RunCli({"--server", "127.0.0.1:1", "status", "job-x", "--timeout", "2"},
+             out, err),
+      kExitRpcError);
+  EXPECT_EQ(out.str(), "");
+  EXPECT_THAT(
+      err.str(),
+      HasSubstr("error: UNAVAILABLE: cannot reach mixq server at 127.0.0.1:1"));
+}
+
+TEST(RunCliTest, ServerDefaultsToTheEnvironment) {
+  ASSERT_EQ(setenv(kServerEnvVar, "127.0.0.1:1", /*overwrite=*/1), 0);
+  std::ostringstream out;
+  std::ostringstream err;
+  const int code = RunCli({"status", "job-x", "--timeout", "2"}, out, err);
+  unsetenv(kServerEnvVar);
+  EXPECT_EQ(code, kExitRpcError);
+  EXPECT_THAT(err.str(), HasSubstr("cannot reach mixq server at 127.0.0.1:1"));
+}
+
+}  // namespace
+}  // namespace mixq::client

@@ -1,0 +1,496 @@
+#include "client/commands.h"
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "client/cli.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "proto/mixq.grpc.pb.h"
+#include "tests/client/text_proto.h"
+#include "util/file.h"
+
+namespace mixq::client {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+// A fresh directory under the test temp dir, removed on destruction.
+class TempDir {
+ public:
+  TempDir() {
+    const auto* info = testing::UnitTest::GetInstance()->current_test_info();
+    path_ =
+        std::filesystem::path(testing::TempDir()) /
+        (std::string("client_") + info->test_suite_name() + "_" + info->name());
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+TEST(ExitCodeForTest, Table) {
+  const std::vector<std::pair<grpc::StatusCode, int>> cases = {
+      {grpc::StatusCode::OK, kExitOk},
+      {grpc::StatusCode::INVALID_ARGUMENT, kExitUsage},
+      {grpc::StatusCode::FAILED_PRECONDITION, kExitUsage},
+      {grpc::StatusCode::PERMISSION_DENIED, kExitUsage},
+      {grpc::StatusCode::NOT_FOUND, kExitNotFound},
+      {grpc::StatusCode::UNAVAILABLE, kExitRpcError},
+      {grpc::StatusCode::DEADLINE_EXCEEDED, kExitRpcError},
+      {grpc::StatusCode::RESOURCE_EXHAUSTED, kExitRpcError},
+      {grpc::StatusCode::INTERNAL, kExitRpcError},
+      {grpc::StatusCode::UNKNOWN, kExitRpcError},
+      {grpc::StatusCode::CANCELLED, kExitRpcError},
+      {grpc::StatusCode::UNAUTHENTICATED, kExitRpcError},
+      {grpc::StatusCode::ALREADY_EXISTS, kExitRpcError},
+      {grpc::StatusCode::UNIMPLEMENTED, kExitRpcError},
+  };
+  for (const auto& [code, exit_code] : cases) {
+    EXPECT_EQ(ExitCodeFor(code), exit_code) << code;
+  }
+}
+
+TEST(DescribeRpcErrorTest, NamesTheCode) {
+  EXPECT_EQ(
+      DescribeRpcError(grpc::Status(grpc::StatusCode::NOT_FOUND, "no job x"),
+                       "h:1", 60),
+      "error: NOT_FOUND: no job x\n");
+  EXPECT_EQ(
+      DescribeRpcError(grpc::Status(grpc::StatusCode::UNAVAILABLE, "refused"),
+                       "h:1", 60),
+      "error: UNAVAILABLE: cannot reach mixq server at h:1: refused\n");
+  EXPECT_EQ(DescribeRpcError(
+                grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "late"),
+                "h:1", 2.5),
+            "error: DEADLINE_EXCEEDED: no answer from mixq server at h:1 "
+            "within 2.5 s (see --timeout): "
+            "late\n");
+}
+
+SubmitOptions MinimalSubmit(const std::filesystem::path& dir) {
+  SubmitOptions options;
+  options.model = (dir / "model.onnx").string();
+  options.inputs = (dir / "x.npy").string();
+  options.labels = (dir / "y.npy").string();
+  options.calib_size = 100;
+  options.bits = {8, 6, 4, 2};
+  options.target_avg_bits = 4;
+  return options;
+}
+
+void WriteInputs(const std::filesystem::path& dir) {
+  ASSERT_TRUE(WriteFile((dir / "model.onnx").string(), "MODEL").ok());
+  ASSERT_TRUE(WriteFile((dir / "x.npy").string(), "INPUTS").ok());
+  ASSERT_TRUE(WriteFile((dir / "y.npy").string(), "LABELS").ok());
+}
+
+TEST(BuildSubmitRequestTest, SendsContentByDefault) {
+  TempDir dir;
+  WriteInputs(dir.path());
+  auto request = BuildSubmitRequest(MinimalSubmit(dir.path()));
+  ASSERT_TRUE(request.ok()) << request.status();
+  const v1::JobSpec& spec = request->spec();
+  EXPECT_EQ(spec.model().content(), "MODEL");
+  EXPECT_EQ(spec.model().filename(), "model.onnx");
+  EXPECT_EQ(spec.inputs().content(), "INPUTS");
+  EXPECT_EQ(spec.inputs().filename(), "x.npy");
+  EXPECT_EQ(spec.labels().content(), "LABELS");
+  EXPECT_EQ(spec.labels().filename(), "y.npy");
+  EXPECT_EQ(spec.calib_size(), 100);
+  EXPECT_FALSE(spec.has_normalize());
+  EXPECT_EQ(spec.max_samples(), 0);
+  EXPECT_EQ(spec.name(), "");
+  EXPECT_EQ(request->request_id(), "");
+  const v1::SearchOptions& search = spec.search();
+  EXPECT_THAT(search.bits(), ::testing::ElementsAre(8, 6, 4, 2));
+  EXPECT_EQ(search.budget().target_case(), v1::Budget::kAvgBits);
+  EXPECT_EQ(search.budget().avg_bits(), 4);
+  // Unset options stay zero: the server's documented defaults apply.
+  EXPECT_EQ(search.candidates(), 0);
+  EXPECT_EQ(search.max_layers(), 0);
+  EXPECT_EQ(search.finetune_steps(), 0);
+  EXPECT_EQ(search.warmup_steps(), 0);
+  EXPECT_EQ(search.final_finetune_steps(), 0);
+  EXPECT_EQ(search.learning_rate(), 0);
+  EXPECT_EQ(search.batch_size(), 0);
+  EXPECT_EQ(search.lambda(), 0);
+  EXPECT_EQ(search.seed(), 0u);
+}
+
+TEST(BuildSubmitRequestTest, ServerPathsAreAbsoluteAndNotRead) {
+  SubmitOptions options =
+      MinimalSubmit("data/../data");  // relative, files absent
+  options.server_paths = true;
+  options.target_avg_bits.reset();
+  options.target_size_fraction = 0.25;
+  options.candidates = 6;
+  options.max_layers = 3;
+  options.finetune_steps = 40;
+  options.warmup_steps = 100;
+  options.final_steps = 200;
+  options.learning_rate = 3e-4;
+  options.batch_size = 32;
+  options.lambda = 0.5;
+  options.seed = 42;
+  options.normalize = SubmitOptions::Normalize{0.286, 0.353};
+  options.max_samples = 5000;
+  options.name = "mlp";
+  options.request_id = "r-1";
+  auto request = BuildSubmitRequest(options);
+  ASSERT_TRUE(request.ok()) << request.status();
+  const v1::JobSpec& spec = request->spec();
+  const std::string cwd = std::filesystem::current_path().string();
+  EXPECT_EQ(spec.model().source_case(), v1::DataSource::kServerPath);
+  EXPECT_EQ(spec.model().server_path(), cwd + "/data/model.onnx");
+  EXPECT_EQ(spec.model().filename(), "model.onnx");
+  EXPECT_EQ(spec.inputs().server_path(), cwd + "/data/x.npy");
+  EXPECT_EQ(spec.labels().server_path(), cwd + "/data/y.npy");
+  EXPECT_EQ(spec.labels().filename(), "y.npy");
+  EXPECT_EQ(spec.name(), "mlp");
+  EXPECT_EQ(request->request_id(), "r-1");
+  EXPECT_EQ(spec.normalize().mean(), 0.286);
+  EXPECT_EQ(spec.normalize().std(), 0.353);
+  EXPECT_EQ(spec.max_samples(), 5000);
+  const v1::SearchOptions& search = spec.search();
+  EXPECT_EQ(search.budget().target_case(), v1::Budget::kSizeFraction);
+  EXPECT_EQ(search.budget().size_fraction(), 0.25);
+  EXPECT_EQ(search.candidates(), 6);
+  EXPECT_EQ(search.max_layers(), 3);
+  EXPECT_EQ(search.finetune_steps(), 40);
+  EXPECT_EQ(search.warmup_steps(), 100);
+  EXPECT_EQ(search.final_finetune_steps(), 200);
+  EXPECT_EQ(search.learning_rate(), 3e-4);
+  EXPECT_EQ(search.batch_size(), 32);
+  EXPECT_EQ(search.lambda(), 0.5);
+  EXPECT_EQ(search.seed(), 42u);
+}
+
+TEST(BuildSubmitRequestTest, MissingFileNamesTheFlag) {
+  TempDir dir;
+  WriteInputs(dir.path());
+  std::filesystem::remove(dir.path() / "x.npy");
+  auto request = BuildSubmitRequest(MinimalSubmit(dir.path()));
+  ASSERT_FALSE(request.ok());
+  EXPECT_EQ(request.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(request.status().message()),
+              StartsWith("--inputs: "));
+  EXPECT_THAT(std::string(request.status().message()), HasSubstr("x.npy"));
+}
+
+TEST(BuildRequestTest, ListAndBest) {
+  ListOptions list;
+  list.state = v1::FAILED;
+  list.limit = 3;
+  const v1::ListJobsRequest list_request = BuildListRequest(list);
+  EXPECT_EQ(list_request.state(), v1::FAILED);
+  EXPECT_EQ(list_request.limit(), 3);
+  EXPECT_EQ(BuildListRequest(ListOptions()).limit(), 0);
+
+  BestOptions best;
+  best.job_id = "j";
+  best.max_avg_bits = 4.5;
+  const v1::QueryBestPoliciesRequest best_request = BuildBestRequest(best);
+  EXPECT_EQ(best_request.job_id(), "j");
+  EXPECT_EQ(best_request.top_k(), 0);
+  EXPECT_EQ(best_request.max_avg_bits(), 4.5);
+  EXPECT_EQ(best_request.max_size_bytes(), 0);
+}
+
+// A scripted stand-in for the mixq server: job "job-1" exists; WatchJob plays
+// the events scripted for the job id; CancelJob refuses (job finished).
+class FakeMixq final : public v1::Mixq::Service {
+ public:
+  grpc::Status SubmitJob(grpc::ServerContext*,
+                         const v1::SubmitJobRequest* request,
+                         v1::SubmitJobResponse* response) override {
+    absl::MutexLock lock(&mutex_);
+    last_submit_ = *request;
+    response->mutable_job()->set_id("job-1");
+    response->mutable_job()->set_state(v1::QUEUED);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status GetJob(grpc::ServerContext*, const v1::GetJobRequest* request,
+                      v1::Job* job) override {
+    if (request->job_id() != "job-1") {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                          "job \"" + request->job_id() + "\" not found");
+    }
+    *job = ParseText<v1::Job>(
+        R"pb(id: "job-1" name: "mlp" state: RUNNING steps_done: 2)pb");
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ListJobs(grpc::ServerContext*,
+                        const v1::ListJobsRequest* request,
+                        v1::ListJobsResponse* response) override {
+    absl::MutexLock lock(&mutex_);
+    last_list_ = *request;
+    *response->add_jobs() =
+        ParseText<v1::Job>(R"pb(id: "job-1" state: RUNNING)pb");
+    return grpc::Status::OK;
+  }
+
+  grpc::Status WatchJob(grpc::ServerContext*,
+                        const v1::WatchJobRequest* request,
+                        grpc::ServerWriter<v1::JobEvent>* writer) override {
+    const auto script = kScripts.find(request->job_id());
+    if (script == kScripts.end()) {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, "no such job");
+    }
+    for (const std::string& text : script->second) {
+      v1::JobEvent event = ParseText<v1::JobEvent>(text);
+      event.set_job_id(request->job_id());
+      writer->Write(event);
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status GetResults(grpc::ServerContext*, const v1::GetResultsRequest*,
+                          v1::GetResultsResponse* response) override {
+    *response = ParseText<v1::GetResultsResponse>(
+        R"pb(job { id: "job-1" state: SUCCEEDED }
+             final_policy {
+               layers { name: "w" bits: 4 }
+               avg_bits: 4
+             })pb");
+    return grpc::Status::OK;
+  }
+
+  grpc::Status QueryBestPolicies(
+      grpc::ServerContext*, const v1::QueryBestPoliciesRequest* request,
+      v1::QueryBestPoliciesResponse* response) override {
+    absl::MutexLock lock(&mutex_);
+    last_best_ = *request;
+    *response = ParseText<v1::QueryBestPoliciesResponse>(R"pb(
+      job_id: "job-1"
+      policies {
+        layers { name: "w1" bits: 8 }
+        layers { name: "w2" bits: 4 }
+        avg_bits: 5.5
+        size_bytes: 4096
+        accuracy: 0.9
+        loss: 0.25
+        kind: "final"
+        step: 4
+      }
+    )pb");
+    return grpc::Status::OK;
+  }
+
+  grpc::Status CancelJob(grpc::ServerContext*, const v1::CancelJobRequest*,
+                         v1::Job*) override {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        "job job-1 already finished");
+  }
+
+  v1::SubmitJobRequest last_submit() {
+    absl::MutexLock lock(&mutex_);
+    return last_submit_;
+  }
+  v1::ListJobsRequest last_list() {
+    absl::MutexLock lock(&mutex_);
+    return last_list_;
+  }
+  v1::QueryBestPoliciesRequest last_best() {
+    absl::MutexLock lock(&mutex_);
+    return last_best_;
+  }
+
+ private:
+  inline static const std::map<std::string, std::vector<std::string>>
+      kScripts =
+          {
+              {"job-1",
+               {R"pb(state: QUEUED phase: "queued")pb",
+                R"pb(state: RUNNING
+                     phase: "search"
+                     step: 1
+                     avg_bits: 6
+                     target_avg_bits: 4
+                     accuracy: 0.9
+                     progress: 0.5)pb",
+                R"pb(state: SUCCEEDED
+                     phase: "done"
+                     step: 2
+                     avg_bits: 4
+                     target_avg_bits: 4
+                     accuracy: 0.88
+                     progress: 1)pb"}},
+              {"job-failed",
+               {R"pb(state: RUNNING phase: "loading")pb",
+                R"pb(state: FAILED
+                     phase: "done"
+                     error: "inputs: expected float32")pb"}},
+              {"job-cancelled", {R"pb(state: CANCELLED phase: "done")pb"}},
+              {"job-cut", {R"pb(state: RUNNING phase: "search" step: 1)pb"}},
+          };
+
+  absl::Mutex mutex_;
+  v1::SubmitJobRequest last_submit_ ABSL_GUARDED_BY(mutex_);
+  v1::ListJobsRequest last_list_ ABSL_GUARDED_BY(mutex_);
+  v1::QueryBestPoliciesRequest last_best_ ABSL_GUARDED_BY(mutex_);
+};
+
+// RunCli against FakeMixq on 127.0.0.1:0.
+class RunCliFakeServerTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                             &port);
+    builder.RegisterService(&service_);
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    ASSERT_NE(port, 0);
+    address_ = "127.0.0.1:" + std::to_string(port);
+  }
+  void TearDown() override {
+    if (server_ != nullptr) server_->Shutdown();
+  }
+
+  // Runs `mixq --server <fake> args...`, returning the exit code.
+  int Run(std::vector<std::string> args) {
+    out_.str("");
+    err_.str("");
+    args.insert(args.begin(), {"--server", address_, "--timeout", "10"});
+    return RunCli(args, out_, err_);
+  }
+
+  FakeMixq service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::string address_;
+  std::ostringstream out_;
+  std::ostringstream err_;
+};
+
+TEST_F(RunCliFakeServerTest, SubmitPrintsTheJobId) {
+  TempDir dir;
+  WriteInputs(dir.path());
+  const SubmitOptions o = MinimalSubmit(dir.path());
+  EXPECT_EQ(Run({"submit", "--model", o.model, "--inputs", o.inputs, "--labels",
+                 o.labels, "--calib-size", "10", "--bits", "8,4",
+                 "--target-avg-bits", "5", "--name", "n"}),
+            kExitOk)
+      << err_.str();
+  EXPECT_EQ(out_.str(), "job-1\n");
+  const v1::SubmitJobRequest request = service_.last_submit();
+  EXPECT_EQ(request.spec().model().content(), "MODEL");
+  EXPECT_EQ(request.spec().name(), "n");
+  EXPECT_EQ(request.spec().search().budget().avg_bits(), 5);
+}
+
+TEST_F(RunCliFakeServerTest, SubmitJsonAndWatch) {
+  TempDir dir;
+  WriteInputs(dir.path());
+  const SubmitOptions o = MinimalSubmit(dir.path());
+  EXPECT_EQ(Run({"--json", "submit", "--model", o.model, "--inputs", o.inputs,
+                 "--labels", o.labels, "--calib-size", "10", "--bits", "8,4",
+                 "--target-avg-bits", "5", "--watch"}),
+            kExitOk)
+      << err_.str();
+  // JSON Lines: the response, then one object per event.
+  std::vector<std::string> lines;
+  std::istringstream in(out_.str());
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  ASSERT_EQ(lines.size(), 4u) << out_.str();
+  EXPECT_THAT(lines[0], HasSubstr("\"existing\":false"));
+  EXPECT_THAT(lines[0], HasSubstr("\"id\":\"job-1\""));
+  EXPECT_THAT(lines[1], HasSubstr("\"state\":\"QUEUED\""));
+  EXPECT_THAT(lines[3], HasSubstr("\"state\":\"SUCCEEDED\""));
+}
+
+TEST_F(RunCliFakeServerTest, Status) {
+  EXPECT_EQ(Run({"status", "job-1"}), kExitOk) << err_.str();
+  EXPECT_THAT(out_.str(), HasSubstr("state:          RUNNING\n"));
+  EXPECT_EQ(Run({"status", "job-1", "--json"}), kExitOk) << err_.str();
+  EXPECT_THAT(out_.str(), HasSubstr("\"steps_done\": 2"));
+}
+
+TEST_F(RunCliFakeServerTest, NotFoundExitsThree) {
+  EXPECT_EQ(Run({"status", "job-x"}), kExitNotFound);
+  EXPECT_EQ(out_.str(), "");
+  EXPECT_EQ(err_.str(), "error: NOT_FOUND: job \"job-x\" not found\n");
+}
+
+TEST_F(RunCliFakeServerTest, FailedPreconditionExitsTwo) {
+  EXPECT_EQ(Run({"cancel", "job-1"}), kExitUsage);
+  EXPECT_EQ(err_.str(),
+            "error: FAILED_PRECONDITION: job job-1 already finished\n");
+}
+
+TEST_F(RunCliFakeServerTest, ListSendsTheFilter) {
+  EXPECT_EQ(Run({"list", "--state", "running", "--limit", "5"}), kExitOk)
+      << err_.str();
+  EXPECT_THAT(out_.str(), StartsWith("ID     NAME  STATE"));
+  EXPECT_EQ(service_.last_list().state(), v1::RUNNING);
+  EXPECT_EQ(service_.last_list().limit(), 5);
+}
+
+TEST_F(RunCliFakeServerTest, Best) {
+  EXPECT_EQ(Run({"best", "job-1", "--top-k", "2", "--max-size-bytes", "5000"}),
+            kExitOk)
+      << err_.str();
+  EXPECT_THAT(out_.str(), HasSubstr("layers: w1/w2\n"));
+  EXPECT_THAT(out_.str(), HasSubstr("8/4"));
+  EXPECT_EQ(service_.last_best().top_k(), 2);
+  EXPECT_EQ(service_.last_best().max_size_bytes(), 5000);
+
+  EXPECT_EQ(Run({"--json", "best", "job-1"}), kExitOk) << err_.str();
+  for (const char* key : {"\"job_id\"", "\"policies\"", "\"avg_bits\"",
+                          "\"layers\"", "\"name\"", "\"bits\""}) {
+    EXPECT_THAT(out_.str(), HasSubstr(key)) << key;
+  }
+}
+
+TEST_F(RunCliFakeServerTest, Results) {
+  EXPECT_EQ(Run({"results", "job-1"}), kExitOk) << err_.str();
+  EXPECT_THAT(out_.str(), HasSubstr("final: avg 4.00 bits"));
+}
+
+TEST_F(RunCliFakeServerTest, WatchSucceeded) {
+  EXPECT_EQ(Run({"watch", "job-1"}), kExitOk) << err_.str();
+  EXPECT_EQ(
+      out_.str(),
+      "QUEUED queued 0%\n"
+      "RUNNING search 50% step 1 avg 6.00 bits → 4.00 acc 90.0% loss 0.0000\n"
+      "SUCCEEDED done 100% step 2 avg 4.00 bits → 4.00 acc 88.0% loss "
+      "0.0000\n");
+  EXPECT_EQ(err_.str(), "");
+
+  EXPECT_EQ(Run({"--tty", "watch", "job-1"}), kExitOk) << err_.str();
+  EXPECT_THAT(out_.str(),
+              StartsWith("\r[..........] 0% queued\x1b[K\r[#####.....] 50%"));
+  EXPECT_EQ(out_.str().back(), '\n');
+}
+
+TEST_F(RunCliFakeServerTest, WatchFailedOrCancelledExitsOne) {
+  EXPECT_EQ(Run({"watch", "job-failed"}), kExitJobFailed);
+  EXPECT_EQ(err_.str(),
+            "error: job job-failed failed: inputs: expected float32\n");
+  EXPECT_EQ(Run({"watch", "job-cancelled"}), kExitJobFailed);
+  EXPECT_EQ(err_.str(), "job job-cancelled was cancelled\n");
+}
+
+TEST_F(RunCliFakeServerTest, WatchStreamEndingEarlyExitsFour) {
+  EXPECT_EQ(Run({"watch", "job-cut"}), kExitRpcError);
+  EXPECT_THAT(err_.str(), HasSubstr("ended in state RUNNING"));
+  EXPECT_EQ(Run({"watch", "job-unknown"}), kExitNotFound);
+  EXPECT_EQ(err_.str(), "error: NOT_FOUND: no such job\n");
+}
+
+}  // namespace
+}  // namespace mixq::client

@@ -1,0 +1,364 @@
+#include "client/format.h"
+
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "google/protobuf/util/json_util.h"
+#include "gtest/gtest.h"
+#include "tests/client/text_proto.h"
+
+namespace mixq::client {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+v1::QueryBestPoliciesResponse BestResponse() {
+  return ParseText<v1::QueryBestPoliciesResponse>(R"pb(
+    job_id: "job-7"
+    policies {
+      layers { name: "fc1.weight" bits: 8 }
+      layers { name: "fc2.weight" bits: 4 }
+      layers { name: "fc3.weight" bits: 2 }
+      avg_bits: 4.5
+      size_bytes: 10240
+      accuracy: 0.861
+      loss: 0.41234
+      step: 3
+      kind: "finetuned"
+    }
+    policies {
+      layers { name: "fc1.weight" bits: 4 }
+      layers { name: "fc2.weight" bits: 4 }
+      layers { name: "fc3.weight" bits: 2 }
+      avg_bits: 3.25
+      size_bytes: 2048
+      accuracy: 0.8
+      loss: 0.6
+      step: 12
+      kind: "final"
+    }
+  )pb");
+}
+
+TEST(FormatTableTest, AlignsColumnsWithoutTrailingSpaces) {
+  EXPECT_EQ(
+      FormatTable({"A", "BB", "C"}, {{"xyz", "1", "p"}, {"q", "22"}}, {1}),
+      "A    BB  C\n"
+      "xyz   1  p\n"
+      "q    22\n");
+}
+
+TEST(FormatBitsTest, JoinsLayerBits) {
+  EXPECT_EQ(FormatBits(BestResponse().policies(0)), "8/4/2");
+  EXPECT_EQ(FormatBits(v1::Policy()), "");
+}
+
+TEST(FormatBestPoliciesTest, Table) {
+  EXPECT_EQ(
+      FormatBestPolicies(BestResponse()),
+      "layers: fc1.weight/fc2.weight/fc3.weight\n"
+      "RANK  AVG BITS  SIZE (KiB)    ACC    LOSS  KIND       STEP  BITS\n"
+      "   1      4.50        10.0  86.1%  0.4123  finetuned     3  8/4/2\n"
+      "   2      3.25         2.0  80.0%  0.6000  final        12  4/4/2\n");
+}
+
+TEST(FormatBestPoliciesTest, Empty) {
+  v1::QueryBestPoliciesResponse response;
+  response.set_job_id("job-7");
+  EXPECT_EQ(FormatBestPolicies(response),
+            "job job-7: no evaluated policy meets the limit\n");
+}
+
+TEST(ToJsonTest, UsesProtoFieldNamesAndPrintsDefaults) {
+  auto json = ToJson(BestResponse(), /*multiline=*/true);
+  ASSERT_TRUE(json.ok()) << json.status();
+  for (const char* key :
+       {"\"job_id\"", "\"policies\"", "\"avg_bits\"", "\"size_bytes\"",
+        "\"layers\"", "\"name\"", "\"bits\"", "\"accuracy\"", "\"loss\"",
+        "\"kind\"", "\"step\"", "\"rank\"", "\"chosen\"", "\"omega\""}) {
+    EXPECT_THAT(*json, HasSubstr(key)) << key;
+  }
+  EXPECT_THAT(*json, Not(HasSubstr("avgBits")));
+  EXPECT_THAT(*json, HasSubstr("\"name\": \"fc1.weight\""));
+  EXPECT_THAT(*json, HasSubstr("\"bits\": 8"));
+  EXPECT_EQ(json->back(), '\n');
+
+  // The JSON parses back to the same message.
+  v1::QueryBestPoliciesResponse round_trip;
+  ASSERT_TRUE(
+      google::protobuf::util::JsonStringToMessage(*json, &round_trip).ok());
+  EXPECT_EQ(round_trip.SerializeAsString(), BestResponse().SerializeAsString());
+}
+
+TEST(ToJsonTest, SingleLine) {
+  v1::JobEvent event;
+  event.set_job_id("j");
+  event.set_state(v1::RUNNING);
+  auto json = ToJson(event, /*multiline=*/false);
+  ASSERT_TRUE(json.ok()) << json.status();
+  EXPECT_THAT(*json, Not(HasSubstr("\n")));
+  EXPECT_THAT(*json, HasSubstr("\"state\":\"RUNNING\""));
+  EXPECT_THAT(*json, HasSubstr("\"target_avg_bits\":0"));
+}
+
+v1::JobEvent SearchEvent() {
+  return ParseText<v1::JobEvent>(R"pb(
+    job_id: "j"
+    state: RUNNING
+    phase: "search"
+    step: 7
+    avg_bits: 5.3125
+    target_avg_bits: 4
+    accuracy: 0.8612
+    loss: 0.5
+    progress: 0.52
+  )pb");
+}
+
+struct ProgressCase {
+  std::string event;  // text-format JobEvent
+  std::string bar;
+  std::string line;
+};
+
+TEST(FormatProgressTest, Table) {
+  const std::vector<ProgressCase> cases = {
+      {R"pb(state: QUEUED phase: "queued")pb", "[..........] 0% queued",
+       "QUEUED queued 0%"},
+      {R"pb(state: RUNNING phase: "loading" progress: 0.01)pb",
+       "[..........] 1% loading", "RUNNING loading 1%"},
+      {R"pb(state: RUNNING
+            phase: "warmup"
+            avg_bits: 8
+            target_avg_bits: 4
+            accuracy: 0.9
+            loss: 0.3
+            progress: 0.1)pb",
+       "[#.........] 10% warmup avg 8.00 bits → 4.00 acc 90.0%",
+       "RUNNING warmup 10% avg 8.00 bits → 4.00 acc 90.0% loss 0.3000"},
+      {R"pb(state: RUNNING
+            phase: "search"
+            step: 7
+            avg_bits: 5.3125
+            target_avg_bits: 4
+            accuracy: 0.8612
+            loss: 0.5
+            progress: 0.52)pb",
+       "[#####.....] 52% step 7 avg 5.31 bits → 4.00 acc 86.1%",
+       "RUNNING search 52% step 7 avg 5.31 bits → 4.00 acc 86.1% loss 0.5000"},
+      {R"pb(state: RUNNING
+            phase: "search"
+            step: 2
+            avg_bits: 6
+            size_bytes: 81920
+            target_size_bytes: 65536
+            accuracy: 0.5
+            progress: 0.3)pb",
+       "[###.......] 30% step 2 avg 6.00 bits size 80.0 KiB → 64.0 KiB acc "
+       "50.0%",
+       "RUNNING search 30% step 2 avg 6.00 bits size 80.0 KiB → 64.0 KiB acc "
+       "50.0% loss 0.0000"},
+      {R"pb(state: SUCCEEDED
+            phase: "done"
+            step: 9
+            avg_bits: 3.98
+            target_avg_bits: 4
+            accuracy: 0.85
+            loss: 0.4
+            progress: 1)pb",
+       "[##########] 100% done step 9 avg 3.98 bits → 4.00 acc 85.0%",
+       "SUCCEEDED done 100% step 9 avg 3.98 bits → 4.00 acc 85.0% loss 0.4000"},
+      {R"pb(state: FAILED phase: "done" error: "boom" progress: 1.5)pb",
+       "[##########] 100% done", "FAILED done 100% error: boom"},
+  };
+  for (const ProgressCase& c : cases) {
+    const auto event = ParseText<v1::JobEvent>(c.event);
+    EXPECT_EQ(FormatProgressBar(event), c.bar) << c.event;
+    EXPECT_EQ(FormatEventLine(event), c.line) << c.event;
+  }
+}
+
+TEST(EventPrinterTest, ProgressBarRedrawsOneLine) {
+  std::ostringstream out;
+  EventPrinter printer(out, EventPrinter::Mode::kProgressBar);
+  v1::JobEvent first;
+  first.set_phase("queued");
+  ASSERT_TRUE(printer.Print(first).ok());
+  ASSERT_TRUE(printer.Print(SearchEvent()).ok());
+  printer.Finish();
+  EXPECT_EQ(out.str(),
+            "\r[..........] 0% queued\x1b[K"
+            "\r[#####.....] 52% step 7 avg 5.31 bits → 4.00 acc 86.1%\x1b[K\n");
+}
+
+TEST(EventPrinterTest, LinesAndJson) {
+  std::ostringstream lines;
+  EventPrinter line_printer(lines, EventPrinter::Mode::kLines);
+  ASSERT_TRUE(line_printer.Print(SearchEvent()).ok());
+  ASSERT_TRUE(line_printer.Print(SearchEvent()).ok());
+  line_printer.Finish();
+  EXPECT_EQ(lines.str(), FormatEventLine(SearchEvent()) + "\n" +
+                             FormatEventLine(SearchEvent()) + "\n");
+
+  std::ostringstream json;
+  EventPrinter json_printer(json, EventPrinter::Mode::kJson);
+  ASSERT_TRUE(json_printer.Print(SearchEvent()).ok());
+  json_printer.Finish();
+  EXPECT_EQ(json.str(), *ToJson(SearchEvent(), /*multiline=*/false) + "\n");
+  EXPECT_THAT(json.str(), HasSubstr("\"phase\":\"search\""));
+}
+
+TEST(FormatJobTest, KeyValueLines) {
+  const auto job = ParseText<v1::Job>(R"pb(
+    id: "job-1"
+    name: "mlp"
+    state: SUCCEEDED
+    created { seconds: 1700000000 }
+    started { seconds: 1700000005 }
+    finished { seconds: 1700000065 }
+    steps_done: 7
+    layers { name: "a" }
+    layers { name: "b" }
+    final_policy { avg_bits: 3.995 accuracy: 0.8512 }
+  )pb");
+  EXPECT_EQ(FormatJob(job),
+            "id:             job-1\n"
+            "name:           mlp\n"
+            "state:          SUCCEEDED\n"
+            "error:          -\n"
+            "created:        2023-11-14T22:13:20Z\n"
+            "started:        2023-11-14T22:13:25Z\n"
+            "finished:       2023-11-14T22:14:25Z\n"
+            "steps done:     7\n"
+            "layers:         2\n"
+            "final avg bits: 4.00\n"
+            "final accuracy: 85.1%\n");
+
+  const auto failed =
+      ParseText<v1::Job>(R"pb(id: "job-2" state: FAILED error: "bad model")pb");
+  const std::string text = FormatJob(failed);
+  EXPECT_THAT(text, HasSubstr("error:          bad model\n"));
+  EXPECT_THAT(text, HasSubstr("started:        -\n"));
+  EXPECT_THAT(text, HasSubstr("final avg bits: -\n"));
+}
+
+TEST(FormatJobListTest, Table) {
+  const auto response = ParseText<v1::ListJobsResponse>(R"pb(
+    jobs {
+      id: "job-2"
+      state: RUNNING
+      steps_done: 3
+      created { seconds: 1700000000 }
+    }
+    jobs {
+      id: "job-1"
+      name: "mlp"
+      state: SUCCEEDED
+      steps_done: 12
+      created { seconds: 1690000000 }
+      final_policy { avg_bits: 4 accuracy: 0.9 }
+    }
+  )pb");
+  EXPECT_EQ(FormatJobList(response),
+            "ID     NAME  STATE      STEPS  AVG BITS  ACCURACY  CREATED\n"
+            "job-2  -     RUNNING        3         -         -  "
+            "2023-11-14T22:13:20Z\n"
+            "job-1  mlp   SUCCEEDED     12      4.00     90.0%  "
+            "2023-07-22T04:26:40Z\n");
+}
+
+TEST(FormatResultsTest, StepsAndFinalPolicy) {
+  const auto response = ParseText<v1::GetResultsResponse>(R"pb(
+    job {
+      id: "job-1"
+      state: SUCCEEDED
+      layers { name: "w1" }
+      layers { name: "w2" }
+    }
+    steps {
+      step: 0
+      elapsed_seconds: 1.5
+      finetuned {
+        layers { name: "w1" bits: 8 }
+        layers { name: "w2" bits: 8 }
+        avg_bits: 8
+        size_bytes: 2048
+        accuracy: 0.9
+        loss: 0.3
+      }
+    }
+    steps {
+      step: 1
+      elapsed_seconds: 2.5
+      candidates {
+        layers { name: "w1" bits: 8 }
+        layers { name: "w2" bits: 6 }
+        rank: 1
+        index: 0.3312
+        loss: 0.32
+        accuracy: 0.89
+        omega: 0.0224
+        avg_bits: 7
+        chosen: true
+      }
+      candidates {
+        layers { name: "w1" bits: 6 }
+        layers { name: "w2" bits: 8 }
+        rank: 2
+        index: 0.35
+        loss: 0.33
+        accuracy: 0.88
+        omega: 0.04
+        avg_bits: 7
+      }
+      finetuned {
+        layers { name: "w1" bits: 8 }
+        layers { name: "w2" bits: 6 }
+        avg_bits: 7
+        size_bytes: 1792
+        accuracy: 0.895
+        loss: 0.31
+      }
+    }
+    final_policy {
+      layers { name: "w1" bits: 8 }
+      layers { name: "w2" bits: 6 }
+      avg_bits: 7
+      size_bytes: 1792
+      accuracy: 0.9
+      loss: 0.3
+      kind: "final"
+    }
+  )pb");
+  EXPECT_EQ(
+      FormatResults(response),
+      "job job-1 SUCCEEDED\n"
+      "layers: w1/w2\n"
+      "\n"
+      "step 0 (warm-up): 0 candidates, 1.5 s\n"
+      "fine-tuned: avg 8.00 bits, 2.0 KiB, acc 90.0%, loss 0.3000, bits 8/8\n"
+      "\n"
+      "step 1: 2 candidates, 2.5 s\n"
+      "   RANK   INDEX    LOSS    ACC   OMEGA  AVG BITS  BITS\n"
+      "*     1  0.3312  0.3200  89.0%  0.0224      7.00  8/6\n"
+      "      2    0.35  0.3300  88.0%    0.04      7.00  6/8\n"
+      "fine-tuned: avg 7.00 bits, 1.8 KiB, acc 89.5%, loss 0.3100, bits 8/6\n"
+      "\n"
+      "final: avg 7.00 bits, 1.8 KiB, acc 90.0%, loss 0.3000, bits 8/6\n"
+      "LAYER  BITS\n"
+      "w1        8\n"
+      "w2        6\n");
+}
+
+TEST(FormatCancelledTest, OneLine) {
+  v1::Job job;
+  job.set_id("job-3");
+  job.set_state(v1::CANCELLED);
+  EXPECT_EQ(FormatCancelled(job), "job-3: CANCELLED\n");
+}
+
+}  // namespace
+}  // namespace mixq::client
