@@ -129,7 +129,8 @@ CLI::App* AddSubmit(CLI::App& app, SubmitFlags& f) {
               "Budget: model size as a fraction of its FP32 size, in (0, 1]")
       ->check(CLI::PositiveNumber)
       ->excludes(f.target_avg_bits.option);
-  // Zero means "server default" in the API, so zero is not accepted here.
+  // For --candidates, --max-layers, --lr and --batch-size zero means "server
+  // default" in the API, so zero is not accepted there.
   AddOptional(cmd, "--candidates", f.candidates,
               "Candidate policies per step (server default 8)")
       ->check(CLI::PositiveNumber);
@@ -139,14 +140,14 @@ CLI::App* AddSubmit(CLI::App& app, SubmitFlags& f) {
       ->check(CLI::PositiveNumber);
   AddOptional(cmd, "--finetune-steps", f.finetune_steps,
               "QAT steps after each search step (server default 50)")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::NonNegativeNumber);
   AddOptional(cmd, "--warmup-steps", f.warmup_steps,
               "QAT steps before the first search step (default: "
               "--finetune-steps)")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::NonNegativeNumber);
   AddOptional(cmd, "--final-steps", f.final_steps,
               "QAT steps once the budget is met (default: --finetune-steps)")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::NonNegativeNumber);
   AddOptional(cmd, "--lr", f.learning_rate,
               "Adam learning rate (server default 1e-4)")
       ->check(CLI::PositiveNumber);
@@ -155,7 +156,7 @@ CLI::App* AddSubmit(CLI::App& app, SubmitFlags& f) {
       ->check(CLI::PositiveNumber);
   AddOptional(cmd, "--lambda", f.lambda,
               "Weight of Omega in the performance index (server default 1)")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--seed", o.seed, "Random seed (fixes the job's result)");
   AddOptional(cmd, "--normalize", f.normalize,
               "Input normalisation MEAN,STD: (x - mean) / std");

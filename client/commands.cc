@@ -291,12 +291,12 @@ absl::StatusOr<v1::SubmitJobRequest> BuildSubmitRequest(
   }
   search.set_candidates(options.candidates.value_or(0));
   search.set_max_layers(options.max_layers.value_or(0));
-  search.set_finetune_steps(options.finetune_steps.value_or(0));
-  search.set_warmup_steps(options.warmup_steps.value_or(0));
-  search.set_final_finetune_steps(options.final_steps.value_or(0));
+  if (options.finetune_steps) search.set_finetune_steps(*options.finetune_steps);
+  if (options.warmup_steps) search.set_warmup_steps(*options.warmup_steps);
+  if (options.final_steps) search.set_final_finetune_steps(*options.final_steps);
   search.set_learning_rate(options.learning_rate.value_or(0));
   search.set_batch_size(options.batch_size.value_or(0));
-  search.set_lambda(options.lambda.value_or(0));
+  if (options.lambda) search.set_lambda(*options.lambda);
   search.set_seed(options.seed);
   return request;
 }

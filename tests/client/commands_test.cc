@@ -120,13 +120,28 @@ TEST(BuildSubmitRequestTest, SendsContentByDefault) {
   // Unset options stay zero: the server's documented defaults apply.
   EXPECT_EQ(search.candidates(), 0);
   EXPECT_EQ(search.max_layers(), 0);
-  EXPECT_EQ(search.finetune_steps(), 0);
-  EXPECT_EQ(search.warmup_steps(), 0);
-  EXPECT_EQ(search.final_finetune_steps(), 0);
+  EXPECT_FALSE(search.has_finetune_steps());
+  EXPECT_FALSE(search.has_warmup_steps());
+  EXPECT_FALSE(search.has_final_finetune_steps());
   EXPECT_EQ(search.learning_rate(), 0);
   EXPECT_EQ(search.batch_size(), 0);
-  EXPECT_EQ(search.lambda(), 0);
+  EXPECT_FALSE(search.has_lambda());
   EXPECT_EQ(search.seed(), 0u);
+}
+
+TEST(BuildSubmitRequestTest, ExplicitZeroIsSentForOptionalFields) {
+  SubmitOptions options = MinimalSubmit("data");
+  options.server_paths = true;
+  options.warmup_steps = 0;
+  options.lambda = 0;
+  auto request = BuildSubmitRequest(options);
+  ASSERT_TRUE(request.ok()) << request.status();
+  const v1::SearchOptions& search = request->spec().search();
+  EXPECT_TRUE(search.has_warmup_steps());
+  EXPECT_EQ(search.warmup_steps(), 0);
+  EXPECT_TRUE(search.has_lambda());
+  EXPECT_EQ(search.lambda(), 0);
+  EXPECT_FALSE(search.has_finetune_steps());
 }
 
 TEST(BuildSubmitRequestTest, ServerPathsAreAbsoluteAndNotRead) {
