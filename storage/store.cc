@@ -1,0 +1,752 @@
+#include "storage/store.h"
+
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <type_traits>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/memory/memory.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "storage/migrations.h"
+#include "storage/sqlite.h"
+#include "util/status_macros.h"
+
+// Column lists shared by several queries, as literals so every statement is
+// still one constant string. ReadJob and ReadPolicy read them in this order.
+#define MIXQ_JOB_COLUMNS                                               \
+  "id, request_id, spec, model_sha256, inputs_sha256, labels_sha256, " \
+  "state, error, created_ms, started_ms, finished_ms, steps_done, "    \
+  "fp32_size_bytes"
+#define MIXQ_POLICY_COLUMNS                                                \
+  "step, kind, rank, chosen, bits, avg_bits, size_bytes, loss, accuracy, " \
+  "omega, perf_index"
+
+namespace mixq::storage {
+
+absl::string_view JobStateName(JobState state) {
+  switch (state) {
+    case JobState::kQueued:
+      return "queued";
+    case JobState::kRunning:
+      return "running";
+    case JobState::kSucceeded:
+      return "succeeded";
+    case JobState::kFailed:
+      return "failed";
+    case JobState::kCancelled:
+      return "cancelled";
+  }
+  return "unknown";
+}
+
+bool IsTerminal(JobState state) {
+  return state == JobState::kSucceeded || state == JobState::kFailed ||
+         state == JobState::kCancelled;
+}
+
+absl::string_view PolicyKindName(PolicyKind kind) {
+  switch (kind) {
+    case PolicyKind::kCandidate:
+      return "candidate";
+    case PolicyKind::kFinetuned:
+      return "finetuned";
+    case PolicyKind::kFinal:
+      return "final";
+  }
+  return "unknown";
+}
+
+namespace {
+
+// How long a connection waits for a lock held by another process (or, for
+// the reader, for WAL recovery) before failing with UNAVAILABLE.
+constexpr int kBusyTimeoutMs = 10000;
+
+// The writer serializes its own connection with a mutex, as does the
+// reader, so SQLite's per-connection mutex would only add cost.
+constexpr int kWriterFlags =
+    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+constexpr int kReaderFlags = SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX;
+
+constexpr int64_t kMaxJobState = static_cast<int64_t>(JobState::kCancelled);
+constexpr int64_t kMaxPolicyKind = static_cast<int64_t>(PolicyKind::kFinal);
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// SQLite stores NaN as NULL; read it back as NaN.
+double ReadDouble(const Statement& row, int column) {
+  if (row.ColumnIsNull(column)) return std::numeric_limits<double>::quiet_NaN();
+  return row.ColumnDouble(column);
+}
+
+std::string BitsToText(const std::vector<int32_t>& bits) {
+  return absl::StrJoin(bits, ",");
+}
+
+absl::StatusOr<std::vector<int32_t>> BitsFromText(absl::string_view text) {
+  std::vector<int32_t> bits;
+  for (absl::string_view piece : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    int32_t value;
+    if (!absl::SimpleAtoi(piece, &value)) {
+      return absl::DataLossError(
+          absl::StrCat("policies.bits: invalid value \"", text, "\""));
+    }
+    bits.push_back(value);
+  }
+  return bits;
+}
+
+// Reads a row of MIXQ_JOB_COLUMNS.
+absl::StatusOr<JobRecord> ReadJob(const Statement& row) {
+  JobRecord job;
+  job.id = row.ColumnText(0);
+  job.request_id = row.ColumnText(1);  // NULL reads as ""
+  job.spec = row.ColumnText(2);
+  job.model_sha256 = row.ColumnText(3);
+  job.inputs_sha256 = row.ColumnText(4);
+  job.labels_sha256 = row.ColumnText(5);
+  const int64_t state = row.ColumnInt64(6);
+  if (state < 0 || state > kMaxJobState) {
+    return absl::DataLossError(absl::StrCat("jobs.state: invalid value ", state,
+                                            " for job \"", job.id, "\""));
+  }
+  job.state = static_cast<JobState>(state);
+  job.error = row.ColumnText(7);
+  job.created_ms = row.ColumnInt64(8);
+  job.started_ms = row.ColumnInt64(9);
+  job.finished_ms = row.ColumnInt64(10);
+  job.steps_done = static_cast<int32_t>(row.ColumnInt64(11));
+  job.fp32_size_bytes = ReadDouble(row, 12);
+  return job;
+}
+
+// Reads a row of MIXQ_POLICY_COLUMNS.
+absl::StatusOr<PolicyRecord> ReadPolicy(const Statement& row) {
+  PolicyRecord policy;
+  policy.step = static_cast<int32_t>(row.ColumnInt64(0));
+  const int64_t kind = row.ColumnInt64(1);
+  if (kind < 0 || kind > kMaxPolicyKind) {
+    return absl::DataLossError(
+        absl::StrCat("policies.kind: invalid value ", kind));
+  }
+  policy.kind = static_cast<PolicyKind>(kind);
+  policy.rank = static_cast<int32_t>(row.ColumnInt64(2));
+  policy.chosen = row.ColumnInt64(3) != 0;
+  MIXQ_ASSIGN_OR_RETURN(policy.bits, BitsFromText(row.ColumnText(4)));
+  policy.avg_bits = ReadDouble(row, 5);
+  policy.size_bytes = ReadDouble(row, 6);
+  policy.loss = ReadDouble(row, 7);
+  policy.accuracy = ReadDouble(row, 8);
+  policy.omega = ReadDouble(row, 9);
+  policy.index = ReadDouble(row, 10);
+  return policy;
+}
+
+absl::Status JobNotFound(const std::string& id) {
+  return absl::NotFoundError(absl::StrCat("job \"", id, "\" not found"));
+}
+
+absl::Status CheckJobExists(Database& db, const std::string& id) {
+  MIXQ_ASSIGN_OR_RETURN(Statement query,
+                        db.Prepare("SELECT 1 FROM jobs WHERE id = ?1"));
+  query.BindText(1, id);
+  MIXQ_ASSIGN_OR_RETURN(const bool found, query.Step());
+  if (!found) return JobNotFound(id);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<size_t> CountLayers(Database& db, const std::string& job_id) {
+  MIXQ_ASSIGN_OR_RETURN(
+      Statement query,
+      db.Prepare("SELECT count(*) FROM job_layers WHERE job_id = ?1"));
+  query.BindText(1, job_id);
+  MIXQ_ASSIGN_OR_RETURN(const bool has_row, query.Step());
+  if (!has_row) return absl::InternalError("count(*) returned no row");
+  return static_cast<size_t>(query.ColumnInt64(0));
+}
+
+// INVALID_ARGUMENT unless `policy` has kind `kind` and one bit-width per
+// layer. `what` names the policy in messages.
+absl::Status ValidatePolicy(const PolicyRecord& policy, PolicyKind kind,
+                            size_t num_layers, absl::string_view what) {
+  if (policy.kind != kind) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": kind is ", PolicyKindName(policy.kind),
+                     ", expected ", PolicyKindName(kind)));
+  }
+  if (policy.bits.size() != num_layers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": ", policy.bits.size(),
+                     " bit-widths for a job with ", num_layers, " layers"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Statement> PrepareInsertPolicy(Database& db) {
+  return db.Prepare(
+      "INSERT INTO policies (job_id, " MIXQ_POLICY_COLUMNS
+      ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)");
+}
+
+// Runs `insert` (from PrepareInsertPolicy) for one policy.
+absl::Status InsertPolicy(Statement& insert, const std::string& job_id,
+                          const PolicyRecord& policy) {
+  insert.Reset();
+  insert.BindText(1, job_id);
+  insert.BindInt64(2, policy.step);
+  insert.BindInt64(3, static_cast<int64_t>(policy.kind));
+  insert.BindInt64(4, policy.rank);
+  insert.BindInt64(5, policy.chosen ? 1 : 0);
+  insert.BindText(6, BitsToText(policy.bits));
+  insert.BindDouble(7, policy.avg_bits);
+  insert.BindDouble(8, policy.size_bytes);
+  insert.BindDouble(9, policy.loss);
+  insert.BindDouble(10, policy.accuracy);
+  insert.BindDouble(11, policy.omega);
+  insert.BindDouble(12, policy.index);
+  return insert.Run();
+}
+
+// Reads every remaining row of `query` with `read_row`.
+template <typename T>
+absl::StatusOr<std::vector<T>> ReadRows(
+    Statement& query, absl::StatusOr<T> (*read_row)(const Statement&)) {
+  std::vector<T> rows;
+  while (true) {
+    MIXQ_ASSIGN_OR_RETURN(const bool has_row, query.Step());
+    if (!has_row) return rows;
+    MIXQ_ASSIGN_OR_RETURN(T row, read_row(query));
+    rows.push_back(std::move(row));
+  }
+}
+
+absl::Status ConfigureWriter(Database& db) {
+  MIXQ_ASSIGN_OR_RETURN(Statement wal, db.Prepare("PRAGMA journal_mode = WAL"));
+  MIXQ_ASSIGN_OR_RETURN(const bool has_row, wal.Step());
+  const std::string mode = has_row ? wal.ColumnText(0) : "";
+  if (mode != "wal") {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot enable WAL journal mode (got \"", mode, "\")"));
+  }
+  return db.Exec("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON");
+}
+
+}  // namespace
+
+struct Store::Impl {
+  Impl(int version, Database writer_db, Database reader_db)
+      : schema_version(version),
+        writer(std::move(writer_db)),
+        reader(std::move(reader_db)) {}
+
+  // Runs `write(db)` on the writer connection inside BEGIN IMMEDIATE and
+  // commits if it succeeds (else rolls back). `write` returns a Status or a
+  // StatusOr. Blocks while another write runs.
+  template <typename Fn>
+  std::invoke_result_t<Fn, Database&> Write(Fn write)
+      ABSL_LOCKS_EXCLUDED(writer_mu) {
+    absl::MutexLock lock(&writer_mu);
+    return InTransaction(writer, &Transaction::Begin, write);
+  }
+
+  // Runs `read(db)` on the read-only connection inside one read transaction,
+  // so all its queries see the same snapshot. Blocks while another read runs.
+  template <typename Fn>
+  std::invoke_result_t<Fn, Database&> Read(Fn read)
+      ABSL_LOCKS_EXCLUDED(reader_mu) {
+    absl::MutexLock lock(&reader_mu);
+    return InTransaction(reader, &Transaction::BeginRead, read);
+  }
+
+  template <typename Fn>
+  static std::invoke_result_t<Fn, Database&> InTransaction(
+      Database& db, absl::Status (Transaction::*begin)(), Fn& fn) {
+    Transaction transaction(db);
+    MIXQ_RETURN_IF_ERROR((transaction.*begin)());
+    auto result = fn(db);
+    if (!result.ok()) return result;
+    MIXQ_RETURN_IF_ERROR(transaction.Commit());
+    return result;
+  }
+
+  const int schema_version;
+
+  // All writes and checkpoints go through `writer`: SQLite 3.40's WAL-reset
+  // bug corrupts the database when two connections write or checkpoint at
+  // once. It is declared before `reader` so that it closes last: the last
+  // connection to close checkpoints the WAL, and that must be the writer.
+  absl::Mutex writer_mu;
+  Database writer ABSL_GUARDED_BY(writer_mu);
+
+  // Read-only, so it can never write or checkpoint. In WAL mode its reads
+  // do not block the writer, nor the writer them.
+  absl::Mutex reader_mu;
+  Database reader ABSL_GUARDED_BY(reader_mu);
+};
+
+Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Store::~Store() = default;
+
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
+  const std::string context = absl::StrCat("database ", path);
+  absl::StatusOr<Database> writer = Database::Open(path, kWriterFlags);
+  if (!writer.ok()) return Annotate(writer.status(), context);
+  MIXQ_RETURN_IF_ERROR(
+      Annotate(writer->SetBusyTimeout(kBusyTimeoutMs), context));
+  // Migrate's first read fails on a file that is not SQLite (NOTADB).
+  absl::StatusOr<int> version = Migrate(*writer);
+  if (!version.ok()) return Annotate(version.status(), context);
+  MIXQ_RETURN_IF_ERROR(Annotate(ConfigureWriter(*writer), context));
+
+  absl::StatusOr<Database> reader = Database::Open(path, kReaderFlags);
+  if (!reader.ok()) return Annotate(reader.status(), context);
+  MIXQ_RETURN_IF_ERROR(
+      Annotate(reader->SetBusyTimeout(kBusyTimeoutMs), context));
+  return absl::WrapUnique(new Store(std::make_unique<Impl>(
+      *version, std::move(writer).value(), std::move(reader).value())));
+}
+
+int Store::schema_version() const { return impl_->schema_version; }
+
+// ---------------------------------------------------------------- artifacts
+
+absl::Status Store::PutArtifact(const std::string& sha256,
+                                absl::string_view data) {
+  if (sha256.empty()) {
+    return absl::InvalidArgumentError("artifact sha256: must not be empty");
+  }
+  return impl_->Write([&](Database& db) -> absl::Status {
+    MIXQ_ASSIGN_OR_RETURN(
+        Statement query,
+        db.Prepare("SELECT 1 FROM artifacts WHERE sha256 = ?1"));
+    query.BindText(1, sha256);
+    MIXQ_ASSIGN_OR_RETURN(const bool stored, query.Step());
+    // Content-addressed: the same hash means the same bytes, so there is
+    // nothing to write (and no need to copy a large blob into SQLite).
+    if (stored) return absl::OkStatus();
+    MIXQ_ASSIGN_OR_RETURN(
+        Statement insert,
+        db.Prepare("INSERT INTO artifacts (sha256, data, size, created_ms) "
+                   "VALUES (?1, ?2, ?3, ?4)"));
+    insert.BindText(1, sha256);
+    insert.BindBlob(2, data);
+    insert.BindInt64(3, static_cast<int64_t>(data.size()));
+    insert.BindInt64(4, NowMs());
+    return insert.Run();
+  });
+}
+
+absl::StatusOr<std::string> Store::GetArtifact(
+    const std::string& sha256) const {
+  return impl_->Read([&](Database& db) -> absl::StatusOr<std::string> {
+    MIXQ_ASSIGN_OR_RETURN(
+        Statement query,
+        db.Prepare("SELECT data FROM artifacts WHERE sha256 = ?1"));
+    query.BindText(1, sha256);
+    MIXQ_ASSIGN_OR_RETURN(const bool found, query.Step());
+    if (!found) {
+      return absl::NotFoundError(
+          absl::StrCat("artifact \"", sha256, "\" not found"));
+    }
+    return query.ColumnBlob(0);
+  });
+}
+
+// --------------------------------------------------------------------- jobs
+
+absl::Status Store::CreateJob(const JobRecord& job,
+                              const std::vector<LayerRecord>& layers) {
+  if (job.id.empty()) {
+    return absl::InvalidArgumentError("job id: must not be empty");
+  }
+  return impl_->Write([&](Database& db) -> absl::Status {
+    // Checked first (rather than mapped from the constraint error) so the
+    // message says which key is taken.
+    const absl::Status exists = CheckJobExists(db, job.id);
+    if (exists.ok()) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("job \"", job.id, "\" already exists"));
+    }
+    if (!absl::IsNotFound(exists)) return exists;
+    if (!job.request_id.empty()) {
+      MIXQ_ASSIGN_OR_RETURN(
+          Statement query,
+          db.Prepare("SELECT id FROM jobs WHERE request_id = ?1"));
+      query.BindText(1, job.request_id);
+      MIXQ_ASSIGN_OR_RETURN(const bool taken, query.Step());
+      if (taken) {
+        return absl::AlreadyExistsError(absl::StrCat(
+            "request_id \"", job.request_id, "\" already used by job \"",
+            query.ColumnText(0), "\""));
+      }
+    }
+
+    MIXQ_ASSIGN_OR_RETURN(
+        Statement insert,
+        db.Prepare("INSERT INTO jobs (" MIXQ_JOB_COLUMNS
+                   ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
+                   "?12, ?13)"));
+    insert.BindText(1, job.id);
+    if (job.request_id.empty()) {
+      insert.BindNull(2);  // UNIQUE ignores NULLs, so many jobs may have none
+    } else {
+      insert.BindText(2, job.request_id);
+    }
+    insert.BindText(3, job.spec);
+    insert.BindText(4, job.model_sha256);
+    insert.BindText(5, job.inputs_sha256);
+    insert.BindText(6, job.labels_sha256);
+    insert.BindInt64(7, static_cast<int64_t>(job.state));
+    insert.BindText(8, job.error);
+    insert.BindInt64(9, job.created_ms);
+    insert.BindInt64(10, job.started_ms);
+    insert.BindInt64(11, job.finished_ms);
+    insert.BindInt64(12, job.steps_done);
+    insert.BindDouble(13, job.fp32_size_bytes);
+    MIXQ_RETURN_IF_ERROR(insert.Run());
+
+    MIXQ_ASSIGN_OR_RETURN(
+        Statement insert_layer,
+        db.Prepare("INSERT INTO job_layers (job_id, idx, name, num_weights) "
+                   "VALUES (?1, ?2, ?3, ?4)"));
+    for (size_t i = 0; i < layers.size(); ++i) {
+      insert_layer.Reset();
+      insert_layer.BindText(1, job.id);
+      insert_layer.BindInt64(2, static_cast<int64_t>(i));
+      insert_layer.BindText(3, layers[i].name);
+      insert_layer.BindInt64(4, layers[i].num_weights);
+      MIXQ_RETURN_IF_ERROR(insert_layer.Run());
+    }
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<JobRecord> Store::GetJob(const std::string& id) const {
+  return impl_->Read([&](Database& db) -> absl::StatusOr<JobRecord> {
+    MIXQ_ASSIGN_OR_RETURN(
+        Statement query,
+        db.Prepare("SELECT " MIXQ_JOB_COLUMNS " FROM jobs WHERE id = ?1"));
+    query.BindText(1, id);
+    MIXQ_ASSIGN_OR_RETURN(const bool found, query.Step());
+    if (!found) return JobNotFound(id);
+    return ReadJob(query);
+  });
+}
+
+absl::StatusOr<std::optional<JobRecord>> Store::FindJobByRequestId(
+    const std::string& request_id) const {
+  // Jobs without a request id store NULL, which no lookup matches.
+  if (request_id.empty()) return std::nullopt;
+  return impl_->Read(
+      [&](Database& db) -> absl::StatusOr<std::optional<JobRecord>> {
+        MIXQ_ASSIGN_OR_RETURN(Statement query,
+                              db.Prepare("SELECT " MIXQ_JOB_COLUMNS
+                                         " FROM jobs WHERE request_id = ?1"));
+        query.BindText(1, request_id);
+        MIXQ_ASSIGN_OR_RETURN(const bool found, query.Step());
+        if (!found) return std::nullopt;
+        MIXQ_ASSIGN_OR_RETURN(JobRecord job, ReadJob(query));
+        return job;
+      });
+}
+
+absl::StatusOr<std::vector<JobRecord>> Store::ListJobs(
+    const ListJobsOptions& options) const {
+  if (options.limit <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("limit: must be positive, got ", options.limit));
+  }
+  return impl_->Read(
+      [&](Database& db) -> absl::StatusOr<std::vector<JobRecord>> {
+        // rowid breaks ties between jobs created in the same millisecond:
+        // later inserts first.
+        absl::StatusOr<Statement> query =
+            options.state.has_value()
+                ? db.Prepare("SELECT " MIXQ_JOB_COLUMNS
+                             " FROM jobs WHERE state = ?2"
+                             " ORDER BY created_ms DESC, rowid DESC LIMIT ?1")
+                : db.Prepare("SELECT " MIXQ_JOB_COLUMNS
+                             " FROM jobs"
+                             " ORDER BY created_ms DESC, rowid DESC LIMIT ?1");
+        if (!query.ok()) return query.status();
+        query->BindInt64(1, options.limit);
+        if (options.state.has_value()) {
+          query->BindInt64(2, static_cast<int64_t>(*options.state));
+        }
+        return ReadRows(*query, &ReadJob);
+      });
+}
+
+absl::StatusOr<std::vector<LayerRecord>> Store::GetLayers(
+    const std::string& job_id) const {
+  return impl_->Read(
+      [&](Database& db) -> absl::StatusOr<std::vector<LayerRecord>> {
+        MIXQ_RETURN_IF_ERROR(CheckJobExists(db, job_id));
+        MIXQ_ASSIGN_OR_RETURN(
+            Statement query,
+            db.Prepare("SELECT name, num_weights FROM job_layers"
+                       " WHERE job_id = ?1 ORDER BY idx"));
+        query.BindText(1, job_id);
+        return ReadRows(
+            query, +[](const Statement& row) -> absl::StatusOr<LayerRecord> {
+              return LayerRecord{row.ColumnText(0), row.ColumnInt64(1)};
+            });
+      });
+}
+
+absl::Status Store::UpdateJobState(const std::string& id, JobState state,
+                                   const std::string& error, int64_t started_ms,
+                                   int64_t finished_ms) {
+  return impl_->Write([&](Database& db) -> absl::Status {
+    MIXQ_ASSIGN_OR_RETURN(
+        Statement update,
+        db.Prepare(
+            "UPDATE jobs SET state = ?2, error = ?3,"
+            " started_ms = CASE WHEN ?4 != 0 THEN ?4 ELSE started_ms END,"
+            " finished_ms = CASE WHEN ?5 != 0 THEN ?5 ELSE finished_ms END"
+            " WHERE id = ?1"));
+    update.BindText(1, id);
+    update.BindInt64(2, static_cast<int64_t>(state));
+    update.BindText(3, error);
+    update.BindInt64(4, started_ms);
+    update.BindInt64(5, finished_ms);
+    MIXQ_RETURN_IF_ERROR(update.Run());
+    if (db.Changes() == 0) return JobNotFound(id);
+    return absl::OkStatus();
+  });
+}
+
+// ------------------------------------------------------------------ results
+
+absl::Status Store::AppendStep(const std::string& job_id,
+                               const StepRecord& step) {
+  return impl_->Write([&](Database& db) -> absl::Status {
+    MIXQ_RETURN_IF_ERROR(CheckJobExists(db, job_id));
+    MIXQ_ASSIGN_OR_RETURN(const size_t num_layers, CountLayers(db, job_id));
+    const auto validate = [&](const PolicyRecord& policy, PolicyKind kind,
+                              absl::string_view what) -> absl::Status {
+      MIXQ_RETURN_IF_ERROR(ValidatePolicy(policy, kind, num_layers, what));
+      if (policy.step != step.step) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            what, ": step is ", policy.step, ", expected ", step.step));
+      }
+      return absl::OkStatus();
+    };
+    for (size_t i = 0; i < step.candidates.size(); ++i) {
+      MIXQ_RETURN_IF_ERROR(validate(step.candidates[i], PolicyKind::kCandidate,
+                                    absl::StrCat("candidate ", i)));
+    }
+    MIXQ_RETURN_IF_ERROR(
+        validate(step.finetuned, PolicyKind::kFinetuned, "finetuned policy"));
+
+    MIXQ_ASSIGN_OR_RETURN(
+        Statement query,
+        db.Prepare("SELECT 1 FROM steps WHERE job_id = ?1 AND step = ?2"));
+    query.BindText(1, job_id);
+    query.BindInt64(2, step.step);
+    MIXQ_ASSIGN_OR_RETURN(const bool recorded, query.Step());
+    if (recorded) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "job \"", job_id, "\" step ", step.step, ": already recorded"));
+    }
+
+    MIXQ_ASSIGN_OR_RETURN(
+        Statement insert_step,
+        db.Prepare("INSERT INTO steps (job_id, step, elapsed_seconds) "
+                   "VALUES (?1, ?2, ?3)"));
+    insert_step.BindText(1, job_id);
+    insert_step.BindInt64(2, step.step);
+    insert_step.BindDouble(3, step.elapsed_seconds);
+    MIXQ_RETURN_IF_ERROR(insert_step.Run());
+
+    MIXQ_ASSIGN_OR_RETURN(Statement insert_policy, PrepareInsertPolicy(db));
+    for (const PolicyRecord& candidate : step.candidates) {
+      MIXQ_RETURN_IF_ERROR(InsertPolicy(insert_policy, job_id, candidate));
+    }
+    MIXQ_RETURN_IF_ERROR(InsertPolicy(insert_policy, job_id, step.finetuned));
+
+    MIXQ_ASSIGN_OR_RETURN(
+        Statement update,
+        db.Prepare("UPDATE jobs SET steps_done = ?2 WHERE id = ?1"));
+    update.BindText(1, job_id);
+    update.BindInt64(2, step.step);
+    return update.Run();
+  });
+}
+
+absl::Status Store::FinishJob(const std::string& job_id,
+                              const PolicyRecord& final_policy,
+                              int64_t finished_ms) {
+  return impl_->Write([&](Database& db) -> absl::Status {
+    MIXQ_RETURN_IF_ERROR(CheckJobExists(db, job_id));
+    MIXQ_ASSIGN_OR_RETURN(const size_t num_layers, CountLayers(db, job_id));
+    MIXQ_RETURN_IF_ERROR(ValidatePolicy(final_policy, PolicyKind::kFinal,
+                                        num_layers, "final policy"));
+
+    MIXQ_ASSIGN_OR_RETURN(
+        Statement query,
+        db.Prepare("SELECT 1 FROM policies WHERE job_id = ?1 AND kind = ?2"));
+    query.BindText(1, job_id);
+    query.BindInt64(2, static_cast<int64_t>(PolicyKind::kFinal));
+    MIXQ_ASSIGN_OR_RETURN(const bool recorded, query.Step());
+    if (recorded) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("job \"", job_id, "\": final policy already recorded"));
+    }
+
+    MIXQ_ASSIGN_OR_RETURN(Statement insert_policy, PrepareInsertPolicy(db));
+    MIXQ_RETURN_IF_ERROR(InsertPolicy(insert_policy, job_id, final_policy));
+    MIXQ_ASSIGN_OR_RETURN(
+        Statement update,
+        db.Prepare("UPDATE jobs SET state = ?2, error = ?3, finished_ms = ?4 "
+                   "WHERE id = ?1"));
+    update.BindText(1, job_id);
+    update.BindInt64(2, static_cast<int64_t>(JobState::kSucceeded));
+    update.BindText(3, "");
+    update.BindInt64(4, finished_ms);
+    return update.Run();
+  });
+}
+
+absl::Status Store::ResetJobResults(const std::string& job_id) {
+  return impl_->Write([&](Database& db) -> absl::Status {
+    MIXQ_RETURN_IF_ERROR(CheckJobExists(db, job_id));
+    for (const char* sql : {"DELETE FROM policies WHERE job_id = ?1",
+                            "DELETE FROM steps WHERE job_id = ?1",
+                            "UPDATE jobs SET steps_done = 0 WHERE id = ?1"}) {
+      MIXQ_ASSIGN_OR_RETURN(Statement statement, db.Prepare(sql));
+      statement.BindText(1, job_id);
+      MIXQ_RETURN_IF_ERROR(statement.Run());
+    }
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<std::vector<StepRecord>> Store::GetSteps(
+    const std::string& job_id) const {
+  // One snapshot, so a step and its policies are seen together or not at all.
+  return impl_->Read(
+      [&](Database& db) -> absl::StatusOr<std::vector<StepRecord>> {
+        MIXQ_RETURN_IF_ERROR(CheckJobExists(db, job_id));
+        MIXQ_ASSIGN_OR_RETURN(
+            Statement step_query,
+            db.Prepare("SELECT step, elapsed_seconds FROM steps"
+                       " WHERE job_id = ?1 ORDER BY step"));
+        step_query.BindText(1, job_id);
+        MIXQ_ASSIGN_OR_RETURN(
+            std::vector<StepRecord> steps,
+            ReadRows(
+                step_query,
+                +[](const Statement& row) -> absl::StatusOr<StepRecord> {
+                  StepRecord step;
+                  step.step = static_cast<int32_t>(row.ColumnInt64(0));
+                  step.elapsed_seconds = ReadDouble(row, 1);
+                  return step;
+                }));
+        std::map<int32_t, StepRecord*> by_number;
+        for (StepRecord& step : steps) by_number[step.step] = &step;
+
+        MIXQ_ASSIGN_OR_RETURN(
+            Statement policy_query,
+            db.Prepare("SELECT " MIXQ_POLICY_COLUMNS
+                       " FROM policies WHERE job_id = ?1 AND kind IN (?2, ?3)"
+                       " ORDER BY step, rank, id"));
+        policy_query.BindText(1, job_id);
+        policy_query.BindInt64(2, static_cast<int64_t>(PolicyKind::kCandidate));
+        policy_query.BindInt64(3, static_cast<int64_t>(PolicyKind::kFinetuned));
+        MIXQ_ASSIGN_OR_RETURN(std::vector<PolicyRecord> policies,
+                              ReadRows(policy_query, &ReadPolicy));
+        for (PolicyRecord& policy : policies) {
+          const auto it = by_number.find(policy.step);
+          if (it == by_number.end()) {
+            return absl::DataLossError(
+                absl::StrCat("job \"", job_id, "\": policy of step ",
+                             policy.step, " without a step row"));
+          }
+          if (policy.kind == PolicyKind::kCandidate) {
+            it->second->candidates.push_back(std::move(policy));
+          } else {
+            it->second->finetuned = std::move(policy);
+          }
+        }
+        return steps;
+      });
+}
+
+absl::StatusOr<std::optional<PolicyRecord>> Store::GetFinalPolicy(
+    const std::string& job_id) const {
+  return impl_->Read(
+      [&](Database& db) -> absl::StatusOr<std::optional<PolicyRecord>> {
+        MIXQ_RETURN_IF_ERROR(CheckJobExists(db, job_id));
+        MIXQ_ASSIGN_OR_RETURN(
+            Statement query,
+            db.Prepare("SELECT " MIXQ_POLICY_COLUMNS
+                       " FROM policies WHERE job_id = ?1 AND kind = ?2"));
+        query.BindText(1, job_id);
+        query.BindInt64(2, static_cast<int64_t>(PolicyKind::kFinal));
+        MIXQ_ASSIGN_OR_RETURN(const bool found, query.Step());
+        if (!found) return std::nullopt;
+        MIXQ_ASSIGN_OR_RETURN(PolicyRecord policy, ReadPolicy(query));
+        return policy;
+      });
+}
+
+absl::StatusOr<std::vector<PolicyRecord>> Store::QueryBestPolicies(
+    const std::string& job_id, double max_avg_bits, double max_size_bytes,
+    int32_t top_k) const {
+  if (top_k <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("top_k: must be positive, got ", top_k));
+  }
+  if (std::isnan(max_avg_bits) || std::isnan(max_size_bytes)) {
+    return absl::InvalidArgumentError("max_avg_bits, max_size_bytes: NaN");
+  }
+  return impl_->Read([&](Database& db)
+                         -> absl::StatusOr<std::vector<PolicyRecord>> {
+    MIXQ_RETURN_IF_ERROR(CheckJobExists(db, job_id));
+    // The window keeps each assignment's best evaluation; the outer
+    // query ranks those. A NULL (NaN) loss sorts last, as does a NULL
+    // accuracy (NULL is the smallest value, and accuracy is DESC).
+    MIXQ_ASSIGN_OR_RETURN(
+        Statement query,
+        db.Prepare(
+            "SELECT " MIXQ_POLICY_COLUMNS
+            " FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY bits"
+            "   ORDER BY accuracy DESC, loss IS NULL, loss, id) AS best_rank"
+            "  FROM policies WHERE job_id = ?1"
+            "   AND (?2 IS NULL OR avg_bits <= ?2)"
+            "   AND (?3 IS NULL OR size_bytes <= ?3))"
+            " WHERE best_rank = 1"
+            " ORDER BY accuracy DESC, loss IS NULL, loss, id LIMIT ?4"));
+    query.BindText(1, job_id);
+    if (max_avg_bits > 0) {
+      query.BindDouble(2, max_avg_bits);
+    } else {
+      query.BindNull(2);
+    }
+    if (max_size_bytes > 0) {
+      query.BindDouble(3, max_size_bytes);
+    } else {
+      query.BindNull(3);
+    }
+    query.BindInt64(4, top_k);
+    return ReadRows(query, &ReadPolicy);
+  });
+}
+
+}  // namespace mixq::storage
+
+#undef MIXQ_JOB_COLUMNS
+#undef MIXQ_POLICY_COLUMNS

@@ -1,0 +1,173 @@
+// Store: mixq's persistent state in one SQLite database (WAL mode): content-
+// addressed artifacts, jobs, the layers of each job's model, search steps, and
+// every evaluated policy (ranked candidates, fine-tuned step policies, final).
+//
+// Thread-safety: all methods are thread-safe. Every write goes through one
+// writer connection (SQLite 3.40's WAL-reset bug forbids concurrent writers)
+// inside a `BEGIN IMMEDIATE` transaction; reads use a separate read-only
+// connection. Writes run one at a time, as do reads (each read method sees
+// one consistent snapshot); a read never waits for a write. Methods block on
+// disk I/O.
+//
+// Metrics are stored as SQLite REALs; SQLite has no NaN, so a NaN metric is
+// stored as NULL and read back as NaN.
+#ifndef MIXQ_STORAGE_STORE_H_
+#define MIXQ_STORAGE_STORE_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace mixq::storage {
+
+enum class JobState { kQueued = 0, kRunning = 1, kSucceeded = 2, kFailed = 3, kCancelled = 4 };
+
+// "queued", "running", "succeeded", "failed", "cancelled".
+absl::string_view JobStateName(JobState state);
+bool IsTerminal(JobState state);
+
+struct JobRecord {
+  std::string id;          // server-chosen, unique
+  std::string request_id;  // client-chosen idempotency key; may be empty
+  std::string spec;        // opaque to the store (the server keeps JSON here)
+  std::string model_sha256;
+  std::string inputs_sha256;
+  std::string labels_sha256;
+  JobState state = JobState::kQueued;
+  std::string error;        // set when failed/cancelled
+  int64_t created_ms = 0;   // Unix epoch milliseconds; 0 = unset
+  int64_t started_ms = 0;
+  int64_t finished_ms = 0;
+  int32_t steps_done = 0;   // search steps recorded so far
+  double fp32_size_bytes = 0;  // the model's size with every parameter in FP32
+};
+
+// One quantizable layer of a job's model, in the model's order.
+struct LayerRecord {
+  std::string name;
+  int64_t num_weights = 0;
+};
+
+enum class PolicyKind { kCandidate = 0, kFinetuned = 1, kFinal = 2 };
+absl::string_view PolicyKindName(PolicyKind kind);  // "candidate", ...
+
+// An evaluated bit-width assignment. `bits` has one entry per job layer.
+struct PolicyRecord {
+  int32_t step = 0;   // search step (0 = warm-up)
+  PolicyKind kind = PolicyKind::kCandidate;
+  int32_t rank = 0;   // 1-based rank within its step (candidates), else 0
+  bool chosen = false;  // the candidate the step kept
+  std::vector<int32_t> bits;
+  double avg_bits = 0;    // parameter-weighted mean weight bits
+  double size_bytes = 0;  // model size at these bits
+  double loss = 0;        // calibration loss
+  double accuracy = 0;    // calibration top-1 accuracy in [0, 1]
+  double omega = 0;       // Hessian-weighted perturbation Ω (0 if not scored)
+  double index = 0;       // performance index (0 if not scored)
+};
+
+// One search step: its ranked candidates and the policy it kept, evaluated
+// after the step's fine-tune.
+struct StepRecord {
+  int32_t step = 0;
+  std::vector<PolicyRecord> candidates;  // kind kCandidate, ranked
+  PolicyRecord finetuned;                // kind kFinetuned
+  double elapsed_seconds = 0;            // wall time of the step
+};
+
+struct ListJobsOptions {
+  std::optional<JobState> state;  // filter
+  int32_t limit = 100;            // newest first
+};
+
+class Store {
+ public:
+  // Opens (creating if needed) the database at `path`, enables WAL, and runs
+  // pending schema migrations (PRAGMA user_version). FAILED_PRECONDITION if
+  // the file is not a mixq database or is newer than this binary. Error
+  // messages name `path`.
+  static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& path);
+
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // Schema version after migrations.
+  int schema_version() const;
+
+  // Stores `data` under its SHA-256 `sha256` (idempotent: a hash already
+  // stored is not rewritten; the data is not re-hashed). INVALID_ARGUMENT if
+  // `sha256` is empty.
+  absl::Status PutArtifact(const std::string& sha256, absl::string_view data);
+  // NOT_FOUND if absent.
+  absl::StatusOr<std::string> GetArtifact(const std::string& sha256) const;
+
+  // Inserts a new job and its layers. ALREADY_EXISTS if the id, or a
+  // non-empty request_id, is taken; INVALID_ARGUMENT if the id is empty.
+  // Layers are stored in the given order.
+  absl::Status CreateJob(const JobRecord& job, const std::vector<LayerRecord>& layers);
+  // NOT_FOUND if absent.
+  absl::StatusOr<JobRecord> GetJob(const std::string& id) const;
+  // The job created with `request_id`, if any (nullopt for an empty one).
+  absl::StatusOr<std::optional<JobRecord>> FindJobByRequestId(const std::string& request_id) const;
+  // Newest first (created_ms, then insertion order). INVALID_ARGUMENT if
+  // options.limit <= 0.
+  absl::StatusOr<std::vector<JobRecord>> ListJobs(const ListJobsOptions& options) const;
+  // The job's layers in model order. NOT_FOUND if the job is absent.
+  absl::StatusOr<std::vector<LayerRecord>> GetLayers(const std::string& job_id) const;
+
+  // Sets the job's state and error, and those of started_ms / finished_ms
+  // that are non-zero (0 keeps the stored value). NOT_FOUND if absent.
+  absl::Status UpdateJobState(const std::string& id, JobState state, const std::string& error,
+                              int64_t started_ms, int64_t finished_ms);
+
+  // Records a step atomically (its candidates and fine-tuned policy) and sets
+  // the job's steps_done to step.step. ALREADY_EXISTS if recorded before;
+  // NOT_FOUND if the job is absent; INVALID_ARGUMENT unless every candidate
+  // has kind kCandidate, the fine-tuned policy kind kFinetuned, all of them
+  // step step.step and one bit-width per job layer.
+  absl::Status AppendStep(const std::string& job_id, const StepRecord& step);
+  // Records the final policy and marks the job succeeded (error cleared,
+  // finished_ms set), atomically. NOT_FOUND if the job is absent;
+  // ALREADY_EXISTS if it has a final policy; INVALID_ARGUMENT unless the
+  // policy has kind kFinal and one bit-width per job layer.
+  absl::Status FinishJob(const std::string& job_id, const PolicyRecord& final_policy,
+                         int64_t finished_ms);
+  // Deletes a job's steps and policies and sets steps_done to 0 (used when a
+  // job is restarted from the beginning). The final policy, if any, goes too.
+  // NOT_FOUND if the job is absent.
+  absl::Status ResetJobResults(const std::string& job_id);
+
+  // All steps of a job in order, candidates ranked. NOT_FOUND if the job is
+  // absent (here and in GetFinalPolicy and QueryBestPolicies).
+  absl::StatusOr<std::vector<StepRecord>> GetSteps(const std::string& job_id) const;
+  // The final policy, if the job finished.
+  absl::StatusOr<std::optional<PolicyRecord>> GetFinalPolicy(const std::string& job_id) const;
+
+  // Up to `top_k` distinct bit assignments of the job with avg_bits <=
+  // max_avg_bits and size_bytes <= max_size_bytes (a limit <= 0 means none),
+  // best first: accuracy descending, then loss ascending. For an assignment
+  // evaluated several times the best evaluation is returned. Every evaluated
+  // policy counts (candidates, fine-tuned and final); ties go to the earlier
+  // recorded. INVALID_ARGUMENT if top_k <= 0 or a limit is NaN.
+  absl::StatusOr<std::vector<PolicyRecord>> QueryBestPolicies(const std::string& job_id,
+                                                              double max_avg_bits,
+                                                              double max_size_bytes,
+                                                              int32_t top_k) const;
+
+  struct Impl;
+
+ private:
+  explicit Store(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace mixq::storage
+
+#endif  // MIXQ_STORAGE_STORE_H_
