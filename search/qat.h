@@ -1,0 +1,92 @@
+// Quantization-aware training and scoring of bit-width policies.
+#ifndef MIXQ_SEARCH_QAT_H_
+#define MIXQ_SEARCH_QAT_H_
+
+#include <atomic>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/adam.h"
+#include "engine/model.h"
+#include "engine/tensor.h"
+#include "search/cost_model.h"
+
+namespace mixq::search {
+
+// Samples with integer class labels; inputs are [N, ...] like the model input.
+struct LabeledData {
+  engine::Tensor inputs;
+  std::vector<int64_t> labels;
+
+  int64_t size() const { return static_cast<int64_t>(labels.size()); }
+  // Samples [begin, end), copied.
+  LabeledData Slice(int64_t begin, int64_t end) const;
+};
+
+struct Evaluation {
+  double loss = 0;      // mean cross-entropy
+  double accuracy = 0;  // top-1, in [0, 1]
+};
+
+// QatSession owns a model's float master weights and Adam state, and trains
+// and evaluates them with fake-quantized weights: forward with Q_b(w), the
+// straight-through estimator passes dL/dQ_b(w) to w unchanged, Adam updates
+// w. Adam's bias-corrected second moments v̂ serve as the diagonal Hessian
+// for Ω.
+//
+// Borrows `model`, which must outlive the session. Not thread-safe (the
+// engine parallelises inside each forward/backward).
+class QatSession {
+ public:
+  QatSession(const engine::Model& model, const engine::AdamOptions& adam,
+             int batch_size, uint64_t seed);
+
+  // Loss and accuracy of the current weights fake-quantized under `policy`,
+  // over all of `data` (in batches).
+  absl::StatusOr<Evaluation> Evaluate(const Policy& policy,
+                                      const LabeledData& data);
+
+  // `steps` Adam steps on mini-batches of `data` drawn without replacement
+  // in a reshuffled order each epoch (seeded). INVALID_ARGUMENT if `data`
+  // is empty while steps > 0; CANCELLED as soon as `*cancel` (optional) is
+  // true between two mini-batches.
+  absl::Status FineTune(const Policy& policy, const LabeledData& data,
+                        int steps, const std::atomic<bool>* cancel = nullptr);
+
+  // For each layer l and each entry b of `bit_levels`:
+  //   Ω_l(b) = Σ_i v̂_i · (Q_b(w_i) − w_i)²
+  // with the current weights and Adam state. Ω(policy) = Σ_l Ω_l(b_l).
+  std::vector<std::vector<double>> LayerOmegaTable(
+      const std::vector<int>& bit_levels) const;
+
+  const std::vector<engine::Tensor>& weights() const { return weights_; }
+  const engine::Adam& adam() const { return adam_; }
+
+ private:
+  // Points params_ at the master weights, with quantized layers replaced by
+  // their fake-quantized copies under `policy`.
+  void QuantizeWeights(const Policy& policy);
+  void NextBatch(const LabeledData& data);
+
+  const engine::Model& model_;
+  const int batch_size_;
+  std::vector<engine::Tensor> weights_;  // float master weights, one per param
+  std::vector<engine::Tensor> quantized_;  // one per quantizable layer
+  std::vector<const engine::Tensor*> params_;
+  engine::Adam adam_;
+  std::mt19937_64 rng_;
+  // Mini-batch state.
+  std::vector<int64_t> order_;
+  int64_t cursor_ = 0;
+  engine::Tensor batch_inputs_;
+  std::vector<int64_t> batch_labels_;
+  engine::ForwardTrace trace_;
+  std::vector<engine::Tensor> grads_;
+  engine::Tensor grad_logits_;
+};
+
+}  // namespace mixq::search
+
+#endif  // MIXQ_SEARCH_QAT_H_
