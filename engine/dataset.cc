@@ -1,0 +1,635 @@
+#include "engine/dataset.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <bit>
+#include <climits>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "util/status_macros.h"
+
+namespace mixq::engine {
+namespace {
+
+// NPY and IDX payloads are copied into host memory with memcpy: NPY data we
+// accept is little-endian ('<' or single-byte) and IDX dims are decoded
+// explicitly, so only NPY needs a little-endian host.
+static_assert(std::endian::native == std::endian::little,
+              "NPY decoding assumes a little-endian host");
+
+// Inputs and labels arrive inline; a decompressed data set beyond this is
+// not something the server should hold in memory (Fashion-MNIST's training
+// images are 47 MB).
+constexpr size_t kMaxDecompressedBytes = size_t{2} << 30;
+// First output buffer of Gunzip; it then doubles.
+constexpr size_t kGunzipInitialBytes = size_t{64} << 10;
+
+constexpr char kGzipMagic[] = "\x1f\x8b";
+constexpr char kNpyMagic[] = "\x93NUMPY";
+constexpr size_t kNpyMagicSize = 6;
+// magic + major + minor + uint16 header length (version 1) or uint32 (2, 3).
+constexpr size_t kNpyV1PreambleSize = kNpyMagicSize + 2 + 2;
+constexpr size_t kNpyV2PreambleSize = kNpyMagicSize + 2 + 4;
+
+constexpr uint32_t kIdxImagesMagic = 0x00000803;
+constexpr uint32_t kIdxLabelsMagic = 0x00000801;
+constexpr uint8_t kIdxTypeUint8 = 0x08;
+constexpr size_t kIdxMagicSize = 4;
+constexpr size_t kIdxDimSize = 4;
+
+constexpr float kUint8Scale = 255.0f;
+
+enum class DType {
+  kFloat32,
+  kFloat64,
+  kUint8,
+  kInt8,
+  kInt16,
+  kUint16,
+  kInt32,
+  kInt64
+};
+
+// Copies little-endian integers of type T out of `data` as int64 labels.
+template <typename T>
+std::vector<int64_t> WidenLabels(absl::string_view data) {
+  std::vector<T> narrow(data.size() / sizeof(T));
+  std::memcpy(narrow.data(), data.data(), data.size());
+  return std::vector<int64_t>(narrow.begin(), narrow.end());
+}
+
+struct DTypeInfo {
+  absl::string_view descr;  // as NumPy writes it in a .npy header
+  DType dtype;
+  int64_t size;
+  // Null for types that cannot hold class labels.
+  std::vector<int64_t> (*read_labels)(absl::string_view data);
+};
+
+constexpr DTypeInfo kNpyDTypes[] = {
+    {"<f4", DType::kFloat32, 4, nullptr},
+    {"<f8", DType::kFloat64, 8, nullptr},
+    {"|u1", DType::kUint8, 1, WidenLabels<uint8_t>},
+    {"|i1", DType::kInt8, 1, WidenLabels<int8_t>},
+    {"<i2", DType::kInt16, 2, WidenLabels<int16_t>},
+    {"<u2", DType::kUint16, 2, WidenLabels<uint16_t>},
+    {"<i4", DType::kInt32, 4, WidenLabels<int32_t>},
+    {"<i8", DType::kInt64, 8, WidenLabels<int64_t>},
+};
+
+// The only IDX element type mixq reads (both magics above say uint8).
+constexpr DTypeInfo kIdxUint8 = {"|u1", DType::kUint8, 1, WidenLabels<uint8_t>};
+
+// A decoded array header plus a view of its payload (whose byte size has
+// been checked against the shape).
+struct RawArray {
+  DTypeInfo type;
+  Shape shape;
+  absl::string_view data;
+};
+
+std::string SupportedNpyDTypes() {
+  return absl::StrJoin(kNpyDTypes, ", ",
+                       [](std::string* out, const DTypeInfo& info) {
+                         absl::StrAppend(out, info.descr);
+                       });
+}
+
+std::string Hex32(uint32_t value) {
+  return absl::StrCat("0x", absl::Hex(value, absl::kZeroPad8));
+}
+
+// Number of elements of `shape` and their size in bytes; INVALID_ARGUMENT on
+// a negative dim or when either product overflows int64.
+absl::Status CheckedSizes(const Shape& shape, int64_t element_size,
+                          int64_t* elements, int64_t* bytes) {
+  int64_t count = 1;
+  for (int64_t dim : shape) {
+    if (dim < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("negative dimension in shape ", ShapeToString(shape)));
+    }
+    if (__builtin_mul_overflow(count, dim, &count)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("shape ", ShapeToString(shape), " overflows int64"));
+    }
+  }
+  if (__builtin_mul_overflow(count, element_size, bytes)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("shape ", ShapeToString(shape), " overflows int64 bytes"));
+  }
+  *elements = count;
+  return absl::OkStatus();
+}
+
+absl::Status CheckPayloadSize(const Shape& shape, int64_t element_size,
+                              absl::string_view data) {
+  int64_t elements = 0;
+  int64_t bytes = 0;
+  MIXQ_RETURN_IF_ERROR(CheckedSizes(shape, element_size, &elements, &bytes));
+  if (static_cast<uint64_t>(bytes) != data.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "size mismatch: shape ", ShapeToString(shape), " needs ", bytes,
+        " bytes of data but ", data.size(), " follow the header",
+        bytes > static_cast<int64_t>(data.size()) ? " (truncated)" : ""));
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------
+// NPY header: a Python dict literal such as
+//   {'descr': '<f4', 'fortran_order': False, 'shape': (16, 1, 28, 28), }
+// parsed by a small recursive-descent reader that accepts exactly the three
+// keys NumPy writes.
+
+class NpyHeaderParser {
+ public:
+  explicit NpyHeaderParser(absl::string_view text) : text_(text) {}
+
+  absl::Status Parse(std::string* descr, Shape* shape) {
+    bool have_descr = false, have_order = false, have_shape = false;
+    MIXQ_RETURN_IF_ERROR(Expect('{'));
+    while (true) {
+      SkipSpace();
+      if (Peek() == '}') break;
+      std::string key;
+      MIXQ_RETURN_IF_ERROR(ParseString(&key));
+      MIXQ_RETURN_IF_ERROR(Expect(':'));
+      if (key == "descr" && !have_descr) {
+        have_descr = true;
+        MIXQ_RETURN_IF_ERROR(ParseString(descr));
+      } else if (key == "fortran_order" && !have_order) {
+        have_order = true;
+        bool fortran_order = false;
+        MIXQ_RETURN_IF_ERROR(ParseBool(&fortran_order));
+        if (fortran_order) {
+          return absl::InvalidArgumentError(
+              "fortran_order True is not supported (save the array in C "
+              "order)");
+        }
+      } else if (key == "shape" && !have_shape) {
+        have_shape = true;
+        MIXQ_RETURN_IF_ERROR(ParseShape(shape));
+      } else {
+        return Error(absl::StrCat("unexpected or repeated key '", key, "'"));
+      }
+      MIXQ_RETURN_IF_ERROR(EndItem('}'));
+    }
+    ++pos_;  // '}'
+    SkipSpace();
+    if (pos_ != text_.size()) return Error("unexpected text after the dict");
+    if (!have_descr || !have_order || !have_shape) {
+      return absl::InvalidArgumentError(
+          "NPY header lacks one of 'descr', 'fortran_order', 'shape'");
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  char Peek() const { return pos_ < text_.size() ? text_[pos_] : '\0'; }
+
+  void SkipSpace() {
+    while (pos_ < text_.size() &&
+           (text_[pos_] == ' ' || text_[pos_] == '\n' || text_[pos_] == '\t' ||
+            text_[pos_] == '\r')) {
+      ++pos_;
+    }
+  }
+
+  absl::Status Error(absl::string_view what) const {
+    return absl::InvalidArgumentError(
+        absl::StrCat("malformed NPY header at offset ", pos_, ": ", what));
+  }
+
+  absl::Status Expect(char c) {
+    SkipSpace();
+    if (Peek() != c) {
+      return Error(absl::StrCat("expected '", std::string(1, c), "'"));
+    }
+    ++pos_;
+    return absl::OkStatus();
+  }
+
+  // After a dict entry or tuple item: consumes a ',' or stops before
+  // `close`.
+  absl::Status EndItem(char close) {
+    SkipSpace();
+    if (Peek() == ',') {
+      ++pos_;
+    } else if (Peek() != close) {
+      return Error(
+          absl::StrCat("expected ',' or '", std::string(1, close), "'"));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status ParseString(std::string* out) {
+    SkipSpace();
+    const char quote = Peek();
+    if (quote != '\'' && quote != '"') return Error("expected a quoted string");
+    const size_t end = text_.find(quote, pos_ + 1);
+    if (end == absl::string_view::npos) return Error("unterminated string");
+    *out = std::string(text_.substr(pos_ + 1, end - pos_ - 1));
+    pos_ = end + 1;
+    return absl::OkStatus();
+  }
+
+  absl::Status ParseBool(bool* out) {
+    SkipSpace();
+    for (auto [word, value] :
+         {std::pair<absl::string_view, bool>{"True", true}, {"False", false}}) {
+      if (text_.substr(pos_, word.size()) == word) {
+        pos_ += word.size();
+        *out = value;
+        return absl::OkStatus();
+      }
+    }
+    return Error("expected True or False");
+  }
+
+  absl::Status ParseShape(Shape* shape) {
+    shape->clear();
+    MIXQ_RETURN_IF_ERROR(Expect('('));
+    while (true) {
+      SkipSpace();
+      if (Peek() == ')') break;
+      if (Peek() < '0' || Peek() > '9') {
+        return Error("expected a non-negative integer dimension");
+      }
+      int64_t dim = 0;
+      while (Peek() >= '0' && Peek() <= '9') {
+        if (__builtin_mul_overflow(dim, int64_t{10}, &dim) ||
+            __builtin_add_overflow(dim, Peek() - '0', &dim)) {
+          return Error("dimension overflows int64");
+        }
+        ++pos_;
+      }
+      shape->push_back(dim);
+      MIXQ_RETURN_IF_ERROR(EndItem(')'));
+    }
+    ++pos_;  // ')'
+    return absl::OkStatus();
+  }
+
+  absl::string_view text_;
+  size_t pos_ = 0;
+};
+
+uint32_t ReadLittleEndian(absl::string_view bytes, size_t offset,
+                          size_t width) {
+  uint32_t value = 0;
+  for (size_t i = 0; i < width; ++i) {
+    value |= uint32_t{static_cast<uint8_t>(bytes[offset + i])} << (8 * i);
+  }
+  return value;
+}
+
+uint32_t ReadBigEndian32(absl::string_view bytes, size_t offset) {
+  uint32_t value = 0;
+  for (size_t i = 0; i < 4; ++i) {
+    value = (value << 8) | static_cast<uint8_t>(bytes[offset + i]);
+  }
+  return value;
+}
+
+absl::StatusOr<RawArray> ParseNpy(absl::string_view bytes) {
+  if (bytes.size() < kNpyV1PreambleSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("truncated NPY preamble (", bytes.size(), " bytes)"));
+  }
+  const int major = static_cast<uint8_t>(bytes[kNpyMagicSize]);
+  size_t preamble = 0;
+  if (major == 1) {
+    preamble = kNpyV1PreambleSize;
+  } else if (major == 2 || major == 3) {
+    preamble = kNpyV2PreambleSize;
+    if (bytes.size() < preamble) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("truncated NPY preamble (", bytes.size(), " bytes)"));
+    }
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unsupported NPY format version ", major, " (expected 1, 2 or 3)"));
+  }
+  const size_t header_size =
+      ReadLittleEndian(bytes, kNpyMagicSize + 2, preamble - kNpyMagicSize - 2);
+  if (header_size > bytes.size() - preamble) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("truncated NPY header: needs ", header_size, " bytes, ",
+                     bytes.size() - preamble, " present"));
+  }
+  std::string descr;
+  RawArray array;
+  MIXQ_RETURN_IF_ERROR(NpyHeaderParser(bytes.substr(preamble, header_size))
+                           .Parse(&descr, &array.shape));
+  const auto* info =
+      std::find_if(std::begin(kNpyDTypes), std::end(kNpyDTypes),
+                   [&](const DTypeInfo& t) { return t.descr == descr; });
+  if (info == std::end(kNpyDTypes)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unsupported NPY dtype '", descr,
+                     "' (supported: ", SupportedNpyDTypes(), ")"));
+  }
+  array.type = *info;
+  array.data = bytes.substr(preamble + header_size);
+  MIXQ_RETURN_IF_ERROR(
+      CheckPayloadSize(array.shape, array.type.size, array.data));
+  return array;
+}
+
+absl::StatusOr<RawArray> ParseIdx(absl::string_view bytes,
+                                  uint32_t expected_magic) {
+  if (bytes.size() < kIdxMagicSize) {
+    return absl::InvalidArgumentError("truncated IDX magic");
+  }
+  const uint32_t magic = ReadBigEndian32(bytes, 0);
+  if (magic != expected_magic) {
+    const char* kind = magic == kIdxImagesMagic   ? " (IDX images)"
+                       : magic == kIdxLabelsMagic ? " (IDX labels)"
+                                                  : "";
+    return absl::InvalidArgumentError(
+        absl::StrCat("wrong IDX magic ", Hex32(magic), kind, ", expected ",
+                     Hex32(expected_magic)));
+  }
+  // The magic's low byte is the rank, the one above it the element type.
+  static_assert(((kIdxImagesMagic >> 8) & 0xff) == kIdxTypeUint8 &&
+                ((kIdxLabelsMagic >> 8) & 0xff) == kIdxTypeUint8);
+  static_assert(kIdxUint8.dtype == DType::kUint8);
+  const size_t rank = magic & 0xff;
+  const size_t header_size = kIdxMagicSize + kIdxDimSize * rank;
+  if (bytes.size() < header_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("truncated IDX header: needs ", header_size, " bytes, ",
+                     bytes.size(), " present"));
+  }
+  RawArray array;
+  array.type = kIdxUint8;
+  for (size_t i = 0; i < rank; ++i) {
+    array.shape.push_back(
+        ReadBigEndian32(bytes, kIdxMagicSize + kIdxDimSize * i));
+  }
+  array.data = bytes.substr(header_size);
+  MIXQ_RETURN_IF_ERROR(
+      CheckPayloadSize(array.shape, array.type.size, array.data));
+  return array;
+}
+
+// Detects gzip / NPY / IDX from the content. A gzip stream is inflated into
+// `*inflated`, which the returned array's data then views.
+absl::StatusOr<RawArray> ParseArray(absl::string_view bytes, uint32_t idx_magic,
+                                    std::string* inflated) {
+  if (absl::StartsWith(bytes, absl::string_view(kGzipMagic, 2))) {
+    MIXQ_ASSIGN_OR_RETURN(*inflated, Gunzip(bytes, kMaxDecompressedBytes));
+    bytes = *inflated;
+    if (absl::StartsWith(bytes, absl::string_view(kGzipMagic, 2))) {
+      return absl::InvalidArgumentError(
+          "nested gzip streams are not supported");
+    }
+  }
+  if (absl::StartsWith(bytes, absl::string_view(kNpyMagic, kNpyMagicSize))) {
+    return ParseNpy(bytes);
+  }
+  if (bytes.size() >= 2 && bytes[0] == 0 && bytes[1] == 0) {
+    return ParseIdx(bytes, idx_magic);
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unrecognized format (", bytes.size(),
+                   " bytes; expected .npy, IDX or gzip of either)"));
+}
+
+absl::StatusOr<Tensor> ToInputTensor(const RawArray& array) {
+  if (array.shape.empty()) {
+    return absl::InvalidArgumentError(
+        "expected an array [N, ...], got a scalar");
+  }
+  const int64_t count = NumElements(array.shape);
+  if (count == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("no samples (shape ", ShapeToString(array.shape), ")"));
+  }
+  std::vector<float> values(count);
+  ArrayMap out(values.data(), count);
+  switch (array.type.dtype) {
+    case DType::kFloat32:
+      std::memcpy(values.data(), array.data.data(), array.data.size());
+      break;
+    case DType::kFloat64: {
+      // The payload may be unaligned for double: copy before viewing it.
+      Eigen::ArrayXd wide(count);
+      std::memcpy(wide.data(), array.data.data(), array.data.size());
+      out = wide.cast<float>();
+      break;
+    }
+    case DType::kUint8:
+      out = Eigen::Map<const Eigen::Array<uint8_t, Eigen::Dynamic, 1>>(
+                reinterpret_cast<const uint8_t*>(array.data.data()), count)
+                .cast<float>() /
+            kUint8Scale;
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("unsupported dtype '", array.type.descr,
+                       "' for inputs (expected <f4, <f8 or |u1)"));
+  }
+  if (!out.isFinite().all()) {
+    const auto it = std::find_if(values.begin(), values.end(),
+                                 [](float v) { return !std::isfinite(v); });
+    const int64_t index = it - values.begin();
+    return absl::InvalidArgumentError(absl::StrCat(
+        std::isnan(*it) ? "NaN" : "infinite value (or beyond float32 range)",
+        " at element ", index));
+  }
+  return Tensor(array.shape, std::move(values));
+}
+
+absl::StatusOr<std::vector<int64_t>> ToLabels(const RawArray& array) {
+  const Shape& shape = array.shape;
+  if (!(shape.size() == 1 || (shape.size() == 2 && shape[1] == 1))) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "labels must have shape [N] or [N, 1], got ", ShapeToString(shape)));
+  }
+  if (shape[0] == 0) return absl::InvalidArgumentError("no labels");
+  if (array.type.read_labels == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unsupported dtype '", array.type.descr,
+                     "' for labels (expected an integer type)"));
+  }
+  std::vector<int64_t> labels = array.type.read_labels(array.data);
+  const auto negative = std::find_if(labels.begin(), labels.end(),
+                                     [](int64_t v) { return v < 0; });
+  if (negative != labels.end()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "negative label ", *negative, " at index ", negative - labels.begin()));
+  }
+  return labels;
+}
+
+// Ends the inflate stream however Gunzip returns.
+struct InflateStream {
+  z_stream z{};
+  ~InflateStream() { inflateEnd(&z); }
+};
+
+}  // namespace
+
+absl::StatusOr<std::string> Gunzip(absl::string_view bytes,
+                                   size_t max_output_bytes) {
+  InflateStream stream;
+  z_stream& z = stream.z;
+  // 16 + MAX_WBITS: expect a gzip header and trailer (not raw zlib).
+  if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) {
+    return absl::ResourceExhaustedError("gzip: inflateInit2 failed");
+  }
+  // One byte past the limit tells "exactly max_output_bytes" from "more".
+  const size_t limit = max_output_bytes == std::numeric_limits<size_t>::max()
+                           ? max_output_bytes
+                           : max_output_bytes + 1;
+  std::string out;
+  size_t produced = 0;
+  size_t fed = 0;  // input bytes handed to zlib so far (avail_in is 32-bit)
+  while (true) {
+    if (z.avail_in == 0 && fed < bytes.size()) {
+      const size_t chunk = std::min<size_t>(bytes.size() - fed, UINT_MAX);
+      z.next_in =
+          reinterpret_cast<Bytef*>(const_cast<char*>(bytes.data() + fed));
+      z.avail_in = static_cast<uInt>(chunk);
+      fed += chunk;
+    }
+    if (produced == out.size()) {
+      out.resize(
+          std::min(limit, std::max(kGunzipInitialBytes, 2 * out.size())));
+    }
+    z.next_out = reinterpret_cast<Bytef*>(out.data() + produced);
+    z.avail_out =
+        static_cast<uInt>(std::min<size_t>(out.size() - produced, UINT_MAX));
+    const uInt avail_out_before = z.avail_out;
+    const int rc = inflate(&z, Z_NO_FLUSH);
+    produced += avail_out_before - z.avail_out;
+    if (produced > max_output_bytes) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("gzip: decompressed data exceeds the limit of ",
+                       max_output_bytes, " bytes"));
+    }
+    const size_t remaining = bytes.size() - fed + z.avail_in;
+    if (rc == Z_STREAM_END) {
+      if (remaining == 0) break;
+      // `gzip a b` concatenates members; anything else after the trailer is
+      // corruption.
+      const absl::string_view rest = bytes.substr(bytes.size() - remaining);
+      if (!absl::StartsWith(rest, absl::string_view(kGzipMagic, 2))) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "gzip: ", remaining, " trailing bytes after the stream"));
+      }
+      if (inflateReset(&z) != Z_OK) {
+        return absl::InternalError("gzip: inflateReset failed");
+      }
+      continue;
+    }
+    if (rc == Z_OK || rc == Z_BUF_ERROR) {
+      // No input left, room for output, and no end of stream: zlib wants
+      // bytes that are not there.
+      if (remaining == 0 && z.avail_out > 0) {
+        return absl::InvalidArgumentError("gzip: truncated stream");
+      }
+      // zlib promises progress when it has input and output room; guard the
+      // loop anyway so no input can spin it.
+      if (rc == Z_BUF_ERROR && z.avail_in > 0 && z.avail_out > 0) {
+        return absl::InvalidArgumentError("gzip: inflate made no progress");
+      }
+      continue;
+    }
+    if (rc == Z_MEM_ERROR) {
+      return absl::ResourceExhaustedError("gzip: out of memory");
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat("gzip: corrupt data (",
+                     z.msg != nullptr ? z.msg : "unknown zlib error", ")"));
+  }
+  out.resize(produced);
+  return out;
+}
+
+absl::StatusOr<Tensor> DecodeInputs(absl::string_view bytes,
+                                    absl::string_view name) {
+  std::string inflated;
+  absl::StatusOr<RawArray> array =
+      ParseArray(bytes, kIdxImagesMagic, &inflated);
+  if (!array.ok()) return Annotate(array.status(), name);
+  absl::StatusOr<Tensor> tensor = ToInputTensor(*array);
+  if (!tensor.ok()) return Annotate(tensor.status(), name);
+  return tensor;
+}
+
+absl::StatusOr<std::vector<int64_t>> DecodeLabels(absl::string_view bytes,
+                                                  absl::string_view name) {
+  std::string inflated;
+  absl::StatusOr<RawArray> array =
+      ParseArray(bytes, kIdxLabelsMagic, &inflated);
+  if (!array.ok()) return Annotate(array.status(), name);
+  absl::StatusOr<std::vector<int64_t>> labels = ToLabels(*array);
+  if (!labels.ok()) return Annotate(labels.status(), name);
+  return labels;
+}
+
+absl::Status Normalize(float mean, float stddev, Tensor* inputs) {
+  if (!std::isfinite(mean)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("normalize: mean ", mean, " is not finite"));
+  }
+  if (!(stddev > 0) || !std::isfinite(stddev)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "normalize: stddev ", stddev, " must be positive and finite"));
+  }
+  inputs->flat() = (inputs->flat() - mean) / stddev;
+  return absl::OkStatus();
+}
+
+absl::Status ConformToModelInput(const Shape& model_input_shape,
+                                 Tensor* inputs) {
+  const auto mismatch = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("inputs of shape ", ShapeToString(inputs->shape()),
+                     " do not fit the model input shape ",
+                     ShapeToString(model_input_shape), ": ", why));
+  };
+  if (model_input_shape.empty()) {
+    return mismatch("the model input has no batch dimension");
+  }
+  if (inputs->rank() == 0) {
+    return mismatch("the inputs have no batch dimension");
+  }
+  const Shape model_sample(model_input_shape.begin() + 1,
+                           model_input_shape.end());
+  if (std::any_of(model_sample.begin(), model_sample.end(),
+                  [](int64_t d) { return d <= 0; })) {
+    return mismatch(
+        "only the model's batch dimension may be symbolic or empty");
+  }
+  int64_t model_count = 0;
+  int64_t unused_bytes = 0;
+  if (!CheckedSizes(model_sample, 1, &model_count, &unused_bytes).ok()) {
+    return mismatch("model sample size overflows");
+  }
+  const int64_t batch = inputs->dim(0);
+  const int64_t input_count =
+      NumElements(Shape(inputs->shape().begin() + 1, inputs->shape().end()));
+  if (input_count != model_count) {
+    return mismatch(absl::StrCat(
+        input_count, " values per sample, the model takes ", model_count));
+  }
+  Shape conformed = {batch};
+  conformed.insert(conformed.end(), model_sample.begin(), model_sample.end());
+  inputs->Reshape(std::move(conformed));
+  return absl::OkStatus();
+}
+
+}  // namespace mixq::engine

@@ -1,0 +1,96 @@
+// Model: an ONNX graph imported into mixq's engine, able to run forward and
+// backward on batches with caller-supplied parameter values (so the search
+// can substitute fake-quantized weights without touching the model).
+//
+// Thread-safety: a Model is immutable after import; Forward and Backward are
+// const and may run concurrently from several threads, each with its own
+// ForwardTrace.
+#ifndef MIXQ_ENGINE_MODEL_H_
+#define MIXQ_ENGINE_MODEL_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "engine/tensor.h"
+
+namespace mixq::engine {
+
+// A float initializer of the graph: training may update it.
+struct ParamInfo {
+  std::string name;
+  Shape shape;
+};
+
+// A layer whose weight can be quantized: a Gemm or MatMul (later Conv) whose
+// weight input is a parameter.
+struct QuantizableLayer {
+  std::string name;       // the weight initializer's name, e.g. "fc1.weight"
+  std::string node_name;  // the ONNX node's name (may be empty)
+  std::string op_type;    // "Gemm", "MatMul"
+  int weight_param = -1;  // index into Model::params()
+  int channel_axis = 0;   // axis of the weight that indexes output channels
+  int64_t num_weights = 0;
+};
+
+// Activations kept by Forward for Backward. Opaque to callers; reusable
+// across calls (buffers are recycled).
+struct ForwardTrace {
+  std::vector<Tensor> values;  // one per graph value slot
+};
+
+class Model {
+ public:
+  // Parses a serialized ONNX ModelProto and validates it. Errors are
+  // INVALID_ARGUMENT with a message naming the problem: not an ONNX model, an
+  // unsupported operator ("unsupported operator 'Foo' (node 'n')"), an
+  // unsupported attribute value, a cycle, a missing input, a non-float
+  // graph input, more than one graph input that is not an initializer.
+  static absl::StatusOr<std::unique_ptr<Model>> FromOnnxBytes(absl::string_view bytes);
+  // Reads `path` and calls FromOnnxBytes; file errors name the path.
+  static absl::StatusOr<std::unique_ptr<Model>> FromOnnxFile(const std::string& path);
+
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  // The single graph input; dim 0 is the batch (reported as -1 when symbolic).
+  const std::string& input_name() const;
+  const Shape& input_shape() const;
+  // The first graph output; its shape for a batch of one, e.g. {1, 10}.
+  const std::string& output_name() const;
+  const Shape& output_shape() const;
+
+  // The trainable float initializers, in graph order, and their values as
+  // stored in the file.
+  const std::vector<ParamInfo>& params() const;
+  const std::vector<Tensor>& initial_params() const;
+  const std::vector<QuantizableLayer>& quantizable_layers() const;
+
+  // Runs the graph on `input` ([batch, ...] matching input_shape except the
+  // batch) with `params` (one per params(), same shapes; borrowed for the
+  // call). Returns the first graph output. When `trace` is non-null it keeps
+  // what Backward needs. INVALID_ARGUMENT on a shape mismatch.
+  absl::StatusOr<Tensor> Forward(const Tensor& input, absl::Span<const Tensor* const> params,
+                                 ForwardTrace* trace) const;
+
+  // Back-propagates `grad_output` (dLoss/dOutput, shaped like the output of
+  // the Forward that filled `trace`). Resizes `param_grads` to params().size()
+  // and writes dLoss/dParam for every parameter. `params` must be the same
+  // values the Forward call used.
+  absl::Status Backward(const ForwardTrace& trace, absl::Span<const Tensor* const> params,
+                        const Tensor& grad_output, std::vector<Tensor>* param_grads) const;
+
+  struct Impl;
+
+ private:
+  explicit Model(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace mixq::engine
+
+#endif  // MIXQ_ENGINE_MODEL_H_

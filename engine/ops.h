@@ -1,0 +1,103 @@
+// Operator kernels: one class per ONNX operator with its forward and backward
+// pass, registered by op type. Private to engine/: the importer (model.cc)
+// converts ONNX attributes into an OpConfig, so no protobuf type reaches a
+// kernel.
+//
+// Thread-safety: kernels are immutable after creation; Forward and Backward
+// are const and may run concurrently on different tensors.
+#ifndef MIXQ_ENGINE_OPS_H_
+#define MIXQ_ENGINE_OPS_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "engine/tensor.h"
+
+namespace mixq::engine {
+
+// The largest tensor an operator may produce (elements); bigger shapes are an
+// INVALID_ARGUMENT instead of an allocation failure.
+inline constexpr int64_t kMaxTensorElements = int64_t{1} << 31;
+
+// Element count of `shape`, or INVALID_ARGUMENT if a dim is negative or the
+// product of its non-zero dims exceeds kMaxTensorElements.
+absl::StatusOr<int64_t> CheckedNumElements(const Shape& shape);
+
+// A node attribute, converted from ONNX.
+struct Attribute {
+  enum class Type { kInt, kFloat, kInts, kFloats, kString, kOther };
+  Type type = Type::kOther;
+  int64_t i = 0;
+  float f = 0;
+  std::vector<int64_t> ints;
+  std::vector<float> floats;
+  std::string s;
+};
+
+// What a kernel is built from.
+struct OpConfig {
+  std::string op_type;
+  std::string node_name;
+  absl::flat_hash_map<std::string, Attribute> attributes;
+  // The node's inputs after its data inputs (e.g. Reshape's shape): their
+  // values when they are int64 constants, nullopt when absent or not constant.
+  std::vector<std::optional<std::vector<int64_t>>> constant_inputs;
+
+  // The attribute's value, `default_value` when absent; INVALID_ARGUMENT
+  // naming the attribute and node when it has another type.
+  absl::StatusOr<int64_t> GetInt(absl::string_view name,
+                                 int64_t default_value) const;
+  absl::StatusOr<float> GetFloat(absl::string_view name,
+                                 float default_value) const;
+};
+
+class Kernel {
+ public:
+  virtual ~Kernel() = default;
+
+  // The output shape for data inputs of `inputs` shapes; INVALID_ARGUMENT
+  // describing the mismatch otherwise. Forward and Backward may only be called
+  // with shapes this accepted.
+  virtual absl::StatusOr<Shape> OutputShape(
+      absl::Span<const Shape* const> inputs) const = 0;
+
+  // Writes the output into `output`, already resized to OutputShape.
+  virtual void Forward(absl::Span<const Tensor* const> inputs,
+                       Tensor* output) const = 0;
+
+  // Overwrites grad_inputs[i] (already resized to the shape of inputs[i])
+  // with dLoss/dInput i, given dLoss/dOutput. A null grad_inputs[i] is not
+  // wanted and is skipped.
+  virtual void Backward(absl::Span<const Tensor* const> inputs,
+                        const Tensor& grad_output,
+                        absl::Span<Tensor* const> grad_inputs) const = 0;
+};
+
+// The most data inputs any operator takes (Gemm: A, B, C).
+inline constexpr int kMaxDataInputs = 3;
+
+// How the importer wires a node to its kernel.
+struct OpSchema {
+  int min_inputs = 1;
+  int max_inputs = 1;
+  // The first `data_inputs` inputs are float tensors passed to the kernel; the
+  // rest configure it (OpConfig::constant_inputs). At most kMaxDataInputs.
+  int data_inputs = 1;
+  // Outputs after the first are accepted but never produced (Dropout's mask).
+  int max_outputs = 1;
+  absl::StatusOr<std::unique_ptr<Kernel>> (*create)(const OpConfig& config);
+};
+
+// The schema of a supported operator of the default ONNX domain, or nullptr.
+const OpSchema* FindOp(absl::string_view op_type);
+
+}  // namespace mixq::engine
+
+#endif  // MIXQ_ENGINE_OPS_H_

@@ -1,0 +1,501 @@
+#include "engine/dataset.h"
+
+#include <zlib.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "util/file.h"
+
+namespace mixq::engine {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::ElementsAreArray;
+using ::testing::FloatEq;
+using ::testing::HasSubstr;
+using ::testing::Pointwise;
+
+constexpr char kName[] = "data/inputs.bin";
+constexpr char kFashionMnistDir[] = "/usr/share/datasets/fashion-mnist/";
+
+// .npy bytes with header dict `dict` (padded as NumPy pads it) and `payload`.
+std::string NpyWithDict(absl::string_view dict, absl::string_view payload,
+                        int version = 1) {
+  const size_t length_bytes = version == 1 ? 2 : 4;
+  std::string header(dict);
+  const size_t total = 8 + length_bytes + header.size() + 1;
+  header.append((64 - total % 64) % 64, ' ');
+  header.push_back('\n');
+  std::string out("\x93NUMPY", 6);
+  out.push_back(static_cast<char>(version));
+  out.push_back('\0');
+  for (size_t i = 0; i < length_bytes; ++i) {
+    out.push_back(static_cast<char>((header.size() >> (8 * i)) & 0xff));
+  }
+  return absl::StrCat(out, header, payload);
+}
+
+std::string NpyDict(absl::string_view descr, const Shape& shape,
+                    absl::string_view fortran_order = "False") {
+  std::string dims = absl::StrJoin(shape, ", ");
+  if (shape.size() == 1) dims += ",";
+  return absl::StrCat("{'descr': '", descr,
+                      "', 'fortran_order': ", fortran_order, ", 'shape': (",
+                      dims, "), }");
+}
+
+template <typename T>
+std::string Bytes(const std::vector<T>& values) {
+  return std::string(reinterpret_cast<const char*>(values.data()),
+                     values.size() * sizeof(T));
+}
+
+template <typename T>
+std::string Npy(absl::string_view descr, const Shape& shape,
+                const std::vector<T>& values, int version = 1) {
+  return NpyWithDict(NpyDict(descr, shape), Bytes(values), version);
+}
+
+std::string BigEndian32(uint32_t value) {
+  std::string out;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    out.push_back(static_cast<char>((value >> shift) & 0xff));
+  }
+  return out;
+}
+
+std::string Idx(uint32_t magic, const std::vector<uint32_t>& dims,
+                const std::vector<uint8_t>& values) {
+  std::string out = BigEndian32(magic);
+  for (uint32_t dim : dims) out += BigEndian32(dim);
+  return out + Bytes(values);
+}
+
+// gzip-compresses `data` with zlib (deflate with a gzip wrapper).
+std::string Gzip(absl::string_view data) {
+  z_stream z{};
+  EXPECT_EQ(deflateInit2(&z, Z_BEST_COMPRESSION, Z_DEFLATED, 16 + MAX_WBITS, 8,
+                         Z_DEFAULT_STRATEGY),
+            Z_OK);
+  std::string out(deflateBound(&z, data.size()) + 32, '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
+  z.avail_in = static_cast<uInt>(data.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  EXPECT_EQ(deflate(&z, Z_FINISH), Z_STREAM_END);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return out;
+}
+
+void ExpectInvalid(const absl::Status& status, absl::string_view name,
+                   absl::string_view problem) {
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_THAT(std::string(status.message()), HasSubstr(name)) << status;
+  EXPECT_THAT(std::string(status.message()), HasSubstr(problem)) << status;
+}
+
+// --- DecodeInputs: accepted formats --------------------------------------
+
+TEST(DecodeInputsTest, Float32NpyEveryFormatVersion) {
+  const std::vector<float> values = {1.5f, -2.0f, 0.0f, 3.25f, 4.0f, -5.5f};
+  for (int version : {1, 2, 3}) {
+    SCOPED_TRACE(absl::StrCat("version ", version));
+    absl::StatusOr<Tensor> t =
+        DecodeInputs(Npy("<f4", {2, 3}, values, version), kName);
+    ASSERT_TRUE(t.ok()) << t.status();
+    EXPECT_THAT(t->shape(), ElementsAre(2, 3));
+    EXPECT_THAT(t->values(), ElementsAreArray(values));
+  }
+}
+
+TEST(DecodeInputsTest, Float64IsConvertedToFloat32) {
+  const std::vector<double> values = {0.125, -1e10, 3.0, 1.0 / 3.0};
+  absl::StatusOr<Tensor> t = DecodeInputs(Npy("<f8", {4, 1}, values), kName);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_THAT(t->shape(), ElementsAre(4, 1));
+  EXPECT_THAT(t->values(), ElementsAre(0.125f, -1e10f, 3.0f, 1.0f / 3.0f));
+}
+
+TEST(DecodeInputsTest, Uint8NpyIsScaledToUnitInterval) {
+  const std::vector<uint8_t> values = {0, 51, 255, 128};
+  absl::StatusOr<Tensor> t = DecodeInputs(Npy("|u1", {1, 2, 2}, values), kName);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_THAT(t->shape(), ElementsAre(1, 2, 2));
+  EXPECT_THAT(t->values(), ElementsAre(0.0f, 0.2f, 1.0f, 128.0f / 255.0f));
+}
+
+TEST(DecodeInputsTest, DoubleQuotedKeysAndNoTrailingComma) {
+  const std::vector<float> values = {1, 2};
+  absl::StatusOr<Tensor> t = DecodeInputs(
+      NpyWithDict(R"({"shape": (2,), "fortran_order": False, "descr": "<f4"})",
+                  Bytes(values)),
+      kName);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_THAT(t->shape(), ElementsAre(2));
+}
+
+TEST(DecodeInputsTest, IdxImagesRawAndGzipped) {
+  const std::vector<uint8_t> pixels = {0, 255, 51, 102, 153, 204,
+                                       1, 2,   3,  4,   5,   6};
+  const std::string idx = Idx(0x00000803, {2, 2, 3}, pixels);
+  for (const std::string& bytes : {idx, Gzip(idx)}) {
+    absl::StatusOr<Tensor> t = DecodeInputs(bytes, kName);
+    ASSERT_TRUE(t.ok()) << t.status();
+    EXPECT_THAT(t->shape(), ElementsAre(2, 2, 3));
+    std::vector<float> expected;
+    for (uint8_t p : pixels) expected.push_back(p / 255.0f);
+    EXPECT_THAT(t->values(), Pointwise(FloatEq(), expected));
+  }
+}
+
+TEST(DecodeInputsTest, GzippedNpy) {
+  const std::vector<float> values = {1, 2, 3, 4};
+  absl::StatusOr<Tensor> t =
+      DecodeInputs(Gzip(Npy("<f4", {2, 2}, values)), kName);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_THAT(t->shape(), ElementsAre(2, 2));
+  EXPECT_THAT(t->values(), ElementsAreArray(values));
+}
+
+// --- DecodeInputs: every malformed input is INVALID_ARGUMENT naming it ---
+
+struct BadInputCase {
+  std::string label;
+  std::string bytes;
+  std::string problem;  // expected in the message
+};
+
+std::vector<BadInputCase> BadInputCases() {
+  const std::vector<float> f4 = {1, 2, 3, 4};
+  const std::string good_npy = Npy("<f4", {2, 2}, f4);
+  std::string version4 = good_npy;
+  version4[6] = 4;
+  std::string long_header = good_npy.substr(0, 40);  // header cut short
+  const std::string idx = Idx(0x00000803, {1, 2, 2}, {1, 2, 3, 4});
+  const std::string gz = Gzip(good_npy);
+  std::string corrupt_gz = gz;
+  for (size_t i = 10; i < corrupt_gz.size() - 8; ++i) corrupt_gz[i] = '\xff';
+  return {
+      {"empty", "", "unrecognized format"},
+      {"text", "hello, world", "unrecognized format"},
+      {"npy preamble truncated", std::string("\x93NUMPY\x01", 7),
+       "truncated NPY preamble"},
+      {"npy v2 preamble truncated",
+       std::string("\x93NUMPY\x02\x00\x10\x00", 10), "truncated NPY preamble"},
+      {"npy version 4", version4, "unsupported NPY format version 4"},
+      {"npy header truncated", long_header, "truncated NPY header"},
+      {"npy header not a dict", NpyWithDict("[1, 2]", ""),
+       "malformed NPY header"},
+      {"npy header unterminated string", NpyWithDict("{'descr", ""),
+       "unterminated string"},
+      {"npy header unknown key",
+       NpyWithDict("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), "
+                   "'extra': 1}",
+                   Bytes(std::vector<float>{1})),
+       "unexpected or repeated key 'extra'"},
+      {"npy header repeated key",
+       NpyWithDict("{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, "
+                   "'shape': (1,)}",
+                   Bytes(std::vector<float>{1})),
+       "repeated key 'descr'"},
+      {"npy header missing shape",
+       NpyWithDict("{'descr': '<f4', 'fortran_order': False}", ""), "lacks"},
+      {"npy header bad bool",
+       NpyWithDict("{'descr': '<f4', 'fortran_order': 0, 'shape': (1,)}", ""),
+       "expected True or False"},
+      {"npy header negative dim", NpyWithDict(NpyDict("<f4", {-1}), ""),
+       "non-negative integer"},
+      {"npy header text after dict",
+       NpyWithDict(NpyDict("<f4", {1}) + " x", Bytes(std::vector<float>{1})),
+       "unexpected text after the dict"},
+      {"npy fortran order",
+       NpyWithDict(NpyDict("<f4", {2, 2}, "True"), Bytes(f4)),
+       "fortran_order True is not supported"},
+      {"npy big-endian dtype", Npy(">f4", {2, 2}, f4),
+       "unsupported NPY dtype '>f4'"},
+      {"npy complex dtype", Npy("<c8", {2}, f4), "unsupported NPY dtype '<c8'"},
+      {"npy structured dtype",
+       NpyWithDict("{'descr': [('a', '<f4')], 'fortran_order': False, "
+                   "'shape': (1,)}",
+                   ""),
+       "expected a quoted string"},
+      {"npy int64 inputs", Npy("<i8", {2}, std::vector<int64_t>{1, 2}),
+       "unsupported dtype '<i8' for inputs"},
+      {"npy data truncated", good_npy.substr(0, good_npy.size() - 1),
+       "size mismatch"},
+      {"npy data too long", good_npy + "x", "size mismatch"},
+      {"npy dim overflows int64",
+       NpyWithDict("{'descr': '<f4', 'fortran_order': False, "
+                   "'shape': (99999999999999999999,)}",
+                   ""),
+       "dimension overflows int64"},
+      {"npy shape product overflows",
+       NpyWithDict(NpyDict("<f4", {1LL << 40, 1LL << 40}), ""), "overflows"},
+      {"npy byte count overflows", NpyWithDict(NpyDict("<f8", {1LL << 61}), ""),
+       "overflows"},
+      {"npy NaN", Npy("<f4", {3}, std::vector<float>{1, std::nanf(""), 2}),
+       "NaN at element 1"},
+      {"npy infinity", Npy("<f4", {2}, std::vector<float>{1, -INFINITY}),
+       "infinite"},
+      {"npy float64 beyond float32",
+       Npy("<f8", {2}, std::vector<double>{1e300, 1}), "beyond float32"},
+      {"npy scalar", Npy("<f4", {}, std::vector<float>{1}), "scalar"},
+      {"npy no samples", Npy("<f4", {0, 3}, std::vector<float>{}),
+       "no samples"},
+      {"idx wrong magic", Idx(0x00000804, {1, 1, 1, 1}, {1}),
+       "wrong IDX magic 0x00000804"},
+      {"idx labels given as inputs", Idx(0x00000801, {2}, {1, 2}),
+       "wrong IDX magic 0x00000801 (IDX labels), expected 0x00000803"},
+      {"idx magic truncated", std::string("\0\0\x08", 3),
+       "truncated IDX magic"},
+      {"idx header truncated", idx.substr(0, 10), "truncated IDX header"},
+      {"idx data truncated", idx.substr(0, idx.size() - 1), "size mismatch"},
+      {"idx shape overflows",
+       Idx(0x00000803, {0xffffffff, 0xffffffff, 0xffffffff}, {}), "overflows"},
+      {"gzip truncated", gz.substr(0, gz.size() / 2), "gzip: truncated"},
+      {"gzip trailer missing", gz.substr(0, gz.size() - 4), "gzip: truncated"},
+      {"gzip header only", gz.substr(0, 2), "gzip"},
+      {"gzip corrupt", corrupt_gz, "gzip: corrupt"},
+      {"gzip trailing garbage", gz + "junk", "trailing bytes"},
+      {"gzip nested", Gzip(gz), "nested gzip"},
+      {"gzip of garbage", Gzip("not a data set"), "unrecognized format"},
+  };
+}
+
+TEST(DecodeInputsTest, MalformedInputsAreInvalidArgument) {
+  for (const BadInputCase& c : BadInputCases()) {
+    SCOPED_TRACE(c.label);
+    absl::StatusOr<Tensor> t = DecodeInputs(c.bytes, kName);
+    ASSERT_FALSE(t.ok());
+    ExpectInvalid(t.status(), kName, c.problem);
+  }
+}
+
+// Every strict prefix of a valid file is an error, never a crash.
+TEST(DecodeInputsTest, EveryTruncationIsAnError) {
+  const std::vector<float> f4 = {1, 2, 3, 4};
+  const std::string npy = Npy("<f4", {2, 2}, f4);
+  const std::string idx = Idx(0x00000803, {1, 2, 2}, {1, 2, 3, 4});
+  for (const std::string& file : {npy, idx, Gzip(npy), Gzip(idx)}) {
+    for (size_t n = 0; n < file.size(); ++n) {
+      absl::StatusOr<Tensor> t = DecodeInputs(file.substr(0, n), kName);
+      ASSERT_FALSE(t.ok()) << "prefix " << n;
+      EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument)
+          << t.status();
+    }
+    EXPECT_TRUE(DecodeInputs(file, kName).ok());
+  }
+}
+
+// --- DecodeLabels ---------------------------------------------------------
+
+TEST(DecodeLabelsTest, EveryIntegerDtype) {
+  const std::vector<int64_t> expected = {0, 3, 9, 7};
+  struct Case {
+    std::string descr;
+    std::string bytes;
+  };
+  const std::vector<Case> cases = {
+      {"<i8", Npy("<i8", {4}, std::vector<int64_t>{0, 3, 9, 7})},
+      {"<i4", Npy("<i4", {4}, std::vector<int32_t>{0, 3, 9, 7})},
+      {"<i2", Npy("<i2", {4}, std::vector<int16_t>{0, 3, 9, 7})},
+      {"<u2", Npy("<u2", {4}, std::vector<uint16_t>{0, 3, 9, 7})},
+      {"|i1", Npy("|i1", {4}, std::vector<int8_t>{0, 3, 9, 7})},
+      {"|u1", Npy("|u1", {4}, std::vector<uint8_t>{0, 3, 9, 7})},
+      {"<i8 [N,1]", Npy("<i8", {4, 1}, std::vector<int64_t>{0, 3, 9, 7})},
+      {"<i8 v3", Npy("<i8", {4}, std::vector<int64_t>{0, 3, 9, 7}, 3)},
+      {"idx", Idx(0x00000801, {4}, {0, 3, 9, 7})},
+      {"idx gzip", Gzip(Idx(0x00000801, {4}, {0, 3, 9, 7}))},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.descr);
+    absl::StatusOr<std::vector<int64_t>> labels = DecodeLabels(c.bytes, kName);
+    ASSERT_TRUE(labels.ok()) << labels.status();
+    EXPECT_EQ(*labels, expected);
+  }
+}
+
+TEST(DecodeLabelsTest, LargeUnsignedValuesAreNotNegative) {
+  absl::StatusOr<std::vector<int64_t>> labels =
+      DecodeLabels(Npy("<u2", {1}, std::vector<uint16_t>{65535}), kName);
+  ASSERT_TRUE(labels.ok()) << labels.status();
+  EXPECT_THAT(*labels, ElementsAre(65535));
+}
+
+TEST(DecodeLabelsTest, MalformedLabelsAreInvalidArgument) {
+  const std::vector<BadInputCase> cases = {
+      {"negative int64", Npy("<i8", {3}, std::vector<int64_t>{1, -1, 2}),
+       "negative label -1 at index 1"},
+      {"negative int8", Npy("|i1", {2}, std::vector<int8_t>{0, -128}),
+       "negative label -128 at index 1"},
+      {"float labels", Npy("<f4", {2}, std::vector<float>{0, 1}),
+       "unsupported dtype '<f4' for labels"},
+      {"matrix", Npy("<i8", {2, 2}, std::vector<int64_t>{0, 1, 2, 3}),
+       "labels must have shape [N] or [N, 1], got [2, 2]"},
+      {"scalar", Npy("<i8", {}, std::vector<int64_t>{1}), "labels must have"},
+      {"empty", Npy("<i8", {0}, std::vector<int64_t>{}), "no labels"},
+      {"idx images", Idx(0x00000803, {1, 1, 1}, {1}),
+       "wrong IDX magic 0x00000803 (IDX images), expected 0x00000801"},
+      {"idx truncated", Idx(0x00000801, {3}, {1, 2}), "size mismatch"},
+      {"gzip truncated", Gzip(Idx(0x00000801, {3}, {1, 2, 3})).substr(0, 12),
+       "gzip: truncated"},
+  };
+  for (const BadInputCase& c : cases) {
+    SCOPED_TRACE(c.label);
+    absl::StatusOr<std::vector<int64_t>> labels = DecodeLabels(c.bytes, kName);
+    ASSERT_FALSE(labels.ok());
+    ExpectInvalid(labels.status(), kName, c.problem);
+  }
+}
+
+// --- Gunzip ---------------------------------------------------------------
+
+TEST(GunzipTest, RoundTripAndConcatenatedMembers) {
+  std::string data;
+  for (int i = 0; i < 100000; ++i) data.push_back(static_cast<char>(i * 7));
+  absl::StatusOr<std::string> out = Gunzip(Gzip(data), data.size());
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(*out, data);
+
+  out = Gunzip(Gzip("abc") + Gzip("def"), 1000);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(*out, "abcdef");
+
+  out = Gunzip(Gzip(""), 0);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(*out, "");
+}
+
+TEST(GunzipTest, OutputBeyondTheLimitIsResourceExhausted) {
+  const std::string zeros(1 << 20, '\0');
+  const std::string gz = Gzip(zeros);
+  EXPECT_TRUE(Gunzip(gz, zeros.size()).ok());
+  absl::StatusOr<std::string> out = Gunzip(gz, zeros.size() - 1);
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kResourceExhausted)
+      << out.status();
+  EXPECT_THAT(std::string(out.status().message()),
+              HasSubstr("exceeds the limit"));
+}
+
+TEST(GunzipTest, CorruptOrTruncatedIsInvalidArgument) {
+  const std::string gz = Gzip("some bytes to compress");
+  for (const std::string& bad :
+       {std::string(), gz.substr(0, gz.size() - 1), std::string("\x1f\x8bxx"),
+        std::string("plain text")}) {
+    absl::StatusOr<std::string> out = Gunzip(bad, 1000);
+    EXPECT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument)
+        << out.status();
+  }
+}
+
+// --- Normalize and ConformToModelInput -----------------------------------
+
+TEST(NormalizeTest, SubtractsMeanAndDividesByStddev) {
+  Tensor t({2, 2}, {0.0f, 0.5f, 1.0f, 0.2860f});
+  ASSERT_TRUE(Normalize(0.2860f, 0.3530f, &t).ok());
+  EXPECT_THAT(t.values(),
+              Pointwise(FloatEq(),
+                        {(0.0f - 0.2860f) / 0.3530f, (0.5f - 0.2860f) / 0.3530f,
+                         (1.0f - 0.2860f) / 0.3530f, 0.0f}));
+  EXPECT_THAT(t.shape(), ElementsAre(2, 2));
+}
+
+TEST(NormalizeTest, RejectsBadParameters) {
+  Tensor t({1}, {1.0f});
+  for (float stddev : {0.0f, -1.0f, std::numeric_limits<float>::quiet_NaN(),
+                       std::numeric_limits<float>::infinity()}) {
+    absl::Status s = Normalize(0.0f, stddev, &t);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << stddev;
+    EXPECT_THAT(std::string(s.message()), HasSubstr("stddev"));
+  }
+  EXPECT_EQ(Normalize(std::nanf(""), 1.0f, &t).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(t.values(), ElementsAre(1.0f));
+}
+
+TEST(ConformToModelInputTest, ReshapesWhenSampleSizesMatch) {
+  struct Case {
+    Shape inputs;
+    Shape model;
+    Shape expected;
+  };
+  const std::vector<Case> cases = {
+      {{3, 28, 28}, {-1, 1, 28, 28}, {3, 1, 28, 28}},
+      {{3, 28, 28}, {-1, 784}, {3, 784}},
+      {{3, 1, 28, 28}, {1, 784}, {3, 784}},
+      {{3, 784}, {-1, 28, 28}, {3, 28, 28}},
+      {{3, 4}, {-1, 4}, {3, 4}},
+  };
+  for (const Case& c : cases) {
+    Tensor t(c.inputs);
+    t.flat().setLinSpaced(0.0f, 1.0f);
+    const std::vector<float> before = t.ToVector();
+    ASSERT_TRUE(ConformToModelInput(c.model, &t).ok());
+    EXPECT_EQ(t.shape(), c.expected);
+    EXPECT_EQ(t.ToVector(), before);
+  }
+}
+
+TEST(ConformToModelInputTest, MismatchNamesBothShapes) {
+  Tensor t({3, 28, 28});
+  absl::Status s = ConformToModelInput({-1, 1, 28, 27}, &t);
+  ExpectInvalid(s, "[3, 28, 28]", "[-1, 1, 28, 27]");
+  EXPECT_THAT(std::string(s.message()), HasSubstr("784 values per sample"));
+  EXPECT_THAT(t.shape(), ElementsAre(3, 28, 28));
+
+  ExpectInvalid(ConformToModelInput({-1, -1}, &t), "[3, 28, 28]", "symbolic");
+  ExpectInvalid(ConformToModelInput({}, &t), "[3, 28, 28]", "batch");
+}
+
+// --- The real Fashion-MNIST test split ------------------------------------
+
+TEST(FashionMnistTest, TestSplitDecodes) {
+  const std::string images_path =
+      absl::StrCat(kFashionMnistDir, "t10k-images-idx3-ubyte.gz");
+  const std::string labels_path =
+      absl::StrCat(kFashionMnistDir, "t10k-labels-idx1-ubyte.gz");
+  if (!std::filesystem::exists(images_path)) {
+    GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  }
+  absl::StatusOr<std::string> image_bytes = ReadFile(images_path);
+  absl::StatusOr<std::string> label_bytes = ReadFile(labels_path);
+  ASSERT_TRUE(image_bytes.ok()) << image_bytes.status();
+  ASSERT_TRUE(label_bytes.ok()) << label_bytes.status();
+
+  absl::StatusOr<Tensor> images = DecodeInputs(*image_bytes, images_path);
+  ASSERT_TRUE(images.ok()) << images.status();
+  EXPECT_THAT(images->shape(), ElementsAre(10000, 28, 28));
+  EXPECT_GE(images->flat().minCoeff(), 0.0f);
+  EXPECT_LE(images->flat().maxCoeff(), 1.0f);
+  // The training-set mean is 0.2860; the test split's is close to it.
+  EXPECT_NEAR(images->flat().mean(), 0.2860f, 0.01f);
+
+  absl::StatusOr<std::vector<int64_t>> labels =
+      DecodeLabels(*label_bytes, labels_path);
+  ASSERT_TRUE(labels.ok()) << labels.status();
+  ASSERT_EQ(labels->size(), 10000u);
+  std::vector<int> per_class(10, 0);
+  for (int64_t label : *labels) {
+    ASSERT_GE(label, 0);
+    ASSERT_LE(label, 9);
+    ++per_class[label];
+  }
+  EXPECT_THAT(per_class, ::testing::Each(1000));
+
+  ASSERT_TRUE(ConformToModelInput({-1, 1, 28, 28}, &*images).ok());
+  EXPECT_THAT(images->shape(), ElementsAre(10000, 1, 28, 28));
+}
+
+}  // namespace
+}  // namespace mixq::engine

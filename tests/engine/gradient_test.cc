@@ -1,0 +1,383 @@
+// Every operator's backward pass against central finite differences, first
+// kernel by kernel, then through a small MLP with the softmax cross-entropy
+// loss.
+#include <cmath>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "engine/loss.h"
+#include "engine/model.h"
+#include "engine/ops.h"
+#include "engine/tensor.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "onnx/onnx_pb.h"
+
+namespace mixq::engine {
+namespace {
+
+// The kernels are linear in each input (ReLU away from its kink), so a large
+// step costs no truncation error and keeps float rounding small.
+constexpr float kKernelEps = 1e-2f;
+constexpr double kAbsTolerance = 1e-3;
+constexpr double kRelTolerance = 1e-2;
+
+std::vector<float> RandomValues(int64_t n, std::mt19937* rng) {
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  std::vector<float> values(n);
+  for (float& v : values) v = uniform(*rng);
+  return values;
+}
+
+bool Near(double analytic, double numeric) {
+  return std::abs(analytic - numeric) <=
+         kAbsTolerance + kRelTolerance * std::abs(numeric);
+}
+
+Attribute IntAttr(int64_t value) {
+  Attribute attr;
+  attr.type = Attribute::Type::kInt;
+  attr.i = value;
+  return attr;
+}
+
+Attribute FloatAttr(float value) {
+  Attribute attr;
+  attr.type = Attribute::Type::kFloat;
+  attr.f = value;
+  return attr;
+}
+
+struct KernelCase {
+  std::string name;
+  std::string op_type;
+  std::vector<Shape> inputs;
+  std::vector<std::pair<std::string, Attribute>> attributes = {};
+  std::optional<std::vector<int64_t>> shape_input = std::nullopt;  // Reshape
+  bool away_from_zero = false;  // keeps ReLU inputs off the kink
+};
+
+void PrintTo(const KernelCase& c, std::ostream* os) { *os << c.name; }
+
+class KernelGradientTest : public ::testing::TestWithParam<KernelCase> {};
+
+// L = Σ R ⊙ op(inputs) for a fixed random R, so dL/dOutput = R.
+TEST_P(KernelGradientTest, MatchesFiniteDifferences) {
+  const KernelCase& c = GetParam();
+  const OpSchema* schema = FindOp(c.op_type);
+  ASSERT_NE(schema, nullptr);
+  OpConfig config;
+  config.op_type = c.op_type;
+  config.node_name = c.name;
+  for (const auto& [name, attr] : c.attributes) config.attributes[name] = attr;
+  if (c.shape_input) config.constant_inputs.push_back(c.shape_input);
+  absl::StatusOr<std::unique_ptr<Kernel>> created = schema->create(config);
+  ASSERT_TRUE(created.ok()) << created.status();
+  const Kernel& kernel = **created;
+
+  std::mt19937 rng(42);
+  std::vector<Tensor> inputs;
+  for (const Shape& shape : c.inputs) {
+    inputs.emplace_back(shape, RandomValues(NumElements(shape), &rng));
+    if (c.away_from_zero) {
+      for (float& v : inputs.back().values()) v += v < 0 ? -0.1f : 0.1f;
+    }
+  }
+  std::vector<const Shape*> shapes;
+  std::vector<const Tensor*> pointers;
+  for (const Tensor& t : inputs) {
+    shapes.push_back(&t.shape());
+    pointers.push_back(&t);
+  }
+  absl::StatusOr<Shape> out_shape = kernel.OutputShape(shapes);
+  ASSERT_TRUE(out_shape.ok()) << out_shape.status();
+  const Tensor upstream(*out_shape,
+                        RandomValues(NumElements(*out_shape), &rng));
+
+  const auto loss = [&]() {
+    Tensor out(*out_shape);
+    kernel.Forward(pointers, &out);
+    double sum = 0;
+    for (int64_t i = 0; i < out.size(); ++i) {
+      sum += static_cast<double>(out.data()[i]) * upstream.data()[i];
+    }
+    return sum;
+  };
+
+  std::vector<Tensor> grads;
+  std::vector<Tensor*> grad_pointers;
+  for (const Tensor& t : inputs) grads.emplace_back(t.shape());
+  for (Tensor& g : grads) grad_pointers.push_back(&g);
+  kernel.Backward(pointers, upstream, grad_pointers);
+
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    for (int64_t j = 0; j < inputs[i].size(); ++j) {
+      float& x = inputs[i].data()[j];
+      const float saved = x;
+      x = saved + kKernelEps;
+      const double plus = loss();
+      x = saved - kKernelEps;
+      const double minus = loss();
+      x = saved;
+      const double numeric = (plus - minus) / (2.0 * kKernelEps);
+      EXPECT_PRED2(Near, grads[i].data()[j], numeric)
+          << "input " << i << " element " << j;
+    }
+    // Asking for one gradient alone gives the same values.
+    std::vector<Tensor*> only(inputs.size(), nullptr);
+    Tensor alone(inputs[i].shape());
+    only[i] = &alone;
+    kernel.Backward(pointers, upstream, only);
+    EXPECT_EQ(alone.values(), grads[i].values()) << "input " << i;
+  }
+}
+
+std::vector<KernelCase> GemmCases() {
+  constexpr int64_t m = 3, k = 4, n = 2;
+  const std::vector<std::pair<std::string, std::optional<Shape>>> biases = {
+      {"none", std::nullopt},  {"vector", Shape{n}},    {"row", Shape{1, n}},
+      {"matrix", Shape{m, n}}, {"column", Shape{m, 1}}, {"scalar", Shape{}}};
+  std::vector<KernelCase> cases;
+  for (int ta : {0, 1}) {
+    for (int tb : {0, 1}) {
+      for (const auto& [bias_name, bias] : biases) {
+        KernelCase c;
+        c.name = absl::StrCat("Gemm_tA", ta, "_tB", tb, "_", bias_name);
+        c.op_type = "Gemm";
+        c.inputs = {ta ? Shape{k, m} : Shape{m, k},
+                    tb ? Shape{n, k} : Shape{k, n}};
+        if (bias) c.inputs.push_back(*bias);
+        c.attributes = {{"transA", IntAttr(ta)},
+                        {"transB", IntAttr(tb)},
+                        {"alpha", FloatAttr(0.7f)},
+                        {"beta", FloatAttr(1.3f)}};
+        cases.push_back(std::move(c));
+      }
+    }
+  }
+  return cases;
+}
+
+std::vector<KernelCase> OtherCases() {
+  return {
+      {"MatMul_2d", "MatMul", {{3, 4}, {4, 5}}},
+      {"MatMul_3d_by_2d", "MatMul", {{2, 3, 4}, {4, 5}}},
+      {"MatMul_3d_by_3d", "MatMul", {{2, 3, 4}, {2, 4, 5}}},
+      {"MatMul_2d_by_3d", "MatMul", {{3, 4}, {2, 4, 5}}},
+      {"Add_same_shape", "Add", {{2, 3}, {2, 3}}},
+      {"Add_bias", "Add", {{4, 3}, {3}}},
+      {"Add_bias_first", "Add", {{3}, {4, 3}}},
+      {"Add_both_broadcast", "Add", {{2, 1, 4}, {3, 1}}},
+      {"Add_scalar", "Add", {{2, 3}, {}}},
+      {"Add_channel", "Add", {{2, 3, 2, 2}, {3, 1, 1}}},
+      {"Relu", "Relu", {{3, 5}}, {}, std::nullopt, true},
+      {"Flatten_axis2", "Flatten", {{2, 3, 4}}, {{"axis", IntAttr(2)}}},
+      {"Reshape_zero_minus_one", "Reshape", {{2, 3, 4}}, {}, {{0, -1}}},
+      {"Identity", "Identity", {{2, 3}}},
+      {"Dropout", "Dropout", {{2, 3}}},
+  };
+}
+
+INSTANTIATE_TEST_SUITE_P(Gemm, KernelGradientTest,
+                         ::testing::ValuesIn(GemmCases()),
+                         [](const auto& info) { return info.param.name; });
+INSTANTIATE_TEST_SUITE_P(Others, KernelGradientTest,
+                         ::testing::ValuesIn(OtherCases()),
+                         [](const auto& info) { return info.param.name; });
+
+// ------------------------------------------------------ Through a model ----
+
+void AddInitializer(onnx::GraphProto* graph, const std::string& name,
+                    const Shape& dims, std::mt19937* rng) {
+  onnx::TensorProto* t = graph->add_initializer();
+  t->set_name(name);
+  t->set_data_type(onnx::TensorProto::FLOAT);
+  for (int64_t d : dims) t->add_dims(d);
+  for (float v : RandomValues(NumElements(dims), rng)) t->add_float_data(v);
+}
+
+onnx::NodeProto* AddNode(onnx::GraphProto* graph, const std::string& op_type,
+                         const std::vector<std::string>& inputs,
+                         const std::string& output) {
+  onnx::NodeProto* node = graph->add_node();
+  node->set_op_type(op_type);
+  node->set_name(output);
+  for (const auto& input : inputs) node->add_input(input);
+  node->add_output(output);
+  return node;
+}
+
+void AddAttribute(onnx::NodeProto* node, const std::string& name,
+                  const Attribute& value) {
+  onnx::AttributeProto* attr = node->add_attribute();
+  attr->set_name(name);
+  if (value.type == Attribute::Type::kInt) {
+    attr->set_type(onnx::AttributeProto::INT);
+    attr->set_i(value.i);
+  } else {
+    attr->set_type(onnx::AttributeProto::FLOAT);
+    attr->set_f(value.f);
+  }
+}
+
+// [N, 2, 3] → Flatten → Gemm(transB) → Relu → Add(r, r) → MatMul(w2) + b2 →
+// Relu → MatMul(w2 again) → Reshape → Identity → Dropout → Gemm(alpha, beta,
+// [1, 4] bias) → logits [N, 4]. Covers a value read twice by one node and a
+// weight shared by two nodes.
+std::string MlpOnnx() {
+  std::mt19937 rng(7);
+  onnx::ModelProto model;
+  model.set_ir_version(8);
+  model.add_opset_import()->set_version(13);
+  onnx::GraphProto* g = model.mutable_graph();
+  auto* input = g->add_input();
+  input->set_name("x");
+  auto* type = input->mutable_type()->mutable_tensor_type();
+  type->set_elem_type(onnx::TensorProto::FLOAT);
+  type->mutable_shape()->add_dim()->set_dim_param("batch");
+  type->mutable_shape()->add_dim()->set_dim_value(2);
+  type->mutable_shape()->add_dim()->set_dim_value(3);
+  g->add_output()->set_name("logits");
+  AddInitializer(g, "fc1.weight", {5, 6}, &rng);
+  AddInitializer(g, "fc1.bias", {5}, &rng);
+  AddInitializer(g, "w2", {5, 5}, &rng);
+  AddInitializer(g, "b2", {5}, &rng);
+  AddInitializer(g, "fc3.weight", {5, 4}, &rng);
+  AddInitializer(g, "fc3.bias", {1, 4}, &rng);
+  onnx::TensorProto* shape = g->add_initializer();
+  shape->set_name("shape");
+  shape->set_data_type(onnx::TensorProto::INT64);
+  shape->add_dims(2);
+  shape->add_int64_data(0);
+  shape->add_int64_data(-1);
+
+  AddNode(g, "Flatten", {"x"}, "flat");
+  AddAttribute(AddNode(g, "Gemm", {"flat", "fc1.weight", "fc1.bias"}, "h1"),
+               "transB", IntAttr(1));
+  AddNode(g, "Relu", {"h1"}, "r1");
+  AddNode(g, "Add", {"r1", "r1"}, "d");
+  AddNode(g, "MatMul", {"d", "w2"}, "m2");
+  AddNode(g, "Add", {"m2", "b2"}, "a2");
+  AddNode(g, "Relu", {"a2"}, "r2");
+  AddNode(g, "MatMul", {"r2", "w2"}, "m3");
+  AddNode(g, "Reshape", {"m3", "shape"}, "m3r");
+  AddNode(g, "Identity", {"m3r"}, "id");
+  AddNode(g, "Dropout", {"id"}, "drop");
+  onnx::NodeProto* fc3 =
+      AddNode(g, "Gemm", {"drop", "fc3.weight", "fc3.bias"}, "logits");
+  AddAttribute(fc3, "alpha", FloatAttr(0.7f));
+  AddAttribute(fc3, "beta", FloatAttr(1.3f));
+  return model.SerializeAsString();
+}
+
+// The model's loss is only piecewise smooth (ReLU): a step is compared only
+// where the two one-sided differences agree, i.e. no kink lies within eps.
+constexpr float kModelEps = 5e-3f;
+constexpr double kKinkTolerance = 1e-2;
+
+TEST(ModelGradientTest, MlpWithCrossEntropyMatchesFiniteDifferences) {
+  absl::StatusOr<std::unique_ptr<Model>> loaded =
+      Model::FromOnnxBytes(MlpOnnx());
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const Model& model = **loaded;
+  ASSERT_EQ(model.params().size(), 6u);
+  EXPECT_EQ(model.quantizable_layers().size(), 3u);  // w2 counts once
+
+  std::mt19937 rng(3);
+  const Tensor x({4, 2, 3}, RandomValues(24, &rng));
+  const std::vector<int64_t> labels = {0, 3, 1, 2};
+  std::vector<Tensor> params = model.initial_params();
+  const auto pointers = [&]() {
+    std::vector<const Tensor*> p;
+    for (const Tensor& t : params) p.push_back(&t);
+    return p;
+  };
+  const auto loss = [&]() {
+    absl::StatusOr<Tensor> logits = model.Forward(x, pointers(), nullptr);
+    EXPECT_TRUE(logits.ok()) << logits.status();
+    absl::StatusOr<LossResult> result =
+        SoftmaxCrossEntropy(*logits, labels, nullptr);
+    EXPECT_TRUE(result.ok()) << result.status();
+    return result->loss;
+  };
+
+  ForwardTrace trace;
+  absl::StatusOr<Tensor> logits = model.Forward(x, pointers(), &trace);
+  ASSERT_TRUE(logits.ok()) << logits.status();
+  Tensor grad_logits;
+  ASSERT_TRUE(SoftmaxCrossEntropy(*logits, labels, &grad_logits).ok());
+  std::vector<Tensor> grads;
+  ASSERT_TRUE(model.Backward(trace, pointers(), grad_logits, &grads).ok());
+  ASSERT_EQ(grads.size(), params.size());
+
+  const double center = loss();
+  int64_t checked = 0;
+  int64_t total = 0;
+  for (size_t p = 0; p < params.size(); ++p) {
+    ASSERT_EQ(grads[p].shape(), params[p].shape());
+    for (int64_t j = 0; j < params[p].size(); ++j, ++total) {
+      float& w = params[p].data()[j];
+      const float saved = w;
+      w = saved + kModelEps;
+      const double plus = loss();
+      w = saved - kModelEps;
+      const double minus = loss();
+      w = saved;
+      const double forward = (plus - center) / kModelEps;
+      const double backward = (center - minus) / kModelEps;
+      if (std::abs(forward - backward) >
+          kKinkTolerance * std::max(1.0, std::abs(forward))) {
+        continue;
+      }
+      ++checked;
+      const double numeric = (plus - minus) / (2.0 * kModelEps);
+      EXPECT_PRED2(Near, grads[p].data()[j], numeric)
+          << model.params()[p].name << " element " << j;
+    }
+  }
+  // Kinks within eps of a weight are rare.
+  EXPECT_GE(checked, total * 9 / 10);
+
+  // Reused gradient buffers give the same result.
+  std::vector<Tensor> again = grads;
+  ASSERT_TRUE(model.Backward(trace, pointers(), grad_logits, &again).ok());
+  for (size_t p = 0; p < grads.size(); ++p) {
+    EXPECT_EQ(again[p].values(), grads[p].values());
+  }
+}
+
+// Parameters whose every path to the output is cut by ReLU get zero
+// gradients of the right shape.
+TEST(ModelGradientTest, DeadParameterGetsZeros) {
+  absl::StatusOr<std::unique_ptr<Model>> loaded =
+      Model::FromOnnxBytes(MlpOnnx());
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const Model& model = **loaded;
+  std::vector<Tensor> params = model.initial_params();
+  // fc1.bias = -100 makes every first-layer ReLU output 0.
+  params[1].flat() = -100.0f;
+  std::vector<const Tensor*> pointers;
+  for (const Tensor& t : params) pointers.push_back(&t);
+  ForwardTrace trace;
+  const Tensor x({2, 2, 3});
+  absl::StatusOr<Tensor> logits = model.Forward(x, pointers, &trace);
+  ASSERT_TRUE(logits.ok());
+  std::vector<Tensor> grads;
+  ASSERT_TRUE(model
+                  .Backward(trace, pointers,
+                            Tensor({2, 4}, std::vector<float>(8, 1)), &grads)
+                  .ok());
+  EXPECT_EQ(grads[0].shape(), params[0].shape());
+  EXPECT_EQ(grads[0].flat().abs().maxCoeff(), 0.0f);
+  EXPECT_EQ(grads[1].flat().abs().maxCoeff(), 0.0f);
+  // fc3.bias still gets beta * Σ grad.
+  EXPECT_THAT(grads[5].values(), ::testing::Each(::testing::FloatEq(2 * 1.3f)));
+}
+
+}  // namespace
+}  // namespace mixq::engine
