@@ -1,0 +1,39 @@
+// Conversions between the search's results, the store's records and the API's
+// protos. Pure functions; thread-safe.
+#ifndef MIXQ_SERVER_CONVERT_H_
+#define MIXQ_SERVER_CONVERT_H_
+
+#include <optional>
+#include <vector>
+
+#include "proto/mixq.pb.h"
+#include "search/progressive.h"
+#include "storage/store.h"
+
+namespace mixq::server {
+
+v1::JobState ToProto(storage::JobState state);
+// JOB_STATE_UNSPECIFIED maps to nullopt (no filter).
+std::optional<storage::JobState> FromProto(v1::JobState state);
+
+storage::PolicyRecord ToRecord(const search::ScoredPolicy& policy,
+                               storage::PolicyKind kind, int step, int rank,
+                               bool chosen);
+storage::StepRecord ToRecord(const search::StepReport& report);
+
+// `layers` names the policy's bits (same order).
+v1::Policy ToProto(const storage::PolicyRecord& policy,
+                   const std::vector<storage::LayerRecord>& layers);
+v1::Step ToProto(const storage::StepRecord& step,
+                 const std::vector<storage::LayerRecord>& layers);
+
+// `spec` is the stored spec (already parsed); `final_policy` is set once the
+// job succeeded.
+v1::Job ToProto(const storage::JobRecord& job,
+                const std::vector<storage::LayerRecord>& layers,
+                const v1::JobSpec& spec,
+                const std::optional<storage::PolicyRecord>& final_policy);
+
+}  // namespace mixq::server
+
+#endif  // MIXQ_SERVER_CONVERT_H_

@@ -1,0 +1,632 @@
+#include "server/job_manager.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <random>
+#include <system_error>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "google/protobuf/util/json_util.h"
+#include "search/cost_model.h"
+#include "server/convert.h"
+#include "util/file.h"
+#include "util/logging.h"
+#include "util/sha256.h"
+#include "util/status_macros.h"
+
+namespace mixq::server {
+namespace {
+
+constexpr size_t kMaxRequestIdLength = 128;
+constexpr size_t kMaxJobIdLength = 64;
+constexpr int kDefaultTopK = 5;
+constexpr int kDefaultListLimit = 100;
+constexpr double kFinalPhaseProgress = 0.99;
+
+int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
+
+std::string NewJobId() {
+  static std::mt19937_64 rng(std::random_device{}() ^
+                             static_cast<uint64_t>(NowMs()));
+  static absl::Mutex mu(absl::kConstInit);
+  absl::MutexLock lock(&mu);
+  return absl::StrFormat("job-%012x", rng() & 0xffffffffffffULL);
+}
+
+// Whether `path` (resolved, symlinks followed) lies under one of `roots`.
+absl::StatusOr<std::string> ResolveAllowedPath(
+    const std::string& path, const std::vector<std::string>& roots,
+    absl::string_view field) {
+  if (roots.empty()) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(field,
+                     ".server_path: server paths are disabled (start "
+                     "mixq-server with --allow-path)"));
+  }
+  std::error_code ec;
+  const std::filesystem::path resolved = std::filesystem::canonical(path, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ".server_path: cannot resolve ", path, ": ", ec.message()));
+  }
+  for (const std::string& root : roots) {
+    const std::filesystem::path canonical_root =
+        std::filesystem::weakly_canonical(root, ec);
+    if (ec) continue;
+    const auto mismatch =
+        std::mismatch(canonical_root.begin(), canonical_root.end(),
+                      resolved.begin(), resolved.end());
+    if (mismatch.first == canonical_root.end()) return resolved.string();
+  }
+  return absl::PermissionDeniedError(absl::StrCat(
+      field, ".server_path: ", path, " is outside the allowed paths"));
+}
+
+std::string SpecToJson(const v1::JobSpec& spec) {
+  std::string json;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(spec, &json, options);
+  return json;
+}
+
+// The spec as stored: file contents are in the artifact store, not here.
+v1::JobSpec StrippedSpec(const v1::JobSpec& spec) {
+  v1::JobSpec stripped = spec;
+  for (v1::DataSource* source :
+       {stripped.mutable_model(), stripped.mutable_inputs(),
+        stripped.mutable_labels()}) {
+    if (source->has_content()) source->clear_content();
+  }
+  return stripped;
+}
+
+// Fraction of the way from the highest-bits policy to the budget.
+double Progress(const search::Budget& budget, const search::CostModel& cost,
+                const search::Policy& start, const search::Policy& current) {
+  double from, to, now;
+  if (budget.kind == search::Budget::Kind::kAvgBits) {
+    from = cost.AvgBits(start);
+    to = budget.value;
+    now = cost.AvgBits(current);
+  } else {
+    from = cost.SizeBytes(start);
+    to = budget.MaxSizeBytes(cost);
+    now = cost.SizeBytes(current);
+  }
+  if (from <= to) return 1.0;
+  return std::clamp((from - now) / (from - to), 0.0, 1.0);
+}
+
+}  // namespace
+
+JobManager::JobManager(storage::Store* store, JobManagerOptions options)
+    : store_(store), options_(std::move(options)) {}
+
+JobManager::~JobManager() { Shutdown(); }
+
+absl::Status JobManager::CheckJobId(const std::string& job_id) {
+  if (job_id.empty()) return absl::InvalidArgumentError("job_id: required");
+  if (job_id.size() > kMaxJobIdLength ||
+      !std::all_of(job_id.begin(), job_id.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '-' ||
+               c == '_';
+      })) {
+    return absl::InvalidArgumentError(
+        "job_id: malformed (expected letters, digits, '-' or '_')");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status JobManager::Start() {
+  absl::MutexLock lifecycle(&lifecycle_mu_);
+  {
+    absl::MutexLock lock(&mu_);
+    if (started_)
+      return absl::FailedPreconditionError("job manager already started");
+    started_ = true;
+  }
+  // Jobs a previous process accepted but did not finish run again.
+  for (storage::JobState state :
+       {storage::JobState::kRunning, storage::JobState::kQueued}) {
+    storage::ListJobsOptions list;
+    list.state = state;
+    list.limit = std::numeric_limits<int32_t>::max();
+    MIXQ_ASSIGN_OR_RETURN(std::vector<storage::JobRecord> jobs,
+                          store_->ListJobs(list));
+    std::reverse(jobs.begin(), jobs.end());  // oldest first
+    for (const auto& job : jobs) {
+      if (state == storage::JobState::kRunning) {
+        MIXQ_RETURN_IF_ERROR(store_->UpdateJobState(
+            job.id, storage::JobState::kQueued, "", 0, 0));
+      }
+      Log(LogLevel::kInfo, "re-queued unfinished job", {{"job", job.id}});
+      absl::MutexLock lock(&mu_);
+      queue_.push_back(job.id);
+    }
+  }
+  for (int i = 0; i < std::max(1, options_.workers); ++i) {
+    workers_.emplace_back([this] { WorkerLoop(); });
+  }
+  return absl::OkStatus();
+}
+
+void JobManager::Shutdown() {
+  absl::MutexLock lifecycle(&lifecycle_mu_);
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutdown_) return;
+    shutdown_ = true;
+    for (auto& [id, cancel] : running_) cancel->store(true);
+  }
+  for (std::thread& worker : workers_) worker.join();
+  workers_.clear();
+}
+
+int JobManager::queued() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int>(queue_.size());
+}
+
+absl::StatusOr<std::string> JobManager::ReadSource(
+    const v1::DataSource& source, absl::string_view field) const {
+  switch (source.source_case()) {
+    case v1::DataSource::kContent:
+      if (source.content().empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(field, ".content: empty"));
+      }
+      return source.content();
+    case v1::DataSource::kServerPath: {
+      MIXQ_ASSIGN_OR_RETURN(std::string path,
+                            ResolveAllowedPath(source.server_path(),
+                                               options_.allow_paths, field));
+      auto data = ReadFile(path, options_.max_file_bytes);
+      if (!data.ok()) {
+        return absl::Status(
+            data.status().code() == absl::StatusCode::kResourceExhausted
+                ? absl::StatusCode::kResourceExhausted
+                : absl::StatusCode::kInvalidArgument,
+            absl::StrCat(field, ".server_path: ", data.status().message()));
+      }
+      return data;
+    }
+    case v1::DataSource::SOURCE_NOT_SET:
+      break;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat(field, ": required (content or server_path)"));
+}
+
+absl::StatusOr<JobManager::SubmitResult> JobManager::Submit(
+    const v1::SubmitJobRequest& request) {
+  const std::string& request_id = request.request_id();
+  if (request_id.size() > kMaxRequestIdLength) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "request_id: longer than ", kMaxRequestIdLength, " characters"));
+  }
+  if (!request_id.empty()) {
+    MIXQ_ASSIGN_OR_RETURN(auto existing,
+                          store_->FindJobByRequestId(request_id));
+    if (existing.has_value()) {
+      MIXQ_ASSIGN_OR_RETURN(v1::Job job, BuildJob(*existing));
+      return SubmitResult{std::move(job), true};
+    }
+  }
+  if (!request.has_spec()) return absl::InvalidArgumentError("spec: required");
+  const v1::JobSpec& spec = request.spec();
+  JobFiles files;
+  MIXQ_ASSIGN_OR_RETURN(files.model, ReadSource(spec.model(), "spec.model"));
+  MIXQ_ASSIGN_OR_RETURN(files.inputs, ReadSource(spec.inputs(), "spec.inputs"));
+  MIXQ_ASSIGN_OR_RETURN(files.labels, ReadSource(spec.labels(), "spec.labels"));
+  MIXQ_ASSIGN_OR_RETURN(PreparedJob prepared, PrepareJob(spec, files));
+
+  if (queued() >= options_.max_queued) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the job queue is full (", options_.max_queued, " queued jobs)"));
+  }
+  storage::JobRecord record;
+  record.id = NewJobId();
+  record.request_id = request_id;
+  record.spec = SpecToJson(StrippedSpec(spec));
+  record.model_sha256 = Sha256Hex(files.model);
+  record.inputs_sha256 = Sha256Hex(files.inputs);
+  record.labels_sha256 = Sha256Hex(files.labels);
+  record.state = storage::JobState::kQueued;
+  record.created_ms = NowMs();
+  record.fp32_size_bytes =
+      search::CostModel::ForModel(*prepared.model).Fp32SizeBytes();
+  std::vector<storage::LayerRecord> layers;
+  for (const auto& layer : prepared.model->quantizable_layers()) {
+    layers.push_back({layer.name, layer.num_weights});
+  }
+  MIXQ_RETURN_IF_ERROR(store_->PutArtifact(record.model_sha256, files.model));
+  MIXQ_RETURN_IF_ERROR(store_->PutArtifact(record.inputs_sha256, files.inputs));
+  MIXQ_RETURN_IF_ERROR(store_->PutArtifact(record.labels_sha256, files.labels));
+  const absl::Status created = store_->CreateJob(record, layers);
+  if (absl::IsAlreadyExists(created) && !request_id.empty()) {
+    // A concurrent submit with the same request id won the race.
+    MIXQ_ASSIGN_OR_RETURN(auto existing,
+                          store_->FindJobByRequestId(request_id));
+    if (existing.has_value()) {
+      MIXQ_ASSIGN_OR_RETURN(v1::Job job, BuildJob(*existing));
+      return SubmitResult{std::move(job), true};
+    }
+  }
+  MIXQ_RETURN_IF_ERROR(created);
+  Log(LogLevel::kInfo, "job queued",
+      {{"job", record.id},
+       {"model", record.model_sha256.substr(0, 12)},
+       {"layers", absl::StrCat(layers.size())}});
+  {
+    absl::MutexLock lock(&mu_);
+    queue_.push_back(record.id);
+  }
+  MIXQ_ASSIGN_OR_RETURN(v1::Job job, BuildJob(record));
+  return SubmitResult{std::move(job), false};
+}
+
+absl::StatusOr<v1::JobSpec> JobManager::LoadSpec(
+    const storage::JobRecord& job) const {
+  v1::JobSpec spec;
+  const auto parsed =
+      google::protobuf::util::JsonStringToMessage(job.spec, &spec);
+  if (!parsed.ok()) {
+    return absl::DataLossError(absl::StrCat(
+        "stored spec of job ", job.id, " is unreadable: ", parsed.ToString()));
+  }
+  return spec;
+}
+
+absl::StatusOr<v1::Job> JobManager::BuildJob(
+    const storage::JobRecord& job) const {
+  MIXQ_ASSIGN_OR_RETURN(v1::JobSpec spec, LoadSpec(job));
+  MIXQ_ASSIGN_OR_RETURN(std::vector<storage::LayerRecord> layers,
+                        store_->GetLayers(job.id));
+  MIXQ_ASSIGN_OR_RETURN(std::optional<storage::PolicyRecord> final_policy,
+                        store_->GetFinalPolicy(job.id));
+  return ToProto(job, layers, spec, final_policy);
+}
+
+absl::StatusOr<v1::Job> JobManager::GetJob(const std::string& job_id) const {
+  MIXQ_RETURN_IF_ERROR(CheckJobId(job_id));
+  MIXQ_ASSIGN_OR_RETURN(storage::JobRecord job, store_->GetJob(job_id));
+  return BuildJob(job);
+}
+
+absl::StatusOr<v1::ListJobsResponse> JobManager::ListJobs(
+    const v1::ListJobsRequest& request) const {
+  if (request.limit() < 0)
+    return absl::InvalidArgumentError("limit: must not be negative");
+  storage::ListJobsOptions options;
+  options.state = FromProto(request.state());
+  options.limit = request.limit() > 0 ? request.limit() : kDefaultListLimit;
+  MIXQ_ASSIGN_OR_RETURN(std::vector<storage::JobRecord> jobs,
+                        store_->ListJobs(options));
+  v1::ListJobsResponse response;
+  for (const auto& job : jobs) {
+    MIXQ_ASSIGN_OR_RETURN(*response.add_jobs(), BuildJob(job));
+  }
+  return response;
+}
+
+absl::StatusOr<v1::GetResultsResponse> JobManager::GetResults(
+    const std::string& job_id) const {
+  MIXQ_RETURN_IF_ERROR(CheckJobId(job_id));
+  MIXQ_ASSIGN_OR_RETURN(storage::JobRecord record, store_->GetJob(job_id));
+  v1::GetResultsResponse response;
+  MIXQ_ASSIGN_OR_RETURN(*response.mutable_job(), BuildJob(record));
+  MIXQ_ASSIGN_OR_RETURN(std::vector<storage::LayerRecord> layers,
+                        store_->GetLayers(job_id));
+  MIXQ_ASSIGN_OR_RETURN(std::vector<storage::StepRecord> steps,
+                        store_->GetSteps(job_id));
+  for (const auto& step : steps) *response.add_steps() = ToProto(step, layers);
+  if (response.job().has_final_policy()) {
+    *response.mutable_final_policy() = response.job().final_policy();
+  }
+  return response;
+}
+
+absl::StatusOr<v1::QueryBestPoliciesResponse> JobManager::QueryBestPolicies(
+    const v1::QueryBestPoliciesRequest& request) const {
+  MIXQ_RETURN_IF_ERROR(CheckJobId(request.job_id()));
+  if (request.top_k() < 0)
+    return absl::InvalidArgumentError("top_k: must not be negative");
+  if (request.max_avg_bits() < 0 || request.max_size_bytes() < 0) {
+    return absl::InvalidArgumentError(
+        "max_avg_bits/max_size_bytes: must not be negative");
+  }
+  MIXQ_ASSIGN_OR_RETURN(storage::JobRecord record,
+                        store_->GetJob(request.job_id()));
+  double max_avg_bits = request.max_avg_bits();
+  double max_size_bytes = request.max_size_bytes();
+  if (max_avg_bits == 0 && max_size_bytes == 0) {
+    // No limit given: the job's own budget.
+    MIXQ_ASSIGN_OR_RETURN(v1::JobSpec spec, LoadSpec(record));
+    const v1::Budget& budget = spec.search().budget();
+    if (budget.has_avg_bits()) max_avg_bits = budget.avg_bits();
+    if (budget.has_size_fraction()) {
+      max_size_bytes = budget.size_fraction() * record.fp32_size_bytes;
+    }
+  }
+  MIXQ_ASSIGN_OR_RETURN(std::vector<storage::LayerRecord> layers,
+                        store_->GetLayers(request.job_id()));
+  MIXQ_ASSIGN_OR_RETURN(
+      std::vector<storage::PolicyRecord> policies,
+      store_->QueryBestPolicies(
+          request.job_id(), max_avg_bits, max_size_bytes,
+          request.top_k() > 0 ? request.top_k() : kDefaultTopK));
+  v1::QueryBestPoliciesResponse response;
+  response.set_job_id(request.job_id());
+  for (const auto& policy : policies)
+    *response.add_policies() = ToProto(policy, layers);
+  return response;
+}
+
+absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& job_id) {
+  MIXQ_RETURN_IF_ERROR(CheckJobId(job_id));
+  MIXQ_ASSIGN_OR_RETURN(storage::JobRecord job, store_->GetJob(job_id));
+  if (storage::IsTerminal(job.state)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", job_id, " already ended (",
+                     storage::JobStateName(job.state), ")"));
+  }
+  bool was_queued = false;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = std::find(queue_.begin(), queue_.end(), job_id);
+    if (it != queue_.end()) {
+      queue_.erase(it);
+      was_queued = true;
+    } else if (auto running = running_.find(job_id);
+               running != running_.end()) {
+      running->second->store(true);
+    }
+  }
+  if (was_queued)
+    EndJob(job_id, storage::JobState::kCancelled, "cancelled by request");
+  Log(LogLevel::kInfo, "job cancel requested", {{"job", job_id}});
+  MIXQ_ASSIGN_OR_RETURN(job, store_->GetJob(job_id));
+  return BuildJob(job);
+}
+
+absl::StatusOr<v1::JobEvent> JobManager::Subscribe(
+    const std::string& job_id, const std::shared_ptr<Subscriber>& subscriber) {
+  MIXQ_RETURN_IF_ERROR(CheckJobId(job_id));
+  MIXQ_ASSIGN_OR_RETURN(storage::JobRecord job, store_->GetJob(job_id));
+  MIXQ_ASSIGN_OR_RETURN(std::optional<storage::PolicyRecord> final_policy,
+                        store_->GetFinalPolicy(job_id));
+  absl::MutexLock lock(&mu_);
+  v1::JobEvent snapshot;
+  if (auto latest = latest_.find(job_id); latest != latest_.end()) {
+    snapshot = latest->second;
+  } else {
+    // Not running now: describe it from the store. Re-read the state under
+    // the lock so a job that just ended is seen as ended.
+    MIXQ_ASSIGN_OR_RETURN(job, store_->GetJob(job_id));
+    snapshot.set_job_id(job_id);
+    snapshot.set_state(ToProto(job.state));
+    snapshot.set_step(job.steps_done);
+    snapshot.set_error(job.error);
+    snapshot.set_phase(storage::IsTerminal(job.state) ? "done" : "queued");
+    if (job.state == storage::JobState::kSucceeded) {
+      MIXQ_ASSIGN_OR_RETURN(final_policy, store_->GetFinalPolicy(job_id));
+      if (final_policy.has_value()) {
+        snapshot.set_avg_bits(final_policy->avg_bits);
+        snapshot.set_size_bytes(final_policy->size_bytes);
+        snapshot.set_accuracy(final_policy->accuracy);
+        snapshot.set_loss(final_policy->loss);
+      }
+      snapshot.set_progress(1.0);
+    }
+  }
+  subscriber->OnEvent(snapshot);
+  if (!storage::IsTerminal(job.state) || latest_.count(job_id) > 0) {
+    subscribers_.emplace(job_id, subscriber);
+  }
+  return snapshot;
+}
+
+void JobManager::Unsubscribe(const std::string& job_id,
+                             const Subscriber* subscriber) {
+  absl::MutexLock lock(&mu_);
+  auto [begin, end] = subscribers_.equal_range(job_id);
+  for (auto it = begin; it != end;) {
+    auto locked = it->second.lock();
+    if (locked == nullptr || locked.get() == subscriber) {
+      it = subscribers_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void JobManager::Publish(const v1::JobEvent& event) {
+  std::vector<std::shared_ptr<Subscriber>> targets;
+  {
+    absl::MutexLock lock(&mu_);
+    const bool terminal = event.state() == v1::SUCCEEDED ||
+                          event.state() == v1::FAILED ||
+                          event.state() == v1::CANCELLED;
+    if (terminal) {
+      latest_.erase(event.job_id());
+    } else {
+      latest_[event.job_id()] = event;
+    }
+    auto [begin, end] = subscribers_.equal_range(event.job_id());
+    for (auto it = begin; it != end;) {
+      if (auto locked = it->second.lock()) {
+        targets.push_back(std::move(locked));
+        ++it;
+      } else {
+        it = subscribers_.erase(it);
+      }
+    }
+    if (terminal) subscribers_.erase(event.job_id());
+    // Delivered under the lock so that events reach each subscriber in
+    // publication order and never before its snapshot.
+    for (const auto& target : targets) target->OnEvent(event);
+  }
+}
+
+void JobManager::EndJob(const std::string& job_id, storage::JobState state,
+                        const std::string& error) {
+  const absl::Status updated =
+      store_->UpdateJobState(job_id, state, error, 0, NowMs());
+  if (!updated.ok()) {
+    Log(LogLevel::kError, "cannot record job end",
+        {{"job", job_id}, {"error", std::string(updated.message())}});
+  }
+  Log(state == storage::JobState::kFailed ? LogLevel::kWarning
+                                          : LogLevel::kInfo,
+      "job ended",
+      {{"job", job_id},
+       {"state", std::string(storage::JobStateName(state))},
+       {"error", error}});
+  v1::JobEvent event;
+  event.set_job_id(job_id);
+  event.set_state(ToProto(state));
+  event.set_phase("done");
+  event.set_error(error);
+  Publish(event);
+}
+
+void JobManager::WorkerLoop() {
+  while (true) {
+    std::string job_id;
+    auto cancel = std::make_shared<std::atomic<bool>>(false);
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](JobManager* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) {
+            return self->shutdown_ || !self->queue_.empty();
+          },
+          this));
+      if (shutdown_) return;
+      job_id = queue_.front();
+      queue_.pop_front();
+      running_[job_id] = cancel;
+    }
+    RunJob(job_id, *cancel);
+    absl::MutexLock lock(&mu_);
+    running_.erase(job_id);
+  }
+}
+
+void JobManager::RunJob(const std::string& job_id,
+                        const std::atomic<bool>& cancel) {
+  auto job = store_->GetJob(job_id);
+  if (!job.ok()) {
+    Log(LogLevel::kError, "cannot load job",
+        {{"job", job_id}, {"error", std::string(job.status().message())}});
+    return;
+  }
+  const absl::Status status = RunSearch(*job, cancel);
+  if (status.ok()) return;
+  bool shutting_down;
+  {
+    absl::MutexLock lock(&mu_);
+    shutting_down = shutdown_;
+    latest_.erase(job_id);
+  }
+  if (absl::IsCancelled(status) && shutting_down) {
+    // Interrupted by shutdown: it runs again at the next start.
+    (void)store_->UpdateJobState(job_id, storage::JobState::kQueued, "", 0, 0);
+    Log(LogLevel::kInfo, "job interrupted by shutdown; re-queued",
+        {{"job", job_id}});
+    return;
+  }
+  if (absl::IsCancelled(status)) {
+    EndJob(job_id, storage::JobState::kCancelled, "cancelled by request");
+  } else {
+    EndJob(job_id, storage::JobState::kFailed, status.ToString());
+  }
+}
+
+absl::Status JobManager::RunSearch(const storage::JobRecord& job,
+                                   const std::atomic<bool>& cancel) {
+  MIXQ_ASSIGN_OR_RETURN(v1::JobSpec spec, LoadSpec(job));
+  JobFiles files;
+  MIXQ_ASSIGN_OR_RETURN(files.model, store_->GetArtifact(job.model_sha256));
+  MIXQ_ASSIGN_OR_RETURN(files.inputs, store_->GetArtifact(job.inputs_sha256));
+  MIXQ_ASSIGN_OR_RETURN(files.labels, store_->GetArtifact(job.labels_sha256));
+  MIXQ_ASSIGN_OR_RETURN(PreparedJob prepared, PrepareJob(spec, files));
+  if (job.steps_done > 0) MIXQ_RETURN_IF_ERROR(store_->ResetJobResults(job.id));
+  const int64_t started_ms = NowMs();
+  MIXQ_RETURN_IF_ERROR(store_->UpdateJobState(
+      job.id, storage::JobState::kRunning, "", started_ms, 0));
+  Log(LogLevel::kInfo, "job started", {{"job", job.id}});
+
+  const search::CostModel cost = search::CostModel::ForModel(*prepared.model);
+  const search::Budget& budget = prepared.options.budget;
+  const int top_bits = *std::max_element(prepared.options.bit_levels.begin(),
+                                         prepared.options.bit_levels.end());
+  const search::Policy start(cost.num_layers(), top_bits);
+  v1::JobEvent event;
+  event.set_job_id(job.id);
+  event.set_state(v1::RUNNING);
+  if (budget.kind == search::Budget::Kind::kAvgBits)
+    event.set_target_avg_bits(budget.value);
+  event.set_target_size_bytes(budget.MaxSizeBytes(cost) < cost.Fp32SizeBytes()
+                                  ? budget.MaxSizeBytes(cost)
+                                  : 0);
+  event.set_avg_bits(cost.AvgBits(start));
+  event.set_size_bytes(cost.SizeBytes(start));
+
+  search::SearchObserver observer;
+  observer.cancel = &cancel;
+  observer.on_phase = [&](search::Phase phase, int step) {
+    event.set_phase(phase == search::Phase::kWarmup   ? "warmup"
+                    : phase == search::Phase::kSearch ? "search"
+                                                      : "final");
+    event.set_step(step);
+    if (phase == search::Phase::kFinal) event.set_progress(kFinalPhaseProgress);
+    Publish(event);
+  };
+  observer.on_step = [&](const search::StepReport& report) -> absl::Status {
+    MIXQ_RETURN_IF_ERROR(store_->AppendStep(job.id, ToRecord(report)));
+    event.set_step(report.step);
+    event.set_avg_bits(report.finetuned.avg_bits);
+    event.set_size_bytes(report.finetuned.size_bytes);
+    event.set_accuracy(report.finetuned.accuracy);
+    event.set_loss(report.finetuned.loss);
+    event.set_progress(Progress(budget, cost, start, report.finetuned.policy));
+    Log(LogLevel::kInfo, "job step",
+        {{"job", job.id},
+         {"step", absl::StrCat(report.step)},
+         {"policy", search::PolicyToString(report.finetuned.policy)},
+         {"avg_bits", absl::StrFormat("%.3f", report.finetuned.avg_bits)},
+         {"accuracy", absl::StrFormat("%.4f", report.finetuned.accuracy)}});
+    Publish(event);
+    return absl::OkStatus();
+  };
+  MIXQ_ASSIGN_OR_RETURN(
+      search::SearchResult result,
+      search::RunProgressiveSearch(*prepared.model, prepared.calib,
+                                   prepared.train, prepared.options, observer));
+  MIXQ_RETURN_IF_ERROR(store_->FinishJob(
+      job.id,
+      ToRecord(result.final_policy, storage::PolicyKind::kFinal,
+               result.steps + 1, 0, false),
+      NowMs()));
+  Log(LogLevel::kInfo, "job succeeded",
+      {{"job", job.id},
+       {"policy", search::PolicyToString(result.final_policy.policy)},
+       {"avg_bits", absl::StrFormat("%.3f", result.final_policy.avg_bits)},
+       {"accuracy", absl::StrFormat("%.4f", result.final_policy.accuracy)}});
+  event.set_state(v1::SUCCEEDED);
+  event.set_phase("done");
+  event.set_step(result.steps + 1);
+  event.set_avg_bits(result.final_policy.avg_bits);
+  event.set_size_bytes(result.final_policy.size_bytes);
+  event.set_accuracy(result.final_policy.accuracy);
+  event.set_loss(result.final_policy.loss);
+  event.set_progress(1.0);
+  Publish(event);
+  return absl::OkStatus();
+}
+
+}  // namespace mixq::server

@@ -1,0 +1,133 @@
+// JobManager: the service's gRPC-free core. It validates and stores submitted
+// jobs, runs them on a bounded pool of worker threads (never on RPC threads),
+// records every step in the Store, answers queries, and publishes progress
+// events to subscribers (WatchJob streams).
+//
+// Thread-safety: all methods are thread-safe. Submit blocks while it decodes
+// and validates the model and data.
+#ifndef MIXQ_SERVER_JOB_MANAGER_H_
+#define MIXQ_SERVER_JOB_MANAGER_H_
+
+#include <atomic>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "proto/mixq.pb.h"
+#include "server/job_spec.h"
+#include "storage/store.h"
+
+namespace mixq::server {
+
+struct JobManagerOptions {
+  int workers = 1;      // jobs that run at once
+  int max_queued = 64;  // queued jobs beyond which Submit is RESOURCE_EXHAUSTED
+  // Roots under which DataSource.server_path may point; empty = server paths
+  // are refused.
+  std::vector<std::string> allow_paths;
+  size_t max_file_bytes = size_t{1} << 30;  // per server-side file
+};
+
+class JobManager {
+ public:
+  // Receives a job's events, in order. OnEvent is called from worker or RPC
+  // threads, sometimes with the manager's lock held: it must not block and
+  // must not call back into the manager.
+  class Subscriber {
+   public:
+    virtual ~Subscriber() = default;
+    virtual void OnEvent(const v1::JobEvent& event) = 0;
+  };
+
+  struct SubmitResult {
+    v1::Job job;
+    bool existing = false;
+  };
+
+  // Borrows `store`, which must outlive the manager.
+  JobManager(storage::Store* store, JobManagerOptions options);
+  // Calls Shutdown().
+  ~JobManager();
+  JobManager(const JobManager&) = delete;
+  JobManager& operator=(const JobManager&) = delete;
+
+  // Re-queues jobs a previous process left queued or running (they restart
+  // from the beginning; a seed makes the result the same) and starts the
+  // workers.
+  absl::Status Start();
+  // Stops the workers: running jobs stop between steps and go back to
+  // queued, to resume at the next Start. Blocks until the workers exit.
+  // Idempotent.
+  void Shutdown();
+
+  // Validates, stores and queues a job. INVALID_ARGUMENT naming the field,
+  // PERMISSION_DENIED for a server path outside the allowed roots,
+  // RESOURCE_EXHAUSTED when the queue is full.
+  absl::StatusOr<SubmitResult> Submit(const v1::SubmitJobRequest& request);
+  // NOT_FOUND for an unknown id; INVALID_ARGUMENT for a malformed one.
+  absl::StatusOr<v1::Job> GetJob(const std::string& job_id) const;
+  absl::StatusOr<v1::ListJobsResponse> ListJobs(
+      const v1::ListJobsRequest& request) const;
+  absl::StatusOr<v1::GetResultsResponse> GetResults(
+      const std::string& job_id) const;
+  absl::StatusOr<v1::QueryBestPoliciesResponse> QueryBestPolicies(
+      const v1::QueryBestPoliciesRequest& request) const;
+  // Cancels a queued job at once, or asks a running one to stop between
+  // steps (its state becomes CANCELLED when it does). FAILED_PRECONDITION for
+  // a finished job.
+  absl::StatusOr<v1::Job> Cancel(const std::string& job_id);
+
+  // Subscribes to a job's events. The subscriber first receives (and the
+  // call returns) the job's current state; every later event follows in
+  // order, none missed. The manager
+  // keeps only a weak reference: a subscriber is dropped when its last owner
+  // releases it, or by Unsubscribe.
+  absl::StatusOr<v1::JobEvent> Subscribe(
+      const std::string& job_id, const std::shared_ptr<Subscriber>& subscriber);
+  void Unsubscribe(const std::string& job_id, const Subscriber* subscriber);
+
+  // Jobs waiting in the queue.
+  int queued() const;
+
+ private:
+  void WorkerLoop();
+  void RunJob(const std::string& job_id, const std::atomic<bool>& cancel);
+  absl::Status RunSearch(const storage::JobRecord& job,
+                         const std::atomic<bool>& cancel);
+  // Records the end of a job that did not succeed and tells subscribers.
+  void EndJob(const std::string& job_id, storage::JobState state,
+              const std::string& error);
+  void Publish(const v1::JobEvent& event);
+  absl::StatusOr<std::string> ReadSource(const v1::DataSource& source,
+                                         absl::string_view field) const;
+  absl::StatusOr<v1::JobSpec> LoadSpec(const storage::JobRecord& job) const;
+  absl::StatusOr<v1::Job> BuildJob(const storage::JobRecord& job) const;
+  static absl::Status CheckJobId(const std::string& job_id);
+
+  storage::Store* const store_;
+  const JobManagerOptions options_;
+
+  mutable absl::Mutex mu_;
+  std::deque<std::string> queue_ ABSL_GUARDED_BY(mu_);
+  // Cancel flags of running jobs.
+  std::map<std::string, std::shared_ptr<std::atomic<bool>>> running_
+      ABSL_GUARDED_BY(mu_);
+  // The latest event of each running job (the snapshot new watchers get).
+  std::map<std::string, v1::JobEvent> latest_ ABSL_GUARDED_BY(mu_);
+  std::multimap<std::string, std::weak_ptr<Subscriber>> subscribers_
+      ABSL_GUARDED_BY(mu_);
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> workers_;  // touched only by Start/Shutdown
+  absl::Mutex lifecycle_mu_;          // serialises Start and Shutdown
+};
+
+}  // namespace mixq::server
+
+#endif  // MIXQ_SERVER_JOB_MANAGER_H_

@@ -1,0 +1,151 @@
+#include "server/job_spec.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "engine/dataset.h"
+#include "search/cost_model.h"
+#include "util/status_macros.h"
+
+namespace mixq::server {
+namespace {
+
+constexpr int kDefaultCandidates = 8;
+constexpr int kDefaultMaxLayers = 2;
+constexpr int kDefaultFinetuneSteps = 50;
+constexpr double kDefaultLearningRate = 1e-4;
+constexpr int kDefaultBatchSize = 64;
+constexpr double kDefaultLambda = 1.0;
+
+absl::Status FieldError(absl::string_view field, const absl::Status& status) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(field, ": ", status.message()));
+}
+
+}  // namespace
+
+absl::StatusOr<search::ProgressiveOptions> ToProgressiveOptions(
+    const v1::SearchOptions& search) {
+  search::ProgressiveOptions options;
+  options.bit_levels.assign(search.bits().begin(), search.bits().end());
+  switch (search.budget().target_case()) {
+    case v1::Budget::kAvgBits:
+      options.budget = {search::Budget::Kind::kAvgBits,
+                        search.budget().avg_bits()};
+      break;
+    case v1::Budget::kSizeFraction:
+      options.budget = {search::Budget::Kind::kSizeFraction,
+                        search.budget().size_fraction()};
+      break;
+    case v1::Budget::TARGET_NOT_SET:
+      return absl::InvalidArgumentError(
+          "spec.search.budget: required (avg_bits or size_fraction)");
+  }
+  options.candidates =
+      search.candidates() != 0 ? search.candidates() : kDefaultCandidates;
+  options.max_layers =
+      search.max_layers() != 0 ? search.max_layers() : kDefaultMaxLayers;
+  options.finetune_steps = search.has_finetune_steps()
+                               ? search.finetune_steps()
+                               : kDefaultFinetuneSteps;
+  options.warmup_steps = search.has_warmup_steps() ? search.warmup_steps()
+                                                   : options.finetune_steps;
+  options.final_finetune_steps = search.has_final_finetune_steps()
+                                     ? search.final_finetune_steps()
+                                     : options.finetune_steps;
+  options.learning_rate = search.learning_rate() != 0 ? search.learning_rate()
+                                                      : kDefaultLearningRate;
+  options.batch_size =
+      search.batch_size() != 0 ? search.batch_size() : kDefaultBatchSize;
+  options.lambda = search.has_lambda() ? search.lambda() : kDefaultLambda;
+  options.seed = search.seed();
+  const absl::Status valid = search::ValidateOptions(options);
+  if (!valid.ok()) return FieldError("spec.search", valid);
+  return options;
+}
+
+absl::StatusOr<PreparedJob> PrepareJob(const v1::JobSpec& spec,
+                                       const JobFiles& files) {
+  PreparedJob job;
+  MIXQ_ASSIGN_OR_RETURN(job.options, ToProgressiveOptions(spec.search()));
+
+  auto model = engine::Model::FromOnnxBytes(files.model);
+  if (!model.ok()) return FieldError("spec.model", model.status());
+  job.model = *std::move(model);
+
+  const std::string inputs_name =
+      spec.inputs().filename().empty() ? "inputs" : spec.inputs().filename();
+  const std::string labels_name =
+      spec.labels().filename().empty() ? "labels" : spec.labels().filename();
+  auto inputs = engine::DecodeInputs(files.inputs, inputs_name);
+  if (!inputs.ok()) return FieldError("spec.inputs", inputs.status());
+  auto labels = engine::DecodeLabels(files.labels, labels_name);
+  if (!labels.ok()) return FieldError("spec.labels", labels.status());
+  const int64_t num_inputs = inputs->shape().empty() ? 0 : inputs->dim(0);
+  if (num_inputs != static_cast<int64_t>(labels->size())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "spec.labels: ", labels_name, " has ", labels->size(), " labels but ",
+        inputs_name, " has ", num_inputs, " samples"));
+  }
+  if (spec.max_samples() < 0) {
+    return absl::InvalidArgumentError("spec.max_samples: must not be negative");
+  }
+  int64_t n = num_inputs;
+  if (spec.max_samples() > 0) n = std::min<int64_t>(n, spec.max_samples());
+  if (spec.calib_size() <= 0) {
+    return absl::InvalidArgumentError(
+        "spec.calib_size: required, must be positive");
+  }
+  if (spec.calib_size() >= n) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("spec.calib_size: ", spec.calib_size(),
+                     " leaves no fine-tuning samples (", n, " samples used)"));
+  }
+
+  search::LabeledData data;
+  data.inputs = n == num_inputs ? *std::move(inputs) : inputs->Slice(0, n);
+  data.labels.assign(labels->begin(), labels->begin() + n);
+  if (spec.has_normalize()) {
+    const absl::Status normalized = engine::Normalize(
+        static_cast<float>(spec.normalize().mean()),
+        static_cast<float>(spec.normalize().std()), &data.inputs);
+    if (!normalized.ok()) return FieldError("spec.normalize", normalized);
+  }
+  const absl::Status conformed =
+      engine::ConformToModelInput(job.model->input_shape(), &data.inputs);
+  if (!conformed.ok()) return FieldError("spec.inputs", conformed);
+
+  const engine::Shape& output = job.model->output_shape();
+  if (output.size() != 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("spec.model: the output '", job.model->output_name(),
+                     "' has shape ", engine::ShapeToString(output),
+                     "; classification logits [batch, classes] are expected"));
+  }
+  const int64_t classes = output[1];
+  for (int64_t i = 0; i < n; ++i) {
+    if (data.labels[i] >= classes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("spec.labels: label ", data.labels[i], " of sample ", i,
+                       " is outside the model's ", classes, " classes"));
+    }
+  }
+
+  const search::CostModel cost = search::CostModel::ForModel(*job.model);
+  if (cost.num_layers() == 0) {
+    return absl::InvalidArgumentError(
+        "spec.model: no quantizable layer (a Gemm or MatMul with a weight "
+        "initializer)");
+  }
+  const int lowest = *std::min_element(job.options.bit_levels.begin(),
+                                       job.options.bit_levels.end());
+  const absl::Status reachable = search::CheckBudgetReachable(
+      cost, job.options.budget, search::Policy(cost.num_layers(), lowest));
+  if (!reachable.ok()) return FieldError("spec.search.budget", reachable);
+
+  job.calib = data.Slice(0, spec.calib_size());
+  job.train = data.Slice(spec.calib_size(), n);
+  return job;
+}
+
+}  // namespace mixq::server

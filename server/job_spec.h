@@ -1,0 +1,49 @@
+// Turning a submitted JobSpec into what a search runs on, with every problem
+// reported as INVALID_ARGUMENT naming the spec field. Used both when a job is
+// submitted (so bad input is refused before it is queued) and when a worker
+// runs it. gRPC-free; thread-safe (pure functions).
+#ifndef MIXQ_SERVER_JOB_SPEC_H_
+#define MIXQ_SERVER_JOB_SPEC_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "engine/model.h"
+#include "proto/mixq.pb.h"
+#include "search/progressive.h"
+#include "search/qat.h"
+
+namespace mixq::server {
+
+// The bytes of a job's three files.
+struct JobFiles {
+  std::string model;
+  std::string inputs;
+  std::string labels;
+};
+
+// A job ready to run: its model, data split, and search options.
+struct PreparedJob {
+  std::unique_ptr<engine::Model> model;
+  search::LabeledData calib;
+  search::LabeledData train;
+  search::ProgressiveOptions options;
+};
+
+// Search options with the documented defaults filled in. INVALID_ARGUMENT
+// naming the field ("spec.search.bits: ...") when unusable.
+absl::StatusOr<search::ProgressiveOptions> ToProgressiveOptions(
+    const v1::SearchOptions& search);
+
+// Loads the model and data and checks that everything fits together: model
+// imports, inputs match the model input, labels match the inputs' count and
+// the model's classes, calib_size leaves a fine-tuning set, the budget is
+// reachable. Errors are INVALID_ARGUMENT naming the field.
+absl::StatusOr<PreparedJob> PrepareJob(const v1::JobSpec& spec,
+                                       const JobFiles& files);
+
+}  // namespace mixq::server
+
+#endif  // MIXQ_SERVER_JOB_SPEC_H_

@@ -1,0 +1,382 @@
+// End to end: a real mixq server on 127.0.0.1:0 with a temporary data dir,
+// driven by the real client (the `mixq` CLI, in-process) and a gRPC stub.
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "client/cli.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "onnx/onnx_pb.h"
+#include "proto/mixq.grpc.pb.h"
+#include "server/server.h"
+#include "tests/support/npy.h"
+#include "tests/support/onnx_mlp.h"
+#include "util/file.h"
+
+namespace mixq {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kFashionDir[] = "/usr/share/datasets/fashion-mnist";
+constexpr double kBudgetBits = 4.0;
+
+struct CliResult {
+  int exit_code;
+  std::string out;
+  std::string err;
+};
+
+class IntegrationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    data_dir_ =
+        std::filesystem::path(::testing::TempDir()) /
+        absl::StrCat(
+            "mixq_it_",
+            ::testing::UnitTest::GetInstance()->current_test_info()->name(),
+            "_", getpid());
+    std::filesystem::remove_all(data_dir_);
+    StartServer();
+  }
+  void TearDown() override {
+    server_.reset();
+    std::filesystem::remove_all(data_dir_);
+  }
+
+  void StartServer() {
+    server::ServerOptions options;
+    options.listen = "127.0.0.1:0";
+    options.data_dir = data_dir_.string();
+    options.workers = 1;
+    auto server = server::Server::Start(options);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    address_ = absl::StrCat("127.0.0.1:", server_->port());
+    grpc::ChannelArguments args;
+    args.SetMaxSendMessageSize(64 << 20);
+    stub_ = v1::Mixq::NewStub(grpc::CreateCustomChannel(
+        address_, grpc::InsecureChannelCredentials(), args));
+  }
+
+  void StopServer() {
+    stub_.reset();
+    server_.reset();
+  }
+
+  CliResult Cli(std::vector<std::string> args) {
+    args.insert(args.begin(), {"--server", address_});
+    std::ostringstream out, err;
+    const int code = client::RunCli(args, out, err);
+    return {code, out.str(), err.str()};
+  }
+
+  // A small synthetic job (tiny MLP, teacher labels) as a request.
+  static v1::SubmitJobRequest TinyJob() {
+    v1::SubmitJobRequest request;
+    v1::JobSpec* spec = request.mutable_spec();
+    spec->mutable_model()->set_content(testing::MakeMlpOnnx({12, 16, 3}, 1));
+    const search::LabeledData data = testing::MakeTeacherData(200, 12, 3, 2);
+    spec->mutable_inputs()->set_content(testing::NpyFloat32(data.inputs));
+    spec->mutable_labels()->set_content(testing::NpyInt64(data.labels));
+    spec->set_calib_size(50);
+    v1::SearchOptions* search = spec->mutable_search();
+    for (int b : {8, 4, 2}) search->add_bits(b);
+    search->mutable_budget()->set_avg_bits(3);
+    search->set_finetune_steps(5);
+    return request;
+  }
+
+  grpc::Status Submit(const v1::SubmitJobRequest& request,
+                      v1::SubmitJobResponse* response) {
+    grpc::ClientContext context;
+    return stub_->SubmitJob(&context, request, response);
+  }
+
+  v1::GetResultsResponse Results(const std::string& job_id) {
+    grpc::ClientContext context;
+    v1::GetResultsRequest request;
+    request.set_job_id(job_id);
+    v1::GetResultsResponse response;
+    const grpc::Status status = stub_->GetResults(&context, request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return response;
+  }
+
+  // Reads a job's watch stream to the end; returns its events.
+  std::vector<v1::JobEvent> Watch(const std::string& job_id) {
+    grpc::ClientContext context;
+    v1::WatchJobRequest request;
+    request.set_job_id(job_id);
+    auto reader = stub_->WatchJob(&context, request);
+    std::vector<v1::JobEvent> events;
+    v1::JobEvent event;
+    while (reader->Read(&event)) events.push_back(event);
+    EXPECT_TRUE(reader->Finish().ok());
+    return events;
+  }
+
+  std::filesystem::path data_dir_;
+  std::unique_ptr<server::Server> server_;
+  std::string address_;
+  std::unique_ptr<v1::Mixq::Stub> stub_;
+};
+
+TEST_F(IntegrationTest, DemoMlpSearchEndToEndAndAfterRestart) {
+  const std::string model =
+      absl::StrCat(MIXQ_SOURCE_DIR, "/tests/fixtures/mlp_fmnist.onnx");
+  const CliResult submit =
+      Cli({"submit",
+           "--model",
+           model,
+           "--inputs",
+           absl::StrCat(kFashionDir, "/t10k-images-idx3-ubyte.gz"),
+           "--labels",
+           absl::StrCat(kFashionDir, "/t10k-labels-idx1-ubyte.gz"),
+           "--normalize",
+           "0.2860,0.3530",
+           "--max-samples",
+           "3000",
+           "--calib-size",
+           "512",
+           "--bits",
+           "8,6,4,2",
+           "--target-avg-bits",
+           "4",
+           "--candidates",
+           "6",
+           "--max-layers",
+           "2",
+           "--finetune-steps",
+           "20",
+           "--seed",
+           "0",
+           "--watch"});
+  ASSERT_EQ(submit.exit_code, 0) << submit.out << submit.err;
+  const std::string job_id =
+      std::vector<std::string>(absl::StrSplit(submit.out, '\n'))[0];
+  ASSERT_THAT(job_id, ::testing::StartsWith("job-"));
+
+  const v1::GetResultsResponse results = Results(job_id);
+  EXPECT_EQ(results.job().state(), v1::SUCCEEDED);
+  ASSERT_EQ(results.job().layers_size(), 3);
+  ASSERT_TRUE(results.has_final_policy());
+  EXPECT_LE(results.final_policy().avg_bits(), kBudgetBits + 1e-9);
+  EXPECT_GT(results.final_policy().accuracy(),
+            0.5);  // 10 classes: chance is 0.1
+  ASSERT_GE(results.steps_size(), 2);
+  EXPECT_EQ(results.steps(0).step(), 0);  // warm-up
+  for (int s = 1; s < results.steps_size(); ++s) {
+    const v1::Step& step = results.steps(s);
+    ASSERT_GT(step.candidates_size(), 0);
+    const v1::Policy& chosen = step.candidates(0);
+    EXPECT_TRUE(chosen.chosen());
+    EXPECT_EQ(chosen.rank(), 1);
+    for (const v1::Policy& candidate : step.candidates()) {
+      EXPECT_LE(chosen.index(), candidate.index()) << "step " << s;
+    }
+    ASSERT_EQ(step.finetuned().layers_size(), chosen.layers_size());
+    for (int l = 0; l < chosen.layers_size(); ++l) {
+      EXPECT_EQ(step.finetuned().layers(l).bits(), chosen.layers(l).bits());
+    }
+  }
+
+  // `mixq best --json` prints the ranked policies under the job's budget.
+  const CliResult best = Cli({"best", job_id, "--json"});
+  ASSERT_EQ(best.exit_code, 0) << best.err;
+  v1::QueryBestPoliciesResponse parsed;
+  ASSERT_TRUE(
+      google::protobuf::util::JsonStringToMessage(best.out, &parsed).ok())
+      << best.out;
+  ASSERT_GT(parsed.policies_size(), 0);
+  EXPECT_THAT(best.out, HasSubstr("\"avg_bits\""));
+  EXPECT_THAT(best.out, HasSubstr("\"size_bytes\""));
+  for (const v1::Policy& policy : parsed.policies()) {
+    EXPECT_LE(policy.avg_bits(), kBudgetBits + 1e-9);
+    EXPECT_EQ(policy.layers_size(), 3);
+  }
+  for (int p = 1; p < parsed.policies_size(); ++p) {
+    EXPECT_GE(parsed.policies(p - 1).accuracy(), parsed.policies(p).accuracy());
+  }
+
+  // The same results read back identically after a restart on the data dir.
+  StopServer();
+  StartServer();
+  const v1::GetResultsResponse reread = Results(job_id);
+  EXPECT_TRUE(
+      google::protobuf::util::MessageDifferencer::Equals(results, reread))
+      << results.ShortDebugString() << "\n vs \n"
+      << reread.ShortDebugString();
+  const CliResult status = Cli({"status", job_id});
+  EXPECT_EQ(status.exit_code, 0);
+  EXPECT_THAT(status.out, HasSubstr("SUCCEEDED"));
+}
+
+struct BadRequest {
+  const char* name;
+  void (*mutate)(v1::SubmitJobRequest*);
+  const char* message;
+};
+
+std::string ModelWithUnsupportedOp() {
+  onnx::ModelProto model;
+  model.ParseFromString(testing::MakeMlpOnnx({12, 16, 3}, 1));
+  model.mutable_graph()->mutable_node(1)->set_op_type("Hardmax");
+  return model.SerializeAsString();
+}
+
+TEST_F(IntegrationTest, BadInputIsInvalidArgumentAndTheServerKeepsServing) {
+  const std::vector<BadRequest> cases = {
+      {"not_onnx",
+       [](v1::SubmitJobRequest* r) {
+         r->mutable_spec()->mutable_model()->set_content("definitely not onnx");
+       },
+       "spec.model"},
+      {"unsupported_op",
+       [](v1::SubmitJobRequest* r) {
+         r->mutable_spec()->mutable_model()->set_content(
+             ModelWithUnsupportedOp());
+       },
+       "Hardmax"},
+      {"bits_9",
+       [](v1::SubmitJobRequest* r) {
+         r->mutable_spec()->mutable_search()->set_bits(0, 9);
+       },
+       "bits: 9"},
+      {"bits_0",
+       [](v1::SubmitJobRequest* r) {
+         r->mutable_spec()->mutable_search()->set_bits(2, 0);
+       },
+       "bits: 0"},
+      {"budget_below_lowest",
+       [](v1::SubmitJobRequest* r) {
+         r->mutable_spec()->mutable_search()->mutable_budget()->set_avg_bits(1);
+       },
+       "cannot be met"},
+      {"label_count",
+       [](v1::SubmitJobRequest* r) {
+         r->mutable_spec()->mutable_labels()->set_content(
+             testing::NpyInt64(std::vector<int64_t>(150, 0)));
+       },
+       "150 labels"},
+      {"input_shape",
+       [](v1::SubmitJobRequest* r) {
+         r->mutable_spec()->mutable_inputs()->set_content(
+             testing::NpyFloat32(engine::Tensor({200, 5})));
+       },
+       "spec.inputs"},
+      {"missing_model",
+       [](v1::SubmitJobRequest* r) { r->mutable_spec()->clear_model(); },
+       "spec.model"},
+  };
+  for (const BadRequest& bad : cases) {
+    v1::SubmitJobRequest request = TinyJob();
+    bad.mutate(&request);
+    v1::SubmitJobResponse response;
+    const grpc::Status status = Submit(request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << bad.name;
+    EXPECT_THAT(status.error_message(), HasSubstr(bad.message)) << bad.name;
+  }
+  // Server paths are refused unless allowed.
+  v1::SubmitJobRequest path_request = TinyJob();
+  path_request.mutable_spec()->mutable_model()->set_server_path("/etc/passwd");
+  v1::SubmitJobResponse response;
+  EXPECT_EQ(Submit(path_request, &response).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+
+  // Still serving: a valid job runs to completion.
+  ASSERT_TRUE(Submit(TinyJob(), &response).ok());
+  const std::vector<v1::JobEvent> events = Watch(response.job().id());
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().state(), v1::SUCCEEDED);
+
+  // Unknown and malformed ids; cancelling a finished job.
+  grpc::ClientContext c1, c2, c3;
+  v1::GetJobRequest get;
+  v1::Job job;
+  get.set_job_id("job-000000000000");
+  EXPECT_EQ(stub_->GetJob(&c1, get, &job).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  get.set_job_id("../etc");
+  EXPECT_EQ(stub_->GetJob(&c2, get, &job).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  v1::CancelJobRequest cancel;
+  cancel.set_job_id(response.job().id());
+  EXPECT_EQ(stub_->CancelJob(&c3, cancel, &job).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(Cli({"status", "job-000000000000"}).exit_code, 3);
+}
+
+TEST_F(IntegrationTest, SubmitIsIdempotentPerRequestId) {
+  v1::SubmitJobRequest request = TinyJob();
+  request.set_request_id("pipeline-run-42");
+  v1::SubmitJobResponse first, second;
+  ASSERT_TRUE(Submit(request, &first).ok());
+  ASSERT_TRUE(Submit(request, &second).ok());
+  EXPECT_FALSE(first.existing());
+  EXPECT_TRUE(second.existing());
+  EXPECT_EQ(first.job().id(), second.job().id());
+  Watch(first.job().id());
+}
+
+TEST_F(IntegrationTest, CancelStopsARunningJob) {
+  v1::SubmitJobRequest request = TinyJob();
+  request.mutable_spec()->mutable_search()->set_warmup_steps(100000000);
+  v1::SubmitJobResponse response;
+  ASSERT_TRUE(Submit(request, &response).ok());
+  const std::string job_id = response.job().id();
+
+  grpc::ClientContext context;
+  v1::WatchJobRequest watch;
+  watch.set_job_id(job_id);
+  auto reader = stub_->WatchJob(&context, watch);
+  v1::JobEvent event;
+  bool cancelled = false;
+  v1::JobState last = v1::JOB_STATE_UNSPECIFIED;
+  while (reader->Read(&event)) {
+    last = event.state();
+    if (!cancelled && event.phase() == "warmup") {
+      const CliResult cancel = Cli({"cancel", job_id});
+      EXPECT_EQ(cancel.exit_code, 0) << cancel.err;
+      cancelled = true;
+    }
+  }
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_TRUE(cancelled);
+  EXPECT_EQ(last, v1::CANCELLED);
+  EXPECT_EQ(Cli({"watch", job_id}).exit_code, 1);
+}
+
+TEST_F(IntegrationTest, UnfinishedJobsResumeAfterRestart) {
+  v1::SubmitJobRequest request = TinyJob();
+  request.mutable_spec()->mutable_search()->set_warmup_steps(100000000);
+  v1::SubmitJobResponse long_job;
+  ASSERT_TRUE(Submit(request, &long_job).ok());
+  v1::SubmitJobResponse queued;
+  ASSERT_TRUE(Submit(TinyJob(), &queued).ok());
+  StopServer();  // the long job is interrupted, the second never started
+  StartServer();
+  // Both are queued again; the second finishes after we cancel the first.
+  grpc::ClientContext context;
+  v1::CancelJobRequest cancel;
+  cancel.set_job_id(long_job.job().id());
+  v1::Job job;
+  ASSERT_TRUE(stub_->CancelJob(&context, cancel, &job).ok());
+  const std::vector<v1::JobEvent> events = Watch(queued.job().id());
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().state(), v1::SUCCEEDED);
+}
+
+}  // namespace
+}  // namespace mixq
