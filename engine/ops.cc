@@ -5,146 +5,10 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "engine/ops_util.h"
 
 namespace mixq::engine {
 namespace {
-
-using ConstVectorMap = Eigen::Map<const Eigen::VectorXf>;
-using VectorMap = Eigen::Map<Eigen::VectorXf>;
-
-absl::Status ShapeError(absl::string_view op, absl::string_view message) {
-  return absl::InvalidArgumentError(absl::StrCat(op, ": ", message));
-}
-
-int64_t Product(Shape::const_iterator begin, Shape::const_iterator end) {
-  int64_t n = 1;
-  for (auto it = begin; it != end; ++it) n *= *it;
-  return n;
-}
-
-// Numpy broadcasting: the shape both inputs broadcast to.
-absl::StatusOr<Shape> BroadcastShapes(const Shape& a, const Shape& b) {
-  const size_t rank = std::max(a.size(), b.size());
-  Shape out(rank);
-  for (size_t i = 0; i < rank; ++i) {
-    const int64_t da = i < rank - a.size() ? 1 : a[i - (rank - a.size())];
-    const int64_t db = i < rank - b.size() ? 1 : b[i - (rank - b.size())];
-    if (da != db && da != 1 && db != 1) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("shapes ", ShapeToString(a), " and ", ShapeToString(b),
-                       " do not broadcast"));
-    }
-    out[i] = da == 1 ? db : da;
-  }
-  return out;
-}
-
-// OK when `in` broadcasts to `out` without changing it (ONNX
-// "unidirectional" broadcasting, e.g. Gemm's C).
-absl::Status CheckBroadcastsTo(const Shape& in, const Shape& out) {
-  bool ok = in.size() <= out.size();
-  for (size_t i = 0; ok && i < in.size(); ++i) {
-    const int64_t d = in[in.size() - 1 - i];
-    ok = d == 1 || d == out[out.size() - 1 - i];
-  }
-  if (ok) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat(
-      ShapeToString(in), " does not broadcast to ", ShapeToString(out)));
-}
-
-// Maps the elements of an output of shape `out` to those of an input of
-// shape `in` broadcast to it, as contiguous runs of the output, so that
-// broadcast arithmetic is a loop of vector operations (bias adds are one run
-// per row). Size-1 output dims are dropped and neighbouring dims that are
-// both broadcast or both not are merged.
-class BroadcastRuns {
- public:
-  BroadcastRuns(const Shape& in, const Shape& out) {
-    const size_t offset = out.size() - in.size();
-    std::vector<bool> broadcast;
-    for (size_t d = 0; d < out.size(); ++d) {
-      if (out[d] == 1) continue;
-      const bool b = d < offset || in[d - offset] == 1;
-      if (!dims_.empty() && broadcast.back() == b) {
-        dims_.back() *= out[d];
-      } else {
-        dims_.push_back(out[d]);
-        broadcast.push_back(b);
-      }
-    }
-    strides_.resize(dims_.size());
-    int64_t stride = 1;
-    for (size_t d = dims_.size(); d-- > 0;) {
-      strides_[d] = broadcast[d] ? 0 : stride;
-      if (!broadcast[d]) stride *= dims_[d];
-    }
-  }
-
-  // Calls f(out_offset, in_offset, length, in_stride) for every run:
-  // in_stride 1 maps the run onto `length` input elements, 0 onto one.
-  template <typename F>
-  void ForEach(F&& f) const {
-    if (dims_.empty()) {
-      f(0, 0, 1, 0);
-      return;
-    }
-    const size_t outer_rank = dims_.size() - 1;
-    const int64_t inner = dims_.back();
-    const int64_t inner_stride = strides_.back();
-    const int64_t outer = Product(dims_.begin(), dims_.end() - 1);
-    std::vector<int64_t> index(outer_rank, 0);
-    int64_t in_offset = 0;
-    for (int64_t o = 0; o < outer; ++o) {
-      f(o * inner, in_offset, inner, inner_stride);
-      for (size_t d = outer_rank; d-- > 0;) {
-        if (++index[d] < dims_[d]) {
-          in_offset += strides_[d];
-          break;
-        }
-        in_offset -= strides_[d] * (dims_[d] - 1);
-        index[d] = 0;
-      }
-    }
-  }
-
- private:
-  std::vector<int64_t> dims_;
-  std::vector<int64_t> strides_;
-};
-
-// out += scale * broadcast(in).
-void AddBroadcast(const Tensor& in, float scale, Tensor* out) {
-  const float* src = in.data();
-  float* dst = out->data();
-  BroadcastRuns(in.shape(), out->shape())
-      .ForEach([&](int64_t out_offset, int64_t in_offset, int64_t n,
-                   int64_t stride) {
-        VectorMap y(dst + out_offset, n);
-        if (stride == 1) {
-          y += scale * ConstVectorMap(src + in_offset, n);
-        } else {
-          y.array() += scale * src[in_offset];
-        }
-      });
-}
-
-// grad_in = scale * (grad_out summed over the dims `grad_in` was broadcast
-// along): the backward of AddBroadcast.
-void ReduceBroadcast(const Tensor& grad_out, float scale, Tensor* grad_in) {
-  grad_in->SetZero();
-  const float* src = grad_out.data();
-  float* dst = grad_in->data();
-  BroadcastRuns(grad_in->shape(), grad_out.shape())
-      .ForEach([&](int64_t out_offset, int64_t in_offset, int64_t n,
-                   int64_t stride) {
-        const ConstVectorMap g(src + out_offset, n);
-        if (stride == 1) {
-          VectorMap(dst + in_offset, n) += scale * g;
-        } else {
-          dst[in_offset] += scale * g.sum();
-        }
-      });
-}
 
 ConstMatrixMap Matrix2D(const Tensor& t) {
   return t.AsMatrix(t.dim(0), t.dim(1));
@@ -161,12 +25,6 @@ void WithTranspose(const ConstMatrixMap& m, bool transpose, F&& f) {
   } else {
     f(m);
   }
-}
-
-absl::StatusOr<Shape> CheckedShape(Shape shape) {
-  const absl::StatusOr<int64_t> n = CheckedNumElements(shape);
-  if (!n.ok()) return n.status();
-  return shape;
 }
 
 // Y = alpha * op(A) * op(B) + beta * C, with op = transpose when transA /
@@ -375,68 +233,6 @@ class MatMulKernel : public Kernel {
 };
 
 // Elementwise A + B with numpy broadcasting.
-class AddKernel : public Kernel {
- public:
-  absl::StatusOr<Shape> OutputShape(
-      absl::Span<const Shape* const> inputs) const override {
-    absl::StatusOr<Shape> out = BroadcastShapes(*inputs[0], *inputs[1]);
-    if (!out.ok()) return ShapeError("Add", out.status().message());
-    return CheckedShape(*std::move(out));
-  }
-
-  void Forward(absl::Span<const Tensor* const> inputs,
-               Tensor* output) const override {
-    const Tensor& a = *inputs[0];
-    const Tensor& b = *inputs[1];
-    if (a.shape() == output->shape()) {
-      output->flat() = a.flat();
-      AddBroadcast(b, 1.0f, output);
-    } else if (b.shape() == output->shape()) {
-      output->flat() = b.flat();
-      AddBroadcast(a, 1.0f, output);
-    } else {
-      output->SetZero();
-      AddBroadcast(a, 1.0f, output);
-      AddBroadcast(b, 1.0f, output);
-    }
-  }
-
-  void Backward(absl::Span<const Tensor* const> /*inputs*/,
-                const Tensor& grad_output,
-                absl::Span<Tensor* const> grad_inputs) const override {
-    for (Tensor* grad : grad_inputs) {
-      if (grad == nullptr) continue;
-      if (grad->shape() == grad_output.shape()) {
-        grad->flat() = grad_output.flat();
-      } else {
-        ReduceBroadcast(grad_output, 1.0f, grad);
-      }
-    }
-  }
-};
-
-class ReluKernel : public Kernel {
- public:
-  absl::StatusOr<Shape> OutputShape(
-      absl::Span<const Shape* const> inputs) const override {
-    return *inputs[0];
-  }
-
-  void Forward(absl::Span<const Tensor* const> inputs,
-               Tensor* output) const override {
-    output->flat() = inputs[0]->flat().max(0.0f);
-  }
-
-  // The derivative at 0 is taken as 0.
-  void Backward(absl::Span<const Tensor* const> inputs,
-                const Tensor& grad_output,
-                absl::Span<Tensor* const> grad_inputs) const override {
-    if (grad_inputs[0] == nullptr) return;
-    grad_inputs[0]->flat() =
-        (inputs[0]->flat() > 0.0f).select(grad_output.flat(), 0.0f);
-  }
-};
-
 // Operators that only change the shape (or nothing): the data is copied and
 // the gradient copied back.
 class CopyKernel : public Kernel {
@@ -563,14 +359,6 @@ absl::StatusOr<std::unique_ptr<Kernel>> CreateMatMul(const OpConfig&) {
   return std::make_unique<MatMulKernel>();
 }
 
-absl::StatusOr<std::unique_ptr<Kernel>> CreateAdd(const OpConfig&) {
-  return std::make_unique<AddKernel>();
-}
-
-absl::StatusOr<std::unique_ptr<Kernel>> CreateRelu(const OpConfig&) {
-  return std::make_unique<ReluKernel>();
-}
-
 absl::StatusOr<std::unique_ptr<Kernel>> CreateIdentity(const OpConfig&) {
   return std::make_unique<IdentityKernel>();
 }
@@ -648,15 +436,9 @@ absl::StatusOr<float> OpConfig::GetFloat(absl::string_view name,
 }
 
 const OpSchema* FindOp(absl::string_view op_type) {
-  struct Entry {
-    absl::string_view op_type;
-    OpSchema schema;
-  };
-  static const Entry kOps[] = {
+  static const OpEntry kOps[] = {
       {"Gemm", {2, 3, 3, 1, &CreateGemm}},
       {"MatMul", {2, 2, 2, 1, &CreateMatMul}},
-      {"Add", {2, 2, 2, 1, &CreateAdd}},
-      {"Relu", {1, 1, 1, 1, &CreateRelu}},
       {"Flatten", {1, 1, 1, 1, &CreateFlatten}},
       {"Reshape", {2, 2, 1, 1, &CreateReshape}},
       {"Identity", {1, 1, 1, 1, &CreateIdentity}},
@@ -664,8 +446,11 @@ const OpSchema* FindOp(absl::string_view op_type) {
       // output is never produced.
       {"Dropout", {1, 3, 1, 2, &CreateIdentity}},
   };
-  for (const Entry& entry : kOps) {
-    if (entry.op_type == op_type) return &entry.schema;
+  for (absl::Span<const OpEntry> table :
+       {absl::Span<const OpEntry>(kOps), ElementwiseOps(), ConvOps(), ShapeOps()}) {
+    for (const OpEntry& entry : table) {
+      if (entry.op_type == op_type) return &entry.schema;
+    }
   }
   return nullptr;
 }

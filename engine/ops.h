@@ -95,6 +95,16 @@ struct OpSchema {
   absl::StatusOr<std::unique_ptr<Kernel>> (*create)(const OpConfig& config);
 };
 
+// A supported operator of the default ONNX domain. Each family of kernels
+// (ops_*.cc) lists its operators in a table; FindOp searches them all.
+struct OpEntry {
+  absl::string_view op_type;
+  OpSchema schema;
+};
+absl::Span<const OpEntry> ElementwiseOps();  // ops_elementwise.cc
+absl::Span<const OpEntry> ConvOps();         // ops_conv.cc
+absl::Span<const OpEntry> ShapeOps();        // ops_shape.cc
+
 // The schema of a supported operator of the default ONNX domain, or nullptr.
 const OpSchema* FindOp(absl::string_view op_type);
 

@@ -1,0 +1,105 @@
+// Helpers shared by the operator kernels (ops*.cc): shape checks and numpy
+// broadcasting. Private to engine/.
+#ifndef MIXQ_ENGINE_OPS_UTIL_H_
+#define MIXQ_ENGINE_OPS_UTIL_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "Eigen/Core"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "engine/tensor.h"
+
+namespace mixq::engine {
+
+using ConstVectorMap = Eigen::Map<const Eigen::VectorXf>;
+using VectorMap = Eigen::Map<Eigen::VectorXf>;
+
+// INVALID_ARGUMENT "<op>: <message>".
+absl::Status ShapeError(absl::string_view op, absl::string_view message);
+
+// The product of the dims in [begin, end).
+int64_t Product(Shape::const_iterator begin, Shape::const_iterator end);
+
+// Numpy broadcasting: the shape both inputs broadcast to.
+absl::StatusOr<Shape> BroadcastShapes(const Shape& a, const Shape& b);
+
+// OK when `in` broadcasts to `out` without changing it (ONNX
+// "unidirectional" broadcasting, e.g. Gemm's C).
+absl::Status CheckBroadcastsTo(const Shape& in, const Shape& out);
+
+// `shape`, or INVALID_ARGUMENT when it is too large (CheckedNumElements).
+absl::StatusOr<Shape> CheckedShape(Shape shape);
+
+// Maps the elements of an output of shape `out` to those of an input of
+// shape `in` broadcast to it, as contiguous runs of the output, so that
+// broadcast arithmetic is a loop of vector operations (bias adds are one run
+// per row). Size-1 output dims are dropped and neighbouring dims that are
+// both broadcast or both not are merged.
+class BroadcastRuns {
+ public:
+  BroadcastRuns(const Shape& in, const Shape& out) {
+    const size_t offset = out.size() - in.size();
+    std::vector<bool> broadcast;
+    for (size_t d = 0; d < out.size(); ++d) {
+      if (out[d] == 1) continue;
+      const bool b = d < offset || in[d - offset] == 1;
+      if (!dims_.empty() && broadcast.back() == b) {
+        dims_.back() *= out[d];
+      } else {
+        dims_.push_back(out[d]);
+        broadcast.push_back(b);
+      }
+    }
+    strides_.resize(dims_.size());
+    int64_t stride = 1;
+    for (size_t d = dims_.size(); d-- > 0;) {
+      strides_[d] = broadcast[d] ? 0 : stride;
+      if (!broadcast[d]) stride *= dims_[d];
+    }
+  }
+
+  // Calls f(out_offset, in_offset, length, in_stride) for every run:
+  // in_stride 1 maps the run onto `length` input elements, 0 onto one.
+  template <typename F>
+  void ForEach(F&& f) const {
+    if (dims_.empty()) {
+      f(0, 0, 1, 0);
+      return;
+    }
+    const size_t outer_rank = dims_.size() - 1;
+    const int64_t inner = dims_.back();
+    const int64_t inner_stride = strides_.back();
+    const int64_t outer = Product(dims_.begin(), dims_.end() - 1);
+    std::vector<int64_t> index(outer_rank, 0);
+    int64_t in_offset = 0;
+    for (int64_t o = 0; o < outer; ++o) {
+      f(o * inner, in_offset, inner, inner_stride);
+      for (size_t d = outer_rank; d-- > 0;) {
+        if (++index[d] < dims_[d]) {
+          in_offset += strides_[d];
+          break;
+        }
+        in_offset -= strides_[d] * (dims_[d] - 1);
+        index[d] = 0;
+      }
+    }
+  }
+
+ private:
+  std::vector<int64_t> dims_;
+  std::vector<int64_t> strides_;
+};
+
+// out += scale * broadcast(in).
+void AddBroadcast(const Tensor& in, float scale, Tensor* out);
+
+// grad_in = scale * (grad_out summed over the dims `grad_in` was broadcast
+// along): the backward of AddBroadcast.
+void ReduceBroadcast(const Tensor& grad_out, float scale, Tensor* grad_in);
+
+}  // namespace mixq::engine
+
+#endif  // MIXQ_ENGINE_OPS_UTIL_H_
