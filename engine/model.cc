@@ -228,8 +228,8 @@ Attribute ConvertAttribute(const onnx::AttributeProto& proto) {
 class Importer {
  public:
   // Shapes are inferred for a batch of `batch`.
-  Importer(const onnx::GraphProto& graph, int64_t batch)
-      : graph_(graph), batch_(batch) {}
+  Importer(const onnx::GraphProto& graph, int64_t opset, int64_t batch)
+      : graph_(graph), opset_(opset), batch_(batch) {}
 
   // The batch the graph input declares, -1 when symbolic (or not yet known).
   int64_t declared_batch() const {
@@ -490,16 +490,26 @@ class Importer {
     OpConfig config;
     config.op_type = proto.op_type();
     config.node_name = NodeLabel(proto, index);
+    config.opset = opset_;
     for (const onnx::AttributeProto& attr : proto.attribute()) {
       config.attributes[attr.name()] = ConvertAttribute(attr);
     }
     int num_data = std::min(proto.input_size(), schema.data_inputs);
     while (num_data > 0 && proto.input(num_data - 1).empty()) --num_data;
     for (int i = num_data; i < proto.input_size(); ++i) {
-      std::optional<std::vector<int64_t>> value;
+      std::optional<ConstantInput> value;
       if (!proto.input(i).empty()) {
         const Slot& slot = slots_[slot_of_.at(proto.input(i))];
-        if (slot.kind == SlotKind::kConstant && slot.is_int) value = slot.ints;
+        if (slot.kind == SlotKind::kConstant && slot.usable.ok()) {
+          value.emplace();
+          value->is_int = slot.is_int;
+          value->shape = slot.shape;
+          if (slot.is_int) {
+            value->ints = slot.ints;
+          } else {
+            value->floats = slot.value.ToVector();
+          }
+        }
       }
       config.constant_inputs.push_back(std::move(value));
     }
@@ -667,6 +677,7 @@ class Importer {
   }
 
   const onnx::GraphProto& graph_;
+  const int64_t opset_;  // of the default domain
   const int64_t batch_;
   std::unique_ptr<Model::Impl> impl_ = std::make_unique<Model::Impl>();
   std::vector<Slot> slots_;
@@ -763,22 +774,25 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromOnnxBytes(
     return Invalid("not an ONNX model (protobuf parsing failed)");
   }
   if (!proto.has_graph()) return Invalid("not an ONNX model: it has no graph");
-  for (const onnx::OperatorSetIdProto& opset : proto.opset_import()) {
-    if ((opset.domain().empty() || opset.domain() == "ai.onnx") &&
-        opset.version() < kMinOpset) {
-      return Invalid(absl::StrCat("opset version ", opset.version(),
-                                  " is not supported (need ", kMinOpset,
-                                  " or later)"));
+  int64_t opset = 0;
+  for (const onnx::OperatorSetIdProto& opset_id : proto.opset_import()) {
+    if (opset_id.domain().empty() || opset_id.domain() == "ai.onnx") {
+      opset = opset_id.version();
     }
   }
-  Importer importer(proto.graph(), 1);
+  if (opset < kMinOpset) {
+    return Invalid(absl::StrCat("opset version ", opset,
+                                " of the default domain is not supported (need ",
+                                kMinOpset, " or later)"));
+  }
+  Importer importer(proto.graph(), opset, 1);
   absl::StatusOr<std::unique_ptr<Impl>> impl = importer.Run();
   // A graph exported for a fixed batch may only be valid at that batch (e.g.
   // a Reshape to [batch, -1] with the batch spelled out); its shapes are then
   // the ones at that batch.
   if (!impl.ok() && importer.declared_batch() > 1) {
     absl::StatusOr<std::unique_ptr<Impl>> retry =
-        Importer(proto.graph(), importer.declared_batch()).Run();
+        Importer(proto.graph(), opset, importer.declared_batch()).Run();
     if (retry.ok()) impl = std::move(retry);
   }
   if (!impl.ok()) return impl.status();

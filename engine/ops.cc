@@ -370,13 +370,14 @@ absl::StatusOr<std::unique_ptr<Kernel>> CreateFlatten(const OpConfig& config) {
 }
 
 absl::StatusOr<std::unique_ptr<Kernel>> CreateReshape(const OpConfig& config) {
-  if (config.constant_inputs.empty() || !config.constant_inputs[0]) {
+  if (config.constant_inputs.empty() || !config.constant_inputs[0] ||
+      !config.constant_inputs[0]->is_int) {
     return absl::InvalidArgumentError(absl::StrCat(
         "Reshape node '", config.node_name,
         "': the shape input must be a constant int64 tensor (an initializer "
         "or a Constant)"));
   }
-  const std::vector<int64_t>& target = *config.constant_inputs[0];
+  const std::vector<int64_t>& target = config.constant_inputs[0]->ints;
   const absl::StatusOr<int64_t> allow_zero = config.GetInt("allowzero", 0);
   if (!allow_zero.ok()) return allow_zero.status();
   // allowzero=1 only differs from the default when the shape has a 0.

@@ -41,14 +41,27 @@ struct Attribute {
   std::string s;
 };
 
+// The value of a constant (initializer, Constant node or folded subgraph)
+// that configures a kernel, e.g. Reshape's shape or Clip's min.
+struct ConstantInput {
+  bool is_int = false;  // int64 data in `ints`, else float data in `floats`
+  Shape shape;
+  std::vector<int64_t> ints;
+  std::vector<float> floats;
+};
+
 // What a kernel is built from.
 struct OpConfig {
   std::string op_type;
   std::string node_name;
+  // The model's opset of the default domain (e.g. 13): operators whose
+  // semantics changed between opsets (Softmax, Squeeze, Clip, ...) read it.
+  int64_t opset = 0;
   absl::flat_hash_map<std::string, Attribute> attributes;
-  // The node's inputs after its data inputs (e.g. Reshape's shape): their
-  // values when they are int64 constants, nullopt when absent or not constant.
-  std::vector<std::optional<std::vector<int64_t>>> constant_inputs;
+  // The node's inputs after its data inputs (e.g. Reshape's shape, Clip's
+  // min/max): their values when they are constants, nullopt when absent or
+  // not constant.
+  std::vector<std::optional<ConstantInput>> constant_inputs;
 
   // The attribute's value, `default_value` when absent; INVALID_ARGUMENT
   // naming the attribute and node when it has another type.

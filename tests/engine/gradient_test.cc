@@ -75,7 +75,13 @@ TEST_P(KernelGradientTest, MatchesFiniteDifferences) {
   config.op_type = c.op_type;
   config.node_name = c.name;
   for (const auto& [name, attr] : c.attributes) config.attributes[name] = attr;
-  if (c.shape_input) config.constant_inputs.push_back(c.shape_input);
+  if (c.shape_input) {
+    ConstantInput shape;
+    shape.is_int = true;
+    shape.shape = {static_cast<int64_t>(c.shape_input->size())};
+    shape.ints = *c.shape_input;
+    config.constant_inputs.push_back(std::move(shape));
+  }
   absl::StatusOr<std::unique_ptr<Kernel>> created = schema->create(config);
   ASSERT_TRUE(created.ok()) << created.status();
   const Kernel& kernel = **created;
