@@ -14,7 +14,7 @@ packages=(
   dataset-fashion-mnist libonnx-testdata
 )
 if [[ "${1:-}" == "--python" ]]; then
-  packages+=(python3-torch python3-onnx python3-numpy libopenblas0-pthread)
+  packages+=(python3-torch python3-torchvision python3-onnx python3-numpy libopenblas0-pthread)
 fi
 
 missing=()

@@ -13,7 +13,7 @@ Deterministic: torch.manual_seed(0), one thread, a seeded shuffle. Writes
   tiny_mlp_opset{11,13,17}.onnx  untrained 8-16-4 MLP exported at three opsets
   tiny_mlp_inputs.npy          float32 [4,8] inputs for it
   tiny_mlp_logits.npy          PyTorch's logits, float32 [4,4] (same for every opset)
-  unsupported_op.onnx          a valid model with an Erf node, which mixq does not support
+  unsupported_op.onnx          a valid model with a Hardmax node, which mixq does not support
 
 Images are scaled to [0,1] (x/255) and then normalised with the Fashion-MNIST
 training-set statistics below; the demo passes the same constants with
@@ -162,8 +162,8 @@ def make_tiny_mlp(out_dir):
 
 
 def make_unsupported_op(out_dir):
-    """input [batch,4] -> Gemm(fc.weight, fc.bias) -> Erf -> output [batch,4].
-    Erf (the core of exact GELU) is not among mixq's operators."""
+    """input [batch,4] -> Gemm(fc.weight, fc.bias) -> Hardmax -> output [batch,4].
+    Hardmax (a one-hot argmax, with no useful gradient) is not among mixq's operators."""
     rng = np.random.default_rng(0)
     weight = rng.standard_normal((4, 4)).astype(np.float32)
     bias = np.zeros(4, dtype=np.float32)
@@ -171,7 +171,7 @@ def make_unsupported_op(out_dir):
         nodes=[
             onnx.helper.make_node("Gemm", ["input", "fc.weight", "fc.bias"], ["hidden"],
                                   name="fc", transB=1),
-            onnx.helper.make_node("Erf", ["hidden"], ["output"], name="gelu_erf"),
+            onnx.helper.make_node("Hardmax", ["hidden"], ["output"], name="hardmax"),
         ],
         name="unsupported_op",
         inputs=[onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT,
@@ -185,7 +185,7 @@ def make_unsupported_op(out_dir):
     onnx.checker.check_model(model)
     path = os.path.join(out_dir, "unsupported_op.onnx")
     onnx.save(model, path)
-    print(f"wrote {path} ({os.path.getsize(path)} bytes): ops ['Gemm', 'Erf']")
+    print(f"wrote {path} ({os.path.getsize(path)} bytes): ops ['Gemm', 'Hardmax']")
 
 
 def main():
