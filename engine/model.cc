@@ -1,9 +1,9 @@
 #include "engine/model.h"
 
 #include <algorithm>
-#include <array>
 #include <bit>
 #include <climits>
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <optional>
@@ -11,11 +11,13 @@
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
 #include "absl/memory/memory.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/ops.h"
+#include "engine/ops_util.h"
 #include "onnx/onnx_pb.h"
 #include "util/check.h"
 #include "util/file.h"
@@ -45,6 +47,9 @@ struct Model::Impl {
 
   std::string input_name;
   Shape input_shape;
+  // > 0 when the graph's shapes only hold at the batch its input declares:
+  // Forward accepts no other.
+  int64_t fixed_batch = -1;
   std::string output_name;
   Shape output_shape;
   std::vector<ParamInfo> params;
@@ -79,6 +84,43 @@ constexpr int64_t kMaxFoldedElements = int64_t{1} << 22;
 // The first ONNX opset whose Gemm/Add/Dropout semantics the kernels follow.
 constexpr int64_t kMinOpset = 7;
 
+// Input pointers a node keeps inline (Gemm: 3, BatchNormalization: 5).
+constexpr size_t kInlineInputs = 6;
+// The second batch shapes are evaluated at to track the batch (Importer).
+constexpr int64_t kProbeBatch = 7;
+// Importer::BatchAxis of a shape that depends on the batch in another way.
+constexpr int kMixedBatch = -2;
+// Integers up to this are exact in float (FoldMovement's element numbers).
+constexpr size_t kMaxExactFloatInt = size_t{1} << 24;
+
+// Operators without a kernel: evaluated at import, on constants and shapes.
+struct FoldOnlyOp {
+  absl::string_view op_type;
+  int min_inputs;
+  int max_inputs;
+};
+constexpr FoldOnlyOp kFoldOnlyOps[] = {
+    {"Shape", 1, 1}, {"Size", 1, 1},    {"ConstantOfShape", 1, 1},
+    {"Range", 3, 3}, {"Add", 2, 2},     {"Sub", 2, 2},
+    {"Mul", 2, 2},   {"Div", 2, 2},     {"Equal", 2, 2},
+    {"Less", 2, 2},  {"Greater", 2, 2}, {"Where", 3, 3},
+    {"Not", 1, 1},
+};
+const FoldOnlyOp* FindFoldOnlyOp(absl::string_view op_type) {
+  for (const FoldOnlyOp& op : kFoldOnlyOps) {
+    if (op.op_type == op_type) return &op;
+  }
+  return nullptr;
+}
+// The int64 operators the importer evaluates element-wise.
+constexpr absl::string_view kIntArithmeticOps[] = {
+    "Add", "Sub", "Mul", "Div", "Equal", "Less", "Greater", "Where", "Not"};
+// Operators that only move elements: on int64 tensors, evaluated through
+// their float kernel (Importer::FoldMovement).
+constexpr absl::string_view kMovementOps[] = {
+    "Gather",   "Slice",   "Concat",    "Unsqueeze", "Squeeze", "Reshape",
+    "Identity", "Flatten", "Transpose", "Expand",    "Dropout"};
+
 absl::Status Invalid(absl::string_view message) {
   return absl::InvalidArgumentError(message);
 }
@@ -96,9 +138,55 @@ struct ConstValue {
   std::vector<int64_t> ints;
 };
 
+// Element types a constant may have: floating-point ones are read as float,
+// integer and boolean ones as int64 (shapes, indices, axes).
+struct ElementType {
+  int onnx_type;
+  bool is_int;
+  size_t raw_size;  // bytes per element in raw_data
+};
+constexpr ElementType kElementTypes[] = {
+    {onnx::TensorProto::FLOAT, false, 4}, {onnx::TensorProto::DOUBLE, false, 8},
+    {onnx::TensorProto::INT64, true, 8},  {onnx::TensorProto::INT32, true, 4},
+    {onnx::TensorProto::INT16, true, 2},  {onnx::TensorProto::UINT16, true, 2},
+    {onnx::TensorProto::INT8, true, 1},   {onnx::TensorProto::UINT8, true, 1},
+    {onnx::TensorProto::BOOL, true, 1},
+};
+
+const ElementType* FindElementType(int data_type) {
+  for (const ElementType& type : kElementTypes) {
+    if (type.onnx_type == data_type) return &type;
+  }
+  return nullptr;
+}
+
 bool IsSupportedType(int data_type) {
-  return data_type == onnx::TensorProto::FLOAT ||
-         data_type == onnx::TensorProto::INT64;
+  return FindElementType(data_type) != nullptr;
+}
+
+// Element `i` of little-endian raw data of type `type`.
+template <typename T>
+T RawElement(const std::string& raw, size_t i) {
+  T value;
+  std::memcpy(&value, raw.data() + i * sizeof(T), sizeof(T));
+  return value;
+}
+
+int64_t RawInt(const std::string& raw, int type, size_t i) {
+  switch (type) {
+    case onnx::TensorProto::INT64:
+      return RawElement<int64_t>(raw, i);
+    case onnx::TensorProto::INT32:
+      return RawElement<int32_t>(raw, i);
+    case onnx::TensorProto::INT16:
+      return RawElement<int16_t>(raw, i);
+    case onnx::TensorProto::UINT16:
+      return RawElement<uint16_t>(raw, i);
+    case onnx::TensorProto::INT8:
+      return RawElement<int8_t>(raw, i);
+    default:  // UINT8, BOOL
+      return RawElement<uint8_t>(raw, i);
+  }
 }
 
 absl::StatusOr<ConstValue> ParseTensor(const onnx::TensorProto& tensor,
@@ -111,12 +199,14 @@ absl::StatusOr<ConstValue> ParseTensor(const onnx::TensorProto& tensor,
   if (tensor.has_segment()) {
     return Invalid(absl::StrCat(what, " is segmented, which is not supported"));
   }
-  if (!IsSupportedType(tensor.data_type())) {
-    return Invalid(
-        absl::StrCat(what, " has data type ", tensor.data_type(),
-                     "; only FLOAT (1) and INT64 (7) are supported"));
+  const ElementType* type = FindElementType(tensor.data_type());
+  if (type == nullptr) {
+    return Invalid(absl::StrCat(
+        what, " has data type ", tensor.data_type(),
+        "; only float, double, integer and bool tensors are supported"));
   }
   ConstValue value;
+  value.is_int = type->is_int;
   value.shape.assign(tensor.dims().begin(), tensor.dims().end());
   const absl::StatusOr<int64_t> count = CheckedNumElements(value.shape);
   if (!count.ok()) return Annotate(count.status(), what);
@@ -125,37 +215,44 @@ absl::StatusOr<ConstValue> ParseTensor(const onnx::TensorProto& tensor,
     return Invalid(absl::StrCat(what, " of shape ", ShapeToString(value.shape),
                                 " needs ", n, " values, has ", got));
   };
-  if (tensor.data_type() == onnx::TensorProto::FLOAT) {
-    value.floats.resize(n);
-    if (tensor.has_raw_data()) {
-      if (tensor.raw_data().size() != n * sizeof(float)) {
-        return size_error(tensor.raw_data().size() / sizeof(float));
-      }
-      std::memcpy(value.floats.data(), tensor.raw_data().data(),
-                  n * sizeof(float));
-    } else {
-      if (static_cast<size_t>(tensor.float_data_size()) != n) {
-        return size_error(tensor.float_data_size());
-      }
-      std::copy(tensor.float_data().begin(), tensor.float_data().end(),
-                value.floats.begin());
+  const int data_type = tensor.data_type();
+  if (tensor.has_raw_data()) {
+    const std::string& raw = tensor.raw_data();
+    if (raw.size() != n * type->raw_size) {
+      return size_error(raw.size() / type->raw_size);
     }
-  } else {
-    value.is_int = true;
-    value.ints.resize(n);
-    if (tensor.has_raw_data()) {
-      if (tensor.raw_data().size() != n * sizeof(int64_t)) {
-        return size_error(tensor.raw_data().size() / sizeof(int64_t));
+    if (data_type == onnx::TensorProto::FLOAT) {
+      value.floats.resize(n);
+      std::memcpy(value.floats.data(), raw.data(), n * sizeof(float));
+    } else if (data_type == onnx::TensorProto::DOUBLE) {
+      value.floats.resize(n);
+      for (size_t i = 0; i < n; ++i) {
+        value.floats[i] = static_cast<float>(RawElement<double>(raw, i));
       }
-      std::memcpy(value.ints.data(), tensor.raw_data().data(),
-                  n * sizeof(int64_t));
     } else {
-      if (static_cast<size_t>(tensor.int64_data_size()) != n) {
-        return size_error(tensor.int64_data_size());
-      }
-      std::copy(tensor.int64_data().begin(), tensor.int64_data().end(),
-                value.ints.begin());
+      value.ints.resize(n);
+      for (size_t i = 0; i < n; ++i) value.ints[i] = RawInt(raw, data_type, i);
     }
+    return value;
+  }
+  const auto copy = [&](const auto& field, auto* out) -> absl::Status {
+    if (static_cast<size_t>(field.size()) != n) return size_error(field.size());
+    out->assign(field.begin(), field.end());
+    return absl::OkStatus();
+  };
+  switch (data_type) {
+    case onnx::TensorProto::FLOAT:
+      MIXQ_RETURN_IF_ERROR(copy(tensor.float_data(), &value.floats));
+      break;
+    case onnx::TensorProto::DOUBLE:
+      MIXQ_RETURN_IF_ERROR(copy(tensor.double_data(), &value.floats));
+      break;
+    case onnx::TensorProto::INT64:
+      MIXQ_RETURN_IF_ERROR(copy(tensor.int64_data(), &value.ints));
+      break;
+    default:  // the narrower integer types and bool live in int32_data
+      MIXQ_RETURN_IF_ERROR(copy(tensor.int32_data(), &value.ints));
+      break;
   }
   return value;
 }
@@ -227,9 +324,18 @@ Attribute ConvertAttribute(const onnx::AttributeProto& proto) {
 // parameters.
 class Importer {
  public:
-  // Shapes are inferred for a batch of `batch`.
-  Importer(const onnx::GraphProto& graph, int64_t opset, int64_t batch)
-      : graph_(graph), opset_(opset), batch_(batch) {}
+  // Shapes are inferred for a batch of `batch`. With `track_batch`, every
+  // value is also evaluated at a second "probe" batch, which tells which axis
+  // of a tensor and which elements of a shape computation are the batch:
+  // they are the ones that differ (and are `batch` vs the probe).
+  Importer(const onnx::GraphProto& graph, int64_t opset, int64_t batch,
+           bool track_batch)
+      : graph_(graph),
+        opset_(opset),
+        batch_(batch),
+        probe_(!track_batch           ? batch
+               : batch == kProbeBatch ? kProbeBatch + 1
+                                      : kProbeBatch) {}
 
   // The batch the graph input declares, -1 when symbolic (or not yet known).
   int64_t declared_batch() const {
@@ -257,13 +363,28 @@ class Importer {
     bool is_int = false;             // an int64 constant
     Tensor value;                    // float constants and initializers
     std::vector<int64_t> ints;       // int64 constants
-    Shape shape;                     // for a batch of one
+    Shape shape;                     // for the import batch
     absl::Status usable;             // why the value cannot be read
     int producer = -1;               // graph node index (not Constant)
+    // The same at the probe batch; probe_ok is false when the graph cannot
+    // compute the value at that batch.
+    Shape probe_shape;
+    std::vector<int64_t> probe_ints;
+    bool probe_ok = true;
   };
 
-  // Per compiled node: the weight's output-channel axis if it is a Gemm or
-  // MatMul.
+  // A constant computed at import: float data, or int64 data at the import
+  // and probe batches.
+  struct Folded {
+    bool is_int = false;
+    Shape shape;
+    std::vector<float> floats;
+    std::vector<int64_t> ints;
+    std::vector<int64_t> probe_ints;
+  };
+
+  // Per compiled node: the weight's output-channel axis if it is a Gemm,
+  // MatMul or Conv.
   struct NodeExtra {
     int channel_axis = -1;
   };
@@ -307,7 +428,9 @@ class Importer {
   static void SetConstant(ConstValue value, Slot* slot) {
     slot->is_int = value.is_int;
     slot->shape = value.shape;
+    slot->probe_shape = value.shape;
     if (value.is_int) {
+      slot->probe_ints = value.ints;
       slot->ints = std::move(value.ints);
     } else {
       slot->value = Tensor(std::move(value.shape), std::move(value.floats));
@@ -365,6 +488,8 @@ class Importer {
     slot.kind = SlotKind::kInput;
     slot.shape = shape;
     slot.shape[0] = batch_;
+    slot.probe_shape = shape;
+    slot.probe_shape[0] = probe_;
     if (!CheckedNumElements(slot.shape).ok()) {
       return Invalid(absl::StrCat("graph input '", name, "' of shape ",
                                   ShapeToString(shape), " is too large"));
@@ -400,20 +525,26 @@ class Importer {
         continue;
       }
       const OpSchema* schema = FindOp(node.op_type());
-      if (schema == nullptr) {
+      const FoldOnlyOp* fold_only = FindFoldOnlyOp(node.op_type());
+      if (schema == nullptr && fold_only == nullptr) {
         return Invalid(absl::StrCat("unsupported operator '", node.op_type(),
                                     "' (node '", label, "')"));
       }
-      if (node.input_size() < schema->min_inputs ||
-          node.input_size() > schema->max_inputs) {
+      const int min_inputs =
+          schema != nullptr ? schema->min_inputs : fold_only->min_inputs;
+      const int max_inputs =
+          schema != nullptr ? schema->max_inputs : fold_only->max_inputs;
+      const int max_outputs = schema != nullptr ? schema->max_outputs : 1;
+      if (node.input_size() < min_inputs || node.input_size() > max_inputs) {
         return Invalid(absl::StrCat(
             "node '", label, "' (", node.op_type(), ") has ", node.input_size(),
-            " inputs; expected ", schema->min_inputs,
-            schema->min_inputs == schema->max_inputs
-                ? ""
-                : absl::StrCat(" to ", schema->max_inputs)));
+            " inputs; expected ",
+            max_inputs == kVariadic ? absl::StrCat("at least ", min_inputs)
+            : min_inputs == max_inputs
+                ? absl::StrCat(min_inputs)
+                : absl::StrCat(min_inputs, " to ", max_inputs)));
       }
-      if (node.output_size() < 1 || node.output_size() > schema->max_outputs ||
+      if (node.output_size() < 1 || node.output_size() > max_outputs ||
           node.output(0).empty()) {
         return Invalid(absl::StrCat("node '", label, "' (", node.op_type(),
                                     ") has ", node.output_size(),
@@ -483,46 +614,186 @@ class Importer {
     return order;
   }
 
+  // -1: no axis of the slot's shape depends on the batch; >= 0: that axis is
+  // the batch; kMixedBatch: the shape depends on the batch otherwise, or is
+  // unknown at other batches.
+  int BatchAxis(const Slot& slot) const {
+    if (!slot.probe_ok || slot.probe_shape.size() != slot.shape.size()) {
+      return kMixedBatch;
+    }
+    int axis = -1;
+    for (size_t d = 0; d < slot.shape.size(); ++d) {
+      if (slot.shape[d] == slot.probe_shape[d]) continue;
+      if (axis >= 0 || slot.shape[d] != batch_ ||
+          slot.probe_shape[d] != probe_) {
+        return kMixedBatch;
+      }
+      axis = static_cast<int>(d);
+    }
+    return axis;
+  }
+
+  // Per element of an int64 constant: whether it is the batch size.
+  std::vector<bool> BatchElements(const Slot& slot) const {
+    std::vector<bool> is_batch(slot.ints.size(), false);
+    for (size_t i = 0; i < slot.ints.size(); ++i) {
+      is_batch[i] = slot.ints[i] != slot.probe_ints[i];
+    }
+    return is_batch;
+  }
+
   absl::Status CompileNode(int index) {
     const onnx::NodeProto& proto = graph_.node(index);
-    const OpSchema& schema = *FindOp(proto.op_type());
-    MIXQ_CHECK(schema.data_inputs <= kMaxDataInputs);
+    const std::string label = NodeLabel(proto, index);
+    const OpSchema* schema = FindOp(proto.op_type());
+    // Integer tensors only exist as constants: a node that reads one, or
+    // that only computes shapes, is evaluated here rather than compiled.
+    bool fold = schema == nullptr;
+    const int num_data =
+        schema == nullptr ? 0
+                          : std::min(proto.input_size(), schema->data_inputs);
+    for (int i = 0; i < num_data && !fold; ++i) {
+      const auto it = slot_of_.find(proto.input(i));
+      fold = it != slot_of_.end() && slots_[it->second].is_int;
+    }
+    if (proto.op_type() == "Cast" && proto.input_size() == 1 &&
+        !proto.input(0).empty()) {
+      fold = slots_[slot_of_.at(proto.input(0))].kind == SlotKind::kConstant;
+    }
+    Slot& out = slots_[slot_of_.at(proto.output(0))];
+    if (!fold) return CompileKernelNode(proto, label, *schema);
+    absl::StatusOr<Folded> folded = FoldNode(proto, label);
+    if (!folded.ok()) return folded.status();
+    out.kind = SlotKind::kConstant;
+    out.is_int = folded->is_int;
+    out.shape = folded->shape;
+    out.probe_shape = folded->shape;
+    if (folded->is_int) {
+      // Each element is a constant or the batch itself: anything else (batch
+      // * 3, batch - 1, batch == 1) would be a value mixq cannot re-evaluate
+      // at another batch.
+      for (size_t i = 0; i < folded->ints.size(); ++i) {
+        const int64_t v = folded->ints[i];
+        const int64_t p = folded->probe_ints[i];
+        if (v != p && (v != batch_ || p != probe_)) {
+          out.usable = Invalid(absl::StrCat(
+              "node '", label, "' (", proto.op_type(),
+              "): shape computation depends on the batch size in a way mixq "
+              "cannot represent (element ",
+              i, " of its output is ", v, " at batch ", batch_, " and ", p,
+              " at batch ", probe_,
+              "); only the batch size itself may flow into a shape"));
+          break;
+        }
+      }
+      out.ints = std::move(folded->ints);
+      out.probe_ints = std::move(folded->probe_ints);
+    } else {
+      out.value = Tensor(folded->shape, std::move(folded->floats));
+    }
+    return absl::OkStatus();
+  }
+
+  OpConfig AttributeConfig(const onnx::NodeProto& proto,
+                           const std::string& label) const {
     OpConfig config;
     config.op_type = proto.op_type();
-    config.node_name = NodeLabel(proto, index);
+    config.node_name = label;
     config.opset = opset_;
     for (const onnx::AttributeProto& attr : proto.attribute()) {
       config.attributes[attr.name()] = ConvertAttribute(attr);
     }
-    int num_data = std::min(proto.input_size(), schema.data_inputs);
-    while (num_data > 0 && proto.input(num_data - 1).empty()) --num_data;
-    for (int i = num_data; i < proto.input_size(); ++i) {
+    return config;
+  }
+
+  // The kernel configuration of `proto`: attributes and the values of its
+  // inputs after the first `num_data`, which must be constants.
+  absl::StatusOr<OpConfig> BuildConfig(const onnx::NodeProto& proto,
+                                       const std::string& label,
+                                       int num_data) const {
+    OpConfig config = AttributeConfig(proto, label);
+    for (int i = 0; i < num_data; ++i) {
+      const auto it = slot_of_.find(proto.input(i));
+      config.data_batch_axes.push_back(
+          it == slot_of_.end() ? -1
+                               : std::max(-1, BatchAxis(slots_[it->second])));
+    }
+    int last = proto.input_size();
+    while (last > num_data && proto.input(last - 1).empty()) --last;
+    for (int i = num_data; i < last; ++i) {
       std::optional<ConstantInput> value;
       if (!proto.input(i).empty()) {
         const Slot& slot = slots_[slot_of_.at(proto.input(i))];
-        if (slot.kind == SlotKind::kConstant && slot.usable.ok()) {
-          value.emplace();
-          value->is_int = slot.is_int;
-          value->shape = slot.shape;
-          if (slot.is_int) {
-            value->ints = slot.ints;
-          } else {
-            value->floats = slot.value.ToVector();
+        MIXQ_RETURN_IF_ERROR(slot.usable);
+        if (slot.kind != SlotKind::kConstant) {
+          return Invalid(absl::StrCat(
+              "input ", i, " ('", slot.name, "') of node '", label, "' (",
+              proto.op_type(),
+              ") must be a constant (an initializer, a Constant or a shape "
+              "computation mixq can fold)"));
+        }
+        value.emplace();
+        value->is_int = slot.is_int;
+        value->shape = slot.shape;
+        if (slot.is_int) {
+          value->ints = slot.ints;
+          value->is_batch = BatchElements(slot);
+          MaybeMarkLiteralBatch(proto, num_data, &*value);
+          if (value->has_batch() && proto.op_type() != "Reshape" &&
+              proto.op_type() != "Expand") {
+            return Invalid(absl::StrCat(
+                "input ", i, " ('", slot.name, "') of node '", label, "' (",
+                proto.op_type(),
+                "): shape computation depends on the batch size in a way mixq "
+                "cannot represent (only Reshape and Expand shapes may hold "
+                "the batch size)"));
           }
+        } else {
+          value->floats = slot.value.ToVector();
         }
       }
       config.constant_inputs.push_back(std::move(value));
     }
+    return config;
+  }
+
+  // torch.onnx.export without dynamic axes spells `x.view(x.size(0), -1)` as a
+  // Reshape to the literal [B, -1] for the example's batch B, which the graph
+  // input declares. mixq runs models at any batch, so such a literal, at the
+  // position of the data's batch axis, is taken as the batch.
+  void MaybeMarkLiteralBatch(const onnx::NodeProto& proto, int num_data,
+                             ConstantInput* shape) const {
+    if (probe_ == batch_ || proto.op_type() != "Reshape" || num_data != 1 ||
+        declared_batch() <= 0 || proto.input(0).empty()) {
+      return;
+    }
+    const int axis = BatchAxis(slots_[slot_of_.at(proto.input(0))]);
+    if (axis >= 0 && static_cast<size_t>(axis) < shape->ints.size() &&
+        shape->ints[axis] == declared_batch()) {
+      shape->ints[axis] = batch_;
+      shape->is_batch[axis] = true;
+    }
+  }
+
+  absl::Status CompileKernelNode(const onnx::NodeProto& proto,
+                                 const std::string& label,
+                                 const OpSchema& schema) {
+    int num_data = std::min(proto.input_size(), schema.data_inputs);
+    while (num_data > 0 && proto.input(num_data - 1).empty()) --num_data;
+    MIXQ_ASSIGN_OR_RETURN(const OpConfig config,
+                          BuildConfig(proto, label, num_data));
     MIXQ_ASSIGN_OR_RETURN(std::unique_ptr<Kernel> kernel,
                           schema.create(config));
 
     Model::Impl::Node node;
     node.name = proto.name();
-    node.label = config.node_name;
+    node.label = label;
     node.op_type = proto.op_type();
-    std::array<const Shape*, kMaxDataInputs> shapes{};
-    std::array<const Tensor*, kMaxDataInputs> values{};
+    std::vector<const Shape*> shapes;
+    std::vector<const Shape*> probe_shapes;
+    std::vector<const Tensor*> values;
     bool all_constant = true;
+    bool probe_ok = true;
     for (int i = 0; i < num_data; ++i) {
       const std::string& name = proto.input(i);
       if (name.empty()) {
@@ -532,35 +803,37 @@ class Importer {
       const int s = slot_of_.at(name);
       const Slot& slot = slots_[s];
       MIXQ_RETURN_IF_ERROR(slot.usable);
-      if (slot.is_int) {
-        return Invalid(absl::StrCat("input '", name, "' of node '", node.label,
-                                    "' (", node.op_type,
-                                    ") is an int64 tensor; only float "
-                                    "tensors are supported here"));
-      }
       all_constant = all_constant && slot.kind == SlotKind::kConstant &&
                      !slot.float_initializer;
+      probe_ok = probe_ok && slot.probe_ok;
       node.inputs.push_back(s);
-      shapes[i] = &slot.shape;
-      values[i] = &slot.value;
+      shapes.push_back(&slot.shape);
+      probe_shapes.push_back(&slot.probe_shape);
+      values.push_back(&slot.value);
     }
     if (num_data < std::min(schema.min_inputs, schema.data_inputs)) {
       return Invalid(absl::StrCat("node '", node.label, "' (", node.op_type,
                                   "): input ", num_data, " is missing"));
     }
-    absl::StatusOr<Shape> shape =
-        kernel->OutputShape(absl::MakeConstSpan(shapes.data(), num_data));
+    absl::StatusOr<Shape> shape = kernel->OutputShape(shapes);
     if (!shape.ok()) {
       return Annotate(shape.status(), absl::StrCat("node '", node.label, "'"));
     }
     node.output = slot_of_.at(proto.output(0));
     Slot& out = slots_[node.output];
     out.shape = *shape;
+    // A failure at the probe batch only means the graph runs at the import
+    // batch alone; shapes read from it later are rejected.
+    absl::StatusOr<Shape> probe_shape =
+        probe_ok ? kernel->OutputShape(probe_shapes) : absl::StatusOr<Shape>();
+    out.probe_ok = probe_ok && probe_shape.ok();
+    if (out.probe_ok) out.probe_shape = *std::move(probe_shape);
 
     if (all_constant && NumElements(*shape) <= kMaxFoldedElements) {
       out.kind = SlotKind::kConstant;
+      out.probe_shape = *shape;
       out.value = Tensor(*std::move(shape));
-      kernel->Forward(absl::MakeConstSpan(values.data(), num_data), &out.value);
+      kernel->Forward(values, &out.value);
       return absl::OkStatus();
     }
     NodeExtra extra;
@@ -568,11 +841,390 @@ class Importer {
       extra.channel_axis = *config.GetInt("transB", 0) != 0 ? 0 : 1;
     } else if (node.op_type == "MatMul") {
       extra.channel_axis = static_cast<int>(shapes[1]->size()) - 1;
+    } else if (node.op_type == "Conv" && node.inputs.size() >= 2) {
+      extra.channel_axis = 0;
     }
     node.kernel = std::move(kernel);
     nodes_.push_back(std::move(node));
     extras_.push_back(extra);
     return absl::OkStatus();
+  }
+
+  // Evaluates a node over constants (and Shape over any value): shape
+  // computations, int64 arithmetic, Cast and the data-movement operators on
+  // int64 tensors. Errors name the node.
+  absl::StatusOr<Folded> FoldNode(const onnx::NodeProto& proto,
+                                  const std::string& label) {
+    const std::string& op = proto.op_type();
+    const auto error = [&](absl::string_view message) {
+      return Invalid(absl::StrCat("node '", label, "' (", op, "): ", message));
+    };
+    std::vector<const Slot*> in;
+    for (int i = 0; i < proto.input_size(); ++i) {
+      if (proto.input(i).empty()) {
+        in.push_back(nullptr);
+        continue;
+      }
+      const Slot& slot = slots_[slot_of_.at(proto.input(i))];
+      MIXQ_RETURN_IF_ERROR(slot.usable);
+      if (op != "Shape" && op != "Size" && slot.kind != SlotKind::kConstant) {
+        for (const std::string& name : proto.input()) {
+          const auto it = slot_of_.find(name);
+          if (it != slot_of_.end() && slots_[it->second].is_int) {
+            return Invalid(absl::StrCat(
+                "input '", name, "' of node '", label, "' (", op,
+                ") is an int64 tensor; int64 tensors are only supported in "
+                "shape computations over constants"));
+          }
+        }
+        return error(absl::StrCat(
+            "input '", slot.name,
+            "' is not a constant; mixq evaluates this operator only in shape "
+            "computations over constants"));
+      }
+      in.push_back(&slot);
+    }
+    const bool movement =
+        std::find(std::begin(kMovementOps), std::end(kMovementOps), op) !=
+        std::end(kMovementOps);
+    if (movement) return FoldMovement(proto, label, error);
+    // The remaining operators have no optional inputs.
+    for (size_t i = 0; i < in.size(); ++i) {
+      if (in[i] == nullptr) {
+        return error(absl::StrCat("input ", i, " is missing"));
+      }
+    }
+    const OpConfig config = AttributeConfig(proto, label);
+    if (op == "Shape") return FoldShape(config, *in[0], error);
+    if (op == "Size") {
+      MIXQ_ASSIGN_OR_RETURN(Folded f, FoldShape(config, *in[0], error));
+      f.shape = {};
+      f.ints = {NumElements(f.ints)};
+      f.probe_ints = {NumElements(f.probe_ints)};
+      return f;
+    }
+    if (op == "Cast") return FoldCast(config, *in[0], error);
+    if (op == "ConstantOfShape") {
+      return FoldConstantOfShape(proto, *in[0], label, error);
+    }
+    if (op == "Range") return FoldRange(in, error);
+    for (absl::string_view name : kIntArithmeticOps) {
+      if (op == name) return FoldArithmetic(op, in, error);
+    }
+    return error(
+        "int64 inputs are only supported in shape computations (Shape, "
+        "Gather, Slice, Concat, Reshape, arithmetic, ...)");
+  }
+
+  template <typename E>
+  absl::StatusOr<Folded> FoldShape(const OpConfig& config, const Slot& x,
+                                   const E& error) const {
+    const int64_t rank = static_cast<int64_t>(x.shape.size());
+    MIXQ_ASSIGN_OR_RETURN(int64_t start, config.GetInt("start", 0));
+    MIXQ_ASSIGN_OR_RETURN(int64_t end, config.GetInt("end", rank));
+    const auto clamp = [&](int64_t v) {
+      return std::clamp<int64_t>(v < 0 ? v + rank : v, 0, rank);
+    };
+    start = clamp(start);
+    end = std::max(start, clamp(end));
+    if (!x.probe_ok) {
+      return error(absl::StrCat(
+          "the shape of '", x.name, "' is only known at batch ", batch_,
+          "; shape computation depends on the batch size in a way mixq "
+          "cannot represent"));
+    }
+    Folded f;
+    f.is_int = true;
+    f.shape = {end - start};
+    f.ints.assign(x.shape.begin() + start, x.shape.begin() + end);
+    f.probe_ints.assign(x.probe_shape.begin() + start,
+                        x.probe_shape.begin() + end);
+    return f;
+  }
+
+  template <typename E>
+  absl::StatusOr<Folded> FoldCast(const OpConfig& config, const Slot& x,
+                                  const E& error) const {
+    MIXQ_ASSIGN_OR_RETURN(const int64_t to, config.GetInt("to", 0));
+    Folded f;
+    f.shape = x.shape;
+    switch (to) {
+      case onnx::TensorProto::FLOAT:
+      case onnx::TensorProto::DOUBLE:
+      case onnx::TensorProto::FLOAT16:
+        if (!x.is_int) {
+          f.floats = x.value.ToVector();
+          return f;
+        }
+        if (x.ints != x.probe_ints) {
+          return error(
+              "shape computation depends on the batch size in a way mixq "
+              "cannot represent (the batch size is cast to float)");
+        }
+        f.floats.assign(x.ints.begin(), x.ints.end());
+        return f;
+      case onnx::TensorProto::INT64:
+      case onnx::TensorProto::INT32:
+      case onnx::TensorProto::INT16:
+      case onnx::TensorProto::INT8:
+      case onnx::TensorProto::UINT8:
+      case onnx::TensorProto::UINT16:
+      case onnx::TensorProto::UINT32:
+      case onnx::TensorProto::UINT64:
+      case onnx::TensorProto::BOOL:
+        break;
+      default:
+        return error(absl::StrCat("unsupported attribute value to=", to));
+    }
+    f.is_int = true;
+    if (x.is_int) {
+      f.ints = x.ints;
+      f.probe_ints = x.probe_ints;
+    } else {
+      // Exactly representable floats convert; the rest would overflow.
+      constexpr float kLimit = 9.2e18f;
+      for (float v : x.value.values()) {
+        if (!(std::abs(v) < kLimit)) {
+          return error(absl::StrCat("cannot cast ", v, " to an integer"));
+        }
+        f.ints.push_back(static_cast<int64_t>(v));
+      }
+      f.probe_ints = f.ints;
+    }
+    if (to == onnx::TensorProto::BOOL) {
+      for (int64_t& v : f.ints) v = v != 0;
+      for (int64_t& v : f.probe_ints) v = v != 0;
+    }
+    return f;
+  }
+
+  template <typename E>
+  absl::StatusOr<Folded> FoldConstantOfShape(const onnx::NodeProto& proto,
+                                             const Slot& shape,
+                                             const std::string& label,
+                                             const E& error) const {
+    if (!shape.is_int || shape.shape.size() != 1) {
+      return error("the shape must be a 1-D int64 tensor");
+    }
+    if (shape.ints != shape.probe_ints) {
+      return error(
+          "shape computation depends on the batch size in a way mixq cannot "
+          "represent (a constant tensor shaped by the batch size)");
+    }
+    Folded f;
+    f.shape = shape.ints;
+    absl::StatusOr<int64_t> n = CheckedNumElements(f.shape);
+    if (!n.ok()) {
+      return Annotate(n.status(), absl::StrCat("node '", label, "'"));
+    }
+    if (*n > kMaxFoldedElements) {
+      return error("the result is too large to fold");
+    }
+    ConstValue value;
+    value.floats = {0.0f};
+    for (const onnx::AttributeProto& attr : proto.attribute()) {
+      if (attr.name() != "value") continue;
+      MIXQ_ASSIGN_OR_RETURN(
+          value,
+          ParseTensor(attr.t(), absl::StrCat("value of node '", label, "'")));
+      if (value.floats.size() + value.ints.size() != 1) {
+        return error("the value must have exactly one element");
+      }
+    }
+    f.is_int = value.is_int;
+    if (f.is_int) {
+      f.ints.assign(*n, value.ints[0]);
+      f.probe_ints = f.ints;
+    } else {
+      f.floats.assign(*n, value.floats[0]);
+    }
+    return f;
+  }
+
+  template <typename E>
+  absl::StatusOr<Folded> FoldRange(const std::vector<const Slot*>& in,
+                                   const E& error) const {
+    for (const Slot* slot : in) {
+      if (NumElements(slot->shape) != 1 || slot->is_int != in[0]->is_int) {
+        return error("start, limit and delta must be scalars of one type");
+      }
+    }
+    Folded f;
+    f.is_int = in[0]->is_int;
+    if (!f.is_int) {
+      const float start = in[0]->value.data()[0];
+      const float limit = in[1]->value.data()[0];
+      const float delta = in[2]->value.data()[0];
+      const double count = std::ceil((double{limit} - start) / delta);
+      if (delta == 0 || !(count < kMaxFoldedElements)) {
+        return error("delta is 0 or the range is too long");
+      }
+      for (int64_t i = 0; i < count; ++i) f.floats.push_back(start + i * delta);
+      f.shape = {static_cast<int64_t>(f.floats.size())};
+      return f;
+    }
+    const auto range = [&](const std::vector<int64_t>& start,
+                           const std::vector<int64_t>& limit,
+                           const std::vector<int64_t>& delta,
+                           std::vector<int64_t>* out) -> absl::Status {
+      if (delta[0] == 0) return error("delta is 0");
+      // In 128 bits: limit - start may not fit in 64.
+      const __int128 span = static_cast<__int128>(limit[0]) - start[0];
+      const __int128 count = std::max<__int128>(
+          0, span / delta[0] + (span % delta[0] != 0 ? 1 : 0));
+      if (count > kMaxFoldedElements) return error("the range is too long");
+      for (int64_t i = 0; i < count; ++i) {
+        out->push_back(start[0] + i * delta[0]);
+      }
+      return absl::OkStatus();
+    };
+    MIXQ_RETURN_IF_ERROR(range(in[0]->ints, in[1]->ints, in[2]->ints, &f.ints));
+    MIXQ_RETURN_IF_ERROR(range(in[0]->probe_ints, in[1]->probe_ints,
+                               in[2]->probe_ints, &f.probe_ints));
+    if (f.ints.size() != f.probe_ints.size()) {
+      return error(
+          "shape computation depends on the batch size in a way mixq cannot "
+          "represent (a range whose length is the batch size)");
+    }
+    f.shape = {static_cast<int64_t>(f.ints.size())};
+    return f;
+  }
+
+  // Element-wise int64 operators with numpy broadcasting, evaluated at both
+  // batches.
+  template <typename E>
+  absl::StatusOr<Folded> FoldArithmetic(const std::string& op,
+                                        const std::vector<const Slot*>& in,
+                                        const E& error) const {
+    Shape shape;
+    for (const Slot* slot : in) {
+      if (!slot->is_int) {
+        return error("only int64 constants are evaluated at import");
+      }
+      absl::StatusOr<Shape> s = BroadcastShapes(shape, slot->shape);
+      if (!s.ok()) return error(s.status().message());
+      shape = *std::move(s);
+    }
+    MIXQ_ASSIGN_OR_RETURN(const int64_t n, CheckedNumElements(shape));
+    if (n > kMaxFoldedElements) return error("the result is too large to fold");
+    std::vector<std::vector<int64_t>> index;
+    for (const Slot* slot : in)
+      index.push_back(BroadcastIndex(slot->shape, shape));
+    Folded f;
+    f.is_int = true;
+    f.shape = shape;
+    for (bool probe : {false, true}) {
+      std::vector<int64_t>& out = probe ? f.probe_ints : f.ints;
+      out.resize(n);
+      for (int64_t j = 0; j < n; ++j) {
+        const auto arg = [&](size_t k) {
+          return (probe ? in[k]->probe_ints : in[k]->ints)[index[k][j]];
+        };
+        const int64_t a = arg(0);
+        if (op == "Not") {
+          out[j] = a == 0;
+          continue;
+        }
+        const int64_t b = arg(1);
+        bool overflow = false;
+        if (op == "Add") {
+          overflow = __builtin_add_overflow(a, b, &out[j]);
+        } else if (op == "Sub") {
+          overflow = __builtin_sub_overflow(a, b, &out[j]);
+        } else if (op == "Mul") {
+          overflow = __builtin_mul_overflow(a, b, &out[j]);
+        } else if (op == "Div") {
+          if (b == 0) return error("integer division by zero");
+          overflow = a == INT64_MIN && b == -1;
+          if (!overflow) out[j] = a / b;
+        } else if (op == "Equal") {
+          out[j] = a == b;
+        } else if (op == "Less") {
+          out[j] = a < b;
+        } else if (op == "Greater") {
+          out[j] = a > b;
+        } else {  // Where
+          out[j] = a != 0 ? b : arg(2);
+        }
+        if (overflow) return error("int64 overflow");
+      }
+    }
+    return f;
+  }
+
+  // For every element of `out`, the element of `in` (broadcast to `out`)
+  // it reads.
+  static std::vector<int64_t> BroadcastIndex(const Shape& in,
+                                             const Shape& out) {
+    std::vector<int64_t> index(NumElements(out));
+    BroadcastRuns(in, out).ForEach(
+        [&](int64_t out_offset, int64_t in_offset, int64_t n, int64_t stride) {
+          for (int64_t k = 0; k < n; ++k) {
+            index[out_offset + k] = in_offset + k * stride;
+          }
+        });
+    return index;
+  }
+
+  // Data-movement operators (Gather, Slice, Concat, ...) on int64 tensors run
+  // their float kernel on the element numbers of the inputs and then move
+  // the int64 values (at both batches) where the numbers went: one
+  // implementation of their semantics serves both types.
+  template <typename E>
+  absl::StatusOr<Folded> FoldMovement(const onnx::NodeProto& proto,
+                                      const std::string& label,
+                                      const E& error) const {
+    const OpSchema& schema = *FindOp(proto.op_type());
+    const int num_data = std::min(proto.input_size(), schema.data_inputs);
+    MIXQ_ASSIGN_OR_RETURN(const OpConfig config,
+                          BuildConfig(proto, label, num_data));
+    MIXQ_ASSIGN_OR_RETURN(std::unique_ptr<Kernel> kernel,
+                          schema.create(config));
+    std::vector<Tensor> numbers;
+    std::vector<int64_t> ints;
+    std::vector<int64_t> probe_ints;
+    for (int i = 0; i < num_data; ++i) {
+      if (proto.input(i).empty()) {
+        return error(absl::StrCat("input ", i, " is missing"));
+      }
+      const Slot& slot = slots_[slot_of_.at(proto.input(i))];
+      if (!slot.is_int) return error("mixes int64 and float inputs");
+      Tensor t(slot.shape);
+      for (int64_t k = 0; k < t.size(); ++k) {
+        t.data()[k] = static_cast<float>(ints.size() + k + 1);
+      }
+      ints.insert(ints.end(), slot.ints.begin(), slot.ints.end());
+      probe_ints.insert(probe_ints.end(), slot.probe_ints.begin(),
+                        slot.probe_ints.end());
+      if (ints.size() >= kMaxExactFloatInt) {
+        return error("the int64 inputs are too large to evaluate at import");
+      }
+      numbers.push_back(std::move(t));
+    }
+    std::vector<const Shape*> shapes;
+    std::vector<const Tensor*> pointers;
+    for (const Tensor& t : numbers) {
+      shapes.push_back(&t.shape());
+      pointers.push_back(&t);
+    }
+    absl::StatusOr<Shape> shape = kernel->OutputShape(shapes);
+    if (!shape.ok()) {
+      return Annotate(shape.status(), absl::StrCat("node '", label, "'"));
+    }
+    MIXQ_ASSIGN_OR_RETURN(const int64_t n, CheckedNumElements(*shape));
+    if (n > kMaxFoldedElements) return error("the result is too large to fold");
+    Tensor moved(*shape);
+    kernel->Forward(pointers, &moved);
+    Folded f;
+    f.is_int = true;
+    f.shape = *std::move(shape);
+    for (float v : moved.values()) {
+      const int64_t k = static_cast<int64_t>(v) - 1;
+      MIXQ_CHECK(k >= 0 && k < static_cast<int64_t>(ints.size()));
+      f.ints.push_back(ints[k]);
+      f.probe_ints.push_back(probe_ints[k]);
+    }
+    return f;
   }
 
   absl::Status SetOutput() {
@@ -610,6 +1262,7 @@ class Importer {
     Model::Impl& m = *impl_;
     m.input_name = input_name_;
     m.input_shape = input_shape_;
+    m.fixed_batch = probe_ == batch_ ? batch_ : -1;
     m.output_name = slots_[output_slot_].name;
     m.output_shape = slots_[output_slot_].shape;
     m.input_slot = input_slot_;
@@ -651,9 +1304,9 @@ class Importer {
     }
   }
 
-  // Records `node` as quantizable when its weight input (B) is a parameter,
-  // possibly through Identity/Dropout nodes. A parameter shared by several
-  // layers counts once.
+  // Records `node` as quantizable when its weight input (input 1: Gemm's and
+  // MatMul's B, Conv's W) is a parameter, possibly through Identity/Dropout
+  // nodes. A parameter shared by several layers counts once.
   void AddLayer(const Model::Impl::Node& node, int channel_axis,
                 const std::vector<int>& producer,
                 std::vector<bool>* layer_param) {
@@ -679,6 +1332,7 @@ class Importer {
   const onnx::GraphProto& graph_;
   const int64_t opset_;  // of the default domain
   const int64_t batch_;
+  const int64_t probe_;  // the probe batch; batch_ when not tracking
   std::unique_ptr<Model::Impl> impl_ = std::make_unique<Model::Impl>();
   std::vector<Slot> slots_;
   absl::flat_hash_map<std::string, int> slot_of_;
@@ -720,6 +1374,13 @@ absl::Status Model::Impl::CheckInput(const Tensor& input) const {
   for (size_t d = 1; ok && d < input_shape.size(); ++d) {
     ok = input.shape()[d] == input_shape[d];
   }
+  if (ok && fixed_batch > 0 && input.dim(0) != fixed_batch) {
+    return Invalid(absl::StrCat(
+        "input has batch ", input.dim(0), "; model input '", input_name,
+        "' only runs at batch ", fixed_batch,
+        " (its graph computes shapes that hold only for the batch it "
+        "declares)"));
+  }
   if (ok) return absl::OkStatus();
   return Invalid(absl::StrCat("input has shape ", ShapeToString(input.shape()),
                               "; model input '", input_name, "' expects ",
@@ -749,12 +1410,9 @@ Model::Impl::Bound Model::Impl::Bind(absl::Span<const Tensor* const> values,
 
 absl::StatusOr<Shape> Model::Impl::NodeOutputShape(const Node& node,
                                                    const Bound& bound) const {
-  std::array<const Shape*, kMaxDataInputs> shapes{};
-  for (size_t i = 0; i < node.inputs.size(); ++i) {
-    shapes[i] = &bound[node.inputs[i]]->shape();
-  }
-  absl::StatusOr<Shape> shape = node.kernel->OutputShape(
-      absl::MakeConstSpan(shapes.data(), node.inputs.size()));
+  absl::InlinedVector<const Shape*, kInlineInputs> shapes;
+  for (int s : node.inputs) shapes.push_back(&bound[s]->shape());
+  absl::StatusOr<Shape> shape = node.kernel->OutputShape(shapes);
   if (!shape.ok()) {
     return Annotate(shape.status(), absl::StrCat("node '", node.label, "'"));
   }
@@ -781,18 +1439,21 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromOnnxBytes(
     }
   }
   if (opset < kMinOpset) {
-    return Invalid(absl::StrCat("opset version ", opset,
-                                " of the default domain is not supported (need ",
-                                kMinOpset, " or later)"));
+    return Invalid(
+        absl::StrCat("opset version ", opset,
+                     " of the default domain is not supported (need ",
+                     kMinOpset, " or later)"));
   }
-  Importer importer(proto.graph(), opset, 1);
+  Importer importer(proto.graph(), opset, 1, /*track_batch=*/true);
   absl::StatusOr<std::unique_ptr<Impl>> impl = importer.Run();
   // A graph exported for a fixed batch may only be valid at that batch (e.g.
   // a Reshape to [batch, -1] with the batch spelled out); its shapes are then
   // the ones at that batch.
   if (!impl.ok() && importer.declared_batch() > 1) {
     absl::StatusOr<std::unique_ptr<Impl>> retry =
-        Importer(proto.graph(), opset, importer.declared_batch()).Run();
+        Importer(proto.graph(), opset, importer.declared_batch(),
+                 /*track_batch=*/false)
+            .Run();
     if (retry.ok()) impl = std::move(retry);
   }
   if (!impl.ok()) return impl.status();
@@ -839,16 +1500,14 @@ absl::StatusOr<Tensor> Model::Forward(const Tensor& input,
   } else {
     bound[m.input_slot] = &input;
   }
-  std::array<const Tensor*, kMaxDataInputs> inputs{};
+  absl::InlinedVector<const Tensor*, kInlineInputs> inputs;
   for (const Impl::Node& node : m.nodes) {
     MIXQ_ASSIGN_OR_RETURN(Shape shape, m.NodeOutputShape(node, bound));
-    for (size_t i = 0; i < node.inputs.size(); ++i) {
-      inputs[i] = bound[node.inputs[i]];
-    }
+    inputs.clear();
+    for (int s : node.inputs) inputs.push_back(bound[s]);
     Tensor& output = values[node.output];
     output.Resize(std::move(shape));
-    node.kernel->Forward(absl::MakeConstSpan(inputs.data(), node.inputs.size()),
-                         &output);
+    node.kernel->Forward(inputs, &output);
   }
   return *bound[m.output_slot];
 }
@@ -890,13 +1549,17 @@ absl::Status Model::Backward(const ForwardTrace& trace,
   grads[m.output_slot] = grad_output;
   has_grad[m.output_slot] = true;
 
-  std::array<Tensor, kMaxDataInputs> scratch;
-  std::array<const Tensor*, kMaxDataInputs> inputs{};
-  std::array<Tensor*, kMaxDataInputs> targets{};
+  // Per input position of a node (any number: Concat is variadic).
+  std::vector<Tensor> scratch;
+  absl::InlinedVector<const Tensor*, kInlineInputs> inputs;
+  absl::InlinedVector<Tensor*, kInlineInputs> targets;
   for (auto it = m.nodes.rbegin(); it != m.nodes.rend(); ++it) {
     const Impl::Node& node = *it;
     if (!has_grad[node.output] || !m.needs_grad[node.output]) continue;
     const size_t n = node.inputs.size();
+    if (scratch.size() < n) scratch.resize(n);
+    inputs.resize(n);
+    targets.resize(n);
     for (size_t i = 0; i < n; ++i) {
       const int s = node.inputs[i];
       inputs[i] = bound[s];
@@ -912,9 +1575,7 @@ absl::Status Model::Backward(const ForwardTrace& trace,
       targets[i] = accumulate ? &scratch[i] : &grads[s];
       targets[i]->Resize(bound[s]->shape());
     }
-    node.kernel->Backward(absl::MakeConstSpan(inputs.data(), n),
-                          grads[node.output],
-                          absl::MakeSpan(targets.data(), n));
+    node.kernel->Backward(inputs, grads[node.output], absl::MakeSpan(targets));
     for (size_t i = 0; i < n; ++i) {
       if (targets[i] == nullptr) continue;
       const int s = node.inputs[i];

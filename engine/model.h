@@ -25,12 +25,12 @@ struct ParamInfo {
   Shape shape;
 };
 
-// A layer whose weight can be quantized: a Gemm or MatMul (later Conv) whose
-// weight input is a parameter.
+// A layer whose weight can be quantized: a Gemm, MatMul or Conv whose weight
+// input is a parameter (directly or through Identity/Dropout).
 struct QuantizableLayer {
   std::string name;       // the weight initializer's name, e.g. "fc1.weight"
   std::string node_name;  // the ONNX node's name (may be empty)
-  std::string op_type;    // "Gemm", "MatMul"
+  std::string op_type;    // "Gemm", "MatMul", "Conv"
   int weight_param = -1;  // index into Model::params()
   int channel_axis = 0;   // axis of the weight that indexes output channels
   int64_t num_weights = 0;
@@ -49,9 +49,25 @@ class Model {
   // unsupported operator ("unsupported operator 'Foo' (node 'n')"), an
   // unsupported attribute value, a cycle, a missing input, a non-float
   // graph input, more than one graph input that is not an initializer.
-  static absl::StatusOr<std::unique_ptr<Model>> FromOnnxBytes(absl::string_view bytes);
+  //
+  // Sub-graphs that only compute constants or shapes (Shape, Gather, Slice,
+  // Concat, Cast, Range, int64 arithmetic, ... as exporters emit them) are
+  // evaluated at import. Dim 0 of the graph input is the batch, and the model
+  // runs at any batch: where the batch size flows into a shape (e.g.
+  // `x.view(x.size(0), -1)`, or a Reshape to the example batch spelled out
+  // when the input declares a fixed batch), Reshape and Expand re-read it
+  // from their input at run time. A shape computation that depends on the
+  // batch in any other way (batch * 3, a tensor shaped by the batch) is an
+  // INVALID_ARGUMENT naming the node ("shape computation depends on the batch
+  // size ..."), never a constant folded for one batch. A graph that only
+  // imports at the fixed batch its input declares (e.g. a Reshape to a
+  // literal shape holding that batch's element count) runs at that batch
+  // only: Forward at other batches is an INVALID_ARGUMENT.
+  static absl::StatusOr<std::unique_ptr<Model>> FromOnnxBytes(
+      absl::string_view bytes);
   // Reads `path` and calls FromOnnxBytes; file errors name the path.
-  static absl::StatusOr<std::unique_ptr<Model>> FromOnnxFile(const std::string& path);
+  static absl::StatusOr<std::unique_ptr<Model>> FromOnnxFile(
+      const std::string& path);
 
   ~Model();
   Model(const Model&) = delete;
@@ -71,18 +87,22 @@ class Model {
   const std::vector<QuantizableLayer>& quantizable_layers() const;
 
   // Runs the graph on `input` ([batch, ...] matching input_shape except the
-  // batch) with `params` (one per params(), same shapes; borrowed for the
-  // call). Returns the first graph output. When `trace` is non-null it keeps
-  // what Backward needs. INVALID_ARGUMENT on a shape mismatch.
-  absl::StatusOr<Tensor> Forward(const Tensor& input, absl::Span<const Tensor* const> params,
+  // batch, see FromOnnxBytes) with `params` (one per params(), same shapes;
+  // borrowed for the call). Returns the first graph output. When `trace` is
+  // non-null it keeps what Backward needs. INVALID_ARGUMENT on a shape
+  // mismatch.
+  absl::StatusOr<Tensor> Forward(const Tensor& input,
+                                 absl::Span<const Tensor* const> params,
                                  ForwardTrace* trace) const;
 
   // Back-propagates `grad_output` (dLoss/dOutput, shaped like the output of
   // the Forward that filled `trace`). Resizes `param_grads` to params().size()
   // and writes dLoss/dParam for every parameter. `params` must be the same
   // values the Forward call used.
-  absl::Status Backward(const ForwardTrace& trace, absl::Span<const Tensor* const> params,
-                        const Tensor& grad_output, std::vector<Tensor>* param_grads) const;
+  absl::Status Backward(const ForwardTrace& trace,
+                        absl::Span<const Tensor* const> params,
+                        const Tensor& grad_output,
+                        std::vector<Tensor>* param_grads) const;
 
   struct Impl;
 

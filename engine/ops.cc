@@ -1,6 +1,8 @@
 #include "engine/ops.h"
 
 #include <algorithm>
+#include <optional>
+#include <string>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -232,23 +234,6 @@ class MatMulKernel : public Kernel {
   }
 };
 
-// Elementwise A + B with numpy broadcasting.
-// Operators that only change the shape (or nothing): the data is copied and
-// the gradient copied back.
-class CopyKernel : public Kernel {
- public:
-  void Forward(absl::Span<const Tensor* const> inputs,
-               Tensor* output) const override {
-    output->flat() = inputs[0]->flat();
-  }
-
-  void Backward(absl::Span<const Tensor* const> /*inputs*/,
-                const Tensor& grad_output,
-                absl::Span<Tensor* const> grad_inputs) const override {
-    if (grad_inputs[0] != nullptr) grad_inputs[0]->flat() = grad_output.flat();
-  }
-};
-
 // Identity, and Dropout at inference.
 class IdentityKernel : public CopyKernel {
  public:
@@ -279,12 +264,15 @@ class FlattenKernel : public CopyKernel {
   const int64_t axis_;
 };
 
-// Reshape to a constant target shape: 0 copies the input's dim, -1 is
-// inferred.
+// Reshape to a constant target shape: -1 is inferred, 0 copies the input's
+// dim at the same position (unless allowzero), and positions in `copy_from`
+// copy another input dim (the runtime batch, wherever the input carries it).
 class ReshapeKernel : public CopyKernel {
  public:
-  explicit ReshapeKernel(std::vector<int64_t> target)
-      : target_(std::move(target)) {}
+  // copy_from[i] >= 0: output dim i is input dim copy_from[i]; else target[i]
+  // is a literal dim or -1.
+  ReshapeKernel(std::vector<int64_t> target, std::vector<int> copy_from)
+      : target_(std::move(target)), copy_from_(std::move(copy_from)) {}
 
   absl::StatusOr<Shape> OutputShape(
       absl::Span<const Shape* const> inputs) const override {
@@ -300,9 +288,11 @@ class ReshapeKernel : public CopyKernel {
     int64_t known = 1;
     for (size_t i = 0; i < target_.size(); ++i) {
       int64_t d = target_[i];
-      if (d == 0) {
-        if (i >= in.size()) return error("a 0 has no input dim to copy");
-        d = in[i];
+      if (copy_from_[i] >= 0) {
+        if (static_cast<size_t>(copy_from_[i]) >= in.size()) {
+          return error("a 0 has no input dim to copy");
+        }
+        d = in[copy_from_[i]];
       } else if (d == -1) {
         if (inferred >= 0) return error("more than one -1");
         inferred = static_cast<int>(i);
@@ -330,6 +320,7 @@ class ReshapeKernel : public CopyKernel {
 
  private:
   const std::vector<int64_t> target_;
+  const std::vector<int> copy_from_;
 };
 
 absl::StatusOr<bool> GetFlag(const OpConfig& config, absl::string_view name) {
@@ -363,12 +354,58 @@ absl::StatusOr<std::unique_ptr<Kernel>> CreateIdentity(const OpConfig&) {
   return std::make_unique<IdentityKernel>();
 }
 
+// Dropout at inference is Identity. With a true training_mode input (opset
+// 12+) ONNX drops values at random, which mixq does not do: that is an error
+// unless the ratio is 0 (where training mode is Identity too).
+absl::StatusOr<std::unique_ptr<Kernel>> CreateDropout(const OpConfig& config) {
+  constexpr size_t kRatio = 0;         // index in constant_inputs
+  constexpr size_t kTrainingMode = 1;  // index in constant_inputs
+  const auto nonzero = [&](size_t i) {
+    if (config.constant_inputs.size() <= i || !config.constant_inputs[i]) {
+      return false;
+    }
+    const ConstantInput& value = *config.constant_inputs[i];
+    return std::any_of(value.ints.begin(), value.ints.end(),
+                       [](int64_t v) { return v != 0; }) ||
+           std::any_of(value.floats.begin(), value.floats.end(),
+                       [](float v) { return v != 0.0f; });
+  };
+  const bool default_ratio = config.constant_inputs.size() <= kRatio ||
+                             !config.constant_inputs[kRatio];
+  if (nonzero(kTrainingMode) && (default_ratio || nonzero(kRatio))) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "node '", config.node_name,
+        "' (Dropout): training_mode true is not supported (mixq runs Dropout "
+        "at inference)"));
+  }
+  return std::make_unique<IdentityKernel>();
+}
+
+// ONNX TensorProto::FLOAT: the only element type of runtime tensors.
+constexpr int64_t kFloatType = 1;
+
+// Cast of a runtime (float) tensor: only to float, where it is Identity.
+// Casts of constants are folded by the importer.
+absl::StatusOr<std::unique_ptr<Kernel>> CreateCast(const OpConfig& config) {
+  const absl::StatusOr<int64_t> to = config.GetInt("to", 0);
+  if (!to.ok()) return to.status();
+  if (*to != kFloatType) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Cast node '", config.node_name, "': casting a runtime tensor to type ",
+        *to, " is not supported (only to FLOAT, 1)"));
+  }
+  return std::make_unique<IdentityKernel>();
+}
+
 absl::StatusOr<std::unique_ptr<Kernel>> CreateFlatten(const OpConfig& config) {
   const absl::StatusOr<int64_t> axis = config.GetInt("axis", 1);
   if (!axis.ok()) return axis.status();
   return std::make_unique<FlattenKernel>(*axis);
 }
 
+// Reshape's shape input may hold batch elements (ConstantInput::is_batch):
+// they copy the data's batch axis, so `x.view(x.size(0), -1)` runs at any
+// batch.
 absl::StatusOr<std::unique_ptr<Kernel>> CreateReshape(const OpConfig& config) {
   if (config.constant_inputs.empty() || !config.constant_inputs[0] ||
       !config.constant_inputs[0]->is_int) {
@@ -377,20 +414,63 @@ absl::StatusOr<std::unique_ptr<Kernel>> CreateReshape(const OpConfig& config) {
         "': the shape input must be a constant int64 tensor (an initializer "
         "or a Constant)"));
   }
-  const std::vector<int64_t>& target = config.constant_inputs[0]->ints;
+  const ConstantInput& shape = *config.constant_inputs[0];
+  if (shape.shape.size() != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Reshape node '", config.node_name,
+        "': the shape input must be 1-D, not ", ShapeToString(shape.shape)));
+  }
   const absl::StatusOr<int64_t> allow_zero = config.GetInt("allowzero", 0);
   if (!allow_zero.ok()) return allow_zero.status();
-  // allowzero=1 only differs from the default when the shape has a 0.
-  if (*allow_zero != 0 &&
-      std::find(target.begin(), target.end(), 0) != target.end()) {
+  if (*allow_zero != 0 && *allow_zero != 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("unsupported attribute value allowzero=", *allow_zero,
-                     " with a 0 in the shape (node '", config.node_name, "')"));
+                     " (node '", config.node_name, "')"));
   }
-  return std::make_unique<ReshapeKernel>(target);
+  absl::StatusOr<std::vector<int>> copy_from = BatchCopyAxes(config, shape);
+  if (!copy_from.ok()) return copy_from.status();
+  for (size_t i = 0; i < shape.ints.size(); ++i) {
+    if ((*copy_from)[i] < 0 && shape.ints[i] == 0 && *allow_zero == 0) {
+      (*copy_from)[i] = static_cast<int>(i);
+    }
+  }
+  return std::make_unique<ReshapeKernel>(shape.ints, *std::move(copy_from));
 }
 
 }  // namespace
+
+void CopyKernel::Forward(absl::Span<const Tensor* const> inputs,
+                         Tensor* output) const {
+  output->flat() = inputs[0]->flat();
+}
+
+void CopyKernel::Backward(absl::Span<const Tensor* const> /*inputs*/,
+                          const Tensor& grad_output,
+                          absl::Span<Tensor* const> grad_inputs) const {
+  if (grad_inputs[0] != nullptr) grad_inputs[0]->flat() = grad_output.flat();
+}
+
+absl::StatusOr<std::vector<int>> BatchCopyAxes(const OpConfig& config,
+                                               const ConstantInput& shape) {
+  std::vector<int> axes(shape.ints.size(), -1);
+  if (!shape.has_batch()) return axes;
+  const int batch_axis = config.DataBatchAxis(0);
+  if (batch_axis < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        config.op_type, " node '", config.node_name,
+        "': the shape depends on the batch size but the data has no batch "
+        "axis; shape computation depends on the batch size in a way mixq "
+        "cannot represent"));
+  }
+  for (size_t i = 0; i < axes.size(); ++i) {
+    if (shape.is_batch[i]) axes[i] = batch_axis;
+  }
+  return axes;
+}
+
+bool ConstantInput::has_batch() const {
+  return std::find(is_batch.begin(), is_batch.end(), true) != is_batch.end();
+}
 
 absl::StatusOr<int64_t> CheckedNumElements(const Shape& shape) {
   // Zero dims are skipped in the bound so that no product of a subset of the
@@ -436,6 +516,61 @@ absl::StatusOr<float> OpConfig::GetFloat(absl::string_view name,
   return it->second.f;
 }
 
+absl::StatusOr<std::string> OpConfig::GetString(
+    absl::string_view name, absl::string_view default_value) const {
+  const auto it = attributes.find(name);
+  if (it == attributes.end()) return std::string(default_value);
+  if (it->second.type != Attribute::Type::kString) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "attribute '", name, "' of node '", node_name, "' must be a STRING"));
+  }
+  return it->second.s;
+}
+
+absl::StatusOr<std::optional<std::vector<int64_t>>> OpConfig::GetInts(
+    absl::string_view name) const {
+  const auto it = attributes.find(name);
+  if (it == attributes.end()) return std::nullopt;
+  if (it->second.type != Attribute::Type::kInts) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "attribute '", name, "' of node '", node_name, "' must be INTS"));
+  }
+  return it->second.ints;
+}
+
+absl::StatusOr<std::optional<std::vector<int64_t>>>
+OpConfig::GetIntsAttrOrInput(absl::string_view name, int input) const {
+  absl::StatusOr<std::optional<std::vector<int64_t>>> attr = GetInts(name);
+  if (!attr.ok()) return attr.status();
+  const bool has_input = input < static_cast<int>(constant_inputs.size()) &&
+                         constant_inputs[input].has_value();
+  if (attr->has_value()) {
+    if (has_input) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("node '", node_name, "' (", op_type, ") has both an '",
+                       name, "' attribute and input"));
+    }
+    return attr;
+  }
+  if (!has_input) return std::nullopt;
+  if (!constant_inputs[input]->is_int) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("node '", node_name, "' (", op_type, "): input '", name,
+                     "' must be an int64 tensor"));
+  }
+  if (constant_inputs[input]->has_batch()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "node '", node_name, "' (", op_type, "): input '", name,
+        "' depends on the batch size; shape computation depends on the batch "
+        "size in a way mixq cannot represent"));
+  }
+  return constant_inputs[input]->ints;
+}
+
+int OpConfig::DataBatchAxis(int i) const {
+  return i < static_cast<int>(data_batch_axes.size()) ? data_batch_axes[i] : -1;
+}
+
 const OpSchema* FindOp(absl::string_view op_type) {
   static const OpEntry kOps[] = {
       {"Gemm", {2, 3, 3, 1, &CreateGemm}},
@@ -443,12 +578,13 @@ const OpSchema* FindOp(absl::string_view op_type) {
       {"Flatten", {1, 1, 1, 1, &CreateFlatten}},
       {"Reshape", {2, 2, 1, 1, &CreateReshape}},
       {"Identity", {1, 1, 1, 1, &CreateIdentity}},
-      // Inference: identity. Ratio and training_mode are ignored, the mask
-      // output is never produced.
-      {"Dropout", {1, 3, 1, 2, &CreateIdentity}},
+      {"Cast", {1, 1, 1, 1, &CreateCast}},
+      // Inference: identity; the mask output is never produced.
+      {"Dropout", {1, 3, 1, 2, &CreateDropout}},
   };
   for (absl::Span<const OpEntry> table :
-       {absl::Span<const OpEntry>(kOps), ElementwiseOps(), ConvOps(), ShapeOps()}) {
+       {absl::Span<const OpEntry>(kOps), ElementwiseOps(), ConvOps(),
+        ShapeOps()}) {
     for (const OpEntry& entry : table) {
       if (entry.op_type == op_type) return &entry.schema;
     }

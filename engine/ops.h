@@ -48,6 +48,14 @@ struct ConstantInput {
   Shape shape;
   std::vector<int64_t> ints;
   std::vector<float> floats;
+  // Per element of `ints`, or empty when there are none: true where the value
+  // is the runtime batch size (e.g. `x.size(0)` in a Reshape's shape), which
+  // `ints` holds only for the batch the model was imported at. Only kernels
+  // that document it accept such elements (Reshape, Expand); the importer
+  // rejects them for every other input.
+  std::vector<bool> is_batch;
+
+  bool has_batch() const;
 };
 
 // What a kernel is built from.
@@ -59,9 +67,14 @@ struct OpConfig {
   int64_t opset = 0;
   absl::flat_hash_map<std::string, Attribute> attributes;
   // The node's inputs after its data inputs (e.g. Reshape's shape, Clip's
-  // min/max): their values when they are constants, nullopt when absent or
-  // not constant.
+  // min/max), up to its last non-empty input: their values, nullopt for an
+  // empty (omitted) input. The importer rejects inputs that are not constants
+  // (initializers, Constant nodes or folded subgraphs).
   std::vector<std::optional<ConstantInput>> constant_inputs;
+  // Per data input: the axis that carries the batch (the graph input's dim 0
+  // flows into it unchanged), or -1 when no single axis does. Lets a kernel
+  // resolve ConstantInput::is_batch elements from its input's shape.
+  std::vector<int> data_batch_axes;
 
   // The attribute's value, `default_value` when absent; INVALID_ARGUMENT
   // naming the attribute and node when it has another type.
@@ -69,6 +82,20 @@ struct OpConfig {
                                  int64_t default_value) const;
   absl::StatusOr<float> GetFloat(absl::string_view name,
                                  float default_value) const;
+  absl::StatusOr<std::string> GetString(absl::string_view name,
+                                        absl::string_view default_value) const;
+  // An INTS attribute, nullopt when absent.
+  absl::StatusOr<std::optional<std::vector<int64_t>>> GetInts(
+      absl::string_view name) const;
+  // An int64 list that older opsets give as attribute `name` and newer ones
+  // as constant input `input` (an index into constant_inputs), e.g.
+  // Unsqueeze's axes. Either form is accepted at any opset; nullopt when
+  // neither is present. INVALID_ARGUMENT naming the
+  // node when both are, or when the input is not a constant int64 tensor.
+  absl::StatusOr<std::optional<std::vector<int64_t>>> GetIntsAttrOrInput(
+      absl::string_view name, int input) const;
+  // The batch axis of data input `i` (data_batch_axes), -1 when unknown.
+  int DataBatchAxis(int i) const;
 };
 
 class Kernel {
@@ -93,19 +120,38 @@ class Kernel {
                         absl::Span<Tensor* const> grad_inputs) const = 0;
 };
 
-// The most data inputs any operator takes (Gemm: A, B, C).
-inline constexpr int kMaxDataInputs = 3;
+// For a shape given as a constant input (Reshape's, Expand's): per element,
+// the axis of data input 0 it is read from at run time because it is the
+// batch size (ConstantInput::is_batch), -1 for the others. INVALID_ARGUMENT
+// naming the node when the data has no batch axis.
+absl::StatusOr<std::vector<int>> BatchCopyAxes(const OpConfig& config,
+                                               const ConstantInput& shape);
+
+// OpSchema::max_inputs and data_inputs of variadic operators (Concat).
+inline constexpr int kVariadic = 1 << 20;
 
 // How the importer wires a node to its kernel.
 struct OpSchema {
   int min_inputs = 1;
   int max_inputs = 1;
   // The first `data_inputs` inputs are float tensors passed to the kernel; the
-  // rest configure it (OpConfig::constant_inputs). At most kMaxDataInputs.
+  // rest configure it (OpConfig::constant_inputs). Any number (kVariadic).
   int data_inputs = 1;
   // Outputs after the first are accepted but never produced (Dropout's mask).
   int max_outputs = 1;
   absl::StatusOr<std::unique_ptr<Kernel>> (*create)(const OpConfig& config);
+};
+
+// Operators that only change the shape (or nothing): the output has the
+// input's data in the same order, the gradient is copied back. Subclasses
+// define OutputShape.
+class CopyKernel : public Kernel {
+ public:
+  void Forward(absl::Span<const Tensor* const> inputs,
+               Tensor* output) const override;
+  void Backward(absl::Span<const Tensor* const> inputs,
+                const Tensor& grad_output,
+                absl::Span<Tensor* const> grad_inputs) const override;
 };
 
 // A supported operator of the default ONNX domain. Each family of kernels

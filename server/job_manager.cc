@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "google/protobuf/util/json_util.h"
+#include "engine/threads.h"
 #include "search/cost_model.h"
 #include "server/convert.h"
 #include "util/file.h"
@@ -495,6 +496,7 @@ void JobManager::EndJob(const std::string& job_id, storage::JobState state,
 }
 
 void JobManager::WorkerLoop() {
+  engine::SetEngineThreads(options_.engine_threads);
   while (true) {
     std::string job_id;
     auto cancel = std::make_shared<std::atomic<bool>>(false);

@@ -32,6 +32,7 @@ struct JobManagerOptions {
   // are refused.
   std::vector<std::string> allow_paths;
   size_t max_file_bytes = size_t{1} << 30;  // per server-side file
+  int engine_threads = 0;  // engine threads per running job; 0 = all cores
 };
 
 class JobManager {

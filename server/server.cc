@@ -1,6 +1,5 @@
 #include "server/server.h"
 
-#include <Eigen/Core>
 #include <chrono>
 #include <filesystem>
 #include <system_error>
@@ -45,7 +44,6 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
     return absl::FailedPreconditionError(absl::StrCat(
         "cannot create data dir ", options.data_dir, ": ", ec.message()));
   }
-  if (options.threads > 0) Eigen::setNbThreads(options.threads);
 
   auto impl = std::make_unique<Impl>();
   MIXQ_ASSIGN_OR_RETURN(
@@ -56,6 +54,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   manager_options.workers = options.workers;
   manager_options.max_queued = options.max_queued;
   manager_options.allow_paths = options.allow_paths;
+  manager_options.engine_threads = options.threads;
   impl->manager =
       std::make_unique<JobManager>(impl->store.get(), manager_options);
   impl->service = std::make_unique<MixqService>(impl->manager.get());

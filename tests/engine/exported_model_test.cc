@@ -178,7 +178,7 @@ TEST(ExportedModelTest, UnsupportedOperatorIsNamed) {
   EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument)
       << model.status();
   EXPECT_THAT(std::string(model.status().message()),
-              HasSubstr("unsupported operator 'Erf'"));
+              HasSubstr("unsupported operator 'Hardmax'"));
 }
 
 }  // namespace

@@ -17,9 +17,17 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "onnx/onnx_pb.h"
+#include "tests/support/kernel_testing.h"
 
 namespace mixq::engine {
 namespace {
+
+using ::mixq::testing::FloatAttr;
+using ::mixq::testing::FloatInput;
+using ::mixq::testing::IntAttr;
+using ::mixq::testing::IntInput;
+using ::mixq::testing::IntsAttr;
+using ::mixq::testing::StringAttr;
 
 // The kernels are linear in each input (ReLU away from its kink), so a large
 // step costs no truncation error and keeps float rounding small.
@@ -39,20 +47,6 @@ bool Near(double analytic, double numeric) {
          kAbsTolerance + kRelTolerance * std::abs(numeric);
 }
 
-Attribute IntAttr(int64_t value) {
-  Attribute attr;
-  attr.type = Attribute::Type::kInt;
-  attr.i = value;
-  return attr;
-}
-
-Attribute FloatAttr(float value) {
-  Attribute attr;
-  attr.type = Attribute::Type::kFloat;
-  attr.f = value;
-  return attr;
-}
-
 struct KernelCase {
   std::string name;
   std::string op_type;
@@ -60,6 +54,9 @@ struct KernelCase {
   std::vector<std::pair<std::string, Attribute>> attributes = {};
   std::optional<std::vector<int64_t>> shape_input = std::nullopt;  // Reshape
   bool away_from_zero = false;  // keeps ReLU inputs off the kink
+  // Constant inputs after shape_input (Slice's ends, Pad's value, ...).
+  std::vector<ConstantInput> constant_inputs = {};
+  int64_t opset = 13;
 };
 
 void PrintTo(const KernelCase& c, std::ostream* os) { *os << c.name; }
@@ -74,6 +71,7 @@ TEST_P(KernelGradientTest, MatchesFiniteDifferences) {
   OpConfig config;
   config.op_type = c.op_type;
   config.node_name = c.name;
+  config.opset = c.opset;
   for (const auto& [name, attr] : c.attributes) config.attributes[name] = attr;
   if (c.shape_input) {
     ConstantInput shape;
@@ -81,6 +79,9 @@ TEST_P(KernelGradientTest, MatchesFiniteDifferences) {
     shape.shape = {static_cast<int64_t>(c.shape_input->size())};
     shape.ints = *c.shape_input;
     config.constant_inputs.push_back(std::move(shape));
+  }
+  for (const ConstantInput& input : c.constant_inputs) {
+    config.constant_inputs.push_back(input);
   }
   absl::StatusOr<std::unique_ptr<Kernel>> created = schema->create(config);
   ASSERT_TRUE(created.ok()) << created.status();
@@ -189,6 +190,45 @@ std::vector<KernelCase> OtherCases() {
   };
 }
 
+// The data-movement kernels of ops_shape.cc. Gather with repeated indices
+// and reflect/edge Pad map several outputs to one input, so their gradients
+// accumulate.
+std::vector<KernelCase> ShapeOpCases() {
+  constexpr auto kNone = std::nullopt;
+  // clang-format off
+  return {
+      {"Concat_axis1_three", "Concat", {{2, 1, 3}, {2, 2, 3}, {2, 3, 3}}, {{"axis", IntAttr(1)}}},
+      {"Concat_negative_axis", "Concat", {{2, 3}, {2, 2}}, {{"axis", IntAttr(-1)}}},
+      {"Transpose_default", "Transpose", {{2, 3, 4}}},
+      {"Transpose_perm", "Transpose", {{2, 3, 4, 2}}, {{"perm", IntsAttr({0, 2, 3, 1})}}},
+      {"Squeeze", "Squeeze", {{2, 1, 3}}, {}, kNone, false, {IntInput({1})}},
+      {"Unsqueeze_opset11", "Unsqueeze", {{2, 3}}, {{"axes", IntsAttr({0, -1})}}, kNone, false,
+       {}, 11},
+      {"Pad_constant", "Pad", {{2, 3, 4}}, {}, kNone, false,
+       {IntInput({0, 1, -1, 1, 2, 1}), FloatInput(0.5f)}},
+      {"Pad_reflect", "Pad", {{2, 3, 4}}, {{"mode", StringAttr("reflect")}}, kNone, false,
+       {IntInput({0, 2, 1, 0, 1, 3})}},
+      {"Pad_edge", "Pad", {{2, 3, 4}}, {{"mode", StringAttr("edge")}}, kNone, false,
+       {IntInput({1, 2, 0, 0, 1, 3})}},
+      {"Pad_opset7_attributes", "Pad", {{3, 4}}, {{"pads", IntsAttr({1, 0, 0, 2})}}, kNone,
+       false, {}, 7},
+      {"Slice_steps", "Slice", {{4, 5, 6}}, {}, kNone, false,
+       {IntInput({3, 1}), IntInput({-100, 6}), IntInput({0, -1}), IntInput({-2, 2})}},
+      {"Slice_opset9", "Slice", {{4, 5}},
+       {{"starts", IntsAttr({1})}, {"ends", IntsAttr({-1})}, {"axes", IntsAttr({1})}}, kNone,
+       false, {}, 9},
+      {"Gather_repeated_indices", "Gather", {{4, 3}}, {{"axis", IntAttr(1)}}, kNone, false,
+       {IntInput({2, 0, -1, 2}, Shape{2, 2})}},
+      {"Gather_axis0_scalar", "Gather", {{4, 3}}, {}, kNone, false, {IntInput({-2}, Shape{})}},
+      {"Expand", "Expand", {{3, 1}}, {}, kNone, false, {IntInput({2, 3, 4})}},
+      {"Cast_float", "Cast", {{2, 3}}, {{"to", IntAttr(1)}}},
+  };
+  // clang-format on
+}
+
+INSTANTIATE_TEST_SUITE_P(ShapeOps, KernelGradientTest,
+                         ::testing::ValuesIn(ShapeOpCases()),
+                         [](const auto& info) { return info.param.name; });
 INSTANTIATE_TEST_SUITE_P(Gemm, KernelGradientTest,
                          ::testing::ValuesIn(GemmCases()),
                          [](const auto& info) { return info.param.name; });

@@ -1,0 +1,394 @@
+// engine/npy's writer (round trips through DecodeInputs, byte equality with
+// np.save) and the mixq-run program, run as a child process on the PyTorch
+// fixtures (tests/fixtures/README.md).
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "engine/dataset.h"
+#include "engine/npy.h"
+#include "engine/tensor.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "onnx/onnx_pb.h"
+#include "util/file.h"
+
+extern char** environ;
+
+namespace mixq::engine {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kFixtures[] = MIXQ_SOURCE_DIR "/tests/fixtures/";
+constexpr char kMixqRun[] = MIXQ_RUN_PATH;
+// Absolute and relative tolerance against PyTorch's float32 logits.
+constexpr float kTolerance = 1e-4f;
+// .npy format 1.0: magic (6) + version (2) + header length (2).
+constexpr size_t kNpyV1Preamble = 10;
+constexpr size_t kNpyAlignment = 64;
+
+std::string Fixture(absl::string_view file) {
+  return absl::StrCat(kFixtures, file);
+}
+
+std::string ReadOrDie(const std::string& path) {
+  absl::StatusOr<std::string> bytes = ReadFile(path);
+  EXPECT_TRUE(bytes.ok()) << bytes.status();
+  return bytes.ok() ? *std::move(bytes) : "";
+}
+
+Tensor DecodeOrDie(const std::string& bytes, const std::string& name) {
+  absl::StatusOr<Tensor> tensor = DecodeInputs(bytes, name);
+  EXPECT_TRUE(tensor.ok()) << tensor.status();
+  return tensor.ok() ? *std::move(tensor) : Tensor();
+}
+
+Tensor RandomTensor(Shape shape, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  Tensor t(std::move(shape));
+  for (float& v : t.values()) v = normal(rng);
+  return t;
+}
+
+void ExpectClose(const Tensor& actual, const Tensor& expected) {
+  ASSERT_EQ(actual.shape(), expected.shape());
+  const Eigen::ArrayXf diff = (actual.flat() - expected.flat()).abs();
+  const Eigen::ArrayXf bound = kTolerance + kTolerance * expected.flat().abs();
+  EXPECT_TRUE((diff <= bound).all())
+      << "largest difference " << diff.maxCoeff();
+}
+
+// ------------------------------------------------------------------ npy ----
+
+// np.save writes these fixtures; EncodeNpy must write the same bytes.
+TEST(NpyTest, EncodeMatchesNumpyBytes) {
+  for (const char* file :
+       {"tiny_mlp_inputs.npy", "tiny_mlp_logits.npy",
+        "mlp_fmnist_ref_inputs.npy", "mlp_fmnist_ref_logits.npy"}) {
+    SCOPED_TRACE(file);
+    const std::string bytes = ReadOrDie(Fixture(file));
+    const Tensor tensor = DecodeOrDie(bytes, file);
+    EXPECT_EQ(EncodeNpy(tensor), bytes);
+  }
+}
+
+class NpyRoundTripTest : public ::testing::TestWithParam<Shape> {};
+
+TEST_P(NpyRoundTripTest, DecodeInputsReadsBackWhatEncodeWrote) {
+  const Tensor tensor = RandomTensor(GetParam(), 7);
+  const std::string bytes = EncodeNpy(tensor);
+  ASSERT_GT(bytes.size(), kNpyV1Preamble);
+  EXPECT_EQ(bytes.substr(0, 8), std::string("\x93NUMPY\x01\x00", 8));
+  const size_t header_size =
+      static_cast<uint8_t>(bytes[8]) | static_cast<uint8_t>(bytes[9]) << 8;
+  EXPECT_EQ((kNpyV1Preamble + header_size) % kNpyAlignment, 0u);
+  EXPECT_EQ(bytes[kNpyV1Preamble + header_size - 1], '\n');
+  EXPECT_EQ(bytes.size(),
+            kNpyV1Preamble + header_size + tensor.size() * sizeof(float));
+
+  const Tensor decoded = DecodeOrDie(bytes, "round trip");
+  EXPECT_EQ(decoded.shape(), tensor.shape());
+  EXPECT_EQ(decoded.ToVector(), tensor.ToVector());
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, NpyRoundTripTest,
+                         ::testing::Values(Shape{1}, Shape{5}, Shape{3, 1},
+                                           Shape{2, 3, 4}, Shape{1, 1, 28, 28},
+                                           Shape{7, 2, 1, 3, 2},
+                                           Shape{1000, 10}));
+
+TEST(NpyTest, HeaderSpellsTheShapeAsNumpyDoes) {
+  const auto header = [](const Shape& shape) {
+    const std::string bytes = EncodeNpy(Tensor(shape));
+    return bytes.substr(kNpyV1Preamble, bytes.find('}') - kNpyV1Preamble + 1);
+  };
+  EXPECT_EQ(header({}),
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (), }");
+  EXPECT_EQ(header({3}),
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }");
+  EXPECT_EQ(header({2, 0, 5}),
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 0, 5), }");
+}
+
+// A header of 64 KiB or more needs format 2.0 (a 4-byte length).
+TEST(NpyTest, HugeRankUsesVersion2) {
+  const Shape shape(30000, 1);
+  const Tensor tensor(shape, {2.5f});
+  const std::string bytes = EncodeNpy(tensor);
+  EXPECT_EQ(bytes.substr(0, 8), std::string("\x93NUMPY\x02\x00", 8));
+  const Tensor decoded = DecodeOrDie(bytes, "rank 30000");
+  EXPECT_EQ(decoded.shape(), shape);
+  EXPECT_EQ(decoded.ToVector(), std::vector<float>{2.5f});
+}
+
+// ------------------------------------------------------------- mixq-run ----
+
+struct RunResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+// Runs mixq-run and gives a temporary directory per test.
+class MixqRunTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::path(::testing::TempDir()) /
+           absl::StrCat(
+               "mixq_run_test_", getpid(), "_",
+               ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    ASSERT_TRUE(std::filesystem::create_directories(dir_));
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::string Path(absl::string_view name) const {
+    return (dir_ / std::string(name)).string();
+  }
+
+  // Runs mixq-run with `args`; stdout and stderr go through files.
+  RunResult Run(const std::vector<std::string>& args) const {
+    std::vector<std::string> argv_strings = {kMixqRun};
+    argv_strings.insert(argv_strings.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (std::string& s : argv_strings) argv.push_back(s.data());
+    argv.push_back(nullptr);
+    const std::string out_path = Path("stdout.txt");
+    const std::string err_path = Path("stderr.txt");
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out_path.c_str(),
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, err_path.c_str(),
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    RunResult result;
+    pid_t pid = 0;
+    const int rc =
+        posix_spawn(&pid, kMixqRun, &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    EXPECT_EQ(rc, 0) << "cannot start " << kMixqRun;
+    if (rc != 0) return result;
+    int status = 0;
+    EXPECT_EQ(waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status)) << "mixq-run did not exit normally";
+    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    result.out = ReadOrDie(out_path);
+    result.err = ReadOrDie(err_path);
+    return result;
+  }
+
+  // Runs the model on `inputs` and returns the written output.
+  Tensor RunOk(const std::string& model, const std::string& inputs,
+               std::vector<std::string> extra = {}) const {
+    std::vector<std::string> args = {"--model", model,      "--inputs",
+                                     inputs,    "--output", Path("out.npy")};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const RunResult run = Run(args);
+    EXPECT_EQ(run.exit_code, 0) << run.err;
+    EXPECT_THAT(run.out, HasSubstr("wrote"));
+    if (run.exit_code != 0) return Tensor();
+    return DecodeOrDie(ReadOrDie(Path("out.npy")), "out.npy");
+  }
+
+  std::filesystem::path dir_;
+};
+
+TEST_F(MixqRunTest, MatchesPyTorchLogitsAtEveryOpset) {
+  const Tensor expected =
+      DecodeOrDie(ReadOrDie(Fixture("tiny_mlp_logits.npy")), "logits");
+  for (const char* model : {"tiny_mlp_opset11.onnx", "tiny_mlp_opset13.onnx",
+                            "tiny_mlp_opset17.onnx"}) {
+    SCOPED_TRACE(model);
+    ExpectClose(RunOk(Fixture(model), Fixture("tiny_mlp_inputs.npy")),
+                expected);
+  }
+}
+
+// 4 samples in batches of 3 (a partial last batch), 1, and more than N.
+TEST_F(MixqRunTest, BatchSizesConcatenateToTheSameOutput) {
+  const Tensor expected =
+      DecodeOrDie(ReadOrDie(Fixture("tiny_mlp_logits.npy")), "logits");
+  for (const char* batch : {"3", "1", "4", "1000"}) {
+    SCOPED_TRACE(batch);
+    ExpectClose(
+        RunOk(Fixture("tiny_mlp_opset13.onnx"), Fixture("tiny_mlp_inputs.npy"),
+              {"--batch-size", batch, "--threads", "1"}),
+        expected);
+  }
+}
+
+TEST_F(MixqRunTest, FashionMnistMlpMatchesPyTorch) {
+  ExpectClose(
+      RunOk(Fixture("mlp_fmnist.onnx"), Fixture("mlp_fmnist_ref_inputs.npy"),
+            {"--batch-size", "5"}),
+      DecodeOrDie(ReadOrDie(Fixture("mlp_fmnist_ref_logits.npy")), "logits"));
+}
+
+// CNNs exported by scripts/make_cnn_models.py (Conv, BatchNormalization,
+// pooling, residual Adds, a batch-dependent Reshape), in batches of 3 that
+// do not divide N.
+TEST_F(MixqRunTest, CnnFixturesMatchPyTorch) {
+  struct Case {
+    const char* model;
+    const char* inputs;
+    const char* logits;
+  };
+  for (const Case& c :
+       {Case{"resnet_fmnist_bn.onnx", "resnet_fmnist_inputs.npy",
+             "resnet_fmnist_logits.npy"},
+        Case{"mobilenet_v2_view_bn.onnx", "mobilenet_v2_inputs.npy",
+             "mobilenet_v2_logits.npy"}}) {
+    SCOPED_TRACE(c.model);
+    if (!std::filesystem::exists(Fixture(c.model))) {
+      GTEST_SKIP() << Fixture(c.model) << " is absent";
+    }
+    ExpectClose(
+        RunOk(Fixture(c.model), Fixture(c.inputs), {"--batch-size", "3"}),
+        DecodeOrDie(ReadOrDie(Fixture(c.logits)), c.logits));
+  }
+}
+
+// Inputs [N, 784] feed a [batch, 1, 28, 28] model (same per-sample size).
+TEST_F(MixqRunTest, InputsAreReshapedToTheModelInput) {
+  Tensor inputs =
+      DecodeOrDie(ReadOrDie(Fixture("mlp_fmnist_ref_inputs.npy")), "inputs");
+  inputs.Reshape({inputs.dim(0), 784});
+  ASSERT_TRUE(WriteFile(Path("flat.npy"), EncodeNpy(inputs)).ok());
+  ExpectClose(
+      RunOk(Fixture("mlp_fmnist.onnx"), Path("flat.npy")),
+      DecodeOrDie(ReadOrDie(Fixture("mlp_fmnist_ref_logits.npy")), "logits"));
+}
+
+// A model whose input declares batch 2 runs at any batch, as in the service.
+TEST_F(MixqRunTest, FixedBatchModelRunsAtAnyBatch) {
+  onnx::ModelProto model;
+  ASSERT_TRUE(
+      model.ParseFromString(ReadOrDie(Fixture("tiny_mlp_opset13.onnx"))));
+  model.mutable_graph()
+      ->mutable_input(0)
+      ->mutable_type()
+      ->mutable_tensor_type()
+      ->mutable_shape()
+      ->mutable_dim(0)
+      ->set_dim_value(2);
+  ASSERT_TRUE(WriteFile(Path("fixed.onnx"), model.SerializeAsString()).ok());
+  const Tensor expected =
+      DecodeOrDie(ReadOrDie(Fixture("tiny_mlp_logits.npy")), "logits");
+  for (const char* batch : {"2", "3"}) {
+    SCOPED_TRACE(batch);
+    ExpectClose(RunOk(Path("fixed.onnx"), Fixture("tiny_mlp_inputs.npy"),
+                      {"--batch-size", batch}),
+                expected);
+  }
+}
+
+struct FailureCase {
+  std::string name;
+  std::vector<std::string> args;  // "@x" is the fixture x, "%x" a temp file
+  int exit_code;
+  std::string message;  // part of stderr
+};
+
+void PrintTo(const FailureCase& c, std::ostream* os) { *os << c.name; }
+
+class MixqRunFailureTest : public MixqRunTest,
+                           public ::testing::WithParamInterface<FailureCase> {};
+
+TEST_P(MixqRunFailureTest, ExitsNonzeroWithAMessage) {
+  ASSERT_TRUE(WriteFile(Path("garbage.onnx"), "not a model").ok());
+  // The tiny MLP with its Relu replaced by an operator no ONNX opset has.
+  onnx::ModelProto model;
+  ASSERT_TRUE(
+      model.ParseFromString(ReadOrDie(Fixture("tiny_mlp_opset13.onnx"))));
+  for (onnx::NodeProto& node : *model.mutable_graph()->mutable_node()) {
+    if (node.op_type() == "Relu") node.set_op_type("NoSuchOperator");
+  }
+  ASSERT_TRUE(
+      WriteFile(Path("unsupported.onnx"), model.SerializeAsString()).ok());
+  ASSERT_TRUE(WriteFile(Path("garbage.npy"), "\x93NUMPY garbage").ok());
+  std::vector<std::string> args;
+  for (const std::string& arg : GetParam().args) {
+    if (!arg.empty() && arg[0] == '@') {
+      args.push_back(Fixture(arg.substr(1)));
+    } else if (!arg.empty() && arg[0] == '%') {
+      args.push_back(Path(arg.substr(1)));
+    } else {
+      args.push_back(arg);
+    }
+  }
+  const RunResult run = Run(args);
+  EXPECT_EQ(run.exit_code, GetParam().exit_code) << run.err;
+  EXPECT_THAT(run.err, HasSubstr(GetParam().message));
+  EXPECT_FALSE(std::filesystem::exists(Path("out.npy")));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, MixqRunFailureTest,
+    ::testing::Values(
+        FailureCase{"UnsupportedOperator",
+                    {"--model", "%unsupported.onnx", "--inputs",
+                     "@tiny_mlp_inputs.npy", "--output", "%out.npy"},
+                    1,
+                    "unsupported operator 'NoSuchOperator'"},
+        FailureCase{"NotAModel",
+                    {"--model", "%garbage.onnx", "--inputs",
+                     "@tiny_mlp_inputs.npy", "--output", "%out.npy"},
+                    1,
+                    "not an ONNX model"},
+        FailureCase{"MissingModel",
+                    {"--model", "%absent.onnx", "--inputs",
+                     "@tiny_mlp_inputs.npy", "--output", "%out.npy"},
+                    1,
+                    "absent.onnx"},
+        FailureCase{"WrongInputShape",
+                    {"--model", "@mlp_fmnist.onnx", "--inputs",
+                     "@tiny_mlp_inputs.npy", "--output", "%out.npy"},
+                    1,
+                    "8 values per sample, the model takes 784"},
+        FailureCase{"CorruptInputs",
+                    {"--model", "@tiny_mlp_opset13.onnx", "--inputs",
+                     "%garbage.npy", "--output", "%out.npy"},
+                    1,
+                    "garbage.npy"},
+        FailureCase{"WrongSampleSize",
+                    {"--model", "@tiny_mlp_opset13.onnx", "--inputs",
+                     "@tiny_mlp_logits.npy", "--output", "%out.npy"},
+                    1,
+                    "4 values per sample, the model takes 8"},
+        FailureCase{"UnwritableOutput",
+                    {"--model", "@tiny_mlp_opset13.onnx", "--inputs",
+                     "@tiny_mlp_inputs.npy", "--output", "%no/such/dir/y.npy"},
+                    1,
+                    "no/such/dir/y.npy"},
+        FailureCase{"MissingOutputFlag",
+                    {"--model", "@tiny_mlp_opset13.onnx", "--inputs",
+                     "@tiny_mlp_inputs.npy"},
+                    2,
+                    "--output is required"},
+        FailureCase{"ZeroBatchSize",
+                    {"--model", "@tiny_mlp_opset13.onnx", "--inputs",
+                     "@tiny_mlp_inputs.npy", "--output", "%out.npy",
+                     "--batch-size", "0"},
+                    2,
+                    "--batch-size"},
+        FailureCase{"UnknownFlag",
+                    {"--model", "@tiny_mlp_opset13.onnx", "--inputs",
+                     "@tiny_mlp_inputs.npy", "--output", "%out.npy", "--bogus"},
+                    2,
+                    "--bogus"}),
+    [](const ::testing::TestParamInfo<FailureCase>& info) {
+      return info.param.name;
+    });
+
+}  // namespace
+}  // namespace mixq::engine

@@ -1,0 +1,82 @@
+// Test support: checks a kernel's backward pass against central finite
+// differences of its forward pass. Header-only; needs GoogleTest.
+#ifndef MIXQ_TESTS_SUPPORT_GRADIENT_CHECK_H_
+#define MIXQ_TESTS_SUPPORT_GRADIENT_CHECK_H_
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/ops.h"
+#include "engine/tensor.h"
+#include "gtest/gtest.h"
+
+namespace mixq::testing {
+
+// The finite-difference step and the accepted error of a gradient element:
+// |analytic - numeric| <= abs + rel * |numeric|.
+struct GradientTolerance {
+  float eps = 1e-3f;
+  double abs = 2e-3;
+  double rel = 1e-2;
+};
+
+inline bool GradientNear(double analytic, double numeric,
+                         const GradientTolerance& tolerance) {
+  return std::abs(analytic - numeric) <=
+         tolerance.abs + tolerance.rel * std::abs(numeric);
+}
+
+// For L = Σ upstream ⊙ kernel(inputs), expects kernel.Backward's dL/dInput of
+// every element of every input to match central differences of L (summed in
+// double), and asking for one input's gradient alone to give the same values.
+// `upstream` must have the kernel's output shape for `inputs`. Failures name
+// the input and the element.
+inline void ExpectGradientsMatchFiniteDifferences(
+    const engine::Kernel& kernel, std::vector<engine::Tensor> inputs,
+    const engine::Tensor& upstream, const GradientTolerance& tolerance = {}) {
+  std::vector<const engine::Tensor*> pointers;
+  for (const engine::Tensor& t : inputs) pointers.push_back(&t);
+
+  const auto loss = [&]() {
+    engine::Tensor out(upstream.shape());
+    kernel.Forward(pointers, &out);
+    double sum = 0;
+    for (int64_t i = 0; i < out.size(); ++i) {
+      sum += static_cast<double>(out.data()[i]) * upstream.data()[i];
+    }
+    return sum;
+  };
+
+  std::vector<engine::Tensor> grads;
+  std::vector<engine::Tensor*> grad_pointers;
+  for (const engine::Tensor& t : inputs) grads.emplace_back(t.shape());
+  for (engine::Tensor& g : grads) grad_pointers.push_back(&g);
+  kernel.Backward(pointers, upstream, grad_pointers);
+
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    for (int64_t j = 0; j < inputs[i].size(); ++j) {
+      float& x = inputs[i].data()[j];
+      const float saved = x;
+      x = saved + tolerance.eps;
+      const double plus = loss();
+      x = saved - tolerance.eps;
+      const double minus = loss();
+      x = saved;
+      const double numeric = (plus - minus) / (2.0 * tolerance.eps);
+      EXPECT_TRUE(GradientNear(grads[i].data()[j], numeric, tolerance))
+          << "input " << i << " element " << j << ": analytic "
+          << grads[i].data()[j] << ", numeric " << numeric;
+    }
+    std::vector<engine::Tensor*> only(inputs.size(), nullptr);
+    engine::Tensor alone(inputs[i].shape());
+    only[i] = &alone;
+    kernel.Backward(pointers, upstream, only);
+    EXPECT_EQ(alone.values(), grads[i].values()) << "input " << i;
+  }
+}
+
+}  // namespace mixq::testing
+
+#endif  // MIXQ_TESTS_SUPPORT_GRADIENT_CHECK_H_
