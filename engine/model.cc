@@ -81,8 +81,36 @@ using SlotKind = Model::Impl::SlotKind;
 
 // Constant folding results larger than this stay runtime nodes.
 constexpr int64_t kMaxFoldedElements = int64_t{1} << 22;
-// The first ONNX opset whose Gemm/Add/Dropout semantics the kernels follow.
-constexpr int64_t kMinOpset = 7;
+// The oldest ONNX opset accepted. Opset 6 differs from 7 in attributes that
+// CheckLegacyAttributes refuses when they would change the result.
+constexpr int64_t kMinOpset = 6;
+
+// Before opset 7, binary arithmetic broadcast with `broadcast`/`axis`
+// attributes (B aligned at `axis`, not numpy-style) and Dropout /
+// BatchNormalization took `is_test`. The numpy-compatible cases (no axis,
+// is_test=1) compute the same as in later opsets; the rest are refused rather
+// than computed differently.
+absl::Status CheckLegacyAttributes(const onnx::NodeProto& node,
+                                   const std::string& label, int64_t opset) {
+  if (opset >= 7) return absl::OkStatus();
+  const absl::string_view op = node.op_type();
+  const bool arithmetic = op == "Add" || op == "Sub" || op == "Mul" ||
+                          op == "Div" || op == "Pow" || op == "PRelu";
+  for (const onnx::AttributeProto& attr : node.attribute()) {
+    if (arithmetic && attr.name() == "axis") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "node '", label, "' (", op, "): legacy broadcasting along 'axis' "
+          "(opset ", opset, ") is not supported"));
+    }
+    if ((op == "Dropout" || op == "BatchNormalization") &&
+        attr.name() == "is_test" && attr.i() == 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "node '", label, "' (", op, "): training mode (is_test=0, opset ",
+          opset, ") is not supported"));
+    }
+  }
+  return absl::OkStatus();
+}
 
 // Input pointers a node keeps inline (Gemm: 3, BatchNormalization: 5).
 constexpr size_t kInlineInputs = 6;
@@ -645,6 +673,7 @@ class Importer {
   absl::Status CompileNode(int index) {
     const onnx::NodeProto& proto = graph_.node(index);
     const std::string label = NodeLabel(proto, index);
+    MIXQ_RETURN_IF_ERROR(CheckLegacyAttributes(proto, label, opset_));
     const OpSchema* schema = FindOp(proto.op_type());
     // Integer tensors only exist as constants: a node that reads one, or
     // that only computes shapes, is evaluated here rather than compiled.

@@ -772,10 +772,36 @@ TEST(ImportErrorTest, DropoutMaskCannotBeUsed) {
 }
 
 TEST(ImportErrorTest, OldOpset) {
-  OnnxBuilder b(6);
+  OnnxBuilder b(5);
   b.Input("x", {-1, 2}).Output("y");
   b.Node("Relu", {"x"}, {"y"});
-  ExpectInvalid(b.Build().status(), "opset version 6");
+  ExpectInvalid(b.Build().status(), "opset version 5");
+}
+
+// Opset 6 loads, except for the legacy attributes that would change results.
+TEST(ImportErrorTest, Opset6LegacyAttributes) {
+  {
+    OnnxBuilder b(6);
+    b.Input("x", {-1, 2}).Output("y");
+    b.Node("Relu", {"x"}, {"y"});
+    EXPECT_TRUE(b.Build().ok());
+  }
+  {
+    OnnxBuilder b(6);
+    b.Input("x", {-1, 2}).Output("y");
+    b.Initializer("b", {2}, {1.0f, 2.0f});
+    onnx::NodeProto* add = b.Node("Add", {"x", "b"}, {"y"}, "add");
+    SetInt(add, "broadcast", 1);
+    SetInt(add, "axis", 1);
+    ExpectInvalid(b.Build().status(), "node 'add' (Add): legacy broadcasting");
+  }
+  {
+    OnnxBuilder b(6);
+    b.Input("x", {-1, 2}).Output("y");
+    onnx::NodeProto* drop = b.Node("Dropout", {"x"}, {"y"}, "drop");
+    SetInt(drop, "is_test", 0);
+    ExpectInvalid(b.Build().status(), "training mode (is_test=0");
+  }
 }
 
 TEST(ImportErrorTest, DuplicateValueName) {
