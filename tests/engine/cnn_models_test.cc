@@ -13,21 +13,21 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "engine/dataset.h"
 #include "engine/loss.h"
 #include "engine/model.h"
 #include "engine/tensor.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "util/file.h"
+#include "tests/support/fixtures.h"
 
 namespace mixq::engine {
 namespace {
 
+using ::mixq::testing::FixturePath;
+using ::mixq::testing::ReadFloatNpy;
 using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
 
-constexpr char kFixtures[] = MIXQ_SOURCE_DIR "/tests/fixtures/";
 // Absolute and relative tolerance against PyTorch's float32 logits.
 constexpr float kTolerance = 1e-4f;
 // A batch size the importer never saw (it infers shapes at batch 1).
@@ -101,19 +101,6 @@ std::vector<CnnFixture> Fixtures() {
   };
 }
 
-std::string Fixture(absl::string_view file) {
-  return absl::StrCat(kFixtures, file);
-}
-
-Tensor ReadNpy(const std::string& path) {
-  absl::StatusOr<std::string> bytes = ReadFile(path);
-  EXPECT_TRUE(bytes.ok()) << bytes.status();
-  if (!bytes.ok()) return Tensor();
-  absl::StatusOr<Tensor> tensor = DecodeInputs(*bytes, path);
-  EXPECT_TRUE(tensor.ok()) << tensor.status();
-  return tensor.ok() ? *std::move(tensor) : Tensor();
-}
-
 std::vector<const Tensor*> Pointers(const std::vector<Tensor>& tensors) {
   std::vector<const Tensor*> pointers;
   for (const Tensor& t : tensors) pointers.push_back(&t);
@@ -160,11 +147,11 @@ class CnnModelTest : public ::testing::TestWithParam<CnnFixture> {
   void SetUp() override {
     const CnnFixture& f = GetParam();
     absl::StatusOr<std::unique_ptr<Model>> model =
-        Model::FromOnnxFile(Fixture(f.onnx));
+        Model::FromOnnxFile(FixturePath(f.onnx));
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = *std::move(model);
-    inputs_ = ReadNpy(Fixture(f.inputs));
-    expected_ = ReadNpy(Fixture(f.logits));
+    inputs_ = ReadFloatNpy(FixturePath(f.inputs));
+    expected_ = ReadFloatNpy(FixturePath(f.logits));
     ASSERT_EQ(inputs_.rank(), 4);
     ASSERT_EQ(expected_.rank(), 2);
     ASSERT_EQ(inputs_.dim(0), expected_.dim(0));
@@ -363,12 +350,12 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, CnnModelTest,
 // agree with torchvision's Flatten export exactly.
 TEST(CnnModelShapeGraphTest, ViewFlattenAgreesWithFlattenAtEveryBatch) {
   absl::StatusOr<std::unique_ptr<Model>> flatten =
-      Model::FromOnnxFile(Fixture("mobilenet_v2_bn.onnx"));
+      Model::FromOnnxFile(FixturePath("mobilenet_v2_bn.onnx"));
   absl::StatusOr<std::unique_ptr<Model>> view =
-      Model::FromOnnxFile(Fixture("mobilenet_v2_view_bn.onnx"));
+      Model::FromOnnxFile(FixturePath("mobilenet_v2_view_bn.onnx"));
   ASSERT_TRUE(flatten.ok()) << flatten.status();
   ASSERT_TRUE(view.ok()) << view.status();
-  const Tensor inputs = ReadNpy(Fixture("mobilenet_v2_inputs.npy"));
+  const Tensor inputs = ReadFloatNpy(FixturePath("mobilenet_v2_inputs.npy"));
   for (int64_t batch : {1, 2, 5}) {
     const Tensor x = Rows(inputs, 0, batch);
     absl::StatusOr<Tensor> a =

@@ -5,7 +5,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <filesystem>
 #include <limits>
 #include <string>
 #include <vector>
@@ -14,11 +13,14 @@
 #include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "util/file.h"
+#include "tests/support/fixtures.h"
 
 namespace mixq::engine {
 namespace {
 
+using ::mixq::testing::FashionMnistInstalled;
+using ::mixq::testing::FashionMnistTestSplit;
+using ::mixq::testing::ReadFashionMnistTestSplit;
 using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
 using ::testing::FloatEq;
@@ -26,7 +28,6 @@ using ::testing::HasSubstr;
 using ::testing::Pointwise;
 
 constexpr char kName[] = "data/inputs.bin";
-constexpr char kFashionMnistDir[] = "/usr/share/datasets/fashion-mnist/";
 
 // .npy bytes with header dict `dict` (padded as NumPy pads it) and `payload`.
 std::string NpyWithDict(absl::string_view dict, absl::string_view payload,
@@ -461,40 +462,31 @@ TEST(ConformToModelInputTest, MismatchNamesBothShapes) {
 // --- The real Fashion-MNIST test split ------------------------------------
 
 TEST(FashionMnistTest, TestSplitDecodes) {
-  const std::string images_path =
-      absl::StrCat(kFashionMnistDir, "t10k-images-idx3-ubyte.gz");
-  const std::string labels_path =
-      absl::StrCat(kFashionMnistDir, "t10k-labels-idx1-ubyte.gz");
-  if (!std::filesystem::exists(images_path)) {
+  if (!FashionMnistInstalled()) {
     GTEST_SKIP() << "dataset-fashion-mnist is not installed";
   }
-  absl::StatusOr<std::string> image_bytes = ReadFile(images_path);
-  absl::StatusOr<std::string> label_bytes = ReadFile(labels_path);
-  ASSERT_TRUE(image_bytes.ok()) << image_bytes.status();
-  ASSERT_TRUE(label_bytes.ok()) << label_bytes.status();
+  absl::StatusOr<FashionMnistTestSplit> split = ReadFashionMnistTestSplit();
+  ASSERT_TRUE(split.ok()) << split.status();
 
-  absl::StatusOr<Tensor> images = DecodeInputs(*image_bytes, images_path);
-  ASSERT_TRUE(images.ok()) << images.status();
-  EXPECT_THAT(images->shape(), ElementsAre(10000, 28, 28));
-  EXPECT_GE(images->flat().minCoeff(), 0.0f);
-  EXPECT_LE(images->flat().maxCoeff(), 1.0f);
+  Tensor& images = split->images;
+  EXPECT_THAT(images.shape(), ElementsAre(10000, 28, 28));
+  EXPECT_GE(images.flat().minCoeff(), 0.0f);
+  EXPECT_LE(images.flat().maxCoeff(), 1.0f);
   // The training-set mean is 0.2860; the test split's is close to it.
-  EXPECT_NEAR(images->flat().mean(), 0.2860f, 0.01f);
+  EXPECT_NEAR(images.flat().mean(), 0.2860f, 0.01f);
 
-  absl::StatusOr<std::vector<int64_t>> labels =
-      DecodeLabels(*label_bytes, labels_path);
-  ASSERT_TRUE(labels.ok()) << labels.status();
-  ASSERT_EQ(labels->size(), 10000u);
+  const std::vector<int64_t>& labels = split->labels;
+  ASSERT_EQ(labels.size(), 10000u);
   std::vector<int> per_class(10, 0);
-  for (int64_t label : *labels) {
+  for (int64_t label : labels) {
     ASSERT_GE(label, 0);
     ASSERT_LE(label, 9);
     ++per_class[label];
   }
   EXPECT_THAT(per_class, ::testing::Each(1000));
 
-  ASSERT_TRUE(ConformToModelInput({-1, 1, 28, 28}, &*images).ok());
-  EXPECT_THAT(images->shape(), ElementsAre(10000, 1, 28, 28));
+  ASSERT_TRUE(ConformToModelInput({-1, 1, 28, 28}, &images).ok());
+  EXPECT_THAT(images.shape(), ElementsAre(10000, 1, 28, 28));
 }
 
 }  // namespace

@@ -2,7 +2,6 @@
 // tests/fixtures/README.md) run in mixq's engine and agree with PyTorch.
 #include <algorithm>
 #include <cmath>
-#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -13,16 +12,19 @@
 #include "engine/tensor.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "util/file.h"
+#include "tests/support/fixtures.h"
 
 namespace mixq::engine {
 namespace {
 
+using ::mixq::testing::FashionMnistInstalled;
+using ::mixq::testing::FashionMnistTestSplit;
+using ::mixq::testing::FixturePath;
+using ::mixq::testing::ReadFashionMnistTestSplit;
+using ::mixq::testing::ReadFloatNpy;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-constexpr char kFixtures[] = MIXQ_SOURCE_DIR "/tests/fixtures/";
-constexpr char kFashionMnistDir[] = "/usr/share/datasets/fashion-mnist/";
 // Absolute and relative tolerance against PyTorch's float32 logits.
 constexpr float kTolerance = 1e-4f;
 // The normalisation the MLP was trained with (tests/fixtures/README.md).
@@ -32,20 +34,6 @@ constexpr float kFashionMnistStd = 0.3530f;
 constexpr double kPyTorchTestAccuracy = 0.8654;
 constexpr double kAccuracySlack = 0.001;
 constexpr int64_t kEvalBatch = 1000;
-
-std::string Fixture(absl::string_view file) {
-  return absl::StrCat(kFixtures, file);
-}
-
-// Reads a float32 .npy fixture.
-Tensor ReadNpy(const std::string& path) {
-  absl::StatusOr<std::string> bytes = ReadFile(path);
-  EXPECT_TRUE(bytes.ok()) << bytes.status();
-  if (!bytes.ok()) return Tensor();
-  absl::StatusOr<Tensor> tensor = DecodeInputs(*bytes, path);
-  EXPECT_TRUE(tensor.ok()) << tensor.status();
-  return tensor.ok() ? *std::move(tensor) : Tensor();
-}
 
 std::unique_ptr<Model> LoadModel(const std::string& path) {
   absl::StatusOr<std::unique_ptr<Model>> model = Model::FromOnnxFile(path);
@@ -77,15 +65,16 @@ std::vector<std::string> QuantizableNames(const Model& model) {
 }
 
 TEST(ExportedModelTest, FashionMnistMlpMatchesPyTorch) {
-  std::unique_ptr<Model> model = LoadModel(Fixture("mlp_fmnist.onnx"));
+  std::unique_ptr<Model> model = LoadModel(FixturePath("mlp_fmnist.onnx"));
   ASSERT_NE(model, nullptr);
   EXPECT_EQ(model->input_name(), "input");
   EXPECT_THAT(model->input_shape(), ElementsAre(-1, 1, 28, 28));
   EXPECT_EQ(model->output_name(), "logits");
   EXPECT_THAT(model->output_shape(), ElementsAre(1, 10));
 
-  const Tensor inputs = ReadNpy(Fixture("mlp_fmnist_ref_inputs.npy"));
-  const Tensor expected = ReadNpy(Fixture("mlp_fmnist_ref_logits.npy"));
+  const Tensor inputs = ReadFloatNpy(FixturePath("mlp_fmnist_ref_inputs.npy"));
+  const Tensor expected =
+      ReadFloatNpy(FixturePath("mlp_fmnist_ref_logits.npy"));
   ASSERT_THAT(inputs.shape(), ElementsAre(16, 1, 28, 28));
   ASSERT_THAT(expected.shape(), ElementsAre(16, 10));
   absl::StatusOr<Tensor> logits =
@@ -95,7 +84,7 @@ TEST(ExportedModelTest, FashionMnistMlpMatchesPyTorch) {
 }
 
 TEST(ExportedModelTest, FashionMnistMlpQuantizableLayers) {
-  std::unique_ptr<Model> model = LoadModel(Fixture("mlp_fmnist.onnx"));
+  std::unique_ptr<Model> model = LoadModel(FixturePath("mlp_fmnist.onnx"));
   ASSERT_NE(model, nullptr);
   EXPECT_THAT(QuantizableNames(*model),
               ElementsAre("fc1.weight", "fc2.weight", "fc3.weight"));
@@ -110,41 +99,32 @@ TEST(ExportedModelTest, FashionMnistMlpQuantizableLayers) {
 // End to end through the data path the service uses: IDX gzip → [0, 1] →
 // Normalize → ConformToModelInput → Forward reproduces PyTorch's accuracy.
 TEST(ExportedModelTest, FashionMnistMlpTestAccuracy) {
-  const std::string images_path =
-      absl::StrCat(kFashionMnistDir, "t10k-images-idx3-ubyte.gz");
-  const std::string labels_path =
-      absl::StrCat(kFashionMnistDir, "t10k-labels-idx1-ubyte.gz");
-  if (!std::filesystem::exists(images_path)) {
+  if (!FashionMnistInstalled()) {
     GTEST_SKIP() << "dataset-fashion-mnist is not installed";
   }
-  std::unique_ptr<Model> model = LoadModel(Fixture("mlp_fmnist.onnx"));
+  std::unique_ptr<Model> model = LoadModel(FixturePath("mlp_fmnist.onnx"));
   ASSERT_NE(model, nullptr);
-  absl::StatusOr<std::string> image_bytes = ReadFile(images_path);
-  absl::StatusOr<std::string> label_bytes = ReadFile(labels_path);
-  ASSERT_TRUE(image_bytes.ok()) << image_bytes.status();
-  ASSERT_TRUE(label_bytes.ok()) << label_bytes.status();
-  absl::StatusOr<Tensor> images = DecodeInputs(*image_bytes, images_path);
-  absl::StatusOr<std::vector<int64_t>> labels =
-      DecodeLabels(*label_bytes, labels_path);
-  ASSERT_TRUE(images.ok()) << images.status();
-  ASSERT_TRUE(labels.ok()) << labels.status();
-  ASSERT_TRUE(Normalize(kFashionMnistMean, kFashionMnistStd, &*images).ok());
-  ASSERT_TRUE(ConformToModelInput(model->input_shape(), &*images).ok());
+  absl::StatusOr<FashionMnistTestSplit> split = ReadFashionMnistTestSplit();
+  ASSERT_TRUE(split.ok()) << split.status();
+  Tensor& images = split->images;
+  const std::vector<int64_t>& labels = split->labels;
+  ASSERT_TRUE(Normalize(kFashionMnistMean, kFashionMnistStd, &images).ok());
+  ASSERT_TRUE(ConformToModelInput(model->input_shape(), &images).ok());
 
   const std::vector<const Tensor*> params = InitialParams(*model);
-  const int64_t n = images->dim(0);
+  const int64_t n = images.dim(0);
   int64_t correct = 0;
   for (int64_t begin = 0; begin < n; begin += kEvalBatch) {
     const int64_t end = std::min(n, begin + kEvalBatch);
     absl::StatusOr<Tensor> logits =
-        model->Forward(images->Slice(begin, end), params, nullptr);
+        model->Forward(images.Slice(begin, end), params, nullptr);
     ASSERT_TRUE(logits.ok()) << logits.status();
     const Tensor& out = *logits;
     const ConstMatrixMap m = out.AsMatrix(end - begin, out.dim(1));
     for (int64_t i = 0; i < end - begin; ++i) {
       Eigen::Index predicted = 0;
       m.row(i).maxCoeff(&predicted);
-      correct += predicted == (*labels)[begin + i];
+      correct += predicted == labels[begin + i];
     }
   }
   EXPECT_NEAR(static_cast<double>(correct) / n, kPyTorchTestAccuracy,
@@ -154,13 +134,13 @@ TEST(ExportedModelTest, FashionMnistMlpTestAccuracy) {
 class TinyMlpOpsetTest : public ::testing::TestWithParam<int> {};
 
 TEST_P(TinyMlpOpsetTest, MatchesPyTorch) {
-  std::unique_ptr<Model> model =
-      LoadModel(Fixture(absl::StrCat("tiny_mlp_opset", GetParam(), ".onnx")));
+  std::unique_ptr<Model> model = LoadModel(
+      FixturePath(absl::StrCat("tiny_mlp_opset", GetParam(), ".onnx")));
   ASSERT_NE(model, nullptr);
   EXPECT_THAT(QuantizableNames(*model),
               ElementsAre("fc1.weight", "fc2.weight"));
-  const Tensor inputs = ReadNpy(Fixture("tiny_mlp_inputs.npy"));
-  const Tensor expected = ReadNpy(Fixture("tiny_mlp_logits.npy"));
+  const Tensor inputs = ReadFloatNpy(FixturePath("tiny_mlp_inputs.npy"));
+  const Tensor expected = ReadFloatNpy(FixturePath("tiny_mlp_logits.npy"));
   ASSERT_THAT(inputs.shape(), ElementsAre(4, 8));
   absl::StatusOr<Tensor> logits =
       model->Forward(inputs, InitialParams(*model), nullptr);
@@ -173,7 +153,7 @@ INSTANTIATE_TEST_SUITE_P(Opsets, TinyMlpOpsetTest,
 
 TEST(ExportedModelTest, UnsupportedOperatorIsNamed) {
   absl::StatusOr<std::unique_ptr<Model>> model =
-      Model::FromOnnxFile(Fixture("unsupported_op.onnx"));
+      Model::FromOnnxFile(FixturePath("unsupported_op.onnx"));
   ASSERT_FALSE(model.ok());
   EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument)
       << model.status();

@@ -17,13 +17,18 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "onnx/onnx_pb.h"
+#include "tests/support/gradient_check.h"
 #include "tests/support/kernel_testing.h"
 
 namespace mixq::engine {
 namespace {
 
+using ::mixq::testing::EvaluateAround;
+using ::mixq::testing::ExpectGradientsMatchFiniteDifferences;
 using ::mixq::testing::FloatAttr;
 using ::mixq::testing::FloatInput;
+using ::mixq::testing::GradientNear;
+using ::mixq::testing::GradientTolerance;
 using ::mixq::testing::IntAttr;
 using ::mixq::testing::IntInput;
 using ::mixq::testing::IntsAttr;
@@ -31,20 +36,14 @@ using ::mixq::testing::StringAttr;
 
 // The kernels are linear in each input (ReLU away from its kink), so a large
 // step costs no truncation error and keeps float rounding small.
-constexpr float kKernelEps = 1e-2f;
-constexpr double kAbsTolerance = 1e-3;
-constexpr double kRelTolerance = 1e-2;
+constexpr GradientTolerance kKernelTolerance = {
+    .eps = 1e-2f, .abs = 1e-3, .rel = 1e-2};
 
 std::vector<float> RandomValues(int64_t n, std::mt19937* rng) {
   std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
   std::vector<float> values(n);
   for (float& v : values) v = uniform(*rng);
   return values;
-}
-
-bool Near(double analytic, double numeric) {
-  return std::abs(analytic - numeric) <=
-         kAbsTolerance + kRelTolerance * std::abs(numeric);
 }
 
 struct KernelCase {
@@ -73,13 +72,7 @@ TEST_P(KernelGradientTest, MatchesFiniteDifferences) {
   config.node_name = c.name;
   config.opset = c.opset;
   for (const auto& [name, attr] : c.attributes) config.attributes[name] = attr;
-  if (c.shape_input) {
-    ConstantInput shape;
-    shape.is_int = true;
-    shape.shape = {static_cast<int64_t>(c.shape_input->size())};
-    shape.ints = *c.shape_input;
-    config.constant_inputs.push_back(std::move(shape));
-  }
+  if (c.shape_input) config.constant_inputs.push_back(IntInput(*c.shape_input));
   for (const ConstantInput& input : c.constant_inputs) {
     config.constant_inputs.push_back(input);
   }
@@ -96,52 +89,13 @@ TEST_P(KernelGradientTest, MatchesFiniteDifferences) {
     }
   }
   std::vector<const Shape*> shapes;
-  std::vector<const Tensor*> pointers;
-  for (const Tensor& t : inputs) {
-    shapes.push_back(&t.shape());
-    pointers.push_back(&t);
-  }
+  for (const Tensor& t : inputs) shapes.push_back(&t.shape());
   absl::StatusOr<Shape> out_shape = kernel.OutputShape(shapes);
   ASSERT_TRUE(out_shape.ok()) << out_shape.status();
   const Tensor upstream(*out_shape,
                         RandomValues(NumElements(*out_shape), &rng));
-
-  const auto loss = [&]() {
-    Tensor out(*out_shape);
-    kernel.Forward(pointers, &out);
-    double sum = 0;
-    for (int64_t i = 0; i < out.size(); ++i) {
-      sum += static_cast<double>(out.data()[i]) * upstream.data()[i];
-    }
-    return sum;
-  };
-
-  std::vector<Tensor> grads;
-  std::vector<Tensor*> grad_pointers;
-  for (const Tensor& t : inputs) grads.emplace_back(t.shape());
-  for (Tensor& g : grads) grad_pointers.push_back(&g);
-  kernel.Backward(pointers, upstream, grad_pointers);
-
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    for (int64_t j = 0; j < inputs[i].size(); ++j) {
-      float& x = inputs[i].data()[j];
-      const float saved = x;
-      x = saved + kKernelEps;
-      const double plus = loss();
-      x = saved - kKernelEps;
-      const double minus = loss();
-      x = saved;
-      const double numeric = (plus - minus) / (2.0 * kKernelEps);
-      EXPECT_PRED2(Near, grads[i].data()[j], numeric)
-          << "input " << i << " element " << j;
-    }
-    // Asking for one gradient alone gives the same values.
-    std::vector<Tensor*> only(inputs.size(), nullptr);
-    Tensor alone(inputs[i].shape());
-    only[i] = &alone;
-    kernel.Backward(pointers, upstream, only);
-    EXPECT_EQ(alone.values(), grads[i].values()) << "input " << i;
-  }
+  ExpectGradientsMatchFiniteDifferences(kernel, std::move(inputs), upstream,
+                                        kKernelTolerance);
 }
 
 std::vector<KernelCase> GemmCases() {
@@ -323,7 +277,8 @@ std::string MlpOnnx() {
 
 // The model's loss is only piecewise smooth (ReLU): a step is compared only
 // where the two one-sided differences agree, i.e. no kink lies within eps.
-constexpr float kModelEps = 5e-3f;
+constexpr GradientTolerance kModelTolerance = {
+    .eps = 5e-3f, .abs = 1e-3, .rel = 1e-2};
 constexpr double kKinkTolerance = 1e-2;
 
 TEST(ModelGradientTest, MlpWithCrossEntropyMatchesFiniteDifferences) {
@@ -367,23 +322,19 @@ TEST(ModelGradientTest, MlpWithCrossEntropyMatchesFiniteDifferences) {
   for (size_t p = 0; p < params.size(); ++p) {
     ASSERT_EQ(grads[p].shape(), params[p].shape());
     for (int64_t j = 0; j < params[p].size(); ++j, ++total) {
-      float& w = params[p].data()[j];
-      const float saved = w;
-      w = saved + kModelEps;
-      const double plus = loss();
-      w = saved - kModelEps;
-      const double minus = loss();
-      w = saved;
-      const double forward = (plus - center) / kModelEps;
-      const double backward = (center - minus) / kModelEps;
+      const double eps = kModelTolerance.eps;
+      const auto [plus, minus] = EvaluateAround(params[p].data()[j], eps, loss);
+      const double forward = (plus - center) / eps;
+      const double backward = (center - minus) / eps;
       if (std::abs(forward - backward) >
           kKinkTolerance * std::max(1.0, std::abs(forward))) {
         continue;
       }
       ++checked;
-      const double numeric = (plus - minus) / (2.0 * kModelEps);
-      EXPECT_PRED2(Near, grads[p].data()[j], numeric)
-          << model.params()[p].name << " element " << j;
+      const double numeric = (plus - minus) / (2.0 * eps);
+      EXPECT_TRUE(GradientNear(grads[p].data()[j], numeric, kModelTolerance))
+          << model.params()[p].name << " element " << j << ": analytic "
+          << grads[p].data()[j] << ", numeric " << numeric;
     }
   }
   // Kinks within eps of a weight are rare.

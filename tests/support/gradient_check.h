@@ -3,7 +3,9 @@
 #ifndef MIXQ_TESTS_SUPPORT_GRADIENT_CHECK_H_
 #define MIXQ_TESTS_SUPPORT_GRADIENT_CHECK_H_
 
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -28,14 +30,37 @@ inline bool GradientNear(double analytic, double numeric,
          tolerance.abs + tolerance.rel * std::abs(numeric);
 }
 
+// f() with the element `x` at x + eps and at x - eps; `x` is restored.
+struct CentralValues {
+  double plus;
+  double minus;
+};
+
+template <typename F>
+CentralValues EvaluateAround(float& x, float eps, F&& f) {
+  const float saved = x;
+  x = saved + eps;
+  const double plus = f();
+  x = saved - eps;
+  const double minus = f();
+  x = saved;
+  return {plus, minus};
+}
+
 // For L = Σ upstream ⊙ kernel(inputs), expects kernel.Backward's dL/dInput of
 // every element of every input to match central differences of L (summed in
-// double), and asking for one input's gradient alone to give the same values.
-// `upstream` must have the kernel's output shape for `inputs`. Failures name
-// the input and the element.
+// double), every gradient buffer to be overwritten (they start filled with
+// garbage), and asking for one input's gradient alone to give the same values.
+// The inputs listed in `zero_by_contract` (BatchNormalization's mean and var)
+// get zeros by the kernel's contract rather than the derivative, and are
+// expected to. `upstream` must have the kernel's output shape for `inputs`.
+// Failures name the input and the element.
 inline void ExpectGradientsMatchFiniteDifferences(
     const engine::Kernel& kernel, std::vector<engine::Tensor> inputs,
-    const engine::Tensor& upstream, const GradientTolerance& tolerance = {}) {
+    const engine::Tensor& upstream, const GradientTolerance& tolerance = {},
+    const std::vector<size_t>& zero_by_contract = {}) {
+  // What a kernel that accumulates instead of overwriting would leave behind.
+  constexpr float kGarbage = 123.0f;
   std::vector<const engine::Tensor*> pointers;
   for (const engine::Tensor& t : inputs) pointers.push_back(&t);
 
@@ -52,25 +77,29 @@ inline void ExpectGradientsMatchFiniteDifferences(
   std::vector<engine::Tensor> grads;
   std::vector<engine::Tensor*> grad_pointers;
   for (const engine::Tensor& t : inputs) grads.emplace_back(t.shape());
-  for (engine::Tensor& g : grads) grad_pointers.push_back(&g);
+  for (engine::Tensor& g : grads) {
+    g.flat().setConstant(kGarbage);
+    grad_pointers.push_back(&g);
+  }
   kernel.Backward(pointers, upstream, grad_pointers);
 
   for (size_t i = 0; i < inputs.size(); ++i) {
-    for (int64_t j = 0; j < inputs[i].size(); ++j) {
-      float& x = inputs[i].data()[j];
-      const float saved = x;
-      x = saved + tolerance.eps;
-      const double plus = loss();
-      x = saved - tolerance.eps;
-      const double minus = loss();
-      x = saved;
-      const double numeric = (plus - minus) / (2.0 * tolerance.eps);
-      EXPECT_TRUE(GradientNear(grads[i].data()[j], numeric, tolerance))
-          << "input " << i << " element " << j << ": analytic "
-          << grads[i].data()[j] << ", numeric " << numeric;
+    if (std::find(zero_by_contract.begin(), zero_by_contract.end(), i) !=
+        zero_by_contract.end()) {
+      EXPECT_TRUE(grads[i].flat().isZero()) << "input " << i;
+    } else {
+      for (int64_t j = 0; j < inputs[i].size(); ++j) {
+        const auto [plus, minus] =
+            EvaluateAround(inputs[i].data()[j], tolerance.eps, loss);
+        const double numeric = (plus - minus) / (2.0 * tolerance.eps);
+        EXPECT_TRUE(GradientNear(grads[i].data()[j], numeric, tolerance))
+            << "input " << i << " element " << j << ": analytic "
+            << grads[i].data()[j] << ", numeric " << numeric;
+      }
     }
     std::vector<engine::Tensor*> only(inputs.size(), nullptr);
     engine::Tensor alone(inputs[i].shape());
+    alone.flat().setConstant(kGarbage);
     only[i] = &alone;
     kernel.Backward(pointers, upstream, only);
     EXPECT_EQ(alone.values(), grads[i].values()) << "input " << i;
