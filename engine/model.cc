@@ -1568,8 +1568,15 @@ absl::Status Model::Backward(const ForwardTrace& trace,
   }
 
   // grads[s] is dLoss/d(slot s) once has_grad[s]; parameter slots borrow the
-  // caller's buffers so their capacity is reused.
-  std::vector<Tensor> grads(m.num_slots());
+  // caller's buffers so their capacity is reused. The other slots' buffers
+  // live in per-thread scratch, like Forward's: allocating (and
+  // page-faulting) every gradient on every call cost nearly half of a ResNet
+  // train step. They hold the largest gradients the thread has computed until
+  // the thread exits. `scratch` has one buffer per input position of a node
+  // (any number: Concat is variadic).
+  thread_local std::vector<Tensor> grads;
+  thread_local std::vector<Tensor> scratch;
+  grads.resize(m.num_slots());
   std::vector<bool> has_grad(m.num_slots(), false);
   param_grads->resize(m.params.size());
   for (size_t p = 0; p < m.params.size(); ++p) {
@@ -1578,8 +1585,6 @@ absl::Status Model::Backward(const ForwardTrace& trace,
   grads[m.output_slot] = grad_output;
   has_grad[m.output_slot] = true;
 
-  // Per input position of a node (any number: Concat is variadic).
-  std::vector<Tensor> scratch;
   absl::InlinedVector<const Tensor*, kInlineInputs> inputs;
   absl::InlinedVector<Tensor*, kInlineInputs> targets;
   for (auto it = m.nodes.rbegin(); it != m.nodes.rend(); ++it) {
