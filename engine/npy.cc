@@ -3,17 +3,19 @@
 #include <bit>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
 
 namespace mixq::engine {
 namespace {
 
-// The payload is the tensor's bytes as they are in memory, and '<f4' says
-// little-endian.
+// The payload is the host's bytes as they are in memory, and '<f4' / '<i8'
+// say little-endian.
 static_assert(std::endian::native == std::endian::little,
-              "EncodeNpy writes host floats as '<f4'");
+              "EncodeNpy writes host values as little-endian");
 
 constexpr char kMagic[] = "\x93NUMPY";
 constexpr size_t kMagicSize = sizeof(kMagic) - 1;
@@ -32,12 +34,13 @@ std::string ShapeTuple(const Shape& shape) {
   return absl::StrCat("(", absl::StrJoin(shape, ", "), ")");
 }
 
-}  // namespace
-
-std::string EncodeNpy(const Tensor& tensor) {
+// The .npy bytes of `payload_size` bytes at `payload`, described by `descr`
+// (e.g. "<f4") and `shape`.
+std::string Encode(absl::string_view descr, const Shape& shape,
+                   const void* payload, size_t payload_size) {
   const std::string dict =
-      absl::StrCat("{'descr': '<f4', 'fortran_order': False, 'shape': ",
-                   ShapeTuple(tensor.shape()), ", }");
+      absl::StrCat("{'descr': '", descr, "', 'fortran_order': False, 'shape': ",
+                   ShapeTuple(shape), ", }");
   size_t length_size = kVersion1LengthSize;
   // The header is the dict, then spaces and a newline up to the next
   // multiple of kAlignment (counting the preamble).
@@ -51,7 +54,6 @@ std::string EncodeNpy(const Tensor& tensor) {
     length_size = kVersion2LengthSize;
     header_size = padded_size();
   }
-  const size_t payload_size = tensor.size() * sizeof(float);
 
   std::string out;
   out.reserve(kMagicSize + kVersionSize + length_size + header_size +
@@ -65,8 +67,20 @@ std::string EncodeNpy(const Tensor& tensor) {
   out.append(dict);
   out.append(header_size - dict.size() - 1, ' ');
   out.push_back('\n');
-  out.append(reinterpret_cast<const char*>(tensor.data()), payload_size);
+  out.append(static_cast<const char*>(payload), payload_size);
   return out;
+}
+
+}  // namespace
+
+std::string EncodeNpy(const Tensor& tensor) {
+  return Encode("<f4", tensor.shape(), tensor.data(),
+                tensor.size() * sizeof(float));
+}
+
+std::string EncodeNpyInt64(const std::vector<int64_t>& values) {
+  return Encode("<i8", {static_cast<int64_t>(values.size())}, values.data(),
+                values.size() * sizeof(int64_t));
 }
 
 }  // namespace mixq::engine

@@ -2,7 +2,9 @@
 #ifndef MIXQ_ENGINE_NPY_H_
 #define MIXQ_ENGINE_NPY_H_
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "engine/tensor.h"
 
@@ -15,6 +17,9 @@ namespace mixq::engine {
 // the tensor's shape (a scalar shape {} gives a 0-d array). Never fails: float
 // tensors always fit the format.
 std::string EncodeNpy(const Tensor& tensor);
+
+// The same for a 1-D int64 array (dtype '<i8'), e.g. labels.
+std::string EncodeNpyInt64(const std::vector<int64_t>& values);
 
 }  // namespace mixq::engine
 

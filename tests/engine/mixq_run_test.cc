@@ -131,6 +131,19 @@ TEST(NpyTest, HugeRankUsesVersion2) {
   EXPECT_EQ(decoded.ToVector(), std::vector<float>{2.5f});
 }
 
+TEST(NpyTest, Int64LabelsRoundTripThroughDecodeLabels) {
+  const std::vector<int64_t> labels = {0, 9, 3, 3, 7};
+  const std::string bytes = EncodeNpyInt64(labels);
+  EXPECT_EQ(bytes.size() % 64, labels.size() * sizeof(int64_t) % 64);
+  EXPECT_NE(bytes.find("{'descr': '<i8', 'fortran_order': False, "
+                       "'shape': (5,), }"),
+            std::string::npos);
+  absl::StatusOr<std::vector<int64_t>> decoded =
+      DecodeLabels(bytes, "labels.npy");
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(*decoded, labels);
+}
+
 // ------------------------------------------------------------- mixq-run ----
 
 struct RunResult {
