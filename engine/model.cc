@@ -38,6 +38,7 @@ struct Model::Impl {
     std::unique_ptr<Kernel> kernel;
     std::vector<int> inputs;  // data input slots
     int output = -1;
+    int layer = -1;  // index into layers when a quantizable layer
   };
 
   // One pointer per slot to its value for one call: input and node slots
@@ -1327,7 +1328,7 @@ class Importer {
       }
       producer[node.output] = static_cast<int>(m.nodes.size());
       if (extras_[j].channel_axis >= 0) {
-        AddLayer(node, extras_[j].channel_axis, producer, &layer_param);
+        AddLayer(extras_[j].channel_axis, producer, &layer_param, &node);
       }
       m.nodes.push_back(std::move(node));
     }
@@ -1335,11 +1336,12 @@ class Importer {
 
   // Records `node` as quantizable when its weight input (input 1: Gemm's and
   // MatMul's B, Conv's W) is a parameter, possibly through Identity/Dropout
-  // nodes. A parameter shared by several layers counts once.
-  void AddLayer(const Model::Impl::Node& node, int channel_axis,
-                const std::vector<int>& producer,
-                std::vector<bool>* layer_param) {
+  // nodes. A parameter shared by several layers counts once (the first node
+  // using it is the layer). Sets node->layer.
+  void AddLayer(int channel_axis, const std::vector<int>& producer,
+                std::vector<bool>* layer_param, Model::Impl::Node* node_ptr) {
     Model::Impl& m = *impl_;
+    const Model::Impl::Node& node = *node_ptr;
     int s = node.inputs[1];
     while (producer[s] >= 0 && (m.nodes[producer[s]].op_type == "Identity" ||
                                 m.nodes[producer[s]].op_type == "Dropout")) {
@@ -1355,6 +1357,16 @@ class Importer {
     layer.weight_param = p;
     layer.channel_axis = channel_axis;
     layer.num_weights = NumElements(m.params[p].shape);
+    // Every output element is a dot product over one output channel's
+    // weights (Conv: Cin/groups·kh·kw; Gemm/MatMul: K).
+    const Shape& out = slots_[node.output].shape;
+    const int64_t out_per_sample = NumElements(out) / std::max<int64_t>(batch_, 1);
+    const int64_t channels = m.params[p].shape.empty()
+                                 ? 1
+                                 : m.params[p].shape[channel_axis];
+    layer.macs = channels > 0 ? out_per_sample * (layer.num_weights / channels)
+                              : 0;
+    node_ptr->layer = static_cast<int>(m.layers.size());
     m.layers.push_back(std::move(layer));
   }
 
@@ -1511,7 +1523,8 @@ const std::vector<QuantizableLayer>& Model::quantizable_layers() const {
 
 absl::StatusOr<Tensor> Model::Forward(const Tensor& input,
                                       absl::Span<const Tensor* const> params,
-                                      ForwardTrace* trace) const {
+                                      ForwardTrace* trace,
+                                      LayerInputHook* hook) const {
   const Impl& m = *impl_;
   MIXQ_RETURN_IF_ERROR(m.CheckParams(params));
   MIXQ_RETURN_IF_ERROR(m.CheckInput(input));
@@ -1520,8 +1533,11 @@ absl::StatusOr<Tensor> Model::Forward(const Tensor& input,
   // activation on every call halves the cost of evaluation batches. It holds
   // the largest activations the thread has computed until the thread exits.
   thread_local ForwardTrace scratch;
-  std::vector<Tensor>& values = (trace != nullptr ? trace : &scratch)->values;
+  ForwardTrace& state = trace != nullptr ? *trace : scratch;
+  std::vector<Tensor>& values = state.values;
   values.resize(m.num_slots());
+  state.layer_inputs.resize(m.layers.size());
+  state.hooked.assign(m.layers.size(), false);
   Impl::Bound bound = m.Bind(params, values);
   if (trace != nullptr) {
     // Backward needs the input after the caller's tensor is gone.
@@ -1534,6 +1550,16 @@ absl::StatusOr<Tensor> Model::Forward(const Tensor& input,
     MIXQ_ASSIGN_OR_RETURN(Shape shape, m.NodeOutputShape(node, bound));
     inputs.clear();
     for (int s : node.inputs) inputs.push_back(bound[s]);
+    if (hook != nullptr && node.layer >= 0) {
+      Tensor& hooked = state.layer_inputs[node.layer];
+      hooked.Resize(inputs[0]->shape());
+      if (hook->Forward(node.layer, *inputs[0], &hooked)) {
+        MIXQ_CHECK(hooked.shape() == inputs[0]->shape(),
+                   "LayerInputHook changed the shape of a layer input");
+        inputs[0] = &hooked;
+        state.hooked[node.layer] = true;
+      }
+    }
     Tensor& output = values[node.output];
     output.Resize(std::move(shape));
     node.kernel->Forward(inputs, &output);
@@ -1544,11 +1570,22 @@ absl::StatusOr<Tensor> Model::Forward(const Tensor& input,
 absl::Status Model::Backward(const ForwardTrace& trace,
                              absl::Span<const Tensor* const> params,
                              const Tensor& grad_output,
-                             std::vector<Tensor>* param_grads) const {
+                             std::vector<Tensor>* param_grads,
+                             const LayerInputHook* hook) const {
   const Impl& m = *impl_;
   MIXQ_RETURN_IF_ERROR(m.CheckParams(params));
-  if (trace.values.size() != static_cast<size_t>(m.num_slots())) {
+  if (trace.values.size() != static_cast<size_t>(m.num_slots()) ||
+      trace.hooked.size() != m.layers.size() ||
+      trace.layer_inputs.size() != m.layers.size()) {
     return Invalid("the trace was not filled by Forward of this model");
+  }
+  const auto hooked = [&](const Impl::Node& node) {
+    return node.layer >= 0 && trace.hooked[node.layer];
+  };
+  if (hook == nullptr &&
+      std::any_of(m.nodes.begin(), m.nodes.end(), hooked)) {
+    return Invalid(
+        "the trace was filled with a LayerInputHook; Backward needs it too");
   }
   MIXQ_RETURN_IF_ERROR(m.CheckInput(trace.values[m.input_slot]));
   const Impl::Bound bound = m.Bind(params, trace.values);
@@ -1594,14 +1631,17 @@ absl::Status Model::Backward(const ForwardTrace& trace,
     if (scratch.size() < n) scratch.resize(n);
     inputs.resize(n);
     targets.resize(n);
+    const bool node_hooked = hooked(node);
     for (size_t i = 0; i < n; ++i) {
       const int s = node.inputs[i];
       inputs[i] = bound[s];
       targets[i] = nullptr;
+      if (i == 0 && node_hooked) inputs[0] = &trace.layer_inputs[node.layer];
       if (!m.needs_grad[s]) continue;
       // A slot that already has a gradient (or gets one from an earlier input
-      // of this node) accumulates through a scratch buffer.
-      bool accumulate = has_grad[s];
+      // of this node) accumulates through a scratch buffer, and so does a
+      // hooked input (the hook maps the gradient before it is added).
+      bool accumulate = has_grad[s] || (i == 0 && node_hooked);
       for (size_t k = 0; k < i; ++k) {
         accumulate =
             accumulate || (node.inputs[k] == s && targets[k] != nullptr);
@@ -1613,6 +1653,14 @@ absl::Status Model::Backward(const ForwardTrace& trace,
     for (size_t i = 0; i < n; ++i) {
       if (targets[i] == nullptr) continue;
       const int s = node.inputs[i];
+      if (i == 0 && node_hooked) {
+        hook->Backward(node.layer, *bound[s], &scratch[0]);
+        if (!has_grad[s]) {
+          std::swap(grads[s], scratch[0]);
+          has_grad[s] = true;
+          continue;
+        }
+      }
       if (targets[i] == &scratch[i]) {
         grads[s].flat() += scratch[i].flat();
       }

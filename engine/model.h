@@ -34,12 +34,36 @@ struct QuantizableLayer {
   int weight_param = -1;  // index into Model::params()
   int channel_axis = 0;   // axis of the weight that indexes output channels
   int64_t num_weights = 0;
+  // Multiply-accumulates per sample, from the shapes inferred at import
+  // (output elements per sample x weights per output channel).
+  int64_t macs = 0;
+};
+
+// Transforms the data input (input 0) of quantizable layers as Forward and
+// Backward run: activation fake quantization, or observers that only look.
+// Forward and Backward call it from the calling thread only.
+class LayerInputHook {
+ public:
+  virtual ~LayerInputHook() = default;
+  // `x` is the data input of quantizable layer `layer` (index into
+  // Model::quantizable_layers()). Either return false (the layer reads `x`),
+  // or write the value the layer should read into `*out` (already shaped
+  // like `x`) and return true.
+  virtual bool Forward(int layer, const Tensor& x, Tensor* out) = 0;
+  // For a layer whose Forward returned true: `grad` holds dLoss/d(out) and
+  // must become dLoss/dx in place (for fake quantization, the
+  // straight-through estimator: zero where x was clamped).
+  virtual void Backward(int layer, const Tensor& x, Tensor* grad) const = 0;
 };
 
 // Activations kept by Forward for Backward. Opaque to callers; reusable
 // across calls (buffers are recycled).
 struct ForwardTrace {
   std::vector<Tensor> values;  // one per graph value slot
+  // Per quantizable layer: what a LayerInputHook made of its input, and
+  // whether it did.
+  std::vector<Tensor> layer_inputs;
+  std::vector<bool> hooked;
 };
 
 class Model {
@@ -90,19 +114,23 @@ class Model {
   // batch, see FromOnnxBytes) with `params` (one per params(), same shapes;
   // borrowed for the call). Returns the first graph output. When `trace` is
   // non-null it keeps what Backward needs. INVALID_ARGUMENT on a shape
-  // mismatch.
+  // mismatch. `hook` (optional, borrowed for the call) transforms the inputs
+  // of quantizable layers.
   absl::StatusOr<Tensor> Forward(const Tensor& input,
                                  absl::Span<const Tensor* const> params,
-                                 ForwardTrace* trace) const;
+                                 ForwardTrace* trace,
+                                 LayerInputHook* hook = nullptr) const;
 
   // Back-propagates `grad_output` (dLoss/dOutput, shaped like the output of
   // the Forward that filled `trace`). Resizes `param_grads` to params().size()
   // and writes dLoss/dParam for every parameter. `params` must be the same
-  // values the Forward call used.
+  // values the Forward call used, and `hook` the same hook (required when
+  // Forward's hook transformed any input; INVALID_ARGUMENT otherwise).
   absl::Status Backward(const ForwardTrace& trace,
                         absl::Span<const Tensor* const> params,
                         const Tensor& grad_output,
-                        std::vector<Tensor>* param_grads) const;
+                        std::vector<Tensor>* param_grads,
+                        const LayerInputHook* hook = nullptr) const;
 
   struct Impl;
 
