@@ -1,5 +1,6 @@
 #include "client/cli.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <exception>
 #include <utility>
@@ -92,6 +93,11 @@ struct SubmitFlags {
   OptionalFlag<std::string> normalize;
   OptionalFlag<double> target_avg_bits;
   OptionalFlag<double> target_size_fraction;
+  OptionalFlag<int64_t> target_size_bytes;
+  OptionalFlag<double> target_bops;
+  OptionalFlag<int> activation_bits;
+  std::vector<std::string> layer_bits;
+  std::vector<std::string> pins;
   OptionalFlag<int> candidates;
   OptionalFlag<int> max_layers;
   OptionalFlag<int> finetune_steps;
@@ -129,6 +135,30 @@ CLI::App* AddSubmit(CLI::App& app, SubmitFlags& f) {
               "Budget: model size as a fraction of its FP32 size, in (0, 1]")
       ->check(CLI::PositiveNumber)
       ->excludes(f.target_avg_bits.option);
+  AddOptional(cmd, "--target-size-bytes", f.target_size_bytes,
+              "Budget: model size in bytes (quantized weights at their bits, "
+              "other parameters in FP32)")
+      ->check(CLI::PositiveNumber)
+      ->excludes(f.target_avg_bits.option)
+      ->excludes(f.target_size_fraction.option);
+  AddOptional(cmd, "--target-bops", f.target_bops,
+              "Budget: bit operations per sample, sum of MACs x weight bits x "
+              "activation bits")
+      ->check(CLI::PositiveNumber)
+      ->excludes(f.target_avg_bits.option)
+      ->excludes(f.target_size_fraction.option)
+      ->excludes(f.target_size_bytes.option);
+  cmd->add_option("--layer-bits", f.layer_bits,
+                  "A layer's own candidate bits, NAME=8,6,4 (repeatable)");
+  cmd->add_option("--pin", f.pins,
+                  "Keep layer NAME at the highest of --bits (repeatable)");
+  cmd->add_flag("--pin-first-last", o.pin_first_last,
+                "Keep the first and last quantizable layers at their highest "
+                "bits");
+  AddOptional(cmd, "--activation-bits", f.activation_bits,
+              "Bits of the quantized layers' inputs, 2..8 or 32 = float "
+              "(server default 8)")
+      ->check(CLI::PositiveNumber);
   // For --candidates, --max-layers, --lr and --batch-size zero means "server
   // default" in the API, so zero is not accepted there.
   AddOptional(cmd, "--candidates", f.candidates,
@@ -180,10 +210,32 @@ absl::StatusOr<SubmitOptions> FinishSubmit(SubmitFlags& f) {
   o.bits = *std::move(bits);
   o.target_avg_bits = f.target_avg_bits.Get();
   o.target_size_fraction = f.target_size_fraction.Get();
-  if (!o.target_avg_bits && !o.target_size_fraction) {
+  o.target_size_bytes = f.target_size_bytes.Get();
+  o.target_bops = f.target_bops.Get();
+  if (!o.target_avg_bits && !o.target_size_fraction && !o.target_size_bytes &&
+      !o.target_bops) {
     return absl::InvalidArgumentError(
-        "one of --target-avg-bits or --target-size-fraction is required");
+        "one of --target-avg-bits, --target-size-fraction, "
+        "--target-size-bytes or --target-bops is required");
   }
+  for (const std::string& entry : f.layer_bits) {
+    const size_t eq = entry.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--layer-bits: \"", entry, "\" is not NAME=BITS,BITS,..."));
+    }
+    absl::StatusOr<std::vector<int>> layer = ParseBits(entry.substr(eq + 1));
+    if (!layer.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--layer-bits ", entry, ": ", layer.status().message()));
+    }
+    o.layers.push_back({entry.substr(0, eq), *std::move(layer)});
+  }
+  for (const std::string& name : f.pins) {
+    o.layers.push_back(
+        {name, {*std::max_element(o.bits.begin(), o.bits.end())}});
+  }
+  o.activation_bits = f.activation_bits.Get();
   o.candidates = f.candidates.Get();
   o.max_layers = f.max_layers.Get();
   o.finetune_steps = f.finetune_steps.Get();

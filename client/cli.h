@@ -63,9 +63,20 @@ struct SubmitOptions {
   std::string labels;  // path of the labels (.npy or IDX)
   int calib_size = 0;
   std::vector<int> bits;
-  // Exactly one of the two budgets is set.
+  // Exactly one of the budgets is set.
   std::optional<double> target_avg_bits;
   std::optional<double> target_size_fraction;
+  std::optional<int64_t> target_size_bytes;
+  std::optional<double> target_bops;
+  // Per-layer candidate bits (--layer-bits NAME=8,6,4; --pin NAME is NAME
+  // at the highest of --bits).
+  struct LayerBits {
+    std::string name;
+    std::vector<int> bits;
+  };
+  std::vector<LayerBits> layers;
+  bool pin_first_last = false;
+  std::optional<int> activation_bits;
   std::optional<int> candidates;
   std::optional<int> max_layers;
   std::optional<int> finetune_steps;

@@ -288,6 +288,19 @@ absl::StatusOr<v1::SubmitJobRequest> BuildSubmitRequest(
     search.mutable_budget()->set_avg_bits(*options.target_avg_bits);
   } else if (options.target_size_fraction) {
     search.mutable_budget()->set_size_fraction(*options.target_size_fraction);
+  } else if (options.target_size_bytes) {
+    search.mutable_budget()->set_size_bytes(*options.target_size_bytes);
+  } else if (options.target_bops) {
+    search.mutable_budget()->set_bops(*options.target_bops);
+  }
+  for (const SubmitOptions::LayerBits& layer : options.layers) {
+    v1::LayerOptions* out = search.add_layers();
+    out->set_name(layer.name);
+    for (int bits : layer.bits) out->add_bits(bits);
+  }
+  search.set_pin_first_last(options.pin_first_last);
+  if (options.activation_bits) {
+    search.set_activation_bits(*options.activation_bits);
   }
   search.set_candidates(options.candidates.value_or(0));
   search.set_max_layers(options.max_layers.value_or(0));

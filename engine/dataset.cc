@@ -12,9 +12,11 @@
 #include <utility>
 #include <vector>
 
+#include "absl/algorithm/container.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/npz.h"
 #include "util/status_macros.h"
 
 namespace mixq::engine {
@@ -284,6 +286,19 @@ class NpyHeaderParser {
   size_t pos_ = 0;
 };
 
+// Why a dtype NumPy can write is refused, for the two users meet most.
+std::string DTypeHint(absl::string_view descr) {
+  if (absl::StartsWith(descr, ">")) {
+    return absl::StrCat(": big-endian data is not read (save a.astype('<",
+                        descr.substr(1), "') instead)");
+  }
+  if (absl::StartsWith(descr, "|O")) {
+    return ": object arrays hold pickled Python objects, which are never "
+           "loaded";
+  }
+  return "";
+}
+
 uint32_t ReadLittleEndian(absl::string_view bytes, size_t offset,
                           size_t width) {
   uint32_t value = 0;
@@ -336,8 +351,8 @@ absl::StatusOr<RawArray> ParseNpy(absl::string_view bytes) {
                    [&](const DTypeInfo& t) { return t.descr == descr; });
   if (info == std::end(kNpyDTypes)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("unsupported NPY dtype '", descr,
-                     "' (supported: ", SupportedNpyDTypes(), ")"));
+        absl::StrCat("unsupported NPY dtype '", descr, "'", DTypeHint(descr),
+                     " (supported: ", SupportedNpyDTypes(), ")"));
   }
   array.type = *info;
   array.data = bytes.substr(preamble + header_size);
@@ -383,8 +398,9 @@ absl::StatusOr<RawArray> ParseIdx(absl::string_view bytes,
   return array;
 }
 
-// Detects gzip / NPY / IDX from the content. A gzip stream is inflated into
-// `*inflated`, which the returned array's data then views.
+// Detects gzip / NPY / IDX from the content (ParseFile handles .npz). A gzip
+// stream is inflated into `*inflated`, which the returned array's data then
+// views.
 absl::StatusOr<RawArray> ParseArray(absl::string_view bytes, uint32_t idx_magic,
                                     std::string* inflated) {
   if (absl::StartsWith(bytes, absl::string_view(kGzipMagic, 2))) {
@@ -403,7 +419,94 @@ absl::StatusOr<RawArray> ParseArray(absl::string_view bytes, uint32_t idx_magic,
   }
   return absl::InvalidArgumentError(
       absl::StrCat("unrecognized format (", bytes.size(),
-                   " bytes; expected .npy, IDX or gzip of either)"));
+                   " bytes; expected .npy, .npz, IDX or gzip of .npy or IDX)"));
+}
+
+// What a file is read for: the IDX magic it must have, and the .npz keys
+// that name such an array when the archive has several.
+struct ArrayRole {
+  absl::string_view what;  // "inputs" or "labels", for messages
+  uint32_t idx_magic;
+  absl::Span<const absl::string_view> npz_keys;
+};
+
+constexpr absl::string_view kNpzInputKeys[] = {"x", "inputs", "images", "data"};
+constexpr absl::string_view kNpzLabelKeys[] = {"y", "labels", "targets"};
+constexpr ArrayRole kInputsRole = {"inputs", kIdxImagesMagic, kNpzInputKeys};
+constexpr ArrayRole kLabelsRole = {"labels", kIdxLabelsMagic, kNpzLabelKeys};
+
+std::string QuotedList(absl::Span<const std::string> keys) {
+  return absl::StrJoin(keys, ", ", [](std::string* out, absl::string_view k) {
+    absl::StrAppend(out, "'", k, "'");
+  });
+}
+
+// The key of the .npz array to read when the caller named none: the only
+// array, or the only one whose key is one of `role.npz_keys`.
+absl::StatusOr<std::string> PickNpzKey(const std::vector<std::string>& keys,
+                                       const ArrayRole& role) {
+  if (keys.empty()) {
+    return absl::InvalidArgumentError("the .npz archive holds no arrays");
+  }
+  if (keys.size() == 1) return keys.front();
+  std::vector<std::string> matches;
+  for (const std::string& key : keys) {
+    if (absl::c_linear_search(role.npz_keys, key)) matches.push_back(key);
+  }
+  if (matches.size() == 1) return matches.front();
+  const std::string known = absl::StrJoin(role.npz_keys, ", ");
+  if (matches.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot tell which array holds the ", role.what,
+                     ": the .npz archive has ", QuotedList(keys),
+                     " and none is named ", known, " (choose one by its key)"));
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("cannot tell which array holds the ", role.what, ": ",
+                   QuotedList(matches), " could all be (the archive has ",
+                   QuotedList(keys), "; choose one by its key)"));
+}
+
+// Detects zip (.npz) / gzip / NPY / IDX from the content and locates the
+// array. Compressed or archived data is extracted into `*storage`, which the
+// returned array's data then views. `*where` receives what errors about the
+// array's content should be prefixed with: `name`, or for a .npz
+// "<name>: array '<key>'". Returned errors already carry that prefix.
+absl::StatusOr<RawArray> ParseFile(absl::string_view bytes,
+                                   absl::string_view name,
+                                   const ArrayRole& role,
+                                   absl::string_view npz_key,
+                                   std::string* storage, std::string* where) {
+  *where = std::string(name);
+  if (LooksLikeZip(bytes)) {
+    std::string key(npz_key);
+    if (key.empty()) {
+      MIXQ_ASSIGN_OR_RETURN(const std::vector<std::string> keys,
+                            NpzKeys(bytes, name));
+      absl::StatusOr<std::string> picked = PickNpzKey(keys, role);
+      if (!picked.ok()) return Annotate(picked.status(), name);
+      key = *std::move(picked);
+    }
+    MIXQ_ASSIGN_OR_RETURN(
+        *storage, ReadNpzArray(bytes, name, key, kMaxDecompressedBytes));
+    *where = absl::StrCat(name, ": array '", key, "'");
+    if (!absl::StartsWith(*storage,
+                          absl::string_view(kNpyMagic, kNpyMagicSize))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(*where, ": not a .npy file (no NPY magic)"));
+    }
+    absl::StatusOr<RawArray> array = ParseNpy(*storage);
+    if (!array.ok()) return Annotate(array.status(), *where);
+    return array;
+  }
+  if (!npz_key.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": an array key ('", npz_key,
+                     "') was given but the file is not a .npz archive"));
+  }
+  absl::StatusOr<RawArray> array = ParseArray(bytes, role.idx_magic, storage);
+  if (!array.ok()) return Annotate(array.status(), name);
+  return array;
 }
 
 absl::StatusOr<Tensor> ToInputTensor(const RawArray& array) {
@@ -471,6 +574,22 @@ absl::StatusOr<std::vector<int64_t>> ToLabels(const RawArray& array) {
         "negative label ", *negative, " at index ", negative - labels.begin()));
   }
   return labels;
+}
+
+// ParseFile, then `convert` of the array, its errors prefixed like
+// ParseFile's.
+template <typename T>
+absl::StatusOr<T> DecodeFile(absl::string_view bytes, absl::string_view name,
+                             const ArrayRole& role, absl::string_view npz_key,
+                             absl::StatusOr<T> (*convert)(const RawArray&)) {
+  std::string storage;
+  std::string where;
+  MIXQ_ASSIGN_OR_RETURN(
+      const RawArray array,
+      ParseFile(bytes, name, role, npz_key, &storage, &where));
+  absl::StatusOr<T> decoded = convert(array);
+  if (!decoded.ok()) return Annotate(decoded.status(), where);
+  return decoded;
 }
 
 // Ends the inflate stream however Gunzip returns.
@@ -559,25 +678,33 @@ absl::StatusOr<std::string> Gunzip(absl::string_view bytes,
 }
 
 absl::StatusOr<Tensor> DecodeInputs(absl::string_view bytes,
-                                    absl::string_view name) {
-  std::string inflated;
-  absl::StatusOr<RawArray> array =
-      ParseArray(bytes, kIdxImagesMagic, &inflated);
-  if (!array.ok()) return Annotate(array.status(), name);
-  absl::StatusOr<Tensor> tensor = ToInputTensor(*array);
-  if (!tensor.ok()) return Annotate(tensor.status(), name);
-  return tensor;
+                                    absl::string_view name,
+                                    absl::string_view npz_key) {
+  return DecodeFile(bytes, name, kInputsRole, npz_key, ToInputTensor);
 }
 
 absl::StatusOr<std::vector<int64_t>> DecodeLabels(absl::string_view bytes,
-                                                  absl::string_view name) {
-  std::string inflated;
-  absl::StatusOr<RawArray> array =
-      ParseArray(bytes, kIdxLabelsMagic, &inflated);
-  if (!array.ok()) return Annotate(array.status(), name);
-  absl::StatusOr<std::vector<int64_t>> labels = ToLabels(*array);
-  if (!labels.ok()) return Annotate(labels.status(), name);
-  return labels;
+                                                  absl::string_view name,
+                                                  absl::string_view npz_key) {
+  return DecodeFile(bytes, name, kLabelsRole, npz_key, ToLabels);
+}
+
+absl::Status CheckLabels(absl::Span<const int64_t> labels, int64_t num_classes,
+                         absl::string_view name) {
+  if (num_classes < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ": cannot check labels against ", num_classes,
+        " classes (the model needs a fixed, positive class count)"));
+  }
+  const auto outside = absl::c_find_if(
+      labels, [&](int64_t label) { return label < 0 || label >= num_classes; });
+  if (outside != labels.end()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": label ", *outside, " at index ",
+                     outside - labels.begin(), " is outside the model's ",
+                     num_classes, " classes [0, ", num_classes, ")"));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Normalize(float mean, float stddev, Tensor* inputs) {

@@ -162,6 +162,9 @@ std::string NodeLabel(const onnx::NodeProto& node, int index) {
 // for Reshape).
 struct ConstValue {
   bool is_int = false;
+  // The ONNX element type (TensorProto::DataType) as stored in the file:
+  // QuantizeLinear's output type is its zero point's.
+  int data_type = onnx::TensorProto::UNDEFINED;
   Shape shape;
   std::vector<float> floats;
   std::vector<int64_t> ints;
@@ -236,6 +239,7 @@ absl::StatusOr<ConstValue> ParseTensor(const onnx::TensorProto& tensor,
   }
   ConstValue value;
   value.is_int = type->is_int;
+  value.data_type = tensor.data_type();
   value.shape.assign(tensor.dims().begin(), tensor.dims().end());
   const absl::StatusOr<int64_t> count = CheckedNumElements(value.shape);
   if (!count.ok()) return Annotate(count.status(), what);
@@ -299,15 +303,19 @@ absl::StatusOr<ConstValue> ParseConstant(const onnx::NodeProto& node,
     return ParseTensor(attr.t(),
                        absl::StrCat("value of Constant node '", label, "'"));
   } else if (attr.name() == "value_float" && attr.has_f()) {
+    value.data_type = onnx::TensorProto::FLOAT;
     value.floats = {attr.f()};
   } else if (attr.name() == "value_floats") {
+    value.data_type = onnx::TensorProto::FLOAT;
     value.shape = {attr.floats_size()};
     value.floats.assign(attr.floats().begin(), attr.floats().end());
   } else if (attr.name() == "value_int" && attr.has_i()) {
     value.is_int = true;
+    value.data_type = onnx::TensorProto::INT64;
     value.ints = {attr.i()};
   } else if (attr.name() == "value_ints") {
     value.is_int = true;
+    value.data_type = onnx::TensorProto::INT64;
     value.shape = {attr.ints_size()};
     value.ints.assign(attr.ints().begin(), attr.ints().end());
   } else {
@@ -400,12 +408,16 @@ class Importer {
     Shape probe_shape;
     std::vector<int64_t> probe_ints;
     bool probe_ok = true;
+    // Constants: the ONNX element type they were given or cast to, UNDEFINED
+    // when computed otherwise.
+    int data_type = onnx::TensorProto::UNDEFINED;
   };
 
   // A constant computed at import: float data, or int64 data at the import
   // and probe batches.
   struct Folded {
     bool is_int = false;
+    int data_type = onnx::TensorProto::UNDEFINED;  // as Slot::data_type
     Shape shape;
     std::vector<float> floats;
     std::vector<int64_t> ints;
@@ -456,6 +468,7 @@ class Importer {
 
   static void SetConstant(ConstValue value, Slot* slot) {
     slot->is_int = value.is_int;
+    slot->data_type = value.data_type;
     slot->shape = value.shape;
     slot->probe_shape = value.shape;
     if (value.is_int) {
@@ -696,6 +709,7 @@ class Importer {
     if (!folded.ok()) return folded.status();
     out.kind = SlotKind::kConstant;
     out.is_int = folded->is_int;
+    out.data_type = folded->data_type;
     out.shape = folded->shape;
     out.probe_shape = folded->shape;
     if (folded->is_int) {
@@ -784,7 +798,46 @@ class Importer {
       }
       config.constant_inputs.push_back(std::move(value));
     }
+    if (proto.op_type() == "QuantizeLinear") {
+      MIXQ_RETURN_IF_ERROR(SetQuantizedType(proto, label, &config));
+    }
     return config;
+  }
+
+  // QuantizeLinear's output has its zero point's element type (ONNX infers
+  // it so; opset 21 also takes it as attribute `output_dtype`). Kernels see
+  // no element types, so the importer passes it as that attribute.
+  absl::Status SetQuantizedType(const onnx::NodeProto& proto,
+                                const std::string& label,
+                                OpConfig* config) const {
+    constexpr int kZeroPoint = 2;
+    if (proto.input_size() <= kZeroPoint || proto.input(kZeroPoint).empty()) {
+      return absl::OkStatus();
+    }
+    const Slot& zero_point = slots_[slot_of_.at(proto.input(kZeroPoint))];
+    if (zero_point.data_type == onnx::TensorProto::UNDEFINED) {
+      return Invalid(absl::StrCat("node '", label,
+                                  "' (QuantizeLinear): the element type of "
+                                  "zero point '",
+                                  zero_point.name,
+                                  "' is unknown (give it as an initializer or "
+                                  "a Constant)"));
+    }
+    constexpr char kOutputType[] = "output_dtype";
+    const auto it = config->attributes.find(kOutputType);
+    if (it != config->attributes.end() &&
+        (it->second.type != Attribute::Type::kInt ||
+         it->second.i != zero_point.data_type)) {
+      return Invalid(
+          absl::StrCat("node '", label, "' (QuantizeLinear): ", kOutputType,
+                       " differs from the type of zero point '",
+                       zero_point.name, "' (", zero_point.data_type, ")"));
+    }
+    Attribute type;
+    type.type = Attribute::Type::kInt;
+    type.i = zero_point.data_type;
+    config->attributes[kOutputType] = type;
+    return absl::OkStatus();
   }
 
   // torch.onnx.export without dynamic axes spells `x.view(x.size(0), -1)` as a
@@ -889,6 +942,7 @@ class Importer {
     const auto error = [&](absl::string_view message) {
       return Invalid(absl::StrCat("node '", label, "' (", op, "): ", message));
     };
+    if (op == "DequantizeLinear") return FoldDequantize(proto, label, error);
     std::vector<const Slot*> in;
     for (int i = 0; i < proto.input_size(); ++i) {
       if (proto.input(i).empty()) {
@@ -946,6 +1000,45 @@ class Importer {
         "Gather, Slice, Concat, Reshape, arithmetic, ...)");
   }
 
+  // DequantizeLinear of an integer constant (a quantized weight or bias):
+  // its kernel run at import on the integers converted to float, which is
+  // how ONNX defines it. The result has the input's size, so no folding
+  // limit applies.
+  template <typename E>
+  absl::StatusOr<Folded> FoldDequantize(const onnx::NodeProto& proto,
+                                        const std::string& label,
+                                        const E& error) const {
+    const OpSchema& schema = *FindOp(proto.op_type());
+    MIXQ_ASSIGN_OR_RETURN(const OpConfig config,
+                          BuildConfig(proto, label, schema.data_inputs));
+    MIXQ_ASSIGN_OR_RETURN(std::unique_ptr<Kernel> kernel,
+                          schema.create(config));
+    const Slot& x = slots_[slot_of_.at(proto.input(0))];
+    MIXQ_RETURN_IF_ERROR(x.usable);
+    if (x.ints != x.probe_ints) {
+      return error(
+          "shape computation depends on the batch size in a way mixq cannot "
+          "represent (the batch size is dequantized)");
+    }
+    Tensor integers(x.shape);
+    for (int64_t k = 0; k < integers.size(); ++k) {
+      integers.data()[k] = static_cast<float>(x.ints[k]);
+    }
+    const Shape* shapes[] = {&integers.shape()};
+    absl::StatusOr<Shape> shape = kernel->OutputShape(shapes);
+    if (!shape.ok()) {
+      return Annotate(shape.status(), absl::StrCat("node '", label, "'"));
+    }
+    Tensor out(*shape);
+    const Tensor* inputs[] = {&integers};
+    kernel->Forward(inputs, &out);
+    Folded f;
+    f.data_type = onnx::TensorProto::FLOAT;
+    f.shape = *std::move(shape);
+    f.floats = out.ToVector();
+    return f;
+  }
+
   template <typename E>
   absl::StatusOr<Folded> FoldShape(const OpConfig& config, const Slot& x,
                                    const E& error) const {
@@ -978,6 +1071,7 @@ class Importer {
     MIXQ_ASSIGN_OR_RETURN(const int64_t to, config.GetInt("to", 0));
     Folded f;
     f.shape = x.shape;
+    f.data_type = static_cast<int>(to);
     switch (to) {
       case onnx::TensorProto::FLOAT:
       case onnx::TensorProto::DOUBLE:
@@ -1213,12 +1307,18 @@ class Importer {
     std::vector<Tensor> numbers;
     std::vector<int64_t> ints;
     std::vector<int64_t> probe_ints;
+    // The moved values keep their element type when the inputs share one.
+    std::optional<int> data_type;
     for (int i = 0; i < num_data; ++i) {
       if (proto.input(i).empty()) {
         return error(absl::StrCat("input ", i, " is missing"));
       }
       const Slot& slot = slots_[slot_of_.at(proto.input(i))];
       if (!slot.is_int) return error("mixes int64 and float inputs");
+      if (!data_type) data_type = slot.data_type;
+      if (*data_type != slot.data_type) {
+        data_type = onnx::TensorProto::UNDEFINED;
+      }
       Tensor t(slot.shape);
       for (int64_t k = 0; k < t.size(); ++k) {
         t.data()[k] = static_cast<float>(ints.size() + k + 1);
@@ -1247,6 +1347,7 @@ class Importer {
     kernel->Forward(pointers, &moved);
     Folded f;
     f.is_int = true;
+    f.data_type = data_type.value_or(onnx::TensorProto::UNDEFINED);
     f.shape = *std::move(shape);
     for (float v : moved.values()) {
       const int64_t k = static_cast<int64_t>(v) - 1;

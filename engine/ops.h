@@ -163,6 +163,7 @@ struct OpEntry {
 absl::Span<const OpEntry> ElementwiseOps();  // ops_elementwise.cc
 absl::Span<const OpEntry> ConvOps();         // ops_conv.cc
 absl::Span<const OpEntry> ShapeOps();        // ops_shape.cc
+absl::Span<const OpEntry> QuantOps();        // ops_quant.cc
 
 // The schema of a supported operator of the default ONNX domain, or nullptr.
 const OpSchema* FindOp(absl::string_view op_type);

@@ -10,7 +10,7 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libeigen3-dev libsqlite3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libonnx-dev libcli11-dev zlib1g-dev libssl-dev
+  libonnx-dev libcli11-dev zlib1g-dev libzip-dev libssl-dev
   dataset-fashion-mnist libonnx-testdata
 )
 if [[ "${1:-}" == "--python" ]]; then

@@ -2,15 +2,29 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <map>
 #include <random>
 #include <set>
+#include <string>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "search/quantizer.h"
+#include "util/check.h"
 #include "util/status_macros.h"
 
 namespace mixq::search {
 namespace {
+
+// Weights symmetric per channel; the inputs of quantized layers at the job's
+// activation bits (fake-quantized while scoring and fine-tuning).
+QuantOptions SearchQuantOptions(const ProgressiveOptions& options) {
+  QuantOptions quant;
+  quant.activations.bits = options.activation_bits;
+  return quant;
+}
 
 // Sampling gives up on finding n distinct candidates after this many draws
 // per requested candidate (small models have few distinct neighbours).
@@ -18,6 +32,28 @@ constexpr int kDrawsPerCandidate = 20;
 constexpr int kMaxCandidates = 1024;
 constexpr int kMaxSteps = 1000000;
 constexpr int kMaxBatch = 1 << 16;
+
+// INVALID_ARGUMENT "<field>: ..." unless `bits` is a non-empty list of
+// supported weight bit-widths.
+absl::Status CheckBits(absl::string_view field, const std::vector<int>& bits) {
+  if (bits.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": no candidate bit-width"));
+  }
+  for (int b : bits) {
+    if (b < kMinWeightBits || b > kMaxWeightBits) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ": ", b, " is outside ", kMinWeightBits, "..", kMaxWeightBits));
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::vector<int> DistinctHighestFirst(std::vector<int> bits) {
+  std::sort(bits.begin(), bits.end(), std::greater<int>());
+  bits.erase(std::unique(bits.begin(), bits.end()), bits.end());
+  return bits;
+}
 
 bool Cancelled(const SearchObserver& observer) {
   return observer.cancel != nullptr && observer.cancel->load();
@@ -34,22 +70,24 @@ class ProgressiveSearch {
  public:
   ProgressiveSearch(const engine::Model& model, const LabeledData& calib,
                     const LabeledData& train, const ProgressiveOptions& options,
-                    const SearchObserver& observer)
+                    CandidateBits bits, const SearchObserver& observer)
       : calib_(calib),
         train_(train),
         options_(options),
         observer_(observer),
         cost_(CostModel::ForModel(model)),
-        levels_(options.bit_levels),
+        bits_(std::move(bits)),
         session_(model,
                  engine::AdamOptions{.learning_rate = static_cast<float>(
                                          options.learning_rate)},
-                 options.batch_size, options.seed),
+                 options.batch_size, options.seed, SearchQuantOptions(options)),
         rng_(options.seed ^ 0x9e3779b97f4a7c15ULL) {
-    // Levels from highest to lowest bits, duplicates removed.
-    std::sort(levels_.begin(), levels_.end(), std::greater<int>());
-    levels_.erase(std::unique(levels_.begin(), levels_.end()), levels_.end());
-    level_.assign(cost_.num_layers(), 0);
+    // Ω is tabulated once per step for every bit-width any layer may take.
+    std::set<int, std::greater<int>> all_bits;
+    for (const auto& layer_bits : bits_.per_layer)
+      all_bits.insert(layer_bits.begin(), layer_bits.end());
+    omega_bits_.assign(all_bits.begin(), all_bits.end());
+    level_.assign(cost_.num_layers(), 0);  // every layer at its highest
   }
 
   absl::StatusOr<SearchResult> Run() {
@@ -57,8 +95,8 @@ class ProgressiveSearch {
       return absl::InvalidArgumentError(
           "the model has no quantizable layer (Gemm/MatMul weight)");
     }
-    Policy lowest(cost_.num_layers(), levels_.back());
-    MIXQ_RETURN_IF_ERROR(CheckBudgetReachable(cost_, options_.budget, lowest));
+    MIXQ_RETURN_IF_ERROR(CheckBudgetReachable(
+        cost_, options_.budget, bits_.Lowest(), options_.activation_bits));
 
     // Step 0: warm-up at the highest bits so Adam holds second moments.
     Notify(Phase::kWarmup, 0);
@@ -72,7 +110,11 @@ class ProgressiveSearch {
     MIXQ_RETURN_IF_ERROR(Report(warmup));
 
     int step = 0;
-    while (!options_.budget.IsMet(cost_, CurrentPolicy())) {
+    // The budget is reachable, and lowering never raises a cost, so the loop
+    // ends with the budget met at the latest when every layer is lowest.
+    while (!options_.budget.IsMet(
+               cost_.Cost(CurrentPolicy(), options_.activation_bits)) &&
+           !Lowerable().empty()) {
       if (Cancelled(observer_)) return absl::CancelledError("job cancelled");
       if (++step > kMaxSteps)
         return absl::InternalError("search did not converge");
@@ -110,7 +152,8 @@ class ProgressiveSearch {
 
   Policy PolicyAt(const std::vector<int>& level) const {
     Policy policy(level.size());
-    for (size_t l = 0; l < level.size(); ++l) policy[l] = levels_[level[l]];
+    for (size_t l = 0; l < level.size(); ++l)
+      policy[l] = bits_.per_layer[l][level[l]];
     return policy;
   }
   Policy CurrentPolicy() const { return PolicyAt(level_); }
@@ -119,22 +162,37 @@ class ProgressiveSearch {
   absl::StatusOr<ScoredPolicy> Score(const Policy& policy) {
     ScoredPolicy scored;
     scored.policy = policy;
-    scored.avg_bits = cost_.AvgBits(policy);
-    scored.size_bytes = cost_.SizeBytes(policy);
+    const PolicyCost cost = cost_.Cost(policy, options_.activation_bits);
+    scored.avg_bits = cost.avg_bits;
+    scored.size_bytes = cost.size_bytes;
+    scored.bops = cost.bops;
     MIXQ_ASSIGN_OR_RETURN(Evaluation eval, session_.Evaluate(policy, calib_));
     scored.loss = eval.loss;
     scored.accuracy = eval.accuracy;
     return scored;
   }
 
+  // The layers not yet at their lowest candidate bits (never a pinned one).
+  std::vector<int> Lowerable() const {
+    std::vector<int> lowerable;
+    for (int l = 0; l < cost_.num_layers(); ++l) {
+      if (level_[l] + 1 < static_cast<int>(bits_.per_layer[l].size()))
+        lowerable.push_back(l);
+    }
+    return lowerable;
+  }
+
+  // Index of `bits` in omega_bits_.
+  int OmegaColumn(int bits) const {
+    const auto it = std::find(omega_bits_.begin(), omega_bits_.end(), bits);
+    MIXQ_CHECK(it != omega_bits_.end());
+    return static_cast<int>(it - omega_bits_.begin());
+  }
+
   // Up to n distinct level vectors, each lowering 1..k random lowerable
   // layers of the current one by one level.
   std::vector<std::vector<int>> SampleCandidates() {
-    std::vector<int> lowerable;
-    for (int l = 0; l < cost_.num_layers(); ++l) {
-      if (level_[l] + 1 < static_cast<int>(levels_.size()))
-        lowerable.push_back(l);
-    }
+    const std::vector<int> lowerable = Lowerable();
     std::vector<std::vector<int>> candidates;
     if (lowerable.empty()) return candidates;
     std::set<std::vector<int>> seen;
@@ -161,18 +219,17 @@ class ProgressiveSearch {
   absl::StatusOr<StepReport> SearchStep(int step) {
     StepReport report;
     report.step = step;
+    // Run only while a layer is lowerable, so there is a candidate.
     const std::vector<std::vector<int>> candidates = SampleCandidates();
-    if (candidates.empty()) {
-      return absl::InternalError(
-          "no layer can be lowered but the budget is not met");
-    }
-    // Ω_l(b) for every layer and level, from the current weights and v̂.
-    const auto omega_table = session_.LayerOmegaTable(levels_);
+    MIXQ_CHECK(!candidates.empty());
+    // Ω_l(b) for every layer and bit-width, from the current weights and v̂.
+    const auto omega_table = session_.LayerOmegaTable(omega_bits_);
     for (const auto& level : candidates) {
       if (Cancelled(observer_)) return absl::CancelledError("job cancelled");
-      MIXQ_ASSIGN_OR_RETURN(ScoredPolicy scored, Score(PolicyAt(level)));
-      for (size_t l = 0; l < level.size(); ++l)
-        scored.omega += omega_table[l][level[l]];
+      const Policy policy = PolicyAt(level);
+      MIXQ_ASSIGN_OR_RETURN(ScoredPolicy scored, Score(policy));
+      for (size_t l = 0; l < policy.size(); ++l)
+        scored.omega += omega_table[l][OmegaColumn(policy[l])];
       scored.index = scored.loss + options_.lambda * 0.5 * scored.omega;
       report.candidates.push_back(std::move(scored));
     }
@@ -198,8 +255,9 @@ class ProgressiveSearch {
   const ProgressiveOptions& options_;
   const SearchObserver& observer_;
   const CostModel cost_;
-  std::vector<int> levels_;  // distinct bits, highest first
-  std::vector<int> level_;   // current level index per layer
+  const CandidateBits bits_;
+  std::vector<int> omega_bits_;  // every layer's bits, distinct, highest first
+  std::vector<int> level_;       // per layer: index into bits_.per_layer[l]
   QatSession session_;
   std::mt19937_64 rng_;
 };
@@ -207,14 +265,28 @@ class ProgressiveSearch {
 }  // namespace
 
 absl::Status ValidateOptions(const ProgressiveOptions& options) {
-  if (options.bit_levels.empty())
-    return absl::InvalidArgumentError("bits: no candidate bit-width");
-  for (int bits : options.bit_levels) {
-    if (bits < kMinWeightBits || bits > kMaxWeightBits) {
+  MIXQ_RETURN_IF_ERROR(CheckBits("bits", options.bit_levels));
+  std::map<std::string, size_t> listed;
+  for (size_t i = 0; i < options.layers.size(); ++i) {
+    const LayerCandidates& layer = options.layers[i];
+    const std::string field = absl::StrCat("layers[", i, "]");
+    if (layer.name.empty())
+      return absl::InvalidArgumentError(absl::StrCat(field, ".name: required"));
+    const auto [it, inserted] = listed.emplace(layer.name, i);
+    if (!inserted) {
       return absl::InvalidArgumentError(
-          absl::StrCat("bits: ", bits, " is outside ", kMinWeightBits, "..",
-                       kMaxWeightBits));
+          absl::StrCat(field, ".name: '", layer.name,
+                       "' is listed twice (also layers[", it->second, "])"));
     }
+    MIXQ_RETURN_IF_ERROR(CheckBits(absl::StrCat(field, ".bits"), layer.bits));
+  }
+  if (options.activation_bits != kFloatBits &&
+      (options.activation_bits < kMinActivationBits ||
+       options.activation_bits > kMaxActivationBits)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "activation_bits: must be in ", kMinActivationBits, "..",
+        kMaxActivationBits, " or ", kFloatBits, " (float), got ",
+        options.activation_bits));
   }
   if (options.candidates < 1 || options.candidates > kMaxCandidates) {
     return absl::InvalidArgumentError(absl::StrCat("candidates: must be in 1..",
@@ -242,20 +314,84 @@ absl::Status ValidateOptions(const ProgressiveOptions& options) {
     return absl::InvalidArgumentError(
         absl::StrCat("lambda: must be >= 0, got ", options.lambda));
   }
+  const double value = options.budget.value;
   switch (options.budget.kind) {
     case Budget::Kind::kAvgBits:
-      if (!(options.budget.value > 0)) {
+      if (!(value > 0))
         return absl::InvalidArgumentError("budget.avg_bits: must be positive");
-      }
       break;
     case Budget::Kind::kSizeFraction:
-      if (!(options.budget.value > 0 && options.budget.value <= 1)) {
+      if (!(value > 0 && value <= 1)) {
         return absl::InvalidArgumentError(
             "budget.size_fraction: must be in (0, 1]");
       }
       break;
+    case Budget::Kind::kBytes:
+      if (!(value > 0)) {
+        return absl::InvalidArgumentError(
+            "budget.size_bytes: must be positive");
+      }
+      break;
+    case Budget::Kind::kBops:
+      if (!(value > 0) || std::isinf(value)) {
+        return absl::InvalidArgumentError(
+            "budget.bops: must be positive and finite");
+      }
+      break;
   }
   return absl::OkStatus();
+}
+
+bool CandidateBits::all_pinned() const {
+  return std::all_of(per_layer.begin(), per_layer.end(),
+                     [](const std::vector<int>& bits) {
+                       return bits.size() == 1;
+                     });
+}
+
+Policy CandidateBits::Highest() const {
+  Policy policy;
+  for (const auto& bits : per_layer) policy.push_back(bits.front());
+  return policy;
+}
+
+Policy CandidateBits::Lowest() const {
+  Policy policy;
+  for (const auto& bits : per_layer) policy.push_back(bits.back());
+  return policy;
+}
+
+absl::StatusOr<CandidateBits> ResolveCandidateBits(
+    const ProgressiveOptions& options, const engine::Model& model) {
+  const std::vector<engine::QuantizableLayer>& layers =
+      model.quantizable_layers();
+  std::map<std::string, int> index;
+  for (size_t l = 0; l < layers.size(); ++l)
+    index.emplace(layers[l].name, static_cast<int>(l));
+  CandidateBits bits;
+  bits.per_layer.assign(layers.size(), DistinctHighestFirst(options.bit_levels));
+  for (size_t i = 0; i < options.layers.size(); ++i) {
+    const LayerCandidates& layer = options.layers[i];
+    const auto it = index.find(layer.name);
+    if (it == index.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layers[", i, "].name: no quantizable layer '", layer.name,
+          "'; layers are: ",
+          layers.empty()
+              ? "(none)"
+              : absl::StrJoin(layers, ", ",
+                              [](std::string* out,
+                                 const engine::QuantizableLayer& l) {
+                                out->append(l.name);
+                              })));
+    }
+    bits.per_layer[it->second] = DistinctHighestFirst(layer.bits);
+  }
+  if (options.pin_first_last && !layers.empty()) {
+    for (auto* layer_bits : {&bits.per_layer.front(), &bits.per_layer.back()})
+      layer_bits->resize(1);  // keeps the highest
+  }
+  return bits;
 }
 
 absl::StatusOr<SearchResult> RunProgressiveSearch(
@@ -266,7 +402,10 @@ absl::StatusOr<SearchResult> RunProgressiveSearch(
   if (calib.size() == 0)
     return absl::InvalidArgumentError(
         "calib_size: the calibration set is empty");
-  ProgressiveSearch search(model, calib, train, options, observer);
+  MIXQ_ASSIGN_OR_RETURN(CandidateBits bits,
+                        ResolveCandidateBits(options, model));
+  ProgressiveSearch search(model, calib, train, options, std::move(bits),
+                           observer);
   return search.Run();
 }
 

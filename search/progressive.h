@@ -1,6 +1,6 @@
 // The progressive mixed-precision search of DESIGN.md §2: start every layer
 // at its highest bits, then repeatedly score n neighbouring policies (each
-// lowers 1..k layers by one level) with the index I = L_C + λ·½·Ω — Ω the
+// lowers 1..k layers by one level of their candidate bits) with the index I = L_C + λ·½·Ω — Ω the
 // perturbation weighted by Adam's v̂ — keep the best, fine-tune it (QAT), and
 // stop once the budget is met, with a final fine-tune.
 #ifndef MIXQ_SEARCH_PROGRESSIVE_H_
@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -16,11 +17,31 @@
 #include "engine/model.h"
 #include "search/cost_model.h"
 #include "search/qat.h"
+#include "search/quantizer.h"
 
 namespace mixq::search {
 
+// Activation bits when a job does not say; kMinActivationBits..
+// kMaxActivationBits or kFloatBits (search/quantizer.h).
+inline constexpr int kDefaultActivationBits = 8;
+
+// One layer's own candidate bits, overriding ProgressiveOptions::bit_levels.
+struct LayerCandidates {
+  std::string name;       // a quantizable layer's name (its weight initializer)
+  std::vector<int> bits;  // any order, each 1..8; one entry pins the layer
+};
+
 struct ProgressiveOptions {
-  std::vector<int> bit_levels;  // candidate bits, any order, each 1..8
+  // Candidate bits of every layer not in `layers`, any order, each 1..8.
+  std::vector<int> bit_levels;
+  // Per-layer candidate lists; each name at most once.
+  std::vector<LayerCandidates> layers;
+  // Pins the first and the last quantizable layer at their highest bits.
+  bool pin_first_last = false;
+  // Bits of the quantizable layers' input activations: 2..8, or kFloatBits
+  // (left in float). Used for BOPs; the search does not quantize activations
+  // yet.
+  int activation_bits = kDefaultActivationBits;
   Budget budget;
   int candidates = 8;  // n
   int max_layers = 2;  // k
@@ -33,15 +54,36 @@ struct ProgressiveOptions {
   uint64_t seed = 0;
 };
 
-// INVALID_ARGUMENT naming the field if `options` is unusable (bits outside
-// 1..8, no bits, n/k/steps/batch out of range, non-positive budget).
+// INVALID_ARGUMENT naming the field if `options` is unusable on any model
+// (bits outside 1..8, no bits, an empty, unnamed or repeated entry of
+// `layers` ("layers[1].bits: ..."), activation bits other than 2..8 or 32,
+// n/k/steps/batch out of range, non-positive budget).
 absl::Status ValidateOptions(const ProgressiveOptions& options);
+
+// Each quantizable layer's candidate bits, distinct and highest first: its
+// entry in `layers`, else `bit_levels`; a pinned layer has one entry.
+struct CandidateBits {
+  std::vector<std::vector<int>> per_layer;
+
+  bool pinned(int l) const { return per_layer[l].size() == 1; }
+  bool all_pinned() const;
+  // Every layer at its highest / lowest candidate bits.
+  Policy Highest() const;
+  Policy Lowest() const;
+};
+
+// Resolves `options` (already valid, see ValidateOptions) against `model`'s
+// quantizable layers. INVALID_ARGUMENT "layers[i].name: no quantizable layer
+// 'x'; layers are: a, b" for a name the model does not have.
+absl::StatusOr<CandidateBits> ResolveCandidateBits(
+    const ProgressiveOptions& options, const engine::Model& model);
 
 // A policy with its cost and its calibration scores.
 struct ScoredPolicy {
   Policy policy;
   double avg_bits = 0;
   double size_bytes = 0;
+  int64_t bops = 0;  // at ProgressiveOptions::activation_bits
   double loss = 0;
   double accuracy = 0;
   double omega = 0;  // candidates only
@@ -76,9 +118,12 @@ struct SearchResult {
 };
 
 // Runs the search on `model` (borrowed for the call), scoring on `calib` and
-// fine-tuning on `train`. Deterministic for given options and data.
-// Errors: INVALID_ARGUMENT for bad options or an unreachable budget;
-// CANCELLED; errors from the engine or the observer.
+// fine-tuning on `train`. Every layer starts at its highest candidate bits and
+// is only ever lowered along its own list; pinned layers never change. The
+// search stops once the budget is met (or nothing can be lowered).
+// Deterministic for given options and data.
+// Errors: INVALID_ARGUMENT for bad options, an unknown layer name or an
+// unreachable budget; CANCELLED; errors from the engine or the observer.
 absl::StatusOr<SearchResult> RunProgressiveSearch(
     const engine::Model& model, const LabeledData& calib,
     const LabeledData& train, const ProgressiveOptions& options,

@@ -11,7 +11,9 @@
 #include "engine/adam.h"
 #include "engine/model.h"
 #include "engine/tensor.h"
+#include "search/activation_quant.h"
 #include "search/cost_model.h"
+#include "search/quantizer.h"
 
 namespace mixq::search {
 
@@ -30,23 +32,52 @@ struct Evaluation {
   double accuracy = 0;  // top-1, in [0, 1]
 };
 
+// How weights and activations are quantized (DESIGN.md §1).
+struct QuantOptions {
+  QuantScheme weight_scheme = QuantScheme::kSymmetric;
+  Granularity weight_granularity = Granularity::kPerChannel;
+  ActivationOptions activations;
+};
+
+// INVALID_ARGUMENT naming the field when `options` is unusable.
+absl::Status ValidateQuantOptions(const QuantOptions& options);
+
 // QatSession owns a model's float master weights and Adam state, and trains
 // and evaluates them with fake-quantized weights: forward with Q_b(w), the
-// straight-through estimator passes dL/dQ_b(w) to w unchanged, Adam updates
-// w. Adam's bias-corrected second moments v̂ serve as the diagonal Hessian
-// for Ω.
+// straight-through estimator passes dL/dQ_b(w) to w unchanged (weight grids
+// span every weight, so none is clamped), Adam updates w. Adam's bias-corrected second moments v̂ serve as
+// the diagonal Hessian for Ω. Unless activations stay in float, the input of
+// every quantized layer is fake-quantized too (ActivationQuantizer): ranges
+// are calibrated on data (Calibrate) and follow the data by a moving average
+// while fine-tuning.
 //
 // Borrows `model`, which must outlive the session. Not thread-safe (the
 // engine parallelises inside each forward/backward).
 class QatSession {
  public:
+  // `quant` must be valid (ValidateQuantOptions).
   QatSession(const engine::Model& model, const engine::AdamOptions& adam,
-             int batch_size, uint64_t seed);
+             int batch_size, uint64_t seed, const QuantOptions& quant = {});
 
-  // Loss and accuracy of the current weights fake-quantized under `policy`,
-  // over all of `data` (in batches).
+  // Post-training static calibration: runs `data` through the model with
+  // weights quantized under `policy`, observing each quantized layer's input,
+  // and fixes the activation ranges from the observers. No-op when
+  // activations stay in float or are dynamic.
+  absl::Status Calibrate(const Policy& policy, const LabeledData& data);
+
+  // Loss and accuracy of the current weights fake-quantized under `policy`
+  // (and activations, with the current ranges), over all of `data` (in
+  // batches). Ranges not yet set (no Calibrate, no FineTune) are calibrated
+  // on `data` first.
   absl::StatusOr<Evaluation> Evaluate(const Policy& policy,
                                       const LabeledData& data);
+
+  // The model's output on `inputs` ([N, ...], one forward pass) with the
+  // current weights and activation ranges fake-quantized under `policy`,
+  // as the exported model computes it. FAILED_PRECONDITION if static
+  // activation ranges are not set.
+  absl::StatusOr<engine::Tensor> Predict(const Policy& policy,
+                                         const engine::Tensor& inputs);
 
   // `steps` Adam steps on mini-batches of `data` drawn without replacement
   // in a reshuffled order each epoch (seeded). INVALID_ARGUMENT if `data`
@@ -63,6 +94,10 @@ class QatSession {
 
   const std::vector<engine::Tensor>& weights() const { return weights_; }
   const engine::Adam& adam() const { return adam_; }
+  const QuantOptions& quant_options() const { return quant_; }
+  const ActivationQuantizer& activations() const { return activations_; }
+  // The weight grid of layer `l` at `bits` for the current weights.
+  QuantParams WeightParams(int layer, int bits) const;
 
  private:
   // Points params_ at the master weights, with quantized layers replaced by
@@ -72,6 +107,8 @@ class QatSession {
 
   const engine::Model& model_;
   const int batch_size_;
+  const QuantOptions quant_;
+  ActivationQuantizer activations_;
   std::vector<engine::Tensor> weights_;  // float master weights, one per param
   std::vector<engine::Tensor> quantized_;  // one per quantizable layer
   std::vector<const engine::Tensor*> params_;

@@ -1,64 +1,289 @@
 #include "search/quantizer.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
+#include <type_traits>
+#include <utility>
 
 #include "util/check.h"
 
 namespace mixq::search {
 namespace {
 
-using engine::ConstMatrixMap;
-using engine::MatrixMap;
+using engine::Tensor;
 
-// Quantizes each row of `w` (one output channel per row) into `q`.
-template <typename In, typename Out>
-void QuantizeRows(const In& w, int bits, Out q) {
-  if (bits == 1) {
-    const Eigen::ArrayXf mean_abs = w.cwiseAbs().rowwise().mean().array();
-    const auto sign = (w.array() >= 0.0f).template cast<float>() * 2.0f - 1.0f;
-    q = (sign.colwise() * mean_abs).matrix();
+// How a tensor's data splits into channels: viewed as a row-major
+// [channels, per_channel] matrix (axis 0, or one row for per-tensor), or, for
+// the last axis, as the transpose of a row-major [per_channel, channels] one.
+// Either way row c of the view is channel c.
+struct Layout {
+  int64_t channels = 1;
+  int64_t per_channel = 0;
+  bool transposed = false;
+};
+
+Layout ChannelLayout(const Tensor& x, int axis) {
+  Layout layout;
+  if (axis == kPerTensorAxis) {
+    layout.per_channel = x.size();
+    return layout;
+  }
+  MIXQ_CHECK(x.rank() >= 1, "per-channel quantization of a scalar");
+  const int last_axis = x.rank() - 1;
+  MIXQ_CHECK(axis == 0 || axis == last_axis,
+             "channel axis must be first or last");
+  layout.channels = x.dim(axis);
+  layout.per_channel = layout.channels == 0 ? 0 : x.size() / layout.channels;
+  layout.transposed = axis != 0;
+  return layout;
+}
+
+// Calls fn(rows) with `data` (C order, `layout`) viewed as described above.
+template <typename Scalar, typename Fn>
+void WithChannelRows(Scalar* data, const Layout& layout, Fn&& fn) {
+  using Plain = Eigen::Matrix<std::remove_const_t<Scalar>, Eigen::Dynamic,
+                              Eigen::Dynamic, Eigen::RowMajor>;
+  using Map = Eigen::Map<std::conditional_t<std::is_const_v<Scalar>,
+                                            const Plain, Plain>>;
+  if (layout.transposed) {
+    fn(Map(data, layout.per_channel, layout.channels).transpose());
+  } else {
+    fn(Map(data, layout.channels, layout.per_channel));
+  }
+}
+
+// A scale that is positive, finite and normal: 1 for an all-zero channel (so
+// it stays exactly zero), the nearest such float otherwise.
+float SafeScale(float scale, bool zero_range) {
+  if (zero_range) return 1.0f;
+  if (!(scale <= std::numeric_limits<float>::max())) {
+    return std::numeric_limits<float>::max();
+  }
+  return std::max(scale, std::numeric_limits<float>::min());
+}
+
+float RoundScalar(float v, Rounding rounding) {
+  // floor(v + 0.5) in double is exact for every float v; in float the sum
+  // itself can round (0.49999997f + 0.5f == 1.0f).
+  return rounding == Rounding::kHalfUp
+             ? static_cast<float>(std::floor(static_cast<double>(v) + 0.5))
+             : std::nearbyint(v);
+}
+
+// Params with the grid range of `bits`/`scheme` and no channels yet.
+QuantParams EmptyGrid(int bits, QuantScheme scheme, int axis,
+                      Rounding rounding) {
+  QuantParams p;
+  p.bits = bits;
+  p.axis = axis;
+  p.rounding = rounding;
+  p.binary = bits == 1;
+  p.scheme = p.binary ? QuantScheme::kSymmetric : scheme;
+  if (p.binary) {
+    p.qmin = -1;
+    p.qmax = 1;
+  } else if (p.scheme == QuantScheme::kSymmetric) {
+    p.qmax = (1 << (bits - 1)) - 1;
+    p.qmin = -p.qmax;
+  } else {
+    p.qmin = 0;
+    p.qmax = (1 << bits) - 1;
+  }
+  return p;
+}
+
+// Appends the scale and zero point of a (non-binary) channel whose values
+// span [lo, hi], lo <= 0 <= hi, both finite.
+void AppendChannel(float lo, float hi, QuantParams* p) {
+  if (p->scheme == QuantScheme::kSymmetric) {
+    const float max_abs = std::max(-lo, hi);
+    p->scale.push_back(
+        SafeScale(max_abs / static_cast<float>(p->qmax), max_abs == 0.0f));
+    p->zero_point.push_back(0);
     return;
   }
-  const float qmax = static_cast<float>((1 << (bits - 1)) - 1);
-  Eigen::ArrayXf scale = w.cwiseAbs().rowwise().maxCoeff().array() / qmax;
-  scale = (scale > 0.0f).select(scale, 1.0f);
-  // Divide (not multiply by 1/s) and round ties to even, exactly as ONNX
-  // QuantizeLinear does, so an exported QDQ model reproduces these values.
-  q = ((w.array().colwise() / scale).rint().max(-qmax).min(qmax).colwise() *
-       scale)
-          .matrix();
+  // In double: hi − lo can exceed the float range.
+  const double range = static_cast<double>(hi) - static_cast<double>(lo);
+  const float scale =
+      SafeScale(static_cast<float>(range / (p->qmax - p->qmin)), range == 0);
+  const float zero = RoundScalar(-lo / scale, p->rounding);
+  p->scale.push_back(scale);
+  p->zero_point.push_back(static_cast<int32_t>(std::clamp(
+      zero, static_cast<float>(p->qmin), static_cast<float>(p->qmax))));
+}
+
+struct HalfUp {
+  template <typename Expr>
+  auto operator()(const Expr& v) const {
+    return (v.template cast<double>() + 0.5).floor().template cast<float>();
+  }
+};
+
+struct HalfToEven {
+  template <typename Expr>
+  auto operator()(const Expr& v) const {
+    return v.rint();
+  }
+};
+
+// Calls consume(levels) with the unclamped integer levels round(x/s) + z of
+// `rows` (channels as rows) as a float array expression; binary grids give
+// sign(x) ∈ {−1, +1}. NaN counts as 0.
+template <typename Rows, typename Consume>
+void WithLevels(const Rows& rows, const QuantParams& p, Consume&& consume) {
+  const auto x = rows.array();
+  const auto safe = (x == x).select(x, 0.0f);
+  if (p.binary) {
+    consume((safe >= 0.0f).template cast<float>() * 2.0f - 1.0f);
+    return;
+  }
+  const Eigen::Map<const Eigen::ArrayXf> scale(p.scale.data(), p.channels());
+  const Eigen::ArrayXf zero =
+      Eigen::Map<const Eigen::Array<int32_t, Eigen::Dynamic, 1>>(
+          p.zero_point.data(), p.channels())
+          .cast<float>();
+  // Divide (not multiply by 1/s), as ONNX QuantizeLinear does.
+  const auto v = safe.colwise() / scale;
+  if (p.rounding == Rounding::kHalfUp) {
+    consume(HalfUp()(v).colwise() + zero);
+  } else {
+    consume(HalfToEven()(v).colwise() + zero);
+  }
+}
+
+void CheckFits(const Tensor& /*x*/, const QuantParams& p, const Layout& layout) {
+  MIXQ_CHECK(p.channels() == layout.channels,
+             "params have another channel count than the tensor");
+  MIXQ_CHECK(p.zero_point.size() == p.scale.size());
 }
 
 }  // namespace
 
-void FakeQuantizeSymmetric(const engine::Tensor& weights, int channel_axis,
-                           int bits, engine::Tensor* out) {
-  out->Resize(weights.shape());
-  if (bits >= kFloatBits || weights.size() == 0) {
+QuantParams ChooseWeightParams(const Tensor& w, int channel_axis,
+                               const QuantConfig& config) {
+  MIXQ_CHECK(config.bits >= kMinWeightBits && config.bits <= kMaxWeightBits,
+             "bits out of range");
+  const int axis = config.granularity == Granularity::kPerTensor
+                       ? kPerTensorAxis
+                       : channel_axis;
+  const Layout layout = ChannelLayout(w, axis);
+  QuantParams p = EmptyGrid(config.bits, config.scheme, axis,
+                            Rounding::kHalfUp);
+  if (layout.per_channel == 0) {  // empty channels: scale 1
+    p.scale.assign(layout.channels, 1.0f);
+    p.zero_point.assign(layout.channels, 0);
+    return p;
+  }
+  Eigen::ArrayXf lo, hi;
+  WithChannelRows(w.data(), layout, [&](const auto& rows) {
+    const auto x = rows.array();
+    const auto finite = x.isFinite().select(x, 0.0f);
+    if (p.binary) {
+      hi = finite.abs().rowwise().mean();
+    } else {
+      lo = finite.rowwise().minCoeff().min(0.0f);
+      hi = finite.rowwise().maxCoeff().max(0.0f);
+    }
+  });
+  p.scale.reserve(layout.channels);
+  p.zero_point.reserve(layout.channels);
+  for (int64_t c = 0; c < layout.channels; ++c) {
+    if (p.binary) {
+      p.scale.push_back(SafeScale(hi[c], hi[c] == 0.0f));
+      p.zero_point.push_back(0);
+    } else {
+      AppendChannel(lo[c], hi[c], &p);
+    }
+  }
+  return p;
+}
+
+QuantParams ParamsFromRange(float min, float max, int bits,
+                            QuantScheme scheme) {
+  MIXQ_CHECK(bits >= kMinActivationBits && bits <= kMaxActivationBits,
+             "activation bits out of range");
+  MIXQ_CHECK(std::isfinite(min) && std::isfinite(max) && min <= max,
+             "range must be finite and ordered");
+  QuantParams p =
+      EmptyGrid(bits, scheme, kPerTensorAxis, Rounding::kHalfToEven);
+  AppendChannel(std::min(min, 0.0f), std::max(max, 0.0f), &p);
+  return p;
+}
+
+void QuantizeToIntegers(const Tensor& x, const QuantParams& p,
+                        std::vector<int32_t>* q) {
+  const Layout layout = ChannelLayout(x, p.axis);
+  CheckFits(x, p, layout);
+  q->resize(x.size());
+  if (x.size() == 0) return;
+  const float qmin = static_cast<float>(p.qmin);
+  const float qmax = static_cast<float>(p.qmax);
+  WithChannelRows(x.data(), layout, [&](const auto& rows) {
+    WithChannelRows(q->data(), layout, [&](auto out) {
+      WithLevels(rows, p, [&](const auto& levels) {
+        out.array() = levels.max(qmin).min(qmax).template cast<int32_t>();
+      });
+    });
+  });
+}
+
+void FakeQuantize(const Tensor& x, const QuantParams& p, Tensor* out) {
+  const Layout layout = ChannelLayout(x, p.axis);
+  CheckFits(x, p, layout);
+  if (out != &x) out->Resize(x.shape());
+  if (x.size() == 0) return;
+  const float qmin = static_cast<float>(p.qmin);
+  const float qmax = static_cast<float>(p.qmax);
+  const Eigen::Map<const Eigen::ArrayXf> scale(p.scale.data(), p.channels());
+  const Eigen::ArrayXf zero =
+      Eigen::Map<const Eigen::Array<int32_t, Eigen::Dynamic, 1>>(
+          p.zero_point.data(), p.channels())
+          .cast<float>();
+  WithChannelRows(x.data(), layout, [&](const auto& rows) {
+    WithChannelRows(out->data(), layout, [&](auto dst) {
+      WithLevels(rows, p, [&](const auto& levels) {
+        // (float(q) − float(z)) · s, the DequantizeLinear formula.
+        dst.array() =
+            (levels.max(qmin).min(qmax).colwise() - zero).colwise() * scale;
+      });
+    });
+  });
+}
+
+void StraightThroughGradient(const Tensor& x, const QuantParams& p,
+                             Tensor* grad) {
+  const Layout layout = ChannelLayout(x, p.axis);
+  CheckFits(x, p, layout);
+  MIXQ_CHECK(grad->shape() == x.shape(), "gradient shape differs from x");
+  if (p.binary || x.size() == 0) return;
+  const float qmin = static_cast<float>(p.qmin);
+  const float qmax = static_cast<float>(p.qmax);
+  WithChannelRows(x.data(), layout, [&](const auto& rows) {
+    WithChannelRows(grad->data(), layout, [&](auto g) {
+      WithLevels(rows, p, [&](const auto& levels) {
+        g.array() =
+            (levels >= qmin && levels <= qmax).select(g.array(), 0.0f);
+      });
+    });
+  });
+}
+
+void FakeQuantizeSymmetric(const Tensor& weights, int channel_axis, int bits,
+                           Tensor* out) {
+  if (bits >= kFloatBits) {
+    out->Resize(weights.shape());
     out->values() = weights.values();
     return;
   }
-  MIXQ_CHECK(bits >= kMinWeightBits && bits <= kMaxWeightBits,
-             "bits out of range");
-  MIXQ_CHECK(weights.rank() >= 1);
-  const int last_axis = weights.rank() - 1;
-  MIXQ_CHECK(channel_axis == 0 || channel_axis == last_axis,
-             "channel axis must be first or last");
-  const int64_t channels = weights.dim(channel_axis);
-  const int64_t per_channel = weights.size() / channels;
-  if (channel_axis == 0) {
-    QuantizeRows(weights.AsMatrix(channels, per_channel), bits,
-                 out->AsMatrix(channels, per_channel));
-  } else {
-    // Channels are columns: quantize the transposed view.
-    QuantizeRows(weights.AsMatrix(per_channel, channels).transpose(), bits,
-                 out->AsMatrix(per_channel, channels).transpose());
-  }
+  const QuantConfig config{bits, QuantScheme::kSymmetric,
+                           Granularity::kPerChannel};
+  FakeQuantize(weights, ChooseWeightParams(weights, channel_axis, config),
+               out);
 }
 
-double WeightedPerturbation(const engine::Tensor& weights,
-                            const engine::Tensor& quantized,
-                            const engine::Tensor& hessian_diag) {
+double WeightedPerturbation(const Tensor& weights, const Tensor& quantized,
+                            const Tensor& hessian_diag) {
   MIXQ_CHECK(weights.size() == quantized.size());
   MIXQ_CHECK(weights.size() == hessian_diag.size());
   return (hessian_diag.flat().cast<double>() *

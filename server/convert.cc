@@ -57,6 +57,7 @@ storage::PolicyRecord ToRecord(const search::ScoredPolicy& policy,
   record.bits.assign(policy.policy.begin(), policy.policy.end());
   record.avg_bits = policy.avg_bits;
   record.size_bytes = policy.size_bytes;
+  record.bops = policy.bops;
   record.loss = policy.loss;
   record.accuracy = policy.accuracy;
   record.omega = policy.omega;
@@ -88,6 +89,7 @@ v1::Policy ToProto(const storage::PolicyRecord& policy,
   }
   out.set_avg_bits(policy.avg_bits);
   out.set_size_bytes(policy.size_bytes);
+  out.set_bops(static_cast<double>(policy.bops));
   out.set_accuracy(policy.accuracy);
   out.set_loss(policy.loss);
   out.set_omega(policy.omega);
@@ -130,6 +132,7 @@ v1::Job ToProto(const storage::JobRecord& job,
     v1::Layer* l = out.add_layers();
     l->set_name(layer.name);
     l->set_num_weights(layer.num_weights);
+    l->set_macs(layer.macs);
   }
   out.set_fp32_size_bytes(job.fp32_size_bytes);
   *out.mutable_spec() = spec;

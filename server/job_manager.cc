@@ -85,19 +85,13 @@ v1::JobSpec StrippedSpec(const v1::JobSpec& spec) {
   return stripped;
 }
 
-// Fraction of the way from the highest-bits policy to the budget.
-double Progress(const search::Budget& budget, const search::CostModel& cost,
-                const search::Policy& start, const search::Policy& current) {
-  double from, to, now;
-  if (budget.kind == search::Budget::Kind::kAvgBits) {
-    from = cost.AvgBits(start);
-    to = budget.value;
-    now = cost.AvgBits(current);
-  } else {
-    from = cost.SizeBytes(start);
-    to = budget.MaxSizeBytes(cost);
-    now = cost.SizeBytes(current);
-  }
+// Fraction of the way from the highest-bits policy to the budget, in the
+// budget's unit.
+double Progress(const search::Budget& budget, const search::PolicyCost& start,
+                const search::PolicyCost& current) {
+  const double from = budget.Measure(start);
+  const double to = budget.value;
+  const double now = budget.Measure(current);
   if (from <= to) return 1.0;
   return std::clamp((from - now) / (from - to), 0.0, 1.0);
 }
@@ -242,7 +236,7 @@ absl::StatusOr<JobManager::SubmitResult> JobManager::Submit(
       search::CostModel::ForModel(*prepared.model).Fp32SizeBytes();
   std::vector<storage::LayerRecord> layers;
   for (const auto& layer : prepared.model->quantizable_layers()) {
-    layers.push_back({layer.name, layer.num_weights});
+    layers.push_back({layer.name, layer.num_weights, layer.macs});
   }
   MIXQ_RETURN_IF_ERROR(store_->PutArtifact(record.model_sha256, files.model));
   MIXQ_RETURN_IF_ERROR(store_->PutArtifact(record.inputs_sha256, files.inputs));
@@ -342,23 +336,26 @@ absl::StatusOr<v1::QueryBestPoliciesResponse> JobManager::QueryBestPolicies(
   }
   MIXQ_ASSIGN_OR_RETURN(storage::JobRecord record,
                         store_->GetJob(request.job_id()));
-  double max_avg_bits = request.max_avg_bits();
-  double max_size_bytes = request.max_size_bytes();
-  if (max_avg_bits == 0 && max_size_bytes == 0) {
+  storage::PolicyLimits limits;
+  limits.max_avg_bits = request.max_avg_bits();
+  limits.max_size_bytes = request.max_size_bytes();
+  if (limits.max_avg_bits == 0 && limits.max_size_bytes == 0) {
     // No limit given: the job's own budget.
     MIXQ_ASSIGN_OR_RETURN(v1::JobSpec spec, LoadSpec(record));
     const v1::Budget& budget = spec.search().budget();
-    if (budget.has_avg_bits()) max_avg_bits = budget.avg_bits();
+    if (budget.has_avg_bits()) limits.max_avg_bits = budget.avg_bits();
     if (budget.has_size_fraction()) {
-      max_size_bytes = budget.size_fraction() * record.fp32_size_bytes;
+      limits.max_size_bytes = budget.size_fraction() * record.fp32_size_bytes;
     }
+    if (budget.has_size_bytes()) limits.max_size_bytes = budget.size_bytes();
+    if (budget.has_bops()) limits.max_bops = budget.bops();
   }
   MIXQ_ASSIGN_OR_RETURN(std::vector<storage::LayerRecord> layers,
                         store_->GetLayers(request.job_id()));
   MIXQ_ASSIGN_OR_RETURN(
       std::vector<storage::PolicyRecord> policies,
       store_->QueryBestPolicies(
-          request.job_id(), max_avg_bits, max_size_bytes,
+          request.job_id(), limits,
           request.top_k() > 0 ? request.top_k() : kDefaultTopK));
   v1::QueryBestPoliciesResponse response;
   response.set_job_id(request.job_id());
@@ -564,9 +561,9 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
 
   const search::CostModel cost = search::CostModel::ForModel(*prepared.model);
   const search::Budget& budget = prepared.options.budget;
-  const int top_bits = *std::max_element(prepared.options.bit_levels.begin(),
-                                         prepared.options.bit_levels.end());
-  const search::Policy start(cost.num_layers(), top_bits);
+  const int activation_bits = prepared.options.activation_bits;
+  const search::PolicyCost start =
+      cost.Cost(prepared.candidate_bits.Highest(), activation_bits);
   v1::JobEvent event;
   event.set_job_id(job.id);
   event.set_state(v1::RUNNING);
@@ -575,8 +572,8 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
   event.set_target_size_bytes(budget.MaxSizeBytes(cost) < cost.Fp32SizeBytes()
                                   ? budget.MaxSizeBytes(cost)
                                   : 0);
-  event.set_avg_bits(cost.AvgBits(start));
-  event.set_size_bytes(cost.SizeBytes(start));
+  event.set_avg_bits(start.avg_bits);
+  event.set_size_bytes(start.size_bytes);
 
   search::SearchObserver observer;
   observer.cancel = &cancel;
@@ -595,7 +592,9 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
     event.set_size_bytes(report.finetuned.size_bytes);
     event.set_accuracy(report.finetuned.accuracy);
     event.set_loss(report.finetuned.loss);
-    event.set_progress(Progress(budget, cost, start, report.finetuned.policy));
+    event.set_progress(
+        Progress(budget, start,
+                 cost.Cost(report.finetuned.policy, activation_bits)));
     Log(LogLevel::kInfo, "job step",
         {{"job", job.id},
          {"step", absl::StrCat(report.step)},

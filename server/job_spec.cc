@@ -1,10 +1,13 @@
 #include "server/job_spec.h"
 
 #include <algorithm>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "engine/dataset.h"
 #include "search/cost_model.h"
+#include "search/quantize.h"
 #include "util/status_macros.h"
 
 namespace mixq::server {
@@ -22,12 +25,28 @@ absl::Status FieldError(absl::string_view field, const absl::Status& status) {
       absl::StrCat(field, ": ", status.message()));
 }
 
+// For errors whose message starts with a field path relative to `parent`
+// ("bits: ..." → "spec.search.bits: ...").
+absl::Status SubfieldError(absl::string_view parent,
+                           const absl::Status& status) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(parent, ".", status.message()));
+}
+
 }  // namespace
 
 absl::StatusOr<search::ProgressiveOptions> ToProgressiveOptions(
     const v1::SearchOptions& search) {
   search::ProgressiveOptions options;
   options.bit_levels.assign(search.bits().begin(), search.bits().end());
+  for (const v1::LayerOptions& layer : search.layers()) {
+    options.layers.push_back(
+        {layer.name(), std::vector<int>(layer.bits().begin(), layer.bits().end())});
+  }
+  options.pin_first_last = search.pin_first_last();
+  options.activation_bits = search.has_activation_bits()
+                                ? search.activation_bits()
+                                : search::kDefaultActivationBits;
   switch (search.budget().target_case()) {
     case v1::Budget::kAvgBits:
       options.budget = {search::Budget::Kind::kAvgBits,
@@ -37,9 +56,17 @@ absl::StatusOr<search::ProgressiveOptions> ToProgressiveOptions(
       options.budget = {search::Budget::Kind::kSizeFraction,
                         search.budget().size_fraction()};
       break;
+    case v1::Budget::kSizeBytes:
+      options.budget = {search::Budget::Kind::kBytes,
+                        static_cast<double>(search.budget().size_bytes())};
+      break;
+    case v1::Budget::kBops:
+      options.budget = {search::Budget::Kind::kBops, search.budget().bops()};
+      break;
     case v1::Budget::TARGET_NOT_SET:
       return absl::InvalidArgumentError(
-          "spec.search.budget: required (avg_bits or size_fraction)");
+          "spec.search.budget: required (avg_bits, size_fraction, size_bytes "
+          "or bops)");
   }
   options.candidates =
       search.candidates() != 0 ? search.candidates() : kDefaultCandidates;
@@ -60,7 +87,7 @@ absl::StatusOr<search::ProgressiveOptions> ToProgressiveOptions(
   options.lambda = search.has_lambda() ? search.lambda() : kDefaultLambda;
   options.seed = search.seed();
   const absl::Status valid = search::ValidateOptions(options);
-  if (!valid.ok()) return FieldError("spec.search", valid);
+  if (!valid.ok()) return SubfieldError("spec.search", valid);
   return options;
 }
 
@@ -69,7 +96,11 @@ absl::StatusOr<PreparedJob> PrepareJob(const v1::JobSpec& spec,
   PreparedJob job;
   MIXQ_ASSIGN_OR_RETURN(job.options, ToProgressiveOptions(spec.search()));
 
-  auto model = engine::Model::FromOnnxBytes(files.model);
+  // BatchNormalization is folded into its Conv/Gemm first, as deployed
+  // int8 runtimes do, so the search quantizes the weights that will ship.
+  auto prepared = search::PrepareModel(files.model);
+  if (!prepared.ok()) return FieldError("spec.model", prepared.status());
+  auto model = engine::Model::FromOnnxBytes(prepared->onnx);
   if (!model.ok()) return FieldError("spec.model", model.status());
   job.model = *std::move(model);
 
@@ -123,13 +154,9 @@ absl::StatusOr<PreparedJob> PrepareJob(const v1::JobSpec& spec,
                      "; classification logits [batch, classes] are expected"));
   }
   const int64_t classes = output[1];
-  for (int64_t i = 0; i < n; ++i) {
-    if (data.labels[i] >= classes) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("spec.labels: label ", data.labels[i], " of sample ", i,
-                       " is outside the model's ", classes, " classes"));
-    }
-  }
+  const absl::Status in_range = engine::CheckLabels(
+      absl::MakeConstSpan(data.labels).subspan(0, n), classes, labels_name);
+  if (!in_range.ok()) return FieldError("spec.labels", in_range);
 
   const search::CostModel cost = search::CostModel::ForModel(*job.model);
   if (cost.num_layers() == 0) {
@@ -137,11 +164,22 @@ absl::StatusOr<PreparedJob> PrepareJob(const v1::JobSpec& spec,
         "spec.model: no quantizable layer (a Gemm or MatMul with a weight "
         "initializer)");
   }
-  const int lowest = *std::min_element(job.options.bit_levels.begin(),
-                                       job.options.bit_levels.end());
+  auto candidate_bits = search::ResolveCandidateBits(job.options, *job.model);
+  if (!candidate_bits.ok())
+    return SubfieldError("spec.search", candidate_bits.status());
   const absl::Status reachable = search::CheckBudgetReachable(
-      cost, job.options.budget, search::Policy(cost.num_layers(), lowest));
-  if (!reachable.ok()) return FieldError("spec.search.budget", reachable);
+      cost, job.options.budget, candidate_bits->Lowest(),
+      job.options.activation_bits);
+  if (!reachable.ok()) {
+    if (candidate_bits->all_pinned()) {
+      return FieldError("spec.search.layers",
+                        absl::InvalidArgumentError(absl::StrCat(
+                            "every quantizable layer is pinned, and ",
+                            reachable.message())));
+    }
+    return FieldError("spec.search.budget", reachable);
+  }
+  job.candidate_bits = *std::move(candidate_bits);
 
   job.calib = data.Slice(0, spec.calib_size());
   job.train = data.Slice(spec.calib_size(), n);

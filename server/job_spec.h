@@ -30,17 +30,24 @@ struct PreparedJob {
   search::LabeledData calib;
   search::LabeledData train;
   search::ProgressiveOptions options;
+  // `options` resolved against the model: each layer's candidate bits.
+  search::CandidateBits candidate_bits;
 };
 
 // Search options with the documented defaults filled in. INVALID_ARGUMENT
-// naming the field ("spec.search.bits: ...") when unusable.
+// naming the field ("spec.search.bits: ...", "spec.search.layers[1].bits:
+// ...", "spec.search.activation_bits: ...") when unusable on any model.
 absl::StatusOr<search::ProgressiveOptions> ToProgressiveOptions(
     const v1::SearchOptions& search);
 
 // Loads the model and data and checks that everything fits together: model
 // imports, inputs match the model input, labels match the inputs' count and
-// the model's classes, calib_size leaves a fine-tuning set, the budget is
-// reachable. Errors are INVALID_ARGUMENT naming the field.
+// the model's classes, calib_size leaves a fine-tuning set, every layer named
+// in spec.search.layers is a quantizable layer of the model, the budget is
+// reachable with every layer at its lowest candidate bits (the message gives
+// the lowest reachable cost; "spec.search.layers: every quantizable layer is
+// pinned ..." when no layer can move). Errors are INVALID_ARGUMENT naming the
+// field.
 absl::StatusOr<PreparedJob> PrepareJob(const v1::JobSpec& spec,
                                        const JobFiles& files);
 

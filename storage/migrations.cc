@@ -81,6 +81,16 @@ PRAGMA application_id = 1835628657;  -- kMixqApplicationId
 PRAGMA user_version = 1;
 )sql";
 
+// Version 2: the cost model's BOPs. Layers gain their MACs per sample (0 for
+// jobs created before), policies their BOPs (NULL before: unknown, since the
+// MACs of older jobs were never recorded).
+constexpr char kSchemaV2[] = R"sql(
+ALTER TABLE job_layers ADD COLUMN macs INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE policies ADD COLUMN bops INTEGER;
+
+PRAGMA user_version = 2;
+)sql";
+
 struct Migration {
   int version;
   const char* sql;
@@ -88,6 +98,7 @@ struct Migration {
 
 constexpr Migration kMigrations[] = {
     {1, kSchemaV1},
+    {2, kSchemaV2},
 };
 
 constexpr bool VersionsAreConsecutive() {

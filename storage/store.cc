@@ -26,7 +26,7 @@
   "fp32_size_bytes"
 #define MIXQ_POLICY_COLUMNS                                                \
   "step, kind, rank, chosen, bits, avg_bits, size_bytes, loss, accuracy, " \
-  "omega, perf_index"
+  "omega, perf_index, bops"
 
 namespace mixq::storage {
 
@@ -150,6 +150,7 @@ absl::StatusOr<PolicyRecord> ReadPolicy(const Statement& row) {
   policy.accuracy = ReadDouble(row, 8);
   policy.omega = ReadDouble(row, 9);
   policy.index = ReadDouble(row, 10);
+  policy.bops = row.ColumnIsNull(11) ? 0 : row.ColumnInt64(11);
   return policy;
 }
 
@@ -196,7 +197,7 @@ absl::Status ValidatePolicy(const PolicyRecord& policy, PolicyKind kind,
 absl::StatusOr<Statement> PrepareInsertPolicy(Database& db) {
   return db.Prepare(
       "INSERT INTO policies (job_id, " MIXQ_POLICY_COLUMNS
-      ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)");
+      ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)");
 }
 
 // Runs `insert` (from PrepareInsertPolicy) for one policy.
@@ -215,6 +216,11 @@ absl::Status InsertPolicy(Statement& insert, const std::string& job_id,
   insert.BindDouble(10, policy.accuracy);
   insert.BindDouble(11, policy.omega);
   insert.BindDouble(12, policy.index);
+  if (policy.bops > 0) {
+    insert.BindInt64(13, policy.bops);
+  } else {
+    insert.BindNull(13);  // unknown
+  }
   return insert.Run();
 }
 
@@ -419,14 +425,15 @@ absl::Status Store::CreateJob(const JobRecord& job,
 
     MIXQ_ASSIGN_OR_RETURN(
         Statement insert_layer,
-        db.Prepare("INSERT INTO job_layers (job_id, idx, name, num_weights) "
-                   "VALUES (?1, ?2, ?3, ?4)"));
+        db.Prepare("INSERT INTO job_layers (job_id, idx, name, num_weights, "
+                   "macs) VALUES (?1, ?2, ?3, ?4, ?5)"));
     for (size_t i = 0; i < layers.size(); ++i) {
       insert_layer.Reset();
       insert_layer.BindText(1, job.id);
       insert_layer.BindInt64(2, static_cast<int64_t>(i));
       insert_layer.BindText(3, layers[i].name);
       insert_layer.BindInt64(4, layers[i].num_weights);
+      insert_layer.BindInt64(5, layers[i].macs);
       MIXQ_RETURN_IF_ERROR(insert_layer.Run());
     }
     return absl::OkStatus();
@@ -496,12 +503,13 @@ absl::StatusOr<std::vector<LayerRecord>> Store::GetLayers(
         MIXQ_RETURN_IF_ERROR(CheckJobExists(db, job_id));
         MIXQ_ASSIGN_OR_RETURN(
             Statement query,
-            db.Prepare("SELECT name, num_weights FROM job_layers"
+            db.Prepare("SELECT name, num_weights, macs FROM job_layers"
                        " WHERE job_id = ?1 ORDER BY idx"));
         query.BindText(1, job_id);
         return ReadRows(
             query, +[](const Statement& row) -> absl::StatusOr<LayerRecord> {
-              return LayerRecord{row.ColumnText(0), row.ColumnInt64(1)};
+              return LayerRecord{row.ColumnText(0), row.ColumnInt64(1),
+                                 row.ColumnInt64(2)};
             });
       });
 }
@@ -704,14 +712,16 @@ absl::StatusOr<std::optional<PolicyRecord>> Store::GetFinalPolicy(
 }
 
 absl::StatusOr<std::vector<PolicyRecord>> Store::QueryBestPolicies(
-    const std::string& job_id, double max_avg_bits, double max_size_bytes,
+    const std::string& job_id, const PolicyLimits& limits,
     int32_t top_k) const {
   if (top_k <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("top_k: must be positive, got ", top_k));
   }
-  if (std::isnan(max_avg_bits) || std::isnan(max_size_bytes)) {
-    return absl::InvalidArgumentError("max_avg_bits, max_size_bytes: NaN");
+  if (std::isnan(limits.max_avg_bits) || std::isnan(limits.max_size_bytes) ||
+      std::isnan(limits.max_bops)) {
+    return absl::InvalidArgumentError(
+        "max_avg_bits, max_size_bytes, max_bops: NaN");
   }
   return impl_->Read([&](Database& db)
                          -> absl::StatusOr<std::vector<PolicyRecord>> {
@@ -727,20 +737,22 @@ absl::StatusOr<std::vector<PolicyRecord>> Store::QueryBestPolicies(
             "   ORDER BY accuracy DESC, loss IS NULL, loss, id) AS best_rank"
             "  FROM policies WHERE job_id = ?1"
             "   AND (?2 IS NULL OR avg_bits <= ?2)"
-            "   AND (?3 IS NULL OR size_bytes <= ?3))"
+            "   AND (?3 IS NULL OR size_bytes <= ?3)"
+            "   AND (?5 IS NULL OR bops <= ?5))"
             " WHERE best_rank = 1"
             " ORDER BY accuracy DESC, loss IS NULL, loss, id LIMIT ?4"));
     query.BindText(1, job_id);
-    if (max_avg_bits > 0) {
-      query.BindDouble(2, max_avg_bits);
-    } else {
-      query.BindNull(2);
-    }
-    if (max_size_bytes > 0) {
-      query.BindDouble(3, max_size_bytes);
-    } else {
-      query.BindNull(3);
-    }
+    // A NULL limit is none; a NULL (unknown) bops fails any bops limit.
+    const auto bind_limit = [&query](int index, double limit) {
+      if (limit > 0) {
+        query.BindDouble(index, limit);
+      } else {
+        query.BindNull(index);
+      }
+    };
+    bind_limit(2, limits.max_avg_bits);
+    bind_limit(3, limits.max_size_bytes);
+    bind_limit(5, limits.max_bops);
     query.BindInt64(4, top_k);
     return ReadRows(query, &ReadPolicy);
   });

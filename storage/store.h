@@ -52,6 +52,7 @@ struct JobRecord {
 struct LayerRecord {
   std::string name;
   int64_t num_weights = 0;
+  int64_t macs = 0;  // multiply-accumulates per sample; 0 = unknown
 };
 
 enum class PolicyKind { kCandidate = 0, kFinetuned = 1, kFinal = 2 };
@@ -66,6 +67,9 @@ struct PolicyRecord {
   std::vector<int32_t> bits;
   double avg_bits = 0;    // parameter-weighted mean weight bits
   double size_bytes = 0;  // model size at these bits
+  // Bit operations per sample at these bits (exact); 0 = unknown (policies
+  // recorded before schema version 2).
+  int64_t bops = 0;
   double loss = 0;        // calibration loss
   double accuracy = 0;    // calibration top-1 accuracy in [0, 1]
   double omega = 0;       // Hessian-weighted perturbation Ω (0 if not scored)
@@ -79,6 +83,14 @@ struct StepRecord {
   std::vector<PolicyRecord> candidates;  // kind kCandidate, ranked
   PolicyRecord finetuned;                // kind kFinetuned
   double elapsed_seconds = 0;            // wall time of the step
+};
+
+// Cost limits for QueryBestPolicies; a limit <= 0 means none.
+struct PolicyLimits {
+  double max_avg_bits = 0;
+  double max_size_bytes = 0;
+  // A policy of unknown BOPs (0) never meets a BOPs limit.
+  double max_bops = 0;
 };
 
 struct ListJobsOptions {
@@ -150,15 +162,14 @@ class Store {
   // The final policy, if the job finished.
   absl::StatusOr<std::optional<PolicyRecord>> GetFinalPolicy(const std::string& job_id) const;
 
-  // Up to `top_k` distinct bit assignments of the job with avg_bits <=
-  // max_avg_bits and size_bytes <= max_size_bytes (a limit <= 0 means none),
-  // best first: accuracy descending, then loss ascending. For an assignment
-  // evaluated several times the best evaluation is returned. Every evaluated
-  // policy counts (candidates, fine-tuned and final); ties go to the earlier
+  // Up to `top_k` distinct bit assignments of the job within every limit
+  // of `limits` (avg_bits, size_bytes, bops; each inclusive), best first:
+  // accuracy descending, then loss ascending. For an assignment evaluated
+  // several times the best evaluation is returned. Every evaluated policy
+  // counts (candidates, fine-tuned and final); ties go to the earlier
   // recorded. INVALID_ARGUMENT if top_k <= 0 or a limit is NaN.
   absl::StatusOr<std::vector<PolicyRecord>> QueryBestPolicies(const std::string& job_id,
-                                                              double max_avg_bits,
-                                                              double max_size_bytes,
+                                                              const PolicyLimits& limits,
                                                               int32_t top_k) const;
 
   struct Impl;

@@ -114,6 +114,39 @@ TEST(ParseCommandLineTest, SubmitAllOptions) {
   EXPECT_TRUE(submit.watch);
 }
 
+TEST(ParseCommandLineTest, SubmitBudgetsPinsAndActivationBits) {
+  auto parsed = ParseCommandLine(
+      Submit({"--target-bops", "2.5e9", "--layer-bits", "fc1.weight=8,4",
+              "--pin", "fc2.weight", "--pin-first-last", "--activation-bits",
+              "4"}),
+      kServer);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const auto* submit = std::get_if<SubmitOptions>(&parsed->command);
+  ASSERT_NE(submit, nullptr);
+  EXPECT_EQ(submit->target_bops, 2.5e9);
+  EXPECT_FALSE(submit->target_avg_bits.has_value());
+  ASSERT_EQ(submit->layers.size(), 2u);
+  EXPECT_EQ(submit->layers[0].name, "fc1.weight");
+  EXPECT_EQ(submit->layers[0].bits, (std::vector<int>{8, 4}));
+  EXPECT_EQ(submit->layers[1].name, "fc2.weight");
+  EXPECT_EQ(submit->layers[1].bits, (std::vector<int>{8}));  // max of --bits
+  EXPECT_TRUE(submit->pin_first_last);
+  EXPECT_EQ(submit->activation_bits, 4);
+
+  parsed = ParseCommandLine(Submit({"--target-size-bytes", "50000"}), kServer);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(std::get<SubmitOptions>(parsed->command).target_size_bytes, 50000);
+
+  EXPECT_FALSE(ParseCommandLine(Submit({"--target-avg-bits", "4",
+                                        "--layer-bits", "fc1.weight"}),
+                                kServer)
+                   .ok());
+  EXPECT_FALSE(ParseCommandLine(Submit({"--target-avg-bits", "4",
+                                        "--layer-bits", "fc1.weight=8,x"}),
+                                kServer)
+                   .ok());
+}
+
 TEST(ParseCommandLineTest, GlobalOptionsBeforeAndAfterTheCommand) {
   for (const auto& args : std::vector<std::vector<std::string>>{
            {"--server", "h:1", "--json", "--timeout", "2.5", "--tty", "status",
@@ -216,7 +249,7 @@ TEST(ParseCommandLineTest, UsageErrors) {
         "--bits", "8", "--target-avg-bits", "4"},
        "--model is required"},
       {Submit(),
-       "one of --target-avg-bits or --target-size-fraction is required"},
+       "one of --target-avg-bits, --target-size-fraction, --target-size-bytes or --target-bops is required"},
       {Submit({"--target-avg-bits", "4", "--target-size-fraction", "0.5"}),
        "excludes"},
       {Submit({"--target-avg-bits", "4"}, "8,x"),

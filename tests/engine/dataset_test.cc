@@ -2,24 +2,29 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/npz.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/fixtures.h"
+#include "util/file.h"
 
 namespace mixq::engine {
 namespace {
 
 using ::mixq::testing::FashionMnistInstalled;
 using ::mixq::testing::FashionMnistTestSplit;
+using ::mixq::testing::FixturePath;
 using ::mixq::testing::ReadFashionMnistTestSplit;
 using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
@@ -82,12 +87,14 @@ std::string Idx(uint32_t magic, const std::vector<uint32_t>& dims,
   return out + Bytes(values);
 }
 
-// gzip-compresses `data` with zlib (deflate with a gzip wrapper).
-std::string Gzip(absl::string_view data) {
+// Deflates `data` with zlib; `window_bits` picks the wrapper as
+// deflateInit2 does (16 + MAX_WBITS: gzip; -MAX_WBITS: none).
+std::string Deflate(absl::string_view data, int window_bits) {
   z_stream z{};
-  EXPECT_EQ(deflateInit2(&z, Z_BEST_COMPRESSION, Z_DEFLATED, 16 + MAX_WBITS, 8,
+  EXPECT_EQ(deflateInit2(&z, Z_BEST_COMPRESSION, Z_DEFLATED, window_bits, 8,
                          Z_DEFAULT_STRATEGY),
             Z_OK);
+  // deflateBound assumes a zlib wrapper; a gzip one is 12 bytes longer.
   std::string out(deflateBound(&z, data.size()) + 32, '\0');
   z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
   z.avail_in = static_cast<uInt>(data.size());
@@ -99,11 +106,28 @@ std::string Gzip(absl::string_view data) {
   return out;
 }
 
+// gzip-compresses `data` (deflate with a gzip wrapper).
+std::string Gzip(absl::string_view data) {
+  return Deflate(data, 16 + MAX_WBITS);
+}
+
 void ExpectInvalid(const absl::Status& status, absl::string_view name,
                    absl::string_view problem) {
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
   EXPECT_THAT(std::string(status.message()), HasSubstr(name)) << status;
   EXPECT_THAT(std::string(status.message()), HasSubstr(problem)) << status;
+}
+
+// `file` decodes as inputs, and each of its strict prefixes is
+// INVALID_ARGUMENT (never a crash).
+void ExpectEveryPrefixInvalid(const std::string& file) {
+  for (size_t n = 0; n < file.size(); ++n) {
+    absl::StatusOr<Tensor> t = DecodeInputs(file.substr(0, n), kName);
+    ASSERT_FALSE(t.ok()) << "prefix " << n;
+    EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument)
+        << t.status();
+  }
+  EXPECT_TRUE(DecodeInputs(file, kName).ok());
 }
 
 // --- DecodeInputs: accepted formats --------------------------------------
@@ -182,6 +206,8 @@ std::vector<BadInputCase> BadInputCases() {
   const std::string good_npy = Npy("<f4", {2, 2}, f4);
   std::string version4 = good_npy;
   version4[6] = 4;
+  std::string version0 = good_npy;
+  version0[6] = 0;
   std::string long_header = good_npy.substr(0, 40);  // header cut short
   const std::string idx = Idx(0x00000803, {1, 2, 2}, {1, 2, 3, 4});
   const std::string gz = Gzip(good_npy);
@@ -195,6 +221,7 @@ std::vector<BadInputCase> BadInputCases() {
       {"npy v2 preamble truncated",
        std::string("\x93NUMPY\x02\x00\x10\x00", 10), "truncated NPY preamble"},
       {"npy version 4", version4, "unsupported NPY format version 4"},
+      {"npy version 0", version0, "unsupported NPY format version 0"},
       {"npy header truncated", long_header, "truncated NPY header"},
       {"npy header not a dict", NpyWithDict("[1, 2]", ""),
        "malformed NPY header"},
@@ -224,7 +251,11 @@ std::vector<BadInputCase> BadInputCases() {
        NpyWithDict(NpyDict("<f4", {2, 2}, "True"), Bytes(f4)),
        "fortran_order True is not supported"},
       {"npy big-endian dtype", Npy(">f4", {2, 2}, f4),
-       "unsupported NPY dtype '>f4'"},
+       "unsupported NPY dtype '>f4': big-endian data is not read (save "
+       "a.astype('<f4') instead)"},
+      {"npy object dtype", NpyWithDict(NpyDict("|O", {2}), "\x80\x04junk"),
+       "unsupported NPY dtype '|O': object arrays hold pickled Python "
+       "objects, which are never loaded"},
       {"npy complex dtype", Npy("<c8", {2}, f4), "unsupported NPY dtype '<c8'"},
       {"npy structured dtype",
        NpyWithDict("{'descr': [('a', '<f4')], 'fortran_order': False, "
@@ -249,6 +280,9 @@ std::vector<BadInputCase> BadInputCases() {
        "NaN at element 1"},
       {"npy infinity", Npy("<f4", {2}, std::vector<float>{1, -INFINITY}),
        "infinite"},
+      {"npy float64 NaN",
+       Npy("<f8", {2, 1}, std::vector<double>{0.5, std::nan("")}),
+       "NaN at element 1"},
       {"npy float64 beyond float32",
        Npy("<f8", {2}, std::vector<double>{1e300, 1}), "beyond float32"},
       {"npy scalar", Npy("<f4", {}, std::vector<float>{1}), "scalar"},
@@ -274,13 +308,20 @@ std::vector<BadInputCase> BadInputCases() {
   };
 }
 
-TEST(DecodeInputsTest, MalformedInputsAreInvalidArgument) {
-  for (const BadInputCase& c : BadInputCases()) {
+// DecodeInputs of each case's bytes, read as file `name`, is
+// INVALID_ARGUMENT naming the file and the case's problem.
+void ExpectInvalidInputs(const std::vector<BadInputCase>& cases,
+                         absl::string_view name) {
+  for (const BadInputCase& c : cases) {
     SCOPED_TRACE(c.label);
-    absl::StatusOr<Tensor> t = DecodeInputs(c.bytes, kName);
+    absl::StatusOr<Tensor> t = DecodeInputs(c.bytes, name);
     ASSERT_FALSE(t.ok());
-    ExpectInvalid(t.status(), kName, c.problem);
+    ExpectInvalid(t.status(), name, c.problem);
   }
+}
+
+TEST(DecodeInputsTest, MalformedInputsAreInvalidArgument) {
+  ExpectInvalidInputs(BadInputCases(), kName);
 }
 
 // Every strict prefix of a valid file is an error, never a crash.
@@ -289,13 +330,7 @@ TEST(DecodeInputsTest, EveryTruncationIsAnError) {
   const std::string npy = Npy("<f4", {2, 2}, f4);
   const std::string idx = Idx(0x00000803, {1, 2, 2}, {1, 2, 3, 4});
   for (const std::string& file : {npy, idx, Gzip(npy), Gzip(idx)}) {
-    for (size_t n = 0; n < file.size(); ++n) {
-      absl::StatusOr<Tensor> t = DecodeInputs(file.substr(0, n), kName);
-      ASSERT_FALSE(t.ok()) << "prefix " << n;
-      EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument)
-          << t.status();
-    }
-    EXPECT_TRUE(DecodeInputs(file, kName).ok());
+    ExpectEveryPrefixInvalid(file);
   }
 }
 
@@ -340,6 +375,8 @@ TEST(DecodeLabelsTest, MalformedLabelsAreInvalidArgument) {
        "negative label -1 at index 1"},
       {"negative int8", Npy("|i1", {2}, std::vector<int8_t>{0, -128}),
        "negative label -128 at index 1"},
+      {"big-endian labels", Npy(">i8", {1}, std::vector<int64_t>{1}),
+       "unsupported NPY dtype '>i8': big-endian"},
       {"float labels", Npy("<f4", {2}, std::vector<float>{0, 1}),
        "unsupported dtype '<f4' for labels"},
       {"matrix", Npy("<i8", {2, 2}, std::vector<int64_t>{0, 1, 2, 3}),
@@ -357,6 +394,386 @@ TEST(DecodeLabelsTest, MalformedLabelsAreInvalidArgument) {
     absl::StatusOr<std::vector<int64_t>> labels = DecodeLabels(c.bytes, kName);
     ASSERT_FALSE(labels.ok());
     ExpectInvalid(labels.status(), kName, c.problem);
+  }
+}
+
+// --- .npz -----------------------------------------------------------------
+
+std::string Le16(uint16_t value) {
+  return {static_cast<char>(value & 0xff), static_cast<char>(value >> 8)};
+}
+
+std::string Le32(uint32_t value) {
+  return Le16(value & 0xffff) + Le16(value >> 16);
+}
+
+// Raw deflate (no zlib or gzip wrapper), as zip's method 8 stores it.
+std::string RawDeflate(absl::string_view data) {
+  return Deflate(data, -MAX_WBITS);
+}
+
+constexpr uint16_t kStored = 0;
+constexpr uint16_t kDeflated = 8;
+constexpr uint16_t kBzip2 = 12;
+constexpr uint16_t kEncryptedFlag = 1;
+constexpr uint16_t kUtf8Flag = 1 << 11;  // the name is UTF-8, not CP437
+
+// One member of a hand-built zip archive; the optional fields make it lie.
+struct ZipEntry {
+  std::string name;
+  std::string data;           // uncompressed
+  uint16_t method = kStored;  // kDeflated deflates `data`; others store it
+  uint16_t flags = 0;
+  std::optional<uint32_t> size = std::nullopt;  // declared uncompressed size
+  std::optional<uint32_t> local_size =
+      std::nullopt;  // in the local header only
+  std::optional<uint32_t> crc = std::nullopt;
+  std::optional<std::string> payload =
+      std::nullopt;  // replaces the (compressed) data
+};
+
+// A zip archive as the format describes it (local headers, central
+// directory, end record; no zip64), so tests can also write what no zip
+// library would.
+std::string Zip(const std::vector<ZipEntry>& entries) {
+  std::string out;
+  std::string central;
+  for (const ZipEntry& e : entries) {
+    const std::string payload =
+        e.payload.value_or(e.method == kDeflated ? RawDeflate(e.data) : e.data);
+    const uint32_t crc =
+        e.crc.value_or(crc32(0, reinterpret_cast<const Bytef*>(e.data.data()),
+                             static_cast<uInt>(e.data.size())));
+    const uint32_t size = e.size.value_or(e.data.size());
+    // Shared by both headers: version needed, flags, method, time, date
+    // (1980-01-01), CRC, sizes, name and extra lengths.
+    const auto fields = [&](uint32_t uncompressed) {
+      return absl::StrCat(Le16(20), Le16(e.flags), Le16(e.method), Le16(0),
+                          Le16(0x21), Le32(crc), Le32(payload.size()),
+                          Le32(uncompressed), Le16(e.name.size()), Le16(0));
+    };
+    const uint32_t offset = out.size();
+    absl::StrAppend(&out, Le32(0x04034b50), fields(e.local_size.value_or(size)),
+                    e.name, payload);
+    // Version made by, the fields, comment length, disk, internal and
+    // external attributes, local header offset, name.
+    absl::StrAppend(&central, Le32(0x02014b50), Le16(20), fields(size), Le16(0),
+                    Le16(0), Le16(0), Le32(0), Le32(offset), e.name);
+  }
+  const uint16_t count = entries.size();
+  absl::StrAppend(&out, central, Le32(0x06054b50), Le16(0), Le16(0),
+                  Le16(count), Le16(count), Le32(central.size()),
+                  Le32(out.size()), Le16(0));
+  return out;
+}
+
+constexpr char kNpzName[] = "data/train.npz";
+
+const std::vector<float>& SampleInputs() {
+  static const auto* values = new std::vector<float>{0.5f, 1, 2, 3, 4, 5};
+  return *values;
+}
+
+std::string InputsNpy() { return Npy("<f4", {3, 2}, SampleInputs()); }
+std::string LabelsNpy() {
+  return Npy("<i8", {3}, std::vector<int64_t>{2, 0, 1});
+}
+
+TEST(NpzTest, StoredAndDeflatedArchivesDecode) {
+  for (uint16_t method : {kStored, kDeflated}) {
+    SCOPED_TRACE(absl::StrCat("method ", method));
+    const std::string npz =
+        Zip({{"x.npy", InputsNpy(), method}, {"y.npy", LabelsNpy(), method}});
+    absl::StatusOr<std::vector<std::string>> keys = NpzKeys(npz, kNpzName);
+    ASSERT_TRUE(keys.ok()) << keys.status();
+    EXPECT_THAT(*keys, ElementsAre("x", "y"));
+
+    absl::StatusOr<std::string> member =
+        ReadNpzArray(npz, kNpzName, "y", 1 << 20);
+    ASSERT_TRUE(member.ok()) << member.status();
+    EXPECT_EQ(*member, LabelsNpy());
+
+    absl::StatusOr<Tensor> inputs = DecodeInputs(npz, kNpzName);
+    ASSERT_TRUE(inputs.ok()) << inputs.status();
+    EXPECT_THAT(inputs->shape(), ElementsAre(3, 2));
+    EXPECT_THAT(inputs->values(), ElementsAreArray(SampleInputs()));
+    absl::StatusOr<std::vector<int64_t>> labels = DecodeLabels(npz, kNpzName);
+    ASSERT_TRUE(labels.ok()) << labels.status();
+    EXPECT_THAT(*labels, ElementsAre(2, 0, 1));
+  }
+}
+
+// Which array DecodeInputs / DecodeLabels pick, with and without a key.
+TEST(NpzTest, ArraySelection) {
+  struct Case {
+    std::string label;
+    std::vector<std::string> keys;  // archive members, in order
+    std::string key;                // passed to the decoder
+    std::string inputs_from;        // expected member, or "" for an error
+    std::string labels_from;
+  };
+  const std::vector<Case> cases = {
+      {"x and y", {"x", "y"}, "", "x", "y"},
+      {"y first", {"y", "x"}, "", "x", "y"},
+      {"long names", {"labels", "inputs"}, "", "inputs", "labels"},
+      {"images and targets", {"targets", "images"}, "", "images", "targets"},
+      {"data and y", {"data", "y", "meta"}, "", "data", "y"},
+      {"only array", {"whatever"}, "", "whatever", "whatever"},
+      {"unknown names", {"a", "b"}, "", "", ""},
+      {"two candidates", {"x", "data", "y", "labels"}, "", "", ""},
+      {"explicit key", {"a", "b"}, "b", "b", "b"},
+      {"explicit key wins", {"x", "y", "x_test"}, "x_test", "x_test", "x_test"},
+      {"missing key", {"x", "y"}, "z", "", ""},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.label);
+    // Member i holds float inputs [i + 1, 1] and int labels [i + 1], so the
+    // decoded sizes tell which member was read.
+    std::vector<ZipEntry> inputs_zip, labels_zip;
+    for (size_t i = 0; i < c.keys.size(); ++i) {
+      const std::string npy = c.keys[i] + ".npy";
+      inputs_zip.push_back(
+          {npy, Npy("<f4", {int64_t(i) + 1, 1}, std::vector<float>(i + 1))});
+      labels_zip.push_back(
+          {npy, Npy("<i8", {int64_t(i) + 1}, std::vector<int64_t>(i + 1))});
+    }
+    const auto index_of = [&](const std::string& key) {
+      return std::find(c.keys.begin(), c.keys.end(), key) - c.keys.begin();
+    };
+    absl::StatusOr<Tensor> inputs =
+        DecodeInputs(Zip(inputs_zip), kNpzName, c.key);
+    absl::StatusOr<std::vector<int64_t>> labels =
+        DecodeLabels(Zip(labels_zip), kNpzName, c.key);
+    if (c.inputs_from.empty()) {
+      ASSERT_FALSE(inputs.ok());
+      ASSERT_FALSE(labels.ok());
+      // The message lists the archive's keys so the user can pick one.
+      for (const absl::Status& status : {inputs.status(), labels.status()}) {
+        for (const std::string& key : c.keys) {
+          ExpectInvalid(status, kNpzName, absl::StrCat("'", key, "'"));
+        }
+      }
+      continue;
+    }
+    ASSERT_TRUE(inputs.ok()) << inputs.status();
+    ASSERT_TRUE(labels.ok()) << labels.status();
+    EXPECT_EQ(inputs->dim(0), index_of(c.inputs_from) + 1);
+    EXPECT_EQ(static_cast<int64_t>(labels->size()),
+              index_of(c.labels_from) + 1);
+  }
+}
+
+TEST(NpzTest, KeyForAFileThatIsNotNpzIsAnError) {
+  ExpectInvalid(DecodeInputs(InputsNpy(), kName, "x").status(), kName,
+                "an array key ('x') was given but the file is not a .npz");
+  ExpectInvalid(DecodeLabels(LabelsNpy(), kName, "y").status(), kName,
+                "not a .npz");
+}
+
+// Every hostile or broken archive is INVALID_ARGUMENT naming the file and
+// the problem, never a crash.
+std::vector<BadInputCase> BadNpzCases() {
+  const std::string good = Zip({{"x.npy", InputsNpy(), kDeflated}});
+  std::string corrupt_deflate = RawDeflate(InputsNpy());
+  for (size_t i = 0; i < corrupt_deflate.size(); i += 3) {
+    corrupt_deflate[i] = '\xff';
+  }
+  const uint32_t actual = InputsNpy().size();
+  // An empty archive's end record, edited to claim one member.
+  std::string phantom = Zip({});
+  phantom[8] = phantom[10] = 1;
+  return {
+      {"zip magic then junk", "PK\x03\x04 this is not a zip archive",
+       "not a valid zip archive"},
+      {"truncated archive", good.substr(0, good.size() - 10),
+       "not a valid zip archive"},
+      {"end record claims a missing member", phantom,
+       "not a valid zip archive"},
+      {"same name in two encodings",
+       Zip({{.name = "\xc3\xa9.npy", .data = InputsNpy(), .flags = kUtf8Flag},
+            {.name = "\x82.npy", .data = InputsNpy()}}),
+       "two members of the archive have the same name"},
+      {"no arrays", Zip({}), "the .npz archive holds no arrays"},
+      {"member is not .npy", Zip({{"x.npy", InputsNpy()}, {"notes.txt", "hi"}}),
+       "member 'notes.txt' is not a .npy file"},
+      {"directory member", Zip({{"x.npy", InputsNpy()}, {"arrays/", ""}}),
+       "member 'arrays/' is a directory"},
+      {"duplicate names",
+       Zip({{"x.npy", InputsNpy()}, {"x.npy", InputsNpy(), kDeflated}}),
+       "two members of the archive have the same name"},
+      {"encrypted member",
+       Zip({{.name = "x.npy", .data = InputsNpy(), .flags = kEncryptedFlag}}),
+       "member 'x.npy' is encrypted"},
+      {"bzip2 member", Zip({{"x.npy", InputsNpy(), kBzip2}}),
+       "member 'x.npy' uses compression method 12"},
+      {"wrong crc",
+       Zip({{.name = "x.npy",
+             .data = InputsNpy(),
+             .method = kDeflated,
+             .crc = 0x12345678}}),
+       "array 'x': corrupt data"},
+      {"corrupt deflate stream",
+       Zip({{.name = "x.npy",
+             .data = InputsNpy(),
+             .method = kDeflated,
+             .payload = corrupt_deflate}}),
+       "array 'x'"},
+      {"inflates beyond its declared size",
+       Zip({{.name = "x.npy",
+             .data = InputsNpy(),
+             .method = kDeflated,
+             .size = actual - 8}}),
+       "array 'x': inflates to more than its declared"},
+      {"stored beyond its declared size",
+       Zip({{.name = "x.npy", .data = InputsNpy(), .size = actual - 8}}),
+       "array 'x'"},
+      {"inflates short of its declared size",
+       Zip({{.name = "x.npy",
+             .data = InputsNpy(),
+             .method = kDeflated,
+             .size = actual + 100}}),
+       "array 'x'"},
+      {"local and central headers disagree",
+       Zip({{.name = "x.npy",
+             .data = InputsNpy(),
+             .method = kDeflated,
+             .local_size = actual + 1}}),
+       "not a valid zip archive"},
+      {"member is gzip, not npy",
+       Zip({{"x.npy", Gzip(InputsNpy()), kDeflated}}),
+       "array 'x': not a .npy file"},
+      {"member is an npz", Zip({{"x.npy", good}}), "array 'x': not a .npy"},
+      {"member has NaN",
+       Zip({{"x.npy", Npy("<f4", {2}, std::vector<float>{1, std::nanf("")}),
+             kDeflated}}),
+       "data/train.npz: array 'x': NaN at element 1"},
+      {"member is big-endian",
+       Zip({{"x.npy", Npy(">f4", {2}, std::vector<float>{1, 2})}}),
+       "data/train.npz: array 'x': unsupported NPY dtype '>f4'"},
+      {"member truncated npy",
+       Zip({{"x.npy", InputsNpy().substr(0, actual - 1), kDeflated}}),
+       "array 'x': size mismatch"},
+      {"member is fortran order",
+       Zip({{"x.npy", NpyWithDict(NpyDict("<f4", {3, 2}, "True"),
+                                  Bytes(SampleInputs()))}}),
+       "array 'x': fortran_order True is not supported"},
+  };
+}
+
+TEST(NpzTest, MalformedArchivesAreInvalidArgument) {
+  ExpectInvalidInputs(BadNpzCases(), kNpzName);
+}
+
+// Every strict prefix of a valid archive is an error, never a crash.
+TEST(NpzTest, EveryTruncationIsAnError) {
+  for (uint16_t method : {kStored, kDeflated}) {
+    const std::string npz =
+        Zip({{"x.npy", InputsNpy(), method}, {"y.npy", LabelsNpy(), method}});
+    ExpectEveryPrefixInvalid(npz);
+  }
+}
+
+// A zip bomb: a small archive that declares (or really holds) far more data
+// than the limit is refused before anything that large is allocated.
+TEST(NpzTest, DataBeyondTheLimitIsResourceExhausted) {
+  const std::string zeros(size_t{16} << 20, '\0');
+  const std::string bomb = Zip({{"x.npy", zeros, kDeflated}});
+  ASSERT_LT(bomb.size(), zeros.size() / 500);
+  absl::StatusOr<std::string> member =
+      ReadNpzArray(bomb, kNpzName, "x", zeros.size() - 1);
+  EXPECT_EQ(member.status().code(), absl::StatusCode::kResourceExhausted)
+      << member.status();
+  EXPECT_THAT(std::string(member.status().message()),
+              HasSubstr("data/train.npz: array 'x' is 16777216 bytes "
+                        "uncompressed, more than the limit of 16777215"));
+  member = ReadNpzArray(bomb, kNpzName, "x", zeros.size());
+  ASSERT_TRUE(member.ok()) << member.status();
+  EXPECT_EQ(member->size(), zeros.size());
+
+  // Declaring 3.75 GiB is enough for the decoders (whose limit is 2 GiB) to
+  // refuse the archive without inflating it.
+  const std::string liar = Zip({{.name = "x.npy",
+                                 .data = InputsNpy(),
+                                 .method = kDeflated,
+                                 .size = 0xf0000000u}});
+  absl::StatusOr<Tensor> inputs = DecodeInputs(liar, kNpzName);
+  EXPECT_EQ(inputs.status().code(), absl::StatusCode::kResourceExhausted)
+      << inputs.status();
+  EXPECT_THAT(std::string(inputs.status().message()),
+              HasSubstr("data/train.npz: array 'x' is 4026531840 bytes"));
+}
+
+TEST(NpzTest, ReadNpzArrayNamesMissingKeys) {
+  const std::string npz = Zip({{"x.npy", InputsNpy()}, {"y.npy", LabelsNpy()}});
+  ExpectInvalid(ReadNpzArray(npz, kNpzName, "z", 1 << 20).status(), kNpzName,
+                "no array 'z' in the .npz archive (it has 'x', 'y')");
+  ExpectInvalid(ReadNpzArray(npz, kNpzName, "x.npy", 1 << 20).status(),
+                kNpzName, "no array 'x.npy'");
+}
+
+TEST(NpzTest, LooksLikeZip) {
+  EXPECT_TRUE(LooksLikeZip(Zip({{"x.npy", InputsNpy()}})));
+  EXPECT_TRUE(LooksLikeZip(Zip({})));
+  EXPECT_FALSE(LooksLikeZip(InputsNpy()));
+  EXPECT_FALSE(LooksLikeZip("PK"));
+  EXPECT_FALSE(LooksLikeZip(""));
+}
+
+// tests/fixtures/tiny_dataset.npz was written by NumPy's
+// np.savez_compressed (its zip64 local headers included); see the fixtures'
+// README.
+TEST(NpzTest, NumpyWrittenArchive) {
+  const std::string path = FixturePath("tiny_dataset.npz");
+  absl::StatusOr<std::string> bytes = ReadFile(path);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  absl::StatusOr<std::vector<std::string>> keys = NpzKeys(*bytes, path);
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  EXPECT_THAT(*keys, ElementsAre("x", "y"));
+
+  absl::StatusOr<Tensor> inputs = DecodeInputs(*bytes, path);
+  ASSERT_TRUE(inputs.ok()) << inputs.status();
+  EXPECT_THAT(inputs->shape(), ElementsAre(3, 1, 2, 2));
+  std::vector<float> expected(12);
+  for (int i = 0; i < 12; ++i) expected[i] = i / 8.0f;
+  EXPECT_THAT(inputs->values(), ElementsAreArray(expected));
+
+  absl::StatusOr<std::vector<int64_t>> labels = DecodeLabels(*bytes, path);
+  ASSERT_TRUE(labels.ok()) << labels.status();
+  EXPECT_THAT(*labels, ElementsAre(2, 0, 1));
+  EXPECT_TRUE(CheckLabels(*labels, 3, path).ok());
+}
+
+// --- CheckLabels ----------------------------------------------------------
+
+TEST(CheckLabelsTest, LabelsMustBeClassesOfTheModel) {
+  struct Case {
+    std::vector<int64_t> labels;
+    int64_t num_classes;
+    std::string problem;  // "" when valid
+  };
+  const std::vector<Case> cases = {
+      {{0, 9, 3}, 10, ""},
+      {{}, 10, ""},
+      {{0}, 1, ""},
+      {{1, 2, 3, 12, 10},
+       10,
+       "labels.npy: label 12 at index 3 is outside the model's 10 classes "
+       "[0, 10)"},
+      {{0, 10}, 10, "label 10 at index 1 is outside"},
+      {{-1}, 10, "label -1 at index 0 is outside the model's 10 classes"},
+      {{0}, 0, "cannot check labels against 0 classes"},
+      {{0}, -1, "cannot check labels against -1 classes"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(absl::StrCat("[", absl::StrJoin(c.labels, ","), "] of ",
+                              c.num_classes));
+    const absl::Status status =
+        CheckLabels(c.labels, c.num_classes, "labels.npy");
+    if (c.problem.empty()) {
+      EXPECT_TRUE(status.ok()) << status;
+    } else {
+      ExpectInvalid(status, "labels.npy", c.problem);
+    }
   }
 }
 

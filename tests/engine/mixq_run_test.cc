@@ -1,9 +1,6 @@
 // engine/npy's writer (round trips through DecodeInputs, byte equality with
 // np.save) and the mixq-run program, run as a child process on the PyTorch
 // fixtures (tests/fixtures/README.md).
-#include <fcntl.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -19,9 +16,9 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "onnx/onnx_pb.h"
+#include "tests/support/subprocess.h"
 #include "util/file.h"
 
-extern char** environ;
 
 namespace mixq::engine {
 namespace {
@@ -146,11 +143,7 @@ TEST(NpyTest, Int64LabelsRoundTripThroughDecodeLabels) {
 
 // ------------------------------------------------------------- mixq-run ----
 
-struct RunResult {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
+using ::mixq::testing::RunResult;
 
 // Runs mixq-run and gives a temporary directory per test.
 class MixqRunTest : public ::testing::Test {
@@ -171,33 +164,7 @@ class MixqRunTest : public ::testing::Test {
 
   // Runs mixq-run with `args`; stdout and stderr go through files.
   RunResult Run(const std::vector<std::string>& args) const {
-    std::vector<std::string> argv_strings = {kMixqRun};
-    argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (std::string& s : argv_strings) argv.push_back(s.data());
-    argv.push_back(nullptr);
-    const std::string out_path = Path("stdout.txt");
-    const std::string err_path = Path("stderr.txt");
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out_path.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, err_path.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    RunResult result;
-    pid_t pid = 0;
-    const int rc =
-        posix_spawn(&pid, kMixqRun, &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    EXPECT_EQ(rc, 0) << "cannot start " << kMixqRun;
-    if (rc != 0) return result;
-    int status = 0;
-    EXPECT_EQ(waitpid(pid, &status, 0), pid);
-    EXPECT_TRUE(WIFEXITED(status)) << "mixq-run did not exit normally";
-    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    result.out = ReadOrDie(out_path);
-    result.err = ReadOrDie(err_path);
-    return result;
+    return ::mixq::testing::RunProgram(kMixqRun, args, dir_.string());
   }
 
   // Runs the model on `inputs` and returns the written output.

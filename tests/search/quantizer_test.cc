@@ -41,19 +41,19 @@ INSTANTIATE_TEST_SUITE_P(
     Cases, HandComputedTest,
     ::testing::Values(
         // DESIGN.md's example: range [-3, 6] at 8 bits, s = 6/127. 6 ↦ 127.
-        // -3/s = -63.5 exactly: ties round to even (as ONNX QuantizeLinear
-        // does), so -3 ↦ -64, and 1.5/s = 31.75 ↦ 32.
+        // -3/s = -63.5 exactly: weights round half up, floor(v + 0.5), so
+        // -3 ↦ -63 as DESIGN.md and issue #4 say; 1.5/s = 31.75 ↦ 32.
         HandCase{"8bit_design_range",
                  {-3.0f, 6.0f, 1.5f},
                  8,
-                 {-64, 127, 32},
+                 {-63, 127, 32},
                  6.0f / 127.0f},
         // 4 bits: qmax 7, s = 1.75/7 = 0.25 (exact in float): -0.875/s = -3.5
-        // ↦ -4 and 0.625/s = 2.5 ↦ 2 (ties to even), 0.3/s = 1.2 ↦ 1.
+        // ↦ -3 and 0.625/s = 2.5 ↦ 3 (half up), 0.3/s = 1.2 ↦ 1.
         HandCase{"4bit",
                  {1.75f, -0.875f, 0.625f, 0.3f},
                  4,
-                 {7, -4, 2, 1},
+                 {7, -3, 3, 1},
                  0.25f},
         // 2 bits is ternary: qmax 1.
         HandCase{"2bit_ternary", {0.4f, -1.0f, 0.6f}, 2, {0, -1, 1}, 1.0f},

@@ -134,7 +134,7 @@ INSTANTIATE_TEST_SUITE_P(
                   labels[7] = kClasses;
                   f->files.labels = testing::NpyInt64(labels);
                 },
-                "label 3 of sample 7"},
+                "label 3 at index 7"},
         BadCase{"garbage_inputs",
                 [](Fixture* f) { f->files.inputs = "garbage"; }, "spec.inputs"},
         BadCase{"calib_too_large",

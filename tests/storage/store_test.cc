@@ -394,7 +394,7 @@ TEST_F(StoreTest, MissingJobsAreNotFound) {
   EXPECT_CODE(store->GetSteps("nope").status(), absl::StatusCode::kNotFound);
   EXPECT_CODE(store->GetFinalPolicy("nope").status(),
               absl::StatusCode::kNotFound);
-  EXPECT_CODE(store->QueryBestPolicies("nope", 0, 0, 5).status(),
+  EXPECT_CODE(store->QueryBestPolicies("nope", PolicyLimits{0, 0}, 5).status(),
               absl::StatusCode::kNotFound);
   EXPECT_CODE(store->UpdateJobState("nope", JobState::kFailed, "x", 0, 5),
               absl::StatusCode::kNotFound);
@@ -696,7 +696,7 @@ TEST_F(StoreTest, ResetJobResultsClearsStepsAndPolicies) {
   auto final_policy = store->GetFinalPolicy("job-1");
   ASSERT_TRUE(final_policy.ok());
   EXPECT_FALSE(final_policy->has_value());
-  auto best = store->QueryBestPolicies("job-1", 0, 0, 10);
+  auto best = store->QueryBestPolicies("job-1", PolicyLimits{0, 0}, 10);
   ASSERT_TRUE(best.ok());
   EXPECT_TRUE(best->empty());
   auto job = store->GetJob("job-1");
@@ -792,8 +792,8 @@ TEST_F(QueryBestPoliciesTest, DedupesOrdersAndLimits) {
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
-    auto best = store_->QueryBestPolicies("job-1", c.max_avg_bits,
-                                          c.max_size_bytes, c.top_k);
+    auto best = store_->QueryBestPolicies(
+        "job-1", PolicyLimits{c.max_avg_bits, c.max_size_bytes}, c.top_k);
     ASSERT_TRUE(best.ok()) << best.status();
     std::vector<std::vector<int32_t>> bits;
     std::vector<double> accuracy;
@@ -807,7 +807,7 @@ TEST_F(QueryBestPoliciesTest, DedupesOrdersAndLimits) {
 }
 
 TEST_F(QueryBestPoliciesTest, ReturnsTheBestEvaluationOfEachAssignment) {
-  auto best = store_->QueryBestPolicies("job-1", 0, 0, 1);
+  auto best = store_->QueryBestPolicies("job-1", PolicyLimits{0, 0}, 1);
   ASSERT_TRUE(best.ok()) << best.status();
   ASSERT_EQ(best->size(), 1u);
   // {8,4,4} was evaluated four times; the final policy (0.86) is the best.
@@ -828,7 +828,7 @@ TEST_F(QueryBestPoliciesTest, EqualAccuracyRanksByLoss) {
   };
   step.finetuned = MakePolicy(1, PolicyKind::kFinetuned, {4, 4, 4}, 0.5, 0.8);
   ASSERT_OK(store_->AppendStep("ties", step));
-  auto best = store_->QueryBestPolicies("ties", 0, 0, 10);
+  auto best = store_->QueryBestPolicies("ties", PolicyLimits{0, 0}, 10);
   ASSERT_TRUE(best.ok()) << best.status();
   std::vector<int32_t> first_bits;
   for (const auto& p : *best) first_bits.push_back(p.bits[0]);
@@ -837,11 +837,11 @@ TEST_F(QueryBestPoliciesTest, EqualAccuracyRanksByLoss) {
 }
 
 TEST_F(QueryBestPoliciesTest, RejectsBadArguments) {
-  EXPECT_CODE(store_->QueryBestPolicies("job-1", 0, 0, 0).status(),
+  EXPECT_CODE(store_->QueryBestPolicies("job-1", PolicyLimits{0, 0}, 0).status(),
               absl::StatusCode::kInvalidArgument);
-  EXPECT_CODE(store_->QueryBestPolicies("job-1", 0, 0, -3).status(),
+  EXPECT_CODE(store_->QueryBestPolicies("job-1", PolicyLimits{0, 0}, -3).status(),
               absl::StatusCode::kInvalidArgument);
-  EXPECT_CODE(store_->QueryBestPolicies("job-1", std::nan(""), 0, 3).status(),
+  EXPECT_CODE(store_->QueryBestPolicies("job-1", PolicyLimits{std::nan(""), 0}, 3).status(),
               absl::StatusCode::kInvalidArgument);
 }
 
@@ -951,7 +951,7 @@ TEST_F(StoreTest, ConcurrentWritersAndReaders) {
         auto steps = store->GetSteps(id);
         auto job = store->GetJob(id);
         auto jobs = store->ListJobs({});
-        auto best = store->QueryBestPolicies(id, 7, 0, 5);
+        auto best = store->QueryBestPolicies(id, PolicyLimits{7, 0}, 5);
         if (!steps.ok() || !job.ok() || !jobs.ok() || !best.ok()) {
           ++errors;
           continue;

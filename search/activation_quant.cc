@@ -1,0 +1,125 @@
+#include "search/activation_quant.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "util/check.h"
+
+namespace mixq::search {
+
+absl::Status ValidateActivationOptions(const ActivationOptions& options) {
+  if (options.bits != kFloatBits && (options.bits < 2 || options.bits > 8)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("activation bits must be 2..8 or 32 (float), got ",
+                     options.bits));
+  }
+  if (!(options.momentum > 0.0f && options.momentum <= 1.0f)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "activation range momentum must be in (0, 1], got ", options.momentum));
+  }
+  return MakeObserver(options.observer).status();
+}
+
+ActivationQuantizer::ActivationQuantizer(int num_layers,
+                                         const ActivationOptions& options)
+    : options_(options),
+      quantized_(num_layers, options.enabled()),
+      observers_(num_layers),
+      has_range_(num_layers, false),
+      min_(num_layers, 0.0f),
+      max_(num_layers, 0.0f),
+      params_(num_layers) {
+  MIXQ_CHECK(ValidateActivationOptions(options).ok(),
+             "invalid ActivationOptions");
+}
+
+void ActivationQuantizer::SetPolicy(const std::vector<int>& weight_bits) {
+  MIXQ_CHECK(weight_bits.size() == quantized_.size());
+  for (size_t l = 0; l < weight_bits.size(); ++l) {
+    quantized_[l] = options_.enabled() && weight_bits[l] < kFloatBits;
+  }
+}
+
+void ActivationQuantizer::ResetObservers() {
+  for (auto& observer : observers_) {
+    observer = std::move(MakeObserver(options_.observer)).value();
+  }
+}
+
+absl::Status ActivationQuantizer::FinishCalibration() {
+  for (size_t l = 0; l < observers_.size(); ++l) {
+    if (!quantized_[l]) continue;
+    if (observers_[l] == nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "activation ranges of layer ", l, " were never observed"));
+    }
+    absl::StatusOr<Range> range = observers_[l]->range();
+    if (!range.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("activation range of layer ", l, ": ",
+                       range.status().message()));
+    }
+    SetRange(static_cast<int>(l), range->min, range->max);
+  }
+  return absl::OkStatus();
+}
+
+bool ActivationQuantizer::ready() const {
+  if (options_.dynamic) return true;
+  for (size_t l = 0; l < quantized_.size(); ++l) {
+    if (quantized_[l] && !has_range_[l]) return false;
+  }
+  return true;
+}
+
+const QuantParams* ActivationQuantizer::params(int layer) const {
+  return has_range_[layer] ? &params_[layer] : nullptr;
+}
+
+void ActivationQuantizer::SetRange(int layer, float min, float max) {
+  min_[layer] = min;
+  max_[layer] = max;
+  params_[layer] = ParamsFromRange(min, max, options_.bits, options_.scheme);
+  has_range_[layer] = true;
+}
+
+bool ActivationQuantizer::Active(int layer) const {
+  return mode_ != Mode::kOff && quantized_[layer];
+}
+
+bool ActivationQuantizer::Forward(int layer, const engine::Tensor& x,
+                                  engine::Tensor* out) {
+  if (!Active(layer) || x.size() == 0) return false;
+  if (mode_ == Mode::kObserve) {
+    if (observers_[layer] == nullptr) {
+      observers_[layer] = std::move(MakeObserver(options_.observer)).value();
+    }
+    observers_[layer]->Observe(x);
+    return false;
+  }
+  const float batch_min = x.flat().minCoeff();
+  const float batch_max = x.flat().maxCoeff();
+  if (options_.dynamic) {
+    SetRange(layer, batch_min, batch_max);
+  } else if (mode_ == Mode::kTrain) {
+    if (!has_range_[layer]) {
+      SetRange(layer, batch_min, batch_max);
+    } else {
+      const float c = options_.momentum;
+      SetRange(layer, min_[layer] + c * (batch_min - min_[layer]),
+               max_[layer] + c * (batch_max - max_[layer]));
+    }
+  }
+  MIXQ_CHECK(has_range_[layer],
+             "activation quantization without a calibrated range");
+  FakeQuantize(x, params_[layer], out);
+  return true;
+}
+
+void ActivationQuantizer::Backward(int layer, const engine::Tensor& x,
+                                   engine::Tensor* grad) const {
+  StraightThroughGradient(x, params_[layer], grad);
+}
+
+}  // namespace mixq::search

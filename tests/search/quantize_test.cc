@@ -1,0 +1,314 @@
+// From FP32 ONNX to QDQ ONNX: BN folding and node naming (PrepareModel),
+// activation quantization in QatSession (calibration, fake quantization,
+// QAT), and ExportQuantized — whose file mixq's engine must re-import and
+// run to the same outputs as the fake-quantized session, within 1e-5.
+#include "search/quantize.h"
+
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "engine/model.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "search/evaluate.h"
+#include "search/qat.h"
+#include "search/qdq_export.h"
+#include "tests/support/fixtures.h"
+#include "tests/support/onnx_mlp.h"
+#include "util/file.h"
+
+namespace mixq::search {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr float kReproduceTolerance = 1e-5f;
+
+std::string ReadOrDie(const std::string& path) {
+  absl::StatusOr<std::string> bytes = ReadFile(path);
+  EXPECT_TRUE(bytes.ok()) << bytes.status();
+  return bytes.ok() ? *bytes : "";
+}
+
+// The model imported from PrepareModel's bytes, with them.
+struct Prepared {
+  PreparedModel prepared;
+  std::unique_ptr<engine::Model> model;
+};
+
+Prepared PrepareOrDie(const std::string& onnx) {
+  Prepared p;
+  absl::StatusOr<PreparedModel> prepared = PrepareModel(onnx);
+  EXPECT_TRUE(prepared.ok()) << prepared.status();
+  if (!prepared.ok()) return p;
+  p.prepared = *prepared;
+  absl::StatusOr<std::unique_ptr<engine::Model>> model =
+      engine::Model::FromOnnxBytes(p.prepared.onnx);
+  EXPECT_TRUE(model.ok()) << model.status();
+  if (model.ok()) p.model = *std::move(model);
+  return p;
+}
+
+LabeledData Unlabelled(const engine::Tensor& inputs) {
+  LabeledData data;
+  data.inputs = inputs;
+  data.labels.assign(inputs.dim(0), 0);
+  return data;
+}
+
+float MaxAbsDiff(const engine::Tensor& a, const engine::Tensor& b) {
+  EXPECT_EQ(a.shape(), b.shape());
+  if (a.shape() != b.shape()) return INFINITY;
+  return (a.flat() - b.flat()).abs().maxCoeff();
+}
+
+// Exports the session under `policy`, re-imports the file and expects the
+// same outputs as the session's fake-quantized forward pass.
+void ExpectExportReproduces(const Prepared& p, QatSession* session,
+                            const Policy& policy,
+                            const engine::Tensor& inputs) {
+  absl::StatusOr<QuantizedModel> quantized =
+      ExportQuantized(p.prepared.onnx, *p.model, *session, policy);
+  ASSERT_TRUE(quantized.ok()) << quantized.status();
+  EXPECT_TRUE(CheckOnnxModel(quantized->onnx).ok());
+  absl::StatusOr<std::unique_ptr<engine::Model>> reimported =
+      engine::Model::FromOnnxBytes(quantized->onnx);
+  ASSERT_TRUE(reimported.ok()) << reimported.status();
+  std::vector<const engine::Tensor*> params;
+  for (const engine::Tensor& t : (*reimported)->initial_params()) {
+    params.push_back(&t);
+  }
+  absl::StatusOr<engine::Tensor> deployed =
+      (*reimported)->Forward(inputs, params, nullptr);
+  ASSERT_TRUE(deployed.ok()) << deployed.status();
+  absl::StatusOr<engine::Tensor> simulated = session->Predict(policy, inputs);
+  ASSERT_TRUE(simulated.ok()) << simulated.status();
+  const float scale = std::max(1.0f, simulated->flat().abs().maxCoeff());
+  EXPECT_LE(MaxAbsDiff(*deployed, *simulated), kReproduceTolerance * scale)
+      << "policy " << PolicyToString(policy);
+}
+
+TEST(PrepareModelTest, FoldsBatchNormAndNamesEveryNode) {
+  const Prepared p = PrepareOrDie(
+      ReadOrDie(testing::FixturePath("resnet_fmnist_bn.onnx")));
+  ASSERT_NE(p.model, nullptr);
+  EXPECT_EQ(p.prepared.folded_batch_norms, 8);
+  EXPECT_TRUE(p.prepared.unfolded_batch_norms.empty());
+  for (const engine::QuantizableLayer& layer : p.model->quantizable_layers()) {
+    EXPECT_FALSE(layer.node_name.empty()) << layer.name;
+  }
+}
+
+TEST(PrepareModelTest, NotOnnxIsInvalidArgument) {
+  EXPECT_EQ(PrepareModel("definitely not a model").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ActivationQuantTest, CalibrationFindsTheFirstLayersInputRange) {
+  const Prepared p =
+      PrepareOrDie(testing::MakeMlpOnnx({6, 8, 4}, /*seed=*/3));
+  ASSERT_NE(p.model, nullptr);
+  const LabeledData data = testing::MakeTeacherData(64, 6, 4, /*seed=*/5);
+  QatSession session(*p.model, engine::AdamOptions{}, 16, 1);
+  ASSERT_TRUE(session.Calibrate({8, 8}, data).ok());
+  const QuantParams* first = session.activations().params(0);
+  ASSERT_NE(first, nullptr);
+  // Asymmetric 8-bit over [min, max] of the inputs (which straddle 0).
+  const float lo = data.inputs.flat().minCoeff();
+  const float hi = data.inputs.flat().maxCoeff();
+  ASSERT_LT(lo, 0.0f);
+  EXPECT_FLOAT_EQ(first->scale[0], (hi - lo) / 255.0f);
+  EXPECT_EQ(first->zero_point[0], static_cast<int>(std::lround(-lo / first->scale[0])));
+  ASSERT_NE(session.activations().params(1), nullptr);
+  // The second layer reads ReLU outputs: zero point 0, every level >= 0.
+  EXPECT_EQ(session.activations().params(1)->zero_point[0], 0);
+}
+
+TEST(ActivationQuantTest, FewerActivationBitsCostMoreAccuracy) {
+  const Prepared p =
+      PrepareOrDie(testing::MakeMlpOnnx({6, 16, 4}, /*seed=*/3));
+  ASSERT_NE(p.model, nullptr);
+  const LabeledData data = testing::MakeTeacherData(256, 6, 4, /*seed=*/5);
+  // Weights at 8 bits throughout; only the activation bits change.
+  const Policy policy = {8, 8};
+  std::vector<double> loss_gap;
+  Evaluation baseline;
+  for (int bits : {kFloatBits, 8, 2}) {
+    QuantOptions options;
+    options.activations.bits = bits;
+    QatSession session(*p.model, engine::AdamOptions{}, 16, 1, options);
+    ASSERT_TRUE(session.Calibrate(policy, data).ok());
+    absl::StatusOr<Evaluation> e = session.Evaluate(policy, data);
+    ASSERT_TRUE(e.ok()) << e.status();
+    if (bits == kFloatBits) baseline = *e;
+    loss_gap.push_back(std::abs(e->loss - baseline.loss));
+  }
+  EXPECT_EQ(loss_gap[0], 0.0);
+  EXPECT_GT(loss_gap[1], 0.0);         // 8 bits changes something...
+  EXPECT_LT(loss_gap[1], 0.01);        // ...but little
+  EXPECT_GT(loss_gap[2], loss_gap[1]);  // 2 bits changes more
+}
+
+TEST(ActivationQuantTest, QuantizationAwareTrainingRecoversLoss) {
+  const Prepared p =
+      PrepareOrDie(testing::MakeMlpOnnx({6, 16, 4}, /*seed=*/3));
+  ASSERT_NE(p.model, nullptr);
+  const LabeledData data = testing::MakeTeacherData(512, 6, 4, /*seed=*/5);
+  QuantOptions options;
+  options.activations.bits = 3;
+  engine::AdamOptions adam;
+  adam.learning_rate = 3e-3f;
+  QatSession session(*p.model, adam, 32, 1, options);
+  const Policy policy = {3, 3};
+  ASSERT_TRUE(session.Calibrate(policy, data).ok());
+  const absl::StatusOr<Evaluation> before = session.Evaluate(policy, data);
+  ASSERT_TRUE(before.ok());
+  ASSERT_TRUE(session.FineTune(policy, data, 200).ok());
+  const absl::StatusOr<Evaluation> after = session.Evaluate(policy, data);
+  ASSERT_TRUE(after.ok());
+  EXPECT_LT(after->loss, before->loss * 0.9)
+      << before->loss << " -> " << after->loss;
+}
+
+TEST(ExportQuantizedTest, ResNetAt8BitsReproducesAndIsAQuarterOfTheSize) {
+  const std::string original =
+      ReadOrDie(testing::FixturePath("resnet_fmnist_bn.onnx"));
+  const Prepared p = PrepareOrDie(original);
+  ASSERT_NE(p.model, nullptr);
+  const engine::Tensor inputs =
+      testing::ReadFloatNpy(testing::FixturePath("resnet_fmnist_inputs.npy"));
+  QatSession session(*p.model, engine::AdamOptions{}, 8, 1);
+  const Policy policy(p.model->quantizable_layers().size(), 8);
+  ASSERT_TRUE(session.Calibrate(policy, Unlabelled(inputs)).ok());
+  ExpectExportReproduces(p, &session, policy, inputs);
+
+  absl::StatusOr<QuantizedModel> quantized =
+      ExportQuantized(p.prepared.onnx, *p.model, session, policy);
+  ASSERT_TRUE(quantized.ok());
+  const double ratio = static_cast<double>(quantized->onnx.size()) /
+                       static_cast<double>(original.size());
+  std::cout << "QDQ file: " << quantized->onnx.size() << " bytes, "
+            << original.size() << " FP32 (" << ratio << ")\n";
+  EXPECT_LT(ratio, 0.35);
+  EXPECT_DOUBLE_EQ(quantized->avg_bits, 8.0);
+  EXPECT_EQ(quantized->activation_bits, 8);
+  ASSERT_EQ(quantized->layers.size(), p.model->quantizable_layers().size());
+  for (const QuantizedLayer& layer : quantized->layers) {
+    EXPECT_TRUE(layer.activation_quantized) << layer.name;
+    EXPECT_GT(layer.macs, 0) << layer.name;
+  }
+}
+
+struct MixedCase {
+  const char* name;
+  QuantScheme weight_scheme;
+  Granularity granularity;
+  int activation_bits;
+  std::vector<int> bits;  // cycled over the layers
+};
+
+class ExportMixedTest : public ::testing::TestWithParam<MixedCase> {};
+
+// Fine-tuned weights, mixed bits incl. binary and float layers, restricted
+// activation ranges (a Clip before QuantizeLinear): the file still computes
+// what the session simulated.
+TEST_P(ExportMixedTest, ReproducesTheFineTunedSession) {
+  const MixedCase& c = GetParam();
+  const Prepared p = PrepareOrDie(
+      ReadOrDie(testing::FixturePath("resnet_fmnist_bn.onnx")));
+  ASSERT_NE(p.model, nullptr);
+  const engine::Tensor inputs =
+      testing::ReadFloatNpy(testing::FixturePath("resnet_fmnist_inputs.npy"));
+  LabeledData data = Unlabelled(inputs);
+  for (int64_t i = 0; i < data.size(); ++i) data.labels[i] = i % 10;
+  QuantOptions options;
+  options.weight_scheme = c.weight_scheme;
+  options.weight_granularity = c.granularity;
+  options.activations.bits = c.activation_bits;
+  QatSession session(*p.model, engine::AdamOptions{}, 4, 1, options);
+  Policy policy;
+  for (size_t l = 0; l < p.model->quantizable_layers().size(); ++l) {
+    policy.push_back(c.bits[l % c.bits.size()]);
+  }
+  ASSERT_TRUE(session.Calibrate(policy, data).ok());
+  ASSERT_TRUE(session.FineTune(policy, data, 3).ok());
+  ExpectExportReproduces(p, &session, policy, inputs);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Policies, ExportMixedTest,
+    ::testing::Values(
+        MixedCase{"sym_per_channel_4bit_act", QuantScheme::kSymmetric,
+                  Granularity::kPerChannel, 4, {8, 4, 2, 6}},
+        MixedCase{"asym_per_tensor", QuantScheme::kAsymmetric,
+                  Granularity::kPerTensor, 8, {3, 8, 5}},
+        MixedCase{"binary_and_float", QuantScheme::kSymmetric,
+                  Granularity::kPerChannel, 6, {1, kFloatBits, 4}},
+        MixedCase{"weights_only", QuantScheme::kSymmetric,
+                  Granularity::kPerChannel, kFloatBits, {2, 4}}),
+    [](const ::testing::TestParamInfo<MixedCase>& info) {
+      return info.param.name;
+    });
+
+TEST(ExportQuantizedTest, UncalibratedStaticActivationsAreAnError) {
+  const Prepared p =
+      PrepareOrDie(testing::MakeMlpOnnx({6, 8, 4}, /*seed=*/3));
+  ASSERT_NE(p.model, nullptr);
+  QatSession session(*p.model, engine::AdamOptions{}, 16, 1);
+  const absl::StatusOr<QuantizedModel> quantized =
+      ExportQuantized(p.prepared.onnx, *p.model, session, {8, 8});
+  EXPECT_EQ(quantized.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(quantized.status().message()),
+              HasSubstr("calibrate"));
+}
+
+TEST(EvaluatePolicyTest, ModesAgainstFp32) {
+  const Prepared p =
+      PrepareOrDie(testing::MakeMlpOnnx({6, 16, 4}, /*seed=*/3));
+  ASSERT_NE(p.model, nullptr);
+  const LabeledData data = testing::MakeTeacherData(512, 6, 4, /*seed=*/5);
+  const LabeledData calib = data.Slice(0, 256);
+  const LabeledData eval = data.Slice(256, 512);
+  PolicyEvalOptions options;
+  options.learning_rate = 3e-3f;
+  options.finetune_steps = 150;
+  std::vector<double> losses;
+  for (EvalMode mode : {EvalMode::kDynamic, EvalMode::kStatic, EvalMode::kQat}) {
+    options.mode = mode;
+    absl::StatusOr<PolicyEvaluation> e =
+        EvaluatePolicy(*p.model, {2, 2}, calib, eval, options);
+    ASSERT_TRUE(e.ok()) << EvalModeName(mode) << ": " << e.status();
+    losses.push_back(e->quantized.loss);
+    EXPECT_TRUE(std::isfinite(e->quantized.loss));
+    EXPECT_DOUBLE_EQ(e->cost.avg_bits, 2.0);
+    EXPECT_GT(e->cost.bops, 0);
+  }
+  // QAT adapts the weights to the 2-bit grid: better than static PTQ.
+  EXPECT_LT(losses[2], losses[1]);
+
+  // Everything in float is the FP32 model.
+  options.mode = EvalMode::kStatic;
+  options.quant.activations.bits = kFloatBits;
+  absl::StatusOr<PolicyEvaluation> same = EvaluatePolicy(
+      *p.model, {kFloatBits, kFloatBits}, calib, eval, options);
+  ASSERT_TRUE(same.ok());
+  EXPECT_EQ(same->quantized.loss, same->fp32.loss);
+
+  EXPECT_EQ(EvaluatePolicy(*p.model, {8}, calib, eval, options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      EvaluatePolicy(*p.model, {9, 8}, calib, eval, options).status().code(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(EvaluatePolicy(*p.model, {8, 8}, LabeledData(), eval, options)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseEvalMode("fast").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace mixq::search
