@@ -57,6 +57,46 @@ class ProgressiveTest : public ::testing::Test {
   LabeledData train_;
 };
 
+TEST_F(ProgressiveTest, PinnedAndPerLayerCandidatesAreRespected) {
+  ProgressiveOptions options = Options();
+  options.pin_first_last = true;  // layers 0 and 2 stay at 8
+  options.layers = {{"fc1.weight", {8, 5, 3}}};
+  options.budget = {Budget::Kind::kAvgBits, 7.0};
+  std::vector<StepReport> steps;
+  const auto result = Run(options, &steps);
+  ASSERT_TRUE(result.ok()) << result.status();
+  for (const StepReport& step : steps) {
+    for (const ScoredPolicy& cand : step.candidates) {
+      EXPECT_EQ(cand.policy[0], 8);
+      EXPECT_EQ(cand.policy[2], 8);
+      EXPECT_THAT(cand.policy[1], ::testing::AnyOf(8, 5, 3));
+    }
+  }
+  EXPECT_LE(result->final_policy.avg_bits, 7.0 + 1e-9);
+  EXPECT_EQ(result->final_policy.policy[0], 8);
+  EXPECT_EQ(result->final_policy.policy[2], 8);
+}
+
+TEST_F(ProgressiveTest, BopsBudgetCountsActivationBits) {
+  ProgressiveOptions options = Options();
+  const CostModel cost = CostModel::ForModel(*model_);
+  // Half the BOPs of the all-8-bit model with 8-bit activations.
+  const double all8 = static_cast<double>(cost.Bops({8, 8, 8}, 8));
+  options.activation_bits = 8;
+  options.budget = {Budget::Kind::kBops, all8 / 2};
+  std::vector<StepReport> steps;
+  const auto result = Run(options, &steps);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_LE(static_cast<double>(cost.Bops(result->final_policy.policy, 8)),
+            all8 / 2);
+  // With activations in float (32 bits), even 2-bit weights cost
+  // Σ MACs·2·32 = all8: an eighth of it is unreachable, refused up front.
+  options.activation_bits = kFloatBits;
+  options.budget = {Budget::Kind::kBops, all8 / 8};
+  EXPECT_EQ(Run(options, &steps).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(ProgressiveTest, MeetsTheBudgetKeepingTheMinimumIndexEachStep) {
   std::vector<StepReport> steps;
   const auto result = Run(Options(), &steps);

@@ -141,7 +141,33 @@ INSTANTIATE_TEST_SUITE_P(
                 [](Fixture* f) { f->spec.set_calib_size(200); },
                 "spec.calib_size"},
         BadCase{"calib_missing", [](Fixture* f) { f->spec.set_calib_size(0); },
-                "spec.calib_size"}),
+                "spec.calib_size"},
+        BadCase{"unknown_layer",
+                [](Fixture* f) {
+                  v1::LayerOptions* layer =
+                      f->spec.mutable_search()->add_layers();
+                  layer->set_name("fc9.weight");
+                  layer->add_bits(8);
+                },
+                "no quantizable layer 'fc9.weight'"},
+        BadCase{"layer_bits_out_of_range",
+                [](Fixture* f) {
+                  v1::LayerOptions* layer =
+                      f->spec.mutable_search()->add_layers();
+                  layer->set_name("fc0.weight");
+                  layer->add_bits(12);
+                },
+                "spec.search.layers[0].bits"},
+        BadCase{"activation_bits",
+                [](Fixture* f) {
+                  f->spec.mutable_search()->set_activation_bits(1);
+                },
+                "activation_bits"},
+        BadCase{"bops_unreachable",
+                [](Fixture* f) {
+                  f->spec.mutable_search()->mutable_budget()->set_bops(1);
+                },
+                "BOPs"}),
     [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace
