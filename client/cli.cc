@@ -332,6 +332,53 @@ absl::StatusOr<Invocation> ParseCommandLine(
                    "Only policies of at most this many bytes")
       ->check(CLI::PositiveNumber);
 
+  EvalOptions eval;
+  std::vector<std::string> eval_layer_bits;
+  OptionalFlag<std::string> eval_normalize;
+  OptionalFlag<int> eval_max_samples;
+  OptionalFlag<int> eval_activation_bits;
+  OptionalFlag<int> eval_finetune_steps;
+  CLI::App* eval_cmd = app.add_subcommand(
+      "eval",
+      "Evaluate one policy without a search (dynamic, static or QAT) "
+      "against FP32");
+  eval_cmd->add_option("--model", eval.data.model, "ONNX model")->required();
+  eval_cmd->add_option("--inputs", eval.data.inputs, "Inputs (.npy/.npz/IDX)")
+      ->required();
+  eval_cmd->add_option("--labels", eval.data.labels, "Labels (.npy/.npz/IDX)")
+      ->required();
+  eval_cmd
+      ->add_option("--calib-size", eval.data.calib_size,
+                   "The first N samples calibrate (static) or fine-tune "
+                   "(qat); the rest are evaluated")
+      ->required()
+      ->check(CLI::PositiveNumber);
+  eval_cmd
+      ->add_option("--bits", eval.default_bits,
+                   "Weight bits of every layer not in --layer-bits (1..8, 32 "
+                   "= float)")
+      ->check(CLI::IsMember({1, 2, 3, 4, 5, 6, 7, 8, 32}))
+      ->capture_default_str();
+  eval_cmd->add_option("--layer-bits", eval_layer_bits,
+                       "A layer's weight bits, NAME=B (repeatable)");
+  eval_cmd->add_option("--mode", eval.mode, "dynamic, static or qat")
+      ->check(CLI::IsMember({"dynamic", "static", "qat"}))
+      ->capture_default_str();
+  AddOptional(eval_cmd, "--activation-bits", eval_activation_bits,
+              "2..8, or 32 = float (server default 8)")
+      ->check(CLI::PositiveNumber);
+  AddOptional(eval_cmd, "--finetune-steps", eval_finetune_steps,
+              "QAT steps in qat mode (server default 100)")
+      ->check(CLI::PositiveNumber);
+  AddOptional(eval_cmd, "--normalize", eval_normalize,
+              "Input normalisation MEAN,STD: (x - mean) / std");
+  AddOptional(eval_cmd, "--max-samples", eval_max_samples,
+              "Use only the first N samples")
+      ->check(CLI::PositiveNumber);
+  eval_cmd->add_option("--seed", eval.data.seed, "Random seed");
+  eval_cmd->add_flag("--server-paths", eval.data.server_paths,
+                     "Send absolute paths instead of the files' bytes");
+
   CancelOptions cancel;
   CLI::App* cancel_cmd =
       app.add_subcommand("cancel", "Cancel a queued or running job");
@@ -375,10 +422,31 @@ absl::StatusOr<Invocation> ParseCommandLine(
     invocation.command = std::move(best);
   } else if (cancel_cmd->parsed()) {
     invocation.command = std::move(cancel);
+  } else if (eval_cmd->parsed()) {
+    for (const std::string& entry : eval_layer_bits) {
+      const size_t eq = entry.find('=');
+      int bits = 0;
+      if (eq == std::string::npos || eq == 0 ||
+          !absl::SimpleAtoi(entry.substr(eq + 1), &bits)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--layer-bits: \"", entry, "\" is not NAME=BITS"));
+      }
+      eval.layers.push_back({entry.substr(0, eq), {bits}});
+    }
+    if (std::optional<std::string> text = eval_normalize.Get()) {
+      absl::StatusOr<SubmitOptions::Normalize> normalize =
+          ParseNormalize(*text);
+      if (!normalize.ok()) return normalize.status();
+      eval.data.normalize = *normalize;
+    }
+    eval.data.max_samples = eval_max_samples.Get();
+    eval.activation_bits = eval_activation_bits.Get();
+    eval.finetune_steps = eval_finetune_steps.Get();
+    invocation.command = std::move(eval);
   } else {
     return absl::InvalidArgumentError(
-        "a command is required: submit, status, list, watch, results, best or "
-        "cancel");
+        "a command is required: submit, status, list, watch, results, best, "
+        "cancel or eval");
   }
   return invocation;
 }

@@ -128,9 +128,22 @@ struct CancelOptions {
   std::string job_id;
 };
 
+// `eval`: one policy evaluated without a search (EvaluatePolicy). `data`
+// holds the model and data flags (as for submit; its search fields are
+// unused): the first --calib-size samples calibrate/fine-tune, the rest are
+// evaluated.
+struct EvalOptions {
+  SubmitOptions data;
+  int default_bits = 32;  // --bits: every layer not in --layer-bits
+  std::vector<SubmitOptions::LayerBits> layers;  // one entry each
+  std::string mode = "static";
+  std::optional<int> activation_bits;
+  std::optional<int> finetune_steps;
+};
+
 using CommandOptions =
     std::variant<SubmitOptions, StatusOptions, ListOptions, WatchOptions,
-                 ResultsOptions, BestOptions, CancelOptions>;
+                 ResultsOptions, BestOptions, CancelOptions, EvalOptions>;
 
 // A parsed command line: either a request for help (print `help`, exit 0) or a
 // command to run.

@@ -107,6 +107,17 @@ class Runner {
                         BuildBestRequest(options), FormatBestPolicies);
   }
 
+  int operator()(const EvalOptions& options) {
+    absl::StatusOr<v1::EvaluatePolicyRequest> request =
+        BuildEvalRequest(options);
+    if (!request.ok()) {
+      err_ << "error: " << request.status().message() << "\n";
+      return kExitUsage;
+    }
+    return CallAndPrint(&v1::Mixq::Stub::EvaluatePolicy, *request,
+                        FormatEvaluation);
+  }
+
   int operator()(const CancelOptions& options) {
     v1::CancelJobRequest request;
     request.set_job_id(options.job_id);
@@ -318,6 +329,30 @@ v1::ListJobsRequest BuildListRequest(const ListOptions& options) {
   v1::ListJobsRequest request;
   request.set_state(options.state);
   request.set_limit(options.limit.value_or(0));
+  return request;
+}
+
+absl::StatusOr<v1::EvaluatePolicyRequest> BuildEvalRequest(
+    const EvalOptions& options) {
+  SubmitOptions data = options.data;
+  data.bits = {8};
+  data.target_avg_bits = 8;  // unused by EvaluatePolicy
+  MIXQ_ASSIGN_OR_RETURN(v1::SubmitJobRequest submit, BuildSubmitRequest(data));
+  v1::EvaluatePolicyRequest request;
+  *request.mutable_spec() = std::move(*submit.mutable_spec());
+  request.mutable_spec()->clear_search();
+  request.set_default_bits(options.default_bits);
+  for (const SubmitOptions::LayerBits& layer : options.layers) {
+    v1::LayerBits* entry = request.add_layers();
+    entry->set_name(layer.name);
+    entry->set_bits(layer.bits.empty() ? 0 : layer.bits[0]);
+  }
+  request.set_mode(options.mode);
+  if (options.activation_bits) {
+    request.set_activation_bits(*options.activation_bits);
+  }
+  request.set_finetune_steps(options.finetune_steps.value_or(0));
+  request.set_seed(options.data.seed);
   return request;
 }
 

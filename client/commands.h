@@ -44,6 +44,9 @@ absl::StatusOr<v1::SubmitJobRequest> BuildSubmitRequest(
 
 v1::ListJobsRequest BuildListRequest(const ListOptions& options);
 v1::QueryBestPoliciesRequest BuildBestRequest(const BestOptions& options);
+// The EvaluatePolicyRequest for `options`; files as in BuildSubmitRequest.
+absl::StatusOr<v1::EvaluatePolicyRequest> BuildEvalRequest(
+    const EvalOptions& options);
 
 // Connects to invocation.global.server (insecure, messages up to
 // kMaxMessageBytes), runs invocation.command, prints its result to `out` and

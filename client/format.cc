@@ -310,4 +310,21 @@ void EventPrinter::Finish() {
   out_.flush();
 }
 
+std::string FormatEvaluation(const v1::EvaluatePolicyResponse& r) {
+  std::string out = absl::StrFormat(
+      "%s evaluation on %d samples (activations %s): accuracy %.2f%% "
+      "(FP32 %.2f%%), loss %.4f (FP32 %.4f)\n"
+      "avg weight bits %.3f, size %.0f bytes, %.4g BOPs per sample, %.2f s\n",
+      r.mode(), r.eval_samples(),
+      r.activation_bits() >= 32 ? std::string("float")
+                                : absl::StrCat(r.activation_bits(), "-bit"),
+      100.0 * r.accuracy(), 100.0 * r.fp32_accuracy(), r.loss(), r.fp32_loss(),
+      r.avg_bits(), r.size_bytes(), r.bops(), r.seconds());
+  std::vector<std::vector<std::string>> rows;
+  for (const v1::LayerBits& layer : r.layers()) {
+    rows.push_back({layer.name(), absl::StrCat(layer.bits())});
+  }
+  return out + FormatTable({"LAYER", "BITS"}, rows);
+}
+
 }  // namespace mixq::client

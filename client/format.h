@@ -59,6 +59,9 @@ std::string FormatBestPolicies(const v1::QueryBestPoliciesResponse& response);
 // `cancel`: "<id>: <STATE>".
 std::string FormatCancelled(const v1::Job& job);
 
+// EvaluatePolicy's answer: FP32 vs quantized accuracy/loss, cost, bits.
+std::string FormatEvaluation(const v1::EvaluatePolicyResponse& response);
+
 // One progress-bar line (no "\r", no newline), e.g.
 // "[#####.....] 52% step 7 avg 5.31 bits → 4.00 acc 86.1%"; the phase follows
 // the percentage unless it is "search"; a size budget shows as

@@ -1,6 +1,7 @@
 #include "server/job_manager.h"
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <random>
 #include <system_error>
@@ -194,6 +195,47 @@ absl::StatusOr<std::string> JobManager::ReadSource(
   }
   return absl::InvalidArgumentError(
       absl::StrCat(field, ": required (content or server_path)"));
+}
+
+absl::StatusOr<v1::EvaluatePolicyResponse> JobManager::Evaluate(
+    const v1::EvaluatePolicyRequest& request) const {
+  if (!request.has_spec()) return absl::InvalidArgumentError("spec: required");
+  const auto start = std::chrono::steady_clock::now();
+  const v1::JobSpec& spec = request.spec();
+  JobFiles files;
+  MIXQ_ASSIGN_OR_RETURN(files.model, ReadSource(spec.model(), "spec.model"));
+  MIXQ_ASSIGN_OR_RETURN(files.inputs, ReadSource(spec.inputs(), "spec.inputs"));
+  MIXQ_ASSIGN_OR_RETURN(files.labels, ReadSource(spec.labels(), "spec.labels"));
+  MIXQ_ASSIGN_OR_RETURN(PreparedEvaluation prepared,
+                        PrepareEvaluation(request, files));
+  engine::SetEngineThreads(options_.engine_threads);
+  MIXQ_ASSIGN_OR_RETURN(
+      search::PolicyEvaluation result,
+      search::EvaluatePolicy(*prepared.job.model, prepared.policy,
+                             prepared.job.calib, prepared.job.train,
+                             prepared.options));
+  v1::EvaluatePolicyResponse response;
+  const auto& layers = prepared.job.model->quantizable_layers();
+  for (size_t l = 0; l < layers.size(); ++l) {
+    v1::LayerBits* entry = response.add_layers();
+    entry->set_name(layers[l].name);
+    entry->set_bits(prepared.policy[l]);
+  }
+  response.set_mode(std::string(search::EvalModeName(prepared.options.mode)));
+  const auto& act = prepared.options.quant.activations;
+  response.set_activation_bits(act.enabled() ? act.bits : search::kFloatBits);
+  response.set_eval_samples(static_cast<int32_t>(prepared.job.train.size()));
+  response.set_fp32_accuracy(result.fp32.accuracy);
+  response.set_fp32_loss(result.fp32.loss);
+  response.set_accuracy(result.quantized.accuracy);
+  response.set_loss(result.quantized.loss);
+  response.set_avg_bits(result.cost.avg_bits);
+  response.set_size_bytes(result.cost.size_bytes);
+  response.set_bops(static_cast<double>(result.cost.bops));
+  response.set_seconds(std::chrono::duration<double>(
+                           std::chrono::steady_clock::now() - start)
+                           .count());
+  return response;
 }
 
 absl::StatusOr<JobManager::SubmitResult> JobManager::Submit(

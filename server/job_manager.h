@@ -79,6 +79,11 @@ class JobManager {
       const std::string& job_id) const;
   absl::StatusOr<v1::QueryBestPoliciesResponse> QueryBestPolicies(
       const v1::QueryBestPoliciesRequest& request) const;
+  // Runs an EvaluatePolicy request in the calling thread (synchronous).
+  // INVALID_ARGUMENT naming the field, PERMISSION_DENIED for a server path
+  // outside the allowed roots.
+  absl::StatusOr<v1::EvaluatePolicyResponse> Evaluate(
+      const v1::EvaluatePolicyRequest& request) const;
   // Cancels a queued job at once, or asks a running one to stop between
   // steps (its state becomes CANCELLED when it does). FAILED_PRECONDITION for
   // a finished job.

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "engine/dataset.h"
 #include "search/cost_model.h"
 #include "search/quantize.h"
@@ -93,8 +94,33 @@ absl::StatusOr<search::ProgressiveOptions> ToProgressiveOptions(
 
 absl::StatusOr<PreparedJob> PrepareJob(const v1::JobSpec& spec,
                                        const JobFiles& files) {
+  MIXQ_ASSIGN_OR_RETURN(search::ProgressiveOptions options,
+                        ToProgressiveOptions(spec.search()));
+  MIXQ_ASSIGN_OR_RETURN(PreparedJob job, LoadModelAndData(spec, files));
+  job.options = std::move(options);
+  const search::CostModel cost = search::CostModel::ForModel(*job.model);
+  auto candidate_bits = search::ResolveCandidateBits(job.options, *job.model);
+  if (!candidate_bits.ok())
+    return SubfieldError("spec.search", candidate_bits.status());
+  const absl::Status reachable = search::CheckBudgetReachable(
+      cost, job.options.budget, candidate_bits->Lowest(),
+      job.options.activation_bits);
+  if (!reachable.ok()) {
+    if (candidate_bits->all_pinned()) {
+      return FieldError("spec.search.layers",
+                        absl::InvalidArgumentError(absl::StrCat(
+                            "every quantizable layer is pinned, and ",
+                            reachable.message())));
+    }
+    return FieldError("spec.search.budget", reachable);
+  }
+  job.candidate_bits = *std::move(candidate_bits);
+  return job;
+}
+
+absl::StatusOr<PreparedJob> LoadModelAndData(const v1::JobSpec& spec,
+                                             const JobFiles& files) {
   PreparedJob job;
-  MIXQ_ASSIGN_OR_RETURN(job.options, ToProgressiveOptions(spec.search()));
 
   // BatchNormalization is folded into its Conv/Gemm first, as deployed
   // int8 runtimes do, so the search quantizes the weights that will ship.
@@ -158,32 +184,74 @@ absl::StatusOr<PreparedJob> PrepareJob(const v1::JobSpec& spec,
       absl::MakeConstSpan(data.labels).subspan(0, n), classes, labels_name);
   if (!in_range.ok()) return FieldError("spec.labels", in_range);
 
-  const search::CostModel cost = search::CostModel::ForModel(*job.model);
-  if (cost.num_layers() == 0) {
+  if (job.model->quantizable_layers().empty()) {
     return absl::InvalidArgumentError(
-        "spec.model: no quantizable layer (a Gemm or MatMul with a weight "
-        "initializer)");
+        "spec.model: no quantizable layer (a Conv, Gemm or MatMul with a "
+        "weight initializer)");
   }
-  auto candidate_bits = search::ResolveCandidateBits(job.options, *job.model);
-  if (!candidate_bits.ok())
-    return SubfieldError("spec.search", candidate_bits.status());
-  const absl::Status reachable = search::CheckBudgetReachable(
-      cost, job.options.budget, candidate_bits->Lowest(),
-      job.options.activation_bits);
-  if (!reachable.ok()) {
-    if (candidate_bits->all_pinned()) {
-      return FieldError("spec.search.layers",
-                        absl::InvalidArgumentError(absl::StrCat(
-                            "every quantizable layer is pinned, and ",
-                            reachable.message())));
-    }
-    return FieldError("spec.search.budget", reachable);
-  }
-  job.candidate_bits = *std::move(candidate_bits);
 
   job.calib = data.Slice(0, spec.calib_size());
   job.train = data.Slice(spec.calib_size(), n);
   return job;
+}
+
+absl::StatusOr<PreparedEvaluation> PrepareEvaluation(
+    const v1::EvaluatePolicyRequest& request, const JobFiles& files) {
+  PreparedEvaluation out;
+  absl::StatusOr<search::EvalMode> mode =
+      search::ParseEvalMode(request.mode().empty() ? "static" : request.mode());
+  if (!mode.ok()) return FieldError("mode", mode.status());
+  out.options.mode = *mode;
+  const int default_bits =
+      request.default_bits() == 0 ? search::kFloatBits : request.default_bits();
+  const auto valid_bits = [](int bits) {
+    return bits == search::kFloatBits ||
+           (bits >= search::kMinWeightBits && bits <= search::kMaxWeightBits);
+  };
+  if (!valid_bits(default_bits)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "default_bits: ", default_bits, " is not 1..8 or 32 (float)"));
+  }
+  out.options.quant.activations.bits = request.has_activation_bits()
+                                           ? request.activation_bits()
+                                           : search::kDefaultActivationBits;
+  const absl::Status quant = search::ValidateQuantOptions(out.options.quant);
+  if (!quant.ok()) return FieldError("activation_bits", quant);
+  if (request.finetune_steps() < 0) {
+    return absl::InvalidArgumentError("finetune_steps: must not be negative");
+  }
+  if (request.finetune_steps() > 0) {
+    out.options.finetune_steps = request.finetune_steps();
+  }
+  out.options.seed = request.seed();
+  MIXQ_ASSIGN_OR_RETURN(out.job, LoadModelAndData(request.spec(), files));
+  const auto& layers = out.job.model->quantizable_layers();
+  out.policy.assign(layers.size(), default_bits);
+  std::vector<bool> seen(layers.size(), false);
+  for (int i = 0; i < request.layers_size(); ++i) {
+    const v1::LayerBits& entry = request.layers(i);
+    const std::string field = absl::StrCat("layers[", i, "]");
+    size_t l = 0;
+    while (l < layers.size() && layers[l].name != entry.name()) ++l;
+    if (l == layers.size()) {
+      std::vector<std::string> names;
+      for (const auto& layer : layers) names.push_back(layer.name);
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ".name: no quantizable layer '", entry.name(),
+          "'; layers are: ", absl::StrJoin(names, ", ")));
+    }
+    if (seen[l]) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".name: '", entry.name(), "' is listed twice"));
+    }
+    if (!valid_bits(entry.bits())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ".bits: ", entry.bits(), " is not 1..8 or 32 (float)"));
+    }
+    seen[l] = true;
+    out.policy[l] = entry.bits();
+  }
+  return out;
 }
 
 }  // namespace mixq::server

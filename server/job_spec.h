@@ -12,6 +12,7 @@
 #include "absl/strings/string_view.h"
 #include "engine/model.h"
 #include "proto/mixq.pb.h"
+#include "search/evaluate.h"
 #include "search/progressive.h"
 #include "search/qat.h"
 
@@ -50,6 +51,24 @@ absl::StatusOr<search::ProgressiveOptions> ToProgressiveOptions(
 // field.
 absl::StatusOr<PreparedJob> PrepareJob(const v1::JobSpec& spec,
                                        const JobFiles& files);
+
+// The model and data part of PrepareJob (spec.search is not read; `options`
+// and `candidate_bits` stay empty): calib = the first calib_size samples,
+// train = the rest.
+absl::StatusOr<PreparedJob> LoadModelAndData(const v1::JobSpec& spec,
+                                             const JobFiles& files);
+
+// An EvaluatePolicy request ready to run: `job.calib` calibrates or
+// fine-tunes, `job.train` is evaluated.
+struct PreparedEvaluation {
+  PreparedJob job;
+  search::Policy policy;
+  search::PolicyEvalOptions options;
+};
+
+// INVALID_ARGUMENT naming the field ("layers[0].name: ...", "mode: ...").
+absl::StatusOr<PreparedEvaluation> PrepareEvaluation(
+    const v1::EvaluatePolicyRequest& request, const JobFiles& files);
 
 }  // namespace mixq::server
 

@@ -140,6 +140,19 @@ grpc::Status MixqService::SubmitJob(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
+grpc::Status MixqService::EvaluatePolicy(
+    grpc::ServerContext*, const v1::EvaluatePolicyRequest* request,
+    v1::EvaluatePolicyResponse* response) {
+  auto result = manager_->Evaluate(*request);
+  if (!result.ok()) {
+    Log(LogLevel::kInfo, "EvaluatePolicy refused",
+        {{"error", result.status().ToString()}});
+    return ToGrpcStatus(result.status());
+  }
+  *response = *std::move(result);
+  return grpc::Status::OK;
+}
+
 grpc::Status MixqService::GetJob(grpc::ServerContext*,
                                  const v1::GetJobRequest* request,
                                  v1::Job* response) {

@@ -38,6 +38,9 @@ class MixqService final
   grpc::Status CancelJob(grpc::ServerContext* context,
                          const v1::CancelJobRequest* request,
                          v1::Job* response) override;
+  grpc::Status EvaluatePolicy(grpc::ServerContext* context,
+                              const v1::EvaluatePolicyRequest* request,
+                              v1::EvaluatePolicyResponse* response) override;
   grpc::ServerWriteReactor<v1::JobEvent>* WatchJob(
       grpc::CallbackServerContext* context,
       const v1::WatchJobRequest* request) override;

@@ -2,6 +2,7 @@
 // driven by the real client (the `mixq` CLI, in-process) and a gRPC stub.
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -316,6 +317,75 @@ TEST_F(IntegrationTest, BadInputIsInvalidArgumentAndTheServerKeepsServing) {
   EXPECT_EQ(stub_->CancelJob(&c3, cancel, &job).error_code(),
             grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_EQ(Cli({"status", "job-000000000000"}).exit_code, 3);
+}
+
+TEST_F(IntegrationTest, EvaluatePolicyModesOverRpcAndTheCli) {
+  v1::EvaluatePolicyRequest request;
+  *request.mutable_spec() = TinyJob().spec();
+  request.mutable_spec()->clear_search();
+  request.set_default_bits(4);
+  v1::LayerBits* layer = request.add_layers();
+  layer->set_name("fc1.weight");
+  layer->set_bits(2);
+  std::vector<double> losses;
+  for (const char* mode : {"dynamic", "static", "qat"}) {
+    request.set_mode(mode);
+    request.set_finetune_steps(60);
+    v1::EvaluatePolicyResponse response;
+    grpc::ClientContext context;
+    const grpc::Status status =
+        stub_->EvaluatePolicy(&context, request, &response);
+    ASSERT_TRUE(status.ok()) << mode << ": " << status.error_message();
+    EXPECT_EQ(response.mode(), mode);
+    EXPECT_EQ(response.eval_samples(), 150);
+    ASSERT_EQ(response.layers_size(), 2);
+    EXPECT_EQ(response.layers(0).bits(), 4);
+    EXPECT_EQ(response.layers(1).bits(), 2);
+    EXPECT_DOUBLE_EQ(response.avg_bits(),
+                     (16.0 * 12 * 4 + 3.0 * 16 * 2) / (16 * 12 + 3 * 16));
+    EXPECT_GT(response.bops(), 0);
+    EXPECT_GT(response.fp32_accuracy(), 0);
+    losses.push_back(response.loss());
+  }
+  EXPECT_LT(losses[2], losses[1]);  // QAT adapts to the grid
+
+  // Bad requests name the field; the server keeps serving.
+  for (const auto& [mutate, field] :
+       std::vector<std::pair<std::function<void(v1::EvaluatePolicyRequest*)>,
+                             std::string>>{
+           {[](v1::EvaluatePolicyRequest* r) { r->set_mode("fast"); }, "mode"},
+           {[](v1::EvaluatePolicyRequest* r) { r->set_default_bits(9); },
+            "default_bits"},
+           {[](v1::EvaluatePolicyRequest* r) {
+              r->mutable_layers(0)->set_name("fc9.weight");
+            },
+            "layers[0].name"},
+           {[](v1::EvaluatePolicyRequest* r) { r->set_activation_bits(1); },
+            "activation_bits"},
+           {[](v1::EvaluatePolicyRequest* r) { r->clear_spec(); }, "spec"}}) {
+    v1::EvaluatePolicyRequest bad = request;
+    bad.set_mode("static");
+    mutate(&bad);
+    v1::EvaluatePolicyResponse response;
+    grpc::ClientContext context;
+    const grpc::Status status = stub_->EvaluatePolicy(&context, bad, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << field;
+    EXPECT_THAT(status.error_message(), ::testing::HasSubstr(field));
+  }
+
+  // The CLI, from files.
+  const std::string dir = data_dir_.string();
+  const search::LabeledData data = testing::MakeTeacherData(200, 12, 3, 2);
+  ASSERT_TRUE(WriteFile(dir + "/m.onnx", testing::MakeMlpOnnx({12, 16, 3}, 1)).ok());
+  ASSERT_TRUE(WriteFile(dir + "/x.npy", testing::NpyFloat32(data.inputs)).ok());
+  ASSERT_TRUE(WriteFile(dir + "/y.npy", testing::NpyInt64(data.labels)).ok());
+  const CliResult cli =
+      Cli({"eval", "--model", dir + "/m.onnx", "--inputs", dir + "/x.npy",
+           "--labels", dir + "/y.npy", "--calib-size", "50", "--bits", "8",
+           "--layer-bits", "fc1.weight=4", "--mode", "static"});
+  EXPECT_EQ(cli.exit_code, 0) << cli.err;
+  EXPECT_THAT(cli.out, ::testing::HasSubstr("static evaluation on 150 samples"));
+  EXPECT_THAT(cli.out, ::testing::HasSubstr("fc1.weight"));
 }
 
 TEST_F(IntegrationTest, SubmitIsIdempotentPerRequestId) {
