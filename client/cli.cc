@@ -151,7 +151,8 @@ CLI::App* AddSubmit(CLI::App& app, SubmitFlags& f) {
   cmd->add_option("--layer-bits", f.layer_bits,
                   "A layer's own candidate bits, NAME=8,6,4 (repeatable)");
   cmd->add_option("--pin", f.pins,
-                  "Keep layer NAME at the highest of --bits (repeatable)");
+                  "Keep layer NAME at the highest of its --layer-bits, else of "
+                  "--bits (repeatable)");
   cmd->add_flag("--pin-first-last", o.pin_first_last,
                 "Keep the first and last quantizable layers at their highest "
                 "bits");
@@ -231,9 +232,20 @@ absl::StatusOr<SubmitOptions> FinishSubmit(SubmitFlags& f) {
     }
     o.layers.push_back({entry.substr(0, eq), *std::move(layer)});
   }
+  // A pinned layer keeps only the highest of its own --layer-bits, else of
+  // --bits; the API takes one entry per layer.
   for (const std::string& name : f.pins) {
-    o.layers.push_back(
-        {name, {*std::max_element(o.bits.begin(), o.bits.end())}});
+    auto listed = std::find_if(
+        o.layers.begin(), o.layers.end(),
+        [&name](const SubmitOptions::LayerBits& l) { return l.name == name; });
+    const std::vector<int>& from =
+        listed != o.layers.end() ? listed->bits : o.bits;
+    const int highest = *std::max_element(from.begin(), from.end());
+    if (listed != o.layers.end()) {
+      listed->bits = {highest};
+    } else {
+      o.layers.push_back({name, {highest}});
+    }
   }
   o.activation_bits = f.activation_bits.Get();
   o.candidates = f.candidates.Get();

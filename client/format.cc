@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -35,6 +36,20 @@ std::string KiB(double bytes) {
 }
 std::string Loss(double loss) { return absl::StrFormat("%.4f", loss); }
 
+// BOPs with an SI suffix and three significant digits ("44K", "1.2G"); "-"
+// when unknown (0: policies recorded before BOPs were stored).
+std::string Bops(double bops) {
+  if (!(bops > 0)) return kUnset;
+  constexpr const char* kSuffixes[] = {"", "K", "M", "G", "T", "P", "E"};
+  constexpr double kStep = 1000;
+  size_t i = 0;
+  while (bops >= kStep && i + 1 < std::size(kSuffixes)) {
+    bops /= kStep;
+    ++i;
+  }
+  return absl::StrFormat("%.3g%s", bops, kSuffixes[i]);
+}
+
 // The layer names in policy order, "a/b/c", from the job's layers or, if the
 // job has none, from `policy`.
 std::string LayerOrder(const v1::Job& job, const v1::Policy& policy) {
@@ -48,12 +63,15 @@ std::string LayerOrder(const v1::Job& job, const v1::Policy& policy) {
   return absl::StrJoin(names, "/");
 }
 
-// "avg 4.00 bits, 12.3 KiB, acc 85.0%, loss 0.4123, bits 8/4/4/2".
+// "avg 4.00 bits, 12.3 KiB, 1.2G BOPs, acc 85.0%, loss 0.4123, bits 8/4/4/2"
+// (no BOPs when unknown).
 std::string DescribePolicy(const v1::Policy& policy) {
-  return absl::StrCat("avg ", Bits(policy.avg_bits()), " bits, ",
-                      KiB(policy.size_bytes()), " KiB, acc ",
-                      Percent(policy.accuracy()), ", loss ",
-                      Loss(policy.loss()), ", bits ", FormatBits(policy));
+  return absl::StrCat(
+      "avg ", Bits(policy.avg_bits()), " bits, ", KiB(policy.size_bytes()),
+      " KiB, ",
+      policy.bops() > 0 ? absl::StrCat(Bops(policy.bops()), " BOPs, ") : "",
+      "acc ", Percent(policy.accuracy()), ", loss ", Loss(policy.loss()),
+      ", bits ", FormatBits(policy));
 }
 
 // The part of an event line after the progress: the step, the policy's cost
@@ -164,6 +182,7 @@ std::string FormatJob(const v1::Job& job) {
       {"layers", absl::StrCat(job.layers_size())},
       {"final avg bits",
        has_final ? Bits(job.final_policy().avg_bits()) : kUnset},
+      {"final BOPs", has_final ? Bops(job.final_policy().bops()) : kUnset},
       {"final accuracy",
        has_final ? Percent(job.final_policy().accuracy()) : kUnset},
   };
@@ -209,11 +228,11 @@ std::string FormatResults(const v1::GetResultsResponse& response) {
                         absl::StrFormat("%.4g", c.index()), Loss(c.loss()),
                         Percent(c.accuracy()),
                         absl::StrFormat("%.4g", c.omega()), Bits(c.avg_bits()),
-                        FormatBits(c)});
+                        Bops(c.bops()), FormatBits(c)});
       }
-      text += FormatTable(
-          {"", "RANK", "INDEX", "LOSS", "ACC", "OMEGA", "AVG BITS", "BITS"},
-          rows, {1, 2, 3, 4, 5, 6});
+      text += FormatTable({"", "RANK", "INDEX", "LOSS", "ACC", "OMEGA",
+                           "AVG BITS", "BOPS", "BITS"},
+                          rows, {1, 2, 3, 4, 5, 6, 7});
     }
     if (step.has_finetuned()) {
       absl::StrAppend(&text, "fine-tuned: ", DescribePolicy(step.finetuned()),
@@ -243,14 +262,15 @@ std::string FormatBestPolicies(const v1::QueryBestPoliciesResponse& response) {
   int rank = 0;
   for (const v1::Policy& p : response.policies()) {
     rows.push_back({absl::StrCat(++rank), Bits(p.avg_bits()),
-                    KiB(p.size_bytes()), Percent(p.accuracy()), Loss(p.loss()),
-                    p.kind(), absl::StrCat(p.step()), FormatBits(p)});
+                    KiB(p.size_bytes()), Bops(p.bops()), Percent(p.accuracy()),
+                    Loss(p.loss()), p.kind(), absl::StrCat(p.step()),
+                    FormatBits(p)});
   }
   return absl::StrCat("layers: ", LayerOrder(v1::Job(), response.policies(0)),
                       "\n",
-                      FormatTable({"RANK", "AVG BITS", "SIZE (KiB)", "ACC",
-                                   "LOSS", "KIND", "STEP", "BITS"},
-                                  rows, {0, 1, 2, 3, 4, 6}));
+                      FormatTable({"RANK", "AVG BITS", "SIZE (KiB)", "BOPS",
+                                   "ACC", "LOSS", "KIND", "STEP", "BITS"},
+                                  rows, {0, 1, 2, 3, 4, 5, 7}));
 }
 
 std::string FormatCancelled(const v1::Job& job) {

@@ -39,8 +39,8 @@ std::string StateName(v1::JobState state);
 std::string FormatSubmitted(const v1::SubmitJobResponse& response);
 
 // `status`: "key: value" lines (id, name, state, error, created, started,
-// finished, steps done, layers, final avg bits, final accuracy); "-" where
-// unset.
+// finished, steps done, layers, final avg bits, final BOPs, final accuracy);
+// "-" where unset. BOPs print with an SI suffix ("44K", "1.2G").
 std::string FormatJob(const v1::Job& job);
 
 // `list`: a table ID, NAME, STATE, STEPS, AVG BITS, ACCURACY, CREATED (the
@@ -48,12 +48,13 @@ std::string FormatJob(const v1::Job& job);
 std::string FormatJobList(const v1::ListJobsResponse& response);
 
 // `results`: the layer order, then per step a header line, a table RANK,
-// INDEX, LOSS, ACC, OMEGA, AVG BITS, BITS with the chosen candidate marked
-// "*", and the step's fine-tuned policy; then the final policy per layer.
+// INDEX, LOSS, ACC, OMEGA, AVG BITS, BOPS, BITS with the chosen candidate
+// marked "*", and the step's fine-tuned policy; then the final policy per
+// layer. BOPs unknown to the server (0) print as "-".
 std::string FormatResults(const v1::GetResultsResponse& response);
 
-// `best`: the layer order, then a table RANK, AVG BITS, SIZE (KiB), ACC, LOSS,
-// KIND, STEP, BITS (RANK is the position in the response).
+// `best`: the layer order, then a table RANK, AVG BITS, SIZE (KiB), BOPS, ACC,
+// LOSS, KIND, STEP, BITS (RANK is the position in the response).
 std::string FormatBestPolicies(const v1::QueryBestPoliciesResponse& response);
 
 // `cancel`: "<id>: <STATE>".

@@ -97,8 +97,11 @@ void PercentileObserver::Observe(const engine::Tensor& x) {
     const double span = std::max<double>(batch.max - batch.min, 1e-6);
     lo_ = batch.min;
     width_ = span * (1.0 + 1e-6) / kBins;
+    extremes_ = batch;
     seen_ = true;
   }
+  extremes_.min = std::min(extremes_.min, batch.min);
+  extremes_.max = std::max(extremes_.max, batch.max);
   Grow(batch.min, batch.max);
   const auto values = x.flat();
   const double inv = 1.0 / width_;
@@ -130,8 +133,10 @@ double PercentileObserver::Quantile(double q) const {
 absl::StatusOr<Range> PercentileObserver::range() const {
   if (!seen_ || count_ == 0) return NothingSeen();
   const double q = percentile_ / 100.0;
-  return Range{static_cast<float>(Quantile(1.0 - q)),
-               static_cast<float>(Quantile(q))};
+  const auto clamped = [&](double v) {
+    return std::clamp(static_cast<float>(v), extremes_.min, extremes_.max);
+  };
+  return Range{clamped(Quantile(1.0 - q)), clamped(Quantile(q))};
 }
 
 absl::StatusOr<std::unique_ptr<Observer>> MakeObserver(absl::string_view spec) {

@@ -61,7 +61,8 @@ class MovingAverageMinMaxObserver : public Observer {
 // over the range seen so far; when a batch falls outside it, the range
 // doubles (bins merge pairwise) until it fits, so memory stays constant. The
 // result is exact to one bin width: (max − min) / kBins of the final range,
-// placed at the bin edge the percentile falls into (interpolated inside).
+// placed at the bin edge the percentile falls into (interpolated inside),
+// and clamped into the [min, max] actually seen (so p = 100 gives them).
 class PercentileObserver : public Observer {
  public:
   static constexpr int kBins = 4096;
@@ -76,6 +77,7 @@ class PercentileObserver : public Observer {
   double percentile_;
   double lo_ = 0, width_ = 0;  // histogram covers [lo_, lo_ + kBins·width_)
   bool seen_ = false;
+  Range extremes_;  // the min and max seen
   int64_t count_ = 0;
   std::vector<int64_t> bins_;
 };

@@ -1,8 +1,8 @@
 // The progressive mixed-precision search of DESIGN.md §2: start every layer
 // at its highest bits, then repeatedly score n neighbouring policies (each
-// lowers 1..k layers by one level of their candidate bits) with the index I = L_C + λ·½·Ω — Ω the
-// perturbation weighted by Adam's v̂ — keep the best, fine-tune it (QAT), and
-// stop once the budget is met, with a final fine-tune.
+// lowers 1..k layers by one level of their candidate bits) with the index I =
+// L_C + λ·½·Ω — Ω the perturbation weighted by Adam's v̂ — keep the best,
+// fine-tune it (QAT), and stop once the budget is met, with a final fine-tune.
 #ifndef MIXQ_SEARCH_PROGRESSIVE_H_
 #define MIXQ_SEARCH_PROGRESSIVE_H_
 
@@ -39,8 +39,8 @@ struct ProgressiveOptions {
   // Pins the first and the last quantizable layer at their highest bits.
   bool pin_first_last = false;
   // Bits of the quantizable layers' input activations: 2..8, or kFloatBits
-  // (left in float). Used for BOPs; the search does not quantize activations
-  // yet.
+  // (left in float). Scoring and fine-tuning fake-quantize them, and BOPs
+  // count them.
   int activation_bits = kDefaultActivationBits;
   Budget budget;
   int candidates = 8;  // n

@@ -93,24 +93,43 @@ QuantParams EmptyGrid(int bits, QuantScheme scheme, int axis,
   return p;
 }
 
+// Lowers `scale` by an ulp or two where needed so that s·levels, the largest
+// |q − z| times s, stays finite: near the float limit s = max/qmax can round
+// up and s·qmax overflow.
+float FitScale(float scale, int32_t levels) {
+  while (!std::isfinite(scale * static_cast<float>(levels))) {
+    scale = std::nextafter(scale, 0.0f);
+  }
+  return scale;
+}
+
 // Appends the scale and zero point of a (non-binary) channel whose values
 // span [lo, hi], lo <= 0 <= hi, both finite.
 void AppendChannel(float lo, float hi, QuantParams* p) {
   if (p->scheme == QuantScheme::kSymmetric) {
     const float max_abs = std::max(-lo, hi);
-    p->scale.push_back(
-        SafeScale(max_abs / static_cast<float>(p->qmax), max_abs == 0.0f));
+    p->scale.push_back(FitScale(
+        SafeScale(max_abs / static_cast<float>(p->qmax), max_abs == 0.0f),
+        p->qmax));
     p->zero_point.push_back(0);
     return;
   }
   // In double: hi − lo can exceed the float range.
   const double range = static_cast<double>(hi) - static_cast<double>(lo);
-  const float scale =
-      SafeScale(static_cast<float>(range / (p->qmax - p->qmin)), range == 0);
+  const float scale = FitScale(
+      SafeScale(static_cast<float>(range / (p->qmax - p->qmin)), range == 0),
+      p->qmax - p->qmin);
   const float zero = RoundScalar(-lo / scale, p->rounding);
   p->scale.push_back(scale);
   p->zero_point.push_back(static_cast<int32_t>(std::clamp(
       zero, static_cast<float>(p->qmin), static_cast<float>(p->qmax))));
+}
+
+// p's zero points as floats, for broadcasting over channel rows.
+Eigen::ArrayXf ZeroPoints(const QuantParams& p) {
+  return Eigen::Map<const Eigen::Array<int32_t, Eigen::Dynamic, 1>>(
+             p.zero_point.data(), p.channels())
+      .cast<float>();
 }
 
 struct HalfUp {
@@ -139,10 +158,7 @@ void WithLevels(const Rows& rows, const QuantParams& p, Consume&& consume) {
     return;
   }
   const Eigen::Map<const Eigen::ArrayXf> scale(p.scale.data(), p.channels());
-  const Eigen::ArrayXf zero =
-      Eigen::Map<const Eigen::Array<int32_t, Eigen::Dynamic, 1>>(
-          p.zero_point.data(), p.channels())
-          .cast<float>();
+  const Eigen::ArrayXf zero = ZeroPoints(p);
   // Divide (not multiply by 1/s), as ONNX QuantizeLinear does.
   const auto v = safe.colwise() / scale;
   if (p.rounding == Rounding::kHalfUp) {
@@ -152,7 +168,7 @@ void WithLevels(const Rows& rows, const QuantParams& p, Consume&& consume) {
   }
 }
 
-void CheckFits(const Tensor& /*x*/, const QuantParams& p, const Layout& layout) {
+void CheckFits(const QuantParams& p, const Layout& layout) {
   MIXQ_CHECK(p.channels() == layout.channels,
              "params have another channel count than the tensor");
   MIXQ_CHECK(p.zero_point.size() == p.scale.size());
@@ -214,7 +230,7 @@ QuantParams ParamsFromRange(float min, float max, int bits,
 void QuantizeToIntegers(const Tensor& x, const QuantParams& p,
                         std::vector<int32_t>* q) {
   const Layout layout = ChannelLayout(x, p.axis);
-  CheckFits(x, p, layout);
+  CheckFits(p, layout);
   q->resize(x.size());
   if (x.size() == 0) return;
   const float qmin = static_cast<float>(p.qmin);
@@ -230,16 +246,13 @@ void QuantizeToIntegers(const Tensor& x, const QuantParams& p,
 
 void FakeQuantize(const Tensor& x, const QuantParams& p, Tensor* out) {
   const Layout layout = ChannelLayout(x, p.axis);
-  CheckFits(x, p, layout);
+  CheckFits(p, layout);
   if (out != &x) out->Resize(x.shape());
   if (x.size() == 0) return;
   const float qmin = static_cast<float>(p.qmin);
   const float qmax = static_cast<float>(p.qmax);
   const Eigen::Map<const Eigen::ArrayXf> scale(p.scale.data(), p.channels());
-  const Eigen::ArrayXf zero =
-      Eigen::Map<const Eigen::Array<int32_t, Eigen::Dynamic, 1>>(
-          p.zero_point.data(), p.channels())
-          .cast<float>();
+  const Eigen::ArrayXf zero = ZeroPoints(p);
   WithChannelRows(x.data(), layout, [&](const auto& rows) {
     WithChannelRows(out->data(), layout, [&](auto dst) {
       WithLevels(rows, p, [&](const auto& levels) {
@@ -254,7 +267,7 @@ void FakeQuantize(const Tensor& x, const QuantParams& p, Tensor* out) {
 void StraightThroughGradient(const Tensor& x, const QuantParams& p,
                              Tensor* grad) {
   const Layout layout = ChannelLayout(x, p.axis);
-  CheckFits(x, p, layout);
+  CheckFits(p, layout);
   MIXQ_CHECK(grad->shape() == x.shape(), "gradient shape differs from x");
   if (p.binary || x.size() == 0) return;
   const float qmin = static_cast<float>(p.qmin);

@@ -64,8 +64,8 @@ struct QuantParams {
   bool binary = false;
   Rounding rounding = Rounding::kHalfUp;
   // One entry per channel (per-channel) or exactly one (per-tensor). Every
-  // scale is a positive, finite, normal float; zero points lie in
-  // [qmin, qmax] (0 for symmetric and binary).
+  // scale is a positive, finite, normal float, and so is s·(qmax − qmin);
+  // zero points lie in [qmin, qmax] (0 for symmetric and binary).
   std::vector<float> scale;
   std::vector<int32_t> zero_point;
   int32_t qmin = 0;  // the grid's range for `bits` (binary: −1, +1)

@@ -115,11 +115,11 @@ TEST(ParseCommandLineTest, SubmitAllOptions) {
 }
 
 TEST(ParseCommandLineTest, SubmitBudgetsPinsAndActivationBits) {
-  auto parsed = ParseCommandLine(
-      Submit({"--target-bops", "2.5e9", "--layer-bits", "fc1.weight=8,4",
-              "--pin", "fc2.weight", "--pin-first-last", "--activation-bits",
-              "4"}),
-      kServer);
+  auto parsed =
+      ParseCommandLine(Submit({"--target-bops", "2.5e9", "--layer-bits",
+                               "fc1.weight=8,4", "--pin", "fc2.weight",
+                               "--pin-first-last", "--activation-bits", "4"}),
+                       kServer);
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   const auto* submit = std::get_if<SubmitOptions>(&parsed->command);
   ASSERT_NE(submit, nullptr);
@@ -132,6 +132,20 @@ TEST(ParseCommandLineTest, SubmitBudgetsPinsAndActivationBits) {
   EXPECT_EQ(submit->layers[1].bits, (std::vector<int>{8}));  // max of --bits
   EXPECT_TRUE(submit->pin_first_last);
   EXPECT_EQ(submit->activation_bits, 4);
+
+  // --pin on a layer with its own list keeps the highest of that list, in
+  // the same entry.
+  parsed = ParseCommandLine(
+      Submit({"--target-avg-bits", "4", "--layer-bits", "fc1.weight=6,3",
+              "--pin", "fc1.weight", "--pin", "fc3.weight"}),
+      kServer);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const auto& pinned = std::get<SubmitOptions>(parsed->command).layers;
+  ASSERT_EQ(pinned.size(), 2u);
+  EXPECT_EQ(pinned[0].name, "fc1.weight");
+  EXPECT_EQ(pinned[0].bits, (std::vector<int>{6}));
+  EXPECT_EQ(pinned[1].name, "fc3.weight");
+  EXPECT_EQ(pinned[1].bits, (std::vector<int>{8}));
 
   parsed = ParseCommandLine(Submit({"--target-size-bytes", "50000"}), kServer);
   ASSERT_TRUE(parsed.ok()) << parsed.status();
@@ -249,7 +263,8 @@ TEST(ParseCommandLineTest, UsageErrors) {
         "--bits", "8", "--target-avg-bits", "4"},
        "--model is required"},
       {Submit(),
-       "one of --target-avg-bits, --target-size-fraction, --target-size-bytes or --target-bops is required"},
+       "one of --target-avg-bits, --target-size-fraction, --target-size-bytes "
+       "or --target-bops is required"},
       {Submit({"--target-avg-bits", "4", "--target-size-fraction", "0.5"}),
        "excludes"},
       {Submit({"--target-avg-bits", "4"}, "8,x"),

@@ -192,6 +192,39 @@ TEST(BuildSubmitRequestTest, ServerPathsAreAbsoluteAndNotRead) {
   EXPECT_EQ(search.seed(), 42u);
 }
 
+TEST(BuildSubmitRequestTest, BudgetUnitsLayersPinsAndActivationBits) {
+  SubmitOptions options = MinimalSubmit("data");
+  options.server_paths = true;
+  options.target_avg_bits.reset();
+  options.target_bops = 2.5e9;
+  options.layers = {{"fc1.weight", {8, 6}}, {"fc3.weight", {8}}};
+  options.pin_first_last = true;
+  options.activation_bits = 32;
+  auto request = BuildSubmitRequest(options);
+  ASSERT_TRUE(request.ok()) << request.status();
+  const v1::SearchOptions& search = request->spec().search();
+  EXPECT_EQ(search.budget().target_case(), v1::Budget::kBops);
+  EXPECT_EQ(search.budget().bops(), 2.5e9);
+  ASSERT_EQ(search.layers_size(), 2);
+  EXPECT_EQ(search.layers(0).name(), "fc1.weight");
+  EXPECT_THAT(search.layers(0).bits(), ::testing::ElementsAre(8, 6));
+  EXPECT_EQ(search.layers(1).name(), "fc3.weight");
+  EXPECT_THAT(search.layers(1).bits(), ::testing::ElementsAre(8));
+  EXPECT_TRUE(search.pin_first_last());
+  ASSERT_TRUE(search.has_activation_bits());
+  EXPECT_EQ(search.activation_bits(), 32);
+
+  options.target_bops.reset();
+  options.target_size_bytes = 50000;
+  options.activation_bits.reset();
+  request = BuildSubmitRequest(options);
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_EQ(request->spec().search().budget().target_case(),
+            v1::Budget::kSizeBytes);
+  EXPECT_EQ(request->spec().search().budget().size_bytes(), 50000);
+  EXPECT_FALSE(request->spec().search().has_activation_bits());  // server: 8
+}
+
 TEST(BuildSubmitRequestTest, MissingFileNamesTheFlag) {
   TempDir dir;
   WriteInputs(dir.path());

@@ -24,6 +24,7 @@ v1::QueryBestPoliciesResponse BestResponse() {
       layers { name: "fc3.weight" bits: 2 }
       avg_bits: 4.5
       size_bytes: 10240
+      bops: 250000000
       accuracy: 0.861
       loss: 0.41234
       step: 3
@@ -60,9 +61,11 @@ TEST(FormatBestPoliciesTest, Table) {
   EXPECT_EQ(
       FormatBestPolicies(BestResponse()),
       "layers: fc1.weight/fc2.weight/fc3.weight\n"
-      "RANK  AVG BITS  SIZE (KiB)    ACC    LOSS  KIND       STEP  BITS\n"
-      "   1      4.50        10.0  86.1%  0.4123  finetuned     3  8/4/2\n"
-      "   2      3.25         2.0  80.0%  0.6000  final        12  4/4/2\n");
+      "RANK  AVG BITS  SIZE (KiB)  BOPS    ACC    LOSS  KIND       STEP  BITS\n"
+      "   1      4.50        10.0  250M  86.1%  0.4123  finetuned     3  "
+      "8/4/2\n"
+      "   2      3.25         2.0     -  80.0%  0.6000  final        12  "
+      "4/4/2\n");
 }
 
 TEST(FormatBestPoliciesTest, Empty) {
@@ -222,7 +225,7 @@ TEST(FormatJobTest, KeyValueLines) {
     steps_done: 7
     layers { name: "a" }
     layers { name: "b" }
-    final_policy { avg_bits: 3.995 accuracy: 0.8512 }
+    final_policy { avg_bits: 3.995 accuracy: 0.8512 bops: 1234567 }
   )pb");
   EXPECT_EQ(FormatJob(job),
             "id:             job-1\n"
@@ -235,6 +238,7 @@ TEST(FormatJobTest, KeyValueLines) {
             "steps done:     7\n"
             "layers:         2\n"
             "final avg bits: 4.00\n"
+            "final BOPs:     1.23M\n"
             "final accuracy: 85.1%\n");
 
   const auto failed =
@@ -243,6 +247,7 @@ TEST(FormatJobTest, KeyValueLines) {
   EXPECT_THAT(text, HasSubstr("error:          bad model\n"));
   EXPECT_THAT(text, HasSubstr("started:        -\n"));
   EXPECT_THAT(text, HasSubstr("final avg bits: -\n"));
+  EXPECT_THAT(text, HasSubstr("final BOPs:     -\n"));
 }
 
 TEST(FormatJobListTest, Table) {
@@ -302,6 +307,7 @@ TEST(FormatResultsTest, StepsAndFinalPolicy) {
         accuracy: 0.89
         omega: 0.0224
         avg_bits: 7
+        bops: 44032
         chosen: true
       }
       candidates {
@@ -319,6 +325,7 @@ TEST(FormatResultsTest, StepsAndFinalPolicy) {
         layers { name: "w2" bits: 6 }
         avg_bits: 7
         size_bytes: 1792
+        bops: 44032
         accuracy: 0.895
         loss: 0.31
       }
@@ -342,10 +349,11 @@ TEST(FormatResultsTest, StepsAndFinalPolicy) {
       "fine-tuned: avg 8.00 bits, 2.0 KiB, acc 90.0%, loss 0.3000, bits 8/8\n"
       "\n"
       "step 1: 2 candidates, 2.5 s\n"
-      "   RANK   INDEX    LOSS    ACC   OMEGA  AVG BITS  BITS\n"
-      "*     1  0.3312  0.3200  89.0%  0.0224      7.00  8/6\n"
-      "      2    0.35  0.3300  88.0%    0.04      7.00  6/8\n"
-      "fine-tuned: avg 7.00 bits, 1.8 KiB, acc 89.5%, loss 0.3100, bits 8/6\n"
+      "   RANK   INDEX    LOSS    ACC   OMEGA  AVG BITS  BOPS  BITS\n"
+      "*     1  0.3312  0.3200  89.0%  0.0224      7.00   44K  8/6\n"
+      "      2    0.35  0.3300  88.0%    0.04      7.00     -  6/8\n"
+      "fine-tuned: avg 7.00 bits, 1.8 KiB, 44K BOPs, acc 89.5%, loss 0.3100, "
+      "bits 8/6\n"
       "\n"
       "final: avg 7.00 bits, 1.8 KiB, acc 90.0%, loss 0.3000, bits 8/6\n"
       "LAYER  BITS\n"

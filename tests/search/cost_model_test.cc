@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -84,29 +85,46 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         // 5.0 average bits exactly.
         BudgetCase{"avg_bits_on_the_limit",
-                   {Budget::Kind::kAvgBits, 5.0}, {4, 8}, 8, true},
-        BudgetCase{"avg_bits_over", {Budget::Kind::kAvgBits, 5.0}, {6, 4}, 8,
-                   false},
+                   {Budget::Kind::kAvgBits, 5.0},
+                   {4, 8},
+                   8,
+                   true},
+        BudgetCase{
+            "avg_bits_over", {Budget::Kind::kAvgBits, 5.0}, {6, 4}, 8, false},
         // 0.25 of 1800 bytes = 450; {4,4} is 400 bytes, {8,8} 600.
         BudgetCase{"fraction_under",
-                   {Budget::Kind::kSizeFraction, 0.25}, {4, 4}, 8, true},
+                   {Budget::Kind::kSizeFraction, 0.25},
+                   {4, 4},
+                   8,
+                   true},
         BudgetCase{"fraction_over",
-                   {Budget::Kind::kSizeFraction, 0.25}, {8, 8}, 8, false},
-        // {4,4} is exactly 400 bytes, {6,4} 475.
-        BudgetCase{"bytes_on_the_limit",
-                   {Budget::Kind::kBytes, 400}, {4, 4}, 8, true},
-        BudgetCase{"bytes_over", {Budget::Kind::kBytes, 400}, {6, 4}, 8,
+                   {Budget::Kind::kSizeFraction, 0.25},
+                   {8, 8},
+                   8,
                    false},
+        // {4,4} is exactly 400 bytes, {6,4} 475.
+        BudgetCase{
+            "bytes_on_the_limit", {Budget::Kind::kBytes, 400}, {4, 4}, 8, true},
+        BudgetCase{"bytes_over", {Budget::Kind::kBytes, 400}, {6, 4}, 8, false},
         // {8,4} at 8-bit activations: 192000 + 16000 = 208000 BOPs.
         BudgetCase{"bops_on_the_limit",
-                   {Budget::Kind::kBops, 208000}, {8, 4}, 8, true},
-        BudgetCase{"bops_over", {Budget::Kind::kBops, 208000}, {8, 6}, 8,
-                   false},
+                   {Budget::Kind::kBops, 208000},
+                   {8, 4},
+                   8,
+                   true},
+        BudgetCase{
+            "bops_over", {Budget::Kind::kBops, 208000}, {8, 6}, 8, false},
         // The same policy with float activations costs 4x as much.
         BudgetCase{"bops_float_activations",
-                   {Budget::Kind::kBops, 208000}, {8, 4}, 32, false},
+                   {Budget::Kind::kBops, 208000},
+                   {8, 4},
+                   32,
+                   false},
         BudgetCase{"bops_4bit_activations",
-                   {Budget::Kind::kBops, 104000}, {8, 4}, 4, true}),
+                   {Budget::Kind::kBops, 104000},
+                   {8, 4},
+                   4,
+                   true}),
     [](const auto& info) { return std::string(info.param.name); });
 
 TEST(BudgetTest, MeasureIsInTheBudgetsUnit) {
@@ -168,12 +186,14 @@ TEST_P(UnreachableTest, MessageGivesTheLowestCostInEveryUnit) {
 INSTANTIATE_TEST_SUITE_P(
     Units, UnreachableTest,
     ::testing::Values(
-        UnreachableCase{"avg_bits", {Budget::Kind::kAvgBits, 1.5},
-                        "2 average weight bits"},
-        UnreachableCase{"fraction", {Budget::Kind::kSizeFraction, 0.1},
+        UnreachableCase{
+            "avg_bits", {Budget::Kind::kAvgBits, 1.5}, "2 average weight bits"},
+        UnreachableCase{"fraction",
+                        {Budget::Kind::kSizeFraction, 0.1},
                         "0.1667 of the FP32 size"},
         UnreachableCase{"bytes", {Budget::Kind::kBytes, 299}, "300 bytes"},
-        UnreachableCase{"bops", {Budget::Kind::kBops, 55999},
+        UnreachableCase{"bops",
+                        {Budget::Kind::kBops, 55999},
                         "56000 BOPs (activations at 8 bits)"}),
     [](const auto& info) { return std::string(info.param.name); });
 

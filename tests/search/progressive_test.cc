@@ -1,5 +1,6 @@
 #include "search/progressive.h"
 
+#include <algorithm>
 #include <atomic>
 #include <memory>
 
@@ -89,6 +90,15 @@ TEST_F(ProgressiveTest, BopsBudgetCountsActivationBits) {
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_LE(static_cast<double>(cost.Bops(result->final_policy.policy, 8)),
             all8 / 2);
+  // Every reported policy carries its BOPs at the job's activation bits.
+  EXPECT_EQ(result->final_policy.bops,
+            cost.Bops(result->final_policy.policy, 8));
+  for (const StepReport& step : steps) {
+    for (const ScoredPolicy& c : step.candidates)
+      EXPECT_EQ(c.bops, cost.Bops(c.policy, 8));
+    EXPECT_EQ(step.finetuned.bops, cost.Bops(step.finetuned.policy, 8));
+  }
+  ASSERT_GE(steps.size(), 2u);  // the budget was not met before the search
   // With activations in float (32 bits), even 2-bit weights cost
   // Σ MACs·2·32 = all8: an eighth of it is unreachable, refused up front.
   options.activation_bits = kFloatBits;
@@ -180,6 +190,124 @@ TEST_F(ProgressiveTest, SizeFractionBudget) {
   EXPECT_LE(result->final_policy.size_bytes, 0.2 * cost.Fp32SizeBytes());
 }
 
+// Every policy a search reported: candidates and kept ones.
+std::vector<Policy> AllPolicies(const std::vector<StepReport>& steps) {
+  std::vector<Policy> policies;
+  for (const StepReport& step : steps) {
+    for (const ScoredPolicy& c : step.candidates) policies.push_back(c.policy);
+    policies.push_back(step.finetuned.policy);
+  }
+  return policies;
+}
+
+// The next lower entry of `bits` (highest first) after `from`.
+int NextLower(const std::vector<int>& bits, int from) {
+  const auto it = std::find(bits.begin(), bits.end(), from);
+  return it + 1 < bits.end() ? *(it + 1) : -1;
+}
+
+// Layers: fc0.weight 16x32 (512 weights), fc1.weight 32x24 (768), fc2.weight
+// 24x4 (96).
+TEST_F(ProgressiveTest, PerLayerListsAndPinsAreRespected) {
+  ProgressiveOptions options = Options();
+  options.layers = {{"fc1.weight", {3, 8, 5}}, {"fc0.weight", {8}}};
+  // Lowest reachable: (512·8 + 768·3 + 96·2) / 1376 = 4.79 average bits.
+  options.budget = {Budget::Kind::kAvgBits, 5.0};
+  std::vector<StepReport> steps;
+  const auto result = Run(options, &steps);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(steps[0].finetuned.policy, Policy({8, 8, 8}));
+  EXPECT_LE(result->final_policy.avg_bits, 5.0 + 1e-9);
+  ASSERT_GE(result->steps, 1);
+  const std::vector<std::vector<int>> lists = {{8}, {8, 5, 3}, {8, 6, 4, 2}};
+  for (const Policy& policy : AllPolicies(steps)) {
+    EXPECT_EQ(policy[0], 8) << PolicyToString(policy);  // pinned
+    for (size_t l = 0; l < lists.size(); ++l) {
+      EXPECT_NE(std::find(lists[l].begin(), lists[l].end(), policy[l]),
+                lists[l].end())
+          << "layer " << l << " at " << policy[l];
+    }
+  }
+  // Each candidate lowers layers one step along their own lists.
+  Policy previous = steps[0].finetuned.policy;
+  for (size_t s = 1; s < steps.size(); ++s) {
+    for (const ScoredPolicy& c : steps[s].candidates) {
+      for (size_t l = 0; l < previous.size(); ++l) {
+        if (c.policy[l] != previous[l]) {
+          EXPECT_EQ(c.policy[l], NextLower(lists[l], previous[l]));
+        }
+      }
+    }
+    previous = steps[s].finetuned.policy;
+  }
+  EXPECT_EQ(result->final_policy.policy[0], 8);
+}
+
+TEST_F(ProgressiveTest, PinFirstLastKeepsThemAtTheirHighest) {
+  ProgressiveOptions options = Options();
+  options.bit_levels = {8, 4, 2};
+  options.pin_first_last = true;
+  // Only fc1 moves: at 4 bits (4096 + 3072 + 768) / 1376 = 5.77 > 5.5, so it
+  // must reach 2 bits (4.65).
+  options.budget = {Budget::Kind::kAvgBits, 5.5};
+  std::vector<StepReport> steps;
+  const auto result = Run(options, &steps);
+  ASSERT_TRUE(result.ok()) << result.status();
+  for (const Policy& policy : AllPolicies(steps)) {
+    EXPECT_EQ(policy.front(), 8) << PolicyToString(policy);
+    EXPECT_EQ(policy.back(), 8) << PolicyToString(policy);
+  }
+  EXPECT_EQ(result->final_policy.policy, Policy({8, 2, 8}));
+  EXPECT_EQ(result->steps, 2);
+}
+
+TEST_F(ProgressiveTest, EveryLayerPinnedRunsNoStep) {
+  ProgressiveOptions options = Options();
+  options.layers = {
+      {"fc0.weight", {8}}, {"fc1.weight", {4}}, {"fc2.weight", {6}}};
+  options.budget = {Budget::Kind::kAvgBits, 8.0};
+  std::vector<StepReport> steps;
+  const auto result = Run(options, &steps);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->steps, 0);
+  EXPECT_EQ(result->final_policy.policy, Policy({8, 4, 6}));
+
+  options.budget = {Budget::Kind::kAvgBits, 5.0};  // pinned cost: 5.69
+  steps.clear();
+  const auto unmet = Run(options, &steps);
+  EXPECT_EQ(unmet.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(unmet.status().message(), HasSubstr("cannot be met"));
+  EXPECT_TRUE(steps.empty());
+}
+
+TEST_F(ProgressiveTest, UnknownLayerNameListsTheLayers) {
+  ProgressiveOptions options = Options();
+  options.layers = {{"fc1.weight", {8, 4}}, {"fc9.weight", {8}}};
+  std::vector<StepReport> steps;
+  const auto result = Run(options, &steps);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(result.status().message(),
+            "layers[1].name: no quantizable layer 'fc9.weight'; layers are: "
+            "fc0.weight, fc1.weight, fc2.weight");
+  EXPECT_TRUE(steps.empty());
+}
+
+TEST_F(ProgressiveTest, ResolveCandidateBits) {
+  ProgressiveOptions options = Options();
+  options.layers = {{"fc2.weight", {2, 4, 4, 8}}};
+  options.pin_first_last = true;
+  const auto bits = ResolveCandidateBits(options, *model_);
+  ASSERT_TRUE(bits.ok()) << bits.status();
+  // fc2 is last: its own list, pinned at its highest.
+  EXPECT_EQ(bits->per_layer,
+            (std::vector<std::vector<int>>{{8}, {8, 6, 4, 2}, {8}}));
+  EXPECT_TRUE(bits->pinned(0));
+  EXPECT_FALSE(bits->pinned(1));
+  EXPECT_FALSE(bits->all_pinned());
+  EXPECT_EQ(bits->Highest(), Policy({8, 8, 8}));
+  EXPECT_EQ(bits->Lowest(), Policy({8, 2, 8}));
+}
+
 TEST_F(ProgressiveTest, UnreachableBudgetIsInvalidArgument) {
   ProgressiveOptions options = Options();
   options.budget = {Budget::Kind::kAvgBits, 1.5};
@@ -227,6 +355,16 @@ TEST_P(ValidateOptionsTest, NamesTheField) {
   EXPECT_THAT(status.message(), HasSubstr(GetParam().field));
 }
 
+TEST(ValidateOptionsTest, AcceptsFloatAndLowActivationBits) {
+  ProgressiveOptions options;
+  options.bit_levels = {8, 4};
+  options.budget = {Budget::Kind::kBops, 1e6};
+  for (int bits : {2, 8, 32}) {
+    options.activation_bits = bits;
+    EXPECT_TRUE(ValidateOptions(options).ok()) << bits;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Cases, ValidateOptionsTest,
     ::testing::Values(
@@ -256,7 +394,43 @@ INSTANTIATE_TEST_SUITE_P(
                   [](ProgressiveOptions* o) {
                     o->budget = {Budget::Kind::kSizeFraction, 2};
                   },
-                  "size_fraction"}),
+                  "size_fraction"},
+        BadOption{"bytes",
+                  [](ProgressiveOptions* o) {
+                    o->budget = {Budget::Kind::kBytes, 0};
+                  },
+                  "budget.size_bytes: must be positive"},
+        BadOption{"bops",
+                  [](ProgressiveOptions* o) {
+                    o->budget = {Budget::Kind::kBops, -1};
+                  },
+                  "budget.bops: must be positive"},
+        BadOption{"layer_without_name",
+                  [](ProgressiveOptions* o) {
+                    o->layers = {{"", {8}}};
+                  },
+                  "layers[0].name: required"},
+        BadOption{"layer_without_bits",
+                  [](ProgressiveOptions* o) {
+                    o->layers = {{"fc0.weight", {8}}, {"fc1.weight", {}}};
+                  },
+                  "layers[1].bits: no candidate bit-width"},
+        BadOption{"layer_bits_9",
+                  [](ProgressiveOptions* o) {
+                    o->layers = {{"fc0.weight", {8, 9}}};
+                  },
+                  "layers[0].bits: 9 is outside 1..8"},
+        BadOption{"layer_twice",
+                  [](ProgressiveOptions* o) {
+                    o->layers = {{"a", {8}}, {"b", {4}}, {"a", {6}}};
+                  },
+                  "layers[2].name: 'a' is listed twice (also layers[0])"},
+        BadOption{"activation_bits_1",
+                  [](ProgressiveOptions* o) { o->activation_bits = 1; },
+                  "activation_bits: must be in 2..8 or 32 (float), got 1"},
+        BadOption{"activation_bits_16",
+                  [](ProgressiveOptions* o) { o->activation_bits = 16; },
+                  "activation_bits"}),
     [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace

@@ -1,11 +1,16 @@
 #include "server/job_spec.h"
 
 #include <functional>
+#include <string>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "onnx/onnx_pb.h"
+#include "search/cost_model.h"
+#include "search/quantizer.h"
 #include "tests/support/npy.h"
+#include "tests/support/onnx_builder.h"
 #include "tests/support/onnx_mlp.h"
 
 namespace mixq::server {
@@ -58,6 +63,114 @@ TEST(PrepareJobTest, ValidJobIsPrepared) {
   EXPECT_DOUBLE_EQ(job->options.learning_rate, 1e-4);
 }
 
+// Input [N, 1, 6, 6] → Conv 4×1×3×3 (no padding: [N, 4, 4, 4]) → Flatten →
+// Gemm 64 → 3.
+std::string ConvGemmOnnx() {
+  testing::OnnxBuilder b;
+  b.Input("input", {-1, 1, 6, 6});
+  b.Initializer("conv.weight", {4, 1, 3, 3}, std::vector<float>(36, 0.1f));
+  b.Initializer("conv.bias", {4}, std::vector<float>(4, 0.0f));
+  b.Initializer("fc.weight", {kClasses, 64},
+                std::vector<float>(kClasses * 64, 0.01f));
+  b.Initializer("fc.bias", {kClasses}, std::vector<float>(kClasses, 0.0f));
+  b.Node("Conv", {"input", "conv.weight", "conv.bias"}, {"conv"});
+  b.Node("Flatten", {"conv"}, {"flat"});
+  testing::SetInt(b.Node("Gemm", {"flat", "fc.weight", "fc.bias"}, {"logits"}),
+                  "transB", 1);
+  b.Output("logits");
+  return b.Bytes();
+}
+
+TEST(PrepareJobTest, ConvAndGemmCostsFromTheImportedShapes) {
+  Fixture f = ValidJob();
+  f.files.model = ConvGemmOnnx();
+  const search::LabeledData data =
+      testing::MakeTeacherData(200, 36, kClasses, 2);
+  f.files.inputs = testing::NpyFloat32(data.inputs);
+  f.files.labels = testing::NpyInt64(data.labels);
+  v1::SearchOptions* search = f.spec.mutable_search();
+  v1::LayerOptions* conv = search->add_layers();
+  conv->set_name("conv.weight");
+  conv->add_bits(8);  // pinned
+  // The lowest reachable with the Conv pinned at 8: 576·8·8 + 192·2·8.
+  search->mutable_budget()->set_bops(39936);
+  const auto job = PrepareJob(f.spec, f.files);
+  ASSERT_TRUE(job.ok()) << job.status();
+
+  // The engine's MACs per sample: the Conv has 4·4·4 outputs of 1·3·3 MACs,
+  // the Gemm 3 outputs of 64.
+  const auto& layers = job->model->quantizable_layers();
+  ASSERT_EQ(layers.size(), 2u);
+  EXPECT_EQ(layers[0].name, "conv.weight");
+  EXPECT_EQ(layers[0].op_type, "Conv");
+  EXPECT_EQ(layers[0].num_weights, 36);
+  EXPECT_EQ(layers[0].macs, 576);
+  EXPECT_EQ(layers[1].op_type, "Gemm");
+  EXPECT_EQ(layers[1].num_weights, 192);
+  EXPECT_EQ(layers[1].macs, 192);
+
+  const search::CostModel cost = search::CostModel::ForModel(*job->model);
+  EXPECT_EQ(cost.layer_macs(0), 576);
+  EXPECT_EQ(cost.Bops({8, 8}, 8), (576 + 192) * 8 * 8);
+  EXPECT_EQ(cost.Bops({8, 2}, 8), 576 * 64 + 192 * 2 * 8);  // 39936
+  EXPECT_EQ(cost.Bops({8, 4}, search::kFloatBits), 576 * 8 * 32 + 192 * 4 * 32);
+  // 36 + 4 + 192 + 3 parameters; the biases stay in FP32.
+  EXPECT_DOUBLE_EQ(cost.Fp32SizeBytes(), 235 * 4.0);
+  EXPECT_DOUBLE_EQ(cost.SizeBytes({8, 4}), 36 + 96 + 7 * 4.0);
+  EXPECT_DOUBLE_EQ(cost.AvgBits({8, 4}), (36 * 8 + 192 * 4) / 228.0);
+
+  EXPECT_EQ(job->candidate_bits.per_layer,
+            (std::vector<std::vector<int>>{{8}, {8, 6, 4, 2}}));
+  // One BOP less is refused, naming the lowest reachable cost.
+  search->mutable_budget()->set_bops(39935);
+  const auto unreachable = PrepareJob(f.spec, f.files);
+  EXPECT_EQ(unreachable.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(unreachable.status().message(),
+              HasSubstr("spec.search.budget: budget 39935 BOPs cannot be met: "
+                        "the lowest reachable cost (every layer at its lowest "
+                        "candidate bits) is 39936 BOPs (activations at 8 "
+                        "bits); also"));
+}
+
+TEST(ToProgressiveOptionsTest, FillsLayersPinsActivationBitsAndBudgets) {
+  v1::SearchOptions search = ValidJob().spec.search();
+  auto options = ToProgressiveOptions(search);
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->activation_bits, 8);  // unset
+  EXPECT_FALSE(options->pin_first_last);
+  EXPECT_TRUE(options->layers.empty());
+
+  v1::LayerOptions* layer = search.add_layers();
+  layer->set_name("fc1.weight");
+  layer->add_bits(6);
+  layer->add_bits(3);
+  search.set_pin_first_last(true);
+  search.set_activation_bits(search::kFloatBits);
+  search.mutable_budget()->set_size_bytes(5000);
+  options = ToProgressiveOptions(search);
+  ASSERT_TRUE(options.ok()) << options.status();
+  ASSERT_EQ(options->layers.size(), 1u);
+  EXPECT_EQ(options->layers[0].name, "fc1.weight");
+  EXPECT_EQ(options->layers[0].bits, std::vector<int>({6, 3}));
+  EXPECT_TRUE(options->pin_first_last);
+  EXPECT_EQ(options->activation_bits, 32);
+  EXPECT_EQ(options->budget.kind, search::Budget::Kind::kBytes);
+  EXPECT_EQ(options->budget.value, 5000);
+
+  search.mutable_budget()->set_bops(1.5e6);
+  options = ToProgressiveOptions(search);
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->budget.kind, search::Budget::Kind::kBops);
+  EXPECT_EQ(options->budget.value, 1.5e6);
+}
+
+// Appends spec.search.layers {name, bits}.
+void AddLayer(Fixture* f, const std::string& name, std::vector<int> bits) {
+  v1::LayerOptions* layer = f->spec.mutable_search()->add_layers();
+  layer->set_name(name);
+  for (int b : bits) layer->add_bits(b);
+}
+
 TEST(PrepareJobTest, MaxSamplesAndNormalization) {
   Fixture f = ValidJob();
   f.spec.set_max_samples(120);
@@ -101,7 +214,7 @@ INSTANTIATE_TEST_SUITE_P(
                 "Hardmax"},
         BadCase{"bits_9",
                 [](Fixture* f) { f->spec.mutable_search()->set_bits(0, 9); },
-                "bits: 9"},
+                "spec.search.bits: 9 is outside 1..8"},
         BadCase{"bits_0",
                 [](Fixture* f) { f->spec.mutable_search()->set_bits(3, 0); },
                 "bits: 0"},
@@ -149,7 +262,8 @@ INSTANTIATE_TEST_SUITE_P(
                   layer->set_name("fc9.weight");
                   layer->add_bits(8);
                 },
-                "no quantizable layer 'fc9.weight'"},
+                "spec.search.layers[0].name: no quantizable layer "
+                "'fc9.weight'; layers are: fc0.weight, fc1.weight"},
         BadCase{"layer_bits_out_of_range",
                 [](Fixture* f) {
                   v1::LayerOptions* layer =
@@ -167,7 +281,52 @@ INSTANTIATE_TEST_SUITE_P(
                 [](Fixture* f) {
                   f->spec.mutable_search()->mutable_budget()->set_bops(1);
                 },
-                "BOPs"}),
+                "BOPs"},
+        BadCase{"layer_twice",
+                [](Fixture* f) {
+                  AddLayer(f, "fc0.weight", {8, 4});
+                  AddLayer(f, "fc0.weight", {8});
+                },
+                "spec.search.layers[1].name: 'fc0.weight' is listed twice "
+                "(also layers[0])"},
+        BadCase{"layer_without_bits",
+                [](Fixture* f) { AddLayer(f, "fc1.weight", {}); },
+                "spec.search.layers[0].bits: no candidate bit-width"},
+        BadCase{"layer_without_name", [](Fixture* f) { AddLayer(f, "", {8}); },
+                "spec.search.layers[0].name: required"},
+        BadCase{"activation_bits_zero_is_not_unset",
+                [](Fixture* f) {
+                  f->spec.mutable_search()->set_activation_bits(0);
+                },
+                "spec.search.activation_bits: must be in 2..8 or 32"},
+        BadCase{"all_pinned_budget_unmet",
+                [](Fixture* f) {
+                  AddLayer(f, "fc0.weight", {8});
+                  AddLayer(f, "fc1.weight", {6});
+                },
+                "spec.search.layers: every quantizable layer is pinned, and "
+                "budget 4 average weight bits cannot be met"},
+        BadCase{"pin_first_last_pins_both_layers",
+                [](Fixture* f) {
+                  f->spec.mutable_search()->set_pin_first_last(true);
+                },
+                "spec.search.layers: every quantizable layer is pinned"},
+        BadCase{"size_bytes_zero",
+                [](Fixture* f) {
+                  f->spec.mutable_search()->mutable_budget()->set_size_bytes(0);
+                },
+                "spec.search.budget.size_bytes: must be positive"},
+        BadCase{"size_bytes_unreachable",
+                [](Fixture* f) {
+                  f->spec.mutable_search()->mutable_budget()->set_size_bytes(
+                      100);
+                },
+                "spec.search.budget: budget 100 bytes cannot be met"},
+        BadCase{"bops_negative",
+                [](Fixture* f) {
+                  f->spec.mutable_search()->mutable_budget()->set_bops(-5);
+                },
+                "spec.search.budget.bops: must be positive"}),
     [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace

@@ -77,8 +77,9 @@ JobRecord MakeJob(const std::string& id, int64_t created_ms,
   return job;
 }
 
-const std::vector<LayerRecord> kLayers = {
-    {"fc1", 784 * 128}, {"fc2", 128 * 64}, {"fc3", 64 * 10}};
+const std::vector<LayerRecord> kLayers = {{"fc1", 784 * 128, 784 * 128},
+                                          {"fc2", 128 * 64, 128 * 64},
+                                          {"fc3", 64 * 10, 64 * 10}};
 
 PolicyRecord MakePolicy(int step, PolicyKind kind, std::vector<int32_t> bits,
                         double accuracy, double loss, int rank = 0) {
@@ -92,6 +93,7 @@ PolicyRecord MakePolicy(int step, PolicyKind kind, std::vector<int32_t> bits,
   for (int32_t b : policy.bits) sum += b;
   policy.avg_bits = policy.bits.empty() ? 0 : sum / policy.bits.size();
   policy.size_bytes = 100.0 * policy.avg_bits;
+  policy.bops = static_cast<int64_t>(1000 * sum);
   policy.accuracy = accuracy;
   policy.loss = loss;
   policy.omega = 0.25 * step;
@@ -122,6 +124,7 @@ void ExpectPolicyEq(const PolicyRecord& actual, const PolicyRecord& expected) {
   EXPECT_EQ(actual.bits, expected.bits);
   EXPECT_DOUBLE_EQ(actual.avg_bits, expected.avg_bits);
   EXPECT_DOUBLE_EQ(actual.size_bytes, expected.size_bytes);
+  EXPECT_EQ(actual.bops, expected.bops);
   EXPECT_DOUBLE_EQ(actual.loss, expected.loss);
   EXPECT_DOUBLE_EQ(actual.accuracy, expected.accuracy);
   EXPECT_DOUBLE_EQ(actual.omega, expected.omega);
@@ -330,6 +333,57 @@ TEST_F(StoreTest, OpenFailsInMissingDirectory) {
   EXPECT_THAT(std::string(store.status().message()), HasSubstr("no/such/dir"));
 }
 
+// A database as schema version 1 wrote it: version 2's columns dropped from a
+// current one, with a job, its layers and a step already recorded.
+TEST_F(StoreTest, MigratesVersion1DatabaseKeepingItsRows) {
+  {
+    auto store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    ASSERT_OK(store->CreateJob(MakeJob("old", 1), kLayers));
+    ASSERT_OK(store->AppendStep("old", MakeStep(1)));
+  }
+  {
+    auto db = Database::Open(path_, SQLITE_OPEN_READWRITE);
+    ASSERT_TRUE(db.ok());
+    ASSERT_OK(
+        db->Exec("ALTER TABLE job_layers DROP COLUMN macs;"
+                 "ALTER TABLE policies DROP COLUMN bops;"
+                 "PRAGMA user_version = 1"));
+  }
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->schema_version(), 2);
+  EXPECT_EQ(LatestSchemaVersion(), 2);
+
+  // Old rows: MACs and BOPs unknown (0), everything else intact.
+  auto layers = store->GetLayers("old");
+  ASSERT_TRUE(layers.ok()) << layers.status();
+  ASSERT_EQ(layers->size(), kLayers.size());
+  EXPECT_EQ((*layers)[0].name, "fc1");
+  EXPECT_EQ((*layers)[0].num_weights, kLayers[0].num_weights);
+  EXPECT_EQ((*layers)[0].macs, 0);
+  auto steps = store->GetSteps("old");
+  ASSERT_TRUE(steps.ok()) << steps.status();
+  ASSERT_EQ(steps->size(), 1u);
+  EXPECT_EQ((*steps)[0].finetuned.bops, 0);
+  EXPECT_DOUBLE_EQ((*steps)[0].finetuned.avg_bits,
+                   MakeStep(1).finetuned.avg_bits);
+
+  // New rows carry them; a BOPs limit never admits an unknown cost.
+  ASSERT_OK(store->CreateJob(MakeJob("new", 2), kLayers));
+  ASSERT_OK(store->AppendStep("new", MakeStep(1)));
+  layers = store->GetLayers("new");
+  ASSERT_TRUE(layers.ok());
+  EXPECT_EQ((*layers)[2].macs, kLayers[2].macs);
+  auto best_old = store->QueryBestPolicies("old", PolicyLimits{0, 0, 1e12}, 10);
+  ASSERT_TRUE(best_old.ok()) << best_old.status();
+  EXPECT_TRUE(best_old->empty());
+  auto best_new = store->QueryBestPolicies("new", PolicyLimits{0, 0, 1e12}, 10);
+  ASSERT_TRUE(best_new.ok()) << best_new.status();
+  EXPECT_FALSE(best_new->empty());
+  EXPECT_GT((*best_new)[0].bops, 0);
+}
+
 // --------------------------------------------------------------- artifacts
 
 TEST_F(StoreTest, ArtifactsRoundTripAndPutIsIdempotent) {
@@ -383,6 +437,7 @@ TEST_F(StoreTest, CreateAndGetJobRoundTrip) {
   for (size_t i = 0; i < kLayers.size(); ++i) {
     EXPECT_EQ((*layers)[i].name, kLayers[i].name);
     EXPECT_EQ((*layers)[i].num_weights, kLayers[i].num_weights);
+    EXPECT_EQ((*layers)[i].macs, kLayers[i].macs);
   }
 }
 
@@ -763,6 +818,7 @@ TEST_F(QueryBestPoliciesTest, DedupesOrdersAndLimits) {
     double max_avg_bits;
     double max_size_bytes;
     int32_t top_k;
+    double max_bops;
     std::vector<std::vector<int32_t>> bits;
     std::vector<double> accuracy;
   };
@@ -771,29 +827,42 @@ TEST_F(QueryBestPoliciesTest, DedupesOrdersAndLimits) {
        0,
        0,
        10,
+       0,
        {{8, 4, 4}, {8, 8, 4}, {8, 8, 2}, {4, 4, 4}, {2, 2, 2}},
        {0.86, 0.85, 0.84, 0.60, 0.10}},
       {"negative limits mean none",
        -1,
        -1,
        10,
+       -1,
        {{8, 4, 4}, {8, 8, 4}, {8, 8, 2}, {4, 4, 4}, {2, 2, 2}},
        {0.86, 0.85, 0.84, 0.60, 0.10}},
-      {"top_k", 0, 0, 2, {{8, 4, 4}, {8, 8, 4}}, {0.86, 0.85}},
+      {"top_k", 0, 0, 2, 0, {{8, 4, 4}, {8, 8, 4}}, {0.86, 0.85}},
       {"avg bits limit inclusive",
        6.0,
        0,
        10,
+       0,
        {{8, 4, 4}, {8, 8, 2}, {4, 4, 4}, {2, 2, 2}},
        {0.86, 0.84, 0.60, 0.10}},
-      {"size limit", 0, 450, 10, {{4, 4, 4}, {2, 2, 2}}, {0.60, 0.10}},
-      {"both limits", 5.5, 300, 10, {{2, 2, 2}}, {0.10}},
-      {"nothing fits", 1, 0, 10, {}, {}},
+      {"size limit", 0, 450, 10, 0, {{4, 4, 4}, {2, 2, 2}}, {0.60, 0.10}},
+      {"both limits", 5.5, 300, 10, 0, {{2, 2, 2}}, {0.10}},
+      // BOPs are 1000 · Σ bits: 16000, 20000, 18000, 12000, 6000.
+      {"bops limit inclusive",
+       0,
+       0,
+       10,
+       16000,
+       {{8, 4, 4}, {4, 4, 4}, {2, 2, 2}},
+       {0.86, 0.60, 0.10}},
+      {"bops and avg bits", 3, 0, 10, 18000, {{2, 2, 2}}, {0.10}},
+      {"nothing fits", 1, 0, 10, 0, {}, {}},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
     auto best = store_->QueryBestPolicies(
-        "job-1", PolicyLimits{c.max_avg_bits, c.max_size_bytes}, c.top_k);
+        "job-1", PolicyLimits{c.max_avg_bits, c.max_size_bytes, c.max_bops},
+        c.top_k);
     ASSERT_TRUE(best.ok()) << best.status();
     std::vector<std::vector<int32_t>> bits;
     std::vector<double> accuracy;
@@ -837,12 +906,20 @@ TEST_F(QueryBestPoliciesTest, EqualAccuracyRanksByLoss) {
 }
 
 TEST_F(QueryBestPoliciesTest, RejectsBadArguments) {
-  EXPECT_CODE(store_->QueryBestPolicies("job-1", PolicyLimits{0, 0}, 0).status(),
-              absl::StatusCode::kInvalidArgument);
-  EXPECT_CODE(store_->QueryBestPolicies("job-1", PolicyLimits{0, 0}, -3).status(),
-              absl::StatusCode::kInvalidArgument);
-  EXPECT_CODE(store_->QueryBestPolicies("job-1", PolicyLimits{std::nan(""), 0}, 3).status(),
-              absl::StatusCode::kInvalidArgument);
+  EXPECT_CODE(
+      store_->QueryBestPolicies("job-1", PolicyLimits{0, 0}, 0).status(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_CODE(
+      store_->QueryBestPolicies("job-1", PolicyLimits{0, 0}, -3).status(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_CODE(
+      store_->QueryBestPolicies("job-1", PolicyLimits{0, 0, std::nan("")}, 3)
+          .status(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_CODE(
+      store_->QueryBestPolicies("job-1", PolicyLimits{std::nan(""), 0}, 3)
+          .status(),
+      absl::StatusCode::kInvalidArgument);
 }
 
 // ------------------------------------------------------------------ reopen
