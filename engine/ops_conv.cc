@@ -64,11 +64,6 @@ constexpr int64_t kMaxBlockFloats = 256;
 // The spatial rank pooling kernels work in (lower ranks get unit dims).
 constexpr int kPoolRank = 3;
 
-absl::Status AttrError(const OpConfig& config, absl::string_view message) {
-  return absl::InvalidArgumentError(absl::StrCat(
-      config.op_type, " node '", config.node_name, "': ", message));
-}
-
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t RoundUp(int64_t a, int64_t b) { return CeilDiv(a, b) * b; }
 
@@ -125,7 +120,7 @@ absl::StatusOr<AutoPad> ParseAutoPad(const OpConfig& config) {
   if (*s == "SAME_UPPER") return AutoPad::kSameUpper;
   if (*s == "SAME_LOWER") return AutoPad::kSameLower;
   if (*s == "VALID") return AutoPad::kValid;
-  return AttrError(config, absl::StrCat("unsupported auto_pad '", *s, "'"));
+  return NodeError(config, absl::StrCat("unsupported auto_pad '", *s, "'"));
 }
 
 // Reads kernel_shape, strides, dilations, pads and auto_pad (ceil_mode when
@@ -145,19 +140,19 @@ absl::StatusOr<WindowAttrs> ParseWindow(const OpConfig& config,
     if (!v->has_value()) return absl::OkStatus();
     *out = **v;
     if (out->size() % per_dim != 0 || out->empty()) {
-      return AttrError(config,
+      return NodeError(config,
                        absl::StrCat(name, " has ", out->size(), " values"));
     }
     const int r = static_cast<int>(out->size() / per_dim);
     if (*rank != 0 && r != *rank) {
-      return AttrError(config, absl::StrCat(name, " has ", out->size(),
+      return NodeError(config, absl::StrCat(name, " has ", out->size(),
                                             " values; other attributes imply ",
                                             *rank, " spatial dims"));
     }
     *rank = r;
     for (int64_t x : *out) {
       if (x < min_value) {
-        return AttrError(config,
+        return NodeError(config,
                          absl::StrCat(name, " [", absl::StrJoin(*out, ", "),
                                       "] must be >= ", min_value));
       }
@@ -176,13 +171,13 @@ absl::StatusOr<WindowAttrs> ParseWindow(const OpConfig& config,
   if (w.auto_pad != AutoPad::kNotSet && !w.pads.empty() &&
       std::any_of(w.pads.begin(), w.pads.end(),
                   [](int64_t p) { return p != 0; })) {
-    return AttrError(config, "pads and auto_pad cannot both be given");
+    return NodeError(config, "pads and auto_pad cannot both be given");
   }
   if (with_ceil_mode) {
     absl::StatusOr<int64_t> ceil_mode = config.GetInt("ceil_mode", 0);
     if (!ceil_mode.ok()) return ceil_mode.status();
     if (*ceil_mode != 0 && *ceil_mode != 1) {
-      return AttrError(config,
+      return NodeError(config,
                        absl::StrCat("unsupported ceil_mode ", *ceil_mode));
     }
     w.ceil_mode = *ceil_mode == 1;
@@ -1294,7 +1289,7 @@ absl::StatusOr<std::unique_ptr<Kernel>> CreateConv(const OpConfig& config) {
   absl::StatusOr<int64_t> group = config.GetInt("group", 1);
   if (!group.ok()) return group.status();
   if (*group < 1) {
-    return AttrError(config, absl::StrCat("group ", *group, " must be >= 1"));
+    return NodeError(config, absl::StrCat("group ", *group, " must be >= 1"));
   }
   return std::make_unique<ConvKernel>(*std::move(attrs), *group);
 }
@@ -1369,9 +1364,9 @@ absl::StatusOr<WindowAttrs> ParsePoolWindow(const OpConfig& config) {
   absl::StatusOr<WindowAttrs> attrs = ParseWindow(config, true, &rank);
   if (!attrs.ok()) return attrs.status();
   if (attrs->kernel.empty())
-    return AttrError(config, "kernel_shape is required");
+    return NodeError(config, "kernel_shape is required");
   if (rank > kPoolRank) {
-    return AttrError(config, absl::StrCat(rank,
+    return NodeError(config, absl::StrCat(rank,
                                           "-D pooling is not supported "
                                           "(at most ",
                                           kPoolRank, "-D)"));
@@ -1589,7 +1584,7 @@ absl::StatusOr<std::unique_ptr<Kernel>> CreateMaxPool(const OpConfig& config) {
   absl::StatusOr<int64_t> storage_order = config.GetInt("storage_order", 0);
   if (!storage_order.ok()) return storage_order.status();
   if (*storage_order != 0) {
-    return AttrError(config, absl::StrCat("unsupported storage_order ",
+    return NodeError(config, absl::StrCat("unsupported storage_order ",
                                           *storage_order, " (only 0)"));
   }
   return std::make_unique<MaxPoolKernel>("MaxPool", *std::move(attrs));
@@ -1602,7 +1597,7 @@ absl::StatusOr<std::unique_ptr<Kernel>> CreateAveragePool(
   absl::StatusOr<int64_t> include = config.GetInt("count_include_pad", 0);
   if (!include.ok()) return include.status();
   if (*include != 0 && *include != 1) {
-    return AttrError(config,
+    return NodeError(config,
                      absl::StrCat("unsupported count_include_pad ", *include));
   }
   return std::make_unique<AveragePoolKernel>("AveragePool", *std::move(attrs),
@@ -1825,13 +1820,13 @@ absl::StatusOr<std::unique_ptr<Kernel>> CreateBatchNorm(
   absl::StatusOr<float> epsilon = config.GetFloat("epsilon", 1e-5f);
   if (!epsilon.ok()) return epsilon.status();
   if (!(*epsilon >= 0)) {
-    return AttrError(config,
+    return NodeError(config,
                      absl::StrCat("epsilon ", *epsilon, " must be >= 0"));
   }
   absl::StatusOr<int64_t> training = config.GetInt("training_mode", 0);
   if (!training.ok()) return training.status();
   if (*training != 0) {
-    return AttrError(config,
+    return NodeError(config,
                      "training_mode=1 is not supported (only the inference "
                      "form, with running statistics)");
   }
@@ -1839,7 +1834,7 @@ absl::StatusOr<std::unique_ptr<Kernel>> CreateBatchNorm(
   absl::StatusOr<int64_t> spatial = config.GetInt("spatial", 1);
   if (!spatial.ok()) return spatial.status();
   if (*spatial != 1) {
-    return AttrError(config, absl::StrCat("unsupported spatial=", *spatial,
+    return NodeError(config, absl::StrCat("unsupported spatial=", *spatial,
                                           " (only 1, per-channel statistics)"));
   }
   return std::make_unique<BatchNormKernel>(*epsilon);

@@ -30,11 +30,6 @@ namespace {
 
 constexpr float kInfinity = std::numeric_limits<float>::infinity();
 
-absl::Status NodeError(const OpConfig& config, absl::string_view message) {
-  return absl::InvalidArgumentError(absl::StrCat(
-      config.op_type, " node '", config.node_name, "': ", message));
-}
-
 // An INT attribute that must be 0 or 1.
 absl::StatusOr<bool> GetFlag(const OpConfig& config, absl::string_view name,
                              bool default_value) {

@@ -43,11 +43,6 @@ constexpr int64_t kQdqOpset = 10;
 constexpr int64_t kPerAxisOpset = 13;
 constexpr int64_t kDefaultAxis = 1;
 
-absl::Status NodeError(const OpConfig& config, absl::string_view message) {
-  return absl::InvalidArgumentError(absl::StrCat(
-      config.op_type, " node '", config.node_name, "': ", message));
-}
-
 // The values an integer element type holds, as floats (all exact).
 struct IntRange {
   float lo;

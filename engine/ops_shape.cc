@@ -23,11 +23,6 @@ namespace {
 using StridedVectorMap =
     Eigen::Map<const Eigen::VectorXf, 0, Eigen::InnerStride<>>;
 
-absl::Status NodeError(const OpConfig& config, absl::string_view message) {
-  return absl::InvalidArgumentError(absl::StrCat(
-      config.op_type, " node '", config.node_name, "': ", message));
-}
-
 // `axis` in [-rank, rank) as an index in [0, rank), or an error naming `op`.
 absl::StatusOr<int64_t> NormalizeAxis(absl::string_view op, int64_t axis,
                                       int64_t rank) {

@@ -4,11 +4,17 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/ops.h"
+#include "engine/ops.h"
 
 namespace mixq::engine {
 
 absl::Status ShapeError(absl::string_view op, absl::string_view message) {
   return absl::InvalidArgumentError(absl::StrCat(op, ": ", message));
+}
+
+absl::Status NodeError(const OpConfig& config, absl::string_view message) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      config.op_type, " node '", config.node_name, "': ", message));
 }
 
 int64_t Product(Shape::const_iterator begin, Shape::const_iterator end) {

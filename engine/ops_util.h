@@ -17,8 +17,14 @@ namespace mixq::engine {
 using ConstVectorMap = Eigen::Map<const Eigen::VectorXf>;
 using VectorMap = Eigen::Map<Eigen::VectorXf>;
 
+struct OpConfig;
+
 // INVALID_ARGUMENT "<op>: <message>".
 absl::Status ShapeError(absl::string_view op, absl::string_view message);
+
+// INVALID_ARGUMENT "<op_type> node '<name>': <message>", for kernels refusing
+// a node's attributes or constant inputs at import.
+absl::Status NodeError(const OpConfig& config, absl::string_view message);
 
 // The product of the dims in [begin, end).
 int64_t Product(Shape::const_iterator begin, Shape::const_iterator end);
