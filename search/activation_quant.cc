@@ -98,12 +98,11 @@ bool ActivationQuantizer::Forward(int layer, const engine::Tensor& x,
     observers_[layer]->Observe(x);
     return false;
   }
-  const float batch_min = x.flat().minCoeff();
-  const float batch_max = x.flat().maxCoeff();
-  if (options_.dynamic) {
-    SetRange(layer, batch_min, batch_max);
-  } else if (mode_ == Mode::kTrain) {
-    if (!has_range_[layer]) {
+  // Fixed (calibrated) ranges need no pass over x; the others follow it.
+  if (options_.dynamic || mode_ == Mode::kTrain) {
+    const float batch_min = x.flat().minCoeff();
+    const float batch_max = x.flat().maxCoeff();
+    if (options_.dynamic || !has_range_[layer]) {
       SetRange(layer, batch_min, batch_max);
     } else {
       const float c = options_.momentum;

@@ -35,7 +35,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/dataset.h"
-#include "engine/loss.h"
 #include "engine/model.h"
 #include "engine/threads.h"
 #include "google/protobuf/util/json_util.h"
@@ -51,7 +50,6 @@ namespace {
 constexpr int kExitOk = 0;
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
-constexpr int64_t kEvalBatch = 256;
 
 struct Options {
   std::string model;
@@ -125,27 +123,20 @@ absl::StatusOr<Policy> ReadPolicy(const std::string& path,
   return result;
 }
 
-// Top-1 accuracy of `model` with its stored parameters.
+// Top-1 accuracy of `model` with its stored parameters, everything in float
+// (QatSession::Evaluate's batched loop; a QDQ model has its quantization in
+// the graph).
 absl::StatusOr<double> Accuracy(const engine::Model& model,
-                                const engine::Tensor& inputs,
-                                const std::vector<int64_t>& labels) {
-  std::vector<const engine::Tensor*> params;
-  for (const engine::Tensor& p : model.initial_params()) params.push_back(&p);
-  int64_t correct = 0;
-  const int64_t n = inputs.dim(0);
-  for (int64_t begin = 0; begin < n; begin += kEvalBatch) {
-    const int64_t end = std::min(n, begin + kEvalBatch);
-    MIXQ_ASSIGN_OR_RETURN(
-        engine::Tensor logits,
-        model.Forward(inputs.Slice(begin, end), params, nullptr));
-    MIXQ_ASSIGN_OR_RETURN(
-        engine::LossResult loss,
-        engine::SoftmaxCrossEntropy(
-            logits, absl::MakeConstSpan(labels).subspan(begin, end - begin),
-            nullptr));
-    correct += loss.correct;
-  }
-  return static_cast<double>(correct) / static_cast<double>(n);
+                                const LabeledData& data) {
+  QuantOptions float_activations;
+  float_activations.activations.bits = kFloatBits;
+  QatSession session(model, engine::AdamOptions{}, /*batch_size=*/1,
+                     /*seed=*/0, float_activations);
+  MIXQ_ASSIGN_OR_RETURN(
+      const Evaluation evaluation,
+      session.Evaluate(Policy(model.quantizable_layers().size(), kFloatBits),
+                       data));
+  return evaluation.accuracy;
 }
 
 v1::QuantGrid ToGrid(const QuantParams& p) {
@@ -261,12 +252,15 @@ absl::StatusOr<v1::QuantizationReport> Run(const Options& options) {
           absl::StrCat(options.labels, ": ", labels.size(), " labels for ",
                        inputs.dim(0), " inputs"));
     }
-    absl::StatusOr<double> fp32 = Accuracy(model, inputs, labels);
+    LabeledData labelled;
+    labelled.inputs = std::move(inputs);
+    labelled.labels = std::move(labels);
+    absl::StatusOr<double> fp32 = Accuracy(model, labelled);
     if (!fp32.ok()) return Annotate(fp32.status(), options.labels);
     report.set_fp32_accuracy(*fp32);
     MIXQ_ASSIGN_OR_RETURN(std::unique_ptr<engine::Model> written,
                           engine::Model::FromOnnxBytes(quantized.onnx));
-    MIXQ_ASSIGN_OR_RETURN(double q, Accuracy(*written, inputs, labels));
+    MIXQ_ASSIGN_OR_RETURN(double q, Accuracy(*written, labelled));
     report.set_quantized_accuracy(q);
   }
   if (!options.report.empty()) {
