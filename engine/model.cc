@@ -74,6 +74,12 @@ struct Model::Impl {
   // The node's output shape for the values in `bound`; errors name the node.
   absl::StatusOr<Shape> NodeOutputShape(const Node& node,
                                         const Bound& bound) const;
+  // Runs nodes [first_node, end) on `bound` (which points into
+  // state->values), calling `hook` on quantizable layers' inputs, and returns
+  // the graph output.
+  absl::StatusOr<Tensor> RunNodes(int first_node, const Bound& bound,
+                                  ForwardTrace* state,
+                                  LayerInputHook* hook) const;
 };
 
 namespace {
@@ -1635,37 +1641,81 @@ absl::StatusOr<Tensor> Model::Forward(const Tensor& input,
   // the largest activations the thread has computed until the thread exits.
   thread_local ForwardTrace scratch;
   ForwardTrace& state = trace != nullptr ? *trace : scratch;
-  std::vector<Tensor>& values = state.values;
-  values.resize(m.num_slots());
+  state.values.resize(m.num_slots());
   state.layer_inputs.resize(m.layers.size());
   state.hooked.assign(m.layers.size(), false);
-  Impl::Bound bound = m.Bind(params, values);
+  Impl::Bound bound = m.Bind(params, state.values);
   if (trace != nullptr) {
-    // Backward needs the input after the caller's tensor is gone.
-    values[m.input_slot] = input;
+    // Backward (and ForwardFrom) need the input after the caller's tensor is
+    // gone.
+    state.values[m.input_slot] = input;
   } else {
     bound[m.input_slot] = &input;
   }
+  return m.RunNodes(0, bound, &state, hook);
+}
+
+absl::StatusOr<Tensor> Model::Impl::RunNodes(int first_node, const Bound& bound,
+                                             ForwardTrace* state,
+                                             LayerInputHook* hook) const {
+  std::vector<Tensor>& values = state->values;
   absl::InlinedVector<const Tensor*, kInlineInputs> inputs;
-  for (const Impl::Node& node : m.nodes) {
-    MIXQ_ASSIGN_OR_RETURN(Shape shape, m.NodeOutputShape(node, bound));
+  for (size_t n = first_node; n < nodes.size(); ++n) {
+    const Node& node = nodes[n];
+    MIXQ_ASSIGN_OR_RETURN(Shape shape, NodeOutputShape(node, bound));
     inputs.clear();
     for (int s : node.inputs) inputs.push_back(bound[s]);
+    if (node.layer >= 0) state->hooked[node.layer] = false;
     if (hook != nullptr && node.layer >= 0) {
-      Tensor& hooked = state.layer_inputs[node.layer];
+      Tensor& hooked = state->layer_inputs[node.layer];
       hooked.Resize(inputs[0]->shape());
       if (hook->Forward(node.layer, *inputs[0], &hooked)) {
         MIXQ_CHECK(hooked.shape() == inputs[0]->shape(),
                    "LayerInputHook changed the shape of a layer input");
         inputs[0] = &hooked;
-        state.hooked[node.layer] = true;
+        state->hooked[node.layer] = true;
       }
     }
     Tensor& output = values[node.output];
     output.Resize(std::move(shape));
     node.kernel->Forward(inputs, &output);
   }
-  return *bound[m.output_slot];
+  return *bound[output_slot];
+}
+
+int Model::num_nodes() const { return static_cast<int>(impl_->nodes.size()); }
+
+int Model::FirstNodeReading(int param) const {
+  const Impl& m = *impl_;
+  MIXQ_CHECK(param >= 0 && param < static_cast<int>(m.param_slots.size()));
+  const int slot = m.param_slots[param];
+  for (size_t n = 0; n < m.nodes.size(); ++n) {
+    const auto& inputs = m.nodes[n].inputs;
+    if (std::find(inputs.begin(), inputs.end(), slot) != inputs.end())
+      return static_cast<int>(n);
+  }
+  return num_nodes();
+}
+
+absl::StatusOr<Tensor> Model::ForwardFrom(int first_node,
+                                          absl::Span<const Tensor* const> params,
+                                          ForwardTrace* trace,
+                                          LayerInputHook* hook) const {
+  const Impl& m = *impl_;
+  MIXQ_CHECK(trace != nullptr);
+  if (first_node < 0 || first_node > num_nodes()) {
+    return Invalid(absl::StrCat("first_node ", first_node, " is outside 0..",
+                                num_nodes()));
+  }
+  MIXQ_RETURN_IF_ERROR(m.CheckParams(params));
+  if (trace->values.size() != static_cast<size_t>(m.num_slots()) ||
+      trace->hooked.size() != m.layers.size() ||
+      trace->layer_inputs.size() != m.layers.size()) {
+    return Invalid("the trace was not filled by Forward of this model");
+  }
+  MIXQ_RETURN_IF_ERROR(m.CheckInput(trace->values[m.input_slot]));
+  const Impl::Bound bound = m.Bind(params, trace->values);
+  return m.RunNodes(first_node, bound, trace, hook);
 }
 
 absl::Status Model::Backward(const ForwardTrace& trace,

@@ -121,6 +121,28 @@ class Model {
                                  ForwardTrace* trace,
                                  LayerInputHook* hook = nullptr) const;
 
+  // Nodes in execution order, and the position of the first node that reads
+  // parameter `param` (0 <= param < params().size()) directly: every value
+  // Forward computes before that node is independent of the parameter.
+  // num_nodes() when no node reads it.
+  int num_nodes() const;
+  int FirstNodeReading(int param) const;
+
+  // Re-runs nodes [first_node, num_nodes()) of the Forward that last filled
+  // `trace` (required), with `params`, and returns the graph output. The
+  // caller guarantees that every parameter read by a node before first_node
+  // has the value it had in that Forward (and that `hook` transforms those
+  // nodes' inputs as it did): the prefix is reused, not recomputed. Values
+  // from first_node on are overwritten, so callers re-running several
+  // variants of one trace go from the latest first_node to the earliest.
+  // The result and the trace are those of a full Forward with `params`.
+  // INVALID_ARGUMENT for first_node outside 0..num_nodes() or a trace not
+  // filled by Forward of this model.
+  absl::StatusOr<Tensor> ForwardFrom(int first_node,
+                                     absl::Span<const Tensor* const> params,
+                                     ForwardTrace* trace,
+                                     LayerInputHook* hook = nullptr) const;
+
   // Back-propagates `grad_output` (dLoss/dOutput, shaped like the output of
   // the Forward that filled `trace`). Resizes `param_grads` to params().size()
   // and writes dLoss/dParam for every parameter. `params` must be the same

@@ -123,6 +123,39 @@ double Budget::Measure(const PolicyCost& cost) const {
   return std::numeric_limits<double>::infinity();
 }
 
+double Budget::LayerTerm(const CostModel& cost, int layer, int bits,
+                         int activation_bits) const {
+  switch (kind) {
+    case Kind::kAvgBits:
+      return static_cast<double>(cost.layer_weights(layer)) * bits /
+             static_cast<double>(cost.quantizable_weights());
+    case Kind::kSizeFraction:
+      return cost.LayerBytes(layer, bits) / cost.Fp32SizeBytes();
+    case Kind::kBytes:
+      return cost.LayerBytes(layer, bits);
+    case Kind::kBops:
+      return static_cast<double>(cost.layer_macs(layer)) * bits *
+             activation_bits;
+  }
+  return std::numeric_limits<double>::infinity();
+}
+
+double Budget::FixedTerm(const CostModel& cost) const {
+  const double other_bytes =
+      static_cast<double>(cost.total_params() - cost.quantizable_weights()) *
+      kFp32Bits / kBitsPerByte;
+  switch (kind) {
+    case Kind::kSizeFraction:
+      return other_bytes / cost.Fp32SizeBytes();
+    case Kind::kBytes:
+      return other_bytes;
+    case Kind::kAvgBits:
+    case Kind::kBops:
+      return 0;
+  }
+  return 0;
+}
+
 bool Budget::IsMet(const PolicyCost& cost) const {
   return Measure(cost) <= value * (1 + kBudgetSlack);
 }

@@ -47,6 +47,7 @@ class CostModel {
   int64_t layer_weights(int l) const { return layers_[l].weights; }
   int64_t layer_macs(int l) const { return layers_[l].macs; }
   int64_t quantizable_weights() const { return quantizable_weights_; }
+  int64_t total_params() const { return total_params_; }
 
   // Bytes of layer l's weights at `bits`: n_l·bits/8.
   double LayerBytes(int l, int bits) const;
@@ -86,6 +87,15 @@ struct Budget {
   // Measure(cost) <= value (with a relative slack of 1e-9 so that a policy
   // landing exactly on the budget is not rejected by float rounding).
   bool IsMet(const PolicyCost& cost) const;
+  // Every budget unit is additive over layers:
+  //   Measure(cost.Cost(policy, a)) = FixedTerm(cost) + Σ_l LayerTerm(cost, l, b_l, a)
+  // (up to float rounding), which lets allocation treat the budget as a
+  // knapsack capacity: value − FixedTerm.
+  double LayerTerm(const CostModel& cost, int layer, int bits,
+                   int activation_bits) const;
+  // What the parameters outside the quantizable layers cost (size budgets);
+  // 0 for kAvgBits and kBops.
+  double FixedTerm(const CostModel& cost) const;
   // The budget as an upper limit on bytes (+inf for kAvgBits and kBops).
   double MaxSizeBytes(const CostModel& cost) const;
   // E.g. "4 average weight bits", "0.25 of the FP32 size", "50000 bytes",

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <random>
 #include <set>
@@ -11,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "search/knapsack.h"
 #include "search/quantizer.h"
 #include "util/check.h"
 #include "util/status_macros.h"
@@ -32,6 +34,8 @@ constexpr int kDrawsPerCandidate = 20;
 constexpr int kMaxCandidates = 1024;
 constexpr int kMaxSteps = 1000000;
 constexpr int kMaxBatch = 1 << 16;
+constexpr int kMaxHutchinsonSamples = 4096;
+constexpr int kMaxAllocationResolution = 1 << 17;
 
 // INVALID_ARGUMENT "<field>: ..." unless `bits` is a non-empty list of
 // supported weight bit-widths.
@@ -66,11 +70,11 @@ int UniformInt(std::mt19937_64& rng, int lo, int hi) {
   return lo + static_cast<int>(rng() % span);
 }
 
-class ProgressiveSearch {
+class Search {
  public:
-  ProgressiveSearch(const engine::Model& model, const LabeledData& calib,
-                    const LabeledData& train, const ProgressiveOptions& options,
-                    CandidateBits bits, const SearchObserver& observer)
+  Search(const engine::Model& model, const LabeledData& calib,
+         const LabeledData& train, const ProgressiveOptions& options,
+         CandidateBits bits, const SearchObserver& observer)
       : calib_(calib),
         train_(train),
         options_(options),
@@ -101,43 +105,58 @@ class ProgressiveSearch {
     // Step 0: warm-up at the highest bits so Adam holds second moments.
     Notify(Phase::kWarmup, 0);
     auto start = Clock::now();
-    MIXQ_RETURN_IF_ERROR(session_.FineTune(
-        CurrentPolicy(), train_, options_.warmup_steps, observer_.cancel));
+    MIXQ_RETURN_IF_ERROR(FineTune(options_.warmup_steps));
     StepReport warmup;
     warmup.step = 0;
+    warmup.finetune_steps = options_.warmup_steps;
     MIXQ_ASSIGN_OR_RETURN(warmup.finetuned, Score(CurrentPolicy()));
     warmup.elapsed_seconds = Seconds(start);
     MIXQ_RETURN_IF_ERROR(Report(warmup));
 
+    SearchResult result;
     int step = 0;
-    // The budget is reachable, and lowering never raises a cost, so the loop
-    // ends with the budget met at the latest when every layer is lowest.
-    while (!options_.budget.IsMet(
-               cost_.Cost(CurrentPolicy(), options_.activation_bits)) &&
-           !Lowerable().empty()) {
-      if (Cancelled(observer_)) return absl::CancelledError("job cancelled");
-      if (++step > kMaxSteps)
-        return absl::InternalError("search did not converge");
+    if (options_.strategy == Strategy::kProgressive) {
+      // The budget is reachable, and lowering never raises a cost, so the
+      // loop ends with the budget met at the latest when every layer is
+      // lowest.
+      while (!BudgetMet(CurrentPolicy()) && !Lowerable().empty()) {
+        if (Cancelled(observer_)) return absl::CancelledError("job cancelled");
+        if (++step > kMaxSteps)
+          return absl::InternalError("search did not converge");
+        Notify(Phase::kSearch, step);
+        start = Clock::now();
+        MIXQ_ASSIGN_OR_RETURN(StepReport report, SearchStep(step));
+        report.elapsed_seconds = Seconds(start);
+        result.node_runs += report.scoring.node_runs;
+        result.naive_node_runs += report.scoring.naive_node_runs;
+        MIXQ_RETURN_IF_ERROR(Report(report));
+      }
+    } else {
+      step = 1;
       Notify(Phase::kSearch, step);
       start = Clock::now();
-      MIXQ_ASSIGN_OR_RETURN(StepReport report, SearchStep(step));
+      MIXQ_ASSIGN_OR_RETURN(StepReport report, AllocationStep());
       report.elapsed_seconds = Seconds(start);
       MIXQ_RETURN_IF_ERROR(Report(report));
     }
 
     if (Cancelled(observer_)) return absl::CancelledError("job cancelled");
     Notify(Phase::kFinal, step + 1);
-    MIXQ_RETURN_IF_ERROR(session_.FineTune(CurrentPolicy(), train_,
-                                           options_.final_finetune_steps,
-                                           observer_.cancel));
-    SearchResult result;
+    int final_steps = options_.final_finetune_steps;
+    if (options_.total_finetune_steps > 0) {
+      final_steps =
+          std::max(final_steps, options_.total_finetune_steps - steps_run_);
+    }
+    MIXQ_RETURN_IF_ERROR(FineTune(final_steps));
     MIXQ_ASSIGN_OR_RETURN(result.final_policy, Score(CurrentPolicy()));
     result.steps = step;
+    result.finetune_steps = steps_run_;
     return result;
   }
 
  private:
   using Clock = std::chrono::steady_clock;
+  using OmegaTable = std::vector<std::vector<double>>;
 
   static double Seconds(Clock::time_point start) {
     return std::chrono::duration<double>(Clock::now() - start).count();
@@ -150,6 +169,11 @@ class ProgressiveSearch {
     return observer_.on_step ? observer_.on_step(report) : absl::OkStatus();
   }
 
+  absl::Status FineTune(int steps) {
+    steps_run_ += std::max(steps, 0);
+    return session_.FineTune(CurrentPolicy(), train_, steps, observer_.cancel);
+  }
+
   Policy PolicyAt(const std::vector<int>& level) const {
     Policy policy(level.size());
     for (size_t l = 0; l < level.size(); ++l)
@@ -158,14 +182,28 @@ class ProgressiveSearch {
   }
   Policy CurrentPolicy() const { return PolicyAt(level_); }
 
-  // Cost and calibration scores of `policy` with the current weights.
-  absl::StatusOr<ScoredPolicy> Score(const Policy& policy) {
+  // `policy` in the budget's unit.
+  double BudgetCost(const Policy& policy) const {
+    return options_.budget.Measure(
+        cost_.Cost(policy, options_.activation_bits));
+  }
+  bool BudgetMet(const Policy& policy) const {
+    return options_.budget.IsMet(cost_.Cost(policy, options_.activation_bits));
+  }
+
+  ScoredPolicy WithCost(const Policy& policy) const {
     ScoredPolicy scored;
     scored.policy = policy;
     const PolicyCost cost = cost_.Cost(policy, options_.activation_bits);
     scored.avg_bits = cost.avg_bits;
     scored.size_bytes = cost.size_bytes;
     scored.bops = cost.bops;
+    return scored;
+  }
+
+  // Cost and calibration scores of `policy` with the current weights.
+  absl::StatusOr<ScoredPolicy> Score(const Policy& policy) {
+    ScoredPolicy scored = WithCost(policy);
     MIXQ_ASSIGN_OR_RETURN(Evaluation eval, session_.Evaluate(policy, calib_));
     scored.loss = eval.loss;
     scored.accuracy = eval.accuracy;
@@ -187,6 +225,85 @@ class ProgressiveSearch {
     const auto it = std::find(omega_bits_.begin(), omega_bits_.end(), bits);
     MIXQ_CHECK(it != omega_bits_.end());
     return static_cast<int>(it - omega_bits_.begin());
+  }
+  double Omega(const OmegaTable& table, const Policy& policy) const {
+    double omega = 0;
+    for (size_t l = 0; l < policy.size(); ++l)
+      omega += table[l][OmegaColumn(policy[l])];
+    return omega;
+  }
+
+  // Ω_l(b) for every layer and bit-width of omega_bits_: from Adam's v̂, or
+  // a fresh Fisher on the calibration set.
+  absl::StatusOr<OmegaTable> CurrentOmegaTable() {
+    if (!options_.refresh_fisher) return session_.LayerOmegaTable(omega_bits_);
+    MIXQ_ASSIGN_OR_RETURN(std::vector<engine::Tensor> fisher,
+                          session_.FisherDiagonal(CurrentPolicy(), calib_));
+    return session_.LayerOmegaTable(omega_bits_, &fisher);
+  }
+
+  // The least-Ω policy whose cost in the budget's unit is at most `limit`,
+  // layer l at a level in [min_level[l], max_level[l]] of its candidates; as
+  // levels. Callers pass a limit the policy at max_level meets.
+  absl::StatusOr<std::vector<int>> Allocate(const OmegaTable& table,
+                                            const std::vector<int>& min_level,
+                                            const std::vector<int>& max_level,
+                                            double limit) const {
+    // Costs in whole units — weight bits n_l·b for size and average-bit
+    // budgets, BOPs for BOPs — so that the DP is exact whenever the slack
+    // fits in kMaxAllocationResolution units (bounding the DP's table to
+    // layers × 2^17 entries); beyond, exact on the discretised cost.
+    const bool bops = options_.budget.kind == Budget::Kind::kBops;
+    const auto units = [&](int l, int bits) {
+      return static_cast<double>(bops ? cost_.layer_macs(l) *
+                                            options_.activation_bits
+                                      : cost_.layer_weights(l)) *
+             bits;
+    };
+    std::vector<std::vector<KnapsackOption>> groups(cost_.num_layers());
+    double cheapest = 0;
+    double per_unit = 0;  // the budget's measure of one unit
+    for (int l = 0; l < cost_.num_layers(); ++l) {
+      const auto& layer_bits = bits_.per_layer[l];
+      for (int i = min_level[l]; i <= max_level[l]; ++i) {
+        groups[l].push_back(KnapsackOption{
+            units(l, layer_bits[i]), table[l][OmegaColumn(layer_bits[i])]});
+      }
+      cheapest += units(l, layer_bits[max_level[l]]);
+      if (per_unit == 0 && units(l, layer_bits[0]) > 0) {
+        per_unit = options_.budget.LayerTerm(cost_, l, layer_bits[0],
+                                             options_.activation_bits) /
+                   units(l, layer_bits[0]);
+      }
+    }
+    // IsMet's slack: a policy landing exactly on the limit is allowed.
+    double capacity = cheapest;
+    if (per_unit > 0) {
+      capacity = std::max(
+          cheapest,
+          std::floor((limit * (1 + 1e-9) - options_.budget.FixedTerm(cost_)) /
+                         per_unit +
+                     1e-6));
+    }
+    // One unit per DP cell when the slack allows: exact.
+    const int resolution = static_cast<int>(
+        std::clamp<double>(capacity - cheapest, 1, kMaxAllocationResolution));
+    MIXQ_ASSIGN_OR_RETURN(
+        KnapsackSolution solution,
+        SolveMultipleChoiceKnapsack(groups, capacity, resolution));
+    std::vector<int> level(cost_.num_layers());
+    for (int l = 0; l < cost_.num_layers(); ++l)
+      level[l] = min_level[l] + solution.choice[l];
+    return level;
+  }
+  std::vector<int> TopLevels() const {
+    return std::vector<int>(cost_.num_layers(), 0);
+  }
+  std::vector<int> BottomLevels() const {
+    std::vector<int> level(cost_.num_layers());
+    for (int l = 0; l < cost_.num_layers(); ++l)
+      level[l] = static_cast<int>(bits_.per_layer[l].size()) - 1;
+    return level;
   }
 
   // Up to n distinct level vectors, each lowering 1..k random lowerable
@@ -222,32 +339,146 @@ class ProgressiveSearch {
     // Run only while a layer is lowerable, so there is a candidate.
     const std::vector<std::vector<int>> candidates = SampleCandidates();
     MIXQ_CHECK(!candidates.empty());
-    // Ω_l(b) for every layer and bit-width, from the current weights and v̂.
-    const auto omega_table = session_.LayerOmegaTable(omega_bits_);
-    for (const auto& level : candidates) {
-      if (Cancelled(observer_)) return absl::CancelledError("job cancelled");
-      const Policy policy = PolicyAt(level);
-      MIXQ_ASSIGN_OR_RETURN(ScoredPolicy scored, Score(policy));
-      for (size_t l = 0; l < policy.size(); ++l)
-        scored.omega += omega_table[l][OmegaColumn(policy[l])];
+    MIXQ_ASSIGN_OR_RETURN(const OmegaTable omega_table, CurrentOmegaTable());
+    if (Cancelled(observer_)) return absl::CancelledError("job cancelled");
+
+    const auto scoring_start = Clock::now();
+    const Policy current = CurrentPolicy();
+    std::vector<Policy> policies;
+    for (const auto& level : candidates) policies.push_back(PolicyAt(level));
+    MIXQ_ASSIGN_OR_RETURN(QatSession::NeighbourScores scores,
+                          session_.EvaluateNeighbours(current, policies, calib_));
+    report.scoring.seconds = Seconds(scoring_start);
+    report.scoring.node_runs = scores.node_runs;
+    report.scoring.naive_node_runs = scores.naive_node_runs;
+
+    const double current_index =
+        scores.base.loss + options_.lambda * 0.5 * Omega(omega_table, current);
+    const double current_cost = BudgetCost(current);
+    std::vector<double> key(policies.size());
+    for (size_t c = 0; c < policies.size(); ++c) {
+      ScoredPolicy scored = WithCost(policies[c]);
+      scored.loss = scores.candidates[c].loss;
+      scored.accuracy = scores.candidates[c].accuracy;
+      scored.omega = Omega(omega_table, policies[c]);
       scored.index = scored.loss + options_.lambda * 0.5 * scored.omega;
+      key[c] = scored.index;
+      if (options_.selection == Selection::kPerCostSaved) {
+        const double saved = current_cost - BudgetCost(policies[c]);
+        key[c] = saved > 0 ? (scored.index - current_index) / saved
+                           : std::numeric_limits<double>::infinity();
+      }
       report.candidates.push_back(std::move(scored));
     }
-    // Rank by index; ties keep sampling order (stable) for determinism.
+    // Rank by the selection key; ties keep sampling order (stable).
     std::vector<size_t> order(candidates.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-      return report.candidates[a].index < report.candidates[b].index;
-    });
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return key[a] < key[b]; });
     std::vector<ScoredPolicy> ranked;
     for (size_t i : order) ranked.push_back(std::move(report.candidates[i]));
     report.candidates = std::move(ranked);
-    level_ = candidates[order[0]];
+    std::vector<int> chosen = candidates[order[0]];
 
-    MIXQ_RETURN_IF_ERROR(session_.FineTune(
-        CurrentPolicy(), train_, options_.finetune_steps, observer_.cancel));
+    if (options_.land_on_budget && BudgetMet(PolicyAt(chosen))) {
+      // Between the current policy and the candidate, the least Ω within
+      // the budget: no layer goes lower than the candidate took it, and the
+      // budget's slack goes where Ω says it matters most.
+      MIXQ_ASSIGN_OR_RETURN(
+          std::vector<int> landed,
+          Allocate(omega_table, level_, chosen, options_.budget.value));
+      if (landed != chosen) {
+        MIXQ_ASSIGN_OR_RETURN(ScoredPolicy scored, Score(PolicyAt(landed)));
+        scored.omega = Omega(omega_table, scored.policy);
+        scored.index = scored.loss + options_.lambda * 0.5 * scored.omega;
+        report.candidates.insert(report.candidates.begin(), std::move(scored));
+        chosen = std::move(landed);
+      }
+    }
+    // The oracle: the least Ω at no more than the kept policy's cost.
+    MIXQ_ASSIGN_OR_RETURN(const std::vector<int> best,
+                          Allocate(omega_table, TopLevels(), BottomLevels(),
+                                   BudgetCost(PolicyAt(chosen))));
+    report.scoring.oracle_omega = Omega(omega_table, PolicyAt(best));
+    level_ = std::move(chosen);
+
+    MIXQ_RETURN_IF_ERROR(FineTune(options_.finetune_steps));
+    report.finetune_steps = options_.finetune_steps;
     MIXQ_ASSIGN_OR_RETURN(report.finetuned, Score(CurrentPolicy()));
     return report;
+  }
+
+  // uniform / knapsack / hawq: one allocation under the budget, scored as
+  // the step's only candidate.
+  absl::StatusOr<StepReport> AllocationStep() {
+    StepReport report;
+    report.step = 1;
+    OmegaTable table;
+    if (options_.strategy == Strategy::kHawq) {
+      MIXQ_ASSIGN_OR_RETURN(table, HawqOmegaTable());
+    } else {
+      table = session_.LayerOmegaTable(omega_bits_);
+    }
+    std::vector<int> level;
+    if (options_.strategy == Strategy::kUniform) {
+      level = UniformLevels();
+    } else {
+      MIXQ_ASSIGN_OR_RETURN(level, Allocate(table, TopLevels(), BottomLevels(),
+                                            options_.budget.value));
+    }
+    level_ = level;
+    MIXQ_ASSIGN_OR_RETURN(ScoredPolicy scored, Score(CurrentPolicy()));
+    scored.omega = Omega(table, scored.policy);
+    scored.index = scored.loss + options_.lambda * 0.5 * scored.omega;
+    report.candidates.push_back(scored);
+    report.finetuned = std::move(scored);
+    MIXQ_ASSIGN_OR_RETURN(const std::vector<int> best,
+                          Allocate(table, TopLevels(), BottomLevels(),
+                                   BudgetCost(CurrentPolicy())));
+    report.scoring.oracle_omega = Omega(table, PolicyAt(best));
+    return report;
+  }
+
+  // Ω_l(b) = Tr(H_l)/n_l · ‖Q_b(W_l) − W_l‖² (HAWQ-V2), the traces by
+  // Hutchinson on the first hessian_samples calibration samples.
+  absl::StatusOr<OmegaTable> HawqOmegaTable() {
+    const LabeledData sample = calib_.Slice(
+        0, std::min<int64_t>(calib_.size(), options_.hessian_samples));
+    MIXQ_ASSIGN_OR_RETURN(
+        const std::vector<double> traces,
+        session_.HessianTraces(sample, options_.hutchinson_samples,
+                               options_.seed + 1));
+    std::vector<engine::Tensor> diag(session_.weights().size());
+    const auto& layers = session_.model().quantizable_layers();
+    for (size_t l = 0; l < layers.size(); ++l) {
+      const engine::Tensor& w = session_.weights()[layers[l].weight_param];
+      engine::Tensor& d = diag[layers[l].weight_param];
+      d.Resize(w.shape());
+      // A negative estimate (noise, or a saddle) would reward quantizing: a
+      // layer without measured curvature costs nothing instead.
+      d.flat().setConstant(static_cast<float>(
+          std::max(traces[l], 0.0) / static_cast<double>(w.size())));
+    }
+    return session_.LayerOmegaTable(omega_bits_, &diag);
+  }
+
+  // Every layer at the same bits b, the highest b (of any layer's
+  // candidates) that meets the budget; a layer without b takes its highest
+  // candidate below b, or its lowest. Pinned layers keep their bits.
+  std::vector<int> UniformLevels() const {
+    std::vector<int> level;
+    for (int b : omega_bits_) {
+      level.assign(cost_.num_layers(), 0);
+      for (int l = 0; l < cost_.num_layers(); ++l) {
+        const auto& layer_bits = bits_.per_layer[l];  // highest first
+        int i = 0;
+        while (i + 1 < static_cast<int>(layer_bits.size()) && layer_bits[i] > b)
+          ++i;
+        level[l] = i;
+      }
+      if (BudgetMet(PolicyAt(level))) return level;
+    }
+    return BottomLevels();
   }
 
   const LabeledData& calib_;
@@ -260,9 +491,34 @@ class ProgressiveSearch {
   std::vector<int> level_;       // per layer: index into bits_.per_layer[l]
   QatSession session_;
   std::mt19937_64 rng_;
+  int steps_run_ = 0;  // fine-tune steps so far
 };
 
 }  // namespace
+
+std::string StrategyName(Strategy strategy) {
+  switch (strategy) {
+    case Strategy::kProgressive:
+      return "progressive";
+    case Strategy::kUniform:
+      return "uniform";
+    case Strategy::kKnapsack:
+      return "knapsack";
+    case Strategy::kHawq:
+      return "hawq";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<Strategy> ParseStrategy(absl::string_view name) {
+  for (Strategy strategy : {Strategy::kProgressive, Strategy::kUniform,
+                            Strategy::kKnapsack, Strategy::kHawq}) {
+    if (name == StrategyName(strategy)) return strategy;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("strategy: unknown '", name,
+                   "' (progressive, uniform, knapsack, hawq)"));
+}
 
 absl::Status ValidateOptions(const ProgressiveOptions& options) {
   MIXQ_RETURN_IF_ERROR(CheckBits("bits", options.bit_levels));
@@ -301,6 +557,21 @@ absl::Status ValidateOptions(const ProgressiveOptions& options) {
       options.final_finetune_steps < 0) {
     return absl::InvalidArgumentError(
         "finetune_steps/warmup_steps/final_finetune_steps: negative");
+  }
+  if (options.total_finetune_steps < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("total_finetune_steps: negative (",
+                     options.total_finetune_steps, ")"));
+  }
+  if (options.hutchinson_samples < 1 ||
+      options.hutchinson_samples > kMaxHutchinsonSamples) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "hutchinson_samples: must be in 1..", kMaxHutchinsonSamples, ", got ",
+        options.hutchinson_samples));
+  }
+  if (options.hessian_samples < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "hessian_samples: must be at least 1, got ", options.hessian_samples));
   }
   if (options.batch_size < 1 || options.batch_size > kMaxBatch) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -404,8 +675,7 @@ absl::StatusOr<SearchResult> RunProgressiveSearch(
         "calib_size: the calibration set is empty");
   MIXQ_ASSIGN_OR_RETURN(CandidateBits bits,
                         ResolveCandidateBits(options, model));
-  ProgressiveSearch search(model, calib, train, options, std::move(bits),
-                           observer);
+  Search search(model, calib, train, options, std::move(bits), observer);
   return search.Run();
 }
 

@@ -1,8 +1,12 @@
-// The progressive mixed-precision search of DESIGN.md §2: start every layer
-// at its highest bits, then repeatedly score n neighbouring policies (each
-// lowers 1..k layers by one level of their candidate bits) with the index I =
-// L_C + λ·½·Ω — Ω the perturbation weighted by Adam's v̂ — keep the best,
-// fine-tune it (QAT), and stop once the budget is met, with a final fine-tune.
+// The mixed-precision search. Its heart is the progressive search of
+// DESIGN.md §2: start every layer at its highest bits, then repeatedly score n
+// neighbouring policies (each lowers 1..k layers by one level of their
+// candidate bits) with the index I = L_C + λ·½·Ω — Ω the perturbation
+// weighted by Adam's v̂ — keep the best, fine-tune it (QAT), and stop once the
+// budget is met, with a final fine-tune. Beside it, with the same warm-up,
+// scorer, fine-tuning and reports: `uniform` (one bit-width everywhere),
+// `knapsack` (the exact allocation minimising Σ Ω_l(b_l) under the budget)
+// and `hawq` (the same allocation with Ω from Hutchinson Hessian traces).
 #ifndef MIXQ_SEARCH_PROGRESSIVE_H_
 #define MIXQ_SEARCH_PROGRESSIVE_H_
 
@@ -14,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "engine/model.h"
 #include "search/cost_model.h"
 #include "search/qat.h"
@@ -31,7 +36,39 @@ struct LayerCandidates {
   std::vector<int> bits;  // any order, each 1..8; one entry pins the layer
 };
 
+enum class Strategy { kProgressive, kUniform, kKnapsack, kHawq };
+// "progressive", "uniform", "knapsack", "hawq".
+std::string StrategyName(Strategy strategy);
+// INVALID_ARGUMENT "strategy: unknown 'x' (progressive, uniform, knapsack,
+// hawq)".
+absl::StatusOr<Strategy> ParseStrategy(absl::string_view name);
+
+// How the progressive search picks among a step's candidates.
+enum class Selection {
+  kMinIndex,      // the lowest index I (DESIGN.md §2)
+  kPerCostSaved,  // the lowest (I − I_current) / (cost saved), budget units
+};
+
 struct ProgressiveOptions {
+  Strategy strategy = Strategy::kProgressive;
+  Selection selection = Selection::kMinIndex;
+  // Progressive: Ω from a fresh diagonal Fisher measured on the calibration
+  // set after each fine-tune (QatSession::FisherDiagonal) instead of Adam's
+  // running v̂.
+  bool refresh_fisher = false;
+  // Progressive: the step that meets the budget keeps, instead of its
+  // candidate, the policy of least Ω (knapsack) among those that meet the
+  // budget and lower no layer below that candidate: it lands on the budget
+  // instead of overshooting it.
+  bool land_on_budget = false;
+  // When > 0, the total number of fine-tune steps (warm-up, search steps and
+  // final): the final fine-tune gets what the search left, at least
+  // final_finetune_steps. Lets strategies be compared at equal training.
+  int total_finetune_steps = 0;
+  // hawq: Rademacher vectors per trace estimate, and the calibration samples
+  // the Hessian is measured on (the first ones).
+  int hutchinson_samples = 16;
+  int hessian_samples = 512;
   // Candidate bits of every layer not in `layers`, any order, each 1..8.
   std::vector<int> bit_levels;
   // Per-layer candidate lists; each name at most once.
@@ -90,11 +127,25 @@ struct ScoredPolicy {
   double index = 0;  // candidates only
 };
 
+// How a step's scoring went (progressive only; zeros elsewhere).
+struct ScoringStats {
+  int64_t node_runs = 0;        // graph nodes executed, shared prefixes reused
+  int64_t naive_node_runs = 0;  // a full forward pass per candidate
+  double seconds = 0;           // scoring the candidates
+  // The least Ω any policy of the search space reaches at no more than the
+  // kept policy's cost (in the budget's unit), by exact allocation (knapsack)
+  // on this step's Ω table: the kept candidate's omega minus this is how far
+  // the step is from the optimum at its cost.
+  double oracle_omega = 0;
+};
+
 // One search step. Step 0 is the warm-up (no candidates).
 struct StepReport {
   int step = 0;
   std::vector<ScoredPolicy> candidates;  // ranked by index; [0] was kept
   ScoredPolicy finetuned;                // the kept policy after fine-tuning
+  ScoringStats scoring;
+  int finetune_steps = 0;  // fine-tune steps this step ran
   double elapsed_seconds = 0;
 };
 
@@ -115,12 +166,18 @@ struct SearchObserver {
 struct SearchResult {
   ScoredPolicy final_policy;  // after the final fine-tune
   int steps = 0;              // search steps run (warm-up excluded)
+  int finetune_steps = 0;     // all fine-tune steps, warm-up and final included
+  int64_t node_runs = 0;      // summed over the steps' ScoringStats
+  int64_t naive_node_runs = 0;
 };
 
-// Runs the search on `model` (borrowed for the call), scoring on `calib` and
-// fine-tuning on `train`. Every layer starts at its highest candidate bits and
-// is only ever lowered along its own list; pinned layers never change. The
-// search stops once the budget is met (or nothing can be lowered).
+// Runs options.strategy on `model` (borrowed for the call), scoring on
+// `calib` and fine-tuning on `train`. All strategies warm up at the highest
+// bits (step 0). Progressive: every layer starts at its highest candidate
+// bits and is only ever lowered along its own list; pinned layers never
+// change; it stops once the budget is met (or nothing can be lowered). The
+// others report one step holding their allocation (within each layer's
+// candidates and the budget), then fine-tune it.
 // Deterministic for given options and data.
 // Errors: INVALID_ARGUMENT for bad options, an unknown layer name or an
 // unreachable budget; CANCELLED; errors from the engine or the observer.

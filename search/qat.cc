@@ -1,8 +1,10 @@
 #include "search/qat.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <numeric>
+#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "engine/loss.h"
@@ -133,6 +135,122 @@ absl::StatusOr<Evaluation> QatSession::Evaluate(const Policy& policy,
   return Evaluation{loss_sum / n, static_cast<double>(correct) / n};
 }
 
+absl::StatusOr<QatSession::NeighbourScores> QatSession::EvaluateNeighbours(
+    const Policy& base, absl::Span<const Policy> candidates,
+    const LabeledData& data) {
+  if (data.size() == 0)
+    return absl::InvalidArgumentError("cannot evaluate on an empty data set");
+  const auto& layers = model_.quantizable_layers();
+  const int num_nodes = model_.num_nodes();
+  // Per candidate: its changed layers with their fake-quantized weights, and
+  // the first node they affect.
+  struct Change {
+    int layer;
+    engine::Tensor weight;  // empty when the layer stays in float
+  };
+  struct Variant {
+    std::vector<Change> changes;
+    int first_node;
+  };
+  std::vector<Variant> variants(candidates.size());
+  for (size_t c = 0; c < candidates.size(); ++c) {
+    const Policy& policy = candidates[c];
+    MIXQ_CHECK(policy.size() == base.size() && base.size() == layers.size());
+    Variant& variant = variants[c];
+    variant.first_node = num_nodes;
+    for (size_t l = 0; l < layers.size(); ++l) {
+      if (policy[l] == base[l]) continue;
+      Change change{static_cast<int>(l), {}};
+      const int param = layers[l].weight_param;
+      if (policy[l] < kFloatBits) {
+        FakeQuantize(weights_[param],
+                     WeightParams(static_cast<int>(l), policy[l]),
+                     &change.weight);
+      }
+      variant.first_node =
+          std::min(variant.first_node, model_.FirstNodeReading(param));
+      variant.changes.push_back(std::move(change));
+    }
+  }
+  // Latest first node first: each re-run only overwrites values that every
+  // later candidate recomputes anyway.
+  std::vector<size_t> order(candidates.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return variants[a].first_node > variants[b].first_node;
+  });
+
+  QuantizeWeights(base);
+  if (!activations_.ready()) MIXQ_RETURN_IF_ERROR(Calibrate(base, data));
+  activations_.set_mode(ActivationQuantizer::Mode::kQuantize);
+  NeighbourScores scores;
+  scores.candidates.resize(candidates.size());
+  std::vector<double> loss_sums(candidates.size(), 0.0);
+  std::vector<int64_t> correct(candidates.size(), 0);
+  double base_loss_sum = 0;
+  int64_t base_correct = 0;
+  const auto score = [&](const engine::Tensor& logits, int64_t begin,
+                         int64_t end, double* loss_sum,
+                         int64_t* n_correct) -> absl::Status {
+    MIXQ_ASSIGN_OR_RETURN(
+        engine::LossResult result,
+        engine::SoftmaxCrossEntropy(
+            logits,
+            absl::MakeConstSpan(data.labels).subspan(begin, end - begin),
+            nullptr));
+    *loss_sum += result.loss * static_cast<double>(end - begin);
+    *n_correct += result.correct;
+    return absl::OkStatus();
+  };
+  for (int64_t begin = 0; begin < data.size(); begin += kEvalBatch) {
+    const int64_t end = std::min(data.size(), begin + kEvalBatch);
+    const engine::Tensor batch = data.inputs.Slice(begin, end);
+    activations_.SetPolicy(base);
+    MIXQ_ASSIGN_OR_RETURN(
+        engine::Tensor base_logits,
+        model_.Forward(batch, params_, &score_trace_, &activations_));
+    scores.node_runs += num_nodes;
+    MIXQ_RETURN_IF_ERROR(
+        score(base_logits, begin, end, &base_loss_sum, &base_correct));
+    for (size_t c : order) {
+      const Variant& variant = variants[c];
+      scores.naive_node_runs += num_nodes;
+      if (variant.changes.empty()) {
+        MIXQ_RETURN_IF_ERROR(
+            score(base_logits, begin, end, &loss_sums[c], &correct[c]));
+        continue;
+      }
+      for (const Change& change : variant.changes) {
+        const int param = layers[change.layer].weight_param;
+        params_[param] = candidates[c][change.layer] < kFloatBits
+                             ? &change.weight
+                             : &weights_[param];
+      }
+      activations_.SetPolicy(candidates[c]);
+      absl::StatusOr<engine::Tensor> logits = model_.ForwardFrom(
+          variant.first_node, params_, &score_trace_, &activations_);
+      for (const Change& change : variant.changes) {
+        const int param = layers[change.layer].weight_param;
+        params_[param] = base[change.layer] < kFloatBits
+                             ? &quantized_[change.layer]
+                             : &weights_[param];
+      }
+      if (!logits.ok()) return logits.status();
+      scores.node_runs += num_nodes - variant.first_node;
+      MIXQ_RETURN_IF_ERROR(
+          score(*logits, begin, end, &loss_sums[c], &correct[c]));
+    }
+  }
+  activations_.SetPolicy(base);
+  const double n = static_cast<double>(data.size());
+  scores.base = Evaluation{base_loss_sum / n, static_cast<double>(base_correct) / n};
+  for (size_t c = 0; c < candidates.size(); ++c) {
+    scores.candidates[c] =
+        Evaluation{loss_sums[c] / n, static_cast<double>(correct[c]) / n};
+  }
+  return scores;
+}
+
 absl::StatusOr<engine::Tensor> QatSession::Predict(
     const Policy& policy, const engine::Tensor& inputs) {
   QuantizeWeights(policy);
@@ -201,25 +319,155 @@ absl::Status QatSession::FineTune(const Policy& policy, const LabeledData& data,
 }
 
 std::vector<std::vector<double>> QatSession::LayerOmegaTable(
-    const std::vector<int>& bit_levels) const {
+    const std::vector<int>& bit_levels,
+    const std::vector<engine::Tensor>* hessian) const {
   const auto& layers = model_.quantizable_layers();
   std::vector<std::vector<double>> table(layers.size());
   engine::Tensor quantized;
   for (size_t l = 0; l < layers.size(); ++l) {
     const auto& layer = layers[l];
     const engine::Tensor& w = weights_[layer.weight_param];
-    const engine::Tensor hessian =
-        adam_.CorrectedSecondMoment(layer.weight_param);
+    const engine::Tensor diag =
+        hessian != nullptr ? (*hessian)[layer.weight_param]
+                           : adam_.CorrectedSecondMoment(layer.weight_param);
+    MIXQ_CHECK(diag.shape() == w.shape());
     for (int bits : bit_levels) {
       if (bits >= kFloatBits) {
         table[l].push_back(0.0);
         continue;
       }
       FakeQuantize(w, WeightParams(static_cast<int>(l), bits), &quantized);
-      table[l].push_back(WeightedPerturbation(w, quantized, hessian));
+      table[l].push_back(WeightedPerturbation(w, quantized, diag));
     }
   }
   return table;
+}
+
+absl::Status QatSession::MeanGradient(const Policy& policy,
+                                      const LabeledData& data, int64_t batch,
+                                      ActivationQuantizer::Mode mode,
+                                      std::vector<engine::Tensor>* grads) {
+  const size_t num_params = weights_.size();
+  grads->resize(num_params);
+  for (size_t p = 0; p < num_params; ++p) {
+    (*grads)[p].Resize(weights_[p].shape());
+    (*grads)[p].flat().setZero();
+  }
+  QuantizeWeights(policy);
+  activations_.set_mode(mode);
+  for (int64_t begin = 0; begin < data.size(); begin += batch) {
+    const int64_t end = std::min(data.size(), begin + batch);
+    const engine::Tensor inputs = data.inputs.Slice(begin, end);
+    MIXQ_ASSIGN_OR_RETURN(engine::Tensor logits,
+                          model_.Forward(inputs, params_, &trace_, &activations_));
+    MIXQ_ASSIGN_OR_RETURN(
+        engine::LossResult result,
+        engine::SoftmaxCrossEntropy(
+            logits, absl::MakeConstSpan(data.labels).subspan(begin, end - begin),
+            &grad_logits_));
+    (void)result;
+    MIXQ_RETURN_IF_ERROR(model_.Backward(trace_, params_, grad_logits_, &grads_,
+                                         &activations_));
+    const float weight = static_cast<float>(end - begin) /
+                         static_cast<float>(data.size());
+    for (size_t p = 0; p < num_params; ++p)
+      (*grads)[p].flat() += weight * grads_[p].flat();
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<engine::Tensor>> QatSession::FisherDiagonal(
+    const Policy& policy, const LabeledData& data) {
+  if (data.size() == 0) {
+    return absl::InvalidArgumentError(
+        "cannot estimate the Fisher on an empty data set");
+  }
+  QuantizeWeights(policy);
+  if (!activations_.ready()) MIXQ_RETURN_IF_ERROR(Calibrate(policy, data));
+  std::vector<engine::Tensor> fisher(weights_.size());
+  for (size_t p = 0; p < weights_.size(); ++p) {
+    fisher[p].Resize(weights_[p].shape());
+    fisher[p].flat().setZero();
+  }
+  const int64_t batches = (data.size() + batch_size_ - 1) / batch_size_;
+  std::vector<engine::Tensor> grad;
+  for (int64_t begin = 0; begin < data.size(); begin += batch_size_) {
+    const int64_t end = std::min<int64_t>(data.size(), begin + batch_size_);
+    MIXQ_RETURN_IF_ERROR(MeanGradient(policy, data.Slice(begin, end),
+                                      end - begin,
+                                      ActivationQuantizer::Mode::kQuantize,
+                                      &grad));
+    for (size_t p = 0; p < weights_.size(); ++p)
+      fisher[p].flat() += grad[p].flat().square();
+  }
+  for (auto& f : fisher) f.flat() /= static_cast<float>(batches);
+  return fisher;
+}
+
+absl::StatusOr<std::vector<double>> QatSession::HessianTraces(
+    const LabeledData& data, int samples, uint64_t seed) {
+  if (samples < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "hutchinson_samples: must be at least 1, got ", samples));
+  }
+  if (data.size() == 0) {
+    return absl::InvalidArgumentError(
+        "cannot estimate Hessian traces on an empty data set");
+  }
+  const auto& layers = model_.quantizable_layers();
+  const Policy float_policy(layers.size(), kFloatBits);
+  // A step of 1e-3 of the weights' RMS along z (entries ±1) keeps the
+  // difference of float32 gradients well above their rounding.
+  double sum_sq = 0;
+  int64_t count = 0;
+  for (const auto& layer : layers) {
+    sum_sq += weights_[layer.weight_param].flat().cast<double>().square().sum();
+    count += weights_[layer.weight_param].size();
+  }
+  const double rms = count > 0 ? std::sqrt(sum_sq / count) : 0;
+  const float eps = static_cast<float>(std::max(rms, 1e-3) * 1e-3);
+  std::mt19937_64 rng(seed);
+  std::vector<double> traces(layers.size(), 0.0);
+  std::vector<engine::Tensor> z(layers.size()), saved(layers.size());
+  std::vector<engine::Tensor> grad_plus, grad_minus;
+  const auto shift = [&](float sign) {
+    for (size_t l = 0; l < layers.size(); ++l) {
+      weights_[layers[l].weight_param].flat() =
+          saved[l].flat() + (sign * eps) * z[l].flat();
+    }
+  };
+  for (size_t l = 0; l < layers.size(); ++l)
+    saved[l] = weights_[layers[l].weight_param];
+  absl::Status status;
+  for (int s = 0; s < samples && status.ok(); ++s) {
+    for (size_t l = 0; l < layers.size(); ++l) {
+      z[l].Resize(saved[l].shape());
+      float* zp = z[l].data();
+      for (int64_t i = 0; i < z[l].size(); ++i)
+        zp[i] = (rng() & 1) != 0 ? 1.0f : -1.0f;
+    }
+    shift(+1.0f);
+    status = MeanGradient(float_policy, data, kEvalBatch,
+                          ActivationQuantizer::Mode::kOff, &grad_plus);
+    if (!status.ok()) break;
+    shift(-1.0f);
+    status = MeanGradient(float_policy, data, kEvalBatch,
+                          ActivationQuantizer::Mode::kOff, &grad_minus);
+    if (!status.ok()) break;
+    for (size_t l = 0; l < layers.size(); ++l) {
+      const int p = layers[l].weight_param;
+      const double zhz =
+          (z[l].flat().cast<double>() *
+           (grad_plus[p].flat() - grad_minus[p].flat()).cast<double>())
+              .sum() /
+          (2.0 * eps);
+      traces[l] += zhz / samples;
+    }
+  }
+  for (size_t l = 0; l < layers.size(); ++l)
+    weights_[layers[l].weight_param] = saved[l];
+  if (!status.ok()) return status;
+  return traces;
 }
 
 }  // namespace mixq::search

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "engine/adam.h"
 #include "engine/model.h"
 #include "engine/tensor.h"
@@ -72,6 +73,23 @@ class QatSession {
   absl::StatusOr<Evaluation> Evaluate(const Policy& policy,
                                       const LabeledData& data);
 
+  // Evaluate for a base policy and policies that each differ from it in a
+  // few layers (a search step's neighbours), with the same numbers as
+  // Evaluate gives each of them, but cheaper: every batch runs `base` in full
+  // once, then each candidate only from the first node its changed layers
+  // affect (Model::ForwardFrom), reusing the shared prefix of activations.
+  // Candidates must have base's length; one equal to base costs nothing.
+  struct NeighbourScores {
+    Evaluation base;
+    std::vector<Evaluation> candidates;  // in the order given
+    int64_t node_runs = 0;  // graph nodes executed, base passes included
+    // Nodes that Evaluate on every candidate would have executed.
+    int64_t naive_node_runs = 0;
+  };
+  absl::StatusOr<NeighbourScores> EvaluateNeighbours(
+      const Policy& base, absl::Span<const Policy> candidates,
+      const LabeledData& data);
+
   // The model's output on `inputs` ([N, ...], one forward pass) with the
   // current weights and activation ranges fake-quantized under `policy`,
   // as the exported model computes it. FAILED_PRECONDITION if static
@@ -89,9 +107,33 @@ class QatSession {
   // For each layer l and each entry b of `bit_levels`:
   //   Ω_l(b) = Σ_i v̂_i · (Q_b(w_i) − w_i)²
   // with the current weights and Adam state. Ω(policy) = Σ_l Ω_l(b_l).
+  // `hessian` (optional) replaces v̂: one diagonal per parameter, shaped like
+  // it (FisherDiagonal), or just the quantizable layers' weights filled.
   std::vector<std::vector<double>> LayerOmegaTable(
-      const std::vector<int>& bit_levels) const;
+      const std::vector<int>& bit_levels,
+      const std::vector<engine::Tensor>* hessian = nullptr) const;
 
+  // A fresh diagonal empirical Fisher at the current weights quantized under
+  // `policy`: the mean over consecutive mini-batches of `data` (the session's
+  // batch size) of the squared mini-batch gradient — what Adam's v̂ estimates
+  // by a running average, measured now. One per parameter. Weights and Adam
+  // state are unchanged.
+  absl::StatusOr<std::vector<engine::Tensor>> FisherDiagonal(
+      const Policy& policy, const LabeledData& data);
+
+  // Per quantizable layer, Hutchinson's estimate of the trace of the float
+  // model's loss Hessian block: mean over `samples` Rademacher vectors z of
+  // z_lᵀ(Hz)_l, Hz by central differences of the gradient over all of `data`
+  // (float weights, activations not quantized). Seeded; weights unchanged.
+  // Finite differences see the kinks of ReLU-like activations that autograd's
+  // Hessian ignores: the traces of layers before such a kink come out larger
+  // (about +20 % on a small ReLU MLP) — a smoothed curvature.
+  // INVALID_ARGUMENT for samples < 1 or empty data.
+  absl::StatusOr<std::vector<double>> HessianTraces(const LabeledData& data,
+                                                    int samples,
+                                                    uint64_t seed);
+
+  const engine::Model& model() const { return model_; }
   const std::vector<engine::Tensor>& weights() const { return weights_; }
   const engine::Adam& adam() const { return adam_; }
   const QuantOptions& quant_options() const { return quant_; }
@@ -104,6 +146,12 @@ class QatSession {
   // their fake-quantized copies under `policy`.
   void QuantizeWeights(const Policy& policy);
   void NextBatch(const LabeledData& data);
+  // Adds the gradient of the mean loss over `data` (in batches of at most
+  // `batch`), weighted by batch size / data size, into *grads (resized and
+  // zeroed first). Weights quantized under `policy`; activations as `mode`.
+  absl::Status MeanGradient(const Policy& policy, const LabeledData& data,
+                            int64_t batch, ActivationQuantizer::Mode mode,
+                            std::vector<engine::Tensor>* grads);
 
   const engine::Model& model_;
   const int batch_size_;
@@ -120,6 +168,7 @@ class QatSession {
   engine::Tensor batch_inputs_;
   std::vector<int64_t> batch_labels_;
   engine::ForwardTrace trace_;
+  engine::ForwardTrace score_trace_;  // EvaluateNeighbours' shared prefix
   std::vector<engine::Tensor> grads_;
   engine::Tensor grad_logits_;
 };
