@@ -1,11 +1,13 @@
 #include "client/cli.h"
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdlib>
 #include <exception>
 #include <utility>
 
 #include "CLI/CLI.hpp"
+#include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -81,6 +83,33 @@ absl::StatusOr<SubmitOptions::Normalize> ParseNormalize(
   return normalize;
 }
 
+// A SHA-256 in hex, as Job.model_sha256 prints it.
+constexpr size_t kSha256HexDigits = 64;
+
+// Checks `best`'s model selection: exactly one of JOB and --model-sha256,
+// the hash as 64 hex digits (lowercased, as the server stores it).
+absl::Status FinishBest(BestOptions& best) {
+  if (best.job_id.empty() && best.model_sha256.empty()) {
+    return absl::InvalidArgumentError(
+        "best: job is required (or --model-sha256 HASH)");
+  }
+  if (!best.job_id.empty() && !best.model_sha256.empty()) {
+    return absl::InvalidArgumentError(
+        "best: give a job or --model-sha256, not both");
+  }
+  if (best.model_sha256.empty()) return absl::OkStatus();
+  if (best.model_sha256.size() != kSha256HexDigits ||
+      !std::all_of(best.model_sha256.begin(), best.model_sha256.end(),
+                   absl::ascii_isxdigit)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--model-sha256: \"", best.model_sha256,
+                     "\" is not 64 hex digits (see a job's model_sha256 in "
+                     "`mixq --json status JOB`)"));
+  }
+  absl::AsciiStrToLower(&best.model_sha256);
+  return absl::OkStatus();
+}
+
 // Adds the positional JOB argument to `command`.
 void AddJobId(CLI::App* command, std::string* job_id) {
   command->add_option("job", *job_id, "Job id")->required();
@@ -106,6 +135,8 @@ struct SubmitFlags {
   OptionalFlag<double> learning_rate;
   OptionalFlag<int> batch_size;
   OptionalFlag<double> lambda;
+  OptionalFlag<int> total_finetune_steps;
+  OptionalFlag<int> hutchinson_samples;
   OptionalFlag<int> max_samples;
 };
 
@@ -188,6 +219,28 @@ CLI::App* AddSubmit(CLI::App& app, SubmitFlags& f) {
   AddOptional(cmd, "--lambda", f.lambda,
               "Weight of Omega in the performance index (server default 1)")
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--strategy", o.strategy,
+                  "Search strategy: progressive (server default), uniform, "
+                  "knapsack or hawq")
+      ->check(CLI::IsMember({"progressive", "uniform", "knapsack", "hawq"}));
+  cmd->add_option("--selection", o.selection,
+                  "Progressive: how a step picks its candidate, min_index "
+                  "(server default) or per_cost_saved")
+      ->check(CLI::IsMember({"min_index", "per_cost_saved"}));
+  cmd->add_flag("--refresh-fisher", o.refresh_fisher,
+                "Progressive: Omega from a fresh diagonal Fisher after each "
+                "fine-tune instead of Adam's second moments");
+  cmd->add_flag("--land-on-budget", o.land_on_budget,
+                "Progressive: the step that meets the budget keeps the "
+                "least-Omega policy that meets it");
+  // Zero means "unset" in the API for both.
+  AddOptional(cmd, "--total-finetune-steps", f.total_finetune_steps,
+              "Fine-tune steps of the whole job; the final fine-tune gets "
+              "what the search left, at least --final-steps")
+      ->check(CLI::PositiveNumber);
+  AddOptional(cmd, "--hutchinson-samples", f.hutchinson_samples,
+              "hawq: Rademacher vectors per Hessian trace (server default 16)")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--seed", o.seed, "Random seed (fixes the job's result)");
   AddOptional(cmd, "--normalize", f.normalize,
               "Input normalisation MEAN,STD: (x - mean) / std");
@@ -256,6 +309,8 @@ absl::StatusOr<SubmitOptions> FinishSubmit(SubmitFlags& f) {
   o.learning_rate = f.learning_rate.Get();
   o.batch_size = f.batch_size.Get();
   o.lambda = f.lambda.Get();
+  o.total_finetune_steps = f.total_finetune_steps.Get();
+  o.hutchinson_samples = f.hutchinson_samples.Get();
   o.max_samples = f.max_samples.Get();
   if (std::optional<std::string> text = f.normalize.Get()) {
     absl::StatusOr<SubmitOptions::Normalize> normalize = ParseNormalize(*text);
@@ -330,8 +385,10 @@ absl::StatusOr<Invocation> ParseCommandLine(
   BestOptions best;
   OptionalFlag<int> top_k;
   CLI::App* best_cmd = app.add_subcommand(
-      "best", "Show a job's best policies under a cost limit");
-  AddJobId(best_cmd, &best.job_id);
+      "best",
+      "Show the best policies of a job, or of every job on a model, under a "
+      "cost limit");
+  best_cmd->add_option("job", best.job_id, "Job id (not with --model-sha256)");
   AddOptional(best_cmd, "--top-k", top_k,
               "At most K policies (server default 5)")
       ->check(CLI::PositiveNumber);
@@ -343,6 +400,17 @@ absl::StatusOr<Invocation> ParseCommandLine(
       ->add_option("--max-size-bytes", best.max_size_bytes,
                    "Only policies of at most this many bytes")
       ->check(CLI::PositiveNumber);
+  best_cmd
+      ->add_option("--max-bops", best.max_bops,
+                   "Only policies of at most this many bit operations per "
+                   "sample")
+      ->check(CLI::PositiveNumber);
+  best_cmd->add_flag("--same-model", best.same_model,
+                     "Rank the policies of every job on the job's model, any "
+                     "strategy (limits then default to none)");
+  best_cmd->add_option("--model-sha256", best.model_sha256,
+                       "Rank the policies of every job on the model with this "
+                       "content hash (instead of a job)");
 
   EvalOptions eval;
   std::vector<std::string> eval_layer_bits;
@@ -431,6 +499,7 @@ absl::StatusOr<Invocation> ParseCommandLine(
     invocation.command = std::move(results);
   } else if (best_cmd->parsed()) {
     best.top_k = top_k.Get();
+    if (absl::Status status = FinishBest(best); !status.ok()) return status;
     invocation.command = std::move(best);
   } else if (cancel_cmd->parsed()) {
     invocation.command = std::move(cancel);

@@ -85,6 +85,14 @@ struct SubmitOptions {
   std::optional<double> learning_rate;
   std::optional<int> batch_size;
   std::optional<double> lambda;
+  // SearchOptions.strategy and .selection; empty = the server's default
+  // ("progressive", "min_index").
+  std::string strategy;
+  std::string selection;
+  bool refresh_fisher = false;
+  bool land_on_budget = false;
+  std::optional<int> total_finetune_steps;
+  std::optional<int> hutchinson_samples;
   uint64_t seed = 0;
   struct Normalize {
     double mean = 0;
@@ -117,11 +125,17 @@ struct ResultsOptions {
   std::string job_id;
 };
 
+// `best`: exactly one of job_id and model_sha256 is set. same_model ranks
+// the policies of every job on job_id's model; a model_sha256 query always
+// does.
 struct BestOptions {
   std::string job_id;
   std::optional<int> top_k;
   double max_avg_bits = 0;    // 0 = no limit
   double max_size_bytes = 0;  // 0 = no limit
+  double max_bops = 0;        // 0 = no limit
+  bool same_model = false;
+  std::string model_sha256;
 };
 
 struct CancelOptions {
@@ -157,7 +171,9 @@ struct Invocation {
 // (the caller resolves MIXQ_SERVER). Returns INVALID_ARGUMENT with a message
 // naming the flag for usage errors: unknown or missing flags or command, bad
 // numbers, --bits not a comma-separated list of integers, --normalize not
-// "MEAN,STD", both or neither budget given. Does not touch files.
+// "MEAN,STD", both or neither budget given, --strategy or --selection not one
+// of its values, `best` with neither or both of JOB and --model-sha256. Does
+// not touch files.
 absl::StatusOr<Invocation> ParseCommandLine(
     const std::vector<std::string>& args, const std::string& default_server);
 

@@ -321,6 +321,12 @@ absl::StatusOr<v1::SubmitJobRequest> BuildSubmitRequest(
   search.set_learning_rate(options.learning_rate.value_or(0));
   search.set_batch_size(options.batch_size.value_or(0));
   if (options.lambda) search.set_lambda(*options.lambda);
+  search.set_strategy(options.strategy);
+  search.set_selection(options.selection);
+  search.set_refresh_fisher(options.refresh_fisher);
+  search.set_land_on_budget(options.land_on_budget);
+  search.set_total_finetune_steps(options.total_finetune_steps.value_or(0));
+  search.set_hutchinson_samples(options.hutchinson_samples.value_or(0));
   search.set_seed(options.seed);
   return request;
 }
@@ -362,6 +368,10 @@ v1::QueryBestPoliciesRequest BuildBestRequest(const BestOptions& options) {
   request.set_top_k(options.top_k.value_or(0));
   request.set_max_avg_bits(options.max_avg_bits);
   request.set_max_size_bytes(options.max_size_bytes);
+  request.set_max_bops(options.max_bops);
+  // A model hash names no job to rank alone: it always spans the model's jobs.
+  request.set_same_model(options.same_model || !options.model_sha256.empty());
+  request.set_model_sha256(options.model_sha256);
   return request;
 }
 

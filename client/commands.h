@@ -43,6 +43,7 @@ absl::StatusOr<v1::SubmitJobRequest> BuildSubmitRequest(
     const SubmitOptions& options);
 
 v1::ListJobsRequest BuildListRequest(const ListOptions& options);
+// same_model is set with options.same_model or a model_sha256.
 v1::QueryBestPoliciesRequest BuildBestRequest(const BestOptions& options);
 // The EvaluatePolicyRequest for `options`; files as in BuildSubmitRequest.
 absl::StatusOr<v1::EvaluatePolicyRequest> BuildEvalRequest(

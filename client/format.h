@@ -47,14 +47,19 @@ std::string FormatJob(const v1::Job& job);
 // last three from the final policy, "-" before it exists).
 std::string FormatJobList(const v1::ListJobsResponse& response);
 
-// `results`: the layer order, then per step a header line, a table RANK,
-// INDEX, LOSS, ACC, OMEGA, AVG BITS, BOPS, BITS with the chosen candidate
-// marked "*", and the step's fine-tuned policy; then the final policy per
-// layer. BOPs unknown to the server (0) print as "-".
+// `results`: the layer order, then per step a header line (candidates,
+// seconds, fine-tune steps), a line with the scoring work (node runs vs
+// naive, % saved, scoring seconds) and the chosen candidate's Ω vs the
+// step's oracle Ω when the server recorded them, a table RANK, INDEX, LOSS,
+// ACC, OMEGA, AVG BITS, BOPS, BITS with the chosen candidate marked "*", and
+// the step's fine-tuned policy; then the final policy per layer. BOPs unknown
+// to the server (0) print as "-".
 std::string FormatResults(const v1::GetResultsResponse& response);
 
 // `best`: the layer order, then a table RANK, AVG BITS, SIZE (KiB), BOPS, ACC,
-// LOSS, KIND, STEP, BITS (RANK is the position in the response).
+// LOSS, KIND, STEP, BITS (RANK is the position in the response). A same-model
+// answer (response.model_sha256 set) spans jobs: a "model:" line first, and
+// JOB and STRATEGY columns after RANK.
 std::string FormatBestPolicies(const v1::QueryBestPoliciesResponse& response);
 
 // `cancel`: "<id>: <STATE>".

@@ -149,6 +149,8 @@ class Search {
     }
     MIXQ_RETURN_IF_ERROR(FineTune(final_steps));
     MIXQ_ASSIGN_OR_RETURN(result.final_policy, Score(CurrentPolicy()));
+    if (observer_.on_finish)
+      MIXQ_RETURN_IF_ERROR(observer_.on_finish(session_, CurrentPolicy()));
     result.steps = step;
     result.finetune_steps = steps_run_;
     return result;

@@ -161,6 +161,11 @@ struct SearchObserver {
   // Checked between steps, candidates and fine-tuning mini-batches; when
   // true the search returns CANCELLED.
   const std::atomic<bool>* cancel = nullptr;
+  // Called once after the final fine-tune with the session holding the
+  // fine-tuned weights and activation ranges, and the final policy: e.g. to
+  // evaluate on held-out data or export. An error fails the search.
+  std::function<absl::Status(QatSession& session, const Policy& policy)>
+      on_finish;
 };
 
 struct SearchResult {

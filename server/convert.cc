@@ -69,6 +69,11 @@ storage::StepRecord ToRecord(const search::StepReport& report) {
   storage::StepRecord step;
   step.step = report.step;
   step.elapsed_seconds = report.elapsed_seconds;
+  step.finetune_steps = report.finetune_steps;
+  step.node_runs = report.scoring.node_runs;
+  step.naive_node_runs = report.scoring.naive_node_runs;
+  step.scoring_seconds = report.scoring.seconds;
+  step.oracle_omega = report.scoring.oracle_omega;
   for (size_t i = 0; i < report.candidates.size(); ++i) {
     step.candidates.push_back(
         ToRecord(report.candidates[i], storage::PolicyKind::kCandidate,
@@ -109,6 +114,11 @@ v1::Step ToProto(const storage::StepRecord& step,
     *out.add_candidates() = ToProto(candidate, layers);
   *out.mutable_finetuned() = ToProto(step.finetuned, layers);
   out.set_elapsed_seconds(step.elapsed_seconds);
+  out.set_finetune_steps(step.finetune_steps);
+  out.set_node_runs(step.node_runs);
+  out.set_naive_node_runs(step.naive_node_runs);
+  out.set_scoring_seconds(step.scoring_seconds);
+  out.set_oracle_omega(step.oracle_omega);
   return out;
 }
 

@@ -276,6 +276,7 @@ absl::StatusOr<JobManager::SubmitResult> JobManager::Submit(
   record.created_ms = NowMs();
   record.fp32_size_bytes =
       search::CostModel::ForModel(*prepared.model).Fp32SizeBytes();
+  record.strategy = search::StrategyName(prepared.options.strategy);
   std::vector<storage::LayerRecord> layers;
   for (const auto& layer : prepared.model->quantizable_layers()) {
     layers.push_back({layer.name, layer.num_weights, layer.macs});
@@ -369,40 +370,86 @@ absl::StatusOr<v1::GetResultsResponse> JobManager::GetResults(
 
 absl::StatusOr<v1::QueryBestPoliciesResponse> JobManager::QueryBestPolicies(
     const v1::QueryBestPoliciesRequest& request) const {
-  MIXQ_RETURN_IF_ERROR(CheckJobId(request.job_id()));
+  const bool by_model = request.same_model() || !request.model_sha256().empty();
+  if (!request.model_sha256().empty() && !request.job_id().empty()) {
+    return absl::InvalidArgumentError(
+        "job_id, model_sha256: give one (model_sha256 names the model "
+        "directly)");
+  }
+  if (request.model_sha256().empty()) {
+    MIXQ_RETURN_IF_ERROR(CheckJobId(request.job_id()));
+  } else if (request.model_sha256().size() != 64 ||
+             request.model_sha256().find_first_not_of("0123456789abcdef") !=
+                 std::string::npos) {
+    return absl::InvalidArgumentError(
+        "model_sha256: must be 64 lowercase hex digits");
+  }
   if (request.top_k() < 0)
     return absl::InvalidArgumentError("top_k: must not be negative");
-  if (request.max_avg_bits() < 0 || request.max_size_bytes() < 0) {
+  if (request.max_avg_bits() < 0 || request.max_size_bytes() < 0 ||
+      request.max_bops() < 0) {
     return absl::InvalidArgumentError(
-        "max_avg_bits/max_size_bytes: must not be negative");
+        "max_avg_bits/max_size_bytes/max_bops: must not be negative");
   }
-  MIXQ_ASSIGN_OR_RETURN(storage::JobRecord record,
-                        store_->GetJob(request.job_id()));
   storage::PolicyLimits limits;
   limits.max_avg_bits = request.max_avg_bits();
   limits.max_size_bytes = request.max_size_bytes();
-  if (limits.max_avg_bits == 0 && limits.max_size_bytes == 0) {
-    // No limit given: the job's own budget.
-    MIXQ_ASSIGN_OR_RETURN(v1::JobSpec spec, LoadSpec(record));
-    const v1::Budget& budget = spec.search().budget();
-    if (budget.has_avg_bits()) limits.max_avg_bits = budget.avg_bits();
-    if (budget.has_size_fraction()) {
-      limits.max_size_bytes = budget.size_fraction() * record.fp32_size_bytes;
-    }
-    if (budget.has_size_bytes()) limits.max_size_bytes = budget.size_bytes();
-    if (budget.has_bops()) limits.max_bops = budget.bops();
-  }
-  MIXQ_ASSIGN_OR_RETURN(std::vector<storage::LayerRecord> layers,
-                        store_->GetLayers(request.job_id()));
-  MIXQ_ASSIGN_OR_RETURN(
-      std::vector<storage::PolicyRecord> policies,
-      store_->QueryBestPolicies(
-          request.job_id(), limits,
-          request.top_k() > 0 ? request.top_k() : kDefaultTopK));
+  limits.max_bops = request.max_bops();
+  const int32_t top_k = request.top_k() > 0 ? request.top_k() : kDefaultTopK;
+  const bool no_limit = limits.max_avg_bits == 0 &&
+                        limits.max_size_bytes == 0 && limits.max_bops == 0;
   v1::QueryBestPoliciesResponse response;
   response.set_job_id(request.job_id());
-  for (const auto& policy : policies)
-    *response.add_policies() = ToProto(policy, layers);
+  std::string model_sha256 = request.model_sha256();
+  if (!request.job_id().empty()) {
+    MIXQ_ASSIGN_OR_RETURN(storage::JobRecord record,
+                          store_->GetJob(request.job_id()));
+    model_sha256 = record.model_sha256;
+    if (no_limit && !by_model) {
+      // No limit given: the job's own budget.
+      MIXQ_ASSIGN_OR_RETURN(v1::JobSpec spec, LoadSpec(record));
+      const v1::Budget& budget = spec.search().budget();
+      if (budget.has_avg_bits()) limits.max_avg_bits = budget.avg_bits();
+      if (budget.has_size_fraction()) {
+        limits.max_size_bytes = budget.size_fraction() * record.fp32_size_bytes;
+      }
+      if (budget.has_size_bytes()) limits.max_size_bytes = budget.size_bytes();
+      if (budget.has_bops()) limits.max_bops = budget.bops();
+    }
+    if (!by_model) {
+      MIXQ_ASSIGN_OR_RETURN(std::vector<storage::LayerRecord> layers,
+                            store_->GetLayers(request.job_id()));
+      MIXQ_ASSIGN_OR_RETURN(
+          std::vector<storage::PolicyRecord> policies,
+          store_->QueryBestPolicies(request.job_id(), limits, top_k));
+      for (const auto& policy : policies) {
+        v1::Policy* out = response.add_policies();
+        *out = ToProto(policy, layers);
+        out->set_job_id(request.job_id());
+        out->set_strategy(record.strategy);
+      }
+      return response;
+    }
+  }
+  // Every job on the model: the same layers (same file), named from each
+  // policy's own job.
+  response.set_model_sha256(model_sha256);
+  MIXQ_ASSIGN_OR_RETURN(
+      std::vector<storage::JobPolicy> policies,
+      store_->QueryBestPoliciesForModel(model_sha256, limits, top_k));
+  std::map<std::string, std::vector<storage::LayerRecord>> layers_of;
+  for (const auto& policy : policies) {
+    auto it = layers_of.find(policy.job_id);
+    if (it == layers_of.end()) {
+      MIXQ_ASSIGN_OR_RETURN(std::vector<storage::LayerRecord> layers,
+                            store_->GetLayers(policy.job_id));
+      it = layers_of.emplace(policy.job_id, std::move(layers)).first;
+    }
+    v1::Policy* out = response.add_policies();
+    *out = ToProto(policy.policy, it->second);
+    out->set_job_id(policy.job_id);
+    out->set_strategy(policy.strategy);
+  }
   return response;
 }
 

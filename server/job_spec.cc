@@ -87,6 +87,26 @@ absl::StatusOr<search::ProgressiveOptions> ToProgressiveOptions(
       search.batch_size() != 0 ? search.batch_size() : kDefaultBatchSize;
   options.lambda = search.has_lambda() ? search.lambda() : kDefaultLambda;
   options.seed = search.seed();
+  if (!search.strategy().empty()) {
+    absl::StatusOr<search::Strategy> strategy =
+        search::ParseStrategy(search.strategy());
+    if (!strategy.ok()) return SubfieldError("spec.search", strategy.status());
+    options.strategy = *strategy;
+  }
+  if (search.selection().empty() || search.selection() == "min_index") {
+    options.selection = search::Selection::kMinIndex;
+  } else if (search.selection() == "per_cost_saved") {
+    options.selection = search::Selection::kPerCostSaved;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("spec.search.selection: unknown '", search.selection(),
+                     "' (min_index, per_cost_saved)"));
+  }
+  options.refresh_fisher = search.refresh_fisher();
+  options.land_on_budget = search.land_on_budget();
+  options.total_finetune_steps = search.total_finetune_steps();
+  if (search.hutchinson_samples() != 0)
+    options.hutchinson_samples = search.hutchinson_samples();
   const absl::Status valid = search::ValidateOptions(options);
   if (!valid.ok()) return SubfieldError("spec.search", valid);
   return options;

@@ -91,6 +91,21 @@ ALTER TABLE policies ADD COLUMN bops INTEGER;
 PRAGMA user_version = 2;
 )sql";
 
+// Version 3: search strategies. Jobs record theirs (every job before was
+// progressive); steps their fine-tune steps and scoring work (NULL before:
+// unknown).
+constexpr char kSchemaV3[] = R"sql(
+ALTER TABLE jobs ADD COLUMN strategy TEXT NOT NULL DEFAULT 'progressive';
+ALTER TABLE steps ADD COLUMN finetune_steps INTEGER;
+ALTER TABLE steps ADD COLUMN node_runs INTEGER;
+ALTER TABLE steps ADD COLUMN naive_node_runs INTEGER;
+ALTER TABLE steps ADD COLUMN scoring_seconds REAL;
+ALTER TABLE steps ADD COLUMN oracle_omega REAL;
+CREATE INDEX jobs_by_model ON jobs (model_sha256);
+
+PRAGMA user_version = 3;
+)sql";
+
 struct Migration {
   int version;
   const char* sql;
@@ -99,6 +114,7 @@ struct Migration {
 constexpr Migration kMigrations[] = {
     {1, kSchemaV1},
     {2, kSchemaV2},
+    {3, kSchemaV3},
 };
 
 constexpr bool VersionsAreConsecutive() {

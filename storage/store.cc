@@ -23,7 +23,7 @@
 #define MIXQ_JOB_COLUMNS                                               \
   "id, request_id, spec, model_sha256, inputs_sha256, labels_sha256, " \
   "state, error, created_ms, started_ms, finished_ms, steps_done, "    \
-  "fp32_size_bytes"
+  "fp32_size_bytes, strategy"
 #define MIXQ_POLICY_COLUMNS                                                \
   "step, kind, rank, chosen, bits, avg_bits, size_bytes, loss, accuracy, " \
   "omega, perf_index, bops"
@@ -128,6 +128,7 @@ absl::StatusOr<JobRecord> ReadJob(const Statement& row) {
   job.finished_ms = row.ColumnInt64(10);
   job.steps_done = static_cast<int32_t>(row.ColumnInt64(11));
   job.fp32_size_bytes = ReadDouble(row, 12);
+  job.strategy = row.ColumnText(13);
   return job;
 }
 
@@ -403,7 +404,7 @@ absl::Status Store::CreateJob(const JobRecord& job,
         Statement insert,
         db.Prepare("INSERT INTO jobs (" MIXQ_JOB_COLUMNS
                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
-                   "?12, ?13)"));
+                   "?12, ?13, ?14)"));
     insert.BindText(1, job.id);
     if (job.request_id.empty()) {
       insert.BindNull(2);  // UNIQUE ignores NULLs, so many jobs may have none
@@ -421,6 +422,7 @@ absl::Status Store::CreateJob(const JobRecord& job,
     insert.BindInt64(11, job.finished_ms);
     insert.BindInt64(12, job.steps_done);
     insert.BindDouble(13, job.fp32_size_bytes);
+    insert.BindText(14, job.strategy);
     MIXQ_RETURN_IF_ERROR(insert.Run());
 
     MIXQ_ASSIGN_OR_RETURN(
@@ -572,11 +574,18 @@ absl::Status Store::AppendStep(const std::string& job_id,
 
     MIXQ_ASSIGN_OR_RETURN(
         Statement insert_step,
-        db.Prepare("INSERT INTO steps (job_id, step, elapsed_seconds) "
-                   "VALUES (?1, ?2, ?3)"));
+        db.Prepare("INSERT INTO steps (job_id, step, elapsed_seconds, "
+                   "finetune_steps, node_runs, naive_node_runs, "
+                   "scoring_seconds, oracle_omega) "
+                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"));
     insert_step.BindText(1, job_id);
     insert_step.BindInt64(2, step.step);
     insert_step.BindDouble(3, step.elapsed_seconds);
+    insert_step.BindInt64(4, step.finetune_steps);
+    insert_step.BindInt64(5, step.node_runs);
+    insert_step.BindInt64(6, step.naive_node_runs);
+    insert_step.BindDouble(7, step.scoring_seconds);
+    insert_step.BindDouble(8, step.oracle_omega);
     MIXQ_RETURN_IF_ERROR(insert_step.Run());
 
     MIXQ_ASSIGN_OR_RETURN(Statement insert_policy, PrepareInsertPolicy(db));
@@ -650,7 +659,9 @@ absl::StatusOr<std::vector<StepRecord>> Store::GetSteps(
         MIXQ_RETURN_IF_ERROR(CheckJobExists(db, job_id));
         MIXQ_ASSIGN_OR_RETURN(
             Statement step_query,
-            db.Prepare("SELECT step, elapsed_seconds FROM steps"
+            db.Prepare("SELECT step, elapsed_seconds, finetune_steps, "
+                       "node_runs, naive_node_runs, scoring_seconds, "
+                       "oracle_omega FROM steps"
                        " WHERE job_id = ?1 ORDER BY step"));
         step_query.BindText(1, job_id);
         MIXQ_ASSIGN_OR_RETURN(
@@ -661,6 +672,12 @@ absl::StatusOr<std::vector<StepRecord>> Store::GetSteps(
                   StepRecord step;
                   step.step = static_cast<int32_t>(row.ColumnInt64(0));
                   step.elapsed_seconds = ReadDouble(row, 1);
+                  // NULL (steps recorded before schema version 3) reads 0.
+                  step.finetune_steps = static_cast<int32_t>(row.ColumnInt64(2));
+                  step.node_runs = row.ColumnInt64(3);
+                  step.naive_node_runs = row.ColumnInt64(4);
+                  step.scoring_seconds = row.ColumnDouble(5);
+                  step.oracle_omega = row.ColumnDouble(6);
                   return step;
                 }));
         std::map<int32_t, StepRecord*> by_number;
@@ -711,9 +728,9 @@ absl::StatusOr<std::optional<PolicyRecord>> Store::GetFinalPolicy(
       });
 }
 
-absl::StatusOr<std::vector<PolicyRecord>> Store::QueryBestPolicies(
-    const std::string& job_id, const PolicyLimits& limits,
-    int32_t top_k) const {
+namespace {
+
+absl::Status CheckQuery(const PolicyLimits& limits, int32_t top_k) {
   if (top_k <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("top_k: must be positive, got ", top_k));
@@ -723,39 +740,85 @@ absl::StatusOr<std::vector<PolicyRecord>> Store::QueryBestPolicies(
     return absl::InvalidArgumentError(
         "max_avg_bits, max_size_bytes, max_bops: NaN");
   }
+  return absl::OkStatus();
+}
+
+// Keeps each bit assignment's best evaluation among the policies `where`
+// selects (a condition on p = policies, j = jobs; ?1 its parameter), under
+// the limits (?2 avg bits, ?3 bytes, ?5 BOPs), then ranks those: accuracy
+// descending, loss ascending, top ?4. A NULL (NaN) loss sorts last, as does
+// a NULL accuracy (NULL is the smallest value, and accuracy is DESC).
+// Columns: MIXQ_POLICY_COLUMNS, job_id, strategy.
+absl::StatusOr<Statement> PrepareBestQuery(Database& db, const char* where,
+                                           const PolicyLimits& limits,
+                                           int32_t top_k) {
+  MIXQ_ASSIGN_OR_RETURN(
+      Statement query,
+      db.Prepare(absl::StrCat(
+          "SELECT " MIXQ_POLICY_COLUMNS ", job_id, strategy"
+          " FROM (SELECT p.*, j.strategy, ROW_NUMBER() OVER (PARTITION BY"
+          "   p.bits ORDER BY p.accuracy DESC, p.loss IS NULL, p.loss, p.id)"
+          "   AS best_rank"
+          "  FROM policies p JOIN jobs j ON j.id = p.job_id WHERE ",
+          where,
+          "   AND (?2 IS NULL OR p.avg_bits <= ?2)"
+          "   AND (?3 IS NULL OR p.size_bytes <= ?3)"
+          "   AND (?5 IS NULL OR p.bops <= ?5))"
+          " WHERE best_rank = 1"
+          " ORDER BY accuracy DESC, loss IS NULL, loss, id LIMIT ?4")));
+  // A NULL limit is none; a NULL (unknown) bops fails any bops limit.
+  const auto bind_limit = [&query](int index, double limit) {
+    if (limit > 0) {
+      query.BindDouble(index, limit);
+    } else {
+      query.BindNull(index);
+    }
+  };
+  bind_limit(2, limits.max_avg_bits);
+  bind_limit(3, limits.max_size_bytes);
+  bind_limit(5, limits.max_bops);
+  query.BindInt64(4, top_k);
+  return query;
+}
+
+absl::StatusOr<JobPolicy> ReadJobPolicy(const Statement& row) {
+  JobPolicy result;
+  MIXQ_ASSIGN_OR_RETURN(result.policy, ReadPolicy(row));
+  result.job_id = row.ColumnText(12);
+  result.strategy = row.ColumnText(13);
+  return result;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<PolicyRecord>> Store::QueryBestPolicies(
+    const std::string& job_id, const PolicyLimits& limits,
+    int32_t top_k) const {
+  MIXQ_RETURN_IF_ERROR(CheckQuery(limits, top_k));
   return impl_->Read([&](Database& db)
                          -> absl::StatusOr<std::vector<PolicyRecord>> {
     MIXQ_RETURN_IF_ERROR(CheckJobExists(db, job_id));
-    // The window keeps each assignment's best evaluation; the outer
-    // query ranks those. A NULL (NaN) loss sorts last, as does a NULL
-    // accuracy (NULL is the smallest value, and accuracy is DESC).
     MIXQ_ASSIGN_OR_RETURN(
-        Statement query,
-        db.Prepare(
-            "SELECT " MIXQ_POLICY_COLUMNS
-            " FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY bits"
-            "   ORDER BY accuracy DESC, loss IS NULL, loss, id) AS best_rank"
-            "  FROM policies WHERE job_id = ?1"
-            "   AND (?2 IS NULL OR avg_bits <= ?2)"
-            "   AND (?3 IS NULL OR size_bytes <= ?3)"
-            "   AND (?5 IS NULL OR bops <= ?5))"
-            " WHERE best_rank = 1"
-            " ORDER BY accuracy DESC, loss IS NULL, loss, id LIMIT ?4"));
+        Statement query, PrepareBestQuery(db, "p.job_id = ?1", limits, top_k));
     query.BindText(1, job_id);
-    // A NULL limit is none; a NULL (unknown) bops fails any bops limit.
-    const auto bind_limit = [&query](int index, double limit) {
-      if (limit > 0) {
-        query.BindDouble(index, limit);
-      } else {
-        query.BindNull(index);
-      }
-    };
-    bind_limit(2, limits.max_avg_bits);
-    bind_limit(3, limits.max_size_bytes);
-    bind_limit(5, limits.max_bops);
-    query.BindInt64(4, top_k);
     return ReadRows(query, &ReadPolicy);
   });
+}
+
+absl::StatusOr<std::vector<JobPolicy>> Store::QueryBestPoliciesForModel(
+    const std::string& model_sha256, const PolicyLimits& limits,
+    int32_t top_k) const {
+  MIXQ_RETURN_IF_ERROR(CheckQuery(limits, top_k));
+  if (model_sha256.empty())
+    return absl::InvalidArgumentError("model_sha256: required");
+  return impl_->Read(
+      [&](Database& db) -> absl::StatusOr<std::vector<JobPolicy>> {
+        MIXQ_ASSIGN_OR_RETURN(Statement query,
+                              PrepareBestQuery(db, "j.model_sha256 = ?1",
+                                               limits, top_k));
+        query.BindText(1, model_sha256);
+        return ReadRows(query, &ReadJobPolicy);
+      });
 }
 
 }  // namespace mixq::storage

@@ -46,6 +46,7 @@ struct JobRecord {
   int64_t finished_ms = 0;
   int32_t steps_done = 0;   // search steps recorded so far
   double fp32_size_bytes = 0;  // the model's size with every parameter in FP32
+  std::string strategy = "progressive";  // the search strategy's name
 };
 
 // One quantizable layer of a job's model, in the model's order.
@@ -83,6 +84,20 @@ struct StepRecord {
   std::vector<PolicyRecord> candidates;  // kind kCandidate, ranked
   PolicyRecord finetuned;                // kind kFinetuned
   double elapsed_seconds = 0;            // wall time of the step
+  int32_t finetune_steps = 0;            // fine-tune steps the step ran
+  // Scoring work (progressive): graph nodes run, and what a full forward
+  // pass per candidate would have run; 0 = unknown.
+  int64_t node_runs = 0;
+  int64_t naive_node_runs = 0;
+  double scoring_seconds = 0;
+  double oracle_omega = 0;  // least Ω at the kept policy's cost
+};
+
+// A policy with the job that produced it (QueryBestPoliciesForModel).
+struct JobPolicy {
+  std::string job_id;
+  std::string strategy;
+  PolicyRecord policy;
 };
 
 // Cost limits for QueryBestPolicies; a limit <= 0 means none.
@@ -171,6 +186,14 @@ class Store {
   absl::StatusOr<std::vector<PolicyRecord>> QueryBestPolicies(const std::string& job_id,
                                                               const PolicyLimits& limits,
                                                               int32_t top_k) const;
+  // The same across every job whose model has SHA-256 `model_sha256` (any
+  // strategy): each bit assignment once, at its best evaluation in any job.
+  // Accuracies are each job's calibration accuracy: comparable when the jobs
+  // share their data. An unknown hash gives no policies (not an error);
+  // INVALID_ARGUMENT as QueryBestPolicies, or for an empty hash.
+  absl::StatusOr<std::vector<JobPolicy>> QueryBestPoliciesForModel(
+      const std::string& model_sha256, const PolicyLimits& limits,
+      int32_t top_k) const;
 
   struct Impl;
 

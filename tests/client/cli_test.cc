@@ -54,6 +54,12 @@ TEST(ParseCommandLineTest, SubmitDefaults) {
   EXPECT_FALSE(submit->lambda.has_value());
   EXPECT_FALSE(submit->normalize.has_value());
   EXPECT_FALSE(submit->max_samples.has_value());
+  EXPECT_EQ(submit->strategy, "");
+  EXPECT_EQ(submit->selection, "");
+  EXPECT_FALSE(submit->refresh_fisher);
+  EXPECT_FALSE(submit->land_on_budget);
+  EXPECT_FALSE(submit->total_finetune_steps.has_value());
+  EXPECT_FALSE(submit->hutchinson_samples.has_value());
   EXPECT_EQ(submit->seed, 0u);
   EXPECT_FALSE(submit->server_paths);
   EXPECT_FALSE(submit->watch);
@@ -161,6 +167,42 @@ TEST(ParseCommandLineTest, SubmitBudgetsPinsAndActivationBits) {
                    .ok());
 }
 
+TEST(ParseCommandLineTest, SubmitStrategies) {
+  for (const char* strategy : {"progressive", "uniform", "knapsack", "hawq"}) {
+    auto parsed = ParseCommandLine(
+        Submit({"--target-avg-bits", "4", "--strategy", strategy}), kServer);
+    ASSERT_TRUE(parsed.ok()) << strategy << ": " << parsed.status();
+    EXPECT_EQ(std::get<SubmitOptions>(parsed->command).strategy, strategy);
+  }
+
+  auto parsed = ParseCommandLine(
+      Submit({"--target-avg-bits", "4", "--selection", "per_cost_saved",
+              "--refresh-fisher", "--land-on-budget", "--total-finetune-steps",
+              "600"}),
+      kServer);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const auto& progressive = std::get<SubmitOptions>(parsed->command);
+  EXPECT_EQ(progressive.strategy, "");
+  EXPECT_EQ(progressive.selection, "per_cost_saved");
+  EXPECT_TRUE(progressive.refresh_fisher);
+  EXPECT_TRUE(progressive.land_on_budget);
+  EXPECT_EQ(progressive.total_finetune_steps, 600);
+  EXPECT_FALSE(progressive.hutchinson_samples.has_value());
+
+  parsed = ParseCommandLine(
+      Submit({"--target-bops", "2e8", "--strategy", "hawq",
+              "--hutchinson-samples", "32", "--selection", "min_index"}),
+      kServer);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const auto& hawq = std::get<SubmitOptions>(parsed->command);
+  EXPECT_EQ(hawq.strategy, "hawq");
+  EXPECT_EQ(hawq.selection, "min_index");
+  EXPECT_EQ(hawq.hutchinson_samples, 32);
+  EXPECT_FALSE(hawq.refresh_fisher);
+  EXPECT_FALSE(hawq.land_on_budget);
+  EXPECT_FALSE(hawq.total_finetune_steps.has_value());
+}
+
 TEST(ParseCommandLineTest, GlobalOptionsBeforeAndAfterTheCommand) {
   for (const auto& args : std::vector<std::vector<std::string>>{
            {"--server", "h:1", "--json", "--timeout", "2.5", "--tty", "status",
@@ -232,6 +274,31 @@ TEST(ParseCommandLineTest, Best) {
   EXPECT_FALSE(std::get<BestOptions>(defaults->command).top_k.has_value());
   EXPECT_EQ(std::get<BestOptions>(defaults->command).max_avg_bits, 0);
   EXPECT_EQ(std::get<BestOptions>(defaults->command).max_size_bytes, 0);
+  EXPECT_EQ(std::get<BestOptions>(defaults->command).max_bops, 0);
+  EXPECT_FALSE(std::get<BestOptions>(defaults->command).same_model);
+  EXPECT_EQ(std::get<BestOptions>(defaults->command).model_sha256, "");
+}
+
+TEST(ParseCommandLineTest, BestAcrossTheModelsJobs) {
+  auto same = ParseCommandLine(
+      {"best", "--same-model", "j1", "--max-bops", "2.5e8"}, kServer);
+  ASSERT_TRUE(same.ok()) << same.status();
+  const auto& best = std::get<BestOptions>(same->command);
+  EXPECT_EQ(best.job_id, "j1");
+  EXPECT_TRUE(best.same_model);
+  EXPECT_EQ(best.max_bops, 2.5e8);
+  EXPECT_EQ(best.model_sha256, "");
+
+  // A model hash replaces the job id; it is sent lowercase, as stored.
+  const std::string hash(64, 'a');
+  auto by_hash = ParseCommandLine(
+      {"best", "--model-sha256", std::string(64, 'A'), "--top-k", "3"},
+      kServer);
+  ASSERT_TRUE(by_hash.ok()) << by_hash.status();
+  const auto& model = std::get<BestOptions>(by_hash->command);
+  EXPECT_EQ(model.job_id, "");
+  EXPECT_EQ(model.model_sha256, hash);
+  EXPECT_EQ(model.top_k, 3);
 }
 
 TEST(ParseCommandLineTest, Help) {
@@ -288,6 +355,26 @@ TEST(ParseCommandLineTest, UsageErrors) {
       {{"list", "--state", "sleeping"}, "--state"},
       {{"list", "--limit", "x"}, "--limit"},
       {{"best", "j", "--top-k", "0"}, "--top-k"},
+      {{"best"}, "best: job is required (or --model-sha256 HASH)"},
+      {{"best", "--same-model"}, "best: job is required"},
+      {{"best", "j", "--model-sha256", std::string(64, '0')},
+       "best: give a job or --model-sha256, not both"},
+      {{"best", "--model-sha256", "abc123"},
+       "--model-sha256: \"abc123\" is not 64 hex digits"},
+      {{"best", "--model-sha256", std::string(63, '0') + "g"},
+       "--model-sha256"},
+      {{"best", "j", "--max-bops", "0"}, "--max-bops"},
+      {{"best", "j", "--same-model=maybe"}, "--same-model"},
+      {Submit({"--target-avg-bits", "4", "--strategy", "greedy"}),
+       "--strategy: greedy not in {progressive,uniform,knapsack,hawq}"},
+      {Submit({"--target-avg-bits", "4", "--strategy", "Knapsack"}),
+       "--strategy"},
+      {Submit({"--target-avg-bits", "4", "--selection", "max_index"}),
+       "--selection"},
+      {Submit({"--target-avg-bits", "4", "--total-finetune-steps", "0"}),
+       "--total-finetune-steps"},
+      {Submit({"--target-avg-bits", "4", "--hutchinson-samples", "-4"}),
+       "--hutchinson-samples"},
       {{"--timeout", "0", "status", "j"}, "--timeout"},
   };
   for (const UsageErrorCase& c : cases) {
@@ -317,6 +404,8 @@ TEST(RunCliTest, HelpExitsZero) {
   std::ostringstream err;
   EXPECT_EQ(RunCli({"best", "--help"}, out, err), kExitOk);
   EXPECT_THAT(out.str(), HasSubstr("--max-avg-bits"));
+  EXPECT_THAT(out.str(), HasSubstr("--same-model"));
+  EXPECT_THAT(out.str(), HasSubstr("--model-sha256"));
   EXPECT_EQ(err.str(), "");
 }
 

@@ -126,6 +126,12 @@ TEST(BuildSubmitRequestTest, SendsContentByDefault) {
   EXPECT_EQ(search.learning_rate(), 0);
   EXPECT_EQ(search.batch_size(), 0);
   EXPECT_FALSE(search.has_lambda());
+  EXPECT_EQ(search.strategy(), "");
+  EXPECT_EQ(search.selection(), "");
+  EXPECT_FALSE(search.refresh_fisher());
+  EXPECT_FALSE(search.land_on_budget());
+  EXPECT_EQ(search.total_finetune_steps(), 0);
+  EXPECT_EQ(search.hutchinson_samples(), 0);
   EXPECT_EQ(search.seed(), 0u);
 }
 
@@ -225,6 +231,26 @@ TEST(BuildSubmitRequestTest, BudgetUnitsLayersPinsAndActivationBits) {
   EXPECT_FALSE(request->spec().search().has_activation_bits());  // server: 8
 }
 
+TEST(BuildSubmitRequestTest, StrategyOptions) {
+  SubmitOptions options = MinimalSubmit("data");
+  options.server_paths = true;
+  options.strategy = "hawq";
+  options.selection = "per_cost_saved";
+  options.refresh_fisher = true;
+  options.land_on_budget = true;
+  options.total_finetune_steps = 600;
+  options.hutchinson_samples = 32;
+  auto request = BuildSubmitRequest(options);
+  ASSERT_TRUE(request.ok()) << request.status();
+  const v1::SearchOptions& search = request->spec().search();
+  EXPECT_EQ(search.strategy(), "hawq");
+  EXPECT_EQ(search.selection(), "per_cost_saved");
+  EXPECT_TRUE(search.refresh_fisher());
+  EXPECT_TRUE(search.land_on_budget());
+  EXPECT_EQ(search.total_finetune_steps(), 600);
+  EXPECT_EQ(search.hutchinson_samples(), 32);
+}
+
 TEST(BuildSubmitRequestTest, MissingFileNamesTheFlag) {
   TempDir dir;
   WriteInputs(dir.path());
@@ -254,6 +280,24 @@ TEST(BuildRequestTest, ListAndBest) {
   EXPECT_EQ(best_request.top_k(), 0);
   EXPECT_EQ(best_request.max_avg_bits(), 4.5);
   EXPECT_EQ(best_request.max_size_bytes(), 0);
+  EXPECT_EQ(best_request.max_bops(), 0);
+  EXPECT_FALSE(best_request.same_model());
+  EXPECT_EQ(best_request.model_sha256(), "");
+
+  best.same_model = true;
+  best.max_bops = 2.5e8;
+  const v1::QueryBestPoliciesRequest same = BuildBestRequest(best);
+  EXPECT_EQ(same.job_id(), "j");
+  EXPECT_TRUE(same.same_model());
+  EXPECT_EQ(same.max_bops(), 2.5e8);
+
+  // A model hash always asks for the model's jobs.
+  BestOptions by_hash;
+  by_hash.model_sha256 = std::string(64, 'f');
+  const v1::QueryBestPoliciesRequest hash_request = BuildBestRequest(by_hash);
+  EXPECT_EQ(hash_request.job_id(), "");
+  EXPECT_EQ(hash_request.model_sha256(), std::string(64, 'f'));
+  EXPECT_TRUE(hash_request.same_model());
 }
 
 // A scripted stand-in for the mixq server: job "job-1" exists; WatchJob plays
@@ -441,6 +485,23 @@ TEST_F(RunCliFakeServerTest, SubmitPrintsTheJobId) {
   EXPECT_EQ(request.spec().search().budget().avg_bits(), 5);
 }
 
+TEST_F(RunCliFakeServerTest, SubmitSendsTheStrategy) {
+  TempDir dir;
+  WriteInputs(dir.path());
+  const SubmitOptions o = MinimalSubmit(dir.path());
+  EXPECT_EQ(
+      Run({"submit", "--model", o.model, "--inputs", o.inputs, "--labels",
+           o.labels, "--calib-size", "10", "--bits", "8,4", "--target-avg-bits",
+           "5", "--strategy", "knapsack", "--total-finetune-steps", "300"}),
+      kExitOk)
+      << err_.str();
+  const v1::SearchOptions search = service_.last_submit().spec().search();
+  EXPECT_EQ(search.strategy(), "knapsack");
+  EXPECT_EQ(search.total_finetune_steps(), 300);
+  EXPECT_EQ(search.selection(), "");
+  EXPECT_EQ(search.hutchinson_samples(), 0);
+}
+
 TEST_F(RunCliFakeServerTest, SubmitJsonAndWatch) {
   TempDir dir;
   WriteInputs(dir.path());
@@ -502,6 +563,21 @@ TEST_F(RunCliFakeServerTest, Best) {
                           "\"layers\"", "\"name\"", "\"bits\""}) {
     EXPECT_THAT(out_.str(), HasSubstr(key)) << key;
   }
+}
+
+TEST_F(RunCliFakeServerTest, BestByModelHash) {
+  const std::string hash(64, 'c');
+  EXPECT_EQ(Run({"best", "--model-sha256", hash, "--max-bops", "1e9"}), kExitOk)
+      << err_.str();
+  EXPECT_EQ(service_.last_best().job_id(), "");
+  EXPECT_EQ(service_.last_best().model_sha256(), hash);
+  EXPECT_TRUE(service_.last_best().same_model());
+  EXPECT_EQ(service_.last_best().max_bops(), 1e9);
+
+  EXPECT_EQ(Run({"best", "job-1", "--same-model"}), kExitOk) << err_.str();
+  EXPECT_EQ(service_.last_best().job_id(), "job-1");
+  EXPECT_TRUE(service_.last_best().same_model());
+  EXPECT_EQ(service_.last_best().model_sha256(), "");
 }
 
 TEST_F(RunCliFakeServerTest, Results) {

@@ -73,6 +73,33 @@ TEST(FormatBestPoliciesTest, Empty) {
   response.set_job_id("job-7");
   EXPECT_EQ(FormatBestPolicies(response),
             "job job-7: no evaluated policy meets the limit\n");
+  response.set_model_sha256("ab12");
+  EXPECT_EQ(FormatBestPolicies(response),
+            "model ab12: no evaluated policy meets the limit\n");
+}
+
+TEST(FormatBestPoliciesTest, SameModelShowsJobAndStrategy) {
+  v1::QueryBestPoliciesResponse response = BestResponse();
+  response.set_model_sha256("9f86d081884c7d65");
+  response.mutable_policies(0)->set_job_id("job-7");
+  response.mutable_policies(0)->set_strategy("progressive");
+  response.mutable_policies(1)->set_job_id("job-12");
+  response.mutable_policies(1)->set_strategy("knapsack");
+  EXPECT_EQ(FormatBestPolicies(response),
+            "model: 9f86d081884c7d65\n"
+            "layers: fc1.weight/fc2.weight/fc3.weight\n"
+            "RANK  JOB     STRATEGY     AVG BITS  SIZE (KiB)  BOPS    ACC    "
+            "LOSS  KIND       STEP  BITS\n"
+            "   1  job-7   progressive      4.50        10.0  250M  86.1%  "
+            "0.4123  finetuned     3  8/4/2\n"
+            "   2  job-12  knapsack         3.25         2.0     -  80.0%  "
+            "0.6000  final        12  4/4/2\n");
+
+  // Policies from servers that do not name their job print "-".
+  response.mutable_policies(1)->clear_job_id();
+  response.mutable_policies(1)->clear_strategy();
+  EXPECT_THAT(FormatBestPolicies(response),
+              HasSubstr("   2  -      -                3.25"));
 }
 
 TEST(ToJsonTest, UsesProtoFieldNamesAndPrintsDefaults) {
@@ -275,8 +302,9 @@ TEST(FormatJobListTest, Table) {
             "2023-07-22T04:26:40Z\n");
 }
 
-TEST(FormatResultsTest, StepsAndFinalPolicy) {
-  const auto response = ParseText<v1::GetResultsResponse>(R"pb(
+// A finished job: the warm-up, one step with two candidates, the final policy.
+v1::GetResultsResponse Results() {
+  return ParseText<v1::GetResultsResponse>(R"pb(
     job {
       id: "job-1"
       state: SUCCEEDED
@@ -340,6 +368,10 @@ TEST(FormatResultsTest, StepsAndFinalPolicy) {
       kind: "final"
     }
   )pb");
+}
+
+TEST(FormatResultsTest, StepsAndFinalPolicy) {
+  const v1::GetResultsResponse response = Results();
   EXPECT_EQ(
       FormatResults(response),
       "job job-1 SUCCEEDED\n"
@@ -359,6 +391,54 @@ TEST(FormatResultsTest, StepsAndFinalPolicy) {
       "LAYER  BITS\n"
       "w1        8\n"
       "w2        6\n");
+}
+
+// Results() with the scoring statistics a current server records per step.
+v1::GetResultsResponse ResultsWithStepStats() {
+  v1::GetResultsResponse response = Results();
+  response.mutable_steps(0)->set_finetune_steps(100);
+  v1::Step& step = *response.mutable_steps(1);
+  step.set_finetune_steps(50);
+  step.set_node_runs(120);
+  step.set_naive_node_runs(400);
+  step.set_scoring_seconds(0.8);
+  step.set_oracle_omega(0.02);
+  return response;
+}
+
+TEST(FormatResultsTest, StepStats) {
+  v1::GetResultsResponse response = ResultsWithStepStats();
+  EXPECT_THAT(FormatResults(response),
+              HasSubstr("step 0 (warm-up): 0 candidates, 1.5 s, 100 fine-tune "
+                        "steps\n"
+                        "fine-tuned: avg 8.00 bits"));
+  EXPECT_THAT(FormatResults(response),
+              HasSubstr("step 1: 2 candidates, 2.5 s, 50 fine-tune steps\n"
+                        "scoring: 120 node runs vs 400 naive (70.0% saved), "
+                        "0.80 s; Ω 0.0224 vs oracle 0.02 (+0.0024)\n"
+                        "   RANK   INDEX"));
+
+  // Without scoring work or a chosen candidate, only the oracle is shown.
+  v1::Step& step = *response.mutable_steps(1);
+  step.clear_node_runs();
+  step.clear_naive_node_runs();
+  step.clear_scoring_seconds();
+  step.mutable_candidates(0)->set_chosen(false);
+  EXPECT_THAT(FormatResults(response), HasSubstr("50 fine-tune steps\n"
+                                                 "oracle Ω 0.02\n"
+                                                 "  RANK"));
+}
+
+TEST(ToJsonTest, ResultsCarryStepStats) {
+  auto json = ToJson(ResultsWithStepStats(), /*multiline=*/true);
+  ASSERT_TRUE(json.ok()) << json.status();
+  // int64 fields are strings in protobuf's JSON mapping.
+  for (const char* field :
+       {"\"finetune_steps\": 50", "\"node_runs\": \"120\"",
+        "\"naive_node_runs\": \"400\"", "\"scoring_seconds\": 0.8",
+        "\"oracle_omega\": 0.02"}) {
+    EXPECT_THAT(*json, HasSubstr(field)) << field;
+  }
 }
 
 TEST(FormatCancelledTest, OneLine) {

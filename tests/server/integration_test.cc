@@ -5,6 +5,8 @@
 #include <functional>
 #include <memory>
 #include <sstream>
+#include <map>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -386,6 +388,86 @@ TEST_F(IntegrationTest, EvaluatePolicyModesOverRpcAndTheCli) {
   EXPECT_EQ(cli.exit_code, 0) << cli.err;
   EXPECT_THAT(cli.out, ::testing::HasSubstr("static evaluation on 150 samples"));
   EXPECT_THAT(cli.out, ::testing::HasSubstr("fc1.weight"));
+}
+
+TEST_F(IntegrationTest, StrategiesOnOneModelAreQueriedTogether) {
+  // The same model and data searched by three strategies.
+  std::vector<std::string> ids;
+  for (const char* strategy : {"progressive", "knapsack", "uniform"}) {
+    v1::SubmitJobRequest request = TinyJob();
+    request.mutable_spec()->mutable_search()->set_strategy(strategy);
+    request.mutable_spec()->mutable_search()->set_total_finetune_steps(40);
+    v1::SubmitJobResponse response;
+    const grpc::Status status = Submit(request, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    ids.push_back(response.job().id());
+  }
+  for (const std::string& id : ids) Watch(id);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const v1::GetResultsResponse results = Results(ids[i]);
+    ASSERT_EQ(results.job().state(), v1::SUCCEEDED) << results.job().error();
+    EXPECT_LE(results.final_policy().avg_bits(), 3 + 1e-9);
+    ASSERT_GE(results.steps_size(), 2);
+    int finetune = 0;
+    for (const v1::Step& step : results.steps()) finetune += step.finetune_steps();
+    EXPECT_LE(finetune, 40);
+    if (i == 0) {
+      // Progressive steps report their scoring work and the oracle.
+      EXPECT_GT(results.steps(1).naive_node_runs(), 0);
+      EXPECT_LE(results.steps(1).oracle_omega(),
+                results.steps(1).candidates(0).omega() * (1 + 1e-9));
+    } else {
+      EXPECT_EQ(results.steps_size(), 2);  // warm-up, allocation
+    }
+  }
+  grpc::ClientContext context;
+  v1::QueryBestPoliciesRequest query;
+  query.set_job_id(ids[1]);
+  query.set_same_model(true);
+  query.set_max_avg_bits(3);
+  query.set_top_k(50);
+  v1::QueryBestPoliciesResponse best;
+  grpc::Status status = stub_->QueryBestPolicies(&context, query, &best);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(best.model_sha256().size(), 64u);
+  // Each bit assignment appears once, from the job that scored it best: on
+  // a two-layer model strategies share assignments, so at least two of the
+  // three jobs contribute.
+  const std::map<std::string, std::string> strategy_of = {
+      {ids[0], "progressive"}, {ids[1], "knapsack"}, {ids[2], "uniform"}};
+  std::set<std::string> jobs;
+  for (const v1::Policy& policy : best.policies()) {
+    EXPECT_LE(policy.avg_bits(), 3 + 1e-9);
+    ASSERT_EQ(strategy_of.count(policy.job_id()), 1u) << policy.job_id();
+    EXPECT_EQ(policy.strategy(), strategy_of.at(policy.job_id()));
+    jobs.insert(policy.job_id());
+  }
+  EXPECT_GE(jobs.size(), 2u);
+  for (int i = 1; i < best.policies_size(); ++i) {
+    EXPECT_GE(best.policies(i - 1).accuracy(), best.policies(i).accuracy());
+  }
+  // The model's hash alone gives the same answer.
+  grpc::ClientContext by_hash_context;
+  v1::QueryBestPoliciesRequest by_hash;
+  by_hash.set_model_sha256(best.model_sha256());
+  by_hash.set_max_avg_bits(3);
+  by_hash.set_top_k(50);
+  v1::QueryBestPoliciesResponse same;
+  status = stub_->QueryBestPolicies(&by_hash_context, by_hash, &same);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(same.policies_size(), best.policies_size());
+  // Bad strategy and bad hash: INVALID_ARGUMENT naming the field.
+  v1::SubmitJobRequest bad = TinyJob();
+  bad.mutable_spec()->mutable_search()->set_strategy("greedy");
+  v1::SubmitJobResponse ignored;
+  status = Submit(bad, &ignored);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("spec.search.strategy"));
+  grpc::ClientContext bad_hash_context;
+  by_hash.set_model_sha256("xyz");
+  status = stub_->QueryBestPolicies(&bad_hash_context, by_hash, &same);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("model_sha256"));
 }
 
 TEST_F(IntegrationTest, SubmitIsIdempotentPerRequestId) {

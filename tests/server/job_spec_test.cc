@@ -164,6 +164,46 @@ TEST(ToProgressiveOptionsTest, FillsLayersPinsActivationBitsAndBudgets) {
   EXPECT_EQ(options->budget.value, 1.5e6);
 }
 
+TEST(ToProgressiveOptionsTest, StrategyAndProgressiveOptions) {
+  v1::SearchOptions search = ValidJob().spec.search();
+  auto options = ToProgressiveOptions(search);
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->strategy, search::Strategy::kProgressive);  // unset
+  EXPECT_EQ(options->selection, search::Selection::kMinIndex);
+  EXPECT_EQ(options->hutchinson_samples, 16);
+
+  search.set_strategy("hawq");
+  search.set_selection("per_cost_saved");
+  search.set_refresh_fisher(true);
+  search.set_land_on_budget(true);
+  search.set_total_finetune_steps(500);
+  search.set_hutchinson_samples(4);
+  options = ToProgressiveOptions(search);
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->strategy, search::Strategy::kHawq);
+  EXPECT_EQ(options->selection, search::Selection::kPerCostSaved);
+  EXPECT_TRUE(options->refresh_fisher);
+  EXPECT_TRUE(options->land_on_budget);
+  EXPECT_EQ(options->total_finetune_steps, 500);
+  EXPECT_EQ(options->hutchinson_samples, 4);
+
+  search.set_strategy("Knapsack");
+  EXPECT_THAT(ToProgressiveOptions(search).status().message(),
+              HasSubstr("spec.search.strategy: unknown 'Knapsack'"));
+  search.set_strategy("knapsack");
+  search.set_selection("best");
+  EXPECT_THAT(ToProgressiveOptions(search).status().message(),
+              HasSubstr("spec.search.selection: unknown 'best'"));
+  search.set_selection("");
+  search.set_total_finetune_steps(-1);
+  EXPECT_THAT(ToProgressiveOptions(search).status().message(),
+              HasSubstr("spec.search.total_finetune_steps"));
+  search.set_total_finetune_steps(0);
+  search.set_hutchinson_samples(-3);
+  EXPECT_THAT(ToProgressiveOptions(search).status().message(),
+              HasSubstr("spec.search.hutchinson_samples"));
+}
+
 // Appends spec.search.layers {name, bits}.
 void AddLayer(Fixture* f, const std::string& name, std::vector<int> bits) {
   v1::LayerOptions* layer = f->spec.mutable_search()->add_layers();

@@ -348,12 +348,18 @@ TEST_F(StoreTest, MigratesVersion1DatabaseKeepingItsRows) {
     ASSERT_OK(
         db->Exec("ALTER TABLE job_layers DROP COLUMN macs;"
                  "ALTER TABLE policies DROP COLUMN bops;"
+                 "DROP INDEX jobs_by_model;"
+                 "ALTER TABLE jobs DROP COLUMN strategy;"
+                 "ALTER TABLE steps DROP COLUMN finetune_steps;"
+                 "ALTER TABLE steps DROP COLUMN node_runs;"
+                 "ALTER TABLE steps DROP COLUMN naive_node_runs;"
+                 "ALTER TABLE steps DROP COLUMN scoring_seconds;"
+                 "ALTER TABLE steps DROP COLUMN oracle_omega;"
                  "PRAGMA user_version = 1"));
   }
   auto store = OpenStore();
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(store->schema_version(), 2);
-  EXPECT_EQ(LatestSchemaVersion(), 2);
+  EXPECT_EQ(store->schema_version(), LatestSchemaVersion());
 
   // Old rows: MACs and BOPs unknown (0), everything else intact.
   auto layers = store->GetLayers("old");
@@ -382,6 +388,120 @@ TEST_F(StoreTest, MigratesVersion1DatabaseKeepingItsRows) {
   ASSERT_TRUE(best_new.ok()) << best_new.status();
   EXPECT_FALSE(best_new->empty());
   EXPECT_GT((*best_new)[0].bops, 0);
+}
+
+TEST_F(StoreTest, MigratesVersion2DatabaseToStrategiesAndScoringStats) {
+  {
+    auto store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    ASSERT_OK(store->CreateJob(MakeJob("old", 1), kLayers));
+    ASSERT_OK(store->AppendStep("old", MakeStep(1)));
+  }
+  {
+    auto db = Database::Open(path_, SQLITE_OPEN_READWRITE);
+    ASSERT_TRUE(db.ok());
+    ASSERT_OK(db->Exec(
+        "DROP INDEX jobs_by_model;"
+        "ALTER TABLE jobs DROP COLUMN strategy;"
+        "ALTER TABLE steps DROP COLUMN finetune_steps;"
+        "ALTER TABLE steps DROP COLUMN node_runs;"
+        "ALTER TABLE steps DROP COLUMN naive_node_runs;"
+        "ALTER TABLE steps DROP COLUMN scoring_seconds;"
+        "ALTER TABLE steps DROP COLUMN oracle_omega;"
+        "PRAGMA user_version = 2"));
+  }
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->schema_version(), 3);
+  EXPECT_EQ(LatestSchemaVersion(), 3);
+  // Every job before strategies was progressive; its steps' stats unknown.
+  auto job = store->GetJob("old");
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->strategy, "progressive");
+  auto steps = store->GetSteps("old");
+  ASSERT_TRUE(steps.ok()) << steps.status();
+  ASSERT_EQ(steps->size(), 1u);
+  EXPECT_EQ((*steps)[0].node_runs, 0);
+  EXPECT_EQ((*steps)[0].oracle_omega, 0);
+  EXPECT_EQ((*steps)[0].candidates.size(), MakeStep(1).candidates.size());
+}
+
+TEST_F(StoreTest, StepScoringStatsAndStrategyRoundTrip) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  JobRecord job = MakeJob("k", 1);
+  job.strategy = "knapsack";
+  ASSERT_OK(store->CreateJob(job, kLayers));
+  StepRecord step = MakeStep(1);
+  step.finetune_steps = 50;
+  step.node_runs = 1234;
+  step.naive_node_runs = 4000;
+  step.scoring_seconds = 0.75;
+  step.oracle_omega = 0.125;
+  ASSERT_OK(store->AppendStep("k", step));
+  auto got_job = store->GetJob("k");
+  ASSERT_TRUE(got_job.ok());
+  EXPECT_EQ(got_job->strategy, "knapsack");
+  auto steps = store->GetSteps("k");
+  ASSERT_TRUE(steps.ok()) << steps.status();
+  ASSERT_EQ(steps->size(), 1u);
+  EXPECT_EQ((*steps)[0].finetune_steps, 50);
+  EXPECT_EQ((*steps)[0].node_runs, 1234);
+  EXPECT_EQ((*steps)[0].naive_node_runs, 4000);
+  EXPECT_DOUBLE_EQ((*steps)[0].scoring_seconds, 0.75);
+  EXPECT_DOUBLE_EQ((*steps)[0].oracle_omega, 0.125);
+}
+
+TEST_F(StoreTest, BestPoliciesForAModelSpanItsJobsAndStrategies) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  // Two jobs on model "m" (progressive, uniform), one on another model.
+  JobRecord a = MakeJob("a", 1), b = MakeJob("b", 2), c = MakeJob("c", 3);
+  a.model_sha256 = b.model_sha256 = "m";
+  b.strategy = "uniform";
+  for (const JobRecord& job : {a, b, c}) ASSERT_OK(store->CreateJob(job, kLayers));
+  StepRecord sa;
+  sa.step = 1;
+  sa.candidates = {MakePolicy(1, PolicyKind::kCandidate, {8, 4, 4}, 0.80, 0.5, 1),
+                   MakePolicy(1, PolicyKind::kCandidate, {4, 4, 4}, 0.70, 0.6, 2)};
+  sa.finetuned = MakePolicy(1, PolicyKind::kFinetuned, {8, 4, 4}, 0.82, 0.4);
+  ASSERT_OK(store->AppendStep("a", sa));
+  StepRecord sb;
+  sb.step = 1;
+  sb.candidates = {MakePolicy(1, PolicyKind::kCandidate, {4, 4, 4}, 0.75, 0.5, 1)};
+  sb.finetuned = MakePolicy(1, PolicyKind::kFinetuned, {4, 4, 4}, 0.90, 0.3);
+  ASSERT_OK(store->AppendStep("b", sb));
+  StepRecord sc = MakeStep(1);
+  for (auto& p : sc.candidates) p.accuracy = 0.99;
+  ASSERT_OK(store->AppendStep("c", sc));
+
+  auto best = store->QueryBestPoliciesForModel("m", PolicyLimits{}, 10);
+  ASSERT_TRUE(best.ok()) << best.status();
+  ASSERT_EQ(best->size(), 2u);  // {4,4,4} once, at its best (job b)
+  EXPECT_EQ((*best)[0].job_id, "b");
+  EXPECT_EQ((*best)[0].strategy, "uniform");
+  EXPECT_EQ((*best)[0].policy.bits, std::vector<int32_t>({4, 4, 4}));
+  EXPECT_DOUBLE_EQ((*best)[0].policy.accuracy, 0.90);
+  EXPECT_EQ((*best)[1].job_id, "a");
+  EXPECT_EQ((*best)[1].strategy, "progressive");
+  EXPECT_DOUBLE_EQ((*best)[1].policy.accuracy, 0.82);
+  // A cost limit applies across jobs.
+  best = store->QueryBestPoliciesForModel("m", PolicyLimits{4.5, 0, 0}, 10);
+  ASSERT_TRUE(best.ok());
+  ASSERT_EQ(best->size(), 1u);
+  EXPECT_EQ((*best)[0].job_id, "b");
+  // Unknown models have no policies; bad arguments are refused.
+  best = store->QueryBestPoliciesForModel("nope", PolicyLimits{}, 10);
+  ASSERT_TRUE(best.ok());
+  EXPECT_TRUE(best->empty());
+  EXPECT_EQ(store->QueryBestPoliciesForModel("", PolicyLimits{}, 10)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->QueryBestPoliciesForModel("m", PolicyLimits{}, 0)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 // --------------------------------------------------------------- artifacts
