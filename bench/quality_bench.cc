@@ -1,0 +1,400 @@
+// mixq-quality-bench: how good the searched policies are. For each budget
+// (average weight bits), runs every strategy on the same model and data with
+// the same total fine-tune steps, and measures the final policy's accuracy on
+// held-out test images:
+//   progressive        DESIGN.md §2 as specified (min index, Adam's v̂)
+//   progressive+       selection per unit of cost saved, a fresh Fisher,
+//                      landing on the budget
+//   knapsack, hawq, uniform
+//   random             the best (by calibration loss after the warm-up) of
+//                      8 random policies meeting the budget, then fine-tuned
+// Prints a table, writes a CSV (bench/plot_quality.py draws it), and reports
+// per progressive run the Spearman rank correlation between the candidates'
+// index and their measured calibration accuracy drop, the scoring work saved
+// by shared prefixes, and the distance to the knapsack oracle.
+//
+// Never run by ctest: minutes per budget on 2 cores.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/dataset.h"
+#include "engine/model.h"
+#include "engine/threads.h"
+#include "search/cost_model.h"
+#include "search/progressive.h"
+#include "search/qat.h"
+#include "search/quantize.h"
+#include "util/file.h"
+#include "util/status_macros.h"
+
+namespace mixq::bench {
+namespace {
+
+using search::LabeledData;
+using search::Policy;
+using search::ProgressiveOptions;
+using search::Strategy;
+
+struct Flags {
+  std::string model;
+  std::string data_dir = "/usr/share/datasets/fashion-mnist";
+  std::vector<double> budgets = {4, 3, 2};
+  std::vector<std::string> runs = {"uniform",     "knapsack", "hawq",
+                                   "progressive", "progressive+", "random"};
+  int calib = 512;
+  int train = 20000;
+  int total_steps = 1000;
+  int warmup_steps = 100;
+  int step_finetune = 10;
+  int threads = 2;
+  uint64_t seed = 1;
+  double mean = 0.2860;
+  double stddev = 0.3530;
+  std::string csv = "quality.csv";
+};
+
+double Seconds(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                       start)
+      .count();
+}
+
+absl::StatusOr<LabeledData> LoadSplit(const Flags& flags,
+                                      const std::string& prefix,
+                                      const engine::Model& model) {
+  const std::string images = absl::StrCat(flags.data_dir, "/", prefix,
+                                          "-images-idx3-ubyte.gz");
+  const std::string labels = absl::StrCat(flags.data_dir, "/", prefix,
+                                          "-labels-idx1-ubyte.gz");
+  MIXQ_ASSIGN_OR_RETURN(const std::string image_bytes, ReadFile(images));
+  MIXQ_ASSIGN_OR_RETURN(const std::string label_bytes, ReadFile(labels));
+  LabeledData data;
+  MIXQ_ASSIGN_OR_RETURN(data.inputs, engine::DecodeInputs(image_bytes, images));
+  MIXQ_ASSIGN_OR_RETURN(data.labels, engine::DecodeLabels(label_bytes, labels));
+  MIXQ_RETURN_IF_ERROR(engine::Normalize(static_cast<float>(flags.mean),
+                                         static_cast<float>(flags.stddev),
+                                         &data.inputs));
+  MIXQ_RETURN_IF_ERROR(
+      engine::ConformToModelInput(model.input_shape(), &data.inputs));
+  return data;
+}
+
+// Spearman's rank correlation (average ranks for ties).
+double Spearman(const std::vector<double>& x, const std::vector<double>& y) {
+  const auto ranks = [](const std::vector<double>& v) {
+    std::vector<size_t> order(v.size());
+    std::iota(order.begin(), order.end(), size_t{0});
+    std::sort(order.begin(), order.end(),
+              [&](size_t a, size_t b) { return v[a] < v[b]; });
+    std::vector<double> r(v.size());
+    for (size_t i = 0; i < order.size();) {
+      size_t j = i;
+      while (j + 1 < order.size() && v[order[j + 1]] == v[order[i]]) ++j;
+      for (size_t k = i; k <= j; ++k) r[order[k]] = 0.5 * (i + j) + 1;
+      i = j + 1;
+    }
+    return r;
+  };
+  const std::vector<double> rx = ranks(x), ry = ranks(y);
+  const double n = static_cast<double>(x.size());
+  const double mx = std::accumulate(rx.begin(), rx.end(), 0.0) / n;
+  const double my = std::accumulate(ry.begin(), ry.end(), 0.0) / n;
+  double sxy = 0, sxx = 0, syy = 0;
+  for (size_t i = 0; i < rx.size(); ++i) {
+    sxy += (rx[i] - mx) * (ry[i] - my);
+    sxx += (rx[i] - mx) * (rx[i] - mx);
+    syy += (ry[i] - my) * (ry[i] - my);
+  }
+  return sxx > 0 && syy > 0 ? sxy / std::sqrt(sxx * syy) : 0;
+}
+
+struct RunResult {
+  std::string name;
+  double budget = 0;
+  Policy policy;
+  double avg_bits = 0;
+  double size_bytes = 0;
+  double test_accuracy = 0;
+  double seconds = 0;
+  int steps = 0;
+  std::string notes;
+};
+
+class QualityBench {
+ public:
+  QualityBench(const Flags& flags, const engine::Model& model,
+               LabeledData calib, LabeledData train, LabeledData test)
+      : flags_(flags),
+        model_(model),
+        cost_(search::CostModel::ForModel(model)),
+        calib_(std::move(calib)),
+        train_(std::move(train)),
+        test_(std::move(test)) {}
+
+  ProgressiveOptions Options(double budget) const {
+    ProgressiveOptions options;
+    options.bit_levels = {8, 6, 5, 4, 3, 2};
+    options.budget = {search::Budget::Kind::kAvgBits, budget};
+    options.candidates = 8;
+    options.max_layers = 2;
+    options.warmup_steps = flags_.warmup_steps;
+    options.finetune_steps = flags_.step_finetune;
+    options.final_finetune_steps = 0;
+    options.total_finetune_steps = flags_.total_steps;
+    options.learning_rate = 1e-4;
+    options.batch_size = 64;
+    options.seed = flags_.seed;
+    return options;
+  }
+
+  absl::StatusOr<double> Fp32TestAccuracy() {
+    search::QuantOptions quant;
+    quant.activations.bits = search::kFloatBits;
+    search::QatSession session(model_, engine::AdamOptions{}, 64, 0, quant);
+    MIXQ_ASSIGN_OR_RETURN(
+        search::Evaluation eval,
+        session.Evaluate(Policy(cost_.num_layers(), search::kFloatBits), test_));
+    return eval.accuracy;
+  }
+
+  absl::StatusOr<RunResult> RunStrategy(const std::string& name,
+                                        double budget) {
+    ProgressiveOptions options = Options(budget);
+    if (name == "progressive+") {
+      options.strategy = Strategy::kProgressive;
+      options.selection = search::Selection::kPerCostSaved;
+      options.refresh_fisher = true;
+      options.land_on_budget = true;
+    } else {
+      MIXQ_ASSIGN_OR_RETURN(options.strategy, search::ParseStrategy(name));
+    }
+    RunResult result;
+    result.name = name;
+    result.budget = budget;
+    std::vector<search::StepReport> steps;
+    search::SearchObserver observer;
+    observer.on_step = [&steps](const search::StepReport& report) {
+      steps.push_back(report);
+      return absl::OkStatus();
+    };
+    observer.on_finish = [&](search::QatSession& session,
+                             const Policy& policy) -> absl::Status {
+      MIXQ_ASSIGN_OR_RETURN(search::Evaluation eval,
+                            session.Evaluate(policy, test_));
+      result.test_accuracy = eval.accuracy;
+      return absl::OkStatus();
+    };
+    const auto start = std::chrono::steady_clock::now();
+    MIXQ_ASSIGN_OR_RETURN(
+        search::SearchResult search,
+        search::RunProgressiveSearch(model_, calib_, train_, options, observer));
+    result.seconds = Seconds(start);
+    result.policy = search.final_policy.policy;
+    result.avg_bits = search.final_policy.avg_bits;
+    result.size_bytes = search.final_policy.size_bytes;
+    result.steps = search.steps;
+    if (options.strategy == Strategy::kProgressive) {
+      // Index against the measured accuracy drop of every candidate, the
+      // base being the previous step's fine-tuned policy (same weights).
+      std::vector<double> index, drop;
+      double gap = 0, scoring = 0;
+      for (size_t s = 1; s < steps.size(); ++s) {
+        for (const auto& c : steps[s].candidates) {
+          index.push_back(c.index);
+          drop.push_back(steps[s - 1].finetuned.accuracy - c.accuracy);
+        }
+        const double kept = steps[s].candidates.front().omega;
+        gap += kept > 0 ? (kept - steps[s].scoring.oracle_omega) / kept : 0;
+        scoring += steps[s].scoring.seconds;
+      }
+      const double n = std::max<double>(1.0, steps.size() - 1.0);
+      result.notes = absl::StrFormat(
+          "steps %d, fine-tune %d; spearman(index, acc drop) %.3f over %d "
+          "candidates; node runs %d of %d naive (%.0f%% saved); scoring "
+          "%.1f s; mean Ω above oracle %.1f%%",
+          search.steps, search.finetune_steps, Spearman(index, drop),
+          static_cast<int>(index.size()), search.node_runs,
+          search.naive_node_runs,
+          search.naive_node_runs > 0
+              ? 100.0 * (1.0 - static_cast<double>(search.node_runs) /
+                                   search.naive_node_runs)
+              : 0.0,
+          scoring, 100.0 * gap / n);
+    }
+    return result;
+  }
+
+  // 8 random policies meeting the budget; the one with the lowest
+  // calibration loss after the warm-up is fine-tuned for the rest.
+  absl::StatusOr<RunResult> RunRandom(double budget) {
+    const ProgressiveOptions options = Options(budget);
+    const auto start = std::chrono::steady_clock::now();
+    search::QatSession session(
+        model_, engine::AdamOptions{.learning_rate = 1e-4f}, 64, options.seed);
+    const Policy highest(cost_.num_layers(), 8);
+    MIXQ_RETURN_IF_ERROR(
+        session.FineTune(highest, train_, options.warmup_steps));
+    std::mt19937_64 rng(options.seed * 7919 + 17);
+    const std::vector<int>& levels = options.bit_levels;
+    Policy best;
+    double best_loss = INFINITY;
+    for (int r = 0; r < 8; ++r) {
+      std::vector<int> level(cost_.num_layers());
+      for (int& l : level) l = static_cast<int>(rng() % levels.size());
+      const auto policy_of = [&] {
+        Policy p(level.size());
+        for (size_t l = 0; l < level.size(); ++l) p[l] = levels[level[l]];
+        return p;
+      };
+      const auto met = [&] {
+        return options.budget.IsMet(cost_.Cost(policy_of(), 8));
+      };
+      // Lower random layers until the budget holds, then raise random
+      // layers while it still holds: a random policy on the budget.
+      while (!met()) {
+        const size_t l = rng() % level.size();
+        if (level[l] + 1 < static_cast<int>(levels.size())) ++level[l];
+      }
+      for (int tries = 0; tries < 200; ++tries) {
+        const size_t l = rng() % level.size();
+        if (level[l] == 0) continue;
+        --level[l];
+        if (!met()) ++level[l];
+      }
+      const Policy policy = policy_of();
+      MIXQ_ASSIGN_OR_RETURN(search::Evaluation eval,
+                            session.Evaluate(policy, calib_));
+      if (eval.loss < best_loss) {
+        best_loss = eval.loss;
+        best = policy;
+      }
+    }
+    MIXQ_RETURN_IF_ERROR(session.FineTune(
+        best, train_, flags_.total_steps - options.warmup_steps));
+    RunResult result;
+    result.name = "random";
+    result.budget = budget;
+    result.policy = best;
+    const search::PolicyCost cost = cost_.Cost(best, 8);
+    result.avg_bits = cost.avg_bits;
+    result.size_bytes = cost.size_bytes;
+    MIXQ_ASSIGN_OR_RETURN(search::Evaluation eval,
+                          session.Evaluate(best, test_));
+    result.test_accuracy = eval.accuracy;
+    result.seconds = Seconds(start);
+    return result;
+  }
+
+  const search::CostModel& cost() const { return cost_; }
+
+ private:
+  const Flags& flags_;
+  const engine::Model& model_;
+  const search::CostModel cost_;
+  const LabeledData calib_;
+  const LabeledData train_;
+  const LabeledData test_;
+};
+
+absl::Status Run(const Flags& flags) {
+  engine::SetEngineThreads(flags.threads);
+  MIXQ_ASSIGN_OR_RETURN(const std::string onnx, ReadFile(flags.model));
+  MIXQ_ASSIGN_OR_RETURN(const search::PreparedModel prepared,
+                        search::PrepareModel(onnx));
+  MIXQ_ASSIGN_OR_RETURN(std::unique_ptr<engine::Model> model,
+                        engine::Model::FromOnnxBytes(prepared.onnx));
+  MIXQ_ASSIGN_OR_RETURN(LabeledData train_all, LoadSplit(flags, "train", *model));
+  MIXQ_ASSIGN_OR_RETURN(LabeledData test, LoadSplit(flags, "t10k", *model));
+  const int64_t train_end =
+      std::min<int64_t>(train_all.size(), flags.calib + flags.train);
+  QualityBench bench(flags, *model, train_all.Slice(0, flags.calib),
+                     train_all.Slice(flags.calib, train_end), std::move(test));
+  std::printf(
+      "model %s: %d quantizable layers, %lld weights; calib %d, fine-tune set "
+      "%lld, %d total fine-tune steps (warm-up %d, %d per progressive step), "
+      "%d threads\n",
+      flags.model.c_str(), bench.cost().num_layers(),
+      static_cast<long long>(bench.cost().quantizable_weights()), flags.calib,
+      static_cast<long long>(train_end - flags.calib), flags.total_steps,
+      flags.warmup_steps, flags.step_finetune, flags.threads);
+  MIXQ_ASSIGN_OR_RETURN(const double fp32, bench.Fp32TestAccuracy());
+  std::printf("FP32 test accuracy %.2f %%\n", 100 * fp32);
+  std::ofstream csv(flags.csv);
+  csv << "budget_bits,strategy,avg_bits,size_bytes,accuracy\n";
+  csv << absl::StrFormat("32,fp32,32,%.0f,%.2f\n",
+                         bench.cost().Fp32SizeBytes(), 100 * fp32);
+  std::printf("%-6s %-13s %8s %10s %9s %8s  %s\n", "budget", "strategy",
+              "avg bits", "bytes", "test acc", "seconds", "policy");
+  for (double budget : flags.budgets) {
+    for (const std::string& name : flags.runs) {
+      absl::StatusOr<RunResult> result = name == "random"
+                                             ? bench.RunRandom(budget)
+                                             : bench.RunStrategy(name, budget);
+      if (!result.ok()) {
+        std::printf("%-6g %-13s error: %s\n", budget, name.c_str(),
+                    std::string(result.status().message()).c_str());
+        continue;
+      }
+      std::printf("%-6g %-13s %8.3f %10.0f %8.2f%% %8.1f  %s\n", budget,
+                  name.c_str(), result->avg_bits, result->size_bytes,
+                  100 * result->test_accuracy, result->seconds,
+                  search::PolicyToString(result->policy).c_str());
+      if (!result->notes.empty()) std::printf("       %s\n", result->notes.c_str());
+      std::fflush(stdout);
+      csv << absl::StrFormat("%g,%s,%.4f,%.0f,%.2f\n", budget, name,
+                             result->avg_bits, result->size_bytes,
+                             100 * result->test_accuracy);
+      csv.flush();
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace mixq::bench
+
+int main(int argc, char** argv) {
+  mixq::bench::Flags flags;
+  CLI::App app{"mixq-quality-bench: search strategies against each other"};
+  app.add_option("--model", flags.model, "FP32 ONNX model (BN kept or folded)")
+      ->required();
+  app.add_option("--data-dir", flags.data_dir, "Fashion-MNIST IDX files");
+  app.add_option("--budgets", flags.budgets, "average weight bits")
+      ->delimiter(',');
+  app.add_option("--runs", flags.runs,
+                 "uniform,knapsack,hawq,progressive,progressive+,random")
+      ->delimiter(',');
+  app.add_option("--calib", flags.calib, "calibration samples (train head)");
+  app.add_option("--train", flags.train, "fine-tuning samples after them");
+  app.add_option("--total-steps", flags.total_steps,
+                 "fine-tune steps of every run, warm-up included");
+  app.add_option("--warmup-steps", flags.warmup_steps);
+  app.add_option("--step-finetune", flags.step_finetune,
+                 "fine-tune steps after each progressive step");
+  app.add_option("--threads", flags.threads);
+  app.add_option("--seed", flags.seed);
+  app.add_option("--mean", flags.mean);
+  app.add_option("--std", flags.stddev);
+  app.add_option("--csv", flags.csv, "results for bench/plot_quality.py");
+  CLI11_PARSE(app, argc, argv);
+  const absl::Status status = mixq::bench::Run(flags);
+  if (!status.ok()) {
+    std::fprintf(stderr, "mixq-quality-bench: %s\n",
+                 std::string(status.message()).c_str());
+    return 1;
+  }
+  return 0;
+}

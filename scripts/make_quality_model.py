@@ -1,0 +1,212 @@
+#!/usr/bin/python3
+"""Trains the Fashion-MNIST ResNet used by the quality benchmark and exports it to ONNX.
+
+Run with Debian's system interpreter (torch 1.13, torchvision 0.14, onnx 1.12, numpy;
+`scripts/install-deps.sh --python` installs them):
+
+    /usr/bin/python3 scripts/make_quality_model.py            # ~10 minutes on 2 cores
+    /usr/bin/python3 scripts/make_quality_model.py --epochs 2 --out /tmp/q.onnx   # smoke run
+
+Network (QualityResNet, ~78k parameters, ~9.4 M multiply-adds per image):
+
+    stem   conv3x3 1->16, BN, ReLU                    28x28
+    block1 BasicBlock 16->16, stride 1                28x28
+    block2 BasicBlock 16->32, stride 2 (1x1 shortcut) 14x14
+    block3 BasicBlock 32->64, stride 2 (1x1 shortcut)  7x7
+    global average pool -> flatten -> linear 64->10
+
+BasicBlock is the one of scripts/make_cnn_models.py (conv-BN-ReLU-conv-BN + shortcut, ReLU).
+BatchNormalization is kept in the export (mixq folds it); input `input` [batch,1,28,28],
+output `logits` [batch,10], symbolic batch, opset 13.
+
+Recipe: SGD (momentum 0.9, Nesterov, weight decay 5e-4 on conv/linear weights only),
+one-cycle learning rate peaking at 0.1, batch 128, random horizontal flip and random
+crop with 2-pixel padding (padded with the normalised value of a black pixel), no label
+smoothing. Inputs are x/255 normalised with mean 0.2860 and std 0.3530 (the C++ side
+uses the same numbers).
+
+Deterministic for a given machine and thread count: torch.manual_seed(seed), seeded
+generators for shuffling and augmentation, torch.use_deterministic_algorithms(True).
+
+Writes <out> and <out>.json ({"test_accuracy" (percent), "params", "epochs", "seed",
+"mean", "std", "seconds" (training wall time)}).
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import onnx
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_cnn_models  # noqa: E402  (BasicBlock, export)
+import make_models  # noqa: E402  (IDX loader, normalisation constants, accuracy)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+NUM_CLASSES = 10
+WIDTHS = (16, 32, 64)
+BATCH = 128
+EPOCHS = 15
+MAX_LR = 0.1
+MOMENTUM = 0.9
+WEIGHT_DECAY = 5e-4
+PAD = 2
+EVAL_BATCH = 1000
+BN_BIAS_STD = 0.01
+
+
+class QualityResNet(nn.Module):
+    """stem (conv3x3-BN-ReLU, 16 ch) -> BasicBlock 16->16 -> BasicBlock 16->32 /2
+    -> BasicBlock 32->64 /2 -> global average pool -> flatten -> fc 64->10."""
+
+    def __init__(self, widths=WIDTHS):
+        super().__init__()
+        c1, c2, c3 = widths
+        self.stem = nn.Sequential(nn.Conv2d(1, c1, 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(c1), nn.ReLU())
+        self.block1 = make_cnn_models.BasicBlock(c1, c1, 1)
+        self.block2 = make_cnn_models.BasicBlock(c1, c2, 2)
+        self.block3 = make_cnn_models.BasicBlock(c2, c3, 2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c3, NUM_CLASSES)
+
+    def forward(self, x):
+        x = self.block3(self.block2(self.block1(self.stem(x))))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def make_model():
+    """Kaiming-normal convs; BN biases start at small random values rather than zero
+    (see make_cnn_models.make_resnet: otherwise the two BN biases feeding a residual Add
+    stay equal and torch.onnx aliases one to the other through an Identity node)."""
+    model = QualityResNet()
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.normal_(module.bias, std=BN_BIAS_STD)
+    return model
+
+
+def count_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def augment(x, generator):
+    """Per-sample random crop (2-pixel padding with the normalised black value) and
+    random horizontal flip of a normalised batch [B,1,H,W]."""
+    b, c, h, w = x.shape
+    black = -make_models.FMNIST_MEAN / make_models.FMNIST_STD
+    padded = F.pad(x, (PAD, PAD, PAD, PAD), value=black)
+    oy = torch.randint(0, 2 * PAD + 1, (b,), generator=generator)
+    ox = torch.randint(0, 2 * PAD + 1, (b,), generator=generator)
+    rows = (oy[:, None] + torch.arange(h)[None, :])[:, :, None]  # [B,H,1]
+    cols = (ox[:, None] + torch.arange(w)[None, :])[:, None, :]  # [B,1,W]
+    flip = torch.rand(b, generator=generator) < 0.5
+    cols = torch.where(flip[:, None, None], cols.flip(2), cols)
+    out = padded[torch.arange(b)[:, None, None], 0, rows, cols]  # [B,H,W]
+    return out.unsqueeze(1).contiguous()
+
+
+def evaluate(model, x, y):
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(x), EVAL_BATCH):
+            logits = model(x[start:start + EVAL_BATCH])
+            correct += (logits.argmax(dim=1) == y[start:start + EVAL_BATCH]).sum().item()
+    return 100.0 * correct / len(x)
+
+
+def train(model, x, y, x_test, y_test, epochs, seed):
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if p.dim() > 1 else no_decay).append(p)
+    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": WEIGHT_DECAY},
+                                 {"params": no_decay, "weight_decay": 0.0}],
+                                lr=MAX_LR, momentum=MOMENTUM, nesterov=True)
+    steps_per_epoch = (len(x) + BATCH - 1) // BATCH
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=MAX_LR, total_steps=epochs * steps_per_epoch, pct_start=0.25)
+    loss_fn = nn.CrossEntropyLoss()
+    shuffle = torch.Generator().manual_seed(seed)
+    aug = torch.Generator().manual_seed(seed + 1)
+    start_time = time.time()
+    for epoch in range(epochs):
+        model.train()
+        epoch_start = time.time()
+        order = torch.randperm(len(x), generator=shuffle)
+        total, correct = 0.0, 0
+        for start in range(0, len(x), BATCH):
+            batch = order[start:start + BATCH]
+            inputs = augment(x[batch], aug)
+            optimizer.zero_grad(set_to_none=True)
+            logits = model(inputs)
+            loss = loss_fn(logits, y[batch])
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += loss.item() * len(batch)
+            correct += (logits.argmax(dim=1) == y[batch]).sum().item()
+        train_seconds = time.time() - epoch_start
+        test_acc = evaluate(model, x_test, y_test)
+        print(f"epoch {epoch + 1}/{epochs}: loss {total / len(x):.4f}, "
+              f"train acc {100.0 * correct / len(x):.2f}%, test acc {test_acc:.2f}%, "
+              f"{train_seconds:.1f} s ({len(x) / train_seconds:.0f} samples/s), "
+              f"elapsed {time.time() - start_time:.0f} s", flush=True)
+    model.eval()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
+    parser.add_argument("--out", default=os.path.join(REPO, "build-quality", "quality_resnet.onnx"))
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True)
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    os.makedirs(out_dir, exist_ok=True)
+
+    mean, std = make_models.FMNIST_MEAN, make_models.FMNIST_STD
+    print(f"normalisation: (x/255 - {mean:.4f}) / {std:.4f}")
+    x_train, y_train = make_models.load_split(args.data_dir, "train")
+    x_test, y_test = make_models.load_split(args.data_dir, "t10k")
+    model = make_model()
+    params = count_params(model)
+    print(f"QualityResNet widths {WIDTHS}: {params} parameters; "
+          f"{args.epochs} epochs, batch {BATCH}, {args.threads} threads, seed {args.seed}")
+
+    start = time.time()
+    train(model, x_train, y_train, x_test, y_test, args.epochs, args.seed)
+    seconds = time.time() - start
+
+    make_cnn_models.export(model, x_test[:1], args.out, keep_batch_norm=True)
+    onnx.checker.check_model(onnx.load(args.out))
+    test_accuracy = evaluate(model, x_test, y_test)  # eval mode: the exported weights
+
+    print(f"parameters: {params}")
+    print(f"test accuracy (PyTorch, eval mode, exported weights): {test_accuracy:.2f}% "
+          f"on {len(x_test)} images")
+    print(f"training time: {seconds:.1f} s")
+    summary = {"test_accuracy": round(test_accuracy, 2), "params": params,
+               "epochs": args.epochs, "seed": args.seed, "mean": mean, "std": std,
+               "seconds": round(seconds, 1)}
+    with open(args.out + ".json", "w") as f:
+        json.dump(summary, f, indent=2)
+        f.write("\n")
+    print(f"wrote {args.out}.json: {json.dumps(summary)}")
+
+
+if __name__ == "__main__":
+    main()
