@@ -3,8 +3,9 @@
 // the same total fine-tune steps, and measures the final policy's accuracy on
 // held-out test images:
 //   progressive        DESIGN.md §2 as specified (min index, Adam's v̂)
-//   progressive+       selection per unit of cost saved, a fresh Fisher,
-//                      landing on the budget
+//   progressive+       knapsack-guided candidates, landing on the budget
+//   progressive-cost   selection per unit of cost saved, a fresh Fisher,
+//                      landing on the budget (not run unless --runs asks)
 //   knapsack, hawq, uniform
 //   random             the best (by calibration loss after the warm-up) of
 //                      8 random policies meeting the budget, then fine-tuned
@@ -64,6 +65,7 @@ struct Flags {
   double mean = 0.2860;
   double stddev = 0.3530;
   std::string csv = "quality.csv";
+  int scoring_steps = 0;  // > 0: only time scoring (shared prefixes vs naive)
 };
 
 double Seconds(std::chrono::steady_clock::time_point start) {
@@ -146,7 +148,10 @@ class QualityBench {
 
   ProgressiveOptions Options(double budget) const {
     ProgressiveOptions options;
+    // At 2 average bits and a lowest level of 2, every layer at 2 is the
+    // only policy: 1 bit (sign · mean |w|) gives the search room there.
     options.bit_levels = {8, 6, 5, 4, 3, 2};
+    if (budget <= 2) options.bit_levels.push_back(1);
     options.budget = {search::Budget::Kind::kAvgBits, budget};
     options.candidates = 8;
     options.max_layers = 2;
@@ -174,6 +179,10 @@ class QualityBench {
                                         double budget) {
     ProgressiveOptions options = Options(budget);
     if (name == "progressive+") {
+      options.strategy = Strategy::kProgressive;
+      options.knapsack_guided = true;
+      options.land_on_budget = true;
+    } else if (name == "progressive-cost") {
       options.strategy = Strategy::kProgressive;
       options.selection = search::Selection::kPerCostSaved;
       options.refresh_fisher = true;
@@ -298,6 +307,54 @@ class QualityBench {
     return result;
   }
 
+  // Scoring n neighbours of a policy: shared prefixes
+  // (QatSession::EvaluateNeighbours) against one Evaluate per candidate,
+  // timed in the same run on the same candidates. Returns a report line.
+  absl::StatusOr<std::string> TimeScoring(int steps, int candidates) {
+    search::QatSession session(model_, engine::AdamOptions{}, 64, flags_.seed);
+    std::mt19937_64 rng(flags_.seed);
+    const std::vector<int> levels = {8, 6, 5, 4, 3, 2};
+    double shared_s = 0, naive_s = 0, max_diff = 0;
+    int64_t runs = 0, naive_runs = 0;
+    for (int step = 0; step < steps; ++step) {
+      Policy base(cost_.num_layers());
+      for (int& b : base) b = levels[rng() % 3];  // 8, 6 or 5
+      std::vector<Policy> neighbours;
+      for (int c = 0; c < candidates; ++c) {
+        Policy p = base;
+        const int k = 1 + static_cast<int>(rng() % 2);
+        for (int i = 0; i < k; ++i) {
+          int& b = p[rng() % p.size()];
+          const auto it = std::find(levels.begin(), levels.end(), b);
+          if (it + 1 != levels.end()) b = *(it + 1);
+        }
+        neighbours.push_back(p);
+      }
+      MIXQ_RETURN_IF_ERROR(session.Calibrate(base, calib_));
+      auto start = std::chrono::steady_clock::now();
+      MIXQ_ASSIGN_OR_RETURN(auto scores,
+                            session.EvaluateNeighbours(base, neighbours, calib_));
+      shared_s += Seconds(start);
+      runs += scores.node_runs;
+      naive_runs += scores.naive_node_runs;
+      start = std::chrono::steady_clock::now();
+      for (size_t c = 0; c < neighbours.size(); ++c) {
+        MIXQ_ASSIGN_OR_RETURN(search::Evaluation eval,
+                              session.Evaluate(neighbours[c], calib_));
+        max_diff = std::max(max_diff,
+                            std::abs(eval.loss - scores.candidates[c].loss));
+      }
+      naive_s += Seconds(start);
+    }
+    return absl::StrFormat(
+        "scoring %d candidates on %d calibration samples, %d steps: shared "
+        "prefixes %.3f s/step (%lld node runs), one pass each %.3f s/step "
+        "(%lld node runs): %.2fx faster, max loss difference %.2g",
+        candidates, static_cast<int>(calib_.size()), steps, shared_s / steps,
+        static_cast<long long>(runs), naive_s / steps,
+        static_cast<long long>(naive_runs), naive_s / shared_s, max_diff);
+  }
+
   const search::CostModel& cost() const { return cost_; }
 
  private:
@@ -330,6 +387,12 @@ absl::Status Run(const Flags& flags) {
       static_cast<long long>(bench.cost().quantizable_weights()), flags.calib,
       static_cast<long long>(train_end - flags.calib), flags.total_steps,
       flags.warmup_steps, flags.step_finetune, flags.threads);
+  if (flags.scoring_steps > 0) {
+    MIXQ_ASSIGN_OR_RETURN(const std::string line,
+                          bench.TimeScoring(flags.scoring_steps, 8));
+    std::printf("%s\n", line.c_str());
+    return absl::OkStatus();
+  }
   MIXQ_ASSIGN_OR_RETURN(const double fp32, bench.Fp32TestAccuracy());
   std::printf("FP32 test accuracy %.2f %%\n", 100 * fp32);
   std::ofstream csv(flags.csv);
@@ -389,6 +452,9 @@ int main(int argc, char** argv) {
   app.add_option("--mean", flags.mean);
   app.add_option("--std", flags.stddev);
   app.add_option("--csv", flags.csv, "results for bench/plot_quality.py");
+  app.add_option("--scoring-steps", flags.scoring_steps,
+                 "only time scoring 8 neighbours this many times: shared "
+                 "prefixes against a forward pass per candidate");
   CLI11_PARSE(app, argc, argv);
   const absl::Status status = mixq::bench::Run(flags);
   if (!status.ok()) {

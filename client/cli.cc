@@ -233,6 +233,10 @@ CLI::App* AddSubmit(CLI::App& app, SubmitFlags& f) {
   cmd->add_flag("--land-on-budget", o.land_on_budget,
                 "Progressive: the step that meets the budget keeps the "
                 "least-Omega policy that meets it");
+  cmd->add_flag("--knapsack-guided", o.knapsack_guided,
+                "Progressive: candidates only lower layers that the "
+                "least-Omega allocation on the budget lowers (re-solved "
+                "each step)");
   // Zero means "unset" in the API for both.
   AddOptional(cmd, "--total-finetune-steps", f.total_finetune_steps,
               "Fine-tune steps of the whole job; the final fine-tune gets "

@@ -91,6 +91,7 @@ struct SubmitOptions {
   std::string selection;
   bool refresh_fisher = false;
   bool land_on_budget = false;
+  bool knapsack_guided = false;
   std::optional<int> total_finetune_steps;
   std::optional<int> hutchinson_samples;
   uint64_t seed = 0;

@@ -310,8 +310,17 @@ class Search {
 
   // Up to n distinct level vectors, each lowering 1..k random lowerable
   // layers of the current one by one level.
-  std::vector<std::vector<int>> SampleCandidates() {
-    const std::vector<int> lowerable = Lowerable();
+  // `guide` (optional): only layers above their guide level are lowered,
+  // when any is.
+  std::vector<std::vector<int>> SampleCandidates(
+      const std::vector<int>* guide) {
+    std::vector<int> lowerable = Lowerable();
+    if (guide != nullptr) {
+      std::vector<int> guided;
+      for (int l : lowerable)
+        if (level_[l] < (*guide)[l]) guided.push_back(l);
+      if (!guided.empty()) lowerable = std::move(guided);
+    }
     std::vector<std::vector<int>> candidates;
     if (lowerable.empty()) return candidates;
     std::set<std::vector<int>> seen;
@@ -338,10 +347,19 @@ class Search {
   absl::StatusOr<StepReport> SearchStep(int step) {
     StepReport report;
     report.step = step;
-    // Run only while a layer is lowerable, so there is a candidate.
-    const std::vector<std::vector<int>> candidates = SampleCandidates();
-    MIXQ_CHECK(!candidates.empty());
     MIXQ_ASSIGN_OR_RETURN(const OmegaTable omega_table, CurrentOmegaTable());
+    std::vector<int> guide;
+    if (options_.knapsack_guided) {
+      // The least-Ω policy on the budget from here: candidates only lower
+      // layers it lowers, so the search walks towards it while fine-tuning
+      // refreshes Ω at every step.
+      MIXQ_ASSIGN_OR_RETURN(guide, Allocate(omega_table, level_, BottomLevels(),
+                                            options_.budget.value));
+    }
+    // Run only while a layer is lowerable, so there is a candidate.
+    const std::vector<std::vector<int>> candidates =
+        SampleCandidates(options_.knapsack_guided ? &guide : nullptr);
+    MIXQ_CHECK(!candidates.empty());
     if (Cancelled(observer_)) return absl::CancelledError("job cancelled");
 
     const auto scoring_start = Clock::now();
@@ -383,12 +401,13 @@ class Search {
     std::vector<int> chosen = candidates[order[0]];
 
     if (options_.land_on_budget && BudgetMet(PolicyAt(chosen))) {
-      // Between the current policy and the candidate, the least Ω within
-      // the budget: no layer goes lower than the candidate took it, and the
-      // budget's slack goes where Ω says it matters most.
+      // Among the policies below the current one, the least Ω within the
+      // budget: the last step lands on the budget (the candidate may have
+      // overshot it by lowering two big layers) with Ω deciding where the
+      // last bits go.
       MIXQ_ASSIGN_OR_RETURN(
           std::vector<int> landed,
-          Allocate(omega_table, level_, chosen, options_.budget.value));
+          Allocate(omega_table, level_, BottomLevels(), options_.budget.value));
       if (landed != chosen) {
         MIXQ_ASSIGN_OR_RETURN(ScoredPolicy scored, Score(PolicyAt(landed)));
         scored.omega = Omega(omega_table, scored.policy);

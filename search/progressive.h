@@ -56,11 +56,16 @@ struct ProgressiveOptions {
   // set after each fine-tune (QatSession::FisherDiagonal) instead of Adam's
   // running v̂.
   bool refresh_fisher = false;
-  // Progressive: the step that meets the budget keeps, instead of its
-  // candidate, the policy of least Ω (knapsack) among those that meet the
-  // budget and lower no layer below that candidate: it lands on the budget
-  // instead of overshooting it.
+  // Progressive: the step whose kept candidate meets the budget keeps
+  // instead the policy of least Ω (knapsack) among those that meet the
+  // budget and raise no layer above the current policy: it lands on the
+  // budget instead of overshooting it.
   bool land_on_budget = false;
+  // Progressive: each step's candidates lower only layers that the
+  // least-Ω policy on the budget from the current one (knapsack on this
+  // step's Ω) lowers; the search walks towards that allocation, re-solved
+  // after every fine-tune.
+  bool knapsack_guided = false;
   // When > 0, the total number of fine-tune steps (warm-up, search steps and
   // final): the final fine-tune gets what the search left, at least
   // final_finetune_steps. Lets strategies be compared at equal training.

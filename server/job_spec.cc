@@ -104,6 +104,7 @@ absl::StatusOr<search::ProgressiveOptions> ToProgressiveOptions(
   }
   options.refresh_fisher = search.refresh_fisher();
   options.land_on_budget = search.land_on_budget();
+  options.knapsack_guided = search.knapsack_guided();
   options.total_finetune_steps = search.total_finetune_steps();
   if (search.hutchinson_samples() != 0)
     options.hutchinson_samples = search.hutchinson_samples();

@@ -177,8 +177,8 @@ TEST(ParseCommandLineTest, SubmitStrategies) {
 
   auto parsed = ParseCommandLine(
       Submit({"--target-avg-bits", "4", "--selection", "per_cost_saved",
-              "--refresh-fisher", "--land-on-budget", "--total-finetune-steps",
-              "600"}),
+              "--refresh-fisher", "--land-on-budget", "--knapsack-guided",
+              "--total-finetune-steps", "600"}),
       kServer);
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   const auto& progressive = std::get<SubmitOptions>(parsed->command);
@@ -186,6 +186,7 @@ TEST(ParseCommandLineTest, SubmitStrategies) {
   EXPECT_EQ(progressive.selection, "per_cost_saved");
   EXPECT_TRUE(progressive.refresh_fisher);
   EXPECT_TRUE(progressive.land_on_budget);
+  EXPECT_TRUE(progressive.knapsack_guided);
   EXPECT_EQ(progressive.total_finetune_steps, 600);
   EXPECT_FALSE(progressive.hutchinson_samples.has_value());
 

@@ -238,6 +238,7 @@ TEST(BuildSubmitRequestTest, StrategyOptions) {
   options.selection = "per_cost_saved";
   options.refresh_fisher = true;
   options.land_on_budget = true;
+  options.knapsack_guided = true;
   options.total_finetune_steps = 600;
   options.hutchinson_samples = 32;
   auto request = BuildSubmitRequest(options);
@@ -247,6 +248,7 @@ TEST(BuildSubmitRequestTest, StrategyOptions) {
   EXPECT_EQ(search.selection(), "per_cost_saved");
   EXPECT_TRUE(search.refresh_fisher());
   EXPECT_TRUE(search.land_on_budget());
+  EXPECT_TRUE(search.knapsack_guided());
   EXPECT_EQ(search.total_finetune_steps(), 600);
   EXPECT_EQ(search.hutchinson_samples(), 32);
 }

@@ -171,7 +171,7 @@ TEST_F(StrategyTest, ProgressiveStepsAreNeverBelowTheOracle) {
   EXPECT_EQ(result->naive_node_runs > 0, true);
 }
 
-TEST_F(StrategyTest, LandingOnTheBudgetKeepsMoreBitsWithinIt) {
+TEST_F(StrategyTest, LandingOnTheBudgetKeepsTheLeastOmegaWithinIt) {
   ProgressiveOptions options = Options(Strategy::kProgressive);
   options.budget.value = 5.0;
   options.max_layers = 3;
@@ -180,11 +180,39 @@ TEST_F(StrategyTest, LandingOnTheBudgetKeepsMoreBitsWithinIt) {
   options.land_on_budget = true;
   auto landed = Run(options, &landed_steps);
   ASSERT_TRUE(plain.ok() && landed.ok());
-  // The runs agree until the step that meets the budget, which lands
-  // between the previous policy and the plain run's candidate.
+  // The runs agree until the step that meets the budget; there the landed
+  // run keeps the least-Ω policy within the budget below the previous one,
+  // never worse (same Ω table) than the plain run's candidate.
   ASSERT_EQ(plain_steps.size(), landed_steps.size());
+  ASSERT_GE(landed_steps.size(), 2u);
+  const StepReport& last = landed_steps.back();
+  const Policy& previous = landed_steps[landed_steps.size() - 2].finetuned.policy;
+  EXPECT_EQ(previous, plain_steps[plain_steps.size() - 2].finetuned.policy);
+  EXPECT_EQ(last.finetuned.policy, landed->final_policy.policy);
+  EXPECT_LE(last.candidates.front().omega,
+            plain_steps.back().candidates.front().omega * (1 + 1e-12));
+  for (size_t l = 0; l < previous.size(); ++l)
+    EXPECT_LE(landed->final_policy.policy[l], previous[l]);
   EXPECT_LE(landed->final_policy.avg_bits, options.budget.value + 1e-9);
-  EXPECT_GE(landed->final_policy.avg_bits, plain->final_policy.avg_bits);
+}
+
+TEST_F(StrategyTest, KnapsackGuidedCandidatesLowerOnlyTheAllocationsLayers) {
+  ProgressiveOptions options = Options(Strategy::kProgressive);
+  options.knapsack_guided = true;
+  options.budget.value = 3.0;
+  std::vector<StepReport> steps;
+  auto result = Run(options, &steps);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_LE(result->final_policy.avg_bits, 3.0 + 1e-9);
+  // Every candidate of a step lowers layers of the previous policy; the
+  // guide never raises a layer, and the search still ends on the budget.
+  for (size_t s = 1; s < steps.size(); ++s) {
+    const Policy& previous = steps[s - 1].finetuned.policy;
+    for (const ScoredPolicy& c : steps[s].candidates) {
+      for (size_t l = 0; l < previous.size(); ++l)
+        EXPECT_LE(c.policy[l], previous[l]);
+    }
+  }
 }
 
 TEST_F(StrategyTest, SelectionPerCostSavedAndFreshFisherMeetTheBudget) {
