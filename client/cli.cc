@@ -56,13 +56,14 @@ CLI::Option* AddOptional(CLI::App* command, const std::string& name,
   return flag.option;
 }
 
-absl::StatusOr<std::vector<int>> ParseBits(absl::string_view text) {
+absl::StatusOr<std::vector<int>> ParseBits(absl::string_view text,
+                                           absl::string_view flag = "--bits") {
   std::vector<int> bits;
   for (absl::string_view part : absl::StrSplit(text, ',')) {
     int value = 0;
     if (!absl::SimpleAtoi(part, &value)) {
       return absl::InvalidArgumentError(
-          absl::StrCat("--bits: \"", part,
+          absl::StrCat(flag, ": \"", part,
                        "\" is not an integer (expected a list like 8,6,4,2)"));
     }
     bits.push_back(value);
@@ -119,6 +120,7 @@ void AddJobId(CLI::App* command, std::string* job_id) {
 struct SubmitFlags {
   SubmitOptions options;
   std::string bits;
+  std::string activation_levels;
   OptionalFlag<std::string> normalize;
   OptionalFlag<double> target_avg_bits;
   OptionalFlag<double> target_size_fraction;
@@ -187,6 +189,9 @@ CLI::App* AddSubmit(CLI::App& app, SubmitFlags& f) {
   cmd->add_flag("--pin-first-last", o.pin_first_last,
                 "Keep the first and last quantizable layers at their highest "
                 "bits");
+  cmd->add_option("--activation-levels", f.activation_levels,
+                  "Progressive: also search the activation bits among these, "
+                  "e.g. 8,6,4 (with a BOPs budget)");
   AddOptional(cmd, "--activation-bits", f.activation_bits,
               "Bits of the quantized layers' inputs, 2..8 or 32 = float "
               "(server default 8)")
@@ -266,6 +271,12 @@ absl::StatusOr<SubmitOptions> FinishSubmit(SubmitFlags& f) {
   absl::StatusOr<std::vector<int>> bits = ParseBits(f.bits);
   if (!bits.ok()) return bits.status();
   o.bits = *std::move(bits);
+  if (!f.activation_levels.empty()) {
+    absl::StatusOr<std::vector<int>> levels =
+        ParseBits(f.activation_levels, "--activation-levels");
+    if (!levels.ok()) return levels.status();
+    o.activation_levels = *std::move(levels);
+  }
   o.target_avg_bits = f.target_avg_bits.Get();
   o.target_size_fraction = f.target_size_fraction.Get();
   o.target_size_bytes = f.target_size_bytes.Get();

@@ -92,6 +92,7 @@ struct SubmitOptions {
   bool refresh_fisher = false;
   bool land_on_budget = false;
   bool knapsack_guided = false;
+  std::vector<int> activation_levels;  // empty: activation bits not searched
   std::optional<int> total_finetune_steps;
   std::optional<int> hutchinson_samples;
   uint64_t seed = 0;

@@ -326,6 +326,7 @@ absl::StatusOr<v1::SubmitJobRequest> BuildSubmitRequest(
   search.set_refresh_fisher(options.refresh_fisher);
   search.set_land_on_budget(options.land_on_budget);
   search.set_knapsack_guided(options.knapsack_guided);
+  for (int bits : options.activation_levels) search.add_activation_levels(bits);
   search.set_total_finetune_steps(options.total_finetune_steps.value_or(0));
   search.set_hutchinson_samples(options.hutchinson_samples.value_or(0));
   search.set_seed(options.seed);

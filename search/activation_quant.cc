@@ -77,6 +77,16 @@ const QuantParams* ActivationQuantizer::params(int layer) const {
   return has_range_[layer] ? &params_[layer] : nullptr;
 }
 
+void ActivationQuantizer::SetBits(int bits) {
+  if (bits == options_.bits) return;
+  MIXQ_CHECK(options_.enabled() && bits >= kMinActivationBits &&
+             bits <= kMaxActivationBits);
+  options_.bits = bits;
+  for (size_t l = 0; l < params_.size(); ++l) {
+    if (has_range_[l]) SetRange(static_cast<int>(l), min_[l], max_[l]);
+  }
+}
+
 void ActivationQuantizer::SetRange(int layer, float min, float max) {
   min_[layer] = min;
   max_[layer] = max;

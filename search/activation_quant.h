@@ -58,6 +58,10 @@ class ActivationQuantizer : public engine::LayerInputHook {
   // inputs in float too. Call before every Forward with the policy used.
   void SetPolicy(const std::vector<int>& weight_bits);
   void set_mode(Mode mode) { mode_ = mode; }
+  // Changes the activation bits (2..8; activations must be enabled) and
+  // re-derives every grid from its kept range.
+  void SetBits(int bits);
+  int bits() const { return options_.bits; }
   Mode mode() const { return mode_; }
 
   // Fresh observers for every layer (then run forward passes in kObserve).

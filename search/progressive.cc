@@ -24,7 +24,11 @@ namespace {
 // activation bits (fake-quantized while scoring and fine-tuning).
 QuantOptions SearchQuantOptions(const ProgressiveOptions& options) {
   QuantOptions quant;
-  quant.activations.bits = options.activation_bits;
+  quant.activations.bits =
+      options.activation_levels.empty()
+          ? options.activation_bits
+          : *std::max_element(options.activation_levels.begin(),
+                              options.activation_levels.end());
   return quant;
 }
 
@@ -92,6 +96,7 @@ class Search {
       all_bits.insert(layer_bits.begin(), layer_bits.end());
     omega_bits_.assign(all_bits.begin(), all_bits.end());
     level_.assign(cost_.num_layers(), 0);  // every layer at its highest
+    act_levels_ = DistinctHighestFirst(options.activation_levels);
   }
 
   absl::StatusOr<SearchResult> Run() {
@@ -100,7 +105,10 @@ class Search {
           "the model has no quantizable layer (Gemm/MatMul weight)");
     }
     MIXQ_RETURN_IF_ERROR(CheckBudgetReachable(
-        cost_, options_.budget, bits_.Lowest(), options_.activation_bits));
+        cost_, options_.budget, bits_.Lowest(),
+        ActBits(act_levels_.empty()
+                    ? 0
+                    : static_cast<int>(act_levels_.size()) - 1)));
 
     // Step 0: warm-up at the highest bits so Adam holds second moments.
     Notify(Phase::kWarmup, 0);
@@ -119,7 +127,8 @@ class Search {
       // The budget is reachable, and lowering never raises a cost, so the
       // loop ends with the budget met at the latest when every layer is
       // lowest.
-      while (!BudgetMet(CurrentPolicy()) && !Lowerable().empty()) {
+      while (!BudgetMet(CurrentPolicy(), CurrentActBits()) &&
+             (!Lowerable().empty() || ActLowerable())) {
         if (Cancelled(observer_)) return absl::CancelledError("job cancelled");
         if (++step > kMaxSteps)
           return absl::InternalError("search did not converge");
@@ -177,39 +186,54 @@ class Search {
   }
 
   Policy PolicyAt(const std::vector<int>& level) const {
-    Policy policy(level.size());
-    for (size_t l = 0; l < level.size(); ++l)
+    // A candidate's level vector may carry its activation level last.
+    Policy policy(cost_.num_layers());
+    for (size_t l = 0; l < policy.size(); ++l)
       policy[l] = bits_.per_layer[l][level[l]];
     return policy;
   }
   Policy CurrentPolicy() const { return PolicyAt(level_); }
 
   // `policy` in the budget's unit.
-  double BudgetCost(const Policy& policy) const {
-    return options_.budget.Measure(
-        cost_.Cost(policy, options_.activation_bits));
+  double BudgetCost(const Policy& policy, int act_bits) const {
+    return options_.budget.Measure(cost_.Cost(policy, act_bits));
   }
-  bool BudgetMet(const Policy& policy) const {
-    return options_.budget.IsMet(cost_.Cost(policy, options_.activation_bits));
+  bool BudgetMet(const Policy& policy, int act_bits) const {
+    return options_.budget.IsMet(cost_.Cost(policy, act_bits));
   }
 
-  ScoredPolicy WithCost(const Policy& policy) const {
+  // Activation bits at activation level `act_level` (always
+  // options_.activation_bits unless activations are searched).
+  int ActBits(int act_level) const {
+    return act_levels_.empty() ? options_.activation_bits
+                               : act_levels_[act_level];
+  }
+  int CurrentActBits() const { return ActBits(act_level_); }
+
+  ScoredPolicy WithCost(const Policy& policy, int act_bits) const {
     ScoredPolicy scored;
     scored.policy = policy;
-    const PolicyCost cost = cost_.Cost(policy, options_.activation_bits);
+    scored.activation_bits = act_bits;
+    const PolicyCost cost = cost_.Cost(policy, act_bits);
     scored.avg_bits = cost.avg_bits;
     scored.size_bytes = cost.size_bytes;
     scored.bops = cost.bops;
     return scored;
   }
 
-  // Cost and calibration scores of `policy` with the current weights.
+  // Cost and calibration scores of `policy` with the current weights and
+  // activation bits.
   absl::StatusOr<ScoredPolicy> Score(const Policy& policy) {
-    ScoredPolicy scored = WithCost(policy);
+    ScoredPolicy scored = WithCost(policy, CurrentActBits());
     MIXQ_ASSIGN_OR_RETURN(Evaluation eval, session_.Evaluate(policy, calib_));
     scored.loss = eval.loss;
     scored.accuracy = eval.accuracy;
     return scored;
+  }
+
+  // Whether the activation bits are searched and can still go lower.
+  bool ActLowerable() const {
+    return act_level_ + 1 < static_cast<int>(act_levels_.size());
   }
 
   // The layers not yet at their lowest candidate bits (never a pinned one).
@@ -250,15 +274,14 @@ class Search {
   absl::StatusOr<std::vector<int>> Allocate(const OmegaTable& table,
                                             const std::vector<int>& min_level,
                                             const std::vector<int>& max_level,
-                                            double limit) const {
+                                            double limit, int act_bits) const {
     // Costs in whole units — weight bits n_l·b for size and average-bit
     // budgets, BOPs for BOPs — so that the DP is exact whenever the slack
     // fits in kMaxAllocationResolution units (bounding the DP's table to
     // layers × 2^17 entries); beyond, exact on the discretised cost.
     const bool bops = options_.budget.kind == Budget::Kind::kBops;
     const auto units = [&](int l, int bits) {
-      return static_cast<double>(bops ? cost_.layer_macs(l) *
-                                            options_.activation_bits
+      return static_cast<double>(bops ? cost_.layer_macs(l) * act_bits
                                       : cost_.layer_weights(l)) *
              bits;
     };
@@ -274,7 +297,7 @@ class Search {
       cheapest += units(l, layer_bits[max_level[l]]);
       if (per_unit == 0 && units(l, layer_bits[0]) > 0) {
         per_unit = options_.budget.LayerTerm(cost_, l, layer_bits[0],
-                                             options_.activation_bits) /
+                                             act_bits) /
                    units(l, layer_bits[0]);
       }
     }
@@ -309,7 +332,9 @@ class Search {
   }
 
   // Up to n distinct level vectors, each lowering 1..k random lowerable
-  // layers of the current one by one level.
+  // layers of the current one by one level. Each has num_layers + 1
+  // entries: the last is the activation level, lowered like a layer when
+  // activations are searched.
   // `guide` (optional): only layers above their guide level are lowered,
   // when any is.
   std::vector<std::vector<int>> SampleCandidates(
@@ -321,6 +346,7 @@ class Search {
         if (level_[l] < (*guide)[l]) guided.push_back(l);
       if (!guided.empty()) lowerable = std::move(guided);
     }
+    if (ActLowerable()) lowerable.push_back(cost_.num_layers());
     std::vector<std::vector<int>> candidates;
     if (lowerable.empty()) return candidates;
     std::set<std::vector<int>> seen;
@@ -333,6 +359,7 @@ class Search {
       const int k = UniformInt(rng_, 1, k_max);
       std::vector<int> pool = lowerable;
       std::vector<int> level = level_;
+      level.push_back(act_level_);
       // Partial Fisher-Yates: the first k entries of `pool` are the choice.
       for (int i = 0; i < k; ++i) {
         const int j = UniformInt(rng_, i, static_cast<int>(pool.size()) - 1);
@@ -354,7 +381,8 @@ class Search {
       // layers it lowers, so the search walks towards it while fine-tuning
       // refreshes Ω at every step.
       MIXQ_ASSIGN_OR_RETURN(guide, Allocate(omega_table, level_, BottomLevels(),
-                                            options_.budget.value));
+                                            options_.budget.value,
+                                            CurrentActBits()));
     }
     // Run only while a layer is lowerable, so there is a candidate.
     const std::vector<std::vector<int>> candidates =
@@ -365,26 +393,32 @@ class Search {
     const auto scoring_start = Clock::now();
     const Policy current = CurrentPolicy();
     std::vector<Policy> policies;
-    for (const auto& level : candidates) policies.push_back(PolicyAt(level));
-    MIXQ_ASSIGN_OR_RETURN(QatSession::NeighbourScores scores,
-                          session_.EvaluateNeighbours(current, policies, calib_));
+    std::vector<int> act_bits;
+    for (const auto& level : candidates) {
+      policies.push_back(PolicyAt(level));
+      act_bits.push_back(ActBits(level.back()));
+    }
+    MIXQ_ASSIGN_OR_RETURN(
+        QatSession::NeighbourScores scores,
+        session_.EvaluateNeighbours(current, policies, calib_, act_bits));
     report.scoring.seconds = Seconds(scoring_start);
     report.scoring.node_runs = scores.node_runs;
     report.scoring.naive_node_runs = scores.naive_node_runs;
 
     const double current_index =
         scores.base.loss + options_.lambda * 0.5 * Omega(omega_table, current);
-    const double current_cost = BudgetCost(current);
+    const double current_cost = BudgetCost(current, CurrentActBits());
     std::vector<double> key(policies.size());
     for (size_t c = 0; c < policies.size(); ++c) {
-      ScoredPolicy scored = WithCost(policies[c]);
+      ScoredPolicy scored = WithCost(policies[c], act_bits[c]);
       scored.loss = scores.candidates[c].loss;
       scored.accuracy = scores.candidates[c].accuracy;
       scored.omega = Omega(omega_table, policies[c]);
       scored.index = scored.loss + options_.lambda * 0.5 * scored.omega;
       key[c] = scored.index;
       if (options_.selection == Selection::kPerCostSaved) {
-        const double saved = current_cost - BudgetCost(policies[c]);
+        const double saved =
+            current_cost - BudgetCost(policies[c], act_bits[c]);
         key[c] = saved > 0 ? (scored.index - current_index) / saved
                            : std::numeric_limits<double>::infinity();
       }
@@ -399,15 +433,22 @@ class Search {
     for (size_t i : order) ranked.push_back(std::move(report.candidates[i]));
     report.candidates = std::move(ranked);
     std::vector<int> chosen = candidates[order[0]];
+    if (chosen.back() != act_level_) {
+      act_level_ = chosen.back();
+      session_.SetActivationBits(CurrentActBits());
+    }
+    chosen.pop_back();
 
-    if (options_.land_on_budget && BudgetMet(PolicyAt(chosen))) {
+    if (options_.land_on_budget &&
+        BudgetMet(PolicyAt(chosen), CurrentActBits())) {
       // Among the policies below the current one, the least Ω within the
       // budget: the last step lands on the budget (the candidate may have
       // overshot it by lowering two big layers) with Ω deciding where the
       // last bits go.
       MIXQ_ASSIGN_OR_RETURN(
           std::vector<int> landed,
-          Allocate(omega_table, level_, BottomLevels(), options_.budget.value));
+          Allocate(omega_table, level_, BottomLevels(), options_.budget.value,
+                   CurrentActBits()));
       if (landed != chosen) {
         MIXQ_ASSIGN_OR_RETURN(ScoredPolicy scored, Score(PolicyAt(landed)));
         scored.omega = Omega(omega_table, scored.policy);
@@ -419,7 +460,8 @@ class Search {
     // The oracle: the least Ω at no more than the kept policy's cost.
     MIXQ_ASSIGN_OR_RETURN(const std::vector<int> best,
                           Allocate(omega_table, TopLevels(), BottomLevels(),
-                                   BudgetCost(PolicyAt(chosen))));
+                                   BudgetCost(PolicyAt(chosen), CurrentActBits()),
+                                   CurrentActBits()));
     report.scoring.oracle_omega = Omega(omega_table, PolicyAt(best));
     level_ = std::move(chosen);
 
@@ -445,7 +487,8 @@ class Search {
       level = UniformLevels();
     } else {
       MIXQ_ASSIGN_OR_RETURN(level, Allocate(table, TopLevels(), BottomLevels(),
-                                            options_.budget.value));
+                                            options_.budget.value,
+                                            CurrentActBits()));
     }
     level_ = level;
     MIXQ_ASSIGN_OR_RETURN(ScoredPolicy scored, Score(CurrentPolicy()));
@@ -455,7 +498,8 @@ class Search {
     report.finetuned = std::move(scored);
     MIXQ_ASSIGN_OR_RETURN(const std::vector<int> best,
                           Allocate(table, TopLevels(), BottomLevels(),
-                                   BudgetCost(CurrentPolicy())));
+                                   BudgetCost(CurrentPolicy(), CurrentActBits()),
+                                   CurrentActBits()));
     report.scoring.oracle_omega = Omega(table, PolicyAt(best));
     return report;
   }
@@ -497,7 +541,7 @@ class Search {
           ++i;
         level[l] = i;
       }
-      if (BudgetMet(PolicyAt(level))) return level;
+      if (BudgetMet(PolicyAt(level), CurrentActBits())) return level;
     }
     return BottomLevels();
   }
@@ -510,6 +554,10 @@ class Search {
   const CandidateBits bits_;
   std::vector<int> omega_bits_;  // every layer's bits, distinct, highest first
   std::vector<int> level_;       // per layer: index into bits_.per_layer[l]
+  // Searched activation bits, distinct and highest first (empty: fixed at
+  // options_.activation_bits), and the current index into them.
+  std::vector<int> act_levels_;
+  int act_level_ = 0;
   QatSession session_;
   std::mt19937_64 rng_;
   int steps_run_ = 0;  // fine-tune steps so far
@@ -564,6 +612,21 @@ absl::Status ValidateOptions(const ProgressiveOptions& options) {
         "activation_bits: must be in ", kMinActivationBits, "..",
         kMaxActivationBits, " or ", kFloatBits, " (float), got ",
         options.activation_bits));
+  }
+  for (size_t i = 0; i < options.activation_levels.size(); ++i) {
+    const int b = options.activation_levels[i];
+    if (b < kMinActivationBits || b > kMaxActivationBits) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "activation_levels[", i, "]: must be in ", kMinActivationBits, "..",
+          kMaxActivationBits, ", got ", b));
+    }
+  }
+  if (!options.activation_levels.empty() &&
+      options.strategy != Strategy::kProgressive) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("activation_levels: only the progressive strategy "
+                     "searches activation bits (strategy ",
+                     StrategyName(options.strategy), ")"));
   }
   if (options.candidates < 1 || options.candidates > kMaxCandidates) {
     return absl::InvalidArgumentError(absl::StrCat("candidates: must be in 1..",

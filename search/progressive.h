@@ -84,6 +84,13 @@ struct ProgressiveOptions {
   // (left in float). Scoring and fine-tuning fake-quantize them, and BOPs
   // count them.
   int activation_bits = kDefaultActivationBits;
+  // Progressive: searches the activation bits too. Non-empty: candidate
+  // activation bits (each 2..8, any order; activation_bits is then
+  // ignored); the search starts at the highest and a candidate may lower
+  // the activation bits (of every quantized layer's input) by one level in
+  // place of a layer. Ω has no activation term: the calibration loss and
+  // the cost (BOPs) decide.
+  std::vector<int> activation_levels;
   Budget budget;
   int candidates = 8;  // n
   int max_layers = 2;  // k
@@ -125,7 +132,8 @@ struct ScoredPolicy {
   Policy policy;
   double avg_bits = 0;
   double size_bytes = 0;
-  int64_t bops = 0;  // at ProgressiveOptions::activation_bits
+  int64_t bops = 0;  // at activation_bits
+  int activation_bits = 0;  // of the quantized layers' inputs (32: float)
   double loss = 0;
   double accuracy = 0;
   double omega = 0;  // candidates only

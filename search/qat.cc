@@ -137,7 +137,7 @@ absl::StatusOr<Evaluation> QatSession::Evaluate(const Policy& policy,
 
 absl::StatusOr<QatSession::NeighbourScores> QatSession::EvaluateNeighbours(
     const Policy& base, absl::Span<const Policy> candidates,
-    const LabeledData& data) {
+    const LabeledData& data, absl::Span<const int> activation_bits) {
   if (data.size() == 0)
     return absl::InvalidArgumentError("cannot evaluate on an empty data set");
   const auto& layers = model_.quantizable_layers();
@@ -151,13 +151,27 @@ absl::StatusOr<QatSession::NeighbourScores> QatSession::EvaluateNeighbours(
   struct Variant {
     std::vector<Change> changes;
     int first_node;
+    int activation_bits;
   };
+  MIXQ_CHECK(activation_bits.empty() ||
+             activation_bits.size() == candidates.size());
+  const int base_activation_bits = activations_.bits();
+  // Every quantized layer's input changes with the activation bits.
+  int first_layer_node = num_nodes;
+  for (const auto& layer : layers) {
+    first_layer_node =
+        std::min(first_layer_node, model_.FirstNodeReading(layer.weight_param));
+  }
   std::vector<Variant> variants(candidates.size());
   for (size_t c = 0; c < candidates.size(); ++c) {
     const Policy& policy = candidates[c];
     MIXQ_CHECK(policy.size() == base.size() && base.size() == layers.size());
     Variant& variant = variants[c];
     variant.first_node = num_nodes;
+    variant.activation_bits =
+        activation_bits.empty() ? base_activation_bits : activation_bits[c];
+    if (variant.activation_bits != base_activation_bits)
+      variant.first_node = first_layer_node;
     for (size_t l = 0; l < layers.size(); ++l) {
       if (policy[l] == base[l]) continue;
       Change change{static_cast<int>(l), {}};
@@ -215,7 +229,8 @@ absl::StatusOr<QatSession::NeighbourScores> QatSession::EvaluateNeighbours(
     for (size_t c : order) {
       const Variant& variant = variants[c];
       scores.naive_node_runs += num_nodes;
-      if (variant.changes.empty()) {
+      if (variant.changes.empty() &&
+          variant.activation_bits == base_activation_bits) {
         MIXQ_RETURN_IF_ERROR(
             score(base_logits, begin, end, &loss_sums[c], &correct[c]));
         continue;
@@ -227,8 +242,11 @@ absl::StatusOr<QatSession::NeighbourScores> QatSession::EvaluateNeighbours(
                              : &weights_[param];
       }
       activations_.SetPolicy(candidates[c]);
+      const bool other_bits = variant.activation_bits != base_activation_bits;
+      if (other_bits) activations_.SetBits(variant.activation_bits);
       absl::StatusOr<engine::Tensor> logits = model_.ForwardFrom(
           variant.first_node, params_, &score_trace_, &activations_);
+      if (other_bits) activations_.SetBits(base_activation_bits);
       for (const Change& change : variant.changes) {
         const int param = layers[change.layer].weight_param;
         params_[param] = base[change.layer] < kFloatBits

@@ -79,6 +79,10 @@ class QatSession {
   // once, then each candidate only from the first node its changed layers
   // affect (Model::ForwardFrom), reusing the shared prefix of activations.
   // Candidates must have base's length; one equal to base costs nothing.
+  // `activation_bits` (optional, one per candidate) scores each candidate
+  // with its own activation bits (SetActivationBits) instead of the
+  // session's; a candidate whose bits differ re-runs from the first
+  // quantizable layer.
   struct NeighbourScores {
     Evaluation base;
     std::vector<Evaluation> candidates;  // in the order given
@@ -88,7 +92,11 @@ class QatSession {
   };
   absl::StatusOr<NeighbourScores> EvaluateNeighbours(
       const Policy& base, absl::Span<const Policy> candidates,
-      const LabeledData& data);
+      const LabeledData& data, absl::Span<const int> activation_bits = {});
+
+  // The bits of the quantized layers' inputs from now on (2..8), when
+  // activations are quantized (ranges are kept; grids re-derived).
+  void SetActivationBits(int bits) { activations_.SetBits(bits); }
 
   // The model's output on `inputs` ([N, ...], one forward pass) with the
   // current weights and activation ranges fake-quantized under `policy`,

@@ -58,6 +58,7 @@ storage::PolicyRecord ToRecord(const search::ScoredPolicy& policy,
   record.avg_bits = policy.avg_bits;
   record.size_bytes = policy.size_bytes;
   record.bops = policy.bops;
+  record.activation_bits = policy.activation_bits;
   record.loss = policy.loss;
   record.accuracy = policy.accuracy;
   record.omega = policy.omega;
@@ -95,6 +96,7 @@ v1::Policy ToProto(const storage::PolicyRecord& policy,
   out.set_avg_bits(policy.avg_bits);
   out.set_size_bytes(policy.size_bytes);
   out.set_bops(static_cast<double>(policy.bops));
+  out.set_activation_bits(policy.activation_bits);
   out.set_accuracy(policy.accuracy);
   out.set_loss(policy.loss);
   out.set_omega(policy.omega);

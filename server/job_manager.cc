@@ -683,7 +683,10 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
     event.set_loss(report.finetuned.loss);
     event.set_progress(
         Progress(budget, start,
-                 cost.Cost(report.finetuned.policy, activation_bits)));
+                 cost.Cost(report.finetuned.policy,
+                           report.finetuned.activation_bits > 0
+                               ? report.finetuned.activation_bits
+                               : activation_bits)));
     Log(LogLevel::kInfo, "job step",
         {{"job", job.id},
          {"step", absl::StrCat(report.step)},

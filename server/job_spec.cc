@@ -105,6 +105,8 @@ absl::StatusOr<search::ProgressiveOptions> ToProgressiveOptions(
   options.refresh_fisher = search.refresh_fisher();
   options.land_on_budget = search.land_on_budget();
   options.knapsack_guided = search.knapsack_guided();
+  options.activation_levels.assign(search.activation_levels().begin(),
+                                   search.activation_levels().end());
   options.total_finetune_steps = search.total_finetune_steps();
   if (search.hutchinson_samples() != 0)
     options.hutchinson_samples = search.hutchinson_samples();
@@ -123,9 +125,15 @@ absl::StatusOr<PreparedJob> PrepareJob(const v1::JobSpec& spec,
   auto candidate_bits = search::ResolveCandidateBits(job.options, *job.model);
   if (!candidate_bits.ok())
     return SubfieldError("spec.search", candidate_bits.status());
+  // With searched activation bits, the lowest of them counts.
+  const int lowest_activation_bits =
+      job.options.activation_levels.empty()
+          ? job.options.activation_bits
+          : *std::min_element(job.options.activation_levels.begin(),
+                              job.options.activation_levels.end());
   const absl::Status reachable = search::CheckBudgetReachable(
       cost, job.options.budget, candidate_bits->Lowest(),
-      job.options.activation_bits);
+      lowest_activation_bits);
   if (!reachable.ok()) {
     if (candidate_bits->all_pinned()) {
       return FieldError("spec.search.layers",

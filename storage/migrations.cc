@@ -92,8 +92,8 @@ PRAGMA user_version = 2;
 )sql";
 
 // Version 3: search strategies. Jobs record theirs (every job before was
-// progressive); steps their fine-tune steps and scoring work (NULL before:
-// unknown).
+// progressive); steps their fine-tune steps and scoring work, policies their
+// activation bits (NULL before: unknown).
 constexpr char kSchemaV3[] = R"sql(
 ALTER TABLE jobs ADD COLUMN strategy TEXT NOT NULL DEFAULT 'progressive';
 ALTER TABLE steps ADD COLUMN finetune_steps INTEGER;
@@ -101,6 +101,7 @@ ALTER TABLE steps ADD COLUMN node_runs INTEGER;
 ALTER TABLE steps ADD COLUMN naive_node_runs INTEGER;
 ALTER TABLE steps ADD COLUMN scoring_seconds REAL;
 ALTER TABLE steps ADD COLUMN oracle_omega REAL;
+ALTER TABLE policies ADD COLUMN activation_bits INTEGER;
 CREATE INDEX jobs_by_model ON jobs (model_sha256);
 
 PRAGMA user_version = 3;

@@ -26,7 +26,7 @@
   "fp32_size_bytes, strategy"
 #define MIXQ_POLICY_COLUMNS                                                \
   "step, kind, rank, chosen, bits, avg_bits, size_bytes, loss, accuracy, " \
-  "omega, perf_index, bops"
+  "omega, perf_index, bops, activation_bits"
 
 namespace mixq::storage {
 
@@ -152,6 +152,8 @@ absl::StatusOr<PolicyRecord> ReadPolicy(const Statement& row) {
   policy.omega = ReadDouble(row, 9);
   policy.index = ReadDouble(row, 10);
   policy.bops = row.ColumnIsNull(11) ? 0 : row.ColumnInt64(11);
+  policy.activation_bits =
+      row.ColumnIsNull(12) ? 0 : static_cast<int32_t>(row.ColumnInt64(12));
   return policy;
 }
 
@@ -198,7 +200,8 @@ absl::Status ValidatePolicy(const PolicyRecord& policy, PolicyKind kind,
 absl::StatusOr<Statement> PrepareInsertPolicy(Database& db) {
   return db.Prepare(
       "INSERT INTO policies (job_id, " MIXQ_POLICY_COLUMNS
-      ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)");
+      ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, "
+      "?14)");
 }
 
 // Runs `insert` (from PrepareInsertPolicy) for one policy.
@@ -221,6 +224,11 @@ absl::Status InsertPolicy(Statement& insert, const std::string& job_id,
     insert.BindInt64(13, policy.bops);
   } else {
     insert.BindNull(13);  // unknown
+  }
+  if (policy.activation_bits > 0) {
+    insert.BindInt64(14, policy.activation_bits);
+  } else {
+    insert.BindNull(14);  // unknown
   }
   return insert.Run();
 }
@@ -784,8 +792,8 @@ absl::StatusOr<Statement> PrepareBestQuery(Database& db, const char* where,
 absl::StatusOr<JobPolicy> ReadJobPolicy(const Statement& row) {
   JobPolicy result;
   MIXQ_ASSIGN_OR_RETURN(result.policy, ReadPolicy(row));
-  result.job_id = row.ColumnText(12);
-  result.strategy = row.ColumnText(13);
+  result.job_id = row.ColumnText(13);
+  result.strategy = row.ColumnText(14);
   return result;
 }
 

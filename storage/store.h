@@ -71,6 +71,9 @@ struct PolicyRecord {
   // Bit operations per sample at these bits (exact); 0 = unknown (policies
   // recorded before schema version 2).
   int64_t bops = 0;
+  // Bits of the quantized layers' inputs (32: float); 0 = unknown (policies
+  // recorded before schema version 3).
+  int32_t activation_bits = 0;
   double loss = 0;        // calibration loss
   double accuracy = 0;    // calibration top-1 accuracy in [0, 1]
   double omega = 0;       // Hessian-weighted perturbation Ω (0 if not scored)

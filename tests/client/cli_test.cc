@@ -178,6 +178,7 @@ TEST(ParseCommandLineTest, SubmitStrategies) {
   auto parsed = ParseCommandLine(
       Submit({"--target-avg-bits", "4", "--selection", "per_cost_saved",
               "--refresh-fisher", "--land-on-budget", "--knapsack-guided",
+              "--activation-levels", "8,6,4",
               "--total-finetune-steps", "600"}),
       kServer);
   ASSERT_TRUE(parsed.ok()) << parsed.status();
@@ -187,6 +188,7 @@ TEST(ParseCommandLineTest, SubmitStrategies) {
   EXPECT_TRUE(progressive.refresh_fisher);
   EXPECT_TRUE(progressive.land_on_budget);
   EXPECT_TRUE(progressive.knapsack_guided);
+  EXPECT_EQ(progressive.activation_levels, std::vector<int>({8, 6, 4}));
   EXPECT_EQ(progressive.total_finetune_steps, 600);
   EXPECT_FALSE(progressive.hutchinson_samples.has_value());
 

@@ -239,6 +239,7 @@ TEST(BuildSubmitRequestTest, StrategyOptions) {
   options.refresh_fisher = true;
   options.land_on_budget = true;
   options.knapsack_guided = true;
+  options.activation_levels = {8, 4};
   options.total_finetune_steps = 600;
   options.hutchinson_samples = 32;
   auto request = BuildSubmitRequest(options);
@@ -249,6 +250,8 @@ TEST(BuildSubmitRequestTest, StrategyOptions) {
   EXPECT_TRUE(search.refresh_fisher());
   EXPECT_TRUE(search.land_on_budget());
   EXPECT_TRUE(search.knapsack_guided());
+  ASSERT_EQ(search.activation_levels_size(), 2);
+  EXPECT_EQ(search.activation_levels(1), 4);
   EXPECT_EQ(search.total_finetune_steps(), 600);
   EXPECT_EQ(search.hutchinson_samples(), 32);
 }

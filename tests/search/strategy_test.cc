@@ -215,6 +215,46 @@ TEST_F(StrategyTest, KnapsackGuidedCandidatesLowerOnlyTheAllocationsLayers) {
   }
 }
 
+TEST_F(StrategyTest, ActivationBitsAreSearchedUnderABopsBudget) {
+  // 1376 MACs per sample: every layer at 2 bits with 8-bit activations is
+  // 22016 BOPs, so 15000 needs the activations at 5 bits or fewer.
+  ProgressiveOptions options = Options(Strategy::kProgressive);
+  options.budget = {Budget::Kind::kBops, 15000};
+  options.activation_levels = {4, 8, 6};
+  std::vector<StepReport> steps;
+  auto result = Run(options, &steps);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_LE(result->final_policy.bops, 15000);
+  EXPECT_EQ(result->final_policy.activation_bits, 4);
+  EXPECT_EQ(steps[0].finetuned.activation_bits, 8);  // starts at the highest
+  int previous_bits = 8;
+  bool lowered = false;
+  for (size_t s = 1; s < steps.size(); ++s) {
+    const int bits = steps[s].finetuned.activation_bits;
+    EXPECT_LE(bits, previous_bits);  // never raised
+    lowered |= bits < previous_bits;
+    previous_bits = bits;
+    for (const ScoredPolicy& c : steps[s].candidates) {
+      EXPECT_EQ(c.bops, CostModel::ForModel(*model_).Bops(c.policy,
+                                                          c.activation_bits));
+    }
+  }
+  EXPECT_TRUE(lowered);
+  // Deterministic, and refused by the other strategies.
+  std::vector<StepReport> again;
+  auto rerun = Run(options, &again);
+  ASSERT_TRUE(rerun.ok());
+  EXPECT_EQ(rerun->final_policy.policy, result->final_policy.policy);
+  EXPECT_EQ(rerun->final_policy.loss, result->final_policy.loss);
+  options.strategy = Strategy::kKnapsack;
+  EXPECT_THAT(ValidateOptions(options).message(),
+              HasSubstr("activation_levels: only the progressive strategy"));
+  options.strategy = Strategy::kProgressive;
+  options.activation_levels = {8, 1};
+  EXPECT_THAT(ValidateOptions(options).message(),
+              HasSubstr("activation_levels[1]: must be in 2..8"));
+}
+
 TEST_F(StrategyTest, SelectionPerCostSavedAndFreshFisherMeetTheBudget) {
   ProgressiveOptions options = Options(Strategy::kProgressive);
   options.selection = Selection::kPerCostSaved;
@@ -404,6 +444,21 @@ TEST(EvaluateNeighboursTest, MatchesEvaluateOnTheResNetWhileSkippingPrefixes) {
   candidates.push_back(base);
   auto scores = session.EvaluateNeighbours(base, candidates, data);
   ASSERT_TRUE(scores.ok()) << scores.status();
+  // A candidate at other activation bits: the same as Evaluate at them.
+  {
+    std::vector<int> act_bits(candidates.size(), 4);
+    act_bits[0] = 3;
+    auto with_bits =
+        session.EvaluateNeighbours(base, candidates, data, act_bits);
+    ASSERT_TRUE(with_bits.ok()) << with_bits.status();
+    EXPECT_EQ(with_bits->candidates[1].loss, scores->candidates[1].loss);
+    session.SetActivationBits(3);
+    auto at_three = session.Evaluate(candidates[0], data);
+    session.SetActivationBits(4);
+    ASSERT_TRUE(at_three.ok());
+    EXPECT_EQ(with_bits->candidates[0].loss, at_three->loss);
+    EXPECT_NE(with_bits->candidates[0].loss, scores->candidates[0].loss);
+  }
   for (size_t c = 0; c < candidates.size(); ++c) {
     auto full = session.Evaluate(candidates[c], data);
     ASSERT_TRUE(full.ok());

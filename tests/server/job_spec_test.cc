@@ -181,6 +181,7 @@ TEST(ToProgressiveOptionsTest, StrategyAndProgressiveOptions) {
   options = ToProgressiveOptions(search);
   ASSERT_TRUE(options.ok()) << options.status();
   EXPECT_EQ(options->strategy, search::Strategy::kHawq);
+  EXPECT_TRUE(options->activation_levels.empty());
   EXPECT_EQ(options->selection, search::Selection::kPerCostSaved);
   EXPECT_TRUE(options->refresh_fisher);
   EXPECT_TRUE(options->land_on_budget);
@@ -202,6 +203,16 @@ TEST(ToProgressiveOptionsTest, StrategyAndProgressiveOptions) {
   search.set_hutchinson_samples(-3);
   EXPECT_THAT(ToProgressiveOptions(search).status().message(),
               HasSubstr("spec.search.hutchinson_samples"));
+  search.set_hutchinson_samples(0);
+  search.set_strategy("progressive");
+  search.add_activation_levels(8);
+  search.add_activation_levels(4);
+  options = ToProgressiveOptions(search);
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->activation_levels, std::vector<int>({8, 4}));
+  search.add_activation_levels(9);
+  EXPECT_THAT(ToProgressiveOptions(search).status().message(),
+              HasSubstr("spec.search.activation_levels[2]: must be in 2..8"));
 }
 
 // Appends spec.search.layers {name, bits}.

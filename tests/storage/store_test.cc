@@ -94,6 +94,7 @@ PolicyRecord MakePolicy(int step, PolicyKind kind, std::vector<int32_t> bits,
   policy.avg_bits = policy.bits.empty() ? 0 : sum / policy.bits.size();
   policy.size_bytes = 100.0 * policy.avg_bits;
   policy.bops = static_cast<int64_t>(1000 * sum);
+  policy.activation_bits = 6;
   policy.accuracy = accuracy;
   policy.loss = loss;
   policy.omega = 0.25 * step;
@@ -122,6 +123,7 @@ void ExpectPolicyEq(const PolicyRecord& actual, const PolicyRecord& expected) {
   EXPECT_EQ(actual.rank, expected.rank);
   EXPECT_EQ(actual.chosen, expected.chosen);
   EXPECT_EQ(actual.bits, expected.bits);
+  EXPECT_EQ(actual.activation_bits, expected.activation_bits);
   EXPECT_DOUBLE_EQ(actual.avg_bits, expected.avg_bits);
   EXPECT_DOUBLE_EQ(actual.size_bytes, expected.size_bytes);
   EXPECT_EQ(actual.bops, expected.bops);
@@ -355,6 +357,7 @@ TEST_F(StoreTest, MigratesVersion1DatabaseKeepingItsRows) {
                  "ALTER TABLE steps DROP COLUMN naive_node_runs;"
                  "ALTER TABLE steps DROP COLUMN scoring_seconds;"
                  "ALTER TABLE steps DROP COLUMN oracle_omega;"
+                 "ALTER TABLE policies DROP COLUMN activation_bits;"
                  "PRAGMA user_version = 1"));
   }
   auto store = OpenStore();
@@ -408,6 +411,7 @@ TEST_F(StoreTest, MigratesVersion2DatabaseToStrategiesAndScoringStats) {
         "ALTER TABLE steps DROP COLUMN naive_node_runs;"
         "ALTER TABLE steps DROP COLUMN scoring_seconds;"
         "ALTER TABLE steps DROP COLUMN oracle_omega;"
+        "ALTER TABLE policies DROP COLUMN activation_bits;"
         "PRAGMA user_version = 2"));
   }
   auto store = OpenStore();
@@ -423,6 +427,7 @@ TEST_F(StoreTest, MigratesVersion2DatabaseToStrategiesAndScoringStats) {
   ASSERT_EQ(steps->size(), 1u);
   EXPECT_EQ((*steps)[0].node_runs, 0);
   EXPECT_EQ((*steps)[0].oracle_omega, 0);
+  EXPECT_EQ((*steps)[0].finetuned.activation_bits, 0);  // unknown
   EXPECT_EQ((*steps)[0].candidates.size(), MakeStep(1).candidates.size());
 }
 
