@@ -9,6 +9,9 @@
 //   knapsack, hawq, uniform
 //   random             the best (by calibration loss after the warm-up) of
 //                      8 random policies meeting the budget, then fine-tuned
+//   bops-act8, bops-act4, bops-search (only with --runs): progressive+ under
+//                      a BOPs budget of half the uniform policy's at 8-bit
+//                      activations, activations fixed at 8, at 4, or searched
 // Prints a table, writes a CSV (bench/plot_quality.py draws it), and reports
 // per progressive run the Spearman rank correlation between the candidates'
 // index and their measured calibration accuracy drop, the scoring work saved
@@ -182,6 +185,25 @@ class QualityBench {
       options.strategy = Strategy::kProgressive;
       options.knapsack_guided = true;
       options.land_on_budget = true;
+    } else if (name.rfind("bops-", 0) == 0) {
+      // Activation search: a BOPs budget of half what `budget` weight bits
+      // cost with 8-bit activations, met by progressive+ with activations
+      // fixed at 8 or 4 bits, or searched among 8/6/4.
+      options.strategy = Strategy::kProgressive;
+      options.knapsack_guided = true;
+      options.land_on_budget = true;
+      const Policy uniform(cost_.num_layers(), static_cast<int>(budget));
+      options.budget = {search::Budget::Kind::kBops,
+                        0.5 * static_cast<double>(cost_.Bops(uniform, 8))};
+      if (name == "bops-act8") {
+        options.activation_bits = 8;
+      } else if (name == "bops-act4") {
+        options.activation_bits = 4;
+      } else if (name == "bops-search") {
+        options.activation_levels = {8, 6, 4};
+      } else {
+        return absl::InvalidArgumentError(absl::StrCat("unknown run ", name));
+      }
     } else if (name == "progressive-cost") {
       options.strategy = Strategy::kProgressive;
       options.selection = search::Selection::kPerCostSaved;
@@ -215,6 +237,13 @@ class QualityBench {
     result.avg_bits = search.final_policy.avg_bits;
     result.size_bytes = search.final_policy.size_bytes;
     result.steps = search.steps;
+    if (options.budget.kind == search::Budget::Kind::kBops) {
+      result.notes = absl::StrFormat(
+          "BOPs budget %.4g: final %lld BOPs, activations %d bits",
+          options.budget.value,
+          static_cast<long long>(search.final_policy.bops),
+          search.final_policy.activation_bits);
+    }
     if (options.strategy == Strategy::kProgressive) {
       // Index against the measured accuracy drop of every candidate, the
       // base being the previous step's fine-tuned policy (same weights).
@@ -230,7 +259,8 @@ class QualityBench {
         scoring += steps[s].scoring.seconds;
       }
       const double n = std::max<double>(1.0, steps.size() - 1.0);
-      result.notes = absl::StrFormat(
+      if (!result.notes.empty()) result.notes += "; ";
+      result.notes += absl::StrFormat(
           "steps %d, fine-tune %d; spearman(index, acc drop) %.3f over %d "
           "candidates; node runs %d of %d naive (%.0f%% saved); scoring "
           "%.1f s; mean Ω above oracle %.1f%%",
