@@ -106,7 +106,9 @@ struct ProgressiveOptions {
 // INVALID_ARGUMENT naming the field if `options` is unusable on any model
 // (bits outside 1..8, no bits, an empty, unnamed or repeated entry of
 // `layers` ("layers[1].bits: ..."), activation bits other than 2..8 or 32,
-// n/k/steps/batch out of range, non-positive budget).
+// n/k/steps/batch out of range, non-positive budget, activation_levels
+// outside 2..8 or with a strategy other than progressive, negative
+// total_finetune_steps, hutchinson_samples outside 1..4096).
 absl::Status ValidateOptions(const ProgressiveOptions& options);
 
 // Each quantizable layer's candidate bits, distinct and highest first: its
@@ -140,7 +142,8 @@ struct ScoredPolicy {
   double index = 0;  // candidates only
 };
 
-// How a step's scoring went (progressive only; zeros elsewhere).
+// How a step's scoring went. Node runs and seconds: progressive steps only
+// (zeros elsewhere); oracle_omega: every search step.
 struct ScoringStats {
   int64_t node_runs = 0;        // graph nodes executed, shared prefixes reused
   int64_t naive_node_runs = 0;  // a full forward pass per candidate
