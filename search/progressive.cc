@@ -259,6 +259,23 @@ class Search {
     return omega;
   }
 
+  // Sets `scored`'s Ω from `table` and its index I = L_C + λ·½·Ω.
+  void SetIndex(const OmegaTable& table, ScoredPolicy* scored) const {
+    scored->omega = Omega(table, scored->policy);
+    scored->index = scored->loss + options_.lambda * 0.5 * scored->omega;
+  }
+
+  // The oracle: the least Ω any policy of the search space reaches at no
+  // more than `policy`'s cost (at the current activation bits).
+  absl::StatusOr<double> OracleOmega(const OmegaTable& table,
+                                     const Policy& policy) const {
+    MIXQ_ASSIGN_OR_RETURN(
+        const std::vector<int> best,
+        Allocate(table, TopLevels(), BottomLevels(),
+                 BudgetCost(policy, CurrentActBits()), CurrentActBits()));
+    return Omega(table, PolicyAt(best));
+  }
+
   // Ω_l(b) for every layer and bit-width of omega_bits_: from Adam's v̂, or
   // a fresh Fisher on the calibration set.
   absl::StatusOr<OmegaTable> CurrentOmegaTable() {
@@ -413,8 +430,7 @@ class Search {
       ScoredPolicy scored = WithCost(policies[c], act_bits[c]);
       scored.loss = scores.candidates[c].loss;
       scored.accuracy = scores.candidates[c].accuracy;
-      scored.omega = Omega(omega_table, policies[c]);
-      scored.index = scored.loss + options_.lambda * 0.5 * scored.omega;
+      SetIndex(omega_table, &scored);
       key[c] = scored.index;
       if (options_.selection == Selection::kPerCostSaved) {
         const double saved =
@@ -451,18 +467,13 @@ class Search {
                    CurrentActBits()));
       if (landed != chosen) {
         MIXQ_ASSIGN_OR_RETURN(ScoredPolicy scored, Score(PolicyAt(landed)));
-        scored.omega = Omega(omega_table, scored.policy);
-        scored.index = scored.loss + options_.lambda * 0.5 * scored.omega;
+        SetIndex(omega_table, &scored);
         report.candidates.insert(report.candidates.begin(), std::move(scored));
         chosen = std::move(landed);
       }
     }
-    // The oracle: the least Ω at no more than the kept policy's cost.
-    MIXQ_ASSIGN_OR_RETURN(const std::vector<int> best,
-                          Allocate(omega_table, TopLevels(), BottomLevels(),
-                                   BudgetCost(PolicyAt(chosen), CurrentActBits()),
-                                   CurrentActBits()));
-    report.scoring.oracle_omega = Omega(omega_table, PolicyAt(best));
+    MIXQ_ASSIGN_OR_RETURN(report.scoring.oracle_omega,
+                          OracleOmega(omega_table, PolicyAt(chosen)));
     level_ = std::move(chosen);
 
     MIXQ_RETURN_IF_ERROR(FineTune(options_.finetune_steps));
@@ -492,15 +503,11 @@ class Search {
     }
     level_ = level;
     MIXQ_ASSIGN_OR_RETURN(ScoredPolicy scored, Score(CurrentPolicy()));
-    scored.omega = Omega(table, scored.policy);
-    scored.index = scored.loss + options_.lambda * 0.5 * scored.omega;
+    SetIndex(table, &scored);
     report.candidates.push_back(scored);
     report.finetuned = std::move(scored);
-    MIXQ_ASSIGN_OR_RETURN(const std::vector<int> best,
-                          Allocate(table, TopLevels(), BottomLevels(),
-                                   BudgetCost(CurrentPolicy(), CurrentActBits()),
-                                   CurrentActBits()));
-    report.scoring.oracle_omega = Omega(table, PolicyAt(best));
+    MIXQ_ASSIGN_OR_RETURN(report.scoring.oracle_omega,
+                          OracleOmega(table, CurrentPolicy()));
     return report;
   }
 

@@ -24,6 +24,30 @@ int64_t SampleElements(const engine::Tensor& inputs) {
              : inputs.size() / inputs.dim(0);
 }
 
+// Sums the cross-entropy and top-1 hits of evaluation batches.
+struct LossTally {
+  double loss_sum = 0;
+  int64_t correct = 0;
+
+  // Adds one batch: `logits` of the samples [begin, end) of `labels`.
+  absl::Status Add(const engine::Tensor& logits,
+                   absl::Span<const int64_t> labels, int64_t begin,
+                   int64_t end) {
+    MIXQ_ASSIGN_OR_RETURN(
+        engine::LossResult result,
+        engine::SoftmaxCrossEntropy(logits, labels.subspan(begin, end - begin),
+                                    nullptr));
+    loss_sum += result.loss * static_cast<double>(end - begin);
+    correct += result.correct;
+    return absl::OkStatus();
+  }
+  // Mean loss and accuracy over `n` samples.
+  Evaluation Mean(int64_t n) const {
+    const double count = static_cast<double>(n);
+    return Evaluation{loss_sum / count, static_cast<double>(correct) / count};
+  }
+};
+
 std::vector<engine::Shape> ParamShapes(const engine::Model& model) {
   std::vector<engine::Shape> shapes;
   for (const auto& param : model.params()) shapes.push_back(param.shape);
@@ -115,24 +139,15 @@ absl::StatusOr<Evaluation> QatSession::Evaluate(const Policy& policy,
   QuantizeWeights(policy);
   if (!activations_.ready()) MIXQ_RETURN_IF_ERROR(Calibrate(policy, data));
   activations_.set_mode(ActivationQuantizer::Mode::kQuantize);
-  double loss_sum = 0;
-  int64_t correct = 0;
+  LossTally tally;
   for (int64_t begin = 0; begin < data.size(); begin += kEvalBatch) {
     const int64_t end = std::min(data.size(), begin + kEvalBatch);
     const engine::Tensor batch = data.inputs.Slice(begin, end);
     MIXQ_ASSIGN_OR_RETURN(engine::Tensor logits,
                           model_.Forward(batch, params_, nullptr, &activations_));
-    MIXQ_ASSIGN_OR_RETURN(
-        engine::LossResult result,
-        engine::SoftmaxCrossEntropy(
-            logits,
-            absl::MakeConstSpan(data.labels).subspan(begin, end - begin),
-            nullptr));
-    loss_sum += result.loss * static_cast<double>(end - begin);
-    correct += result.correct;
+    MIXQ_RETURN_IF_ERROR(tally.Add(logits, data.labels, begin, end));
   }
-  const double n = static_cast<double>(data.size());
-  return Evaluation{loss_sum / n, static_cast<double>(correct) / n};
+  return tally.Mean(data.size());
 }
 
 absl::StatusOr<QatSession::NeighbourScores> QatSession::EvaluateNeighbours(
@@ -199,23 +214,8 @@ absl::StatusOr<QatSession::NeighbourScores> QatSession::EvaluateNeighbours(
   activations_.set_mode(ActivationQuantizer::Mode::kQuantize);
   NeighbourScores scores;
   scores.candidates.resize(candidates.size());
-  std::vector<double> loss_sums(candidates.size(), 0.0);
-  std::vector<int64_t> correct(candidates.size(), 0);
-  double base_loss_sum = 0;
-  int64_t base_correct = 0;
-  const auto score = [&](const engine::Tensor& logits, int64_t begin,
-                         int64_t end, double* loss_sum,
-                         int64_t* n_correct) -> absl::Status {
-    MIXQ_ASSIGN_OR_RETURN(
-        engine::LossResult result,
-        engine::SoftmaxCrossEntropy(
-            logits,
-            absl::MakeConstSpan(data.labels).subspan(begin, end - begin),
-            nullptr));
-    *loss_sum += result.loss * static_cast<double>(end - begin);
-    *n_correct += result.correct;
-    return absl::OkStatus();
-  };
+  LossTally base_tally;
+  std::vector<LossTally> tallies(candidates.size());
   for (int64_t begin = 0; begin < data.size(); begin += kEvalBatch) {
     const int64_t end = std::min(data.size(), begin + kEvalBatch);
     const engine::Tensor batch = data.inputs.Slice(begin, end);
@@ -224,15 +224,13 @@ absl::StatusOr<QatSession::NeighbourScores> QatSession::EvaluateNeighbours(
         engine::Tensor base_logits,
         model_.Forward(batch, params_, &score_trace_, &activations_));
     scores.node_runs += num_nodes;
-    MIXQ_RETURN_IF_ERROR(
-        score(base_logits, begin, end, &base_loss_sum, &base_correct));
+    MIXQ_RETURN_IF_ERROR(base_tally.Add(base_logits, data.labels, begin, end));
     for (size_t c : order) {
       const Variant& variant = variants[c];
       scores.naive_node_runs += num_nodes;
-      if (variant.changes.empty() &&
-          variant.activation_bits == base_activation_bits) {
+      if (variant.first_node == num_nodes) {  // the base policy itself
         MIXQ_RETURN_IF_ERROR(
-            score(base_logits, begin, end, &loss_sums[c], &correct[c]));
+            tallies[c].Add(base_logits, data.labels, begin, end));
         continue;
       }
       for (const Change& change : variant.changes) {
@@ -255,17 +253,13 @@ absl::StatusOr<QatSession::NeighbourScores> QatSession::EvaluateNeighbours(
       }
       if (!logits.ok()) return logits.status();
       scores.node_runs += num_nodes - variant.first_node;
-      MIXQ_RETURN_IF_ERROR(
-          score(*logits, begin, end, &loss_sums[c], &correct[c]));
+      MIXQ_RETURN_IF_ERROR(tallies[c].Add(*logits, data.labels, begin, end));
     }
   }
   activations_.SetPolicy(base);
-  const double n = static_cast<double>(data.size());
-  scores.base = Evaluation{base_loss_sum / n, static_cast<double>(base_correct) / n};
-  for (size_t c = 0; c < candidates.size(); ++c) {
-    scores.candidates[c] =
-        Evaluation{loss_sums[c] / n, static_cast<double>(correct[c]) / n};
-  }
+  scores.base = base_tally.Mean(data.size());
+  for (size_t c = 0; c < candidates.size(); ++c)
+    scores.candidates[c] = tallies[c].Mean(data.size());
   return scores;
 }
 

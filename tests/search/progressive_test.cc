@@ -7,56 +7,15 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "search/quantizer.h"
-#include "tests/support/onnx_mlp.h"
+#include "tests/search/search_fixture.h"
 
 namespace mixq::search {
 namespace {
 
 using ::testing::HasSubstr;
 
-class ProgressiveTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    auto model =
-        engine::Model::FromOnnxBytes(testing::MakeMlpOnnx({16, 32, 24, 4}, 1));
-    ASSERT_TRUE(model.ok()) << model.status();
-    model_ = *std::move(model);
-    const LabeledData all = testing::MakeTeacherData(640, 16, 4, 2);
-    calib_ = all.Slice(0, 128);
-    train_ = all.Slice(128, all.size());
-  }
-
-  ProgressiveOptions Options() const {
-    ProgressiveOptions options;
-    options.bit_levels = {8, 6, 4, 2};
-    options.budget = {Budget::Kind::kAvgBits, 4.0};
-    options.candidates = 6;
-    options.max_layers = 2;
-    options.warmup_steps = 20;
-    options.finetune_steps = 10;
-    options.final_finetune_steps = 10;
-    options.learning_rate = 1e-3;
-    options.batch_size = 32;
-    options.seed = 5;
-    return options;
-  }
-
-  absl::StatusOr<SearchResult> Run(const ProgressiveOptions& options,
-                                   std::vector<StepReport>* steps,
-                                   const std::atomic<bool>* cancel = nullptr) {
-    SearchObserver observer;
-    observer.on_step = [steps](const StepReport& report) {
-      steps->push_back(report);
-      return absl::OkStatus();
-    };
-    observer.cancel = cancel;
-    return RunProgressiveSearch(*model_, calib_, train_, options, observer);
-  }
-
-  std::unique_ptr<engine::Model> model_;
-  LabeledData calib_;
-  LabeledData train_;
-};
+// The shared MLP search problem (tests/search/search_fixture.h).
+class ProgressiveTest : public testing::MlpSearchTest {};
 
 TEST_F(ProgressiveTest, PinnedAndPerLayerCandidatesAreRespected) {
   ProgressiveOptions options = Options();

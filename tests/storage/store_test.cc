@@ -335,7 +335,19 @@ TEST_F(StoreTest, OpenFailsInMissingDirectory) {
   EXPECT_THAT(std::string(store.status().message()), HasSubstr("no/such/dir"));
 }
 
-// A database as schema version 1 wrote it: version 2's columns dropped from a
+// Drops what schema version 3 added (with PRAGMA user_version, a database
+// as versions 1 and 2 left it).
+constexpr char kUndoSchemaV3[] =
+    "DROP INDEX jobs_by_model;"
+    "ALTER TABLE jobs DROP COLUMN strategy;"
+    "ALTER TABLE steps DROP COLUMN finetune_steps;"
+    "ALTER TABLE steps DROP COLUMN node_runs;"
+    "ALTER TABLE steps DROP COLUMN naive_node_runs;"
+    "ALTER TABLE steps DROP COLUMN scoring_seconds;"
+    "ALTER TABLE steps DROP COLUMN oracle_omega;"
+    "ALTER TABLE policies DROP COLUMN activation_bits;";
+
+// A database as schema version 1 wrote it: versions 2 and 3 undone on a
 // current one, with a job, its layers and a step already recorded.
 TEST_F(StoreTest, MigratesVersion1DatabaseKeepingItsRows) {
   {
@@ -348,17 +360,11 @@ TEST_F(StoreTest, MigratesVersion1DatabaseKeepingItsRows) {
     auto db = Database::Open(path_, SQLITE_OPEN_READWRITE);
     ASSERT_TRUE(db.ok());
     ASSERT_OK(
-        db->Exec("ALTER TABLE job_layers DROP COLUMN macs;"
-                 "ALTER TABLE policies DROP COLUMN bops;"
-                 "DROP INDEX jobs_by_model;"
-                 "ALTER TABLE jobs DROP COLUMN strategy;"
-                 "ALTER TABLE steps DROP COLUMN finetune_steps;"
-                 "ALTER TABLE steps DROP COLUMN node_runs;"
-                 "ALTER TABLE steps DROP COLUMN naive_node_runs;"
-                 "ALTER TABLE steps DROP COLUMN scoring_seconds;"
-                 "ALTER TABLE steps DROP COLUMN oracle_omega;"
-                 "ALTER TABLE policies DROP COLUMN activation_bits;"
-                 "PRAGMA user_version = 1"));
+        db->Exec(absl::StrCat(kUndoSchemaV3,
+                              "ALTER TABLE job_layers DROP COLUMN macs;"
+                              "ALTER TABLE policies DROP COLUMN bops;"
+                              "PRAGMA user_version = 1")
+                     .c_str()));
   }
   auto store = OpenStore();
   ASSERT_NE(store, nullptr);
@@ -403,16 +409,8 @@ TEST_F(StoreTest, MigratesVersion2DatabaseToStrategiesAndScoringStats) {
   {
     auto db = Database::Open(path_, SQLITE_OPEN_READWRITE);
     ASSERT_TRUE(db.ok());
-    ASSERT_OK(db->Exec(
-        "DROP INDEX jobs_by_model;"
-        "ALTER TABLE jobs DROP COLUMN strategy;"
-        "ALTER TABLE steps DROP COLUMN finetune_steps;"
-        "ALTER TABLE steps DROP COLUMN node_runs;"
-        "ALTER TABLE steps DROP COLUMN naive_node_runs;"
-        "ALTER TABLE steps DROP COLUMN scoring_seconds;"
-        "ALTER TABLE steps DROP COLUMN oracle_omega;"
-        "ALTER TABLE policies DROP COLUMN activation_bits;"
-        "PRAGMA user_version = 2"));
+    ASSERT_OK(
+        db->Exec(absl::StrCat(kUndoSchemaV3, "PRAGMA user_version = 2").c_str()));
   }
   auto store = OpenStore();
   ASSERT_NE(store, nullptr);
