@@ -107,6 +107,22 @@ CREATE INDEX jobs_by_model ON jobs (model_sha256);
 PRAGMA user_version = 3;
 )sql";
 
+// Version 4: crash safety and export. A running job's latest checkpoint
+// (the search state after its last recorded step, one row per job, replaced
+// at each step in the step's own transaction); the SHA-256 of a finished
+// job's exported QDQ ONNX model (an artifact; '' when none).
+constexpr char kSchemaV4[] = R"sql(
+CREATE TABLE checkpoints (
+  job_id TEXT PRIMARY KEY NOT NULL REFERENCES jobs (id),
+  step INTEGER NOT NULL,
+  state BLOB NOT NULL,
+  updated_ms INTEGER NOT NULL
+);
+ALTER TABLE jobs ADD COLUMN export_sha256 TEXT NOT NULL DEFAULT '';
+
+PRAGMA user_version = 4;
+)sql";
+
 struct Migration {
   int version;
   const char* sql;
@@ -116,6 +132,7 @@ constexpr Migration kMigrations[] = {
     {1, kSchemaV1},
     {2, kSchemaV2},
     {3, kSchemaV3},
+    {4, kSchemaV4},
 };
 
 constexpr bool VersionsAreConsecutive() {

@@ -23,7 +23,7 @@
 #define MIXQ_JOB_COLUMNS                                               \
   "id, request_id, spec, model_sha256, inputs_sha256, labels_sha256, " \
   "state, error, created_ms, started_ms, finished_ms, steps_done, "    \
-  "fp32_size_bytes, strategy"
+  "fp32_size_bytes, strategy, export_sha256"
 #define MIXQ_POLICY_COLUMNS                                                \
   "step, kind, rank, chosen, bits, avg_bits, size_bytes, loss, accuracy, " \
   "omega, perf_index, bops, activation_bits"
@@ -129,6 +129,7 @@ absl::StatusOr<JobRecord> ReadJob(const Statement& row) {
   job.steps_done = static_cast<int32_t>(row.ColumnInt64(11));
   job.fp32_size_bytes = ReadDouble(row, 12);
   job.strategy = row.ColumnText(13);
+  job.export_sha256 = row.ColumnText(14);
   return job;
 }
 
@@ -246,6 +247,32 @@ absl::StatusOr<std::vector<T>> ReadRows(
   }
 }
 
+absl::Status DeleteCheckpoint(Database& db, const std::string& job_id) {
+  MIXQ_ASSIGN_OR_RETURN(
+      Statement statement,
+      db.Prepare("DELETE FROM checkpoints WHERE job_id = ?1"));
+  statement.BindText(1, job_id);
+  return statement.Run();
+}
+
+// PRAGMA quick_check: the B-tree structure, records and indexes' counts
+// (integrity_check without the slow index-content comparison). DATA_LOSS
+// quoting SQLite's first finding unless the file is sound.
+absl::Status CheckIntegrity(Database& db) {
+  MIXQ_ASSIGN_OR_RETURN(Statement check, db.Prepare("PRAGMA quick_check(5)"));
+  std::vector<std::string> findings;
+  while (true) {
+    MIXQ_ASSIGN_OR_RETURN(const bool has_row, check.Step());
+    if (!has_row) break;
+    findings.push_back(check.ColumnText(0));
+  }
+  if (findings.size() == 1 && findings[0] == "ok") return absl::OkStatus();
+  return absl::DataLossError(absl::StrCat(
+      "the database is corrupt (integrity check: ",
+      findings.empty() ? "no result" : absl::StrJoin(findings, "; "),
+      "); restore it from a backup or move it away to start empty"));
+}
+
 absl::Status ConfigureWriter(Database& db) {
   MIXQ_ASSIGN_OR_RETURN(Statement wal, db.Prepare("PRAGMA journal_mode = WAL"));
   MIXQ_ASSIGN_OR_RETURN(const bool has_row, wal.Step());
@@ -320,7 +347,9 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
   if (!writer.ok()) return Annotate(writer.status(), context);
   MIXQ_RETURN_IF_ERROR(
       Annotate(writer->SetBusyTimeout(kBusyTimeoutMs), context));
-  // Migrate's first read fails on a file that is not SQLite (NOTADB).
+  // The first read fails on a file that is not SQLite (NOTADB) or whose
+  // header is damaged (CORRUPT → DATA_LOSS).
+  MIXQ_RETURN_IF_ERROR(Annotate(CheckIntegrity(*writer), context));
   absl::StatusOr<int> version = Migrate(*writer);
   if (!version.ok()) return Annotate(version.status(), context);
   MIXQ_RETURN_IF_ERROR(Annotate(ConfigureWriter(*writer), context));
@@ -412,7 +441,7 @@ absl::Status Store::CreateJob(const JobRecord& job,
         Statement insert,
         db.Prepare("INSERT INTO jobs (" MIXQ_JOB_COLUMNS
                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
-                   "?12, ?13, ?14)"));
+                   "?12, ?13, ?14, ?15)"));
     insert.BindText(1, job.id);
     if (job.request_id.empty()) {
       insert.BindNull(2);  // UNIQUE ignores NULLs, so many jobs may have none
@@ -431,6 +460,7 @@ absl::Status Store::CreateJob(const JobRecord& job,
     insert.BindInt64(12, job.steps_done);
     insert.BindDouble(13, job.fp32_size_bytes);
     insert.BindText(14, job.strategy);
+    insert.BindText(15, job.export_sha256);
     MIXQ_RETURN_IF_ERROR(insert.Run());
 
     MIXQ_ASSIGN_OR_RETURN(
@@ -542,6 +572,7 @@ absl::Status Store::UpdateJobState(const std::string& id, JobState state,
     update.BindInt64(5, finished_ms);
     MIXQ_RETURN_IF_ERROR(update.Run());
     if (db.Changes() == 0) return JobNotFound(id);
+    if (IsTerminal(state)) MIXQ_RETURN_IF_ERROR(DeleteCheckpoint(db, id));
     return absl::OkStatus();
   });
 }
@@ -549,7 +580,8 @@ absl::Status Store::UpdateJobState(const std::string& id, JobState state,
 // ------------------------------------------------------------------ results
 
 absl::Status Store::AppendStep(const std::string& job_id,
-                               const StepRecord& step) {
+                               const StepRecord& step,
+                               absl::string_view checkpoint) {
   return impl_->Write([&](Database& db) -> absl::Status {
     MIXQ_RETURN_IF_ERROR(CheckJobExists(db, job_id));
     MIXQ_ASSIGN_OR_RETURN(const size_t num_layers, CountLayers(db, job_id));
@@ -607,13 +639,44 @@ absl::Status Store::AppendStep(const std::string& job_id,
         db.Prepare("UPDATE jobs SET steps_done = ?2 WHERE id = ?1"));
     update.BindText(1, job_id);
     update.BindInt64(2, step.step);
-    return update.Run();
+    MIXQ_RETURN_IF_ERROR(update.Run());
+    if (checkpoint.empty()) return absl::OkStatus();
+    MIXQ_ASSIGN_OR_RETURN(
+        Statement save,
+        db.Prepare("INSERT INTO checkpoints (job_id, step, state, updated_ms)"
+                   " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (job_id) DO UPDATE"
+                   " SET step = excluded.step, state = excluded.state,"
+                   " updated_ms = excluded.updated_ms"));
+    save.BindText(1, job_id);
+    save.BindInt64(2, step.step);
+    save.BindBlob(3, checkpoint);
+    save.BindInt64(4, NowMs());
+    return save.Run();
   });
+}
+
+absl::StatusOr<std::optional<CheckpointRecord>> Store::GetCheckpoint(
+    const std::string& job_id) const {
+  return impl_->Read(
+      [&](Database& db) -> absl::StatusOr<std::optional<CheckpointRecord>> {
+        MIXQ_RETURN_IF_ERROR(CheckJobExists(db, job_id));
+        MIXQ_ASSIGN_OR_RETURN(
+            Statement query,
+            db.Prepare("SELECT step, state FROM checkpoints WHERE job_id = ?1"));
+        query.BindText(1, job_id);
+        MIXQ_ASSIGN_OR_RETURN(const bool found, query.Step());
+        if (!found) return std::nullopt;
+        CheckpointRecord record;
+        record.step = static_cast<int32_t>(query.ColumnInt64(0));
+        record.state = query.ColumnBlob(1);
+        return record;
+      });
 }
 
 absl::Status Store::FinishJob(const std::string& job_id,
                               const PolicyRecord& final_policy,
-                              int64_t finished_ms) {
+                              int64_t finished_ms,
+                              const std::string& export_sha256) {
   return impl_->Write([&](Database& db) -> absl::Status {
     MIXQ_RETURN_IF_ERROR(CheckJobExists(db, job_id));
     MIXQ_ASSIGN_OR_RETURN(const size_t num_layers, CountLayers(db, job_id));
@@ -635,24 +698,33 @@ absl::Status Store::FinishJob(const std::string& job_id,
     MIXQ_RETURN_IF_ERROR(InsertPolicy(insert_policy, job_id, final_policy));
     MIXQ_ASSIGN_OR_RETURN(
         Statement update,
-        db.Prepare("UPDATE jobs SET state = ?2, error = ?3, finished_ms = ?4 "
-                   "WHERE id = ?1"));
+        db.Prepare("UPDATE jobs SET state = ?2, error = ?3, finished_ms = ?4, "
+                   "export_sha256 = ?5 WHERE id = ?1"));
     update.BindText(1, job_id);
     update.BindInt64(2, static_cast<int64_t>(JobState::kSucceeded));
     update.BindText(3, "");
     update.BindInt64(4, finished_ms);
-    return update.Run();
+    update.BindText(5, export_sha256);
+    MIXQ_RETURN_IF_ERROR(update.Run());
+    return DeleteCheckpoint(db, job_id);
   });
 }
 
-absl::Status Store::ResetJobResults(const std::string& job_id) {
+absl::Status Store::ResetJobResults(const std::string& job_id,
+                                    int32_t keep_through) {
   return impl_->Write([&](Database& db) -> absl::Status {
     MIXQ_RETURN_IF_ERROR(CheckJobExists(db, job_id));
-    for (const char* sql : {"DELETE FROM policies WHERE job_id = ?1",
-                            "DELETE FROM steps WHERE job_id = ?1",
-                            "UPDATE jobs SET steps_done = 0 WHERE id = ?1"}) {
+    // The final policy goes whatever its step.
+    for (const char* sql :
+         {"DELETE FROM policies WHERE job_id = ?1 AND (step > ?2 OR kind = 2)",
+          "DELETE FROM steps WHERE job_id = ?1 AND step > ?2",
+          "DELETE FROM checkpoints WHERE job_id = ?1 AND step > ?2",
+          "UPDATE jobs SET steps_done = (SELECT coalesce(max(step), 0) FROM"
+          " steps WHERE job_id = ?1) WHERE id = ?1"}) {
       MIXQ_ASSIGN_OR_RETURN(Statement statement, db.Prepare(sql));
       statement.BindText(1, job_id);
+      if (absl::string_view(sql).find("?2") != absl::string_view::npos)
+        statement.BindInt64(2, keep_through);
       MIXQ_RETURN_IF_ERROR(statement.Run());
     }
     return absl::OkStatus();

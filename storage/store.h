@@ -47,6 +47,16 @@ struct JobRecord {
   int32_t steps_done = 0;   // search steps recorded so far
   double fp32_size_bytes = 0;  // the model's size with every parameter in FP32
   std::string strategy = "progressive";  // the search strategy's name
+  // SHA-256 of the finished job's exported QDQ ONNX model (an artifact);
+  // empty when none.
+  std::string export_sha256;
+};
+
+// A running job's search state after its last recorded step (opaque to the
+// store: the search serializes it), from which the job resumes.
+struct CheckpointRecord {
+  int32_t step = 0;
+  std::string state;
 };
 
 // One quantizable layer of a job's model, in the model's order.
@@ -118,10 +128,12 @@ struct ListJobsOptions {
 
 class Store {
  public:
-  // Opens (creating if needed) the database at `path`, enables WAL, and runs
-  // pending schema migrations (PRAGMA user_version). FAILED_PRECONDITION if
-  // the file is not a mixq database or is newer than this binary. Error
-  // messages name `path`.
+  // Opens (creating if needed) the database at `path`, enables WAL, checks
+  // its integrity (PRAGMA quick_check), and runs pending schema migrations
+  // (PRAGMA user_version). FAILED_PRECONDITION if the file is not a mixq
+  // database or is newer than this binary; DATA_LOSS if it is corrupt (the
+  // message quotes SQLite's first finding and says to restore a backup).
+  // Error messages name `path`.
   static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& path);
 
   ~Store();
@@ -153,26 +165,38 @@ class Store {
   absl::StatusOr<std::vector<LayerRecord>> GetLayers(const std::string& job_id) const;
 
   // Sets the job's state and error, and those of started_ms / finished_ms
-  // that are non-zero (0 keeps the stored value). NOT_FOUND if absent.
+  // that are non-zero (0 keeps the stored value). A terminal state drops the
+  // job's checkpoint. NOT_FOUND if absent.
   absl::Status UpdateJobState(const std::string& id, JobState state, const std::string& error,
                               int64_t started_ms, int64_t finished_ms);
 
   // Records a step atomically (its candidates and fine-tuned policy) and sets
-  // the job's steps_done to step.step. ALREADY_EXISTS if recorded before;
+  // the job's steps_done to step.step. A non-empty `checkpoint` replaces the
+  // job's checkpoint in the same transaction (as of step.step), so a crash
+  // leaves either both or neither. ALREADY_EXISTS if recorded before;
   // NOT_FOUND if the job is absent; INVALID_ARGUMENT unless every candidate
   // has kind kCandidate, the fine-tuned policy kind kFinetuned, all of them
   // step step.step and one bit-width per job layer.
-  absl::Status AppendStep(const std::string& job_id, const StepRecord& step);
+  absl::Status AppendStep(const std::string& job_id, const StepRecord& step,
+                          absl::string_view checkpoint = {});
+  // The job's latest checkpoint, if any. NOT_FOUND if the job is absent.
+  absl::StatusOr<std::optional<CheckpointRecord>> GetCheckpoint(
+      const std::string& job_id) const;
   // Records the final policy and marks the job succeeded (error cleared,
-  // finished_ms set), atomically. NOT_FOUND if the job is absent;
-  // ALREADY_EXISTS if it has a final policy; INVALID_ARGUMENT unless the
-  // policy has kind kFinal and one bit-width per job layer.
+  // finished_ms set, export_sha256 recorded, the checkpoint dropped),
+  // atomically. NOT_FOUND if the job is absent; ALREADY_EXISTS if it has a
+  // final policy; INVALID_ARGUMENT unless the policy has kind kFinal and one
+  // bit-width per job layer.
   absl::Status FinishJob(const std::string& job_id, const PolicyRecord& final_policy,
-                         int64_t finished_ms);
-  // Deletes a job's steps and policies and sets steps_done to 0 (used when a
-  // job is restarted from the beginning). The final policy, if any, goes too.
+                         int64_t finished_ms,
+                         const std::string& export_sha256 = "");
+  // Deletes a job's steps and policies after step `keep_through` (all of
+  // them for -1, the default, with the checkpoint too) and sets steps_done
+  // to the last step kept (0 if none): used when a job restarts from its
+  // checkpoint or from the beginning. The final policy, if any, goes too.
   // NOT_FOUND if the job is absent.
-  absl::Status ResetJobResults(const std::string& job_id);
+  absl::Status ResetJobResults(const std::string& job_id,
+                               int32_t keep_through = -1);
 
   // All steps of a job in order, candidates ranked. NOT_FOUND if the job is
   // absent (here and in GetFinalPolicy and QueryBestPolicies).

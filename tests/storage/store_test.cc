@@ -335,9 +335,11 @@ TEST_F(StoreTest, OpenFailsInMissingDirectory) {
   EXPECT_THAT(std::string(store.status().message()), HasSubstr("no/such/dir"));
 }
 
-// Drops what schema version 3 added (with PRAGMA user_version, a database
-// as versions 1 and 2 left it).
+// Drops what schema versions 4 and 3 added (with PRAGMA user_version, a
+// database as versions 1 and 2 left it).
 constexpr char kUndoSchemaV3[] =
+    "DROP TABLE checkpoints;"
+    "ALTER TABLE jobs DROP COLUMN export_sha256;"
     "DROP INDEX jobs_by_model;"
     "ALTER TABLE jobs DROP COLUMN strategy;"
     "ALTER TABLE steps DROP COLUMN finetune_steps;"
@@ -414,8 +416,8 @@ TEST_F(StoreTest, MigratesVersion2DatabaseToStrategiesAndScoringStats) {
   }
   auto store = OpenStore();
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(store->schema_version(), 3);
-  EXPECT_EQ(LatestSchemaVersion(), 3);
+  EXPECT_EQ(store->schema_version(), 4);
+  EXPECT_EQ(LatestSchemaVersion(), 4);
   // Every job before strategies was progressive; its steps' stats unknown.
   auto job = store->GetJob("old");
   ASSERT_TRUE(job.ok()) << job.status();
@@ -889,6 +891,104 @@ TEST_F(StoreTest, ResetJobResultsClearsStepsAndPolicies) {
   ASSERT_TRUE(steps.ok());
   EXPECT_EQ(steps->size(), 3u);
   EXPECT_OK(store->AppendStep("job-1", MakeStep(0)));
+}
+
+TEST_F(StoreTest, CheckpointsRideWithTheirStepsAndGoWithTheJob) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  ASSERT_OK(store->CreateJob(MakeJob("job-1", 1), kLayers));
+  auto none = store->GetCheckpoint("job-1");
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_FALSE(none->has_value());
+  EXPECT_EQ(store->GetCheckpoint("nope").status().code(),
+            absl::StatusCode::kNotFound);
+
+  // Binary state, replaced by each step that carries one.
+  const std::string state0("s0\0\xff", 4);
+  ASSERT_OK(store->AppendStep("job-1", MakeStep(0), state0));
+  ASSERT_OK(store->AppendStep("job-1", MakeStep(1), "s1"));
+  ASSERT_OK(store->AppendStep("job-1", MakeStep(2)));  // none: s1 stays
+  auto checkpoint = store->GetCheckpoint("job-1");
+  ASSERT_TRUE(checkpoint.ok() && checkpoint->has_value());
+  EXPECT_EQ((*checkpoint)->step, 1);
+  EXPECT_EQ((*checkpoint)->state, "s1");
+
+  // A step that fails to record leaves the checkpoint as it was.
+  EXPECT_EQ(store->AppendStep("job-1", MakeStep(2), "s2").code(),
+            absl::StatusCode::kAlreadyExists);
+  checkpoint = store->GetCheckpoint("job-1");
+  ASSERT_TRUE(checkpoint.ok() && checkpoint->has_value());
+  EXPECT_EQ((*checkpoint)->state, "s1");
+
+  // Resuming from step 1 drops what came after it, and keeps the rest.
+  ASSERT_OK(store->ResetJobResults("job-1", 1));
+  auto steps = store->GetSteps("job-1");
+  ASSERT_TRUE(steps.ok());
+  ASSERT_EQ(steps->size(), 2u);
+  EXPECT_EQ(steps->back().step, 1);
+  auto job = store->GetJob("job-1");
+  ASSERT_TRUE(job.ok());
+  EXPECT_EQ(job->steps_done, 1);
+  checkpoint = store->GetCheckpoint("job-1");
+  ASSERT_TRUE(checkpoint.ok() && checkpoint->has_value());
+  EXPECT_EQ((*checkpoint)->step, 1);
+  // Resuming from step 0 drops the checkpoint of step 1.
+  ASSERT_OK(store->ResetJobResults("job-1", 0));
+  checkpoint = store->GetCheckpoint("job-1");
+  ASSERT_TRUE(checkpoint.ok());
+  EXPECT_FALSE(checkpoint->has_value());
+
+  // Finishing records the export and drops the checkpoint.
+  ASSERT_OK(store->AppendStep("job-1", MakeStep(1), "again"));
+  ASSERT_OK(store->FinishJob(
+      "job-1", MakePolicy(1, PolicyKind::kFinal, {5, 5, 5}, 0.9, 0.3), 50,
+      std::string(64, 'a')));
+  checkpoint = store->GetCheckpoint("job-1");
+  ASSERT_TRUE(checkpoint.ok());
+  EXPECT_FALSE(checkpoint->has_value());
+  job = store->GetJob("job-1");
+  ASSERT_TRUE(job.ok());
+  EXPECT_EQ(job->export_sha256, std::string(64, 'a'));
+
+  // So does any other end of a job.
+  ASSERT_OK(store->CreateJob(MakeJob("job-2", 2), kLayers));
+  ASSERT_OK(store->AppendStep("job-2", MakeStep(0), "x"));
+  ASSERT_OK(store->UpdateJobState("job-2", JobState::kRunning, "", 3, 0));
+  checkpoint = store->GetCheckpoint("job-2");
+  ASSERT_TRUE(checkpoint.ok());
+  EXPECT_TRUE(checkpoint->has_value());
+  ASSERT_OK(store->UpdateJobState("job-2", JobState::kFailed, "boom", 0, 4));
+  checkpoint = store->GetCheckpoint("job-2");
+  ASSERT_TRUE(checkpoint.ok());
+  EXPECT_FALSE(checkpoint->has_value());
+}
+
+TEST_F(StoreTest, RefusesACorruptDatabaseAtOpen) {
+  {
+    auto store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    for (int i = 0; i < 40; ++i) {
+      ASSERT_OK(store->CreateJob(MakeJob(absl::StrCat("job-", i), i), kLayers));
+      ASSERT_OK(store->AppendStep(absl::StrCat("job-", i), MakeStep(0)));
+    }
+  }  // the last connection to close checkpoints the WAL into the file
+  const auto size = std::filesystem::file_size(path_);
+  ASSERT_GT(size, 8u * 4096);
+  {
+    // Garbage over the middle pages (B-tree pages of the tables).
+    std::fstream file(path_, std::ios::in | std::ios::out | std::ios::binary);
+    for (uint64_t offset = 2 * 4096; offset + 4096 < size; offset += 3 * 4096) {
+      file.seekp(static_cast<std::streamoff>(offset + 8));
+      const std::string garbage(600, '\x5a');
+      file.write(garbage.data(), static_cast<std::streamsize>(garbage.size()));
+    }
+  }
+  auto store = Store::Open(path_);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kDataLoss)
+      << store.status();
+  EXPECT_THAT(std::string(store.status().message()), HasSubstr(path_));
+  EXPECT_THAT(std::string(store.status().message()), HasSubstr("corrupt"));
 }
 
 // ------------------------------------------------------- QueryBestPolicies
