@@ -42,6 +42,18 @@ void Adam::Step(absl::Span<Tensor* const> params,
   }
 }
 
+bool Adam::Restore(int64_t t, std::vector<Tensor> m, std::vector<Tensor> v) {
+  if (t < 0 || m.size() != m_.size() || v.size() != v_.size()) return false;
+  for (size_t i = 0; i < m_.size(); ++i) {
+    if (m[i].shape() != m_[i].shape() || v[i].shape() != v_[i].shape())
+      return false;
+  }
+  t_ = t;
+  m_ = std::move(m);
+  v_ = std::move(v);
+  return true;
+}
+
 Tensor Adam::CorrectedSecondMoment(int i) const {
   Tensor corrected = v_[i];
   if (t_ > 0) {

@@ -40,6 +40,11 @@ class Adam {
   // v̂ = v / (1 - beta2^t) of parameter i; all zeros before the first step.
   Tensor CorrectedSecondMoment(int i) const;
 
+  // Replaces the state (a checkpoint's): step count t and both moments.
+  // False (nothing changed) unless t >= 0 and m, v have the constructor's
+  // shapes.
+  bool Restore(int64_t t, std::vector<Tensor> m, std::vector<Tensor> v);
+
  private:
   AdamOptions options_;
   int64_t t_ = 0;

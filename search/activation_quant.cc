@@ -87,6 +87,33 @@ void ActivationQuantizer::SetBits(int bits) {
   }
 }
 
+ActivationQuantizer::State ActivationQuantizer::state() const {
+  return State{options_.bits, has_range_, min_, max_};
+}
+
+absl::Status ActivationQuantizer::Restore(const State& state) {
+  const size_t n = params_.size();
+  if (state.has_range.size() != n || state.min.size() != n ||
+      state.max.size() != n) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("activation state: ", state.has_range.size(),
+                     " layers, expected ", n));
+  }
+  if (state.bits != options_.bits &&
+      (!options_.enabled() || state.bits < kMinActivationBits ||
+       state.bits > kMaxActivationBits)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "activation state: bits ", state.bits, " do not fit ", options_.bits));
+  }
+  options_.bits = state.bits;
+  for (size_t l = 0; l < n; ++l) {
+    has_range_[l] = false;
+    if (state.has_range[l])
+      SetRange(static_cast<int>(l), state.min[l], state.max[l]);
+  }
+  return absl::OkStatus();
+}
+
 void ActivationQuantizer::SetRange(int layer, float min, float max) {
   min_[layer] = min;
   max_[layer] = max;

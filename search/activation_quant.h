@@ -75,6 +75,18 @@ class ActivationQuantizer : public engine::LayerInputHook {
   // The current grid of layer `l` (per-tensor), when it has a range.
   const QuantParams* params(int layer) const;
 
+  // What a checkpoint keeps: the bits and each layer's range (min/max
+  // meaningful where has_range).
+  struct State {
+    int bits = 0;
+    std::vector<bool> has_range;
+    std::vector<float> min, max;
+  };
+  State state() const;
+  // Restores a state() of a quantizer with the same layers and options
+  // (grids re-derived). INVALID_ARGUMENT if it does not fit.
+  absl::Status Restore(const State& state);
+
   bool Forward(int layer, const engine::Tensor& x,
                engine::Tensor* out) override;
   void Backward(int layer, const engine::Tensor& x,

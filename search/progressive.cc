@@ -10,8 +10,11 @@
 #include <string>
 #include <utility>
 
+#include <sstream>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "checkpoint.pb.h"
 #include "search/knapsack.h"
 #include "search/quantizer.h"
 #include "util/check.h"
@@ -40,6 +43,8 @@ constexpr int kMaxSteps = 1000000;
 constexpr int kMaxBatch = 1 << 16;
 constexpr int kMaxHutchinsonSamples = 4096;
 constexpr int kMaxAllocationResolution = 1 << 17;
+// SearchCheckpoint.version written, and the only one read.
+constexpr uint32_t kCheckpointVersion = 1;
 
 // INVALID_ARGUMENT "<field>: ..." unless `bits` is a non-empty list of
 // supported weight bit-widths.
@@ -99,7 +104,9 @@ class Search {
     act_levels_ = DistinctHighestFirst(options.activation_levels);
   }
 
-  absl::StatusOr<SearchResult> Run() {
+  // From the beginning, or from `resume` (a StepReport::checkpoint) when
+  // non-empty.
+  absl::StatusOr<SearchResult> Run(absl::string_view resume) {
     if (cost_.num_layers() == 0) {
       return absl::InvalidArgumentError(
           "the model has no quantizable layer (Gemm/MatMul weight)");
@@ -110,19 +117,23 @@ class Search {
                     ? 0
                     : static_cast<int>(act_levels_.size()) - 1)));
 
-    // Step 0: warm-up at the highest bits so Adam holds second moments.
-    Notify(Phase::kWarmup, 0);
-    auto start = Clock::now();
-    MIXQ_RETURN_IF_ERROR(FineTune(options_.warmup_steps));
-    StepReport warmup;
-    warmup.step = 0;
-    warmup.finetune_steps = options_.warmup_steps;
-    MIXQ_ASSIGN_OR_RETURN(warmup.finetuned, Score(CurrentPolicy()));
-    warmup.elapsed_seconds = Seconds(start);
-    MIXQ_RETURN_IF_ERROR(Report(warmup));
-
     SearchResult result;
     int step = 0;
+    auto start = Clock::now();
+    if (!resume.empty()) {
+      MIXQ_ASSIGN_OR_RETURN(step, Restore(resume));
+    } else {
+      // Step 0: warm-up at the highest bits so Adam holds second moments.
+      Notify(Phase::kWarmup, 0);
+      MIXQ_RETURN_IF_ERROR(FineTune(options_.warmup_steps));
+      StepReport warmup;
+      warmup.step = 0;
+      warmup.finetune_steps = options_.warmup_steps;
+      MIXQ_ASSIGN_OR_RETURN(warmup.finetuned, Score(CurrentPolicy()));
+      warmup.elapsed_seconds = Seconds(start);
+      MIXQ_RETURN_IF_ERROR(Report(warmup));
+    }
+
     if (options_.strategy == Strategy::kProgressive) {
       // The budget is reachable, and lowering never raises a cost, so the
       // loop ends with the budget met at the latest when every layer is
@@ -136,11 +147,11 @@ class Search {
         start = Clock::now();
         MIXQ_ASSIGN_OR_RETURN(StepReport report, SearchStep(step));
         report.elapsed_seconds = Seconds(start);
-        result.node_runs += report.scoring.node_runs;
-        result.naive_node_runs += report.scoring.naive_node_runs;
+        node_runs_ += report.scoring.node_runs;
+        naive_node_runs_ += report.scoring.naive_node_runs;
         MIXQ_RETURN_IF_ERROR(Report(report));
       }
-    } else {
+    } else if (step == 0) {  // not resumed after the allocation
       step = 1;
       Notify(Phase::kSearch, step);
       start = Clock::now();
@@ -162,6 +173,8 @@ class Search {
       MIXQ_RETURN_IF_ERROR(observer_.on_finish(session_, CurrentPolicy()));
     result.steps = step;
     result.finetune_steps = steps_run_;
+    result.node_runs = node_runs_;
+    result.naive_node_runs = naive_node_runs_;
     return result;
   }
 
@@ -176,8 +189,84 @@ class Search {
   void Notify(Phase phase, int step) {
     if (observer_.on_phase) observer_.on_phase(phase, step);
   }
-  absl::Status Report(const StepReport& report) {
+  absl::Status Report(StepReport& report) {
+    if (observer_.checkpoints) report.checkpoint = Checkpoint(report.step);
     return observer_.on_step ? observer_.on_step(report) : absl::OkStatus();
+  }
+
+  // The state after step `step`: with the same options and data, Restore
+  // continues exactly where this search is.
+  std::string Checkpoint(int step) const {
+    internal::SearchCheckpoint checkpoint;
+    checkpoint.set_version(kCheckpointVersion);
+    checkpoint.set_strategy(StrategyName(options_.strategy));
+    checkpoint.set_seed(options_.seed);
+    checkpoint.set_step(step);
+    for (int level : level_) checkpoint.add_level(level);
+    checkpoint.set_act_level(act_level_);
+    std::ostringstream rng;
+    rng << rng_;
+    checkpoint.set_rng(rng.str());
+    checkpoint.set_finetune_steps_run(steps_run_);
+    checkpoint.set_node_runs(node_runs_);
+    checkpoint.set_naive_node_runs(naive_node_runs_);
+    session_.SaveState(checkpoint.mutable_session());
+    return checkpoint.SerializeAsString();
+  }
+
+  // Restores a Checkpoint() and returns its step. INVALID_ARGUMENT (naming
+  // what does not fit) for bytes that do not parse, or a checkpoint of
+  // another version, strategy, seed or model.
+  absl::StatusOr<int> Restore(absl::string_view bytes) {
+    internal::SearchCheckpoint checkpoint;
+    if (!checkpoint.ParseFromArray(bytes.data(),
+                                   static_cast<int>(bytes.size()))) {
+      return absl::InvalidArgumentError("checkpoint: does not parse");
+    }
+    if (checkpoint.version() != kCheckpointVersion) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "checkpoint: version ", checkpoint.version(), ", expected ",
+          kCheckpointVersion));
+    }
+    if (checkpoint.strategy() != StrategyName(options_.strategy) ||
+        checkpoint.seed() != options_.seed) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "checkpoint: of strategy ", checkpoint.strategy(), " seed ",
+          checkpoint.seed(), ", not of this search"));
+    }
+    if (checkpoint.step() < 0 || checkpoint.step() > kMaxSteps ||
+        checkpoint.finetune_steps_run() < 0) {
+      return absl::InvalidArgumentError("checkpoint: step out of range");
+    }
+    if (checkpoint.level_size() != cost_.num_layers()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("checkpoint: ", checkpoint.level_size(),
+                       " layers, the model has ", cost_.num_layers()));
+    }
+    std::vector<int> level(checkpoint.level().begin(), checkpoint.level().end());
+    for (int l = 0; l < cost_.num_layers(); ++l) {
+      if (level[l] < 0 ||
+          level[l] >= static_cast<int>(bits_.per_layer[l].size())) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("checkpoint: layer ", l, " level out of range"));
+      }
+    }
+    const int act_levels = std::max<int>(1, act_levels_.size());
+    if (checkpoint.act_level() < 0 || checkpoint.act_level() >= act_levels)
+      return absl::InvalidArgumentError("checkpoint: act_level out of range");
+    std::mt19937_64 rng;
+    std::istringstream rng_text(checkpoint.rng());
+    rng_text >> rng;
+    if (rng_text.fail())
+      return absl::InvalidArgumentError("checkpoint rng: unreadable");
+    MIXQ_RETURN_IF_ERROR(session_.RestoreState(checkpoint.session()));
+    level_ = std::move(level);
+    act_level_ = checkpoint.act_level();
+    rng_ = rng;
+    steps_run_ = checkpoint.finetune_steps_run();
+    node_runs_ = checkpoint.node_runs();
+    naive_node_runs_ = checkpoint.naive_node_runs();
+    return checkpoint.step();
   }
 
   absl::Status FineTune(int steps) {
@@ -568,6 +657,8 @@ class Search {
   QatSession session_;
   std::mt19937_64 rng_;
   int steps_run_ = 0;  // fine-tune steps so far
+  int64_t node_runs_ = 0;  // summed over the steps' ScoringStats
+  int64_t naive_node_runs_ = 0;
 };
 
 }  // namespace
@@ -759,7 +850,7 @@ absl::StatusOr<CandidateBits> ResolveCandidateBits(
 absl::StatusOr<SearchResult> RunProgressiveSearch(
     const engine::Model& model, const LabeledData& calib,
     const LabeledData& train, const ProgressiveOptions& options,
-    const SearchObserver& observer) {
+    const SearchObserver& observer, absl::string_view resume_from) {
   MIXQ_RETURN_IF_ERROR(ValidateOptions(options));
   if (calib.size() == 0)
     return absl::InvalidArgumentError(
@@ -767,7 +858,7 @@ absl::StatusOr<SearchResult> RunProgressiveSearch(
   MIXQ_ASSIGN_OR_RETURN(CandidateBits bits,
                         ResolveCandidateBits(options, model));
   Search search(model, calib, train, options, std::move(bits), observer);
-  return search.Run();
+  return search.Run(resume_from);
 }
 
 }  // namespace mixq::search

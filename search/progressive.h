@@ -163,6 +163,9 @@ struct StepReport {
   ScoringStats scoring;
   int finetune_steps = 0;  // fine-tune steps this step ran
   double elapsed_seconds = 0;
+  // With SearchObserver::checkpoints: the search's state after this step
+  // (opaque bytes; weights, optimizer, RNGs, policy, step) to resume from.
+  std::string checkpoint;
 };
 
 enum class Phase { kWarmup, kSearch, kFinal };
@@ -174,6 +177,9 @@ struct SearchObserver {
   // Called after each step (warm-up included); an error aborts the search
   // with that error (e.g. the store failed).
   std::function<absl::Status(const StepReport& report)> on_step;
+  // Fill StepReport::checkpoint (serializing the weights and Adam's
+  // moments costs about 12 bytes per parameter per step).
+  bool checkpoints = false;
   // Checked between steps, candidates and fine-tuning mini-batches; when
   // true the search returns CANCELLED.
   const std::atomic<bool>* cancel = nullptr;
@@ -200,12 +206,17 @@ struct SearchResult {
 // others report one step holding their allocation (within each layer's
 // candidates and the budget), then fine-tune it.
 // Deterministic for given options and data.
-// Errors: INVALID_ARGUMENT for bad options, an unknown layer name or an
-// unreachable budget; CANCELLED; errors from the engine or the observer.
+// `resume_from` (optional): a StepReport::checkpoint of a search with the
+// same model, data and options; the search continues after that step, and
+// every later report and the result (its final policy and scores, to the
+// bit) are those the uninterrupted search gives.
+// Errors: INVALID_ARGUMENT for bad options, an unknown layer name, an
+// unreachable budget or a checkpoint that does not parse or fit; CANCELLED;
+// errors from the engine or the observer.
 absl::StatusOr<SearchResult> RunProgressiveSearch(
     const engine::Model& model, const LabeledData& calib,
     const LabeledData& train, const ProgressiveOptions& options,
-    const SearchObserver& observer);
+    const SearchObserver& observer, absl::string_view resume_from = {});
 
 }  // namespace mixq::search
 

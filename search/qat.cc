@@ -6,7 +6,10 @@
 #include <numeric>
 #include <random>
 
+#include <sstream>
+
 #include "absl/strings/str_cat.h"
+#include "checkpoint.pb.h"
 #include "engine/loss.h"
 #include "search/quantizer.h"
 #include "util/check.h"
@@ -81,6 +84,118 @@ QatSession::QatSession(const engine::Model& model,
       rng_(seed) {
   MIXQ_CHECK(batch_size_ > 0);
   params_.resize(weights_.size());
+}
+
+namespace {
+
+void SaveTensor(const engine::Tensor& tensor, internal::TensorState* state) {
+  for (int64_t d : tensor.shape()) state->add_shape(d);
+  state->set_data(reinterpret_cast<const char*>(tensor.data()),
+                  sizeof(float) * static_cast<size_t>(tensor.size()));
+}
+
+// `state` as a tensor of shape `expected`; INVALID_ARGUMENT naming `what`
+// if it has another shape or size.
+absl::StatusOr<engine::Tensor> LoadTensor(const internal::TensorState& state,
+                                          const engine::Shape& expected,
+                                          absl::string_view what) {
+  const engine::Shape shape(state.shape().begin(), state.shape().end());
+  if (shape != expected) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("checkpoint ", what, ": shape does not fit the model"));
+  }
+  engine::Tensor tensor(shape);
+  if (state.data().size() != sizeof(float) * static_cast<size_t>(tensor.size())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("checkpoint ", what, ": ", state.data().size(),
+                     " bytes for ", tensor.size(), " floats"));
+  }
+  std::memcpy(tensor.data(), state.data().data(), state.data().size());
+  return tensor;
+}
+
+absl::StatusOr<std::vector<engine::Tensor>> LoadTensors(
+    const google::protobuf::RepeatedPtrField<internal::TensorState>& states,
+    const std::vector<engine::Tensor>& like, absl::string_view what) {
+  if (states.size() != static_cast<int>(like.size())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "checkpoint ", what, ": ", states.size(), " tensors, expected ",
+        like.size()));
+  }
+  std::vector<engine::Tensor> tensors;
+  tensors.reserve(like.size());
+  for (size_t i = 0; i < like.size(); ++i) {
+    MIXQ_ASSIGN_OR_RETURN(
+        engine::Tensor tensor,
+        LoadTensor(states[static_cast<int>(i)], like[i].shape(),
+                   absl::StrCat(what, "[", i, "]")));
+    tensors.push_back(std::move(tensor));
+  }
+  return tensors;
+}
+
+}  // namespace
+
+void QatSession::SaveState(internal::SessionState* state) const {
+  state->Clear();
+  for (const engine::Tensor& w : weights_) SaveTensor(w, state->add_weights());
+  state->set_adam_step(adam_.step_count());
+  for (size_t i = 0; i < weights_.size(); ++i) {
+    SaveTensor(adam_.first_moment(static_cast<int>(i)), state->add_adam_m());
+    SaveTensor(adam_.second_moment(static_cast<int>(i)), state->add_adam_v());
+  }
+  std::ostringstream rng;
+  rng << rng_;
+  state->set_rng(rng.str());
+  for (int64_t i : order_) state->add_order(i);
+  state->set_cursor(cursor_);
+  const ActivationQuantizer::State act = activations_.state();
+  state->set_activation_bits(act.bits);
+  for (size_t l = 0; l < act.has_range.size(); ++l) {
+    state->add_has_range(act.has_range[l]);
+    state->add_range_min(act.min[l]);
+    state->add_range_max(act.max[l]);
+  }
+}
+
+absl::Status QatSession::RestoreState(const internal::SessionState& state) {
+  // Everything is parsed and checked before anything changes.
+  MIXQ_ASSIGN_OR_RETURN(std::vector<engine::Tensor> weights,
+                        LoadTensors(state.weights(), weights_, "weights"));
+  MIXQ_ASSIGN_OR_RETURN(std::vector<engine::Tensor> m,
+                        LoadTensors(state.adam_m(), weights_, "adam_m"));
+  MIXQ_ASSIGN_OR_RETURN(std::vector<engine::Tensor> v,
+                        LoadTensors(state.adam_v(), weights_, "adam_v"));
+  std::mt19937_64 rng;
+  std::istringstream rng_text(state.rng());
+  rng_text >> rng;
+  if (rng_text.fail())
+    return absl::InvalidArgumentError("checkpoint rng: unreadable");
+  std::vector<int64_t> order(state.order().begin(), state.order().end());
+  for (int64_t i : order) {
+    if (i < 0 || i >= static_cast<int64_t>(order.size()))
+      return absl::InvalidArgumentError("checkpoint order: out of range");
+  }
+  if (state.cursor() < 0 ||
+      state.cursor() > static_cast<int64_t>(order.size())) {
+    return absl::InvalidArgumentError("checkpoint cursor: out of range");
+  }
+  ActivationQuantizer::State act;
+  act.bits = state.activation_bits();
+  act.has_range.assign(state.has_range().begin(), state.has_range().end());
+  act.min.assign(state.range_min().begin(), state.range_min().end());
+  act.max.assign(state.range_max().begin(), state.range_max().end());
+  const ActivationQuantizer::State saved = activations_.state();
+  MIXQ_RETURN_IF_ERROR(activations_.Restore(act));
+  if (!adam_.Restore(state.adam_step(), std::move(m), std::move(v))) {
+    MIXQ_CHECK(activations_.Restore(saved).ok());
+    return absl::InvalidArgumentError("checkpoint adam: does not fit");
+  }
+  weights_ = std::move(weights);
+  rng_ = rng;
+  order_ = std::move(order);
+  cursor_ = state.cursor();
+  return absl::OkStatus();
 }
 
 QuantParams QatSession::WeightParams(int layer, int bits) const {

@@ -16,6 +16,10 @@
 #include "search/cost_model.h"
 #include "search/quantizer.h"
 
+namespace mixq::internal {
+class SessionState;  // proto/checkpoint.proto
+}  // namespace mixq::internal
+
 namespace mixq::search {
 
 // Samples with integer class labels; inputs are [N, ...] like the model input.
@@ -140,6 +144,15 @@ class QatSession {
   absl::StatusOr<std::vector<double>> HessianTraces(const LabeledData& data,
                                                     int samples,
                                                     uint64_t seed);
+
+  // The training state — master weights, Adam's step and moments, the
+  // mini-batch sampler (RNG, epoch order, cursor), activation ranges and
+  // bits — into `state`, and back: a restored session trains, scores and
+  // evaluates bit for bit as the saved one would have. RestoreState:
+  // INVALID_ARGUMENT (nothing usable changed) if `state` does not fit this
+  // session's model and options.
+  void SaveState(internal::SessionState* state) const;
+  absl::Status RestoreState(const internal::SessionState& state);
 
   const engine::Model& model() const { return model_; }
   const std::vector<engine::Tensor>& weights() const { return weights_; }

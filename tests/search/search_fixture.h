@@ -45,19 +45,22 @@ class MlpSearchTest : public ::testing::Test {
     return options;
   }
 
-  // Runs the search, appending every step's report to `steps`.
+  // Runs the search, appending every step's report to `steps` (with its
+  // checkpoint when `checkpoints`), from `resume_from` if given.
   absl::StatusOr<search::SearchResult> Run(
       const search::ProgressiveOptions& options,
       std::vector<search::StepReport>* steps,
-      const std::atomic<bool>* cancel = nullptr) {
+      const std::atomic<bool>* cancel = nullptr, bool checkpoints = false,
+      absl::string_view resume_from = {}) {
     search::SearchObserver observer;
     observer.on_step = [steps](const search::StepReport& report) {
       steps->push_back(report);
       return absl::OkStatus();
     };
     observer.cancel = cancel;
+    observer.checkpoints = checkpoints;
     return search::RunProgressiveSearch(*model_, calib_, train_, options,
-                                        observer);
+                                        observer, resume_from);
   }
 
   std::unique_ptr<engine::Model> model_;

@@ -1,0 +1,143 @@
+// Checkpoints: a search resumed from any step's checkpoint continues exactly
+// as the uninterrupted search (every later step and the final policy and
+// scores, bit for bit), for every strategy and the progressive options that
+// carry state; checkpoints that do not fit are refused by name.
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "search/progressive.h"
+#include "tests/search/search_fixture.h"
+
+namespace mixq::search {
+namespace {
+
+using ::testing::HasSubstr;
+
+class CheckpointTest : public testing::MlpSearchTest {
+ protected:
+  // Same policy, costs and scores to the bit (elapsed times aside).
+  static void ExpectSameScored(const ScoredPolicy& a, const ScoredPolicy& b,
+                               const std::string& what) {
+    EXPECT_EQ(a.policy, b.policy) << what;
+    EXPECT_EQ(a.activation_bits, b.activation_bits) << what;
+    EXPECT_EQ(a.bops, b.bops) << what;
+    EXPECT_EQ(a.loss, b.loss) << what;
+    EXPECT_EQ(a.accuracy, b.accuracy) << what;
+    EXPECT_EQ(a.omega, b.omega) << what;
+    EXPECT_EQ(a.index, b.index) << what;
+  }
+
+  // Runs `options` through, then resumes from every step's checkpoint and
+  // checks the rest of the run against the uninterrupted one.
+  void ExpectEveryResumeMatches(const ProgressiveOptions& options) {
+    std::vector<StepReport> full;
+    auto expected = Run(options, &full, nullptr, /*checkpoints=*/true);
+    ASSERT_TRUE(expected.ok()) << expected.status();
+    ASSERT_GE(full.size(), 2u);
+    for (size_t from = 0; from < full.size(); ++from) {
+      ASSERT_FALSE(full[from].checkpoint.empty());
+      std::vector<StepReport> rest;
+      auto resumed = Run(options, &rest, nullptr, /*checkpoints=*/true,
+                         full[from].checkpoint);
+      ASSERT_TRUE(resumed.ok()) << resumed.status();
+      const std::string what = absl::StrCat("resumed after step ", from);
+      ASSERT_EQ(rest.size(), full.size() - from - 1) << what;
+      for (size_t i = 0; i < rest.size(); ++i) {
+        const StepReport& a = rest[i];
+        const StepReport& b = full[from + 1 + i];
+        EXPECT_EQ(a.step, b.step) << what;
+        ASSERT_EQ(a.candidates.size(), b.candidates.size()) << what;
+        for (size_t c = 0; c < a.candidates.size(); ++c)
+          ExpectSameScored(a.candidates[c], b.candidates[c], what);
+        ExpectSameScored(a.finetuned, b.finetuned, what);
+        EXPECT_EQ(a.scoring.oracle_omega, b.scoring.oracle_omega) << what;
+        // And the checkpoints it writes are those of the full run.
+        EXPECT_EQ(a.checkpoint, b.checkpoint) << what;
+      }
+      ExpectSameScored(resumed->final_policy, expected->final_policy, what);
+      EXPECT_EQ(resumed->steps, expected->steps) << what;
+      EXPECT_EQ(resumed->finetune_steps, expected->finetune_steps) << what;
+      EXPECT_EQ(resumed->node_runs, expected->node_runs) << what;
+    }
+  }
+};
+
+TEST_F(CheckpointTest, ProgressiveResumesExactlyFromEveryStep) {
+  ExpectEveryResumeMatches(Options());
+}
+
+TEST_F(CheckpointTest, ProgressiveWithStatefulOptionsResumesExactly) {
+  ProgressiveOptions options = Options();
+  // Activation bits searched (the session's bits change mid-run), a fresh
+  // Fisher, knapsack guidance and landing, and a total fine-tune budget.
+  options.activation_levels = {8, 6, 4};
+  options.budget = {Budget::Kind::kBops, 0};
+  {
+    // Half the BOPs of 8-bit weights and activations.
+    const CostModel cost = CostModel::ForModel(*model_);
+    options.budget.value =
+        0.5 * static_cast<double>(
+                  cost.Cost(Policy(cost.num_layers(), 8), 8).bops);
+  }
+  options.refresh_fisher = true;
+  options.knapsack_guided = true;
+  options.land_on_budget = true;
+  options.total_finetune_steps = 90;
+  ExpectEveryResumeMatches(options);
+}
+
+TEST_F(CheckpointTest, AllocationStrategiesResumeExactly) {
+  for (Strategy strategy :
+       {Strategy::kUniform, Strategy::kKnapsack, Strategy::kHawq}) {
+    SCOPED_TRACE(StrategyName(strategy));
+    ProgressiveOptions options = Options(strategy);
+    options.hutchinson_samples = 2;
+    ExpectEveryResumeMatches(options);
+  }
+}
+
+TEST_F(CheckpointTest, WithoutTheFlagReportsCarryNoCheckpoint) {
+  std::vector<StepReport> steps;
+  ASSERT_TRUE(Run(Options(), &steps).ok());
+  for (const StepReport& step : steps) EXPECT_TRUE(step.checkpoint.empty());
+}
+
+TEST_F(CheckpointTest, RefusesCheckpointsThatDoNotFit) {
+  std::vector<StepReport> steps;
+  ASSERT_TRUE(Run(Options(), &steps, nullptr, true).ok());
+  const std::string& checkpoint = steps.at(1).checkpoint;
+
+  std::vector<StepReport> ignored;
+  auto garbage = Run(Options(), &ignored, nullptr, false, "not a checkpoint");
+  EXPECT_EQ(garbage.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(garbage.status().message()), HasSubstr("checkpoint"));
+
+  ProgressiveOptions other_seed = Options();
+  other_seed.seed = 6;
+  auto seed = Run(other_seed, &ignored, nullptr, false, checkpoint);
+  EXPECT_EQ(seed.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(seed.status().message()), HasSubstr("seed"));
+
+  auto strategy =
+      Run(Options(Strategy::kKnapsack), &ignored, nullptr, false, checkpoint);
+  EXPECT_EQ(strategy.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(strategy.status().message()),
+              HasSubstr("progressive"));
+
+  // Fewer candidate bits: a level beyond the layer's list.
+  ProgressiveOptions fewer_bits = Options();
+  fewer_bits.bit_levels = {8, 4};
+  auto bits = Run(fewer_bits, &ignored, nullptr, false, steps.back().checkpoint);
+  EXPECT_EQ(bits.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bits.status().message()), HasSubstr("level"));
+
+  // A truncated checkpoint never half-restores: it fails to parse or fit.
+  auto truncated = Run(Options(), &ignored, nullptr, false,
+                       checkpoint.substr(0, checkpoint.size() / 2));
+  EXPECT_EQ(truncated.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace mixq::search
