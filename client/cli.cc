@@ -14,6 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "client/commands.h"
+#include "util/sha256.h"
 
 namespace mixq::client {
 namespace {
@@ -84,9 +85,6 @@ absl::StatusOr<SubmitOptions::Normalize> ParseNormalize(
   return normalize;
 }
 
-// A SHA-256 in hex, as Job.model_sha256 prints it.
-constexpr size_t kSha256HexDigits = 64;
-
 // Checks `best`'s model selection: exactly one of JOB and --model-sha256,
 // the hash as 64 hex digits (lowercased, as the server stores it).
 absl::Status FinishBest(BestOptions& best) {
@@ -99,21 +97,33 @@ absl::Status FinishBest(BestOptions& best) {
         "best: give a job or --model-sha256, not both");
   }
   if (best.model_sha256.empty()) return absl::OkStatus();
-  if (best.model_sha256.size() != kSha256HexDigits ||
-      !std::all_of(best.model_sha256.begin(), best.model_sha256.end(),
-                   absl::ascii_isxdigit)) {
+  const std::string given = best.model_sha256;
+  absl::AsciiStrToLower(&best.model_sha256);
+  if (!IsSha256Hex(best.model_sha256)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("--model-sha256: \"", best.model_sha256,
+        absl::StrCat("--model-sha256: \"", given,
                      "\" is not 64 hex digits (see a job's model_sha256 in "
                      "`mixq --json status JOB`)"));
   }
-  absl::AsciiStrToLower(&best.model_sha256);
   return absl::OkStatus();
 }
 
 // Adds the positional JOB argument to `command`.
 void AddJobId(CLI::App* command, std::string* job_id) {
   command->add_option("job", *job_id, "Job id")->required();
+}
+
+// --server-paths and --upload, of `submit` and `eval`: how the files travel.
+void AddFileTransferFlags(CLI::App* command, SubmitOptions& options) {
+  CLI::Option* server_paths = command->add_flag(
+      "--server-paths", options.server_paths,
+      "Send absolute paths for the server to read instead of the files' "
+      "bytes");
+  command
+      ->add_flag("--upload", options.upload,
+                 "Upload the files first (in chunks, each stored once) and "
+                 "send their SHA-256s: no message size limit applies")
+      ->excludes(server_paths);
 }
 
 // Values bound to the `submit` flags that need conversion after parsing.
@@ -146,7 +156,10 @@ CLI::App* AddSubmit(CLI::App& app, SubmitFlags& f) {
   CLI::App* cmd =
       app.add_subcommand("submit", "Submit a quantization search job");
   SubmitOptions& o = f.options;
-  cmd->add_option("--model", o.model, "ONNX model (FP32 initializers)")
+  cmd->add_option("--model", o.model,
+                  "ONNX model (FP32 initializers); a path, or sha256:HEX for "
+                  "a file uploaded before (`mixq upload`), as for --inputs "
+                  "and --labels")
       ->required();
   cmd->add_option("--inputs", o.inputs,
                   "Inputs: .npy float32 [N, ...] or IDX images")
@@ -259,9 +272,7 @@ CLI::App* AddSubmit(CLI::App& app, SubmitFlags& f) {
   cmd->add_option("--name", o.name, "Job label");
   cmd->add_option("--request-id", o.request_id,
                   "Idempotency key: resubmitting returns the first job");
-  cmd->add_flag(
-      "--server-paths", o.server_paths,
-      "Send absolute paths for the server to read instead of the files' bytes");
+  AddFileTransferFlags(cmd, o);
   cmd->add_flag("--watch", o.watch, "Watch the job after submitting it");
   return cmd;
 }
@@ -365,6 +376,19 @@ absl::StatusOr<Invocation> ParseCommandLine(
   app.add_flag("--tty,!--no-tty", global.tty,
                "Draw `watch` progress as one updating bar (default: when "
                "stdout is a terminal)");
+  app.add_option("--token-file", global.token_file,
+                 absl::StrCat("Send the bearer token in this file (default: $",
+                              kTokenEnvVar, ")"));
+  app.add_flag("--tls", global.tls,
+               "Connect with TLS, trusting the system's root certificates "
+               "(implied by --tls-ca, --tls-cert)");
+  app.add_option("--tls-ca", global.tls_ca_file,
+                 "Connect with TLS, trusting this PEM CA for the server");
+  app.add_option("--tls-cert", global.tls_cert_file,
+                 "Mutual TLS: this PEM client certificate chain (with "
+                 "--tls-key)");
+  app.add_option("--tls-key", global.tls_key_file,
+                 "Mutual TLS: the PEM private key of --tls-cert");
 
   SubmitFlags submit;
   CLI::App* submit_cmd = AddSubmit(app, submit);
@@ -437,7 +461,11 @@ absl::StatusOr<Invocation> ParseCommandLine(
       "eval",
       "Evaluate one policy without a search (dynamic, static or QAT) "
       "against FP32");
-  eval_cmd->add_option("--model", eval.data.model, "ONNX model")->required();
+  eval_cmd
+      ->add_option("--model", eval.data.model,
+                   "ONNX model; a path, or sha256:HEX for an uploaded file "
+                   "(also for --inputs and --labels)")
+      ->required();
   eval_cmd->add_option("--inputs", eval.data.inputs, "Inputs (.npy/.npz/IDX)")
       ->required();
   eval_cmd->add_option("--labels", eval.data.labels, "Labels (.npy/.npz/IDX)")
@@ -471,8 +499,32 @@ absl::StatusOr<Invocation> ParseCommandLine(
               "Use only the first N samples")
       ->check(CLI::PositiveNumber);
   eval_cmd->add_option("--seed", eval.data.seed, "Random seed");
-  eval_cmd->add_flag("--server-paths", eval.data.server_paths,
-                     "Send absolute paths instead of the files' bytes");
+  AddFileTransferFlags(eval_cmd, eval.data);
+
+  UploadOptions upload;
+  CLI::App* upload_cmd = app.add_subcommand(
+      "upload",
+      "Upload a file to the server in chunks; prints sha256:HEX, which "
+      "--model/--inputs/--labels accept");
+  upload_cmd->add_option("file", upload.path, "The file")->required();
+
+  ExportOptions export_options;
+  std::string export_format = "onnx";
+  CLI::App* export_cmd = app.add_subcommand(
+      "export",
+      "Save a succeeded job's result: the quantized model as QDQ ONNX, or "
+      "its policy as JSON");
+  AddJobId(export_cmd, &export_options.job_id);
+  export_cmd
+      ->add_option("--format", export_format,
+                   "onnx (QuantizeLinear/DequantizeLinear model) or "
+                   "policy-json")
+      ->check(CLI::IsMember({"onnx", "policy-json"}))
+      ->capture_default_str();
+  export_cmd->add_option("--output,-o", export_options.output,
+                         "File to write, - for stdout (default: the "
+                         "server's name, <job>.qdq.onnx or "
+                         "<job>.policy.json)");
 
   CancelOptions cancel;
   CLI::App* cancel_cmd =
@@ -494,6 +546,14 @@ absl::StatusOr<Invocation> ParseCommandLine(
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(e.what());
   }
+
+  if (global.tls_cert_file.empty() != global.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls-cert and --tls-key: give both (the client certificate for "
+        "mutual TLS and its private key) or neither");
+  }
+  global.tls = global.tls || !global.tls_ca_file.empty() ||
+               !global.tls_cert_file.empty();
 
   if (submit_cmd->parsed()) {
     absl::StatusOr<SubmitOptions> options = FinishSubmit(submit);
@@ -539,10 +599,16 @@ absl::StatusOr<Invocation> ParseCommandLine(
     eval.activation_bits = eval_activation_bits.Get();
     eval.finetune_steps = eval_finetune_steps.Get();
     invocation.command = std::move(eval);
+  } else if (upload_cmd->parsed()) {
+    invocation.command = std::move(upload);
+  } else if (export_cmd->parsed()) {
+    export_options.format =
+        export_format == "policy-json" ? "policy_json" : export_format;
+    invocation.command = std::move(export_options);
   } else {
     return absl::InvalidArgumentError(
         "a command is required: submit, status, list, watch, results, best, "
-        "cancel or eval");
+        "cancel, eval, upload or export");
   }
   return invocation;
 }
@@ -561,6 +627,11 @@ int RunCli(const std::vector<std::string>& args, std::ostream& out,
   if (!invocation->help.empty()) {
     out << invocation->help;
     return kExitOk;
+  }
+  // --token-file wins over the environment.
+  const char* env_token = std::getenv(kTokenEnvVar);
+  if (invocation->global.token_file.empty() && env_token != nullptr) {
+    invocation->global.token = env_token;
   }
   return RunInvocation(*invocation, out, err);
 }

@@ -2,9 +2,18 @@
 // command, and the entry point that runs a command against a mixq server.
 //
 // Usage: mixq [--server ADDR] [--json] [--timeout SECONDS] [--tty|--no-tty]
-//             <submit|status|list|watch|results|best|cancel> ...
+//             [--token-file F] [--tls] [--tls-ca F] [--tls-cert F --tls-key F]
+//             <submit|status|list|watch|results|best|cancel|eval|upload|
+//              export> ...
 // (`mixq --help`, `mixq <command> --help`). Global options may also follow the
 // command.
+//
+// Authentication: with --token-file F (else $MIXQ_TOKEN) every RPC carries
+// `authorization: Bearer <token>`, the token being F's content without
+// surrounding whitespace. Transport: plaintext unless --tls, --tls-ca (the CA
+// that signed the server's certificate; --tls alone trusts the system's
+// roots) or a client certificate (--tls-cert with --tls-key, for mutual TLS)
+// is given.
 //
 // Exit codes:
 //   0  success (also for --help);
@@ -42,6 +51,7 @@ enum ExitCode : int {
 
 inline constexpr char kDefaultServer[] = "127.0.0.1:50051";
 inline constexpr char kServerEnvVar[] = "MIXQ_SERVER";
+inline constexpr char kTokenEnvVar[] = "MIXQ_TOKEN";
 inline constexpr double kDefaultTimeoutSeconds = 60;
 
 // Options shared by all commands.
@@ -53,14 +63,30 @@ struct GlobalOptions {
   // Set by --tty; `main` passes --tty when stdout is a terminal (unless the
   // user gave --no-tty).
   bool tty = false;
+  // Bearer token: the content of token_file (--token-file) if set, else
+  // `token` (RunCli copies $MIXQ_TOKEN into it). Empty both: none is sent.
+  std::string token_file;
+  std::string token;
+  // Whether to use TLS: --tls, or implied by any of the files (see the usage
+  // above).
+  bool tls = false;
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
 };
+
+// A --model/--inputs/--labels value naming a file uploaded before (`mixq
+// upload` prints it): "sha256:" and the file's SHA-256 in hex. Any other
+// value is a local path ("./sha256:x" for a file really named so).
+inline constexpr char kArtifactPrefix[] = "sha256:";
 
 // `submit`: the job spec. Unset optionals leave the proto field zero, which
 // the server reads as its documented default.
 struct SubmitOptions {
-  std::string model;   // path of the ONNX model
-  std::string inputs;  // path of the inputs (.npy or IDX)
-  std::string labels;  // path of the labels (.npy or IDX)
+  // Paths, or kArtifactPrefix references to uploaded files.
+  std::string model;   // the ONNX model
+  std::string inputs;  // the inputs (.npy or IDX)
+  std::string labels;  // the labels (.npy or IDX)
   int calib_size = 0;
   std::vector<int> bits;
   // Exactly one of the budgets is set.
@@ -106,6 +132,9 @@ struct SubmitOptions {
   std::string request_id;
   // Send absolute paths (DataSource.server_path) instead of file contents.
   bool server_paths = false;
+  // Upload the files first (UploadArtifact, in chunks; the server keeps
+  // each file once) and name them by SHA-256: no message size limit applies.
+  bool upload = false;
   // After submitting, watch the job like `watch`.
   bool watch = false;
 };
@@ -157,9 +186,24 @@ struct EvalOptions {
   std::optional<int> finetune_steps;
 };
 
+// `upload`: one file sent to the server's artifact store.
+struct UploadOptions {
+  std::string path;
+};
+
+// `export`: a succeeded job's result saved to a file.
+struct ExportOptions {
+  std::string job_id;
+  std::string format = "onnx";  // the API's ExportModelRequest.format
+  // Where to write it: a path, "-" for stdout, empty for the server's file
+  // name ("<job>.qdq.onnx", "<job>.policy.json") in the working directory.
+  std::string output;
+};
+
 using CommandOptions =
     std::variant<SubmitOptions, StatusOptions, ListOptions, WatchOptions,
-                 ResultsOptions, BestOptions, CancelOptions, EvalOptions>;
+                 ResultsOptions, BestOptions, CancelOptions, EvalOptions,
+                 UploadOptions, ExportOptions>;
 
 // A parsed command line: either a request for help (print `help`, exit 0) or a
 // command to run.
@@ -174,15 +218,18 @@ struct Invocation {
 // naming the flag for usage errors: unknown or missing flags or command, bad
 // numbers, --bits not a comma-separated list of integers, --normalize not
 // "MEAN,STD", both or neither budget given, --strategy or --selection not one
-// of its values, `best` with neither or both of JOB and --model-sha256. Does
-// not touch files.
+// of its values, `best` with neither or both of JOB and --model-sha256,
+// --tls-cert without --tls-key or the reverse, --upload with
+// --server-paths, `export --format` not onnx or policy-json. Does not touch
+// files.
 absl::StatusOr<Invocation> ParseCommandLine(
     const std::vector<std::string>& args, const std::string& default_server);
 
 // Parses and runs one command, writing results to `out` and diagnostics to
 // `err`; returns the exit code documented above. Blocks until the command
 // finishes (for `watch`, until the job's event stream ends). Reads the
-// MIXQ_SERVER environment variable. Never throws.
+// MIXQ_SERVER and (without --token-file) MIXQ_TOKEN environment variables.
+// Never throws.
 int RunCli(const std::vector<std::string>& args, std::ostream& out,
            std::ostream& err);
 

@@ -1,29 +1,145 @@
 #include "client/commands.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/format.h"
+#include "google/protobuf/struct.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/support/client_interceptor.h"
 #include "proto/mixq.grpc.pb.h"
 #include "util/file.h"
+#include "util/sha256.h"
 #include "util/status_macros.h"
 
 namespace mixq::client {
 namespace {
 
 constexpr double kBytesPerMiB = 1024 * 1024;
+// UploadArtifact: chunk size, the initial metadata key that tells whether
+// the server has the file already (proto/mixq.proto), and the slowest
+// transfer the upload deadline allows for.
+constexpr size_t kUploadChunkBytes = size_t{1} << 20;
+constexpr char kArtifactExistingKey[] = "mixq-artifact-existing";
+constexpr double kMinTransferBytesPerSecond = 1024 * 1024;
+// Token files and PEM files are small; refuse anything larger.
+constexpr size_t kMaxCredentialFileBytes = size_t{1} << 20;
+constexpr char kAuthorizationKey[] = "authorization";
+
+absl::StatusOr<std::string> ReadCredentialFile(absl::string_view flag,
+                                               const std::string& path) {
+  absl::StatusOr<std::string> content = ReadFile(path, kMaxCredentialFileBytes);
+  if (!content.ok()) return Annotate(content.status(), flag);
+  return content;
+}
+
+// The bearer token to send (cli.h): empty for none.
+absl::StatusOr<std::string> ResolveToken(const GlobalOptions& global) {
+  std::string source = absl::StrCat("$", kTokenEnvVar);
+  std::string token(absl::StripAsciiWhitespace(global.token));
+  if (!global.token_file.empty()) {
+    source = absl::StrCat("--token-file ", global.token_file);
+    MIXQ_ASSIGN_OR_RETURN(
+        const std::string content,
+        ReadCredentialFile("--token-file", global.token_file));
+    token = std::string(absl::StripAsciiWhitespace(content));
+    if (token.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": empty file"));
+    }
+  }
+  for (char c : token) {
+    if (!absl::ascii_isgraph(static_cast<unsigned char>(c))) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          source, ": the token may only contain printable ASCII, no spaces"));
+    }
+  }
+  return token;
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeCredentials(
+    const GlobalOptions& global) {
+  if (!global.tls) return grpc::InsecureChannelCredentials();
+  grpc::SslCredentialsOptions ssl;
+  if (!global.tls_ca_file.empty()) {
+    MIXQ_ASSIGN_OR_RETURN(ssl.pem_root_certs,
+                          ReadCredentialFile("--tls-ca", global.tls_ca_file));
+  }
+  if (!global.tls_cert_file.empty()) {
+    MIXQ_ASSIGN_OR_RETURN(
+        ssl.pem_cert_chain,
+        ReadCredentialFile("--tls-cert", global.tls_cert_file));
+    MIXQ_ASSIGN_OR_RETURN(ssl.pem_private_key,
+                          ReadCredentialFile("--tls-key", global.tls_key_file));
+  }
+  return grpc::SslCredentials(ssl);
+}
+
+// Adds `authorization: Bearer <token>` to a call's initial metadata.
+class BearerTokenInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  explicit BearerTokenInterceptor(std::string header)
+      : header_(std::move(header)) {}
+
+  void Intercept(
+      grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::
+                PRE_SEND_INITIAL_METADATA)) {
+      methods->GetSendInitialMetadata()->emplace(kAuthorizationKey, header_);
+    }
+    methods->Proceed();
+  }
+
+ private:
+  const std::string header_;
+};
+
+// Installed on the channel, so every RPC carries the token, whichever command
+// builds its ClientContext.
+class BearerTokenInterceptorFactory final
+    : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  explicit BearerTokenInterceptorFactory(const std::string& token)
+      : header_(absl::StrCat("Bearer ", token)) {}
+
+  grpc::experimental::Interceptor* CreateClientInterceptor(
+      grpc::experimental::ClientRpcInfo*) override {
+    // gRPC owns the interceptor and deletes it when the call ends.
+    return new BearerTokenInterceptor(header_);
+  }
+
+ private:
+  const std::string header_;
+};
 
 absl::StatusOr<v1::DataSource> MakeDataSource(const std::string& flag,
                                               const std::string& path,
                                               bool server_path) {
   v1::DataSource source;
+  if (absl::StartsWith(path, kArtifactPrefix)) {
+    const std::string sha256 = absl::AsciiStrToLower(
+        absl::string_view(path).substr(std::strlen(kArtifactPrefix)));
+    if (!IsSha256Hex(sha256)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(flag, ": \"", path, "\" is not ", kArtifactPrefix,
+                       " and a SHA-256 (64 hex digits); write ./", path,
+                       " for a file so named"));
+    }
+    source.set_artifact_sha256(sha256);
+    return source;
+  }
   source.set_filename(std::filesystem::path(path).filename().string());
   if (server_path) {
     std::error_code error;
@@ -46,21 +162,24 @@ absl::StatusOr<v1::DataSource> MakeDataSource(const std::string& flag,
 // given for its lifetime.
 class Runner {
  public:
-  Runner(const GlobalOptions& global, std::ostream& out, std::ostream& err)
-      : global_(global), out_(out), err_(err) {
-    grpc::ChannelArguments arguments;
-    arguments.SetMaxSendMessageSize(static_cast<int>(kMaxMessageBytes));
-    arguments.SetMaxReceiveMessageSize(static_cast<int>(kMaxMessageBytes));
-    stub_ = v1::Mixq::NewStub(grpc::CreateCustomChannel(
-        global_.server, grpc::InsecureChannelCredentials(), arguments));
-  }
+  Runner(const GlobalOptions& global,
+         const std::shared_ptr<grpc::Channel>& channel, std::ostream& out,
+         std::ostream& err)
+      : global_(global),
+        out_(out),
+        err_(err),
+        stub_(v1::Mixq::NewStub(channel)) {}
 
   int operator()(const SubmitOptions& options) {
-    absl::StatusOr<v1::SubmitJobRequest> request = BuildSubmitRequest(options);
+    int exit_code = kExitOk;
+    const std::optional<SubmitOptions> sent = UploadFiles(options, &exit_code);
+    if (!sent.has_value()) return exit_code;
+    absl::StatusOr<v1::SubmitJobRequest> request = BuildSubmitRequest(*sent);
     if (!request.ok()) {
       err_ << "error: " << request.status().message() << "\n";
       return kExitUsage;
     }
+    KeepFilenames(options, request->mutable_spec());
     v1::SubmitJobResponse response;
     grpc::ClientContext context;
     SetDeadline(context);
@@ -108,12 +227,17 @@ class Runner {
   }
 
   int operator()(const EvalOptions& options) {
-    absl::StatusOr<v1::EvaluatePolicyRequest> request =
-        BuildEvalRequest(options);
+    int exit_code = kExitOk;
+    std::optional<SubmitOptions> sent = UploadFiles(options.data, &exit_code);
+    if (!sent.has_value()) return exit_code;
+    EvalOptions eval = options;
+    eval.data = *std::move(sent);
+    absl::StatusOr<v1::EvaluatePolicyRequest> request = BuildEvalRequest(eval);
     if (!request.ok()) {
       err_ << "error: " << request.status().message() << "\n";
       return kExitUsage;
     }
+    KeepFilenames(options.data, request->mutable_spec());
     return CallAndPrint(&v1::Mixq::Stub::EvaluatePolicy, *request,
                         FormatEvaluation);
   }
@@ -124,7 +248,176 @@ class Runner {
     return CallAndPrint(&v1::Mixq::Stub::CancelJob, request, FormatCancelled);
   }
 
+  int operator()(const UploadOptions& options) {
+    absl::StatusOr<std::string> content = ReadFile(options.path);
+    if (!content.ok()) {
+      err_ << "error: " << content.status().message() << "\n";
+      return kExitUsage;
+    }
+    v1::Artifact artifact;
+    const grpc::Status status = Upload(
+        *content, std::filesystem::path(options.path).filename().string(),
+        &artifact);
+    if (!status.ok()) return Fail(status);
+    if (artifact.existing() && !global_.json) {
+      err_ << "note: the server had this file already\n";
+    }
+    return Emit(artifact, FormatUploaded);
+  }
+
+  int operator()(const ExportOptions& options) {
+    v1::ExportModelRequest request;
+    request.set_job_id(options.job_id);
+    request.set_format(options.format);
+    grpc::ClientContext context;
+    SetDeadline(context);
+    std::unique_ptr<grpc::ClientReader<v1::ExportChunk>> reader =
+        stub_->ExportModel(&context, request);
+    v1::ExportChunk chunk;
+    v1::ExportChunk first;
+    std::string data;
+    for (bool is_first = true; reader->Read(&chunk); is_first = false) {
+      if (is_first) {
+        first = chunk;
+        // total_bytes comes from the server: reserve only a sane amount.
+        data.reserve(static_cast<size_t>(std::clamp<int64_t>(
+            chunk.total_bytes(), 0, static_cast<int64_t>(kMaxMessageBytes))));
+      }
+      data += chunk.data();
+    }
+    const grpc::Status status = reader->Finish();
+    if (!status.ok()) return Fail(status);
+    if (static_cast<int64_t>(data.size()) != first.total_bytes() ||
+        Sha256Hex(data) != first.sha256()) {
+      return FailLocal(absl::DataLossError(absl::StrCat(
+          "the export of job ", options.job_id, " arrived damaged: ",
+          data.size(), " bytes hashing to ", Sha256Hex(data), ", expected ",
+          first.total_bytes(), " bytes hashing to ", first.sha256())));
+    }
+    if (options.output == "-") {
+      out_ << data;
+      return kExitOk;
+    }
+    std::string path = options.output;
+    if (path.empty()) {
+      path = first.filename();
+      // A name from the server must not lead out of the working directory.
+      if (path.empty() || path == "." || path == ".." ||
+          std::filesystem::path(path).filename().string() != path) {
+        return FailLocal(absl::InternalError(
+            absl::StrCat("the server suggested an unusable file name \"", path,
+                         "\"; give --output")));
+      }
+    }
+    if (absl::Status written = WriteFile(path, data); !written.ok()) {
+      err_ << "error: --output: " << written.message() << "\n";
+      return kExitUsage;
+    }
+    google::protobuf::Struct summary;
+    auto& fields = *summary.mutable_fields();
+    fields["job_id"].set_string_value(options.job_id);
+    fields["format"].set_string_value(options.format);
+    fields["output"].set_string_value(path);
+    fields["size_bytes"].set_number_value(static_cast<double>(data.size()));
+    fields["sha256"].set_string_value(first.sha256());
+    if (!global_.json) {
+      out_ << "wrote " << data.size() << " bytes to " << path << " (sha256 "
+           << first.sha256() << ")\n";
+      return kExitOk;
+    }
+    absl::StatusOr<std::string> json = ToJson(summary, /*multiline=*/true);
+    if (!json.ok()) return FailLocal(json.status());
+    out_ << *json;
+    return kExitOk;
+  }
+
  private:
+  // Sends `content` with UploadArtifact in kUploadChunkBytes chunks, unless
+  // the server says (initial metadata, see proto/mixq.proto) it has the
+  // file already. The deadline grows with the file: --timeout plus one
+  // second per kMinTransferBytesPerSecond.
+  grpc::Status Upload(const std::string& content, const std::string& filename,
+                      v1::Artifact* artifact) {
+    grpc::ClientContext context;
+    context.set_deadline(
+        std::chrono::system_clock::now() +
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(
+            std::chrono::duration<double>(global_.timeout_seconds +
+                                          static_cast<double>(content.size()) /
+                                              kMinTransferBytesPerSecond)));
+    std::unique_ptr<grpc::ClientWriter<v1::UploadArtifactRequest>> writer =
+        stub_->UploadArtifact(&context, artifact);
+    v1::UploadArtifactRequest message;
+    v1::ArtifactInfo& info = *message.mutable_info();
+    info.set_sha256(Sha256Hex(content));
+    info.set_size_bytes(static_cast<int64_t>(content.size()));
+    info.set_filename(filename);
+    if (writer->Write(message)) {
+      writer->WaitForInitialMetadata();
+      const auto& metadata = context.GetServerInitialMetadata();
+      const auto existing = metadata.find(kArtifactExistingKey);
+      // Absent when the server refused the upload: Finish says why.
+      const bool send =
+          existing != metadata.end() && existing->second == "false";
+      for (size_t offset = 0; send && offset < content.size();
+           offset += kUploadChunkBytes) {
+        message.set_chunk(content.substr(offset, kUploadChunkBytes));
+        // False once the server ended the call (e.g. over its limit).
+        if (!writer->Write(message)) break;
+      }
+    }
+    writer->WritesDone();
+    return writer->Finish();
+  }
+
+  // With data.upload, uploads each file that is not a kArtifactPrefix
+  // reference already and returns `data` naming them by reference; without,
+  // `data` itself. nullopt after printing an error, *exit_code set.
+  std::optional<SubmitOptions> UploadFiles(const SubmitOptions& data,
+                                           int* exit_code) {
+    SubmitOptions sent = data;
+    if (!data.upload) return sent;
+    for (auto [flag, path] :
+         {std::pair<const char*, std::string*>{"--model", &sent.model},
+          {"--inputs", &sent.inputs},
+          {"--labels", &sent.labels}}) {
+      if (absl::StartsWith(*path, kArtifactPrefix)) continue;
+      absl::StatusOr<std::string> content = ReadFile(*path);
+      if (!content.ok()) {
+        err_ << "error: " << flag << ": " << content.status().message() << "\n";
+        *exit_code = kExitUsage;
+        return std::nullopt;
+      }
+      v1::Artifact artifact;
+      const grpc::Status status =
+          Upload(*content, std::filesystem::path(*path).filename().string(),
+                 &artifact);
+      if (!status.ok()) {
+        *exit_code = Fail(status);
+        return std::nullopt;
+      }
+      err_ << "uploaded " << *path << ": " << kArtifactPrefix
+           << artifact.sha256() << (artifact.existing() ? " (known)" : "")
+           << "\n";
+      *path = absl::StrCat(kArtifactPrefix, artifact.sha256());
+    }
+    return sent;
+  }
+
+  // Files that UploadFiles replaced by references keep their names in
+  // `spec`, for the server's messages.
+  static void KeepFilenames(const SubmitOptions& data, v1::JobSpec* spec) {
+    if (!data.upload) return;
+    for (auto [path, source] : {std::pair<const std::string*, v1::DataSource*>{
+                                    &data.model, spec->mutable_model()},
+                                {&data.inputs, spec->mutable_inputs()},
+                                {&data.labels, spec->mutable_labels()}}) {
+      if (!absl::StartsWith(*path, kArtifactPrefix)) {
+        source->set_filename(std::filesystem::path(*path).filename().string());
+      }
+    }
+  }
+
   void SetDeadline(grpc::ClientContext& context) const {
     context.set_deadline(
         std::chrono::system_clock::now() +
@@ -261,6 +554,25 @@ std::string DescribeRpcError(const grpc::Status& status,
   return text;
 }
 
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(
+    const GlobalOptions& global) {
+  MIXQ_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> credentials,
+                        MakeCredentials(global));
+  MIXQ_ASSIGN_OR_RETURN(const std::string token, ResolveToken(global));
+  grpc::ChannelArguments arguments;
+  arguments.SetMaxSendMessageSize(static_cast<int>(kMaxMessageBytes));
+  arguments.SetMaxReceiveMessageSize(static_cast<int>(kMaxMessageBytes));
+  std::vector<
+      std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
+      interceptors;
+  if (!token.empty()) {
+    interceptors.push_back(
+        std::make_unique<BearerTokenInterceptorFactory>(token));
+  }
+  return grpc::experimental::CreateCustomChannelWithInterceptors(
+      global.server, credentials, arguments, std::move(interceptors));
+}
+
 absl::StatusOr<v1::SubmitJobRequest> BuildSubmitRequest(
     const SubmitOptions& options) {
   v1::SubmitJobRequest request;
@@ -283,7 +595,7 @@ absl::StatusOr<v1::SubmitJobRequest> BuildSubmitRequest(
     return absl::InvalidArgumentError(
         absl::StrFormat("the model and data files total %.0f MiB, above the "
                         "%.0f MiB message limit; "
-                        "use --server-paths",
+                        "use --upload or --server-paths",
                         total / kBytesPerMiB, kMaxMessageBytes / kBytesPerMiB));
   }
   if (options.normalize) {
@@ -379,7 +691,13 @@ v1::QueryBestPoliciesRequest BuildBestRequest(const BestOptions& options) {
 
 int RunInvocation(const Invocation& invocation, std::ostream& out,
                   std::ostream& err) {
-  Runner runner(invocation.global, out, err);
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      MakeChannel(invocation.global);
+  if (!channel.ok()) {
+    err << "error: " << channel.status().message() << "\n";
+    return kExitUsage;
+  }
+  Runner runner(invocation.global, *channel, out, err);
   return std::visit(runner, invocation.command);
 }
 

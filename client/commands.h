@@ -7,11 +7,13 @@
 #define MIXQ_CLIENT_COMMANDS_H_
 
 #include <cstddef>
+#include <memory>
 #include <ostream>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "client/cli.h"
+#include "grpcpp/channel.h"
 #include "grpcpp/support/status.h"
 #include "proto/mixq.pb.h"
 
@@ -35,10 +37,14 @@ std::string DescribeRpcError(const grpc::Status& status,
 // The SubmitJobRequest for `options`. Each DataSource's filename is the path's
 // basename. By default the files are read and sent as content; with
 // options.server_paths their absolute paths are sent as server_path and
-// nothing is read. Unset optional options stay zero (the server's default).
-// Errors (the message names the flag): the files' own errors from
-// mixq::ReadFile (NOT_FOUND, INVALID_ARGUMENT, RESOURCE_EXHAUSTED), and
-// INVALID_ARGUMENT if together they exceed kMaxMessageBytes. Blocks on I/O.
+// nothing is read. A kArtifactPrefix reference ("sha256:HEX", any case) is
+// sent as artifact_sha256 (lower case, no filename). options.upload is not
+// read here (RunInvocation uploads first). Unset optional options stay zero
+// (the server's default). Errors (the message names the flag): the files'
+// own errors from mixq::ReadFile (NOT_FOUND, INVALID_ARGUMENT,
+// RESOURCE_EXHAUSTED), INVALID_ARGUMENT for a reference that is not 64 hex
+// digits, and INVALID_ARGUMENT if together the files exceed
+// kMaxMessageBytes. Blocks on I/O.
 absl::StatusOr<v1::SubmitJobRequest> BuildSubmitRequest(
     const SubmitOptions& options);
 
@@ -49,11 +55,26 @@ v1::QueryBestPoliciesRequest BuildBestRequest(const BestOptions& options);
 absl::StatusOr<v1::EvaluatePolicyRequest> BuildEvalRequest(
     const EvalOptions& options);
 
-// Connects to invocation.global.server (insecure, messages up to
-// kMaxMessageBytes), runs invocation.command, prints its result to `out` and
+// A channel to global.server: plaintext, or TLS when global.tls (trusting
+// --tls-ca, else the system's roots; presenting --tls-cert/--tls-key for
+// mutual TLS); messages up to kMaxMessageBytes; every call on it carries
+// `authorization: Bearer <token>` when there is a token (cli.h: --token-file,
+// else global.token, surrounding whitespace removed). Does not connect yet.
+// Errors name the flag: the read error of a token or TLS file (NOT_FOUND,
+// ...); INVALID_ARGUMENT for an empty --token-file or a token with spaces or
+// non-ASCII characters. Blocks on file I/O.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(
+    const GlobalOptions& global);
+
+// Connects to invocation.global.server through MakeChannel (its errors are
+// printed and exit 2), runs invocation.command, prints its result to `out` and
 // errors to `err`, and returns the exit code. Blocks until the RPCs finish:
-// unary RPCs within global.timeout_seconds, a watch until its stream ends.
-// `invocation.help` must be empty.
+// unary RPCs and exports within global.timeout_seconds, uploads within it
+// plus one second per MiB, a watch until its stream ends. `upload` and
+// `--upload` read each file whole and hash it before sending it in 1 MiB
+// chunks (none when the server has it); `export` checks the download's size
+// and SHA-256 (else exit 4) before writing the file. `invocation.help` must
+// be empty.
 int RunInvocation(const Invocation& invocation, std::ostream& out,
                   std::ostream& err);
 

@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "client/cli.h"
 #include "google/protobuf/util/json_util.h"
 
 namespace mixq::client {
@@ -329,6 +330,10 @@ std::string FormatBestPolicies(const v1::QueryBestPoliciesResponse& response) {
       spans_jobs ? absl::StrCat("model: ", response.model_sha256(), "\n") : "",
       "layers: ", LayerOrder(v1::Job(), response.policies(0)), "\n",
       FormatTable(header, rows, right_aligned));
+}
+
+std::string FormatUploaded(const v1::Artifact& artifact) {
+  return absl::StrCat(kArtifactPrefix, artifact.sha256(), "\n");
 }
 
 std::string FormatCancelled(const v1::Job& job) {

@@ -62,6 +62,8 @@ std::string FormatResults(const v1::GetResultsResponse& response);
 // JOB and STRATEGY columns after RANK.
 std::string FormatBestPolicies(const v1::QueryBestPoliciesResponse& response);
 
+// `upload`: "sha256:<hex>" and a newline, as submit's --model accepts it.
+std::string FormatUploaded(const v1::Artifact& artifact);
 // `cancel`: "<id>: <STATE>".
 std::string FormatCancelled(const v1::Job& job);
 

@@ -38,7 +38,14 @@ std::string NewJobId() {
   return absl::StrFormat("job-%012x", rng() & 0xffffffffffffULL);
 }
 
-// Whether `path` (resolved, symlinks followed) lies under one of `roots`.
+// The canonical form of `path` (symlinks and ".." resolved) if it lies under
+// one of `roots` (resolved too). Containment is decided on resolved paths
+// only, so neither ".." nor a symlink inside a root leads out of it. A path
+// that does not exist is first resolved as far as it exists, so that a
+// missing file outside the roots is refused like an existing one and
+// requests cannot probe the server's files. PERMISSION_DENIED outside the
+// roots; INVALID_ARGUMENT for a relative path or one under a root that does
+// not resolve (e.g. a missing file).
 absl::StatusOr<std::string> ResolveAllowedPath(
     const std::string& path, const std::vector<std::string>& roots,
     absl::string_view field) {
@@ -48,23 +55,40 @@ absl::StatusOr<std::string> ResolveAllowedPath(
                      ".server_path: server paths are disabled (start "
                      "mixq-server with --allow-path)"));
   }
+  if (!std::filesystem::path(path).is_absolute()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ".server_path: \"", path, "\" is not an absolute path"));
+  }
+  std::vector<std::filesystem::path> canonical_roots;
+  for (const std::string& root : roots) {
+    std::error_code ec;
+    std::filesystem::path canonical_root =
+        std::filesystem::weakly_canonical(root, ec);
+    if (!ec) canonical_roots.push_back(std::move(canonical_root));
+  }
+  const auto under_a_root = [&](const std::filesystem::path& resolved) {
+    return std::any_of(canonical_roots.begin(), canonical_roots.end(),
+                       [&](const std::filesystem::path& root) {
+                         return std::mismatch(root.begin(), root.end(),
+                                              resolved.begin(), resolved.end())
+                                    .first == root.end();
+                       });
+  };
+  const auto outside = [&] {
+    return absl::PermissionDeniedError(absl::StrCat(
+        field, ".server_path: ", path, " is outside the allowed paths"));
+  };
   std::error_code ec;
+  const std::filesystem::path partly_resolved =
+      std::filesystem::weakly_canonical(path, ec);
+  if (ec || !under_a_root(partly_resolved)) return outside();
   const std::filesystem::path resolved = std::filesystem::canonical(path, ec);
   if (ec) {
     return absl::InvalidArgumentError(absl::StrCat(
         field, ".server_path: cannot resolve ", path, ": ", ec.message()));
   }
-  for (const std::string& root : roots) {
-    const std::filesystem::path canonical_root =
-        std::filesystem::weakly_canonical(root, ec);
-    if (ec) continue;
-    const auto mismatch =
-        std::mismatch(canonical_root.begin(), canonical_root.end(),
-                      resolved.begin(), resolved.end());
-    if (mismatch.first == canonical_root.end()) return resolved.string();
-  }
-  return absl::PermissionDeniedError(absl::StrCat(
-      field, ".server_path: ", path, " is outside the allowed paths"));
+  if (!under_a_root(resolved)) return outside();
+  return resolved.string();
 }
 
 std::string SpecToJson(const v1::JobSpec& spec) {
@@ -125,7 +149,11 @@ absl::Status JobManager::Start() {
       return absl::FailedPreconditionError("job manager already started");
     started_ = true;
   }
-  // Jobs a previous process accepted but did not finish run again.
+  // Jobs a previous process accepted but did not finish run again: those
+  // it was running first (they resume from their checkpoints), then those it
+  // had queued, oldest first. Both lists are read before any state changes,
+  // so a job is queued once.
+  std::vector<storage::JobRecord> unfinished;
   for (storage::JobState state :
        {storage::JobState::kRunning, storage::JobState::kQueued}) {
     storage::ListJobsOptions list;
@@ -133,16 +161,17 @@ absl::Status JobManager::Start() {
     list.limit = std::numeric_limits<int32_t>::max();
     MIXQ_ASSIGN_OR_RETURN(std::vector<storage::JobRecord> jobs,
                           store_->ListJobs(list));
-    std::reverse(jobs.begin(), jobs.end());  // oldest first
-    for (const auto& job : jobs) {
-      if (state == storage::JobState::kRunning) {
-        MIXQ_RETURN_IF_ERROR(store_->UpdateJobState(
-            job.id, storage::JobState::kQueued, "", 0, 0));
-      }
-      Log(LogLevel::kInfo, "re-queued unfinished job", {{"job", job.id}});
-      absl::MutexLock lock(&mu_);
-      queue_.push_back(job.id);
+    unfinished.insert(unfinished.end(), jobs.rbegin(), jobs.rend());
+  }
+  for (const storage::JobRecord& job : unfinished) {
+    if (job.state == storage::JobState::kRunning) {
+      MIXQ_RETURN_IF_ERROR(store_->UpdateJobState(
+          job.id, storage::JobState::kQueued, "", 0, 0));
     }
+    Log(LogLevel::kInfo, "re-queued unfinished job",
+        {{"job", job.id}, {"steps_done", absl::StrCat(job.steps_done)}});
+    absl::MutexLock lock(&mu_);
+    queue_.push_back(job.id);
   }
   for (int i = 0; i < std::max(1, options_.workers); ++i) {
     workers_.emplace_back([this] { WorkerLoop(); });
@@ -190,16 +219,48 @@ absl::StatusOr<std::string> JobManager::ReadSource(
       }
       return data;
     }
+    case v1::DataSource::kArtifactSha256: {
+      const std::string& sha256 = source.artifact_sha256();
+      if (!IsSha256Hex(sha256)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(field, ".artifact_sha256: \"", sha256,
+                         "\" is not a SHA-256 (64 lower-case hex digits)"));
+      }
+      auto data = store_->GetArtifact(sha256);
+      if (absl::IsNotFound(data.status())) {
+        return absl::NotFoundError(
+            absl::StrCat(field, ".artifact_sha256: no artifact ", sha256,
+                         " on the server (upload it with UploadArtifact)"));
+      }
+      return data;
+    }
     case v1::DataSource::SOURCE_NOT_SET:
       break;
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat(field, ": required (content or server_path)"));
+  return absl::InvalidArgumentError(absl::StrCat(
+      field, ": required (content, server_path or artifact_sha256)"));
 }
 
 absl::StatusOr<v1::EvaluatePolicyResponse> JobManager::Evaluate(
     const v1::EvaluatePolicyRequest& request) const {
   if (!request.has_spec()) return absl::InvalidArgumentError("spec: required");
+  {
+    absl::MutexLock lock(&mu_);
+    if (evaluations_ >= options_.max_evaluations) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "EvaluatePolicy: ", evaluations_,
+          " evaluations are running, the server's limit "
+          "(--max-evaluations); retry later"));
+    }
+    ++evaluations_;
+  }
+  struct Release {
+    const JobManager* self;
+    ~Release() {
+      absl::MutexLock lock(&self->mu_);
+      --self->evaluations_;
+    }
+  } release{this};
   const auto start = std::chrono::steady_clock::now();
   const v1::JobSpec& spec = request.spec();
   JobFiles files;
@@ -378,9 +439,7 @@ absl::StatusOr<v1::QueryBestPoliciesResponse> JobManager::QueryBestPolicies(
   }
   if (request.model_sha256().empty()) {
     MIXQ_RETURN_IF_ERROR(CheckJobId(request.job_id()));
-  } else if (request.model_sha256().size() != 64 ||
-             request.model_sha256().find_first_not_of("0123456789abcdef") !=
-                 std::string::npos) {
+  } else if (!IsSha256Hex(request.model_sha256())) {
     return absl::InvalidArgumentError(
         "model_sha256: must be 64 lowercase hex digits");
   }
@@ -451,6 +510,17 @@ absl::StatusOr<v1::QueryBestPoliciesResponse> JobManager::QueryBestPolicies(
     out->set_strategy(policy.strategy);
   }
   return response;
+}
+
+absl::StatusOr<std::unique_ptr<ArtifactUpload>> JobManager::BeginUpload(
+    const v1::ArtifactInfo& info) {
+  return ArtifactUpload::Begin(store_, info, options_.max_artifact_bytes);
+}
+
+absl::StatusOr<ExportedDocument> JobManager::Export(
+    const v1::ExportModelRequest& request) const {
+  MIXQ_RETURN_IF_ERROR(CheckJobId(request.job_id()));
+  return ExportJob(*store_, request.job_id(), request.format());
 }
 
 absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& job_id) {
@@ -642,11 +712,25 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
   MIXQ_ASSIGN_OR_RETURN(files.inputs, store_->GetArtifact(job.inputs_sha256));
   MIXQ_ASSIGN_OR_RETURN(files.labels, store_->GetArtifact(job.labels_sha256));
   MIXQ_ASSIGN_OR_RETURN(PreparedJob prepared, PrepareJob(spec, files));
-  if (job.steps_done > 0) MIXQ_RETURN_IF_ERROR(store_->ResetJobResults(job.id));
+  // A job a previous process was running resumes after its last
+  // checkpointed step (steps recorded after it, if any, are dropped); one
+  // without a checkpoint starts over.
+  MIXQ_ASSIGN_OR_RETURN(std::optional<storage::CheckpointRecord> checkpoint,
+                        store_->GetCheckpoint(job.id));
+  if (checkpoint.has_value()) {
+    MIXQ_RETURN_IF_ERROR(store_->ResetJobResults(job.id, checkpoint->step));
+  } else if (job.steps_done > 0) {
+    MIXQ_RETURN_IF_ERROR(store_->ResetJobResults(job.id));
+  }
   const int64_t started_ms = NowMs();
   MIXQ_RETURN_IF_ERROR(store_->UpdateJobState(
       job.id, storage::JobState::kRunning, "", started_ms, 0));
-  Log(LogLevel::kInfo, "job started", {{"job", job.id}});
+  if (checkpoint.has_value()) {
+    Log(LogLevel::kInfo, "job resumed",
+        {{"job", job.id}, {"after_step", absl::StrCat(checkpoint->step)}});
+  } else {
+    Log(LogLevel::kInfo, "job started", {{"job", job.id}});
+  }
 
   const search::CostModel cost = search::CostModel::ForModel(*prepared.model);
   const search::Budget& budget = prepared.options.budget;
@@ -666,6 +750,7 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
 
   search::SearchObserver observer;
   observer.cancel = &cancel;
+  observer.checkpoints = true;
   observer.on_phase = [&](search::Phase phase, int step) {
     event.set_phase(phase == search::Phase::kWarmup   ? "warmup"
                     : phase == search::Phase::kSearch ? "search"
@@ -675,7 +760,12 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
     Publish(event);
   };
   observer.on_step = [&](const search::StepReport& report) -> absl::Status {
-    MIXQ_RETURN_IF_ERROR(store_->AppendStep(job.id, ToRecord(report)));
+    // The step and the state after it, in one transaction.
+    const absl::Time store_start = absl::Now();
+    MIXQ_RETURN_IF_ERROR(
+        store_->AppendStep(job.id, ToRecord(report), report.checkpoint));
+    const double store_ms =
+        absl::ToDoubleMilliseconds(absl::Now() - store_start);
     event.set_step(report.step);
     event.set_avg_bits(report.finetuned.avg_bits);
     event.set_size_bytes(report.finetuned.size_bytes);
@@ -692,19 +782,39 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
          {"step", absl::StrCat(report.step)},
          {"policy", search::PolicyToString(report.finetuned.policy)},
          {"avg_bits", absl::StrFormat("%.3f", report.finetuned.avg_bits)},
-         {"accuracy", absl::StrFormat("%.4f", report.finetuned.accuracy)}});
+         {"accuracy", absl::StrFormat("%.4f", report.finetuned.accuracy)},
+         {"checkpoint_bytes", absl::StrCat(report.checkpoint.size())},
+         {"store_ms", absl::StrFormat("%.1f", store_ms)}});
     Publish(event);
     return absl::OkStatus();
   };
-  MIXQ_ASSIGN_OR_RETURN(
-      search::SearchResult result,
-      search::RunProgressiveSearch(*prepared.model, prepared.calib,
-                                   prepared.train, prepared.options, observer));
+  // The QDQ ONNX export is built while the fine-tuned session exists.
+  std::string export_sha256;
+  observer.on_finish = [&](search::QatSession& session,
+                           const search::Policy& policy) -> absl::Status {
+    export_sha256 = SaveQdqExport(store_, job.id, files.model, *prepared.model,
+                                  session, policy);
+    return absl::OkStatus();
+  };
+  absl::StatusOr<search::SearchResult> run = search::RunProgressiveSearch(
+      *prepared.model, prepared.calib, prepared.train, prepared.options,
+      observer, checkpoint.has_value() ? checkpoint->state : "");
+  if (checkpoint.has_value() && absl::IsInvalidArgument(run.status()) &&
+      absl::StartsWith(run.status().message(), "checkpoint")) {
+    // Written by another mixq version, say: start over rather than fail.
+    Log(LogLevel::kWarning, "job checkpoint unusable; starting over",
+        {{"job", job.id}, {"error", std::string(run.status().message())}});
+    MIXQ_RETURN_IF_ERROR(store_->ResetJobResults(job.id));
+    run = search::RunProgressiveSearch(*prepared.model, prepared.calib,
+                                       prepared.train, prepared.options,
+                                       observer);
+  }
+  MIXQ_ASSIGN_OR_RETURN(search::SearchResult result, std::move(run));
   MIXQ_RETURN_IF_ERROR(store_->FinishJob(
       job.id,
       ToRecord(result.final_policy, storage::PolicyKind::kFinal,
                result.steps + 1, 0, false),
-      NowMs()));
+      NowMs(), export_sha256));
   Log(LogLevel::kInfo, "job succeeded",
       {{"job", job.id},
        {"policy", search::PolicyToString(result.final_policy.policy)},

@@ -20,6 +20,8 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "proto/mixq.pb.h"
+#include "server/artifacts.h"
+#include "server/export.h"
 #include "server/job_spec.h"
 #include "storage/store.h"
 
@@ -31,8 +33,12 @@ struct JobManagerOptions {
   // Roots under which DataSource.server_path may point; empty = server paths
   // are refused.
   std::vector<std::string> allow_paths;
-  size_t max_file_bytes = size_t{1} << 30;  // per server-side file
+  size_t max_file_bytes = size_t{1} << 30;      // per server-side file
+  size_t max_artifact_bytes = size_t{1} << 30;  // per uploaded artifact
   int engine_threads = 0;  // engine threads per running job; 0 = all cores
+  // EvaluatePolicy requests that may run at once (each on its RPC thread);
+  // beyond, Evaluate is RESOURCE_EXHAUSTED.
+  int max_evaluations = 2;
 };
 
 class JobManager {
@@ -81,9 +87,19 @@ class JobManager {
       const v1::QueryBestPoliciesRequest& request) const;
   // Runs an EvaluatePolicy request in the calling thread (synchronous).
   // INVALID_ARGUMENT naming the field, PERMISSION_DENIED for a server path
-  // outside the allowed roots.
+  // outside the allowed roots, RESOURCE_EXHAUSTED when
+  // options.max_evaluations are running already.
   absl::StatusOr<v1::EvaluatePolicyResponse> Evaluate(
       const v1::EvaluatePolicyRequest& request) const;
+  // Starts receiving an uploaded artifact (UploadArtifact), within
+  // options.max_artifact_bytes; errors as ArtifactUpload::Begin. The upload
+  // borrows the manager's store.
+  absl::StatusOr<std::unique_ptr<ArtifactUpload>> BeginUpload(
+      const v1::ArtifactInfo& info);
+  // A succeeded job's export (ExportModel); errors as ExportJob, and
+  // INVALID_ARGUMENT for a malformed job id.
+  absl::StatusOr<ExportedDocument> Export(
+      const v1::ExportModelRequest& request) const;
   // Cancels a queued job at once, or asks a running one to stop between
   // steps (its state becomes CANCELLED when it does). FAILED_PRECONDITION for
   // a finished job.
@@ -129,6 +145,7 @@ class JobManager {
   std::multimap<std::string, std::weak_ptr<Subscriber>> subscribers_
       ABSL_GUARDED_BY(mu_);
   bool started_ ABSL_GUARDED_BY(mu_) = false;
+  mutable int evaluations_ ABSL_GUARDED_BY(mu_) = 0;  // running Evaluate calls
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> workers_;  // touched only by Start/Shutdown
   absl::Mutex lifecycle_mu_;          // serialises Start and Shutdown

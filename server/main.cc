@@ -1,13 +1,20 @@
 // mixq-server: serves the mixq gRPC API on an embedded SQLite store.
 //   mixq-server --listen 127.0.0.1:50051 --data-dir DIR --workers N
-// SIGINT/SIGTERM shut it down cleanly: running jobs go back to the queue and
-// resume on the next start.
+//       [--auth-token-file F] [--tls-cert C --tls-key K [--tls-client-ca CA]]
+// SIGINT/SIGTERM shut it down: health turns NOT_SERVING, running jobs stop
+// between mini-batches and go back to the queue (they resume from their last
+// checkpointed step on the next start), and the process exits within
+// --shutdown-grace seconds even if something does not stop.
 #include <csignal>
+#include <cstdlib>
 #include <iostream>
 #include <string>
+#include <thread>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "server/server.h"
 #include "util/file.h"
 #include "util/logging.h"
@@ -17,6 +24,7 @@ namespace {
 struct Options {
   mixq::server::ServerOptions server;
   std::string port_file;
+  double shutdown_grace_seconds = 10;
 };
 
 int Run(const Options& options) {
@@ -45,7 +53,22 @@ int Run(const Options& options) {
   sigwait(&signals, &signal);
   mixq::Log(mixq::LogLevel::kInfo, "shutting down",
             {{"signal", absl::StrCat(signal)}});
-  (*server)->Shutdown();
+  // Everything the store holds is committed transaction by transaction, so
+  // leaving before the shutdown completes loses at most the work since each
+  // running job's last checkpoint.
+  absl::Notification stopped;
+  std::thread stopper([&] {
+    (*server)->Shutdown();
+    stopped.Notify();
+  });
+  if (!stopped.WaitForNotificationWithTimeout(
+          absl::Seconds(options.shutdown_grace_seconds))) {
+    mixq::Log(mixq::LogLevel::kWarning,
+              "shutdown grace period over; exiting without waiting",
+              {{"grace_seconds", absl::StrCat(options.shutdown_grace_seconds)}});
+    std::_Exit(0);
+  }
+  stopper.join();
   return 0;
 }
 
@@ -75,11 +98,36 @@ int main(int argc, char** argv) {
                  "largest request accepted, in bytes")
       ->check(CLI::Range(1 << 20, 2000000000))
       ->capture_default_str();
+  app.add_option("--max-artifact-bytes", options.server.max_artifact_bytes,
+                 "largest file UploadArtifact accepts, in bytes (held in "
+                 "memory while it arrives)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40))
+      ->capture_default_str();
   app.add_option(
       "--allow-path", options.server.allow_paths,
       "directory whose files jobs may name by server path (repeatable)");
+  app.add_option("--max-evaluations", options.server.max_evaluations,
+                 "EvaluatePolicy requests that may run at once; beyond, "
+                 "RESOURCE_EXHAUSTED")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  app.add_option("--shutdown-grace", options.shutdown_grace_seconds,
+                 "seconds SIGTERM/SIGINT may take before the process exits "
+                 "anyway (jobs resume from their last checkpoint)")
+      ->check(CLI::Range(0.0, 3600.0))
+      ->capture_default_str();
   app.add_option("--port-file", options.port_file,
                  "write the bound port to this file");
+  app.add_option("--auth-token-file", options.server.auth_token_file,
+                 "require `authorization: Bearer <token>` on every mixq RPC, "
+                 "the token read from this file (health checks stay open)");
+  app.add_option("--tls-cert", options.server.tls_cert_file,
+                 "serve TLS with this PEM certificate chain (with --tls-key)");
+  app.add_option("--tls-key", options.server.tls_key_file,
+                 "PEM private key of --tls-cert");
+  app.add_option("--tls-client-ca", options.server.tls_client_ca_file,
+                 "mutual TLS: require client certificates signed by this PEM "
+                 "CA");
   CLI11_PARSE(app, argc, argv);
   return Run(options);
 }

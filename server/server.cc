@@ -2,16 +2,23 @@
 
 #include <chrono>
 #include <filesystem>
+#include <optional>
 #include <system_error>
+#include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/resource_quota.h"
+#include "grpcpp/security/server_credentials.h"
+#include "server/auth.h"
 #include "server/job_manager.h"
 #include "server/service.h"
 #include "storage/store.h"
+#include "util/file.h"
 #include "util/logging.h"
 #include "util/status_macros.h"
 
@@ -21,12 +28,70 @@ namespace {
 // Open streams get this long to finish when the server shuts down.
 constexpr auto kShutdownGrace = std::chrono::seconds(5);
 constexpr char kServiceName[] = "mixq.v1.Mixq";
+// Certificates, keys and CA bundles are small; refuse anything larger.
+constexpr size_t kMaxPemBytes = size_t{1} << 20;
+
+absl::StatusOr<std::string> ReadFlagFile(absl::string_view flag,
+                                         const std::string& path) {
+  absl::StatusOr<std::string> content = ReadFile(path, kMaxPemBytes);
+  if (!content.ok()) return Annotate(content.status(), flag);
+  return content;
+}
+
+// The listening port's credentials: plaintext, TLS, or mutual TLS (client
+// certificates required and verified against --tls-client-ca).
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials(
+    const ServerOptions& options) {
+  const bool tls =
+      !options.tls_cert_file.empty() || !options.tls_key_file.empty();
+  if (!tls) {
+    if (!options.tls_client_ca_file.empty()) {
+      return absl::InvalidArgumentError(
+          "--tls-client-ca: mutual TLS needs --tls-cert and --tls-key too");
+    }
+    return grpc::InsecureServerCredentials();
+  }
+  if (options.tls_cert_file.empty() || options.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls-cert and --tls-key: give both (the certificate chain and its "
+        "private key) or neither");
+  }
+  grpc::SslServerCredentialsOptions ssl(
+      GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  MIXQ_ASSIGN_OR_RETURN(pair.cert_chain,
+                        ReadFlagFile("--tls-cert", options.tls_cert_file));
+  MIXQ_ASSIGN_OR_RETURN(pair.private_key,
+                        ReadFlagFile("--tls-key", options.tls_key_file));
+  ssl.pem_key_cert_pairs.push_back(std::move(pair));
+  if (!options.tls_client_ca_file.empty()) {
+    MIXQ_ASSIGN_OR_RETURN(
+        ssl.pem_root_certs,
+        ReadFlagFile("--tls-client-ca", options.tls_client_ca_file));
+    ssl.client_certificate_request =
+        GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(ssl);
+}
+
+// Whether `listen` (host:port) names a loopback address.
+bool IsLoopback(absl::string_view listen) {
+  return absl::StartsWith(listen, "127.") ||
+         absl::StartsWith(listen, "localhost:") ||
+         absl::StartsWith(listen, "[::1]:");
+}
+
+const char* TransportName(const ServerOptions& options) {
+  if (options.tls_cert_file.empty()) return "plaintext";
+  return options.tls_client_ca_file.empty() ? "tls" : "mutual-tls";
+}
 
 }  // namespace
 
 struct Server::Impl {
   std::unique_ptr<storage::Store> store;
   std::unique_ptr<JobManager> manager;
+  std::optional<TokenAuthenticator> authenticator;  // borrowed by service
   std::unique_ptr<MixqService> service;
   std::unique_ptr<grpc::Server> grpc_server;
   int port = 0;
@@ -38,6 +103,18 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
     const ServerOptions& options) {
   if (options.data_dir.empty())
     return absl::InvalidArgumentError("--data-dir: required");
+  // Flags and files first: a typo should not leave a fresh data dir behind.
+  MIXQ_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
+                        MakeCredentials(options));
+  auto impl = std::make_unique<Impl>();
+  if (!options.auth_token_file.empty()) {
+    absl::StatusOr<TokenAuthenticator> authenticator =
+        TokenAuthenticator::FromFile(options.auth_token_file);
+    if (!authenticator.ok()) {
+      return Annotate(authenticator.status(), "--auth-token-file");
+    }
+    impl->authenticator = *std::move(authenticator);
+  }
   std::error_code ec;
   std::filesystem::create_directories(options.data_dir, ec);
   if (ec) {
@@ -45,7 +122,6 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
         "cannot create data dir ", options.data_dir, ": ", ec.message()));
   }
 
-  auto impl = std::make_unique<Impl>();
   MIXQ_ASSIGN_OR_RETURN(
       impl->store,
       storage::Store::Open(
@@ -54,23 +130,36 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   manager_options.workers = options.workers;
   manager_options.max_queued = options.max_queued;
   manager_options.allow_paths = options.allow_paths;
+  manager_options.max_artifact_bytes =
+      static_cast<size_t>(options.max_artifact_bytes);
   manager_options.engine_threads = options.threads;
+  manager_options.max_evaluations = options.max_evaluations;
   impl->manager =
       std::make_unique<JobManager>(impl->store.get(), manager_options);
-  impl->service = std::make_unique<MixqService>(impl->manager.get());
+  impl->service = std::make_unique<MixqService>(
+      impl->manager.get(),
+      impl->authenticator ? &*impl->authenticator : nullptr);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(),
-                           &impl->port);
+  builder.AddListeningPort(options.listen, credentials, &impl->port);
+  if (options.max_rpc_threads > 0) {
+    grpc::ResourceQuota quota("mixq-server");
+    quota.SetMaxThreads(options.max_rpc_threads);
+    builder.SetResourceQuota(quota);
+  }
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   builder.RegisterService(impl->service.get());
   impl->grpc_server = builder.BuildAndStart();
   if (impl->grpc_server == nullptr || impl->port == 0) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot listen on ", options.listen));
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen on ", options.listen,
+        options.tls_cert_file.empty()
+            ? ""
+            : " (or --tls-cert/--tls-key is not a valid PEM certificate "
+              "chain and matching key)"));
   }
   MIXQ_RETURN_IF_ERROR(impl->manager->Start());
   impl->grpc_server->GetHealthCheckService()->SetServingStatus(kServiceName,
@@ -80,7 +169,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
       {{"address", options.listen},
        {"port", absl::StrCat(impl->port)},
        {"data_dir", options.data_dir},
-       {"workers", absl::StrCat(options.workers)}});
+       {"workers", absl::StrCat(options.workers)},
+       {"transport", TransportName(options)},
+       {"auth", impl->authenticator ? "bearer-token" : "none"}});
+  if (options.tls_cert_file.empty() && !IsLoopback(options.listen)) {
+    Log(LogLevel::kWarning,
+        "plaintext beyond loopback: requests and bearer tokens travel "
+        "unencrypted (use --tls-cert/--tls-key, or a TLS proxy)",
+        {{"address", options.listen}});
+  }
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 

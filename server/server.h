@@ -5,6 +5,7 @@
 #ifndef MIXQ_SERVER_SERVER_H_
 #define MIXQ_SERVER_SERVER_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -21,13 +22,35 @@ struct ServerOptions {
   int threads = 0;                    // engine threads per job; 0 = all cores
   int max_message_bytes = 256 << 20;  // largest request accepted
   std::vector<std::string> allow_paths;  // roots for DataSource.server_path
+  // Largest file UploadArtifact accepts (it is held in memory while it
+  // arrives).
+  int64_t max_artifact_bytes = int64_t{1} << 30;
+  int max_evaluations = 2;  // EvaluatePolicy requests running at once
+  // Bearer-token authentication of every mixq.v1.Mixq RPC: the file holding
+  // the token (surrounding whitespace ignored). Empty: no authentication.
+  // Health checking and reflection stay open either way.
+  std::string auth_token_file;
+  // TLS: PEM certificate chain and private key, both or neither. Empty:
+  // plaintext.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  // Mutual TLS: PEM CA certificates; clients must present a certificate that
+  // chains to them. Requires TLS.
+  std::string tls_client_ca_file;
+  // The most threads gRPC may use for unary RPCs (a grpc::ResourceQuota);
+  // 0 = gRPC's default (unbounded). WatchJob streams hold none.
+  int max_rpc_threads = 0;
 };
 
 class Server {
  public:
-  // Opens the store, re-queues unfinished jobs, and starts serving.
-  // FAILED_PRECONDITION for a bad data dir or database; UNAVAILABLE if the
-  // address cannot be bound.
+  // Reads the token and TLS files, opens the store, re-queues unfinished jobs,
+  // and starts serving. Errors name the flag: INVALID_ARGUMENT for
+  // --tls-cert without --tls-key (or the reverse), --tls-client-ca without
+  // TLS, or an empty token file; the read error (NOT_FOUND, ...) for a
+  // missing token/TLS file; FAILED_PRECONDITION for a bad data dir or
+  // database; UNAVAILABLE if the address cannot be bound or the certificate
+  // or key is not valid PEM.
   static absl::StatusOr<std::unique_ptr<Server>> Start(
       const ServerOptions& options);
   ~Server();  // Shutdown()

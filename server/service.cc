@@ -2,17 +2,37 @@
 
 #include <deque>
 #include <memory>
+#include <string>
 
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "util/logging.h"
 
 namespace mixq::server {
 namespace {
 
+// UploadArtifact's initial metadata key (see proto/mixq.proto).
+constexpr char kArtifactExistingKey[] = "mixq-artifact-existing";
+// ExportModel's chunk size: well within any message size limit.
+constexpr size_t kExportChunkBytes = size_t{1} << 20;
+
 bool IsTerminal(v1::JobState state) {
   return state == v1::SUCCEEDED || state == v1::FAILED ||
          state == v1::CANCELLED;
 }
+
+// A server stream refused before it started (e.g. unauthenticated): finishes
+// at once with `status`. Owns itself; OnDone deletes it.
+template <typename Message>
+class RefusedWriteReactor final : public grpc::ServerWriteReactor<Message> {
+ public:
+  explicit RefusedWriteReactor(const grpc::Status& status) {
+    this->Finish(status);
+  }
+  void OnDone() override { delete this; }
+};
 
 // Streams one job's events to one client. The reactor owns itself (gRPC
 // deletes nothing; OnDone deletes it). Events arrive from JobManager on
@@ -43,6 +63,11 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::JobEvent> {
         subscriber_(std::make_shared<WatchSubscriber>(this)) {
     const auto snapshot = manager_->Subscribe(job_id_, subscriber_);
     if (!snapshot.ok()) {
+      Log(LogLevel::kInfo, "RPC failed",
+          {{"method", "WatchJob"},
+           {"code", absl::StatusCodeToString(snapshot.status().code())},
+           {"job", job_id_},
+           {"error", std::string(snapshot.status().message())}});
       absl::MutexLock lock(&mu_);
       finished_ = true;
       Finish(ToGrpcStatus(snapshot.status()));
@@ -124,82 +149,210 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
                       std::string(status.message()));
 }
 
-MixqService::MixqService(JobManager* manager) : manager_(manager) {}
+MixqService::MixqService(JobManager* manager,
+                         const TokenAuthenticator* authenticator)
+    : manager_(manager), authenticator_(authenticator) {}
 
-grpc::Status MixqService::SubmitJob(grpc::ServerContext*,
+grpc::Status MixqService::Authorize(const grpc::ServerContextBase* context,
+                                    const char* method) const {
+  if (authenticator_ == nullptr) return grpc::Status::OK;
+  grpc::Status status = authenticator_->Check(*context);
+  if (!status.ok()) {
+    Log(LogLevel::kWarning, "RPC refused",
+        {{"method", method},
+         {"code", "UNAUTHENTICATED"},
+         {"peer", context->peer()},
+         {"error", status.error_message()}});
+  }
+  return status;
+}
+
+grpc::Status MixqService::Fail(const char* method, const std::string& job_id,
+                               const absl::Status& status) const {
+  LogFields fields = {{"method", method},
+                      {"code", absl::StatusCodeToString(status.code())}};
+  if (!job_id.empty()) fields.emplace_back("job", job_id);
+  fields.emplace_back("error", std::string(status.message()));
+  // The caller's mistakes are routine; the server's own failures are not.
+  const bool server_fault = absl::IsInternal(status) ||
+                            absl::IsUnknown(status) || absl::IsDataLoss(status);
+  Log(server_fault ? LogLevel::kWarning : LogLevel::kInfo, "RPC failed",
+      fields);
+  return ToGrpcStatus(status);
+}
+
+grpc::Status MixqService::SubmitJob(grpc::ServerContext* context,
                                     const v1::SubmitJobRequest* request,
                                     v1::SubmitJobResponse* response) {
-  auto result = manager_->Submit(*request);
-  if (!result.ok()) {
-    Log(LogLevel::kInfo, "SubmitJob refused",
-        {{"error", result.status().ToString()}});
-    return ToGrpcStatus(result.status());
+  if (grpc::Status denied = Authorize(context, "SubmitJob"); !denied.ok()) {
+    return denied;
   }
+  auto result = manager_->Submit(*request);
+  if (!result.ok()) return Fail("SubmitJob", "", result.status());
   *response->mutable_job() = std::move(result->job);
   response->set_existing(result->existing);
   return grpc::Status::OK;
 }
 
 grpc::Status MixqService::EvaluatePolicy(
-    grpc::ServerContext*, const v1::EvaluatePolicyRequest* request,
+    grpc::ServerContext* context, const v1::EvaluatePolicyRequest* request,
     v1::EvaluatePolicyResponse* response) {
-  auto result = manager_->Evaluate(*request);
-  if (!result.ok()) {
-    Log(LogLevel::kInfo, "EvaluatePolicy refused",
-        {{"error", result.status().ToString()}});
-    return ToGrpcStatus(result.status());
+  if (grpc::Status denied = Authorize(context, "EvaluatePolicy");
+      !denied.ok()) {
+    return denied;
   }
+  auto result = manager_->Evaluate(*request);
+  if (!result.ok()) return Fail("EvaluatePolicy", "", result.status());
   *response = *std::move(result);
   return grpc::Status::OK;
 }
 
-grpc::Status MixqService::GetJob(grpc::ServerContext*,
+grpc::Status MixqService::GetJob(grpc::ServerContext* context,
                                  const v1::GetJobRequest* request,
                                  v1::Job* response) {
+  if (grpc::Status denied = Authorize(context, "GetJob"); !denied.ok()) {
+    return denied;
+  }
   auto job = manager_->GetJob(request->job_id());
-  if (!job.ok()) return ToGrpcStatus(job.status());
+  if (!job.ok()) return Fail("GetJob", request->job_id(), job.status());
   *response = *std::move(job);
   return grpc::Status::OK;
 }
 
-grpc::Status MixqService::ListJobs(grpc::ServerContext*,
+grpc::Status MixqService::ListJobs(grpc::ServerContext* context,
                                    const v1::ListJobsRequest* request,
                                    v1::ListJobsResponse* response) {
+  if (grpc::Status denied = Authorize(context, "ListJobs"); !denied.ok()) {
+    return denied;
+  }
   auto jobs = manager_->ListJobs(*request);
-  if (!jobs.ok()) return ToGrpcStatus(jobs.status());
+  if (!jobs.ok()) return Fail("ListJobs", "", jobs.status());
   *response = *std::move(jobs);
   return grpc::Status::OK;
 }
 
-grpc::Status MixqService::GetResults(grpc::ServerContext*,
+grpc::Status MixqService::GetResults(grpc::ServerContext* context,
                                      const v1::GetResultsRequest* request,
                                      v1::GetResultsResponse* response) {
+  if (grpc::Status denied = Authorize(context, "GetResults"); !denied.ok()) {
+    return denied;
+  }
   auto results = manager_->GetResults(request->job_id());
-  if (!results.ok()) return ToGrpcStatus(results.status());
+  if (!results.ok()) {
+    return Fail("GetResults", request->job_id(), results.status());
+  }
   *response = *std::move(results);
   return grpc::Status::OK;
 }
 
 grpc::Status MixqService::QueryBestPolicies(
-    grpc::ServerContext*, const v1::QueryBestPoliciesRequest* request,
+    grpc::ServerContext* context, const v1::QueryBestPoliciesRequest* request,
     v1::QueryBestPoliciesResponse* response) {
+  if (grpc::Status denied = Authorize(context, "QueryBestPolicies");
+      !denied.ok()) {
+    return denied;
+  }
   auto best = manager_->QueryBestPolicies(*request);
-  if (!best.ok()) return ToGrpcStatus(best.status());
+  if (!best.ok()) {
+    return Fail("QueryBestPolicies", request->job_id(), best.status());
+  }
   *response = *std::move(best);
   return grpc::Status::OK;
 }
 
-grpc::Status MixqService::CancelJob(grpc::ServerContext*,
+grpc::Status MixqService::CancelJob(grpc::ServerContext* context,
                                     const v1::CancelJobRequest* request,
                                     v1::Job* response) {
+  if (grpc::Status denied = Authorize(context, "CancelJob"); !denied.ok()) {
+    return denied;
+  }
   auto job = manager_->Cancel(request->job_id());
-  if (!job.ok()) return ToGrpcStatus(job.status());
+  if (!job.ok()) return Fail("CancelJob", request->job_id(), job.status());
   *response = *std::move(job);
   return grpc::Status::OK;
 }
 
+grpc::Status MixqService::UploadArtifact(
+    grpc::ServerContext* context,
+    grpc::ServerReader<v1::UploadArtifactRequest>* reader,
+    v1::Artifact* response) {
+  if (grpc::Status denied = Authorize(context, "UploadArtifact");
+      !denied.ok()) {
+    return denied;
+  }
+  v1::UploadArtifactRequest message;
+  if (!reader->Read(&message) || !message.has_info()) {
+    return Fail("UploadArtifact", "",
+                absl::InvalidArgumentError(
+                    "info: required in the first message of an upload"));
+  }
+  const std::string filename = message.info().filename();
+  auto upload = manager_->BeginUpload(message.info());
+  if (!upload.ok()) return Fail("UploadArtifact", "", upload.status());
+  // Tells the client, before it sends a byte, whether chunks are wanted.
+  context->AddInitialMetadata(kArtifactExistingKey,
+                              (*upload)->existing() ? "true" : "false");
+  if (!(*upload)->existing()) {
+    reader->SendInitialMetadata();
+    while (reader->Read(&message)) {
+      if (!message.has_chunk()) {
+        return Fail("UploadArtifact", "",
+                    absl::InvalidArgumentError(
+                        "info: only the first message may carry it"));
+      }
+      // Returning on an error stops reading the rest of the stream.
+      const absl::Status appended = (*upload)->Append(message.chunk());
+      if (!appended.ok()) return Fail("UploadArtifact", "", appended);
+    }
+    if (context->IsCancelled()) {
+      return grpc::Status(grpc::StatusCode::CANCELLED, "upload cancelled");
+    }
+  }
+  auto artifact = (*upload)->Finish();
+  if (!artifact.ok()) return Fail("UploadArtifact", "", artifact.status());
+  Log(LogLevel::kInfo, "artifact uploaded",
+      {{"sha256", artifact->sha256()},
+       {"bytes", absl::StrCat(artifact->size_bytes())},
+       {"filename", filename},
+       {"existing", artifact->existing() ? "true" : "false"}});
+  *response = *std::move(artifact);
+  return grpc::Status::OK;
+}
+
+grpc::Status MixqService::ExportModel(
+    grpc::ServerContext* context, const v1::ExportModelRequest* request,
+    grpc::ServerWriter<v1::ExportChunk>* writer) {
+  if (grpc::Status denied = Authorize(context, "ExportModel"); !denied.ok()) {
+    return denied;
+  }
+  auto document = manager_->Export(*request);
+  if (!document.ok()) {
+    return Fail("ExportModel", request->job_id(), document.status());
+  }
+  const absl::string_view data = document->data;
+  size_t offset = 0;
+  do {
+    v1::ExportChunk chunk;
+    if (offset == 0) {
+      chunk.set_total_bytes(static_cast<int64_t>(data.size()));
+      chunk.set_sha256(document->sha256);
+      chunk.set_filename(document->filename);
+    }
+    const absl::string_view part = data.substr(offset, kExportChunkBytes);
+    chunk.set_data(part.data(), part.size());
+    offset += part.size();
+    if (!writer->Write(chunk)) {
+      return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+    }
+  } while (offset < data.size());
+  return grpc::Status::OK;
+}
+
 grpc::ServerWriteReactor<v1::JobEvent>* MixqService::WatchJob(
-    grpc::CallbackServerContext*, const v1::WatchJobRequest* request) {
+    grpc::CallbackServerContext* context, const v1::WatchJobRequest* request) {
+  if (grpc::Status denied = Authorize(context, "WatchJob"); !denied.ok()) {
+    return new RefusedWriteReactor<v1::JobEvent>(denied);
+  }
   return new WatchReactor(manager_, request->job_id());
 }
 

@@ -1,12 +1,15 @@
 // MixqService: the gRPC face of JobManager. Each unary RPC converts the
 // request, calls the manager, and maps absl::Status to grpc::Status.
 // WatchJob uses the callback API so an open stream holds no server thread.
-// Thread-safe.
+// With an authenticator, every handler first checks the caller's bearer token
+// (UNAUTHENTICATED otherwise). Failed RPCs are logged with their method, code
+// and job id. Thread-safe.
 #ifndef MIXQ_SERVER_SERVICE_H_
 #define MIXQ_SERVER_SERVICE_H_
 
 #include "grpcpp/grpcpp.h"
 #include "proto/mixq.grpc.pb.h"
+#include "server/auth.h"
 #include "server/job_manager.h"
 
 namespace mixq::server {
@@ -17,8 +20,10 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 class MixqService final
     : public v1::Mixq::WithCallbackMethod_WatchJob<v1::Mixq::Service> {
  public:
-  // Borrows `manager`, which must outlive the service.
-  explicit MixqService(JobManager* manager);
+  // Borrows `manager` and `authenticator` (nullptr: no authentication), which
+  // must outlive the service.
+  explicit MixqService(JobManager* manager,
+                       const TokenAuthenticator* authenticator = nullptr);
 
   grpc::Status SubmitJob(grpc::ServerContext* context,
                          const v1::SubmitJobRequest* request,
@@ -44,9 +49,26 @@ class MixqService final
   grpc::ServerWriteReactor<v1::JobEvent>* WatchJob(
       grpc::CallbackServerContext* context,
       const v1::WatchJobRequest* request) override;
+  // UploadArtifact and ExportModel are transfers, not long-lived streams:
+  // they use the sync API and hold a server thread while they run.
+  grpc::Status UploadArtifact(
+      grpc::ServerContext* context,
+      grpc::ServerReader<v1::UploadArtifactRequest>* reader,
+      v1::Artifact* response) override;
+  grpc::Status ExportModel(
+      grpc::ServerContext* context, const v1::ExportModelRequest* request,
+      grpc::ServerWriter<v1::ExportChunk>* writer) override;
 
  private:
+  // OK, or the authenticator's UNAUTHENTICATED status (logged with `method`).
+  grpc::Status Authorize(const grpc::ServerContextBase* context,
+                         const char* method) const;
+  // Logs a failed RPC (method, code, job id) and converts its status.
+  grpc::Status Fail(const char* method, const std::string& job_id,
+                    const absl::Status& status) const;
+
   JobManager* const manager_;
+  const TokenAuthenticator* const authenticator_;
 };
 
 }  // namespace mixq::server

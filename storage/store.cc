@@ -408,6 +408,20 @@ absl::StatusOr<std::string> Store::GetArtifact(
   });
 }
 
+absl::StatusOr<std::optional<int64_t>> Store::ArtifactSize(
+    const std::string& sha256) const {
+  return impl_->Read(
+      [&](Database& db) -> absl::StatusOr<std::optional<int64_t>> {
+        MIXQ_ASSIGN_OR_RETURN(
+            Statement query,
+            db.Prepare("SELECT size FROM artifacts WHERE sha256 = ?1"));
+        query.BindText(1, sha256);
+        MIXQ_ASSIGN_OR_RETURN(const bool found, query.Step());
+        if (!found) return std::nullopt;
+        return query.ColumnInt64(0);
+      });
+}
+
 // --------------------------------------------------------------------- jobs
 
 absl::Status Store::CreateJob(const JobRecord& job,

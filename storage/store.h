@@ -149,6 +149,10 @@ class Store {
   absl::Status PutArtifact(const std::string& sha256, absl::string_view data);
   // NOT_FOUND if absent.
   absl::StatusOr<std::string> GetArtifact(const std::string& sha256) const;
+  // The stored artifact's size in bytes, or nullopt if absent (the blob is
+  // not read).
+  absl::StatusOr<std::optional<int64_t>> ArtifactSize(
+      const std::string& sha256) const;
 
   // Inserts a new job and its layers. ALREADY_EXISTS if the id, or a
   // non-empty request_id, is taken; INVALID_ARGUMENT if the id is empty.

@@ -14,4 +14,9 @@ std::string Sha256Hex(absl::string_view data) {
       absl::string_view(reinterpret_cast<const char*>(digest), sizeof(digest)));
 }
 
+bool IsSha256Hex(absl::string_view text) {
+  return text.size() == 2 * SHA256_DIGEST_LENGTH &&
+         text.find_first_not_of("0123456789abcdef") == absl::string_view::npos;
+}
+
 }  // namespace mixq

@@ -239,6 +239,43 @@ TEST(ParseCommandLineTest, JobCommands) {
   EXPECT_EQ(std::get<CancelOptions>(cancel->command).job_id, "j3");
 }
 
+TEST(ParseCommandLineTest, UploadAndExport) {
+  auto upload = ParseCommandLine({"upload", "m.onnx"}, kServer);
+  ASSERT_TRUE(upload.ok()) << upload.status();
+  EXPECT_EQ(std::get<UploadOptions>(upload->command).path, "m.onnx");
+
+  auto defaults = ParseCommandLine({"export", "j1"}, kServer);
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  const auto& onnx = std::get<ExportOptions>(defaults->command);
+  EXPECT_EQ(onnx.job_id, "j1");
+  EXPECT_EQ(onnx.format, "onnx");
+  EXPECT_EQ(onnx.output, "");  // the server's file name
+
+  auto policy = ParseCommandLine(
+      {"export", "j2", "--format", "policy-json", "-o", "p.json"}, kServer);
+  ASSERT_TRUE(policy.ok()) << policy.status();
+  const auto& json = std::get<ExportOptions>(policy->command);
+  EXPECT_EQ(json.format, "policy_json");  // the API's spelling
+  EXPECT_EQ(json.output, "p.json");
+}
+
+TEST(ParseCommandLineTest, SubmitAndEvalUpload) {
+  auto submit =
+      ParseCommandLine(Submit({"--target-avg-bits", "4", "--upload"}), kServer);
+  ASSERT_TRUE(submit.ok()) << submit.status();
+  EXPECT_TRUE(std::get<SubmitOptions>(submit->command).upload);
+  EXPECT_FALSE(std::get<SubmitOptions>(submit->command).server_paths);
+
+  auto eval =
+      ParseCommandLine({"eval", "--model", "sha256:ab", "--inputs", "x",
+                        "--labels", "y", "--calib-size", "1", "--upload"},
+                       kServer);
+  ASSERT_TRUE(eval.ok()) << eval.status();
+  // References are checked when the request is built (commands.h).
+  EXPECT_EQ(std::get<EvalOptions>(eval->command).data.model, "sha256:ab");
+  EXPECT_TRUE(std::get<EvalOptions>(eval->command).data.upload);
+}
+
 TEST(ParseCommandLineTest, List) {
   auto all = ParseCommandLine({"list"}, kServer);
   ASSERT_TRUE(all.ok()) << all.status();
@@ -379,6 +416,12 @@ TEST(ParseCommandLineTest, UsageErrors) {
       {Submit({"--target-avg-bits", "4", "--hutchinson-samples", "-4"}),
        "--hutchinson-samples"},
       {{"--timeout", "0", "status", "j"}, "--timeout"},
+      {Submit({"--target-avg-bits", "4", "--upload", "--server-paths"}),
+       "excludes"},
+      {{"upload"}, "file is required"},
+      {{"upload", "a", "b"}, "b"},
+      {{"export"}, "job is required"},
+      {{"export", "j", "--format", "tflite"}, "--format"},
   };
   for (const UsageErrorCase& c : cases) {
     std::string joined;

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "client/cli.h"
 #include "gmock/gmock.h"
@@ -15,6 +16,7 @@
 #include "proto/mixq.grpc.pb.h"
 #include "tests/client/text_proto.h"
 #include "util/file.h"
+#include "util/sha256.h"
 
 namespace mixq::client {
 namespace {
@@ -268,6 +270,31 @@ TEST(BuildSubmitRequestTest, MissingFileNamesTheFlag) {
   EXPECT_THAT(std::string(request.status().message()), HasSubstr("x.npy"));
 }
 
+TEST(BuildSubmitRequestTest, ArtifactReferencesAreSentAsHashes) {
+  SubmitOptions options = MinimalSubmit("absent");  // no file is read
+  options.model = "sha256:" + std::string(64, 'A');
+  options.inputs = "sha256:" + Sha256Hex("x");
+  options.labels = "sha256:" + Sha256Hex("y");
+  auto request = BuildSubmitRequest(options);
+  ASSERT_TRUE(request.ok()) << request.status();
+  const v1::JobSpec& spec = request->spec();
+  EXPECT_EQ(spec.model().source_case(), v1::DataSource::kArtifactSha256);
+  EXPECT_EQ(spec.model().artifact_sha256(), std::string(64, 'a'));
+  EXPECT_EQ(spec.model().filename(), "");
+  EXPECT_EQ(spec.inputs().artifact_sha256(), Sha256Hex("x"));
+  EXPECT_EQ(spec.labels().artifact_sha256(), Sha256Hex("y"));
+
+  for (const std::string& bad : std::vector<std::string>{
+           "sha256:", "sha256:abc", "sha256:" + std::string(64, 'g')}) {
+    options.model = bad;
+    request = BuildSubmitRequest(options);
+    ASSERT_FALSE(request.ok()) << bad;
+    EXPECT_EQ(request.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(request.status().message()),
+                StartsWith("--model: \"" + bad + "\" is not sha256:"));
+  }
+}
+
 TEST(BuildRequestTest, ListAndBest) {
   ListOptions list;
   list.state = v1::FAILED;
@@ -307,6 +334,8 @@ TEST(BuildRequestTest, ListAndBest) {
 
 // A scripted stand-in for the mixq server: job "job-1" exists; WatchJob plays
 // the events scripted for the job id; CancelJob refuses (job finished).
+constexpr char kExported[] = "EXPORTED:";
+
 class FakeMixq final : public v1::Mixq::Service {
  public:
   grpc::Status SubmitJob(grpc::ServerContext*,
@@ -393,6 +422,64 @@ class FakeMixq final : public v1::Mixq::Service {
                         "job job-1 already finished");
   }
 
+  // Knows the file "KNOWN" (no chunks wanted); records every upload.
+  grpc::Status UploadArtifact(
+      grpc::ServerContext* context,
+      grpc::ServerReader<v1::UploadArtifactRequest>* reader,
+      v1::Artifact* artifact) override {
+    v1::UploadArtifactRequest message;
+    if (!reader->Read(&message) || !message.has_info()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "info: required");
+    }
+    const v1::ArtifactInfo info = message.info();
+    const bool known = info.sha256() == Sha256Hex("KNOWN");
+    context->AddInitialMetadata("mixq-artifact-existing",
+                                known ? "true" : "false");
+    std::vector<size_t> chunks;
+    if (!known) {
+      reader->SendInitialMetadata();
+      while (reader->Read(&message)) chunks.push_back(message.chunk().size());
+    }
+    absl::MutexLock lock(&mutex_);
+    uploads_.push_back({info, chunks});
+    artifact->set_sha256(info.sha256());
+    artifact->set_size_bytes(info.size_bytes());
+    artifact->set_existing(known);
+    return grpc::Status::OK;
+  }
+
+  // "job-1" exports kExported in two chunks; "job-damaged" the same with a
+  // wrong checksum; any other job has not succeeded.
+  grpc::Status ExportModel(
+      grpc::ServerContext*, const v1::ExportModelRequest* request,
+      grpc::ServerWriter<v1::ExportChunk>* writer) override {
+    if (request->job_id() != "job-1" && request->job_id() != "job-damaged") {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          "job is RUNNING");
+    }
+    const std::string data = absl::StrCat(kExported, request->format());
+    v1::ExportChunk chunk;
+    chunk.set_total_bytes(static_cast<int64_t>(data.size()));
+    chunk.set_sha256(request->job_id() == "job-1" ? Sha256Hex(data)
+                                                  : Sha256Hex("other"));
+    chunk.set_filename(request->job_id() + ".qdq.onnx");
+    chunk.set_data(data.substr(0, 3));
+    writer->Write(chunk);
+    v1::ExportChunk rest;
+    rest.set_data(data.substr(3));
+    writer->Write(rest);
+    return grpc::Status::OK;
+  }
+
+  struct Upload {
+    v1::ArtifactInfo info;
+    std::vector<size_t> chunks;  // their sizes
+  };
+  std::vector<Upload> uploads() {
+    absl::MutexLock lock(&mutex_);
+    return uploads_;
+  }
+
   v1::SubmitJobRequest last_submit() {
     absl::MutexLock lock(&mutex_);
     return last_submit_;
@@ -439,6 +526,7 @@ class FakeMixq final : public v1::Mixq::Service {
   v1::SubmitJobRequest last_submit_ ABSL_GUARDED_BY(mutex_);
   v1::ListJobsRequest last_list_ ABSL_GUARDED_BY(mutex_);
   v1::QueryBestPoliciesRequest last_best_ ABSL_GUARDED_BY(mutex_);
+  std::vector<Upload> uploads_ ABSL_GUARDED_BY(mutex_);
 };
 
 // RunCli against FakeMixq on 127.0.0.1:0.
@@ -619,6 +707,92 @@ TEST_F(RunCliFakeServerTest, WatchStreamEndingEarlyExitsFour) {
   EXPECT_THAT(err_.str(), HasSubstr("ended in state RUNNING"));
   EXPECT_EQ(Run({"watch", "job-unknown"}), kExitNotFound);
   EXPECT_EQ(err_.str(), "error: NOT_FOUND: no such job\n");
+}
+
+TEST_F(RunCliFakeServerTest, UploadSendsMiBChunksAndPrintsTheReference) {
+  TempDir dir;
+  const std::string path = (dir.path() / "big.bin").string();
+  const std::string content((5 << 20) / 2, 'z');  // 2.5 MiB
+  ASSERT_TRUE(WriteFile(path, content).ok());
+  EXPECT_EQ(Run({"upload", path}), kExitOk) << err_.str();
+  EXPECT_EQ(out_.str(), "sha256:" + Sha256Hex(content) + "\n");
+  EXPECT_EQ(err_.str(), "");
+  const auto uploads = service_.uploads();
+  ASSERT_EQ(uploads.size(), 1u);
+  EXPECT_EQ(uploads[0].info.sha256(), Sha256Hex(content));
+  EXPECT_EQ(uploads[0].info.size_bytes(), 5 << 19);
+  EXPECT_EQ(uploads[0].info.filename(), "big.bin");
+  EXPECT_THAT(uploads[0].chunks,
+              ::testing::ElementsAre(1 << 20, 1 << 20, 1 << 19));
+
+  EXPECT_EQ(Run({"--json", "upload", path}), kExitOk) << err_.str();
+  EXPECT_THAT(out_.str(), HasSubstr("\"sha256\": \"" + Sha256Hex(content)));
+}
+
+TEST_F(RunCliFakeServerTest, UploadOfAKnownFileSendsNoChunks) {
+  TempDir dir;
+  const std::string path = (dir.path() / "known.bin").string();
+  ASSERT_TRUE(WriteFile(path, "KNOWN").ok());
+  EXPECT_EQ(Run({"upload", path}), kExitOk) << err_.str();
+  EXPECT_EQ(out_.str(), "sha256:" + Sha256Hex("KNOWN") + "\n");
+  EXPECT_EQ(err_.str(), "note: the server had this file already\n");
+  ASSERT_EQ(service_.uploads().size(), 1u);
+  EXPECT_TRUE(service_.uploads()[0].chunks.empty());
+}
+
+TEST_F(RunCliFakeServerTest, SubmitUploadSendsReferencesWithFilenames) {
+  TempDir dir;
+  WriteInputs(dir.path());
+  const SubmitOptions o = MinimalSubmit(dir.path());
+  const std::string labels_ref = "sha256:" + Sha256Hex("given");
+  EXPECT_EQ(Run({"submit", "--model", o.model, "--inputs", o.inputs, "--labels",
+                 labels_ref, "--calib-size", "10", "--bits", "8,4",
+                 "--target-avg-bits", "5", "--upload"}),
+            kExitOk)
+      << err_.str();
+  EXPECT_EQ(out_.str(), "job-1\n");
+  EXPECT_THAT(err_.str(), HasSubstr("uploaded " + o.model +
+                                    ": sha256:" + Sha256Hex("MODEL")));
+  EXPECT_EQ(service_.uploads().size(), 2u);  // not the reference
+  const v1::JobSpec spec = service_.last_submit().spec();
+  EXPECT_EQ(spec.model().artifact_sha256(), Sha256Hex("MODEL"));
+  EXPECT_EQ(spec.model().filename(), "model.onnx");
+  EXPECT_EQ(spec.inputs().artifact_sha256(), Sha256Hex("INPUTS"));
+  EXPECT_EQ(spec.inputs().filename(), "x.npy");
+  EXPECT_EQ(spec.labels().artifact_sha256(), Sha256Hex("given"));
+  EXPECT_EQ(spec.labels().filename(), "");
+}
+
+TEST_F(RunCliFakeServerTest, ExportWritesTheCheckedDownload) {
+  TempDir dir;
+  const std::string path = (dir.path() / "m.onnx").string();
+  EXPECT_EQ(Run({"export", "job-1", "--output", path}), kExitOk) << err_.str();
+  const std::string expected = std::string(kExported) + "onnx";
+  auto written = ReadFile(path);
+  ASSERT_TRUE(written.ok()) << written.status();
+  EXPECT_EQ(*written, expected);
+  EXPECT_EQ(out_.str(), "wrote " + std::to_string(expected.size()) +
+                            " bytes to " + path + " (sha256 " +
+                            Sha256Hex(expected) + ")\n");
+
+  EXPECT_EQ(Run({"--json", "export", "job-1", "-o", path}), kExitOk);
+  EXPECT_THAT(out_.str(), HasSubstr("\"output\": \"" + path + "\""));
+  EXPECT_THAT(out_.str(), HasSubstr("\"format\": \"onnx\""));
+
+  EXPECT_EQ(Run({"export", "job-1", "--format", "policy-json", "-o", "-"}),
+            kExitOk);
+  EXPECT_EQ(out_.str(), std::string(kExported) + "policy_json");
+}
+
+TEST_F(RunCliFakeServerTest, DamagedOrRefusedExportsWriteNothing) {
+  TempDir dir;
+  const std::string path = (dir.path() / "m.onnx").string();
+  EXPECT_EQ(Run({"export", "job-damaged", "-o", path}), kExitRpcError);
+  EXPECT_THAT(err_.str(), HasSubstr("arrived damaged"));
+  EXPECT_FALSE(std::filesystem::exists(path));
+  EXPECT_EQ(Run({"export", "job-running", "-o", path}), kExitUsage);
+  EXPECT_EQ(err_.str(), "error: FAILED_PRECONDITION: job is RUNNING\n");
+  EXPECT_FALSE(std::filesystem::exists(path));
 }
 
 }  // namespace

@@ -24,6 +24,7 @@
 #include "server/server.h"
 #include "tests/support/npy.h"
 #include "tests/support/onnx_mlp.h"
+#include "tests/support/tiny_job.h"
 #include "util/file.h"
 
 namespace mixq {
@@ -57,11 +58,12 @@ class IntegrationTest : public ::testing::Test {
     std::filesystem::remove_all(data_dir_);
   }
 
-  void StartServer() {
+  void StartServer(int max_evaluations = 2) {
     server::ServerOptions options;
     options.listen = "127.0.0.1:0";
     options.data_dir = data_dir_.string();
     options.workers = 1;
+    options.max_evaluations = max_evaluations;
     auto server = server::Server::Start(options);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
@@ -85,20 +87,7 @@ class IntegrationTest : public ::testing::Test {
   }
 
   // A small synthetic job (tiny MLP, teacher labels) as a request.
-  static v1::SubmitJobRequest TinyJob() {
-    v1::SubmitJobRequest request;
-    v1::JobSpec* spec = request.mutable_spec();
-    spec->mutable_model()->set_content(testing::MakeMlpOnnx({12, 16, 3}, 1));
-    const search::LabeledData data = testing::MakeTeacherData(200, 12, 3, 2);
-    spec->mutable_inputs()->set_content(testing::NpyFloat32(data.inputs));
-    spec->mutable_labels()->set_content(testing::NpyInt64(data.labels));
-    spec->set_calib_size(50);
-    v1::SearchOptions* search = spec->mutable_search();
-    for (int b : {8, 4, 2}) search->add_bits(b);
-    search->mutable_budget()->set_avg_bits(3);
-    search->set_finetune_steps(5);
-    return request;
-  }
+  static v1::SubmitJobRequest TinyJob() { return testing::TinyJobRequest(); }
 
   grpc::Status Submit(const v1::SubmitJobRequest& request,
                       v1::SubmitJobResponse* response) {
@@ -319,6 +308,43 @@ TEST_F(IntegrationTest, BadInputIsInvalidArgumentAndTheServerKeepsServing) {
   EXPECT_EQ(stub_->CancelJob(&c3, cancel, &job).error_code(),
             grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_EQ(Cli({"status", "job-000000000000"}).exit_code, 3);
+}
+
+TEST_F(IntegrationTest, EvaluationsBeyondTheLimitAreResourceExhausted) {
+  StopServer();
+  StartServer(/*max_evaluations=*/1);
+  v1::EvaluatePolicyRequest request;
+  *request.mutable_spec() = TinyJob().spec();
+  request.mutable_spec()->clear_search();
+  request.set_default_bits(4);
+  request.set_mode("qat");
+  const auto evaluate = [&](int finetune_steps) {
+    request.set_finetune_steps(finetune_steps);
+    v1::EvaluatePolicyResponse response;
+    grpc::ClientContext context;
+    return stub_->EvaluatePolicy(&context, request, &response);
+  };
+  // A long evaluation holds the only slot; others are turned away until
+  // it ends, and the server keeps answering everything else.
+  grpc::Status long_status;
+  std::thread long_evaluation([&] { long_status = evaluate(200000); });
+  bool refused = false;
+  for (int attempt = 0; attempt < 200 && !refused; ++attempt) {
+    const grpc::Status status = evaluate(1);
+    if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      refused = true;
+      EXPECT_THAT(status.error_message(), HasSubstr("--max-evaluations"));
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  EXPECT_TRUE(refused);
+  v1::ListJobsResponse jobs;
+  grpc::ClientContext list_context;
+  EXPECT_TRUE(stub_->ListJobs(&list_context, {}, &jobs).ok());
+  long_evaluation.join();
+  EXPECT_TRUE(long_status.ok()) << long_status.error_message();
+  EXPECT_TRUE(evaluate(1).ok());
 }
 
 TEST_F(IntegrationTest, EvaluatePolicyModesOverRpcAndTheCli) {

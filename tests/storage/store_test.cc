@@ -529,6 +529,18 @@ TEST_F(StoreTest, ArtifactsRoundTripAndPutIsIdempotent) {
   EXPECT_CODE(store->PutArtifact("", data), absl::StatusCode::kInvalidArgument);
 }
 
+TEST_F(StoreTest, ArtifactSizeWithoutReadingTheBlob) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  auto absent = store->ArtifactSize("abc");
+  ASSERT_TRUE(absent.ok()) << absent.status();
+  EXPECT_FALSE(absent->has_value());
+  ASSERT_OK(store->PutArtifact("abc", std::string(1234, 'x')));
+  auto size = store->ArtifactSize("abc");
+  ASSERT_TRUE(size.ok() && size->has_value());
+  EXPECT_EQ(**size, 1234);
+}
+
 TEST_F(StoreTest, LargeArtifactRoundTrips) {
   auto store = OpenStore();
   ASSERT_NE(store, nullptr);

@@ -1,0 +1,314 @@
+// Crash safety, end to end with the real mixq-server binary: a job survives
+// SIGKILL at random points and SIGTERM, resumes from its last checkpointed
+// step, and ends with exactly the policy and scores of an uninterrupted run
+// with the same seed.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <iostream>
+#include <filesystem>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/ascii.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "proto/mixq.grpc.pb.h"
+#include "tests/support/npy.h"
+#include "tests/support/onnx_mlp.h"
+#include "util/file.h"
+
+extern char** environ;
+
+namespace mixq {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using ::testing::HasSubstr;
+
+// One mixq-server process on a data dir; its stdout/stderr are appended to
+// <dir>/server.log across restarts.
+class ServerProcess {
+ public:
+  ServerProcess(const std::filesystem::path& data_dir,
+                const std::filesystem::path& log)
+      : data_dir_(data_dir), log_(log) {}
+  ~ServerProcess() {
+    if (pid_ > 0) Kill(SIGKILL);
+  }
+
+  // Starts the server and connects; false (with a test failure) if it does
+  // not come up within 30 s.
+  bool Start() {
+    const std::string port_file = (data_dir_ / "port").string();
+    std::filesystem::create_directories(data_dir_);
+    std::filesystem::remove(port_file);
+    std::vector<std::string> args = {
+        MIXQ_SERVER_PATH, "--listen",  "127.0.0.1:0",
+        "--data-dir",     data_dir_.string(), "--port-file", port_file,
+        "--threads",      "1",        "--workers", "1"};
+    std::vector<char*> argv;
+    for (std::string& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    for (int fd : {STDOUT_FILENO, STDERR_FILENO}) {
+      posix_spawn_file_actions_addopen(&actions, fd, log_.c_str(),
+                                       O_WRONLY | O_CREAT | O_APPEND, 0644);
+    }
+    const int rc =
+        posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    EXPECT_EQ(rc, 0) << "cannot start " << MIXQ_SERVER_PATH;
+    if (rc != 0) return false;
+    const auto deadline = Clock::now() + std::chrono::seconds(30);
+    int port = 0;
+    while (Clock::now() < deadline) {
+      auto text = ReadFile(port_file);
+      if (text.ok() && absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &port) &&
+          port > 0) {
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    EXPECT_GT(port, 0) << "the server did not write its port";
+    if (port <= 0) return false;
+    stub_ = v1::Mixq::NewStub(grpc::CreateChannel(
+        absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
+    return true;
+  }
+
+  // Sends `signal` and waits for the process; its exit code (-signal if
+  // killed by one).
+  int Kill(int signal) {
+    stub_.reset();
+    ::kill(pid_, signal);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = 0;
+    stub_.reset();
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+  }
+
+  v1::Mixq::Stub& stub() { return *stub_; }
+
+ private:
+  std::filesystem::path data_dir_;
+  std::filesystem::path log_;
+  pid_t pid_ = 0;
+  std::unique_ptr<v1::Mixq::Stub> stub_;
+};
+
+class CrashResumeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::path(::testing::TempDir()) /
+           absl::StrCat("mixq_crash_",
+                        ::testing::UnitTest::GetInstance()
+                            ->current_test_info()
+                            ->name(),
+                        "_", getpid());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override {
+    if (!HasFailure() && getenv("MIXQ_KEEP_TEST_DIR") == nullptr)
+      std::filesystem::remove_all(dir_);
+  }
+
+  // A job of a few seconds on one engine thread: about ten search steps.
+  static v1::SubmitJobRequest Job() {
+    v1::SubmitJobRequest request;
+    request.set_request_id("crash-test-job");
+    v1::JobSpec* spec = request.mutable_spec();
+    spec->mutable_model()->set_content(
+        testing::MakeMlpOnnx({64, 256, 256, 128, 10}, 3));
+    const search::LabeledData data = testing::MakeTeacherData(3000, 64, 10, 4);
+    spec->mutable_inputs()->set_content(testing::NpyFloat32(data.inputs));
+    spec->mutable_labels()->set_content(testing::NpyInt64(data.labels));
+    spec->set_calib_size(600);
+    v1::SearchOptions* search = spec->mutable_search();
+    for (int b : {8, 6, 5, 4, 3, 2}) search->add_bits(b);
+    search->mutable_budget()->set_avg_bits(3);
+    search->set_candidates(8);
+    search->set_finetune_steps(60);
+    search->set_warmup_steps(60);
+    search->set_final_finetune_steps(60);
+    search->set_seed(11);
+    return request;
+  }
+
+  static v1::Job Submit(ServerProcess& server) {
+    grpc::ClientContext context;
+    v1::SubmitJobResponse response;
+    const grpc::Status status =
+        server.stub().SubmitJob(&context, Job(), &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return response.job();
+  }
+
+  static v1::Job Get(ServerProcess& server, const std::string& id) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::seconds(10));
+    v1::GetJobRequest request;
+    request.set_job_id(id);
+    v1::Job job;
+    const grpc::Status status = server.stub().GetJob(&context, request, &job);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return job;
+  }
+
+  // Polls until the job is terminal (or 120 s pass).
+  static v1::Job WaitDone(ServerProcess& server, const std::string& id) {
+    const auto deadline = Clock::now() + std::chrono::seconds(120);
+    v1::Job job;
+    while (Clock::now() < deadline) {
+      job = Get(server, id);
+      if (job.state() >= v1::SUCCEEDED) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return job;
+  }
+
+  static v1::GetResultsResponse Results(ServerProcess& server,
+                                        const std::string& id) {
+    grpc::ClientContext context;
+    v1::GetResultsRequest request;
+    request.set_job_id(id);
+    v1::GetResultsResponse response;
+    const grpc::Status status =
+        server.stub().GetResults(&context, request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return response;
+  }
+
+  // The uninterrupted run: its results and how long the job took.
+  void RunReference(v1::GetResultsResponse* results, double* seconds) {
+    ServerProcess server(dir_ / "reference", dir_ / "reference.log");
+    ASSERT_TRUE(server.Start());
+    const auto start = Clock::now();
+    const v1::Job job = Submit(server);
+    const v1::Job done = WaitDone(server, job.id());
+    ASSERT_EQ(done.state(), v1::SUCCEEDED) << done.error();
+    *seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    *results = Results(server, job.id());
+    EXPECT_EQ(server.Kill(SIGTERM), 0);
+  }
+
+  // Same steps, policies and scores to the bit (timings aside).
+  static void ExpectSameResults(const v1::GetResultsResponse& a,
+                                const v1::GetResultsResponse& b) {
+    const auto same_policy = [](const v1::Policy& x, const v1::Policy& y,
+                                const std::string& what) {
+      ASSERT_EQ(x.layers_size(), y.layers_size()) << what;
+      for (int l = 0; l < x.layers_size(); ++l)
+        EXPECT_EQ(x.layers(l).bits(), y.layers(l).bits()) << what;
+      EXPECT_EQ(x.loss(), y.loss()) << what;
+      EXPECT_EQ(x.accuracy(), y.accuracy()) << what;
+      EXPECT_EQ(x.omega(), y.omega()) << what;
+      EXPECT_EQ(x.index(), y.index()) << what;
+    };
+    ASSERT_EQ(a.steps_size(), b.steps_size());
+    for (int s = 0; s < a.steps_size(); ++s) {
+      const std::string what = absl::StrCat("step ", s);
+      ASSERT_EQ(a.steps(s).candidates_size(), b.steps(s).candidates_size())
+          << what;
+      for (int c = 0; c < a.steps(s).candidates_size(); ++c)
+        same_policy(a.steps(s).candidates(c), b.steps(s).candidates(c), what);
+      same_policy(a.steps(s).finetuned(), b.steps(s).finetuned(), what);
+    }
+    same_policy(a.final_policy(), b.final_policy(), "final");
+  }
+
+  std::filesystem::path dir_;
+};
+
+TEST_F(CrashResumeTest, SigkillAtRandomPointsLosesNothing) {
+  v1::GetResultsResponse reference;
+  double seconds = 0;
+  ASSERT_NO_FATAL_FAILURE(RunReference(&reference, &seconds));
+  ASSERT_GE(reference.steps_size(), 4);
+  std::cout << "uninterrupted run: " << seconds << " s, "
+            << reference.steps_size() << " steps\n";
+
+  const std::filesystem::path log = dir_ / "crash.log";
+  ServerProcess server(dir_ / "crash", log);
+  ASSERT_TRUE(server.Start());
+  const std::string id = Submit(server).id();
+  ASSERT_FALSE(id.empty());
+  // Kills at random points of the run; each kill comes after the server
+  // had time to start, reload and resume.
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<double> fraction(0.1, 0.25);
+  int kills_while_running = 0;
+  int last_steps = -1;
+  for (int kill = 0; kill < 5; ++kill) {
+    std::this_thread::sleep_for(
+        std::chrono::duration<double>(fraction(rng) * seconds));
+    const v1::Job before = Get(server, id);
+    ASSERT_EQ(server.Kill(SIGKILL), -SIGKILL);
+    if (before.state() == v1::RUNNING || before.state() == v1::QUEUED) {
+      ++kills_while_running;
+      // A kill never loses a recorded step.
+      EXPECT_GE(before.steps_done(), last_steps);
+      last_steps = before.steps_done();
+    }
+    ASSERT_TRUE(server.Start());
+    // The accepted job is still there, and its recorded steps with it.
+    const v1::Job after = Get(server, id);
+    EXPECT_EQ(after.id(), id);
+    if (before.state() != v1::SUCCEEDED) {
+      EXPECT_GE(after.steps_done(), before.steps_done());
+    }
+  }
+  const v1::Job done = WaitDone(server, id);
+  ASSERT_EQ(done.state(), v1::SUCCEEDED) << done.error();
+  ExpectSameResults(Results(server, id), reference);
+  // Submitting again (same request id) names the same job.
+  EXPECT_EQ(Submit(server).id(), id);
+  EXPECT_EQ(server.Kill(SIGTERM), 0);
+  EXPECT_GE(kills_while_running, 3) << "the job finished before the kills";
+  const std::string text = ReadFile(log.string()).value_or("");
+  EXPECT_THAT(text, HasSubstr("job resumed"));
+}
+
+TEST_F(CrashResumeTest, SigtermStopsWithinTheGracePeriodAndTheJobResumes) {
+  v1::GetResultsResponse reference;
+  double seconds = 0;
+  ASSERT_NO_FATAL_FAILURE(RunReference(&reference, &seconds));
+
+  ServerProcess server(dir_ / "term", dir_ / "term.log");
+  ASSERT_TRUE(server.Start());
+  const std::string id = Submit(server).id();
+  // Wait until the search has recorded a step or two.
+  const auto deadline = Clock::now() + std::chrono::seconds(60);
+  while (Clock::now() < deadline && Get(server, id).steps_done() < 2)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  const auto stop = Clock::now();
+  EXPECT_EQ(server.Kill(SIGTERM), 0);
+  const double stop_seconds =
+      std::chrono::duration<double>(Clock::now() - stop).count();
+  EXPECT_LT(stop_seconds, 10.0);
+
+  ASSERT_TRUE(server.Start());
+  const v1::Job done = WaitDone(server, id);
+  ASSERT_EQ(done.state(), v1::SUCCEEDED) << done.error();
+  ExpectSameResults(Results(server, id), reference);
+  EXPECT_EQ(server.Kill(SIGTERM), 0);
+  const std::string text = ReadFile((dir_ / "term.log").string()).value_or("");
+  EXPECT_THAT(text, HasSubstr("job resumed"));
+}
+
+}  // namespace
+}  // namespace mixq
