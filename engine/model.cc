@@ -18,6 +18,7 @@
 #include "absl/strings/str_join.h"
 #include "engine/ops.h"
 #include "engine/ops_util.h"
+#include "engine/validate.h"
 #include "onnx/onnx_pb.h"
 #include "util/check.h"
 #include "util/file.h"
@@ -123,6 +124,10 @@ absl::Status CheckLegacyAttributes(const onnx::NodeProto& node,
 constexpr size_t kInlineInputs = 6;
 // The second batch shapes are evaluated at to track the batch (Importer).
 constexpr int64_t kProbeBatch = 7;
+// The most values a node's output may hold per sample (1 GiB of floats): a
+// model whose shapes need more (a hostile Pad to 2^31 elements, say) is
+// refused at import rather than at its first Forward's allocation.
+constexpr int64_t kMaxValuesPerSample = int64_t{1} << 28;
 // Importer::BatchAxis of a shape that depends on the batch in another way.
 constexpr int kMixedBatch = -2;
 // Integers up to this are exact in float (FoldMovement's element numbers).
@@ -908,6 +913,14 @@ class Importer {
     if (!shape.ok()) {
       return Annotate(shape.status(), absl::StrCat("node '", node.label, "'"));
     }
+    // Shapes here are at the import batch (batch_ samples).
+    if (NumElements(*shape) / std::max<int64_t>(batch_, 1) >
+        kMaxValuesPerSample) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "node '", node.label, "' (", node.op_type, "): its output ",
+          ShapeToString(*shape), " holds more than ", kMaxValuesPerSample,
+          " values per sample"));
+    }
     node.output = slot_of_.at(proto.output(0));
     Slot& out = slots_[node.output];
     out.shape = *shape;
@@ -1580,6 +1593,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromOnnxBytes(
     return Invalid("not an ONNX model (protobuf parsing failed)");
   }
   if (!proto.has_graph()) return Invalid("not an ONNX model: it has no graph");
+  MIXQ_RETURN_IF_ERROR(ValidateModel(proto));
   int64_t opset = 0;
   for (const onnx::OperatorSetIdProto& opset_id : proto.opset_import()) {
     if (opset_id.domain().empty() || opset_id.domain() == "ai.onnx") {

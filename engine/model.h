@@ -68,11 +68,14 @@ struct ForwardTrace {
 
 class Model {
  public:
-  // Parses a serialized ONNX ModelProto and validates it. Errors are
+  // Parses a serialized ONNX ModelProto and validates it: first the proto's
+  // structure (ValidateModel, engine/validate.h), then the import. Errors are
   // INVALID_ARGUMENT with a message naming the problem: not an ONNX model, an
   // unsupported operator ("unsupported operator 'Foo' (node 'n')"), an
   // unsupported attribute value, a cycle, a missing input, a non-float
-  // graph input, more than one graph input that is not an initializer.
+  // graph input, more than one graph input that is not an initializer; or
+  // RESOURCE_EXHAUSTED for a model over ModelLimits, or a node whose output
+  // would hold more than 2^28 values per sample.
   //
   // Sub-graphs that only compute constants or shapes (Shape, Gather, Slice,
   // Concat, Cast, Range, int64 arithmetic, ... as exporters emit them) are

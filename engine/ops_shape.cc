@@ -490,8 +490,52 @@ class PadKernel : public AxisMapKernel {
         axes_(std::move(axes)),
         mode_(mode) {}
 
+  // The padded shape, checked (CheckedShape) without building the maps:
+  // pads come from the file, and maps for a huge output would be allocated
+  // before the check.
+  absl::StatusOr<Shape> OutputShape(
+      absl::Span<const Shape* const> inputs) const override {
+    std::vector<int64_t> pads;
+    return PaddedShape(*inputs[0], &pads);
+  }
+
  protected:
   absl::StatusOr<AxisMaps> Maps(const Shape& in) const override {
+    std::vector<int64_t> pads;
+    const absl::StatusOr<Shape> out = PaddedShape(in, &pads);
+    if (!out.ok()) return out.status();
+    const size_t rank = in.size();
+    AxisMaps maps(rank);
+    for (size_t d = 0; d < rank; ++d) {
+      const int64_t begin = pads[d];
+      const int64_t n = (*out)[d];
+      std::vector<int64_t>& map = maps[d];
+      map.resize(n);
+      for (int64_t j = 0; j < n; ++j) {
+        int64_t src = j - begin;
+        if (src < 0 || src >= in[d]) {
+          switch (mode_) {
+            case PadMode::kConstant:
+              src = -1;
+              break;
+            case PadMode::kEdge:
+              src = std::clamp<int64_t>(src, 0, in[d] - 1);
+              break;
+            case PadMode::kReflect:
+              src = src < 0 ? -src : 2 * (in[d] - 1) - src;
+              break;
+          }
+        }
+        map[j] = src;
+      }
+    }
+    return maps;
+  }
+
+ private:
+  // `in` padded; `*pads_out` gets every axis' pads ([begins..., ends...]).
+  absl::StatusOr<Shape> PaddedShape(const Shape& in,
+                                    std::vector<int64_t>* pads_out) const {
     const size_t rank = in.size();
     const size_t n_axes = axes_.empty() ? rank : axes_.size();
     if (pads_.size() != 2 * n_axes) {
@@ -514,11 +558,11 @@ class PadKernel : public AxisMapKernel {
       pads[axis] = pads_[k];
       pads[axis + rank] = pads_[k + n_axes];
     }
-    AxisMaps maps(rank);
+    Shape out(rank);
     for (size_t d = 0; d < rank; ++d) {
       const int64_t begin = pads[d];
       const int64_t end = pads[d + rank];
-      // Bounded pads keep the index arithmetic below from overflowing.
+      // Bounded pads keep the index arithmetic in Maps from overflowing.
       const auto small = [](int64_t p) {
         return p >= -kMaxTensorElements && p <= kMaxTensorElements;
       };
@@ -540,27 +584,10 @@ class PadKernel : public AxisMapKernel {
                                 "] must be smaller than the dims of ",
                                 ShapeToString(in)));
       }
-      std::vector<int64_t>& map = maps[d];
-      map.resize(n);
-      for (int64_t j = 0; j < n; ++j) {
-        int64_t src = j - begin;
-        if (src < 0 || src >= in[d]) {
-          switch (mode_) {
-            case PadMode::kConstant:
-              src = -1;
-              break;
-            case PadMode::kEdge:
-              src = std::clamp<int64_t>(src, 0, in[d] - 1);
-              break;
-            case PadMode::kReflect:
-              src = src < 0 ? -src : 2 * (in[d] - 1) - src;
-              break;
-          }
-        }
-        map[j] = src;
-      }
+      out[d] = n;
     }
-    return maps;
+    *pads_out = std::move(pads);
+    return CheckedShape(std::move(out));
   }
 
   const std::vector<int64_t> pads_;

@@ -21,9 +21,13 @@ constexpr double kDefaultLearningRate = 1e-4;
 constexpr int kDefaultBatchSize = 64;
 constexpr double kDefaultLambda = 1.0;
 
+// INVALID_ARGUMENT, except that a model or file over a size limit stays
+// RESOURCE_EXHAUSTED.
 absl::Status FieldError(absl::string_view field, const absl::Status& status) {
-  return absl::InvalidArgumentError(
-      absl::StrCat(field, ": ", status.message()));
+  return absl::Status(status.code() == absl::StatusCode::kResourceExhausted
+                          ? absl::StatusCode::kResourceExhausted
+                          : absl::StatusCode::kInvalidArgument,
+                      absl::StrCat(field, ": ", status.message()));
 }
 
 // For errors whose message starts with a field path relative to `parent`

@@ -1,5 +1,7 @@
 // Turning a submitted JobSpec into what a search runs on, with every problem
-// reported as INVALID_ARGUMENT naming the spec field. Used both when a job is
+// reported as INVALID_ARGUMENT naming the spec field (RESOURCE_EXHAUSTED,
+// also naming it, for a model over the engine's size limits: see
+// engine/validate.h). Used both when a job is
 // submitted (so bad input is refused before it is queued) and when a worker
 // runs it. gRPC-free; thread-safe (pure functions).
 #ifndef MIXQ_SERVER_JOB_SPEC_H_

@@ -880,5 +880,31 @@ TEST(ExportedFixtureTest, FashionMnistMlpLayers) {
   EXPECT_THAT(logits->shape(), ElementsAre(3, 10));
 }
 
+// A few bytes of model must not make the engine allocate gigabytes: a node
+// output above 2^28 values per sample is refused at import.
+TEST(ModelImportTest, RefusesNodeOutputsOverTheValuesPerSampleLimit) {
+  for (int64_t batch : {int64_t{-1}, int64_t{4}}) {
+    SCOPED_TRACE(batch);
+    OnnxBuilder builder;
+    builder.Input("x", {batch, 8})
+        .Output("y")
+        .IntInitializer("pads", {0, 0, 0, (int64_t{1} << 28)});
+    builder.Node("Pad", {"x", "pads"}, {"y"}, "huge_pad");
+    auto model = builder.Build();
+    ASSERT_FALSE(model.ok());
+    EXPECT_EQ(model.status().code(), absl::StatusCode::kResourceExhausted)
+        << model.status();
+    EXPECT_THAT(std::string(model.status().message()),
+                ::testing::HasSubstr("huge_pad"));
+  }
+  // Just under the limit per sample imports (and is not run here).
+  OnnxBuilder builder;
+  builder.Input("x", {-1, 8})
+      .Output("y")
+      .IntInitializer("pads", {0, 0, 0, (int64_t{1} << 28) - 8});
+  builder.Node("Pad", {"x", "pads"}, {"y"}, "big_pad");
+  EXPECT_TRUE(builder.Build().ok());
+}
+
 }  // namespace
 }  // namespace mixq::engine
