@@ -1,5 +1,6 @@
 #include "util/logging.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 
@@ -28,22 +29,50 @@ const char* LevelName(LogLevel level) {
   return "?";
 }
 
-// Quotes values that contain spaces or quotes so lines stay parseable.
-std::string FormatValue(absl::string_view value) {
-  if (value.find_first_of(" \"=") == absl::string_view::npos &&
-      !value.empty()) {
-    return std::string(value);
-  }
+}  // namespace
+
+std::string FormatLogValue(absl::string_view value) {
+  const size_t size = value.size();
+  const bool cut = size > kMaxLogValueBytes;
+  if (cut) value = value.substr(0, kMaxLogValueBytes);
+  const bool plain =
+      !value.empty() && !cut &&
+      std::none_of(value.begin(), value.end(), [](char c) {
+        return c == ' ' || c == '"' || c == '=' || c == '\\' ||
+               static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+      });
+  if (plain) return std::string(value);
   std::string out = "\"";
   for (char c : value) {
-    if (c == '"' || c == '\\') out.push_back('\\');
-    out.push_back(c);
+    switch (c) {
+      case '"':
+      case '\\':
+        out.push_back('\\');
+        out.push_back(c);
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+          absl::StrAppend(&out, "\\x",
+                          absl::Hex(static_cast<unsigned char>(c),
+                                    absl::kZeroPad2));
+        } else {
+          out.push_back(c);
+        }
+    }
   }
+  if (cut) absl::StrAppend(&out, "...(", size, " bytes)");
   out.push_back('"');
   return out;
 }
-
-}  // namespace
 
 void SetMinLogLevel(LogLevel level) {
   g_min_level.store(static_cast<int>(level));
@@ -56,7 +85,7 @@ void Log(LogLevel level, absl::string_view message, const LogFields& fields) {
                                     absl::UTCTimeZone()),
                    " ", LevelName(level), " ", message);
   for (const auto& [key, value] : fields) {
-    absl::StrAppend(&line, " ", key, "=", FormatValue(value));
+    absl::StrAppend(&line, " ", key, "=", FormatLogValue(value));
   }
   line.push_back('\n');
   absl::MutexLock lock(&g_log_mutex);

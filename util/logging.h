@@ -18,6 +18,14 @@ void SetMinLogLevel(LogLevel level);
 
 using LogFields = std::vector<std::pair<std::string, std::string>>;
 
+// A field value as it appears in a line: as is when it is non-empty plain
+// text, else in double quotes with `"` and `\` escaped; control characters
+// (newlines included) are escaped as \n, \r, \t or \xNN, so a value from a
+// client can never start a line of its own. Values longer than
+// kMaxLogValueBytes are cut there, marked "...(N bytes)".
+inline constexpr size_t kMaxLogValueBytes = 512;
+std::string FormatLogValue(absl::string_view value);
+
 // Writes one log line atomically (whole lines never interleave).
 void Log(LogLevel level, absl::string_view message,
          const LogFields& fields = {});

@@ -319,15 +319,21 @@ TEST_F(IntegrationTest, EvaluationsBeyondTheLimitAreResourceExhausted) {
   request.set_default_bits(4);
   request.set_mode("qat");
   const auto evaluate = [&](int finetune_steps) {
-    request.set_finetune_steps(finetune_steps);
+    v1::EvaluatePolicyRequest copy = request;  // each thread its own
+    copy.set_finetune_steps(finetune_steps);
     v1::EvaluatePolicyResponse response;
     grpc::ClientContext context;
-    return stub_->EvaluatePolicy(&context, request, &response);
+    return stub_->EvaluatePolicy(&context, copy, &response);
   };
   // A long evaluation holds the only slot; others are turned away until
   // it ends, and the server keeps answering everything else.
+  // (The long one retries while a short probe holds the slot.)
   grpc::Status long_status;
-  std::thread long_evaluation([&] { long_status = evaluate(200000); });
+  std::thread long_evaluation([&] {
+    do {
+      long_status = evaluate(200000);
+    } while (long_status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+  });
   bool refused = false;
   for (int attempt = 0; attempt < 200 && !refused; ++attempt) {
     const grpc::Status status = evaluate(1);

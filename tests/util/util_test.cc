@@ -3,6 +3,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "util/file.h"
+#include "util/logging.h"
 #include "util/sha256.h"
 #include "util/status_macros.h"
 
@@ -65,6 +66,22 @@ TEST(FileTest, WriteThenReadAndErrors) {
   EXPECT_THAT(std::string(ReadFile(dir + "/missing").status().message()),
               ::testing::HasSubstr("missing"));
   std::filesystem::remove_all(dir);
+}
+
+TEST(LoggingTest, ValuesAreQuotedEscapedAndCut) {
+  EXPECT_EQ(FormatLogValue("job-1"), "job-1");
+  EXPECT_EQ(FormatLogValue(""), "\"\"");
+  EXPECT_EQ(FormatLogValue("a b"), "\"a b\"");
+  EXPECT_EQ(FormatLogValue("say \"hi\""), "\"say \\\"hi\\\"\"");
+  // A client-sent value cannot forge a line of its own.
+  EXPECT_EQ(FormatLogValue("x\n2026 INFO forged"),
+            "\"x\\n2026 INFO forged\"");
+  EXPECT_EQ(FormatLogValue(std::string("a\x01\tb\r", 5)),
+            "\"a\\x01\\tb\\r\"");
+  const std::string long_value(10000, 'j');
+  const std::string logged = FormatLogValue(long_value);
+  EXPECT_LT(logged.size(), kMaxLogValueBytes + 32);
+  EXPECT_NE(logged.find("...(10000 bytes)"), std::string::npos);
 }
 
 }  // namespace
