@@ -64,13 +64,13 @@ class JobManager {
   JobManager(const JobManager&) = delete;
   JobManager& operator=(const JobManager&) = delete;
 
-  // Re-queues jobs a previous process left queued or running (they restart
-  // from the beginning; a seed makes the result the same) and starts the
-  // workers.
+  // Re-queues jobs a previous process left running (first; each resumes
+  // after its last checkpointed step, bit for bit, or starts over without a
+  // usable checkpoint) or queued, and starts the workers.
   absl::Status Start();
-  // Stops the workers: running jobs stop between steps and go back to
-  // queued, to resume at the next Start. Blocks until the workers exit.
-  // Idempotent.
+  // Stops the workers: running jobs stop between mini-batches (or scored
+  // candidates) and go back to queued, to resume from their last checkpoint
+  // at the next Start. Blocks until the workers exit. Idempotent.
   void Shutdown();
 
   // Validates, stores and queues a job. INVALID_ARGUMENT naming the field,

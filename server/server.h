@@ -62,7 +62,8 @@ class Server {
   // Blocks until Shutdown is called.
   void Wait();
   // Marks health NOT_SERVING, stops accepting RPCs (open streams end),
-  // stops the workers (running jobs go back to queued). Idempotent.
+  // stops the workers (running jobs go back to queued and resume from their
+  // last checkpoint at the next start). Idempotent.
   void Shutdown();
 
   struct Impl;
