@@ -4,7 +4,7 @@
 #   an embedded SQLite store in a temporary data directory, submits a 4-bit
 #   search of the demo MLP (tests/fixtures/mlp_fmnist.onnx) with Fashion-MNIST
 #   calibration data, watches it to the end, prints the ranked best policies,
-#   and stops the server.
+#   exports the result (QDQ ONNX and policy JSON), and stops the server.
 # Environment: BUILD_DIR (default build), DEMO_DATA_DIR (default a temp dir).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,3 +42,8 @@ echo
 echo
 echo "Best policies within the budget:"
 "${MIXQ[@]}" best "$JOB"
+echo
+# The result as a deployable QDQ ONNX model and as a policy document.
+"${MIXQ[@]}" export "$JOB" --format onnx -o "$DATA_DIR/demo.qdq.onnx"
+"${MIXQ[@]}" export "$JOB" --format policy-json -o "$DATA_DIR/demo.policy.json"
+echo "exported $DATA_DIR/demo.qdq.onnx ($(stat -c %s "$DATA_DIR/demo.qdq.onnx") bytes) and $DATA_DIR/demo.policy.json"
