@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <iostream>
 #include <filesystem>
@@ -247,15 +248,25 @@ TEST_F(CrashResumeTest, SigkillAtRandomPointsLosesNothing) {
   ASSERT_TRUE(server.Start());
   const std::string id = Submit(server).id();
   ASSERT_FALSE(id.empty());
-  // Kills at random points of the run; each kill comes after the server
-  // had time to start, reload and resume.
+  // Kills at random points inside steps: once the job has recorded one or
+  // two more steps than at the last kill, after a random fraction of a
+  // step's time (so kills land in fine-tuning, scoring or the store write).
+  // Keyed to progress rather than wall time, every kill hits a running job
+  // however loaded the machine is.
+  const int total_steps = reference.steps_size();  // warm-up included
+  const double step_seconds = seconds / total_steps;
   std::mt19937 rng(7);
-  std::uniform_real_distribution<double> fraction(0.1, 0.25);
+  std::uniform_real_distribution<double> fraction(0.0, 1.0);
   int kills_while_running = 0;
-  int last_steps = -1;
+  int last_steps = 0;
   for (int kill = 0; kill < 5; ++kill) {
+    const int target =
+        std::min(last_steps + 1 + static_cast<int>(rng() % 2), total_steps - 2);
+    const auto deadline = Clock::now() + std::chrono::seconds(60);
+    while (Clock::now() < deadline && Get(server, id).steps_done() < target)
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
     std::this_thread::sleep_for(
-        std::chrono::duration<double>(fraction(rng) * seconds));
+        std::chrono::duration<double>(fraction(rng) * step_seconds));
     const v1::Job before = Get(server, id);
     ASSERT_EQ(server.Kill(SIGKILL), -SIGKILL);
     if (before.state() == v1::RUNNING || before.state() == v1::QUEUED) {
@@ -278,7 +289,7 @@ TEST_F(CrashResumeTest, SigkillAtRandomPointsLosesNothing) {
   // Submitting again (same request id) names the same job.
   EXPECT_EQ(Submit(server).id(), id);
   EXPECT_EQ(server.Kill(SIGTERM), 0);
-  EXPECT_GE(kills_while_running, 3) << "the job finished before the kills";
+  EXPECT_EQ(kills_while_running, 5) << "the job finished before the kills";
   const std::string text = ReadFile(log.string()).value_or("");
   EXPECT_THAT(text, HasSubstr("job resumed"));
 }
