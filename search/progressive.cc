@@ -79,6 +79,15 @@ int UniformInt(std::mt19937_64& rng, int lo, int hi) {
   return lo + static_cast<int>(rng() % span);
 }
 
+// Where a fine-tune stopped by a shutdown was (kNone: none stopped).
+enum class TunePhase { kNone = 0, kWarmup = 1, kStep = 2, kFinal = 3 };
+struct Interrupted {
+  TunePhase phase = TunePhase::kNone;
+  int target = 0;     // mini-batches of the whole fine-tune
+  int done = 0;       // of them, done
+  StepReport report;  // kStep: the step's report up to its fine-tune
+};
+
 class Search {
  public:
   Search(const engine::Model& model, const LabeledData& calib,
@@ -120,18 +129,35 @@ class Search {
     SearchResult result;
     int step = 0;
     auto start = Clock::now();
+    // A fine-tune interrupted at the last shutdown, resumed where it stopped.
+    Interrupted interrupted;
     if (!resume.empty()) {
-      MIXQ_ASSIGN_OR_RETURN(step, Restore(resume));
-    } else {
+      MIXQ_ASSIGN_OR_RETURN(step, Restore(resume, &interrupted));
+    }
+    if (resume.empty() || interrupted.phase == TunePhase::kWarmup) {
       // Step 0: warm-up at the highest bits so Adam holds second moments.
       Notify(Phase::kWarmup, 0);
-      MIXQ_RETURN_IF_ERROR(FineTune(options_.warmup_steps));
+      if (resume.empty()) steps_run_ += std::max(options_.warmup_steps, 0);
+      MIXQ_RETURN_IF_ERROR(TuneFor(TunePhase::kWarmup, options_.warmup_steps,
+                                   interrupted.done, nullptr));
       StepReport warmup;
       warmup.step = 0;
       warmup.finetune_steps = options_.warmup_steps;
       MIXQ_ASSIGN_OR_RETURN(warmup.finetuned, Score(CurrentPolicy()));
       warmup.elapsed_seconds = Seconds(start);
       MIXQ_RETURN_IF_ERROR(Report(warmup));
+      step = 0;
+    } else if (interrupted.phase == TunePhase::kStep) {
+      // The step whose fine-tune stopped: finish it and record it.
+      ++step;
+      Notify(Phase::kSearch, step);
+      MIXQ_ASSIGN_OR_RETURN(
+          StepReport report,
+          FinishStep(std::move(interrupted.report), interrupted.done));
+      report.elapsed_seconds = Seconds(start);
+      node_runs_ += report.scoring.node_runs;
+      naive_node_runs_ += report.scoring.naive_node_runs;
+      MIXQ_RETURN_IF_ERROR(Report(report));
     }
 
     if (options_.strategy == Strategy::kProgressive) {
@@ -151,7 +177,8 @@ class Search {
         naive_node_runs_ += report.scoring.naive_node_runs;
         MIXQ_RETURN_IF_ERROR(Report(report));
       }
-    } else if (step == 0) {  // not resumed after the allocation
+    } else if (step == 0 && interrupted.phase != TunePhase::kFinal) {
+      // (not resumed after the allocation)
       step = 1;
       Notify(Phase::kSearch, step);
       start = Clock::now();
@@ -163,11 +190,19 @@ class Search {
     if (Cancelled(observer_)) return absl::CancelledError("job cancelled");
     Notify(Phase::kFinal, step + 1);
     int final_steps = options_.final_finetune_steps;
-    if (options_.total_finetune_steps > 0) {
-      final_steps =
-          std::max(final_steps, options_.total_finetune_steps - steps_run_);
+    if (interrupted.phase == TunePhase::kFinal) {
+      final_steps = interrupted.target;  // counted in steps_run_ already
+    } else {
+      if (options_.total_finetune_steps > 0) {
+        final_steps =
+            std::max(final_steps, options_.total_finetune_steps - steps_run_);
+      }
+      steps_run_ += std::max(final_steps, 0);
     }
-    MIXQ_RETURN_IF_ERROR(FineTune(final_steps));
+    MIXQ_RETURN_IF_ERROR(
+        TuneFor(TunePhase::kFinal, final_steps,
+                interrupted.phase == TunePhase::kFinal ? interrupted.done : 0,
+                nullptr));
     MIXQ_ASSIGN_OR_RETURN(result.final_policy, Score(CurrentPolicy()));
     if (observer_.on_finish)
       MIXQ_RETURN_IF_ERROR(observer_.on_finish(session_, CurrentPolicy()));
@@ -190,13 +225,16 @@ class Search {
     if (observer_.on_phase) observer_.on_phase(phase, step);
   }
   absl::Status Report(StepReport& report) {
-    if (observer_.checkpoints) report.checkpoint = Checkpoint(report.step);
+    if (observer_.checkpoints) {
+      report.checkpoint = CheckpointProto(report.step).SerializeAsString();
+    }
+    recorded_step_ = report.step;
     return observer_.on_step ? observer_.on_step(report) : absl::OkStatus();
   }
 
   // The state after step `step`: with the same options and data, Restore
   // continues exactly where this search is.
-  std::string Checkpoint(int step) const {
+  internal::SearchCheckpoint CheckpointProto(int step) const {
     internal::SearchCheckpoint checkpoint;
     checkpoint.set_version(kCheckpointVersion);
     checkpoint.set_strategy(StrategyName(options_.strategy));
@@ -211,13 +249,97 @@ class Search {
     checkpoint.set_node_runs(node_runs_);
     checkpoint.set_naive_node_runs(naive_node_runs_);
     session_.SaveState(checkpoint.mutable_session());
+    return checkpoint;
+  }
+
+  // The interrupted fine-tune of `checkpoint`, checked against this search.
+  absl::StatusOr<Interrupted> ReadInterrupted(
+      const internal::SearchCheckpoint& checkpoint) const {
+    Interrupted interrupted;
+    const bool recorded = checkpoint.step() >= 0;
+    if (!checkpoint.has_interrupted()) {
+      if (!recorded)
+        return absl::InvalidArgumentError("checkpoint: no step recorded");
+      return interrupted;
+    }
+    const internal::InterruptedFineTune& in = checkpoint.interrupted();
+    const int phase = in.phase();
+    const bool phase_fits =
+        (phase == static_cast<int>(TunePhase::kWarmup) && !recorded) ||
+        (phase == static_cast<int>(TunePhase::kStep) && recorded &&
+         options_.strategy == Strategy::kProgressive) ||
+        (phase == static_cast<int>(TunePhase::kFinal) && recorded);
+    if (!phase_fits) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "checkpoint: interrupted phase ", phase, " after step ",
+          checkpoint.step(), " does not fit"));
+    }
+    if (in.target() < 0 || in.done() < 0 || in.done() > in.target()) {
+      return absl::InvalidArgumentError(
+          "checkpoint: interrupted fine-tune progress out of range");
+    }
+    interrupted.phase = static_cast<TunePhase>(phase);
+    interrupted.target = in.target();
+    interrupted.done = in.done();
+    StepReport& report = interrupted.report;
+    report.step = checkpoint.step() + 1;
+    for (const internal::ScoredPolicyState& state : in.candidates()) {
+      if (state.policy_size() != cost_.num_layers()) {
+        return absl::InvalidArgumentError(
+            "checkpoint: an interrupted step's candidate does not fit");
+      }
+      ScoredPolicy scored;
+      scored.policy.assign(state.policy().begin(), state.policy().end());
+      scored.avg_bits = state.avg_bits();
+      scored.size_bytes = state.size_bytes();
+      scored.bops = state.bops();
+      scored.activation_bits = state.activation_bits();
+      scored.loss = state.loss();
+      scored.accuracy = state.accuracy();
+      scored.omega = state.omega();
+      scored.index = state.index();
+      report.candidates.push_back(std::move(scored));
+    }
+    report.scoring.node_runs = in.node_runs();
+    report.scoring.naive_node_runs = in.naive_node_runs();
+    report.scoring.seconds = in.scoring_seconds();
+    report.scoring.oracle_omega = in.oracle_omega();
+    return interrupted;
+  }
+
+  // The state inside an interrupted fine-tune (after recorded_step_).
+  std::string InterruptedCheckpoint(const Interrupted& interrupted) const {
+    internal::SearchCheckpoint checkpoint = CheckpointProto(recorded_step_);
+    internal::InterruptedFineTune* out = checkpoint.mutable_interrupted();
+    out->set_phase(static_cast<int>(interrupted.phase));
+    out->set_target(interrupted.target);
+    out->set_done(interrupted.done);
+    const StepReport& report = interrupted.report;
+    for (const ScoredPolicy& scored : report.candidates) {
+      internal::ScoredPolicyState* state = out->add_candidates();
+      for (int b : scored.policy) state->add_policy(b);
+      state->set_avg_bits(scored.avg_bits);
+      state->set_size_bytes(scored.size_bytes);
+      state->set_bops(scored.bops);
+      state->set_activation_bits(scored.activation_bits);
+      state->set_loss(scored.loss);
+      state->set_accuracy(scored.accuracy);
+      state->set_omega(scored.omega);
+      state->set_index(scored.index);
+    }
+    out->set_node_runs(report.scoring.node_runs);
+    out->set_naive_node_runs(report.scoring.naive_node_runs);
+    out->set_scoring_seconds(report.scoring.seconds);
+    out->set_oracle_omega(report.scoring.oracle_omega);
     return checkpoint.SerializeAsString();
   }
 
-  // Restores a Checkpoint() and returns its step. INVALID_ARGUMENT (naming
+  // Restores a checkpoint and returns its (last recorded) step; an
+  // interrupted fine-tune goes to `*interrupted`. INVALID_ARGUMENT (naming
   // what does not fit) for bytes that do not parse, or a checkpoint of
   // another version, strategy, seed or model.
-  absl::StatusOr<int> Restore(absl::string_view bytes) {
+  absl::StatusOr<int> Restore(absl::string_view bytes,
+                              Interrupted* interrupted) {
     internal::SearchCheckpoint checkpoint;
     if (!checkpoint.ParseFromArray(bytes.data(),
                                    static_cast<int>(bytes.size()))) {
@@ -234,10 +356,11 @@ class Search {
           "checkpoint: of strategy ", checkpoint.strategy(), " seed ",
           checkpoint.seed(), ", not of this search"));
     }
-    if (checkpoint.step() < 0 || checkpoint.step() > kMaxSteps ||
+    if (checkpoint.step() < -1 || checkpoint.step() > kMaxSteps ||
         checkpoint.finetune_steps_run() < 0) {
       return absl::InvalidArgumentError("checkpoint: step out of range");
     }
+    MIXQ_ASSIGN_OR_RETURN(*interrupted, ReadInterrupted(checkpoint));
     if (checkpoint.level_size() != cost_.num_layers()) {
       return absl::InvalidArgumentError(
           absl::StrCat("checkpoint: ", checkpoint.level_size(),
@@ -263,15 +386,46 @@ class Search {
     level_ = std::move(level);
     act_level_ = checkpoint.act_level();
     rng_ = rng;
+    recorded_step_ = checkpoint.step();
     steps_run_ = checkpoint.finetune_steps_run();
     node_runs_ = checkpoint.node_runs();
     naive_node_runs_ = checkpoint.naive_node_runs();
     return checkpoint.step();
   }
 
-  absl::Status FineTune(int steps) {
-    steps_run_ += std::max(steps, 0);
-    return session_.FineTune(CurrentPolicy(), train_, steps, observer_.cancel);
+  // Fine-tunes the current policy: mini-batches [done, target) of a
+  // fine-tune of `target` in `phase` (`partial`: phase kStep's report so
+  // far). Stopped by the cancel flag between two mini-batches, it hands
+  // observer_.on_interrupted a checkpoint of where it stopped (with
+  // checkpoints on) and returns CANCELLED. Callers count `target` in
+  // steps_run_.
+  absl::Status TuneFor(TunePhase phase, int target, int done,
+                       const StepReport* partial) {
+    const int64_t adam_start = session_.adam().step_count();
+    const absl::Status status = session_.FineTune(
+        CurrentPolicy(), train_, target - done, observer_.cancel);
+    if (absl::IsCancelled(status) && observer_.checkpoints &&
+        observer_.on_interrupted) {
+      Interrupted interrupted;
+      interrupted.phase = phase;
+      interrupted.target = target;
+      interrupted.done =
+          done + static_cast<int>(session_.adam().step_count() - adam_start);
+      if (partial != nullptr) interrupted.report = *partial;
+      observer_.on_interrupted(
+          InterruptedCheckpoint(interrupted), recorded_step_);
+    }
+    return status;
+  }
+
+  // A search step's end: the rest of its fine-tune (from mini-batch `done`),
+  // then the kept policy's scores.
+  absl::StatusOr<StepReport> FinishStep(StepReport report, int done) {
+    MIXQ_RETURN_IF_ERROR(
+        TuneFor(TunePhase::kStep, options_.finetune_steps, done, &report));
+    report.finetune_steps = options_.finetune_steps;
+    MIXQ_ASSIGN_OR_RETURN(report.finetuned, Score(CurrentPolicy()));
+    return report;
   }
 
   Policy PolicyAt(const std::vector<int>& level) const {
@@ -565,10 +719,8 @@ class Search {
                           OracleOmega(omega_table, PolicyAt(chosen)));
     level_ = std::move(chosen);
 
-    MIXQ_RETURN_IF_ERROR(FineTune(options_.finetune_steps));
-    report.finetune_steps = options_.finetune_steps;
-    MIXQ_ASSIGN_OR_RETURN(report.finetuned, Score(CurrentPolicy()));
-    return report;
+    steps_run_ += std::max(options_.finetune_steps, 0);
+    return FinishStep(std::move(report), 0);
   }
 
   // uniform / knapsack / hawq: one allocation under the budget, scored as
@@ -656,7 +808,8 @@ class Search {
   int act_level_ = 0;
   QatSession session_;
   std::mt19937_64 rng_;
-  int steps_run_ = 0;  // fine-tune steps so far
+  int steps_run_ = 0;  // fine-tune steps so far (counting whole fine-tunes)
+  int recorded_step_ = -1;  // the last step reported
   int64_t node_runs_ = 0;  // summed over the steps' ScoringStats
   int64_t naive_node_runs_ = 0;
 };

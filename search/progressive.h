@@ -180,6 +180,14 @@ struct SearchObserver {
   // Fill StepReport::checkpoint (serializing the weights and Adam's
   // moments costs about 12 bytes per parameter per step).
   bool checkpoints = false;
+  // With checkpoints: called when `cancel` stops a fine-tune (warm-up, a
+  // search step's, or the final one) between two mini-batches, just before
+  // the search returns CANCELLED, with a checkpoint of that point and the
+  // last step recorded (-1: none, the warm-up stopped). Resumed from it, the
+  // search finishes that fine-tune (and step) and goes on bit for bit as if
+  // never stopped.
+  std::function<void(std::string checkpoint, int recorded_step)>
+      on_interrupted;
   // Checked between steps, candidates and fine-tuning mini-batches; when
   // true the search returns CANCELLED.
   const std::atomic<bool>* cancel = nullptr;

@@ -751,6 +751,20 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
   search::SearchObserver observer;
   observer.cancel = &cancel;
   observer.checkpoints = true;
+  // Stopped inside a fine-tune (shutdown, or a cancel that ends the job and
+  // drops it): keep the point it stopped at, to resume from.
+  observer.on_interrupted = [&](std::string checkpoint, int recorded_step) {
+    const absl::Status saved =
+        store_->SaveCheckpoint(job.id, recorded_step, checkpoint);
+    LogFields fields = {{"job", job.id},
+                        {"after_step", absl::StrCat(recorded_step)},
+                        {"checkpoint_bytes", absl::StrCat(checkpoint.size())}};
+    if (!saved.ok()) fields.emplace_back("error", saved.ToString());
+    Log(saved.ok() ? LogLevel::kInfo : LogLevel::kWarning,
+        saved.ok() ? "job checkpointed inside a fine-tune"
+                   : "cannot checkpoint the stopped fine-tune",
+        fields);
+  };
   observer.on_phase = [&](search::Phase phase, int step) {
     event.set_phase(phase == search::Phase::kWarmup   ? "warmup"
                     : phase == search::Phase::kSearch ? "search"

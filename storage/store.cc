@@ -247,6 +247,22 @@ absl::StatusOr<std::vector<T>> ReadRows(
   }
 }
 
+// Inserts or replaces the job's one checkpoint.
+absl::Status WriteCheckpoint(Database& db, const std::string& job_id,
+                             int32_t step, absl::string_view state) {
+  MIXQ_ASSIGN_OR_RETURN(
+      Statement save,
+      db.Prepare("INSERT INTO checkpoints (job_id, step, state, updated_ms)"
+                 " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (job_id) DO UPDATE"
+                 " SET step = excluded.step, state = excluded.state,"
+                 " updated_ms = excluded.updated_ms"));
+  save.BindText(1, job_id);
+  save.BindInt64(2, step);
+  save.BindBlob(3, state);
+  save.BindInt64(4, NowMs());
+  return save.Run();
+}
+
 absl::Status DeleteCheckpoint(Database& db, const std::string& job_id) {
   MIXQ_ASSIGN_OR_RETURN(
       Statement statement,
@@ -655,17 +671,19 @@ absl::Status Store::AppendStep(const std::string& job_id,
     update.BindInt64(2, step.step);
     MIXQ_RETURN_IF_ERROR(update.Run());
     if (checkpoint.empty()) return absl::OkStatus();
-    MIXQ_ASSIGN_OR_RETURN(
-        Statement save,
-        db.Prepare("INSERT INTO checkpoints (job_id, step, state, updated_ms)"
-                   " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (job_id) DO UPDATE"
-                   " SET step = excluded.step, state = excluded.state,"
-                   " updated_ms = excluded.updated_ms"));
-    save.BindText(1, job_id);
-    save.BindInt64(2, step.step);
-    save.BindBlob(3, checkpoint);
-    save.BindInt64(4, NowMs());
-    return save.Run();
+    return WriteCheckpoint(db, job_id, step.step, checkpoint);
+  });
+}
+
+absl::Status Store::SaveCheckpoint(const std::string& job_id, int32_t step,
+                                   absl::string_view state) {
+  if (state.empty() || step < -1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "checkpoint of job \"", job_id, "\": empty, or step ", step, " < -1"));
+  }
+  return impl_->Write([&](Database& db) -> absl::Status {
+    MIXQ_RETURN_IF_ERROR(CheckJobExists(db, job_id));
+    return WriteCheckpoint(db, job_id, step, state);
   });
 }
 
@@ -725,9 +743,11 @@ absl::Status Store::FinishJob(const std::string& job_id,
 }
 
 absl::Status Store::ResetJobResults(const std::string& job_id,
-                                    int32_t keep_through) {
+                                    std::optional<int32_t> keep_through) {
   return impl_->Write([&](Database& db) -> absl::Status {
     MIXQ_RETURN_IF_ERROR(CheckJobExists(db, job_id));
+    if (!keep_through.has_value())
+      MIXQ_RETURN_IF_ERROR(DeleteCheckpoint(db, job_id));
     // The final policy goes whatever its step.
     for (const char* sql :
          {"DELETE FROM policies WHERE job_id = ?1 AND (step > ?2 OR kind = 2)",
@@ -738,7 +758,7 @@ absl::Status Store::ResetJobResults(const std::string& job_id,
       MIXQ_ASSIGN_OR_RETURN(Statement statement, db.Prepare(sql));
       statement.BindText(1, job_id);
       if (absl::string_view(sql).find("?2") != absl::string_view::npos)
-        statement.BindInt64(2, keep_through);
+        statement.BindInt64(2, keep_through.value_or(-1));
       MIXQ_RETURN_IF_ERROR(statement.Run());
     }
     return absl::OkStatus();

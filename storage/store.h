@@ -194,13 +194,21 @@ class Store {
   absl::Status FinishJob(const std::string& job_id, const PolicyRecord& final_policy,
                          int64_t finished_ms,
                          const std::string& export_sha256 = "");
-  // Deletes a job's steps and policies after step `keep_through` (all of
-  // them for -1, the default, with the checkpoint too) and sets steps_done
-  // to the last step kept (0 if none): used when a job restarts from its
-  // checkpoint or from the beginning. The final policy, if any, goes too.
-  // NOT_FOUND if the job is absent.
-  absl::Status ResetJobResults(const std::string& job_id,
-                               int32_t keep_through = -1);
+  // Deletes a job's steps and policies after step `keep_through`, and its
+  // checkpoint if that is of a later step; without keep_through, all of
+  // them and the checkpoint. Sets steps_done to the last step kept (0 if
+  // none): used when a job resumes from its checkpoint (keep_through = its
+  // step; -1 for a warm-up interrupted) or starts over. The final policy,
+  // if any, goes too. NOT_FOUND if the job is absent.
+  absl::Status ResetJobResults(
+      const std::string& job_id,
+      std::optional<int32_t> keep_through = std::nullopt);
+  // Replaces the job's checkpoint with `state`, a search stopped after step
+  // `step` (-1: before any), without recording a step: a shutdown's
+  // checkpoint from inside a fine-tune. NOT_FOUND if the job is absent;
+  // INVALID_ARGUMENT for an empty state or a step below -1.
+  absl::Status SaveCheckpoint(const std::string& job_id, int32_t step,
+                              absl::string_view state);
 
   // All steps of a job in order, candidates ranked. NOT_FOUND if the job is
   // absent (here and in GetFinalPolicy and QueryBestPolicies).

@@ -2,7 +2,12 @@
 // as the uninterrupted search (every later step and the final policy and
 // scores, bit for bit), for every strategy and the progressive options that
 // carry state; checkpoints that do not fit are refused by name.
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -63,6 +68,129 @@ class CheckpointTest : public testing::MlpSearchTest {
     }
   }
 };
+
+// Stops searches inside fine-tunes (warm-up, steps, final) and resumes them
+// from the interruption's checkpoint: the rest of the run matches.
+class InterruptedFineTuneTest : public CheckpointTest {
+ protected:
+  struct Capture {
+    std::string checkpoint;
+    int recorded_step = -2;
+  };
+
+  // Runs `options` with `cancel` (raised by the test) and returns the
+  // interruption the search reported, if any.
+  Capture RunUntilCancelled(const ProgressiveOptions& options,
+                            std::atomic<bool>* cancel,
+                            std::function<void(Phase)> on_phase = nullptr) {
+    Capture capture;
+    SearchObserver observer;
+    observer.cancel = cancel;
+    observer.checkpoints = true;
+    observer.on_phase = [&](Phase phase, int) {
+      if (on_phase) on_phase(phase);
+    };
+    observer.on_interrupted = [&](std::string checkpoint, int recorded) {
+      capture.checkpoint = std::move(checkpoint);
+      capture.recorded_step = recorded;
+    };
+    auto result =
+        RunProgressiveSearch(*model_, calib_, train_, options, observer);
+    // (A late cancel may find the search done.)
+    if (!capture.checkpoint.empty()) {
+      EXPECT_EQ(result.status().code(), absl::StatusCode::kCancelled);
+    }
+    return capture;
+  }
+
+  // Resumes from `capture` and checks the rest against the full run.
+  void ExpectResumeMatches(const ProgressiveOptions& options,
+                           const Capture& capture,
+                           const std::vector<StepReport>& full,
+                           const SearchResult& expected) {
+    std::vector<StepReport> rest;
+    auto resumed =
+        Run(options, &rest, nullptr, /*checkpoints=*/true, capture.checkpoint);
+    ASSERT_TRUE(resumed.ok()) << resumed.status();
+    const std::string what =
+        absl::StrCat("interrupted after step ", capture.recorded_step);
+    const size_t first = static_cast<size_t>(capture.recorded_step + 1);
+    ASSERT_EQ(rest.size(), full.size() - first) << what;
+    for (size_t i = 0; i < rest.size(); ++i) {
+      const StepReport& a = rest[i];
+      const StepReport& b = full[first + i];
+      EXPECT_EQ(a.step, b.step) << what;
+      ASSERT_EQ(a.candidates.size(), b.candidates.size()) << what;
+      for (size_t c = 0; c < a.candidates.size(); ++c)
+        ExpectSameScored(a.candidates[c], b.candidates[c], what);
+      ExpectSameScored(a.finetuned, b.finetuned, what);
+      EXPECT_EQ(a.finetune_steps, b.finetune_steps) << what;
+      EXPECT_EQ(a.scoring.node_runs, b.scoring.node_runs) << what;
+      EXPECT_EQ(a.checkpoint, b.checkpoint) << what;
+    }
+    ExpectSameScored(resumed->final_policy, expected.final_policy, what);
+    EXPECT_EQ(resumed->finetune_steps, expected.finetune_steps) << what;
+    EXPECT_EQ(resumed->node_runs, expected.node_runs) << what;
+  }
+};
+
+TEST_F(InterruptedFineTuneTest, WarmupAndFinalStoppedAtTheirStartResume) {
+  for (Strategy strategy : {Strategy::kProgressive, Strategy::kKnapsack}) {
+    SCOPED_TRACE(StrategyName(strategy));
+    const ProgressiveOptions options = Options(strategy);
+    std::vector<StepReport> full;
+    auto expected = Run(options, &full, nullptr, true);
+    ASSERT_TRUE(expected.ok()) << expected.status();
+    for (Phase stop_at : {Phase::kWarmup, Phase::kFinal}) {
+      std::atomic<bool> cancel{false};
+      const Capture capture = RunUntilCancelled(
+          options, &cancel, [&](Phase phase) {
+            if (phase == stop_at) cancel = true;
+          });
+      ASSERT_FALSE(capture.checkpoint.empty());
+      EXPECT_EQ(capture.recorded_step,
+                stop_at == Phase::kWarmup
+                    ? -1
+                    : static_cast<int>(full.size()) - 1);
+      ExpectResumeMatches(options, capture, full, *expected);
+    }
+  }
+}
+
+TEST_F(InterruptedFineTuneTest, StoppedAtRandomPointsResumeExactly) {
+  ProgressiveOptions options = Options();
+  options.finetune_steps = 30;
+  options.final_finetune_steps = 30;
+  std::vector<StepReport> full;
+  const auto start = std::chrono::steady_clock::now();
+  auto expected = Run(options, &full, nullptr, true);
+  const double seconds = std::chrono::duration<double>(
+                             std::chrono::steady_clock::now() - start)
+                             .count();
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  // Cancels spread over the run's duration; most land in a fine-tune (it
+  // is most of the time), some in scoring (no interruption reported).
+  int resumed = 0;
+  std::set<int> recorded_steps;
+  constexpr int kAttempts = 40;
+  for (int attempt = 0; attempt < kAttempts; ++attempt) {
+    std::atomic<bool> cancel{false};
+    std::thread stopper([&] {
+      std::this_thread::sleep_for(std::chrono::duration<double>(
+          seconds * (attempt + 0.5) / kAttempts));
+      cancel = true;
+    });
+    const Capture capture = RunUntilCancelled(options, &cancel);
+    stopper.join();
+    if (capture.checkpoint.empty()) continue;
+    ExpectResumeMatches(options, capture, full, *expected);
+    recorded_steps.insert(capture.recorded_step);
+    ++resumed;
+  }
+  EXPECT_GE(resumed, kAttempts / 4);
+  // Interruptions inside search steps, not only the warm-up or the final.
+  EXPECT_GE(recorded_steps.size(), 3u);
+}
 
 TEST_F(CheckpointTest, ProgressiveResumesExactlyFromEveryStep) {
   ExpectEveryResumeMatches(Options());

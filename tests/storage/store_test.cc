@@ -962,6 +962,24 @@ TEST_F(StoreTest, CheckpointsRideWithTheirStepsAndGoWithTheJob) {
   ASSERT_TRUE(job.ok());
   EXPECT_EQ(job->export_sha256, std::string(64, 'a'));
 
+  // A shutdown's checkpoint inside a step (none recorded yet: step -1)
+  // survives resuming from it, and starting over drops it.
+  ASSERT_OK(store->CreateJob(MakeJob("job-3", 3), kLayers));
+  EXPECT_EQ(store->SaveCheckpoint("job-3", -2, "x").code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->SaveCheckpoint("nope", 0, "x").code(),
+            absl::StatusCode::kNotFound);
+  ASSERT_OK(store->SaveCheckpoint("job-3", -1, "in warm-up"));
+  ASSERT_OK(store->ResetJobResults("job-3", -1));
+  checkpoint = store->GetCheckpoint("job-3");
+  ASSERT_TRUE(checkpoint.ok() && checkpoint->has_value());
+  EXPECT_EQ((*checkpoint)->step, -1);
+  EXPECT_EQ((*checkpoint)->state, "in warm-up");
+  ASSERT_OK(store->ResetJobResults("job-3"));
+  checkpoint = store->GetCheckpoint("job-3");
+  ASSERT_TRUE(checkpoint.ok());
+  EXPECT_FALSE(checkpoint->has_value());
+
   // So does any other end of a job.
   ASSERT_OK(store->CreateJob(MakeJob("job-2", 2), kLayers));
   ASSERT_OK(store->AppendStep("job-2", MakeStep(0), "x"));
