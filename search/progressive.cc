@@ -10,13 +10,12 @@
 #include <string>
 #include <utility>
 
-#include <sstream>
-
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "checkpoint.pb.h"
 #include "search/knapsack.h"
 #include "search/quantizer.h"
+#include "search/rng_text.h"
 #include "util/check.h"
 #include "util/status_macros.h"
 
@@ -242,9 +241,7 @@ class Search {
     checkpoint.set_step(step);
     for (int level : level_) checkpoint.add_level(level);
     checkpoint.set_act_level(act_level_);
-    std::ostringstream rng;
-    rng << rng_;
-    checkpoint.set_rng(rng.str());
+    checkpoint.set_rng(RngToText(rng_));
     checkpoint.set_finetune_steps_run(steps_run_);
     checkpoint.set_node_runs(node_runs_);
     checkpoint.set_naive_node_runs(naive_node_runs_);
@@ -377,11 +374,8 @@ class Search {
     const int act_levels = std::max<int>(1, act_levels_.size());
     if (checkpoint.act_level() < 0 || checkpoint.act_level() >= act_levels)
       return absl::InvalidArgumentError("checkpoint: act_level out of range");
-    std::mt19937_64 rng;
-    std::istringstream rng_text(checkpoint.rng());
-    rng_text >> rng;
-    if (rng_text.fail())
-      return absl::InvalidArgumentError("checkpoint rng: unreadable");
+    MIXQ_ASSIGN_OR_RETURN(const std::mt19937_64 rng,
+                          RngFromText(checkpoint.rng(), "checkpoint rng"));
     MIXQ_RETURN_IF_ERROR(session_.RestoreState(checkpoint.session()));
     level_ = std::move(level);
     act_level_ = checkpoint.act_level();

@@ -6,12 +6,11 @@
 #include <numeric>
 #include <random>
 
-#include <sstream>
-
 #include "absl/strings/str_cat.h"
 #include "checkpoint.pb.h"
 #include "engine/loss.h"
 #include "search/quantizer.h"
+#include "search/rng_text.h"
 #include "util/check.h"
 #include "util/status_macros.h"
 
@@ -144,9 +143,7 @@ void QatSession::SaveState(internal::SessionState* state) const {
     SaveTensor(adam_.first_moment(static_cast<int>(i)), state->add_adam_m());
     SaveTensor(adam_.second_moment(static_cast<int>(i)), state->add_adam_v());
   }
-  std::ostringstream rng;
-  rng << rng_;
-  state->set_rng(rng.str());
+  state->set_rng(RngToText(rng_));
   for (int64_t i : order_) state->add_order(i);
   state->set_cursor(cursor_);
   const ActivationQuantizer::State act = activations_.state();
@@ -166,11 +163,8 @@ absl::Status QatSession::RestoreState(const internal::SessionState& state) {
                         LoadTensors(state.adam_m(), weights_, "adam_m"));
   MIXQ_ASSIGN_OR_RETURN(std::vector<engine::Tensor> v,
                         LoadTensors(state.adam_v(), weights_, "adam_v"));
-  std::mt19937_64 rng;
-  std::istringstream rng_text(state.rng());
-  rng_text >> rng;
-  if (rng_text.fail())
-    return absl::InvalidArgumentError("checkpoint rng: unreadable");
+  MIXQ_ASSIGN_OR_RETURN(const std::mt19937_64 rng,
+                        RngFromText(state.rng(), "checkpoint session rng"));
   std::vector<int64_t> order(state.order().begin(), state.order().end());
   for (int64_t i : order) {
     if (i < 0 || i >= static_cast<int64_t>(order.size()))
