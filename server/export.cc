@@ -20,26 +20,23 @@ constexpr char kPolicyJsonFormat[] = "policy_json";
 
 }  // namespace
 
-absl::StatusOr<std::string> BuildQdqExport(absl::string_view model_onnx,
+absl::StatusOr<std::string> BuildQdqExport(absl::string_view prepared_onnx,
                                            const engine::Model& model,
                                            const search::QatSession& session,
                                            const search::Policy& policy) {
-  // PrepareModel is deterministic: these are the bytes `model` came from.
-  MIXQ_ASSIGN_OR_RETURN(search::PreparedModel prepared,
-                        search::PrepareModel(model_onnx));
   MIXQ_ASSIGN_OR_RETURN(
       search::QuantizedModel quantized,
-      search::ExportQuantized(prepared.onnx, model, session, policy));
+      search::ExportQuantized(prepared_onnx, model, session, policy));
   return std::move(quantized.onnx);
 }
 
 std::string SaveQdqExport(storage::Store* store, const std::string& job_id,
-                          absl::string_view model_onnx,
+                          absl::string_view prepared_onnx,
                           const engine::Model& model,
                           const search::QatSession& session,
                           const search::Policy& policy) {
   absl::StatusOr<std::string> onnx =
-      BuildQdqExport(model_onnx, model, session, policy);
+      BuildQdqExport(prepared_onnx, model, session, policy);
   absl::Status status = onnx.status();
   std::string sha256;
   if (status.ok()) {

@@ -17,13 +17,13 @@
 
 namespace mixq::server {
 
-// The submitted model `model_onnx` with `session`'s fine-tuned weights,
-// quantized under `policy`, and its activation grids, as serialized QDQ ONNX
-// (search::ExportQuantized). `model` must be the engine model imported from
-// search::PrepareModel(model_onnx) (as PrepareJob imports it). Errors of
-// PrepareModel and ExportQuantized (e.g. FAILED_PRECONDITION for an opset
-// onnx's converter cannot raise). Blocks while it rewrites the model.
-absl::StatusOr<std::string> BuildQdqExport(absl::string_view model_onnx,
+// The job's model with `session`'s fine-tuned weights, quantized under
+// `policy`, and its activation grids, as serialized QDQ ONNX
+// (search::ExportQuantized). `prepared_onnx` must be the bytes `model` was
+// imported from (PreparedJob::prepared_onnx). Errors of ExportQuantized
+// (e.g. FAILED_PRECONDITION for an opset onnx's converter cannot raise).
+// Blocks while it rewrites the model.
+absl::StatusOr<std::string> BuildQdqExport(absl::string_view prepared_onnx,
                                            const engine::Model& model,
                                            const search::QatSession& session,
                                            const search::Policy& policy);
@@ -33,7 +33,7 @@ absl::StatusOr<std::string> BuildQdqExport(absl::string_view model_onnx,
 // warning naming `job_id`, and the result is empty (the job then has no ONNX
 // export; its policy can still be exported). Blocks on the store.
 std::string SaveQdqExport(storage::Store* store, const std::string& job_id,
-                          absl::string_view model_onnx,
+                          absl::string_view prepared_onnx,
                           const engine::Model& model,
                           const search::QatSession& session,
                           const search::Policy& policy);

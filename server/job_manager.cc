@@ -806,8 +806,8 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
   std::string export_sha256;
   observer.on_finish = [&](search::QatSession& session,
                            const search::Policy& policy) -> absl::Status {
-    export_sha256 = SaveQdqExport(store_, job.id, files.model, *prepared.model,
-                                  session, policy);
+    export_sha256 = SaveQdqExport(store_, job.id, prepared.prepared_onnx,
+                                  *prepared.model, session, policy);
     return absl::OkStatus();
   };
   absl::StatusOr<search::SearchResult> run = search::RunProgressiveSearch(

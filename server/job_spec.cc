@@ -162,6 +162,7 @@ absl::StatusOr<PreparedJob> LoadModelAndData(const v1::JobSpec& spec,
   auto model = engine::Model::FromOnnxBytes(prepared->onnx);
   if (!model.ok()) return FieldError("spec.model", model.status());
   job.model = *std::move(model);
+  job.prepared_onnx = std::move(prepared->onnx);
 
   const std::string inputs_name =
       spec.inputs().filename().empty() ? "inputs" : spec.inputs().filename();

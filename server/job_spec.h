@@ -30,6 +30,10 @@ struct JobFiles {
 // A job ready to run: its model, data split, and search options.
 struct PreparedJob {
   std::unique_ptr<engine::Model> model;
+  // The submitted model after search::PrepareModel (BatchNormalization
+  // folded, nodes named): the bytes `model` was imported from, which the
+  // QDQ export rewrites.
+  std::string prepared_onnx;
   search::LabeledData calib;
   search::LabeledData train;
   search::ProgressiveOptions options;
