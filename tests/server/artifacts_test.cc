@@ -26,6 +26,7 @@
 #include "server/server.h"
 #include "tests/support/npy.h"
 #include "tests/support/onnx_mlp.h"
+#include "tests/support/server_testing.h"
 #include "util/file.h"
 #include "util/sha256.h"
 
@@ -215,14 +216,9 @@ class ArtifactsTest : public ::testing::Test {
   // Reads the job's watch stream to the end; returns its last state.
   v1::JobState WaitForEnd(const std::string& job_id) {
     grpc::ClientContext context;
-    v1::WatchJobRequest request;
-    request.set_job_id(job_id);
-    auto reader = stub_->WatchJob(&context, request);
-    v1::JobEvent event;
-    v1::JobState last = v1::JOB_STATE_UNSPECIFIED;
-    while (reader->Read(&event)) last = event.state();
-    EXPECT_TRUE(reader->Finish().ok());
-    return last;
+    std::vector<v1::JobEvent> events;
+    EXPECT_TRUE(testing::WatchToEnd(*stub_, &context, job_id, &events).ok());
+    return events.empty() ? v1::JOB_STATE_UNSPECIFIED : events.back().state();
   }
 
   // Submits the job and waits until it succeeded; returns its id.

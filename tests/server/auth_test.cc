@@ -25,7 +25,7 @@
 #include "server/server.h"
 #include "tests/support/npy.h"
 #include "tests/support/onnx_mlp.h"
-#include "tests/support/tiny_job.h"
+#include "tests/support/server_testing.h"
 #include "util/file.h"
 
 namespace mixq::server {
@@ -145,17 +145,12 @@ std::vector<std::pair<std::string, grpc::Status>> CallEveryRpcButWatch(
   return statuses;
 }
 
-// Reads a WatchJob stream to its end; returns the events and the status.
+// Reads a WatchJob stream to its end with `token`; returns the events and
+// the status.
 grpc::Status WatchToEnd(v1::Mixq::Stub& stub, const std::string& job_id,
                         const std::string& token,
                         std::vector<v1::JobEvent>* events) {
-  std::unique_ptr<grpc::ClientContext> context = Context(token);
-  v1::WatchJobRequest request;
-  request.set_job_id(job_id);
-  auto reader = stub.WatchJob(context.get(), request);
-  v1::JobEvent event;
-  while (reader->Read(&event)) events->push_back(event);
-  return reader->Finish();
+  return testing::WatchToEnd(stub, Context(token).get(), job_id, events);
 }
 
 // The health and reflection protos are not installed: their messages are

@@ -26,6 +26,7 @@
 #include "server/server.h"
 #include "tests/support/npy.h"
 #include "tests/support/onnx_mlp.h"
+#include "tests/support/server_testing.h"
 
 namespace mixq {
 namespace {
@@ -145,14 +146,8 @@ Call GetResults(std::string id) {
 
 Call WatchJob(std::string id) {
   return [id](Stub& stub) {
-    v1::WatchJobRequest request;
-    request.set_job_id(id);
     grpc::ClientContext context;
-    auto reader = stub.WatchJob(&context, request);
-    v1::JobEvent event;
-    while (reader->Read(&event)) {
-    }
-    return reader->Finish();
+    return testing::WatchToEnd(stub, &context, id);
   };
 }
 

@@ -24,7 +24,7 @@
 #include "server/server.h"
 #include "tests/support/npy.h"
 #include "tests/support/onnx_mlp.h"
-#include "tests/support/tiny_job.h"
+#include "tests/support/server_testing.h"
 #include "util/file.h"
 
 namespace mixq {
@@ -108,13 +108,8 @@ class IntegrationTest : public ::testing::Test {
   // Reads a job's watch stream to the end; returns its events.
   std::vector<v1::JobEvent> Watch(const std::string& job_id) {
     grpc::ClientContext context;
-    v1::WatchJobRequest request;
-    request.set_job_id(job_id);
-    auto reader = stub_->WatchJob(&context, request);
     std::vector<v1::JobEvent> events;
-    v1::JobEvent event;
-    while (reader->Read(&event)) events.push_back(event);
-    EXPECT_TRUE(reader->Finish().ok());
+    EXPECT_TRUE(testing::WatchToEnd(*stub_, &context, job_id, &events).ok());
     return events;
   }
 

@@ -20,7 +20,7 @@
 #include "server/server.h"
 #include "tests/support/npy.h"
 #include "tests/support/onnx_mlp.h"
-#include "tests/support/tiny_job.h"
+#include "tests/support/server_testing.h"
 
 namespace mixq::server {
 namespace {

@@ -1,0 +1,56 @@
+// Test support for the server tests: the small search job they submit, and
+// reading a WatchJob stream to its end. Header-only; users link mixq::proto
+// and gRPC.
+#ifndef MIXQ_TESTS_SUPPORT_SERVER_TESTING_H_
+#define MIXQ_TESTS_SUPPORT_SERVER_TESTING_H_
+
+#include <string>
+#include <vector>
+
+#include "grpcpp/grpcpp.h"
+#include "proto/mixq.grpc.pb.h"
+#include "proto/mixq.pb.h"
+#include "search/qat.h"
+#include "tests/support/npy.h"
+#include "tests/support/onnx_mlp.h"
+
+namespace mixq::testing {
+
+// A 12-16-3 MLP on 200 teacher-labelled samples, bits 8/4/2, a 3-average-bit
+// budget: it finishes in well under a second. `finetune_steps` per search
+// step sets how long it runs.
+inline v1::SubmitJobRequest TinyJobRequest(int finetune_steps = 5) {
+  v1::SubmitJobRequest request;
+  v1::JobSpec* spec = request.mutable_spec();
+  spec->mutable_model()->set_content(MakeMlpOnnx({12, 16, 3}, 1));
+  const search::LabeledData data = MakeTeacherData(200, 12, 3, 2);
+  spec->mutable_inputs()->set_content(NpyFloat32(data.inputs));
+  spec->mutable_labels()->set_content(NpyInt64(data.labels));
+  spec->set_calib_size(50);
+  v1::SearchOptions* search = spec->mutable_search();
+  for (int b : {8, 4, 2}) search->add_bits(b);
+  search->mutable_budget()->set_avg_bits(3);
+  search->set_finetune_steps(finetune_steps);
+  return request;
+}
+
+// Reads job `job_id`'s WatchJob stream, on `context` (fresh, with any
+// metadata the call needs), to its end: appends the events to `*events`
+// (optional) and returns the stream's status.
+inline grpc::Status WatchToEnd(v1::Mixq::Stub& stub,
+                               grpc::ClientContext* context,
+                               const std::string& job_id,
+                               std::vector<v1::JobEvent>* events = nullptr) {
+  v1::WatchJobRequest request;
+  request.set_job_id(job_id);
+  auto reader = stub.WatchJob(context, request);
+  v1::JobEvent event;
+  while (reader->Read(&event)) {
+    if (events != nullptr) events->push_back(event);
+  }
+  return reader->Finish();
+}
+
+}  // namespace mixq::testing
+
+#endif  // MIXQ_TESTS_SUPPORT_SERVER_TESTING_H_
