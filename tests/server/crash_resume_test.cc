@@ -1,35 +1,32 @@
 // Crash safety, end to end with the real mixq-server binary: a job survives
-// SIGKILL at random points and SIGTERM, resumes from its last checkpointed
-// step, and ends with exactly the policy and scores of an uninterrupted run
-// with the same seed.
-#include <fcntl.h>
+// SIGKILL at random points and SIGTERM, resumes from its last checkpoint
+// (after a step, or inside the fine-tune a SIGTERM stopped), and ends with
+// exactly the policy and scores of an uninterrupted run with the same seed.
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
-#include <iostream>
 #include <filesystem>
+#include <iostream>
 #include <memory>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/ascii.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "proto/mixq.grpc.pb.h"
 #include "tests/support/npy.h"
 #include "tests/support/onnx_mlp.h"
+#include "tests/support/subprocess.h"
 #include "util/file.h"
-
-extern char** environ;
 
 namespace mixq {
 namespace {
@@ -54,24 +51,12 @@ class ServerProcess {
     const std::string port_file = (data_dir_ / "port").string();
     std::filesystem::create_directories(data_dir_);
     std::filesystem::remove(port_file);
-    std::vector<std::string> args = {
-        MIXQ_SERVER_PATH, "--listen",  "127.0.0.1:0",
-        "--data-dir",     data_dir_.string(), "--port-file", port_file,
-        "--threads",      "1",        "--workers", "1"};
-    std::vector<char*> argv;
-    for (std::string& arg : args) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    for (int fd : {STDOUT_FILENO, STDERR_FILENO}) {
-      posix_spawn_file_actions_addopen(&actions, fd, log_.c_str(),
-                                       O_WRONLY | O_CREAT | O_APPEND, 0644);
-    }
-    const int rc =
-        posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    EXPECT_EQ(rc, 0) << "cannot start " << MIXQ_SERVER_PATH;
-    if (rc != 0) return false;
+    pid_ = testing::StartProgram(
+        MIXQ_SERVER_PATH,
+        {"--listen", "127.0.0.1:0", "--data-dir", data_dir_.string(),
+         "--port-file", port_file, "--threads", "1", "--workers", "1"},
+        log_.string(), log_.string(), /*append=*/true);
+    if (pid_ == 0) return false;
     const auto deadline = Clock::now() + std::chrono::seconds(30);
     int port = 0;
     while (Clock::now() < deadline) {
