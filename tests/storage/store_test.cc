@@ -53,6 +53,11 @@ class StoreTest : public ::testing::Test {
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
+  // A current database with job "old", its layers and a step recorded, then
+  // taken back to an older schema by `undo` (SQL ending in PRAGMA
+  // user_version = N).
+  void WriteOldDatabase(const std::string& undo);
+
   std::unique_ptr<Store> OpenStore() {
     absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(path_);
     EXPECT_TRUE(store.ok()) << store.status().ToString();
@@ -337,7 +342,7 @@ TEST_F(StoreTest, OpenFailsInMissingDirectory) {
 
 // Drops what schema versions 4 and 3 added (with PRAGMA user_version, a
 // database as versions 1 and 2 left it).
-constexpr char kUndoSchemaV3[] =
+constexpr char kUndoSchemaV4AndV3[] =
     "DROP TABLE checkpoints;"
     "ALTER TABLE jobs DROP COLUMN export_sha256;"
     "DROP INDEX jobs_by_model;"
@@ -349,25 +354,26 @@ constexpr char kUndoSchemaV3[] =
     "ALTER TABLE steps DROP COLUMN oracle_omega;"
     "ALTER TABLE policies DROP COLUMN activation_bits;";
 
-// A database as schema version 1 wrote it: versions 2 and 3 undone on a
-// current one, with a job, its layers and a step already recorded.
-TEST_F(StoreTest, MigratesVersion1DatabaseKeepingItsRows) {
+void StoreTest::WriteOldDatabase(const std::string& undo) {
   {
     auto store = OpenStore();
     ASSERT_NE(store, nullptr);
     ASSERT_OK(store->CreateJob(MakeJob("old", 1), kLayers));
     ASSERT_OK(store->AppendStep("old", MakeStep(1)));
   }
-  {
-    auto db = Database::Open(path_, SQLITE_OPEN_READWRITE);
-    ASSERT_TRUE(db.ok());
-    ASSERT_OK(
-        db->Exec(absl::StrCat(kUndoSchemaV3,
-                              "ALTER TABLE job_layers DROP COLUMN macs;"
-                              "ALTER TABLE policies DROP COLUMN bops;"
-                              "PRAGMA user_version = 1")
-                     .c_str()));
-  }
+  auto db = Database::Open(path_, SQLITE_OPEN_READWRITE);
+  ASSERT_TRUE(db.ok());
+  ASSERT_OK(db->Exec(undo.c_str()));
+}
+
+// A database as schema version 1 wrote it: versions 2, 3 and 4 undone on a
+// current one.
+TEST_F(StoreTest, MigratesVersion1DatabaseKeepingItsRows) {
+  ASSERT_NO_FATAL_FAILURE(WriteOldDatabase(
+      absl::StrCat(kUndoSchemaV4AndV3,
+                   "ALTER TABLE job_layers DROP COLUMN macs;"
+                   "ALTER TABLE policies DROP COLUMN bops;"
+                   "PRAGMA user_version = 1")));
   auto store = OpenStore();
   ASSERT_NE(store, nullptr);
   EXPECT_EQ(store->schema_version(), LatestSchemaVersion());
@@ -402,18 +408,8 @@ TEST_F(StoreTest, MigratesVersion1DatabaseKeepingItsRows) {
 }
 
 TEST_F(StoreTest, MigratesVersion2DatabaseToStrategiesAndScoringStats) {
-  {
-    auto store = OpenStore();
-    ASSERT_NE(store, nullptr);
-    ASSERT_OK(store->CreateJob(MakeJob("old", 1), kLayers));
-    ASSERT_OK(store->AppendStep("old", MakeStep(1)));
-  }
-  {
-    auto db = Database::Open(path_, SQLITE_OPEN_READWRITE);
-    ASSERT_TRUE(db.ok());
-    ASSERT_OK(
-        db->Exec(absl::StrCat(kUndoSchemaV3, "PRAGMA user_version = 2").c_str()));
-  }
+  ASSERT_NO_FATAL_FAILURE(WriteOldDatabase(
+      absl::StrCat(kUndoSchemaV4AndV3, "PRAGMA user_version = 2")));
   auto store = OpenStore();
   ASSERT_NE(store, nullptr);
   EXPECT_EQ(store->schema_version(), 4);
