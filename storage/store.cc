@@ -746,22 +746,25 @@ absl::Status Store::ResetJobResults(const std::string& job_id,
                                     std::optional<int32_t> keep_through) {
   return impl_->Write([&](Database& db) -> absl::Status {
     MIXQ_RETURN_IF_ERROR(CheckJobExists(db, job_id));
-    if (!keep_through.has_value())
-      MIXQ_RETURN_IF_ERROR(DeleteCheckpoint(db, job_id));
+    // Below every step, the -1 of a checkpoint taken in the warm-up included.
+    const int64_t keep =
+        keep_through.value_or(std::numeric_limits<int32_t>::min());
     // The final policy goes whatever its step.
     for (const char* sql :
          {"DELETE FROM policies WHERE job_id = ?1 AND (step > ?2 OR kind = 2)",
           "DELETE FROM steps WHERE job_id = ?1 AND step > ?2",
-          "DELETE FROM checkpoints WHERE job_id = ?1 AND step > ?2",
-          "UPDATE jobs SET steps_done = (SELECT coalesce(max(step), 0) FROM"
-          " steps WHERE job_id = ?1) WHERE id = ?1"}) {
+          "DELETE FROM checkpoints WHERE job_id = ?1 AND step > ?2"}) {
       MIXQ_ASSIGN_OR_RETURN(Statement statement, db.Prepare(sql));
       statement.BindText(1, job_id);
-      if (absl::string_view(sql).find("?2") != absl::string_view::npos)
-        statement.BindInt64(2, keep_through.value_or(-1));
+      statement.BindInt64(2, keep);
       MIXQ_RETURN_IF_ERROR(statement.Run());
     }
-    return absl::OkStatus();
+    MIXQ_ASSIGN_OR_RETURN(
+        Statement update,
+        db.Prepare("UPDATE jobs SET steps_done = (SELECT coalesce(max(step), 0)"
+                   " FROM steps WHERE job_id = ?1) WHERE id = ?1"));
+    update.BindText(1, job_id);
+    return update.Run();
   });
 }
 
