@@ -20,6 +20,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/support/client_interceptor.h"
 #include "proto/mixq.grpc.pb.h"
+#include "util/bearer_token.h"
 #include "util/file.h"
 #include "util/sha256.h"
 #include "util/status_macros.h"
@@ -40,31 +41,22 @@ constexpr char kAuthorizationKey[] = "authorization";
 
 absl::StatusOr<std::string> ReadCredentialFile(absl::string_view flag,
                                                const std::string& path) {
-  absl::StatusOr<std::string> content = ReadFile(path, kMaxCredentialFileBytes);
-  if (!content.ok()) return Annotate(content.status(), flag);
-  return content;
+  return ReadFlagFile(flag, path, kMaxCredentialFileBytes);
 }
 
 // The bearer token to send (cli.h): empty for none.
 absl::StatusOr<std::string> ResolveToken(const GlobalOptions& global) {
   std::string source = absl::StrCat("$", kTokenEnvVar);
-  std::string token(absl::StripAsciiWhitespace(global.token));
+  std::string text = global.token;
   if (!global.token_file.empty()) {
     source = absl::StrCat("--token-file ", global.token_file);
     MIXQ_ASSIGN_OR_RETURN(
-        const std::string content,
-        ReadCredentialFile("--token-file", global.token_file));
-    token = std::string(absl::StripAsciiWhitespace(content));
-    if (token.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(source, ": empty file"));
-    }
+        text, ReadCredentialFile("--token-file", global.token_file));
+  } else if (absl::StripAsciiWhitespace(text).empty()) {
+    return std::string();  // an empty $MIXQ_TOKEN: no token
   }
-  for (char c : token) {
-    if (!absl::ascii_isgraph(static_cast<unsigned char>(c))) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          source, ": the token may only contain printable ASCII, no spaces"));
-    }
-  }
+  absl::StatusOr<std::string> token = ParseBearerToken(text);
+  if (!token.ok()) return Annotate(token.status(), source);
   return token;
 }
 
@@ -152,9 +144,9 @@ absl::StatusOr<v1::DataSource> MakeDataSource(const std::string& flag,
     source.set_server_path(absolute.lexically_normal().string());
     return source;
   }
-  absl::StatusOr<std::string> content = ReadFile(path, kMaxMessageBytes);
-  if (!content.ok()) return Annotate(content.status(), flag);
-  source.set_content(*std::move(content));
+  MIXQ_ASSIGN_OR_RETURN(std::string content,
+                        ReadFlagFile(flag, path, kMaxMessageBytes));
+  source.set_content(std::move(content));
   return source;
 }
 

@@ -1,12 +1,11 @@
 #include "server/auth.h"
 
-#include <algorithm>
 #include <cstddef>
 
 #include "absl/status/status.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "util/bearer_token.h"
 #include "util/file.h"
 #include "util/sha256.h"
 #include "util/status_macros.h"
@@ -32,23 +31,15 @@ bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
 
 absl::StatusOr<TokenAuthenticator> TokenAuthenticator::FromToken(
     absl::string_view token) {
-  if (token.empty()) return absl::InvalidArgumentError("the token is empty");
-  const bool printable = std::all_of(token.begin(), token.end(), [](char c) {
-    return absl::ascii_isgraph(static_cast<unsigned char>(c));
-  });
-  if (!printable) {
-    return absl::InvalidArgumentError(
-        "the token may only contain printable ASCII without spaces");
-  }
-  return TokenAuthenticator(Sha256Hex(token));
+  MIXQ_ASSIGN_OR_RETURN(const std::string parsed, ParseBearerToken(token));
+  return TokenAuthenticator(Sha256Hex(parsed));
 }
 
 absl::StatusOr<TokenAuthenticator> TokenAuthenticator::FromFile(
     const std::string& path) {
   MIXQ_ASSIGN_OR_RETURN(const std::string content,
                         ReadFile(path, kMaxTokenFileBytes));
-  absl::StatusOr<TokenAuthenticator> authenticator =
-      FromToken(absl::StripAsciiWhitespace(content));
+  absl::StatusOr<TokenAuthenticator> authenticator = FromToken(content);
   if (!authenticator.ok()) return Annotate(authenticator.status(), path);
   return authenticator;
 }

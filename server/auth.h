@@ -33,7 +33,7 @@ class TokenAuthenticator {
   // token is empty or contains whitespace or control characters (it must fit
   // in one HTTP/2 header value).
   static absl::StatusOr<TokenAuthenticator> FromFile(const std::string& path);
-  // The same for a token given directly (already trimmed by the caller).
+  // The same for a token given directly (util/bearer_token.h's rules).
   static absl::StatusOr<TokenAuthenticator> FromToken(absl::string_view token);
 
   // OK if `context`'s client metadata carries `authorization: Bearer <the

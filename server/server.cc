@@ -31,12 +31,6 @@ constexpr char kServiceName[] = "mixq.v1.Mixq";
 // Certificates, keys and CA bundles are small; refuse anything larger.
 constexpr size_t kMaxPemBytes = size_t{1} << 20;
 
-absl::StatusOr<std::string> ReadFlagFile(absl::string_view flag,
-                                         const std::string& path) {
-  absl::StatusOr<std::string> content = ReadFile(path, kMaxPemBytes);
-  if (!content.ok()) return Annotate(content.status(), flag);
-  return content;
-}
 
 // The listening port's credentials: plaintext, TLS, or mutual TLS (client
 // certificates required and verified against --tls-client-ca).
@@ -59,15 +53,18 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials(
   grpc::SslServerCredentialsOptions ssl(
       GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
   grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
-  MIXQ_ASSIGN_OR_RETURN(pair.cert_chain,
-                        ReadFlagFile("--tls-cert", options.tls_cert_file));
-  MIXQ_ASSIGN_OR_RETURN(pair.private_key,
-                        ReadFlagFile("--tls-key", options.tls_key_file));
+  MIXQ_ASSIGN_OR_RETURN(
+      pair.cert_chain,
+      ReadFlagFile("--tls-cert", options.tls_cert_file, kMaxPemBytes));
+  MIXQ_ASSIGN_OR_RETURN(
+      pair.private_key,
+      ReadFlagFile("--tls-key", options.tls_key_file, kMaxPemBytes));
   ssl.pem_key_cert_pairs.push_back(std::move(pair));
   if (!options.tls_client_ca_file.empty()) {
     MIXQ_ASSIGN_OR_RETURN(
         ssl.pem_root_certs,
-        ReadFlagFile("--tls-client-ca", options.tls_client_ca_file));
+        ReadFlagFile("--tls-client-ca", options.tls_client_ca_file,
+                     kMaxPemBytes));
     ssl.client_certificate_request =
         GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
   }

@@ -7,6 +7,7 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "util/status_macros.h"
 
 namespace mixq {
 
@@ -60,6 +61,14 @@ absl::Status WriteFile(const std::string& path, absl::string_view data) {
     return absl::InternalError(
         absl::StrCat("cannot rename to ", path, ": ", ec.message()));
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadFlagFile(absl::string_view flag,
+                                         const std::string& path,
+                                         size_t max_bytes) {
+  absl::StatusOr<std::string> content = ReadFile(path, max_bytes);
+  if (!content.ok()) return Annotate(content.status(), flag);
+  return content;
 }
 
 }  // namespace mixq

@@ -15,6 +15,12 @@ namespace mixq {
 absl::StatusOr<std::string> ReadFile(const std::string& path,
                                      size_t max_bytes = size_t{1} << 32);
 
+// ReadFile for a file a command-line `flag` names (a token, certificate or
+// key): the same errors, their messages prefixed with the flag.
+absl::StatusOr<std::string> ReadFlagFile(absl::string_view flag,
+                                         const std::string& path,
+                                         size_t max_bytes);
+
 // Writes `data` to `path` (truncating), through a temporary file renamed into
 // place so readers never see a partial file.
 absl::Status WriteFile(const std::string& path, absl::string_view data);

@@ -2,6 +2,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "util/bearer_token.h"
 #include "util/file.h"
 #include "util/logging.h"
 #include "util/sha256.h"
@@ -82,6 +83,23 @@ TEST(LoggingTest, ValuesAreQuotedEscapedAndCut) {
   const std::string logged = FormatLogValue(long_value);
   EXPECT_LT(logged.size(), kMaxLogValueBytes + 32);
   EXPECT_NE(logged.find("...(10000 bytes)"), std::string::npos);
+}
+
+TEST(BearerTokenTest, TrimsAndRefusesUnusableTokens) {
+  auto token = ParseBearerToken("  s3cret-Token_1\n");
+  ASSERT_TRUE(token.ok()) << token.status();
+  EXPECT_EQ(*token, "s3cret-Token_1");
+  for (const char* bad : {"", " \n", "two words", "tab\there", "nl\nin"}) {
+    const auto parsed = ParseBearerToken(bad);
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
+}
+
+TEST(FileTest, ReadFlagFileNamesTheFlag) {
+  const auto missing = ReadFlagFile("--tls-ca", "/no/such/file.pem", 1024);
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(missing.status().message().find("--tls-ca"), std::string::npos);
 }
 
 }  // namespace
