@@ -279,11 +279,12 @@ class Runner {
     }
     const grpc::Status status = reader->Finish();
     if (!status.ok()) return Fail(status);
+    const std::string sha256 = Sha256Hex(data);
     if (static_cast<int64_t>(data.size()) != first.total_bytes() ||
-        Sha256Hex(data) != first.sha256()) {
+        sha256 != first.sha256()) {
       return FailLocal(absl::DataLossError(absl::StrCat(
           "the export of job ", options.job_id, " arrived damaged: ",
-          data.size(), " bytes hashing to ", Sha256Hex(data), ", expected ",
+          data.size(), " bytes hashing to ", sha256, ", expected ",
           first.total_bytes(), " bytes hashing to ", first.sha256())));
     }
     if (options.output == "-") {
