@@ -66,6 +66,25 @@ struct Model::Impl {
   std::vector<Tensor> constants;   // per slot; filled for live constants
   std::vector<bool> needs_grad;    // per slot: depends on a parameter
   std::vector<Node> nodes;         // in execution order
+  // A Conv and the BatchNormalization that is its only reader run as one
+  // node (FuseConvBatchNorm): for the Conv at n, fused_at[n] indexes
+  // `fused`, and node n + 1 is skipped. The Conv's output slot then holds no
+  // value, in a trace either.
+  std::vector<Node> fused;
+  std::vector<int> fused_at;  // per node: index into `fused`, or -1
+
+  // The node that runs at `n` (nodes[n], or the fused pair starting there),
+  // and in `count` how many nodes of `nodes` it stands for.
+  const Node& RunAt(size_t n, int* count) const {
+    *count = fused_at[n] >= 0 ? 2 : 1;
+    return fused_at[n] >= 0 ? fused[fused_at[n]] : nodes[n];
+  }
+  // `n` moved back to the start of the fused pair it is the second node of.
+  int PairStart(int n) const {
+    return n > 0 && n < static_cast<int>(nodes.size()) && fused_at[n - 1] >= 0
+               ? n - 1
+               : n;
+  }
 
   int num_slots() const { return static_cast<int>(kinds.size()); }
   absl::Status CheckParams(absl::Span<const Tensor* const> values) const;
@@ -1452,6 +1471,43 @@ class Importer {
       }
       m.nodes.push_back(std::move(node));
     }
+    FuseConvBatchNorms();
+  }
+
+  // Pairs each Conv with the inference-form BatchNormalization right after it
+  // when that is the only reader of its output (Impl::fused).
+  void FuseConvBatchNorms() {
+    Model::Impl& m = *impl_;
+    m.fused_at.assign(m.nodes.size(), -1);
+    std::vector<int> readers(m.num_slots(), 0);
+    for (const Model::Impl::Node& node : m.nodes) {
+      for (int s : node.inputs) ++readers[s];
+    }
+    for (size_t n = 0; n + 1 < m.nodes.size(); ++n) {
+      const Model::Impl::Node& conv = m.nodes[n];
+      const Model::Impl::Node& bn = m.nodes[n + 1];
+      if (conv.op_type != "Conv" || bn.op_type != "BatchNormalization" ||
+          bn.inputs[0] != conv.output || readers[conv.output] != 1 ||
+          conv.output == m.output_slot) {
+        continue;
+      }
+      std::unique_ptr<Kernel> kernel = FuseConvBatchNorm(
+          *conv.kernel, *bn.kernel, /*conv_bias=*/conv.inputs.size() == 3);
+      if (kernel == nullptr) continue;
+      Model::Impl::Node node;
+      node.name = conv.name;
+      node.label = absl::StrCat(conv.label, "' + '", bn.label);
+      node.op_type = "Conv+BatchNormalization";
+      node.kernel = std::move(kernel);
+      node.inputs = conv.inputs;
+      node.inputs.insert(node.inputs.end(), bn.inputs.begin() + 1,
+                         bn.inputs.end());
+      node.output = bn.output;
+      node.layer = conv.layer;
+      m.fused_at[n] = static_cast<int>(m.fused.size());
+      m.fused.push_back(std::move(node));
+      ++n;
+    }
   }
 
   // Records `node` as quantizable when its weight input (input 1: Gemm's and
@@ -1674,8 +1730,9 @@ absl::StatusOr<Tensor> Model::Impl::RunNodes(int first_node, const Bound& bound,
                                              LayerInputHook* hook) const {
   std::vector<Tensor>& values = state->values;
   absl::InlinedVector<const Tensor*, kInlineInputs> inputs;
-  for (size_t n = first_node; n < nodes.size(); ++n) {
-    const Node& node = nodes[n];
+  int count = 1;
+  for (size_t n = PairStart(first_node); n < nodes.size(); n += count) {
+    const Node& node = RunAt(n, &count);
     MIXQ_ASSIGN_OR_RETURN(Shape shape, NodeOutputShape(node, bound));
     inputs.clear();
     for (int s : node.inputs) inputs.push_back(bound[s]);
@@ -1755,7 +1812,9 @@ absl::Status Model::Backward(const ForwardTrace& trace,
   MIXQ_RETURN_IF_ERROR(m.CheckInput(trace.values[m.input_slot]));
   const Impl::Bound bound = m.Bind(params, trace.values);
   // Cheap (shapes only): catches a trace that does not match the parameters.
-  for (const Impl::Node& node : m.nodes) {
+  int count = 1;
+  for (size_t n = 0; n < m.nodes.size(); n += count) {
+    const Impl::Node& node = m.RunAt(n, &count);
     MIXQ_ASSIGN_OR_RETURN(const Shape shape, m.NodeOutputShape(node, bound));
     if (shape != bound[node.output]->shape()) {
       return Invalid(absl::StrCat("the trace does not match the parameters (",
@@ -1789,8 +1848,10 @@ absl::Status Model::Backward(const ForwardTrace& trace,
 
   absl::InlinedVector<const Tensor*, kInlineInputs> inputs;
   absl::InlinedVector<Tensor*, kInlineInputs> targets;
-  for (auto it = m.nodes.rbegin(); it != m.nodes.rend(); ++it) {
-    const Impl::Node& node = *it;
+  for (int j = static_cast<int>(m.nodes.size()) - 1; j >= 0; --j) {
+    // The second node of a fused pair stands for the pair.
+    if (m.PairStart(j) != j) --j;
+    const Impl::Node& node = m.RunAt(j, &count);
     if (!has_grad[node.output] || !m.needs_grad[node.output]) continue;
     const size_t n = node.inputs.size();
     if (scratch.size() < n) scratch.resize(n);

@@ -165,6 +165,17 @@ absl::Span<const OpEntry> ConvOps();         // ops_conv.cc
 absl::Span<const OpEntry> ShapeOps();        // ops_shape.cc
 absl::Span<const OpEntry> QuantOps();        // ops_quant.cc
 
+// One kernel for a Conv node and the inference-form BatchNormalization that
+// is its only consumer (kernels created for them by FindOp): the convolution
+// on BN-folded weights, the same function up to float rounding without the
+// intermediate tensor. Its inputs are the Conv's (X, W, and B when
+// `conv_bias`) followed by BN's scale, bias, mean and var; its output and
+// gradients are those of the pair. nullptr when the kernels are not a Conv
+// and a BatchNormalization. Keeps a reference to `conv`.
+std::unique_ptr<Kernel> FuseConvBatchNorm(const Kernel& conv,
+                                          const Kernel& batch_norm,
+                                          bool conv_bias);
+
 // The schema of a supported operator of the default ONNX domain, or nullptr.
 const OpSchema* FindOp(absl::string_view op_type);
 

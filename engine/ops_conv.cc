@@ -720,15 +720,23 @@ class ConvKernel : public Kernel {
       }
     }
     if (grad_inputs.size() == 3 && grad_inputs[2] != nullptr) {
-      VectorMap db(grad_inputs[2]->data(), g.m);
-      db.setZero();
-      for (int64_t n = 0; n < g.n; ++n) {
-        db += ConstMatrixMap(dy + n * g.m * g.p, g.m, g.p).rowwise().sum();
+      // Per channel, summed in sample order whatever the thread count.
+      float* db = grad_inputs[2]->data();
+#pragma omp parallel for schedule(static) if (g.n * g.m * g.p > kParallelBiasWork)
+      for (int64_t m = 0; m < g.m; ++m) {
+        float sum = 0.0f;
+        for (int64_t n = 0; n < g.n; ++n) {
+          sum += ConstVectorMap(dy + (n * g.m + m) * g.p, g.p).sum();
+        }
+        db[m] = sum;
       }
     }
   }
 
  private:
+  // Elements of dY above which the bias gradient is summed by threads.
+  static constexpr int64_t kParallelBiasWork = 1 << 15;
+
   static std::vector<const Shape*> Shapes(
       absl::Span<const Tensor* const> inputs) {
     std::vector<const Shape*> shapes;
@@ -1683,6 +1691,7 @@ absl::StatusOr<std::unique_ptr<Kernel>> CreateGlobalMaxPool(const OpConfig&) {
 class BatchNormKernel : public Kernel {
  public:
   explicit BatchNormKernel(float epsilon) : epsilon_(epsilon) {}
+  float epsilon() const { return epsilon_; }
 
   absl::StatusOr<Shape> OutputShape(
       absl::Span<const Shape* const> inputs) const override {
@@ -1815,6 +1824,134 @@ class BatchNormKernel : public Kernel {
   const float epsilon_;
 };
 
+// ------------------------------------------ Conv + BatchNormalization ----
+
+// A Conv whose only consumer is an inference-form BatchNormalization, run as
+// one convolution on BN-folded weights:
+//   Y = conv(X, a ⊙ W) + a ⊙ (B - mean) + bias,  a = scale / sqrt(var + eps)
+// (a per output channel; B is the Conv's bias, 0 when it has none). The same
+// function as the two nodes up to float rounding, without the Conv output
+// tensor and the BN pass over it. Inputs: X, W, [B], scale, bias, mean, var.
+// Backward, with W' = a ⊙ W, b' the folded bias and dW', db' the Conv's
+// gradients at (W', b'):
+//   dW = a ⊙ dW',  dB = a ⊙ db',  dbias = db',
+//   dscale = (Σ_k dW' ⊙ W + db' ⊙ (B - mean)) / sqrt(var + eps),
+// the first sum being Σ dY ⊙ conv(X, W) since the convolution is linear in
+// W; dmean and dvar are zero, as BatchNormKernel's.
+class ConvBatchNormKernel : public Kernel {
+ public:
+  ConvBatchNormKernel(const Kernel& conv, float epsilon, bool conv_bias)
+      : conv_(conv), batch_norm_(epsilon), epsilon_(epsilon),
+        conv_bias_(conv_bias) {}
+
+  absl::StatusOr<Shape> OutputShape(
+      absl::Span<const Shape* const> inputs) const override {
+    const int bn = BnInput();
+    absl::StatusOr<Shape> conv = conv_.OutputShape(inputs.subspan(0, bn));
+    if (!conv.ok()) return conv.status();
+    const Shape* bn_inputs[] = {&*conv, inputs[bn], inputs[bn + 1],
+                                inputs[bn + 2], inputs[bn + 3]};
+    return batch_norm_.OutputShape(bn_inputs);
+  }
+
+  void Forward(absl::Span<const Tensor* const> inputs,
+               Tensor* output) const override {
+    thread_local Tensor weights, bias;
+    Fold(inputs, &weights, &bias);
+    const Tensor* conv_inputs[] = {inputs[0], &weights, &bias};
+    conv_.Forward(conv_inputs, output);
+  }
+
+  void Backward(absl::Span<const Tensor* const> inputs,
+                const Tensor& grad_output,
+                absl::Span<Tensor* const> grad_inputs) const override {
+    const int bn = BnInput();
+    thread_local Tensor weights, bias, d_weights, d_bias;
+    Fold(inputs, &weights, &bias);
+    const int64_t m = bias.size();
+    const int64_t k = m == 0 ? 0 : weights.size() / m;
+    Tensor* d_w = grad_inputs[1];
+    Tensor* d_b = conv_bias_ ? grad_inputs[2] : nullptr;
+    Tensor* d_scale = grad_inputs[bn];
+    Tensor* d_shift = grad_inputs[bn + 1];
+    const bool want_dw = d_w != nullptr || d_scale != nullptr;
+    const bool want_db =
+        d_b != nullptr || d_scale != nullptr || d_shift != nullptr;
+    if (want_dw) d_weights.Resize(weights.shape());
+    if (want_db) d_bias.Resize(bias.shape());
+    const Tensor* conv_inputs[] = {inputs[0], &weights, &bias};
+    Tensor* conv_grads[] = {grad_inputs[0], want_dw ? &d_weights : nullptr,
+                            want_db ? &d_bias : nullptr};
+    conv_.Backward(conv_inputs, grad_output, conv_grads);
+
+    const Eigen::ArrayXf inv_std = InvStd(inputs);
+    const Eigen::ArrayXf a = ConstArrayMap(inputs[bn]->data(), m) * inv_std;
+    if (d_w != nullptr) {
+      MatrixMap(d_w->data(), m, k) =
+          (ConstMatrixMap(d_weights.data(), m, k).array().colwise() * a)
+              .matrix();
+    }
+    if (d_b != nullptr) {
+      ArrayMap(d_b->data(), m) = ConstArrayMap(d_bias.data(), m) * a;
+    }
+    if (d_shift != nullptr) {
+      ArrayMap(d_shift->data(), m) = ConstArrayMap(d_bias.data(), m);
+    }
+    if (d_scale != nullptr) {
+      const Eigen::ArrayXf centre = ConvBias(inputs, m) -
+                                    ConstArrayMap(inputs[bn + 2]->data(), m);
+      const Eigen::ArrayXf d_a =
+          (ConstMatrixMap(d_weights.data(), m, k).array() *
+           ConstMatrixMap(inputs[1]->data(), m, k).array())
+              .rowwise()
+              .sum() +
+          ConstArrayMap(d_bias.data(), m) * centre;
+      ArrayMap(d_scale->data(), m) = d_a * inv_std;
+    }
+    for (int i = bn + 2; i < bn + 4; ++i) {
+      if (grad_inputs[i] != nullptr) grad_inputs[i]->SetZero();
+    }
+  }
+
+ private:
+  // The index of BN's scale among the inputs.
+  int BnInput() const { return conv_bias_ ? 3 : 2; }
+
+  Eigen::ArrayXf ConvBias(absl::Span<const Tensor* const> inputs,
+                          int64_t m) const {
+    return conv_bias_ ? Eigen::ArrayXf(ConstArrayMap(inputs[2]->data(), m))
+                      : Eigen::ArrayXf::Zero(m);
+  }
+
+  Eigen::ArrayXf InvStd(absl::Span<const Tensor* const> inputs) const {
+    const Tensor& var = *inputs[BnInput() + 3];
+    return (ConstArrayMap(var.data(), var.size()) + epsilon_).rsqrt();
+  }
+
+  // weights = a ⊙ W, bias = a ⊙ (B - mean) + shift.
+  void Fold(absl::Span<const Tensor* const> inputs, Tensor* weights,
+            Tensor* bias) const {
+    const int bn = BnInput();
+    const Tensor& w = *inputs[1];
+    const int64_t m = inputs[bn]->size();
+    const int64_t k = m == 0 ? 0 : w.size() / m;
+    const Eigen::ArrayXf a =
+        ConstArrayMap(inputs[bn]->data(), m) * InvStd(inputs);
+    weights->Resize(w.shape());
+    MatrixMap(weights->data(), m, k) =
+        (ConstMatrixMap(w.data(), m, k).array().colwise() * a).matrix();
+    bias->Resize({m});
+    ArrayMap(bias->data(), m) =
+        a * (ConvBias(inputs, m) - ConstArrayMap(inputs[bn + 2]->data(), m)) +
+        ConstArrayMap(inputs[bn + 1]->data(), m);
+  }
+
+  const Kernel& conv_;
+  const BatchNormKernel batch_norm_;
+  const float epsilon_;
+  const bool conv_bias_;
+};
+
 absl::StatusOr<std::unique_ptr<Kernel>> CreateBatchNorm(
     const OpConfig& config) {
   absl::StatusOr<float> epsilon = config.GetFloat("epsilon", 1e-5f);
@@ -1855,6 +1992,16 @@ absl::Span<const OpEntry> ConvOps() {
       {"BatchNormalization", {5, 5, 5, 1, &CreateBatchNorm}},
   };
   return kOps;
+}
+
+std::unique_ptr<Kernel> FuseConvBatchNorm(const Kernel& conv,
+                                          const Kernel& batch_norm,
+                                          bool conv_bias) {
+  const auto* bn = dynamic_cast<const BatchNormKernel*>(&batch_norm);
+  if (dynamic_cast<const ConvKernel*>(&conv) == nullptr || bn == nullptr) {
+    return nullptr;
+  }
+  return std::make_unique<ConvBatchNormKernel>(conv, bn->epsilon(), conv_bias);
 }
 
 }  // namespace mixq::engine
