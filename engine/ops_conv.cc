@@ -1,6 +1,10 @@
 // Convolution, pooling and batch normalization operators (NCHW).
 //
-// Conv (2-D) runs one of four ways, chosen from the shapes:
+// Conv (2-D) runs one of five ways, chosen from the shapes:
+//  - 3x3, unit stride, no dilation, one group, at least 4 channels in and
+//    out: Winograd F(2x2, 3x3) (engine/winograd.h), 2.25x fewer multiplies;
+//    its backward computes dX the same way (on the flipped, transposed
+//    weights) and dW by the adjoint transforms;
 //  - pointwise (1x1 kernel, no padding): a GEMM per group on the input
 //    pixels themselves (gathered when strided);
 //  - depthwise (one input channel per group, group > 1): on maps of more than
@@ -40,6 +44,7 @@
 #include "absl/strings/str_join.h"
 #include "engine/ops.h"
 #include "engine/ops_util.h"
+#include "engine/winograd.h"
 
 namespace mixq::engine {
 namespace {
@@ -679,7 +684,9 @@ class ConvKernel : public Kernel {
     const float* w = inputs[1]->data();
     const float* b = inputs.size() == 3 ? inputs[2]->data() : nullptr;
     float* y = output->data();
-    if (g.depthwise() && g.p <= kSmallMapPixels) {
+    if (const std::optional<Conv3x3Shape> s = WinogradShape(g)) {
+      WinogradConvForward(*s, x, w, b, y);
+    } else if (g.depthwise() && g.p <= kSmallMapPixels) {
       SmallDepthwiseForward(g, x, w, b, y);
     } else if (g.depthwise()) {
       DepthwiseForward(g, x, w, b, y);
@@ -708,15 +715,29 @@ class ConvKernel : public Kernel {
         DepthwiseBackward(g, x, w, dy, dx, dw);
       } else if (g.pointwise()) {
         PointwiseBackward(g, x, w, dy, dx, dw);
-      } else if (dx != nullptr && g.k <= kDirectMaxK &&
-                 TransposedGeometry(g).has_value()) {
-        // dX is the convolution of dY with the flipped, transposed weights.
-        const ConvGeometry t = *TransposedGeometry(g);
-        const Eigen::VectorXf wt = FlippedTransposedWeights(g, w);
-        DirectForward(t, dy, wt.data(), nullptr, dx);
-        if (dw != nullptr) GemmBackward(g, x, w, dy, nullptr, dw);
       } else {
-        GemmBackward(g, x, w, dy, dx, dw);
+        const std::optional<Conv3x3Shape> winograd = WinogradShape(g);
+        const std::optional<ConvGeometry> t = TransposedGeometry(g);
+        // dX is the convolution of dY with the flipped, transposed weights,
+        // by Winograd or the direct kernel when they take it.
+        const bool dx_by_conv = dx != nullptr && t.has_value() &&
+                                (winograd.has_value() || g.k <= kDirectMaxK);
+        if (dx_by_conv) {
+          const Eigen::VectorXf wt = FlippedTransposedWeights(g, w);
+          if (const std::optional<Conv3x3Shape> ts = WinogradShape(*t)) {
+            WinogradConvForward(*ts, dy, wt.data(), nullptr, dx);
+          } else {
+            DirectForward(*t, dy, wt.data(), nullptr, dx);
+          }
+        }
+        if (winograd.has_value() && dw != nullptr) {
+          WinogradConvWeightGrad(*winograd, x, dy, dw);
+        }
+        float* gemm_dx = dx_by_conv ? nullptr : dx;
+        float* gemm_dw = winograd.has_value() ? nullptr : dw;
+        if (gemm_dx != nullptr || gemm_dw != nullptr) {
+          GemmBackward(g, x, w, dy, gemm_dx, gemm_dw);
+        }
       }
     }
     if (grad_inputs.size() == 3 && grad_inputs[2] != nullptr) {
@@ -791,6 +812,27 @@ class ConvKernel : public Kernel {
     g.hw = g.h * g.w;
     g.p = g.y.out * g.x.out;
     return g;
+  }
+
+  // `g` as a Winograd F(2x2, 3x3) problem (engine/winograd.h) when it is a
+  // 3x3, unit-stride, undilated, ungrouped convolution the kernels take and
+  // that has enough channels to gain from them; nullopt otherwise.
+  static std::optional<Conv3x3Shape> WinogradShape(const ConvGeometry& g) {
+    if (g.group != 1 || g.y.kernel != 3 || g.x.kernel != 3 ||
+        !g.unit_stride() || g.y.dilation != 1 || g.x.dilation != 1) {
+      return std::nullopt;
+    }
+    const Conv3x3Shape s = {.n = g.n,
+                            .c = g.c,
+                            .h = g.h,
+                            .w = g.w,
+                            .m = g.m,
+                            .pad_top = g.y.pad_begin,
+                            .pad_left = g.x.pad_begin,
+                            .out_h = g.y.out,
+                            .out_w = g.x.out};
+    if (!WinogradSuits(s)) return std::nullopt;
+    return s;
   }
 
   // The geometry of dX = conv(dY, W'), for unit strides and pads within the

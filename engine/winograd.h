@@ -1,0 +1,104 @@
+// Winograd F(2x2, 3x3) kernels for 3x3 convolutions (stride 1, dilation 1,
+// group 1, NCHW, zero padding): the forward pass and the weight gradient.
+// The input gradient is the forward pass of dY with the flipped, transposed
+// weights (w'[c, m, i, j] = w[m, c, 2 - i, 2 - j]) and pads 2 - pad.
+//
+// The maths (Lavin & Gray, "Fast Algorithms for Convolutional Neural
+// Networks", 2015). The outputs are cut into 2x2 tiles; output tile (ty, tx)
+// reads the 4x4 input patch d at rows 2 ty - pad_top + [0, 4) and columns
+// 2 tx - pad_left + [0, 4) (zero outside the input). With
+//   B^T = [1  0 -1  0]     G = [ 1    0    0 ]    A^T = [1  1  1  0]
+//         [0  1  1  0]         [1/2  1/2  1/2]          [0  1 -1 -1]
+//         [0 -1  1  0]         [1/2 -1/2  1/2]
+//         [0  1  0 -1]         [ 0    0    1 ]
+// the forward pass is, per tile,
+//   U[m, c] = G g[m, c] G^T            (4x4, once per call)
+//   V[c]    = B^T d[c] B               (4x4 per tile and input channel)
+//   M[xi][m] = sum_c U[xi][m, c] V[xi][c]   for each of the 16 points xi
+//   Y[m]    = A^T M[m] A               (the 2x2 outputs, cropped at edges)
+// i.e. 16 independent [m x c] x [c x tiles] products, 2.25x fewer
+// multiplies than the direct convolution's 9 per output. The weight
+// gradient is the adjoint: per tile dM[m] = A dY_tile[m] A^T (dY zero
+// outside the output), dU[xi][m, c] = sum over tiles dM[xi][m] V[xi][c],
+// and dw[m, c] = G^T dU[m, c] G.
+//
+// Layout. A tile row is stored as tiles_x + 1 positions (the last a junk
+// tile that reads zero padding and whose outputs are dropped), so that all
+// tiles of a sample form one arithmetic sequence of positions. Work goes in
+// blocks of positions: whole samples (as many as make a few hundred
+// positions, fewer with more channels, so that a block's buffers stay in
+// L2; 4x larger for the weight gradient, whose blocks each end in
+// horizontal sums) or, for large maps, bands of tile rows of one sample.
+// Each input plane is first split into four arrays (even / odd rows x even /
+// odd columns, zero-padded), so that every transform load is contiguous;
+// the transforms then run over 16 consecutive positions at a time (SIMD
+// across tiles, crossing tile rows). A block's transformed inputs are
+// V[xi][c][position] and its products M[xi][m][position], so each of the 16
+// products is a small GEMM whose inner loop runs over positions in SIMD
+// packets with a register block of 8 output channels x 3 packets (AVX-512);
+// the weight gradient's products reduce over positions with a 4 x 4 block
+// of m x c vector accumulators. Scratch buffers are thread_local and
+// reused: repeated calls with the same shapes do not allocate.
+//
+// Threading and determinism. OpenMP threads of the calling thread (see
+// engine/threads.h) split the blocks. Forward: each output is written by one
+// block, the result does not depend on the thread count. Weight gradient:
+// block b adds into partial sum b % P, with P = min(8, blocks) fixed by the
+// shape; each partial adds its blocks in increasing order and the partials
+// are summed in order, so the result is bit-identical for any thread count.
+//
+// Accuracy: F(2x2, 3x3)'s transforms only add, subtract and halve, so
+// results are within a few float roundings of the direct convolution
+// (relative errors ~1e-7 to 1e-6 of the sum of the magnitudes of the terms).
+#ifndef MIXQ_ENGINE_WINOGRAD_H_
+#define MIXQ_ENGINE_WINOGRAD_H_
+
+#include <cstdint>
+
+namespace mixq::engine {
+
+// A 3x3 convolution, stride 1, dilation 1, group 1, NCHW, zero padding.
+struct Conv3x3Shape {
+  int64_t n = 1, c = 1, h = 1, w = 1;  // input [n, c, h, w]
+  int64_t m = 1;                       // output channels
+  int64_t pad_top = 0, pad_left = 0;   // in [0, 2]
+  // Output [n, m, out_h, out_w]: out_h = h + pad_top + pad_bottom - 2 for a
+  // pad_bottom in [0, 2] (likewise out_w with pad_right).
+  int64_t out_h = 1, out_w = 1;
+};
+
+// Whether the Winograd kernels take `s`: WinogradValid, and enough channels
+// for Winograd to pay off, 4 <= c, m <= 512. Measured with
+// bench/winograd_bench.cc (batch 128, 2 threads, AMD Zen 4, against the
+// engine's direct kernel for forward / input gradient and im2col + GEMM for
+// the weight gradient): c = m = 16 and 32 (the ResNet) 1.4-1.7x on all
+// three passes; c = m = 8 1.1-1.3x; c = m = 4 0.95x forward and input
+// gradient but 2.2x weight gradient (a training step gains); c = 3, m = 16
+// 0.9x forward, 0.66x input gradient (with few channels on either side the
+// transforms cost more than the multiplies they save); c = m = 64..512
+// 1.7-2.2x forward and input gradient, 1.0-1.35x weight gradient. Above 512
+// a block's transformed tiles outgrow the cache (not measured).
+bool WinogradSuits(const Conv3x3Shape& s);
+
+// Whether the kernels can compute `s` at all (WinogradSuits without the
+// channel heuristic); the functions below require it.
+bool WinogradValid(const Conv3x3Shape& s);
+
+// y[n, m, oh, ow] = bias[m] + sum_{c,i,j} w[m, c, i, j] *
+//                   x[n, c, oh + i - pad_top, ow + j - pad_left]
+// (x outside the input = 0). x is [n, c, h, w], w is [m, c, 3, 3], bias is
+// [m] or null; overwrites y [n, m, out_h, out_w]. Requires WinogradValid(s).
+// Blocks until done; borrows the pointers for the call only.
+void WinogradConvForward(const Conv3x3Shape& s, const float* x, const float* w,
+                         const float* bias, float* y);
+
+// dw[m, c, i, j] = sum_{n,oh,ow} dy[n, m, oh, ow] *
+//                  x[n, c, oh + i - pad_top, ow + j - pad_left].
+// x is [n, c, h, w], dy is [n, m, out_h, out_w]; overwrites dw [m, c, 3, 3].
+// Requires WinogradValid(s). Bit-identical for any thread count.
+void WinogradConvWeightGrad(const Conv3x3Shape& s, const float* x,
+                            const float* dy, float* dw);
+
+}  // namespace mixq::engine
+
+#endif  // MIXQ_ENGINE_WINOGRAD_H_
