@@ -457,6 +457,11 @@ INSTANTIATE_TEST_SUITE_P(
         ConvSpec{3, 4, 9, 8, 8, 5, 3, 4, 2, 1, 2, 1, 2, 0, 1, 3},
         ConvSpec{9, 6, 10, 9, 4, 3, 2, 2, 3, 2, 1, 2, 0, 1, 2, 0},
         ConvSpec{2, 1, 12, 12, 5, 5, 5, 1, 2, 2, 1, 1, 2, 2, 2, 2},
+        // 3x3, stride 1, >= 4 channels: Winograd F(2x2, 3x3) (any pads up
+        // to 2, odd maps); dX on the flipped weights, dW by its adjoint.
+        ConvSpec{6, 16, 14, 14, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+        ConvSpec{4, 8, 9, 7, 12, 3, 3, 1, 1, 1, 1, 1, 0, 2, 1, 0},
+        ConvSpec{3, 5, 3, 2, 4, 3, 3, 1, 1, 1, 1, 1, 2, 2, 2, 2},
         // 1x1 maps: one GEMM over the batch.
         ConvSpec{13, 12, 1, 1, 20, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0},
         ConvSpec{5, 8, 1, 1, 6, 1, 1, 2, 1, 1, 1, 1, 0, 0, 0, 0},
