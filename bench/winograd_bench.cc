@@ -1,5 +1,6 @@
-// mixq-winograd-bench: the Winograd F(2x2, 3x3) kernels (engine/winograd.h)
-// against im2col + GEMM and the engine's Conv, on 3x3 stride-1 convolutions.
+// mixq-winograd-bench: the Winograd F(2x2, 3x3) and F(4x4, 3x3) kernels
+// (engine/winograd.h) against im2col + GEMM and the engine's Conv, on 3x3
+// stride-1 convolutions.
 //
 //   mixq-winograd-bench [--batch 128] [--threads 2] [--min-time 1] [--sweep]
 //                       [--no-baseline]
@@ -13,9 +14,10 @@
 //    gradient, so it computes dW only), Forward of the transposed Conv for
 //    the input gradient. Whatever ops_conv.cc dispatches to: the direct
 //    kernel and im2col + GEMM before Winograd was wired in, Winograd after;
-//  - winograd: WinogradConvForward, WinogradConvWeightGrad, and
+//  - wino2, wino4: WinogradConvForward, WinogradConvWeightGrad, and
 //    WinogradConvForward of dY with the flipped, transposed weights and pads
-//    2 - pad for the input gradient.
+//    2 - pad for the input gradient, with the tile size forced to F(2x2) and
+//    F(4x4) (the engine column shows which one kAuto picks).
 // GFLOP/s count the direct convolution's 2 n m c 9 oh ow FLOPs for all, so
 // the numbers compare. Default shapes: the ResNet's 3x3 convs (16 channels at
 // 28x28, 32 at 14x14); --sweep adds shapes for WinogradSuits' channel
@@ -260,21 +262,26 @@ Tensor FlippedTransposed(const Conv3x3Shape& s, const Tensor& w) {
   return t;
 }
 
-// One pass's row: medians of gemm, engine, winograd (or winograd alone).
+// One pass's row: medians of gemm, engine, wino2, wino4 (or the last two
+// alone), and the speed-ups of the faster Winograd and of wino4 over wino2.
 void PrintRow(const char* pass, double flops,
               const std::vector<double>& seconds) {
   std::printf("  %-12s", pass);
-  if (seconds.size() == 1) {
+  if (seconds.size() == 2) {
     std::printf(" %16s %16s", "-", "-");
   }
   for (double t : seconds) {
     std::printf(" %8.3f %7.1f", t * kMsPerSecond, flops / t / kGiga);
   }
-  if (seconds.size() == 3) {
-    std::printf(" %8.2fx %8.2fx", seconds[0] / seconds[2],
-                seconds[1] / seconds[2]);
+  const double wino2 = seconds[seconds.size() - 2];
+  const double wino4 = seconds[seconds.size() - 1];
+  const double best = std::min(wino2, wino4);
+  if (seconds.size() == 4) {
+    std::printf(" %8.2fx %8.2fx", seconds[0] / best, seconds[1] / best);
+  } else {
+    std::printf(" %9s %9s", "-", "-");
   }
-  std::printf("\n");
+  std::printf(" %8.2fx\n", wino2 / wino4);
 }
 
 absl::Status BenchCase(const ConvCase& k, const Options& options) {
@@ -308,10 +315,19 @@ absl::Status BenchCase(const ConvCase& k, const Options& options) {
   Tensor dw_gemm(dw.shape());
   Tensor dx_gemm(dx.shape());
   const bool all = options.baseline;
-  const auto sides = [&](Step gemm, Step engine, Step winograd) {
-    return all ? std::vector<Step>{std::move(gemm), std::move(engine),
-                                   std::move(winograd)}
-               : std::vector<Step>{std::move(winograd)};
+  // `winograd(tile)` runs the Winograd side with the tile size forced.
+  const auto sides = [&](Step gemm, Step engine,
+                         std::function<void(engine::WinogradTile)> winograd) {
+    std::vector<Step> steps;
+    if (all) steps = {std::move(gemm), std::move(engine)};
+    for (engine::WinogradTile tile :
+         {engine::WinogradTile::k2x2, engine::WinogradTile::k4x4}) {
+      steps.push_back([winograd, tile] {
+        winograd(tile);
+        return absl::OkStatus();
+      });
+    }
+    return steps;
   };
   MIXQ_RETURN_IF_ERROR(model->Forward(x, params, &trace).status());
   MIXQ_ASSIGN_OR_RETURN(
@@ -323,10 +339,9 @@ absl::Status BenchCase(const ConvCase& k, const Options& options) {
                       return absl::OkStatus();
                     },
                     [&] { return model->Forward(x, params, nullptr).status(); },
-                    [&] {
+                    [&](engine::WinogradTile tile) {
                       engine::WinogradConvForward(s, x.data(), w.data(),
-                                                  nullptr, y.data());
-                      return absl::OkStatus();
+                                                  nullptr, y.data(), tile);
                     })));
   MIXQ_ASSIGN_OR_RETURN(
       const std::vector<double> weight_grad,
@@ -337,10 +352,9 @@ absl::Status BenchCase(const ConvCase& k, const Options& options) {
                       return absl::OkStatus();
                     },
                     [&] { return model->Backward(trace, params, dy, &grads); },
-                    [&] {
+                    [&](engine::WinogradTile tile) {
                       engine::WinogradConvWeightGrad(s, x.data(), dy.data(),
-                                                     dw.data());
-                      return absl::OkStatus();
+                                                     dw.data(), tile);
                     })));
   MIXQ_ASSIGN_OR_RETURN(
       const std::vector<double> input_grad,
@@ -354,17 +368,16 @@ absl::Status BenchCase(const ConvCase& k, const Options& options) {
                       return transposed->Forward(dy, transposed_params, nullptr)
                           .status();
                     },
-                    [&] {
+                    [&](engine::WinogradTile tile) {
                       engine::WinogradConvForward(t, dy.data(), wt.data(),
-                                                  nullptr, dx.data());
-                      return absl::OkStatus();
+                                                  nullptr, dx.data(), tile);
                     })));
   GemmForward(s, x.data(), w.data(), y_gemm.data());
   GemmWeightGrad(s, x.data(), dy.data(), dw_gemm.data());
   GemmForward(t, dy.data(), wt.data(), dx_gemm.data());
 
-  // Sanity: Winograd and im2col + GEMM computed the same values (largest
-  // difference relative to the largest magnitude).
+  // Sanity: Winograd (F(4x4), timed last) and im2col + GEMM computed the
+  // same values (largest difference relative to the largest magnitude).
   const auto max_diff = [](const Tensor& a, const Tensor& b) {
     float diff = 0, scale = 0;
     for (size_t i = 0; i < a.values().size(); ++i) {
@@ -377,14 +390,15 @@ absl::Status BenchCase(const ConvCase& k, const Options& options) {
                        kTaps * kTaps * static_cast<double>(s.out_h * s.out_w);
   std::printf(
       "%s: X [%lld,%lld,%lld,%lld] -> %lld channels, %.0f MFLOP, suits %s; "
-      "winograd vs gemm relative max diff: y %.2g, dw %.2g, dx %.2g\n",
+      "F(4x4) vs gemm relative max diff: y %.2g, dw %.2g, dx %.2g\n",
       k.label, static_cast<long long>(s.n), static_cast<long long>(s.c),
       static_cast<long long>(s.h), static_cast<long long>(s.w),
       static_cast<long long>(s.m), flops / 1e6,
       engine::WinogradSuits(s) ? "yes" : "no", max_diff(y, y_gemm),
       max_diff(dw, dw_gemm), max_diff(dx, dx_gemm));
-  std::printf("  %-12s %16s %16s %16s %9s %9s\n", "pass", "gemm ms  GFLOP/s",
-              "engine ms GFLOP/s", "wino ms  GFLOP/s", "vs gemm", "vs engine");
+  std::printf("  %-12s %16s %16s %16s %16s %9s %9s %9s\n", "pass",
+              "gemm ms  GFLOP/s", "engine ms GFLOP/s", "wino2 ms GFLOP/s",
+              "wino4 ms GFLOP/s", "vs gemm", "vs engine", "4 vs 2");
   PrintRow("forward", flops, forward);
   PrintRow("weight grad", flops, weight_grad);
   PrintRow("input grad", flops, input_grad);
@@ -401,7 +415,11 @@ int Run(const Options& options) {
     cases.insert(cases.end(), {{"c3 m16", 3, 16, 28},
                                {"c4 m4", 4, 4, 28},
                                {"c8 m8", 8, 8, 28},
+                               {"c16 m16 56", 16, 16, 56},
+                               {"c32 m32 28", 32, 32, 28},
                                {"c64 m64", 64, 64, 14},
+                               {"c64 m64 28", 64, 64, 28},
+                               {"c128 m128 16", 128, 128, 16},
                                {"c128 m128", 128, 128, 7},
                                {"c256 m256", 256, 256, 7},
                                {"c512 m512", 512, 512, 4}});
@@ -424,7 +442,9 @@ int Run(const Options& options) {
 
 int main(int argc, char** argv) {
   mixq::bench::Options options;
-  CLI::App app{"Winograd F(2x2,3x3) convolution kernels vs the engine's Conv"};
+  CLI::App app{
+      "Winograd F(2x2,3x3) and F(4x4,3x3) convolution kernels vs the engine's "
+      "Conv"};
   app.add_option("--batch", options.batch, "samples per batch")
       ->check(CLI::PositiveNumber);
   app.add_option("--threads", options.threads, "OpenMP/Eigen threads")

@@ -1,5 +1,5 @@
-// Winograd F(2x2, 3x3) convolution kernels; the maths, layout and threading
-// contract are in winograd.h.
+// Winograd F(2x2, 3x3) and F(4x4, 3x3) convolution kernels; the maths,
+// layout, threading contract and the choice between them are in winograd.h.
 #include "engine/winograd.h"
 
 #include <algorithm>
@@ -11,14 +11,8 @@
 namespace mixq::engine {
 namespace {
 
-// Output tiles are 2x2, input tiles 4x4, kernels 3x3: 16 transformed points.
-constexpr int kTile = 2;
-constexpr int kPatch = 4;
 constexpr int kTaps = 3;
-constexpr int kPoints = kPatch * kPatch;
 constexpr int64_t kMaxPad = 2;
-// Zero columns at most past a row in a split plane's padded rows.
-constexpr int64_t kPadTail = kMaxPad + 1;
 // WinogradSuits' channel range (see winograd.h).
 constexpr int64_t kMinSuitedChannels = 4;
 constexpr int64_t kMaxSuitedChannels = 512;
@@ -26,19 +20,24 @@ constexpr int64_t kMaxSuitedChannels = 512;
 // The transforms run over this many consecutive tile positions at a time
 // (fixed-size Eigen arrays: SIMD code).
 constexpr int64_t kLanes = 16;
+constexpr int64_t kCacheLineFloats = 16;
 
-// A block holds about kBlockFloats / (16 (c + m)) tile positions, so that
-// its V and M (or dM) buffers fill about half of a 1 MiB L2, within these
-// bounds.
+// A block holds about kBlockFloats / (points (c + m)) tile positions, so
+// that its V and M (or dM) buffers fill about half of a 1 MiB L2, within
+// these bounds.
 constexpr int64_t kBlockFloats = int64_t{1} << 17;
 constexpr int64_t kMinBlockPositions = 64;
 constexpr int64_t kMaxBlockPositions = 1024;
 // Weight-gradient blocks are this many times larger: each block ends in
-// horizontal sums of its m x c x 16 vector accumulators, which longer
+// horizontal sums of its m x c x points vector accumulators, which longer
 // reductions amortise.
 constexpr int64_t kGradBlockScale = 4;
 // Weight gradients are summed from at most this many partial sums.
 constexpr int64_t kMaxPartials = 8;
+// kAuto takes F(4x4) when its transformed points per sample are at most
+// this fraction of F(2x2)'s (16x16 maps, 62.5%, gain; 7x7, 67.5%, lose).
+constexpr int64_t kMaxPointRatioNumerator = 64;
+constexpr int64_t kPointRatioDenominator = 100;
 
 // Register blocking of the products, in SIMD packets of tiles.
 using Packet = Eigen::internal::packet_traits<float>::type;
@@ -55,11 +54,258 @@ using Lanes = Eigen::Array<float, kLanes, 1>;
 Lanes Load(const float* p) { return Eigen::Map<const Lanes>(p); }
 void Store(float* p, const Lanes& v) { Eigen::Map<Lanes>{p} = v; }
 
-// G, the kernel transform of F(2, 3).
-constexpr float kG[kPatch][kTaps] = {{1.0f, 0.0f, 0.0f},
-                                     {0.5f, 0.5f, 0.5f},
-                                     {0.5f, -0.5f, 0.5f},
-                                     {0.0f, 0.0f, 1.0f}};
+// F(T x T, 3x3): output tiles T x T, input tiles (patches) P x P with
+// P = T + 2, P^2 transformed points.
+template <int T>
+struct TileSize {
+  static constexpr int kTile = T;
+  static constexpr int kPatch = T + kTaps - 1;
+  static constexpr int kPoints = kPatch * kPatch;
+  // Zero columns at most past the data of a split plane's padded rows:
+  // width T (tiles_x + 1) <= out_w + 2 T - 1 = w + pad_left + pad_right +
+  // 2 T - 3.
+  static constexpr int64_t kPadTail = kMaxPad + 2 * T - 3;
+};
+
+// The transforms of each tile size, on kLanes tile positions at a time.
+// Split planes (SplitPlane) hold T x T phase arrays `split_stride` apart:
+// array a T + b holds rows = a and columns = b (mod T) of the padded plane,
+// `pitch` floats per group of T rows, so that point (i, j) of position p
+// (tile row p / pitch, column p % pitch) is array (i % T) T + j % T at
+// p + (i / T) pitch + j / T.
+template <int T>
+struct Transforms;
+
+template <>
+struct Transforms<2> {
+  // G, the kernel transform of F(2, 3).
+  static constexpr float kG[4][kTaps] = {{1.0f, 0.0f, 0.0f},
+                                         {0.5f, 0.5f, 0.5f},
+                                         {0.5f, -0.5f, 0.5f},
+                                         {0.0f, 0.0f, 1.0f}};
+
+  // V = B^T d B for the kLanes positions from `p` of a split input plane.
+  // Point xi of position p + l goes to out[xi * point_stride + l].
+  static void Input(const float* split, int64_t split_stride, int64_t pitch,
+                    int64_t p, float* out, int64_t point_stride) {
+    Lanes d[4][4];
+    for (int i = 0; i < 4; ++i) {
+      // Rows 0, 1 are the pair's even and odd rows; 2, 3 the next pair's.
+      const float* even =
+          split + 2 * (i % 2) * split_stride + p + (i / 2) * pitch;
+      const float* odd = even + split_stride;
+      d[i][0] = Load(even);
+      d[i][1] = Load(odd);
+      d[i][2] = Load(even + 1);
+      d[i][3] = Load(odd + 1);
+    }
+    for (int j = 0; j < 4; ++j) {  // B^T d, in place
+      const Lanes t0 = d[0][j] - d[2][j];
+      const Lanes t1 = d[1][j] + d[2][j];
+      const Lanes t2 = d[2][j] - d[1][j];
+      const Lanes t3 = d[1][j] - d[3][j];
+      d[0][j] = t0;
+      d[1][j] = t1;
+      d[2][j] = t2;
+      d[3][j] = t3;
+    }
+    for (int i = 0; i < 4; ++i) {  // (B^T d) B
+      float* row = out + i * 4 * point_stride;
+      Store(row, d[i][0] - d[i][2]);
+      Store(row + point_stride, d[i][1] + d[i][2]);
+      Store(row + 2 * point_stride, d[i][2] - d[i][1]);
+      Store(row + 3 * point_stride, d[i][1] - d[i][3]);
+    }
+  }
+
+  // dM = A dY A^T for the kLanes positions from `p` of a split dY plane
+  // (one row group per tile row); point xi of position p + l goes to
+  // out[xi * point_stride + l].
+  static void OutputGrad(const float* split, int64_t split_stride, int64_t p,
+                         float* out, int64_t point_stride) {
+    const Lanes d00 = Load(split + p);
+    const Lanes d01 = Load(split + split_stride + p);
+    const Lanes d10 = Load(split + 2 * split_stride + p);
+    const Lanes d11 = Load(split + 3 * split_stride + p);
+    // A dY: rows [d0, d0 + d1, d0 - d1, -d1].
+    const Lanes t[4][2] = {{d00, d01},
+                           {d00 + d10, d01 + d11},
+                           {d00 - d10, d01 - d11},
+                           {-d10, -d11}};
+    for (int i = 0; i < 4; ++i) {  // (A dY) A^T
+      float* row = out + i * 4 * point_stride;
+      Store(row, t[i][0]);
+      Store(row + point_stride, t[i][0] + t[i][1]);
+      Store(row + 2 * point_stride, t[i][0] - t[i][1]);
+      Store(row + 3 * point_stride, -t[i][1]);
+    }
+  }
+
+  // Y = A^T M A + bias for kLanes positions: point xi of position l is
+  // in[xi * point_stride + l]; output (a, b) of position l goes to
+  // out[(2 a + b) * out_stride + l].
+  static void Output(const float* in, int64_t point_stride, float bias,
+                     float* out, int64_t out_stride) {
+    Lanes t[2][4];  // A^T M
+    for (int j = 0; j < 4; ++j) {
+      const Lanes m0 = Load(in + j * point_stride);
+      const Lanes m1 = Load(in + (4 + j) * point_stride);
+      const Lanes m2 = Load(in + (2 * 4 + j) * point_stride);
+      const Lanes m3 = Load(in + (3 * 4 + j) * point_stride);
+      t[0][j] = m0 + m1 + m2;
+      t[1][j] = m1 - m2 - m3;
+    }
+    for (int a = 0; a < 2; ++a) {  // (A^T M) A
+      Store(out + 2 * a * out_stride, t[a][0] + t[a][1] + t[a][2] + bias);
+      Store(out + (2 * a + 1) * out_stride, t[a][1] - t[a][2] - t[a][3] + bias);
+    }
+  }
+};
+
+// Its loops are fully unrolled (#pragma GCC unroll): GCC otherwise keeps
+// the second pass a loop over the 36 intermediates on the stack, and the
+// transforms run about 1.3x slower.
+template <>
+struct Transforms<4> {
+  // G, the kernel transform of F(4, 3) (points 0, 1, -1, 2, -2, inf).
+  static constexpr float kG[6][kTaps] = {{1.0f / 4, 0.0f, 0.0f},
+                                         {-1.0f / 6, -1.0f / 6, -1.0f / 6},
+                                         {-1.0f / 6, 1.0f / 6, -1.0f / 6},
+                                         {1.0f / 24, 1.0f / 12, 1.0f / 6},
+                                         {1.0f / 24, -1.0f / 12, 1.0f / 6},
+                                         {0.0f, 0.0f, 1.0f}};
+
+  // (d0..d5) = B^T (d0..d5), with
+  //   B^T = [4  0 -5  0  1  0]
+  //         [0 -4 -4  1  1  0]
+  //         [0  4 -4 -1  1  0]
+  //         [0 -2 -1  2  1  0]
+  //         [0  2 -1 -2  1  0]
+  //         [0  4  0 -5  0  1].
+  static void InputVector(Lanes& d0, Lanes& d1, Lanes& d2, Lanes& d3, Lanes& d4,
+                          Lanes& d5) {
+    const Lanes a = d4 - 4.0f * d2;
+    const Lanes b = d3 - 4.0f * d1;
+    const Lanes c = d4 - d2;
+    const Lanes e = 2.0f * (d3 - d1);
+    const Lanes r0 = 4.0f * (d0 - d2) + c;
+    const Lanes r5 = 4.0f * (d1 - d3) + (d5 - d3);
+    d0 = r0;
+    d1 = a + b;
+    d2 = a - b;
+    d3 = c + e;
+    d4 = c - e;
+    d5 = r5;
+  }
+
+  // See Transforms<2>::Input.
+  static void Input(const float* split, int64_t split_stride, int64_t pitch,
+                    int64_t p, float* out, int64_t point_stride) {
+    Lanes d[6][6];
+#pragma GCC unroll 6
+    for (int i = 0; i < 6; ++i) {
+#pragma GCC unroll 6
+      for (int j = 0; j < 6; ++j) {
+        d[i][j] = Load(split + ((i % 4) * 4 + j % 4) * split_stride + p +
+                       (i / 4) * pitch + j / 4);
+      }
+    }
+#pragma GCC unroll 6
+    for (int j = 0; j < 6; ++j) {  // B^T d, in place
+      InputVector(d[0][j], d[1][j], d[2][j], d[3][j], d[4][j], d[5][j]);
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < 6; ++i) {  // (B^T d) B
+      InputVector(d[i][0], d[i][1], d[i][2], d[i][3], d[i][4], d[i][5]);
+#pragma GCC unroll 6
+      for (int j = 0; j < 6; ++j)
+        Store(out + (i * 6 + j) * point_stride, d[i][j]);
+    }
+  }
+
+  // (r0..r5) = A (y0..y3), with A^T as in Output.
+  static void OutputGradVector(const Lanes& y0, const Lanes& y1,
+                               const Lanes& y2, const Lanes& y3, Lanes* r) {
+    const Lanes a = y0 + y2;
+    const Lanes b = y1 + y3;
+    const Lanes c = y0 + 4.0f * y2;
+    const Lanes e = 2.0f * y1 + 8.0f * y3;
+    r[0] = y0;
+    r[1] = a + b;
+    r[2] = a - b;
+    r[3] = c + e;
+    r[4] = c - e;
+    r[5] = y3;
+  }
+
+  // See Transforms<2>::OutputGrad.
+  static void OutputGrad(const float* split, int64_t split_stride, int64_t p,
+                         float* out, int64_t point_stride) {
+    Lanes t[6][4];  // A dY
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      Lanes r[6];
+      OutputGradVector(Load(split + j * split_stride + p),
+                       Load(split + (4 + j) * split_stride + p),
+                       Load(split + (8 + j) * split_stride + p),
+                       Load(split + (12 + j) * split_stride + p), r);
+#pragma GCC unroll 6
+      for (int i = 0; i < 6; ++i) t[i][j] = r[i];
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < 6; ++i) {  // (A dY) A^T
+      Lanes r[6];
+      OutputGradVector(t[i][0], t[i][1], t[i][2], t[i][3], r);
+#pragma GCC unroll 6
+      for (int j = 0; j < 6; ++j) Store(out + (i * 6 + j) * point_stride, r[j]);
+    }
+  }
+
+  // (o0..o3) = A^T (m0..m5), with
+  //   A^T = [1  1  1  1  1  0]
+  //         [0  1 -1  2 -2  0]
+  //         [0  1  1  4  4  0]
+  //         [0  1 -1  8 -8  1].
+  static void OutputVector(const Lanes& m0, const Lanes& m1, const Lanes& m2,
+                           const Lanes& m3, const Lanes& m4, const Lanes& m5,
+                           Lanes* o) {
+    const Lanes sum12 = m1 + m2;
+    const Lanes diff12 = m1 - m2;
+    const Lanes sum34 = m3 + m4;
+    const Lanes diff34 = m3 - m4;
+    o[0] = m0 + sum12 + sum34;
+    o[1] = diff12 + 2.0f * diff34;
+    o[2] = sum12 + 4.0f * sum34;
+    o[3] = diff12 + 8.0f * diff34 + m5;
+  }
+
+  // See Transforms<2>::Output; output (a, b) goes to out[(4 a + b) *
+  // out_stride + l].
+  static void Output(const float* in, int64_t point_stride, float bias,
+                     float* out, int64_t out_stride) {
+    Lanes t[4][6];  // A^T M
+#pragma GCC unroll 6
+    for (int j = 0; j < 6; ++j) {
+      Lanes o[4];
+      OutputVector(Load(in + j * point_stride),
+                   Load(in + (6 + j) * point_stride),
+                   Load(in + (12 + j) * point_stride),
+                   Load(in + (18 + j) * point_stride),
+                   Load(in + (24 + j) * point_stride),
+                   Load(in + (30 + j) * point_stride), o);
+#pragma GCC unroll 4
+      for (int a = 0; a < 4; ++a) t[a][j] = o[a];
+    }
+#pragma GCC unroll 4
+    for (int a = 0; a < 4; ++a) {  // (A^T M) A
+      Lanes o[4];
+      OutputVector(t[a][0], t[a][1], t[a][2], t[a][3], t[a][4], t[a][5], o);
+#pragma GCC unroll 4
+      for (int b = 0; b < 4; ++b)
+        Store(out + (4 * a + b) * out_stride, o[b] + bias);
+    }
+  }
+};
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t RoundUp(int64_t a, int64_t b) { return CeilDiv(a, b) * b; }
@@ -76,7 +322,18 @@ struct Block {
   int64_t ty0, ty1;
 };
 
-// How a shape is cut into blocks, and the sizes of a block's buffers.
+// Floats per point of a [point][channel][position] buffer holding `floats`
+// per point: an odd number of cache lines, so that the transforms' loads or
+// stores of all points of a chunk (16 or 36 streams) fall in different L1
+// sets rather than evicting each other (a power-of-two multiple of 4 KiB,
+// e.g. 16 channels x 128 positions, maps them all to one set).
+int64_t PointStride(int64_t floats) {
+  const int64_t lines = CeilDiv(floats, kCacheLineFloats);
+  return (lines | 1) * kCacheLineFloats;
+}
+
+// How a shape is cut into blocks of T x T output tiles, and the sizes of a
+// block's buffers.
 //
 // Positions: a tile row is `pitch` = tiles_x + 1 positions, the last one a
 // junk tile (it reads zero padding and its outputs are dropped), so that
@@ -84,11 +341,12 @@ struct Block {
 // transforms run over whole blocks of positions, not row by row (which
 // would waste most SIMD lanes on narrow maps). A block's positions are its
 // samples' positions one after the other.
+template <int T>
 struct Plan {
   // `target`: about how many positions a block should hold.
   Plan(const Conv3x3Shape& s, int64_t target) {
-    tiles_y = CeilDiv(s.out_h, kTile);
-    tiles_x = CeilDiv(s.out_w, kTile);
+    tiles_y = CeilDiv(s.out_h, T);
+    tiles_x = CeilDiv(s.out_w, T);
     pitch = tiles_x + 1;
     const int64_t per_sample = tiles_y * pitch;
     if (per_sample >= target) {
@@ -105,9 +363,11 @@ struct Plan {
     // The last kLanes chunk of positions stores up to kLanes - 1 past them.
     stride =
         RoundUp(samples_per_block * rows_per_block * pitch, kPacket) + kLanes;
-    // A chunk reads up to one tile row and one column pair past the
+    // A chunk reads up to one tile row and one column group past the
     // chunk, which may itself end kLanes - 1 past the block's rows.
-    split_stride = RoundUp((rows_per_block + 1) * pitch + 2 * kLanes, kPacket);
+    split_stride = PointStride((rows_per_block + 1) * pitch + 2 * kLanes);
+    v_point = PointStride(s.c * stride);
+    m_point = PointStride(s.m * stride);
   }
 
   Block Get(int64_t b, int64_t n) const {
@@ -123,17 +383,25 @@ struct Plan {
   int64_t tiles_y, tiles_x, pitch;
   int64_t samples_per_block, rows_per_block, row_blocks, blocks;
   int64_t stride;        // floats per (point, channel) row of V, M and dM
+  int64_t v_point;       // floats per point of V (c rows)
+  int64_t m_point;       // floats per point of M and dM (m rows)
   int64_t split_stride;  // floats per array of a split plane
 
   // Floats of a split plane (SplitPlane) with its padded-rows scratch.
   int64_t split_size() const {
-    return kPatch * split_stride + kTile * (rows_per_block + 1) * 2 * pitch;
+    return T * T * split_stride + T * (rows_per_block + 1) * T * pitch;
   }
 };
 
 // The positions a block's rows of one sample span.
-int64_t SamplePositions(const Plan& plan, const Block& blk) {
+template <int T>
+int64_t SamplePositions(const Plan<T>& plan, const Block& blk) {
   return (blk.ty1 - blk.ty0) * plan.pitch;
+}
+
+template <int T>
+int64_t BlockPositions(const Plan<T>& plan, const Block& blk) {
+  return (blk.s1 - blk.s0) * SamplePositions(plan, blk);
 }
 
 // Runs f(k, N) over [lo, hi) in chunks of a compile-time N (16, 8 or 4;
@@ -169,150 +437,81 @@ void CopyRow(const float* src, int64_t w, float* dst) {
   });
 }
 
-// Splits rows [first, first + 2 pairs) of the [h, w] plane `src` (rows
+// Splits rows [first, first + T groups) of the [h, w] plane `src` (rows
 // outside it are zero), shifted right by `pad_left` zero columns and zero
-// past its end, into four arrays `split_stride` apart: [even rows, even
-// columns], [even, odd], [odd, even], [odd, odd], each `pitch` floats per
-// row pair; their slack past `pairs` row pairs is zero. `padded` is scratch
-// for 2 pairs * 2 pitch floats: the padded rows, even rows then odd rows,
-// so that each parity is split by one long loop.
+// past its end, into the T x T phase arrays of Transforms (`split_stride`
+// apart, `pitch` floats per group of T rows); their slack past `groups`
+// row groups is zero. `padded` is scratch for T groups * T pitch floats:
+// the padded rows, grouped by row phase, so that each phase is split by
+// one long loop.
+template <int T>
 void SplitPlane(const float* src, int64_t h, int64_t w, int64_t first,
-                int64_t pairs, int64_t pad_left, int64_t pitch,
+                int64_t groups, int64_t pad_left, int64_t pitch,
                 int64_t split_stride, float* padded, float* split) {
-  const int64_t width = 2 * pitch;
+  const int64_t width = T * pitch;
   const int64_t copy = std::min(w, width - pad_left);
-  for (int64_t r = 0; r < 2 * pairs; ++r) {
-    float* row = padded + ((r % kTile) * pairs + r / kTile) * width;
+  for (int64_t r = 0; r < T * groups; ++r) {
+    float* row = padded + ((r % T) * groups + r / T) * width;
     const int64_t in_row = first + r;
     if (in_row < 0 || in_row >= h) {
       std::fill(row, row + width, 0.0f);
       continue;
     }
     // The row's zero padding is at most kMaxPad columns on the left and
-    // kPadTail on the right (2 tiles_x + 2 <= w + pad_left + pad_right + 1):
-    // zero both ends, then copy over (fixed stores, no memset calls).
+    // kPadTail on the right: zero both ends, then copy over (fixed stores,
+    // no memset calls).
     for (int64_t k = 0; k < kMaxPad; ++k) row[k] = 0.0f;
-    for (int64_t k = width - kPadTail; k < width; ++k) row[k] = 0.0f;
+    for (int64_t k = width - TileSize<T>::kPadTail; k < width; ++k) {
+      row[k] = 0.0f;
+    }
     CopyRow(src + in_row * w, copy, row + pad_left);
   }
-  const int64_t count = pairs * pitch;
-  for (int a = 0; a < kTile; ++a) {
-    const float* in = padded + a * pairs * width;
-    float* even = split + 2 * a * split_stride;
-    float* odd = even + split_stride;
+  const int64_t count = groups * pitch;
+  for (int a = 0; a < T; ++a) {
+    const float* in = padded + a * groups * width;
+    float* out = split + a * T * split_stride;
     for (int64_t k = 0; k < count; ++k) {
-      even[k] = in[2 * k];
-      odd[k] = in[2 * k + 1];
+      for (int b = 0; b < T; ++b) out[b * split_stride + k] = in[T * k + b];
     }
   }
-  for (int k = 0; k < kPatch; ++k) {
+  for (int k = 0; k < T * T; ++k) {
     std::fill(split + k * split_stride + count, split + (k + 1) * split_stride,
               0.0f);
   }
 }
 
-// V = B^T d B for the kLanes positions from `p` of a split input plane
-// (SplitPlane): position p reads row pairs p / pitch and the next, column
-// pairs p % pitch and the next. Point xi of position p + l goes to
-// out[xi * point_stride + l].
-void InputTransform(const float* split, int64_t split_stride, int64_t pitch,
-                    int64_t p, float* out, int64_t point_stride) {
-  Lanes d[kPatch][kPatch];
-  for (int i = 0; i < kPatch; ++i) {
-    // Rows 0, 1 are the pair's even and odd rows; 2, 3 the next pair's.
-    const float* even =
-        split + 2 * (i % kTile) * split_stride + p + (i / kTile) * pitch;
-    const float* odd = even + split_stride;
-    d[i][0] = Load(even);
-    d[i][1] = Load(odd);
-    d[i][2] = Load(even + 1);
-    d[i][3] = Load(odd + 1);
-  }
-  for (int j = 0; j < kPatch; ++j) {  // B^T d, in place
-    const Lanes t0 = d[0][j] - d[2][j];
-    const Lanes t1 = d[1][j] + d[2][j];
-    const Lanes t2 = d[2][j] - d[1][j];
-    const Lanes t3 = d[1][j] - d[3][j];
-    d[0][j] = t0;
-    d[1][j] = t1;
-    d[2][j] = t2;
-    d[3][j] = t3;
-  }
-  for (int i = 0; i < kPatch; ++i) {  // (B^T d) B
-    float* row = out + i * kPatch * point_stride;
-    Store(row, d[i][0] - d[i][2]);
-    Store(row + point_stride, d[i][1] + d[i][2]);
-    Store(row + 2 * point_stride, d[i][2] - d[i][1]);
-    Store(row + 3 * point_stride, d[i][1] - d[i][3]);
-  }
-}
-
-// dM = A dY A^T for the kLanes positions from `p` of a split dY plane
-// (SplitPlane, one row pair per tile row); point xi of position p + l goes
-// to out[xi * point_stride + l].
-void OutputGradTransform(const float* split, int64_t split_stride, int64_t p,
-                         float* out, int64_t point_stride) {
-  const Lanes d00 = Load(split + p);
-  const Lanes d01 = Load(split + split_stride + p);
-  const Lanes d10 = Load(split + 2 * split_stride + p);
-  const Lanes d11 = Load(split + 3 * split_stride + p);
-  // A dY: rows [d0, d0 + d1, d0 - d1, -d1].
-  const Lanes t[kPatch][kTile] = {
-      {d00, d01}, {d00 + d10, d01 + d11}, {d00 - d10, d01 - d11}, {-d10, -d11}};
-  for (int i = 0; i < kPatch; ++i) {  // (A dY) A^T
-    float* row = out + i * kPatch * point_stride;
-    Store(row, t[i][0]);
-    Store(row + point_stride, t[i][0] + t[i][1]);
-    Store(row + 2 * point_stride, t[i][0] - t[i][1]);
-    Store(row + 3 * point_stride, -t[i][1]);
-  }
-}
-
-// Y = A^T M A + bias for kLanes positions: point xi of position l is
-// in[xi * point_stride + l]; output (a, b) of position l goes to
-// out[(2 a + b) * out_stride + l].
-void OutputTransform(const float* in, int64_t point_stride, float bias,
-                     float* out, int64_t out_stride) {
-  Lanes t[kTile][kPatch];  // A^T M
-  for (int j = 0; j < kPatch; ++j) {
-    const Lanes m0 = Load(in + j * point_stride);
-    const Lanes m1 = Load(in + (kPatch + j) * point_stride);
-    const Lanes m2 = Load(in + (2 * kPatch + j) * point_stride);
-    const Lanes m3 = Load(in + (3 * kPatch + j) * point_stride);
-    t[0][j] = m0 + m1 + m2;
-    t[1][j] = m1 - m2 - m3;
-  }
-  for (int a = 0; a < kTile; ++a) {  // (A^T M) A
-    Store(out + 2 * a * out_stride, t[a][0] + t[a][1] + t[a][2] + bias);
-    Store(out + (2 * a + 1) * out_stride, t[a][1] - t[a][2] - t[a][3] + bias);
-  }
-}
-
 // Writes the outputs of tile rows [ty0, ty1) of one output plane `y` from
-// the four arrays of OutputTransform (`pitch` positions per tile row).
+// the T x T arrays of Transforms<T>::Output (`pitch` positions per tile
+// row).
+template <int T>
 void InterleaveOutput(const Conv3x3Shape& s, const Block& blk, int64_t pitch,
                       const float* out, int64_t out_stride, float* y) {
-  const int64_t pairs = s.out_w / kTile;
+  const int64_t whole = s.out_w / T;
+  const int64_t rest = s.out_w % T;
   for (int64_t ty = blk.ty0; ty < blk.ty1; ++ty) {
-    for (int64_t a = 0; a < kTile && kTile * ty + a < s.out_h; ++a) {
-      const float* even = out + 2 * a * out_stride + (ty - blk.ty0) * pitch;
-      const float* odd = even + out_stride;
-      float* row = y + (kTile * ty + a) * s.out_w;
-      ForEachChunk(0, pairs, [&]<int N>(int64_t k0) {
-        float r[2 * N];
+    for (int64_t a = 0; a < T && T * ty + a < s.out_h; ++a) {
+      const float* in = out + T * a * out_stride + (ty - blk.ty0) * pitch;
+      float* row = y + (T * ty + a) * s.out_w;
+      ForEachChunk(0, whole, [&]<int N>(int64_t k0) {
+        float r[T * N];
         for (int k = 0; k < N; ++k) {
-          r[2 * k] = even[k0 + k];
-          r[2 * k + 1] = odd[k0 + k];
+          for (int b = 0; b < T; ++b)
+            r[T * k + b] = in[b * out_stride + k0 + k];
         }
-        std::memcpy(row + 2 * k0, r, sizeof(r));
+        std::memcpy(row + T * k0, r, sizeof(r));
       });
-      if (s.out_w % kTile != 0) row[s.out_w - 1] = even[pairs];
+      for (int64_t b = 0; b < rest; ++b) {
+        row[T * whole + b] = in[b * out_stride + whole];
+      }
     }
   }
 }
 
 // U[xi][m][c] = (G w[m, c] G^T)[xi].
+template <int T>
 void TransformWeights(const Conv3x3Shape& s, const float* w, float* u) {
+  constexpr int kPatch = TileSize<T>::kPatch;
+  constexpr auto& kG = Transforms<T>::kG;
   const int64_t mc = s.m * s.c;
   for (int64_t k = 0; k < mc; ++k) {
     const float* g = w + k * kTaps * kTaps;
@@ -333,7 +532,10 @@ void TransformWeights(const Conv3x3Shape& s, const float* w, float* u) {
 }
 
 // dw[m, c] = G^T dU[m, c] G, dU laid out [xi][m][c].
+template <int T>
 void WeightsFromTransformed(const Conv3x3Shape& s, const float* du, float* dw) {
+  constexpr int kPatch = TileSize<T>::kPatch;
+  constexpr auto& kG = Transforms<T>::kG;
   const int64_t mc = s.m * s.c;
   for (int64_t k = 0; k < mc; ++k) {
     float t[kTaps][kPatch];  // G^T dU
@@ -349,67 +551,78 @@ void WeightsFromTransformed(const Conv3x3Shape& s, const float* du, float* dw) {
     float* g = dw + k * kTaps * kTaps;
     for (int i = 0; i < kTaps; ++i) {
       for (int j = 0; j < kTaps; ++j) {
-        g[i * kTaps + j] = t[i][0] * kG[0][j] + t[i][1] * kG[1][j] +
-                           t[i][2] * kG[2][j] + t[i][3] * kG[3][j];
+        float sum = 0.0f;
+        for (int b = 0; b < kPatch; ++b) sum += t[i][b] * kG[b][j];
+        g[i * kTaps + j] = sum;
       }
     }
   }
 }
 
-// Zeroes positions [total, total rounded up to a packet) of `rows` rows
-// (plan.stride apart) of `buffer`, which the products read but the
-// transforms may not have written: stale values there could be non-finite
-// (and 0 * inf is NaN in the weight gradient's sums).
-void ZeroTail(const Plan& plan, int64_t total, int64_t rows, float* buffer) {
+// Zeroes positions [total, total rounded up to a packet) of the `rows`
+// rows (`stride` apart) of each of `points` points (`point_stride` apart) of
+// `buffer`, which the products read but the transforms may not have
+// written: stale values there could be non-finite (and 0 * inf is NaN in
+// the weight gradient's sums).
+void ZeroTail(int points, int64_t point_stride, int64_t rows, int64_t stride,
+              int64_t total, float* buffer) {
   const int64_t rounded = RoundUp(total, kPacket);
-  for (int64_t r = 0; r < rows; ++r) {
-    std::fill(buffer + r * plan.stride + total,
-              buffer + r * plan.stride + rounded, 0.0f);
+  for (int xi = 0; xi < points; ++xi) {
+    for (int64_t r = 0; r < rows; ++r) {
+      float* row = buffer + xi * point_stride + r * stride;
+      std::fill(row + total, row + rounded, 0.0f);
+    }
   }
 }
 
 // V[xi][c][position] for block `blk` (SamplePositions per sample), rows
 // plan.stride apart; positions past the block's last, up to a whole packet,
 // are zero.
-void TransformBlockInput(const Conv3x3Shape& s, const Plan& plan,
+template <int T>
+void TransformBlockInput(const Conv3x3Shape& s, const Plan<T>& plan,
                          const Block& blk, const float* x, float* split,
                          float* v) {
   const int64_t positions = SamplePositions(plan, blk);
-  const int64_t point_stride = s.c * plan.stride;
+  const int64_t point_stride = plan.v_point;
   for (int64_t n = blk.s0; n < blk.s1; ++n) {
     for (int64_t c = 0; c < s.c; ++c) {
-      SplitPlane(x + (n * s.c + c) * s.h * s.w, s.h, s.w,
-                 kTile * blk.ty0 - s.pad_top, blk.ty1 - blk.ty0 + 1, s.pad_left,
-                 plan.pitch, plan.split_stride,
-                 split + kPatch * plan.split_stride, split);
+      SplitPlane<T>(x + (n * s.c + c) * s.h * s.w, s.h, s.w,
+                    T * blk.ty0 - s.pad_top, blk.ty1 - blk.ty0 + 1, s.pad_left,
+                    plan.pitch, plan.split_stride,
+                    split + T * T * plan.split_stride, split);
       float* out = v + c * plan.stride + (n - blk.s0) * positions;
       for (int64_t p = 0; p < positions; p += kLanes) {
-        InputTransform(split, plan.split_stride, plan.pitch, p, out + p,
-                       point_stride);
+        Transforms<T>::Input(split, plan.split_stride, plan.pitch, p, out + p,
+                             point_stride);
       }
     }
   }
-  ZeroTail(plan, (blk.s1 - blk.s0) * positions, kPoints * s.c, v);
+  ZeroTail(TileSize<T>::kPoints, plan.v_point, s.c, plan.stride,
+           (blk.s1 - blk.s0) * positions, v);
 }
 
 // dM[xi][m][position] for block `blk`, like TransformBlockInput.
-void TransformBlockOutputGrad(const Conv3x3Shape& s, const Plan& plan,
+template <int T>
+void TransformBlockOutputGrad(const Conv3x3Shape& s, const Plan<T>& plan,
                               const Block& blk, const float* dy, float* split,
                               float* dm) {
   const int64_t positions = SamplePositions(plan, blk);
-  const int64_t point_stride = s.m * plan.stride;
+  const int64_t point_stride = plan.m_point;
   for (int64_t n = blk.s0; n < blk.s1; ++n) {
     for (int64_t m = 0; m < s.m; ++m) {
-      SplitPlane(dy + (n * s.m + m) * s.out_h * s.out_w, s.out_h, s.out_w,
-                 kTile * blk.ty0, blk.ty1 - blk.ty0, 0, plan.pitch,
-                 plan.split_stride, split + kPatch * plan.split_stride, split);
+      SplitPlane<T>(dy + (n * s.m + m) * s.out_h * s.out_w, s.out_h, s.out_w,
+                    T * blk.ty0, blk.ty1 - blk.ty0, 0, plan.pitch,
+                    plan.split_stride, split + T * T * plan.split_stride,
+                    split);
       float* out = dm + m * plan.stride + (n - blk.s0) * positions;
       for (int64_t p = 0; p < positions; p += kLanes) {
-        OutputGradTransform(split, plan.split_stride, p, out + p, point_stride);
+        Transforms<T>::OutputGrad(split, plan.split_stride, p, out + p,
+                                  point_stride);
       }
     }
   }
-  ZeroTail(plan, (blk.s1 - blk.s0) * positions, kPoints * s.m, dm);
+  ZeroTail(TileSize<T>::kPoints, plan.m_point, s.m, plan.stride,
+           (blk.s1 - blk.s0) * positions, dm);
 }
 
 // out[mb * out_stride + (0, P packets)] = sum over c of u[mb * u_stride + c]
@@ -464,13 +677,15 @@ void ProductUpTo(int mb, int p, const float* v, int64_t v_stride,
 }
 
 // M[xi][m][p] = sum_c U[xi][m][c] V[xi][c][p] for `positions` positions.
-void BlockProducts(const Conv3x3Shape& s, const Plan& plan, int64_t positions,
-                   const float* u, const float* v, float* m) {
+template <int T>
+void BlockProducts(const Conv3x3Shape& s, const Plan<T>& plan,
+                   int64_t positions, const float* u, const float* v,
+                   float* m) {
   const int64_t packets = CeilDiv(positions, kPacket);
-  for (int xi = 0; xi < kPoints; ++xi) {
-    const float* vx = v + xi * s.c * plan.stride;
+  for (int xi = 0; xi < TileSize<T>::kPoints; ++xi) {
+    const float* vx = v + xi * plan.v_point;
     const float* ux = u + xi * s.m * s.c;
-    float* mx = m + xi * s.m * plan.stride;
+    float* mx = m + xi * plan.m_point;
     for (int64_t p0 = 0; p0 < packets; p0 += kProductP) {
       const int p =
           static_cast<int>(std::min<int64_t>(kProductP, packets - p0));
@@ -534,13 +749,14 @@ void GradUpTo(int mb, int cb, const float* dm, const float* v, int64_t stride,
 }
 
 // du[xi][m][c] += sum over p of dM[xi][m][p] V[xi][c][p].
-void BlockGradProducts(const Conv3x3Shape& s, const Plan& plan,
+template <int T>
+void BlockGradProducts(const Conv3x3Shape& s, const Plan<T>& plan,
                        int64_t positions, const float* dm, const float* v,
                        float* du) {
   const int64_t length = RoundUp(positions, kPacket);
-  for (int xi = 0; xi < kPoints; ++xi) {
-    const float* dmx = dm + xi * s.m * plan.stride;
-    const float* vx = v + xi * s.c * plan.stride;
+  for (int xi = 0; xi < TileSize<T>::kPoints; ++xi) {
+    const float* dmx = dm + xi * plan.m_point;
+    const float* vx = v + xi * plan.v_point;
     float* dux = du + xi * s.m * s.c;
     for (int64_t m0 = 0; m0 < s.m; m0 += kGradM) {
       const int mb = static_cast<int>(std::min<int64_t>(kGradM, s.m - m0));
@@ -554,15 +770,97 @@ void BlockGradProducts(const Conv3x3Shape& s, const Plan& plan,
   }
 }
 
-int64_t BlockPositions(const Plan& plan, const Block& blk) {
-  return (blk.s1 - blk.s0) * SamplePositions(plan, blk);
-}
-
 // About how many positions a block holds: V and M (or dM) then fill about
 // kBlockFloats.
+template <int T>
 int64_t TargetPositions(const Conv3x3Shape& s) {
-  return std::clamp(kBlockFloats / (kPoints * (s.c + s.m)), kMinBlockPositions,
-                    kMaxBlockPositions);
+  return std::clamp(kBlockFloats / (TileSize<T>::kPoints * (s.c + s.m)),
+                    kMinBlockPositions, kMaxBlockPositions);
+}
+
+template <int T>
+void Forward(const Conv3x3Shape& s, const float* x, const float* w,
+             const float* bias, float* y) {
+  constexpr int kPoints = TileSize<T>::kPoints;
+  const Plan<T> plan(s, TargetPositions<T>(s));
+  // The calling thread owns the transformed weights; workers only read them.
+  thread_local FloatBuffer u_buffer;
+  float* u = Scratch(&u_buffer, kPoints * s.m * s.c);
+  TransformWeights<T>(s, w, u);
+#pragma omp parallel for schedule(dynamic, 1) if (plan.blocks > 1)
+  for (int64_t b = 0; b < plan.blocks; ++b) {
+    thread_local FloatBuffer split_buffer, v_buffer, m_buffer, out_buffer;
+    const Block blk = plan.Get(b, s.n);
+    float* split = Scratch(&split_buffer, plan.split_size());
+    float* v = Scratch(&v_buffer, kPoints * plan.v_point);
+    float* m = Scratch(&m_buffer, kPoints * plan.m_point);
+    const int64_t positions = SamplePositions(plan, blk);
+    const int64_t out_stride = PointStride(positions + kLanes);
+    float* out = Scratch(&out_buffer, T * T * out_stride);
+    TransformBlockInput(s, plan, blk, x, split, v);
+    BlockProducts(s, plan, BlockPositions(plan, blk), u, v, m);
+    for (int64_t n = blk.s0; n < blk.s1; ++n) {
+      for (int64_t mo = 0; mo < s.m; ++mo) {
+        const float* in = m + mo * plan.stride + (n - blk.s0) * positions;
+        const float bias_m = bias == nullptr ? 0.0f : bias[mo];
+        for (int64_t p = 0; p < positions; p += kLanes) {
+          Transforms<T>::Output(in + p, plan.m_point, bias_m, out + p,
+                                out_stride);
+        }
+        InterleaveOutput<T>(s, blk, plan.pitch, out, out_stride,
+                            y + (n * s.m + mo) * s.out_h * s.out_w);
+      }
+    }
+  }
+}
+
+template <int T>
+void WeightGrad(const Conv3x3Shape& s, const float* x, const float* dy,
+                float* dw) {
+  constexpr int kPoints = TileSize<T>::kPoints;
+  const Plan<T> plan(s, TargetPositions<T>(s) * kGradBlockScale);
+  const int64_t partials = std::min(kMaxPartials, plan.blocks);
+  const int64_t du_size = kPoints * s.m * s.c;
+  // The calling thread owns the partial sums; each worker writes its own.
+  thread_local FloatBuffer du_buffer;
+  float* du = Scratch(&du_buffer, partials * du_size);
+#pragma omp parallel for schedule(dynamic, 1) if (partials > 1)
+  for (int64_t part = 0; part < partials; ++part) {
+    thread_local FloatBuffer split_buffer, v_buffer, dm_buffer;
+    float* sum = du + part * du_size;
+    std::fill(sum, sum + du_size, 0.0f);
+    float* split = Scratch(&split_buffer, plan.split_size());
+    float* v = Scratch(&v_buffer, kPoints * plan.v_point);
+    float* dm = Scratch(&dm_buffer, kPoints * plan.m_point);
+    for (int64_t b = part; b < plan.blocks; b += partials) {
+      const Block blk = plan.Get(b, s.n);
+      TransformBlockInput(s, plan, blk, x, split, v);
+      TransformBlockOutputGrad(s, plan, blk, dy, split, dm);
+      BlockGradProducts(s, plan, BlockPositions(plan, blk), dm, v, sum);
+    }
+  }
+  for (int64_t part = 1; part < partials; ++part) {
+    Eigen::Map<Eigen::VectorXf>(du, du_size) +=
+        Eigen::Map<const Eigen::VectorXf>(du + part * du_size, du_size);
+  }
+  WeightsFromTransformed<T>(s, du, dw);
+}
+
+// Transformed points per sample of F(T x T): P^2 per position, a row of
+// tiles_x + 1 positions per tile row.
+template <int T>
+int64_t PointsPerSample(const Conv3x3Shape& s) {
+  return TileSize<T>::kPoints * CeilDiv(s.out_h, T) * (CeilDiv(s.out_w, T) + 1);
+}
+
+// kAuto resolved: F(4x4) when its points per sample are at most
+// kMaxPointRatio of F(2x2)'s (see winograd.h for the measurements).
+WinogradTile ChooseTile(const Conv3x3Shape& s, WinogradTile tile) {
+  if (tile != WinogradTile::kAuto) return tile;
+  return PointsPerSample<4>(s) * kPointRatioDenominator <=
+                 PointsPerSample<2>(s) * kMaxPointRatioNumerator
+             ? WinogradTile::k4x4
+             : WinogradTile::k2x2;
 }
 
 }  // namespace
@@ -587,67 +885,21 @@ bool WinogradSuits(const Conv3x3Shape& s) {
 }
 
 void WinogradConvForward(const Conv3x3Shape& s, const float* x, const float* w,
-                         const float* bias, float* y) {
-  const Plan plan(s, TargetPositions(s));
-  // The calling thread owns the transformed weights; workers only read them.
-  thread_local FloatBuffer u_buffer;
-  float* u = Scratch(&u_buffer, kPoints * s.m * s.c);
-  TransformWeights(s, w, u);
-#pragma omp parallel for schedule(dynamic, 1) if (plan.blocks > 1)
-  for (int64_t b = 0; b < plan.blocks; ++b) {
-    thread_local FloatBuffer split_buffer, v_buffer, m_buffer, out_buffer;
-    const Block blk = plan.Get(b, s.n);
-    float* split = Scratch(&split_buffer, plan.split_size());
-    float* v = Scratch(&v_buffer, kPoints * s.c * plan.stride);
-    float* m = Scratch(&m_buffer, kPoints * s.m * plan.stride);
-    const int64_t positions = SamplePositions(plan, blk);
-    const int64_t out_stride = RoundUp(positions + kLanes, kPacket);
-    float* out = Scratch(&out_buffer, kPatch * out_stride);
-    TransformBlockInput(s, plan, blk, x, split, v);
-    BlockProducts(s, plan, BlockPositions(plan, blk), u, v, m);
-    for (int64_t n = blk.s0; n < blk.s1; ++n) {
-      for (int64_t mo = 0; mo < s.m; ++mo) {
-        const float* in = m + mo * plan.stride + (n - blk.s0) * positions;
-        const float bias_m = bias == nullptr ? 0.0f : bias[mo];
-        for (int64_t p = 0; p < positions; p += kLanes) {
-          OutputTransform(in + p, s.m * plan.stride, bias_m, out + p,
-                          out_stride);
-        }
-        InterleaveOutput(s, blk, plan.pitch, out, out_stride,
-                         y + (n * s.m + mo) * s.out_h * s.out_w);
-      }
-    }
+                         const float* bias, float* y, WinogradTile tile) {
+  if (ChooseTile(s, tile) == WinogradTile::k4x4) {
+    Forward<4>(s, x, w, bias, y);
+  } else {
+    Forward<2>(s, x, w, bias, y);
   }
 }
 
 void WinogradConvWeightGrad(const Conv3x3Shape& s, const float* x,
-                            const float* dy, float* dw) {
-  const Plan plan(s, TargetPositions(s) * kGradBlockScale);
-  const int64_t partials = std::min(kMaxPartials, plan.blocks);
-  const int64_t du_size = kPoints * s.m * s.c;
-  // The calling thread owns the partial sums; each worker writes its own.
-  thread_local FloatBuffer du_buffer;
-  float* du = Scratch(&du_buffer, partials * du_size);
-#pragma omp parallel for schedule(dynamic, 1) if (partials > 1)
-  for (int64_t part = 0; part < partials; ++part) {
-    thread_local FloatBuffer split_buffer, v_buffer, dm_buffer;
-    float* sum = du + part * du_size;
-    std::fill(sum, sum + du_size, 0.0f);
-    float* split = Scratch(&split_buffer, plan.split_size());
-    float* v = Scratch(&v_buffer, kPoints * s.c * plan.stride);
-    float* dm = Scratch(&dm_buffer, kPoints * s.m * plan.stride);
-    for (int64_t b = part; b < plan.blocks; b += partials) {
-      const Block blk = plan.Get(b, s.n);
-      TransformBlockInput(s, plan, blk, x, split, v);
-      TransformBlockOutputGrad(s, plan, blk, dy, split, dm);
-      BlockGradProducts(s, plan, BlockPositions(plan, blk), dm, v, sum);
-    }
+                            const float* dy, float* dw, WinogradTile tile) {
+  if (ChooseTile(s, tile) == WinogradTile::k4x4) {
+    WeightGrad<4>(s, x, dy, dw);
+  } else {
+    WeightGrad<2>(s, x, dy, dw);
   }
-  for (int64_t part = 1; part < partials; ++part) {
-    Eigen::Map<Eigen::VectorXf>(du, du_size) +=
-        Eigen::Map<const Eigen::VectorXf>(du + part * du_size, du_size);
-  }
-  WeightsFromTransformed(s, du, dw);
 }
 
 }  // namespace mixq::engine
