@@ -147,21 +147,14 @@ constexpr int64_t kProbeBatch = 7;
 // model whose shapes need more (a hostile Pad to 2^31 elements, say) is
 // refused at import rather than at its first Forward's allocation.
 constexpr int64_t kMaxValuesPerSample = int64_t{1} << 28;
-// Elements per thread's block when Backward adds a gradient into another.
-constexpr int64_t kAddBlock = int64_t{1} << 14;
-
 // *into += from (same size), split between the OpenMP threads: residual
 // networks sum activation-sized gradients at every skip connection.
 void AddInto(const Tensor& from, Tensor* into) {
-  const int64_t size = into->size();
-  const int64_t blocks = (size + kAddBlock - 1) / kAddBlock;
-#pragma omp parallel for schedule(static) if (blocks > 1)
-  for (int64_t block = 0; block < blocks; ++block) {
-    const int64_t begin = block * kAddBlock;
-    const int64_t len = std::min(kAddBlock, size - begin);
-    ArrayMap(into->data() + begin, len) +=
-        ConstArrayMap(from.data() + begin, len);
-  }
+  const float* src = from.data();
+  float* dst = into->data();
+  ParallelBlocks(into->size(), [&](int64_t begin, int64_t n) {
+    ArrayMap(dst + begin, n) += ConstArrayMap(src + begin, n);
+  });
 }
 
 // Importer::BatchAxis of a shape that depends on the batch in another way.

@@ -70,6 +70,14 @@ void ApplyBroadcast(const float* full, const Tensor& other, Tensor* out,
                     F&& f) {
   const float* src = other.data();
   float* dst = out->data();
+  if (other.shape() == out->shape()) {
+    // No broadcasting (a residual Add): blocks of elements on the threads.
+    ParallelBlocks(out->size(), [&](int64_t begin, int64_t n) {
+      ArrayMap(dst + begin, n) =
+          f(ConstArrayMap(full + begin, n), ConstArrayMap(src + begin, n));
+    });
+    return;
+  }
   BroadcastRuns(other.shape(), out->shape())
       .ForEach([&](int64_t out_offset, int64_t in_offset, int64_t n,
                    int64_t stride) {
@@ -86,7 +94,11 @@ void ApplyBroadcast(const float* full, const Tensor& other, Tensor* out,
 // grad = scale * `full` summed over the dims grad was broadcast along.
 void ReduceTo(const Tensor& full, float scale, Tensor* grad) {
   if (grad->shape() == full.shape()) {
-    grad->flat() = scale * full.flat();
+    const float* src = full.data();
+    float* dst = grad->data();
+    ParallelBlocks(full.size(), [&](int64_t begin, int64_t n) {
+      ArrayMap(dst + begin, n) = scale * ConstArrayMap(src + begin, n);
+    });
   } else {
     ReduceBroadcast(full, scale, grad);
   }
@@ -411,16 +423,27 @@ class UnaryKernel : public Kernel {
     return *inputs[0];
   }
 
+  // Elementwise, so blocks of elements go to the threads (ParallelBlocks).
   void Forward(absl::Span<const Tensor* const> inputs,
                Tensor* output) const override {
-    op_.Forward(inputs[0]->flat(), output->flat());
+    const float* x = inputs[0]->data();
+    float* y = output->data();
+    ParallelBlocks(output->size(), [&](int64_t begin, int64_t n) {
+      op_.Forward(ConstArrayMap(x + begin, n), ArrayMap(y + begin, n));
+    });
   }
 
   void Backward(absl::Span<const Tensor* const> inputs,
                 const Tensor& grad_output,
                 absl::Span<Tensor* const> grad_inputs) const override {
     if (grad_inputs[0] == nullptr) return;
-    op_.Backward(inputs[0]->flat(), grad_output.flat(), grad_inputs[0]->flat());
+    const float* x = inputs[0]->data();
+    const float* g = grad_output.data();
+    float* dx = grad_inputs[0]->data();
+    ParallelBlocks(grad_output.size(), [&](int64_t begin, int64_t n) {
+      op_.Backward(ConstArrayMap(x + begin, n), ConstArrayMap(g + begin, n),
+                   ArrayMap(dx + begin, n));
+    });
   }
 
  private:

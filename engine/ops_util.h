@@ -3,6 +3,7 @@
 #ifndef MIXQ_ENGINE_OPS_UTIL_H_
 #define MIXQ_ENGINE_OPS_UTIL_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -105,6 +106,23 @@ void AddBroadcast(const Tensor& in, float scale, Tensor* out);
 // grad_in = scale * (grad_out summed over the dims `grad_in` was broadcast
 // along): the backward of AddBroadcast.
 void ReduceBroadcast(const Tensor& grad_out, float scale, Tensor* grad_in);
+
+// Elements per block when elementwise work is split between threads.
+inline constexpr int64_t kElementwiseBlock = int64_t{1} << 14;
+
+// Calls f(begin, count) for the consecutive blocks of kElementwiseBlock
+// elements covering [0, size), on the calling thread's OpenMP threads when
+// there are several blocks. For elementwise work: f may only touch its own
+// block's elements, and then the result does not depend on the thread count.
+template <typename F>
+void ParallelBlocks(int64_t size, F&& f) {
+  const int64_t blocks = (size + kElementwiseBlock - 1) / kElementwiseBlock;
+#pragma omp parallel for schedule(static) if (blocks > 1)
+  for (int64_t block = 0; block < blocks; ++block) {
+    const int64_t begin = block * kElementwiseBlock;
+    f(begin, std::min(kElementwiseBlock, size - begin));
+  }
+}
 
 }  // namespace mixq::engine
 
