@@ -36,6 +36,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "bench/bench_util.h"
 #include "engine/adam.h"
 #include "engine/loss.h"
 #include "engine/model.h"
@@ -105,13 +106,6 @@ absl::StatusOr<Timing> TimeLoop(double min_seconds, Step&& step) {
   return timing;
 }
 
-Tensor RandomTensor(Shape shape, std::mt19937* rng) {
-  Tensor t(std::move(shape));
-  std::normal_distribution<float> normal;
-  for (float& v : t.values()) v = normal(*rng);
-  return t;
-}
-
 // The model's input shape with the batch set to `batch`.
 Shape BatchShape(const Shape& shape, int64_t batch) {
   Shape s = shape;
@@ -147,23 +141,6 @@ const onnx::TensorProto* FindInitializer(const onnx::GraphProto& graph,
     if (t.name() == name) return &t;
   }
   return nullptr;
-}
-
-void AddFloatValue(
-    const std::string& name, const Shape& dims,
-    google::protobuf::RepeatedPtrField<onnx::ValueInfoProto>* values) {
-  onnx::ValueInfoProto* value = values->Add();
-  value->set_name(name);
-  onnx::TypeProto::Tensor* type = value->mutable_type()->mutable_tensor_type();
-  type->set_elem_type(onnx::TensorProto::FLOAT);
-  onnx::TensorShapeProto* shape = type->mutable_shape();
-  for (size_t d = 0; d < dims.size(); ++d) {
-    if (d == 0) {
-      shape->add_dim()->set_dim_param("batch");
-    } else {
-      shape->add_dim()->set_dim_value(dims[d]);
-    }
-  }
 }
 
 // The shape (batch 1) of value `name` of `proto`: the graph re-rooted at that

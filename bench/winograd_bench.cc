@@ -39,6 +39,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "bench/bench_util.h"
 #include "engine/model.h"
 #include "engine/tensor.h"
 #include "engine/winograd.h"
@@ -169,30 +170,6 @@ void GemmWeightGrad(const Conv3x3Shape& s, const float* x, const float* dy,
     }
 #pragma omp critical
     MatrixMap(dw, s.m, k) += partial;
-  }
-}
-
-Tensor RandomTensor(Shape shape, std::mt19937* rng) {
-  Tensor t(std::move(shape));
-  std::normal_distribution<float> normal;
-  for (float& v : t.values()) v = normal(*rng);
-  return t;
-}
-
-void AddFloatValue(
-    const std::string& name, const Shape& dims,
-    google::protobuf::RepeatedPtrField<onnx::ValueInfoProto>* values) {
-  onnx::ValueInfoProto* value = values->Add();
-  value->set_name(name);
-  onnx::TypeProto::Tensor* type = value->mutable_type()->mutable_tensor_type();
-  type->set_elem_type(onnx::TensorProto::FLOAT);
-  onnx::TensorShapeProto* shape = type->mutable_shape();
-  for (size_t d = 0; d < dims.size(); ++d) {
-    if (d == 0) {
-      shape->add_dim()->set_dim_param("batch");
-    } else {
-      shape->add_dim()->set_dim_value(dims[d]);
-    }
   }
 }
 
