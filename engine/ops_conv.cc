@@ -69,9 +69,6 @@ constexpr int64_t kMaxBlockFloats = 256;
 // The spatial rank pooling kernels work in (lower ranks get unit dims).
 constexpr int kPoolRank = 3;
 
-int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
-int64_t RoundUp(int64_t a, int64_t b) { return CeilDiv(a, b) * b; }
-
 // Floor division for a possibly negative numerator and a positive divisor.
 int64_t FloorDiv(int64_t a, int64_t b) {
   return a >= 0 ? a / b : -((-a + b - 1) / b);
@@ -292,13 +289,6 @@ int64_t ChunkSamples(int64_t n, int64_t columns) {
       std::max<int64_t>(1, CeilDiv(kTargetColumns, columns));
   const int64_t by_count = std::max<int64_t>(1, n / kMinChunks);
   return std::min(by_width, by_count);
-}
-
-// Per-thread scratch buffers, kept between calls so that a training loop
-// does not allocate (and page-fault) them every step.
-float* Scratch(FloatBuffer* buffer, int64_t size) {
-  if (static_cast<int64_t>(buffer->size()) < size) buffer->resize(size);
-  return buffer->data();
 }
 
 // Input planes zero-padded and split by stride phase. With strides (sy, sx),

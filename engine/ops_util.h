@@ -107,6 +107,18 @@ void AddBroadcast(const Tensor& in, float scale, Tensor* out);
 // along): the backward of AddBroadcast.
 void ReduceBroadcast(const Tensor& grad_out, float scale, Tensor* grad_in);
 
+// ceil(a / b) and a rounded up to a multiple of b, for a >= 0, b > 0.
+inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t RoundUp(int64_t a, int64_t b) { return CeilDiv(a, b) * b; }
+
+// `buffer` grown to at least `size` floats (new floats are zero), for
+// per-thread scratch kept between calls so that a training loop does not
+// allocate (and page-fault) it every step.
+inline float* Scratch(FloatBuffer* buffer, int64_t size) {
+  if (static_cast<int64_t>(buffer->size()) < size) buffer->resize(size);
+  return buffer->data();
+}
+
 // Elements per block when elementwise work is split between threads.
 inline constexpr int64_t kElementwiseBlock = int64_t{1} << 14;
 

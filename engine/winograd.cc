@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "Eigen/Core"
+#include "engine/ops_util.h"
 #include "engine/tensor.h"
 
 namespace mixq::engine {
@@ -306,15 +307,6 @@ struct Transforms<4> {
     }
   }
 };
-
-int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
-int64_t RoundUp(int64_t a, int64_t b) { return CeilDiv(a, b) * b; }
-
-// `buffer` grown to at least `size` floats (new floats are zero).
-float* Scratch(FloatBuffer* buffer, int64_t size) {
-  if (static_cast<int64_t>(buffer->size()) < size) buffer->resize(size);
-  return buffer->data();
-}
 
 // A range of samples and of tile rows (the same rows in each sample).
 struct Block {
