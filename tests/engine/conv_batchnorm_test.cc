@@ -91,6 +91,10 @@ class ConvBatchNormFusionTest : public ::testing::TestWithParam<FusionCase> {
             {"strides", IntsAttr({c.stride, c.stride})},
             {"pads", IntsAttr({c.pad, c.pad, c.pad, c.pad})}};
   }
+  // The model whose pair fuses against the one kept apart, optionally with
+  // a LayerInputHook on the Conv's input (the search's activation
+  // quantization path).
+  void ExpectFusedMatchesApart(bool with_hook);
 };
 
 // Inputs: X, W, [B], scale, bias, mean, var.
@@ -176,8 +180,31 @@ void ExpectNear(const Tensor& a, const Tensor& b, const std::string& what) {
   }
 }
 
+// Clamps the Conv's input to [-0.5, 0.5] (a stand-in for activation fake
+// quantization, with its straight-through gradient).
+class ClampHook : public LayerInputHook {
+ public:
+  bool Forward(int, const Tensor& x, Tensor* out) override {
+    out->flat() = x.flat().min(0.5f).max(-0.5f);
+    return true;
+  }
+  void Backward(int, const Tensor& x, Tensor* grad) const override {
+    grad->flat() = (x.flat().abs() <= 0.5f).select(grad->flat(), 0.0f);
+  }
+};
+
 TEST_P(ConvBatchNormFusionTest, ModelMatchesTheUnfusedPair) {
+  for (const bool with_hook : {false, true}) {
+    SCOPED_TRACE(with_hook ? "with a LayerInputHook" : "without a hook");
+    ExpectFusedMatchesApart(with_hook);
+  }
+}
+
+void ConvBatchNormFusionTest::ExpectFusedMatchesApart(bool with_hook) {
   const FusionCase& c = GetParam();
+  ClampHook hook_fused, hook_apart;
+  LayerInputHook* fused_hook = with_hook ? &hook_fused : nullptr;
+  LayerInputHook* apart_hook = with_hook ? &hook_apart : nullptr;
   std::mt19937 rng_fused(5), rng_apart(5);
   const std::unique_ptr<Model> fused = BuildModel(c, false, &rng_fused);
   const std::unique_ptr<Model> apart = BuildModel(c, true, &rng_apart);
@@ -188,15 +215,15 @@ TEST_P(ConvBatchNormFusionTest, ModelMatchesTheUnfusedPair) {
 
   ForwardTrace fused_trace, apart_trace;
   const absl::StatusOr<Tensor> y_fused =
-      fused->Forward(x, Params(*fused), &fused_trace);
+      fused->Forward(x, Params(*fused), &fused_trace, fused_hook);
   const absl::StatusOr<Tensor> y_apart =
-      apart->Forward(x, Params(*apart), &apart_trace);
+      apart->Forward(x, Params(*apart), &apart_trace, apart_hook);
   ASSERT_TRUE(y_fused.ok()) << y_fused.status();
   ASSERT_TRUE(y_apart.ok()) << y_apart.status();
   ExpectNear(*y_fused, *y_apart, "Y");
   // Without a trace too (the inference path).
   const absl::StatusOr<Tensor> y_inference =
-      fused->Forward(x, Params(*fused), nullptr);
+      fused->Forward(x, Params(*fused), nullptr, fused_hook);
   ASSERT_TRUE(y_inference.ok()) << y_inference.status();
   ExpectNear(*y_inference, *y_apart, "Y without a trace");
 
@@ -205,11 +232,11 @@ TEST_P(ConvBatchNormFusionTest, ModelMatchesTheUnfusedPair) {
   std::vector<Tensor> grads_fused, grads_apart;
   ASSERT_TRUE(fused
                   ->Backward(fused_trace, Params(*fused), upstream,
-                             &grads_fused)
+                             &grads_fused, fused_hook)
                   .ok());
   ASSERT_TRUE(apart
                   ->Backward(apart_trace, Params(*apart), upstream,
-                             &grads_apart)
+                             &grads_apart, apart_hook)
                   .ok());
   std::map<std::string, const Tensor*> by_name;
   for (size_t p = 0; p < apart->params().size(); ++p) {
@@ -225,7 +252,7 @@ TEST_P(ConvBatchNormFusionTest, ModelMatchesTheUnfusedPair) {
   // pair: the same output as the whole Forward.
   for (int first = 0; first <= fused->num_nodes(); ++first) {
     const absl::StatusOr<Tensor> again =
-        fused->ForwardFrom(first, Params(*fused), &fused_trace);
+        fused->ForwardFrom(first, Params(*fused), &fused_trace, fused_hook);
     ASSERT_TRUE(again.ok()) << again.status();
     ExpectNear(*again, *y_fused, absl::StrCat("ForwardFrom(", first, ")"));
   }
