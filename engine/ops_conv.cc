@@ -1,10 +1,11 @@
 // Convolution, pooling and batch normalization operators (NCHW).
 //
 // Conv (2-D) runs one of five ways, chosen from the shapes:
-//  - 3x3, unit stride, no dilation, one group, at least 4 channels in and
-//    out: Winograd F(2x2, 3x3) (engine/winograd.h), 2.25x fewer multiplies;
-//    its backward computes dX the same way (on the flipped, transposed
-//    weights) and dW by the adjoint transforms;
+//  - 3x3, unit stride, no dilation, one group, 4 to 512 channels in and
+//    out: Winograd (engine/winograd.h), F(4x4, 3x3) where its tiles fit the
+//    map (4x fewer multiplies) and F(2x2, 3x3) elsewhere (2.25x fewer); its
+//    backward computes dX the same way (on the flipped, transposed weights)
+//    and dW by the adjoint transforms;
 //  - pointwise (1x1 kernel, no padding): a GEMM per group on the input
 //    pixels themselves (gathered when strided);
 //  - depthwise (one input channel per group, group > 1): on maps of more than
@@ -804,7 +805,7 @@ class ConvKernel : public Kernel {
     return g;
   }
 
-  // `g` as a Winograd F(2x2, 3x3) problem (engine/winograd.h) when it is a
+  // `g` as a Winograd problem (engine/winograd.h) when it is a
   // 3x3, unit-stride, undilated, ungrouped convolution the kernels take and
   // that has enough channels to gain from them; nullopt otherwise.
   static std::optional<Conv3x3Shape> WinogradShape(const ConvGeometry& g) {
