@@ -25,40 +25,22 @@
 namespace mixq::engine {
 namespace {
 
+using ::mixq::testing::Attributes;
 using ::mixq::testing::ExpectGradientsMatchFiniteDifferences;
 using ::mixq::testing::FloatAttr;
 using ::mixq::testing::GradientTolerance;
 using ::mixq::testing::IntAttr;
 using ::mixq::testing::IntsAttr;
+using ::mixq::testing::MakeKernel;
 using ::mixq::testing::OnnxBuilder;
 using ::mixq::testing::SetInt;
 using ::mixq::testing::SetInts;
+using ::mixq::testing::UniformValues;
 
 // The fused kernel is linear in each input but var (whose gradient is zero
 // by contract), so a large step costs no truncation error.
 constexpr GradientTolerance kGradientTolerance = {
     .eps = 1e-2f, .abs = 1e-3, .rel = 1e-2};
-
-std::vector<float> RandomValues(int64_t n, std::mt19937* rng) {
-  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
-  std::vector<float> values(n);
-  for (float& v : values) v = uniform(*rng);
-  return values;
-}
-
-std::unique_ptr<Kernel> MakeKernel(
-    const std::string& op_type,
-    const std::vector<std::pair<std::string, Attribute>>& attrs) {
-  OpConfig config;
-  config.op_type = op_type;
-  config.node_name = "node";
-  config.opset = 13;
-  for (const auto& [name, attr] : attrs) config.attributes[name] = attr;
-  absl::StatusOr<std::unique_ptr<Kernel>> kernel =
-      FindOp(op_type)->create(config);
-  EXPECT_TRUE(kernel.ok()) << kernel.status();
-  return kernel.ok() ? *std::move(kernel) : nullptr;
-}
 
 struct FusionCase {
   std::string name;
@@ -85,7 +67,7 @@ std::vector<FusionCase> Cases() {
 
 class ConvBatchNormFusionTest : public ::testing::TestWithParam<FusionCase> {
  protected:
-  std::vector<std::pair<std::string, Attribute>> ConvAttrs() const {
+  Attributes ConvAttrs() const {
     const FusionCase& c = GetParam();
     return {{"group", IntAttr(c.group)},
             {"strides", IntsAttr({c.stride, c.stride})},
@@ -100,12 +82,14 @@ class ConvBatchNormFusionTest : public ::testing::TestWithParam<FusionCase> {
 // Inputs: X, W, [B], scale, bias, mean, var.
 TEST_P(ConvBatchNormFusionTest, KernelMatchesFiniteDifferences) {
   const FusionCase& c = GetParam();
-  const std::unique_ptr<Kernel> conv = MakeKernel("Conv", ConvAttrs());
-  const std::unique_ptr<Kernel> bn =
+  const absl::StatusOr<std::unique_ptr<Kernel>> conv =
+      MakeKernel("Conv", ConvAttrs());
+  const absl::StatusOr<std::unique_ptr<Kernel>> bn =
       MakeKernel("BatchNormalization", {{"epsilon", FloatAttr(1e-3f)}});
-  ASSERT_NE(conv, nullptr);
-  ASSERT_NE(bn, nullptr);
-  const std::unique_ptr<Kernel> fused = FuseConvBatchNorm(*conv, *bn, c.bias);
+  ASSERT_TRUE(conv.ok()) << conv.status();
+  ASSERT_TRUE(bn.ok()) << bn.status();
+  const std::unique_ptr<Kernel> fused =
+      FuseConvBatchNorm(**conv, **bn, c.bias);
   ASSERT_NE(fused, nullptr);
 
   std::mt19937 rng(11);
@@ -116,14 +100,14 @@ TEST_P(ConvBatchNormFusionTest, KernelMatchesFiniteDifferences) {
   for (int i = 0; i < 4; ++i) shapes.push_back({m});
   std::vector<Tensor> inputs;
   for (const Shape& shape : shapes) {
-    inputs.emplace_back(shape, RandomValues(NumElements(shape), &rng));
+    inputs.emplace_back(shape, UniformValues(NumElements(shape), &rng));
   }
   for (float& v : inputs[bn_first + 3].values()) v = 0.5f + std::abs(v);
   std::vector<const Shape*> shape_pointers;
   for (const Tensor& t : inputs) shape_pointers.push_back(&t.shape());
   const absl::StatusOr<Shape> out = fused->OutputShape(shape_pointers);
   ASSERT_TRUE(out.ok()) << out.status();
-  const Tensor upstream(*out, RandomValues(NumElements(*out), &rng));
+  const Tensor upstream(*out, UniformValues(NumElements(*out), &rng));
   ExpectGradientsMatchFiniteDifferences(*fused, std::move(inputs), upstream,
                                         kGradientTolerance,
                                         {bn_first + 2, bn_first + 3});
@@ -135,17 +119,17 @@ std::unique_ptr<Model> BuildModel(const FusionCase& c, bool keep_apart,
   const int64_t m = c.w[0];
   OnnxBuilder b;
   b.Input("x", {-1, c.x[1], c.x[2], c.x[3]}).Output("y");
-  b.Initializer("w", c.w, RandomValues(NumElements(c.w), rng));
+  b.Initializer("w", c.w, UniformValues(NumElements(c.w), rng));
   std::vector<std::string> conv_inputs = {"x", "w"};
   if (c.bias) {
-    b.Initializer("b", {m}, RandomValues(m, rng));
+    b.Initializer("b", {m}, UniformValues(m, rng));
     conv_inputs.push_back("b");
   }
-  std::vector<float> var = RandomValues(m, rng);
+  std::vector<float> var = UniformValues(m, rng);
   for (float& v : var) v = 0.5f + std::abs(v);
-  b.Initializer("scale", {m}, RandomValues(m, rng))
-      .Initializer("shift", {m}, RandomValues(m, rng))
-      .Initializer("mean", {m}, RandomValues(m, rng))
+  b.Initializer("scale", {m}, UniformValues(m, rng))
+      .Initializer("shift", {m}, UniformValues(m, rng))
+      .Initializer("mean", {m}, UniformValues(m, rng))
       .Initializer("var", {m}, var);
   onnx::NodeProto* conv = b.Node("Conv", conv_inputs, {"c"}, "conv");
   SetInt(conv, "group", c.group);
@@ -211,7 +195,7 @@ void ConvBatchNormFusionTest::ExpectFusedMatchesApart(bool with_hook) {
   ASSERT_NE(fused, nullptr);
   ASSERT_NE(apart, nullptr);
   std::mt19937 rng(3);
-  const Tensor x(c.x, RandomValues(NumElements(c.x), &rng));
+  const Tensor x(c.x, UniformValues(NumElements(c.x), &rng));
 
   ForwardTrace fused_trace, apart_trace;
   const absl::StatusOr<Tensor> y_fused =
@@ -228,7 +212,7 @@ void ConvBatchNormFusionTest::ExpectFusedMatchesApart(bool with_hook) {
   ExpectNear(*y_inference, *y_apart, "Y without a trace");
 
   const Tensor upstream(y_fused->shape(),
-                        RandomValues(y_fused->size(), &rng));
+                        UniformValues(y_fused->size(), &rng));
   std::vector<Tensor> grads_fused, grads_apart;
   ASSERT_TRUE(fused
                   ->Backward(fused_trace, Params(*fused), upstream,

@@ -28,12 +28,15 @@
 namespace mixq::engine {
 namespace {
 
+using ::mixq::testing::Attributes;
 using ::mixq::testing::ExpectGradientsMatchFiniteDifferences;
 using ::mixq::testing::FloatAttr;
 using ::mixq::testing::GradientTolerance;
 using ::mixq::testing::IntAttr;
 using ::mixq::testing::IntsAttr;
+using ::mixq::testing::MakeKernel;
 using ::mixq::testing::StringAttr;
+using ::mixq::testing::UniformValues;
 using ::testing::HasSubstr;
 
 // Every kernel is linear in each input (pooling away from ties, BN in X,
@@ -45,20 +48,6 @@ constexpr GradientTolerance kGradientTolerance = {
 constexpr size_t kBatchNormMean = 3;
 constexpr size_t kBatchNormVar = 4;
 
-using Attributes = std::vector<std::pair<std::string, Attribute>>;
-
-absl::StatusOr<std::unique_ptr<Kernel>> MakeKernel(const std::string& op_type,
-                                                   const Attributes& attrs) {
-  const OpSchema* schema = FindOp(op_type);
-  if (schema == nullptr) return absl::NotFoundError(op_type);
-  OpConfig config;
-  config.op_type = op_type;
-  config.node_name = "node";
-  config.opset = 13;
-  for (const auto& [name, attr] : attrs) config.attributes[name] = attr;
-  return schema->create(config);
-}
-
 // Distinct values in [-1, 1] at least 2 / n apart, shuffled: max pooling has
 // no ties a finite-difference step could flip.
 std::vector<float> DistinctValues(int64_t n, std::mt19937* rng) {
@@ -67,13 +56,6 @@ std::vector<float> DistinctValues(int64_t n, std::mt19937* rng) {
     values[i] = -1.0f + 2.0f * static_cast<float>(i) / std::max<int64_t>(n, 1);
   }
   std::shuffle(values.begin(), values.end(), *rng);
-  return values;
-}
-
-std::vector<float> RandomValues(int64_t n, std::mt19937* rng) {
-  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
-  std::vector<float> values(n);
-  for (float& v : values) v = uniform(*rng);
   return values;
 }
 
@@ -123,7 +105,7 @@ TEST_P(ConvGradientTest, MatchesFiniteDifferences) {
   absl::StatusOr<Shape> out_shape = kernel.OutputShape(ShapePointers(inputs));
   ASSERT_TRUE(out_shape.ok()) << out_shape.status();
   const Tensor upstream(*out_shape,
-                        RandomValues(NumElements(*out_shape), &rng));
+                        UniformValues(NumElements(*out_shape), &rng));
   // The gradients of mean and var are zero by contract.
   const std::vector<size_t> zero_by_contract =
       c.batch_norm ? std::vector<size_t>{kBatchNormMean, kBatchNormVar}
@@ -406,12 +388,12 @@ TEST_P(ConvReferenceTest, ForwardAndBackwardMatchDirectConvolution) {
   for (const Shape& shape :
        {Shape{s.n, s.c, s.h, s.w}, Shape{s.m, s.c / s.group, s.kh, s.kw},
         Shape{s.m}}) {
-    inputs.emplace_back(shape, RandomValues(NumElements(shape), &rng));
+    inputs.emplace_back(shape, UniformValues(NumElements(shape), &rng));
   }
   absl::StatusOr<Shape> out_shape =
       (*kernel)->OutputShape(ShapePointers(inputs));
   ASSERT_TRUE(out_shape.ok()) << out_shape.status();
-  const Tensor dy(*out_shape, RandomValues(NumElements(*out_shape), &rng));
+  const Tensor dy(*out_shape, UniformValues(NumElements(*out_shape), &rng));
   const Reference ref = DirectConv(s, inputs[0], inputs[1], inputs[2], dy);
 
   Tensor y(*out_shape);

@@ -33,18 +33,12 @@ using ::mixq::testing::IntAttr;
 using ::mixq::testing::IntInput;
 using ::mixq::testing::IntsAttr;
 using ::mixq::testing::StringAttr;
+using ::mixq::testing::UniformValues;
 
 // The kernels are linear in each input (ReLU away from its kink), so a large
 // step costs no truncation error and keeps float rounding small.
 constexpr GradientTolerance kKernelTolerance = {
     .eps = 1e-2f, .abs = 1e-3, .rel = 1e-2};
-
-std::vector<float> RandomValues(int64_t n, std::mt19937* rng) {
-  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
-  std::vector<float> values(n);
-  for (float& v : values) v = uniform(*rng);
-  return values;
-}
 
 struct KernelCase {
   std::string name;
@@ -83,7 +77,7 @@ TEST_P(KernelGradientTest, MatchesFiniteDifferences) {
   std::mt19937 rng(42);
   std::vector<Tensor> inputs;
   for (const Shape& shape : c.inputs) {
-    inputs.emplace_back(shape, RandomValues(NumElements(shape), &rng));
+    inputs.emplace_back(shape, UniformValues(NumElements(shape), &rng));
     if (c.away_from_zero) {
       for (float& v : inputs.back().values()) v += v < 0 ? -0.1f : 0.1f;
     }
@@ -93,7 +87,7 @@ TEST_P(KernelGradientTest, MatchesFiniteDifferences) {
   absl::StatusOr<Shape> out_shape = kernel.OutputShape(shapes);
   ASSERT_TRUE(out_shape.ok()) << out_shape.status();
   const Tensor upstream(*out_shape,
-                        RandomValues(NumElements(*out_shape), &rng));
+                        UniformValues(NumElements(*out_shape), &rng));
   ExpectGradientsMatchFiniteDifferences(kernel, std::move(inputs), upstream,
                                         kKernelTolerance);
 }
@@ -198,7 +192,7 @@ void AddInitializer(onnx::GraphProto* graph, const std::string& name,
   t->set_name(name);
   t->set_data_type(onnx::TensorProto::FLOAT);
   for (int64_t d : dims) t->add_dims(d);
-  for (float v : RandomValues(NumElements(dims), rng)) t->add_float_data(v);
+  for (float v : UniformValues(NumElements(dims), rng)) t->add_float_data(v);
 }
 
 onnx::NodeProto* AddNode(onnx::GraphProto* graph, const std::string& op_type,
@@ -290,7 +284,7 @@ TEST(ModelGradientTest, MlpWithCrossEntropyMatchesFiniteDifferences) {
   EXPECT_EQ(model.quantizable_layers().size(), 3u);  // w2 counts once
 
   std::mt19937 rng(3);
-  const Tensor x({4, 2, 3}, RandomValues(24, &rng));
+  const Tensor x({4, 2, 3}, UniformValues(24, &rng));
   const std::vector<int64_t> labels = {0, 3, 1, 2};
   std::vector<Tensor> params = model.initial_params();
   const auto pointers = [&]() {

@@ -1,14 +1,19 @@
 // Test support: builds kernel configurations (OpConfig attributes and
-// constant inputs) for tests that create kernels directly. Header-only.
+// constant inputs) and kernels for tests that create kernels directly, and
+// their random inputs. Header-only.
 #ifndef MIXQ_TESTS_SUPPORT_KERNEL_TESTING_H_
 #define MIXQ_TESTS_SUPPORT_KERNEL_TESTING_H_
 
 #include <cstdint>
+#include <memory>
 #include <optional>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "engine/ops.h"
 #include "engine/tensor.h"
 
@@ -59,6 +64,32 @@ inline engine::ConstantInput FloatInput(float value) {
   engine::ConstantInput input;
   input.floats = {value};
   return input;
+}
+
+// A node's attributes, by name.
+using Attributes = std::vector<std::pair<std::string, engine::Attribute>>;
+
+// The kernel FindOp's schema creates for `op_type` with `attrs` (opset 13,
+// node "node"): the kernel's own errors for bad attributes, NOT_FOUND for an
+// unknown operator.
+inline absl::StatusOr<std::unique_ptr<engine::Kernel>> MakeKernel(
+    const std::string& op_type, const Attributes& attrs) {
+  const engine::OpSchema* schema = engine::FindOp(op_type);
+  if (schema == nullptr) return absl::NotFoundError(op_type);
+  engine::OpConfig config;
+  config.op_type = op_type;
+  config.node_name = "node";
+  config.opset = 13;
+  for (const auto& [name, attr] : attrs) config.attributes[name] = attr;
+  return schema->create(config);
+}
+
+// `n` values drawn uniformly from [-1, 1] by `rng`.
+inline std::vector<float> UniformValues(int64_t n, std::mt19937* rng) {
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  std::vector<float> values(n);
+  for (float& v : values) v = uniform(*rng);
+  return values;
 }
 
 }  // namespace mixq::testing
