@@ -1890,7 +1890,7 @@ class ConvBatchNormKernel : public Kernel {
   void Forward(absl::Span<const Tensor* const> inputs,
                Tensor* output) const override {
     thread_local Tensor weights, bias;
-    Fold(inputs, &weights, &bias);
+    Fold(inputs, InvStd(inputs), &weights, &bias);
     const Tensor* conv_inputs[] = {inputs[0], &weights, &bias};
     conv_.Forward(conv_inputs, output);
   }
@@ -1900,7 +1900,8 @@ class ConvBatchNormKernel : public Kernel {
                 absl::Span<Tensor* const> grad_inputs) const override {
     const int bn = BnInput();
     thread_local Tensor weights, bias, d_weights, d_bias;
-    Fold(inputs, &weights, &bias);
+    const Eigen::ArrayXf inv_std = InvStd(inputs);
+    const Eigen::ArrayXf a = Fold(inputs, inv_std, &weights, &bias);
     const int64_t m = bias.size();
     const int64_t k = m == 0 ? 0 : weights.size() / m;
     Tensor* d_w = grad_inputs[1];
@@ -1917,8 +1918,6 @@ class ConvBatchNormKernel : public Kernel {
                             want_db ? &d_bias : nullptr};
     conv_.Backward(conv_inputs, grad_output, conv_grads);
 
-    const Eigen::ArrayXf inv_std = InvStd(inputs);
-    const Eigen::ArrayXf a = ConstArrayMap(inputs[bn]->data(), m) * inv_std;
     if (d_w != nullptr) {
       MatrixMap(d_w->data(), m, k) =
           (ConstMatrixMap(d_weights.data(), m, k).array().colwise() * a)
@@ -1961,15 +1960,16 @@ class ConvBatchNormKernel : public Kernel {
     return (ConstArrayMap(var.data(), var.size()) + epsilon_).rsqrt();
   }
 
-  // weights = a ⊙ W, bias = a ⊙ (B - mean) + shift.
-  void Fold(absl::Span<const Tensor* const> inputs, Tensor* weights,
-            Tensor* bias) const {
+  // weights = a ⊙ W, bias = a ⊙ (B - mean) + shift, for inv_std =
+  // 1 / sqrt(var + eps); returns a = scale ⊙ inv_std.
+  Eigen::ArrayXf Fold(absl::Span<const Tensor* const> inputs,
+                      const Eigen::ArrayXf& inv_std, Tensor* weights,
+                      Tensor* bias) const {
     const int bn = BnInput();
     const Tensor& w = *inputs[1];
-    const int64_t m = inputs[bn]->size();
+    const int64_t m = inv_std.size();
     const int64_t k = m == 0 ? 0 : w.size() / m;
-    const Eigen::ArrayXf a =
-        ConstArrayMap(inputs[bn]->data(), m) * InvStd(inputs);
+    const Eigen::ArrayXf a = ConstArrayMap(inputs[bn]->data(), m) * inv_std;
     weights->Resize(w.shape());
     MatrixMap(weights->data(), m, k) =
         (ConstMatrixMap(w.data(), m, k).array().colwise() * a).matrix();
@@ -1977,6 +1977,7 @@ class ConvBatchNormKernel : public Kernel {
     ArrayMap(bias->data(), m) =
         a * (ConvBias(inputs, m) - ConstArrayMap(inputs[bn + 2]->data(), m)) +
         ConstArrayMap(inputs[bn + 1]->data(), m);
+    return a;
   }
 
   const Kernel& conv_;
