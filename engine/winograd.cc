@@ -617,6 +617,20 @@ void TransformBlockOutputGrad(const Conv3x3Shape& s, const Plan<T>& plan,
            (blk.s1 - blk.s0) * positions, dm);
 }
 
+// Calls f.template operator()<A', B'>() for A' = a in [1, A] and B' = b in
+// [1, B] known at run time: the register blocks of the products, smaller at
+// the edges of their matrices.
+template <int A, int B, typename F>
+void WithBlock(int a, int b, F&& f) {
+  if constexpr (A > 1) {
+    if (a < A) return WithBlock<A - 1, B>(a, b, f);
+  }
+  if constexpr (B > 1) {
+    if (b < B) return WithBlock<A, B - 1>(a, b, f);
+  }
+  f.template operator()<A, B>();
+}
+
 // out[mb * out_stride + (0, P packets)] = sum over c of u[mb * u_stride + c]
 // * v[c * v_stride + (0, P packets)], for MB rows.
 template <int MB, int P>
@@ -646,28 +660,6 @@ void ProductBlock(const float* v, int64_t v_stride, int64_t channels,
   }
 }
 
-// ProductBlock<mb, p> for runtime mb in [1, MB], p in [1, P].
-template <int MB, int P>
-void ProductUpTo(int mb, int p, const float* v, int64_t v_stride,
-                 int64_t channels, const float* u, int64_t u_stride, float* out,
-                 int64_t out_stride) {
-  if constexpr (MB > 1) {
-    if (mb < MB) {
-      ProductUpTo<MB - 1, P>(mb, p, v, v_stride, channels, u, u_stride, out,
-                             out_stride);
-      return;
-    }
-  }
-  if constexpr (P > 1) {
-    if (p < P) {
-      ProductUpTo<MB, P - 1>(mb, p, v, v_stride, channels, u, u_stride, out,
-                             out_stride);
-      return;
-    }
-  }
-  ProductBlock<MB, P>(v, v_stride, channels, u, u_stride, out, out_stride);
-}
-
 // M[xi][m][p] = sum_c U[xi][m][c] V[xi][c][p] for `positions` positions.
 template <int T>
 void BlockProducts(const Conv3x3Shape& s, const Plan<T>& plan,
@@ -683,9 +675,12 @@ void BlockProducts(const Conv3x3Shape& s, const Plan<T>& plan,
           static_cast<int>(std::min<int64_t>(kProductP, packets - p0));
       for (int64_t m0 = 0; m0 < s.m; m0 += kProductM) {
         const int mb = static_cast<int>(std::min<int64_t>(kProductM, s.m - m0));
-        ProductUpTo<kProductM, kProductP>(
-            mb, p, vx + p0 * kPacket, plan.stride, s.c, ux + m0 * s.c, s.c,
-            mx + m0 * plan.stride + p0 * kPacket, plan.stride);
+        WithBlock<kProductM, kProductP>(mb, p, [&]<int MB, int P>() {
+          ProductBlock<MB, P>(vx + p0 * kPacket, plan.stride, s.c,
+                              ux + m0 * s.c, s.c,
+                              mx + m0 * plan.stride + p0 * kPacket,
+                              plan.stride);
+        });
       }
     }
   }
@@ -721,25 +716,6 @@ void GradBlock(const float* dm, const float* v, int64_t stride, int64_t length,
   }
 }
 
-// GradBlock<mb, cb> for runtime mb in [1, MB], cb in [1, CB].
-template <int MB, int CB>
-void GradUpTo(int mb, int cb, const float* dm, const float* v, int64_t stride,
-              int64_t length, float* out, int64_t out_stride) {
-  if constexpr (MB > 1) {
-    if (mb < MB) {
-      GradUpTo<MB - 1, CB>(mb, cb, dm, v, stride, length, out, out_stride);
-      return;
-    }
-  }
-  if constexpr (CB > 1) {
-    if (cb < CB) {
-      GradUpTo<MB, CB - 1>(mb, cb, dm, v, stride, length, out, out_stride);
-      return;
-    }
-  }
-  GradBlock<MB, CB>(dm, v, stride, length, out, out_stride);
-}
-
 // du[xi][m][c] += sum over p of dM[xi][m][p] V[xi][c][p].
 template <int T>
 void BlockGradProducts(const Conv3x3Shape& s, const Plan<T>& plan,
@@ -754,9 +730,10 @@ void BlockGradProducts(const Conv3x3Shape& s, const Plan<T>& plan,
       const int mb = static_cast<int>(std::min<int64_t>(kGradM, s.m - m0));
       for (int64_t c0 = 0; c0 < s.c; c0 += kGradC) {
         const int cb = static_cast<int>(std::min<int64_t>(kGradC, s.c - c0));
-        GradUpTo<kGradM, kGradC>(mb, cb, dmx + m0 * plan.stride,
-                                 vx + c0 * plan.stride, plan.stride, length,
-                                 dux + m0 * s.c + c0, s.c);
+        WithBlock<kGradM, kGradC>(mb, cb, [&]<int MB, int CB>() {
+          GradBlock<MB, CB>(dmx + m0 * plan.stride, vx + c0 * plan.stride,
+                            plan.stride, length, dux + m0 * s.c + c0, s.c);
+        });
       }
     }
   }
