@@ -1,21 +1,27 @@
 // mixq-run: runs an ONNX model's forward pass, with the parameters stored in
-// the model, on a .npy of inputs and writes the first graph output as .npy:
+// the model, on a file of inputs; writes the first graph output as .npy
+// and, given labels, prints the classifier's accuracy and loss:
 //
-//   mixq-run --model M.onnx --inputs X.npy --output Y.npy [--batch-size N]
-//            [--threads T]
+//   mixq-run --model M.onnx --inputs X [--output Y.npy] [--labels L]
+//            [--normalize MEAN,STD] [--samples BEGIN:END]
+//            [--batch-size N] [--threads T]
 //
 // It lets users check mixq's engine on their own models against their
-// framework's outputs. Inputs are read as the service reads them
-// (DecodeInputs): float32, float64 (converted) or uint8 (scaled to [0, 1]),
-// shaped [N, ...] with the per-sample size of the model input (reshaped to
-// it, so [N, 784] feeds a [batch, 1, 28, 28] model). The samples run in
-// batches of --batch-size, so only one batch's activations are in memory;
-// the output is the concatenation of the batches' outputs along dim 0. Like
-// the service, it runs any model at any batch size, also one whose input
-// declares a fixed batch (the engine's contract, see Model::Forward).
+// framework's outputs, and measure an exported policy: on a job's
+// validation data (the same files, normalisation and sample range) it
+// prints exactly the validation accuracy and loss the service reported for
+// that export (both go through engine/predict.h). Inputs are read as the
+// service reads them (DecodeInputs: .npy/.npz float32, float64 or uint8
+// scaled to [0, 1], or IDX images, raw or gzip), shaped [N, ...] with the
+// per-sample size of the model input (reshaped to it, so [N, 784] feeds a
+// [batch, 1, 28, 28] model). The samples run in batches of --batch-size, so
+// only one batch's activations are in memory; the output is the
+// concatenation of the batches' outputs along dim 0. Like the service, it
+// runs any model at any batch size, also one whose input declares a fixed
+// batch (the engine's contract, see Model::Forward).
 //
-// Exit codes: 0 success, 1 failure (bad model, inputs or output path; the
-// message on stderr names the file), 2 usage error.
+// Exit codes: 0 success, 1 failure (bad model, inputs, labels or output
+// path; the message on stderr names the file), 2 usage error.
 
 #include <algorithm>
 #include <chrono>
@@ -23,6 +29,7 @@
 #include <iomanip>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -30,10 +37,13 @@
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "engine/dataset.h"
 #include "engine/model.h"
 #include "engine/npy.h"
+#include "engine/predict.h"
 #include "engine/threads.h"
 #include "engine/tensor.h"
 #include "util/file.h"
@@ -45,21 +55,53 @@ namespace {
 constexpr int kExitOk = 0;
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
-constexpr int64_t kDefaultBatchSize = 64;
 
 struct Options {
   std::string model;
   std::string inputs;
-  std::string output;
-  int64_t batch_size = kDefaultBatchSize;
+  std::string output;  // empty: not written
+  std::string labels;  // empty: no score
+  std::string normalize;  // "MEAN,STD", empty: none
+  std::string samples;    // "BEGIN:END", empty: all
+  int64_t batch_size = kDefaultPredictBatch;
   int threads = 0;  // 0: all cores
 };
 
-// What Run did, for the closing line.
+// What Run did, for the closing lines.
 struct RunSummary {
   Shape output_shape;
   int64_t batches = 0;
+  std::optional<ClassifierScore> score;
 };
+
+// "A,B" → {A, B}; INVALID_ARGUMENT naming `flag` otherwise.
+absl::StatusOr<std::pair<std::string, std::string>> SplitPair(
+    const std::string& text, char separator, absl::string_view flag) {
+  const size_t at = text.find(separator);
+  if (at == std::string::npos || text.find(separator, at + 1) != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        flag, ": expected two values separated by '", std::string(1, separator),
+        "', got '", text, "'"));
+  }
+  return std::make_pair(text.substr(0, at), text.substr(at + 1));
+}
+
+// Samples [begin, end) of `count` from "BEGIN:END" (either may be empty:
+// 0 and count).
+absl::StatusOr<std::pair<int64_t, int64_t>> ParseRange(const std::string& text,
+                                                       int64_t count) {
+  MIXQ_ASSIGN_OR_RETURN(const auto parts, SplitPair(text, ':', "--samples"));
+  int64_t begin = 0;
+  int64_t end = count;
+  if ((!parts.first.empty() && !absl::SimpleAtoi(parts.first, &begin)) ||
+      (!parts.second.empty() && !absl::SimpleAtoi(parts.second, &end)) ||
+      begin < 0 || end > count || begin >= end) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--samples: '", text, "' is not a range BEGIN:END within [0, ",
+                     count, "] with BEGIN < END"));
+  }
+  return std::make_pair(begin, end);
+}
 
 absl::StatusOr<RunSummary> Run(const Options& options) {
   SetEngineThreads(options.threads);
@@ -67,47 +109,54 @@ absl::StatusOr<RunSummary> Run(const Options& options) {
                         Model::FromOnnxFile(options.model));
   MIXQ_ASSIGN_OR_RETURN(const std::string bytes, ReadFile(options.inputs));
   MIXQ_ASSIGN_OR_RETURN(Tensor inputs, DecodeInputs(bytes, options.inputs));
+  int64_t num_samples = inputs.shape().empty() ? 0 : inputs.dim(0);
+  std::vector<int64_t> labels;
+  if (!options.labels.empty()) {
+    MIXQ_ASSIGN_OR_RETURN(const std::string label_bytes,
+                          ReadFile(options.labels));
+    MIXQ_ASSIGN_OR_RETURN(labels, DecodeLabels(label_bytes, options.labels));
+    if (static_cast<int64_t>(labels.size()) != num_samples) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          options.labels, " has ", labels.size(), " labels but ",
+          options.inputs, " has ", num_samples, " samples"));
+    }
+  }
+  if (!options.samples.empty()) {
+    MIXQ_ASSIGN_OR_RETURN(const auto range,
+                          ParseRange(options.samples, num_samples));
+    inputs = inputs.Slice(range.first, range.second);
+    if (!labels.empty()) {
+      labels = std::vector<int64_t>(labels.begin() + range.first,
+                                    labels.begin() + range.second);
+    }
+    num_samples = range.second - range.first;
+  }
+  if (!options.normalize.empty()) {
+    MIXQ_ASSIGN_OR_RETURN(const auto parts,
+                          SplitPair(options.normalize, ',', "--normalize"));
+    float mean = 0, stddev = 0;
+    if (!absl::SimpleAtof(parts.first, &mean) ||
+        !absl::SimpleAtof(parts.second, &stddev)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--normalize: '", options.normalize, "' is not MEAN,STD"));
+    }
+    MIXQ_RETURN_IF_ERROR(Normalize(mean, stddev, &inputs));
+  }
   absl::Status conformed = ConformToModelInput(model->input_shape(), &inputs);
   if (!conformed.ok()) return Annotate(conformed, options.inputs);
-  const int64_t num_samples = inputs.dim(0);
 
-  std::vector<const Tensor*> params;
-  for (const Tensor& p : model->initial_params()) params.push_back(&p);
   RunSummary summary;
-  FloatBuffer values;
-  for (int64_t begin = 0; begin < num_samples; begin += options.batch_size) {
-    const int64_t end = std::min(num_samples, begin + options.batch_size);
-    absl::StatusOr<Tensor> forward =
-        model->Forward(inputs.Slice(begin, end), params, nullptr);
-    if (!forward.ok()) {
-      return Annotate(forward.status(),
-                      absl::StrCat("samples [", begin, ", ", end, ")"));
-    }
-    const Tensor& output = *forward;
-    const Shape& shape = output.shape();
-    if (shape.empty() || shape[0] != end - begin) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "output '", model->output_name(), "' has shape ",
-          ShapeToString(shape), " for a batch of ", end - begin,
-          "; mixq-run needs the batch as its dim 0 to concatenate batches"));
-    }
-    if (summary.batches == 0) {
-      summary.output_shape = shape;
-      summary.output_shape[0] = num_samples;
-      values.reserve(NumElements(summary.output_shape));
-    } else if (!std::equal(shape.begin() + 1, shape.end(),
-                           summary.output_shape.begin() + 1,
-                           summary.output_shape.end())) {
-      return absl::InternalError(absl::StrCat(
-          "output '", model->output_name(), "' changed shape between batches (",
-          ShapeToString(shape), " vs ", ShapeToString(summary.output_shape),
-          " overall)"));
-    }
-    values.insert(values.end(), output.values().begin(), output.values().end());
-    ++summary.batches;
+  MIXQ_ASSIGN_OR_RETURN(const Tensor output,
+                        PredictInBatches(*model, inputs, options.batch_size));
+  summary.output_shape = output.shape();
+  summary.batches = (num_samples + options.batch_size - 1) / options.batch_size;
+  if (!labels.empty()) {
+    absl::StatusOr<ClassifierScore> score = ScoreLogits(output, labels);
+    if (!score.ok()) return Annotate(score.status(), options.labels);
+    summary.score = *score;
   }
-  const Tensor result(summary.output_shape, std::move(values));
-  MIXQ_RETURN_IF_ERROR(WriteFile(options.output, EncodeNpy(result)));
+  if (!options.output.empty())
+    MIXQ_RETURN_IF_ERROR(WriteFile(options.output, EncodeNpy(output)));
   return summary;
 }
 
@@ -123,11 +172,20 @@ int main(int argc, char** argv) {
       "float32, float64 or uint8 (scaled to [0, 1]), shaped [N, ...] with the "
       "model input's per-sample size."};
   app.add_option("--model", options.model, "the ONNX model")->required();
-  app.add_option("--inputs", options.inputs, ".npy of inputs [N, ...]")
+  app.add_option("--inputs", options.inputs,
+                 "inputs [N, ...]: .npy, .npz or IDX (raw or gzip)")
       ->required();
   app.add_option("--output", options.output,
-                 ".npy to write the output [N, ...] to")
-      ->required();
+                 ".npy to write the output [N, ...] to (optional)");
+  app.add_option("--labels", options.labels,
+                 "integer class labels (.npy, .npz or IDX): print top-1 "
+                 "accuracy and mean cross-entropy");
+  app.add_option("--normalize", options.normalize,
+                 "MEAN,STD: inputs become (x - MEAN) / STD, as a job's "
+                 "spec.normalize");
+  app.add_option("--samples", options.samples,
+                 "BEGIN:END: only samples [BEGIN, END) of the inputs (and "
+                 "labels), e.g. a job's held-out validation samples");
   app.add_option("--batch-size", options.batch_size, "samples per forward pass")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 40))
       ->capture_default_str();
@@ -142,6 +200,10 @@ int main(int argc, char** argv) {
     return code == 0 ? mixq::engine::kExitOk : mixq::engine::kExitUsage;
   }
 
+  if (options.output.empty() && options.labels.empty()) {
+    std::cerr << "mixq-run: nothing to do: give --output and/or --labels\n";
+    return mixq::engine::kExitUsage;
+  }
   const auto start = std::chrono::steady_clock::now();
   absl::StatusOr<mixq::engine::RunSummary> summary = mixq::engine::Run(options);
   if (!summary.ok()) {
@@ -151,10 +213,18 @@ int main(int argc, char** argv) {
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
           .count();
-  std::cout << "mixq-run: wrote " << options.output << ": float32 "
-            << mixq::engine::ShapeToString(summary->output_shape) << " in "
-            << summary->batches << " batch"
+  std::cout << "mixq-run: " << mixq::engine::ShapeToString(summary->output_shape)
+            << " float32 in " << summary->batches << " batch"
             << (summary->batches == 1 ? "" : "es") << " (" << std::fixed
-            << std::setprecision(3) << seconds << " s)\n";
+            << std::setprecision(3) << seconds << " s)";
+  if (!options.output.empty()) std::cout << ", wrote " << options.output;
+  std::cout << "\n";
+  if (summary->score.has_value()) {
+    // Full precision: the service's validation figures for an export are
+    // these numbers, to the bit.
+    std::cout << absl::StrFormat("accuracy %.17g loss %.17g samples %d\n",
+                                 summary->score->accuracy, summary->score->loss,
+                                 summary->score->samples);
+  }
   return mixq::engine::kExitOk;
 }

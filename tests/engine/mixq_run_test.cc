@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "engine/dataset.h"
 #include "engine/npy.h"
 #include "engine/tensor.h"
@@ -272,6 +273,45 @@ TEST_F(MixqRunTest, FixedBatchModelRunsAtAnyBatch) {
   }
 }
 
+// --labels scores the logits: the printed accuracy is that of the written
+// logits' arg-max, on the --samples range, after --normalize.
+TEST_F(MixqRunTest, LabelsPrintTheAccuracyOfTheSamplesRange) {
+  const std::string images =
+      "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
+  const std::string labels_file =
+      "/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz";
+  const RunResult run = Run({"--model", Fixture("mlp_fmnist.onnx"), "--inputs",
+                             images, "--labels", labels_file, "--normalize",
+                             "0.2860,0.3530", "--samples", "9000:9500",
+                             "--output", Path("out.npy")});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const Tensor logits = DecodeOrDie(ReadOrDie(Path("out.npy")), "out.npy");
+  ASSERT_EQ(logits.shape(), (Shape{500, 10}));
+  absl::StatusOr<std::vector<int64_t>> labels =
+      DecodeLabels(ReadOrDie(labels_file), labels_file);
+  ASSERT_TRUE(labels.ok()) << labels.status();
+  int64_t correct = 0;
+  for (int64_t i = 0; i < 500; ++i) {
+    int64_t best = 0;
+    for (int64_t c = 1; c < 10; ++c) {
+      if (logits.values()[i * 10 + c] > logits.values()[i * 10 + best]) best = c;
+    }
+    correct += best == (*labels)[9000 + i];
+  }
+  EXPECT_GT(correct, 400);  // the MLP is ~88 % accurate
+  EXPECT_THAT(run.out, HasSubstr(absl::StrCat(
+                           "accuracy ", absl::StrFormat("%.17g", correct / 500.0),
+                           " loss ")));
+  EXPECT_THAT(run.out, HasSubstr("samples 500"));
+  // Without normalisation the same samples score differently: the flag acts.
+  const RunResult raw = Run({"--model", Fixture("mlp_fmnist.onnx"), "--inputs",
+                             images, "--labels", labels_file, "--samples",
+                             "9000:9500"});
+  ASSERT_EQ(raw.exit_code, 0) << raw.err;
+  EXPECT_NE(raw.out.substr(raw.out.find("accuracy")),
+            run.out.substr(run.out.find("accuracy")));
+}
+
 struct FailureCase {
   std::string name;
   std::vector<std::string> args;  // "@x" is the fixture x, "%x" a temp file
@@ -350,11 +390,41 @@ INSTANTIATE_TEST_SUITE_P(
                      "@tiny_mlp_inputs.npy", "--output", "%no/such/dir/y.npy"},
                     1,
                     "no/such/dir/y.npy"},
-        FailureCase{"MissingOutputFlag",
+        FailureCase{"NeitherOutputNorLabels",
                     {"--model", "@tiny_mlp_opset13.onnx", "--inputs",
                      "@tiny_mlp_inputs.npy"},
                     2,
-                    "--output is required"},
+                    "give --output and/or --labels"},
+        FailureCase{"LabelCountMismatch",
+                    {"--model", "@mlp_fmnist.onnx", "--inputs",
+                     "@mlp_fmnist_ref_inputs.npy", "--labels",
+                     "/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz"},
+                    1,
+                    "10000 labels but"},
+        FailureCase{"SamplesOutOfRange",
+                    {"--model", "@tiny_mlp_opset13.onnx", "--inputs",
+                     "@tiny_mlp_inputs.npy", "--output", "%out.npy",
+                     "--samples", "3:999999"},
+                    1,
+                    "--samples: '3:999999' is not a range"},
+        FailureCase{"SamplesNotARange",
+                    {"--model", "@tiny_mlp_opset13.onnx", "--inputs",
+                     "@tiny_mlp_inputs.npy", "--output", "%out.npy",
+                     "--samples", "7"},
+                    1,
+                    "--samples: expected two values"},
+        FailureCase{"NormalizeNotNumbers",
+                    {"--model", "@tiny_mlp_opset13.onnx", "--inputs",
+                     "@tiny_mlp_inputs.npy", "--output", "%out.npy",
+                     "--normalize", "a,b"},
+                    1,
+                    "--normalize: 'a,b' is not MEAN,STD"},
+        FailureCase{"NormalizeZeroStd",
+                    {"--model", "@tiny_mlp_opset13.onnx", "--inputs",
+                     "@tiny_mlp_inputs.npy", "--output", "%out.npy",
+                     "--normalize", "0,0"},
+                    1,
+                    "std"},
         FailureCase{"ZeroBatchSize",
                     {"--model", "@tiny_mlp_opset13.onnx", "--inputs",
                      "@tiny_mlp_inputs.npy", "--output", "%out.npy",
