@@ -123,6 +123,23 @@ ALTER TABLE jobs ADD COLUMN export_sha256 TEXT NOT NULL DEFAULT '';
 PRAGMA user_version = 4;
 )sql";
 
+// Version 5: validation. Every kept policy (fine-tuned step policies and
+// the final one) is measured on held-out validation data and keeps the SHA-256
+// of its exported QDQ model (an artifact; '' when none), so what is ranked
+// can be downloaded; jobs record their validation set and the FP32 model's
+// figures on it. NULL validation figures are unmeasured (NaN).
+constexpr char kSchemaV5[] = R"sql(
+ALTER TABLE policies ADD COLUMN val_loss REAL;
+ALTER TABLE policies ADD COLUMN val_accuracy REAL;
+ALTER TABLE policies ADD COLUMN export_sha256 TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN val_samples INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN val_source TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN fp32_val_loss REAL;
+ALTER TABLE jobs ADD COLUMN fp32_val_accuracy REAL;
+
+PRAGMA user_version = 5;
+)sql";
+
 struct Migration {
   int version;
   const char* sql;
@@ -133,6 +150,7 @@ constexpr Migration kMigrations[] = {
     {2, kSchemaV2},
     {3, kSchemaV3},
     {4, kSchemaV4},
+    {5, kSchemaV5},
 };
 
 constexpr bool VersionsAreConsecutive() {

@@ -23,10 +23,12 @@
 #define MIXQ_JOB_COLUMNS                                               \
   "id, request_id, spec, model_sha256, inputs_sha256, labels_sha256, " \
   "state, error, created_ms, started_ms, finished_ms, steps_done, "    \
-  "fp32_size_bytes, strategy, export_sha256"
+  "fp32_size_bytes, strategy, export_sha256, val_samples, val_source, " \
+  "fp32_val_loss, fp32_val_accuracy"
 #define MIXQ_POLICY_COLUMNS                                                \
   "step, kind, rank, chosen, bits, avg_bits, size_bytes, loss, accuracy, " \
-  "omega, perf_index, bops, activation_bits"
+  "omega, perf_index, bops, activation_bits, val_loss, val_accuracy, "   \
+  "export_sha256"
 
 namespace mixq::storage {
 
@@ -130,6 +132,10 @@ absl::StatusOr<JobRecord> ReadJob(const Statement& row) {
   job.fp32_size_bytes = ReadDouble(row, 12);
   job.strategy = row.ColumnText(13);
   job.export_sha256 = row.ColumnText(14);
+  job.val_samples = static_cast<int32_t>(row.ColumnInt64(15));
+  job.val_source = row.ColumnText(16);
+  job.fp32_val_loss = ReadDouble(row, 17);
+  job.fp32_val_accuracy = ReadDouble(row, 18);
   return job;
 }
 
@@ -155,6 +161,9 @@ absl::StatusOr<PolicyRecord> ReadPolicy(const Statement& row) {
   policy.bops = row.ColumnIsNull(11) ? 0 : row.ColumnInt64(11);
   policy.activation_bits =
       row.ColumnIsNull(12) ? 0 : static_cast<int32_t>(row.ColumnInt64(12));
+  policy.val_loss = ReadDouble(row, 13);
+  policy.val_accuracy = ReadDouble(row, 14);
+  policy.export_sha256 = row.ColumnText(15);
   return policy;
 }
 
@@ -202,7 +211,7 @@ absl::StatusOr<Statement> PrepareInsertPolicy(Database& db) {
   return db.Prepare(
       "INSERT INTO policies (job_id, " MIXQ_POLICY_COLUMNS
       ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, "
-      "?14)");
+      "?14, ?15, ?16, ?17)");
 }
 
 // Runs `insert` (from PrepareInsertPolicy) for one policy.
@@ -231,6 +240,9 @@ absl::Status InsertPolicy(Statement& insert, const std::string& job_id,
   } else {
     insert.BindNull(14);  // unknown
   }
+  insert.BindDouble(15, policy.val_loss);  // NaN binds NULL
+  insert.BindDouble(16, policy.val_accuracy);
+  insert.BindText(17, policy.export_sha256);
   return insert.Run();
 }
 
@@ -471,7 +483,7 @@ absl::Status Store::CreateJob(const JobRecord& job,
         Statement insert,
         db.Prepare("INSERT INTO jobs (" MIXQ_JOB_COLUMNS
                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
-                   "?12, ?13, ?14, ?15)"));
+                   "?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"));
     insert.BindText(1, job.id);
     if (job.request_id.empty()) {
       insert.BindNull(2);  // UNIQUE ignores NULLs, so many jobs may have none
@@ -491,6 +503,10 @@ absl::Status Store::CreateJob(const JobRecord& job,
     insert.BindDouble(13, job.fp32_size_bytes);
     insert.BindText(14, job.strategy);
     insert.BindText(15, job.export_sha256);
+    insert.BindInt64(16, job.val_samples);
+    insert.BindText(17, job.val_source);
+    insert.BindDouble(18, job.fp32_val_loss);
+    insert.BindDouble(19, job.fp32_val_accuracy);
     MIXQ_RETURN_IF_ERROR(insert.Run());
 
     MIXQ_ASSIGN_OR_RETURN(
@@ -566,6 +582,20 @@ absl::StatusOr<std::vector<JobRecord>> Store::ListJobs(
       });
 }
 
+absl::StatusOr<std::vector<JobRecord>> Store::ListJobsForModel(
+    const std::string& model_sha256) const {
+  return impl_->Read(
+      [&](Database& db) -> absl::StatusOr<std::vector<JobRecord>> {
+        MIXQ_ASSIGN_OR_RETURN(
+            Statement query,
+            db.Prepare("SELECT " MIXQ_JOB_COLUMNS
+                       " FROM jobs WHERE model_sha256 = ?1"
+                       " ORDER BY created_ms DESC, rowid DESC"));
+        query.BindText(1, model_sha256);
+        return ReadRows(query, &ReadJob);
+      });
+}
+
 absl::StatusOr<std::vector<LayerRecord>> Store::GetLayers(
     const std::string& job_id) const {
   return impl_->Read(
@@ -603,6 +633,22 @@ absl::Status Store::UpdateJobState(const std::string& id, JobState state,
     MIXQ_RETURN_IF_ERROR(update.Run());
     if (db.Changes() == 0) return JobNotFound(id);
     if (IsTerminal(state)) MIXQ_RETURN_IF_ERROR(DeleteCheckpoint(db, id));
+    return absl::OkStatus();
+  });
+}
+
+absl::Status Store::SetFp32Validation(const std::string& job_id, double loss,
+                                      double accuracy) {
+  return impl_->Write([&](Database& db) -> absl::Status {
+    MIXQ_ASSIGN_OR_RETURN(
+        Statement update,
+        db.Prepare("UPDATE jobs SET fp32_val_loss = ?2, fp32_val_accuracy = ?3"
+                   " WHERE id = ?1"));
+    update.BindText(1, job_id);
+    update.BindDouble(2, loss);
+    update.BindDouble(3, accuracy);
+    MIXQ_RETURN_IF_ERROR(update.Run());
+    if (db.Changes() == 0) return JobNotFound(job_id);
     return absl::OkStatus();
   });
 }
@@ -860,11 +906,11 @@ absl::Status CheckQuery(const PolicyLimits& limits, int32_t top_k) {
   return absl::OkStatus();
 }
 
-// Keeps each bit assignment's best evaluation among the policies `where`
+// Keeps each bit assignment's best exportable policy among those `where`
 // selects (a condition on p = policies, j = jobs; ?1 its parameter), under
-// the limits (?2 avg bits, ?3 bytes, ?5 BOPs), then ranks those: accuracy
-// descending, loss ascending, top ?4. A NULL (NaN) loss sorts last, as does
-// a NULL accuracy (NULL is the smallest value, and accuracy is DESC).
+// the limits (?2 avg bits, ?3 bytes, ?5 BOPs), then ranks those: validation
+// accuracy descending, calibration accuracy descending, calibration loss
+// ascending, top ?4. NULL (NaN, unmeasured) figures sort last.
 // Columns: MIXQ_POLICY_COLUMNS, job_id, strategy.
 absl::StatusOr<Statement> PrepareBestQuery(Database& db, const char* where,
                                            const PolicyLimits& limits,
@@ -874,15 +920,19 @@ absl::StatusOr<Statement> PrepareBestQuery(Database& db, const char* where,
       db.Prepare(absl::StrCat(
           "SELECT " MIXQ_POLICY_COLUMNS ", job_id, strategy"
           " FROM (SELECT p.*, j.strategy, ROW_NUMBER() OVER (PARTITION BY"
-          "   p.bits ORDER BY p.accuracy DESC, p.loss IS NULL, p.loss, p.id)"
+          "   p.bits ORDER BY p.val_accuracy IS NULL, p.val_accuracy DESC,"
+          "   p.accuracy IS NULL, p.accuracy DESC, p.loss IS NULL, p.loss, p.id)"
           "   AS best_rank"
-          "  FROM policies p JOIN jobs j ON j.id = p.job_id WHERE ",
+          "  FROM policies p JOIN jobs j ON j.id = p.job_id"
+          "  WHERE p.export_sha256 != '' AND ",
           where,
           "   AND (?2 IS NULL OR p.avg_bits <= ?2)"
           "   AND (?3 IS NULL OR p.size_bytes <= ?3)"
           "   AND (?5 IS NULL OR p.bops <= ?5))"
           " WHERE best_rank = 1"
-          " ORDER BY accuracy DESC, loss IS NULL, loss, id LIMIT ?4")));
+          " ORDER BY val_accuracy IS NULL, val_accuracy DESC,"
+          "  accuracy IS NULL, accuracy DESC, loss IS NULL, loss, id"
+          " LIMIT ?4")));
   // A NULL limit is none; a NULL (unknown) bops fails any bops limit.
   const auto bind_limit = [&query](int index, double limit) {
     if (limit > 0) {
@@ -901,8 +951,8 @@ absl::StatusOr<Statement> PrepareBestQuery(Database& db, const char* where,
 absl::StatusOr<JobPolicy> ReadJobPolicy(const Statement& row) {
   JobPolicy result;
   MIXQ_ASSIGN_OR_RETURN(result.policy, ReadPolicy(row));
-  result.job_id = row.ColumnText(13);
-  result.strategy = row.ColumnText(14);
+  result.job_id = row.ColumnText(16);
+  result.strategy = row.ColumnText(17);
   return result;
 }
 

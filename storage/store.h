@@ -15,6 +15,7 @@
 #define MIXQ_STORAGE_STORE_H_
 
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -50,6 +51,12 @@ struct JobRecord {
   // SHA-256 of the finished job's exported QDQ ONNX model (an artifact);
   // empty when none.
   std::string export_sha256;
+  // The validation set: its size and where it came from (for people), and
+  // the FP32 model's figures on it (NaN until SetFp32Validation).
+  int32_t val_samples = 0;
+  std::string val_source;
+  double fp32_val_loss = std::numeric_limits<double>::quiet_NaN();
+  double fp32_val_accuracy = std::numeric_limits<double>::quiet_NaN();
 };
 
 // A running job's search state after its last recorded step (opaque to the
@@ -88,6 +95,12 @@ struct PolicyRecord {
   double accuracy = 0;    // calibration top-1 accuracy in [0, 1]
   double omega = 0;       // Hessian-weighted perturbation Ω (0 if not scored)
   double index = 0;       // performance index (0 if not scored)
+  // Kept policies: validation loss and accuracy (NaN: not measured), and the
+  // SHA-256 of the exported model they were measured on (an artifact; empty
+  // when none).
+  double val_loss = std::numeric_limits<double>::quiet_NaN();
+  double val_accuracy = std::numeric_limits<double>::quiet_NaN();
+  std::string export_sha256;
 };
 
 // One search step: its ranked candidates and the policy it kept, evaluated
@@ -165,6 +178,10 @@ class Store {
   // Newest first (created_ms, then insertion order). INVALID_ARGUMENT if
   // options.limit <= 0.
   absl::StatusOr<std::vector<JobRecord>> ListJobs(const ListJobsOptions& options) const;
+  // Every job whose model has SHA-256 `model_sha256`, newest first (none
+  // for an unknown hash).
+  absl::StatusOr<std::vector<JobRecord>> ListJobsForModel(
+      const std::string& model_sha256) const;
   // The job's layers in model order. NOT_FOUND if the job is absent.
   absl::StatusOr<std::vector<LayerRecord>> GetLayers(const std::string& job_id) const;
 
@@ -173,6 +190,11 @@ class Store {
   // job's checkpoint. NOT_FOUND if absent.
   absl::Status UpdateJobState(const std::string& id, JobState state, const std::string& error,
                               int64_t started_ms, int64_t finished_ms);
+
+  // Records the FP32 model's loss and accuracy on the job's validation set.
+  // NOT_FOUND if the job is absent.
+  absl::Status SetFp32Validation(const std::string& job_id, double loss,
+                                 double accuracy);
 
   // Records a step atomically (its candidates and fine-tuned policy) and sets
   // the job's steps_done to step.step. A non-empty `checkpoint` replaces the
@@ -218,17 +240,19 @@ class Store {
 
   // Up to `top_k` distinct bit assignments of the job within every limit
   // of `limits` (avg_bits, size_bytes, bops; each inclusive), best first:
-  // accuracy descending, then loss ascending. For an assignment evaluated
-  // several times the best evaluation is returned. Every evaluated policy
-  // counts (candidates, fine-tuned and final); ties go to the earlier
-  // recorded. INVALID_ARGUMENT if top_k <= 0 or a limit is NaN.
+  // validation accuracy descending (unmeasured last), then calibration
+  // accuracy descending, then calibration loss ascending. Only policies with
+  // an exported model (export_sha256) count: what is ranked can be
+  // downloaded. For an assignment kept several times the best is returned;
+  // ties go to the earlier recorded. INVALID_ARGUMENT if top_k <= 0 or a
+  // limit is NaN.
   absl::StatusOr<std::vector<PolicyRecord>> QueryBestPolicies(const std::string& job_id,
                                                               const PolicyLimits& limits,
                                                               int32_t top_k) const;
   // The same across every job whose model has SHA-256 `model_sha256` (any
   // strategy): each bit assignment once, at its best evaluation in any job.
-  // Accuracies are each job's calibration accuracy: comparable when the jobs
-  // share their data. An unknown hash gives no policies (not an error);
+  // Accuracies are each job's own: comparable when the jobs share their
+  // validation data. An unknown hash gives no policies (not an error);
   // INVALID_ARGUMENT as QueryBestPolicies, or for an empty hash.
   absl::StatusOr<std::vector<JobPolicy>> QueryBestPoliciesForModel(
       const std::string& model_sha256, const PolicyLimits& limits,

@@ -104,6 +104,14 @@ PolicyRecord MakePolicy(int step, PolicyKind kind, std::vector<int32_t> bits,
   policy.loss = loss;
   policy.omega = 0.25 * step;
   policy.index = loss + 0.5 * policy.omega;
+  if (kind != PolicyKind::kCandidate) {
+    // Kept policies are exported and validated; here validation agrees
+    // with calibration on accuracy.
+    policy.val_accuracy = accuracy;
+    policy.val_loss = loss + 0.1;
+    policy.export_sha256 =
+        absl::StrCat("export-", step, "-", static_cast<int>(kind));
+  }
   return policy;
 }
 
@@ -340,9 +348,16 @@ TEST_F(StoreTest, OpenFailsInMissingDirectory) {
   EXPECT_THAT(std::string(store.status().message()), HasSubstr("no/such/dir"));
 }
 
-// Drops what schema versions 4 and 3 added (with PRAGMA user_version, a
+// Drops what schema versions 5, 4 and 3 added (with PRAGMA user_version, a
 // database as versions 1 and 2 left it).
-constexpr char kUndoSchemaV4AndV3[] =
+constexpr char kUndoSchemaV5ToV3[] =
+    "ALTER TABLE policies DROP COLUMN val_loss;"
+    "ALTER TABLE policies DROP COLUMN val_accuracy;"
+    "ALTER TABLE policies DROP COLUMN export_sha256;"
+    "ALTER TABLE jobs DROP COLUMN val_samples;"
+    "ALTER TABLE jobs DROP COLUMN val_source;"
+    "ALTER TABLE jobs DROP COLUMN fp32_val_loss;"
+    "ALTER TABLE jobs DROP COLUMN fp32_val_accuracy;"
     "DROP TABLE checkpoints;"
     "ALTER TABLE jobs DROP COLUMN export_sha256;"
     "DROP INDEX jobs_by_model;"
@@ -370,7 +385,7 @@ void StoreTest::WriteOldDatabase(const std::string& undo) {
 // current one.
 TEST_F(StoreTest, MigratesVersion1DatabaseKeepingItsRows) {
   ASSERT_NO_FATAL_FAILURE(WriteOldDatabase(
-      absl::StrCat(kUndoSchemaV4AndV3,
+      absl::StrCat(kUndoSchemaV5ToV3,
                    "ALTER TABLE job_layers DROP COLUMN macs;"
                    "ALTER TABLE policies DROP COLUMN bops;"
                    "PRAGMA user_version = 1")));
@@ -409,11 +424,11 @@ TEST_F(StoreTest, MigratesVersion1DatabaseKeepingItsRows) {
 
 TEST_F(StoreTest, MigratesVersion2DatabaseToStrategiesAndScoringStats) {
   ASSERT_NO_FATAL_FAILURE(WriteOldDatabase(
-      absl::StrCat(kUndoSchemaV4AndV3, "PRAGMA user_version = 2")));
+      absl::StrCat(kUndoSchemaV5ToV3, "PRAGMA user_version = 2")));
   auto store = OpenStore();
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(store->schema_version(), 4);
-  EXPECT_EQ(LatestSchemaVersion(), 4);
+  EXPECT_EQ(store->schema_version(), 5);
+  EXPECT_EQ(LatestSchemaVersion(), 5);
   // Every job before strategies was progressive; its steps' stats unknown.
   auto job = store->GetJob("old");
   ASSERT_TRUE(job.ok()) << job.status();
@@ -425,6 +440,14 @@ TEST_F(StoreTest, MigratesVersion2DatabaseToStrategiesAndScoringStats) {
   EXPECT_EQ((*steps)[0].oracle_omega, 0);
   EXPECT_EQ((*steps)[0].finetuned.activation_bits, 0);  // unknown
   EXPECT_EQ((*steps)[0].candidates.size(), MakeStep(1).candidates.size());
+  // Before validation sets: unmeasured, no export, so nothing is ranked.
+  EXPECT_TRUE(std::isnan((*steps)[0].finetuned.val_accuracy));
+  EXPECT_TRUE((*steps)[0].finetuned.export_sha256.empty());
+  EXPECT_EQ(job->val_samples, 0);
+  EXPECT_TRUE(std::isnan(job->fp32_val_accuracy));
+  auto best = store->QueryBestPolicies("old", PolicyLimits{}, 10);
+  ASSERT_TRUE(best.ok()) << best.status();
+  EXPECT_TRUE(best->empty());
 }
 
 TEST_F(StoreTest, StepScoringStatsAndStrategyRoundTrip) {
@@ -1028,30 +1051,39 @@ class QueryBestPoliciesTest : public StoreTest {
     ASSERT_OK(store_->CreateJob(MakeJob("job-1", 1), kLayers));
     ASSERT_OK(store_->CreateJob(MakeJob("other", 2), kLayers));
     // avg_bits = mean(bits), size_bytes = 100 * avg_bits (see MakePolicy).
+    // Candidates have no exported model: never ranked, however good.
     StepRecord step1;
     step1.step = 1;
     step1.candidates = {
-        MakePolicy(1, PolicyKind::kCandidate, {8, 8, 4}, 0.80, 0.50,
-                   1),  // 6.67
-        MakePolicy(1, PolicyKind::kCandidate, {8, 4, 4}, 0.70, 0.60,
-                   2),  // 5.33
-        MakePolicy(1, PolicyKind::kCandidate, {4, 4, 4}, 0.60, 0.70, 3),  // 4
+        MakePolicy(1, PolicyKind::kCandidate, {8, 8, 2}, 0.99, 0.10, 1),
+        MakePolicy(1, PolicyKind::kCandidate, {8, 8, 4}, 0.80, 0.50, 2),
     };
     step1.finetuned =
-        MakePolicy(1, PolicyKind::kFinetuned, {8, 8, 4}, 0.85, 0.45);
+        MakePolicy(1, PolicyKind::kFinetuned, {8, 8, 4}, 0.85, 0.45);  // 6.67
     StepRecord step2;
     step2.step = 2;
     step2.candidates = {
-        MakePolicy(2, PolicyKind::kCandidate, {8, 4, 4}, 0.84, 0.40, 1),
-        MakePolicy(2, PolicyKind::kCandidate, {8, 8, 2}, 0.84, 0.30, 2),  // 6
-        MakePolicy(2, PolicyKind::kCandidate, {2, 2, 2}, 0.10, 2.00, 3),  // 2
-    };
+        MakePolicy(2, PolicyKind::kCandidate, {8, 4, 4}, 0.84, 0.40, 1)};
     step2.finetuned =
-        MakePolicy(2, PolicyKind::kFinetuned, {8, 4, 4}, 0.83, 0.41);
-    ASSERT_OK(store_->AppendStep("job-1", step1));
-    ASSERT_OK(store_->AppendStep("job-1", step2));
+        MakePolicy(2, PolicyKind::kFinetuned, {8, 4, 4}, 0.83, 0.41);  // 5.33
+    StepRecord step3;
+    step3.step = 3;
+    step3.candidates = {
+        MakePolicy(3, PolicyKind::kCandidate, {4, 4, 4}, 0.60, 0.70, 1)};
+    step3.finetuned =
+        MakePolicy(3, PolicyKind::kFinetuned, {4, 4, 4}, 0.60, 0.70);  // 4
+    // A kept policy whose export failed is not ranked either.
+    StepRecord step4;
+    step4.step = 4;
+    step4.candidates = {
+        MakePolicy(4, PolicyKind::kCandidate, {2, 2, 2}, 0.10, 2.00, 1)};
+    step4.finetuned =
+        MakePolicy(4, PolicyKind::kFinetuned, {2, 2, 2}, 0.95, 2.00);
+    step4.finetuned.export_sha256.clear();
+    for (const StepRecord* step : {&step1, &step2, &step3, &step4})
+      ASSERT_OK(store_->AppendStep("job-1", *step));
     ASSERT_OK(store_->FinishJob(
-        "job-1", MakePolicy(3, PolicyKind::kFinal, {8, 4, 4}, 0.86, 0.39), 10));
+        "job-1", MakePolicy(5, PolicyKind::kFinal, {8, 4, 4}, 0.86, 0.39), 10));
     // Another job's better policies never leak in.
     StepRecord other = MakeStep(1);
     for (auto& c : other.candidates) c.accuracy = 0.99;
@@ -1071,40 +1103,41 @@ TEST_F(QueryBestPoliciesTest, DedupesOrdersAndLimits) {
     std::vector<std::vector<int32_t>> bits;
     std::vector<double> accuracy;
   };
+  // Exported: {8,8,4} 0.85, {8,4,4} 0.83 and 0.86 (final), {4,4,4} 0.60.
+  // BOPs are 1000 · Σ bits: 20000, 16000, 12000.
   const Case cases[] = {
       {"all",
        0,
        0,
        10,
        0,
-       {{8, 4, 4}, {8, 8, 4}, {8, 8, 2}, {4, 4, 4}, {2, 2, 2}},
-       {0.86, 0.85, 0.84, 0.60, 0.10}},
+       {{8, 4, 4}, {8, 8, 4}, {4, 4, 4}},
+       {0.86, 0.85, 0.60}},
       {"negative limits mean none",
        -1,
        -1,
        10,
        -1,
-       {{8, 4, 4}, {8, 8, 4}, {8, 8, 2}, {4, 4, 4}, {2, 2, 2}},
-       {0.86, 0.85, 0.84, 0.60, 0.10}},
+       {{8, 4, 4}, {8, 8, 4}, {4, 4, 4}},
+       {0.86, 0.85, 0.60}},
       {"top_k", 0, 0, 2, 0, {{8, 4, 4}, {8, 8, 4}}, {0.86, 0.85}},
       {"avg bits limit inclusive",
        6.0,
        0,
        10,
        0,
-       {{8, 4, 4}, {8, 8, 2}, {4, 4, 4}, {2, 2, 2}},
-       {0.86, 0.84, 0.60, 0.10}},
-      {"size limit", 0, 450, 10, 0, {{4, 4, 4}, {2, 2, 2}}, {0.60, 0.10}},
-      {"both limits", 5.5, 300, 10, 0, {{2, 2, 2}}, {0.10}},
-      // BOPs are 1000 · Σ bits: 16000, 20000, 18000, 12000, 6000.
+       {{8, 4, 4}, {4, 4, 4}},
+       {0.86, 0.60}},
+      {"size limit", 0, 450, 10, 0, {{4, 4, 4}}, {0.60}},
+      {"both limits", 5.5, 300, 10, 0, {}, {}},
       {"bops limit inclusive",
        0,
        0,
        10,
        16000,
-       {{8, 4, 4}, {4, 4, 4}, {2, 2, 2}},
-       {0.86, 0.60, 0.10}},
-      {"bops and avg bits", 3, 0, 10, 18000, {{2, 2, 2}}, {0.10}},
+       {{8, 4, 4}, {4, 4, 4}},
+       {0.86, 0.60}},
+      {"bops and avg bits", 4, 0, 10, 12000, {{4, 4, 4}}, {0.60}},
       {"nothing fits", 1, 0, 10, 0, {}, {}},
   };
   for (const Case& c : cases) {
@@ -1128,30 +1161,46 @@ TEST_F(QueryBestPoliciesTest, ReturnsTheBestEvaluationOfEachAssignment) {
   auto best = store_->QueryBestPolicies("job-1", PolicyLimits{0, 0}, 1);
   ASSERT_TRUE(best.ok()) << best.status();
   ASSERT_EQ(best->size(), 1u);
-  // {8,4,4} was evaluated four times; the final policy (0.86) is the best.
+  // {8,4,4} was kept twice; the final policy (0.86) is the best.
   EXPECT_EQ((*best)[0].kind, PolicyKind::kFinal);
-  EXPECT_EQ((*best)[0].step, 3);
+  EXPECT_EQ((*best)[0].step, 5);
   EXPECT_DOUBLE_EQ((*best)[0].loss, 0.39);
+  EXPECT_EQ((*best)[0].export_sha256, "export-5-2");
 }
 
-TEST_F(QueryBestPoliciesTest, EqualAccuracyRanksByLoss) {
+TEST_F(QueryBestPoliciesTest, ValidationAccuracyRanksThenCalibration) {
   ASSERT_OK(store_->CreateJob(MakeJob("ties", 3), kLayers));
-  StepRecord step;
-  step.step = 1;
-  step.candidates = {
-      MakePolicy(1, PolicyKind::kCandidate, {4, 4, 4}, 0.5, 0.9, 1),
-      MakePolicy(1, PolicyKind::kCandidate, {5, 5, 5}, 0.5, 0.2, 2),
-      MakePolicy(1, PolicyKind::kCandidate, {6, 6, 6}, 0.5, std::nan(""), 3),
-      MakePolicy(1, PolicyKind::kCandidate, {7, 7, 7}, 0.5, 0.5, 4),
+  // bits, calibration accuracy, loss, validation accuracy.
+  struct Kept {
+    int32_t bits;
+    double accuracy, loss, val_accuracy;
   };
-  step.finetuned = MakePolicy(1, PolicyKind::kFinetuned, {4, 4, 4}, 0.5, 0.8);
-  ASSERT_OK(store_->AppendStep("ties", step));
+  const Kept kept[] = {
+      {4, 0.5, 0.9, 0.7},          // equal val and calib: loss 0.9
+      {5, 0.5, 0.2, 0.7},          // loss 0.2: before 4
+      {6, 0.99, 0.1, std::nan("")},  // unmeasured: last, however good
+      {7, 0.6, 0.5, 0.7},          // calib 0.6 breaks the val tie: first
+      {3, 0.1, 3.0, 0.8},          // best on validation: first of all
+  };
+  for (size_t i = 0; i < std::size(kept); ++i) {
+    StepRecord step;
+    step.step = static_cast<int32_t>(i);
+    const int32_t b = kept[i].bits;
+    step.candidates = {MakePolicy(step.step, PolicyKind::kCandidate, {b, b, b},
+                                  kept[i].accuracy, kept[i].loss, 1)};
+    step.finetuned = MakePolicy(step.step, PolicyKind::kFinetuned, {b, b, b},
+                                kept[i].accuracy, kept[i].loss);
+    step.finetuned.val_accuracy = kept[i].val_accuracy;
+    ASSERT_OK(store_->AppendStep("ties", step));
+  }
   auto best = store_->QueryBestPolicies("ties", PolicyLimits{0, 0}, 10);
   ASSERT_TRUE(best.ok()) << best.status();
   std::vector<int32_t> first_bits;
   for (const auto& p : *best) first_bits.push_back(p.bits[0]);
-  EXPECT_THAT(first_bits, ElementsAre(5, 7, 4, 6));  // NaN loss last
-  EXPECT_DOUBLE_EQ((*best)[2].loss, 0.8);  // {4,4,4}: the fine-tuned evaluation
+  EXPECT_THAT(first_bits, ElementsAre(3, 7, 5, 4, 6));
+  EXPECT_TRUE(std::isnan(best->back().val_accuracy));
+  EXPECT_EQ((*best)[0].kind, PolicyKind::kFinetuned);
+  EXPECT_DOUBLE_EQ((*best)[0].val_loss, 3.1);
 }
 
 TEST_F(QueryBestPoliciesTest, RejectsBadArguments) {
@@ -1169,6 +1218,59 @@ TEST_F(QueryBestPoliciesTest, RejectsBadArguments) {
       store_->QueryBestPolicies("job-1", PolicyLimits{std::nan(""), 0}, 3)
           .status(),
       absl::StatusCode::kInvalidArgument);
+}
+
+// -------------------------------------------------------------- validation
+
+TEST_F(StoreTest, JobValidationFiguresRoundTrip) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  JobRecord job = MakeJob("job-1", 1);
+  job.val_samples = 1000;
+  job.val_source = "files: t10k-images-idx3-ubyte.gz (1000 samples)";
+  ASSERT_OK(store->CreateJob(job, kLayers));
+  auto read = store->GetJob("job-1");
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->val_samples, 1000);
+  EXPECT_EQ(read->val_source, job.val_source);
+  EXPECT_TRUE(std::isnan(read->fp32_val_accuracy));  // not measured yet
+  EXPECT_TRUE(std::isnan(read->fp32_val_loss));
+
+  ASSERT_OK(store->SetFp32Validation("job-1", 0.31, 0.915));
+  read = store->GetJob("job-1");
+  ASSERT_TRUE(read.ok());
+  EXPECT_DOUBLE_EQ(read->fp32_val_loss, 0.31);
+  EXPECT_DOUBLE_EQ(read->fp32_val_accuracy, 0.915);
+  EXPECT_EQ(store->SetFp32Validation("nope", 0, 0).code(),
+            absl::StatusCode::kNotFound);
+
+  // A kept policy's figures and export survive the round trip; a
+  // candidate's validation figures stay unmeasured.
+  ASSERT_OK(store->AppendStep("job-1", MakeStep(1)));
+  auto steps = store->GetSteps("job-1");
+  ASSERT_TRUE(steps.ok());
+  const PolicyRecord& kept = (*steps)[0].finetuned;
+  EXPECT_DOUBLE_EQ(kept.val_accuracy, 0.92);
+  EXPECT_DOUBLE_EQ(kept.val_loss, 0.35);
+  EXPECT_EQ(kept.export_sha256, "export-1-1");
+  EXPECT_TRUE(std::isnan((*steps)[0].candidates[0].val_accuracy));
+  EXPECT_TRUE((*steps)[0].candidates[0].export_sha256.empty());
+}
+
+TEST_F(StoreTest, ListsTheJobsOfAModelNewestFirst) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  JobRecord a = MakeJob("a", 1), b = MakeJob("b", 2), c = MakeJob("c", 3);
+  a.model_sha256 = c.model_sha256 = "m";
+  for (const JobRecord& job : {a, b, c}) ASSERT_OK(store->CreateJob(job, kLayers));
+  auto jobs = store->ListJobsForModel("m");
+  ASSERT_TRUE(jobs.ok()) << jobs.status();
+  ASSERT_EQ(jobs->size(), 2u);
+  EXPECT_EQ((*jobs)[0].id, "c");
+  EXPECT_EQ((*jobs)[1].id, "a");
+  jobs = store->ListJobsForModel("unknown");
+  ASSERT_TRUE(jobs.ok());
+  EXPECT_TRUE(jobs->empty());
 }
 
 // ------------------------------------------------------------------ reopen
