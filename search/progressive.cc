@@ -203,6 +203,10 @@ class Search {
                 interrupted.phase == TunePhase::kFinal ? interrupted.done : 0,
                 nullptr));
     MIXQ_ASSIGN_OR_RETURN(result.final_policy, Score(CurrentPolicy()));
+    if (observer_.on_kept) {
+      MIXQ_RETURN_IF_ERROR(
+          observer_.on_kept(session_, step + 1, &result.final_policy));
+    }
     if (observer_.on_finish)
       MIXQ_RETURN_IF_ERROR(observer_.on_finish(session_, CurrentPolicy()));
     result.steps = step;
@@ -224,6 +228,10 @@ class Search {
     if (observer_.on_phase) observer_.on_phase(phase, step);
   }
   absl::Status Report(StepReport& report) {
+    if (observer_.on_kept) {
+      MIXQ_RETURN_IF_ERROR(
+          observer_.on_kept(session_, report.step, &report.finetuned));
+    }
     if (observer_.checkpoints) {
       report.checkpoint = CheckpointProto(report.step).SerializeAsString();
     }

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -140,6 +141,11 @@ struct ScoredPolicy {
   double accuracy = 0;
   double omega = 0;  // candidates only
   double index = 0;  // candidates only
+  // Kept policies only: loss and accuracy on held-out validation data, set
+  // by SearchObserver::on_kept (the search never sees that data); NaN when
+  // not measured.
+  double val_loss = std::numeric_limits<double>::quiet_NaN();
+  double val_accuracy = std::numeric_limits<double>::quiet_NaN();
 };
 
 // How a step's scoring went. Node runs and seconds: progressive steps only
@@ -191,9 +197,19 @@ struct SearchObserver {
   // Checked between steps, candidates and fine-tuning mini-batches; when
   // true the search returns CANCELLED.
   const std::atomic<bool>* cancel = nullptr;
-  // Called once after the final fine-tune with the session holding the
-  // fine-tuned weights and activation ranges, and the final policy: e.g. to
-  // evaluate on held-out data or export. An error fails the search.
+  // Called for every kept policy — each step's after its fine-tune (the
+  // warm-up's, step 0, included) and the final one (`step` = the last
+  // search step + 1) — with the session holding the weights and activation
+  // ranges it was scored with, before on_step reports it (or before the
+  // search returns the final one): e.g. to export it and measure it on
+  // validation data (`kept->val_loss`, `val_accuracy`). An error fails the
+  // search.
+  std::function<absl::Status(const QatSession& session, int step,
+                             ScoredPolicy* kept)>
+      on_kept;
+  // Called once after the final fine-tune (and on_kept) with the session
+  // holding the fine-tuned weights and activation ranges, and the final
+  // policy: e.g. to evaluate it on test data. An error fails the search.
   std::function<absl::Status(QatSession& session, const Policy& policy)>
       on_finish;
 };

@@ -1,5 +1,8 @@
 #include "server/convert.h"
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace mixq::server {
@@ -12,6 +15,31 @@ void SetTimestamp(int64_t ms, google::protobuf::Timestamp* out) {
 }
 
 }  // namespace
+
+std::string PolicyId(const storage::PolicyRecord& policy) {
+  if (policy.export_sha256.empty()) return "";
+  switch (policy.kind) {
+    case storage::PolicyKind::kFinal:
+      return std::string(kFinalPolicyId);
+    case storage::PolicyKind::kFinetuned:
+      return absl::StrCat(kStepPolicyIdPrefix, policy.step);
+    case storage::PolicyKind::kCandidate:
+      break;
+  }
+  return "";
+}
+
+absl::StatusOr<PolicyIdParts> ParsePolicyId(absl::string_view id) {
+  if (id == kFinalPolicyId) return PolicyIdParts{storage::PolicyKind::kFinal, 0};
+  int step = -1;
+  if (absl::ConsumePrefix(&id, kStepPolicyIdPrefix) &&
+      absl::SimpleAtoi(id, &step) && step >= 0 &&
+      id == absl::StrCat(step)) {
+    return PolicyIdParts{storage::PolicyKind::kFinetuned, step};
+  }
+  return absl::InvalidArgumentError(
+      "policy_id: expected \"final\" or \"step-N\" (N >= 0)");
+}
 
 v1::JobState ToProto(storage::JobState state) {
   switch (state) {
@@ -63,6 +91,8 @@ storage::PolicyRecord ToRecord(const search::ScoredPolicy& policy,
   record.accuracy = policy.accuracy;
   record.omega = policy.omega;
   record.index = policy.index;
+  record.val_loss = policy.val_loss;
+  record.val_accuracy = policy.val_accuracy;
   return record;
 }
 
@@ -105,6 +135,9 @@ v1::Policy ToProto(const storage::PolicyRecord& policy,
   out.set_kind(std::string(storage::PolicyKindName(policy.kind)));
   out.set_rank(policy.rank);
   out.set_chosen(policy.chosen);
+  out.set_val_accuracy(policy.val_accuracy);
+  out.set_val_loss(policy.val_loss);
+  out.set_policy_id(PolicyId(policy));
   return out;
 }
 
@@ -147,6 +180,10 @@ v1::Job ToProto(const storage::JobRecord& job,
     l->set_macs(layer.macs);
   }
   out.set_fp32_size_bytes(job.fp32_size_bytes);
+  out.set_val_samples(job.val_samples);
+  out.set_val_source(job.val_source);
+  out.set_fp32_val_accuracy(job.fp32_val_accuracy);
+  out.set_fp32_val_loss(job.fp32_val_loss);
   *out.mutable_spec() = spec;
   if (final_policy.has_value())
     *out.mutable_final_policy() = ToProto(*final_policy, layers);

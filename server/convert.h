@@ -4,13 +4,31 @@
 #define MIXQ_SERVER_CONVERT_H_
 
 #include <optional>
+#include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "proto/mixq.pb.h"
 #include "search/progressive.h"
 #include "storage/store.h"
 
 namespace mixq::server {
+
+// A kept policy's id (v1::Policy.policy_id): "final", or "step-N" for the
+// policy kept at step N; empty for a policy without an exported model
+// (candidates, and policies recorded before exports were kept per policy).
+inline constexpr absl::string_view kFinalPolicyId = "final";
+inline constexpr absl::string_view kStepPolicyIdPrefix = "step-";
+std::string PolicyId(const storage::PolicyRecord& policy);
+
+// The kind and step a policy id names (step 0 for "final").
+// INVALID_ARGUMENT naming policy_id for anything else.
+struct PolicyIdParts {
+  storage::PolicyKind kind;
+  int step = 0;
+};
+absl::StatusOr<PolicyIdParts> ParsePolicyId(absl::string_view id);
 
 v1::JobState ToProto(storage::JobState state);
 // JOB_STATE_UNSPECIFIED maps to nullopt (no filter).

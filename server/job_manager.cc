@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <limits>
 #include <filesystem>
 #include <random>
 #include <system_error>
@@ -11,9 +13,11 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "google/protobuf/util/json_util.h"
+#include "engine/predict.h"
 #include "engine/threads.h"
 #include "search/cost_model.h"
 #include "server/convert.h"
+#include "server/pareto.h"
 #include "util/file.h"
 #include "util/logging.h"
 #include "util/sha256.h"
@@ -24,6 +28,7 @@ namespace {
 
 constexpr size_t kMaxRequestIdLength = 128;
 constexpr size_t kMaxJobIdLength = 64;
+constexpr size_t kMaxPolicyIdLength = 32;
 constexpr int kDefaultTopK = 5;
 constexpr int kDefaultListLimit = 100;
 constexpr double kFinalPhaseProgress = 0.99;
@@ -107,6 +112,7 @@ v1::JobSpec StrippedSpec(const v1::JobSpec& spec) {
         stripped.mutable_labels()}) {
     if (source->has_content()) source->clear_content();
   }
+  // (Validation files are named by SHA-256 instead: see Submit.)
   return stripped;
 }
 
@@ -241,6 +247,23 @@ absl::StatusOr<std::string> JobManager::ReadSource(
       field, ": required (content, server_path or artifact_sha256)"));
 }
 
+absl::StatusOr<JobFiles> JobManager::ReadFiles(
+    const v1::JobSpec& spec) const {
+  JobFiles files;
+  MIXQ_ASSIGN_OR_RETURN(files.model, ReadSource(spec.model(), "spec.model"));
+  MIXQ_ASSIGN_OR_RETURN(files.inputs, ReadSource(spec.inputs(), "spec.inputs"));
+  MIXQ_ASSIGN_OR_RETURN(files.labels, ReadSource(spec.labels(), "spec.labels"));
+  if (spec.has_val_inputs()) {
+    MIXQ_ASSIGN_OR_RETURN(files.val_inputs,
+                          ReadSource(spec.val_inputs(), "spec.val_inputs"));
+  }
+  if (spec.has_val_labels()) {
+    MIXQ_ASSIGN_OR_RETURN(files.val_labels,
+                          ReadSource(spec.val_labels(), "spec.val_labels"));
+  }
+  return files;
+}
+
 absl::StatusOr<v1::EvaluatePolicyResponse> JobManager::Evaluate(
     const v1::EvaluatePolicyRequest& request) const {
   if (!request.has_spec()) return absl::InvalidArgumentError("spec: required");
@@ -262,19 +285,18 @@ absl::StatusOr<v1::EvaluatePolicyResponse> JobManager::Evaluate(
     }
   } release{this};
   const auto start = std::chrono::steady_clock::now();
-  const v1::JobSpec& spec = request.spec();
-  JobFiles files;
-  MIXQ_ASSIGN_OR_RETURN(files.model, ReadSource(spec.model(), "spec.model"));
-  MIXQ_ASSIGN_OR_RETURN(files.inputs, ReadSource(spec.inputs(), "spec.inputs"));
-  MIXQ_ASSIGN_OR_RETURN(files.labels, ReadSource(spec.labels(), "spec.labels"));
+  MIXQ_ASSIGN_OR_RETURN(const JobFiles files, ReadFiles(request.spec()));
   MIXQ_ASSIGN_OR_RETURN(PreparedEvaluation prepared,
                         PrepareEvaluation(request, files));
   engine::SetEngineThreads(options_.engine_threads);
+  // Validation files, when given, are what is measured; else the samples
+  // after the calibration set.
+  const search::LabeledData& evaluated =
+      prepared.job.val.size() > 0 ? prepared.job.val : prepared.job.train;
   MIXQ_ASSIGN_OR_RETURN(
       search::PolicyEvaluation result,
       search::EvaluatePolicy(*prepared.job.model, prepared.policy,
-                             prepared.job.calib, prepared.job.train,
-                             prepared.options));
+                             prepared.job.calib, evaluated, prepared.options));
   v1::EvaluatePolicyResponse response;
   const auto& layers = prepared.job.model->quantizable_layers();
   for (size_t l = 0; l < layers.size(); ++l) {
@@ -285,7 +307,7 @@ absl::StatusOr<v1::EvaluatePolicyResponse> JobManager::Evaluate(
   response.set_mode(std::string(search::EvalModeName(prepared.options.mode)));
   const auto& act = prepared.options.quant.activations;
   response.set_activation_bits(act.enabled() ? act.bits : search::kFloatBits);
-  response.set_eval_samples(static_cast<int32_t>(prepared.job.train.size()));
+  response.set_eval_samples(static_cast<int32_t>(evaluated.size()));
   response.set_fp32_accuracy(result.fp32.accuracy);
   response.set_fp32_loss(result.fp32.loss);
   response.set_accuracy(result.quantized.accuracy);
@@ -316,10 +338,7 @@ absl::StatusOr<JobManager::SubmitResult> JobManager::Submit(
   }
   if (!request.has_spec()) return absl::InvalidArgumentError("spec: required");
   const v1::JobSpec& spec = request.spec();
-  JobFiles files;
-  MIXQ_ASSIGN_OR_RETURN(files.model, ReadSource(spec.model(), "spec.model"));
-  MIXQ_ASSIGN_OR_RETURN(files.inputs, ReadSource(spec.inputs(), "spec.inputs"));
-  MIXQ_ASSIGN_OR_RETURN(files.labels, ReadSource(spec.labels(), "spec.labels"));
+  MIXQ_ASSIGN_OR_RETURN(const JobFiles files, ReadFiles(spec));
   MIXQ_ASSIGN_OR_RETURN(PreparedJob prepared, PrepareJob(spec, files));
 
   if (queued() >= options_.max_queued) {
@@ -329,10 +348,24 @@ absl::StatusOr<JobManager::SubmitResult> JobManager::Submit(
   storage::JobRecord record;
   record.id = NewJobId();
   record.request_id = request_id;
-  record.spec = SpecToJson(StrippedSpec(spec));
   record.model_sha256 = Sha256Hex(files.model);
   record.inputs_sha256 = Sha256Hex(files.inputs);
   record.labels_sha256 = Sha256Hex(files.labels);
+  v1::JobSpec stored_spec = StrippedSpec(spec);
+  // Validation files have no columns of their own: the stored spec names
+  // them by SHA-256, so the job reads them from the store when it runs.
+  std::vector<std::pair<std::string, const std::string*>> val_artifacts;
+  if (spec.has_val_inputs()) {
+    val_artifacts.emplace_back(Sha256Hex(files.val_inputs), &files.val_inputs);
+    stored_spec.mutable_val_inputs()->set_artifact_sha256(
+        val_artifacts.back().first);
+    val_artifacts.emplace_back(Sha256Hex(files.val_labels), &files.val_labels);
+    stored_spec.mutable_val_labels()->set_artifact_sha256(
+        val_artifacts.back().first);
+  }
+  record.spec = SpecToJson(stored_spec);
+  record.val_samples = static_cast<int32_t>(prepared.val.size());
+  record.val_source = prepared.val_source;
   record.state = storage::JobState::kQueued;
   record.created_ms = NowMs();
   record.fp32_size_bytes =
@@ -345,6 +378,8 @@ absl::StatusOr<JobManager::SubmitResult> JobManager::Submit(
   MIXQ_RETURN_IF_ERROR(store_->PutArtifact(record.model_sha256, files.model));
   MIXQ_RETURN_IF_ERROR(store_->PutArtifact(record.inputs_sha256, files.inputs));
   MIXQ_RETURN_IF_ERROR(store_->PutArtifact(record.labels_sha256, files.labels));
+  for (const auto& [sha256, data] : val_artifacts)
+    MIXQ_RETURN_IF_ERROR(store_->PutArtifact(sha256, *data));
   const absl::Status created = store_->CreateJob(record, layers);
   if (absl::IsAlreadyExists(created) && !request_id.empty()) {
     // A concurrent submit with the same request id won the race.
@@ -429,20 +464,63 @@ absl::StatusOr<v1::GetResultsResponse> JobManager::GetResults(
   return response;
 }
 
-absl::StatusOr<v1::QueryBestPoliciesResponse> JobManager::QueryBestPolicies(
-    const v1::QueryBestPoliciesRequest& request) const {
-  const bool by_model = request.same_model() || !request.model_sha256().empty();
-  if (!request.model_sha256().empty() && !request.job_id().empty()) {
+absl::Status JobManager::CheckPolicySelector(
+    const std::string& job_id, const std::string& model_sha256) {
+  if (!model_sha256.empty() && !job_id.empty()) {
     return absl::InvalidArgumentError(
         "job_id, model_sha256: give one (model_sha256 names the model "
         "directly)");
   }
-  if (request.model_sha256().empty()) {
-    MIXQ_RETURN_IF_ERROR(CheckJobId(request.job_id()));
-  } else if (!IsSha256Hex(request.model_sha256())) {
+  if (model_sha256.empty()) return CheckJobId(job_id);
+  if (!IsSha256Hex(model_sha256)) {
     return absl::InvalidArgumentError(
         "model_sha256: must be 64 lowercase hex digits");
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<v1::Policy>> JobManager::RankedPolicies(
+    const std::string& job_id, const std::string& model_sha256,
+    const storage::PolicyLimits& limits, int32_t top_k) const {
+  std::vector<v1::Policy> ranked;
+  if (model_sha256.empty()) {
+    MIXQ_ASSIGN_OR_RETURN(storage::JobRecord record, store_->GetJob(job_id));
+    MIXQ_ASSIGN_OR_RETURN(std::vector<storage::LayerRecord> layers,
+                          store_->GetLayers(job_id));
+    MIXQ_ASSIGN_OR_RETURN(std::vector<storage::PolicyRecord> policies,
+                          store_->QueryBestPolicies(job_id, limits, top_k));
+    for (const auto& policy : policies) {
+      v1::Policy& out = ranked.emplace_back(ToProto(policy, layers));
+      out.set_job_id(job_id);
+      out.set_strategy(record.strategy);
+    }
+    return ranked;
+  }
+  // Every job on the model: the same layers (same file), named from each
+  // policy's own job.
+  MIXQ_ASSIGN_OR_RETURN(
+      std::vector<storage::JobPolicy> policies,
+      store_->QueryBestPoliciesForModel(model_sha256, limits, top_k));
+  std::map<std::string, std::vector<storage::LayerRecord>> layers_of;
+  for (const auto& policy : policies) {
+    auto it = layers_of.find(policy.job_id);
+    if (it == layers_of.end()) {
+      MIXQ_ASSIGN_OR_RETURN(std::vector<storage::LayerRecord> layers,
+                            store_->GetLayers(policy.job_id));
+      it = layers_of.emplace(policy.job_id, std::move(layers)).first;
+    }
+    v1::Policy& out = ranked.emplace_back(ToProto(policy.policy, it->second));
+    out.set_job_id(policy.job_id);
+    out.set_strategy(policy.strategy);
+  }
+  return ranked;
+}
+
+absl::StatusOr<v1::QueryBestPoliciesResponse> JobManager::QueryBestPolicies(
+    const v1::QueryBestPoliciesRequest& request) const {
+  const bool by_model = request.same_model() || !request.model_sha256().empty();
+  MIXQ_RETURN_IF_ERROR(
+      CheckPolicySelector(request.job_id(), request.model_sha256()));
   if (request.top_k() < 0)
     return absl::InvalidArgumentError("top_k: must not be negative");
   if (request.max_avg_bits() < 0 || request.max_size_bytes() < 0 ||
@@ -463,7 +541,7 @@ absl::StatusOr<v1::QueryBestPoliciesResponse> JobManager::QueryBestPolicies(
   if (!request.job_id().empty()) {
     MIXQ_ASSIGN_OR_RETURN(storage::JobRecord record,
                           store_->GetJob(request.job_id()));
-    model_sha256 = record.model_sha256;
+    if (by_model) model_sha256 = record.model_sha256;
     if (no_limit && !by_model) {
       // No limit given: the job's own budget.
       MIXQ_ASSIGN_OR_RETURN(v1::JobSpec spec, LoadSpec(record));
@@ -475,40 +553,63 @@ absl::StatusOr<v1::QueryBestPoliciesResponse> JobManager::QueryBestPolicies(
       if (budget.has_size_bytes()) limits.max_size_bytes = budget.size_bytes();
       if (budget.has_bops()) limits.max_bops = budget.bops();
     }
-    if (!by_model) {
-      MIXQ_ASSIGN_OR_RETURN(std::vector<storage::LayerRecord> layers,
-                            store_->GetLayers(request.job_id()));
-      MIXQ_ASSIGN_OR_RETURN(
-          std::vector<storage::PolicyRecord> policies,
-          store_->QueryBestPolicies(request.job_id(), limits, top_k));
-      for (const auto& policy : policies) {
-        v1::Policy* out = response.add_policies();
-        *out = ToProto(policy, layers);
-        out->set_job_id(request.job_id());
-        out->set_strategy(record.strategy);
-      }
-      return response;
-    }
   }
-  // Every job on the model: the same layers (same file), named from each
-  // policy's own job.
   response.set_model_sha256(model_sha256);
   MIXQ_ASSIGN_OR_RETURN(
-      std::vector<storage::JobPolicy> policies,
-      store_->QueryBestPoliciesForModel(model_sha256, limits, top_k));
-  std::map<std::string, std::vector<storage::LayerRecord>> layers_of;
-  for (const auto& policy : policies) {
-    auto it = layers_of.find(policy.job_id);
-    if (it == layers_of.end()) {
-      MIXQ_ASSIGN_OR_RETURN(std::vector<storage::LayerRecord> layers,
-                            store_->GetLayers(policy.job_id));
-      it = layers_of.emplace(policy.job_id, std::move(layers)).first;
+      std::vector<v1::Policy> ranked,
+      RankedPolicies(request.job_id(), model_sha256, limits, top_k));
+  for (v1::Policy& policy : ranked) *response.add_policies() = std::move(policy);
+  return response;
+}
+
+absl::StatusOr<v1::GetParetoFrontResponse> JobManager::GetParetoFront(
+    const v1::GetParetoFrontRequest& request) const {
+  MIXQ_RETURN_IF_ERROR(
+      CheckPolicySelector(request.job_id(), request.model_sha256()));
+  const bool by_model = request.same_model() || !request.model_sha256().empty();
+  v1::GetParetoFrontResponse response;
+  response.set_job_id(request.job_id());
+  // The job whose FP32 figures are the reference: the one named, else the
+  // newest job on the model that measured its validation set.
+  std::optional<storage::JobRecord> reference;
+  std::string model_sha256 = request.model_sha256();
+  if (!request.job_id().empty()) {
+    MIXQ_ASSIGN_OR_RETURN(reference, store_->GetJob(request.job_id()));
+    if (by_model) model_sha256 = reference->model_sha256;
+  } else {
+    MIXQ_ASSIGN_OR_RETURN(std::vector<storage::JobRecord> jobs,
+                          store_->ListJobsForModel(model_sha256));
+    if (jobs.empty()) {
+      return absl::NotFoundError(
+          absl::StrCat("no job on model ", model_sha256));
     }
-    v1::Policy* out = response.add_policies();
-    *out = ToProto(policy.policy, it->second);
-    out->set_job_id(policy.job_id);
-    out->set_strategy(policy.strategy);
+    reference = jobs.front();
+    for (const storage::JobRecord& job : jobs) {
+      if (!std::isnan(job.fp32_val_accuracy)) {
+        reference = job;
+        break;
+      }
+    }
   }
+  response.set_model_sha256(reference->model_sha256);
+  MIXQ_ASSIGN_OR_RETURN(std::vector<storage::LayerRecord> layers,
+                        store_->GetLayers(reference->id));
+  double fp32_bops = 0;
+  for (const auto& layer : layers) {
+    fp32_bops += static_cast<double>(layer.macs) * search::kFloatBits *
+                 search::kFloatBits;
+  }
+  response.set_fp32_size_bytes(reference->fp32_size_bytes);
+  response.set_fp32_bops(fp32_bops);
+  response.set_fp32_val_accuracy(reference->fp32_val_accuracy);
+  response.set_fp32_val_loss(reference->fp32_val_loss);
+  MIXQ_ASSIGN_OR_RETURN(
+      std::vector<v1::Policy> kept,
+      RankedPolicies(by_model ? "" : request.job_id(),
+                     by_model ? model_sha256 : "", storage::PolicyLimits{},
+                     std::numeric_limits<int32_t>::max()));
+  for (v1::Policy& policy : ParetoFront(std::move(kept)))
+    *response.add_policies() = std::move(policy);
   return response;
 }
 
@@ -520,7 +621,12 @@ absl::StatusOr<std::unique_ptr<ArtifactUpload>> JobManager::BeginUpload(
 absl::StatusOr<ExportedDocument> JobManager::Export(
     const v1::ExportModelRequest& request) const {
   MIXQ_RETURN_IF_ERROR(CheckJobId(request.job_id()));
-  return ExportJob(*store_, request.job_id(), request.format());
+  if (request.policy_id().size() > kMaxPolicyIdLength) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "policy_id: longer than ", kMaxPolicyIdLength, " characters"));
+  }
+  return ExportJob(*store_, request.job_id(), request.format(),
+                   request.policy_id());
 }
 
 absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& job_id) {
@@ -711,6 +817,13 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
   MIXQ_ASSIGN_OR_RETURN(files.model, store_->GetArtifact(job.model_sha256));
   MIXQ_ASSIGN_OR_RETURN(files.inputs, store_->GetArtifact(job.inputs_sha256));
   MIXQ_ASSIGN_OR_RETURN(files.labels, store_->GetArtifact(job.labels_sha256));
+  // Named by SHA-256 in the stored spec (see Submit).
+  if (spec.has_val_inputs() && spec.has_val_labels()) {
+    MIXQ_ASSIGN_OR_RETURN(files.val_inputs,
+                          ReadSource(spec.val_inputs(), "spec.val_inputs"));
+    MIXQ_ASSIGN_OR_RETURN(files.val_labels,
+                          ReadSource(spec.val_labels(), "spec.val_labels"));
+  }
   MIXQ_ASSIGN_OR_RETURN(PreparedJob prepared, PrepareJob(spec, files));
   // A job a previous process was running resumes after its last
   // checkpointed step (steps recorded after it, if any, are dropped); one
@@ -732,6 +845,19 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
     Log(LogLevel::kInfo, "job started", {{"job", job.id}});
   }
 
+  // The FP32 model on the validation set: the reference every kept
+  // policy's validation accuracy is read against.
+  double fp32_val_accuracy = job.fp32_val_accuracy;
+  if (std::isnan(fp32_val_accuracy) && prepared.val.size() > 0) {
+    MIXQ_ASSIGN_OR_RETURN(
+        const engine::ClassifierScore fp32,
+        MeasureExport(prepared.prepared_onnx, prepared.val.inputs,
+                      prepared.val.labels));
+    MIXQ_RETURN_IF_ERROR(
+        store_->SetFp32Validation(job.id, fp32.loss, fp32.accuracy));
+    fp32_val_accuracy = fp32.accuracy;
+  }
+
   const search::CostModel cost = search::CostModel::ForModel(*prepared.model);
   const search::Budget& budget = prepared.options.budget;
   const int activation_bits = prepared.options.activation_bits;
@@ -747,6 +873,9 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
                                   : 0);
   event.set_avg_bits(start.avg_bits);
   event.set_size_bytes(start.size_bytes);
+  event.set_fp32_val_accuracy(fp32_val_accuracy);
+  event.set_val_accuracy(std::numeric_limits<double>::quiet_NaN());
+  event.set_val_loss(std::numeric_limits<double>::quiet_NaN());
 
   search::SearchObserver observer;
   observer.cancel = &cancel;
@@ -773,11 +902,33 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
     if (phase == search::Phase::kFinal) event.set_progress(kFinalPhaseProgress);
     Publish(event);
   };
+  // Every kept policy is exported, measured on the validation set and
+  // stored as it is kept, while the session holds its weights; its record
+  // (on_step, FinishJob) then names the export.
+  int final_step = 0;
+  KeptPolicyExport kept_export;
+  observer.on_kept = [&](const search::QatSession& session, int step,
+                         search::ScoredPolicy* kept) -> absl::Status {
+    const search::Phase phase = step > 0 && step == final_step
+                                    ? search::Phase::kFinal
+                                    : search::Phase::kSearch;
+    kept_export = ExportKeptPolicy(
+        store_, job.id,
+        phase == search::Phase::kFinal ? std::string(kFinalPolicyId)
+                                       : absl::StrCat(kStepPolicyIdPrefix, step),
+        prepared.prepared_onnx, *prepared.model, session, kept->policy,
+        prepared.val);
+    kept->val_loss = kept_export.val_loss;
+    kept->val_accuracy = kept_export.val_accuracy;
+    return absl::OkStatus();
+  };
   observer.on_step = [&](const search::StepReport& report) -> absl::Status {
     // The step and the state after it, in one transaction.
     const absl::Time store_start = absl::Now();
+    storage::StepRecord record = ToRecord(report);
+    record.finetuned.export_sha256 = kept_export.sha256;
     MIXQ_RETURN_IF_ERROR(
-        store_->AppendStep(job.id, ToRecord(report), report.checkpoint));
+        store_->AppendStep(job.id, record, report.checkpoint));
     const double store_ms =
         absl::ToDoubleMilliseconds(absl::Now() - store_start);
     event.set_step(report.step);
@@ -785,6 +936,9 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
     event.set_size_bytes(report.finetuned.size_bytes);
     event.set_accuracy(report.finetuned.accuracy);
     event.set_loss(report.finetuned.loss);
+    event.set_val_accuracy(report.finetuned.val_accuracy);
+    event.set_val_loss(report.finetuned.val_loss);
+    event.set_policy_id(PolicyId(record.finetuned));
     event.set_progress(
         Progress(budget, start,
                  cost.Cost(report.finetuned.policy,
@@ -797,18 +951,17 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
          {"policy", search::PolicyToString(report.finetuned.policy)},
          {"avg_bits", absl::StrFormat("%.3f", report.finetuned.avg_bits)},
          {"accuracy", absl::StrFormat("%.4f", report.finetuned.accuracy)},
+         {"val_accuracy",
+          absl::StrFormat("%.4f", report.finetuned.val_accuracy)},
          {"checkpoint_bytes", absl::StrCat(report.checkpoint.size())},
          {"store_ms", absl::StrFormat("%.1f", store_ms)}});
     Publish(event);
     return absl::OkStatus();
   };
-  // The QDQ ONNX export is built while the fine-tuned session exists.
-  std::string export_sha256;
-  observer.on_finish = [&](search::QatSession& session,
-                           const search::Policy& policy) -> absl::Status {
-    export_sha256 = SaveQdqExport(store_, job.id, prepared.prepared_onnx,
-                                  *prepared.model, session, policy);
-    return absl::OkStatus();
+  observer.on_phase = [&, publish = observer.on_phase](search::Phase phase,
+                                                        int step) {
+    if (phase == search::Phase::kFinal) final_step = step;
+    publish(phase, step);
   };
   absl::StatusOr<search::SearchResult> run = search::RunProgressiveSearch(
       *prepared.model, prepared.calib, prepared.train, prepared.options,
@@ -824,16 +977,19 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
                                        observer);
   }
   MIXQ_ASSIGN_OR_RETURN(search::SearchResult result, std::move(run));
-  MIXQ_RETURN_IF_ERROR(store_->FinishJob(
-      job.id,
+  storage::PolicyRecord final_record =
       ToRecord(result.final_policy, storage::PolicyKind::kFinal,
-               result.steps + 1, 0, false),
-      NowMs(), export_sha256));
+               result.steps + 1, 0, false);
+  final_record.export_sha256 = kept_export.sha256;
+  MIXQ_RETURN_IF_ERROR(store_->FinishJob(job.id, final_record, NowMs(),
+                                         kept_export.sha256));
   Log(LogLevel::kInfo, "job succeeded",
       {{"job", job.id},
        {"policy", search::PolicyToString(result.final_policy.policy)},
        {"avg_bits", absl::StrFormat("%.3f", result.final_policy.avg_bits)},
-       {"accuracy", absl::StrFormat("%.4f", result.final_policy.accuracy)}});
+       {"accuracy", absl::StrFormat("%.4f", result.final_policy.accuracy)},
+       {"val_accuracy",
+        absl::StrFormat("%.4f", result.final_policy.val_accuracy)}});
   event.set_state(v1::SUCCEEDED);
   event.set_phase("done");
   event.set_step(result.steps + 1);
@@ -841,6 +997,9 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
   event.set_size_bytes(result.final_policy.size_bytes);
   event.set_accuracy(result.final_policy.accuracy);
   event.set_loss(result.final_policy.loss);
+  event.set_val_accuracy(result.final_policy.val_accuracy);
+  event.set_val_loss(result.final_policy.val_loss);
+  event.set_policy_id(PolicyId(final_record));
   event.set_progress(1.0);
   Publish(event);
   return absl::OkStatus();

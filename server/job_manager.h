@@ -85,6 +85,11 @@ class JobManager {
       const std::string& job_id) const;
   absl::StatusOr<v1::QueryBestPoliciesResponse> QueryBestPolicies(
       const v1::QueryBestPoliciesRequest& request) const;
+  // The job's (or model's) Pareto front of kept policies (ParetoFront) with
+  // the FP32 point. INVALID_ARGUMENT for a malformed or doubled selector;
+  // NOT_FOUND for an unknown job, or a model no job used.
+  absl::StatusOr<v1::GetParetoFrontResponse> GetParetoFront(
+      const v1::GetParetoFrontRequest& request) const;
   // Runs an EvaluatePolicy request in the calling thread (synchronous).
   // INVALID_ARGUMENT naming the field, PERMISSION_DENIED for a server path
   // outside the allowed roots, RESOURCE_EXHAUSTED when
@@ -128,6 +133,17 @@ class JobManager {
   void Publish(const v1::JobEvent& event);
   absl::StatusOr<std::string> ReadSource(const v1::DataSource& source,
                                          absl::string_view field) const;
+  // The spec's model, inputs, labels and (if named) validation files.
+  absl::StatusOr<JobFiles> ReadFiles(const v1::JobSpec& spec) const;
+  // The exportable policies of job `job_id`, or (model_sha256 non-empty) of
+  // every job on that model, ranked as Store::QueryBestPolicies does.
+  absl::StatusOr<std::vector<v1::Policy>> RankedPolicies(
+      const std::string& job_id, const std::string& model_sha256,
+      const storage::PolicyLimits& limits, int32_t top_k) const;
+  // INVALID_ARGUMENT unless exactly one of a well-formed job id and a
+  // well-formed model SHA-256 is given.
+  static absl::Status CheckPolicySelector(const std::string& job_id,
+                                          const std::string& model_sha256);
   absl::StatusOr<v1::JobSpec> LoadSpec(const storage::JobRecord& job) const;
   absl::StatusOr<v1::Job> BuildJob(const storage::JobRecord& job) const;
   static absl::Status CheckJobId(const std::string& job_id);

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "engine/dataset.h"
 #include "search/cost_model.h"
 #include "search/quantize.h"
@@ -123,7 +124,9 @@ absl::StatusOr<PreparedJob> PrepareJob(const v1::JobSpec& spec,
                                        const JobFiles& files) {
   MIXQ_ASSIGN_OR_RETURN(search::ProgressiveOptions options,
                         ToProgressiveOptions(spec.search()));
-  MIXQ_ASSIGN_OR_RETURN(PreparedJob job, LoadModelAndData(spec, files));
+  MIXQ_ASSIGN_OR_RETURN(PreparedJob job, LoadModelAndData(
+                                            spec, files,
+                                            ValidationSplit::kHoldOut));
   job.options = std::move(options);
   const search::CostModel cost = search::CostModel::ForModel(*job.model);
   auto candidate_bits = search::ResolveCandidateBits(job.options, *job.model);
@@ -151,8 +154,69 @@ absl::StatusOr<PreparedJob> PrepareJob(const v1::JobSpec& spec,
   return job;
 }
 
+namespace {
+
+// A file's name for messages: its DataSource.filename, else `fallback`.
+std::string FileName(const v1::DataSource& source, absl::string_view fallback) {
+  return source.filename().empty() ? std::string(fallback) : source.filename();
+}
+
+// Decodes one inputs/labels pair (at most `max_samples` of them; 0 = all),
+// normalised as the spec says and conformed to `model`'s input, with labels
+// checked against the model's classes. `inputs_field` / `labels_field` name
+// the spec fields in messages.
+absl::StatusOr<search::LabeledData> LoadLabeledData(
+    const v1::JobSpec& spec, const engine::Model& model,
+    absl::string_view inputs_bytes, const v1::DataSource& inputs_source,
+    absl::string_view inputs_field, absl::string_view labels_bytes,
+    const v1::DataSource& labels_source, absl::string_view labels_field,
+    int64_t max_samples) {
+  // Unnamed files are called after their field ("inputs", "val_labels").
+  const std::string inputs_name =
+      FileName(inputs_source, absl::StripPrefix(inputs_field, "spec."));
+  const std::string labels_name =
+      FileName(labels_source, absl::StripPrefix(labels_field, "spec."));
+  auto inputs = engine::DecodeInputs(inputs_bytes, inputs_name);
+  if (!inputs.ok()) return FieldError(inputs_field, inputs.status());
+  auto labels = engine::DecodeLabels(labels_bytes, labels_name);
+  if (!labels.ok()) return FieldError(labels_field, labels.status());
+  const int64_t num_inputs = inputs->shape().empty() ? 0 : inputs->dim(0);
+  if (num_inputs != static_cast<int64_t>(labels->size())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        labels_field, ": ", labels_name, " has ", labels->size(),
+        " labels but ", inputs_name, " has ", num_inputs, " samples"));
+  }
+  const int64_t n =
+      max_samples > 0 ? std::min(num_inputs, max_samples) : num_inputs;
+  search::LabeledData data;
+  data.inputs = n == num_inputs ? *std::move(inputs) : inputs->Slice(0, n);
+  data.labels.assign(labels->begin(), labels->begin() + n);
+  if (spec.has_normalize()) {
+    const absl::Status normalized = engine::Normalize(
+        static_cast<float>(spec.normalize().mean()),
+        static_cast<float>(spec.normalize().std()), &data.inputs);
+    if (!normalized.ok()) return FieldError("spec.normalize", normalized);
+  }
+  const absl::Status conformed =
+      engine::ConformToModelInput(model.input_shape(), &data.inputs);
+  if (!conformed.ok()) return FieldError(inputs_field, conformed);
+  const engine::Shape& output = model.output_shape();
+  const int64_t classes = output.size() == 2 ? output[1] : 0;
+  const absl::Status in_range =
+      engine::CheckLabels(data.labels, classes, labels_name);
+  if (!in_range.ok()) return FieldError(labels_field, in_range);
+  return data;
+}
+
+}  // namespace
+
+int64_t DefaultValidationSize(int64_t samples) {
+  return std::max<int64_t>(1, samples * kDefaultValidationPercent / 100);
+}
+
 absl::StatusOr<PreparedJob> LoadModelAndData(const v1::JobSpec& spec,
-                                             const JobFiles& files) {
+                                             const JobFiles& files,
+                                             ValidationSplit split) {
   PreparedJob job;
 
   // BatchNormalization is folded into its Conv/Gemm first, as deployed
@@ -164,25 +228,43 @@ absl::StatusOr<PreparedJob> LoadModelAndData(const v1::JobSpec& spec,
   job.model = *std::move(model);
   job.prepared_onnx = std::move(prepared->onnx);
 
-  const std::string inputs_name =
-      spec.inputs().filename().empty() ? "inputs" : spec.inputs().filename();
-  const std::string labels_name =
-      spec.labels().filename().empty() ? "labels" : spec.labels().filename();
-  auto inputs = engine::DecodeInputs(files.inputs, inputs_name);
-  if (!inputs.ok()) return FieldError("spec.inputs", inputs.status());
-  auto labels = engine::DecodeLabels(files.labels, labels_name);
-  if (!labels.ok()) return FieldError("spec.labels", labels.status());
-  const int64_t num_inputs = inputs->shape().empty() ? 0 : inputs->dim(0);
-  if (num_inputs != static_cast<int64_t>(labels->size())) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "spec.labels: ", labels_name, " has ", labels->size(), " labels but ",
-        inputs_name, " has ", num_inputs, " samples"));
+  const engine::Shape& output = job.model->output_shape();
+  if (output.size() != 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("spec.model: the output '", job.model->output_name(),
+                     "' has shape ", engine::ShapeToString(output),
+                     "; classification logits [batch, classes] are expected"));
+  }
+  if (job.model->quantizable_layers().empty()) {
+    return absl::InvalidArgumentError(
+        "spec.model: no quantizable layer (a Conv, Gemm or MatMul with a "
+        "weight initializer)");
   }
   if (spec.max_samples() < 0) {
     return absl::InvalidArgumentError("spec.max_samples: must not be negative");
   }
-  int64_t n = num_inputs;
-  if (spec.max_samples() > 0) n = std::min<int64_t>(n, spec.max_samples());
+  if (spec.val_size() < 0) {
+    return absl::InvalidArgumentError("spec.val_size: must not be negative");
+  }
+  const bool val_files = spec.has_val_inputs() || spec.has_val_labels();
+  if (val_files && (!spec.has_val_inputs() || !spec.has_val_labels())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        spec.has_val_inputs() ? "spec.val_labels" : "spec.val_inputs",
+        ": required with ",
+        spec.has_val_inputs() ? "spec.val_inputs" : "spec.val_labels"));
+  }
+  if (val_files && spec.val_size() > 0) {
+    return absl::InvalidArgumentError(
+        "spec.val_size: give either validation files (spec.val_inputs, "
+        "spec.val_labels) or val_size, not both");
+  }
+
+  MIXQ_ASSIGN_OR_RETURN(
+      search::LabeledData data,
+      LoadLabeledData(spec, *job.model, files.inputs, spec.inputs(),
+                      "spec.inputs", files.labels, spec.labels(),
+                      "spec.labels", spec.max_samples()));
+  const int64_t n = data.size();
   if (spec.calib_size() <= 0) {
     return absl::InvalidArgumentError(
         "spec.calib_size: required, must be positive");
@@ -193,39 +275,40 @@ absl::StatusOr<PreparedJob> LoadModelAndData(const v1::JobSpec& spec,
                      " leaves no fine-tuning samples (", n, " samples used)"));
   }
 
-  search::LabeledData data;
-  data.inputs = n == num_inputs ? *std::move(inputs) : inputs->Slice(0, n);
-  data.labels.assign(labels->begin(), labels->begin() + n);
-  if (spec.has_normalize()) {
-    const absl::Status normalized = engine::Normalize(
-        static_cast<float>(spec.normalize().mean()),
-        static_cast<float>(spec.normalize().std()), &data.inputs);
-    if (!normalized.ok()) return FieldError("spec.normalize", normalized);
+  const std::string inputs_name = FileName(spec.inputs(), "inputs");
+  int64_t held_out = 0;  // validation samples taken from the end of `data`
+  if (val_files) {
+    MIXQ_ASSIGN_OR_RETURN(
+        job.val, LoadLabeledData(spec, *job.model, files.val_inputs,
+                                 spec.val_inputs(), "spec.val_inputs",
+                                 files.val_labels, spec.val_labels(),
+                                 "spec.val_labels", 0));
+    if (job.val.size() == 0) {
+      return absl::InvalidArgumentError("spec.val_inputs: no samples");
+    }
+    job.val_source =
+        absl::StrCat("files: ", FileName(spec.val_inputs(), "val_inputs"),
+                     " (", job.val.size(), " samples)");
+  } else if (split == ValidationSplit::kHoldOut || spec.val_size() > 0) {
+    const bool explicit_size = spec.val_size() > 0;
+    held_out = explicit_size ? spec.val_size() : DefaultValidationSize(n);
+    if (spec.calib_size() + held_out >= n) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          explicit_size ? "spec.val_size: " : "spec.calib_size: ",
+          spec.calib_size(), " calibration and ", held_out,
+          explicit_size ? "" : " (default 10 %)",
+          " validation samples leave no fine-tuning samples (", n,
+          " samples used); lower calib_size",
+          explicit_size ? " or val_size" : ", set val_size",
+          ", or give validation files (val_inputs, val_labels)"));
+    }
+    job.val = data.Slice(n - held_out, n);
+    job.val_source = absl::StrCat(
+        explicit_size ? "held out" : "default: the last 10 % held out",
+        ": samples [", n - held_out, ", ", n, ") of ", inputs_name);
   }
-  const absl::Status conformed =
-      engine::ConformToModelInput(job.model->input_shape(), &data.inputs);
-  if (!conformed.ok()) return FieldError("spec.inputs", conformed);
-
-  const engine::Shape& output = job.model->output_shape();
-  if (output.size() != 2) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("spec.model: the output '", job.model->output_name(),
-                     "' has shape ", engine::ShapeToString(output),
-                     "; classification logits [batch, classes] are expected"));
-  }
-  const int64_t classes = output[1];
-  const absl::Status in_range = engine::CheckLabels(
-      absl::MakeConstSpan(data.labels).subspan(0, n), classes, labels_name);
-  if (!in_range.ok()) return FieldError("spec.labels", in_range);
-
-  if (job.model->quantizable_layers().empty()) {
-    return absl::InvalidArgumentError(
-        "spec.model: no quantizable layer (a Conv, Gemm or MatMul with a "
-        "weight initializer)");
-  }
-
   job.calib = data.Slice(0, spec.calib_size());
-  job.train = data.Slice(spec.calib_size(), n);
+  job.train = data.Slice(spec.calib_size(), n - held_out);
   return job;
 }
 
@@ -258,7 +341,8 @@ absl::StatusOr<PreparedEvaluation> PrepareEvaluation(
     out.options.finetune_steps = request.finetune_steps();
   }
   out.options.seed = request.seed();
-  MIXQ_ASSIGN_OR_RETURN(out.job, LoadModelAndData(request.spec(), files));
+  MIXQ_ASSIGN_OR_RETURN(out.job, LoadModelAndData(request.spec(), files,
+                                                  ValidationSplit::kFilesOnly));
   const auto& layers = out.job.model->quantizable_layers();
   out.policy.assign(layers.size(), default_bits);
   std::vector<bool> seen(layers.size(), false);

@@ -20,12 +20,21 @@
 
 namespace mixq::server {
 
-// The bytes of a job's three files.
+// The bytes of a job's files; the validation pair is empty unless the spec
+// names validation files.
 struct JobFiles {
   std::string model;
   std::string inputs;
   std::string labels;
+  std::string val_inputs;
+  std::string val_labels;
 };
+
+// Without validation files or val_size, this share of the samples used (at
+// least one sample) is held out as the validation set.
+inline constexpr int kDefaultValidationPercent = 10;
+// The default validation hold-out of `samples` samples.
+int64_t DefaultValidationSize(int64_t samples);
 
 // A job ready to run: its model, data split, and search options.
 struct PreparedJob {
@@ -36,6 +45,10 @@ struct PreparedJob {
   std::string prepared_onnx;
   search::LabeledData calib;
   search::LabeledData train;
+  // Never trained or scored on: measures kept policies (empty when the
+  // split is ValidationSplit::kFilesOnly and the spec names no files).
+  search::LabeledData val;
+  std::string val_source;  // for Job.val_source
   search::ProgressiveOptions options;
   // `options` resolved against the model: each layer's candidate bits.
   search::CandidateBits candidate_bits;
@@ -58,14 +71,30 @@ absl::StatusOr<search::ProgressiveOptions> ToProgressiveOptions(
 absl::StatusOr<PreparedJob> PrepareJob(const v1::JobSpec& spec,
                                        const JobFiles& files);
 
+// Where the validation set comes from when the spec names no files.
+enum class ValidationSplit {
+  kHoldOut,    // spec.val_size, else the default share, from the samples' end
+  // spec.val_size if set, else none (EvaluatePolicy: the non-calibration
+  // samples are what it measures)
+  kFilesOnly,
+};
+
 // The model and data part of PrepareJob (spec.search is not read; `options`
-// and `candidate_bits` stay empty): calib = the first calib_size samples,
-// train = the rest.
+// and `candidate_bits` stay empty): calib = the first calib_size samples;
+// val = the validation files, or (kHoldOut) the last val_size samples or
+// the default share of them; train = the samples between. Validation files
+// are decoded, normalised and checked like inputs and labels (errors name
+// spec.val_inputs / spec.val_labels). INVALID_ARGUMENT for only one
+// validation file, both files and val_size, a negative val_size, or a
+// split that leaves no fine-tuning sample.
 absl::StatusOr<PreparedJob> LoadModelAndData(const v1::JobSpec& spec,
-                                             const JobFiles& files);
+                                             const JobFiles& files,
+                                             ValidationSplit split);
 
 // An EvaluatePolicy request ready to run: `job.calib` calibrates or
-// fine-tunes, `job.train` is evaluated.
+// fine-tunes; `job.val` (validation files, or the last val_size samples) is
+// evaluated when the spec sets one, else `job.train` (the samples after
+// calib_size).
 struct PreparedEvaluation {
   PreparedJob job;
   search::Policy policy;

@@ -260,6 +260,21 @@ grpc::Status MixqService::QueryBestPolicies(
   return grpc::Status::OK;
 }
 
+grpc::Status MixqService::GetParetoFront(
+    grpc::ServerContext* context, const v1::GetParetoFrontRequest* request,
+    v1::GetParetoFrontResponse* response) {
+  if (grpc::Status denied = Authorize(context, "GetParetoFront");
+      !denied.ok()) {
+    return denied;
+  }
+  auto front = manager_->GetParetoFront(*request);
+  if (!front.ok()) {
+    return Fail("GetParetoFront", request->job_id(), front.status());
+  }
+  *response = *std::move(front);
+  return grpc::Status::OK;
+}
+
 grpc::Status MixqService::CancelJob(grpc::ServerContext* context,
                                     const v1::CancelJobRequest* request,
                                     v1::Job* response) {

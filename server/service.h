@@ -40,6 +40,9 @@ class MixqService final
   grpc::Status QueryBestPolicies(
       grpc::ServerContext* context, const v1::QueryBestPoliciesRequest* request,
       v1::QueryBestPoliciesResponse* response) override;
+  grpc::Status GetParetoFront(grpc::ServerContext* context,
+                              const v1::GetParetoFrontRequest* request,
+                              v1::GetParetoFrontResponse* response) override;
   grpc::Status CancelJob(grpc::ServerContext* context,
                          const v1::CancelJobRequest* request,
                          v1::Job* response) override;

@@ -55,7 +55,11 @@ TEST(PrepareJobTest, ValidJobIsPrepared) {
   const auto job = PrepareJob(f.spec, f.files);
   ASSERT_TRUE(job.ok()) << job.status();
   EXPECT_EQ(job->calib.size(), 50);
-  EXPECT_EQ(job->train.size(), 150);
+  // The default validation set: the last 10 % of the 200 samples.
+  EXPECT_EQ(job->val.size(), 20);
+  EXPECT_EQ(job->train.size(), 130);
+  EXPECT_EQ(job->val_source,
+            "default: the last 10 % held out: samples [180, 200) of x.npy");
   EXPECT_EQ(job->options.candidates, 8);  // default
   EXPECT_EQ(job->options.max_layers, 2);
   EXPECT_EQ(job->options.finetune_steps, 50);
@@ -229,11 +233,78 @@ TEST(PrepareJobTest, MaxSamplesAndNormalization) {
   f.spec.mutable_normalize()->set_std(2.0);
   const auto job = PrepareJob(f.spec, f.files);
   ASSERT_TRUE(job.ok()) << job.status();
-  EXPECT_EQ(job->train.size(), 70);
+  EXPECT_EQ(job->val.size(), 12);  // 10 % of the 120 samples used
+  EXPECT_EQ(job->train.size(), 58);
   const search::LabeledData data =
       testing::MakeTeacherData(200, kFeatures, kClasses, 2);
   EXPECT_FLOAT_EQ(job->calib.inputs.values()[0],
                   (data.inputs.values()[0] - 1.0f) / 2.0f);
+}
+
+TEST(PrepareJobTest, ValidationSetIsNeverTrainedOrScoredOn) {
+  const search::LabeledData data =
+      testing::MakeTeacherData(200, kFeatures, kClasses, 2);
+  {
+    // val_size: the last samples, taken out of the fine-tuning set.
+    Fixture f = ValidJob();
+    f.spec.set_val_size(40);
+    const auto job = PrepareJob(f.spec, f.files);
+    ASSERT_TRUE(job.ok()) << job.status();
+    EXPECT_EQ(job->calib.size(), 50);
+    EXPECT_EQ(job->train.size(), 110);
+    ASSERT_EQ(job->val.size(), 40);
+    EXPECT_EQ(job->val.labels,
+              std::vector<int64_t>(data.labels.begin() + 160, data.labels.end()));
+    EXPECT_EQ(job->val.inputs.values()[0], data.inputs.values()[160 * kFeatures]);
+    EXPECT_EQ(job->val_source, "held out: samples [160, 200) of x.npy");
+  }
+  {
+    // Files: all samples train or calibrate; the files are normalised too.
+    Fixture f = ValidJob();
+    const search::LabeledData val =
+        testing::MakeTeacherData(30, kFeatures, kClasses, 9);
+    f.files.val_inputs = testing::NpyFloat32(val.inputs);
+    f.files.val_labels = testing::NpyInt64(val.labels);
+    f.spec.mutable_val_inputs()->set_filename("vx.npy");
+    f.spec.mutable_val_labels()->set_filename("vy.npy");
+    f.spec.mutable_normalize()->set_mean(1.0);
+    f.spec.mutable_normalize()->set_std(2.0);
+    const auto job = PrepareJob(f.spec, f.files);
+    ASSERT_TRUE(job.ok()) << job.status();
+    EXPECT_EQ(job->train.size(), 150);
+    ASSERT_EQ(job->val.size(), 30);
+    EXPECT_EQ(job->val.labels, val.labels);
+    EXPECT_FLOAT_EQ(job->val.inputs.values()[0],
+                    (val.inputs.values()[0] - 1.0f) / 2.0f);
+    EXPECT_EQ(job->val_source, "files: vx.npy (30 samples)");
+  }
+}
+
+TEST(PrepareEvaluationTest, EvaluatesValidationFilesOnlyWhenGiven) {
+  Fixture f = ValidJob();
+  v1::EvaluatePolicyRequest request;
+  *request.mutable_spec() = f.spec;
+  auto prepared = PrepareEvaluation(request, f.files);
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  EXPECT_EQ(prepared->job.val.size(), 0);  // no hold-out: train is measured
+  EXPECT_EQ(prepared->job.train.size(), 150);
+  const search::LabeledData val =
+      testing::MakeTeacherData(30, kFeatures, kClasses, 9);
+  f.files.val_inputs = testing::NpyFloat32(val.inputs);
+  f.files.val_labels = testing::NpyInt64(val.labels);
+  request.mutable_spec()->mutable_val_inputs()->set_filename("vx.npy");
+  request.mutable_spec()->mutable_val_labels()->set_filename("vy.npy");
+  prepared = PrepareEvaluation(request, f.files);
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  EXPECT_EQ(prepared->job.val.size(), 30);
+  // val_size holds out the last samples instead.
+  request.mutable_spec()->clear_val_inputs();
+  request.mutable_spec()->clear_val_labels();
+  request.mutable_spec()->set_val_size(40);
+  prepared = PrepareEvaluation(request, f.files);
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  EXPECT_EQ(prepared->job.val.size(), 40);
+  EXPECT_EQ(prepared->job.train.size(), 110);
 }
 
 struct BadCase {
@@ -306,6 +377,59 @@ INSTANTIATE_TEST_SUITE_P(
                 "spec.calib_size"},
         BadCase{"calib_missing", [](Fixture* f) { f->spec.set_calib_size(0); },
                 "spec.calib_size"},
+        BadCase{"calib_leaves_nothing_after_the_default_hold_out",
+                [](Fixture* f) { f->spec.set_calib_size(180); },
+                "spec.calib_size: 180 calibration and 20 (default 10 %) "
+                "validation samples leave no fine-tuning samples"},
+        BadCase{"val_size_leaves_nothing",
+                [](Fixture* f) { f->spec.set_val_size(150); },
+                "spec.val_size: 50 calibration and 150 validation samples"},
+        BadCase{"val_size_negative",
+                [](Fixture* f) { f->spec.set_val_size(-1); },
+                "spec.val_size: must not be negative"},
+        BadCase{"val_inputs_without_labels",
+                [](Fixture* f) {
+                  f->spec.mutable_val_inputs()->set_filename("vx.npy");
+                  f->files.val_inputs = f->files.inputs;
+                },
+                "spec.val_labels: required with spec.val_inputs"},
+        BadCase{"val_files_and_val_size",
+                [](Fixture* f) {
+                  f->spec.mutable_val_inputs()->set_filename("vx.npy");
+                  f->spec.mutable_val_labels()->set_filename("vy.npy");
+                  f->files.val_inputs = f->files.inputs;
+                  f->files.val_labels = f->files.labels;
+                  f->spec.set_val_size(10);
+                },
+                "spec.val_size: give either validation files"},
+        BadCase{"val_label_count_mismatch",
+                [](Fixture* f) {
+                  f->spec.mutable_val_inputs()->set_filename("vx.npy");
+                  f->spec.mutable_val_labels()->set_filename("vy.npy");
+                  f->files.val_inputs = f->files.inputs;
+                  f->files.val_labels =
+                      testing::NpyInt64(std::vector<int64_t>(7, 0));
+                },
+                "spec.val_labels: vy.npy has 7 labels but vx.npy has 200"},
+        BadCase{"val_inputs_shape_mismatch",
+                [](Fixture* f) {
+                  f->spec.mutable_val_inputs()->set_filename("vx.npy");
+                  f->spec.mutable_val_labels()->set_filename("vy.npy");
+                  f->files.val_inputs =
+                      testing::NpyFloat32(engine::Tensor({5, kFeatures + 1}));
+                  f->files.val_labels =
+                      testing::NpyInt64(std::vector<int64_t>(5, 0));
+                },
+                "spec.val_inputs"},
+        BadCase{"val_label_out_of_range",
+                [](Fixture* f) {
+                  f->spec.mutable_val_inputs()->set_filename("vx.npy");
+                  f->spec.mutable_val_labels()->set_filename("vy.npy");
+                  f->files.val_inputs =
+                      testing::NpyFloat32(engine::Tensor({5, kFeatures}));
+                  f->files.val_labels = testing::NpyInt64({0, 1, 2, 3, 0});
+                },
+                "spec.val_labels: vy.npy: label 3 at index 3"},
         BadCase{"unknown_layer",
                 [](Fixture* f) {
                   v1::LayerOptions* layer =
