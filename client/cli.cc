@@ -85,27 +85,37 @@ absl::StatusOr<SubmitOptions::Normalize> ParseNormalize(
   return normalize;
 }
 
-// Checks `best`'s model selection: exactly one of JOB and --model-sha256,
-// the hash as 64 hex digits (lowercased, as the server stores it).
-absl::Status FinishBest(BestOptions& best) {
-  if (best.job_id.empty() && best.model_sha256.empty()) {
+// Checks the model selection of `best` and `pareto` (`command`): exactly one
+// of JOB and --model-sha256, the hash as 64 hex digits (lowercased, as the
+// server stores it).
+absl::Status FinishModelSelection(absl::string_view command,
+                                  const std::string& job_id,
+                                  std::string& model_sha256) {
+  if (job_id.empty() && model_sha256.empty()) {
     return absl::InvalidArgumentError(
-        "best: job is required (or --model-sha256 HASH)");
+        absl::StrCat(command, ": job is required (or --model-sha256 HASH)"));
   }
-  if (!best.job_id.empty() && !best.model_sha256.empty()) {
+  if (!job_id.empty() && !model_sha256.empty()) {
     return absl::InvalidArgumentError(
-        "best: give a job or --model-sha256, not both");
+        absl::StrCat(command, ": give a job or --model-sha256, not both"));
   }
-  if (best.model_sha256.empty()) return absl::OkStatus();
-  const std::string given = best.model_sha256;
-  absl::AsciiStrToLower(&best.model_sha256);
-  if (!IsSha256Hex(best.model_sha256)) {
+  if (model_sha256.empty()) return absl::OkStatus();
+  const std::string given = model_sha256;
+  absl::AsciiStrToLower(&model_sha256);
+  if (!IsSha256Hex(model_sha256)) {
     return absl::InvalidArgumentError(
         absl::StrCat("--model-sha256: \"", given,
                      "\" is not 64 hex digits (see a job's model_sha256 in "
                      "`mixq --json status JOB`)"));
   }
   return absl::OkStatus();
+}
+
+// Adds --model-sha256 to `command` (`best`, `pareto`), bound to `hash`.
+void AddModelSha256(CLI::App* command, std::string* hash) {
+  command->add_option("--model-sha256", *hash,
+                      "Every job on the model with this content hash "
+                      "(instead of a job; see `mixq --json status JOB`)");
 }
 
 // Adds the positional JOB argument to `command`.
@@ -124,6 +134,43 @@ void AddFileTransferFlags(CLI::App* command, SubmitOptions& options) {
                  "Upload the files first (in chunks, each stored once) and "
                  "send their SHA-256s: no message size limit applies")
       ->excludes(server_paths);
+}
+
+// --val-inputs, --val-labels and --val-size, of `submit` and `eval`: the
+// validation set. `val_size` receives --val-size; `without` says what the
+// command measures with neither.
+void AddValidationFlags(CLI::App* command, SubmitOptions& options,
+                        OptionalFlag<int>& val_size,
+                        absl::string_view without) {
+  command->add_option("--val-inputs", options.val_inputs,
+                      "Validation inputs, never trained or scored on (with "
+                      "--val-labels; a path or sha256:HEX, as --inputs)");
+  command->add_option("--val-labels", options.val_labels,
+                      "Validation labels (with --val-inputs)");
+  AddOptional(command, "--val-size", val_size,
+              absl::StrCat("Hold out the last N samples as the validation "
+                           "set instead of files (without either: ",
+                           without, ")"))
+      ->check(CLI::PositiveNumber);
+}
+
+// Checks and stores the validation flags: both files or neither, and not
+// with --val-size.
+absl::Status FinishValidation(const OptionalFlag<int>& val_size,
+                              SubmitOptions& options) {
+  if (options.val_inputs.empty() != options.val_labels.empty()) {
+    return absl::InvalidArgumentError(
+        options.val_inputs.empty()
+            ? "--val-labels: needs --val-inputs (the validation inputs)"
+            : "--val-inputs: needs --val-labels (the validation labels)");
+  }
+  options.val_size = val_size.Get();
+  if (options.val_size.has_value() && !options.val_inputs.empty()) {
+    return absl::InvalidArgumentError(
+        "--val-size: give validation files (--val-inputs, --val-labels) or "
+        "--val-size, not both");
+  }
+  return absl::OkStatus();
 }
 
 // Values bound to the `submit` flags that need conversion after parsing.
@@ -150,6 +197,7 @@ struct SubmitFlags {
   OptionalFlag<int> total_finetune_steps;
   OptionalFlag<int> hutchinson_samples;
   OptionalFlag<int> max_samples;
+  OptionalFlag<int> val_size;
 };
 
 CLI::App* AddSubmit(CLI::App& app, SubmitFlags& f) {
@@ -168,9 +216,11 @@ CLI::App* AddSubmit(CLI::App& app, SubmitFlags& f) {
                   "Labels: .npy integers [N] or IDX labels")
       ->required();
   cmd->add_option("--calib-size", o.calib_size,
-                  "The first N samples score candidates; the rest fine-tune")
+                  "The first N samples score candidates; the rest, but the "
+                  "held-out validation samples, fine-tune")
       ->required()
       ->check(CLI::PositiveNumber);
+  AddValidationFlags(cmd, o, f.val_size, "the last 10 %");
   cmd->add_option("--bits", f.bits,
                   "Candidate bit-widths per layer, e.g. 8,6,4,2")
       ->required();
@@ -279,6 +329,9 @@ CLI::App* AddSubmit(CLI::App& app, SubmitFlags& f) {
 
 absl::StatusOr<SubmitOptions> FinishSubmit(SubmitFlags& f) {
   SubmitOptions o = std::move(f.options);
+  if (absl::Status status = FinishValidation(f.val_size, o); !status.ok()) {
+    return status;
+  }
   absl::StatusOr<std::vector<int>> bits = ParseBits(f.bits);
   if (!bits.ok()) return bits.status();
   o.bits = *std::move(bits);
@@ -425,8 +478,8 @@ absl::StatusOr<Invocation> ParseCommandLine(
   OptionalFlag<int> top_k;
   CLI::App* best_cmd = app.add_subcommand(
       "best",
-      "Show the best policies of a job, or of every job on a model, under a "
-      "cost limit");
+      "Show the best exportable policies of a job, or of every job on a "
+      "model, under a cost limit, by validation accuracy");
   best_cmd->add_option("job", best.job_id, "Job id (not with --model-sha256)");
   AddOptional(best_cmd, "--top-k", top_k,
               "At most K policies (server default 5)")
@@ -447,9 +500,18 @@ absl::StatusOr<Invocation> ParseCommandLine(
   best_cmd->add_flag("--same-model", best.same_model,
                      "Rank the policies of every job on the job's model, any "
                      "strategy (limits then default to none)");
-  best_cmd->add_option("--model-sha256", best.model_sha256,
-                       "Rank the policies of every job on the model with this "
-                       "content hash (instead of a job)");
+  AddModelSha256(best_cmd, &best.model_sha256);
+
+  ParetoOptions pareto;
+  CLI::App* pareto_cmd = app.add_subcommand(
+      "pareto",
+      "Show the accuracy-vs-cost front: the kept policies no other beats on "
+      "size, BOPs and validation accuracy at once, with the FP32 model");
+  pareto_cmd->add_option("job", pareto.job_id,
+                         "Job id (not with --model-sha256)");
+  pareto_cmd->add_flag("--same-model", pareto.same_model,
+                       "The front over every job on the job's model");
+  AddModelSha256(pareto_cmd, &pareto.model_sha256);
 
   EvalOptions eval;
   std::vector<std::string> eval_layer_bits;
@@ -473,9 +535,12 @@ absl::StatusOr<Invocation> ParseCommandLine(
   eval_cmd
       ->add_option("--calib-size", eval.data.calib_size,
                    "The first N samples calibrate (static) or fine-tune "
-                   "(qat); the rest are evaluated")
+                   "(qat); the validation set is evaluated, else the rest")
       ->required()
       ->check(CLI::PositiveNumber);
+  OptionalFlag<int> eval_val_size;
+  AddValidationFlags(eval_cmd, eval.data, eval_val_size,
+                     "every sample after --calib-size");
   eval_cmd
       ->add_option("--bits", eval.default_bits,
                    "Weight bits of every layer not in --layer-bits (1..8, 32 "
@@ -505,26 +570,29 @@ absl::StatusOr<Invocation> ParseCommandLine(
   CLI::App* upload_cmd = app.add_subcommand(
       "upload",
       "Upload a file to the server in chunks; prints sha256:HEX, which "
-      "--model/--inputs/--labels accept");
+      "--model/--inputs/--labels/--val-inputs/--val-labels accept");
   upload_cmd->add_option("file", upload.path, "The file")->required();
 
   ExportOptions export_options;
   std::string export_format = "onnx";
   CLI::App* export_cmd = app.add_subcommand(
       "export",
-      "Save a succeeded job's result: the quantized model as QDQ ONNX, or "
-      "its policy as JSON");
+      "Save a job's kept policy (default: the final one of a succeeded job): "
+      "the quantized model as QDQ ONNX, or the policy as JSON");
   AddJobId(export_cmd, &export_options.job_id);
+  export_cmd->add_option("--policy-id", export_options.policy_id,
+                         "The kept policy: step-N or final, as `best` and "
+                         "`pareto` list them (default: final)");
   export_cmd
       ->add_option("--format", export_format,
                    "onnx (QuantizeLinear/DequantizeLinear model) or "
-                   "policy-json")
-      ->check(CLI::IsMember({"onnx", "policy-json"}))
+                   "policy-json (also spelt policy_json)")
+      ->check(CLI::IsMember({"onnx", "policy-json", "policy_json"}))
       ->capture_default_str();
   export_cmd->add_option("--output,-o", export_options.output,
                          "File to write, - for stdout (default: the "
-                         "server's name, <job>.qdq.onnx or "
-                         "<job>.policy.json)");
+                         "server's name, e.g. <job>.qdq.onnx, "
+                         "<job>.step-3.qdq.onnx, <job>.policy.json)");
 
   CancelOptions cancel;
   CLI::App* cancel_cmd =
@@ -574,11 +642,26 @@ absl::StatusOr<Invocation> ParseCommandLine(
     invocation.command = std::move(results);
   } else if (best_cmd->parsed()) {
     best.top_k = top_k.Get();
-    if (absl::Status status = FinishBest(best); !status.ok()) return status;
+    if (absl::Status status =
+            FinishModelSelection("best", best.job_id, best.model_sha256);
+        !status.ok()) {
+      return status;
+    }
     invocation.command = std::move(best);
+  } else if (pareto_cmd->parsed()) {
+    if (absl::Status status =
+            FinishModelSelection("pareto", pareto.job_id, pareto.model_sha256);
+        !status.ok()) {
+      return status;
+    }
+    invocation.command = std::move(pareto);
   } else if (cancel_cmd->parsed()) {
     invocation.command = std::move(cancel);
   } else if (eval_cmd->parsed()) {
+    if (absl::Status status = FinishValidation(eval_val_size, eval.data);
+        !status.ok()) {
+      return status;
+    }
     for (const std::string& entry : eval_layer_bits) {
       const size_t eq = entry.find('=');
       int bits = 0;
@@ -602,13 +685,14 @@ absl::StatusOr<Invocation> ParseCommandLine(
   } else if (upload_cmd->parsed()) {
     invocation.command = std::move(upload);
   } else if (export_cmd->parsed()) {
+    // The API spells it policy_json; the CLI's flags use dashes.
     export_options.format =
         export_format == "policy-json" ? "policy_json" : export_format;
     invocation.command = std::move(export_options);
   } else {
     return absl::InvalidArgumentError(
         "a command is required: submit, status, list, watch, results, best, "
-        "cancel, eval, upload or export");
+        "pareto, cancel, eval, upload or export");
   }
   return invocation;
 }

@@ -3,10 +3,17 @@
 //
 // Usage: mixq [--server ADDR] [--json] [--timeout SECONDS] [--tty|--no-tty]
 //             [--token-file F] [--tls] [--tls-ca F] [--tls-cert F --tls-key F]
-//             <submit|status|list|watch|results|best|cancel|eval|upload|
-//              export> ...
+//             <submit|status|list|watch|results|best|pareto|cancel|eval|
+//              upload|export> ...
 // (`mixq --help`, `mixq <command> --help`). Global options may also follow the
 // command.
+//
+// Accuracies are named for the data they were measured on: "calib acc" on
+// the job's calibration set (what the search scores with), "val acc" on its
+// validation set (never trained or scored on; --val-inputs/--val-labels or
+// --val-size, else the last 10 % of the samples), "-" where not measured.
+// `best` ranks and `pareto` plots the kept policies by validation accuracy;
+// `export --policy-id` saves any of them (`watch` names the final one).
 //
 // Authentication: with --token-file F (else $MIXQ_TOKEN) every RPC carries
 // `authorization: Bearer <token>`, the token being F's content without
@@ -75,9 +82,10 @@ struct GlobalOptions {
   std::string tls_key_file;
 };
 
-// A --model/--inputs/--labels value naming a file uploaded before (`mixq
-// upload` prints it): "sha256:" and the file's SHA-256 in hex. Any other
-// value is a local path ("./sha256:x" for a file really named so).
+// A --model/--inputs/--labels/--val-inputs/--val-labels value naming a file
+// uploaded before (`mixq upload` prints it): "sha256:" and the file's SHA-256
+// in hex. Any other value is a local path ("./sha256:x" for a file really named
+// so).
 inline constexpr char kArtifactPrefix[] = "sha256:";
 
 // `submit`: the job spec. Unset optionals leave the proto field zero, which
@@ -88,6 +96,12 @@ struct SubmitOptions {
   std::string inputs;  // the inputs (.npy or IDX)
   std::string labels;  // the labels (.npy or IDX)
   int calib_size = 0;
+  // The validation set: both files (as inputs/labels, empty = none), or
+  // val_size samples held out from the end of the data, or neither (the
+  // server holds out 10 %).
+  std::string val_inputs;
+  std::string val_labels;
+  std::optional<int> val_size;
   std::vector<int> bits;
   // Exactly one of the budgets is set.
   std::optional<double> target_avg_bits;
@@ -169,14 +183,24 @@ struct BestOptions {
   std::string model_sha256;
 };
 
+// `pareto`: the accuracy-vs-cost front (GetParetoFront). Exactly one of
+// job_id and model_sha256 is set, as for `best`; same_model (implied by
+// model_sha256) spans every job on the model.
+struct ParetoOptions {
+  std::string job_id;
+  bool same_model = false;
+  std::string model_sha256;
+};
+
 struct CancelOptions {
   std::string job_id;
 };
 
 // `eval`: one policy evaluated without a search (EvaluatePolicy). `data`
 // holds the model and data flags (as for submit; its search fields are
-// unused): the first --calib-size samples calibrate/fine-tune, the rest are
-// evaluated.
+// unused): the first --calib-size samples calibrate/fine-tune; the
+// validation set is evaluated (--val-inputs/--val-labels or --val-size),
+// else the samples after the first --calib-size.
 struct EvalOptions {
   SubmitOptions data;
   int default_bits = 32;  // --bits: every layer not in --layer-bits
@@ -191,19 +215,23 @@ struct UploadOptions {
   std::string path;
 };
 
-// `export`: a succeeded job's result saved to a file.
+// `export`: a kept policy of a job saved to a file.
 struct ExportOptions {
   std::string job_id;
   std::string format = "onnx";  // the API's ExportModelRequest.format
-  // Where to write it: a path, "-" for stdout, empty for the server's file
-  // name ("<job>.qdq.onnx", "<job>.policy.json") in the working directory.
+  // Policy.policy_id ("step-N", "final"); empty = the final policy of a
+  // succeeded job.
+  std::string policy_id;
+  // Where to write it: a path, "-" for stdout, empty for the name in the
+  // server's first chunk ("<job>.qdq.onnx", "<job>.step-3.policy.json", ...)
+  // in the working directory.
   std::string output;
 };
 
 using CommandOptions =
     std::variant<SubmitOptions, StatusOptions, ListOptions, WatchOptions,
-                 ResultsOptions, BestOptions, CancelOptions, EvalOptions,
-                 UploadOptions, ExportOptions>;
+                 ResultsOptions, BestOptions, ParetoOptions, CancelOptions,
+                 EvalOptions, UploadOptions, ExportOptions>;
 
 // A parsed command line: either a request for help (print `help`, exit 0) or a
 // command to run.
@@ -218,10 +246,11 @@ struct Invocation {
 // naming the flag for usage errors: unknown or missing flags or command, bad
 // numbers, --bits not a comma-separated list of integers, --normalize not
 // "MEAN,STD", both or neither budget given, --strategy or --selection not one
-// of its values, `best` with neither or both of JOB and --model-sha256,
-// --tls-cert without --tls-key or the reverse, --upload with
-// --server-paths, `export --format` not onnx or policy-json. Does not touch
-// files.
+// of its values, `best` or `pareto` with neither or both of JOB and
+// --model-sha256, --tls-cert without --tls-key or the reverse, --upload with
+// --server-paths, only one of --val-inputs and --val-labels, either of them
+// with --val-size, `export --format` not onnx, policy-json or policy_json.
+// Does not touch files.
 absl::StatusOr<Invocation> ParseCommandLine(
     const std::vector<std::string>& args, const std::string& default_server);
 

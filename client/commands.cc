@@ -234,6 +234,11 @@ class Runner {
                         FormatEvaluation);
   }
 
+  int operator()(const ParetoOptions& options) {
+    return CallAndPrint(&v1::Mixq::Stub::GetParetoFront,
+                        BuildParetoRequest(options), FormatParetoFront);
+  }
+
   int operator()(const CancelOptions& options) {
     v1::CancelJobRequest request;
     request.set_job_id(options.job_id);
@@ -261,6 +266,7 @@ class Runner {
     v1::ExportModelRequest request;
     request.set_job_id(options.job_id);
     request.set_format(options.format);
+    request.set_policy_id(options.policy_id);
     grpc::ClientContext context;
     SetDeadline(context);
     std::unique_ptr<grpc::ClientReader<v1::ExportChunk>> reader =
@@ -310,6 +316,7 @@ class Runner {
     auto& fields = *summary.mutable_fields();
     fields["job_id"].set_string_value(options.job_id);
     fields["format"].set_string_value(options.format);
+    fields["policy_id"].set_string_value(options.policy_id);
     fields["output"].set_string_value(path);
     fields["size_bytes"].set_number_value(static_cast<double>(data.size()));
     fields["sha256"].set_string_value(first.sha256());
@@ -373,8 +380,11 @@ class Runner {
     for (auto [flag, path] :
          {std::pair<const char*, std::string*>{"--model", &sent.model},
           {"--inputs", &sent.inputs},
-          {"--labels", &sent.labels}}) {
-      if (absl::StartsWith(*path, kArtifactPrefix)) continue;
+          {"--labels", &sent.labels},
+          {"--val-inputs", &sent.val_inputs},
+          {"--val-labels", &sent.val_labels}}) {
+      // An empty path is an absent optional file (the validation set).
+      if (path->empty() || absl::StartsWith(*path, kArtifactPrefix)) continue;
       absl::StatusOr<std::string> content = ReadFile(*path);
       if (!content.ok()) {
         err_ << "error: " << flag << ": " << content.status().message() << "\n";
@@ -401,12 +411,18 @@ class Runner {
   // `spec`, for the server's messages.
   static void KeepFilenames(const SubmitOptions& data, v1::JobSpec* spec) {
     if (!data.upload) return;
-    for (auto [path, source] : {std::pair<const std::string*, v1::DataSource*>{
-                                    &data.model, spec->mutable_model()},
-                                {&data.inputs, spec->mutable_inputs()},
-                                {&data.labels, spec->mutable_labels()}}) {
-      if (!absl::StartsWith(*path, kArtifactPrefix)) {
-        source->set_filename(std::filesystem::path(*path).filename().string());
+    // Pointers to the messages, not mutable_*() calls up front: an absent
+    // validation file must leave its DataSource unset.
+    for (auto [path, source] :
+         {std::pair<const std::string*, v1::DataSource* (v1::JobSpec::*)()>{
+              &data.model, &v1::JobSpec::mutable_model},
+          {&data.inputs, &v1::JobSpec::mutable_inputs},
+          {&data.labels, &v1::JobSpec::mutable_labels},
+          {&data.val_inputs, &v1::JobSpec::mutable_val_inputs},
+          {&data.val_labels, &v1::JobSpec::mutable_val_labels}}) {
+      if (!path->empty() && !absl::StartsWith(*path, kArtifactPrefix)) {
+        (spec->*source)()->set_filename(
+            std::filesystem::path(*path).filename().string());
       }
     }
   }
@@ -487,6 +503,8 @@ class Runner {
     if (!status.ok()) return Fail(status);
     switch (last.state()) {
       case v1::SUCCEEDED:
+        // JSON Lines stay one event per line: the summary is for people.
+        if (!global_.json) out_ << FormatWatchSummary(last);
         return kExitOk;
       case v1::FAILED:
         err_ << "error: job " << job_id << " failed: " << last.error() << "\n";
@@ -581,9 +599,22 @@ absl::StatusOr<v1::SubmitJobRequest> BuildSubmitRequest(
   MIXQ_ASSIGN_OR_RETURN(
       *spec.mutable_labels(),
       MakeDataSource("--labels", options.labels, options.server_paths));
-  const size_t total = spec.model().content().size() +
-                       spec.inputs().content().size() +
-                       spec.labels().content().size();
+  // The validation files are optional: both or neither (cli.h).
+  if (!options.val_inputs.empty()) {
+    MIXQ_ASSIGN_OR_RETURN(*spec.mutable_val_inputs(),
+                          MakeDataSource("--val-inputs", options.val_inputs,
+                                         options.server_paths));
+  }
+  if (!options.val_labels.empty()) {
+    MIXQ_ASSIGN_OR_RETURN(*spec.mutable_val_labels(),
+                          MakeDataSource("--val-labels", options.val_labels,
+                                         options.server_paths));
+  }
+  spec.set_val_size(options.val_size.value_or(0));
+  const size_t total =
+      spec.model().content().size() + spec.inputs().content().size() +
+      spec.labels().content().size() + spec.val_inputs().content().size() +
+      spec.val_labels().content().size();
   if (total > kMaxMessageBytes) {
     return absl::InvalidArgumentError(
         absl::StrFormat("the model and data files total %.0f MiB, above the "
@@ -620,9 +651,11 @@ absl::StatusOr<v1::SubmitJobRequest> BuildSubmitRequest(
   }
   search.set_candidates(options.candidates.value_or(0));
   search.set_max_layers(options.max_layers.value_or(0));
-  if (options.finetune_steps) search.set_finetune_steps(*options.finetune_steps);
+  if (options.finetune_steps)
+    search.set_finetune_steps(*options.finetune_steps);
   if (options.warmup_steps) search.set_warmup_steps(*options.warmup_steps);
-  if (options.final_steps) search.set_final_finetune_steps(*options.final_steps);
+  if (options.final_steps)
+    search.set_final_finetune_steps(*options.final_steps);
   search.set_learning_rate(options.learning_rate.value_or(0));
   search.set_batch_size(options.batch_size.value_or(0));
   if (options.lambda) search.set_lambda(*options.lambda);
@@ -677,6 +710,15 @@ v1::QueryBestPoliciesRequest BuildBestRequest(const BestOptions& options) {
   request.set_max_size_bytes(options.max_size_bytes);
   request.set_max_bops(options.max_bops);
   // A model hash names no job to rank alone: it always spans the model's jobs.
+  request.set_same_model(options.same_model || !options.model_sha256.empty());
+  request.set_model_sha256(options.model_sha256);
+  return request;
+}
+
+v1::GetParetoFrontRequest BuildParetoRequest(const ParetoOptions& options) {
+  v1::GetParetoFrontRequest request;
+  request.set_job_id(options.job_id);
+  // As for `best`: a model hash always spans the model's jobs.
   request.set_same_model(options.same_model || !options.model_sha256.empty());
   request.set_model_sha256(options.model_sha256);
   return request;

@@ -37,20 +37,24 @@ std::string DescribeRpcError(const grpc::Status& status,
 // The SubmitJobRequest for `options`. Each DataSource's filename is the path's
 // basename. By default the files are read and sent as content; with
 // options.server_paths their absolute paths are sent as server_path and
-// nothing is read. A kArtifactPrefix reference ("sha256:HEX", any case) is
-// sent as artifact_sha256 (lower case, no filename). options.upload is not
-// read here (RunInvocation uploads first). Unset optional options stay zero
-// (the server's default). Errors (the message names the flag): the files'
-// own errors from mixq::ReadFile (NOT_FOUND, INVALID_ARGUMENT,
-// RESOURCE_EXHAUSTED), INVALID_ARGUMENT for a reference that is not 64 hex
-// digits, and INVALID_ARGUMENT if together the files exceed
-// kMaxMessageBytes. Blocks on I/O.
+// nothing is read. The validation files are sent like the others when given
+// (else val_inputs/val_labels stay unset), and val_size as given (0 unset). A
+// kArtifactPrefix reference ("sha256:HEX", any case) is sent as artifact_sha256
+// (lower case, no filename). options.upload is not read here (RunInvocation
+// uploads first). Unset optional options stay zero (the server's default).
+// Errors (the message names the flag): the files' own errors from
+// mixq::ReadFile (NOT_FOUND, INVALID_ARGUMENT, RESOURCE_EXHAUSTED),
+// INVALID_ARGUMENT for a reference that is not 64 hex digits, and
+// INVALID_ARGUMENT if together the files exceed kMaxMessageBytes. Blocks on
+// I/O.
 absl::StatusOr<v1::SubmitJobRequest> BuildSubmitRequest(
     const SubmitOptions& options);
 
 v1::ListJobsRequest BuildListRequest(const ListOptions& options);
 // same_model is set with options.same_model or a model_sha256.
 v1::QueryBestPoliciesRequest BuildBestRequest(const BestOptions& options);
+// Likewise.
+v1::GetParetoFrontRequest BuildParetoRequest(const ParetoOptions& options);
 // The EvaluatePolicyRequest for `options`; files as in BuildSubmitRequest.
 absl::StatusOr<v1::EvaluatePolicyRequest> BuildEvalRequest(
     const EvalOptions& options);
@@ -73,8 +77,9 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(
 // plus one second per MiB, a watch until its stream ends. `upload` and
 // `--upload` read each file whole and hash it before sending it in 1 MiB
 // chunks (none when the server has it); `export` checks the download's size
-// and SHA-256 (else exit 4) before writing the file. `invocation.help` must
-// be empty.
+// and SHA-256 (else exit 4) before writing the file; a watch that ends
+// SUCCEEDED prints FormatWatchSummary (not with --json). `invocation.help`
+// must be empty.
 int RunInvocation(const Invocation& invocation, std::ostream& out,
                   std::ostream& err);
 

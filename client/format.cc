@@ -18,6 +18,8 @@ constexpr int kProgressBarWidth = 10;
 constexpr double kBytesPerKiB = 1024;
 constexpr char kUnset[] = "-";
 constexpr char kColumnGap[] = "  ";
+// The FP32 model's weight bits, for its row in `pareto`.
+constexpr double kFloatBits = 32;
 
 std::string Timestamp(const google::protobuf::Timestamp& t) {
   if (t.seconds() == 0 && t.nanos() == 0) return kUnset;
@@ -30,6 +32,10 @@ std::string OrUnset(const std::string& s) { return s.empty() ? kUnset : s; }
 
 std::string Percent(double fraction) {
   return absl::StrFormat("%.1f%%", 100 * fraction);
+}
+// A measured-or-not accuracy (the validation ones): NaN prints as "-".
+std::string PercentOrUnset(double fraction) {
+  return std::isnan(fraction) ? kUnset : Percent(fraction);
 }
 std::string Bits(double bits) { return absl::StrFormat("%.2f", bits); }
 std::string KiB(double bytes) {
@@ -64,19 +70,24 @@ std::string LayerOrder(const v1::Job& job, const v1::Policy& policy) {
   return absl::StrJoin(names, "/");
 }
 
-// "avg 4.00 bits, 12.3 KiB, 1.2G BOPs, acc 85.0%, loss 0.4123, bits 8/4/4/2"
-// (no BOPs when unknown).
+// A kept policy: "policy step-3, avg 4.00 bits, 12.3 KiB, 1.2G BOPs, calib
+// acc 85.0%, val acc 84.1%, loss 0.4123, bits 8/4/4/2" (no policy id
+// without an exported model, no BOPs when unknown).
 std::string DescribePolicy(const v1::Policy& policy) {
   return absl::StrCat(
+      policy.policy_id().empty()
+          ? ""
+          : absl::StrCat("policy ", policy.policy_id(), ", "),
       "avg ", Bits(policy.avg_bits()), " bits, ", KiB(policy.size_bytes()),
       " KiB, ",
       policy.bops() > 0 ? absl::StrCat(Bops(policy.bops()), " BOPs, ") : "",
-      "acc ", Percent(policy.accuracy()), ", loss ", Loss(policy.loss()),
+      "calib acc ", Percent(policy.accuracy()), ", val acc ",
+      PercentOrUnset(policy.val_accuracy()), ", loss ", Loss(policy.loss()),
       ", bits ", FormatBits(policy));
 }
 
 // The part of an event line after the progress: the step, the policy's cost
-// against the budget, its accuracy.
+// against the budget, its accuracies.
 std::string DescribeEvent(const v1::JobEvent& event) {
   std::vector<std::string> parts;
   if (event.step() > 0) parts.push_back(absl::StrCat("step ", event.step()));
@@ -92,9 +103,13 @@ std::string DescribeEvent(const v1::JobEvent& event) {
     parts.push_back(absl::StrCat("size ", KiB(event.size_bytes()), " KiB → ",
                                  KiB(event.target_size_bytes()), " KiB"));
   }
-  // Accuracy and loss are meaningful once a policy has been evaluated.
-  if (event.avg_bits() > 0)
-    parts.push_back(absl::StrCat("acc ", Percent(event.accuracy())));
+  // Accuracy and loss are meaningful once a policy has been evaluated; the
+  // validation accuracy once it has been kept (NaN before).
+  if (event.avg_bits() > 0) {
+    parts.push_back(absl::StrCat("calib acc ", Percent(event.accuracy()),
+                                 " val acc ",
+                                 PercentOrUnset(event.val_accuracy())));
+  }
   return absl::StrJoin(parts, " ");
 }
 
@@ -125,6 +140,15 @@ std::string DescribeStepStats(const v1::Step& step) {
   }
   if (parts.empty()) return "";
   return absl::StrCat(absl::StrJoin(parts, "; "), "\n");
+}
+
+// The job's validation set, e.g. "600 samples (held out: samples [5400,
+// 6000) of x.npy), FP32 val acc 91.0%"; "-" before the server chose it.
+std::string DescribeValidation(const v1::Job& job) {
+  if (job.val_samples() == 0 && job.val_source().empty()) return kUnset;
+  return absl::StrCat(job.val_samples(), " samples (",
+                      OrUnset(job.val_source()), "), FP32 val acc ",
+                      PercentOrUnset(job.fp32_val_accuracy()));
 }
 
 int ProgressPercent(double progress) {
@@ -213,8 +237,11 @@ std::string FormatJob(const v1::Job& job) {
       {"final avg bits",
        has_final ? Bits(job.final_policy().avg_bits()) : kUnset},
       {"final BOPs", has_final ? Bops(job.final_policy().bops()) : kUnset},
-      {"final accuracy",
+      {"final calib acc",
        has_final ? Percent(job.final_policy().accuracy()) : kUnset},
+      {"final val acc",
+       has_final ? PercentOrUnset(job.final_policy().val_accuracy()) : kUnset},
+      {"validation", DescribeValidation(job)},
   };
   size_t width = 0;
   for (const auto& [key, value] : fields) width = std::max(width, key.size());
@@ -230,15 +257,18 @@ std::string FormatJobList(const v1::ListJobsResponse& response) {
   std::vector<std::vector<std::string>> rows;
   for (const v1::Job& job : response.jobs()) {
     const bool has_final = job.has_final_policy();
-    rows.push_back({job.id(), OrUnset(job.name()), StateName(job.state()),
-                    absl::StrCat(job.steps_done()),
-                    has_final ? Bits(job.final_policy().avg_bits()) : kUnset,
-                    has_final ? Percent(job.final_policy().accuracy()) : kUnset,
-                    Timestamp(job.created())});
+    const v1::Policy& final_policy = job.final_policy();
+    rows.push_back(
+        {job.id(), OrUnset(job.name()), StateName(job.state()),
+         absl::StrCat(job.steps_done()),
+         has_final ? Bits(final_policy.avg_bits()) : kUnset,
+         has_final ? Percent(final_policy.accuracy()) : kUnset,
+         has_final ? PercentOrUnset(final_policy.val_accuracy()) : kUnset,
+         Timestamp(job.created())});
   }
-  return FormatTable(
-      {"ID", "NAME", "STATE", "STEPS", "AVG BITS", "ACCURACY", "CREATED"}, rows,
-      {3, 4, 5});
+  return FormatTable({"ID", "NAME", "STATE", "STEPS", "AVG BITS", "CALIB ACC",
+                      "VAL ACC", "CREATED"},
+                     rows, {3, 4, 5, 6});
 }
 
 std::string FormatResults(const v1::GetResultsResponse& response) {
@@ -264,7 +294,8 @@ std::string FormatResults(const v1::GetResultsResponse& response) {
                         absl::StrFormat("%.4g", c.omega()), Bits(c.avg_bits()),
                         Bops(c.bops()), FormatBits(c)});
       }
-      text += FormatTable({"", "RANK", "INDEX", "LOSS", "ACC", "OMEGA",
+      // Candidates are scored on the calibration set only (no VAL ACC).
+      text += FormatTable({"", "RANK", "INDEX", "LOSS", "CALIB ACC", "OMEGA",
                            "AVG BITS", "BOPS", "BITS"},
                           rows, {1, 2, 3, 4, 5, 6, 7});
     }
@@ -297,32 +328,37 @@ std::string FormatBestPolicies(const v1::QueryBestPoliciesResponse& response) {
                             : absl::StrCat("job ", response.job_id()),
                         ": no evaluated policy meets the limit\n");
   }
-  std::vector<std::string> header = {"RANK", "AVG BITS", "SIZE (KiB)",
-                                     "BOPS", "ACC",      "LOSS",
-                                     "KIND", "STEP",     "BITS"};
-  std::vector<size_t> right_aligned = {0, 1, 2, 3, 4, 5, 7};
-  // JOB and STRATEGY go after RANK.
+  std::vector<std::string> header = {
+      "RANK",      "POLICY", "AVG BITS", "SIZE (KiB)", "BOPS", "VAL ACC",
+      "CALIB ACC", "LOSS",   "KIND",     "STEP",       "BITS"};
+  std::vector<size_t> right_aligned = {0, 2, 3, 4, 5, 6, 7, 9};
+  // JOB and STRATEGY go after POLICY.
+  constexpr size_t kJobColumn = 2;
   const std::vector<std::string> job_columns = {"JOB", "STRATEGY"};
   if (spans_jobs) {
-    header.insert(header.begin() + 1, job_columns.begin(), job_columns.end());
+    header.insert(header.begin() + kJobColumn, job_columns.begin(),
+                  job_columns.end());
     for (size_t& column : right_aligned) {
-      if (column > 0) column += job_columns.size();
+      if (column >= kJobColumn) column += job_columns.size();
     }
   }
   std::vector<std::vector<std::string>> rows;
   int rank = 0;
   for (const v1::Policy& p : response.policies()) {
     std::vector<std::string> row = {absl::StrCat(++rank),
+                                    OrUnset(p.policy_id()),
                                     Bits(p.avg_bits()),
                                     KiB(p.size_bytes()),
                                     Bops(p.bops()),
+                                    PercentOrUnset(p.val_accuracy()),
                                     Percent(p.accuracy()),
                                     Loss(p.loss()),
                                     p.kind(),
                                     absl::StrCat(p.step()),
                                     FormatBits(p)};
     if (spans_jobs) {
-      row.insert(row.begin() + 1, {OrUnset(p.job_id()), OrUnset(p.strategy())});
+      row.insert(row.begin() + kJobColumn,
+                 {OrUnset(p.job_id()), OrUnset(p.strategy())});
     }
     rows.push_back(std::move(row));
   }
@@ -330,6 +366,41 @@ std::string FormatBestPolicies(const v1::QueryBestPoliciesResponse& response) {
       spans_jobs ? absl::StrCat("model: ", response.model_sha256(), "\n") : "",
       "layers: ", LayerOrder(v1::Job(), response.policies(0)), "\n",
       FormatTable(header, rows, right_aligned));
+}
+
+std::string FormatParetoFront(const v1::GetParetoFrontResponse& response) {
+  const bool spans_jobs = !response.model_sha256().empty();
+  std::vector<std::string> header = {"POLICY",     "STRATEGY", "AVG BITS",
+                                     "SIZE (KiB)", "BOPS",     "VAL ACC",
+                                     "CALIB ACC"};
+  std::vector<size_t> right_aligned = {2, 3, 4, 5, 6};
+  // JOB goes after POLICY.
+  constexpr size_t kJobColumn = 1;
+  if (spans_jobs) {
+    header.insert(header.begin() + kJobColumn, "JOB");
+    for (size_t& column : right_aligned) ++column;
+  }
+  // The FP32 model first: the point every policy is measured against.
+  std::vector<std::vector<std::string>> rows = {
+      {"fp32", kUnset, Bits(kFloatBits), KiB(response.fp32_size_bytes()),
+       Bops(response.fp32_bops()), PercentOrUnset(response.fp32_val_accuracy()),
+       kUnset}};
+  if (spans_jobs) rows[0].insert(rows[0].begin() + kJobColumn, kUnset);
+  for (const v1::Policy& p : response.policies()) {
+    std::vector<std::string> row = {
+        OrUnset(p.policy_id()), OrUnset(p.strategy()),
+        Bits(p.avg_bits()),     KiB(p.size_bytes()),
+        Bops(p.bops()),         PercentOrUnset(p.val_accuracy()),
+        Percent(p.accuracy())};
+    if (spans_jobs) row.insert(row.begin() + kJobColumn, OrUnset(p.job_id()));
+    rows.push_back(std::move(row));
+  }
+  return absl::StrCat(
+      spans_jobs ? absl::StrCat("model: ", response.model_sha256(), "\n") : "",
+      FormatTable(header, rows, right_aligned),
+      response.policies_size() == 0
+          ? "no kept policy with a measured validation accuracy\n"
+          : "");
 }
 
 std::string FormatUploaded(const v1::Artifact& artifact) {
@@ -364,6 +435,27 @@ std::string FormatEventLine(const v1::JobEvent& event) {
     absl::StrAppend(&line, " loss ", Loss(event.loss()));
   if (!event.error().empty()) absl::StrAppend(&line, " error: ", event.error());
   return line;
+}
+
+std::string FormatWatchSummary(const v1::JobEvent& event) {
+  const std::string& job = event.job_id();
+  std::string text =
+      absl::StrCat("done: policy ", OrUnset(event.policy_id()), ", avg ",
+                   Bits(event.avg_bits()), " bits",
+                   event.size_bytes() > 0
+                       ? absl::StrCat(", ", KiB(event.size_bytes()), " KiB")
+                       : "",
+                   ", val acc ", PercentOrUnset(event.val_accuracy()),
+                   " (FP32 ", PercentOrUnset(event.fp32_val_accuracy()), ")\n");
+  // Without a policy id the final policy has no exported model (the server
+  // logged why); its bits still export as JSON.
+  absl::StrAppend(
+      &text, "export: mixq export ", job,
+      event.policy_id().empty()
+          ? absl::StrCat(" --format policy-json -o ", job, ".policy.json")
+          : absl::StrCat(" -o ", job, ".qdq.onnx"),
+      "; every kept policy: mixq pareto ", job, "\n");
+  return text;
 }
 
 absl::Status EventPrinter::Print(const v1::JobEvent& event) {

@@ -38,29 +38,43 @@ std::string StateName(v1::JobState state);
 // `submit`: the job id and a newline.
 std::string FormatSubmitted(const v1::SubmitJobResponse& response);
 
+// Accuracies: "calib acc" is on the job's calibration set, "val acc" on its
+// validation set; a NaN (unmeasured) accuracy prints as "-".
+
 // `status`: "key: value" lines (id, name, state, error, created, started,
-// finished, steps done, layers, final avg bits, final BOPs, final accuracy);
+// finished, steps done, layers, final avg bits, final BOPs, final calib acc,
+// final val acc, validation: its size, source and the FP32 model's val acc);
 // "-" where unset. BOPs print with an SI suffix ("44K", "1.2G").
 std::string FormatJob(const v1::Job& job);
 
-// `list`: a table ID, NAME, STATE, STEPS, AVG BITS, ACCURACY, CREATED (the
-// last three from the final policy, "-" before it exists).
+// `list`: a table ID, NAME, STATE, STEPS, AVG BITS, CALIB ACC, VAL ACC,
+// CREATED (AVG BITS and the accuracies from the final policy, "-" before it
+// exists).
 std::string FormatJobList(const v1::ListJobsResponse& response);
 
 // `results`: the layer order, then per step a header line (candidates,
 // seconds, fine-tune steps), a line with the scoring work (node runs vs
 // naive, % saved, scoring seconds) and the chosen candidate's Ω vs the
 // step's oracle Ω when the server recorded them, a table RANK, INDEX, LOSS,
-// ACC, OMEGA, AVG BITS, BOPS, BITS with the chosen candidate marked "*", and
-// the step's fine-tuned policy; then the final policy per layer. BOPs unknown
-// to the server (0) print as "-".
+// CALIB ACC, OMEGA, AVG BITS, BOPS, BITS with the chosen candidate marked
+// "*", and the step's fine-tuned (kept) policy with its policy id and both
+// accuracies; then the final policy, and its bits per layer. BOPs unknown to
+// the server (0) print as "-".
 std::string FormatResults(const v1::GetResultsResponse& response);
 
-// `best`: the layer order, then a table RANK, AVG BITS, SIZE (KiB), BOPS, ACC,
-// LOSS, KIND, STEP, BITS (RANK is the position in the response). A same-model
-// answer (response.model_sha256 set) spans jobs: a "model:" line first, and
-// JOB and STRATEGY columns after RANK.
+// `best`: the layer order, then a table RANK, POLICY, AVG BITS, SIZE (KiB),
+// BOPS, VAL ACC, CALIB ACC, LOSS, KIND, STEP, BITS (RANK is the position in
+// the response; POLICY what `export --policy-id` takes). A same-model answer
+// (response.model_sha256 set) spans jobs: a "model:" line first, and JOB and
+// STRATEGY columns after POLICY.
 std::string FormatBestPolicies(const v1::QueryBestPoliciesResponse& response);
+
+// `pareto`: a table POLICY, STRATEGY, AVG BITS, SIZE (KiB), BOPS, VAL ACC,
+// CALIB ACC whose first row, "fp32", is the FP32 model (32 bits, its size,
+// BOPs and validation accuracy), then the front by size ascending. A
+// same-model answer gets a "model:" line first and a JOB column after
+// POLICY. An empty front says so after the table.
+std::string FormatParetoFront(const v1::GetParetoFrontResponse& response);
 
 // `upload`: "sha256:<hex>" and a newline, as submit's --model accepts it.
 std::string FormatUploaded(const v1::Artifact& artifact);
@@ -71,14 +85,22 @@ std::string FormatCancelled(const v1::Job& job);
 std::string FormatEvaluation(const v1::EvaluatePolicyResponse& response);
 
 // One progress-bar line (no "\r", no newline), e.g.
-// "[#####.....] 52% step 7 avg 5.31 bits → 4.00 acc 86.1%"; the phase follows
-// the percentage unless it is "search"; a size budget shows as
-// "size 80.0 KiB → 64.0 KiB".
+// "[#####.....] 52% step 7 avg 5.31 bits → 4.00 calib acc 86.1% val acc
+// 84.0%"; the phase follows the percentage unless it is "search"; a size
+// budget shows as "size 80.0 KiB → 64.0 KiB"; the validation accuracy is
+// "-" until a policy has been kept and measured.
 std::string FormatProgressBar(const v1::JobEvent& event);
 
-// One line per event (no newline), e.g.
-// "RUNNING search 52% step 7 avg 5.31 bits → 4.00 acc 86.1% loss 0.4123".
+// One line per event (no newline), e.g. "RUNNING search 52% step 7 avg 5.31
+// bits → 4.00 calib acc 86.1% val acc 84.0% loss 0.4123".
 std::string FormatEventLine(const v1::JobEvent& event);
+
+// What `watch` prints after the SUCCEEDED event `event` (the last one): the
+// final policy ("done: policy final, avg 4.00 bits, 12.0 KiB, val acc 87.0%
+// (FP32 90.0%)") and the commands that save it and show the other kept
+// policies ("export: mixq export JOB -o JOB.qdq.onnx; every kept policy:
+// mixq pareto JOB"), each line ending in a newline.
+std::string FormatWatchSummary(const v1::JobEvent& event);
 
 // Prints a WatchJob stream as it arrives. Borrows `out`, which must outlive
 // it. Not thread-safe.

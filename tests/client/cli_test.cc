@@ -63,6 +63,46 @@ TEST(ParseCommandLineTest, SubmitDefaults) {
   EXPECT_EQ(submit->seed, 0u);
   EXPECT_FALSE(submit->server_paths);
   EXPECT_FALSE(submit->watch);
+  // No validation flags: the server holds out its default.
+  EXPECT_EQ(submit->val_inputs, "");
+  EXPECT_EQ(submit->val_labels, "");
+  EXPECT_FALSE(submit->val_size.has_value());
+}
+
+TEST(ParseCommandLineTest, SubmitAndEvalValidationSet) {
+  auto files = ParseCommandLine(
+      Submit({"--target-avg-bits", "4", "--val-inputs", "vx.npy",
+              "--val-labels", "sha256:" + std::string(64, 'b'), "--upload"}),
+      kServer);
+  ASSERT_TRUE(files.ok()) << files.status();
+  const auto& submit = std::get<SubmitOptions>(files->command);
+  EXPECT_EQ(submit.val_inputs, "vx.npy");
+  EXPECT_EQ(submit.val_labels, "sha256:" + std::string(64, 'b'));
+  EXPECT_FALSE(submit.val_size.has_value());
+  EXPECT_TRUE(submit.upload);
+
+  auto held_out = ParseCommandLine(
+      Submit({"--target-avg-bits", "4", "--val-size", "500"}), kServer);
+  ASSERT_TRUE(held_out.ok()) << held_out.status();
+  EXPECT_EQ(std::get<SubmitOptions>(held_out->command).val_size, 500);
+  EXPECT_EQ(std::get<SubmitOptions>(held_out->command).val_inputs, "");
+
+  auto eval = ParseCommandLine(
+      {"eval", "--model", "m", "--inputs", "x", "--labels", "y", "--calib-size",
+       "1", "--val-inputs", "vx", "--val-labels", "vy", "--server-paths"},
+      kServer);
+  ASSERT_TRUE(eval.ok()) << eval.status();
+  const auto& data = std::get<EvalOptions>(eval->command).data;
+  EXPECT_EQ(data.val_inputs, "vx");
+  EXPECT_EQ(data.val_labels, "vy");
+  EXPECT_TRUE(data.server_paths);
+
+  auto eval_size =
+      ParseCommandLine({"eval", "--model", "m", "--inputs", "x", "--labels",
+                        "y", "--calib-size", "1", "--val-size", "20"},
+                       kServer);
+  ASSERT_TRUE(eval_size.ok()) << eval_size.status();
+  EXPECT_EQ(std::get<EvalOptions>(eval_size->command).data.val_size, 20);
 }
 
 TEST(ParseCommandLineTest, SubmitAllOptions) {
@@ -178,8 +218,7 @@ TEST(ParseCommandLineTest, SubmitStrategies) {
   auto parsed = ParseCommandLine(
       Submit({"--target-avg-bits", "4", "--selection", "per_cost_saved",
               "--refresh-fisher", "--land-on-budget", "--knapsack-guided",
-              "--activation-levels", "8,6,4",
-              "--total-finetune-steps", "600"}),
+              "--activation-levels", "8,6,4", "--total-finetune-steps", "600"}),
       kServer);
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   const auto& progressive = std::get<SubmitOptions>(parsed->command);
@@ -251,12 +290,46 @@ TEST(ParseCommandLineTest, UploadAndExport) {
   EXPECT_EQ(onnx.format, "onnx");
   EXPECT_EQ(onnx.output, "");  // the server's file name
 
+  EXPECT_EQ(onnx.policy_id, "");  // the final policy
+
   auto policy = ParseCommandLine(
       {"export", "j2", "--format", "policy-json", "-o", "p.json"}, kServer);
   ASSERT_TRUE(policy.ok()) << policy.status();
   const auto& json = std::get<ExportOptions>(policy->command);
   EXPECT_EQ(json.format, "policy_json");  // the API's spelling
   EXPECT_EQ(json.output, "p.json");
+
+  // The API's spelling is accepted too; any kept policy can be exported.
+  auto step = ParseCommandLine(
+      {"export", "j3", "--policy-id", "step-3", "--format", "policy_json"},
+      kServer);
+  ASSERT_TRUE(step.ok()) << step.status();
+  const auto& kept = std::get<ExportOptions>(step->command);
+  EXPECT_EQ(kept.job_id, "j3");
+  EXPECT_EQ(kept.policy_id, "step-3");
+  EXPECT_EQ(kept.format, "policy_json");
+}
+
+TEST(ParseCommandLineTest, Pareto) {
+  auto job = ParseCommandLine({"pareto", "j1"}, kServer);
+  ASSERT_TRUE(job.ok()) << job.status();
+  const auto& one = std::get<ParetoOptions>(job->command);
+  EXPECT_EQ(one.job_id, "j1");
+  EXPECT_FALSE(one.same_model);
+  EXPECT_EQ(one.model_sha256, "");
+
+  auto same =
+      ParseCommandLine({"pareto", "--same-model", "j1", "--json"}, kServer);
+  ASSERT_TRUE(same.ok()) << same.status();
+  EXPECT_TRUE(std::get<ParetoOptions>(same->command).same_model);
+  EXPECT_TRUE(same->global.json);
+
+  auto by_hash = ParseCommandLine(
+      {"pareto", "--model-sha256", std::string(64, 'D')}, kServer);
+  ASSERT_TRUE(by_hash.ok()) << by_hash.status();
+  const auto& model = std::get<ParetoOptions>(by_hash->command);
+  EXPECT_EQ(model.job_id, "");
+  EXPECT_EQ(model.model_sha256, std::string(64, 'd'));  // as stored
 }
 
 TEST(ParseCommandLineTest, SubmitAndEvalUpload) {
@@ -352,6 +425,18 @@ TEST(ParseCommandLineTest, Help) {
   EXPECT_THAT(ParseCommandLine({"--help"}, kServer)->help, HasSubstr("submit"));
   EXPECT_THAT(ParseCommandLine({"submit", "--help"}, kServer)->help,
               HasSubstr("--calib-size"));
+  EXPECT_THAT(ParseCommandLine({"--help"}, kServer)->help, HasSubstr("pareto"));
+  for (const char* command : {"submit", "eval"}) {
+    const std::string help =
+        ParseCommandLine({command, "--help"}, kServer)->help;
+    for (const char* flag : {"--val-inputs", "--val-labels", "--val-size"}) {
+      EXPECT_THAT(help, HasSubstr(flag)) << command;
+    }
+  }
+  EXPECT_THAT(ParseCommandLine({"export", "--help"}, kServer)->help,
+              HasSubstr("--policy-id"));
+  EXPECT_THAT(ParseCommandLine({"pareto", "--help"}, kServer)->help,
+              HasSubstr("--same-model"));
 }
 
 struct UsageErrorCase {
@@ -422,6 +507,30 @@ TEST(ParseCommandLineTest, UsageErrors) {
       {{"upload", "a", "b"}, "b"},
       {{"export"}, "job is required"},
       {{"export", "j", "--format", "tflite"}, "--format"},
+      {{"export", "j", "--policy-id"}, "--policy-id"},
+      {Submit({"--target-avg-bits", "4", "--val-inputs", "vx.npy"}),
+       "--val-inputs: needs --val-labels"},
+      {Submit({"--target-avg-bits", "4", "--val-labels", "vy.npy"}),
+       "--val-labels: needs --val-inputs"},
+      {Submit({"--target-avg-bits", "4", "--val-inputs", "vx.npy",
+               "--val-labels", "vy.npy", "--val-size", "100"}),
+       "--val-size: give validation files (--val-inputs, --val-labels) or "
+       "--val-size, not both"},
+      {Submit({"--target-avg-bits", "4", "--val-size", "0"}), "--val-size"},
+      {Submit({"--target-avg-bits", "4", "--val-size", "x"}), "--val-size"},
+      {{"eval", "--model", "m", "--inputs", "x", "--labels", "y",
+        "--calib-size", "1", "--val-labels", "vy"},
+       "--val-labels: needs --val-inputs"},
+      {{"eval", "--model", "m", "--inputs", "x", "--labels", "y",
+        "--calib-size", "1", "--val-inputs", "vx", "--val-labels", "vy",
+        "--val-size", "5"},
+       "--val-size: give validation files"},
+      {{"pareto"}, "pareto: job is required (or --model-sha256 HASH)"},
+      {{"pareto", "j", "--model-sha256", std::string(64, '0')},
+       "pareto: give a job or --model-sha256, not both"},
+      {{"pareto", "--model-sha256", "abc"},
+       "--model-sha256: \"abc\" is not 64 hex digits"},
+      {{"pareto", "j", "--top-k", "3"}, "--top-k"},
   };
   for (const UsageErrorCase& c : cases) {
     std::string joined;
@@ -443,6 +552,16 @@ TEST(RunCliTest, UsageErrorExitsTwo) {
   EXPECT_EQ(out.str(), "");
   EXPECT_THAT(err.str(), HasSubstr("error: --bits"));
   EXPECT_THAT(err.str(), HasSubstr("mixq --help"));
+}
+
+TEST(RunCliTest, HalfAValidationSetExitsTwo) {
+  std::ostringstream out;
+  std::ostringstream err;
+  EXPECT_EQ(
+      RunCli(Submit({"--target-avg-bits", "4", "--val-inputs", "v"}), out, err),
+      kExitUsage);
+  EXPECT_EQ(out.str(), "");
+  EXPECT_THAT(err.str(), HasSubstr("error: --val-inputs: needs --val-labels"));
 }
 
 TEST(RunCliTest, HelpExitsZero) {

@@ -22,6 +22,7 @@ namespace mixq::client {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::StartsWith;
 
 // A fresh directory under the test temp dir, removed on destruction.
@@ -98,6 +99,12 @@ void WriteInputs(const std::filesystem::path& dir) {
   ASSERT_TRUE(WriteFile((dir / "y.npy").string(), "LABELS").ok());
 }
 
+// The validation files next to WriteInputs' files.
+void WriteValidationFiles(const std::filesystem::path& dir) {
+  ASSERT_TRUE(WriteFile((dir / "vx.npy").string(), "VAL_INPUTS").ok());
+  ASSERT_TRUE(WriteFile((dir / "vy.npy").string(), "VAL_LABELS").ok());
+}
+
 TEST(BuildSubmitRequestTest, SendsContentByDefault) {
   TempDir dir;
   WriteInputs(dir.path());
@@ -135,6 +142,85 @@ TEST(BuildSubmitRequestTest, SendsContentByDefault) {
   EXPECT_EQ(search.total_finetune_steps(), 0);
   EXPECT_EQ(search.hutchinson_samples(), 0);
   EXPECT_EQ(search.seed(), 0u);
+  // No validation flags: the server's default hold-out.
+  EXPECT_FALSE(spec.has_val_inputs());
+  EXPECT_FALSE(spec.has_val_labels());
+  EXPECT_EQ(spec.val_size(), 0);
+}
+
+TEST(BuildSubmitRequestTest, ValidationFilesTravelLikeTheOthers) {
+  TempDir dir;
+  WriteInputs(dir.path());
+  WriteValidationFiles(dir.path());
+  SubmitOptions options = MinimalSubmit(dir.path());
+  options.val_inputs = (dir.path() / "vx.npy").string();
+  options.val_labels = (dir.path() / "vy.npy").string();
+  auto request = BuildSubmitRequest(options);
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_EQ(request->spec().val_inputs().content(), "VAL_INPUTS");
+  EXPECT_EQ(request->spec().val_inputs().filename(), "vx.npy");
+  EXPECT_EQ(request->spec().val_labels().content(), "VAL_LABELS");
+  EXPECT_EQ(request->spec().val_labels().filename(), "vy.npy");
+  EXPECT_EQ(request->spec().val_size(), 0);
+
+  options.server_paths = true;
+  request = BuildSubmitRequest(options);
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_EQ(request->spec().val_inputs().server_path(),
+            (dir.path() / "vx.npy").string());
+  EXPECT_EQ(request->spec().val_labels().source_case(),
+            v1::DataSource::kServerPath);
+
+  options.server_paths = false;
+  options.val_labels = "sha256:" + std::string(64, 'E');
+  request = BuildSubmitRequest(options);
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_EQ(request->spec().val_labels().artifact_sha256(),
+            std::string(64, 'e'));
+
+  // A missing file names its flag.
+  options.val_inputs = (dir.path() / "absent.npy").string();
+  request = BuildSubmitRequest(options);
+  ASSERT_FALSE(request.ok());
+  EXPECT_THAT(std::string(request.status().message()),
+              StartsWith("--val-inputs: "));
+  options.val_inputs = "sha256:12";
+  request = BuildSubmitRequest(options);
+  ASSERT_FALSE(request.ok());
+  EXPECT_THAT(std::string(request.status().message()),
+              StartsWith("--val-inputs: \"sha256:12\" is not sha256:"));
+}
+
+TEST(BuildSubmitRequestTest, ValidationSizeHoldsOutSamples) {
+  SubmitOptions options = MinimalSubmit("data");
+  options.server_paths = true;
+  options.val_size = 500;
+  auto request = BuildSubmitRequest(options);
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_EQ(request->spec().val_size(), 500);
+  EXPECT_FALSE(request->spec().has_val_inputs());
+  EXPECT_FALSE(request->spec().has_val_labels());
+}
+
+TEST(BuildEvalRequestTest, SendsTheValidationSet) {
+  EvalOptions options;
+  options.data = MinimalSubmit("data");
+  options.data.server_paths = true;
+  options.data.val_inputs = "data/vx.npy";
+  options.data.val_labels = "data/vy.npy";
+  auto request = BuildEvalRequest(options);
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_EQ(request->spec().val_inputs().filename(), "vx.npy");
+  EXPECT_EQ(request->spec().val_labels().filename(), "vy.npy");
+  EXPECT_FALSE(request->spec().has_search());
+
+  options.data.val_inputs.clear();
+  options.data.val_labels.clear();
+  options.data.val_size = 64;
+  request = BuildEvalRequest(options);
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_EQ(request->spec().val_size(), 64);
+  EXPECT_FALSE(request->spec().has_val_inputs());
 }
 
 TEST(BuildSubmitRequestTest, ExplicitZeroIsSentForOptionalFields) {
@@ -332,6 +418,26 @@ TEST(BuildRequestTest, ListAndBest) {
   EXPECT_TRUE(hash_request.same_model());
 }
 
+TEST(BuildRequestTest, Pareto) {
+  ParetoOptions pareto;
+  pareto.job_id = "j";
+  v1::GetParetoFrontRequest request = BuildParetoRequest(pareto);
+  EXPECT_EQ(request.job_id(), "j");
+  EXPECT_FALSE(request.same_model());
+  EXPECT_EQ(request.model_sha256(), "");
+
+  pareto.same_model = true;
+  EXPECT_TRUE(BuildParetoRequest(pareto).same_model());
+
+  // A model hash always asks for the model's jobs.
+  ParetoOptions by_hash;
+  by_hash.model_sha256 = std::string(64, 'f');
+  request = BuildParetoRequest(by_hash);
+  EXPECT_EQ(request.job_id(), "");
+  EXPECT_EQ(request.model_sha256(), std::string(64, 'f'));
+  EXPECT_TRUE(request.same_model());
+}
+
 // A scripted stand-in for the mixq server: job "job-1" exists; WatchJob plays
 // the events scripted for the job id; CancelJob refuses (job finished).
 constexpr char kExported[] = "EXPORTED:";
@@ -354,8 +460,16 @@ class FakeMixq final : public v1::Mixq::Service {
       return grpc::Status(grpc::StatusCode::NOT_FOUND,
                           "job \"" + request->job_id() + "\" not found");
     }
-    *job = ParseText<v1::Job>(
-        R"pb(id: "job-1" name: "mlp" state: RUNNING steps_done: 2)pb");
+    *job = ParseText<v1::Job>(R"pb(
+      id: "job-1"
+      name: "mlp"
+      state: RUNNING
+      steps_done: 2
+      val_samples: 100
+      val_source: "default: the last 10 % held out: samples [900, 1000) of "
+                  "x.npy"
+      fp32_val_accuracy: 0.93
+    )pb");
     return grpc::Status::OK;
   }
 
@@ -411,8 +525,64 @@ class FakeMixq final : public v1::Mixq::Service {
         loss: 0.25
         kind: "final"
         step: 4
+        val_accuracy: 0.875
+        policy_id: "final"
       }
     )pb");
+    return grpc::Status::OK;
+  }
+
+  // "job-1" has a two-policy front; any other job is unknown.
+  grpc::Status GetParetoFront(grpc::ServerContext*,
+                              const v1::GetParetoFrontRequest* request,
+                              v1::GetParetoFrontResponse* response) override {
+    {
+      absl::MutexLock lock(&mutex_);
+      last_pareto_ = *request;
+    }
+    if (request->job_id() != "job-1" && request->model_sha256().empty()) {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, "no such job");
+    }
+    *response = ParseText<v1::GetParetoFrontResponse>(R"pb(
+      job_id: "job-1"
+      policies {
+        policy_id: "final"
+        strategy: "progressive"
+        avg_bits: 3
+        size_bytes: 2048
+        bops: 30000
+        accuracy: 0.8
+        val_accuracy: 0.78
+      }
+      policies {
+        policy_id: "step-1"
+        strategy: "progressive"
+        avg_bits: 6
+        size_bytes: 4096
+        bops: 60000
+        accuracy: 0.9
+        val_accuracy: 0.88
+      }
+      fp32_size_bytes: 16384
+      fp32_bops: 320000
+      fp32_val_accuracy: 0.9
+    )pb");
+    if (request->same_model()) {
+      response->set_model_sha256(std::string(64, 'c'));
+      response->mutable_policies(0)->set_job_id("job-1");
+      response->mutable_policies(1)->set_job_id("job-0");
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status EvaluatePolicy(grpc::ServerContext*,
+                              const v1::EvaluatePolicyRequest* request,
+                              v1::EvaluatePolicyResponse* response) override {
+    absl::MutexLock lock(&mutex_);
+    last_eval_ = *request;
+    response->set_mode(request->mode());
+    response->set_eval_samples(10);
+    response->set_activation_bits(8);
     return grpc::Status::OK;
   }
 
@@ -448,11 +618,16 @@ class FakeMixq final : public v1::Mixq::Service {
     return grpc::Status::OK;
   }
 
-  // "job-1" exports kExported in two chunks; "job-damaged" the same with a
-  // wrong checksum; any other job has not succeeded.
+  // "job-1" exports kExported in two chunks, named as the server names them;
+  // "job-damaged" the same with a wrong checksum; any other job has not
+  // succeeded.
   grpc::Status ExportModel(
       grpc::ServerContext*, const v1::ExportModelRequest* request,
       grpc::ServerWriter<v1::ExportChunk>* writer) override {
+    {
+      absl::MutexLock lock(&mutex_);
+      last_export_ = *request;
+    }
     if (request->job_id() != "job-1" && request->job_id() != "job-damaged") {
       return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                           "job is RUNNING");
@@ -462,7 +637,10 @@ class FakeMixq final : public v1::Mixq::Service {
     chunk.set_total_bytes(static_cast<int64_t>(data.size()));
     chunk.set_sha256(request->job_id() == "job-1" ? Sha256Hex(data)
                                                   : Sha256Hex("other"));
-    chunk.set_filename(request->job_id() + ".qdq.onnx");
+    chunk.set_filename(request->policy_id().empty()
+                           ? request->job_id() + ".qdq.onnx"
+                           : absl::StrCat(request->job_id(), ".",
+                                          request->policy_id(), ".qdq.onnx"));
     chunk.set_data(data.substr(0, 3));
     writer->Write(chunk);
     v1::ExportChunk rest;
@@ -492,6 +670,18 @@ class FakeMixq final : public v1::Mixq::Service {
     absl::MutexLock lock(&mutex_);
     return last_best_;
   }
+  v1::GetParetoFrontRequest last_pareto() {
+    absl::MutexLock lock(&mutex_);
+    return last_pareto_;
+  }
+  v1::EvaluatePolicyRequest last_eval() {
+    absl::MutexLock lock(&mutex_);
+    return last_eval_;
+  }
+  v1::ExportModelRequest last_export() {
+    absl::MutexLock lock(&mutex_);
+    return last_export_;
+  }
 
  private:
   inline static const std::map<std::string, std::vector<std::string>>
@@ -500,18 +690,32 @@ class FakeMixq final : public v1::Mixq::Service {
               {"job-1",
                {R"pb(state: QUEUED phase: "queued")pb",
                 R"pb(state: RUNNING
+                     phase: "warmup"
+                     avg_bits: 8
+                     target_avg_bits: 4
+                     val_accuracy: nan
+                     fp32_val_accuracy: 0.91
+                     progress: 0.1)pb",
+                R"pb(state: RUNNING
                      phase: "search"
                      step: 1
                      avg_bits: 6
                      target_avg_bits: 4
                      accuracy: 0.9
+                     val_accuracy: 0.89
+                     fp32_val_accuracy: 0.91
+                     policy_id: "step-1"
                      progress: 0.5)pb",
                 R"pb(state: SUCCEEDED
                      phase: "done"
                      step: 2
                      avg_bits: 4
+                     size_bytes: 4096
                      target_avg_bits: 4
                      accuracy: 0.88
+                     val_accuracy: 0.87
+                     fp32_val_accuracy: 0.91
+                     policy_id: "final"
                      progress: 1)pb"}},
               {"job-failed",
                {R"pb(state: RUNNING phase: "loading")pb",
@@ -526,6 +730,9 @@ class FakeMixq final : public v1::Mixq::Service {
   v1::SubmitJobRequest last_submit_ ABSL_GUARDED_BY(mutex_);
   v1::ListJobsRequest last_list_ ABSL_GUARDED_BY(mutex_);
   v1::QueryBestPoliciesRequest last_best_ ABSL_GUARDED_BY(mutex_);
+  v1::GetParetoFrontRequest last_pareto_ ABSL_GUARDED_BY(mutex_);
+  v1::EvaluatePolicyRequest last_eval_ ABSL_GUARDED_BY(mutex_);
+  v1::ExportModelRequest last_export_ ABSL_GUARDED_BY(mutex_);
   std::vector<Upload> uploads_ ABSL_GUARDED_BY(mutex_);
 };
 
@@ -608,18 +815,26 @@ TEST_F(RunCliFakeServerTest, SubmitJsonAndWatch) {
   std::vector<std::string> lines;
   std::istringstream in(out_.str());
   for (std::string line; std::getline(in, line);) lines.push_back(line);
-  ASSERT_EQ(lines.size(), 4u) << out_.str();
+  // No summary after the last event: every line is JSON.
+  ASSERT_EQ(lines.size(), 5u) << out_.str();
   EXPECT_THAT(lines[0], HasSubstr("\"existing\":false"));
   EXPECT_THAT(lines[0], HasSubstr("\"id\":\"job-1\""));
   EXPECT_THAT(lines[1], HasSubstr("\"state\":\"QUEUED\""));
-  EXPECT_THAT(lines[3], HasSubstr("\"state\":\"SUCCEEDED\""));
+  EXPECT_THAT(lines[2], HasSubstr("\"val_accuracy\":\"NaN\""));
+  EXPECT_THAT(lines[4], HasSubstr("\"state\":\"SUCCEEDED\""));
+  EXPECT_THAT(lines[4], HasSubstr("\"policy_id\":\"final\""));
 }
 
 TEST_F(RunCliFakeServerTest, Status) {
   EXPECT_EQ(Run({"status", "job-1"}), kExitOk) << err_.str();
-  EXPECT_THAT(out_.str(), HasSubstr("state:          RUNNING\n"));
+  EXPECT_THAT(out_.str(), HasSubstr("state:           RUNNING\n"));
+  EXPECT_THAT(out_.str(),
+              HasSubstr("validation:      100 samples (default: the last 10 % "
+                        "held out: samples [900, 1000) of x.npy), FP32 val acc "
+                        "93.0%\n"));
   EXPECT_EQ(Run({"status", "job-1", "--json"}), kExitOk) << err_.str();
   EXPECT_THAT(out_.str(), HasSubstr("\"steps_done\": 2"));
+  EXPECT_THAT(out_.str(), HasSubstr("\"val_samples\": 100"));
 }
 
 TEST_F(RunCliFakeServerTest, NotFoundExitsThree) {
@@ -658,6 +873,14 @@ TEST_F(RunCliFakeServerTest, Best) {
   }
 }
 
+TEST_F(RunCliFakeServerTest, BestShowsThePolicyAndBothAccuracies) {
+  EXPECT_EQ(Run({"best", "job-1"}), kExitOk) << err_.str();
+  EXPECT_THAT(out_.str(), HasSubstr("RANK  POLICY  AVG BITS  SIZE (KiB)  BOPS  "
+                                    "VAL ACC  CALIB ACC"));
+  EXPECT_THAT(out_.str(), HasSubstr("   1  final       5.50         4.0     -  "
+                                    "  87.5%      90.0%"));
+}
+
 TEST_F(RunCliFakeServerTest, BestByModelHash) {
   const std::string hash(64, 'c');
   EXPECT_EQ(Run({"best", "--model-sha256", hash, "--max-bops", "1e9"}), kExitOk)
@@ -673,25 +896,79 @@ TEST_F(RunCliFakeServerTest, BestByModelHash) {
   EXPECT_EQ(service_.last_best().model_sha256(), "");
 }
 
+TEST_F(RunCliFakeServerTest, Pareto) {
+  EXPECT_EQ(Run({"pareto", "job-1"}), kExitOk) << err_.str();
+  EXPECT_EQ(out_.str(),
+            "POLICY  STRATEGY     AVG BITS  SIZE (KiB)  BOPS  VAL ACC  "
+            "CALIB ACC\n"
+            "fp32    -               32.00        16.0  320K    90.0%          "
+            "-\n"
+            "final   progressive      3.00         2.0   30K    78.0%      "
+            "80.0%\n"
+            "step-1  progressive      6.00         4.0   60K    88.0%      "
+            "90.0%\n");
+  EXPECT_EQ(service_.last_pareto().job_id(), "job-1");
+  EXPECT_FALSE(service_.last_pareto().same_model());
+
+  EXPECT_EQ(Run({"pareto", "job-1", "--same-model"}), kExitOk) << err_.str();
+  EXPECT_TRUE(service_.last_pareto().same_model());
+  EXPECT_THAT(out_.str(), StartsWith("model: " + std::string(64, 'c') +
+                                     "\nPOLICY  JOB    STRATEGY"));
+  EXPECT_THAT(out_.str(), HasSubstr("step-1  job-0  progressive"));
+
+  const std::string hash(64, 'c');
+  EXPECT_EQ(Run({"pareto", "--model-sha256", hash}), kExitOk) << err_.str();
+  EXPECT_EQ(service_.last_pareto().job_id(), "");
+  EXPECT_EQ(service_.last_pareto().model_sha256(), hash);
+  EXPECT_TRUE(service_.last_pareto().same_model());
+
+  EXPECT_EQ(Run({"--json", "pareto", "job-1"}), kExitOk) << err_.str();
+  for (const char* field :
+       {"\"policies\"", "\"policy_id\": \"step-1\"", "\"val_accuracy\": 0.88",
+        "\"fp32_size_bytes\": 16384", "\"fp32_val_accuracy\": 0.9"}) {
+    EXPECT_THAT(out_.str(), HasSubstr(field)) << field;
+  }
+
+  EXPECT_EQ(Run({"pareto", "job-x"}), kExitNotFound);
+  EXPECT_EQ(err_.str(), "error: NOT_FOUND: no such job\n");
+}
+
 TEST_F(RunCliFakeServerTest, Results) {
   EXPECT_EQ(Run({"results", "job-1"}), kExitOk) << err_.str();
   EXPECT_THAT(out_.str(), HasSubstr("final: avg 4.00 bits"));
 }
 
 TEST_F(RunCliFakeServerTest, WatchSucceeded) {
+  // The validation accuracy is "-" until the first kept policy is measured;
+  // the end names the final policy and how to save it.
   EXPECT_EQ(Run({"watch", "job-1"}), kExitOk) << err_.str();
-  EXPECT_EQ(
-      out_.str(),
-      "QUEUED queued 0%\n"
-      "RUNNING search 50% step 1 avg 6.00 bits → 4.00 acc 90.0% loss 0.0000\n"
-      "SUCCEEDED done 100% step 2 avg 4.00 bits → 4.00 acc 88.0% loss "
-      "0.0000\n");
+  EXPECT_EQ(out_.str(),
+            "QUEUED queued 0%\n"
+            "RUNNING warmup 10% avg 8.00 bits → 4.00 calib acc 0.0% val acc - "
+            "loss 0.0000\n"
+            "RUNNING search 50% step 1 avg 6.00 bits → 4.00 calib acc 90.0% "
+            "val acc 89.0% loss 0.0000\n"
+            "SUCCEEDED done 100% step 2 avg 4.00 bits → 4.00 calib acc 88.0% "
+            "val acc 87.0% loss 0.0000\n"
+            "done: policy final, avg 4.00 bits, 4.0 KiB, val acc 87.0% (FP32 "
+            "91.0%)\n"
+            "export: mixq export job-1 -o job-1.qdq.onnx; every kept policy: "
+            "mixq pareto job-1\n");
   EXPECT_EQ(err_.str(), "");
 
   EXPECT_EQ(Run({"--tty", "watch", "job-1"}), kExitOk) << err_.str();
   EXPECT_THAT(out_.str(),
-              StartsWith("\r[..........] 0% queued\x1b[K\r[#####.....] 50%"));
+              StartsWith("\r[..........] 0% queued\x1b[K\r[#.........] 10% "
+                         "warmup avg 8.00 bits → 4.00 calib acc 0.0% val acc "
+                         "-\x1b[K\r[#####.....] 50%"));
+  // The bar's line ends before the summary.
+  EXPECT_THAT(out_.str(), HasSubstr("val acc 87.0%\x1b[K\ndone: policy final"));
   EXPECT_EQ(out_.str().back(), '\n');
+}
+
+TEST_F(RunCliFakeServerTest, WatchFailedPrintsNoSummary) {
+  EXPECT_EQ(Run({"watch", "job-failed"}), kExitJobFailed);
+  EXPECT_THAT(out_.str(), Not(HasSubstr("mixq export")));
 }
 
 TEST_F(RunCliFakeServerTest, WatchFailedOrCancelledExitsOne) {
@@ -761,6 +1038,120 @@ TEST_F(RunCliFakeServerTest, SubmitUploadSendsReferencesWithFilenames) {
   EXPECT_EQ(spec.inputs().filename(), "x.npy");
   EXPECT_EQ(spec.labels().artifact_sha256(), Sha256Hex("given"));
   EXPECT_EQ(spec.labels().filename(), "");
+}
+
+TEST_F(RunCliFakeServerTest, SubmitSendsTheValidationSet) {
+  TempDir dir;
+  WriteInputs(dir.path());
+  WriteValidationFiles(dir.path());
+  const SubmitOptions o = MinimalSubmit(dir.path());
+  const std::string val_inputs = (dir.path() / "vx.npy").string();
+  const std::string val_labels = (dir.path() / "vy.npy").string();
+  EXPECT_EQ(
+      Run({"submit", "--model", o.model, "--inputs", o.inputs, "--labels",
+           o.labels, "--calib-size", "10", "--bits", "8,4", "--target-avg-bits",
+           "5", "--val-inputs", val_inputs, "--val-labels", val_labels}),
+      kExitOk)
+      << err_.str();
+  v1::JobSpec spec = service_.last_submit().spec();
+  EXPECT_EQ(spec.val_inputs().content(), "VAL_INPUTS");
+  EXPECT_EQ(spec.val_labels().content(), "VAL_LABELS");
+  EXPECT_EQ(spec.val_size(), 0);
+
+  EXPECT_EQ(Run({"submit", "--model", o.model, "--inputs", o.inputs, "--labels",
+                 o.labels, "--calib-size", "10", "--bits", "8,4",
+                 "--target-avg-bits", "5", "--val-size", "300"}),
+            kExitOk)
+      << err_.str();
+  spec = service_.last_submit().spec();
+  EXPECT_EQ(spec.val_size(), 300);
+  EXPECT_FALSE(spec.has_val_inputs());
+  EXPECT_FALSE(spec.has_val_labels());
+
+  // Half a validation set never reaches the server.
+  EXPECT_EQ(Run({"submit", "--model", o.model, "--inputs", o.inputs, "--labels",
+                 o.labels, "--calib-size", "10", "--bits", "8,4",
+                 "--target-avg-bits", "5", "--val-labels", val_labels}),
+            kExitUsage);
+  EXPECT_THAT(err_.str(), HasSubstr("--val-labels: needs --val-inputs"));
+}
+
+TEST_F(RunCliFakeServerTest, UploadIncludesTheValidationFiles) {
+  TempDir dir;
+  WriteInputs(dir.path());
+  WriteValidationFiles(dir.path());
+  const SubmitOptions o = MinimalSubmit(dir.path());
+  const std::string val_inputs = (dir.path() / "vx.npy").string();
+  const std::string val_labels_ref = "sha256:" + Sha256Hex("given");
+  EXPECT_EQ(Run({"submit", "--model", o.model, "--inputs", o.inputs, "--labels",
+                 o.labels, "--calib-size", "10", "--bits", "8,4",
+                 "--target-avg-bits", "5", "--val-inputs", val_inputs,
+                 "--val-labels", val_labels_ref, "--upload"}),
+            kExitOk)
+      << err_.str();
+  EXPECT_THAT(err_.str(), HasSubstr("uploaded " + val_inputs +
+                                    ": sha256:" + Sha256Hex("VAL_INPUTS")));
+  EXPECT_EQ(service_.uploads().size(), 4u);  // not the reference
+  const v1::JobSpec spec = service_.last_submit().spec();
+  EXPECT_EQ(spec.val_inputs().artifact_sha256(), Sha256Hex("VAL_INPUTS"));
+  EXPECT_EQ(spec.val_inputs().filename(), "vx.npy");
+  EXPECT_EQ(spec.val_labels().artifact_sha256(), Sha256Hex("given"));
+  EXPECT_EQ(spec.val_labels().filename(), "");
+
+  // Without validation files, --upload leaves them unset.
+  EXPECT_EQ(Run({"submit", "--model", o.model, "--inputs", o.inputs, "--labels",
+                 o.labels, "--calib-size", "10", "--bits", "8,4",
+                 "--target-avg-bits", "5", "--upload"}),
+            kExitOk)
+      << err_.str();
+  EXPECT_FALSE(service_.last_submit().spec().has_val_inputs());
+  EXPECT_FALSE(service_.last_submit().spec().has_val_labels());
+}
+
+TEST_F(RunCliFakeServerTest, EvalUploadsTheValidationFiles) {
+  TempDir dir;
+  WriteInputs(dir.path());
+  WriteValidationFiles(dir.path());
+  const SubmitOptions o = MinimalSubmit(dir.path());
+  EXPECT_EQ(Run({"eval", "--model", o.model, "--inputs", o.inputs, "--labels",
+                 o.labels, "--calib-size", "10", "--val-inputs",
+                 (dir.path() / "vx.npy").string(), "--val-labels",
+                 (dir.path() / "vy.npy").string(), "--upload"}),
+            kExitOk)
+      << err_.str();
+  const v1::JobSpec spec = service_.last_eval().spec();
+  EXPECT_EQ(spec.val_inputs().artifact_sha256(), Sha256Hex("VAL_INPUTS"));
+  EXPECT_EQ(spec.val_inputs().filename(), "vx.npy");
+  EXPECT_EQ(spec.val_labels().artifact_sha256(), Sha256Hex("VAL_LABELS"));
+  EXPECT_EQ(spec.val_labels().filename(), "vy.npy");
+  EXPECT_THAT(out_.str(), HasSubstr("evaluation on 10 samples"));
+}
+
+TEST_F(RunCliFakeServerTest, ExportSendsThePolicyId) {
+  EXPECT_EQ(Run({"export", "job-1", "--policy-id", "step-3", "--format",
+                 "policy_json", "-o", "-"}),
+            kExitOk)
+      << err_.str();
+  EXPECT_EQ(service_.last_export().policy_id(), "step-3");
+  EXPECT_EQ(service_.last_export().format(), "policy_json");
+  EXPECT_EQ(out_.str(), std::string(kExported) + "policy_json");
+
+  EXPECT_EQ(Run({"export", "job-1", "-o", "-"}), kExitOk) << err_.str();
+  EXPECT_EQ(service_.last_export().policy_id(), "");  // the final policy
+}
+
+TEST_F(RunCliFakeServerTest, ExportDefaultsToTheServersFileName) {
+  TempDir dir;
+  const std::filesystem::path cwd = std::filesystem::current_path();
+  std::filesystem::current_path(dir.path());
+  const int code = Run({"export", "job-1", "--policy-id", "step-3"});
+  std::filesystem::current_path(cwd);
+  EXPECT_EQ(code, kExitOk) << err_.str();
+  const std::filesystem::path written = dir.path() / "job-1.step-3.qdq.onnx";
+  auto content = ReadFile(written.string());
+  ASSERT_TRUE(content.ok()) << content.status();
+  EXPECT_EQ(*content, std::string(kExported) + "onnx");
+  EXPECT_THAT(out_.str(), HasSubstr(" bytes to job-1.step-3.qdq.onnx "));
 }
 
 TEST_F(RunCliFakeServerTest, ExportWritesTheCheckedDownload) {

@@ -1,5 +1,6 @@
 #include "client/format.h"
 
+#include <limits>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -29,6 +30,8 @@ v1::QueryBestPoliciesResponse BestResponse() {
       loss: 0.41234
       step: 3
       kind: "finetuned"
+      val_accuracy: 0.8475
+      policy_id: "step-3"
     }
     policies {
       layers { name: "fc1.weight" bits: 4 }
@@ -40,6 +43,8 @@ v1::QueryBestPoliciesResponse BestResponse() {
       loss: 0.6
       step: 12
       kind: "final"
+      val_accuracy: nan
+      policy_id: "final"
     }
   )pb");
 }
@@ -58,14 +63,15 @@ TEST(FormatBitsTest, JoinsLayerBits) {
 }
 
 TEST(FormatBestPoliciesTest, Table) {
-  EXPECT_EQ(
-      FormatBestPolicies(BestResponse()),
-      "layers: fc1.weight/fc2.weight/fc3.weight\n"
-      "RANK  AVG BITS  SIZE (KiB)  BOPS    ACC    LOSS  KIND       STEP  BITS\n"
-      "   1      4.50        10.0  250M  86.1%  0.4123  finetuned     3  "
-      "8/4/2\n"
-      "   2      3.25         2.0     -  80.0%  0.6000  final        12  "
-      "4/4/2\n");
+  // An unmeasured (NaN) validation accuracy prints "-".
+  EXPECT_EQ(FormatBestPolicies(BestResponse()),
+            "layers: fc1.weight/fc2.weight/fc3.weight\n"
+            "RANK  POLICY  AVG BITS  SIZE (KiB)  BOPS  VAL ACC  CALIB ACC    "
+            "LOSS  KIND       STEP  BITS\n"
+            "   1  step-3      4.50        10.0  250M    84.8%      86.1%  "
+            "0.4123  finetuned     3  8/4/2\n"
+            "   2  final       3.25         2.0     -        -      80.0%  "
+            "0.6000  final        12  4/4/2\n");
 }
 
 TEST(FormatBestPoliciesTest, Empty) {
@@ -88,18 +94,19 @@ TEST(FormatBestPoliciesTest, SameModelShowsJobAndStrategy) {
   EXPECT_EQ(FormatBestPolicies(response),
             "model: 9f86d081884c7d65\n"
             "layers: fc1.weight/fc2.weight/fc3.weight\n"
-            "RANK  JOB     STRATEGY     AVG BITS  SIZE (KiB)  BOPS    ACC    "
-            "LOSS  KIND       STEP  BITS\n"
-            "   1  job-7   progressive      4.50        10.0  250M  86.1%  "
-            "0.4123  finetuned     3  8/4/2\n"
-            "   2  job-12  knapsack         3.25         2.0     -  80.0%  "
-            "0.6000  final        12  4/4/2\n");
+            "RANK  POLICY  JOB     STRATEGY     AVG BITS  SIZE (KiB)  BOPS  "
+            "VAL ACC  CALIB ACC    LOSS  KIND       STEP  BITS\n"
+            "   1  step-3  job-7   progressive      4.50        10.0  250M    "
+            "84.8%      86.1%  0.4123  finetuned     3  8/4/2\n"
+            "   2  final   job-12  knapsack         3.25         2.0     -    "
+            "    -      80.0%  0.6000  final        12  4/4/2\n");
 
-  // Policies from servers that do not name their job print "-".
+  // Policies from servers that do not name their job or policy print "-".
   response.mutable_policies(1)->clear_job_id();
   response.mutable_policies(1)->clear_strategy();
+  response.mutable_policies(1)->clear_policy_id();
   EXPECT_THAT(FormatBestPolicies(response),
-              HasSubstr("   2  -      -                3.25"));
+              HasSubstr("   2  -       -      -                3.25"));
 }
 
 TEST(ToJsonTest, UsesProtoFieldNamesAndPrintsDefaults) {
@@ -144,6 +151,7 @@ v1::JobEvent SearchEvent() {
     target_avg_bits: 4
     accuracy: 0.8612
     loss: 0.5
+    val_accuracy: nan
     progress: 0.52
   )pb");
 }
@@ -166,9 +174,11 @@ TEST(FormatProgressTest, Table) {
             target_avg_bits: 4
             accuracy: 0.9
             loss: 0.3
+            val_accuracy: nan
             progress: 0.1)pb",
-       "[#.........] 10% warmup avg 8.00 bits → 4.00 acc 90.0%",
-       "RUNNING warmup 10% avg 8.00 bits → 4.00 acc 90.0% loss 0.3000"},
+       "[#.........] 10% warmup avg 8.00 bits → 4.00 calib acc 90.0% val acc -",
+       "RUNNING warmup 10% avg 8.00 bits → 4.00 calib acc 90.0% val acc - "
+       "loss 0.3000"},
       {R"pb(state: RUNNING
             phase: "search"
             step: 7
@@ -176,9 +186,12 @@ TEST(FormatProgressTest, Table) {
             target_avg_bits: 4
             accuracy: 0.8612
             loss: 0.5
+            val_accuracy: 0.8405
             progress: 0.52)pb",
-       "[#####.....] 52% step 7 avg 5.31 bits → 4.00 acc 86.1%",
-       "RUNNING search 52% step 7 avg 5.31 bits → 4.00 acc 86.1% loss 0.5000"},
+       "[#####.....] 52% step 7 avg 5.31 bits → 4.00 calib acc 86.1% val acc "
+       "84.0%",
+       "RUNNING search 52% step 7 avg 5.31 bits → 4.00 calib acc 86.1% val acc "
+       "84.0% loss 0.5000"},
       {R"pb(state: RUNNING
             phase: "search"
             step: 2
@@ -186,11 +199,12 @@ TEST(FormatProgressTest, Table) {
             size_bytes: 81920
             target_size_bytes: 65536
             accuracy: 0.5
+            val_accuracy: 0.45
             progress: 0.3)pb",
-       "[###.......] 30% step 2 avg 6.00 bits size 80.0 KiB → 64.0 KiB acc "
-       "50.0%",
-       "RUNNING search 30% step 2 avg 6.00 bits size 80.0 KiB → 64.0 KiB acc "
-       "50.0% loss 0.0000"},
+       "[###.......] 30% step 2 avg 6.00 bits size 80.0 KiB → 64.0 KiB calib "
+       "acc 50.0% val acc 45.0%",
+       "RUNNING search 30% step 2 avg 6.00 bits size 80.0 KiB → 64.0 KiB calib "
+       "acc 50.0% val acc 45.0% loss 0.0000"},
       {R"pb(state: SUCCEEDED
             phase: "done"
             step: 9
@@ -198,9 +212,13 @@ TEST(FormatProgressTest, Table) {
             target_avg_bits: 4
             accuracy: 0.85
             loss: 0.4
+            val_accuracy: 0.83
             progress: 1)pb",
-       "[##########] 100% done step 9 avg 3.98 bits → 4.00 acc 85.0%",
-       "SUCCEEDED done 100% step 9 avg 3.98 bits → 4.00 acc 85.0% loss 0.4000"},
+       "[##########] 100% done step 9 avg 3.98 bits → 4.00 calib acc 85.0% val "
+       "acc 83.0%",
+       "SUCCEEDED done 100% step 9 avg 3.98 bits → 4.00 calib acc 85.0% val "
+       "acc "
+       "83.0% loss 0.4000"},
       {R"pb(state: FAILED phase: "done" error: "boom" progress: 1.5)pb",
        "[##########] 100% done", "FAILED done 100% error: boom"},
   };
@@ -221,7 +239,8 @@ TEST(EventPrinterTest, ProgressBarRedrawsOneLine) {
   printer.Finish();
   EXPECT_EQ(out.str(),
             "\r[..........] 0% queued\x1b[K"
-            "\r[#####.....] 52% step 7 avg 5.31 bits → 4.00 acc 86.1%\x1b[K\n");
+            "\r[#####.....] 52% step 7 avg 5.31 bits → 4.00 calib acc 86.1% "
+            "val acc -\x1b[K\n");
 }
 
 TEST(EventPrinterTest, LinesAndJson) {
@@ -252,29 +271,62 @@ TEST(FormatJobTest, KeyValueLines) {
     steps_done: 7
     layers { name: "a" }
     layers { name: "b" }
-    final_policy { avg_bits: 3.995 accuracy: 0.8512 bops: 1234567 }
+    final_policy {
+      avg_bits: 3.995
+      accuracy: 0.8512
+      val_accuracy: 0.8377
+      bops: 1234567
+    }
+    val_samples: 600
+    val_source: "held out: samples [5400, 6000) of x.npy"
+    fp32_val_accuracy: 0.9101
   )pb");
   EXPECT_EQ(FormatJob(job),
-            "id:             job-1\n"
-            "name:           mlp\n"
-            "state:          SUCCEEDED\n"
-            "error:          -\n"
-            "created:        2023-11-14T22:13:20Z\n"
-            "started:        2023-11-14T22:13:25Z\n"
-            "finished:       2023-11-14T22:14:25Z\n"
-            "steps done:     7\n"
-            "layers:         2\n"
-            "final avg bits: 4.00\n"
-            "final BOPs:     1.23M\n"
-            "final accuracy: 85.1%\n");
+            "id:              job-1\n"
+            "name:            mlp\n"
+            "state:           SUCCEEDED\n"
+            "error:           -\n"
+            "created:         2023-11-14T22:13:20Z\n"
+            "started:         2023-11-14T22:13:25Z\n"
+            "finished:        2023-11-14T22:14:25Z\n"
+            "steps done:      7\n"
+            "layers:          2\n"
+            "final avg bits:  4.00\n"
+            "final BOPs:      1.23M\n"
+            "final calib acc: 85.1%\n"
+            "final val acc:   83.8%\n"
+            "validation:      600 samples (held out: samples [5400, 6000) of "
+            "x.npy), FP32 val acc 91.0%\n");
 
   const auto failed =
       ParseText<v1::Job>(R"pb(id: "job-2" state: FAILED error: "bad model")pb");
   const std::string text = FormatJob(failed);
-  EXPECT_THAT(text, HasSubstr("error:          bad model\n"));
-  EXPECT_THAT(text, HasSubstr("started:        -\n"));
-  EXPECT_THAT(text, HasSubstr("final avg bits: -\n"));
-  EXPECT_THAT(text, HasSubstr("final BOPs:     -\n"));
+  EXPECT_THAT(text, HasSubstr("error:           bad model\n"));
+  EXPECT_THAT(text, HasSubstr("started:         -\n"));
+  EXPECT_THAT(text, HasSubstr("final avg bits:  -\n"));
+  EXPECT_THAT(text, HasSubstr("final BOPs:      -\n"));
+  EXPECT_THAT(text, HasSubstr("final val acc:   -\n"));
+  EXPECT_THAT(text, HasSubstr("validation:      -\n"));
+
+  // A running job: the validation set is chosen, nothing is measured yet.
+  const auto running = ParseText<v1::Job>(R"pb(
+    id: "job-3"
+    state: RUNNING
+    val_samples: 1000
+    val_source: "files: val.npy (1000 samples)"
+    fp32_val_accuracy: nan
+  )pb");
+  EXPECT_THAT(FormatJob(running),
+              HasSubstr("validation:      1000 samples (files: val.npy (1000 "
+                        "samples)), FP32 val acc -\n"));
+  // An old job's final policy was never measured on a validation set.
+  const auto old = ParseText<v1::Job>(R"pb(
+    id: "job-4"
+    state: SUCCEEDED
+    final_policy { avg_bits: 4 accuracy: 0.9 val_accuracy: nan }
+  )pb");
+  EXPECT_THAT(FormatJob(old), HasSubstr("final calib acc: 90.0%\n"
+                                        "final val acc:   -\n"));
 }
 
 TEST(FormatJobListTest, Table) {
@@ -291,15 +343,25 @@ TEST(FormatJobListTest, Table) {
       state: SUCCEEDED
       steps_done: 12
       created { seconds: 1690000000 }
-      final_policy { avg_bits: 4 accuracy: 0.9 }
+      final_policy { avg_bits: 4 accuracy: 0.9 val_accuracy: 0.875 }
+    }
+    jobs {
+      id: "job-0"
+      state: SUCCEEDED
+      steps_done: 4
+      created { seconds: 1680000000 }
+      final_policy { avg_bits: 5 accuracy: 0.8 val_accuracy: nan }
     }
   )pb");
   EXPECT_EQ(FormatJobList(response),
-            "ID     NAME  STATE      STEPS  AVG BITS  ACCURACY  CREATED\n"
-            "job-2  -     RUNNING        3         -         -  "
+            "ID     NAME  STATE      STEPS  AVG BITS  CALIB ACC  VAL ACC  "
+            "CREATED\n"
+            "job-2  -     RUNNING        3         -          -        -  "
             "2023-11-14T22:13:20Z\n"
-            "job-1  mlp   SUCCEEDED     12      4.00     90.0%  "
-            "2023-07-22T04:26:40Z\n");
+            "job-1  mlp   SUCCEEDED     12      4.00      90.0%    87.5%  "
+            "2023-07-22T04:26:40Z\n"
+            "job-0  -     SUCCEEDED      4      5.00      80.0%        -  "
+            "2023-03-28T10:40:00Z\n");
 }
 
 // A finished job: the warm-up, one step with two candidates, the final policy.
@@ -321,6 +383,8 @@ v1::GetResultsResponse Results() {
         size_bytes: 2048
         accuracy: 0.9
         loss: 0.3
+        val_accuracy: 0.88
+        policy_id: "step-0"
       }
     }
     steps {
@@ -337,6 +401,7 @@ v1::GetResultsResponse Results() {
         avg_bits: 7
         bops: 44032
         chosen: true
+        val_accuracy: nan
       }
       candidates {
         layers { name: "w1" bits: 6 }
@@ -356,6 +421,8 @@ v1::GetResultsResponse Results() {
         bops: 44032
         accuracy: 0.895
         loss: 0.31
+        val_accuracy: 0.87
+        policy_id: "step-1"
       }
     }
     final_policy {
@@ -366,6 +433,7 @@ v1::GetResultsResponse Results() {
       accuracy: 0.9
       loss: 0.3
       kind: "final"
+      val_accuracy: nan
     }
   )pb");
 }
@@ -378,16 +446,18 @@ TEST(FormatResultsTest, StepsAndFinalPolicy) {
       "layers: w1/w2\n"
       "\n"
       "step 0 (warm-up): 0 candidates, 1.5 s\n"
-      "fine-tuned: avg 8.00 bits, 2.0 KiB, acc 90.0%, loss 0.3000, bits 8/8\n"
+      "fine-tuned: policy step-0, avg 8.00 bits, 2.0 KiB, calib acc 90.0%, "
+      "val acc 88.0%, loss 0.3000, bits 8/8\n"
       "\n"
       "step 1: 2 candidates, 2.5 s\n"
-      "   RANK   INDEX    LOSS    ACC   OMEGA  AVG BITS  BOPS  BITS\n"
-      "*     1  0.3312  0.3200  89.0%  0.0224      7.00   44K  8/6\n"
-      "      2    0.35  0.3300  88.0%    0.04      7.00     -  6/8\n"
-      "fine-tuned: avg 7.00 bits, 1.8 KiB, 44K BOPs, acc 89.5%, loss 0.3100, "
-      "bits 8/6\n"
+      "   RANK   INDEX    LOSS  CALIB ACC   OMEGA  AVG BITS  BOPS  BITS\n"
+      "*     1  0.3312  0.3200      89.0%  0.0224      7.00   44K  8/6\n"
+      "      2    0.35  0.3300      88.0%    0.04      7.00     -  6/8\n"
+      "fine-tuned: policy step-1, avg 7.00 bits, 1.8 KiB, 44K BOPs, calib acc "
+      "89.5%, val acc 87.0%, loss 0.3100, bits 8/6\n"
       "\n"
-      "final: avg 7.00 bits, 1.8 KiB, acc 90.0%, loss 0.3000, bits 8/6\n"
+      "final: avg 7.00 bits, 1.8 KiB, calib acc 90.0%, val acc -, loss "
+      "0.3000, bits 8/6\n"
       "LAYER  BITS\n"
       "w1        8\n"
       "w2        6\n");
@@ -411,7 +481,7 @@ TEST(FormatResultsTest, StepStats) {
   EXPECT_THAT(FormatResults(response),
               HasSubstr("step 0 (warm-up): 0 candidates, 1.5 s, 100 fine-tune "
                         "steps\n"
-                        "fine-tuned: avg 8.00 bits"));
+                        "fine-tuned: policy step-0, avg 8.00 bits"));
   EXPECT_THAT(FormatResults(response),
               HasSubstr("step 1: 2 candidates, 2.5 s, 50 fine-tune steps\n"
                         "scoring: 120 node runs vs 400 naive (70.0% saved), "
@@ -439,6 +509,103 @@ TEST(ToJsonTest, ResultsCarryStepStats) {
         "\"oracle_omega\": 0.02"}) {
     EXPECT_THAT(*json, HasSubstr(field)) << field;
   }
+}
+
+v1::GetParetoFrontResponse ParetoResponse() {
+  return ParseText<v1::GetParetoFrontResponse>(R"pb(
+    job_id: "job-7"
+    policies {
+      policy_id: "final"
+      strategy: "progressive"
+      avg_bits: 2.5
+      size_bytes: 3072
+      bops: 62500000
+      accuracy: 0.79
+      val_accuracy: 0.7712
+    }
+    policies {
+      policy_id: "step-2"
+      strategy: "progressive"
+      avg_bits: 5
+      size_bytes: 8192
+      bops: 125000000
+      accuracy: 0.86
+      val_accuracy: 0.8512
+    }
+    fp32_size_bytes: 40960
+    fp32_bops: 800000000
+    fp32_val_accuracy: 0.8801
+  )pb");
+}
+
+TEST(FormatParetoFrontTest, Fp32RowThenTheFrontBySize) {
+  EXPECT_EQ(FormatParetoFront(ParetoResponse()),
+            "POLICY  STRATEGY     AVG BITS  SIZE (KiB)   BOPS  VAL ACC  "
+            "CALIB ACC\n"
+            "fp32    -               32.00        40.0   800M    88.0%        "
+            "  -\n"
+            "final   progressive      2.50         3.0  62.5M    77.1%      "
+            "79.0%\n"
+            "step-2  progressive      5.00         8.0   125M    85.1%      "
+            "86.0%\n");
+}
+
+TEST(FormatParetoFrontTest, SameModelShowsTheJob) {
+  v1::GetParetoFrontResponse response = ParetoResponse();
+  response.set_model_sha256("9f86d081884c7d65");
+  response.mutable_policies(0)->set_job_id("job-7");
+  response.mutable_policies(1)->set_job_id("job-12");
+  response.mutable_policies(1)->set_strategy("knapsack");
+  response.set_fp32_val_accuracy(std::numeric_limits<double>::quiet_NaN());
+  EXPECT_EQ(
+      FormatParetoFront(response),
+      "model: 9f86d081884c7d65\n"
+      "POLICY  JOB     STRATEGY     AVG BITS  SIZE (KiB)   BOPS  VAL ACC  "
+      "CALIB ACC\n"
+      "fp32    -       -               32.00        40.0   800M        -  "
+      "        -\n"
+      "final   job-7   progressive      2.50         3.0  62.5M    77.1%  "
+      "    79.0%\n"
+      "step-2  job-12  knapsack         5.00         8.0   125M    85.1%  "
+      "    86.0%\n");
+}
+
+TEST(FormatParetoFrontTest, EmptyFrontSaysSo) {
+  v1::GetParetoFrontResponse response = ParetoResponse();
+  response.clear_policies();
+  EXPECT_EQ(FormatParetoFront(response),
+            "POLICY  STRATEGY  AVG BITS  SIZE (KiB)  BOPS  VAL ACC  CALIB ACC\n"
+            "fp32    -            32.00        40.0  800M    88.0%          -\n"
+            "no kept policy with a measured validation accuracy\n");
+}
+
+TEST(FormatWatchSummaryTest, FinalPolicyAndTheCommandsToRun) {
+  auto event = ParseText<v1::JobEvent>(R"pb(
+    job_id: "job-1"
+    state: SUCCEEDED
+    avg_bits: 3.98
+    size_bytes: 12288
+    accuracy: 0.85
+    val_accuracy: 0.8312
+    fp32_val_accuracy: 0.9
+    policy_id: "final"
+  )pb");
+  EXPECT_EQ(FormatWatchSummary(event),
+            "done: policy final, avg 3.98 bits, 12.0 KiB, val acc 83.1% "
+            "(FP32 90.0%)\n"
+            "export: mixq export job-1 -o job-1.qdq.onnx; every kept policy: "
+            "mixq pareto job-1\n");
+
+  // Unmeasured accuracies print "-"; without an exported model only the
+  // policy's JSON can be exported.
+  event.set_val_accuracy(std::numeric_limits<double>::quiet_NaN());
+  event.set_fp32_val_accuracy(std::numeric_limits<double>::quiet_NaN());
+  event.clear_policy_id();
+  event.clear_size_bytes();
+  EXPECT_EQ(FormatWatchSummary(event),
+            "done: policy -, avg 3.98 bits, val acc - (FP32 -)\n"
+            "export: mixq export job-1 --format policy-json -o "
+            "job-1.policy.json; every kept policy: mixq pareto job-1\n");
 }
 
 TEST(FormatCancelledTest, OneLine) {
