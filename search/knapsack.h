@@ -44,7 +44,7 @@ enum class KnapsackRounding {
   kDown,
 };
 
-// Default number of cost units the slack above the cheapest selection is
+// Default for the most units the slack above the cheapest selection is
 // discretised into.
 inline constexpr int kDefaultKnapsackResolution = 8192;
 // The largest resolution accepted.
@@ -58,7 +58,7 @@ inline constexpr int kMaxKnapsackResolution = 1 << 20;
 //     options' extra costs over their group's cheapest, the unit is g: every
 //     extra cost is a whole number of units and the result is exact
 //     (KnapsackSolution::exact). Integer costs such as weight bits n_l·b or
-//     BOPs have large common factors, so this covers most bit allocations.
+//     BOPs often share a large factor (128 on the README MLP).
 //   - Otherwise the slack is split into `resolution` units and every
 //     option's extra cost is rounded to whole units as `rounding` says.
 // Rounding treats an extra cost within 1e-9 unit of a whole number of units
