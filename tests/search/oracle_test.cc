@@ -8,7 +8,6 @@
 // The brute-force check of the allocation itself over every policy of small
 // models is in knapsack_test.cc (KnapsackModelTest).
 #include <cstdint>
-#include <memory>
 #include <string>
 #include <vector>
 
@@ -18,6 +17,7 @@
 #include "search/cost_model.h"
 #include "search/progressive.h"
 #include "search/qat.h"
+#include "tests/search/search_fixture.h"
 #include "tests/support/onnx_mlp.h"
 
 namespace mixq::search {
@@ -51,8 +51,12 @@ const Variant kVariants[] = {
     {"knapsack_guided", false, true},
 };
 
-class OracleTest : public ::testing::Test {
+// The shared search runner (tests/search/search_fixture.h) on models that
+// each test loads.
+class OracleTest : public testing::MlpSearchTest {
  protected:
+  void SetUp() override {}
+
   void Load(const Shape& shape) {
     auto model =
         engine::Model::FromOnnxBytes(testing::MakeMlpOnnx(shape.dims, 3));
@@ -95,16 +99,6 @@ class OracleTest : public ::testing::Test {
             {Budget::Kind::kBops, static_cast<double>(at_four.bops)}};
   }
 
-  absl::StatusOr<SearchResult> Run(const ProgressiveOptions& options,
-                                   std::vector<StepReport>* steps) {
-    SearchObserver observer;
-    observer.on_step = [steps](const StepReport& report) {
-      steps->push_back(report);
-      return absl::OkStatus();
-    };
-    return RunProgressiveSearch(*model_, calib_, train_, options, observer);
-  }
-
   // The oracle of every search step is at most the Ω of every candidate
   // scored at no more than the kept policy's cost (same Ω table), the kept
   // policy first.
@@ -132,10 +126,6 @@ class OracleTest : public ::testing::Test {
       }
     }
   }
-
-  std::unique_ptr<engine::Model> model_;
-  LabeledData calib_;
-  LabeledData train_;
 };
 
 TEST_F(OracleTest, ProgressiveStepsAreNeverBelowTheOracle) {
