@@ -5,6 +5,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <numeric>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -25,6 +27,8 @@ constexpr double kUnitRoundingSlack = 1e-9;
 // slack. Callers compute the limit and the costs separately, so the two sums
 // may differ in their last bits even when they are meant to be equal.
 constexpr double kZeroSlackTolerance = 1e-12;
+// Every integer up to this is exact in a double.
+constexpr double kMaxExactInteger = 0x1p53;
 // Marks an option whose extra cost alone exceeds the slack.
 constexpr int kDoesNotFit = -1;
 constexpr double kInf = std::numeric_limits<double>::infinity();
@@ -69,31 +73,91 @@ double MinCost(const std::vector<KnapsackOption>& group) {
   return min_cost;
 }
 
-// Every option's extra cost over its group's cheapest in whole units of
-// `unit`, rounded up, or kDoesNotFit when that exceeds `grid` units. A zero
-// `unit` (no slack) admits only the cheapest options, at 0 units.
-std::vector<std::vector<int>> Discretise(
-    absl::Span<const std::vector<KnapsackOption>> groups, double unit,
-    int grid) {
-  std::vector<std::vector<int>> units(groups.size());
-  for (size_t g = 0; g < groups.size(); ++g) {
-    const double min_cost = MinCost(groups[g]);
-    units[g].reserve(groups[g].size());
-    for (const KnapsackOption& option : groups[g]) {
-      const double extra = option.cost - min_cost;
-      if (unit == 0) {
-        units[g].push_back(extra == 0 ? 0 : kDoesNotFit);
-        continue;
+// The greatest common divisor of every option's extra cost over its group's
+// cheapest when every cost is an integer exact in a double (0 when no option
+// costs more than its group's cheapest); nullopt otherwise.
+std::optional<int64_t> ExtraCostGcd(
+    absl::Span<const std::vector<KnapsackOption>> groups) {
+  int64_t gcd = 0;
+  for (const std::vector<KnapsackOption>& group : groups) {
+    const double min_cost = MinCost(group);
+    for (const KnapsackOption& option : group) {
+      if (option.cost > kMaxExactInteger ||
+          std::floor(option.cost) != option.cost) {
+        return std::nullopt;
       }
-      // Compared as a double first: a tiny unit can make the quotient
-      // larger than any int (or infinite).
-      const double rounded =
-          std::max(0.0, std::ceil(extra / unit - kUnitRoundingSlack));
-      units[g].push_back(rounded <= grid ? static_cast<int>(rounded)
-                                         : kDoesNotFit);
+      gcd = std::gcd(gcd, static_cast<int64_t>(option.cost - min_cost));
     }
   }
-  return units;
+  return gcd;
+}
+
+// The discretised instance: every option's extra cost over its group's
+// cheapest in whole units, or kDoesNotFit when that exceeds `grid` units.
+struct Grid {
+  int grid = 0;     // units in the slack
+  double unit = 0;  // 0: no slack, only the cheapest options fit (at 0 units)
+  std::vector<std::vector<int>> units;
+  // No option that fits was moved by more than kUnitRoundingSlack units.
+  bool whole = true;
+};
+
+// Fills `grid->units` (and `whole`) for `grid->unit` and `grid->grid`.
+void Discretise(absl::Span<const std::vector<KnapsackOption>> groups,
+                KnapsackRounding rounding, Grid* grid) {
+  grid->units.assign(groups.size(), {});
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const double min_cost = MinCost(groups[g]);
+    std::vector<int>& units = grid->units[g];
+    units.reserve(groups[g].size());
+    for (const KnapsackOption& option : groups[g]) {
+      const double extra = option.cost - min_cost;
+      if (grid->unit == 0) {
+        units.push_back(extra == 0 ? 0 : kDoesNotFit);
+        continue;
+      }
+      const double exact = extra / grid->unit;
+      const double rounded =
+          rounding == KnapsackRounding::kUp
+              ? std::max(0.0, std::ceil(exact - kUnitRoundingSlack))
+              : std::max(0.0, std::floor(exact + kUnitRoundingSlack));
+      // Compared as a double first: a tiny unit can make the quotient
+      // larger than any int (or infinite).
+      if (rounded > grid->grid) {
+        units.push_back(kDoesNotFit);
+        continue;
+      }
+      units.push_back(static_cast<int>(rounded));
+      if (std::abs(rounded - exact) > kUnitRoundingSlack) grid->whole = false;
+    }
+  }
+}
+
+// The grid for `slack` > 0: the costs' gcd as the unit when the slack holds
+// at most `resolution` of it (every extra cost a whole number of units), else
+// `resolution` units of slack / resolution.
+Grid MakeGrid(absl::Span<const std::vector<KnapsackOption>> groups,
+              double slack, int resolution, KnapsackRounding rounding) {
+  Grid grid;
+  grid.grid = resolution;
+  grid.unit = slack / resolution;
+  if (const std::optional<int64_t> gcd = ExtraCostGcd(groups)) {
+    if (*gcd == 0) {
+      grid.grid = 0;
+      grid.unit = 0;
+    } else {
+      // A selection's extra cost is a multiple of the gcd: it fits the slack
+      // iff it fits the whole multiples of the gcd in it.
+      const double whole_units =
+          std::floor(slack / static_cast<double>(*gcd) + kUnitRoundingSlack);
+      if (whole_units <= resolution) {
+        grid.grid = static_cast<int>(whole_units);
+        grid.unit = static_cast<double>(*gcd);
+      }
+    }
+  }
+  Discretise(groups, rounding, &grid);
+  return grid;
 }
 
 // The DP proper over `grid` + 1 unit counts. `Index` is the narrowest type
@@ -169,7 +233,7 @@ std::vector<int> SolveOnGrid(
 
 absl::StatusOr<KnapsackSolution> SolveMultipleChoiceKnapsack(
     absl::Span<const std::vector<KnapsackOption>> groups, double limit,
-    int resolution) {
+    int resolution, KnapsackRounding rounding) {
   MIXQ_RETURN_IF_ERROR(CheckArguments(groups, limit, resolution));
   double min_total = 0;
   size_t max_options = 0;
@@ -184,24 +248,30 @@ absl::StatusOr<KnapsackSolution> SolveMultipleChoiceKnapsack(
         "the cheapest selection costs %.10g, more than the limit %.10g",
         min_total, limit));
   }
-  const bool no_slack = limit - min_total <= tolerance;
-  const int grid = no_slack ? 0 : resolution;
-  const double unit = no_slack ? 0 : (limit - min_total) / resolution;
-  const std::vector<std::vector<int>> units = Discretise(groups, unit, grid);
+  Grid grid;
+  if (limit - min_total <= tolerance) {
+    Discretise(groups, rounding, &grid);  // no slack: unit 0
+  } else {
+    grid = MakeGrid(groups, limit - min_total, resolution, rounding);
+  }
 
   KnapsackSolution solution;
   if (max_options <= size_t{std::numeric_limits<uint8_t>::max()} + 1) {
-    solution.choice = SolveOnGrid<uint8_t>(groups, units, grid);
+    solution.choice = SolveOnGrid<uint8_t>(groups, grid.units, grid.grid);
   } else if (max_options <= size_t{std::numeric_limits<uint16_t>::max()} + 1) {
-    solution.choice = SolveOnGrid<uint16_t>(groups, units, grid);
+    solution.choice = SolveOnGrid<uint16_t>(groups, grid.units, grid.grid);
   } else {
-    solution.choice = SolveOnGrid<int32_t>(groups, units, grid);
+    solution.choice = SolveOnGrid<int32_t>(groups, grid.units, grid.grid);
   }
   for (size_t g = 0; g < groups.size(); ++g) {
     const KnapsackOption& option = groups[g][solution.choice[g]];
     solution.cost += option.cost;
     solution.value += option.value;
   }
+  // Rounded down, a selection that meets the limit anyway is optimal: no
+  // selection within the limit is worth less than the relaxation's optimum.
+  solution.exact = grid.whole || (rounding == KnapsackRounding::kDown &&
+                                  solution.cost - limit <= tolerance);
   return solution;
 }
 

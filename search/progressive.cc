@@ -510,15 +510,26 @@ class Search {
     scored->index = scored->loss + options_.lambda * 0.5 * scored->omega;
   }
 
-  // The oracle: the least Ω any policy of the search space reaches at no
-  // more than `policy`'s cost (at the current activation bits).
+  // The oracle: a lower bound on the least Ω any policy of the search space
+  // reaches at no more than `policy`'s cost (at the current activation
+  // bits), and that least Ω itself whenever the allocation is exact (the
+  // costs' gcd leaves at most kMaxAllocationResolution units of slack, as on
+  // the README models). The capacity is `policy`'s own cost in whole units
+  // and the DP rounds costs down when it must discretise (the relaxation),
+  // so `policy` is always among the selections it weighs: never above
+  // Ω(policy). The min with Ω(policy) only absorbs the DP summing Ω in
+  // another order than Omega.
   absl::StatusOr<double> OracleOmega(const OmegaTable& table,
                                      const Policy& policy) const {
+    const int act_bits = CurrentActBits();
+    double capacity = 0;
+    for (int l = 0; l < cost_.num_layers(); ++l)
+      capacity += CostUnits(l, policy[l], act_bits);
     MIXQ_ASSIGN_OR_RETURN(
-        const std::vector<int> best,
-        Allocate(table, TopLevels(), BottomLevels(),
-                 BudgetCost(policy, CurrentActBits()), CurrentActBits()));
-    return Omega(table, PolicyAt(best));
+        const KnapsackSolution bound,
+        SolveAllocation(table, TopLevels(), BottomLevels(), capacity, act_bits,
+                        KnapsackRounding::kDown));
+    return std::min(Omega(table, PolicyAt(bound.choice)), Omega(table, policy));
   }
 
   // Ω_l(b) for every layer and bit-width of omega_bits_: from Adam's v̂, or
@@ -530,37 +541,60 @@ class Search {
     return session_.LayerOmegaTable(omega_bits_, &fisher);
   }
 
+  // Layer l's cost at `bits` in whole units: weight bits n_l·b for size and
+  // average-bit budgets, BOPs MAC_l·act_bits·b for BOPs. Integers, so that
+  // the knapsack divides them by their gcd and solves exactly whenever the
+  // slack holds at most kMaxAllocationResolution multiples of it (bounding
+  // the DP's table to layers × 2^17 entries).
+  double CostUnits(int l, int bits, int act_bits) const {
+    const bool bops = options_.budget.kind == Budget::Kind::kBops;
+    return static_cast<double>(bops ? cost_.layer_macs(l) * act_bits
+                                    : cost_.layer_weights(l)) *
+           bits;
+  }
+
+  // The knapsack over the policies with layer l at a level in
+  // [min_level[l], max_level[l]] of its candidates (choice: the level minus
+  // min_level[l]) costing at most `capacity` CostUnits, minimising Σ Ω from
+  // `table`. Beyond kMaxAllocationResolution units of slack the DP rounds
+  // costs as `rounding` says. Callers pass a capacity the policy at
+  // max_level meets.
+  absl::StatusOr<KnapsackSolution> SolveAllocation(
+      const OmegaTable& table, const std::vector<int>& min_level,
+      const std::vector<int>& max_level, double capacity, int act_bits,
+      KnapsackRounding rounding) const {
+    std::vector<std::vector<KnapsackOption>> groups(cost_.num_layers());
+    for (int l = 0; l < cost_.num_layers(); ++l) {
+      const auto& layer_bits = bits_.per_layer[l];
+      for (int i = min_level[l]; i <= max_level[l]; ++i) {
+        groups[l].push_back(
+            KnapsackOption{CostUnits(l, layer_bits[i], act_bits),
+                           table[l][OmegaColumn(layer_bits[i])]});
+      }
+    }
+    return SolveMultipleChoiceKnapsack(groups, capacity,
+                                       kMaxAllocationResolution, rounding);
+  }
+
   // The least-Ω policy whose cost in the budget's unit is at most `limit`,
   // layer l at a level in [min_level[l], max_level[l]] of its candidates; as
-  // levels. Callers pass a limit the policy at max_level meets.
+  // levels. Exact when the costs' gcd allows (SolveAllocation), else the
+  // best on costs rounded up, so the policy always meets `limit`. Callers
+  // pass a limit the policy at max_level meets.
   absl::StatusOr<std::vector<int>> Allocate(const OmegaTable& table,
                                             const std::vector<int>& min_level,
                                             const std::vector<int>& max_level,
                                             double limit, int act_bits) const {
-    // Costs in whole units — weight bits n_l·b for size and average-bit
-    // budgets, BOPs for BOPs — so that the DP is exact whenever the slack
-    // fits in kMaxAllocationResolution units (bounding the DP's table to
-    // layers × 2^17 entries); beyond, exact on the discretised cost.
-    const bool bops = options_.budget.kind == Budget::Kind::kBops;
-    const auto units = [&](int l, int bits) {
-      return static_cast<double>(bops ? cost_.layer_macs(l) * act_bits
-                                      : cost_.layer_weights(l)) *
-             bits;
-    };
-    std::vector<std::vector<KnapsackOption>> groups(cost_.num_layers());
     double cheapest = 0;
     double per_unit = 0;  // the budget's measure of one unit
     for (int l = 0; l < cost_.num_layers(); ++l) {
       const auto& layer_bits = bits_.per_layer[l];
-      for (int i = min_level[l]; i <= max_level[l]; ++i) {
-        groups[l].push_back(KnapsackOption{
-            units(l, layer_bits[i]), table[l][OmegaColumn(layer_bits[i])]});
-      }
-      cheapest += units(l, layer_bits[max_level[l]]);
-      if (per_unit == 0 && units(l, layer_bits[0]) > 0) {
-        per_unit = options_.budget.LayerTerm(cost_, l, layer_bits[0],
-                                             act_bits) /
-                   units(l, layer_bits[0]);
+      cheapest += CostUnits(l, layer_bits[max_level[l]], act_bits);
+      const double top_units = CostUnits(l, layer_bits[0], act_bits);
+      if (per_unit == 0 && top_units > 0) {
+        per_unit =
+            options_.budget.LayerTerm(cost_, l, layer_bits[0], act_bits) /
+            top_units;
       }
     }
     // IsMet's slack: a policy landing exactly on the limit is allowed.
@@ -572,12 +606,9 @@ class Search {
                          per_unit +
                      1e-6));
     }
-    // One unit per DP cell when the slack allows: exact.
-    const int resolution = static_cast<int>(
-        std::clamp<double>(capacity - cheapest, 1, kMaxAllocationResolution));
-    MIXQ_ASSIGN_OR_RETURN(
-        KnapsackSolution solution,
-        SolveMultipleChoiceKnapsack(groups, capacity, resolution));
+    MIXQ_ASSIGN_OR_RETURN(const KnapsackSolution solution,
+                          SolveAllocation(table, min_level, max_level, capacity,
+                                          act_bits, KnapsackRounding::kUp));
     std::vector<int> level(cost_.num_layers());
     for (int l = 0; l < cost_.num_layers(); ++l)
       level[l] = min_level[l] + solution.choice[l];

@@ -191,6 +191,75 @@ TEST(KnapsackTest, CoarseUnitsLoseWhatFinerUnitsFind) {
   EXPECT_EQ(fine->cost, 1.2);
 }
 
+TEST(KnapsackTest, RoundingDownBoundsTheOptimum) {
+  // The groups above, limit 1, resolution 1: rounded down, each 0.6 takes 0
+  // units and both are taken (value 0, cost 1.2 > 1): a lower bound on the
+  // optimum (10), not exact. Rounded up the selection fits but the rounding
+  // lost something, so it is not known to be exact either.
+  const Groups groups = {{{0, 10}, {0.6, 0}}, {{0, 10}, {0.6, 0}}};
+  const auto down =
+      SolveMultipleChoiceKnapsack(groups, 1.0, 1, KnapsackRounding::kDown);
+  ASSERT_TRUE(down.ok()) << down.status();
+  EXPECT_THAT(down->choice, ElementsAre(1, 1));
+  EXPECT_EQ(down->value, 0);
+  EXPECT_EQ(down->cost, 1.2);
+  EXPECT_FALSE(down->exact);
+  const auto up =
+      SolveMultipleChoiceKnapsack(groups, 1.0, 1, KnapsackRounding::kUp);
+  ASSERT_TRUE(up.ok()) << up.status();
+  EXPECT_EQ(up->value, 10);
+  EXPECT_FALSE(up->exact);
+  // Limit 1.2: the relaxation's selection meets the limit, so it is the
+  // optimum (where rounding up, at resolution 1, loses it).
+  const auto fits =
+      SolveMultipleChoiceKnapsack(groups, 1.2, 1, KnapsackRounding::kDown);
+  ASSERT_TRUE(fits.ok()) << fits.status();
+  EXPECT_EQ(fits->value, 0);
+  EXPECT_TRUE(fits->exact);
+}
+
+TEST(KnapsackTest, GcdOfIntegerCostsMakesTheUnitExact) {
+  // Extra costs 3, 6 and 6, 9: gcd 3. Limit 9 leaves 3 multiples of 3, within
+  // resolution 4, so the unit is 3 and the DP exact. Fitting selections:
+  //   (0,0) 0 -> 20   (0,1) 6 -> 13   (0,2) 9 -> 10   (1,0) 3 -> 15
+  //   (1,1) 9 -> 8    (2,0) 6 -> 10
+  // The best is (1,1): cost 9, value 8. Split into 4 units of 2.25 instead,
+  // 3 and 6 would round up to 2 + 3 = 5 units and (1,1) would not fit.
+  const Groups groups = {{{0, 10}, {3, 5}, {6, 0}}, {{0, 10}, {6, 3}, {9, 0}}};
+  for (KnapsackRounding rounding :
+       {KnapsackRounding::kUp, KnapsackRounding::kDown}) {
+    const auto solution = SolveMultipleChoiceKnapsack(groups, 9, 4, rounding);
+    ASSERT_TRUE(solution.ok()) << solution.status();
+    EXPECT_THAT(solution->choice, ElementsAre(1, 1));
+    EXPECT_EQ(solution->value, 8);
+    EXPECT_TRUE(solution->exact);
+  }
+  // A cost that is not an integer turns the gcd off: 4 units of 2.25.
+  Groups shifted = groups;
+  for (KnapsackOption& option : shifted[0]) option.cost += 0.5;
+  const auto up = SolveMultipleChoiceKnapsack(shifted, 9.5, 4);
+  ASSERT_TRUE(up.ok()) << up.status();
+  EXPECT_EQ(up->value, 10);
+  EXPECT_FALSE(up->exact);
+  const auto down =
+      SolveMultipleChoiceKnapsack(shifted, 9.5, 4, KnapsackRounding::kDown);
+  ASSERT_TRUE(down.ok()) << down.status();
+  EXPECT_LE(down->value, 8);
+  EXPECT_FALSE(down->exact);  // (2,1): value 3 at cost 12.5
+}
+
+TEST(KnapsackTest, GcdAboveTheResolutionFallsBackToRounding) {
+  // Extra costs multiples of 2 but 5 of them in the slack of 10, resolution
+  // 4: units of 2.5, 2 and 4 round up to 1 and 2 units. Rounded up, the
+  // selection (1,1) (cost 6, value 0) fits in 3 units.
+  const Groups groups = {{{0, 5}, {2, 0}}, {{0, 5}, {4, 0}}};
+  const auto solution = SolveMultipleChoiceKnapsack(groups, 10, 4);
+  ASSERT_TRUE(solution.ok()) << solution.status();
+  EXPECT_THAT(solution->choice, ElementsAre(1, 1));
+  EXPECT_EQ(solution->cost, 6);
+  EXPECT_FALSE(solution->exact);  // 2 / 2.5 is not a whole number of units
+}
+
 TEST(KnapsackTest, NoSlackAllowsOnlyTheCheapestOptions) {
   // Σ min cost = 1 + 2 = 3 = limit. Group 0's cheapest options cost 1 (values
   // 5 and 3: index 1 wins); group 1's cheapest costs 2 (index 2). The dearer
@@ -510,6 +579,182 @@ TEST(KnapsackTest, LargeInstanceRuns) {
   EXPECT_THAT(
       solution->choice,
       ::testing::Contains(AllOf(::testing::Gt(0), ::testing::Lt(kBitWidths))));
+}
+
+// Bit allocation as the search poses it (search/progressive.cc): one group
+// per layer, one option per candidate bit-width, costs in whole units —
+// weight bits n_l·b (average-bit, size-fraction and byte budgets all measure
+// these plus a constant) or BOPs MAC_l·a·b — and values Ω_l(b). Small
+// models with awkward weight counts, every policy enumerated.
+struct ModelCase {
+  const char* name;
+  std::vector<int64_t> weights;  // n_l
+  std::vector<int64_t> outputs;  // MAC_l = n_l · outputs_l (conv positions)
+  std::vector<int> bits;         // every layer's candidates
+};
+
+const ModelCase kModelCases[] = {
+    // The README demo MLP: weight counts share a factor 128.
+    {"mlp_fmnist", {100352, 8192, 640}, {1, 1, 1}, {8, 6, 5, 4, 3, 2}},
+    {"mlp_and_37", {100352, 8192, 640, 37}, {1, 1, 1, 1}, {8, 4, 2}},
+    {"conv_like", {100352, 8192, 640, 37}, {1, 196, 49, 1}, {8, 5, 3, 2}},
+    {"coprime", {99695, 8001, 630, 37, 5}, {1, 1, 1, 1, 1}, {8, 6, 4}},
+};
+
+// What the search's allocation passes as the resolution.
+constexpr int kAllocationResolution = 1 << 17;
+// Σ value of the same selection in another order.
+constexpr double kSumSlack = 1e-12;
+
+struct CostKind {
+  const char* name;
+  int activation_bits;  // 0: weight bits
+};
+const CostKind kCostKinds[] = {{"weight_bits", 0}, {"bops_a8", 8}};
+
+Groups ModelGroups(const ModelCase& model, const CostKind& kind,
+                   std::mt19937_64& rng) {
+  Groups groups(model.weights.size());
+  for (size_t l = 0; l < groups.size(); ++l) {
+    const double per_bit =
+        kind.activation_bits == 0
+            ? static_cast<double>(model.weights[l])
+            : static_cast<double>(model.weights[l] * model.outputs[l] *
+                                  kind.activation_bits);
+    // Ω falls about 4× per bit, times a per-layer sensitivity.
+    const double sensitivity = Uniform(rng, 1e-8, 1e-5);
+    for (int b : model.bits) {
+      groups[l].push_back(
+          {per_bit * b, sensitivity * static_cast<double>(model.weights[l]) *
+                            std::pow(4.0, -b) * Uniform(rng, 0.5, 1.5)});
+    }
+  }
+  return groups;
+}
+
+// Every selection's (cost, value), sorted by cost, with the least value at
+// or below each cost.
+class AllSelections {
+ public:
+  explicit AllSelections(const Groups& groups) {
+    std::vector<int> choice(groups.size(), 0);
+    while (true) {
+      all_.push_back({choice, Totals(groups, choice)});
+      int g = static_cast<int>(groups.size()) - 1;
+      while (g >= 0 && ++choice[g] == static_cast<int>(groups[g].size()))
+        choice[g--] = 0;
+      if (g < 0) break;
+    }
+    std::sort(all_.begin(), all_.end(), [](const Entry& a, const Entry& b) {
+      return a.totals.cost < b.totals.cost;
+    });
+    double least = kInf;
+    for (const Entry& entry : all_) {
+      least = std::min(least, entry.totals.value);
+      least_up_to_.push_back(least);
+    }
+  }
+  size_t size() const { return all_.size(); }
+  const std::vector<int>& choice(size_t i) const { return all_[i].choice; }
+  const KnapsackOption& totals(size_t i) const { return all_[i].totals; }
+  // The least value of the selections costing at most `limit`.
+  double LeastValue(double limit) const {
+    const auto end = std::upper_bound(
+        all_.begin(), all_.end(), limit,
+        [](double x, const Entry& entry) { return x < entry.totals.cost; });
+    return end == all_.begin() ? kInf : least_up_to_[end - all_.begin() - 1];
+  }
+
+ private:
+  struct Entry {
+    std::vector<int> choice;
+    KnapsackOption totals;
+  };
+  std::vector<Entry> all_;
+  std::vector<double> least_up_to_;
+};
+
+TEST(KnapsackModelTest, BoundAndAllocationAgainstEveryPolicy) {
+  // For policies P of each model (sampled), limit = P's cost, as the
+  // search's oracle poses it for its kept policy:
+  //   - rounded down, the value is at most the least Ω of every policy at no
+  //     more than that cost (the brute-force minimum), P's Ω included, and
+  //     equal to it when `exact`;
+  //   - rounded up (the `knapsack` strategy's allocation) the selection
+  //     meets the limit, is no better than the minimum, and equal to it when
+  //     `exact`.
+  // The README MLP is exact at the search's resolution thanks to the gcd;
+  // the coprime shapes need the bound.
+  constexpr int kSampledPolicies = 24;
+  std::mt19937_64 rng(2024);
+  int inexact_bounds = 0;
+  for (const ModelCase& model : kModelCases) {
+    for (const CostKind& kind : kCostKinds) {
+      const Groups groups = ModelGroups(model, kind, rng);
+      const AllSelections all(groups);
+      for (int resolution : {kAllocationResolution, 1000}) {
+        for (int sample = 0; sample < kSampledPolicies; ++sample) {
+          const size_t p = static_cast<size_t>(
+              UniformInt(rng, 0, static_cast<int>(all.size()) - 1));
+          const double limit = all.totals(p).cost;
+          const double least = all.LeastValue(limit);
+          SCOPED_TRACE(::testing::Message()
+                       << model.name << ", " << kind.name << ", resolution "
+                       << resolution << ", limit " << limit);
+          const auto bound = SolveMultipleChoiceKnapsack(
+              groups, limit, resolution, KnapsackRounding::kDown);
+          ASSERT_TRUE(bound.ok()) << bound.status();
+          ExpectConsistent(groups, *bound);
+          EXPECT_LE(bound->value, least * (1 + kSumSlack));
+          EXPECT_LE(bound->value, all.totals(p).value * (1 + kSumSlack));
+          if (bound->exact) {
+            EXPECT_LE(bound->cost, limit);
+            EXPECT_NEAR(bound->value, least, least * kSumSlack);
+          } else {
+            ++inexact_bounds;
+          }
+          const auto allocation = SolveMultipleChoiceKnapsack(
+              groups, limit, resolution, KnapsackRounding::kUp);
+          ASSERT_TRUE(allocation.ok()) << allocation.status();
+          ExpectConsistent(groups, *allocation);
+          EXPECT_LE(allocation->cost, limit);
+          EXPECT_GE(allocation->value, least * (1 - kSumSlack));
+          if (allocation->exact) {
+            EXPECT_NEAR(allocation->value, least, least * kSumSlack);
+          }
+          if (std::string(model.name) == "mlp_fmnist" &&
+              resolution == kAllocationResolution) {
+            EXPECT_TRUE(bound->exact);
+            EXPECT_TRUE(allocation->exact);
+          }
+        }
+      }
+    }
+  }
+  // The models cover the discretised case.
+  EXPECT_GT(inexact_bounds, 0);
+}
+
+TEST(KnapsackModelTest, ReadmeDemoIsExactAtFourAverageBits) {
+  // Layers of 100352, 8192 and 640 weights at 8..2 bits, 4 average bits:
+  // 218368 weight bits of slack, more than 2^17 units, but 1706 multiples of
+  // the extra costs' gcd 128: allocation and bound are both the brute-force
+  // optimum.
+  const ModelCase& model = kModelCases[0];
+  std::mt19937_64 rng(1);
+  const Groups groups = ModelGroups(model, kCostKinds[0], rng);
+  const double limit = 4.0 * (100352 + 8192 + 640);
+  const AllSelections all(groups);
+  for (KnapsackRounding rounding :
+       {KnapsackRounding::kUp, KnapsackRounding::kDown}) {
+    const auto solution = SolveMultipleChoiceKnapsack(
+        groups, limit, kAllocationResolution, rounding);
+    ASSERT_TRUE(solution.ok()) << solution.status();
+    EXPECT_TRUE(solution->exact);
+    EXPECT_LE(solution->cost, limit);
+    EXPECT_NEAR(solution->value, all.LeastValue(limit),
+                kSumSlack * solution->value);
+  }
 }
 
 }  // namespace
