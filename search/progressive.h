@@ -154,9 +154,11 @@ struct ScoringStats {
   int64_t node_runs = 0;        // graph nodes executed, shared prefixes reused
   int64_t naive_node_runs = 0;  // a full forward pass per candidate
   double seconds = 0;           // scoring the candidates
-  // The least Ω any policy of the search space reaches at no more than the
-  // kept policy's cost (in the budget's unit), by exact allocation (knapsack)
-  // on this step's Ω table: the kept candidate's omega minus this is how far
+  // A lower bound on the least Ω any policy of the search space reaches at
+  // no more than the kept policy's cost, from the same Ω table and cost the
+  // kept policy is measured with (knapsack on costs rounded down; exactly
+  // that least Ω whenever the allocation is exact, as on every README model):
+  // never above the kept candidate's omega, and their difference is how far
   // the step is from the optimum at its cost.
   double oracle_omega = 0;
 };
