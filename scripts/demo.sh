@@ -3,8 +3,11 @@
 #   installs the dependencies, builds mixq-server and mixq, starts a server on
 #   an embedded SQLite store in a temporary data directory, submits a 4-bit
 #   search of the demo MLP (tests/fixtures/mlp_fmnist.onnx) with Fashion-MNIST
-#   calibration data, watches it to the end, prints the ranked best policies,
-#   exports the result (QDQ ONNX and policy JSON), and stops the server.
+#   calibration data and the Fashion-MNIST test images as its validation set,
+#   watches it to the end, prints the ranked best policies and the Pareto
+#   front, exports the result (QDQ ONNX and policy JSON), measures the export
+#   with mixq-run on the validation set (the figures the job reported), and
+#   stops the server.
 # Environment: BUILD_DIR (default build), DEMO_DATA_DIR (default a temp dir).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +17,7 @@ FASHION=/usr/share/datasets/fashion-mnist
 
 bash scripts/install-deps.sh
 cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$BUILD_DIR" -j2 --target mixq-server mixq
+cmake --build "$BUILD_DIR" -j2 --target mixq-server mixq mixq-run
 
 DATA_DIR=${DEMO_DATA_DIR:-$(mktemp -d -t mixq-demo.XXXXXX)}
 mkdir -p "$DATA_DIR"
@@ -32,6 +35,7 @@ echo "mixq-server on $SERVER, data dir $DATA_DIR (log: $DATA_DIR/server.log)"
 JOB=$("${MIXQ[@]}" submit --name demo-mlp \
   --model "$ROOT/tests/fixtures/mlp_fmnist.onnx" \
   --inputs "$FASHION/train-images-idx3-ubyte.gz" --labels "$FASHION/train-labels-idx1-ubyte.gz" \
+  --val-inputs "$FASHION/t10k-images-idx3-ubyte.gz" --val-labels "$FASHION/t10k-labels-idx1-ubyte.gz" \
   --normalize 0.2860,0.3530 --max-samples 10000 --calib-size 512 \
   --bits 8,6,4,2 --target-avg-bits 4 --candidates 8 --max-layers 2 \
   --finetune-steps 50 --seed 0)
@@ -43,7 +47,14 @@ echo
 echo "Best policies within the budget:"
 "${MIXQ[@]}" best "$JOB"
 echo
+echo "Accuracy against cost (kept policies no other beats):"
+"${MIXQ[@]}" pareto "$JOB"
+echo
 # The result as a deployable QDQ ONNX model and as a policy document.
 "${MIXQ[@]}" export "$JOB" --format onnx -o "$DATA_DIR/demo.qdq.onnx"
 "${MIXQ[@]}" export "$JOB" --format policy-json -o "$DATA_DIR/demo.policy.json"
 echo "exported $DATA_DIR/demo.qdq.onnx ($(stat -c %s "$DATA_DIR/demo.qdq.onnx") bytes) and $DATA_DIR/demo.policy.json"
+echo "The export on the validation set, run by mixq-run (the job's final val accuracy and loss):"
+"$BUILD_DIR/engine/mixq-run" --model "$DATA_DIR/demo.qdq.onnx" \
+  --inputs "$FASHION/t10k-images-idx3-ubyte.gz" --labels "$FASHION/t10k-labels-idx1-ubyte.gz" \
+  --normalize 0.2860,0.3530

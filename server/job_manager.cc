@@ -591,7 +591,7 @@ absl::StatusOr<v1::GetParetoFrontResponse> JobManager::GetParetoFront(
       }
     }
   }
-  response.set_model_sha256(reference->model_sha256);
+  if (by_model) response.set_model_sha256(reference->model_sha256);
   MIXQ_ASSIGN_OR_RETURN(std::vector<storage::LayerRecord> layers,
                         store_->GetLayers(reference->id));
   double fp32_bops = 0;
