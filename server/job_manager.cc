@@ -675,6 +675,9 @@ absl::StatusOr<v1::JobEvent> JobManager::Subscribe(
     snapshot.set_step(job.steps_done);
     snapshot.set_error(job.error);
     snapshot.set_phase(storage::IsTerminal(job.state) ? "done" : "queued");
+    snapshot.set_fp32_val_accuracy(job.fp32_val_accuracy);
+    snapshot.set_val_accuracy(std::numeric_limits<double>::quiet_NaN());
+    snapshot.set_val_loss(std::numeric_limits<double>::quiet_NaN());
     if (job.state == storage::JobState::kSucceeded) {
       MIXQ_ASSIGN_OR_RETURN(final_policy, store_->GetFinalPolicy(job_id));
       if (final_policy.has_value()) {
@@ -682,6 +685,9 @@ absl::StatusOr<v1::JobEvent> JobManager::Subscribe(
         snapshot.set_size_bytes(final_policy->size_bytes);
         snapshot.set_accuracy(final_policy->accuracy);
         snapshot.set_loss(final_policy->loss);
+        snapshot.set_val_accuracy(final_policy->val_accuracy);
+        snapshot.set_val_loss(final_policy->val_loss);
+        snapshot.set_policy_id(PolicyId(*final_policy));
       }
       snapshot.set_progress(1.0);
     }

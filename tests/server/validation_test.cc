@@ -208,6 +208,14 @@ TEST_F(ValidationTest, KeptPoliciesAreRankedByValidationAndExportExactly) {
   EXPECT_DOUBLE_EQ(events_.back().val_accuracy(),
                    results.final_policy().val_accuracy());
   EXPECT_DOUBLE_EQ(events_.back().fp32_val_accuracy(), job.fp32_val_accuracy());
+  // A watcher that comes after the end gets the same figures from the store.
+  std::vector<v1::JobEvent> late;
+  grpc::ClientContext late_context;
+  ASSERT_TRUE(testing::WatchToEnd(*stub_, &late_context, job_id, &late).ok());
+  ASSERT_EQ(late.size(), 1u);
+  EXPECT_EQ(late[0].policy_id(), "final");
+  EXPECT_DOUBLE_EQ(late[0].val_accuracy(), results.final_policy().val_accuracy());
+  EXPECT_DOUBLE_EQ(late[0].fp32_val_accuracy(), job.fp32_val_accuracy());
 
   // Each export, run by the engine on the held-out samples, gives exactly
   // the figures reported for it.
