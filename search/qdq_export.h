@@ -50,8 +50,8 @@
 // weights in int8/uint8 containers, runs onnx's checker on that graph, then
 // packs the weights and raises the opset to 21 itself (search/opset_raise.h:
 // the Reduce family's `axes` attribute becomes an input, Split gets
-// `num_outputs`) and sets IR version 10. The opset-21 output is not checked
-// by onnx's checker (it cannot); mixq's own validator (engine/validate.h)
+// `num_outputs`) and sets IR version 10 (a higher one stays). onnx's checker
+// cannot check the opset-21 output; mixq's own validator (engine/validate.h)
 // checks it instead, and the input too. A model holding an operator the
 // raise does not know to be safe fails with FAILED_PRECONDITION naming the
 // operator and node (no silent fallback to int8 containers): quantize such a
