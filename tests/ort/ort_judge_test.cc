@@ -10,7 +10,9 @@
 //    and the accuracies are within 0.3 points;
 //  - with its optimizations off, ORT evaluates the QDQ graph in float as the
 //    engine does, and the logits agree to kPlainLogitTolerance.
-// Packed files are at most a fifth of the FP32 file.
+// Packed files are at most a fifth of the FP32 file. And the operators the
+// raise to opset 21 rewrites (search/opset_raise.h) compute in ORT what they
+// did at opset 13.
 //
 // Node.js or the ORT package missing is a failure, not a skip: CI installs
 // both (scripts/install-deps.sh).
@@ -34,10 +36,13 @@
 #include "engine/npy.h"
 #include "engine/tensor.h"
 #include "gtest/gtest.h"
+#include "onnx/onnx_pb.h"
+#include "search/opset_raise.h"
 #include "search/qat.h"
 #include "search/qdq_export.h"
 #include "search/quantize.h"
 #include "tests/support/fixtures.h"
+#include "tests/support/onnx_builder.h"
 #include "tests/support/subprocess.h"
 #include "util/file.h"
 #include "util/status_macros.h"
@@ -98,7 +103,54 @@ double Accuracy(const std::vector<int64_t>& predicted,
   return static_cast<double>(right) / static_cast<double>(predicted.size());
 }
 
-class OrtJudgeTest : public ::testing::TestWithParam<Case> {
+// Checks that Node.js and the ORT package are there, and gives each test a
+// temporary directory.
+class OrtTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(std::filesystem::exists(kNode))
+        << "Node.js not found (configured path '" << kNode
+        << "'): the ONNX Runtime judge needs it; run scripts/install-deps.sh "
+           "(Debian nodejs) and re-run cmake";
+    ASSERT_TRUE(std::filesystem::exists(
+        absl::StrCat(kOrtDir, "/node_modules/onnxruntime-node/package.json")))
+        << "onnxruntime-node is not installed in " << kOrtDir
+        << ": run scripts/install-deps.sh (npm ci --ignore-scripts there)";
+    std::string name = absl::StrCat(
+        "ort_judge_test_", getpid(), "_",
+        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::replace(name.begin(), name.end(), '/', '_');
+    dir_ = std::filesystem::path(::testing::TempDir()) / name;
+    std::filesystem::remove_all(dir_);
+    ASSERT_TRUE(std::filesystem::create_directories(dir_));
+  }
+
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::string Path(const std::string& name) const {
+    return (dir_ / name).string();
+  }
+
+  // ORT's first output for the model file on Path("inputs.npy"), with its
+  // graph optimizations or without.
+  Tensor OrtOutput(const std::string& model_path, bool optimize) {
+    const std::string out = Path(optimize ? "ort.npy" : "ort_plain.npy");
+    std::vector<std::string> args = {absl::StrCat(kOrtDir, "/run_model.js"),
+                                     model_path, Path("inputs.npy"), out};
+    if (!optimize) args.push_back("--no-optimize");
+    const testing::RunResult run =
+        testing::RunProgram(kNode, args, dir_.string());
+    EXPECT_EQ(run.exit_code, 0)
+        << "ONNX Runtime failed on " << model_path << ":\n"
+        << run.err;
+    return testing::ReadFloatNpy(out);
+  }
+
+  std::filesystem::path dir_;
+};
+
+class OrtJudgeTest : public OrtTest,
+                     public ::testing::WithParamInterface<Case> {
  protected:
   static void SetUpTestSuite() {
     absl::StatusOr<testing::FashionMnistTestSplit> split =
@@ -125,27 +177,7 @@ class OrtJudgeTest : public ::testing::TestWithParam<Case> {
 
   void SetUp() override {
     ASSERT_EQ(load_error_, nullptr) << *load_error_;
-    ASSERT_TRUE(std::filesystem::exists(kNode))
-        << "Node.js not found (configured path '" << kNode
-        << "'): the ONNX Runtime judge needs it; run scripts/install-deps.sh "
-           "(Debian nodejs) and re-run cmake";
-    ASSERT_TRUE(std::filesystem::exists(
-        absl::StrCat(kOrtDir, "/node_modules/onnxruntime-node/package.json")))
-        << "onnxruntime-node is not installed in " << kOrtDir
-        << ": run scripts/install-deps.sh (npm ci --ignore-scripts there)";
-    std::string name = absl::StrCat(
-        "ort_judge_test_", getpid(), "_",
-        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::replace(name.begin(), name.end(), '/', '_');
-    dir_ = std::filesystem::path(::testing::TempDir()) / name;
-    std::filesystem::remove_all(dir_);
-    ASSERT_TRUE(std::filesystem::create_directories(dir_));
-  }
-
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
-  std::string Path(const std::string& name) const {
-    return (dir_ / name).string();
+    OrtTest::SetUp();
   }
 
   // Normalised images [begin, end), shaped for `model`'s input.
@@ -155,20 +187,6 @@ class OrtJudgeTest : public ::testing::TestWithParam<Case> {
     MIXQ_RETURN_IF_ERROR(engine::Normalize(kMean, kStd, &x));
     MIXQ_RETURN_IF_ERROR(engine::ConformToModelInput(model.input_shape(), &x));
     return x;
-  }
-
-  // ORT's logits for `inputs` (written to inputs.npy) from the model file.
-  Tensor OrtLogits(const std::string& model_path, bool optimize) {
-    const std::string out = Path(optimize ? "ort.npy" : "ort_plain.npy");
-    std::vector<std::string> args = {absl::StrCat(kOrtDir, "/run_model.js"),
-                                     model_path, Path("inputs.npy"), out};
-    if (!optimize) args.push_back("--no-optimize");
-    const testing::RunResult run =
-        testing::RunProgram(kNode, args, dir_.string());
-    EXPECT_EQ(run.exit_code, 0)
-        << "ONNX Runtime failed on " << model_path << ":\n"
-        << run.err;
-    return testing::ReadFloatNpy(out);
   }
 
   static Tensor EngineLogits(const engine::Model& model, const Tensor& x) {
@@ -193,7 +211,6 @@ class OrtJudgeTest : public ::testing::TestWithParam<Case> {
   static Tensor* images_;
   static std::vector<int64_t>* labels_;
   static std::string* load_error_;
-  std::filesystem::path dir_;
 };
 
 Tensor* OrtJudgeTest::images_ = nullptr;
@@ -244,8 +261,8 @@ TEST_P(OrtJudgeTest, OrtAndTheEngineAgreeOnTheExport) {
                                     labels_->begin() + kEvalSamples);
 
   const Tensor engine_logits = EngineLogits(**exported, *inputs);
-  const Tensor ort_logits = OrtLogits(model_path, /*optimize=*/true);
-  const Tensor plain_logits = OrtLogits(model_path, /*optimize=*/false);
+  const Tensor ort_logits = OrtOutput(model_path, /*optimize=*/true);
+  const Tensor plain_logits = OrtOutput(model_path, /*optimize=*/false);
   ASSERT_EQ(ort_logits.shape(), engine_logits.shape());
   ASSERT_EQ(plain_logits.shape(), engine_logits.shape());
 
@@ -295,6 +312,53 @@ INSTANTIATE_TEST_SUITE_P(
       name = name.substr(0, name.find('.'));
       return absl::StrCat(name, "_", info.param.bits, "bit");
     });
+
+// The operators RaiseToOpset21 rewrites (the Reduce family's axes become an
+// input, Split gets num_outputs) compute in ORT at opset 21 what they did at
+// 13.
+TEST_F(OrtTest, RaisedOperatorsComputeWhatTheOriginalsDid) {
+  testing::OnnxBuilder b(13);
+  b.Input("x", {-1, 4, 6}).Output("y");
+  testing::SetInt(b.Node("Split", {"x"}, {"s1", "s2"}, "split"), "axis", 1);
+  const auto reduce = [&](const std::string& op, const std::string& in,
+                          const std::string& out,
+                          const std::vector<int64_t>& axes, bool keepdims) {
+    onnx::NodeProto* node = b.Node(op, {in}, {out}, out);
+    testing::SetInts(node, "axes", axes);
+    testing::SetInt(node, "keepdims", keepdims ? 1 : 0);
+  };
+  reduce("ReduceMean", "s1", "mean", {2}, true);  // [N, 2, 1]
+  reduce("ReduceMax", "s2", "max", {1}, true);    // [N, 1, 6]
+  b.Node("Add", {"mean", "max"}, {"q"}, "add");   // [N, 2, 6]
+  reduce("ReduceMin", "q", "min", {2}, true);     // [N, 2, 1] each
+  reduce("ReduceL1", "q", "l1", {2}, true);
+  reduce("ReduceL2", "q", "l2", {2}, true);
+  reduce("ReduceLogSumExp", "q", "lse", {2}, true);
+  reduce("ReduceLogSum", "l2", "log", {2}, true);
+  reduce("ReduceProd", "s1", "prod", {2}, true);
+  b.Node("Sum", {"min", "l1", "l2", "lse", "log", "prod"}, {"f"}, "sum");
+  reduce("ReduceSumSquare", "f", "y", {1, 2}, false);  // [N]
+  b.graph()
+      .mutable_output(0)
+      ->mutable_type()
+      ->mutable_tensor_type()
+      ->set_elem_type(onnx::TensorProto::FLOAT);
+  onnx::ModelProto raised = b.proto();
+  ASSERT_TRUE(RaiseToOpset21(&raised).ok());
+  ASSERT_TRUE(WriteFile(Path("original.onnx"), b.Bytes()).ok());
+  ASSERT_TRUE(WriteFile(Path("raised.onnx"), raised.SerializeAsString()).ok());
+
+  Tensor x({5, 4, 6});
+  for (int64_t i = 0; i < x.size(); ++i) {
+    x.data()[i] = 0.5f + 0.25f * static_cast<float>((i * 7) % 11) -
+                  0.1f * static_cast<float>(i % 3);
+  }
+  ASSERT_TRUE(WriteFile(Path("inputs.npy"), engine::EncodeNpy(x)).ok());
+  const Tensor original = OrtOutput(Path("original.onnx"), false);
+  const Tensor after = OrtOutput(Path("raised.onnx"), false);
+  ASSERT_EQ(original.shape(), (engine::Shape{5}));
+  EXPECT_EQ(after.ToVector(), original.ToVector());
+}
 
 }  // namespace
 }  // namespace mixq::search
