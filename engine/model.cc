@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <optional>
 #include <queue>
 #include <utility>
@@ -16,6 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/int4.h"
 #include "engine/ops.h"
 #include "engine/ops_util.h"
 #include "engine/validate.h"
@@ -218,11 +220,18 @@ struct ElementType {
   size_t raw_size;  // bytes per element in raw_data
 };
 constexpr ElementType kElementTypes[] = {
-    {onnx::TensorProto::FLOAT, false, 4}, {onnx::TensorProto::DOUBLE, false, 8},
-    {onnx::TensorProto::INT64, true, 8},  {onnx::TensorProto::INT32, true, 4},
-    {onnx::TensorProto::INT16, true, 2},  {onnx::TensorProto::UINT16, true, 2},
-    {onnx::TensorProto::INT8, true, 1},   {onnx::TensorProto::UINT8, true, 1},
+    {onnx::TensorProto::FLOAT, false, 4},
+    {onnx::TensorProto::DOUBLE, false, 8},
+    {onnx::TensorProto::INT64, true, 8},
+    {onnx::TensorProto::INT32, true, 4},
+    {onnx::TensorProto::INT16, true, 2},
+    {onnx::TensorProto::UINT16, true, 2},
+    {onnx::TensorProto::INT8, true, 1},
+    {onnx::TensorProto::UINT8, true, 1},
     {onnx::TensorProto::BOOL, true, 1},
+    // Two per byte (engine/int4.h): ParseTensor reads them apart.
+    {kOnnxUint4, true, 0},
+    {kOnnxInt4, true, 0},
 };
 
 const ElementType* FindElementType(int data_type) {
@@ -261,6 +270,45 @@ int64_t RawInt(const std::string& raw, int type, size_t i) {
   }
 }
 
+// The `n` values of an INT4 or UINT4 tensor into value->ints: from raw_data
+// or int32_data, ceil(n / 2) bytes either way. The length is checked before
+// anything of size `n` is allocated.
+absl::StatusOr<ConstValue> ParseInt4Tensor(const onnx::TensorProto& tensor,
+                                           absl::string_view what,
+                                           ConstValue value, size_t n) {
+  const int data_type = tensor.data_type();
+  const size_t needed = static_cast<size_t>(Int4Bytes(n));
+  const bool raw = tensor.has_raw_data();
+  const size_t stored = raw ? tensor.raw_data().size()
+                            : static_cast<size_t>(tensor.int32_data_size());
+  if (stored != needed) {
+    return Invalid(absl::StrCat(
+        what, " of shape ", ShapeToString(value.shape), " needs ", n,
+        " values, two per byte: ", raw ? "raw_data" : "int32_data", " of ",
+        needed, raw ? " bytes" : " entries", ", has ", stored, " (",
+        Int4TypeName(data_type), ")"));
+  }
+  std::string bytes;
+  if (!raw) {
+    bytes.reserve(needed);
+    for (int32_t entry : tensor.int32_data()) {
+      if (entry < 0 || entry > std::numeric_limits<uint8_t>::max()) {
+        return Invalid(absl::StrCat(what, ": int32_data entry ", entry,
+                                    " is not a byte (", Int4TypeName(data_type),
+                                    " packs two values per entry)"));
+      }
+      bytes.push_back(static_cast<char>(entry));
+    }
+  }
+  const absl::string_view packed = raw ? tensor.raw_data() : bytes;
+  const bool is_signed = data_type == kOnnxInt4;
+  value.ints.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    value.ints[i] = UnpackInt4(packed, static_cast<int64_t>(i), is_signed);
+  }
+  return value;
+}
+
 absl::StatusOr<ConstValue> ParseTensor(const onnx::TensorProto& tensor,
                                        absl::string_view what) {
   if (tensor.data_location() == onnx::TensorProto::EXTERNAL ||
@@ -289,6 +337,9 @@ absl::StatusOr<ConstValue> ParseTensor(const onnx::TensorProto& tensor,
                                 " needs ", n, " values, has ", got));
   };
   const int data_type = tensor.data_type();
+  if (IsInt4Type(data_type)) {
+    return ParseInt4Tensor(tensor, what, std::move(value), n);
+  }
   if (tensor.has_raw_data()) {
     const std::string& raw = tensor.raw_data();
     if (raw.size() != n * type->raw_size) {

@@ -1,5 +1,6 @@
 // QuantizeLinear and DequantizeLinear (opsets 10 and 13: per-tensor, and
-// per-axis along `axis`).
+// per-axis along `axis`; opset 21's 4-bit types INT4/UINT4 too, not its
+// blocked form).
 //
 // Runtime tensors are float, so a quantized tensor is carried as float values
 // that are exact integers ("float-coded"). QuantizeLinear keeps the range of
@@ -25,6 +26,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "engine/int4.h"
 #include "engine/ops.h"
 #include "engine/ops_util.h"
 
@@ -59,6 +61,10 @@ std::optional<IntRange> RangeOfType(int64_t type) {
       return IntRange{0.0f, 65535.0f};
     case kInt16Type:
       return IntRange{-32768.0f, 32767.0f};
+    case kOnnxUint4:
+      return IntRange{kUint4Min, kUint4Max};
+    case kOnnxInt4:
+      return IntRange{kInt4Min, kInt4Max};
     default:
       return std::nullopt;
   }
@@ -298,8 +304,9 @@ absl::StatusOr<std::unique_ptr<Kernel>> CreateQuantize(const OpConfig& config) {
       RangeOfType(*type == 0 ? kUint8Type : *type);
   if (!range) {
     return NodeError(config, absl::StrCat("quantizing to element type ", *type,
-                                          " is not supported (int8, uint8, "
-                                          "int16 and uint16 are)"));
+                                          " is not supported (int4, uint4, "
+                                          "int8, uint8, int16 and uint16 "
+                                          "are)"));
   }
   for (float z : params->zero_point) {
     if (z < range->lo || z > range->hi) {

@@ -2,7 +2,9 @@
 
 #include <bit>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -11,6 +13,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "engine/int4.h"
 #include "engine/tensor.h"
 #include "onnx/onnx_pb.h"
 #include "util/status_macros.h"
@@ -120,6 +123,9 @@ struct ElementType {
   Field field;                 // the typed field
   int64_t values_per_element;  // 2 for complex numbers
   FloatKind float_kind;
+  // INT4 and UINT4: two elements per byte of raw_data and per entry of the
+  // typed field (engine/int4.h); `bytes` is then that byte.
+  bool packed_4bit = false;
 };
 constexpr ElementType kElementTypes[] = {
     {onnx::TensorProto::FLOAT, 4, Field::kFloat, 1, FloatKind::kFloat},
@@ -138,7 +144,21 @@ constexpr ElementType kElementTypes[] = {
     {onnx::TensorProto::COMPLEX64, 8, Field::kFloat, 2, FloatKind::kFloat},
     {onnx::TensorProto::COMPLEX128, 16, Field::kDouble, 2, FloatKind::kDouble},
     {onnx::TensorProto::BFLOAT16, 2, Field::kInt32, 1, FloatKind::kBfloat16},
+    {kOnnxUint4, 1, Field::kInt32, 1, FloatKind::kNone, true},
+    {kOnnxInt4, 1, Field::kInt32, 1, FloatKind::kNone, true},
 };
+
+// How many bytes of raw_data (or entries of the typed field, holding
+// `per_element` values each) `count` elements of `type` take; false when the
+// product overflows int64.
+bool StoredSize(const ElementType& type, int64_t count, int64_t per_element,
+                int64_t* size) {
+  if (type.packed_4bit) {
+    *size = Int4Bytes(count);
+    return true;
+  }
+  return !__builtin_mul_overflow(count, per_element, size);
+}
 
 const ElementType* FindElementType(int type) {
   for (const ElementType& t : kElementTypes) {
@@ -148,6 +168,7 @@ const ElementType* FindElementType(int type) {
 }
 
 std::string TypeName(int type) {
+  if (IsInt4Type(type)) return Int4TypeName(type);
   return onnx::TensorProto::DataType_IsValid(type)
              ? onnx::TensorProto::DataType_Name(type)
              : absl::StrCat(type);
@@ -278,8 +299,14 @@ absl::Status CheckTensor(const onnx::TensorProto& t, const std::string& what,
     }
     const int64_t raw_bytes = static_cast<int64_t>(t.raw_data().size());
     int64_t needed = 0;
-    if (__builtin_mul_overflow(count, type->bytes, &needed) ||
-        needed != raw_bytes) {
+    const bool fits = StoredSize(*type, count, type->bytes, &needed);
+    if (type->packed_4bit && needed != raw_bytes) {
+      return Invalid(
+          absl::StrCat(what, " of shape ", ShapeToString(shape), " needs ",
+                       count, " values, two per byte: raw_data of ", needed,
+                       " bytes, has ", raw_bytes, " (", type_name, ")"));
+    }
+    if (!fits || needed != raw_bytes) {
       return Invalid(absl::StrCat(
           what, " of shape ", ShapeToString(shape), " needs ", count,
           " values, has ", raw_bytes / type->bytes, " (raw_data of ", raw_bytes,
@@ -296,11 +323,23 @@ absl::Status CheckTensor(const onnx::TensorProto& t, const std::string& what,
     }
     const int64_t values = FieldSize(t, type->field);
     int64_t needed = 0;
-    if (__builtin_mul_overflow(count, type->values_per_element, &needed) ||
+    if (!StoredSize(*type, count, type->values_per_element, &needed) ||
         needed != values) {
-      return Invalid(absl::StrCat(what, " of shape ", ShapeToString(shape),
-                                  " needs ", needed, " values, has ", values,
-                                  " (", FieldName(type->field), ")"));
+      return Invalid(absl::StrCat(
+          what, " of shape ", ShapeToString(shape), " needs ", needed,
+          type->packed_4bit ? " entries (two values per entry)" : " values",
+          ", has ", values, " (", FieldName(type->field), ")"));
+    }
+    if (type->packed_4bit) {
+      for (int64_t i = 0; i < values; ++i) {
+        const int32_t v = t.int32_data(static_cast<int>(i));
+        if (v < 0 || v > std::numeric_limits<uint8_t>::max()) {
+          return Invalid(absl::StrCat(what, ": int32_data[", i, "] = ", v,
+                                      " is not a byte (a ", type_name,
+                                      " tensor packs two values "
+                                      "into each entry)"));
+        }
+      }
     }
   }
   if (nonzero > limits.max_tensor_elements) {
@@ -310,7 +349,8 @@ absl::Status CheckTensor(const onnx::TensorProto& t, const std::string& what,
         OverLimit(nonzero, empty ? "" : "elements", limits.max_tensor_elements,
                   "max_tensor_elements")));
   }
-  int64_t bytes = count * type->bytes;
+  // count is within max_tensor_elements here: the product cannot overflow.
+  int64_t bytes = type->packed_4bit ? Int4Bytes(count) : count * type->bytes;
   if (type->field == Field::kString) {
     for (const std::string& s : t.string_data()) {
       bytes += static_cast<int64_t>(s.size());

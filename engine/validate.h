@@ -56,7 +56,10 @@ struct ModelLimits {
 //    segmented data (rejected outright: mixq never reads files a model
 //    names), data in exactly one field — raw_data, or the typed field of its
 //    element type — with exactly the element count its dims give (the
-//    product computed without int64 overflow); float initializers (FLOAT,
+//    product computed without int64 overflow); INT4 and UINT4 (data types 22
+//    and 21, engine/int4.h) pack two values per byte, so they need exactly
+//    ceil(n / 2) bytes of raw_data or ceil(n / 2) int32_data entries, each a
+//    byte (0..255); float initializers (FLOAT,
 //    DOUBLE, FLOAT16, BFLOAT16, complex) hold no NaN or infinity;
 //  - every declared shape (graph inputs and outputs, value_info): known
 //    element type, dims >= 0 and <= max_dim, product without overflow.
@@ -64,7 +67,9 @@ struct ModelLimits {
 //  - INVALID_ARGUMENT for a malformed model, e.g. "initializer 'w' of shape
 //    [2, 2] needs 4 values, has 3 (raw_data of 12 bytes)", "unsupported
 //    operator 'com.x.Op' (node 'n'): ...", "value 'y' is defined more than
-//    once: ...", "the graph has a cycle (through node 'n')". A tensor whose
+//    once: ...", "the graph has a cycle (through node 'n')", "initializer
+//    'w' of shape [3] needs 3 values, two per byte: raw_data of 2 bytes, has
+//    3 (INT4)". A tensor whose
 //    dims overflow int64 cannot match its data: INVALID_ARGUMENT "... is too
 //    large ...".
 //  - RESOURCE_EXHAUSTED for a well-formed model over a limit, e.g. "the graph

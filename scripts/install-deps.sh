@@ -1,9 +1,22 @@
 #!/usr/bin/env bash
-# Installs every Debian package mixq needs to build, test and run its demo.
-# Idempotent and non-interactive; used by CI, docker/Dockerfile and people alike.
-#   scripts/install-deps.sh            build + test + demo packages
+# Installs every Debian package mixq needs to build, test and run its demo, and
+# ONNX Runtime for Node.js (tools/ort), the outside judge of the QDQ exports
+# (tests/ort). Idempotent and non-interactive; used by CI, docker/Dockerfile and
+# people alike.
+#   scripts/install-deps.sh            build + test + demo packages, Node.js + ORT
 #   scripts/install-deps.sh --python   also PyTorch/ONNX for regenerating fixtures (never needed at run time)
+#   scripts/install-deps.sh --no-ort   without Node.js and ORT (building the server image: no tests)
 set -euo pipefail
+
+python=0
+ort=1
+for arg in "$@"; do
+  case "$arg" in
+    --python) python=1 ;;
+    --no-ort) ort=0 ;;
+    *) echo "install-deps: unknown option $arg (--python, --no-ort)" >&2; exit 2 ;;
+  esac
+done
 
 packages=(
   build-essential cmake pkg-config ca-certificates
@@ -13,8 +26,13 @@ packages=(
   libonnx-dev libcli11-dev zlib1g-dev libzip-dev libssl-dev
   dataset-fashion-mnist libonnx-testdata
 )
-if [[ "${1:-}" == "--python" ]]; then
+if ((python)); then
   packages+=(python3-torch python3-torchvision python3-onnx python3-numpy libopenblas0-pthread)
+fi
+# Node.js and npm from Debian, unless both are on PATH already (a nodejs
+# from elsewhere, e.g. NodeSource's, bundles npm and conflicts with Debian's).
+if ((ort)) && ! { command -v node && command -v npm; } >/dev/null; then
+  packages+=(nodejs npm)
 fi
 
 missing=()
@@ -25,11 +43,25 @@ for p in "${packages[@]}"; do
 done
 if ((${#missing[@]} == 0)); then
   echo "install-deps: all ${#packages[@]} packages present"
-  exit 0
+else
+  SUDO=""
+  if [[ "$(id -u)" != 0 ]]; then SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-SUDO=""
-if [[ "$(id -u)" != 0 ]]; then SUDO="sudo"; fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -q
-$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+if ((ort)); then
+  # onnxruntime-node at the version package-lock.json pins, from the npm
+  # registry. --ignore-scripts: its install script fetches CUDA files (and fails
+  # offline); the CPU binaries are inside the package.
+  ort_dir="$(cd "$(dirname "$0")/../tools/ort" && pwd)"
+  wanted="$(node -p "require('$ort_dir/package.json').dependencies['onnxruntime-node']")"
+  installed="$(node -p "try { require('$ort_dir/node_modules/onnxruntime-node/package.json').version } catch (e) { '' }")"
+  if [[ "$installed" == "$wanted" ]]; then
+    echo "install-deps: onnxruntime-node $installed present in tools/ort"
+  else
+    (cd "$ort_dir" && npm ci --ignore-scripts --no-audit --no-fund)
+    echo "install-deps: installed onnxruntime-node $wanted in tools/ort"
+  fi
+fi

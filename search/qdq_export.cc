@@ -17,9 +17,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/int4.h"
+#include "engine/validate.h"
 #include "onnx/checker.h"
 #include "onnx/onnx_pb.h"
 #include "onnx/version_converter/convert.h"
+#include "search/onnx_names.h"
+#include "search/opset_raise.h"
 #include "util/status_macros.h"
 
 namespace mixq::search {
@@ -46,9 +50,21 @@ struct Container {
 
 constexpr Container kInt8 = {-128, 127, onnx::TensorProto::INT8, "int8"};
 constexpr Container kUint8 = {0, 255, onnx::TensorProto::UINT8, "uint8"};
+constexpr Container kInt4 = {engine::kInt4Min, engine::kInt4Max,
+                             engine::kOnnxInt4, "int4"};
+constexpr Container kUint4 = {engine::kUint4Min, engine::kUint4Max,
+                              engine::kOnnxUint4, "uint4"};
 
 const Container& ContainerOf(bool is_signed) {
   return is_signed ? kInt8 : kUint8;
+}
+
+bool IsPacked(const QdqWeight& w) { return w.bits <= kMaxPackedWeightBits; }
+
+// Where a weight's integers end up: a 4-bit container when packed.
+const Container& ContainerOf(const QdqWeight& w) {
+  if (!IsPacked(w)) return ContainerOf(w.is_signed);
+  return w.is_signed ? kInt4 : kUint4;
 }
 
 bool InContainer(int32_t v, const Container& c) {
@@ -137,6 +153,10 @@ absl::Status CheckFloatInitializer(const onnx::TensorProto& t) {
 
 absl::Status ValidateWeight(const QdqWeight& w, const onnx::TensorProto& t) {
   MIXQ_RETURN_IF_ERROR(CheckFloatInitializer(t));
+  if (w.bits < 1 || w.bits > kMaxQdqWeightBits) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bits = ", w.bits, " is outside 1..", kMaxQdqWeightBits));
+  }
   MIXQ_ASSIGN_OR_RETURN(const int64_t count, ElementCount(t));
   if (static_cast<int64_t>(w.q.size()) != count) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -161,7 +181,7 @@ absl::Status ValidateWeight(const QdqWeight& w, const onnx::TensorProto& t) {
     return absl::InvalidArgumentError(absl::StrCat(
         w.zero_point.size(), " zero points for ", w.scale.size(), " scales"));
   }
-  const Container& c = ContainerOf(w.is_signed);
+  const Container& c = ContainerOf(w);
   for (size_t i = 0; i < w.scale.size(); ++i) {
     if (!std::isfinite(w.scale[i]) || w.scale[i] <= 0) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -316,19 +336,38 @@ absl::StatusOr<SpecIndex> IndexSpec(const onnx::GraphProto& graph,
   return index;
 }
 
-// The default-domain opset the spec's nodes need (0: none), and why.
-std::pair<int64_t, std::string> RequiredOpset(const QdqExportSpec& spec) {
+// The default-domain opset the model must be converted to with onnx's
+// version converter (0: none), why, and whether per-tensor weights would
+// need less.
+struct ConvertedOpset {
+  int64_t opset = 0;
+  std::string reason;
+  bool per_tensor_suffices = false;
+};
+
+ConvertedOpset RequiredOpset(const QdqExportSpec& spec) {
+  for (const QdqWeight& w : spec.weights) {
+    if (IsPacked(w)) {
+      // The converter stops at 17; mixq raises 13+ to 21 itself.
+      return {kMinRaisableOpset,
+              absl::StrCat("a 4-bit weight ('", w.initializer, "', ", w.bits,
+                           " bits, stored as ", ContainerOf(w).name,
+                           " at opset ", kOpset21, ")"),
+              false};
+    }
+  }
   for (const QdqWeight& w : spec.weights) {
     if (w.axis >= 0) {
       return {kPerAxisQdqOpset,
               absl::StrCat("per-channel DequantizeLinear (weight '",
-                           w.initializer, "', axis ", w.axis, ")")};
+                           w.initializer, "', axis ", w.axis, ")"),
+              true};
     }
   }
   if (!spec.weights.empty() || !spec.activations.empty()) {
-    return {kQdqOpset, "QuantizeLinear/DequantizeLinear"};
+    return {kQdqOpset, "QuantizeLinear/DequantizeLinear", false};
   }
-  return {0, ""};
+  return {};
 }
 
 // Raises the default-domain opset of `model` from `from` to `to` with onnx's
@@ -336,15 +375,16 @@ std::pair<int64_t, std::string> RequiredOpset(const QdqExportSpec& spec) {
 // and throws when it cannot (e.g. an adapter that needs a shape nobody
 // inferred).
 absl::StatusOr<onnx::ModelProto> RaiseOpset(const onnx::ModelProto& model,
-                                            int64_t from, int64_t to,
-                                            absl::string_view reason) {
+                                            int64_t from,
+                                            const ConvertedOpset& need) {
+  const int64_t to = need.opset;
   const auto fail = [&](absl::string_view why) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "the model imports opset %d of the default domain, %s needs opset %d, "
         "and onnx's version converter could not raise it (%s); re-export the "
         "model at opset %d or later%s",
-        from, reason, to, why, to,
-        to == kPerAxisQdqOpset
+        from, need.reason, to, why, to,
+        need.per_tensor_suffices
             ? absl::StrFormat(", or quantize every weight per tensor (axis "
                               "-1; opset %d suffices)",
                               kQdqOpset)
@@ -365,42 +405,6 @@ absl::StatusOr<onnx::ModelProto> RaiseOpset(const onnx::ModelProto& model,
   if (!valid.ok()) return fail(valid.message());
   return converted;
 }
-
-void CollectNames(const onnx::GraphProto& graph,
-                  std::unordered_set<std::string>* names) {
-  for (const auto& v : graph.input()) names->insert(v.name());
-  for (const auto& v : graph.output()) names->insert(v.name());
-  for (const auto& v : graph.value_info()) names->insert(v.name());
-  for (const auto& t : graph.initializer()) names->insert(t.name());
-  for (const onnx::NodeProto& node : graph.node()) {
-    names->insert(node.name());
-    for (const std::string& v : node.input()) names->insert(v);
-    for (const std::string& v : node.output()) names->insert(v);
-    for (const onnx::AttributeProto& attr : node.attribute()) {
-      if (attr.has_g()) CollectNames(attr.g(), names);
-      for (const onnx::GraphProto& g : attr.graphs()) CollectNames(g, names);
-    }
-  }
-}
-
-// Hands out names no value, initializer or node of the model uses yet
-// (sub-graphs included, so nothing new shadows or is shadowed).
-class NameTable {
- public:
-  explicit NameTable(const onnx::GraphProto& graph) {
-    CollectNames(graph, &used_);
-  }
-  std::string Fresh(absl::string_view base) {
-    std::string name(base);
-    for (int i = 1; !used_.insert(name).second; ++i) {
-      name = absl::StrCat(base, "_", i);
-    }
-    return name;
-  }
-
- private:
-  std::unordered_set<std::string> used_;
-};
 
 std::string FloatBytes(const float* data, size_t n) {
   return std::string(reinterpret_cast<const char*>(data), n * sizeof(float));
@@ -423,6 +427,14 @@ onnx::AttributeProto* AddAttribute(onnx::NodeProto* node,
   attr->set_type(type);
   return attr;
 }
+
+// A 4-bit weight's integers or zero points: written by the Rewriter in the
+// 8-bit container of the same signedness, which onnx 1.12's checker knows,
+// and packed after the check (PackInitializers).
+struct PackedInitializer {
+  std::string name;
+  const Container* container;  // kInt4 or kUint4
+};
 
 // Builds the graph's new nodes and initializers.
 class Rewriter {
@@ -456,6 +468,10 @@ class Rewriter {
                                   {q, scale, zero_point}, w.initializer);
     if (w.axis >= 0) {
       AddAttribute(dq, "axis", onnx::AttributeProto::INT)->set_i(w.axis);
+    }
+    if (IsPacked(w)) {
+      packed_.push_back({q, &ContainerOf(w)});
+      packed_.push_back({zero_point, &ContainerOf(w)});
     }
   }
 
@@ -510,6 +526,9 @@ class Rewriter {
     return &prologue_;
   }
 
+  // The initializers of 4-bit weights, still in 8-bit containers.
+  std::vector<PackedInitializer> TakePacked() { return std::move(packed_); }
+
   // Appends the new initializers (and, for IR versions that require it,
   // their graph inputs).
   void Finish() {
@@ -559,6 +578,7 @@ class Rewriter {
   bool initializers_are_inputs_;
   std::vector<onnx::TensorProto> new_initializers_;
   google::protobuf::RepeatedPtrField<onnx::NodeProto> prologue_;
+  std::vector<PackedInitializer> packed_;
 };
 
 // Removes the items of `field` whose name is in `names`.
@@ -572,8 +592,11 @@ void DropNamed(const std::unordered_set<std::string>& names,
   field->Swap(&kept);
 }
 
-void Rewrite(const QdqExportSpec& spec, const SpecIndex& index, int64_t opset,
-             onnx::ModelProto* model) {
+// Rewrites `model` into QDQ form (at `opset`) and returns the initializers
+// PackInitializers must still pack.
+std::vector<PackedInitializer> Rewrite(const QdqExportSpec& spec,
+                                       const SpecIndex& index, int64_t opset,
+                                       onnx::ModelProto* model) {
   onnx::GraphProto* graph = model->mutable_graph();
   for (size_t i = 0; i < spec.float_updates.size(); ++i) {
     onnx::TensorProto* t =
@@ -613,6 +636,37 @@ void Rewrite(const QdqExportSpec& spec, const SpecIndex& index, int64_t opset,
   DropNamed(replaced, graph->mutable_initializer());
   DropNamed(replaced, graph->mutable_input());
   rewriter.Finish();
+  return rewriter.TakePacked();
+}
+
+// Repacks each of `packed` (raw_data of one int8/uint8 byte per value) two
+// values per byte in its 4-bit container, and retypes a graph input of the
+// same name (IR version 3 lists initializers as inputs).
+void PackInitializers(const std::vector<PackedInitializer>& packed,
+                      onnx::GraphProto* graph) {
+  std::unordered_map<std::string, const Container*> containers;
+  for (const PackedInitializer& p : packed) {
+    containers.emplace(p.name, p.container);
+  }
+  for (onnx::TensorProto& t : *graph->mutable_initializer()) {
+    const auto it = containers.find(t.name());
+    if (it == containers.end()) continue;
+    const bool is_signed = it->second->lo < 0;
+    std::vector<int32_t> values(t.raw_data().size());
+    for (size_t i = 0; i < values.size(); ++i) {
+      const char byte = t.raw_data()[i];
+      values[i] =
+          is_signed ? static_cast<int8_t>(byte) : static_cast<uint8_t>(byte);
+    }
+    t.set_data_type(it->second->data_type);
+    t.set_raw_data(engine::PackInt4(values));
+  }
+  for (onnx::ValueInfoProto& input : *graph->mutable_input()) {
+    const auto it = containers.find(input.name());
+    if (it == containers.end()) continue;
+    input.mutable_type()->mutable_tensor_type()->set_elem_type(
+        it->second->data_type);
+  }
 }
 
 }  // namespace
@@ -629,6 +683,14 @@ absl::StatusOr<std::string> ExportQdq(absl::string_view onnx_bytes,
   MIXQ_RETURN_IF_ERROR(RejectExternalData(model.graph()));
   MIXQ_RETURN_IF_ERROR(Annotate(CheckModel(model), "input model"));
   MIXQ_ASSIGN_OR_RETURN(SpecIndex index, IndexSpec(model.graph(), spec));
+  const bool packs =
+      std::any_of(spec.weights.begin(), spec.weights.end(),
+                  [](const QdqWeight& w) { return IsPacked(w); });
+  if (packs) {
+    // mixq's validator stands in for onnx's checker on the opset-21 output;
+    // what it refuses in the input (NaN weights, say) is the input's fault.
+    MIXQ_RETURN_IF_ERROR(Annotate(engine::ValidateModel(model), "input model"));
+  }
 
   const onnx::OperatorSetIdProto* opset = DefaultOpset(&model);
   if (opset == nullptr) {
@@ -636,26 +698,40 @@ absl::StatusOr<std::string> ExportQdq(absl::string_view onnx_bytes,
         "the model imports no opset of the default ONNX domain");
   }
   int64_t opset_version = opset->version();
-  const auto [required, reason] = RequiredOpset(spec);
-  if (opset_version < required) {
-    MIXQ_ASSIGN_OR_RETURN(model,
-                          RaiseOpset(model, opset_version, required, reason));
-    opset_version = required;
+  const ConvertedOpset need = RequiredOpset(spec);
+  if (opset_version < need.opset) {
+    MIXQ_ASSIGN_OR_RETURN(model, RaiseOpset(model, opset_version, need));
+    opset_version = need.opset;
     // The converter rebuilds the graph: find the spec's items again.
     absl::StatusOr<SpecIndex> converted = IndexSpec(model.graph(), spec);
     if (!converted.ok()) {
       return absl::FailedPreconditionError(
           absl::StrCat("after onnx's version converter raised the opset to ",
-                       required, ": ", converted.status().message()));
+                       need.opset, ": ", converted.status().message()));
     }
     index = *std::move(converted);
   }
 
-  Rewrite(spec, index, opset_version, &model);
+  const std::vector<PackedInitializer> packed =
+      Rewrite(spec, index, opset_version, &model);
+  // Checked before packing and the raise: onnx 1.12's checker knows neither
+  // opset 21 nor INT4/UINT4.
   const absl::Status valid = CheckModel(model);
   if (!valid.ok()) {
     return absl::InternalError(
         absl::StrCat("the QDQ model mixq wrote is invalid: ", valid.message()));
+  }
+  if (packs) {
+    PackInitializers(packed, model.mutable_graph());
+    MIXQ_RETURN_IF_ERROR(
+        Annotate(RaiseToOpset21(&model),
+                 absl::StrCat("4-bit weights need opset ", kOpset21)));
+    const absl::Status packed_valid = engine::ValidateModel(model);
+    if (!packed_valid.ok()) {
+      return absl::InternalError(absl::StrCat(
+          "the packed opset-", kOpset21,
+          " QDQ model mixq wrote is invalid: ", packed_valid.message()));
+    }
   }
   std::string bytes;
   if (!model.SerializeToString(&bytes)) {

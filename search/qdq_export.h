@@ -7,12 +7,17 @@
 // functions; thread-safe.
 //
 // What the output holds:
-//  - Each quantized weight W: an int8 or uint8 initializer "W_quantized"
+//  - Each quantized weight W: an integer initializer "W_quantized"
 //    (raw_data), "W_scale" (float; one per channel along `axis`, or a
-//    scalar) and "W_zero_point" (int8/uint8, same shape), and a
-//    DequantizeLinear node (with `axis` when per-channel) whose output is
+//    scalar) and "W_zero_point" (same element type, the scale's shape), and
+//    a DequantizeLinear node (with `axis` when per-channel) whose output is
 //    named W, so W's consumers are unchanged. The float W is removed (from
-//    the initializers and, where listed, the graph inputs).
+//    the initializers and, where listed, the graph inputs). The element
+//    type: a weight of more than kMaxPackedWeightBits bits is int8
+//    (is_signed) or uint8; one of kMaxPackedWeightBits or fewer ("4-bit",
+//    also 1..3 bits) is INT4 (data type 22) or UINT4 (21), two values per
+//    byte, low nibble first, raw_data of ceil(n / 2) bytes (engine/int4.h),
+//    so a 4-bit weight takes half the bytes of an 8-bit one.
 //  - Each quantized activation: QuantizeLinear → DequantizeLinear inserted on
 //    one input of one node only (other consumers of the same value still read
 //    the float value). QuantizeLinear saturates to the container (0..255 or
@@ -36,7 +41,22 @@
 // Softmax whose input shape is unknown): the export then fails with
 // FAILED_PRECONDITION naming both opsets; re-export the model at opset 13 or
 // later, or quantize its weights per tensor (opset 10 suffices). Clip takes
-// its bounds as inputs from opset 11, as attributes before.
+// its bounds as inputs from opset 11, as attributes before. A model without
+// 4-bit weights keeps its opset (if high enough) and IR version.
+//
+// 4-bit weights: INT4/UINT4 need opset 21 and IR version 10, which Debian's
+// onnx 1.12 (converter and checker) does not know. So the exporter converts
+// the model to opset 13 or later as above, rewrites it with the 4-bit
+// weights in int8/uint8 containers, runs onnx's checker on that graph, then
+// packs the weights and raises the opset to 21 itself (search/opset_raise.h:
+// the Reduce family's `axes` attribute becomes an input, Split gets
+// `num_outputs`) and sets IR version 10 (a higher one stays). onnx's checker
+// cannot check the opset-21 output; mixq's own validator (engine/validate.h)
+// checks it instead, and the input too. A model holding an operator the
+// raise does not know to be safe fails with FAILED_PRECONDITION naming the
+// operator and node (no silent fallback to int8 containers): quantize such a
+// model at 5 bits or more. Activation QuantizeLinear/DequantizeLinear stay
+// uint8/int8 in either case.
 #ifndef MIXQ_SEARCH_QDQ_EXPORT_H_
 #define MIXQ_SEARCH_QDQ_EXPORT_H_
 
@@ -52,6 +72,11 @@
 
 namespace mixq::search {
 
+// Weights of at most this many bits are stored in 4-bit containers.
+inline constexpr int kMaxPackedWeightBits = 4;
+// QdqWeight::bits ranges over 1..kMaxQdqWeightBits.
+inline constexpr int kMaxQdqWeightBits = 8;
+
 // One quantized weight initializer: its integers and grid. The weight the
 // exported model computes is scale[c] · (q − zero_point[c]), c the index
 // along `axis` (or 0).
@@ -61,7 +86,10 @@ struct QdqWeight {
   std::vector<float> scale;         // dim(axis) entries, or one (axis -1)
   std::vector<int32_t> zero_point;  // as many as `scale`
   int axis = -1;                    // per-channel axis of the weight, or -1
-  bool is_signed = true;            // int8 container; false: uint8
+  bool is_signed = true;            // int8/int4 container; false: uint8/uint4
+  // The grid's bit width: 1..kMaxPackedWeightBits picks the 4-bit container
+  // (INT4/UINT4, opset 21), up to kMaxQdqWeightBits the 8-bit one.
+  int bits = 8;
 };
 
 // Fake quantization of one input of one node (for a Gemm, MatMul or Conv
@@ -88,17 +116,23 @@ struct QdqExportSpec {
 
 // Rewrites `onnx_bytes` (a serialized ONNX ModelProto) into QDQ form as
 // described above and returns the serialized result, which passes
-// CheckOnnxModel. Errors:
+// CheckOnnxModel when no weight is 4-bit and engine::ValidateModel when one
+// is. Errors:
 //  - INVALID_ARGUMENT: not an ONNX model, or one the ONNX checker rejects;
 //    external data; a spec item that does not fit the model, named in the
 //    message (unknown or non-float initializer, a node name that is unknown
 //    or not unique, an input index out of range, an element count, a scale
 //    count that does not match dim(axis), an axis out of range, a scale that
-//    is not positive and finite, an integer or zero point outside the
-//    container, qmin > qmax, an item listed twice, non-finite float updates).
+//    is not positive and finite, bits outside 1..kMaxQdqWeightBits, an
+//    integer or zero point outside the container (int4: −8..7, uint4:
+//    0..15), qmin > qmax, an item listed twice, non-finite float updates);
+//    with 4-bit weights also what engine::ValidateModel refuses in the input
+//    (its code: INVALID_ARGUMENT, or RESOURCE_EXHAUSTED over its limits).
 //  - FAILED_PRECONDITION: the model's opset is too low and onnx's version
-//    converter cannot raise it (see above).
-//  - INTERNAL: the rewritten model fails the ONNX checker (a bug in mixq).
+//    converter cannot raise it (see above); with 4-bit weights, an operator
+//    the raise to opset 21 does not know to be safe (named).
+//  - INTERNAL: the rewritten model fails the ONNX checker, or the packed
+//    opset-21 model mixq's validator (a bug in mixq).
 absl::StatusOr<std::string> ExportQdq(absl::string_view onnx_bytes,
                                       const QdqExportSpec& spec);
 

@@ -47,6 +47,7 @@ QdqWeight ToQdqWeight(const std::string& name, const engine::Tensor& w,
   out.zero_point = params.zero_point;
   out.axis = params.axis;
   out.is_signed = params.is_signed();
+  out.bits = params.bits;
   return out;
 }
 

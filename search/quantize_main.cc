@@ -8,7 +8,10 @@
 // BatchNormalization is folded into the preceding Conv/Gemm, weights are
 // quantized per output channel (symmetric by default), and the input of every
 // quantized layer gets a QuantizeLinear/DequantizeLinear pair whose range the
-// observer took from the first N inputs (the calibration set). P.json holds
+// observer took from the first N inputs (the calibration set). Weights of 4
+// bits or fewer are stored packed, two per byte (INT4/UINT4, opset 21); the
+// summary line and the report (onnx_bytes, fp32_onnx_bytes) give the written
+// and the input file's sizes. P.json holds
 // `{"layers": [{"name": ..., "bits": ...}]}` — what `mixq best --json` prints
 // (its first policy is used); layers it does not list stay in float.
 // `mixq-run` runs the result. With --labels, the top-1 accuracy of the FP32
@@ -40,6 +43,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "proto/mixq.pb.h"
 #include "proto/quantization.pb.h"
+#include "search/qdq_export.h"
 #include "search/quantize.h"
 #include "util/file.h"
 #include "util/status_macros.h"
@@ -139,7 +143,14 @@ absl::StatusOr<double> Accuracy(const engine::Model& model,
   return evaluation.accuracy;
 }
 
-v1::QuantGrid ToGrid(const QuantParams& p) {
+// The element type the file stores `p`'s integers in (search/qdq_export.h):
+// weights of kMaxPackedWeightBits or fewer are packed into 4 bits.
+std::string Container(const QuantParams& p, bool weight) {
+  const bool packed = weight && p.bits <= kMaxPackedWeightBits;
+  return absl::StrCat(p.is_signed() ? "" : "u", "int", packed ? 4 : 8);
+}
+
+v1::QuantGrid ToGrid(const QuantParams& p, bool weight) {
   v1::QuantGrid grid;
   grid.set_bits(p.bits);
   grid.set_scheme(p.binary ? "binary"
@@ -150,7 +161,7 @@ v1::QuantGrid ToGrid(const QuantParams& p) {
   for (int32_t z : p.zero_point) grid.add_zero_point(z);
   grid.set_qmin(p.qmin);
   grid.set_qmax(p.qmax);
-  grid.set_container(p.is_signed() ? "int8" : "uint8");
+  grid.set_container(Container(p, weight));
   return grid;
 }
 
@@ -223,9 +234,11 @@ absl::StatusOr<v1::QuantizationReport> Run(const Options& options) {
     out->set_num_weights(layer.num_weights);
     out->set_macs(layer.macs);
     out->set_size_bytes(layer.size_bytes);
-    if (layer.bits < kFloatBits) *out->mutable_weight() = ToGrid(layer.weight);
+    if (layer.bits < kFloatBits) {
+      *out->mutable_weight() = ToGrid(layer.weight, /*weight=*/true);
+    }
     if (layer.activation_quantized) {
-      *out->mutable_activation() = ToGrid(layer.activation);
+      *out->mutable_activation() = ToGrid(layer.activation, /*weight=*/false);
     }
   }
   report.set_avg_bits(quantized.avg_bits);
@@ -241,6 +254,7 @@ absl::StatusOr<v1::QuantizationReport> Run(const Options& options) {
   report.set_calib_samples(static_cast<int32_t>(calib_size));
   report.set_folded_batch_norms(prepared->folded_batch_norms);
   report.set_onnx_bytes(static_cast<int64_t>(quantized.onnx.size()));
+  report.set_fp32_onnx_bytes(static_cast<int64_t>(original.size()));
 
   if (!options.labels.empty()) {
     MIXQ_ASSIGN_OR_RETURN(const std::string label_bytes,
@@ -280,10 +294,16 @@ absl::StatusOr<v1::QuantizationReport> Run(const Options& options) {
 void PrintSummary(const Options& options, const v1::QuantizationReport& r,
                   double seconds) {
   std::cout << std::fixed << std::setprecision(3) << "mixq-quantize: wrote "
-            << options.output << " (" << r.onnx_bytes() << " bytes) in "
-            << seconds << " s\n"
-            << "  layers " << r.layers_size() << ", avg weight bits "
-            << r.avg_bits() << ", activations " << r.activation_mode();
+            << options.output << " in " << seconds << " s\n"
+            << "  file " << r.onnx_bytes() << " bytes, " << std::setprecision(1)
+            << 100.0 * static_cast<double>(r.onnx_bytes()) /
+                   static_cast<double>(
+                       std::max<int64_t>(r.fp32_onnx_bytes(), 1))
+            << "% of the FP32 file's " << r.fp32_onnx_bytes()
+            << " bytes (weights of 4 bits or fewer packed two per byte)\n"
+            << std::setprecision(3) << "  layers " << r.layers_size()
+            << ", avg weight bits " << r.avg_bits() << ", activations "
+            << r.activation_mode();
   if (r.activation_mode() != "float") std::cout << " " << r.activation_bits() << "-bit";
   std::cout << ", " << r.calib_samples() << " calibration samples, "
             << r.folded_batch_norms() << " BatchNormalization folded\n"

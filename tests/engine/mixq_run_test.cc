@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/dataset.h"
+#include "engine/int4.h"
 #include "engine/npy.h"
 #include "engine/tensor.h"
 #include "gmock/gmock.h"
@@ -310,6 +311,87 @@ TEST_F(MixqRunTest, LabelsPrintTheAccuracyOfTheSamplesRange) {
   ASSERT_EQ(raw.exit_code, 0) << raw.err;
   EXPECT_NE(raw.out.substr(raw.out.find("accuracy")),
             run.out.substr(run.out.find("accuracy")));
+}
+
+// The tiny MLP with fc1.weight [16, 8] stored as INT4 (opset 21): mixq-run
+// gives what the float model with the dequantized weight gives, and refuses
+// a packed weight of the wrong length by name.
+TEST_F(MixqRunTest, PackedInt4WeightRunsLikeItsFloatTwin) {
+  onnx::ModelProto twin;
+  ASSERT_TRUE(
+      twin.ParseFromString(ReadOrDie(Fixture("tiny_mlp_opset13.onnx"))));
+  onnx::ModelProto packed = twin;
+  packed.set_ir_version(10);
+  packed.mutable_opset_import(0)->set_version(21);
+  onnx::GraphProto& graph = *packed.mutable_graph();
+  onnx::TensorProto* weight = nullptr;
+  for (onnx::TensorProto& t : *graph.mutable_initializer()) {
+    if (t.name() == "fc1.weight") weight = &t;
+  }
+  ASSERT_NE(weight, nullptr);
+  ASSERT_EQ(weight->dims_size(), 2);
+  const int64_t rows = weight->dims(0);
+  const int64_t n = rows * weight->dims(1);
+  // q = (i % 16) - 8, one scale per output row, zero point 1.
+  std::vector<int32_t> q(n);
+  std::vector<float> scales(rows);
+  std::vector<float> dequantized(n);
+  for (int64_t r = 0; r < rows; ++r) scales[r] = 0.05f + 0.01f * r;
+  for (int64_t i = 0; i < n; ++i) {
+    q[i] = static_cast<int32_t>(i % 16) - 8;
+    dequantized[i] = static_cast<float>(q[i] - 1) * scales[i / (n / rows)];
+  }
+  weight->set_name("fc1.weight_quantized");
+  weight->set_data_type(kOnnxInt4);
+  weight->clear_float_data();
+  weight->set_raw_data(PackInt4(q));
+  onnx::TensorProto* scale = graph.add_initializer();
+  scale->set_name("fc1.weight_scale");
+  scale->set_data_type(onnx::TensorProto::FLOAT);
+  scale->add_dims(rows);
+  for (float v : scales) scale->add_float_data(v);
+  onnx::TensorProto* zero_point = graph.add_initializer();
+  zero_point->set_name("fc1.weight_zero_point");
+  zero_point->set_data_type(kOnnxInt4);
+  zero_point->add_dims(rows);
+  zero_point->set_raw_data(PackInt4(std::vector<int32_t>(rows, 1)));
+  onnx::NodeProto* dq = graph.add_node();
+  dq->set_op_type("DequantizeLinear");
+  dq->set_name("fc1.weight_DequantizeLinear");
+  for (const char* input :
+       {"fc1.weight_quantized", "fc1.weight_scale", "fc1.weight_zero_point"}) {
+    dq->add_input(input);
+  }
+  dq->add_output("fc1.weight");
+  onnx::AttributeProto* axis = dq->add_attribute();
+  axis->set_name("axis");
+  axis->set_type(onnx::AttributeProto::INT);
+  axis->set_i(0);
+  ASSERT_TRUE(WriteFile(Path("packed.onnx"), packed.SerializeAsString()).ok());
+
+  for (onnx::TensorProto& t : *twin.mutable_graph()->mutable_initializer()) {
+    if (t.name() != "fc1.weight") continue;
+    t.clear_raw_data();
+    t.clear_float_data();
+    for (float v : dequantized) t.add_float_data(v);
+  }
+  ASSERT_TRUE(WriteFile(Path("twin.onnx"), twin.SerializeAsString()).ok());
+  const Tensor expected =
+      RunOk(Path("twin.onnx"), Fixture("tiny_mlp_inputs.npy"));
+  ExpectClose(RunOk(Path("packed.onnx"), Fixture("tiny_mlp_inputs.npy")),
+              expected);
+
+  // One byte per value (the int8 layout) is not INT4's length.
+  weight->set_raw_data(std::string(static_cast<size_t>(n), '\0'));
+  ASSERT_TRUE(WriteFile(Path("bad.onnx"), packed.SerializeAsString()).ok());
+  const RunResult run =
+      Run({"--model", Path("bad.onnx"), "--inputs",
+           Fixture("tiny_mlp_inputs.npy"), "--output", Path("bad.npy")});
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_THAT(run.err, HasSubstr(absl::StrCat(
+                           "initializer 'fc1.weight_quantized' of shape [16, "
+                           "8] needs 128 values, two per byte: raw_data of 64 "
+                           "bytes, has 128 (INT4)")));
 }
 
 struct FailureCase {

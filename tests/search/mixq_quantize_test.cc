@@ -87,6 +87,30 @@ TEST_F(MixqQuantizeTest, EightBitsWritesAQuarterSizeModelThatRuns) {
   EXPECT_THAT(report, HasSubstr("\"activationMode\": \"static\""));
 }
 
+TEST_F(MixqQuantizeTest, FourBitsPacksTheWeightsAndReportsTheFileSizes) {
+  std::vector<std::string> args = Base();
+  args.insert(args.end(), {"--bits", "4", "--report", Path("report.json")});
+  const RunResult run = Run(args);
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const std::string written = ReadFile(Path("q.onnx")).value_or("");
+  const std::string original =
+      ReadFile(FixturePath("resnet_fmnist_bn.onnx")).value_or("");
+  EXPECT_LE(static_cast<double>(written.size()),
+            0.2 * static_cast<double>(original.size()));
+  EXPECT_THAT(run.out,
+              HasSubstr(absl::StrCat("file ", written.size(), " bytes, ")));
+  EXPECT_THAT(run.out, HasSubstr(absl::StrCat("% of the FP32 file's ",
+                                              original.size(), " bytes")));
+  EXPECT_TRUE(engine::Model::FromOnnxBytes(written).ok());
+  const std::string report = ReadFile(Path("report.json")).value_or("");
+  EXPECT_THAT(report, HasSubstr(absl::StrCat("\"onnxBytes\": \"",
+                                             written.size(), "\"")));
+  EXPECT_THAT(report, HasSubstr(absl::StrCat("\"fp32OnnxBytes\": \"",
+                                             original.size(), "\"")));
+  EXPECT_THAT(report, HasSubstr("\"container\": \"int4\""));   // weights
+  EXPECT_THAT(report, HasSubstr("\"container\": \"uint8\""));  // inputs
+}
+
 TEST_F(MixqQuantizeTest, PolicyFileSetsPerLayerBits) {
   ASSERT_TRUE(WriteFile(Path("p.json"),
                         R"({"policies": [{"layers": [{"name": "fc.weight", "bits": 4},

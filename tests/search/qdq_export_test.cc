@@ -17,11 +17,14 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "engine/int4.h"
 #include "engine/model.h"
 #include "engine/tensor.h"
+#include "engine/validate.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "onnx/onnx_pb.h"
+#include "search/opset_raise.h"
 #include "tests/support/fixtures.h"
 #include "tests/support/onnx_builder.h"
 #include "tests/support/onnx_mlp.h"
@@ -350,6 +353,43 @@ bool HasAttribute(const onnx::NodeProto& node, const std::string& name) {
   return false;
 }
 
+bool Packs(const QdqExportSpec& spec) {
+  return std::any_of(
+      spec.weights.begin(), spec.weights.end(),
+      [](const QdqWeight& w) { return w.bits <= kMaxPackedWeightBits; });
+}
+
+// `w` with its grid stored in the 4-bit container when it has `bits` <= 4.
+QdqWeight WithBits(QdqWeight w, int bits) {
+  w.bits = bits;
+  return w;
+}
+
+// The integers stored in `t`: one per byte (int8/uint8) or two per byte
+// (INT4/UINT4, low nibble first).
+std::vector<int32_t> StoredIntegers(const onnx::TensorProto& t) {
+  const std::string& raw = t.raw_data();
+  std::vector<int32_t> values;
+  switch (t.data_type()) {
+    case onnx::TensorProto::INT8:
+      for (char c : raw) values.push_back(static_cast<int8_t>(c));
+      break;
+    case onnx::TensorProto::UINT8:
+      for (char c : raw) values.push_back(static_cast<uint8_t>(c));
+      break;
+    case engine::kOnnxInt4:
+    case engine::kOnnxUint4:
+      for (size_t i = 0; i < 2 * raw.size(); ++i) {
+        values.push_back(engine::UnpackInt4(
+            raw, static_cast<int64_t>(i), t.data_type() == engine::kOnnxInt4));
+      }
+      break;
+    default:
+      ADD_FAILURE() << t.name() << " has data type " << t.data_type();
+  }
+  return values;
+}
+
 // The exported graph has the QDQ form the header promises for `spec`.
 void ExpectQdqForm(const std::string& original_bytes,
                    const std::string& exported_bytes,
@@ -361,18 +401,25 @@ void ExpectQdqForm(const std::string& original_bytes,
     SCOPED_TRACE(w.initializer);
     EXPECT_EQ(FindInitializer(g, w.initializer), nullptr);
     for (const auto& input : g.input()) EXPECT_NE(input.name(), w.initializer);
+    const bool packed = w.bits <= kMaxPackedWeightBits;
     const int type =
-        w.is_signed ? onnx::TensorProto::INT8 : onnx::TensorProto::UINT8;
+        packed ? (w.is_signed ? engine::kOnnxInt4 : engine::kOnnxUint4)
+               : (w.is_signed ? onnx::TensorProto::INT8
+                              : onnx::TensorProto::UINT8);
     const onnx::TensorProto* q =
         FindInitializer(g, absl::StrCat(w.initializer, "_quantized"));
     ASSERT_NE(q, nullptr);
     EXPECT_EQ(q->data_type(), type);
-    ASSERT_EQ(q->raw_data().size(), w.q.size());
+    const int64_t n = static_cast<int64_t>(w.q.size());
+    ASSERT_EQ(static_cast<int64_t>(q->raw_data().size()),
+              packed ? engine::Int4Bytes(n) : n);
+    const std::vector<int32_t> stored = StoredIntegers(*q);
     for (size_t i = 0; i < w.q.size(); ++i) {
-      const int32_t stored = w.is_signed
-                                 ? static_cast<int8_t>(q->raw_data()[i])
-                                 : static_cast<uint8_t>(q->raw_data()[i]);
-      ASSERT_EQ(stored, w.q[i]) << "element " << i;
+      ASSERT_EQ(stored[i], w.q[i]) << "element " << i;
+    }
+    // An odd count's pad nibble is written as 0.
+    if (packed && n % 2 == 1) {
+      EXPECT_EQ(stored.back(), 0);
     }
     const onnx::TensorProto* scale =
         FindInitializer(g, absl::StrCat(w.initializer, "_scale"));
@@ -383,6 +430,10 @@ void ExpectQdqForm(const std::string& original_bytes,
         FindInitializer(g, absl::StrCat(w.initializer, "_zero_point"));
     ASSERT_NE(zero_point, nullptr);
     EXPECT_EQ(zero_point->data_type(), type);
+    const std::vector<int32_t> zero_points = StoredIntegers(*zero_point);
+    for (size_t c = 0; c < w.zero_point.size(); ++c) {
+      EXPECT_EQ(zero_points[c], w.zero_point[c]) << "zero point " << c;
+    }
     const onnx::NodeProto* dq = Producer(g, w.initializer);
     ASSERT_NE(dq, nullptr);
     EXPECT_EQ(dq->op_type(), "DequantizeLinear");
@@ -398,8 +449,13 @@ void ExpectQdqForm(const std::string& original_bytes,
     SCOPED_TRACE(old_node.name());
     const onnx::NodeProto* node = FindNode(g, old_node.name());
     ASSERT_NE(node, nullptr);
-    ASSERT_EQ(node->input_size(), old_node.input_size());
-    for (int i = 0; i < node->input_size(); ++i) {
+    // The raise to opset 21 appends inputs (the Reduce family's axes).
+    if (Packs(spec)) {
+      ASSERT_GE(node->input_size(), old_node.input_size());
+    } else {
+      ASSERT_EQ(node->input_size(), old_node.input_size());
+    }
+    for (int i = 0; i < old_node.input_size(); ++i) {
       const QdqActivation* a = nullptr;
       for (const QdqActivation& candidate : spec.activations) {
         if (candidate.node_name == old_node.name() &&
@@ -439,14 +495,23 @@ void ExpectQdqForm(const std::string& original_bytes,
   }
 }
 
-// Exports, checks the file and its form, and compares the engine's outputs
-// of the export with the fake-quantized float model. Returns the export.
+// Exports, checks the file (onnx's checker, or for 4-bit weights at opset 21
+// mixq's validator) and its form, and compares the engine's outputs of the
+// export with the fake-quantized float model. Returns the export.
 std::string ExportAndCompare(const std::string& onnx_bytes,
                              const QdqExportSpec& spec, const Tensor& input) {
   absl::StatusOr<std::string> exported = ExportQdq(onnx_bytes, spec);
   EXPECT_TRUE(exported.ok()) << exported.status();
   if (!exported.ok()) return "";
-  EXPECT_TRUE(CheckOnnxModel(*exported).ok()) << CheckOnnxModel(*exported);
+  if (Packs(spec)) {
+    const onnx::ModelProto proto = Parse(*exported);
+    EXPECT_EQ(DefaultOpset(proto), kOpset21);
+    EXPECT_EQ(proto.ir_version(), kIrVersionOfOpset21);
+    EXPECT_TRUE(engine::ValidateModel(proto).ok())
+        << engine::ValidateModel(proto);
+  } else {
+    EXPECT_TRUE(CheckOnnxModel(*exported).ok()) << CheckOnnxModel(*exported);
+  }
   ExpectQdqForm(onnx_bytes, *exported, spec);
   absl::StatusOr<Tensor> reference = FakeQuantForward(onnx_bytes, spec, input);
   EXPECT_TRUE(reference.ok()) << reference.status();
@@ -638,24 +703,43 @@ TEST(QdqExportTest, ResnetFixtureEndToEnd) {
 // ---------------------------------------------------------------------------
 // Size.
 
-TEST(QdqExportTest, WeightDominatedModelShrinksToAQuarter) {
+// The export of a 784-256-64-10 MLP with every weight at `bits`, over the
+// FP32 file's size.
+double WeightDominatedMlpSizeRatio(int bits) {
   const std::string bytes = testing::MakeMlpOnnx({784, 256, 64, 10}, 17);
   const std::unique_ptr<Model> model = Import(bytes);
-  ASSERT_NE(model, nullptr);
+  EXPECT_NE(model, nullptr);
+  if (model == nullptr) return 0;
   QdqExportSpec spec;
   for (const auto& layer : model->quantizable_layers()) {
-    spec.weights.push_back(Symmetric(layer.name, Param(*model, layer.name),
-                                     layer.channel_axis, 8));
+    spec.weights.push_back(
+        WithBits(Symmetric(layer.name, Param(*model, layer.name),
+                           layer.channel_axis, bits),
+                 bits));
   }
   absl::StatusOr<std::string> exported = ExportQdq(bytes, spec);
-  ASSERT_TRUE(exported.ok()) << exported.status();
+  EXPECT_TRUE(exported.ok()) << exported.status();
+  if (!exported.ok()) return 0;
   const double ratio =
       static_cast<double>(exported->size()) / static_cast<double>(bytes.size());
-  std::cout << "784-256-64-10 MLP: FP32 " << bytes.size() << " B, int8 QDQ "
-            << exported->size() << " B, ratio " << ratio << "\n";
+  std::cout << "784-256-64-10 MLP: FP32 " << bytes.size() << " B, " << bits
+            << "-bit QDQ " << exported->size() << " B, ratio " << ratio << "\n";
+  return ratio;
+}
+
+TEST(QdqExportTest, WeightDominatedModelShrinksToAQuarter) {
+  const double ratio = WeightDominatedMlpSizeRatio(8);
   RecordProperty("size_ratio", absl::StrCat(ratio));
   EXPECT_GT(ratio, 0.25);
   EXPECT_LT(ratio, 0.27);
+}
+
+// 4-bit weights are packed two per byte.
+TEST(QdqExportTest, WeightDominatedModelAtFourBitsShrinksToAnEighth) {
+  const double ratio = WeightDominatedMlpSizeRatio(4);
+  RecordProperty("size_ratio", absl::StrCat(ratio));
+  EXPECT_GT(ratio, 0.125);
+  EXPECT_LT(ratio, 0.14);
 }
 
 // ---------------------------------------------------------------------------
@@ -736,6 +820,155 @@ TEST(QdqExportTest, OpsetTheConverterCannotRaiseIsAFailedPrecondition) {
   const std::string exported =
       ExportAndCompare(bytes, per_tensor, Gaussian({2, 4}, 20));
   EXPECT_EQ(DefaultOpset(Parse(exported)), 11);
+}
+
+// ---------------------------------------------------------------------------
+// 4-bit weights: INT4/UINT4 at opset 21.
+
+TEST(QdqExportPackedTest, GemmMlpInt4Uint4AndBinaryWithOddCounts) {
+  // fc0.weight [7, 5] and fc1.weight [3, 7]: odd element counts (35, 21).
+  const std::string bytes = testing::MakeMlpOnnx({5, 7, 3, 4}, 40);
+  const std::unique_ptr<Model> model = Import(bytes);
+  ASSERT_NE(model, nullptr);
+  const Tensor input = Gaussian({6, 5}, 41);
+  const std::vector<Range> r = ObserveRanges(*model, input, 0.7f);
+  QdqExportSpec spec;
+  spec.weights = {
+      WithBits(Symmetric("fc0.weight", Param(*model, "fc0.weight"), 0, 4), 4),
+      WithBits(
+          AsymmetricPerTensor("fc1.weight", Param(*model, "fc1.weight"), 3), 3),
+      WithBits(Binary("fc2.weight", Param(*model, "fc2.weight"), 0), 1)};
+  spec.activations = {SymmetricActivation("/fc0/Gemm", r[0], 8),
+                      AsymmetricActivation("/fc1/Gemm", r[1], 4, false),
+                      AsymmetricActivation("/fc2/Gemm", r[2], 8, true)};
+  spec.float_updates = {{"fc1.bias", Gaussian({3}, 42, 0.2f)}};
+  const std::string exported = ExportAndCompare(bytes, spec, input);
+  // onnx 1.12's checker cannot read it (opset 21, data types 21/22).
+  EXPECT_FALSE(CheckOnnxModel(exported).ok());
+  // Activation Q/DQ keep their 8-bit containers at opset 21 (checked by
+  // ExpectQdqForm).
+}
+
+TEST(QdqExportPackedTest, MixedBitsConvNetOnlyPacksTheNarrowWeights) {
+  const std::string bytes = ConvNet();
+  const std::unique_ptr<Model> model = Import(bytes);
+  ASSERT_NE(model, nullptr);
+  const Tensor input = Gaussian({3, 2, 6, 6}, 43);
+  const std::vector<Range> r = ObserveRanges(*model, input, 0.75f);
+  QdqExportSpec spec;
+  spec.weights = {
+      WithBits(Symmetric("conv1.weight", Param(*model, "conv1.weight"), 0, 8),
+               8),
+      WithBits(Symmetric("conv2.weight", Param(*model, "conv2.weight"), 0, 2),
+               2),
+      WithBits(AsymmetricPerTensor("fc.weight", Param(*model, "fc.weight"), 4),
+               4)};
+  spec.activations = {AsymmetricActivation("conv1", r[0], 8, false),
+                      AsymmetricActivation("conv2", r[1], 8, false),
+                      AsymmetricActivation("fc", r[2], 8, false)};
+  ExportAndCompare(bytes, spec, input);
+}
+
+TEST(QdqExportPackedTest, Opset11IsConvertedTo13ThenRaisedTo21) {
+  absl::StatusOr<std::string> bytes =
+      ReadFile(testing::FixturePath("tiny_mlp_opset11.onnx"));
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  const std::unique_ptr<Model> model = Import(*bytes);
+  ASSERT_NE(model, nullptr);
+  const Tensor input =
+      testing::ReadFloatNpy(testing::FixturePath("tiny_mlp_inputs.npy"));
+  QdqExportSpec spec;
+  for (const auto& layer : model->quantizable_layers()) {
+    // Per tensor: the converter is needed for the raise alone.
+    spec.weights.push_back(
+        WithBits(Symmetric(layer.name, Param(*model, layer.name), -1, 4), 4));
+  }
+  ExportAndCompare(*bytes, spec, input);
+}
+
+TEST(QdqExportPackedTest, ReduceMeanAxesBecomeAnInput) {
+  // x [batch, 4, 3] → ReduceMean(axes [2], keepdims 0) → Gemm fc → y.
+  OnnxBuilder b(13);
+  b.Input("x", {-1, 4, 3}).Output("y");
+  b.Initializer("fc.weight", {5, 4}, Gaussian({5, 4}, 44, 0.5f).ToVector());
+  onnx::NodeProto* mean = b.Node("ReduceMean", {"x"}, {"m"}, "mean");
+  testing::SetInts(mean, "axes", {2});
+  testing::SetInt(mean, "keepdims", 0);
+  testing::SetInt(b.Node("Gemm", {"m", "fc.weight"}, {"y"}, "fc"), "transB", 1);
+  const std::string bytes = TypedBytes(b, {-1, 5});
+  const std::unique_ptr<Model> model = Import(bytes);
+  ASSERT_NE(model, nullptr);
+  QdqExportSpec spec;
+  spec.weights = {
+      WithBits(Symmetric("fc.weight", Param(*model, "fc.weight"), 0, 4), 4)};
+  const std::string exported =
+      ExportAndCompare(bytes, spec, Gaussian({2, 4, 3}, 45));
+  const onnx::ModelProto proto = Parse(exported);
+  const onnx::NodeProto* reduce = FindNode(proto.graph(), "mean");
+  ASSERT_NE(reduce, nullptr);
+  EXPECT_FALSE(HasAttribute(*reduce, "axes"));
+  ASSERT_EQ(reduce->input_size(), 2);
+  const onnx::TensorProto* axes =
+      FindInitializer(proto.graph(), reduce->input(1));
+  ASSERT_NE(axes, nullptr);
+  EXPECT_EQ(axes->data_type(), onnx::TensorProto::INT64);
+  ASSERT_EQ(axes->raw_data().size(), sizeof(int64_t));
+}
+
+TEST(QdqExportPackedTest, AnOperatorTheRaiseDoesNotKnowIsAFailedPrecondition) {
+  // Hardmax (valid at 13) is not in the raise's list.
+  OnnxBuilder b(13);
+  b.Input("x", {-1, 4}).Output("y");
+  b.Initializer("w", {3, 4}, Gaussian({3, 4}, 46).ToVector());
+  testing::SetInt(b.Node("Gemm", {"x", "w"}, {"h"}, "fc"), "transB", 1);
+  b.Node("Hardmax", {"h"}, {"y"}, "hardmax");
+  const std::string bytes = TypedBytes(b, {-1, 3});
+  const Tensor w = Gaussian({3, 4}, 46);
+  QdqExportSpec spec;
+  spec.weights = {WithBits(Symmetric("w", w, 0, 4), 4)};
+  const absl::StatusOr<std::string> refused = ExportQdq(bytes, spec);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition)
+      << refused.status();
+  EXPECT_THAT(std::string(refused.status().message()),
+              ::testing::AllOf(HasSubstr("4-bit weights need opset 21"),
+                               HasSubstr("operator Hardmax (node 'hardmax')")));
+  // In an 8-bit container the model keeps its opset and IR version.
+  spec.weights[0].bits = 8;
+  const absl::StatusOr<std::string> exported = ExportQdq(bytes, spec);
+  ASSERT_TRUE(exported.ok()) << exported.status();
+  const onnx::ModelProto proto = Parse(*exported);
+  EXPECT_EQ(DefaultOpset(proto), 13);
+  EXPECT_EQ(proto.ir_version(), Parse(bytes).ir_version());
+}
+
+TEST(QdqExportPackedTest, IrVersion3InputsAreRetyped) {
+  onnx::ModelProto proto = Parse(testing::MakeMlpOnnx({6, 5, 3}, 47));
+  proto.set_ir_version(3);
+  for (const auto& t : proto.graph().initializer()) {
+    onnx::ValueInfoProto* input = proto.mutable_graph()->add_input();
+    input->set_name(t.name());
+    auto* type = input->mutable_type()->mutable_tensor_type();
+    type->set_elem_type(onnx::TensorProto::FLOAT);
+    for (int64_t d : t.dims()) {
+      type->mutable_shape()->add_dim()->set_dim_value(d);
+    }
+  }
+  const std::string bytes = proto.SerializeAsString();
+  const std::unique_ptr<Model> model = Import(bytes);
+  ASSERT_NE(model, nullptr);
+  QdqExportSpec spec;
+  spec.weights = {
+      WithBits(Symmetric("fc0.weight", Param(*model, "fc0.weight"), 0, 4), 4)};
+  const std::string exported =
+      ExportAndCompare(bytes, spec, Gaussian({3, 6}, 48));
+  const onnx::ModelProto out = Parse(exported);
+  for (const auto& input : out.graph().input()) {
+    if (input.name() == "fc0.weight_quantized" ||
+        input.name() == "fc0.weight_zero_point") {
+      EXPECT_EQ(input.type().tensor_type().elem_type(), engine::kOnnxInt4)
+          << input.name();
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -866,6 +1099,26 @@ INSTANTIATE_TEST_SUITE_P(
         ErrorCase{"IntegerOutsideUint8",
                   [](QdqExportSpec* s) { s->weights[1].q[0] = -1; },
                   "q[0] = -1 is outside the uint8 range [0, 255]"},
+        ErrorCase{"BitsZero", [](QdqExportSpec* s) { s->weights[0].bits = 0; },
+                  "weights[0] ('fc0.weight'): bits = 0 is outside 1..8"},
+        ErrorCase{"BitsNine", [](QdqExportSpec* s) { s->weights[0].bits = 9; },
+                  "bits = 9 is outside 1..8"},
+        ErrorCase{"IntegerOutsideInt4",
+                  [](QdqExportSpec* s) {
+                    s->weights[0].bits = 4;
+                    std::fill(s->weights[0].q.begin(), s->weights[0].q.end(),
+                              7);
+                    s->weights[0].q[5] = 8;
+                  },
+                  "q[5] = 8 is outside the int4 range [-8, 7]"},
+        ErrorCase{"ZeroPointOutsideUint4",
+                  [](QdqExportSpec* s) {
+                    s->weights[1].bits = 4;
+                    std::fill(s->weights[1].q.begin(), s->weights[1].q.end(),
+                              0);
+                    s->weights[1].zero_point[0] = 16;
+                  },
+                  "zero_point[0] = 16 is outside the uint4 range [0, 15]"},
         ErrorCase{"WeightZeroPointOutsideContainer",
                   [](QdqExportSpec* s) { s->weights[1].zero_point[0] = 256; },
                   "zero_point[0] = 256 is outside the uint8 range"},
