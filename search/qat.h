@@ -76,7 +76,7 @@ struct FineTuneOptions {
   // forward passes (a training sample costs about 3 forward ones): the
   // periodic evaluations cost about eval_cost of the training's compute.
   int evaluations = 8;     // >= 1, per cycle at most
-  double eval_cost = 0.1;  // > 0
+  double eval_cost = 0.05;  // > 0
   // Stops after this many evaluations in a row without a lower held-out
   // loss than the best so far (0: never stops early).
   int patience = 3;

@@ -144,9 +144,12 @@ const LengthCase kLengthCases[] = {
 // Whole cycles of the recipe below.
 const int kLengths[] = {20, 60, 200};
 
+// Evaluations every 14 mini-batches within each cycle of 20 (see
+// EvaluationsBeforeTheStartAtFixedPointsAndAtTheEnd).
 FineTuneOptions Recipe(int patience) {
   FineTuneOptions recipe;
   recipe.cycle = 20;
+  recipe.eval_cost = 0.1;
   recipe.patience = patience;
   return recipe;
 }
@@ -233,6 +236,9 @@ TEST_F(FineTuneTest, EvaluationsBeforeTheStartAtFixedPointsAndAtTheEnd) {
   // 40, 45.
   recipe.eval_cost = 0.1;
   EXPECT_EQ(FineTune({4, 4, 4}, 45, recipe, 1e-2, 3).progress.evaluations, 6);
+  // By default (0.05) every 27, capped at the cycle: 0 | 20 | 40, 45.
+  recipe.eval_cost = FineTuneOptions().eval_cost;
+  EXPECT_EQ(FineTune({4, 4, 4}, 45, recipe, 1e-2, 3).progress.evaluations, 4);
   // Without a held-out set: no evaluation, the last weights.
   QatSession session(*model_, engine::AdamOptions{}, 32, 3);
   FineTuneProgress progress(10);
