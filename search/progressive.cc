@@ -391,11 +391,12 @@ class Search {
                           RngFromText(checkpoint.rng(), "checkpoint rng"));
     MIXQ_RETURN_IF_ERROR(session_.RestoreState(checkpoint.session()));
     if (checkpoint.interrupted().has_progress()) {
-      const FineTuneProgress& at = interrupted->progress;
+      const int steps = interrupted->progress.steps;
+      const int done = interrupted->progress.done;
       MIXQ_ASSIGN_OR_RETURN(
           interrupted->progress,
-          session_.RestoreProgress(checkpoint.interrupted().progress(),
-                                   at.steps, at.done));
+          session_.RestoreProgress(checkpoint.interrupted().progress(), steps,
+                                   done));
     }
     level_ = std::move(level);
     act_level_ = checkpoint.act_level();

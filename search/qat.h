@@ -189,7 +189,7 @@ class QatSession {
                                          const engine::Tensor& inputs);
 
   // Runs the mini-batches [progress->done, progress->steps) of a fine-tune
-  // of `policy`: Adam steps on mini-batches of `data` drawn without
+  // of `policy` (`options` valid: ValidateFineTuneOptions): Adam steps on mini-batches of `data` drawn without
   // replacement in a reshuffled order each epoch (seeded), at the rate
   // `options` schedules. With `held_out` (optional, borrowed for the call;
   // never trained on), evaluates there as `options` says, keeps the best
