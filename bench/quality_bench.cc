@@ -82,6 +82,7 @@ struct Flags {
   std::vector<int> policy = {4, 4, 4};
   int finetune_chunk = 0;  // mini-batches per fine-tune; 0: one fine-tune
   int cycle = 100;         // the recipe's cosine cycle (FineTuneOptions)
+  bool constant_recipe = false;  // searches fine-tune at a constant rate
   double learning_rate = 1e-4;
 };
 
@@ -176,9 +177,11 @@ class QualityBench {
     options.finetune_steps = flags_.step_finetune;
     options.final_finetune_steps = 0;
     options.total_finetune_steps = flags_.total_steps;
-    options.learning_rate = 1e-4;
+    options.learning_rate = flags_.learning_rate;
     options.batch_size = 64;
     options.seed = flags_.seed;
+    if (flags_.constant_recipe)
+      options.finetune = search::FineTuneOptions::Constant();
     return options;
   }
 
@@ -296,7 +299,10 @@ class QualityBench {
     const ProgressiveOptions options = Options(budget);
     const auto start = std::chrono::steady_clock::now();
     search::QatSession session(
-        model_, engine::AdamOptions{.learning_rate = 1e-4f}, 64, options.seed);
+        model_,
+        engine::AdamOptions{.learning_rate =
+                                static_cast<float>(options.learning_rate)},
+        64, options.seed);
     const Policy highest(cost_.num_layers(), 8);
     MIXQ_RETURN_IF_ERROR(
         session.FineTune(highest, train_, options.warmup_steps));
@@ -630,8 +636,10 @@ int main(int argc, char** argv) {
                  "mini-batches per fine-tune for --finetune-lengths (0: one)");
   app.add_option("--cycle", flags.cycle,
                  "the search recipe's cosine cycle for --finetune-lengths");
-  app.add_option("--lr", flags.learning_rate,
-                 "Adam learning rate for --finetune-lengths");
+  app.add_option("--lr", flags.learning_rate, "Adam learning rate");
+  app.add_flag("--constant-recipe", flags.constant_recipe,
+               "searches fine-tune at a constant rate and keep the last "
+               "weights (the recipe before FineTuneOptions)");
   CLI11_PARSE(app, argc, argv);
   const absl::Status status = mixq::bench::Run(flags);
   if (!status.ok()) {
