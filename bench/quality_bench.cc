@@ -80,8 +80,8 @@ struct Flags {
   // Non-empty: only compare fine-tuning recipes on `policy`.
   std::vector<int> finetune_lengths;
   std::vector<int> policy = {4, 4, 4};
-  int finetune_chunk = 0;  // mini-batches per fine-tune; 0: one fine-tune
-  int cycle = 100;         // the recipe's cosine cycle (FineTuneOptions)
+  int finetune_chunk = 0;        // mini-batches per fine-tune; 0: one fine-tune
+  int cycle = 100;               // the recipe's cosine cycle (FineTuneOptions)
   bool constant_recipe = false;  // searches fine-tune at a constant rate
   double learning_rate = 1e-4;
 };

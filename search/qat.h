@@ -75,7 +75,7 @@ struct FineTuneOptions {
   // the number of mini-batches whose training costs eval_cost⁻¹ held-out
   // forward passes (a training sample costs about 3 forward ones): the
   // periodic evaluations cost about eval_cost of the training's compute.
-  int evaluations = 8;     // >= 1, per cycle at most
+  int evaluations = 8;      // >= 1, per cycle at most
   double eval_cost = 0.05;  // > 0
   // Stops after this many evaluations in a row without a lower held-out
   // loss than the best so far (0: never stops early).
@@ -189,14 +189,15 @@ class QatSession {
                                          const engine::Tensor& inputs);
 
   // Runs the mini-batches [progress->done, progress->steps) of a fine-tune
-  // of `policy` (`options` valid: ValidateFineTuneOptions): Adam steps on mini-batches of `data` drawn without
-  // replacement in a reshuffled order each epoch (seeded), at the rate
-  // `options` schedules. With `held_out` (optional, borrowed for the call;
-  // never trained on), evaluates there as `options` says, keeps the best
-  // evaluation in *progress, stops early after `patience` evaluations
-  // without improvement, and at the end (finished or stopped) restores the
-  // best weights and ranges when options.restore_best: the session then
-  // evaluates on `held_out` exactly to progress->best.
+  // of `policy` (`options` valid: ValidateFineTuneOptions): Adam steps on
+  // mini-batches of `data` drawn without replacement in a reshuffled order
+  // each epoch (seeded), at the rate `options` schedules. With `held_out`
+  // (optional, borrowed for the call; never trained on), evaluates there as
+  // `options` says, keeps the best evaluation in *progress, stops early
+  // after `patience` evaluations without improvement, and at the end
+  // (finished or stopped) restores the best weights and ranges when
+  // options.restore_best: the session then evaluates on `held_out` exactly
+  // to progress->best.
   // A progress returned with CANCELLED, or saved and restored, continues
   // bit for bit as if never stopped. INVALID_ARGUMENT if `data` is empty
   // while mini-batches remain, or `held_out` is empty; CANCELLED as soon as

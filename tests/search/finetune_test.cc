@@ -29,9 +29,8 @@ class FineTuneTest : public testing::MlpSearchTest {
 
   // From the model's initial weights, `steps` mini-batches of `policy` on
   // the fine-tuning set under `recipe`, selecting on the calibration set.
-  Tuned FineTune(const Policy& policy, int steps,
-                 const FineTuneOptions& recipe, double learning_rate,
-                 uint64_t seed) {
+  Tuned FineTune(const Policy& policy, int steps, const FineTuneOptions& recipe,
+                 double learning_rate, uint64_t seed) {
     QatSession session(
         *model_,
         engine::AdamOptions{.learning_rate = static_cast<float>(learning_rate)},
@@ -207,7 +206,8 @@ TEST_F(FineTuneTest, WithoutRestoringMoreStepsEndWorseHere) {
   }
 }
 
-TEST_F(FineTuneTest, EarlyStoppingStopsAfterPatienceEvaluationsWithoutImprovement) {
+TEST_F(FineTuneTest,
+       EarlyStoppingStopsAfterPatienceEvaluationsWithoutImprovement) {
   const Policy policy = {4, 4, 4};
   const Tuned stopped = FineTune(policy, 200, Recipe(3), 1e-1, 3);
   EXPECT_TRUE(stopped.progress.stopped);
@@ -229,8 +229,7 @@ TEST_F(FineTuneTest, EvaluationsBeforeTheStartAtFixedPointsAndAtTheEnd) {
   recipe.eval_cost = 1e6;  // no cost bound: cycle / evaluations = 2
   recipe.evaluations = 10;
   // 0, 2, ..., 20 (11), then 22..40 (10), then 42, 44 and the end, 45.
-  EXPECT_EQ(FineTune({4, 4, 4}, 45, recipe, 1e-2, 3).progress.evaluations,
-            24);
+  EXPECT_EQ(FineTune({4, 4, 4}, 45, recipe, 1e-2, 3).progress.evaluations, 24);
   // The cost bound: 128 held-out samples against mini-batches of 32 cost
   // 128 / (0.1 · 3 · 32) = 13.3 → every 14 mini-batches: 0, 14 | 20, 34 |
   // 40, 45.
@@ -255,8 +254,8 @@ TEST_F(FineTuneTest, ProgressRoundTripsThroughItsCheckpointState) {
   ASSERT_TRUE(session.Calibrate({4, 4, 4}, calib_).ok());
   internal::FineTuneProgressState state;
   session.SaveProgress(tuned.progress, &state);
-  const absl::StatusOr<FineTuneProgress> back = session.RestoreProgress(
-      state, tuned.progress.steps, tuned.progress.done);
+  const absl::StatusOr<FineTuneProgress> back =
+      session.RestoreProgress(state, tuned.progress.steps, tuned.progress.done);
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(back->last_evaluation, tuned.progress.last_evaluation);
   EXPECT_EQ(back->evaluations, tuned.progress.evaluations);
@@ -271,8 +270,7 @@ TEST_F(FineTuneTest, ProgressRoundTripsThroughItsCheckpointState) {
   // A best beyond the position, or weights of another shape, do not fit.
   EXPECT_FALSE(session.RestoreProgress(state, 200, 10).ok());
   state.mutable_best_weights(0)->set_data("xyz");
-  EXPECT_FALSE(
-      session.RestoreProgress(state, 200, tuned.progress.done).ok());
+  EXPECT_FALSE(session.RestoreProgress(state, 200, tuned.progress.done).ok());
 }
 
 }  // namespace
