@@ -17,6 +17,14 @@
 // index and their measured calibration accuracy drop, the scoring work saved
 // by shared prefixes, and the distance to the knapsack oracle.
 //
+// --finetune-lengths 200,2000 instead compares fine-tuning recipes on one
+// fixed policy (--policy): from the FP32 weights, that many mini-batches
+// (in fine-tunes of --finetune-chunk, as a search runs them) with the
+// constant learning rate and with the search's recipe (cosine decay, best
+// weights by calibration loss, early stopping), each judged on the test
+// images; then the recipe's evaluation overhead on fine-tunes of
+// --step-finetune mini-batches.
+//
 // Never run by ctest: minutes per budget on 2 cores.
 #include <algorithm>
 #include <chrono>
@@ -69,6 +77,13 @@ struct Flags {
   double stddev = 0.3530;
   std::string csv = "quality.csv";
   int scoring_steps = 0;  // > 0: only time scoring (shared prefixes vs naive)
+  // Non-empty: only compare fine-tuning recipes on `policy`.
+  std::vector<int> finetune_lengths;
+  std::vector<int> policy = {4, 4, 4};
+  int finetune_chunk = 0;        // mini-batches per fine-tune; 0: one fine-tune
+  int cycle = 100;               // the recipe's cosine cycle (FineTuneOptions)
+  bool constant_recipe = false;  // searches fine-tune at a constant rate
+  double learning_rate = 1e-4;
 };
 
 double Seconds(std::chrono::steady_clock::time_point start) {
@@ -162,9 +177,11 @@ class QualityBench {
     options.finetune_steps = flags_.step_finetune;
     options.final_finetune_steps = 0;
     options.total_finetune_steps = flags_.total_steps;
-    options.learning_rate = 1e-4;
+    options.learning_rate = flags_.learning_rate;
     options.batch_size = 64;
     options.seed = flags_.seed;
+    if (flags_.constant_recipe)
+      options.finetune = search::FineTuneOptions::Constant();
     return options;
   }
 
@@ -282,7 +299,10 @@ class QualityBench {
     const ProgressiveOptions options = Options(budget);
     const auto start = std::chrono::steady_clock::now();
     search::QatSession session(
-        model_, engine::AdamOptions{.learning_rate = 1e-4f}, 64, options.seed);
+        model_,
+        engine::AdamOptions{.learning_rate =
+                                static_cast<float>(options.learning_rate)},
+        64, options.seed);
     const Policy highest(cost_.num_layers(), 8);
     MIXQ_RETURN_IF_ERROR(
         session.FineTune(highest, train_, options.warmup_steps));
@@ -385,6 +405,91 @@ class QualityBench {
         static_cast<long long>(naive_runs), naive_s / shared_s, max_diff);
   }
 
+  // Fine-tunes `policy` from the FP32 weights for `length` mini-batches in
+  // fine-tunes of flags_.finetune_chunk (0: one), each under `recipe`
+  // selecting on the calibration set when `held_out`. Returns a table row.
+  absl::StatusOr<std::string> FineTuneRow(const std::string& name,
+                                          const Policy& policy, int length,
+                                          const search::FineTuneOptions& recipe,
+                                          bool held_out) {
+    search::QatSession session(
+        model_,
+        engine::AdamOptions{.learning_rate =
+                                static_cast<float>(flags_.learning_rate)},
+        64, flags_.seed);
+    MIXQ_RETURN_IF_ERROR(session.Calibrate(policy, calib_));
+    const int chunk =
+        flags_.finetune_chunk > 0 ? flags_.finetune_chunk : length;
+    int run = 0, evaluations = 0, stopped = 0;
+    const auto start = std::chrono::steady_clock::now();
+    for (int left = length; left > 0; left -= chunk) {
+      search::FineTuneProgress progress(std::min(chunk, left));
+      MIXQ_RETURN_IF_ERROR(session.FineTune(
+          policy, train_, held_out ? &calib_ : nullptr, recipe, &progress));
+      run += progress.done;
+      evaluations += progress.evaluations;
+      stopped += progress.stopped ? 1 : 0;
+    }
+    const double seconds = Seconds(start);
+    MIXQ_ASSIGN_OR_RETURN(const search::Evaluation calib,
+                          session.Evaluate(policy, calib_));
+    MIXQ_ASSIGN_OR_RETURN(const search::Evaluation test,
+                          session.Evaluate(policy, test_));
+    return absl::StrFormat(
+        "%-9s %6d %6d %9d %5d %7d %10.4f %9.4f %8.2f%% %8.1f", name, length,
+        chunk, run, evaluations, stopped, calib.loss, test.loss,
+        100 * test.accuracy, seconds);
+  }
+
+  // Evaluation overhead of the recipe: `repeats` fine-tunes of `steps`
+  // mini-batches with the held-out evaluations (early stopping off, so both
+  // run every mini-batch) against the same without, alternating (the
+  // machine is shared: its load drifts) and comparing medians. Returns a
+  // report line.
+  absl::StatusOr<std::string> TimeSelection(const Policy& policy, int steps,
+                                            int repeats) {
+    search::FineTuneOptions recipe;
+    recipe.patience = 0;
+    recipe.cycle = steps;
+    std::vector<std::unique_ptr<search::QatSession>> sessions;
+    for (int with = 0; with < 2; ++with) {
+      sessions.push_back(std::make_unique<search::QatSession>(
+          model_,
+          engine::AdamOptions{.learning_rate =
+                                  static_cast<float>(flags_.learning_rate)},
+          64, flags_.seed));
+      MIXQ_RETURN_IF_ERROR(sessions.back()->Calibrate(policy, calib_));
+      // One untimed fine-tune: first-touch allocations.
+      MIXQ_RETURN_IF_ERROR(sessions.back()->FineTune(policy, train_, steps));
+    }
+    std::vector<double> seconds[2];
+    int evaluations = 0;
+    for (int r = 0; r < repeats; ++r) {
+      for (int with = 0; with < 2; ++with) {
+        search::FineTuneProgress progress(steps);
+        const auto start = std::chrono::steady_clock::now();
+        MIXQ_RETURN_IF_ERROR(sessions[with]->FineTune(
+            policy, train_, with == 1 ? &calib_ : nullptr, recipe, &progress));
+        seconds[with].push_back(Seconds(start));
+        evaluations = progress.evaluations;
+      }
+    }
+    const auto median = [](std::vector<double> v) {
+      std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+      return v[v.size() / 2];
+    };
+    const double without = median(seconds[0]), with = median(seconds[1]);
+    return absl::StrFormat(
+        "evaluation overhead: fine-tunes of %d mini-batches (batch 64), "
+        "median of %d: %.1f ms with %d evaluations on %d calibration "
+        "samples, %.1f ms without: +%.1f%% (%.2f ms per mini-batch, %.2f ms "
+        "per evaluation)",
+        steps, repeats, 1e3 * with, evaluations,
+        static_cast<int>(calib_.size()), 1e3 * without,
+        100 * (with - without) / without, 1e3 * without / steps,
+        evaluations > 0 ? 1e3 * (with - without) / evaluations : 0.0);
+  }
+
   const search::CostModel& cost() const { return cost_; }
 
  private:
@@ -425,6 +530,41 @@ absl::Status Run(const Flags& flags) {
   }
   MIXQ_ASSIGN_OR_RETURN(const double fp32, bench.Fp32TestAccuracy());
   std::printf("FP32 test accuracy %.2f %%\n", 100 * fp32);
+  if (!flags.finetune_lengths.empty()) {
+    const Policy& policy = flags.policy;
+    if (static_cast<int>(policy.size()) != bench.cost().num_layers()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--policy: ", policy.size(), " bit-widths for ",
+                       bench.cost().num_layers(), " layers"));
+    }
+    std::printf("policy %s, Adam lr %g, the search recipe's cycle %d\n",
+                search::PolicyToString(policy).c_str(), flags.learning_rate,
+                flags.cycle);
+    std::printf("%-9s %6s %6s %9s %5s %7s %10s %9s %9s %8s\n", "recipe",
+                "steps", "chunk", "run", "evals", "stopped", "calib loss",
+                "test loss", "test acc", "seconds");
+    search::FineTuneOptions recipe;
+    recipe.cycle = flags.cycle;
+    const struct {
+      const char* name;
+      search::FineTuneOptions recipe;
+      bool held_out;
+    } recipes[] = {{"constant", search::FineTuneOptions::Constant(), false},
+                   {"search", recipe, true}};
+    for (const auto& r : recipes) {
+      for (int length : flags.finetune_lengths) {
+        MIXQ_ASSIGN_OR_RETURN(
+            const std::string row,
+            bench.FineTuneRow(r.name, policy, length, r.recipe, r.held_out));
+        std::printf("%s\n", row.c_str());
+        std::fflush(stdout);
+      }
+    }
+    MIXQ_ASSIGN_OR_RETURN(const std::string overhead,
+                          bench.TimeSelection(policy, flags.step_finetune, 20));
+    std::printf("%s\n", overhead.c_str());
+    return absl::OkStatus();
+  }
   std::ofstream csv(flags.csv);
   csv << "budget_bits,strategy,avg_bits,size_bytes,accuracy\n";
   csv << absl::StrFormat("32,fp32,32,%.0f,%.2f\n",
@@ -485,6 +625,21 @@ int main(int argc, char** argv) {
   app.add_option("--scoring-steps", flags.scoring_steps,
                  "only time scoring 8 neighbours this many times: shared "
                  "prefixes against a forward pass per candidate");
+  app.add_option("--finetune-lengths", flags.finetune_lengths,
+                 "only compare fine-tuning recipes on --policy for these "
+                 "numbers of mini-batches")
+      ->delimiter(',');
+  app.add_option("--policy", flags.policy,
+                 "bit-widths per quantizable layer for --finetune-lengths")
+      ->delimiter(',');
+  app.add_option("--finetune-chunk", flags.finetune_chunk,
+                 "mini-batches per fine-tune for --finetune-lengths (0: one)");
+  app.add_option("--cycle", flags.cycle,
+                 "the search recipe's cosine cycle for --finetune-lengths");
+  app.add_option("--lr", flags.learning_rate, "Adam learning rate");
+  app.add_flag("--constant-recipe", flags.constant_recipe,
+               "searches fine-tune at a constant rate and keep the last "
+               "weights (the recipe before FineTuneOptions)");
   CLI11_PARSE(app, argc, argv);
   const absl::Status status = mixq::bench::Run(flags);
   if (!status.ok()) {

@@ -34,6 +34,15 @@ QuantOptions SearchQuantOptions(const ProgressiveOptions& options) {
   return quant;
 }
 
+// options.finetune with its cycle resolved: by default a search step's
+// fine-tune is one cycle, and the warm-up and the final fine-tune run cycles
+// of the same length (so a longer final fine-tune never ends worse).
+FineTuneOptions FineTuneRecipe(const ProgressiveOptions& options) {
+  FineTuneOptions recipe = options.finetune;
+  if (recipe.cycle == 0) recipe.cycle = std::max(1, options.finetune_steps);
+  return recipe;
+}
+
 // Sampling gives up on finding n distinct candidates after this many draws
 // per requested candidate (small models have few distinct neighbours).
 constexpr int kDrawsPerCandidate = 20;
@@ -82,8 +91,8 @@ int UniformInt(std::mt19937_64& rng, int lo, int hi) {
 enum class TunePhase { kNone = 0, kWarmup = 1, kStep = 2, kFinal = 3 };
 struct Interrupted {
   TunePhase phase = TunePhase::kNone;
-  int target = 0;     // mini-batches of the whole fine-tune
-  int done = 0;       // of them, done
+  // Its length, mini-batches done and best held-out evaluation so far.
+  FineTuneProgress progress;
   StepReport report;  // kStep: the step's report up to its fine-tune
 };
 
@@ -102,7 +111,8 @@ class Search {
                  engine::AdamOptions{.learning_rate = static_cast<float>(
                                          options.learning_rate)},
                  options.batch_size, options.seed, SearchQuantOptions(options)),
-        rng_(options.seed ^ 0x9e3779b97f4a7c15ULL) {
+        rng_(options.seed ^ 0x9e3779b97f4a7c15ULL),
+        recipe_(FineTuneRecipe(options)) {
     // Ω is tabulated once per step for every bit-width any layer may take.
     std::set<int, std::greater<int>> all_bits;
     for (const auto& layer_bits : bits_.per_layer)
@@ -137,12 +147,14 @@ class Search {
       // Step 0: warm-up at the highest bits so Adam holds second moments.
       Notify(Phase::kWarmup, 0);
       if (resume.empty()) steps_run_ += std::max(options_.warmup_steps, 0);
-      MIXQ_RETURN_IF_ERROR(TuneFor(TunePhase::kWarmup, options_.warmup_steps,
-                                   interrupted.done, nullptr));
+      FineTuneProgress tune = interrupted.phase == TunePhase::kWarmup
+                                  ? std::move(interrupted.progress)
+                                  : FineTuneProgress(options_.warmup_steps);
+      MIXQ_RETURN_IF_ERROR(TuneFor(TunePhase::kWarmup, &tune, nullptr));
       StepReport warmup;
       warmup.step = 0;
       warmup.finetune_steps = options_.warmup_steps;
-      MIXQ_ASSIGN_OR_RETURN(warmup.finetuned, Score(CurrentPolicy()));
+      MIXQ_ASSIGN_OR_RETURN(warmup.finetuned, ScoreTuned(tune));
       warmup.elapsed_seconds = Seconds(start);
       MIXQ_RETURN_IF_ERROR(Report(warmup));
       step = 0;
@@ -150,9 +162,9 @@ class Search {
       // The step whose fine-tune stopped: finish it and record it.
       ++step;
       Notify(Phase::kSearch, step);
-      MIXQ_ASSIGN_OR_RETURN(
-          StepReport report,
-          FinishStep(std::move(interrupted.report), interrupted.done));
+      MIXQ_ASSIGN_OR_RETURN(StepReport report,
+                            FinishStep(std::move(interrupted.report),
+                                       std::move(interrupted.progress)));
       report.elapsed_seconds = Seconds(start);
       node_runs_ += report.scoring.node_runs;
       naive_node_runs_ += report.scoring.naive_node_runs;
@@ -188,21 +200,20 @@ class Search {
 
     if (Cancelled(observer_)) return absl::CancelledError("job cancelled");
     Notify(Phase::kFinal, step + 1);
-    int final_steps = options_.final_finetune_steps;
+    FineTuneProgress final_tune;
     if (interrupted.phase == TunePhase::kFinal) {
-      final_steps = interrupted.target;  // counted in steps_run_ already
+      final_tune = std::move(interrupted.progress);  // in steps_run_ already
     } else {
+      int final_steps = options_.final_finetune_steps;
       if (options_.total_finetune_steps > 0) {
         final_steps =
             std::max(final_steps, options_.total_finetune_steps - steps_run_);
       }
       steps_run_ += std::max(final_steps, 0);
+      final_tune = FineTuneProgress(final_steps);
     }
-    MIXQ_RETURN_IF_ERROR(
-        TuneFor(TunePhase::kFinal, final_steps,
-                interrupted.phase == TunePhase::kFinal ? interrupted.done : 0,
-                nullptr));
-    MIXQ_ASSIGN_OR_RETURN(result.final_policy, Score(CurrentPolicy()));
+    MIXQ_RETURN_IF_ERROR(TuneFor(TunePhase::kFinal, &final_tune, nullptr));
+    MIXQ_ASSIGN_OR_RETURN(result.final_policy, ScoreTuned(final_tune));
     if (observer_.on_kept) {
       MIXQ_RETURN_IF_ERROR(
           observer_.on_kept(session_, step + 1, &result.final_policy));
@@ -284,8 +295,9 @@ class Search {
           "checkpoint: interrupted fine-tune progress out of range");
     }
     interrupted.phase = static_cast<TunePhase>(phase);
-    interrupted.target = in.target();
-    interrupted.done = in.done();
+    // (Its held-out selection is read once the session is restored.)
+    interrupted.progress = FineTuneProgress(in.target());
+    interrupted.progress.done = in.done();
     StepReport& report = interrupted.report;
     report.step = checkpoint.step() + 1;
     for (const internal::ScoredPolicyState& state : in.candidates()) {
@@ -317,8 +329,9 @@ class Search {
     internal::SearchCheckpoint checkpoint = CheckpointProto(recorded_step_);
     internal::InterruptedFineTune* out = checkpoint.mutable_interrupted();
     out->set_phase(static_cast<int>(interrupted.phase));
-    out->set_target(interrupted.target);
-    out->set_done(interrupted.done);
+    out->set_target(interrupted.progress.steps);
+    out->set_done(interrupted.progress.done);
+    session_.SaveProgress(interrupted.progress, out->mutable_progress());
     const StepReport& report = interrupted.report;
     for (const ScoredPolicy& scored : report.candidates) {
       internal::ScoredPolicyState* state = out->add_candidates();
@@ -385,6 +398,14 @@ class Search {
     MIXQ_ASSIGN_OR_RETURN(const std::mt19937_64 rng,
                           RngFromText(checkpoint.rng(), "checkpoint rng"));
     MIXQ_RETURN_IF_ERROR(session_.RestoreState(checkpoint.session()));
+    if (checkpoint.interrupted().has_progress()) {
+      const int steps = interrupted->progress.steps;
+      const int done = interrupted->progress.done;
+      MIXQ_ASSIGN_OR_RETURN(
+          interrupted->progress,
+          session_.RestoreProgress(checkpoint.interrupted().progress(), steps,
+                                   done));
+    }
     level_ = std::move(level);
     act_level_ = checkpoint.act_level();
     rng_ = rng;
@@ -395,24 +416,24 @@ class Search {
     return checkpoint.step();
   }
 
-  // Fine-tunes the current policy: mini-batches [done, target) of a
-  // fine-tune of `target` in `phase` (`partial`: phase kStep's report so
-  // far). Stopped by the cancel flag between two mini-batches, it hands
-  // observer_.on_interrupted a checkpoint of where it stopped (with
-  // checkpoints on) and returns CANCELLED. Callers count `target` in
-  // steps_run_.
-  absl::Status TuneFor(TunePhase phase, int target, int done,
+  // Fine-tunes the current policy from `*tune` to its end in `phase`
+  // (`partial`: phase kStep's report so far), selecting weights on the
+  // calibration set as options_.finetune says. Stopped by the cancel flag
+  // between two mini-batches, it hands observer_.on_interrupted a
+  // checkpoint of where it stopped (with checkpoints on) and returns
+  // CANCELLED. Callers count tune->steps in steps_run_.
+  absl::Status TuneFor(TunePhase phase, FineTuneProgress* tune,
                        const StepReport* partial) {
-    const int64_t adam_start = session_.adam().step_count();
+    // Without selection or early stopping evaluations would be wasted.
+    const LabeledData* held_out =
+        recipe_.restore_best || recipe_.patience > 0 ? &calib_ : nullptr;
     const absl::Status status = session_.FineTune(
-        CurrentPolicy(), train_, target - done, observer_.cancel);
+        CurrentPolicy(), train_, held_out, recipe_, tune, observer_.cancel);
     if (absl::IsCancelled(status) && observer_.checkpoints &&
         observer_.on_interrupted) {
       Interrupted interrupted;
       interrupted.phase = phase;
-      interrupted.target = target;
-      interrupted.done =
-          done + static_cast<int>(session_.adam().step_count() - adam_start);
+      interrupted.progress = *tune;
       if (partial != nullptr) interrupted.report = *partial;
       observer_.on_interrupted(
           InterruptedCheckpoint(interrupted), recorded_step_);
@@ -420,14 +441,26 @@ class Search {
     return status;
   }
 
-  // A search step's end: the rest of its fine-tune (from mini-batch `done`),
-  // then the kept policy's scores.
-  absl::StatusOr<StepReport> FinishStep(StepReport report, int done) {
-    MIXQ_RETURN_IF_ERROR(
-        TuneFor(TunePhase::kStep, options_.finetune_steps, done, &report));
+  // A search step's end: the rest of its fine-tune (from `tune`), then the
+  // kept policy's scores.
+  absl::StatusOr<StepReport> FinishStep(StepReport report,
+                                        FineTuneProgress tune) {
+    MIXQ_RETURN_IF_ERROR(TuneFor(TunePhase::kStep, &tune, &report));
     report.finetune_steps = options_.finetune_steps;
-    MIXQ_ASSIGN_OR_RETURN(report.finetuned, Score(CurrentPolicy()));
+    MIXQ_ASSIGN_OR_RETURN(report.finetuned, ScoreTuned(tune));
     return report;
+  }
+
+  // The current policy's scores after fine-tune `tune`: its best
+  // calibration evaluation when the fine-tune returned to it (the session
+  // evaluates to exactly that), else a fresh one.
+  absl::StatusOr<ScoredPolicy> ScoreTuned(const FineTuneProgress& tune) {
+    if (!recipe_.restore_best || tune.best_at < 0)
+      return Score(CurrentPolicy());
+    ScoredPolicy scored = WithCost(CurrentPolicy(), CurrentActBits());
+    scored.loss = tune.best.loss;
+    scored.accuracy = tune.best.accuracy;
+    return scored;
   }
 
   Policy PolicyAt(const std::vector<int>& level) const {
@@ -753,7 +786,12 @@ class Search {
     level_ = std::move(chosen);
 
     steps_run_ += std::max(options_.finetune_steps, 0);
-    return FinishStep(std::move(report), 0);
+    // The kept policy was just scored on the calibration set with these
+    // weights: the fine-tune's evaluation before its first mini-batch.
+    const ScoredPolicy& kept = report.candidates.front();
+    FineTuneProgress tune = session_.BeginFineTune(
+        options_.finetune_steps, Evaluation{kept.loss, kept.accuracy}, recipe_);
+    return FinishStep(std::move(report), std::move(tune));
   }
 
   // uniform / knapsack / hawq: one allocation under the budget, scored as
@@ -841,6 +879,8 @@ class Search {
   int act_level_ = 0;
   QatSession session_;
   std::mt19937_64 rng_;
+  // options_.finetune, its cycle resolved.
+  const FineTuneOptions recipe_;
   int steps_run_ = 0;  // fine-tune steps so far (counting whole fine-tunes)
   int recorded_step_ = -1;  // the last step reported
   int64_t node_runs_ = 0;  // summed over the steps' ScoringStats
@@ -941,6 +981,7 @@ absl::Status ValidateOptions(const ProgressiveOptions& options) {
     return absl::InvalidArgumentError(absl::StrCat(
         "hessian_samples: must be at least 1, got ", options.hessian_samples));
   }
+  MIXQ_RETURN_IF_ERROR(ValidateFineTuneOptions(options.finetune));
   if (options.batch_size < 1 || options.batch_size > kMaxBatch) {
     return absl::InvalidArgumentError(absl::StrCat(
         "batch_size: must be in 1..", kMaxBatch, ", got ", options.batch_size));

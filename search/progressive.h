@@ -99,6 +99,20 @@ struct ProgressiveOptions {
   int finetune_steps = 50;
   int final_finetune_steps = 50;
   double learning_rate = 1e-4;
+  // How every fine-tune (warm-up, each step's, final) runs. By default the
+  // rate falls by a cosine from learning_rate to a tenth of it within each
+  // cycle of finetune.cycle mini-batches (0: finetune_steps, so each search
+  // step's fine-tune is one cycle, and the warm-up and the final restart it
+  // every finetune_steps); the loss on the calibration set (scored on,
+  // never trained on) is measured at fixed points; a fine-tune stops after
+  // 3 of them without improvement and ends with the weights and activation
+  // ranges of the best. So no fine-tune ends with a higher calibration loss
+  // than it started with, and a longer one never ends higher than a shorter
+  // one of whole cycles (same start and seed).
+  // FineTuneOptions::Constant() is the earlier recipe: the constant rate,
+  // the last weights. Steps count as configured (total_finetune_steps,
+  // StepReport::finetune_steps) even when a fine-tune stops early.
+  FineTuneOptions finetune;
   int batch_size = 64;
   double lambda = 1.0;
   uint64_t seed = 0;
@@ -109,7 +123,8 @@ struct ProgressiveOptions {
 // `layers` ("layers[1].bits: ..."), activation bits other than 2..8 or 32,
 // n/k/steps/batch out of range, non-positive budget, activation_levels
 // outside 2..8 or with a strategy other than progressive, negative
-// total_finetune_steps, hutchinson_samples outside 1..4096).
+// total_finetune_steps, hutchinson_samples outside 1..4096, finetune
+// options out of range: "finetune.lr_floor: ...").
 absl::Status ValidateOptions(const ProgressiveOptions& options);
 
 // Each quantizable layer's candidate bits, distinct and highest first: its

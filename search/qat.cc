@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <numbers>
 #include <numeric>
 #include <random>
 
@@ -19,6 +20,9 @@ namespace {
 
 // Evaluation runs in batches of this many samples to bound activation memory.
 constexpr int64_t kEvalBatch = 512;
+// A training sample (forward with trace, backward, Adam) costs about this
+// many forward-only samples: FineTuneOptions::eval_cost's exchange rate.
+constexpr double kTrainCostInForwards = 3.0;
 
 int64_t SampleElements(const engine::Tensor& inputs) {
   return inputs.shape().empty() || inputs.dim(0) == 0
@@ -62,6 +66,51 @@ absl::Status ValidateQuantOptions(const QuantOptions& options) {
   return ValidateActivationOptions(options.activations);
 }
 
+absl::Status ValidateFineTuneOptions(const FineTuneOptions& options) {
+  if (!(options.lr_floor > 0 && options.lr_floor <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "finetune.lr_floor: must be in (0, 1], got ", options.lr_floor));
+  }
+  if (!(options.warmup_fraction >= 0 && options.warmup_fraction < 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("finetune.warmup_fraction: must be in [0, 1), got ",
+                     options.warmup_fraction));
+  }
+  if (options.cycle < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("finetune.cycle: must be >= 0, got ", options.cycle));
+  }
+  if (options.evaluations < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "finetune.evaluations: must be at least 1, got ", options.evaluations));
+  }
+  if (!(options.eval_cost > 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "finetune.eval_cost: must be positive, got ", options.eval_cost));
+  }
+  if (options.patience < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "finetune.patience: must be >= 0, got ", options.patience));
+  }
+  return absl::OkStatus();
+}
+
+double ScheduledLearningRate(const FineTuneOptions& options, double base,
+                             int step, int steps) {
+  const int cycle = options.cycle > 0 ? options.cycle : steps;
+  if (!options.schedule || cycle <= 1) return base;
+  const int at = std::max(step, 0) % cycle;
+  const int warmup = static_cast<int>(options.warmup_fraction * cycle);
+  if (at < warmup) return base * (at + 1) / (warmup + 1);
+  // Cosine from base at the first mini-batch after the warm-up to
+  // lr_floor · base at the cycle's last.
+  const int span = cycle - 1 - warmup;
+  const double t = span > 0 ? static_cast<double>(at - warmup) / span : 1.0;
+  const double floor = options.lr_floor;
+  return base *
+         (floor + (1 - floor) * 0.5 * (1 + std::cos(std::numbers::pi * t)));
+}
+
 LabeledData LabeledData::Slice(int64_t begin, int64_t end) const {
   LabeledData out;
   out.inputs = inputs.Slice(begin, end);
@@ -80,6 +129,7 @@ QatSession::QatSession(const engine::Model& model,
       weights_(model.initial_params()),
       quantized_(model.quantizable_layers().size()),
       adam_(adam, ParamShapes(model)),
+      learning_rate_(adam.learning_rate),
       rng_(seed) {
   MIXQ_CHECK(batch_size_ > 0);
   params_.resize(weights_.size());
@@ -190,6 +240,70 @@ absl::Status QatSession::RestoreState(const internal::SessionState& state) {
   order_ = std::move(order);
   cursor_ = state.cursor();
   return absl::OkStatus();
+}
+
+void QatSession::SaveProgress(const FineTuneProgress& progress,
+                              internal::FineTuneProgressState* state) const {
+  state->Clear();
+  state->set_last_evaluation(progress.last_evaluation);
+  state->set_evaluations(progress.evaluations);
+  state->set_best_at(progress.best_at);
+  state->set_since_best(progress.since_best);
+  state->set_stopped(progress.stopped);
+  if (progress.best_at < 0) return;
+  state->set_best_loss(progress.best.loss);
+  state->set_best_accuracy(progress.best.accuracy);
+  for (const engine::Tensor& w : progress.best_weights)
+    SaveTensor(w, state->add_best_weights());
+  const ActivationQuantizer::State& ranges = progress.best_ranges;
+  state->set_best_activation_bits(ranges.bits);
+  for (size_t l = 0; l < ranges.has_range.size(); ++l) {
+    state->add_best_has_range(ranges.has_range[l]);
+    state->add_best_range_min(ranges.min[l]);
+    state->add_best_range_max(ranges.max[l]);
+  }
+}
+
+absl::StatusOr<FineTuneProgress> QatSession::RestoreProgress(
+    const internal::FineTuneProgressState& state, int steps, int done) const {
+  if (steps < 0 || done < 0 || done > steps || state.last_evaluation() < -1 ||
+      state.last_evaluation() > done || state.best_at() < -1 ||
+      state.best_at() > done || state.evaluations() < 0 ||
+      state.since_best() < 0) {
+    return absl::InvalidArgumentError(
+        "checkpoint fine-tune progress: out of range");
+  }
+  FineTuneProgress progress(steps);
+  progress.done = done;
+  progress.last_evaluation = state.last_evaluation();
+  progress.evaluations = state.evaluations();
+  progress.since_best = state.since_best();
+  progress.stopped = state.stopped();
+  progress.best_at = state.best_at();
+  if (progress.best_at < 0) return progress;
+  progress.best = Evaluation{state.best_loss(), state.best_accuracy()};
+  MIXQ_ASSIGN_OR_RETURN(
+      progress.best_weights,
+      LoadTensors(state.best_weights(), weights_, "best_weights"));
+  ActivationQuantizer::State& ranges = progress.best_ranges;
+  ranges.bits = state.best_activation_bits();
+  ranges.has_range.assign(state.best_has_range().begin(),
+                          state.best_has_range().end());
+  ranges.min.assign(state.best_range_min().begin(),
+                    state.best_range_min().end());
+  ranges.max.assign(state.best_range_max().begin(),
+                    state.best_range_max().end());
+  // The ranges are restored into the session only at the fine-tune's end:
+  // they must fit it now (a fine-tune never changes the activation bits).
+  const ActivationQuantizer::State current = activations_.state();
+  if (ranges.bits != current.bits ||
+      ranges.has_range.size() != current.has_range.size() ||
+      ranges.min.size() != current.has_range.size() ||
+      ranges.max.size() != current.has_range.size()) {
+    return absl::InvalidArgumentError(
+        "checkpoint fine-tune progress: best ranges do not fit the model");
+  }
+  return progress;
 }
 
 QuantParams QatSession::WeightParams(int layer, int bits) const {
@@ -409,34 +523,120 @@ void QatSession::NextBatch(const LabeledData& data) {
   cursor_ += batch;
 }
 
+absl::Status QatSession::TrainStep(const Policy& policy,
+                                   const LabeledData& data,
+                                   float learning_rate) {
+  NextBatch(data);
+  QuantizeWeights(policy);
+  activations_.set_mode(ActivationQuantizer::Mode::kTrain);
+  MIXQ_ASSIGN_OR_RETURN(
+      engine::Tensor logits,
+      model_.Forward(batch_inputs_, params_, &trace_, &activations_));
+  MIXQ_ASSIGN_OR_RETURN(
+      engine::LossResult result,
+      engine::SoftmaxCrossEntropy(logits, batch_labels_, &grad_logits_));
+  (void)result;
+  MIXQ_RETURN_IF_ERROR(
+      model_.Backward(trace_, params_, grad_logits_, &grads_, &activations_));
+  // Straight-through estimator: the gradient w.r.t. Q_b(w) is applied to w.
+  std::vector<engine::Tensor*> mutable_weights;
+  for (auto& w : weights_) mutable_weights.push_back(&w);
+  adam_.set_learning_rate(learning_rate);
+  adam_.Step(absl::MakeSpan(mutable_weights), grads_);
+  adam_.set_learning_rate(learning_rate_);
+  return absl::OkStatus();
+}
+
+void QatSession::RecordEvaluation(const Evaluation& eval,
+                                  const FineTuneOptions& options,
+                                  FineTuneProgress* progress) const {
+  progress->last_evaluation = progress->done;
+  // A NaN loss is never below anything, nor the first best.
+  const bool better = progress->best_at < 0 ? !std::isnan(eval.loss)
+                                            : eval.loss < progress->best.loss;
+  if (better) {
+    progress->best = eval;
+    progress->best_at = progress->done;
+    progress->best_weights = weights_;
+    progress->best_ranges = activations_.state();
+    progress->since_best = 0;
+  } else {
+    ++progress->since_best;
+  }
+  if (options.patience > 0 && progress->since_best >= options.patience)
+    progress->stopped = true;
+}
+
+FineTuneProgress QatSession::BeginFineTune(
+    int steps, const Evaluation& start, const FineTuneOptions& options) const {
+  FineTuneProgress progress(steps);
+  RecordEvaluation(start, options, &progress);
+  return progress;
+}
+
 absl::Status QatSession::FineTune(const Policy& policy, const LabeledData& data,
-                                  int steps, const std::atomic<bool>* cancel) {
-  if (steps <= 0) return absl::OkStatus();
-  if (data.size() == 0) {
+                                  const LabeledData* held_out,
+                                  const FineTuneOptions& options,
+                                  FineTuneProgress* progress,
+                                  const std::atomic<bool>* cancel) {
+  MIXQ_CHECK(progress->done >= 0 && progress->done <= progress->steps);
+  if (progress->steps <= 0) return absl::OkStatus();
+  if (data.size() == 0 && !progress->finished()) {
     return absl::InvalidArgumentError(
         "the fine-tuning set is empty (all samples are calibration)");
   }
-  std::vector<engine::Tensor*> mutable_weights;
-  for (auto& w : weights_) mutable_weights.push_back(&w);
-  for (int s = 0; s < steps; ++s) {
+  if (held_out != nullptr && held_out->size() == 0) {
+    return absl::InvalidArgumentError(
+        "the held-out set the fine-tune selects weights on is empty");
+  }
+  // Evaluations at the multiples of `every` within each cycle, at its end
+  // and at the fine-tune's (FineTuneOptions): positions that do not depend
+  // on the length, so a longer fine-tune evaluates wherever a shorter one
+  // of whole cycles did.
+  const int cycle = options.cycle > 0 ? options.cycle : progress->steps;
+  int every = std::max(1, cycle / options.evaluations);
+  const int64_t batch = std::min<int64_t>(batch_size_, data.size());
+  if (held_out != nullptr && batch > 0) {
+    const double affordable =
+        std::ceil(static_cast<double>(held_out->size()) /
+                  (options.eval_cost * kTrainCostInForwards *
+                   static_cast<double>(batch)));
+    every = static_cast<int>(
+        std::min<double>(std::max<double>(every, affordable), cycle));
+  }
+  const auto evaluation_due = [&] {
+    const int done = progress->done;
+    return held_out != nullptr && progress->last_evaluation != done &&
+           (done % cycle % every == 0 || done == progress->steps);
+  };
+  while (true) {
+    if (evaluation_due()) {
+      MIXQ_ASSIGN_OR_RETURN(const Evaluation eval, Evaluate(policy, *held_out));
+      ++progress->evaluations;
+      RecordEvaluation(eval, options, progress);
+    }
+    if (progress->finished()) break;
     if (cancel != nullptr && cancel->load())
       return absl::CancelledError("job cancelled");
-    NextBatch(data);
-    QuantizeWeights(policy);
-    activations_.set_mode(ActivationQuantizer::Mode::kTrain);
-    MIXQ_ASSIGN_OR_RETURN(
-        engine::Tensor logits,
-        model_.Forward(batch_inputs_, params_, &trace_, &activations_));
-    MIXQ_ASSIGN_OR_RETURN(
-        engine::LossResult result,
-        engine::SoftmaxCrossEntropy(logits, batch_labels_, &grad_logits_));
-    (void)result;
-    MIXQ_RETURN_IF_ERROR(model_.Backward(trace_, params_, grad_logits_,
-                                         &grads_, &activations_));
-    // Straight-through estimator: the gradient w.r.t. Q_b(w) is applied to w.
-    adam_.Step(absl::MakeSpan(mutable_weights), grads_);
+    MIXQ_RETURN_IF_ERROR(TrainStep(
+        policy, data,
+        static_cast<float>(ScheduledLearningRate(
+            options, learning_rate_, progress->done, progress->steps))));
+    ++progress->done;
+  }
+  if (options.restore_best && progress->best_at >= 0 &&
+      progress->best_at != progress->done) {
+    weights_ = progress->best_weights;
+    MIXQ_RETURN_IF_ERROR(activations_.Restore(progress->best_ranges));
   }
   return absl::OkStatus();
+}
+
+absl::Status QatSession::FineTune(const Policy& policy, const LabeledData& data,
+                                  int steps, const std::atomic<bool>* cancel) {
+  FineTuneProgress progress(std::max(steps, 0));
+  return FineTune(policy, data, nullptr, FineTuneOptions::Constant(), &progress,
+                  cancel);
 }
 
 std::vector<std::vector<double>> QatSession::LayerOmegaTable(

@@ -18,6 +18,7 @@
 
 namespace mixq::internal {
 class SessionState;  // proto/checkpoint.proto
+class FineTuneProgressState;
 }  // namespace mixq::internal
 
 namespace mixq::search {
@@ -46,6 +47,84 @@ struct QuantOptions {
 
 // INVALID_ARGUMENT naming the field when `options` is unusable.
 absl::Status ValidateQuantOptions(const QuantOptions& options);
+
+// How a fine-tune schedules Adam's learning rate and which weights it ends
+// with (DESIGN.md "What a result must be worth": more fine-tuning must never
+// end worse than less). The defaults are the search's recipe; Constant() is
+// plain Adam at the session's rate, every mini-batch, the last weights kept.
+//
+// With a cycle C > 0, the rate and the evaluation points of mini-batch s
+// depend on s and C only, never on the fine-tune's length: a fine-tune of
+// n·C mini-batches is the first part of any longer one with the same start
+// and seed, so (with restore_best) the longer one never ends with a higher
+// held-out loss — it saw every evaluation the shorter one saw.
+struct FineTuneOptions {
+  // Cosine annealing with warm restarts (SGDR): within each cycle of C
+  // mini-batches (0: one cycle, the whole fine-tune) the rate falls from the
+  // session's rate (Adam's) at its first to lr_floor times it at its last,
+  // after a linear rise over its first warmup_fraction. The rate depends
+  // only on the position in the fine-tune, so a resumed fine-tune goes on
+  // exactly.
+  bool schedule = true;
+  int cycle = 0;                 // >= 0
+  double lr_floor = 0.1;         // in (0, 1]
+  double warmup_fraction = 0.0;  // in [0, 1)
+  // With a held-out set: the loss on it is measured before the first
+  // mini-batch, after every E-th of each cycle and its last, and after the
+  // fine-tune's last, where E = min(C, max(1, C / evaluations, A)) and A is
+  // the number of mini-batches whose training costs eval_cost⁻¹ held-out
+  // forward passes (a training sample costs about 3 forward ones): the
+  // periodic evaluations cost about eval_cost of the training's compute.
+  int evaluations = 8;      // >= 1, per cycle at most
+  double eval_cost = 0.05;  // > 0
+  // Stops after this many evaluations in a row without a lower held-out
+  // loss than the best so far (0: never stops early).
+  int patience = 3;
+  // At the end, the master weights and activation ranges return to those of
+  // the best evaluation (Adam's moments and the sampler stay as trained:
+  // they are the search's sensitivity estimate).
+  bool restore_best = true;
+
+  static FineTuneOptions Constant() {
+    FineTuneOptions options;
+    options.schedule = false;
+    options.patience = 0;
+    options.restore_best = false;
+    return options;
+  }
+};
+
+// INVALID_ARGUMENT naming the field ("finetune.lr_floor", ...) when
+// `options` is unusable.
+absl::Status ValidateFineTuneOptions(const FineTuneOptions& options);
+
+// The learning rate of mini-batch `step` (0-based) of a fine-tune of `steps`
+// mini-batches with base rate `base` under `options` (base when
+// !options.schedule); `steps` matters only when options.cycle is 0.
+double ScheduledLearningRate(const FineTuneOptions& options, double base,
+                             int step, int steps);
+
+// Where a fine-tune is, and the best held-out evaluation so far: all a
+// fine-tune stopped between two mini-batches needs to go on exactly
+// (QatSession::SaveProgress / RestoreProgress carry it through a checkpoint).
+struct FineTuneProgress {
+  int steps = 0;  // mini-batches of the whole fine-tune
+  int done = 0;   // of them, run
+  // Mini-batches done at the last held-out evaluation (-1: none yet).
+  int last_evaluation = -1;
+  int evaluations = 0;  // held-out evaluations FineTune ran
+  // The best held-out evaluation (lowest loss; NaN never counts), where it
+  // was (-1: none yet), and the master weights and activation ranges then.
+  Evaluation best;
+  int best_at = -1;
+  std::vector<engine::Tensor> best_weights;
+  ActivationQuantizer::State best_ranges;
+  int since_best = 0;    // evaluations since the best, none lower
+  bool stopped = false;  // early stopping ended it before `steps`
+
+  explicit FineTuneProgress(int total_steps = 0) : steps(total_steps) {}
+  bool finished() const { return stopped || done >= steps; }
+};
 
 // QatSession owns a model's float master weights and Adam state, and trains
 // and evaluates them with fake-quantized weights: forward with Q_b(w), the
@@ -109,12 +188,42 @@ class QatSession {
   absl::StatusOr<engine::Tensor> Predict(const Policy& policy,
                                          const engine::Tensor& inputs);
 
-  // `steps` Adam steps on mini-batches of `data` drawn without replacement
-  // in a reshuffled order each epoch (seeded). INVALID_ARGUMENT if `data`
-  // is empty while steps > 0; CANCELLED as soon as `*cancel` (optional) is
-  // true between two mini-batches.
+  // Runs the mini-batches [progress->done, progress->steps) of a fine-tune
+  // of `policy` (`options` valid: ValidateFineTuneOptions): Adam steps on
+  // mini-batches of `data` drawn without replacement in a reshuffled order
+  // each epoch (seeded), at the rate `options` schedules. With `held_out`
+  // (optional, borrowed for the call; never trained on), evaluates there as
+  // `options` says, keeps the best evaluation in *progress, stops early
+  // after `patience` evaluations without improvement, and at the end
+  // (finished or stopped) restores the best weights and ranges when
+  // options.restore_best: the session then evaluates on `held_out` exactly
+  // to progress->best.
+  // A progress returned with CANCELLED, or saved and restored, continues
+  // bit for bit as if never stopped. INVALID_ARGUMENT if `data` is empty
+  // while mini-batches remain, or `held_out` is empty; CANCELLED as soon as
+  // `*cancel` (optional) is true between two mini-batches.
+  absl::Status FineTune(const Policy& policy, const LabeledData& data,
+                        const LabeledData* held_out,
+                        const FineTuneOptions& options,
+                        FineTuneProgress* progress,
+                        const std::atomic<bool>* cancel = nullptr);
+  // A fine-tune of `steps` mini-batches whose evaluation before the first
+  // one the caller already has: `start`, the current weights' evaluation on
+  // the held-out set under the policy to tune (e.g. from scoring it;
+  // EvaluateNeighbours gives Evaluate's numbers). Saves that evaluation.
+  FineTuneProgress BeginFineTune(int steps, const Evaluation& start,
+                                 const FineTuneOptions& options) const;
+  // `steps` mini-batches at the session's constant rate, nothing evaluated:
+  // FineTuneOptions::Constant().
   absl::Status FineTune(const Policy& policy, const LabeledData& data,
                         int steps, const std::atomic<bool>* cancel = nullptr);
+
+  // A fine-tune's progress into `state`, and back (checked against this
+  // session's model: INVALID_ARGUMENT naming what does not fit).
+  void SaveProgress(const FineTuneProgress& progress,
+                    internal::FineTuneProgressState* state) const;
+  absl::StatusOr<FineTuneProgress> RestoreProgress(
+      const internal::FineTuneProgressState& state, int steps, int done) const;
 
   // For each layer l and each entry b of `bit_levels`:
   //   Ω_l(b) = Σ_i v̂_i · (Q_b(w_i) − w_i)²
@@ -167,6 +276,13 @@ class QatSession {
   // their fake-quantized copies under `policy`.
   void QuantizeWeights(const Policy& policy);
   void NextBatch(const LabeledData& data);
+  // One Adam step at `learning_rate` on the next mini-batch of `data`.
+  absl::Status TrainStep(const Policy& policy, const LabeledData& data,
+                         float learning_rate);
+  // Enters the held-out evaluation `eval` of the current weights at
+  // progress->done: the best so far, early stopping.
+  void RecordEvaluation(const Evaluation& eval, const FineTuneOptions& options,
+                        FineTuneProgress* progress) const;
   // Adds the gradient of the mean loss over `data` (in batches of at most
   // `batch`), weighted by batch size / data size, into *grads (resized and
   // zeroed first). Weights quantized under `policy`; activations as `mode`.
@@ -182,6 +298,7 @@ class QatSession {
   std::vector<engine::Tensor> quantized_;  // one per quantizable layer
   std::vector<const engine::Tensor*> params_;
   engine::Adam adam_;
+  const float learning_rate_;  // the base rate FineTune schedules from
   std::mt19937_64 rng_;
   // Mini-batch state.
   std::vector<int64_t> order_;

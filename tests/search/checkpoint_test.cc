@@ -133,6 +133,43 @@ class InterruptedFineTuneTest : public CheckpointTest {
     EXPECT_EQ(resumed->finetune_steps, expected.finetune_steps) << what;
     EXPECT_EQ(resumed->node_runs, expected.node_runs) << what;
   }
+
+  // Runs `options` through, then stops it at 40 points spread over the
+  // run's duration and resumes each: the rest matches the full run.
+  void ExpectRandomStopsResumeExactly(const ProgressiveOptions& options) {
+    std::vector<StepReport> full;
+    const auto start = std::chrono::steady_clock::now();
+    auto expected = Run(options, &full, nullptr, true);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
+    ASSERT_TRUE(expected.ok()) << expected.status();
+    // Cancels spread over the run's duration; most land in a fine-tune (it
+    // is most of the time), some in scoring (no interruption reported).
+    int resumed = 0;
+    std::set<int> recorded_steps;
+    constexpr int kAttempts = 40;
+    for (int attempt = 0; attempt < kAttempts; ++attempt) {
+      std::atomic<bool> cancel{false};
+      std::thread stopper([&] {
+        std::this_thread::sleep_for(std::chrono::duration<double>(
+            seconds * (attempt + 0.5) / kAttempts));
+        cancel = true;
+      });
+      const Capture capture = RunUntilCancelled(options, &cancel);
+      stopper.join();
+      if (capture.checkpoint.empty()) continue;
+      ExpectResumeMatches(options, capture, full, *expected);
+      recorded_steps.insert(capture.recorded_step);
+      ++resumed;
+    }
+    EXPECT_GE(resumed, kAttempts / 8);
+    // Some inside a search step's fine-tune (after step r, before the last),
+    // not only in the warm-up (-1) or the final (the last step).
+    const int last = static_cast<int>(full.size()) - 1;
+    EXPECT_TRUE(std::any_of(recorded_steps.begin(), recorded_steps.end(),
+                            [&](int r) { return r >= 0 && r < last; }));
+  }
 };
 
 TEST_F(InterruptedFineTuneTest, WarmupAndFinalStoppedAtTheirStartResume) {
@@ -162,38 +199,20 @@ TEST_F(InterruptedFineTuneTest, StoppedAtRandomPointsResumeExactly) {
   ProgressiveOptions options = Options();
   options.finetune_steps = 30;
   options.final_finetune_steps = 30;
-  std::vector<StepReport> full;
-  const auto start = std::chrono::steady_clock::now();
-  auto expected = Run(options, &full, nullptr, true);
-  const double seconds = std::chrono::duration<double>(
-                             std::chrono::steady_clock::now() - start)
-                             .count();
-  ASSERT_TRUE(expected.ok()) << expected.status();
-  // Cancels spread over the run's duration; most land in a fine-tune (it
-  // is most of the time), some in scoring (no interruption reported).
-  int resumed = 0;
-  std::set<int> recorded_steps;
-  constexpr int kAttempts = 40;
-  for (int attempt = 0; attempt < kAttempts; ++attempt) {
-    std::atomic<bool> cancel{false};
-    std::thread stopper([&] {
-      std::this_thread::sleep_for(std::chrono::duration<double>(
-          seconds * (attempt + 0.5) / kAttempts));
-      cancel = true;
-    });
-    const Capture capture = RunUntilCancelled(options, &cancel);
-    stopper.join();
-    if (capture.checkpoint.empty()) continue;
-    ExpectResumeMatches(options, capture, full, *expected);
-    recorded_steps.insert(capture.recorded_step);
-    ++resumed;
-  }
-  EXPECT_GE(resumed, kAttempts / 8);
-  // Some inside a search step's fine-tune (after step r, before the last),
-  // not only in the warm-up (-1) or the final (the last step).
-  const int last = static_cast<int>(full.size()) - 1;
-  EXPECT_TRUE(std::any_of(recorded_steps.begin(), recorded_steps.end(),
-                          [&](int r) { return r >= 0 && r < last; }));
+  ExpectRandomStopsResumeExactly(options);
+}
+
+// The fine-tunes' held-out selection under way (best weights and ranges,
+// best loss, evaluations without improvement) and early stops resume too:
+// evaluations every 3 mini-batches, a rate that overshoots, patience 2.
+TEST_F(InterruptedFineTuneTest, StoppedInsideSelectingFineTunesResumeExactly) {
+  ProgressiveOptions options = Options();
+  options.finetune_steps = 30;
+  options.final_finetune_steps = 60;
+  options.learning_rate = 3e-2;
+  options.finetune.eval_cost = 1e6;
+  options.finetune.patience = 2;
+  ExpectRandomStopsResumeExactly(options);
 }
 
 TEST_F(CheckpointTest, ProgressiveResumesExactlyFromEveryStep) {

@@ -132,7 +132,9 @@ TEST_F(ProgressiveTest, SameSeedSameResult) {
 TEST_F(ProgressiveTest, FineTuningLearnsTheTask) {
   std::vector<StepReport> steps;
   ProgressiveOptions options = Options();
-  options.warmup_steps = 200;
+  // (The rate decays to a tenth over the warm-up: 200 steps reach ~0.58
+  // from this random start; the constant rate reached 0.6 in 200.)
+  options.warmup_steps = 400;
   const auto result = Run(options, &steps);
   ASSERT_TRUE(result.ok()) << result.status();
   // Four balanced-ish classes: chance is ~0.25; the teacher is linear.
