@@ -21,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "engine/model.h"
+#include "search/allocation.h"
 #include "search/cost_model.h"
 #include "search/qat.h"
 #include "search/quantizer.h"
@@ -112,23 +113,16 @@ struct ProgressiveOptions {
 // total_finetune_steps, hutchinson_samples outside 1..4096).
 absl::Status ValidateOptions(const ProgressiveOptions& options);
 
-// Each quantizable layer's candidate bits, distinct and highest first: its
-// entry in `layers`, else `bit_levels`; a pinned layer has one entry.
-struct CandidateBits {
-  std::vector<std::vector<int>> per_layer;
-
-  bool pinned(int l) const { return per_layer[l].size() == 1; }
-  bool all_pinned() const;
-  // Every layer at its highest / lowest candidate bits.
-  Policy Highest() const;
-  Policy Lowest() const;
-};
-
 // Resolves `options` (already valid, see ValidateOptions) against `model`'s
 // quantizable layers. INVALID_ARGUMENT "layers[i].name: no quantizable layer
 // 'x'; layers are: a, b" for a name the model does not have.
 absl::StatusOr<CandidateBits> ResolveCandidateBits(
     const ProgressiveOptions& options, const engine::Model& model);
+// The same against the names of a model's quantizable layers, in order
+// (e.g. a stored job's layers).
+absl::StatusOr<CandidateBits> ResolveCandidateBits(
+    const ProgressiveOptions& options,
+    const std::vector<std::string>& layer_names);
 
 // A policy with its cost and its calibration scores.
 struct ScoredPolicy {
