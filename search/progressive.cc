@@ -139,6 +139,8 @@ class Search {
       warmup.step = 0;
       warmup.finetune_steps = options_.warmup_steps;
       MIXQ_ASSIGN_OR_RETURN(warmup.finetuned, Score(CurrentPolicy()));
+      warmup.sensitivities = {omega_bits_,
+                              session_.LayerOmegaTable(omega_bits_)};
       warmup.elapsed_seconds = Seconds(start);
       MIXQ_RETURN_IF_ERROR(Report(warmup));
       step = 0;

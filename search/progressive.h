@@ -168,6 +168,11 @@ struct StepReport {
   // With SearchObserver::checkpoints: the search's state after this step
   // (opaque bytes; weights, optimizer, RNGs, policy, step) to resume from.
   std::string checkpoint;
+  // Step 0 only (empty elsewhere): Ω_l(b) from Adam's v̂ after the warm-up
+  // for every layer and every candidate bit-width of any layer (columns
+  // highest first), whatever the strategy: the table the knapsack strategy
+  // allocates on, from which a new budget can be re-solved (Allocator).
+  SensitivityTable sensitivities;
 };
 
 enum class Phase { kWarmup, kSearch, kFinal };

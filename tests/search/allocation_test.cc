@@ -10,6 +10,8 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "search/progressive.h"
+#include "tests/search/search_fixture.h"
 
 namespace mixq::search {
 namespace {
@@ -160,6 +162,48 @@ TEST(AllocatorTest, IsTheLeastOmegaPolicyWithinTheBudget) {
     }
   }
   EXPECT_EQ(checked, 60 * 3 * 6);
+}
+
+class WarmupTableTest : public testing::MlpSearchTest {};
+
+// The warm-up reports its Ω table (every candidate bit-width), and the
+// knapsack strategy's allocation is the allocation on that table: what the
+// server re-solves a stored job's budgets from.
+TEST_F(WarmupTableTest, KnapsackAllocatesOnTheWarmupTable) {
+  ProgressiveOptions options = Options(Strategy::kKnapsack);
+  options.layers = {{"fc2.weight", {8, 3}}};
+  std::vector<StepReport> steps;
+  ASSERT_TRUE(Run(options, &steps).ok());
+  ASSERT_EQ(steps.size(), 2u);
+  const SensitivityTable& table = steps[0].sensitivities;
+  EXPECT_THAT(table.bits, ElementsAre(8, 6, 4, 3, 2));
+  ASSERT_EQ(table.omega.size(), 3u);
+  for (const auto& row : table.omega) {
+    ASSERT_EQ(row.size(), table.bits.size());
+    EXPECT_LE(row[0], row[1]);  // Ω grows as the bits fall
+    EXPECT_LE(row[1], row[2]);
+  }
+  EXPECT_TRUE(steps[1].sensitivities.bits.empty());
+
+  const CostModel cost = CostModel::ForModel(*model_);
+  auto bits = ResolveCandidateBits(options, *model_);
+  ASSERT_TRUE(bits.ok()) << bits.status();
+  const Allocator allocator(cost, *bits, Budget::Kind::kAvgBits, table.bits);
+  auto level = allocator.Allocate(
+      table.omega, allocator.TopLevels(), allocator.BottomLevels(),
+      options.budget.value, options.activation_bits);
+  ASSERT_TRUE(level.ok()) << level.status();
+  const StepReport& allocation = steps[1];
+  EXPECT_EQ(allocator.PolicyAt(*level), allocation.candidates[0].policy);
+  EXPECT_EQ(allocator.Omega(table.omega, allocator.PolicyAt(*level)),
+            allocation.candidates[0].omega);
+
+  // Every strategy reports it, and the same warm-up measures the same table.
+  std::vector<StepReport> progressive;
+  options.strategy = Strategy::kProgressive;
+  ASSERT_TRUE(Run(options, &progressive).ok());
+  EXPECT_EQ(progressive[0].sensitivities.bits, table.bits);
+  EXPECT_EQ(progressive[0].sensitivities.omega, table.omega);
 }
 
 }  // namespace
