@@ -300,5 +300,47 @@ TEST_F(ResolveTest, NewBudgetsAreTheLeastOmegaAllocationsOfTheStoredTable) {
   EXPECT_THAT(status.error_message(), HasSubstr("no stored sensitivities"));
 }
 
+// A job stopped by a shutdown after its warm-up resumes from its
+// checkpoint (its step 0 is not run again) and still ends with its table.
+TEST_F(ResolveTest, AResumedJobKeepsItsTable) {
+  v1::Budget two_bits;
+  two_bits.set_avg_bits(2.5);
+  v1::SubmitJobRequest request = Job("progressive", two_bits);
+  request.mutable_spec()->mutable_search()->set_finetune_steps(5000);
+  grpc::ClientContext submit;
+  v1::SubmitJobResponse submitted;
+  ASSERT_TRUE(stub_->SubmitJob(&submit, request, &submitted).ok());
+  const std::string job_id = submitted.job().id();
+  {
+    // Step 0 (and its table) is recorded once the search phase starts.
+    grpc::ClientContext watch;
+    v1::WatchJobRequest watch_request;
+    watch_request.set_job_id(job_id);
+    auto reader = stub_->WatchJob(&watch, watch_request);
+    v1::JobEvent event;
+    while (reader->Read(&event) && event.phase() != "search") {
+    }
+    EXPECT_EQ(event.phase(), "search");
+    watch.TryCancel();
+    (void)reader->Finish();
+  }
+  StopServer();
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  grpc::ClientContext get;
+  v1::GetJobRequest get_request;
+  get_request.set_job_id(job_id);
+  v1::Job job;
+  ASSERT_TRUE(stub_->GetJob(&get, get_request, &job).ok());
+  EXPECT_NE(job.state(), v1::SUCCEEDED) << "the job ended before the stop";
+  grpc::ClientContext watch;
+  ASSERT_TRUE(testing::WatchToEnd(*stub_, &watch, job_id).ok());
+
+  v1::QueryBestPoliciesResponse response;
+  const grpc::Status status = Resolve(ResolveRequest(job_id, 4, 0), &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(response.policies_size(), 1);
+  EXPECT_LE(response.policies(0).avg_bits(), 4);
+}
+
 }  // namespace
 }  // namespace mixq
