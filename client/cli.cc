@@ -501,6 +501,10 @@ absl::StatusOr<Invocation> ParseCommandLine(
                      "Rank the policies of every job on the job's model, any "
                      "strategy (limits then default to none)");
   AddModelSha256(best_cmd, &best.model_sha256);
+  best_cmd->add_flag(
+      "--resolve", best.resolve,
+      "Predict the job's least-Omega policy under the one --max-* limit "
+      "given, from the sensitivities its warm-up stored (nothing measured)");
 
   ParetoOptions pareto;
   CLI::App* pareto_cmd = app.add_subcommand(
@@ -646,6 +650,20 @@ absl::StatusOr<Invocation> ParseCommandLine(
             FinishModelSelection("best", best.job_id, best.model_sha256);
         !status.ok()) {
       return status;
+    }
+    if (best.resolve) {
+      if (best.same_model || !best.model_sha256.empty()) {
+        return absl::InvalidArgumentError(
+            "--resolve: re-solves one job; not with --same-model or "
+            "--model-sha256");
+      }
+      const int limits = (best.max_avg_bits > 0) + (best.max_size_bytes > 0) +
+                         (best.max_bops > 0);
+      if (limits != 1) {
+        return absl::InvalidArgumentError(
+            "--resolve: give exactly one of --max-avg-bits, --max-size-bytes "
+            "and --max-bops");
+      }
     }
     invocation.command = std::move(best);
   } else if (pareto_cmd->parsed()) {

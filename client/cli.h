@@ -172,7 +172,8 @@ struct ResultsOptions {
 
 // `best`: exactly one of job_id and model_sha256 is set. same_model ranks
 // the policies of every job on job_id's model; a model_sha256 query always
-// does.
+// does. resolve: job_id's least-Ω policy under the one limit set, predicted
+// from the job's stored sensitivities (QueryBestPoliciesRequest.resolve).
 struct BestOptions {
   std::string job_id;
   std::optional<int> top_k;
@@ -181,6 +182,7 @@ struct BestOptions {
   double max_bops = 0;        // 0 = no limit
   bool same_model = false;
   std::string model_sha256;
+  bool resolve = false;
 };
 
 // `pareto`: the accuracy-vs-cost front (GetParetoFront). Exactly one of
@@ -247,7 +249,9 @@ struct Invocation {
 // numbers, --bits not a comma-separated list of integers, --normalize not
 // "MEAN,STD", both or neither budget given, --strategy or --selection not one
 // of its values, `best` or `pareto` with neither or both of JOB and
-// --model-sha256, --tls-cert without --tls-key or the reverse, --upload with
+// --model-sha256, `best --resolve` without exactly one of --max-avg-bits,
+// --max-size-bytes and --max-bops or with --same-model or --model-sha256,
+// --tls-cert without --tls-key or the reverse, --upload with
 // --server-paths, only one of --val-inputs and --val-labels, either of them
 // with --val-size, `export --format` not onnx, policy-json or policy_json.
 // Does not touch files.

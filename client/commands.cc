@@ -214,8 +214,16 @@ class Runner {
   }
 
   int operator()(const BestOptions& options) {
-    return CallAndPrint(&v1::Mixq::Stub::QueryBestPolicies,
-                        BuildBestRequest(options), FormatBestPolicies);
+    const v1::QueryBestPoliciesRequest request = BuildBestRequest(options);
+    if (!options.resolve) {
+      return CallAndPrint(&v1::Mixq::Stub::QueryBestPolicies, request,
+                          FormatBestPolicies);
+    }
+    return CallAndPrint(
+        &v1::Mixq::Stub::QueryBestPolicies, request,
+        [&request](const v1::QueryBestPoliciesResponse& response) {
+          return FormatResolvedPolicy(response, request);
+        });
   }
 
   int operator()(const EvalOptions& options) {
@@ -446,8 +454,8 @@ class Runner {
   }
 
   // Prints `message` as JSON with --json, else as `human(message)`.
-  template <typename Message>
-  int Emit(const Message& message, std::string (*human)(const Message&)) {
+  template <typename Message, typename Human>
+  int Emit(const Message& message, const Human& human) {
     if (!global_.json) {
       out_ << human(message);
       return kExitOk;
@@ -460,12 +468,12 @@ class Runner {
 
   // Calls the unary `method` within the deadline and prints its response with
   // Emit.
-  template <typename Request, typename Response>
+  // `human` formats a Response as text.
+  template <typename Request, typename Response, typename Human>
   int CallAndPrint(grpc::Status (v1::Mixq::Stub::*method)(grpc::ClientContext*,
                                                           const Request&,
                                                           Response*),
-                   const Request& request,
-                   std::string (*human)(const Response&)) {
+                   const Request& request, const Human& human) {
     Response response;
     grpc::ClientContext context;
     SetDeadline(context);
@@ -712,6 +720,7 @@ v1::QueryBestPoliciesRequest BuildBestRequest(const BestOptions& options) {
   // A model hash names no job to rank alone: it always spans the model's jobs.
   request.set_same_model(options.same_model || !options.model_sha256.empty());
   request.set_model_sha256(options.model_sha256);
+  request.set_resolve(options.resolve);
   return request;
 }
 

@@ -1,6 +1,7 @@
 #include "client/format.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <iterator>
 
@@ -42,6 +43,11 @@ std::string KiB(double bytes) {
   return absl::StrFormat("%.1f", bytes / kBytesPerKiB);
 }
 std::string Loss(double loss) { return absl::StrFormat("%.4f", loss); }
+std::string LossOrUnset(double loss) {
+  return std::isnan(loss) ? kUnset : Loss(loss);
+}
+// Policy.kind of a policy re-solved from stored sensitivities, never run.
+constexpr char kPredictedKind[] = "predicted";
 
 // BOPs with an SI suffix and three significant digits ("44K", "1.2G"); "-"
 // when unknown (0: policies recorded before BOPs were stored).
@@ -345,17 +351,18 @@ std::string FormatBestPolicies(const v1::QueryBestPoliciesResponse& response) {
   std::vector<std::vector<std::string>> rows;
   int rank = 0;
   for (const v1::Policy& p : response.policies()) {
-    std::vector<std::string> row = {absl::StrCat(++rank),
-                                    OrUnset(p.policy_id()),
-                                    Bits(p.avg_bits()),
-                                    KiB(p.size_bytes()),
-                                    Bops(p.bops()),
-                                    PercentOrUnset(p.val_accuracy()),
-                                    Percent(p.accuracy()),
-                                    Loss(p.loss()),
-                                    p.kind(),
-                                    absl::StrCat(p.step()),
-                                    FormatBits(p)};
+    std::vector<std::string> row = {
+        absl::StrCat(++rank),
+        OrUnset(p.policy_id()),
+        Bits(p.avg_bits()),
+        KiB(p.size_bytes()),
+        Bops(p.bops()),
+        PercentOrUnset(p.val_accuracy()),
+        PercentOrUnset(p.accuracy()),
+        LossOrUnset(p.loss()),
+        p.kind(),
+        p.kind() == kPredictedKind ? kUnset : absl::StrCat(p.step()),
+        FormatBits(p)};
     if (spans_jobs) {
       row.insert(row.begin() + kJobColumn,
                  {OrUnset(p.job_id()), OrUnset(p.strategy())});
@@ -366,6 +373,30 @@ std::string FormatBestPolicies(const v1::QueryBestPoliciesResponse& response) {
       spans_jobs ? absl::StrCat("model: ", response.model_sha256(), "\n") : "",
       "layers: ", LayerOrder(v1::Job(), response.policies(0)), "\n",
       FormatTable(header, rows, right_aligned));
+}
+
+std::string FormatResolvedPolicy(const v1::QueryBestPoliciesResponse& response,
+                                 const v1::QueryBestPoliciesRequest& request) {
+  // The limit as `mixq submit` reads it back: the shortest exact decimal.
+  const auto target = [](absl::string_view flag, double value) {
+    char buffer[64];
+    const std::to_chars_result end =
+        std::to_chars(buffer, buffer + sizeof(buffer), value);
+    return absl::StrCat(flag, " ", absl::string_view(buffer, end.ptr - buffer));
+  };
+  const std::string flag =
+      request.max_avg_bits() > 0
+          ? target("--target-avg-bits", request.max_avg_bits())
+      : request.max_size_bytes() > 0
+          // whole bytes: submit takes an integer
+          ? absl::StrFormat("--target-size-bytes %.0f",
+                            std::floor(request.max_size_bytes()))
+          : target("--target-bops", request.max_bops());
+  return absl::StrCat(
+      FormatBestPolicies(response),
+      "note: predicted from the job's stored sensitivities (no accuracy "
+      "measured); run `mixq submit … --strategy knapsack ",
+      flag, "` to measure it\n");
 }
 
 std::string FormatParetoFront(const v1::GetParetoFrontResponse& response) {

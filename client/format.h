@@ -69,6 +69,13 @@ std::string FormatResults(const v1::GetResultsResponse& response);
 // STRATEGY columns after POLICY.
 std::string FormatBestPolicies(const v1::QueryBestPoliciesResponse& response);
 
+// `best --resolve`: the predicted policy as FormatBestPolicies prints it
+// (KIND "predicted", POLICY, VAL ACC, CALIB ACC, LOSS and STEP "-"), then a
+// note that nothing measured it, with the `mixq submit` flags that would:
+// --strategy knapsack and the target of `request`'s limit.
+std::string FormatResolvedPolicy(const v1::QueryBestPoliciesResponse& response,
+                                 const v1::QueryBestPoliciesRequest& request);
+
 // `pareto`: a table POLICY, STRATEGY, AVG BITS, SIZE (KiB), BOPS, VAL ACC,
 // CALIB ACC whose first row, "fp32", is the FP32 model (32 bits, its size,
 // BOPs and validation accuracy), then the front by size ascending. A

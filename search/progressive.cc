@@ -50,7 +50,6 @@ constexpr int kMaxCandidates = 1024;
 constexpr int kMaxSteps = 1000000;
 constexpr int kMaxBatch = 1 << 16;
 constexpr int kMaxHutchinsonSamples = 4096;
-constexpr int kMaxAllocationResolution = 1 << 17;
 // SearchCheckpoint.version written, and the only one read.
 constexpr uint32_t kCheckpointVersion = 1;
 
@@ -107,17 +106,14 @@ class Search {
         observer_(observer),
         cost_(CostModel::ForModel(model)),
         bits_(std::move(bits)),
+        omega_bits_(bits_.AllBits()),
+        allocator_(cost_, bits_, options.budget.kind, omega_bits_),
         session_(model,
                  engine::AdamOptions{.learning_rate = static_cast<float>(
                                          options.learning_rate)},
                  options.batch_size, options.seed, SearchQuantOptions(options)),
         rng_(options.seed ^ 0x9e3779b97f4a7c15ULL),
         recipe_(FineTuneRecipe(options)) {
-    // Ω is tabulated once per step for every bit-width any layer may take.
-    std::set<int, std::greater<int>> all_bits;
-    for (const auto& layer_bits : bits_.per_layer)
-      all_bits.insert(layer_bits.begin(), layer_bits.end());
-    omega_bits_.assign(all_bits.begin(), all_bits.end());
     level_.assign(cost_.num_layers(), 0);  // every layer at its highest
     act_levels_ = DistinctHighestFirst(options.activation_levels);
   }
@@ -155,6 +151,8 @@ class Search {
       warmup.step = 0;
       warmup.finetune_steps = options_.warmup_steps;
       MIXQ_ASSIGN_OR_RETURN(warmup.finetuned, ScoreTuned(tune));
+      warmup.sensitivities = {omega_bits_,
+                              session_.LayerOmegaTable(omega_bits_)};
       warmup.elapsed_seconds = Seconds(start);
       MIXQ_RETURN_IF_ERROR(Report(warmup));
       step = 0;
@@ -229,7 +227,7 @@ class Search {
 
  private:
   using Clock = std::chrono::steady_clock;
-  using OmegaTable = std::vector<std::vector<double>>;
+  using OmegaTable = Allocator::Table;
 
   static double Seconds(Clock::time_point start) {
     return std::chrono::duration<double>(Clock::now() - start).count();
@@ -464,12 +462,10 @@ class Search {
   }
 
   Policy PolicyAt(const std::vector<int>& level) const {
-    // A candidate's level vector may carry its activation level last.
-    Policy policy(cost_.num_layers());
-    for (size_t l = 0; l < policy.size(); ++l)
-      policy[l] = bits_.per_layer[l][level[l]];
-    return policy;
+    return allocator_.PolicyAt(level);
   }
+  std::vector<int> TopLevels() const { return allocator_.TopLevels(); }
+  std::vector<int> BottomLevels() const { return allocator_.BottomLevels(); }
   Policy CurrentPolicy() const { return PolicyAt(level_); }
 
   // `policy` in the budget's unit.
@@ -524,17 +520,8 @@ class Search {
     return lowerable;
   }
 
-  // Index of `bits` in omega_bits_.
-  int OmegaColumn(int bits) const {
-    const auto it = std::find(omega_bits_.begin(), omega_bits_.end(), bits);
-    MIXQ_CHECK(it != omega_bits_.end());
-    return static_cast<int>(it - omega_bits_.begin());
-  }
   double Omega(const OmegaTable& table, const Policy& policy) const {
-    double omega = 0;
-    for (size_t l = 0; l < policy.size(); ++l)
-      omega += table[l][OmegaColumn(policy[l])];
-    return omega;
+    return allocator_.Omega(table, policy);
   }
 
   // Sets `scored`'s Ω from `table` and its index I = L_C + λ·½·Ω.
@@ -557,11 +544,11 @@ class Search {
     const int act_bits = CurrentActBits();
     double capacity = 0;
     for (int l = 0; l < cost_.num_layers(); ++l)
-      capacity += CostUnits(l, policy[l], act_bits);
+      capacity += allocator_.CostUnits(l, policy[l], act_bits);
     MIXQ_ASSIGN_OR_RETURN(
         const KnapsackSolution bound,
-        SolveAllocation(table, TopLevels(), BottomLevels(), capacity, act_bits,
-                        KnapsackRounding::kDown));
+        allocator_.Solve(table, TopLevels(), BottomLevels(), capacity, act_bits,
+                         KnapsackRounding::kDown));
     return std::min(Omega(table, PolicyAt(bound.choice)), Omega(table, policy));
   }
 
@@ -572,89 +559,6 @@ class Search {
     MIXQ_ASSIGN_OR_RETURN(std::vector<engine::Tensor> fisher,
                           session_.FisherDiagonal(CurrentPolicy(), calib_));
     return session_.LayerOmegaTable(omega_bits_, &fisher);
-  }
-
-  // Layer l's cost at `bits` in whole units: weight bits n_l·b for size and
-  // average-bit budgets, BOPs MAC_l·act_bits·b for BOPs. Integers, so that
-  // the knapsack divides them by their gcd and solves exactly whenever the
-  // slack holds at most kMaxAllocationResolution multiples of it (bounding
-  // the DP's table to layers × 2^17 entries).
-  double CostUnits(int l, int bits, int act_bits) const {
-    const bool bops = options_.budget.kind == Budget::Kind::kBops;
-    return static_cast<double>(bops ? cost_.layer_macs(l) * act_bits
-                                    : cost_.layer_weights(l)) *
-           bits;
-  }
-
-  // The knapsack over the policies with layer l at a level in
-  // [min_level[l], max_level[l]] of its candidates (choice: the level minus
-  // min_level[l]) costing at most `capacity` CostUnits, minimising Σ Ω from
-  // `table`. Beyond kMaxAllocationResolution units of slack the DP rounds
-  // costs as `rounding` says. Callers pass a capacity the policy at
-  // max_level meets.
-  absl::StatusOr<KnapsackSolution> SolveAllocation(
-      const OmegaTable& table, const std::vector<int>& min_level,
-      const std::vector<int>& max_level, double capacity, int act_bits,
-      KnapsackRounding rounding) const {
-    std::vector<std::vector<KnapsackOption>> groups(cost_.num_layers());
-    for (int l = 0; l < cost_.num_layers(); ++l) {
-      const auto& layer_bits = bits_.per_layer[l];
-      for (int i = min_level[l]; i <= max_level[l]; ++i) {
-        groups[l].push_back(
-            KnapsackOption{CostUnits(l, layer_bits[i], act_bits),
-                           table[l][OmegaColumn(layer_bits[i])]});
-      }
-    }
-    return SolveMultipleChoiceKnapsack(groups, capacity,
-                                       kMaxAllocationResolution, rounding);
-  }
-
-  // The least-Ω policy whose cost in the budget's unit is at most `limit`,
-  // layer l at a level in [min_level[l], max_level[l]] of its candidates; as
-  // levels. Exact when the costs' gcd allows (SolveAllocation), else the
-  // best on costs rounded up, so the policy always meets `limit`. Callers
-  // pass a limit the policy at max_level meets.
-  absl::StatusOr<std::vector<int>> Allocate(const OmegaTable& table,
-                                            const std::vector<int>& min_level,
-                                            const std::vector<int>& max_level,
-                                            double limit, int act_bits) const {
-    double cheapest = 0;
-    double per_unit = 0;  // the budget's measure of one unit
-    for (int l = 0; l < cost_.num_layers(); ++l) {
-      const auto& layer_bits = bits_.per_layer[l];
-      cheapest += CostUnits(l, layer_bits[max_level[l]], act_bits);
-      const double top_units = CostUnits(l, layer_bits[0], act_bits);
-      if (per_unit == 0 && top_units > 0) {
-        per_unit =
-            options_.budget.LayerTerm(cost_, l, layer_bits[0], act_bits) /
-            top_units;
-      }
-    }
-    // IsMet's slack: a policy landing exactly on the limit is allowed.
-    double capacity = cheapest;
-    if (per_unit > 0) {
-      capacity = std::max(
-          cheapest,
-          std::floor((limit * (1 + 1e-9) - options_.budget.FixedTerm(cost_)) /
-                         per_unit +
-                     1e-6));
-    }
-    MIXQ_ASSIGN_OR_RETURN(const KnapsackSolution solution,
-                          SolveAllocation(table, min_level, max_level, capacity,
-                                          act_bits, KnapsackRounding::kUp));
-    std::vector<int> level(cost_.num_layers());
-    for (int l = 0; l < cost_.num_layers(); ++l)
-      level[l] = min_level[l] + solution.choice[l];
-    return level;
-  }
-  std::vector<int> TopLevels() const {
-    return std::vector<int>(cost_.num_layers(), 0);
-  }
-  std::vector<int> BottomLevels() const {
-    std::vector<int> level(cost_.num_layers());
-    for (int l = 0; l < cost_.num_layers(); ++l)
-      level[l] = static_cast<int>(bits_.per_layer[l].size()) - 1;
-    return level;
   }
 
   // Up to n distinct level vectors, each lowering 1..k random lowerable
@@ -706,9 +610,9 @@ class Search {
       // The least-Ω policy on the budget from here: candidates only lower
       // layers it lowers, so the search walks towards it while fine-tuning
       // refreshes Ω at every step.
-      MIXQ_ASSIGN_OR_RETURN(guide, Allocate(omega_table, level_, BottomLevels(),
-                                            options_.budget.value,
-                                            CurrentActBits()));
+      MIXQ_ASSIGN_OR_RETURN(
+          guide, allocator_.Allocate(omega_table, level_, BottomLevels(),
+                                     options_.budget.value, CurrentActBits()));
     }
     // Run only while a layer is lowerable, so there is a candidate.
     const std::vector<std::vector<int>> candidates =
@@ -772,8 +676,8 @@ class Search {
       // last bits go.
       MIXQ_ASSIGN_OR_RETURN(
           std::vector<int> landed,
-          Allocate(omega_table, level_, BottomLevels(), options_.budget.value,
-                   CurrentActBits()));
+          allocator_.Allocate(omega_table, level_, BottomLevels(),
+                              options_.budget.value, CurrentActBits()));
       if (landed != chosen) {
         MIXQ_ASSIGN_OR_RETURN(ScoredPolicy scored, Score(PolicyAt(landed)));
         SetIndex(omega_table, &scored);
@@ -809,9 +713,9 @@ class Search {
     if (options_.strategy == Strategy::kUniform) {
       level = UniformLevels();
     } else {
-      MIXQ_ASSIGN_OR_RETURN(level, Allocate(table, TopLevels(), BottomLevels(),
-                                            options_.budget.value,
-                                            CurrentActBits()));
+      MIXQ_ASSIGN_OR_RETURN(
+          level, allocator_.Allocate(table, TopLevels(), BottomLevels(),
+                                     options_.budget.value, CurrentActBits()));
     }
     level_ = level;
     MIXQ_ASSIGN_OR_RETURN(ScoredPolicy scored, Score(CurrentPolicy()));
@@ -871,7 +775,10 @@ class Search {
   const SearchObserver& observer_;
   const CostModel cost_;
   const CandidateBits bits_;
-  std::vector<int> omega_bits_;  // every layer's bits, distinct, highest first
+  // Ω is tabulated once per step for every bit-width any layer may take:
+  // every layer's bits, distinct, highest first.
+  const std::vector<int> omega_bits_;
+  const Allocator allocator_;    // borrows cost_ and bits_
   std::vector<int> level_;       // per layer: index into bits_.per_layer[l]
   // Searched activation bits, distinct and highest first (empty: fixed at
   // options_.activation_bits), and the current index into them.
@@ -1022,32 +929,19 @@ absl::Status ValidateOptions(const ProgressiveOptions& options) {
   return absl::OkStatus();
 }
 
-bool CandidateBits::all_pinned() const {
-  return std::all_of(per_layer.begin(), per_layer.end(),
-                     [](const std::vector<int>& bits) {
-                       return bits.size() == 1;
-                     });
-}
-
-Policy CandidateBits::Highest() const {
-  Policy policy;
-  for (const auto& bits : per_layer) policy.push_back(bits.front());
-  return policy;
-}
-
-Policy CandidateBits::Lowest() const {
-  Policy policy;
-  for (const auto& bits : per_layer) policy.push_back(bits.back());
-  return policy;
+absl::StatusOr<CandidateBits> ResolveCandidateBits(
+    const ProgressiveOptions& options, const engine::Model& model) {
+  std::vector<std::string> names;
+  for (const engine::QuantizableLayer& layer : model.quantizable_layers())
+    names.push_back(layer.name);
+  return ResolveCandidateBits(options, names);
 }
 
 absl::StatusOr<CandidateBits> ResolveCandidateBits(
-    const ProgressiveOptions& options, const engine::Model& model) {
-  const std::vector<engine::QuantizableLayer>& layers =
-      model.quantizable_layers();
+    const ProgressiveOptions& options, const std::vector<std::string>& layers) {
   std::map<std::string, int> index;
   for (size_t l = 0; l < layers.size(); ++l)
-    index.emplace(layers[l].name, static_cast<int>(l));
+    index.emplace(layers[l], static_cast<int>(l));
   CandidateBits bits;
   bits.per_layer.assign(layers.size(), DistinctHighestFirst(options.bit_levels));
   for (size_t i = 0; i < options.layers.size(); ++i) {
@@ -1057,13 +951,7 @@ absl::StatusOr<CandidateBits> ResolveCandidateBits(
       return absl::InvalidArgumentError(absl::StrCat(
           "layers[", i, "].name: no quantizable layer '", layer.name,
           "'; layers are: ",
-          layers.empty()
-              ? "(none)"
-              : absl::StrJoin(layers, ", ",
-                              [](std::string* out,
-                                 const engine::QuantizableLayer& l) {
-                                out->append(l.name);
-                              })));
+          layers.empty() ? "(none)" : absl::StrJoin(layers, ", ")));
     }
     bits.per_layer[it->second] = DistinctHighestFirst(layer.bits);
   }

@@ -21,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "engine/model.h"
+#include "search/allocation.h"
 #include "search/cost_model.h"
 #include "search/qat.h"
 #include "search/quantizer.h"
@@ -127,23 +128,16 @@ struct ProgressiveOptions {
 // options out of range: "finetune.lr_floor: ...").
 absl::Status ValidateOptions(const ProgressiveOptions& options);
 
-// Each quantizable layer's candidate bits, distinct and highest first: its
-// entry in `layers`, else `bit_levels`; a pinned layer has one entry.
-struct CandidateBits {
-  std::vector<std::vector<int>> per_layer;
-
-  bool pinned(int l) const { return per_layer[l].size() == 1; }
-  bool all_pinned() const;
-  // Every layer at its highest / lowest candidate bits.
-  Policy Highest() const;
-  Policy Lowest() const;
-};
-
 // Resolves `options` (already valid, see ValidateOptions) against `model`'s
 // quantizable layers. INVALID_ARGUMENT "layers[i].name: no quantizable layer
 // 'x'; layers are: a, b" for a name the model does not have.
 absl::StatusOr<CandidateBits> ResolveCandidateBits(
     const ProgressiveOptions& options, const engine::Model& model);
+// The same against the names of a model's quantizable layers, in order
+// (e.g. a stored job's layers).
+absl::StatusOr<CandidateBits> ResolveCandidateBits(
+    const ProgressiveOptions& options,
+    const std::vector<std::string>& layer_names);
 
 // A policy with its cost and its calibration scores.
 struct ScoredPolicy {
@@ -189,6 +183,11 @@ struct StepReport {
   // With SearchObserver::checkpoints: the search's state after this step
   // (opaque bytes; weights, optimizer, RNGs, policy, step) to resume from.
   std::string checkpoint;
+  // Step 0 only (empty elsewhere): Ω_l(b) from Adam's v̂ after the warm-up
+  // for every layer and every candidate bit-width of any layer (columns
+  // highest first), whatever the strategy: the table the knapsack strategy
+  // allocates on, from which a new budget can be re-solved (Allocator).
+  SensitivityTable sensitivities;
 };
 
 enum class Phase { kWarmup, kSearch, kFinal };

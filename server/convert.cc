@@ -112,6 +112,9 @@ storage::StepRecord ToRecord(const search::StepReport& report) {
   }
   step.finetuned = ToRecord(report.finetuned, storage::PolicyKind::kFinetuned,
                             report.step, 0, false);
+  step.sensitivities.bits.assign(report.sensitivities.bits.begin(),
+                                 report.sensitivities.bits.end());
+  step.sensitivities.omega = report.sensitivities.omega;
   return step;
 }
 

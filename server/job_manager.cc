@@ -18,6 +18,7 @@
 #include "search/cost_model.h"
 #include "server/convert.h"
 #include "server/pareto.h"
+#include "server/resolve.h"
 #include "util/file.h"
 #include "util/logging.h"
 #include "util/sha256.h"
@@ -527,6 +528,21 @@ absl::StatusOr<v1::QueryBestPoliciesResponse> JobManager::QueryBestPolicies(
       request.max_bops() < 0) {
     return absl::InvalidArgumentError(
         "max_avg_bits/max_size_bytes/max_bops: must not be negative");
+  }
+  if (request.resolve()) {
+    if (by_model) {
+      return absl::InvalidArgumentError(
+          "resolve: re-solves one job's stored sensitivities; give job_id "
+          "without same_model or model_sha256");
+    }
+    MIXQ_ASSIGN_OR_RETURN(const storage::JobRecord record,
+                          store_->GetJob(request.job_id()));
+    MIXQ_ASSIGN_OR_RETURN(const v1::JobSpec spec, LoadSpec(record));
+    v1::QueryBestPoliciesResponse response;
+    response.set_job_id(request.job_id());
+    MIXQ_ASSIGN_OR_RETURN(*response.add_policies(),
+                          ResolvePolicy(*store_, record, spec, request));
+    return response;
   }
   storage::PolicyLimits limits;
   limits.max_avg_bits = request.max_avg_bits();

@@ -83,6 +83,9 @@ class JobManager {
       const v1::ListJobsRequest& request) const;
   absl::StatusOr<v1::GetResultsResponse> GetResults(
       const std::string& job_id) const;
+  // The ranked exportable policies, or (request.resolve) the one policy a
+  // new limit predicts from the job's stored sensitivities (ResolvePolicy;
+  // INVALID_ARGUMENT with same_model or model_sha256).
   absl::StatusOr<v1::QueryBestPoliciesResponse> QueryBestPolicies(
       const v1::QueryBestPoliciesRequest& request) const;
   // The job's (or model's) Pareto front of kept policies (ParetoFront) with

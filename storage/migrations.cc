@@ -140,6 +140,23 @@ ALTER TABLE jobs ADD COLUMN fp32_val_accuracy REAL;
 PRAGMA user_version = 5;
 )sql";
 
+// Version 6: re-solving budgets. The per-layer sensitivities Ω_l(b) a job's
+// search measured after its warm-up (step 0), one row per layer (its index in
+// job_layers) and bit-width, so a new budget can be answered without
+// recomputing them. They go with their step. NULL Ω is NaN.
+constexpr char kSchemaV6[] = R"sql(
+CREATE TABLE sensitivities (
+  job_id TEXT NOT NULL REFERENCES jobs (id),
+  step INTEGER NOT NULL,
+  layer INTEGER NOT NULL,
+  bits INTEGER NOT NULL,
+  omega REAL,
+  PRIMARY KEY (job_id, step, layer, bits)
+) WITHOUT ROWID;
+
+PRAGMA user_version = 6;
+)sql";
+
 struct Migration {
   int version;
   const char* sql;
@@ -151,6 +168,7 @@ constexpr Migration kMigrations[] = {
     {3, kSchemaV3},
     {4, kSchemaV4},
     {5, kSchemaV5},
+    {6, kSchemaV6},
 };
 
 constexpr bool VersionsAreConsecutive() {

@@ -1,5 +1,6 @@
 #include "storage/store.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <limits>
@@ -165,6 +166,58 @@ absl::StatusOr<PolicyRecord> ReadPolicy(const Statement& row) {
   policy.val_accuracy = ReadDouble(row, 14);
   policy.export_sha256 = row.ColumnText(15);
   return policy;
+}
+
+// INVALID_ARGUMENT unless `table` is empty or has distinct bits in 1..32
+// and one row of one value per bit-width for each of `num_layers` layers.
+absl::Status ValidateSensitivities(const SensitivityRecord& table,
+                                   size_t num_layers) {
+  if (table.empty()) return absl::OkStatus();
+  constexpr int32_t kMaxBits = 32;
+  for (size_t i = 0; i < table.bits.size(); ++i) {
+    const int32_t b = table.bits[i];
+    if (b < 1 || b > kMaxBits ||
+        std::find(table.bits.begin(), table.bits.begin() + i, b) !=
+            table.bits.begin() + i) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sensitivities.bits[", i, "]: ", b,
+                       " is outside 1..32 or listed twice"));
+    }
+  }
+  if (table.omega.size() != num_layers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sensitivities: ", table.omega.size(),
+                     " rows, the job has ", num_layers, " layers"));
+  }
+  for (size_t l = 0; l < num_layers; ++l) {
+    if (table.omega[l].size() != table.bits.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sensitivities.omega[", l, "]: ", table.omega[l].size(),
+                       " values for ", table.bits.size(), " bit-widths"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status InsertSensitivities(Database& db, const std::string& job_id,
+                                 int32_t step, const SensitivityRecord& table) {
+  if (table.empty()) return absl::OkStatus();
+  MIXQ_ASSIGN_OR_RETURN(
+      Statement insert,
+      db.Prepare("INSERT INTO sensitivities (job_id, step, layer, bits, "
+                 "omega) VALUES (?1, ?2, ?3, ?4, ?5)"));
+  for (size_t l = 0; l < table.omega.size(); ++l) {
+    for (size_t c = 0; c < table.bits.size(); ++c) {
+      insert.Reset();
+      insert.BindText(1, job_id);
+      insert.BindInt64(2, step);
+      insert.BindInt64(3, static_cast<int64_t>(l));
+      insert.BindInt64(4, table.bits[c]);
+      insert.BindDouble(5, table.omega[l][c]);
+      MIXQ_RETURN_IF_ERROR(insert.Run());
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status JobNotFound(const std::string& id) {
@@ -676,6 +729,7 @@ absl::Status Store::AppendStep(const std::string& job_id,
     }
     MIXQ_RETURN_IF_ERROR(
         validate(step.finetuned, PolicyKind::kFinetuned, "finetuned policy"));
+    MIXQ_RETURN_IF_ERROR(ValidateSensitivities(step.sensitivities, num_layers));
 
     MIXQ_ASSIGN_OR_RETURN(
         Statement query,
@@ -709,6 +763,8 @@ absl::Status Store::AppendStep(const std::string& job_id,
       MIXQ_RETURN_IF_ERROR(InsertPolicy(insert_policy, job_id, candidate));
     }
     MIXQ_RETURN_IF_ERROR(InsertPolicy(insert_policy, job_id, step.finetuned));
+    MIXQ_RETURN_IF_ERROR(
+        InsertSensitivities(db, job_id, step.step, step.sensitivities));
 
     MIXQ_ASSIGN_OR_RETURN(
         Statement update,
@@ -799,6 +855,7 @@ absl::Status Store::ResetJobResults(const std::string& job_id,
     for (const char* sql :
          {"DELETE FROM policies WHERE job_id = ?1 AND (step > ?2 OR kind = 2)",
           "DELETE FROM steps WHERE job_id = ?1 AND step > ?2",
+          "DELETE FROM sensitivities WHERE job_id = ?1 AND step > ?2",
           "DELETE FROM checkpoints WHERE job_id = ?1 AND step > ?2"}) {
       MIXQ_ASSIGN_OR_RETURN(Statement statement, db.Prepare(sql));
       statement.BindText(1, job_id);
@@ -870,6 +927,57 @@ absl::StatusOr<std::vector<StepRecord>> Store::GetSteps(
           }
         }
         return steps;
+      });
+}
+
+absl::StatusOr<std::optional<SensitivityRecord>> Store::GetSensitivities(
+    const std::string& job_id) const {
+  return impl_->Read(
+      [&](Database& db) -> absl::StatusOr<std::optional<SensitivityRecord>> {
+        MIXQ_RETURN_IF_ERROR(CheckJobExists(db, job_id));
+        MIXQ_ASSIGN_OR_RETURN(
+            Statement query,
+            db.Prepare("SELECT layer, bits, omega FROM sensitivities"
+                       " WHERE job_id = ?1 AND step = (SELECT min(step) FROM"
+                       "  sensitivities WHERE job_id = ?1)"
+                       " ORDER BY layer, bits DESC"));
+        query.BindText(1, job_id);
+        MIXQ_ASSIGN_OR_RETURN(const size_t num_layers, CountLayers(db, job_id));
+        SensitivityRecord table;
+        table.omega.resize(num_layers);
+        std::map<int32_t, size_t> column;  // bits -> column, from layer 0
+        size_t values = 0;
+        while (true) {
+          MIXQ_ASSIGN_OR_RETURN(const bool has_row, query.Step());
+          if (!has_row) break;
+          const int64_t layer = query.ColumnInt64(0);
+          const auto bits = static_cast<int32_t>(query.ColumnInt64(1));
+          if (layer < 0 || layer >= static_cast<int64_t>(num_layers)) {
+            return absl::DataLossError(
+                absl::StrCat("job \"", job_id, "\": sensitivities of layer ",
+                             layer, ", the job has ", num_layers));
+          }
+          if (layer == 0) {
+            column.emplace(bits, table.bits.size());
+            table.bits.push_back(bits);
+          }
+          const auto it = column.find(bits);
+          if (it == column.end() || it->second != table.omega[layer].size()) {
+            return absl::DataLossError(
+                absl::StrCat("job \"", job_id, "\": sensitivities of layer ",
+                             layer, " do not match layer 0's bit-widths"));
+          }
+          table.omega[layer].push_back(ReadDouble(query, 2));
+          ++values;
+        }
+        if (values == 0) return std::nullopt;
+        if (values != num_layers * table.bits.size()) {
+          return absl::DataLossError(
+              absl::StrCat("job \"", job_id, "\": sensitivities have ", values,
+                           " values for ", num_layers, " layers and ",
+                           table.bits.size(), " bit-widths"));
+        }
+        return table;
       });
 }
 

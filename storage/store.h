@@ -103,6 +103,16 @@ struct PolicyRecord {
   std::string export_sha256;
 };
 
+// Per-layer sensitivities Ω_l(b) measured at a step (the warm-up's): the
+// table a new budget is re-solved from. Every job layer (model order) has a
+// value at every bit-width of `bits`.
+struct SensitivityRecord {
+  std::vector<int32_t> bits;               // distinct, each in 1..32
+  std::vector<std::vector<double>> omega;  // omega[layer][column of bits]
+
+  bool empty() const { return bits.empty(); }
+};
+
 // One search step: its ranked candidates and the policy it kept, evaluated
 // after the step's fine-tune.
 struct StepRecord {
@@ -117,6 +127,9 @@ struct StepRecord {
   int64_t naive_node_runs = 0;
   double scoring_seconds = 0;
   double oracle_omega = 0;  // least Ω at the kept policy's cost
+  // Written by AppendStep when not empty (the warm-up's table); GetSteps
+  // leaves it empty: read it with GetSensitivities.
+  SensitivityRecord sensitivities;
 };
 
 // A policy with the job that produced it (QueryBestPoliciesForModel).
@@ -202,7 +215,9 @@ class Store {
   // leaves either both or neither. ALREADY_EXISTS if recorded before;
   // NOT_FOUND if the job is absent; INVALID_ARGUMENT unless every candidate
   // has kind kCandidate, the fine-tuned policy kind kFinetuned, all of them
-  // step step.step and one bit-width per job layer.
+  // step step.step and one bit-width per job layer, and unless non-empty
+  // sensitivities have distinct bits in 1..32 and one row of one value per
+  // bit-width for every job layer.
   absl::Status AppendStep(const std::string& job_id, const StepRecord& step,
                           absl::string_view checkpoint = {});
   // The job's latest checkpoint, if any. NOT_FOUND if the job is absent.
@@ -216,12 +231,12 @@ class Store {
   absl::Status FinishJob(const std::string& job_id, const PolicyRecord& final_policy,
                          int64_t finished_ms,
                          const std::string& export_sha256 = "");
-  // Deletes a job's steps and policies after step `keep_through`, and its
-  // checkpoint if that is of a later step; without keep_through, all of
-  // them and the checkpoint. Sets steps_done to the last step kept (0 if
-  // none): used when a job resumes from its checkpoint (keep_through = its
-  // step; -1 for a warm-up interrupted) or starts over. The final policy,
-  // if any, goes too. NOT_FOUND if the job is absent.
+  // Deletes a job's steps, policies and sensitivities after step
+  // `keep_through`, and its checkpoint if that is of a later step; without
+  // keep_through, all of them and the checkpoint. Sets steps_done to the last
+  // step kept (0 if none): used when a job resumes from its checkpoint
+  // (keep_through = its step; -1 for a warm-up interrupted) or starts over. The
+  // final policy, if any, goes too. NOT_FOUND if the job is absent.
   absl::Status ResetJobResults(
       const std::string& job_id,
       std::optional<int32_t> keep_through = std::nullopt);
@@ -235,6 +250,12 @@ class Store {
   // All steps of a job in order, candidates ranked. NOT_FOUND if the job is
   // absent (here and in GetFinalPolicy and QueryBestPolicies).
   absl::StatusOr<std::vector<StepRecord>> GetSteps(const std::string& job_id) const;
+  // The sensitivities stored with the job's earliest step that has some
+  // (its warm-up), columns highest bits first; nullopt when none is stored
+  // (the job has not finished its warm-up, or ran before schema version 6).
+  // DATA_LOSS for a stored table with a missing entry.
+  absl::StatusOr<std::optional<SensitivityRecord>> GetSensitivities(
+      const std::string& job_id) const;
   // The final policy, if the job finished.
   absl::StatusOr<std::optional<PolicyRecord>> GetFinalPolicy(const std::string& job_id) const;
 

@@ -392,6 +392,19 @@ TEST(ParseCommandLineTest, Best) {
   EXPECT_EQ(std::get<BestOptions>(defaults->command).model_sha256, "");
 }
 
+TEST(ParseCommandLineTest, BestResolve) {
+  auto parsed = ParseCommandLine(
+      {"best", "j1", "--resolve", "--max-size-bytes", "4096"}, kServer);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const auto& best = std::get<BestOptions>(parsed->command);
+  EXPECT_TRUE(best.resolve);
+  EXPECT_EQ(best.job_id, "j1");
+  EXPECT_EQ(best.max_size_bytes, 4096);
+  auto plain = ParseCommandLine({"best", "j1"}, kServer);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_FALSE(std::get<BestOptions>(plain->command).resolve);
+}
+
 TEST(ParseCommandLineTest, BestAcrossTheModelsJobs) {
   auto same = ParseCommandLine(
       {"best", "--same-model", "j1", "--max-bops", "2.5e8"}, kServer);
@@ -490,6 +503,16 @@ TEST(ParseCommandLineTest, UsageErrors) {
        "--model-sha256"},
       {{"best", "j", "--max-bops", "0"}, "--max-bops"},
       {{"best", "j", "--same-model=maybe"}, "--same-model"},
+      {{"best", "j", "--resolve"},
+       "--resolve: give exactly one of --max-avg-bits, --max-size-bytes and "
+       "--max-bops"},
+      {{"best", "j", "--resolve", "--max-avg-bits", "3", "--max-bops", "1e6"},
+       "--resolve: give exactly one"},
+      {{"best", "j", "--resolve", "--same-model", "--max-avg-bits", "3"},
+       "--resolve: re-solves one job; not with --same-model"},
+      {{"best", "--model-sha256", std::string(64, '0'), "--resolve",
+        "--max-avg-bits", "3"},
+       "--resolve"},
       {Submit({"--target-avg-bits", "4", "--strategy", "greedy"}),
        "--strategy: greedy not in {progressive,uniform,knapsack,hawq}"},
       {Submit({"--target-avg-bits", "4", "--strategy", "Knapsack"}),

@@ -401,6 +401,10 @@ TEST(BuildRequestTest, ListAndBest) {
   EXPECT_EQ(best_request.max_bops(), 0);
   EXPECT_FALSE(best_request.same_model());
   EXPECT_EQ(best_request.model_sha256(), "");
+  EXPECT_FALSE(best_request.resolve());
+  BestOptions resolve = best;
+  resolve.resolve = true;
+  EXPECT_TRUE(BuildBestRequest(resolve).resolve());
 
   best.same_model = true;
   best.max_bops = 2.5e8;

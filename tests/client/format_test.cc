@@ -3,6 +3,7 @@
 #include <limits>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -107,6 +108,49 @@ TEST(FormatBestPoliciesTest, SameModelShowsJobAndStrategy) {
   response.mutable_policies(1)->clear_policy_id();
   EXPECT_THAT(FormatBestPolicies(response),
               HasSubstr("   2  -       -      -                3.25"));
+}
+
+// A re-solved policy was never run: no policy id, accuracies, loss or step.
+TEST(FormatBestPoliciesTest, ResolvedPolicyWithTheCommandThatMeasuresIt) {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  v1::QueryBestPoliciesResponse response;
+  response.set_job_id("job-7");
+  v1::Policy* p = response.add_policies();
+  for (auto [name, bits] : {std::pair{"fc1.weight", 6}, {"fc2.weight", 2}}) {
+    v1::LayerBits* layer = p->add_layers();
+    layer->set_name(name);
+    layer->set_bits(bits);
+  }
+  p->set_avg_bits(3.5);
+  p->set_size_bytes(2048);
+  p->set_bops(1.5e6);
+  p->set_accuracy(nan);
+  p->set_loss(nan);
+  p->set_val_accuracy(nan);
+  p->set_kind("predicted");
+  v1::QueryBestPoliciesRequest request;
+  request.set_job_id("job-7");
+  request.set_resolve(true);
+  request.set_max_avg_bits(3.5);
+  const std::string table =
+      "layers: fc1.weight/fc2.weight\n"
+      "RANK  POLICY  AVG BITS  SIZE (KiB)  BOPS  VAL ACC  CALIB ACC  LOSS  "
+      "KIND       STEP  BITS\n"
+      "   1  -           3.50         2.0  1.5M        -          -     -  "
+      "predicted     -  6/2\n";
+  EXPECT_EQ(FormatResolvedPolicy(response, request),
+            table +
+                "note: predicted from the job's stored sensitivities (no "
+                "accuracy measured); run `mixq submit … --strategy knapsack "
+                "--target-avg-bits 3.5` to measure it\n");
+  request.set_max_avg_bits(0);
+  request.set_max_bops(1234567);
+  EXPECT_THAT(FormatResolvedPolicy(response, request),
+              HasSubstr("--strategy knapsack --target-bops 1234567` to"));
+  request.set_max_bops(0);
+  request.set_max_size_bytes(1000000.5);
+  EXPECT_THAT(FormatResolvedPolicy(response, request),
+              HasSubstr("--target-size-bytes 1000000`"));
 }
 
 TEST(ToJsonTest, UsesProtoFieldNamesAndPrintsDefaults) {

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <string>
 #include <thread>
 #include <vector>
@@ -348,9 +349,13 @@ TEST_F(StoreTest, OpenFailsInMissingDirectory) {
   EXPECT_THAT(std::string(store.status().message()), HasSubstr("no/such/dir"));
 }
 
-// Drops what schema versions 5, 4 and 3 added (with PRAGMA user_version, a
-// database as versions 1 and 2 left it).
-constexpr char kUndoSchemaV5ToV3[] =
+// Drops what schema version 6 added (with PRAGMA user_version, a database as
+// version 5 left it).
+constexpr char kUndoSchemaV6[] = "DROP TABLE sensitivities;";
+// Drops what schema versions 6, 5, 4 and 3 added (with PRAGMA user_version,
+// a database as versions 1 and 2 left it).
+constexpr char kUndoSchemaV6ToV3[] =
+    "DROP TABLE sensitivities;"
     "ALTER TABLE policies DROP COLUMN val_loss;"
     "ALTER TABLE policies DROP COLUMN val_accuracy;"
     "ALTER TABLE policies DROP COLUMN export_sha256;"
@@ -384,11 +389,11 @@ void StoreTest::WriteOldDatabase(const std::string& undo) {
 // A database as schema version 1 wrote it: versions 2, 3 and 4 undone on a
 // current one.
 TEST_F(StoreTest, MigratesVersion1DatabaseKeepingItsRows) {
-  ASSERT_NO_FATAL_FAILURE(WriteOldDatabase(
-      absl::StrCat(kUndoSchemaV5ToV3,
-                   "ALTER TABLE job_layers DROP COLUMN macs;"
-                   "ALTER TABLE policies DROP COLUMN bops;"
-                   "PRAGMA user_version = 1")));
+  ASSERT_NO_FATAL_FAILURE(
+      WriteOldDatabase(absl::StrCat(kUndoSchemaV6ToV3,
+                                    "ALTER TABLE job_layers DROP COLUMN macs;"
+                                    "ALTER TABLE policies DROP COLUMN bops;"
+                                    "PRAGMA user_version = 1")));
   auto store = OpenStore();
   ASSERT_NE(store, nullptr);
   EXPECT_EQ(store->schema_version(), LatestSchemaVersion());
@@ -424,11 +429,11 @@ TEST_F(StoreTest, MigratesVersion1DatabaseKeepingItsRows) {
 
 TEST_F(StoreTest, MigratesVersion2DatabaseToStrategiesAndScoringStats) {
   ASSERT_NO_FATAL_FAILURE(WriteOldDatabase(
-      absl::StrCat(kUndoSchemaV5ToV3, "PRAGMA user_version = 2")));
+      absl::StrCat(kUndoSchemaV6ToV3, "PRAGMA user_version = 2")));
   auto store = OpenStore();
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(store->schema_version(), 5);
-  EXPECT_EQ(LatestSchemaVersion(), 5);
+  EXPECT_EQ(store->schema_version(), 6);
+  EXPECT_EQ(LatestSchemaVersion(), 6);
   // Every job before strategies was progressive; its steps' stats unknown.
   auto job = store->GetJob("old");
   ASSERT_TRUE(job.ok()) << job.status();
@@ -448,6 +453,88 @@ TEST_F(StoreTest, MigratesVersion2DatabaseToStrategiesAndScoringStats) {
   auto best = store->QueryBestPolicies("old", PolicyLimits{}, 10);
   ASSERT_TRUE(best.ok()) << best.status();
   EXPECT_TRUE(best->empty());
+}
+
+// A version-5 job has no sensitivities; new steps store theirs.
+TEST_F(StoreTest, MigratesVersion5DatabaseToSensitivities) {
+  ASSERT_NO_FATAL_FAILURE(
+      WriteOldDatabase(absl::StrCat(kUndoSchemaV6, "PRAGMA user_version = 5")));
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->schema_version(), LatestSchemaVersion());
+  auto none = store->GetSensitivities("old");
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_FALSE(none->has_value());
+  StepRecord step = MakeStep(2);
+  step.sensitivities = {{8, 4}, {{0, 1}, {0, 2}, {0, 3}}};
+  ASSERT_OK(store->AppendStep("old", step));
+  auto table = store->GetSensitivities("old");
+  ASSERT_TRUE(table.ok() && table->has_value()) << table.status();
+  EXPECT_THAT((*table)->bits, ElementsAre(8, 4));
+}
+
+// A step's table: every layer at every bit-width, read back highest bits
+// first whatever order it was written in (NaN as NaN); a malformed table is
+// refused with its step; it goes with its step when results are reset.
+TEST_F(StoreTest, SensitivitiesRoundTripWithTheirStep) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  ASSERT_OK(store->CreateJob(MakeJob("job-1", 1), kLayers));
+  auto none = store->GetSensitivities("job-1");
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_FALSE(none->has_value());
+  EXPECT_EQ(store->GetSensitivities("nope").status().code(),
+            absl::StatusCode::kNotFound);
+
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  StepRecord bad = MakeStep(0);
+  bad.sensitivities = {{8, 4, 8}, {{0, 1, 0}, {0, 2, 0}, {0, 3, 0}}};
+  EXPECT_CODE(store->AppendStep("job-1", bad),
+              absl::StatusCode::kInvalidArgument);
+  bad.sensitivities = {{8, 4}, {{0, 1}, {0, 2}}};  // a layer short
+  EXPECT_CODE(store->AppendStep("job-1", bad),
+              absl::StatusCode::kInvalidArgument);
+  bad.sensitivities = {{8, 4}, {{0, 1}, {0, 2}, {0}}};
+  EXPECT_CODE(store->AppendStep("job-1", bad),
+              absl::StatusCode::kInvalidArgument);
+  bad.sensitivities = {{8, 0}, {{0, 1}, {0, 2}, {0, 3}}};
+  EXPECT_CODE(store->AppendStep("job-1", bad),
+              absl::StatusCode::kInvalidArgument);
+  auto steps = store->GetSteps("job-1");
+  ASSERT_TRUE(steps.ok());
+  EXPECT_TRUE(steps->empty());
+
+  StepRecord warmup = MakeStep(0);
+  warmup.sensitivities = {{2, 8, 4},
+                          {{3.5, 0, 0.25}, {7, 0, 1.5e-9}, {nan, 0, 2}}};
+  ASSERT_OK(store->AppendStep("job-1", warmup));
+  ASSERT_OK(store->AppendStep("job-1", MakeStep(1)));
+  auto table = store->GetSensitivities("job-1");
+  ASSERT_TRUE(table.ok() && table->has_value()) << table.status();
+  EXPECT_THAT((*table)->bits, ElementsAre(8, 4, 2));
+  ASSERT_EQ((*table)->omega.size(), 3u);
+  EXPECT_THAT((*table)->omega[0], ElementsAre(0, 0.25, 3.5));
+  EXPECT_THAT((*table)->omega[1], ElementsAre(0, 1.5e-9, 7));
+  EXPECT_EQ((*table)->omega[2][0], 0);
+  EXPECT_EQ((*table)->omega[2][1], 2);
+  EXPECT_TRUE(std::isnan((*table)->omega[2][2]));
+
+  // Resuming after step 0 keeps the table; resuming inside the warm-up (or
+  // starting over) drops it with step 0, which records it again.
+  ASSERT_OK(store->ResetJobResults("job-1", 0));
+  table = store->GetSensitivities("job-1");
+  ASSERT_TRUE(table.ok() && table->has_value()) << table.status();
+  ASSERT_OK(store->ResetJobResults("job-1", -1));
+  table = store->GetSensitivities("job-1");
+  ASSERT_TRUE(table.ok()) << table.status();
+  EXPECT_FALSE(table->has_value());
+  ASSERT_OK(store->AppendStep("job-1", warmup));
+  table = store->GetSensitivities("job-1");
+  ASSERT_TRUE(table.ok() && table->has_value()) << table.status();
+  ASSERT_OK(store->ResetJobResults("job-1"));
+  table = store->GetSensitivities("job-1");
+  ASSERT_TRUE(table.ok()) << table.status();
+  EXPECT_FALSE(table->has_value());
 }
 
 TEST_F(StoreTest, StepScoringStatsAndStrategyRoundTrip) {
