@@ -68,6 +68,7 @@ struct Flags {
                                    "progressive", "progressive+", "random"};
   int calib = 512;
   int train = 20000;
+  int val = 2000;  // training images after the fine-tuning set
   int total_steps = 1000;
   int warmup_steps = 100;
   int step_finetune = 10;
@@ -148,6 +149,10 @@ struct RunResult {
   double avg_bits = 0;
   double size_bytes = 0;
   double test_accuracy = 0;
+  // On the validation split (neither trained nor scored on), as a job
+  // reports it; the exported QDQ file's size.
+  double val_accuracy = std::nan("");
+  size_t export_bytes = 0;
   double seconds = 0;
   int steps = 0;
   std::string notes;
@@ -155,13 +160,18 @@ struct RunResult {
 
 class QualityBench {
  public:
+  // `prepared_onnx`: the bytes `model` was imported from (exports rewrite
+  // them); borrowed, like `model`.
   QualityBench(const Flags& flags, const engine::Model& model,
-               LabeledData calib, LabeledData train, LabeledData test)
+               const std::string& prepared_onnx, LabeledData calib,
+               LabeledData train, LabeledData val, LabeledData test)
       : flags_(flags),
         model_(model),
+        prepared_onnx_(prepared_onnx),
         cost_(search::CostModel::ForModel(model)),
         calib_(std::move(calib)),
         train_(std::move(train)),
+        val_(std::move(val)),
         test_(std::move(test)) {}
 
   ProgressiveOptions Options(double budget) const {
@@ -243,6 +253,13 @@ class QualityBench {
       MIXQ_ASSIGN_OR_RETURN(search::Evaluation eval,
                             session.Evaluate(policy, test_));
       result.test_accuracy = eval.accuracy;
+      MIXQ_ASSIGN_OR_RETURN(search::Evaluation val,
+                            session.Evaluate(policy, val_));
+      result.val_accuracy = val.accuracy;
+      MIXQ_ASSIGN_OR_RETURN(
+          const search::QuantizedModel exported,
+          search::ExportQuantized(prepared_onnx_, model_, session, policy));
+      result.export_bytes = exported.onnx.size();
       return absl::OkStatus();
     };
     const auto start = std::chrono::steady_clock::now();
@@ -495,9 +512,11 @@ class QualityBench {
  private:
   const Flags& flags_;
   const engine::Model& model_;
+  const std::string& prepared_onnx_;
   const search::CostModel cost_;
   const LabeledData calib_;
   const LabeledData train_;
+  const LabeledData val_;
   const LabeledData test_;
 };
 
@@ -512,8 +531,11 @@ absl::Status Run(const Flags& flags) {
   MIXQ_ASSIGN_OR_RETURN(LabeledData test, LoadSplit(flags, "t10k", *model));
   const int64_t train_end =
       std::min<int64_t>(train_all.size(), flags.calib + flags.train);
-  QualityBench bench(flags, *model, train_all.Slice(0, flags.calib),
-                     train_all.Slice(flags.calib, train_end), std::move(test));
+  const int64_t val_end = std::min<int64_t>(train_all.size(), train_end + flags.val);
+  QualityBench bench(flags, *model, prepared.onnx,
+                     train_all.Slice(0, flags.calib),
+                     train_all.Slice(flags.calib, train_end),
+                     train_all.Slice(train_end, val_end), std::move(test));
   std::printf(
       "model %s: %d quantizable layers, %lld weights; calib %d, fine-tune set "
       "%lld, %d total fine-tune steps (warm-up %d, %d per progressive step), "
@@ -566,11 +588,14 @@ absl::Status Run(const Flags& flags) {
     return absl::OkStatus();
   }
   std::ofstream csv(flags.csv);
-  csv << "budget_bits,strategy,avg_bits,size_bytes,accuracy\n";
-  csv << absl::StrFormat("32,fp32,32,%.0f,%.2f\n",
-                         bench.cost().Fp32SizeBytes(), 100 * fp32);
-  std::printf("%-6s %-13s %8s %10s %9s %8s  %s\n", "budget", "strategy",
-              "avg bits", "bytes", "test acc", "seconds", "policy");
+  csv << "budget_bits,strategy,avg_bits,size_bytes,accuracy,val_accuracy,"
+         "export_bytes,seed\n";
+  csv << absl::StrFormat("32,fp32,32,%.0f,%.2f,,%zu,%d\n",
+                         bench.cost().Fp32SizeBytes(), 100 * fp32, onnx.size(),
+                         static_cast<int>(flags.seed));
+  std::printf("%-6s %-13s %8s %10s %9s %8s %9s %8s  %s\n", "budget",
+              "strategy", "avg bits", "bytes", "test acc", "val acc",
+              "export B", "seconds", "policy");
   for (double budget : flags.budgets) {
     for (const std::string& name : flags.runs) {
       absl::StatusOr<RunResult> result = name == "random"
@@ -581,15 +606,18 @@ absl::Status Run(const Flags& flags) {
                     std::string(result.status().message()).c_str());
         continue;
       }
-      std::printf("%-6g %-13s %8.3f %10.0f %8.2f%% %8.1f  %s\n", budget,
-                  name.c_str(), result->avg_bits, result->size_bytes,
-                  100 * result->test_accuracy, result->seconds,
+      std::printf("%-6g %-13s %8.3f %10.0f %8.2f%% %7.2f%% %9zu %8.1f  %s\n",
+                  budget, name.c_str(), result->avg_bits, result->size_bytes,
+                  100 * result->test_accuracy, 100 * result->val_accuracy,
+                  result->export_bytes, result->seconds,
                   search::PolicyToString(result->policy).c_str());
       if (!result->notes.empty()) std::printf("       %s\n", result->notes.c_str());
       std::fflush(stdout);
-      csv << absl::StrFormat("%g,%s,%.4f,%.0f,%.2f\n", budget, name,
+      csv << absl::StrFormat("%g,%s,%.4f,%.0f,%.2f,%.2f,%zu,%d\n", budget, name,
                              result->avg_bits, result->size_bytes,
-                             100 * result->test_accuracy);
+                             100 * result->test_accuracy,
+                             100 * result->val_accuracy, result->export_bytes,
+                             static_cast<int>(flags.seed));
       csv.flush();
     }
   }
@@ -612,6 +640,8 @@ int main(int argc, char** argv) {
       ->delimiter(',');
   app.add_option("--calib", flags.calib, "calibration samples (train head)");
   app.add_option("--train", flags.train, "fine-tuning samples after them");
+  app.add_option("--val", flags.val,
+                 "validation samples after those (never trained or scored on)");
   app.add_option("--total-steps", flags.total_steps,
                  "fine-tune steps of every run, warm-up included");
   app.add_option("--warmup-steps", flags.warmup_steps);
