@@ -26,6 +26,7 @@
 #include "tests/support/npy.h"
 #include "tests/support/onnx_mlp.h"
 #include "tests/support/server_testing.h"
+#include "tests/support/test_dir.h"
 #include "util/file.h"
 
 namespace mixq::server {
@@ -41,26 +42,6 @@ std::string Fixture(const std::string& name) {
   return absl::StrCat(MIXQ_SOURCE_DIR, "/tests/fixtures/tls/", name);
 }
 
-// A fresh directory per test, removed at the end.
-class TempDir {
- public:
-  TempDir() {
-    path_ = std::filesystem::path(::testing::TempDir()) /
-            absl::StrCat(
-                "mixq_auth_",
-                ::testing::UnitTest::GetInstance()->current_test_info()->name(),
-                "_", getpid());
-    std::filesystem::remove_all(path_);
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  std::string Path(const std::string& name) const {
-    return (path_ / name).string();
-  }
-
- private:
-  std::filesystem::path path_;
-};
 
 std::unique_ptr<grpc::ClientContext> Context(const std::string& token = "") {
   auto context = std::make_unique<grpc::ClientContext>();
@@ -276,7 +257,7 @@ class AuthServerTest : public ::testing::Test {
     return options;
   }
 
-  TempDir dir_;
+  testing::ScopedTestDir dir_{"auth"};
   std::string token_file_;
   std::unique_ptr<Server> server_;
 };
@@ -455,7 +436,7 @@ TEST_F(AuthServerTest, MutualTlsNeedsTheClientCertificate) {
 }
 
 TEST(ServerStartTest, BadAuthOrTlsOptionsFailNamingTheFlag) {
-  TempDir dir;
+  testing::ScopedTestDir dir("auth");
   const std::string empty_token = dir.Path("empty");
   ASSERT_TRUE(WriteFile(empty_token, " \n").ok());
   const std::string not_pem = dir.Path("not.pem");

@@ -3,10 +3,7 @@
 // on 127.0.0.1:0 runs a small job, then answers two new budgets; the answers
 // meet them, are the least-Ω policies of the stored table (brute force), and
 // are where knapsack jobs with those budgets and the same seed land.
-#include <unistd.h>
-
 #include <cmath>
-#include <filesystem>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -25,6 +22,7 @@
 #include "tests/support/npy.h"
 #include "tests/support/onnx_mlp.h"
 #include "tests/support/server_testing.h"
+#include "tests/support/test_dir.h"
 
 namespace mixq {
 namespace {
@@ -36,25 +34,13 @@ constexpr uint64_t kSeed = 7;
 
 class ResolveTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = std::filesystem::path(::testing::TempDir()) /
-           absl::StrCat(
-               "mixq_resolve_",
-               ::testing::UnitTest::GetInstance()->current_test_info()->name(),
-               "_", getpid());
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
-    ASSERT_NO_FATAL_FAILURE(StartServer());
-  }
-  void TearDown() override {
-    StopServer();
-    std::filesystem::remove_all(dir_);
-  }
+  void SetUp() override { ASSERT_NO_FATAL_FAILURE(StartServer()); }
+  void TearDown() override { StopServer(); }
 
   void StartServer() {
     server::ServerOptions options;
     options.listen = "127.0.0.1:0";
-    options.data_dir = (dir_ / "data").string();
+    options.data_dir = dir_.Path("data");
     auto server = server::Server::Start(options);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
@@ -66,7 +52,7 @@ class ResolveTest : public ::testing::Test {
     stub_.reset();
     server_.reset();
   }
-  std::string DatabasePath() const { return (dir_ / "data" / "mixq.db"); }
+  std::string DatabasePath() const { return dir_.Path("data/mixq.db"); }
 
   // A 12-16-16-3 MLP (three quantizable layers) at 8/6/4/2 bits.
   static v1::SubmitJobRequest Job(const std::string& strategy,
@@ -86,19 +72,14 @@ class ResolveTest : public ::testing::Test {
 
   // Submits `request` and waits for the job to end; its id.
   std::string Run(const v1::SubmitJobRequest& request) {
-    grpc::ClientContext context;
-    v1::SubmitJobResponse response;
-    const grpc::Status status = stub_->SubmitJob(&context, request, &response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    grpc::ClientContext watch;
-    EXPECT_TRUE(testing::WatchToEnd(*stub_, &watch, response.job().id()).ok());
+    const std::string job_id = testing::SubmitAndWatch(*stub_, request);
     grpc::ClientContext get;
     v1::GetJobRequest get_request;
-    get_request.set_job_id(response.job().id());
+    get_request.set_job_id(job_id);
     v1::Job job;
     EXPECT_TRUE(stub_->GetJob(&get, get_request, &job).ok());
     EXPECT_EQ(job.state(), v1::SUCCEEDED) << job.error();
-    return response.job().id();
+    return job_id;
   }
 
   grpc::Status Resolve(const v1::QueryBestPoliciesRequest& request,
@@ -131,7 +112,7 @@ class ResolveTest : public ::testing::Test {
     return results.steps(1).candidates(0);
   }
 
-  std::filesystem::path dir_;
+  testing::ScopedTestDir dir_{"resolve"};
   std::unique_ptr<server::Server> server_;
   std::unique_ptr<v1::Mixq::Stub> stub_;
 };

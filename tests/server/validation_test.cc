@@ -4,10 +4,7 @@
 // policy_id; `mixq-run --labels` on a downloaded file prints exactly the
 // validation figures the service reported for it. A real server on
 // 127.0.0.1:0, the demo MLP on Fashion-MNIST.
-#include <unistd.h>
-
 #include <cmath>
-#include <filesystem>
 #include <memory>
 #include <set>
 #include <string>
@@ -25,6 +22,7 @@
 #include "server/server.h"
 #include "tests/support/server_testing.h"
 #include "tests/support/subprocess.h"
+#include "tests/support/test_dir.h"
 #include "util/file.h"
 
 namespace mixq {
@@ -49,17 +47,9 @@ std::string FashionPath(const char* file) {
 class ValidationTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::path(::testing::TempDir()) /
-           absl::StrCat("mixq_val_",
-                        ::testing::UnitTest::GetInstance()
-                            ->current_test_info()
-                            ->name(),
-                        "_", getpid());
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
     server::ServerOptions options;
     options.listen = "127.0.0.1:0";
-    options.data_dir = (dir_ / "data").string();
+    options.data_dir = dir_.Path("data");
     auto server = server::Server::Start(options);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
@@ -72,11 +62,6 @@ class ValidationTest : public ::testing::Test {
   void TearDown() override {
     stub_.reset();
     server_.reset();
-    std::filesystem::remove_all(dir_);
-  }
-
-  std::string Path(const std::string& name) const {
-    return (dir_ / name).string();
   }
 
   // The demo MLP on the first kSamples t10k images, 4 average bits.
@@ -108,15 +93,7 @@ class ValidationTest : public ::testing::Test {
   }
 
   std::string SubmitAndWait(const v1::SubmitJobRequest& request) {
-    grpc::ClientContext context;
-    v1::SubmitJobResponse response;
-    const grpc::Status status = stub_->SubmitJob(&context, request, &response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    grpc::ClientContext watch;
-    EXPECT_TRUE(
-        testing::WatchToEnd(*stub_, &watch, response.job().id(), &events_)
-            .ok());
-    return response.job().id();
+    return testing::SubmitAndWatch(*stub_, request, &events_);
   }
 
   v1::GetResultsResponse Results(const std::string& job_id) {
@@ -166,7 +143,7 @@ class ValidationTest : public ::testing::Test {
     return data;
   }
 
-  std::filesystem::path dir_;
+  testing::ScopedTestDir dir_{"val"};
   std::unique_ptr<server::Server> server_;
   std::unique_ptr<v1::Mixq::Stub> stub_;
   std::vector<v1::JobEvent> events_;
@@ -236,14 +213,14 @@ TEST_F(ValidationTest, KeptPoliciesAreRankedByValidationAndExportExactly) {
   std::string onnx, filename;
   ASSERT_TRUE(Export(job_id, "", &onnx, &filename).ok());
   EXPECT_EQ(filename, absl::StrCat(job_id, ".qdq.onnx"));
-  ASSERT_TRUE(WriteFile(Path("final.onnx"), onnx).ok());
+  ASSERT_TRUE(WriteFile(dir_.Path("final.onnx"), onnx).ok());
   const testing::RunResult run = testing::RunProgram(
       kMixqRun,
-      {"--model", Path("final.onnx"), "--inputs",
+      {"--model", dir_.Path("final.onnx"), "--inputs",
        FashionPath("t10k-images-idx3-ubyte.gz"), "--labels",
        FashionPath("t10k-labels-idx1-ubyte.gz"), "--normalize",
        absl::StrCat(kMean, ",", kStd), "--samples", "1350:1500"},
-      dir_.string());
+      dir_.path().string());
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_THAT(run.out,
               HasSubstr(absl::StrFormat(

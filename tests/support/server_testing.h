@@ -1,5 +1,5 @@
-// Test support for the server tests: the small search job they submit, and
-// reading a WatchJob stream to its end. Header-only; users link mixq::proto
+// Test support for the server tests: the small search job they submit,
+// reading a WatchJob stream to its end, submitting and watching a job. Header-only; users link mixq::proto
 // and gRPC.
 #ifndef MIXQ_TESTS_SUPPORT_SERVER_TESTING_H_
 #define MIXQ_TESTS_SUPPORT_SERVER_TESTING_H_
@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
 #include "proto/mixq.grpc.pb.h"
 #include "proto/mixq.pb.h"
 #include "search/qat.h"
@@ -49,6 +50,24 @@ inline grpc::Status WatchToEnd(v1::Mixq::Stub& stub,
     if (events != nullptr) events->push_back(event);
   }
   return reader->Finish();
+}
+
+// Submits `request` on `stub` and reads the job's watch stream to its end
+// (events appended to `*events`, optional); the job's id, empty (with a test
+// failure) when the submission or the stream failed.
+inline std::string SubmitAndWatch(v1::Mixq::Stub& stub,
+                                  const v1::SubmitJobRequest& request,
+                                  std::vector<v1::JobEvent>* events = nullptr) {
+  grpc::ClientContext context;
+  v1::SubmitJobResponse response;
+  const grpc::Status submitted = stub.SubmitJob(&context, request, &response);
+  EXPECT_TRUE(submitted.ok()) << submitted.error_message();
+  if (!submitted.ok()) return "";
+  grpc::ClientContext watch;
+  const grpc::Status watched =
+      WatchToEnd(stub, &watch, response.job().id(), events);
+  EXPECT_TRUE(watched.ok()) << watched.error_message();
+  return response.job().id();
 }
 
 }  // namespace mixq::testing
