@@ -38,11 +38,19 @@ struct LayerCandidates {
   std::vector<int> bits;  // any order, each 1..8; one entry pins the layer
 };
 
-enum class Strategy { kProgressive, kUniform, kKnapsack, kHawq };
-// "progressive", "uniform", "knapsack", "hawq".
+// kAuto: after the warm-up, three allocations on the budget — uniform, the
+// least Ω (as kKnapsack) and the least measured loss increase (knapsack on
+// each layer's calibration-loss increase when it alone is lowered to each
+// bit-width, the others at their highest) — are scored on the calibration
+// set, and the one of lowest calibration loss is fine-tuned. Ω's quadratic
+// model misjudges large perturbations (2 bits on a wide layer); the measured
+// table and the uniform fallback cover that at the price of a few forward
+// passes over the calibration set.
+enum class Strategy { kProgressive, kUniform, kKnapsack, kHawq, kAuto };
+// "progressive", "uniform", "knapsack", "hawq", "auto".
 std::string StrategyName(Strategy strategy);
 // INVALID_ARGUMENT "strategy: unknown 'x' (progressive, uniform, knapsack,
-// hawq)".
+// hawq, auto)".
 absl::StatusOr<Strategy> ParseStrategy(absl::string_view name);
 
 // How the progressive search picks among a step's candidates.

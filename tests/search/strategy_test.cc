@@ -31,7 +31,7 @@ class StrategyTest : public testing::MlpSearchTest {};
 
 TEST(StrategyNameTest, ParsesEveryNameAndRefusesOthers) {
   for (Strategy s : {Strategy::kProgressive, Strategy::kUniform,
-                     Strategy::kKnapsack, Strategy::kHawq}) {
+                     Strategy::kKnapsack, Strategy::kHawq, Strategy::kAuto}) {
     auto parsed = ParseStrategy(StrategyName(s));
     ASSERT_TRUE(parsed.ok());
     EXPECT_EQ(*parsed, s);
@@ -87,6 +87,50 @@ TEST_F(StrategyTest, KnapsackBeatsUniformOnOmega) {
             uniform_steps[1].candidates[0].omega * (1 + 1e-12));
   EXPECT_LE(uniform_steps[1].scoring.oracle_omega,
             uniform_steps[1].candidates[0].omega * (1 + 1e-12));
+}
+
+// auto keeps, of uniform's, knapsack's and the measured-loss allocation, the
+// one of lowest calibration loss: its candidates are those allocations (each
+// on the budget), ranked by calibration loss, and knapsack's is among them.
+TEST_F(StrategyTest, AutoKeepsTheLowestCalibrationLossOfItsAllocations) {
+  for (double budget : {5.0, 4.0, 3.0}) {
+    SCOPED_TRACE(budget);
+    ProgressiveOptions options = Options(Strategy::kAuto);
+    options.budget.value = budget;
+    std::vector<StepReport> auto_steps, uniform_steps, knapsack_steps;
+    auto result = Run(options, &auto_steps);
+    ASSERT_TRUE(result.ok()) << result.status();
+    options.strategy = Strategy::kUniform;
+    ASSERT_TRUE(Run(options, &uniform_steps).ok());
+    options.strategy = Strategy::kKnapsack;
+    ASSERT_TRUE(Run(options, &knapsack_steps).ok());
+
+    ASSERT_EQ(auto_steps.size(), 2u);
+    const std::vector<ScoredPolicy>& candidates = auto_steps[1].candidates;
+    ASSERT_GE(candidates.size(), 1u);
+    ASSERT_LE(candidates.size(), 3u);
+    for (size_t i = 0; i < candidates.size(); ++i) {
+      EXPECT_LE(candidates[i].avg_bits, budget + 1e-9);
+      if (i > 0) {
+        EXPECT_LE(candidates[i - 1].loss, candidates[i].loss);
+      }
+    }
+    EXPECT_EQ(result->final_policy.policy, candidates.front().policy);
+    EXPECT_EQ(auto_steps[1].finetuned.policy, candidates.front().policy);
+    // The same warm-up (same seed): uniform's and knapsack's allocations are
+    // among auto's, with the calibration loss they were scored with.
+    for (const std::vector<StepReport>* other :
+         {&uniform_steps, &knapsack_steps}) {
+      const ScoredPolicy& allocation = (*other)[1].candidates.front();
+      const auto it = std::find_if(
+          candidates.begin(), candidates.end(), [&](const ScoredPolicy& c) {
+            return c.policy == allocation.policy;
+          });
+      ASSERT_NE(it, candidates.end());
+      EXPECT_EQ(it->loss, allocation.loss);
+      EXPECT_LE(candidates.front().loss, allocation.loss);
+    }
+  }
 }
 
 TEST_F(StrategyTest, HawqAllocatesUnderTheBudget) {
