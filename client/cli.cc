@@ -288,9 +288,10 @@ CLI::App* AddSubmit(CLI::App& app, SubmitFlags& f) {
               "Weight of Omega in the performance index (server default 1)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--strategy", o.strategy,
-                  "Search strategy: progressive (server default), uniform, "
-                  "knapsack or hawq")
-      ->check(CLI::IsMember({"progressive", "uniform", "knapsack", "hawq"}));
+                  "Search strategy: auto (server default), knapsack, "
+                  "progressive, uniform or hawq")
+      ->check(CLI::IsMember(
+          {"auto", "progressive", "uniform", "knapsack", "hawq"}));
   cmd->add_option("--selection", o.selection,
                   "Progressive: how a step picks its candidate, min_index "
                   "(server default) or per_cost_saved")

@@ -92,6 +92,7 @@ absl::StatusOr<search::ProgressiveOptions> ToProgressiveOptions(
       search.batch_size() != 0 ? search.batch_size() : kDefaultBatchSize;
   options.lambda = search.has_lambda() ? search.lambda() : kDefaultLambda;
   options.seed = search.seed();
+  options.strategy = kDefaultStrategy;
   if (!search.strategy().empty()) {
     absl::StatusOr<search::Strategy> strategy =
         search::ParseStrategy(search.strategy());

@@ -54,6 +54,12 @@ struct PreparedJob {
   search::CandidateBits candidate_bits;
 };
 
+// The strategy of a job that names none: the best on the quality bench
+// (three trained models, 4/3/2 average bits, two seeds; bench/README.md).
+// Knapsack alone lost to uniform on the VGG-style model (2 bits on its wide
+// classifier); auto keeps the better of them by calibration loss.
+inline constexpr search::Strategy kDefaultStrategy = search::Strategy::kAuto;
+
 // Search options with the documented defaults filled in. INVALID_ARGUMENT
 // naming the field ("spec.search.bits: ...", "spec.search.layers[1].bits:
 // ...", "spec.search.activation_bits: ...") when unusable on any model.

@@ -514,7 +514,7 @@ TEST(ParseCommandLineTest, UsageErrors) {
         "--max-avg-bits", "3"},
        "--resolve"},
       {Submit({"--target-avg-bits", "4", "--strategy", "greedy"}),
-       "--strategy: greedy not in {progressive,uniform,knapsack,hawq}"},
+       "--strategy: greedy not in {auto,progressive,uniform,knapsack,hawq}"},
       {Submit({"--target-avg-bits", "4", "--strategy", "Knapsack"}),
        "--strategy"},
       {Submit({"--target-avg-bits", "4", "--selection", "max_index"}),

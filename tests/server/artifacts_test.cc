@@ -497,7 +497,7 @@ TEST_F(ArtifactsTest, ExportsOnnxThatTheEngineRunsAndThePolicyJson) {
   EXPECT_EQ(document.job_id(), job_id);
   EXPECT_EQ(document.model_sha256(), Sha256Hex(files.model));
   EXPECT_EQ(document.onnx_sha256(), Sha256Hex(onnx_bytes));
-  EXPECT_EQ(document.strategy(), "progressive");
+  EXPECT_EQ(document.strategy(), "auto");
   ASSERT_EQ(document.layers_size(), final_policy.layers_size());
   for (int l = 0; l < document.layers_size(); ++l) {
     EXPECT_EQ(document.layers(l).name(), final_policy.layers(l).name());

@@ -112,7 +112,8 @@ class CrashResumeTest : public ::testing::Test {
       std::filesystem::remove_all(dir_);
   }
 
-  // A job of a few seconds on one engine thread: about ten search steps.
+  // A job of a few seconds on one engine thread: about ten search steps
+  // (progressive, the strategy with the most steps to kill it between).
   static v1::SubmitJobRequest Job() {
     v1::SubmitJobRequest request;
     request.set_request_id("crash-test-job");
@@ -131,6 +132,7 @@ class CrashResumeTest : public ::testing::Test {
     search->set_warmup_steps(60);
     search->set_final_finetune_steps(60);
     search->set_seed(11);
+    search->set_strategy("progressive");
     return request;
   }
 

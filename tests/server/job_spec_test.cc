@@ -172,7 +172,7 @@ TEST(ToProgressiveOptionsTest, StrategyAndProgressiveOptions) {
   v1::SearchOptions search = ValidJob().spec.search();
   auto options = ToProgressiveOptions(search);
   ASSERT_TRUE(options.ok()) << options.status();
-  EXPECT_EQ(options->strategy, search::Strategy::kProgressive);  // unset
+  EXPECT_EQ(options->strategy, search::Strategy::kAuto);  // unset: the default
   EXPECT_EQ(options->selection, search::Selection::kMinIndex);
   EXPECT_EQ(options->hutchinson_samples, 16);
 
