@@ -8,6 +8,7 @@
 # with ONNX Runtime (tools/ort). Prints one row per strategy.
 #
 #   bench/deploy_check.sh MODEL.onnx [AVG_BITS] [SEED]
+#   STRATEGIES="default uniform" bench/deploy_check.sh …   # a subset
 #
 # Needs a Release build (BUILD_DIR, default build: mixq-server, mixq,
 # mixq-run), tools/ort installed (scripts/install-deps.sh) and
@@ -46,7 +47,7 @@ echo "model $MODEL ($(stat -c %s "$MODEL") bytes), $BITS average bits, seed $SEE
   --labels "$WORK/test_y.npy" | sed -n 's/^accuracy \([^ ]*\).*/FP32 test accuracy (mixq-run): \1/p'
 printf '%-12s %-22s %9s %12s %9s %9s %9s %9s %6s\n' strategy policy "avg bits" "export B" \
   "val acc" "test acc" "ORT acc" agree "s"
-for strategy in default uniform knapsack progressive; do
+for strategy in ${STRATEGIES:-default uniform knapsack progressive}; do
   start=$(date +%s)
   flags=()
   [[ $strategy != default ]] && flags=(--strategy "$strategy")
