@@ -47,8 +47,6 @@ FineTuneOptions FineTuneRecipe(const ProgressiveOptions& options) {
 // per requested candidate (small models have few distinct neighbours).
 constexpr int kDrawsPerCandidate = 20;
 constexpr int kMaxCandidates = 1024;
-// auto: the measured loss rise of a choice whose forward pass diverged.
-constexpr double kUnusableLossRise = 1e30;
 constexpr int kMaxSteps = 1000000;
 constexpr int kMaxBatch = 1 << 16;
 constexpr int kMaxHutchinsonSamples = 4096;
@@ -730,26 +728,21 @@ class Search {
     return report;
   }
 
-  // auto (Strategy::kAuto): uniform, the least-Ω and the least-measured-
-  // loss allocations, each scored on the calibration set; the lowest
-  // calibration loss is kept (ties: that order). The step's candidates are
-  // the distinct allocations ranked by calibration loss.
+  // auto (Strategy::kAuto): uniform's and knapsack's allocations, each
+  // scored on the calibration set; the lower calibration loss is kept
+  // (ties: uniform). The step's candidates are the distinct allocations
+  // ranked by calibration loss.
   absl::StatusOr<StepReport> AutoStep() {
     StepReport report;
     report.step = 1;
     const auto scoring_start = Clock::now();
     const OmegaTable omega = session_.LayerOmegaTable(omega_bits_);
-    MIXQ_ASSIGN_OR_RETURN(const OmegaTable measured,
-                          MeasuredLossTable(&report.scoring));
     std::vector<std::vector<int>> levels = {UniformLevels()};
-    for (const OmegaTable* table : {&omega, &measured}) {
-      MIXQ_ASSIGN_OR_RETURN(
-          std::vector<int> level,
-          allocator_.Allocate(*table, TopLevels(), BottomLevels(),
-                              options_.budget.value, CurrentActBits()));
-      if (std::find(levels.begin(), levels.end(), level) == levels.end())
-        levels.push_back(std::move(level));
-    }
+    MIXQ_ASSIGN_OR_RETURN(
+        std::vector<int> knapsack,
+        allocator_.Allocate(omega, TopLevels(), BottomLevels(),
+                            options_.budget.value, CurrentActBits()));
+    if (knapsack != levels.front()) levels.push_back(std::move(knapsack));
     std::vector<std::pair<ScoredPolicy, std::vector<int>>> scored;
     for (std::vector<int>& level : levels) {
       MIXQ_ASSIGN_OR_RETURN(ScoredPolicy policy, Score(PolicyAt(level)));
@@ -768,41 +761,6 @@ class Search {
     MIXQ_ASSIGN_OR_RETURN(report.scoring.oracle_omega,
                           OracleOmega(omega, CurrentPolicy()));
     return report;
-  }
-
-  // ΔL_l(b): how much the calibration loss rises when layer l alone goes to
-  // b (every other layer at its highest), measured (never below 0), in the
-  // Ω table's layout; 0 for bits a layer cannot take. One pass of the
-  // highest policy and each single-layer neighbour from its first changed
-  // node (QatSession::EvaluateNeighbours); the work goes to `stats`.
-  absl::StatusOr<OmegaTable> MeasuredLossTable(ScoringStats* stats) {
-    const Policy highest = PolicyAt(TopLevels());
-    std::vector<Policy> neighbours;
-    std::vector<std::pair<int, int>> cells;  // (layer, column) per neighbour
-    for (int l = 0; l < cost_.num_layers(); ++l) {
-      for (size_t i = 1; i < bits_.per_layer[l].size(); ++i) {
-        Policy policy = highest;
-        policy[l] = bits_.per_layer[l][i];
-        neighbours.push_back(std::move(policy));
-        cells.emplace_back(l, allocator_.Column(bits_.per_layer[l][i]));
-      }
-    }
-    OmegaTable table(cost_.num_layers(),
-                     std::vector<double>(omega_bits_.size(), 0.0));
-    if (neighbours.empty()) return table;
-    MIXQ_ASSIGN_OR_RETURN(
-        const QatSession::NeighbourScores scores,
-        session_.EvaluateNeighbours(highest, neighbours, calib_));
-    for (size_t c = 0; c < neighbours.size(); ++c) {
-      const double rise = scores.candidates[c].loss - scores.base.loss;
-      // A non-finite loss (a diverged forward pass) makes that choice the
-      // worst one the allocation can still sum.
-      table[cells[c].first][cells[c].second] =
-          std::isfinite(rise) ? std::max(0.0, rise) : kUnusableLossRise;
-    }
-    stats->node_runs = scores.node_runs;
-    stats->naive_node_runs = scores.naive_node_runs;
-    return table;
   }
 
   // Ω_l(b) = Tr(H_l)/n_l · ‖Q_b(W_l) − W_l‖² (HAWQ-V2), the traces by

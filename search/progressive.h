@@ -38,14 +38,12 @@ struct LayerCandidates {
   std::vector<int> bits;  // any order, each 1..8; one entry pins the layer
 };
 
-// kAuto: after the warm-up, three allocations on the budget — uniform, the
-// least Ω (as kKnapsack) and the least measured loss increase (knapsack on
-// each layer's calibration-loss increase when it alone is lowered to each
-// bit-width, the others at their highest) — are scored on the calibration
-// set, and the one of lowest calibration loss is fine-tuned. Ω's quadratic
-// model misjudges large perturbations (2 bits on a wide layer); the measured
-// table and the uniform fallback cover that at the price of a few forward
-// passes over the calibration set.
+// kAuto: after the warm-up, uniform's and knapsack's allocations on the
+// budget are scored on the calibration set, and the one of lower
+// calibration loss is fine-tuned. Ω's quadratic model misjudges large
+// perturbations (2 bits on a layer holding most of the weights): there the
+// least-Ω allocation loses to uniform, and the measured loss says so, for
+// two forward passes over the calibration set.
 enum class Strategy { kProgressive, kUniform, kKnapsack, kHawq, kAuto };
 // "progressive", "uniform", "knapsack", "hawq", "auto".
 std::string StrategyName(Strategy strategy);

@@ -56,8 +56,9 @@ struct PreparedJob {
 
 // The strategy of a job that names none: the best on the quality bench
 // (three trained models, 4/3/2 average bits, two seeds; bench/README.md).
-// Knapsack alone lost to uniform on the VGG-style model (2 bits on its wide
-// classifier); auto keeps the better of them by calibration loss.
+// Knapsack alone lost to uniform on the VGG-style model and the MLP (2 bits
+// on the layer holding most weights); auto keeps the better of the two by
+// calibration loss.
 inline constexpr search::Strategy kDefaultStrategy = search::Strategy::kAuto;
 
 // Search options with the documented defaults filled in. INVALID_ARGUMENT
