@@ -126,7 +126,7 @@ struct SubmitOptions {
   std::optional<int> batch_size;
   std::optional<double> lambda;
   // SearchOptions.strategy and .selection; empty = the server's default
-  // ("progressive", "min_index").
+  // ("auto", "min_index").
   std::string strategy;
   std::string selection;
   bool refresh_fisher = false;
