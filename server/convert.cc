@@ -16,17 +16,18 @@ void SetTimestamp(int64_t ms, google::protobuf::Timestamp* out) {
 
 }  // namespace
 
+std::string KeptPolicyName(const storage::PolicyRecord& policy) {
+  return policy.kind == storage::PolicyKind::kFinal
+             ? std::string(kFinalPolicyId)
+             : absl::StrCat(kStepPolicyIdPrefix, policy.step);
+}
+
 std::string PolicyId(const storage::PolicyRecord& policy) {
-  if (policy.export_sha256.empty()) return "";
-  switch (policy.kind) {
-    case storage::PolicyKind::kFinal:
-      return std::string(kFinalPolicyId);
-    case storage::PolicyKind::kFinetuned:
-      return absl::StrCat(kStepPolicyIdPrefix, policy.step);
-    case storage::PolicyKind::kCandidate:
-      break;
+  if (policy.export_sha256.empty() ||
+      policy.kind == storage::PolicyKind::kCandidate) {
+    return "";
   }
-  return "";
+  return KeptPolicyName(policy);
 }
 
 absl::StatusOr<PolicyIdParts> ParsePolicyId(absl::string_view id) {

@@ -21,6 +21,9 @@ namespace mixq::server {
 inline constexpr absl::string_view kFinalPolicyId = "final";
 inline constexpr absl::string_view kStepPolicyIdPrefix = "step-";
 std::string PolicyId(const storage::PolicyRecord& policy);
+// The id a kept (finetuned or final) policy has or would have with an
+// export: "final" or "step-N".
+std::string KeptPolicyName(const storage::PolicyRecord& policy);
 
 // The kind and step a policy id names (step 0 for "final").
 // INVALID_ARGUMENT naming policy_id for anything else.

@@ -112,9 +112,7 @@ std::string PolicyJson(const storage::JobRecord& job,
                            : record.kind == storage::PolicyKind::kFinal
                                ? job.export_sha256
                                : "");
-  document.set_policy_id(record.kind == storage::PolicyKind::kFinal
-                             ? std::string(kFinalPolicyId)
-                             : PolicyId(record));
+  document.set_policy_id(KeptPolicyName(record));
   document.set_val_accuracy(record.val_accuracy);
   document.set_val_loss(record.val_loss);
   document.set_fp32_val_accuracy(job.fp32_val_accuracy);
@@ -172,13 +170,11 @@ absl::StatusOr<ExportedDocument> ExportJob(const storage::Store& store,
   MIXQ_ASSIGN_OR_RETURN(storage::JobRecord job, store.GetJob(job_id));
   MIXQ_ASSIGN_OR_RETURN(storage::PolicyRecord policy,
                         FindKeptPolicy(store, job, policy_id));
-  const std::string id = policy.kind == storage::PolicyKind::kFinal
-                             ? std::string(kFinalPolicyId)
-                             : PolicyId(policy);
   // The final policy keeps the plain file names it always had.
   const std::string stem =
-      policy.kind == storage::PolicyKind::kFinal ? job_id
-                                                 : absl::StrCat(job_id, ".", id);
+      policy.kind == storage::PolicyKind::kFinal
+          ? job_id
+          : absl::StrCat(job_id, ".", KeptPolicyName(policy));
   ExportedDocument document;
   if (onnx) {
     if (policy.export_sha256.empty()) {
