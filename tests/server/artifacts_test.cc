@@ -233,18 +233,10 @@ class ArtifactsTest : public ::testing::Test {
   // ExportModel's chunks, concatenated; `first` gets the first chunk.
   grpc::Status Export(const std::string& job_id, const std::string& format,
                       std::string* data, v1::ExportChunk* first = nullptr) {
-    grpc::ClientContext context;
     v1::ExportModelRequest request;
     request.set_job_id(job_id);
     request.set_format(format);
-    auto reader = stub_->ExportModel(&context, request);
-    v1::ExportChunk chunk;
-    data->clear();
-    for (bool is_first = true; reader->Read(&chunk); is_first = false) {
-      if (is_first && first != nullptr) *first = chunk;
-      *data += chunk.data();
-    }
-    return reader->Finish();
+    return testing::ReadExport(*stub_, request, data, first);
   }
 
   CliResult Cli(std::vector<std::string> args) {

@@ -107,19 +107,14 @@ class ValidationTest : public ::testing::Test {
 
   grpc::Status Export(const std::string& job_id, const std::string& policy_id,
                       std::string* data, std::string* filename = nullptr) {
-    grpc::ClientContext context;
     v1::ExportModelRequest request;
     request.set_job_id(job_id);
     request.set_policy_id(policy_id);
-    auto reader = stub_->ExportModel(&context, request);
-    v1::ExportChunk chunk;
-    data->clear();
-    while (reader->Read(&chunk)) {
-      if (filename != nullptr && !chunk.filename().empty())
-        *filename = chunk.filename();
-      data->append(chunk.data());
-    }
-    return reader->Finish();
+    v1::ExportChunk first;
+    const grpc::Status status =
+        testing::ReadExport(*stub_, request, data, &first);
+    if (filename != nullptr) *filename = first.filename();
+    return status;
   }
 
   // t10k samples [begin, end), normalised as the job normalises them.

@@ -52,6 +52,24 @@ inline grpc::Status WatchToEnd(v1::Mixq::Stub& stub,
   return reader->Finish();
 }
 
+// Reads an ExportModel stream for `request` to its end: the chunks'
+// data concatenated into `*data`, the first chunk (size, SHA-256, file
+// name) into `*first` (optional); returns the stream's status.
+inline grpc::Status ReadExport(v1::Mixq::Stub& stub,
+                               const v1::ExportModelRequest& request,
+                               std::string* data,
+                               v1::ExportChunk* first = nullptr) {
+  grpc::ClientContext context;
+  auto reader = stub.ExportModel(&context, request);
+  v1::ExportChunk chunk;
+  data->clear();
+  for (bool is_first = true; reader->Read(&chunk); is_first = false) {
+    if (is_first && first != nullptr) *first = chunk;
+    data->append(chunk.data());
+  }
+  return reader->Finish();
+}
+
 // Submits `request` on `stub` and reads the job's watch stream to its end
 // (events appended to `*events`, optional); the job's id, empty (with a test
 // failure) when the submission or the stream failed.
