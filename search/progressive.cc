@@ -120,7 +120,8 @@ class Search {
 
   // From the beginning, or from `resume` (a StepReport::checkpoint) when
   // non-empty.
-  absl::StatusOr<SearchResult> Run(absl::string_view resume) {
+  absl::StatusOr<SearchResult> Run(absl::string_view resume,
+                                   absl::string_view warm_start) {
     if (cost_.num_layers() == 0) {
       return absl::InvalidArgumentError(
           "the model has no quantizable layer (Gemm/MatMul weight)");
@@ -138,18 +139,23 @@ class Search {
     Interrupted interrupted;
     if (!resume.empty()) {
       MIXQ_ASSIGN_OR_RETURN(step, Restore(resume, &interrupted));
+    } else if (!warm_start.empty()) {
+      MIXQ_RETURN_IF_ERROR(RestoreWarmStart(warm_start));
     }
     if (resume.empty() || interrupted.phase == TunePhase::kWarmup) {
-      // Step 0: warm-up at the highest bits so Adam holds second moments.
+      // Step 0: warm-up at the highest bits so Adam holds second moments
+      // (none after a warm start: the restored state holds them).
+      const int warmup_steps =
+          warm_start.empty() ? std::max(options_.warmup_steps, 0) : 0;
       Notify(Phase::kWarmup, 0);
-      if (resume.empty()) steps_run_ += std::max(options_.warmup_steps, 0);
+      if (resume.empty()) steps_run_ += warmup_steps;
       FineTuneProgress tune = interrupted.phase == TunePhase::kWarmup
                                   ? std::move(interrupted.progress)
-                                  : FineTuneProgress(options_.warmup_steps);
+                                  : FineTuneProgress(warmup_steps);
       MIXQ_RETURN_IF_ERROR(TuneFor(TunePhase::kWarmup, &tune, nullptr));
       StepReport warmup;
       warmup.step = 0;
-      warmup.finetune_steps = options_.warmup_steps;
+      warmup.finetune_steps = warmup_steps;
       MIXQ_ASSIGN_OR_RETURN(warmup.finetuned, ScoreTuned(tune));
       warmup.sensitivities = {omega_bits_,
                               session_.LayerOmegaTable(omega_bits_)};
@@ -412,6 +418,33 @@ class Search {
     node_runs_ = checkpoint.node_runs();
     naive_node_runs_ = checkpoint.naive_node_runs();
     return checkpoint.step();
+  }
+
+  // Restores the session from `bytes`, the checkpoint of a search's step 0
+  // (see RunProgressiveSearch's warm_start). INVALID_ARGUMENT "warm start:
+  // ..." when it does not parse, is not of a step 0, or does not fit the
+  // model.
+  absl::Status RestoreWarmStart(absl::string_view bytes) {
+    internal::SearchCheckpoint checkpoint;
+    if (!checkpoint.ParseFromArray(bytes.data(),
+                                   static_cast<int>(bytes.size()))) {
+      return absl::InvalidArgumentError("warm start: does not parse");
+    }
+    if (checkpoint.version() != kCheckpointVersion) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("warm start: version ", checkpoint.version(),
+                       ", expected ", kCheckpointVersion));
+    }
+    if (checkpoint.step() != 0 || checkpoint.has_interrupted()) {
+      return absl::InvalidArgumentError(
+          "warm start: not the state after a warm-up (step 0)");
+    }
+    const absl::Status restored = session_.RestoreState(checkpoint.session());
+    if (!restored.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("warm start: ", restored.message()));
+    }
+    return absl::OkStatus();
   }
 
   // Fine-tunes the current policy from `*tune` to its end in `phase`
@@ -1004,7 +1037,8 @@ absl::StatusOr<CandidateBits> ResolveCandidateBits(
 absl::StatusOr<SearchResult> RunProgressiveSearch(
     const engine::Model& model, const LabeledData& calib,
     const LabeledData& train, const ProgressiveOptions& options,
-    const SearchObserver& observer, absl::string_view resume_from) {
+    const SearchObserver& observer, absl::string_view resume_from,
+    absl::string_view warm_start) {
   MIXQ_RETURN_IF_ERROR(ValidateOptions(options));
   if (calib.size() == 0)
     return absl::InvalidArgumentError(
@@ -1012,7 +1046,7 @@ absl::StatusOr<SearchResult> RunProgressiveSearch(
   MIXQ_ASSIGN_OR_RETURN(CandidateBits bits,
                         ResolveCandidateBits(options, model));
   Search search(model, calib, train, options, std::move(bits), observer);
-  return search.Run(resume_from);
+  return search.Run(resume_from, warm_start);
 }
 
 }  // namespace mixq::search

@@ -256,13 +256,22 @@ struct SearchResult {
 // same model, data and options; the search continues after that step, and
 // every later report and the result (its final policy and scores, to the
 // bit) are those the uninterrupted search gives.
+// `warm_start` (optional, ignored when resuming): the StepReport::checkpoint
+// of another search's step 0 on the same model and data (any strategy,
+// seed and candidate bits): this search starts from its weights, Adam state,
+// mini-batch sampler and activation ranges and runs no warm-up — its step 0
+// reports the restored weights at this search's highest bits, with
+// finetune_steps 0 and the Ω table from the restored v̂. Deterministic for
+// given options, data and warm start.
 // Errors: INVALID_ARGUMENT for bad options, an unknown layer name, an
-// unreachable budget or a checkpoint that does not parse or fit; CANCELLED;
-// errors from the engine or the observer.
+// unreachable budget or a checkpoint that does not parse or fit ("warm
+// start: ..." for a warm start that does not); CANCELLED; errors from the
+// engine or the observer.
 absl::StatusOr<SearchResult> RunProgressiveSearch(
     const engine::Model& model, const LabeledData& calib,
     const LabeledData& train, const ProgressiveOptions& options,
-    const SearchObserver& observer, absl::string_view resume_from = {});
+    const SearchObserver& observer, absl::string_view resume_from = {},
+    absl::string_view warm_start = {});
 
 }  // namespace mixq::search
 

@@ -46,12 +46,13 @@ class MlpSearchTest : public ::testing::Test {
   }
 
   // Runs the search, appending every step's report to `steps` (with its
-  // checkpoint when `checkpoints`), from `resume_from` if given.
+  // checkpoint when `checkpoints`), from `resume_from` or `warm_start` if
+  // given.
   absl::StatusOr<search::SearchResult> Run(
       const search::ProgressiveOptions& options,
       std::vector<search::StepReport>* steps,
       const std::atomic<bool>* cancel = nullptr, bool checkpoints = false,
-      absl::string_view resume_from = {}) {
+      absl::string_view resume_from = {}, absl::string_view warm_start = {}) {
     search::SearchObserver observer;
     observer.on_step = [steps](const search::StepReport& report) {
       steps->push_back(report);
@@ -60,7 +61,7 @@ class MlpSearchTest : public ::testing::Test {
     observer.cancel = cancel;
     observer.checkpoints = checkpoints;
     return search::RunProgressiveSearch(*model_, calib_, train_, options,
-                                        observer, resume_from);
+                                        observer, resume_from, warm_start);
   }
 
   std::unique_ptr<engine::Model> model_;
