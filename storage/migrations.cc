@@ -157,6 +157,17 @@ CREATE TABLE sensitivities (
 PRAGMA user_version = 6;
 )sql";
 
+// Version 7: each job's state after its warm-up (a search checkpoint of step
+// 0), kept after the job ends, for jobs started from it (JobSpec.from_job).
+constexpr const char kSchemaV7[] = R"sql(
+CREATE TABLE warm_starts (
+  job_id TEXT PRIMARY KEY REFERENCES jobs(id),
+  state BLOB NOT NULL
+) WITHOUT ROWID;
+
+PRAGMA user_version = 7;
+)sql";
+
 struct Migration {
   int version;
   const char* sql;
@@ -169,6 +180,7 @@ constexpr Migration kMigrations[] = {
     {4, kSchemaV4},
     {5, kSchemaV5},
     {6, kSchemaV6},
+    {7, kSchemaV7},
 };
 
 constexpr bool VersionsAreConsecutive() {

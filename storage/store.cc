@@ -773,8 +773,32 @@ absl::Status Store::AppendStep(const std::string& job_id,
     update.BindInt64(2, step.step);
     MIXQ_RETURN_IF_ERROR(update.Run());
     if (checkpoint.empty()) return absl::OkStatus();
+    if (step.step == 0) {
+      MIXQ_ASSIGN_OR_RETURN(
+          Statement warm_start,
+          db.Prepare("INSERT OR REPLACE INTO warm_starts (job_id, state) "
+                     "VALUES (?1, ?2)"));
+      warm_start.BindText(1, job_id);
+      warm_start.BindBlob(2, checkpoint);
+      MIXQ_RETURN_IF_ERROR(warm_start.Run());
+    }
     return WriteCheckpoint(db, job_id, step.step, checkpoint);
   });
+}
+
+absl::StatusOr<std::optional<std::string>> Store::GetWarmStart(
+    const std::string& job_id) const {
+  return impl_->Read(
+      [&](Database& db) -> absl::StatusOr<std::optional<std::string>> {
+        MIXQ_RETURN_IF_ERROR(CheckJobExists(db, job_id));
+        MIXQ_ASSIGN_OR_RETURN(
+            Statement query,
+            db.Prepare("SELECT state FROM warm_starts WHERE job_id = ?1"));
+        query.BindText(1, job_id);
+        MIXQ_ASSIGN_OR_RETURN(const bool found, query.Step());
+        if (!found) return std::nullopt;
+        return query.ColumnBlob(0);
+      });
 }
 
 absl::Status Store::SaveCheckpoint(const std::string& job_id, int32_t step,
@@ -856,7 +880,8 @@ absl::Status Store::ResetJobResults(const std::string& job_id,
          {"DELETE FROM policies WHERE job_id = ?1 AND (step > ?2 OR kind = 2)",
           "DELETE FROM steps WHERE job_id = ?1 AND step > ?2",
           "DELETE FROM sensitivities WHERE job_id = ?1 AND step > ?2",
-          "DELETE FROM checkpoints WHERE job_id = ?1 AND step > ?2"}) {
+          "DELETE FROM checkpoints WHERE job_id = ?1 AND step > ?2",
+          "DELETE FROM warm_starts WHERE job_id = ?1 AND 0 > ?2"}) {
       MIXQ_ASSIGN_OR_RETURN(Statement statement, db.Prepare(sql));
       statement.BindText(1, job_id);
       statement.BindInt64(2, keep);

@@ -212,7 +212,8 @@ class Store {
   // Records a step atomically (its candidates and fine-tuned policy) and sets
   // the job's steps_done to step.step. A non-empty `checkpoint` replaces the
   // job's checkpoint in the same transaction (as of step.step), so a crash
-  // leaves either both or neither. ALREADY_EXISTS if recorded before;
+  // leaves either both or neither; step 0's checkpoint is also kept as the
+  // job's warm start (GetWarmStart). ALREADY_EXISTS if recorded before;
   // NOT_FOUND if the job is absent; INVALID_ARGUMENT unless every candidate
   // has kind kCandidate, the fine-tuned policy kind kFinetuned, all of them
   // step step.step and one bit-width per job layer, and unless non-empty
@@ -231,9 +232,16 @@ class Store {
   absl::Status FinishJob(const std::string& job_id, const PolicyRecord& final_policy,
                          int64_t finished_ms,
                          const std::string& export_sha256 = "");
+  // The checkpoint AppendStep recorded with the job's step 0 (its state
+  // after the warm-up), kept when the job ends: what a job started from it
+  // resumes (JobSpec.from_job). nullopt if step 0 was recorded without one
+  // (or before schema version 7). NOT_FOUND if the job is absent.
+  absl::StatusOr<std::optional<std::string>> GetWarmStart(
+      const std::string& job_id) const;
   // Deletes a job's steps, policies and sensitivities after step
   // `keep_through`, and its checkpoint if that is of a later step; without
-  // keep_through, all of them and the checkpoint. Sets steps_done to the last
+  // keep_through, all of them, the checkpoint and the warm start (also
+  // dropped for a keep_through below 0). Sets steps_done to the last
   // step kept (0 if none): used when a job resumes from its checkpoint
   // (keep_through = its step; -1 for a warm-up interrupted) or starts over. The
   // final policy, if any, goes too. NOT_FOUND if the job is absent.

@@ -349,12 +349,15 @@ TEST_F(StoreTest, OpenFailsInMissingDirectory) {
   EXPECT_THAT(std::string(store.status().message()), HasSubstr("no/such/dir"));
 }
 
-// Drops what schema version 6 added (with PRAGMA user_version, a database as
-// version 5 left it).
-constexpr char kUndoSchemaV6[] = "DROP TABLE sensitivities;";
-// Drops what schema versions 6, 5, 4 and 3 added (with PRAGMA user_version,
-// a database as versions 1 and 2 left it).
-constexpr char kUndoSchemaV6ToV3[] =
+// Drops what schema versions 7 and 6 added (with PRAGMA user_version, a
+// database as version 5 left it).
+constexpr char kUndoSchemaV7To6[] =
+    "DROP TABLE warm_starts;"
+    "DROP TABLE sensitivities;";
+// Drops what schema versions 7, 6, 5, 4 and 3 added (with PRAGMA
+// user_version, a database as versions 1 and 2 left it).
+constexpr char kUndoSchemaV7ToV3[] =
+    "DROP TABLE warm_starts;"
     "DROP TABLE sensitivities;"
     "ALTER TABLE policies DROP COLUMN val_loss;"
     "ALTER TABLE policies DROP COLUMN val_accuracy;"
@@ -390,7 +393,7 @@ void StoreTest::WriteOldDatabase(const std::string& undo) {
 // current one.
 TEST_F(StoreTest, MigratesVersion1DatabaseKeepingItsRows) {
   ASSERT_NO_FATAL_FAILURE(
-      WriteOldDatabase(absl::StrCat(kUndoSchemaV6ToV3,
+      WriteOldDatabase(absl::StrCat(kUndoSchemaV7ToV3,
                                     "ALTER TABLE job_layers DROP COLUMN macs;"
                                     "ALTER TABLE policies DROP COLUMN bops;"
                                     "PRAGMA user_version = 1")));
@@ -429,11 +432,10 @@ TEST_F(StoreTest, MigratesVersion1DatabaseKeepingItsRows) {
 
 TEST_F(StoreTest, MigratesVersion2DatabaseToStrategiesAndScoringStats) {
   ASSERT_NO_FATAL_FAILURE(WriteOldDatabase(
-      absl::StrCat(kUndoSchemaV6ToV3, "PRAGMA user_version = 2")));
+      absl::StrCat(kUndoSchemaV7ToV3, "PRAGMA user_version = 2")));
   auto store = OpenStore();
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(store->schema_version(), 6);
-  EXPECT_EQ(LatestSchemaVersion(), 6);
+  EXPECT_EQ(store->schema_version(), LatestSchemaVersion());
   // Every job before strategies was progressive; its steps' stats unknown.
   auto job = store->GetJob("old");
   ASSERT_TRUE(job.ok()) << job.status();
@@ -458,7 +460,7 @@ TEST_F(StoreTest, MigratesVersion2DatabaseToStrategiesAndScoringStats) {
 // A version-5 job has no sensitivities; new steps store theirs.
 TEST_F(StoreTest, MigratesVersion5DatabaseToSensitivities) {
   ASSERT_NO_FATAL_FAILURE(
-      WriteOldDatabase(absl::StrCat(kUndoSchemaV6, "PRAGMA user_version = 5")));
+      WriteOldDatabase(absl::StrCat(kUndoSchemaV7To6, "PRAGMA user_version = 5")));
   auto store = OpenStore();
   ASSERT_NE(store, nullptr);
   EXPECT_EQ(store->schema_version(), LatestSchemaVersion());
@@ -1496,6 +1498,44 @@ TEST_F(StoreTest, ConcurrentWritersAndReaders) {
     EXPECT_EQ(job->state, JobState::kSucceeded);
     EXPECT_EQ(job->steps_done, kSteps - 1);
   }
+}
+
+// Step 0's checkpoint is the job's warm start: it outlives the job's end and
+// later checkpoints, and goes only when the job starts over.
+TEST_F(StoreTest, WarmStartIsStepZerosCheckpointAndOutlivesTheJob) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  ASSERT_OK(store->CreateJob(MakeJob("job-1", 1), kLayers));
+  EXPECT_EQ(store->GetWarmStart("nope").status().code(),
+            absl::StatusCode::kNotFound);
+  auto warm = store->GetWarmStart("job-1");
+  ASSERT_TRUE(warm.ok()) << warm.status();
+  EXPECT_FALSE(warm->has_value());
+
+  const std::string state0("w0\0\xff", 4);
+  ASSERT_OK(store->AppendStep("job-1", MakeStep(0), state0));
+  ASSERT_OK(store->AppendStep("job-1", MakeStep(1), "s1"));
+  ASSERT_OK(store->ResetJobResults("job-1", 0));  // a resume keeps it
+  ASSERT_OK(store->AppendStep("job-1", MakeStep(1), "s1"));
+  ASSERT_OK(store->FinishJob(
+      "job-1", MakePolicy(1, PolicyKind::kFinal, {5, 5, 5}, 0.9, 0.3), 50));
+  warm = store->GetWarmStart("job-1");
+  ASSERT_TRUE(warm.ok() && warm->has_value());
+  EXPECT_EQ(**warm, state0);
+
+  // Step 0 recorded without a checkpoint leaves none; starting over (or
+  // resuming from inside the warm-up) drops it.
+  ASSERT_OK(store->CreateJob(MakeJob("job-2", 2), kLayers));
+  ASSERT_OK(store->AppendStep("job-2", MakeStep(0)));
+  warm = store->GetWarmStart("job-2");
+  ASSERT_TRUE(warm.ok());
+  EXPECT_FALSE(warm->has_value());
+  ASSERT_OK(store->ResetJobResults("job-2"));
+  ASSERT_OK(store->AppendStep("job-2", MakeStep(0), "w"));
+  ASSERT_OK(store->ResetJobResults("job-2", -1));
+  warm = store->GetWarmStart("job-2");
+  ASSERT_TRUE(warm.ok());
+  EXPECT_FALSE(warm->has_value());
 }
 
 }  // namespace
