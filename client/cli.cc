@@ -204,22 +204,24 @@ CLI::App* AddSubmit(CLI::App& app, SubmitFlags& f) {
   CLI::App* cmd =
       app.add_subcommand("submit", "Submit a quantization search job");
   SubmitOptions& o = f.options;
+  // Required unless --from-job (FinishSubmit checks).
   cmd->add_option("--model", o.model,
                   "ONNX model (FP32 initializers); a path, or sha256:HEX for "
                   "a file uploaded before (`mixq upload`), as for --inputs "
-                  "and --labels")
-      ->required();
+                  "and --labels");
   cmd->add_option("--inputs", o.inputs,
-                  "Inputs: .npy float32 [N, ...] or IDX images")
-      ->required();
+                  "Inputs: .npy float32 [N, ...] or IDX images");
   cmd->add_option("--labels", o.labels,
-                  "Labels: .npy integers [N] or IDX labels")
-      ->required();
+                  "Labels: .npy integers [N] or IDX labels");
   cmd->add_option("--calib-size", o.calib_size,
                   "The first N samples score candidates; the rest, but the "
                   "held-out validation samples, fine-tune")
-      ->required()
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--from-job", o.from_job,
+                  "Start from job JOB's state after its warm-up (skipping "
+                  "the warm-up): its model, data, validation set, batch "
+                  "size, learning rate and activation bits; give the search "
+                  "flags (--bits, a budget, --strategy, ...) only");
   AddValidationFlags(cmd, o, f.val_size, "the last 10 %");
   cmd->add_option("--bits", f.bits,
                   "Candidate bit-widths per layer, e.g. 8,6,4,2")
@@ -328,8 +330,30 @@ CLI::App* AddSubmit(CLI::App& app, SubmitFlags& f) {
   return cmd;
 }
 
+// The model and data flags: all of them, or none with --from-job.
+absl::Status CheckDataFlags(const SubmitOptions& o) {
+  const std::pair<const char*, bool> data[] = {
+      {"--model", !o.model.empty()},
+      {"--inputs", !o.inputs.empty()},
+      {"--labels", !o.labels.empty()},
+      {"--calib-size", o.calib_size != 0}};
+  for (const auto& [flag, set] : data) {
+    if (o.from_job.empty() && !set) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(flag, " is required (or --from-job JOB)"));
+    }
+    if (!o.from_job.empty() && set) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          flag, ": not with --from-job (the job uses job ", o.from_job,
+          "'s model and data)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<SubmitOptions> FinishSubmit(SubmitFlags& f) {
   SubmitOptions o = std::move(f.options);
+  if (absl::Status status = CheckDataFlags(o); !status.ok()) return status;
   if (absl::Status status = FinishValidation(f.val_size, o); !status.ok()) {
     return status;
   }

@@ -96,6 +96,9 @@ struct SubmitOptions {
   std::string inputs;  // the inputs (.npy or IDX)
   std::string labels;  // the labels (.npy or IDX)
   int calib_size = 0;
+  // Instead of model, inputs, labels and calib_size (empty: unset): start
+  // from this job's warm-up state (JobSpec.from_job).
+  std::string from_job;
   // The validation set: both files (as inputs/labels, empty = none), or
   // val_size samples held out from the end of the data, or neither (the
   // server holds out 10 %).

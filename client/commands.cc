@@ -6,7 +6,9 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <string>
 #include <system_error>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -598,25 +600,21 @@ absl::StatusOr<v1::SubmitJobRequest> BuildSubmitRequest(
   request.set_request_id(options.request_id);
   v1::JobSpec& spec = *request.mutable_spec();
   spec.set_name(options.name);
-  MIXQ_ASSIGN_OR_RETURN(
-      *spec.mutable_model(),
-      MakeDataSource("--model", options.model, options.server_paths));
-  MIXQ_ASSIGN_OR_RETURN(
-      *spec.mutable_inputs(),
-      MakeDataSource("--inputs", options.inputs, options.server_paths));
-  MIXQ_ASSIGN_OR_RETURN(
-      *spec.mutable_labels(),
-      MakeDataSource("--labels", options.labels, options.server_paths));
-  // The validation files are optional: both or neither (cli.h).
-  if (!options.val_inputs.empty()) {
-    MIXQ_ASSIGN_OR_RETURN(*spec.mutable_val_inputs(),
-                          MakeDataSource("--val-inputs", options.val_inputs,
-                                         options.server_paths));
-  }
-  if (!options.val_labels.empty()) {
-    MIXQ_ASSIGN_OR_RETURN(*spec.mutable_val_labels(),
-                          MakeDataSource("--val-labels", options.val_labels,
-                                         options.server_paths));
+  spec.set_from_job(options.from_job);
+  // Files absent from `options` stay unset: the validation set is optional,
+  // and with from_job the model and data are the source job's (cli.h).
+  for (auto [flag, path, source] :
+       {std::tuple<const char*, const std::string*,
+                   v1::DataSource* (v1::JobSpec::*)()>{
+            "--model", &options.model, &v1::JobSpec::mutable_model},
+        {"--inputs", &options.inputs, &v1::JobSpec::mutable_inputs},
+        {"--labels", &options.labels, &v1::JobSpec::mutable_labels},
+        {"--val-inputs", &options.val_inputs, &v1::JobSpec::mutable_val_inputs},
+        {"--val-labels", &options.val_labels,
+         &v1::JobSpec::mutable_val_labels}}) {
+    if (path->empty()) continue;
+    MIXQ_ASSIGN_OR_RETURN(*(spec.*source)(),
+                          MakeDataSource(flag, *path, options.server_paths));
   }
   spec.set_val_size(options.val_size.value_or(0));
   const size_t total =

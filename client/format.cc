@@ -395,8 +395,9 @@ std::string FormatResolvedPolicy(const v1::QueryBestPoliciesResponse& response,
   return absl::StrCat(
       FormatBestPolicies(response),
       "note: predicted from the job's stored sensitivities (no accuracy "
-      "measured); run `mixq submit … --strategy knapsack ",
-      flag, "` to measure it\n");
+      "measured); run `mixq submit --from-job ",
+      request.job_id(), " --strategy knapsack ", flag,
+      "` with the job's --bits to measure it (no warm-up)\n");
 }
 
 std::string FormatParetoFront(const v1::GetParetoFrontResponse& response) {

@@ -17,6 +17,7 @@
 #include "engine/threads.h"
 #include "search/cost_model.h"
 #include "server/convert.h"
+#include "server/from_job.h"
 #include "server/pareto.h"
 #include "server/resolve.h"
 #include "util/file.h"
@@ -338,7 +339,7 @@ absl::StatusOr<JobManager::SubmitResult> JobManager::Submit(
     }
   }
   if (!request.has_spec()) return absl::InvalidArgumentError("spec: required");
-  const v1::JobSpec& spec = request.spec();
+  MIXQ_ASSIGN_OR_RETURN(const v1::JobSpec spec, SpecToRun(request.spec()));
   MIXQ_ASSIGN_OR_RETURN(const JobFiles files, ReadFiles(spec));
   MIXQ_ASSIGN_OR_RETURN(PreparedJob prepared, PrepareJob(spec, files));
 
@@ -402,6 +403,28 @@ absl::StatusOr<JobManager::SubmitResult> JobManager::Submit(
   }
   MIXQ_ASSIGN_OR_RETURN(v1::Job job, BuildJob(record));
   return SubmitResult{std::move(job), false};
+}
+
+absl::StatusOr<v1::JobSpec> JobManager::SpecToRun(
+    const v1::JobSpec& spec) const {
+  if (spec.from_job().empty()) return spec;
+  const absl::Status id = CheckJobId(spec.from_job());
+  if (!id.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("spec.from_job: ", id.message()));
+  }
+  MIXQ_ASSIGN_OR_RETURN(const storage::JobRecord source,
+                        store_->GetJob(spec.from_job()));
+  MIXQ_ASSIGN_OR_RETURN(const std::optional<std::string> warm_start,
+                        store_->GetWarmStart(source.id));
+  if (!warm_start.has_value()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "spec.from_job: job ", source.id,
+        " has no warm-up state yet (it is kept when its warm-up ends; jobs "
+        "run before mixq kept it have none)"));
+  }
+  MIXQ_ASSIGN_OR_RETURN(const v1::JobSpec source_spec, LoadSpec(source));
+  return ResolveFromJob(spec, source, source_spec);
 }
 
 absl::StatusOr<v1::JobSpec> JobManager::LoadSpec(
@@ -857,6 +880,18 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
   } else if (job.steps_done > 0) {
     MIXQ_RETURN_IF_ERROR(store_->ResetJobResults(job.id));
   }
+  // A job started from another's warm-up (and not resuming its own
+  // checkpoint) starts from that job's state.
+  std::string warm_start;
+  if (!checkpoint.has_value() && !spec.from_job().empty()) {
+    MIXQ_ASSIGN_OR_RETURN(std::optional<std::string> state,
+                          store_->GetWarmStart(spec.from_job()));
+    if (!state.has_value()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "from_job: job ", spec.from_job(), " has no warm-up state"));
+    }
+    warm_start = *std::move(state);
+  }
   const int64_t started_ms = NowMs();
   MIXQ_RETURN_IF_ERROR(store_->UpdateJobState(
       job.id, storage::JobState::kRunning, "", started_ms, 0));
@@ -987,16 +1022,21 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
   };
   absl::StatusOr<search::SearchResult> run = search::RunProgressiveSearch(
       *prepared.model, prepared.calib, prepared.train, prepared.options,
-      observer, checkpoint.has_value() ? checkpoint->state : "");
+      observer, checkpoint.has_value() ? checkpoint->state : "", warm_start);
   if (checkpoint.has_value() && absl::IsInvalidArgument(run.status()) &&
       absl::StartsWith(run.status().message(), "checkpoint")) {
     // Written by another mixq version, say: start over rather than fail.
     Log(LogLevel::kWarning, "job checkpoint unusable; starting over",
         {{"job", job.id}, {"error", std::string(run.status().message())}});
     MIXQ_RETURN_IF_ERROR(store_->ResetJobResults(job.id));
+    if (!spec.from_job().empty()) {
+      MIXQ_ASSIGN_OR_RETURN(std::optional<std::string> state,
+                            store_->GetWarmStart(spec.from_job()));
+      warm_start = state.value_or("");
+    }
     run = search::RunProgressiveSearch(*prepared.model, prepared.calib,
                                        prepared.train, prepared.options,
-                                       observer);
+                                       observer, "", warm_start);
   }
   MIXQ_ASSIGN_OR_RETURN(search::SearchResult result, std::move(run));
   storage::PolicyRecord final_record =

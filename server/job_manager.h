@@ -148,6 +148,10 @@ class JobManager {
   static absl::Status CheckPolicySelector(const std::string& job_id,
                                           const std::string& model_sha256);
   absl::StatusOr<v1::JobSpec> LoadSpec(const storage::JobRecord& job) const;
+  // `spec`, or with from_job the spec ResolveFromJob makes of it; NOT_FOUND
+  // for an unknown source job, FAILED_PRECONDITION when it has no warm
+  // start yet.
+  absl::StatusOr<v1::JobSpec> SpecToRun(const v1::JobSpec& spec) const;
   absl::StatusOr<v1::Job> BuildJob(const storage::JobRecord& job) const;
   static absl::Status CheckJobId(const std::string& job_id);
 

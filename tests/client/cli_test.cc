@@ -26,6 +26,20 @@ std::vector<std::string> Submit(std::vector<std::string> extra = {},
   return args;
 }
 
+TEST(ParseCommandLineTest, SubmitFromJobNeedsOnlyTheSearchFlags) {
+  auto parsed = ParseCommandLine(
+      {"submit", "--from-job", "job-7", "--bits", "8,4", "--target-avg-bits",
+       "5", "--strategy", "knapsack"},
+      kServer);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const auto* submit = std::get_if<SubmitOptions>(&parsed->command);
+  ASSERT_NE(submit, nullptr);
+  EXPECT_EQ(submit->from_job, "job-7");
+  EXPECT_EQ(submit->model, "");
+  EXPECT_EQ(submit->calib_size, 0);
+  EXPECT_EQ(submit->strategy, "knapsack");
+}
+
 TEST(ParseCommandLineTest, SubmitDefaults) {
   auto parsed = ParseCommandLine(Submit({"--target-avg-bits", "4"}), kServer);
   ASSERT_TRUE(parsed.ok()) << parsed.status();
@@ -466,7 +480,15 @@ TEST(ParseCommandLineTest, UsageErrors) {
       {{"status", "a", "b"}, "b"},
       {{"submit", "--inputs", "x", "--labels", "y", "--calib-size", "1",
         "--bits", "8", "--target-avg-bits", "4"},
-       "--model is required"},
+       "--model is required (or --from-job JOB)"},
+      {{"submit", "--model", "m", "--inputs", "x", "--labels", "y", "--bits",
+        "8", "--target-avg-bits", "4"},
+       "--calib-size is required"},
+      {Submit({"--target-avg-bits", "4", "--from-job", "job-1"}),
+       "--model: not with --from-job (the job uses job job-1's model"},
+      {{"submit", "--from-job", "j", "--calib-size", "5", "--bits", "8",
+        "--target-avg-bits", "4"},
+       "--calib-size: not with --from-job"},
       {Submit(),
        "one of --target-avg-bits, --target-size-fraction, --target-size-bytes "
        "or --target-bops is required"},

@@ -105,6 +105,24 @@ void WriteValidationFiles(const std::filesystem::path& dir) {
   ASSERT_TRUE(WriteFile((dir / "vy.npy").string(), "VAL_LABELS").ok());
 }
 
+TEST(BuildSubmitRequestTest, FromJobSendsNoModelOrData) {
+  SubmitOptions options;
+  options.from_job = "job-7";
+  options.bits = {8, 4};
+  options.target_avg_bits = 5;
+  auto request = BuildSubmitRequest(options);
+  ASSERT_TRUE(request.ok()) << request.status();
+  const v1::JobSpec& spec = request->spec();
+  EXPECT_EQ(spec.from_job(), "job-7");
+  EXPECT_FALSE(spec.has_model());
+  EXPECT_FALSE(spec.has_inputs());
+  EXPECT_FALSE(spec.has_labels());
+  EXPECT_FALSE(spec.has_val_inputs());
+  EXPECT_FALSE(spec.has_val_labels());
+  EXPECT_EQ(spec.calib_size(), 0);
+  EXPECT_EQ(spec.search().budget().avg_bits(), 5);
+}
+
 TEST(BuildSubmitRequestTest, SendsContentByDefault) {
   TempDir dir;
   WriteInputs(dir.path());

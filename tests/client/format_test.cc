@@ -141,12 +141,13 @@ TEST(FormatBestPoliciesTest, ResolvedPolicyWithTheCommandThatMeasuresIt) {
   EXPECT_EQ(FormatResolvedPolicy(response, request),
             table +
                 "note: predicted from the job's stored sensitivities (no "
-                "accuracy measured); run `mixq submit … --strategy knapsack "
-                "--target-avg-bits 3.5` to measure it\n");
+                "accuracy measured); run `mixq submit --from-job job-7 "
+                "--strategy knapsack --target-avg-bits 3.5` with the job's "
+                "--bits to measure it (no warm-up)\n");
   request.set_max_avg_bits(0);
   request.set_max_bops(1234567);
   EXPECT_THAT(FormatResolvedPolicy(response, request),
-              HasSubstr("--strategy knapsack --target-bops 1234567` to"));
+              HasSubstr("--strategy knapsack --target-bops 1234567` with"));
   request.set_max_bops(0);
   request.set_max_size_bytes(1000000.5);
   EXPECT_THAT(FormatResolvedPolicy(response, request),
