@@ -58,3 +58,8 @@ echo "The export on the validation set, run by mixq-run (the job's final val acc
 "$BUILD_DIR/engine/mixq-run" --model "$DATA_DIR/demo.qdq.onnx" \
   --inputs "$FASHION/t10k-images-idx3-ubyte.gz" --labels "$FASHION/t10k-labels-idx1-ubyte.gz" \
   --normalize 0.2860,0.3530
+echo
+echo "A 3-bit budget from the same warm-up (--from-job: same model and data, no warm-up rerun):"
+JOB3=$("${MIXQ[@]}" submit --name demo-mlp-3bit --from-job "$JOB" \
+  --bits 8,6,4,2 --target-avg-bits 3 --finetune-steps 50 --seed 0)
+"${MIXQ[@]}" watch "$JOB3"
