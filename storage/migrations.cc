@@ -157,6 +157,16 @@ CREATE TABLE sensitivities (
 PRAGMA user_version = 6;
 )sql";
 
+// Version 7: poison jobs. The starts of a job since it last recorded a step
+// or was stopped cleanly: each start counts before the job runs, so a job
+// found running at start-up with two counted starts stopped the process
+// twice in a row and is quarantined instead of run again.
+constexpr char kSchemaV7[] = R"sql(
+ALTER TABLE jobs ADD COLUMN unclean_starts INTEGER NOT NULL DEFAULT 0;
+
+PRAGMA user_version = 7;
+)sql";
+
 struct Migration {
   int version;
   const char* sql;
@@ -169,6 +179,7 @@ constexpr Migration kMigrations[] = {
     {4, kSchemaV4},
     {5, kSchemaV5},
     {6, kSchemaV6},
+    {7, kSchemaV7},
 };
 
 constexpr bool VersionsAreConsecutive() {
