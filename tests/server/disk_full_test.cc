@@ -1,8 +1,9 @@
 // A full disk, without a channel and without root: the store's page cap
 // (Store::SetMaxPageCount) makes its writes fail as a full disk does. While
-// the disk is full, submissions are RESOURCE_EXHAUSTED, but accepted jobs are
-// neither failed nor reported failed: their writes wait for space, and every
-// job completes once space returns. A shutdown ends the wait.
+// the disk is full, submissions and uploads are RESOURCE_EXHAUSTED, but
+// accepted jobs are neither failed nor reported failed: their writes wait for
+// space, and every job completes once space returns. A shutdown ends the
+// wait.
 #include <atomic>
 #include <chrono>
 #include <iostream>
@@ -17,6 +18,7 @@
 #include "tests/support/onnx_mlp.h"
 #include "tests/support/recording_subscriber.h"
 #include "tests/support/test_dir.h"
+#include "util/sha256.h"
 
 namespace mixq::server {
 namespace {
@@ -85,8 +87,8 @@ class DiskFullTest : public ::testing::Test {
 };
 
 // The disk fills once the running job has recorded its first step, with a
-// second job queued: neither fails, a new submission is refused, and both
-// complete (every kept policy with its export) once space returns.
+// second job queued: neither fails, a new submission or upload is refused,
+// and both complete (every kept policy with its export) once space returns.
 TEST_F(DiskFullTest, AcceptedJobsWaitForSpaceAndComplete) {
   JobManagerOptions options;
   options.workers = 1;
@@ -122,6 +124,17 @@ TEST_F(DiskFullTest, AcceptedJobsWaitForSpaceAndComplete) {
   const auto refused = manager.Submit(Job(3));
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted)
       << refused.status();
+  // An upload too: its bytes have nowhere to go.
+  const std::string file(size_t{64} << 10, 'u');
+  v1::ArtifactInfo info;
+  info.set_sha256(Sha256Hex(file));
+  info.set_size_bytes(static_cast<int64_t>(file.size()));
+  auto upload = manager.BeginUpload(info);
+  ASSERT_TRUE(upload.ok()) << upload.status();
+  ASSERT_TRUE((*upload)->Append(file).ok());
+  const auto uploaded = (*upload)->Finish();
+  EXPECT_EQ(uploaded.status().code(), absl::StatusCode::kResourceExhausted)
+      << uploaded.status();
   std::this_thread::sleep_for(kFullFor);
   // Nothing failed, in the store or in what the watchers heard.
   EXPECT_EQ(State(running), storage::JobState::kRunning);
