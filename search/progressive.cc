@@ -10,6 +10,7 @@
 #include <string>
 #include <utility>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "checkpoint.pb.h"
@@ -138,7 +139,13 @@ class Search {
     // A fine-tune interrupted at the last shutdown, resumed where it stopped.
     Interrupted interrupted;
     if (!resume.empty()) {
-      MIXQ_ASSIGN_OR_RETURN(step, Restore(resume, &interrupted));
+      absl::StatusOr<int> restored = Restore(resume, &interrupted);
+      if (!restored.ok()) {
+        absl::Status unusable = restored.status();
+        unusable.SetPayload(kUnusableCheckpointUrl, absl::Cord());
+        return unusable;
+      }
+      step = *restored;
     } else if (!warm_start.empty()) {
       MIXQ_RETURN_IF_ERROR(RestoreWarmStart(warm_start));
     }
@@ -864,6 +871,10 @@ class Search {
 };
 
 }  // namespace
+
+bool IsUnusableCheckpoint(const absl::Status& status) {
+  return status.GetPayload(kUnusableCheckpointUrl).has_value();
+}
 
 std::string StrategyName(Strategy strategy) {
   switch (strategy) {

@@ -264,9 +264,17 @@ struct SearchResult {
 // finetune_steps 0 and the Ω table from the restored v̂. Deterministic for
 // given options, data and warm start.
 // Errors: INVALID_ARGUMENT for bad options, an unknown layer name, an
-// unreachable budget or a checkpoint that does not parse or fit ("warm
-// start: ..." for a warm start that does not); CANCELLED; errors from the
-// engine or the observer.
+// unreachable budget or a checkpoint that does not parse or fit (the last
+// marked with the kUnusableCheckpointUrl payload: see IsUnusableCheckpoint;
+// "warm start: ..." for a warm start that does not, unmarked); CANCELLED;
+// errors from the engine or the observer.
+// The payload type URL (its value empty) that marks RunProgressiveSearch's
+// error for a `resume_from` that does not parse or fit the search, e.g. one
+// written by another mixq version: the caller may start over instead.
+inline constexpr absl::string_view kUnusableCheckpointUrl =
+    "type.mixq.dev/mixq.search.UnusableCheckpoint";
+bool IsUnusableCheckpoint(const absl::Status& status);
+
 absl::StatusOr<SearchResult> RunProgressiveSearch(
     const engine::Model& model, const LabeledData& calib,
     const LabeledData& train, const ProgressiveOptions& options,

@@ -33,14 +33,13 @@ absl::StatusOr<std::string> BuildQdqExport(absl::string_view prepared_onnx,
   return std::move(quantized.onnx);
 }
 
-KeptPolicyExport ExportKeptPolicy(storage::Store* store,
-                                  const std::string& job_id,
-                                  const std::string& policy_id,
-                                  absl::string_view prepared_onnx,
-                                  const engine::Model& model,
-                                  const search::QatSession& session,
-                                  const search::Policy& policy,
-                                  const search::LabeledData& val) {
+KeptPolicyExport ExportKeptPolicy(
+    absl::FunctionRef<absl::Status(const std::string&, absl::string_view)>
+        store_artifact,
+    const std::string& job_id, const std::string& policy_id,
+    absl::string_view prepared_onnx, const engine::Model& model,
+    const search::QatSession& session, const search::Policy& policy,
+    const search::LabeledData& val) {
   KeptPolicyExport result;
   absl::StatusOr<std::string> onnx =
       BuildQdqExport(prepared_onnx, model, session, policy);
@@ -57,7 +56,7 @@ KeptPolicyExport ExportKeptPolicy(storage::Store* store,
   std::string sha256;
   if (status.ok()) {
     sha256 = Sha256Hex(*onnx);
-    status = store->PutArtifact(sha256, *onnx);
+    status = store_artifact(sha256, *onnx);
   }
   if (!status.ok()) {
     Log(LogLevel::kWarning, "kept policy has no ONNX export",

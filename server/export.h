@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
@@ -52,18 +53,19 @@ struct KeptPolicyExport {
 };
 
 // BuildQdqExport for a kept policy, measured on `val` with MeasureExport
-// (skipped when `val` is empty) and stored as an artifact. A failed export
-// or measurement does not fail the job: it is logged as a warning naming
-// `job_id` and `policy_id`, and the result is empty (the policy then has no
-// model and is not ranked). Blocks while it exports, runs and stores.
-KeptPolicyExport ExportKeptPolicy(storage::Store* store,
-                                  const std::string& job_id,
-                                  const std::string& policy_id,
-                                  absl::string_view prepared_onnx,
-                                  const engine::Model& model,
-                                  const search::QatSession& session,
-                                  const search::Policy& policy,
-                                  const search::LabeledData& val);
+// (skipped when `val` is empty) and stored as an artifact by
+// `store_artifact(sha256, bytes)` (Store::PutArtifact, or the job manager's
+// retrying wrapper of it). A failed export, measurement or store does not
+// fail the job: it is logged as a warning naming `job_id` and `policy_id`,
+// and the result is empty (the policy then has no model and is not ranked).
+// Blocks while it exports, runs and stores.
+KeptPolicyExport ExportKeptPolicy(
+    absl::FunctionRef<absl::Status(const std::string&, absl::string_view)>
+        store_artifact,
+    const std::string& job_id, const std::string& policy_id,
+    absl::string_view prepared_onnx, const engine::Model& model,
+    const search::QatSession& session, const search::Policy& policy,
+    const search::LabeledData& val);
 
 // A kept policy of `job` as a v1::PolicyDocument in protobuf's JSON mapping
 // (field names as in the proto, every field printed), `layers` naming its

@@ -3,23 +3,23 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <limits>
 #include <filesystem>
+#include <limits>
 #include <random>
 #include <system_error>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
-#include "google/protobuf/util/json_util.h"
 #include "engine/predict.h"
 #include "engine/threads.h"
+#include "google/protobuf/util/json_util.h"
 #include "search/cost_model.h"
 #include "server/convert.h"
 #include "server/from_job.h"
 #include "server/pareto.h"
 #include "server/resolve.h"
+#include "storage/errors.h"
 #include "util/file.h"
 #include "util/logging.h"
 #include "util/sha256.h"
@@ -34,6 +34,10 @@ constexpr size_t kMaxPolicyIdLength = 32;
 constexpr int kDefaultTopK = 5;
 constexpr int kDefaultListLimit = 100;
 constexpr double kFinalPhaseProgress = 0.99;
+// Back-off of a job write that found the disk full: from a quick retry (a
+// log rotated, a file deleted) to one every few seconds.
+constexpr absl::Duration kFirstDiskRetry = absl::Milliseconds(50);
+constexpr absl::Duration kMaxDiskRetry = absl::Seconds(5);
 
 int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
 
@@ -172,13 +176,36 @@ absl::Status JobManager::Start() {
     unfinished.insert(unfinished.end(), jobs.rbegin(), jobs.rend());
   }
   for (const storage::JobRecord& job : unfinished) {
+    if (job.state == storage::JobState::kRunning &&
+        job.unclean_starts >= kQuarantineStarts) {
+      // Each of its last starts ended with the process dying (an abort,
+      // the OOM killer, a signal) before it recorded a step: running it
+      // again would most likely take the server down again, and with it
+      // every job queued behind.
+      const std::string error = absl::StrCat(
+          kQuarantineMessage, ": the server process died while running it ",
+          job.unclean_starts,
+          " times in a row, with no step recorded in between; resubmit it "
+          "(with a new request_id) to try again");
+      MIXQ_RETURN_IF_ERROR(store_->UpdateJobState(
+          job.id, storage::JobState::kFailed, error, 0, NowMs()));
+      Log(LogLevel::kError, "job quarantined",
+          {{"job", job.id},
+           {"unclean_starts", absl::StrCat(job.unclean_starts)},
+           {"steps_done", absl::StrCat(job.steps_done)}});
+      continue;
+    }
     if (job.state == storage::JobState::kRunning) {
+      // Back to queued, its unclean start still counted.
       MIXQ_RETURN_IF_ERROR(store_->UpdateJobState(
           job.id, storage::JobState::kQueued, "", 0, 0));
     }
+    absl::MutexLock lock(&mu_);
+    // Jobs submitted before Start are in the queue already.
+    if (std::find(queue_.begin(), queue_.end(), job.id) != queue_.end())
+      continue;
     Log(LogLevel::kInfo, "re-queued unfinished job",
         {{"job", job.id}, {"steps_done", absl::StrCat(job.steps_done)}});
-    absl::MutexLock lock(&mu_);
     queue_.push_back(job.id);
   }
   for (int i = 0; i < std::max(1, options_.workers); ++i) {
@@ -202,6 +229,47 @@ void JobManager::Shutdown() {
 int JobManager::queued() const {
   absl::MutexLock lock(&mu_);
   return static_cast<int>(queue_.size());
+}
+
+int JobManager::waiting_for_disk() const {
+  absl::MutexLock lock(&mu_);
+  return waiting_for_disk_;
+}
+
+absl::Status JobManager::WriteUntilStored(
+    const std::string& job_id, absl::string_view what,
+    absl::FunctionRef<absl::Status()> write) {
+  absl::Duration wait = kFirstDiskRetry;
+  const absl::Time start = absl::Now();
+  for (int attempt = 1;; ++attempt) {
+    const absl::Status status = write();
+    if (!storage::IsDiskFull(status)) {
+      if (attempt > 1 && status.ok()) {
+        Log(LogLevel::kInfo, "disk space is back; job write stored",
+            {{"job", job_id},
+             {"write", std::string(what)},
+             {"attempts", absl::StrCat(attempt)},
+             {"waited_ms",
+              absl::StrCat(absl::ToInt64Milliseconds(absl::Now() - start))}});
+      }
+      return status;
+    }
+    if (attempt == 1) {
+      Log(LogLevel::kWarning, "disk full; job write waits for space",
+          {{"job", job_id},
+           {"write", std::string(what)},
+           {"error", status.ToString()}});
+    }
+    absl::MutexLock lock(&mu_);
+    if (shutdown_) {
+      return absl::CancelledError(absl::StrCat(
+          what, ": not stored (disk full) before the server shut down"));
+    }
+    ++waiting_for_disk_;
+    mu_.AwaitWithTimeout(absl::Condition(&shutdown_), wait);
+    --waiting_for_disk_;
+    wait = std::min(wait * 2, kMaxDiskRetry);
+  }
 }
 
 absl::StatusOr<std::string> JobManager::ReadSource(
@@ -339,14 +407,33 @@ absl::StatusOr<JobManager::SubmitResult> JobManager::Submit(
     }
   }
   if (!request.has_spec()) return absl::InvalidArgumentError("spec: required");
+  // A place in the queue is taken before the (possibly long) read and
+  // import of the model, under the lock, so that a full queue costs a
+  // submitter nothing and concurrent submitters never overfill it. It is
+  // given back on every early return, and turned into the queued job at the
+  // end.
+  struct Reservation {
+    JobManager* self;
+    bool held = true;
+    ~Reservation() {
+      if (!held) return;
+      absl::MutexLock lock(&self->mu_);
+      --self->reserved_;
+    }
+  } reservation{this};
+  {
+    absl::MutexLock lock(&mu_);
+    if (static_cast<int>(queue_.size()) + reserved_ >= options_.max_queued) {
+      reservation.held = false;
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the job queue is full (", options_.max_queued, " queued jobs)"));
+    }
+    ++reserved_;
+  }
   MIXQ_ASSIGN_OR_RETURN(const v1::JobSpec spec, SpecToRun(request.spec()));
   MIXQ_ASSIGN_OR_RETURN(const JobFiles files, ReadFiles(spec));
   MIXQ_ASSIGN_OR_RETURN(PreparedJob prepared, PrepareJob(spec, files));
 
-  if (queued() >= options_.max_queued) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the job queue is full (", options_.max_queued, " queued jobs)"));
-  }
   storage::JobRecord record;
   record.id = NewJobId();
   record.request_id = request_id;
@@ -400,6 +487,8 @@ absl::StatusOr<JobManager::SubmitResult> JobManager::Submit(
   {
     absl::MutexLock lock(&mu_);
     queue_.push_back(record.id);
+    --reserved_;
+    reservation.held = false;
   }
   MIXQ_ASSIGN_OR_RETURN(v1::Job job, BuildJob(record));
   return SubmitResult{std::move(job), false};
@@ -677,10 +766,12 @@ absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& job_id) {
                      storage::JobStateName(job.state), ")"));
   }
   bool was_queued = false;
+  size_t position = 0;
   {
     absl::MutexLock lock(&mu_);
     auto it = std::find(queue_.begin(), queue_.end(), job_id);
     if (it != queue_.end()) {
+      position = static_cast<size_t>(it - queue_.begin());
       queue_.erase(it);
       was_queued = true;
     } else if (auto running = running_.find(job_id);
@@ -688,8 +779,21 @@ absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& job_id) {
       running->second->store(true);
     }
   }
-  if (was_queued)
-    EndJob(job_id, storage::JobState::kCancelled, "cancelled by request");
+  if (was_queued) {
+    constexpr char kCancelled[] = "cancelled by request";
+    // On the RPC thread, not retried: a full disk is the caller's error,
+    // and the job keeps its place.
+    const absl::Status ended = store_->UpdateJobState(
+        job_id, storage::JobState::kCancelled, kCancelled, 0, NowMs());
+    if (!ended.ok()) {
+      absl::MutexLock lock(&mu_);
+      queue_.insert(queue_.begin() + static_cast<std::ptrdiff_t>(
+                                         std::min(position, queue_.size())),
+                    job_id);
+      return ended;
+    }
+    PublishEnd(job_id, storage::JobState::kCancelled, kCancelled);
+  }
   Log(LogLevel::kInfo, "job cancel requested", {{"job", job_id}});
   MIXQ_ASSIGN_OR_RETURN(job, store_->GetJob(job_id));
   return BuildJob(job);
@@ -782,12 +886,23 @@ void JobManager::Publish(const v1::JobEvent& event) {
 
 void JobManager::EndJob(const std::string& job_id, storage::JobState state,
                         const std::string& error) {
-  const absl::Status updated =
-      store_->UpdateJobState(job_id, state, error, 0, NowMs());
+  const absl::Status updated = WriteUntilStored(job_id, "job end", [&] {
+    return store_->UpdateJobState(job_id, state, error, 0, NowMs());
+  });
   if (!updated.ok()) {
+    // Not recorded: subscribers are not told an end the store does not
+    // hold. The job is found unfinished at the next start.
     Log(LogLevel::kError, "cannot record job end",
-        {{"job", job_id}, {"error", std::string(updated.message())}});
+        {{"job", job_id},
+         {"state", std::string(storage::JobStateName(state))},
+         {"error", updated.ToString()}});
+    return;
   }
+  PublishEnd(job_id, state, error);
+}
+
+void JobManager::PublishEnd(const std::string& job_id, storage::JobState state,
+                            const std::string& error) {
   Log(state == storage::JobState::kFailed ? LogLevel::kWarning
                                           : LogLevel::kInfo,
       "job ended",
@@ -842,10 +957,14 @@ void JobManager::RunJob(const std::string& job_id,
     latest_.erase(job_id);
   }
   if (absl::IsCancelled(status) && shutting_down) {
-    // Interrupted by shutdown: it runs again at the next start.
-    (void)store_->UpdateJobState(job_id, storage::JobState::kQueued, "", 0, 0);
-    Log(LogLevel::kInfo, "job interrupted by shutdown; re-queued",
-        {{"job", job_id}});
+    // Interrupted by shutdown: a clean stop (not counted towards
+    // quarantine); it runs again at the next start. If even this write
+    // fails (a full disk), the job is found running then, and re-queued.
+    const absl::Status stopped = store_->StopJob(job_id);
+    Log(stopped.ok() ? LogLevel::kInfo : LogLevel::kWarning,
+        stopped.ok() ? "job interrupted by shutdown; re-queued"
+                     : "job interrupted by shutdown; cannot record the stop",
+        {{"job", job_id}, {"error", stopped.ToString()}});
     return;
   }
   if (absl::IsCancelled(status)) {
@@ -857,6 +976,12 @@ void JobManager::RunJob(const std::string& job_id,
 
 absl::Status JobManager::RunSearch(const storage::JobRecord& job,
                                    const std::atomic<bool>& cancel) {
+  // Marked running (and the start counted) before anything that could take
+  // the process down: the model's import included.
+  const int64_t started_ms = NowMs();
+  MIXQ_RETURN_IF_ERROR(WriteUntilStored(job.id, "job start", [&] {
+    return store_->StartJob(job.id, started_ms);
+  }));
   MIXQ_ASSIGN_OR_RETURN(v1::JobSpec spec, LoadSpec(job));
   JobFiles files;
   MIXQ_ASSIGN_OR_RETURN(files.model, store_->GetArtifact(job.model_sha256));
@@ -876,9 +1001,13 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
   MIXQ_ASSIGN_OR_RETURN(std::optional<storage::CheckpointRecord> checkpoint,
                         store_->GetCheckpoint(job.id));
   if (checkpoint.has_value()) {
-    MIXQ_RETURN_IF_ERROR(store_->ResetJobResults(job.id, checkpoint->step));
+    MIXQ_RETURN_IF_ERROR(WriteUntilStored(job.id, "results reset", [&] {
+      return store_->ResetJobResults(job.id, checkpoint->step);
+    }));
   } else if (job.steps_done > 0) {
-    MIXQ_RETURN_IF_ERROR(store_->ResetJobResults(job.id));
+    MIXQ_RETURN_IF_ERROR(WriteUntilStored(job.id, "results reset", [&] {
+      return store_->ResetJobResults(job.id);
+    }));
   }
   // A job started from another's warm-up (and not resuming its own
   // checkpoint) starts from that job's state.
@@ -892,9 +1021,6 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
     }
     warm_start = *std::move(state);
   }
-  const int64_t started_ms = NowMs();
-  MIXQ_RETURN_IF_ERROR(store_->UpdateJobState(
-      job.id, storage::JobState::kRunning, "", started_ms, 0));
   if (checkpoint.has_value()) {
     Log(LogLevel::kInfo, "job resumed",
         {{"job", job.id}, {"after_step", absl::StrCat(checkpoint->step)}});
@@ -910,8 +1036,9 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
         const engine::ClassifierScore fp32,
         MeasureExport(prepared.prepared_onnx, prepared.val.inputs,
                       prepared.val.labels));
-    MIXQ_RETURN_IF_ERROR(
-        store_->SetFp32Validation(job.id, fp32.loss, fp32.accuracy));
+    MIXQ_RETURN_IF_ERROR(WriteUntilStored(job.id, "FP32 validation", [&] {
+      return store_->SetFp32Validation(job.id, fp32.loss, fp32.accuracy);
+    }));
     fp32_val_accuracy = fp32.accuracy;
   }
 
@@ -940,8 +1067,9 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
   // Stopped inside a fine-tune (shutdown, or a cancel that ends the job and
   // drops it): keep the point it stopped at, to resume from.
   observer.on_interrupted = [&](std::string checkpoint, int recorded_step) {
-    const absl::Status saved =
-        store_->SaveCheckpoint(job.id, recorded_step, checkpoint);
+    const absl::Status saved = WriteUntilStored(job.id, "checkpoint", [&] {
+      return store_->SaveCheckpoint(job.id, recorded_step, checkpoint);
+    });
     LogFields fields = {{"job", job.id},
                         {"after_step", absl::StrCat(recorded_step)},
                         {"checkpoint_bytes", absl::StrCat(checkpoint.size())}};
@@ -969,14 +1097,25 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
     const search::Phase phase = step > 0 && step == final_step
                                     ? search::Phase::kFinal
                                     : search::Phase::kSearch;
+    // A put cut short by shutdown (the disk full) stops the search: the
+    // step is then not recorded, and runs again at the next start.
+    absl::Status put;
     kept_export = ExportKeptPolicy(
-        store_, job.id,
-        phase == search::Phase::kFinal ? std::string(kFinalPolicyId)
-                                       : absl::StrCat(kStepPolicyIdPrefix, step),
+        [&](const std::string& sha256, absl::string_view data) {
+          put = WriteUntilStored(job.id, "kept policy export", [&] {
+            return store_->PutArtifact(sha256, data);
+          });
+          return put;
+        },
+        job.id,
+        phase == search::Phase::kFinal
+            ? std::string(kFinalPolicyId)
+            : absl::StrCat(kStepPolicyIdPrefix, step),
         prepared.prepared_onnx, *prepared.model, session, kept->policy,
         prepared.val);
     kept->val_loss = kept_export.val_loss;
     kept->val_accuracy = kept_export.val_accuracy;
+    if (absl::IsCancelled(put)) return put;
     return absl::OkStatus();
   };
   observer.on_step = [&](const search::StepReport& report) -> absl::Status {
@@ -984,8 +1123,9 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
     const absl::Time store_start = absl::Now();
     storage::StepRecord record = ToRecord(report);
     record.finetuned.export_sha256 = kept_export.sha256;
-    MIXQ_RETURN_IF_ERROR(
-        store_->AppendStep(job.id, record, report.checkpoint));
+    MIXQ_RETURN_IF_ERROR(WriteUntilStored(job.id, "step", [&] {
+      return store_->AppendStep(job.id, record, report.checkpoint);
+    }));
     const double store_ms =
         absl::ToDoubleMilliseconds(absl::Now() - store_start);
     event.set_step(report.step);
@@ -1023,12 +1163,13 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
   absl::StatusOr<search::SearchResult> run = search::RunProgressiveSearch(
       *prepared.model, prepared.calib, prepared.train, prepared.options,
       observer, checkpoint.has_value() ? checkpoint->state : "", warm_start);
-  if (checkpoint.has_value() && absl::IsInvalidArgument(run.status()) &&
-      absl::StartsWith(run.status().message(), "checkpoint")) {
+  if (checkpoint.has_value() && search::IsUnusableCheckpoint(run.status())) {
     // Written by another mixq version, say: start over rather than fail.
     Log(LogLevel::kWarning, "job checkpoint unusable; starting over",
         {{"job", job.id}, {"error", std::string(run.status().message())}});
-    MIXQ_RETURN_IF_ERROR(store_->ResetJobResults(job.id));
+    MIXQ_RETURN_IF_ERROR(WriteUntilStored(job.id, "results reset", [&] {
+      return store_->ResetJobResults(job.id);
+    }));
     if (!spec.from_job().empty()) {
       MIXQ_ASSIGN_OR_RETURN(std::optional<std::string> state,
                             store_->GetWarmStart(spec.from_job()));
@@ -1043,8 +1184,11 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
       ToRecord(result.final_policy, storage::PolicyKind::kFinal,
                result.steps + 1, 0, false);
   final_record.export_sha256 = kept_export.sha256;
-  MIXQ_RETURN_IF_ERROR(store_->FinishJob(job.id, final_record, NowMs(),
-                                         kept_export.sha256));
+  const int64_t finished_ms = NowMs();
+  MIXQ_RETURN_IF_ERROR(WriteUntilStored(job.id, "job end", [&] {
+    return store_->FinishJob(job.id, final_record, finished_ms,
+                             kept_export.sha256);
+  }));
   Log(LogLevel::kInfo, "job succeeded",
       {{"job", job.id},
        {"policy", search::PolicyToString(result.final_policy.policy)},

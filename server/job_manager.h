@@ -3,6 +3,17 @@
 // records every step in the Store, answers queries, and publishes progress
 // events to subscribers (WatchJob streams).
 //
+// A full disk never fails an accepted job: a running job's writes (its start,
+// steps, checkpoints, exports and end) that fail for lack of space are
+// retried with back-off until they succeed or the manager shuts down, and
+// subscribers hear of a state only once the store holds it. Requests that
+// would add data (Submit, uploads) fail with RESOURCE_EXHAUSTED meanwhile.
+//
+// A job found running at Start was running when the previous process died.
+// One that was running at two such deaths in a row, without recording a step
+// in between, is a poison job: it is failed ("quarantined") instead of run,
+// so that it cannot take the server down forever.
+//
 // Thread-safety: all methods are thread-safe. Submit blocks while it decodes
 // and validates the model and data.
 #ifndef MIXQ_SERVER_JOB_MANAGER_H_
@@ -17,7 +28,9 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "proto/mixq.pb.h"
 #include "server/artifacts.h"
@@ -66,7 +79,9 @@ class JobManager {
 
   // Re-queues jobs a previous process left running (first; each resumes
   // after its last checkpointed step, bit for bit, or starts over without a
-  // usable checkpoint) or queued, and starts the workers.
+  // usable checkpoint) or queued, and starts the workers. A running job
+  // whose last kQuarantineStarts starts all ended with the process dying
+  // is marked FAILED instead (kQuarantineMessage).
   absl::Status Start();
   // Stops the workers: running jobs stop between mini-batches (or scored
   // candidates) and go back to queued, to resume from their last checkpoint
@@ -75,7 +90,8 @@ class JobManager {
 
   // Validates, stores and queues a job. INVALID_ARGUMENT naming the field,
   // PERMISSION_DENIED for a server path outside the allowed roots,
-  // RESOURCE_EXHAUSTED when the queue is full.
+  // RESOURCE_EXHAUSTED when the queue is full (checked, and a place
+  // reserved, before the model is read) or the disk is.
   absl::StatusOr<SubmitResult> Submit(const v1::SubmitJobRequest& request);
   // NOT_FOUND for an unknown id; INVALID_ARGUMENT for a malformed one.
   absl::StatusOr<v1::Job> GetJob(const std::string& job_id) const;
@@ -110,7 +126,8 @@ class JobManager {
       const v1::ExportModelRequest& request) const;
   // Cancels a queued job at once, or asks a running one to stop between
   // steps (its state becomes CANCELLED when it does). FAILED_PRECONDITION for
-  // a finished job.
+  // a finished job; RESOURCE_EXHAUSTED (the job stays queued) when the disk
+  // is full.
   absl::StatusOr<v1::Job> Cancel(const std::string& job_id);
 
   // Subscribes to a job's events. The subscriber first receives (and the
@@ -124,15 +141,36 @@ class JobManager {
 
   // Jobs waiting in the queue.
   int queued() const;
+  // Writes of running jobs now waiting for disk space (see the class
+  // comment): non-zero while the disk is full.
+  int waiting_for_disk() const;
+
+  // Starts in a row that ended with the process dying after which a job is
+  // quarantined, and the error it then ends with.
+  static constexpr int kQuarantineStarts = 2;
+  static constexpr absl::string_view kQuarantineMessage =
+      "stopped the server twice; quarantined";
 
  private:
   void WorkerLoop();
   void RunJob(const std::string& job_id, const std::atomic<bool>& cancel);
   absl::Status RunSearch(const storage::JobRecord& job,
                          const std::atomic<bool>& cancel);
-  // Records the end of a job that did not succeed and tells subscribers.
+  // Records the end of a job that did not succeed (waiting for disk space as
+  // WriteUntilStored does) and tells subscribers once it is recorded.
   void EndJob(const std::string& job_id, storage::JobState state,
               const std::string& error);
+  // Tells subscribers that a job ended (as recorded in the store).
+  void PublishEnd(const std::string& job_id, storage::JobState state,
+                  const std::string& error);
+  // Runs `write` (a store write for job `job_id`; `what` names it in logs)
+  // until it succeeds or fails with something other than a full disk,
+  // waiting between attempts from kFirstDiskRetry, doubling up to
+  // kMaxDiskRetry. CANCELLED when the manager shuts down while it waits.
+  // Blocks; call from worker threads only.
+  absl::Status WriteUntilStored(const std::string& job_id,
+                                absl::string_view what,
+                                absl::FunctionRef<absl::Status()> write);
   void Publish(const v1::JobEvent& event);
   absl::StatusOr<std::string> ReadSource(const v1::DataSource& source,
                                          absl::string_view field) const;
@@ -160,6 +198,10 @@ class JobManager {
 
   mutable absl::Mutex mu_;
   std::deque<std::string> queue_ ABSL_GUARDED_BY(mu_);
+  // Places in the queue held by Submit calls still validating and storing
+  // their job: counted against options.max_queued with queue_.
+  int reserved_ ABSL_GUARDED_BY(mu_) = 0;
+  int waiting_for_disk_ ABSL_GUARDED_BY(mu_) = 0;
   // Cancel flags of running jobs.
   std::map<std::string, std::shared_ptr<std::atomic<bool>>> running_
       ABSL_GUARDED_BY(mu_);

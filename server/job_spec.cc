@@ -22,24 +22,40 @@ constexpr double kDefaultLearningRate = 1e-4;
 constexpr int kDefaultBatchSize = 64;
 constexpr double kDefaultLambda = 1.0;
 
-// INVALID_ARGUMENT, except that a model or file over a size limit stays
-// RESOURCE_EXHAUSTED.
-absl::Status FieldError(absl::string_view field, const absl::Status& status) {
-  return absl::Status(status.code() == absl::StatusCode::kResourceExhausted
-                          ? absl::StatusCode::kResourceExhausted
-                          : absl::StatusCode::kInvalidArgument,
-                      absl::StrCat(field, ": ", status.message()));
-}
-
 // For errors whose message starts with a field path relative to `parent`
 // ("bits: ..." → "spec.search.bits: ...").
 absl::Status SubfieldError(absl::string_view parent,
                            const absl::Status& status) {
-  return absl::InvalidArgumentError(
-      absl::StrCat(parent, ".", status.message()));
+  return absl::Status(SpecErrorCode(status.code()),
+                      absl::StrCat(parent, ".", status.message()));
 }
 
 }  // namespace
+
+absl::StatusCode SpecErrorCode(absl::StatusCode code) {
+  switch (code) {
+    // What the engine and the search say about the submitted model, data
+    // or options.
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kAlreadyExists:
+    case absl::StatusCode::kUnimplemented:
+      return absl::StatusCode::kInvalidArgument;
+    // The rest are the server's: a size limit (RESOURCE_EXHAUSTED), a bug
+    // (INTERNAL), a failing disk (DATA_LOSS), ... The caller must not be
+    // told its data is wrong when it is not.
+    default:
+      return code;
+  }
+}
+
+absl::Status SpecFieldError(absl::string_view field,
+                            const absl::Status& status) {
+  return absl::Status(SpecErrorCode(status.code()),
+                      absl::StrCat(field, ": ", status.message()));
+}
 
 absl::StatusOr<search::ProgressiveOptions> ToProgressiveOptions(
     const v1::SearchOptions& search) {
@@ -144,12 +160,12 @@ absl::StatusOr<PreparedJob> PrepareJob(const v1::JobSpec& spec,
       lowest_activation_bits);
   if (!reachable.ok()) {
     if (candidate_bits->all_pinned()) {
-      return FieldError("spec.search.layers",
-                        absl::InvalidArgumentError(absl::StrCat(
-                            "every quantizable layer is pinned, and ",
-                            reachable.message())));
+      return SpecFieldError(
+          "spec.search.layers",
+          absl::InvalidArgumentError(absl::StrCat(
+              "every quantizable layer is pinned, and ", reachable.message())));
     }
-    return FieldError("spec.search.budget", reachable);
+    return SpecFieldError("spec.search.budget", reachable);
   }
   job.candidate_bits = *std::move(candidate_bits);
   return job;
@@ -178,9 +194,9 @@ absl::StatusOr<search::LabeledData> LoadLabeledData(
   const std::string labels_name =
       FileName(labels_source, absl::StripPrefix(labels_field, "spec."));
   auto inputs = engine::DecodeInputs(inputs_bytes, inputs_name);
-  if (!inputs.ok()) return FieldError(inputs_field, inputs.status());
+  if (!inputs.ok()) return SpecFieldError(inputs_field, inputs.status());
   auto labels = engine::DecodeLabels(labels_bytes, labels_name);
-  if (!labels.ok()) return FieldError(labels_field, labels.status());
+  if (!labels.ok()) return SpecFieldError(labels_field, labels.status());
   const int64_t num_inputs = inputs->shape().empty() ? 0 : inputs->dim(0);
   if (num_inputs != static_cast<int64_t>(labels->size())) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -196,16 +212,16 @@ absl::StatusOr<search::LabeledData> LoadLabeledData(
     const absl::Status normalized = engine::Normalize(
         static_cast<float>(spec.normalize().mean()),
         static_cast<float>(spec.normalize().std()), &data.inputs);
-    if (!normalized.ok()) return FieldError("spec.normalize", normalized);
+    if (!normalized.ok()) return SpecFieldError("spec.normalize", normalized);
   }
   const absl::Status conformed =
       engine::ConformToModelInput(model.input_shape(), &data.inputs);
-  if (!conformed.ok()) return FieldError(inputs_field, conformed);
+  if (!conformed.ok()) return SpecFieldError(inputs_field, conformed);
   const engine::Shape& output = model.output_shape();
   const int64_t classes = output.size() == 2 ? output[1] : 0;
   const absl::Status in_range =
       engine::CheckLabels(data.labels, classes, labels_name);
-  if (!in_range.ok()) return FieldError(labels_field, in_range);
+  if (!in_range.ok()) return SpecFieldError(labels_field, in_range);
   return data;
 }
 
@@ -223,9 +239,9 @@ absl::StatusOr<PreparedJob> LoadModelAndData(const v1::JobSpec& spec,
   // BatchNormalization is folded into its Conv/Gemm first, as deployed
   // int8 runtimes do, so the search quantizes the weights that will ship.
   auto prepared = search::PrepareModel(files.model);
-  if (!prepared.ok()) return FieldError("spec.model", prepared.status());
+  if (!prepared.ok()) return SpecFieldError("spec.model", prepared.status());
   auto model = engine::Model::FromOnnxBytes(prepared->onnx);
-  if (!model.ok()) return FieldError("spec.model", model.status());
+  if (!model.ok()) return SpecFieldError("spec.model", model.status());
   job.model = *std::move(model);
   job.prepared_onnx = std::move(prepared->onnx);
 
@@ -318,7 +334,7 @@ absl::StatusOr<PreparedEvaluation> PrepareEvaluation(
   PreparedEvaluation out;
   absl::StatusOr<search::EvalMode> mode =
       search::ParseEvalMode(request.mode().empty() ? "static" : request.mode());
-  if (!mode.ok()) return FieldError("mode", mode.status());
+  if (!mode.ok()) return SpecFieldError("mode", mode.status());
   out.options.mode = *mode;
   const int default_bits =
       request.default_bits() == 0 ? search::kFloatBits : request.default_bits();
@@ -334,7 +350,7 @@ absl::StatusOr<PreparedEvaluation> PrepareEvaluation(
                                            ? request.activation_bits()
                                            : search::kDefaultActivationBits;
   const absl::Status quant = search::ValidateQuantOptions(out.options.quant);
-  if (!quant.ok()) return FieldError("activation_bits", quant);
+  if (!quant.ok()) return SpecFieldError("activation_bits", quant);
   if (request.finetune_steps() < 0) {
     return absl::InvalidArgumentError("finetune_steps: must not be negative");
   }

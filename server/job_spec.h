@@ -1,7 +1,8 @@
 // Turning a submitted JobSpec into what a search runs on, with every problem
-// reported as INVALID_ARGUMENT naming the spec field (RESOURCE_EXHAUSTED,
-// also naming it, for a model over the engine's size limits: see
-// engine/validate.h). Used both when a job is
+// of the submitted data reported as INVALID_ARGUMENT naming the spec field
+// (RESOURCE_EXHAUSTED, also naming it, for a model over the engine's size
+// limits: see engine/validate.h; the server's own failures keep their codes:
+// see SpecErrorCode). Used both when a job is
 // submitted (so bad input is refused before it is queued) and when a worker
 // runs it. gRPC-free; thread-safe (pure functions).
 #ifndef MIXQ_SERVER_JOB_SPEC_H_
@@ -60,6 +61,18 @@ struct PreparedJob {
 // on the layer holding most weights); auto keeps the better of the two by
 // calibration loss.
 inline constexpr search::Strategy kDefaultStrategy = search::Strategy::kAuto;
+
+// The code of a spec error made from `code`, an error of the engine or the
+// search on the job's model, data or options: the codes that describe the
+// submitted data (INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE,
+// NOT_FOUND, ALREADY_EXISTS, UNIMPLEMENTED) become INVALID_ARGUMENT; the
+// others (RESOURCE_EXHAUSTED for a size limit, INTERNAL, DATA_LOSS, ...)
+// stay as they are.
+absl::StatusCode SpecErrorCode(absl::StatusCode code);
+// `status` with SpecErrorCode's code and its message prefixed with `field`
+// ("spec.model: ...").
+absl::Status SpecFieldError(absl::string_view field,
+                            const absl::Status& status);
 
 // Search options with the documented defaults filled in. INVALID_ARGUMENT
 // naming the field ("spec.search.bits: ...", "spec.search.layers[1].bits:

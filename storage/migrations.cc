@@ -157,15 +157,25 @@ CREATE TABLE sensitivities (
 PRAGMA user_version = 6;
 )sql";
 
-// Version 7: each job's state after its warm-up (a search checkpoint of step
+// Version 7: poison jobs. The starts of a job since it last recorded a step
+// or was stopped cleanly: each start counts before the job runs, so a job
+// found running at start-up with two counted starts stopped the process
+// twice in a row and is quarantined instead of run again.
+constexpr char kSchemaV7[] = R"sql(
+ALTER TABLE jobs ADD COLUMN unclean_starts INTEGER NOT NULL DEFAULT 0;
+
+PRAGMA user_version = 7;
+)sql";
+
+// Version 8: each job's state after its warm-up (a search checkpoint of step
 // 0), kept after the job ends, for jobs started from it (JobSpec.from_job).
-constexpr const char kSchemaV7[] = R"sql(
+constexpr char kSchemaV8[] = R"sql(
 CREATE TABLE warm_starts (
   job_id TEXT PRIMARY KEY REFERENCES jobs(id),
   state BLOB NOT NULL
 ) WITHOUT ROWID;
 
-PRAGMA user_version = 7;
+PRAGMA user_version = 8;
 )sql";
 
 struct Migration {
@@ -181,6 +191,7 @@ constexpr Migration kMigrations[] = {
     {5, kSchemaV5},
     {6, kSchemaV6},
     {7, kSchemaV7},
+    {8, kSchemaV8},
 };
 
 constexpr bool VersionsAreConsecutive() {

@@ -1,18 +1,27 @@
 #include "storage/sqlite.h"
 
 #include <cctype>
+#include <cerrno>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "storage/errors.h"
 
 namespace mixq::storage {
 namespace {
 
 // A Status for `result_code`, with the connection's error text when there is
 // a connection (it names the constraint, table or syntax problem).
+// A full disk (SQLITE_FULL, or an I/O error caused by ENOSPC) is marked with
+// DiskFullError's payload: the job manager retries such writes.
 absl::Status Error(sqlite3* db, int result_code, absl::string_view context) {
   const char* text =
       db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(result_code);
+  const int primary = result_code & 0xff;
+  if (primary == SQLITE_FULL || (primary == SQLITE_IOERR && db != nullptr &&
+                                 sqlite3_system_errno(db) == ENOSPC)) {
+    return DiskFullError(absl::StrCat(context, ": ", text, " (disk full)"));
+  }
   return absl::Status(SqliteStatusCode(result_code),
                       absl::StrCat(context, ": ", text));
 }

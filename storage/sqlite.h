@@ -1,7 +1,8 @@
 // Small RAII wrappers over the SQLite C API, in the manner of Chromium's
 // `sql/`: a Database owns a connection, a Statement owns a prepared statement,
 // and a Transaction rolls back unless committed. Every failure becomes an
-// absl::Status carrying sqlite3_errmsg's text. Values reach SQL only through
+// absl::Status carrying sqlite3_errmsg's text; a full disk is marked as
+// storage/errors.h says. Values reach SQL only through
 // bound parameters.
 //
 // Thread-safety: none. A Database and the Statements and Transactions made

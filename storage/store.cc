@@ -21,11 +21,11 @@
 
 // Column lists shared by several queries, as literals so every statement is
 // still one constant string. ReadJob and ReadPolicy read them in this order.
-#define MIXQ_JOB_COLUMNS                                               \
-  "id, request_id, spec, model_sha256, inputs_sha256, labels_sha256, " \
-  "state, error, created_ms, started_ms, finished_ms, steps_done, "    \
+#define MIXQ_JOB_COLUMNS                                                \
+  "id, request_id, spec, model_sha256, inputs_sha256, labels_sha256, "  \
+  "state, error, created_ms, started_ms, finished_ms, steps_done, "     \
   "fp32_size_bytes, strategy, export_sha256, val_samples, val_source, " \
-  "fp32_val_loss, fp32_val_accuracy"
+  "fp32_val_loss, fp32_val_accuracy, unclean_starts"
 #define MIXQ_POLICY_COLUMNS                                                \
   "step, kind, rank, chosen, bits, avg_bits, size_bytes, loss, accuracy, " \
   "omega, perf_index, bops, activation_bits, val_loss, val_accuracy, "   \
@@ -137,6 +137,7 @@ absl::StatusOr<JobRecord> ReadJob(const Statement& row) {
   job.val_source = row.ColumnText(16);
   job.fp32_val_loss = ReadDouble(row, 17);
   job.fp32_val_accuracy = ReadDouble(row, 18);
+  job.unclean_starts = static_cast<int32_t>(row.ColumnInt64(19));
   return job;
 }
 
@@ -536,7 +537,7 @@ absl::Status Store::CreateJob(const JobRecord& job,
         Statement insert,
         db.Prepare("INSERT INTO jobs (" MIXQ_JOB_COLUMNS
                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
-                   "?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"));
+                   "?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, 0)"));
     insert.BindText(1, job.id);
     if (job.request_id.empty()) {
       insert.BindNull(2);  // UNIQUE ignores NULLs, so many jobs may have none
@@ -690,6 +691,52 @@ absl::Status Store::UpdateJobState(const std::string& id, JobState state,
   });
 }
 
+absl::Status Store::StartJob(const std::string& id, int64_t started_ms) {
+  return impl_->Write([&](Database& db) -> absl::Status {
+    MIXQ_ASSIGN_OR_RETURN(
+        Statement update,
+        db.Prepare("UPDATE jobs SET state = ?2, error = '', started_ms = ?3,"
+                   " unclean_starts = unclean_starts + 1 WHERE id = ?1"));
+    update.BindText(1, id);
+    update.BindInt64(2, static_cast<int64_t>(JobState::kRunning));
+    update.BindInt64(3, started_ms);
+    MIXQ_RETURN_IF_ERROR(update.Run());
+    if (db.Changes() == 0) return JobNotFound(id);
+    return absl::OkStatus();
+  });
+}
+
+absl::Status Store::StopJob(const std::string& id) {
+  return impl_->Write([&](Database& db) -> absl::Status {
+    MIXQ_ASSIGN_OR_RETURN(
+        Statement update,
+        db.Prepare("UPDATE jobs SET state = ?2, error = '', unclean_starts = 0"
+                   " WHERE id = ?1"));
+    update.BindText(1, id);
+    update.BindInt64(2, static_cast<int64_t>(JobState::kQueued));
+    MIXQ_RETURN_IF_ERROR(update.Run());
+    if (db.Changes() == 0) return JobNotFound(id);
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<int64_t> Store::SetMaxPageCount(int64_t max_pages) {
+  if (max_pages <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_page_count: must be positive, got ", max_pages));
+  }
+  absl::MutexLock lock(&impl_->writer_mu);
+  // A PRAGMA takes no bound parameters (and pragma_max_page_count() reads
+  // its argument as a schema name); the value is an integer, so the text
+  // can only be a number.
+  MIXQ_ASSIGN_OR_RETURN(Statement pragma,
+                        impl_->writer.Prepare(absl::StrCat(
+                            "PRAGMA max_page_count = ", max_pages)));
+  MIXQ_ASSIGN_OR_RETURN(const bool has_row, pragma.Step());
+  if (!has_row) return absl::InternalError("max_page_count returned no row");
+  return pragma.ColumnInt64(0);
+}
+
 absl::Status Store::SetFp32Validation(const std::string& job_id, double loss,
                                       double accuracy) {
   return impl_->Write([&](Database& db) -> absl::Status {
@@ -768,7 +815,8 @@ absl::Status Store::AppendStep(const std::string& job_id,
 
     MIXQ_ASSIGN_OR_RETURN(
         Statement update,
-        db.Prepare("UPDATE jobs SET steps_done = ?2 WHERE id = ?1"));
+        db.Prepare("UPDATE jobs SET steps_done = ?2, unclean_starts = 0"
+                   " WHERE id = ?1"));
     update.BindText(1, job_id);
     update.BindInt64(2, step.step);
     MIXQ_RETURN_IF_ERROR(update.Run());

@@ -1,6 +1,8 @@
 // Store: mixq's persistent state in one SQLite database (WAL mode): content-
 // addressed artifacts, jobs, the layers of each job's model, search steps, and
 // every evaluated policy (ranked candidates, fine-tuned step policies, final).
+// A write that fails for lack of space carries storage/errors.h's disk-full
+// mark and changes nothing.
 //
 // Thread-safety: all methods are thread-safe. Every write goes through one
 // writer connection (SQLite 3.40's WAL-reset bug forbids concurrent writers)
@@ -57,6 +59,11 @@ struct JobRecord {
   std::string val_source;
   double fp32_val_loss = std::numeric_limits<double>::quiet_NaN();
   double fp32_val_accuracy = std::numeric_limits<double>::quiet_NaN();
+  // Starts (StartJob) since the job last recorded a step (AppendStep) or
+  // was stopped cleanly (StopJob). A job found kRunning when a process
+  // starts was running when the last one died: this many starts in a row
+  // ended so (CreateJob ignores it and stores 0).
+  int32_t unclean_starts = 0;
 };
 
 // A running job's search state after its last recorded step (opaque to the
@@ -204,21 +211,37 @@ class Store {
   absl::Status UpdateJobState(const std::string& id, JobState state, const std::string& error,
                               int64_t started_ms, int64_t finished_ms);
 
+  // Marks a job kRunning (started_ms set) and counts the start in
+  // unclean_starts, in one transaction: called before the job's work begins,
+  // so that a process that dies running it leaves the count behind.
+  // NOT_FOUND if absent.
+  absl::Status StartJob(const std::string& id, int64_t started_ms);
+  // Puts a job that stopped cleanly (shutdown) back to kQueued, with
+  // unclean_starts 0. NOT_FOUND if absent.
+  absl::Status StopJob(const std::string& id);
+
+  // Caps the database at `max_pages` pages (PRAGMA max_page_count; never
+  // below its current size, which SQLite keeps instead): a write that needs
+  // more fails as a full disk does (storage/errors.h). Returns the cap in
+  // effect. For tests of a full disk, and as a size quota. INVALID_ARGUMENT
+  // unless max_pages > 0.
+  absl::StatusOr<int64_t> SetMaxPageCount(int64_t max_pages);
+
   // Records the FP32 model's loss and accuracy on the job's validation set.
   // NOT_FOUND if the job is absent.
   absl::Status SetFp32Validation(const std::string& job_id, double loss,
                                  double accuracy);
 
   // Records a step atomically (its candidates and fine-tuned policy) and sets
-  // the job's steps_done to step.step. A non-empty `checkpoint` replaces the
-  // job's checkpoint in the same transaction (as of step.step), so a crash
-  // leaves either both or neither; step 0's checkpoint is also kept as the
-  // job's warm start (GetWarmStart). ALREADY_EXISTS if recorded before;
-  // NOT_FOUND if the job is absent; INVALID_ARGUMENT unless every candidate
-  // has kind kCandidate, the fine-tuned policy kind kFinetuned, all of them
-  // step step.step and one bit-width per job layer, and unless non-empty
-  // sensitivities have distinct bits in 1..32 and one row of one value per
-  // bit-width for every job layer.
+  // the job's steps_done to step.step (and unclean_starts to 0: progress). A
+  // non-empty `checkpoint` replaces the job's checkpoint in the same
+  // transaction (as of step.step), so a crash leaves either both or neither;
+  // step 0's checkpoint is also kept as the job's warm start (GetWarmStart).
+  // ALREADY_EXISTS if recorded before; NOT_FOUND if the job is absent;
+  // INVALID_ARGUMENT unless every candidate has kind kCandidate, the fine-tuned
+  // policy kind kFinetuned, all of them step step.step and one bit-width per
+  // job layer, and unless non-empty sensitivities have distinct bits in 1..32
+  // and one row of one value per bit-width for every job layer.
   absl::Status AppendStep(const std::string& job_id, const StepRecord& step,
                           absl::string_view checkpoint = {});
   // The job's latest checkpoint, if any. NOT_FOUND if the job is absent.

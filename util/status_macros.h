@@ -30,7 +30,7 @@
 namespace mixq {
 
 // Prefixes a non-OK status's message with `context` ("context: message"),
-// keeping its code. OK stays OK.
+// keeping its code and payloads. OK stays OK.
 absl::Status Annotate(const absl::Status& status, absl::string_view context);
 
 }  // namespace mixq

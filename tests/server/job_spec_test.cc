@@ -50,6 +50,35 @@ std::string ModelWithOp(const std::string& op_type) {
   return model.SerializeAsString();
 }
 
+// What the engine says about the submitted data is the caller's error; the
+// server's own failures keep their codes.
+TEST(SpecFieldErrorTest, OnlyErrorsOfTheDataBecomeInvalidArgument) {
+  using Code = absl::StatusCode;
+  const struct {
+    Code from;
+    Code to;
+  } kCases[] = {
+      {Code::kInvalidArgument, Code::kInvalidArgument},
+      {Code::kFailedPrecondition, Code::kInvalidArgument},
+      {Code::kOutOfRange, Code::kInvalidArgument},
+      {Code::kNotFound, Code::kInvalidArgument},
+      {Code::kAlreadyExists, Code::kInvalidArgument},
+      {Code::kUnimplemented, Code::kInvalidArgument},
+      {Code::kResourceExhausted, Code::kResourceExhausted},
+      {Code::kInternal, Code::kInternal},
+      {Code::kUnknown, Code::kUnknown},
+      {Code::kDataLoss, Code::kDataLoss},
+      {Code::kUnavailable, Code::kUnavailable},
+      {Code::kCancelled, Code::kCancelled},
+  };
+  for (const auto& c : kCases) {
+    const absl::Status error =
+        SpecFieldError("spec.model", absl::Status(c.from, "what happened"));
+    EXPECT_EQ(error.code(), c.to) << absl::StatusCodeToString(c.from);
+    EXPECT_EQ(error.message(), "spec.model: what happened");
+  }
+}
+
 TEST(PrepareJobTest, ValidJobIsPrepared) {
   const Fixture f = ValidJob();
   const auto job = PrepareJob(f.spec, f.files);

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "storage/errors.h"
 #include "storage/migrations.h"
 #include "storage/sqlite.h"
 
@@ -349,15 +350,22 @@ TEST_F(StoreTest, OpenFailsInMissingDirectory) {
   EXPECT_THAT(std::string(store.status().message()), HasSubstr("no/such/dir"));
 }
 
-// Drops what schema versions 7 and 6 added (with PRAGMA user_version, a
+// Drops what schema versions 8 and 7 added (with PRAGMA user_version, a
+// database as version 6 left it).
+constexpr char kUndoSchemaV8To7[] =
+    "DROP TABLE warm_starts;"
+    "ALTER TABLE jobs DROP COLUMN unclean_starts;";
+// Drops what schema versions 8, 7 and 6 added (with PRAGMA user_version, a
 // database as version 5 left it).
-constexpr char kUndoSchemaV7To6[] =
+constexpr char kUndoSchemaV8To6[] =
     "DROP TABLE warm_starts;"
+    "ALTER TABLE jobs DROP COLUMN unclean_starts;"
     "DROP TABLE sensitivities;";
-// Drops what schema versions 7, 6, 5, 4 and 3 added (with PRAGMA
-// user_version, a database as versions 1 and 2 left it).
-constexpr char kUndoSchemaV7ToV3[] =
+// Drops what schema versions 8 to 3 added (with PRAGMA user_version, a
+// database as versions 1 and 2 left it).
+constexpr char kUndoSchemaV8ToV3[] =
     "DROP TABLE warm_starts;"
+    "ALTER TABLE jobs DROP COLUMN unclean_starts;"
     "DROP TABLE sensitivities;"
     "ALTER TABLE policies DROP COLUMN val_loss;"
     "ALTER TABLE policies DROP COLUMN val_accuracy;"
@@ -393,7 +401,7 @@ void StoreTest::WriteOldDatabase(const std::string& undo) {
 // current one.
 TEST_F(StoreTest, MigratesVersion1DatabaseKeepingItsRows) {
   ASSERT_NO_FATAL_FAILURE(
-      WriteOldDatabase(absl::StrCat(kUndoSchemaV7ToV3,
+      WriteOldDatabase(absl::StrCat(kUndoSchemaV8ToV3,
                                     "ALTER TABLE job_layers DROP COLUMN macs;"
                                     "ALTER TABLE policies DROP COLUMN bops;"
                                     "PRAGMA user_version = 1")));
@@ -432,7 +440,7 @@ TEST_F(StoreTest, MigratesVersion1DatabaseKeepingItsRows) {
 
 TEST_F(StoreTest, MigratesVersion2DatabaseToStrategiesAndScoringStats) {
   ASSERT_NO_FATAL_FAILURE(WriteOldDatabase(
-      absl::StrCat(kUndoSchemaV7ToV3, "PRAGMA user_version = 2")));
+      absl::StrCat(kUndoSchemaV8ToV3, "PRAGMA user_version = 2")));
   auto store = OpenStore();
   ASSERT_NE(store, nullptr);
   EXPECT_EQ(store->schema_version(), LatestSchemaVersion());
@@ -460,7 +468,7 @@ TEST_F(StoreTest, MigratesVersion2DatabaseToStrategiesAndScoringStats) {
 // A version-5 job has no sensitivities; new steps store theirs.
 TEST_F(StoreTest, MigratesVersion5DatabaseToSensitivities) {
   ASSERT_NO_FATAL_FAILURE(
-      WriteOldDatabase(absl::StrCat(kUndoSchemaV7To6, "PRAGMA user_version = 5")));
+      WriteOldDatabase(absl::StrCat(kUndoSchemaV8To6, "PRAGMA user_version = 5")));
   auto store = OpenStore();
   ASSERT_NE(store, nullptr);
   EXPECT_EQ(store->schema_version(), LatestSchemaVersion());
@@ -473,6 +481,89 @@ TEST_F(StoreTest, MigratesVersion5DatabaseToSensitivities) {
   auto table = store->GetSensitivities("old");
   ASSERT_TRUE(table.ok() && table->has_value()) << table.status();
   EXPECT_THAT((*table)->bits, ElementsAre(8, 4));
+}
+
+// A version-6 job has counted no start; the column starts at 0.
+TEST_F(StoreTest, MigratesVersion6DatabaseToUncleanStarts) {
+  ASSERT_NO_FATAL_FAILURE(
+      WriteOldDatabase(absl::StrCat(kUndoSchemaV8To7, "PRAGMA user_version = 6")));
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->schema_version(), LatestSchemaVersion());
+  auto job = store->GetJob("old");
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->unclean_starts, 0);
+  EXPECT_EQ(job->steps_done, 1);
+}
+
+// Every start counts until the job records a step or stops cleanly; a
+// restart after a crash (UpdateJobState back to queued) keeps the count.
+TEST_F(StoreTest, UncleanStartsCountStartsWithoutProgress) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  ASSERT_OK(store->CreateJob(MakeJob("job-1", 1), kLayers));
+  const auto starts = [&] {
+    auto job = store->GetJob("job-1");
+    EXPECT_TRUE(job.ok()) << job.status();
+    return job.ok() ? job->unclean_starts : -1;
+  };
+  EXPECT_EQ(starts(), 0);
+  ASSERT_OK(store->StartJob("job-1", 1000));
+  auto job = store->GetJob("job-1");
+  ASSERT_TRUE(job.ok());
+  EXPECT_EQ(job->state, JobState::kRunning);
+  EXPECT_EQ(job->started_ms, 1000);
+  EXPECT_EQ(starts(), 1);
+  ASSERT_OK(store->UpdateJobState("job-1", JobState::kQueued, "", 0, 0));
+  ASSERT_OK(store->StartJob("job-1", 2000));
+  EXPECT_EQ(starts(), 2);
+  ASSERT_OK(store->AppendStep("job-1", MakeStep(0)));
+  EXPECT_EQ(starts(), 0);
+  ASSERT_OK(store->StartJob("job-1", 3000));
+  EXPECT_EQ(starts(), 1);
+  ASSERT_OK(store->StopJob("job-1"));
+  job = store->GetJob("job-1");
+  ASSERT_TRUE(job.ok());
+  EXPECT_EQ(job->state, JobState::kQueued);
+  EXPECT_EQ(starts(), 0);
+  EXPECT_CODE(store->StartJob("nope", 1), absl::StatusCode::kNotFound);
+  EXPECT_CODE(store->StopJob("nope"), absl::StatusCode::kNotFound);
+}
+
+// A database at its page cap fails writes as a full disk does (marked, so
+// callers can retry), changes nothing, reads on, and writes again once the
+// cap is raised.
+TEST_F(StoreTest, FullDatabaseFailsWritesAsDiskFullUntilRaised) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  ASSERT_OK(store->CreateJob(MakeJob("job-1", 1), kLayers));
+  EXPECT_CODE(store->SetMaxPageCount(0).status(),
+              absl::StatusCode::kInvalidArgument);
+  // Never below the current size: asking for 1 page caps it where it is.
+  auto cap = store->SetMaxPageCount(1);
+  ASSERT_TRUE(cap.ok()) << cap.status();
+  EXPECT_GT(*cap, 1);
+  const std::string blob(size_t{1} << 20, 'x');
+  const absl::Status put = store->PutArtifact("big", blob);
+  EXPECT_CODE(put, absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(IsDiskFull(put)) << put;
+  StepRecord step = MakeStep(0);
+  const absl::Status appended = store->AppendStep("job-1", step, blob);
+  EXPECT_TRUE(IsDiskFull(appended)) << appended;
+  EXPECT_CODE(store->GetArtifact("big").status(), absl::StatusCode::kNotFound);
+  auto job = store->GetJob("job-1");
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->steps_done, 0);
+  // Other errors are not a full disk.
+  EXPECT_FALSE(IsDiskFull(store->StartJob("nope", 1)));
+  EXPECT_FALSE(IsDiskFull(absl::ResourceExhaustedError("queue full")));
+
+  ASSERT_TRUE(store->SetMaxPageCount(int64_t{1} << 30).ok());
+  EXPECT_OK(store->PutArtifact("big", blob));
+  EXPECT_OK(store->AppendStep("job-1", step, blob));
+  auto checkpoint = store->GetCheckpoint("job-1");
+  ASSERT_TRUE(checkpoint.ok() && checkpoint->has_value());
+  EXPECT_EQ((*checkpoint)->state.size(), blob.size());
 }
 
 // A step's table: every layer at every bit-width, read back highest bits

@@ -1,5 +1,6 @@
 #include <filesystem>
 
+#include "absl/strings/cord.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "util/bearer_token.h"
@@ -53,6 +54,15 @@ TEST(StatusMacrosTest, AnnotateKeepsTheCode) {
   EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(s.message(), "loading x: gone");
   EXPECT_TRUE(Annotate(absl::OkStatus(), "ctx").ok());
+}
+
+TEST(StatusMacrosTest, AnnotateKeepsThePayloads) {
+  absl::Status marked = absl::ResourceExhaustedError("full");
+  marked.SetPayload("type.test/Mark", absl::Cord("x"));
+  const absl::Status s = Annotate(marked, "writing y");
+  EXPECT_EQ(s.message(), "writing y: full");
+  ASSERT_TRUE(s.GetPayload("type.test/Mark").has_value());
+  EXPECT_EQ(std::string(*s.GetPayload("type.test/Mark")), "x");
 }
 
 TEST(FileTest, WriteThenReadAndErrors) {

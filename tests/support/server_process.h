@@ -1,0 +1,98 @@
+// Test support: one real mixq-server process on a data directory, started
+// and killed (any signal) by tests of what survives a restart. Header-only;
+// users link mixq::proto, mixq::util and gRPC.
+#ifndef MIXQ_TESTS_SUPPORT_SERVER_PROCESS_H_
+#define MIXQ_TESTS_SUPPORT_SERVER_PROCESS_H_
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "proto/mixq.grpc.pb.h"
+#include "tests/support/subprocess.h"
+#include "util/file.h"
+
+namespace mixq::testing {
+
+// One mixq-server process (one worker, one engine thread) on a data dir;
+// its stdout/stderr are appended to `log` across restarts.
+class ServerProcess {
+ public:
+  // `server` is the mixq-server binary's path.
+  ServerProcess(std::string server, const std::filesystem::path& data_dir,
+                const std::filesystem::path& log)
+      : server_(std::move(server)), data_dir_(data_dir), log_(log) {}
+  ServerProcess(const ServerProcess&) = delete;
+  ServerProcess& operator=(const ServerProcess&) = delete;
+  ~ServerProcess() {
+    if (pid_ > 0) Kill(SIGKILL);
+  }
+
+  // Starts the server and connects; false (with a test failure) if it does
+  // not come up within 30 s.
+  bool Start() {
+    const std::string port_file = (data_dir_ / "port").string();
+    std::filesystem::create_directories(data_dir_);
+    std::filesystem::remove(port_file);
+    pid_ = StartProgram(
+        server_,
+        {"--listen", "127.0.0.1:0", "--data-dir", data_dir_.string(),
+         "--port-file", port_file, "--threads", "1", "--workers", "1"},
+        log_.string(), log_.string(), /*append=*/true);
+    if (pid_ == 0) return false;
+    using Clock = std::chrono::steady_clock;
+    const auto deadline = Clock::now() + std::chrono::seconds(30);
+    int port = 0;
+    while (Clock::now() < deadline) {
+      auto text = ReadFile(port_file);
+      if (text.ok() &&
+          absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &port) &&
+          port > 0) {
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    EXPECT_GT(port, 0) << "the server did not write its port";
+    if (port <= 0) return false;
+    stub_ = v1::Mixq::NewStub(grpc::CreateChannel(
+        absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
+    return true;
+  }
+
+  // Sends `signal` and waits for the process; its exit code (-signal if
+  // killed by one).
+  int Kill(int signal) {
+    stub_.reset();
+    ::kill(pid_, signal);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = 0;
+    stub_.reset();
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+  }
+
+  v1::Mixq::Stub& stub() { return *stub_; }
+
+ private:
+  std::string server_;
+  std::filesystem::path data_dir_;
+  std::filesystem::path log_;
+  pid_t pid_ = 0;
+  std::unique_ptr<v1::Mixq::Stub> stub_;
+};
+
+}  // namespace mixq::testing
+
+#endif  // MIXQ_TESTS_SUPPORT_SERVER_PROCESS_H_
