@@ -25,7 +25,7 @@
 #include "proto/mixq.grpc.pb.h"
 #include "tests/support/npy.h"
 #include "tests/support/onnx_mlp.h"
-#include "tests/support/subprocess.h"
+#include "tests/support/server_process.h"
 #include "util/file.h"
 
 namespace mixq {
@@ -33,67 +33,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using ::testing::HasSubstr;
-
-// One mixq-server process on a data dir; its stdout/stderr are appended to
-// <dir>/server.log across restarts.
-class ServerProcess {
- public:
-  ServerProcess(const std::filesystem::path& data_dir,
-                const std::filesystem::path& log)
-      : data_dir_(data_dir), log_(log) {}
-  ~ServerProcess() {
-    if (pid_ > 0) Kill(SIGKILL);
-  }
-
-  // Starts the server and connects; false (with a test failure) if it does
-  // not come up within 30 s.
-  bool Start() {
-    const std::string port_file = (data_dir_ / "port").string();
-    std::filesystem::create_directories(data_dir_);
-    std::filesystem::remove(port_file);
-    pid_ = testing::StartProgram(
-        MIXQ_SERVER_PATH,
-        {"--listen", "127.0.0.1:0", "--data-dir", data_dir_.string(),
-         "--port-file", port_file, "--threads", "1", "--workers", "1"},
-        log_.string(), log_.string(), /*append=*/true);
-    if (pid_ == 0) return false;
-    const auto deadline = Clock::now() + std::chrono::seconds(30);
-    int port = 0;
-    while (Clock::now() < deadline) {
-      auto text = ReadFile(port_file);
-      if (text.ok() && absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &port) &&
-          port > 0) {
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    EXPECT_GT(port, 0) << "the server did not write its port";
-    if (port <= 0) return false;
-    stub_ = v1::Mixq::NewStub(grpc::CreateChannel(
-        absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
-    return true;
-  }
-
-  // Sends `signal` and waits for the process; its exit code (-signal if
-  // killed by one).
-  int Kill(int signal) {
-    stub_.reset();
-    ::kill(pid_, signal);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    pid_ = 0;
-    stub_.reset();
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
-  }
-
-  v1::Mixq::Stub& stub() { return *stub_; }
-
- private:
-  std::filesystem::path data_dir_;
-  std::filesystem::path log_;
-  pid_t pid_ = 0;
-  std::unique_ptr<v1::Mixq::Stub> stub_;
-};
+using testing::ServerProcess;
 
 class CrashResumeTest : public ::testing::Test {
  protected:

@@ -1,0 +1,101 @@
+// Test support: a mixq-server process (the binary at MIXQ_SERVER_PATH, which
+// the test target defines) started on a data dir, its port read from
+// --port-file, a gRPC stub to it, and signals to stop it. Header-only; needs
+// GoogleTest, gRPC and mixq::proto.
+#ifndef MIXQ_TESTS_SUPPORT_SERVER_PROCESS_H_
+#define MIXQ_TESTS_SUPPORT_SERVER_PROCESS_H_
+
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "proto/mixq.grpc.pb.h"
+#include "tests/support/subprocess.h"
+#include "util/file.h"
+
+namespace mixq::testing {
+
+// One mixq-server process (MIXQ_SERVER_PATH) on a data dir, listening on a
+// free loopback port, one worker on one engine thread, with `extra_args`;
+// its stdout and stderr are appended to `log` across restarts.
+class ServerProcess {
+ public:
+  ServerProcess(const std::filesystem::path& data_dir,
+                const std::filesystem::path& log,
+                std::vector<std::string> extra_args = {})
+      : data_dir_(data_dir), log_(log), extra_args_(std::move(extra_args)) {}
+  ~ServerProcess() {
+    if (pid_ > 0) Kill(SIGKILL);
+  }
+
+  // Starts the server and connects; false (with a test failure) if it does
+  // not come up within 30 s.
+  bool Start() {
+    const std::string port_file = (data_dir_ / "port").string();
+    std::filesystem::create_directories(data_dir_);
+    std::filesystem::remove(port_file);
+    std::vector<std::string> args = {
+        "--listen",    "127.0.0.1:0", "--data-dir", data_dir_.string(),
+        "--port-file", port_file,     "--threads",  "1",
+        "--workers",   "1"};
+    args.insert(args.end(), extra_args_.begin(), extra_args_.end());
+    pid_ = StartProgram(MIXQ_SERVER_PATH, args, log_.string(), log_.string(),
+                        /*append=*/true);
+    if (pid_ == 0) return false;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    int port = 0;
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto text = ReadFile(port_file);
+      if (text.ok() && absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &port) &&
+          port > 0) {
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    EXPECT_GT(port, 0) << "the server did not write its port";
+    if (port <= 0) return false;
+    port_ = port;
+    stub_ = v1::Mixq::NewStub(grpc::CreateChannel(
+        absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
+    return true;
+  }
+
+  // Sends `signal` and waits for the process; its exit code (-signal if
+  // killed by one).
+  int Kill(int signal) {
+    stub_.reset();
+    ::kill(pid_, signal);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = 0;
+    stub_.reset();
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+  }
+
+  v1::Mixq::Stub& stub() { return *stub_; }
+  int port() const { return port_; }
+
+ private:
+  std::filesystem::path data_dir_;
+  std::filesystem::path log_;
+  std::vector<std::string> extra_args_;
+  pid_t pid_ = 0;
+  int port_ = 0;
+  std::unique_ptr<v1::Mixq::Stub> stub_;
+};
+
+}  // namespace mixq::testing
+
+#endif  // MIXQ_TESTS_SUPPORT_SERVER_PROCESS_H_
