@@ -17,6 +17,7 @@
 #include "engine/threads.h"
 #include "search/cost_model.h"
 #include "server/convert.h"
+#include "server/job_page.h"
 #include "server/pareto.h"
 #include "server/resolve.h"
 #include "util/file.h"
@@ -438,14 +439,29 @@ absl::StatusOr<v1::ListJobsResponse> JobManager::ListJobs(
     return absl::InvalidArgumentError("limit: must not be negative");
   storage::ListJobsOptions options;
   options.state = FromProto(request.state());
-  options.limit = request.limit() > 0 ? request.limit() : kDefaultListLimit;
+  const int32_t limit =
+      request.limit() > 0 ? request.limit() : kDefaultListLimit;
+  // One more than the page holds: whether another page follows.
+  options.limit =
+      limit == std::numeric_limits<int32_t>::max() ? limit : limit + 1;
+  if (const std::string& token = request.page_token(); !token.empty()) {
+    absl::Status known = CheckJobId(token);
+    if (known.ok()) known = store_->GetJob(token).status();
+    if (absl::IsInvalidArgument(known) || absl::IsNotFound(known)) {
+      return absl::InvalidArgumentError(
+          "page_token: not a next_page_token a ListJobs reply gave");
+    }
+    MIXQ_RETURN_IF_ERROR(known);
+    options.after_job_id = token;
+  }
   MIXQ_ASSIGN_OR_RETURN(std::vector<storage::JobRecord> jobs,
                         store_->ListJobs(options));
-  v1::ListJobsResponse response;
+  JobPage page(limit, kListJobsPageBytes);
   for (const auto& job : jobs) {
-    MIXQ_ASSIGN_OR_RETURN(*response.add_jobs(), BuildJob(job));
+    MIXQ_ASSIGN_OR_RETURN(v1::Job built, BuildJob(job));
+    if (!page.Add(std::move(built))) break;
   }
-  return response;
+  return std::move(page).Finish();
 }
 
 absl::StatusOr<v1::GetResultsResponse> JobManager::GetResults(
