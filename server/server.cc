@@ -1,5 +1,10 @@
 #include "server/server.h"
 
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
 #include <filesystem>
 #include <optional>
@@ -71,6 +76,39 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials(
   return grpc::SslServerCredentials(ssl);
 }
 
+// Whether the port of `listen` (host:port, the host a name, an IPv4 address
+// or a bracketed IPv6 one) is taken by another socket: gRPC only says that
+// it could not bind, so a bind of our own asks why.
+bool PortInUse(const std::string& listen) {
+  const size_t colon = listen.rfind(':');
+  if (colon == std::string::npos) return false;
+  std::string host = listen.substr(0, colon);
+  const std::string port = listen.substr(colon + 1);
+  if (absl::StartsWith(host, "[") && absl::EndsWith(host, "]")) {
+    host = host.substr(1, host.size() - 2);
+  }
+  addrinfo hints = {};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints,
+                  &found) != 0) {
+    return false;
+  }
+  const std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> addresses(
+      found, &freeaddrinfo);
+  for (const addrinfo* a = addresses.get(); a != nullptr; a = a->ai_next) {
+    const int fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+    if (fd < 0) continue;
+    const bool in_use = bind(fd, a->ai_addr, a->ai_addrlen) != 0 &&
+                        errno == EADDRINUSE;
+    close(fd);
+    if (in_use) return true;
+  }
+  return false;
+}
+
 // Whether `listen` (host:port) names a loopback address.
 bool IsLoopback(absl::string_view listen) {
   return absl::StartsWith(listen, "127.") ||
@@ -140,6 +178,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  // gRPC sets SO_REUSEPORT by default: a second server on a port in use
+  // would start and silently take half of its connections.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(options.listen, credentials, &impl->port);
   if (options.max_rpc_threads > 0) {
     grpc::ResourceQuota quota("mixq-server");
@@ -151,6 +192,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   builder.RegisterService(impl->service.get());
   impl->grpc_server = builder.BuildAndStart();
   if (impl->grpc_server == nullptr || impl->port == 0) {
+    if (PortInUse(options.listen)) {
+      return absl::UnavailableError(absl::StrCat(
+          "port ", options.listen,
+          " is in use (another mixq-server?); stop it or choose another "
+          "--listen port"));
+    }
     return absl::UnavailableError(absl::StrCat(
         "cannot listen on ", options.listen,
         options.tls_cert_file.empty()
