@@ -234,7 +234,7 @@ absl::StatusOr<std::string> JobManager::ReadSource(
             absl::StrCat(field, ".artifact_sha256: \"", sha256,
                          "\" is not a SHA-256 (64 lower-case hex digits)"));
       }
-      auto data = store_->GetArtifact(sha256);
+      auto data = ReadVerifiedArtifact(store_, sha256, field);
       if (absl::IsNotFound(data.status())) {
         return absl::NotFoundError(
             absl::StrCat(field, ".artifact_sha256: no artifact ", sha256,
@@ -852,9 +852,12 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
                                    const std::atomic<bool>& cancel) {
   MIXQ_ASSIGN_OR_RETURN(v1::JobSpec spec, LoadSpec(job));
   JobFiles files;
-  MIXQ_ASSIGN_OR_RETURN(files.model, store_->GetArtifact(job.model_sha256));
-  MIXQ_ASSIGN_OR_RETURN(files.inputs, store_->GetArtifact(job.inputs_sha256));
-  MIXQ_ASSIGN_OR_RETURN(files.labels, store_->GetArtifact(job.labels_sha256));
+  MIXQ_ASSIGN_OR_RETURN(files.model, ReadVerifiedArtifact(
+                                         store_, job.model_sha256, "spec.model"));
+  MIXQ_ASSIGN_OR_RETURN(files.inputs, ReadVerifiedArtifact(store_, job.inputs_sha256,
+                                                           "spec.inputs"));
+  MIXQ_ASSIGN_OR_RETURN(files.labels, ReadVerifiedArtifact(store_, job.labels_sha256,
+                                                           "spec.labels"));
   // Named by SHA-256 in the stored spec (see Submit).
   if (spec.has_val_inputs() && spec.has_val_labels()) {
     MIXQ_ASSIGN_OR_RETURN(files.val_inputs,

@@ -161,12 +161,28 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
       impl->store,
       storage::Store::Open(
           (std::filesystem::path(options.data_dir) / "mixq.db").string()));
+  const int64_t store_max_bytes = impl->store->max_artifact_bytes();
+  if (options.max_artifact_bytes > store_max_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max-artifact-bytes: ", options.max_artifact_bytes,
+        " is above the largest file the store can hold (", store_max_bytes,
+        " bytes, SQLite's length limit)"));
+  }
+  if (options.max_artifact_bytes < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max-artifact-bytes: must not be negative, got ",
+        options.max_artifact_bytes));
+  }
+  // Files read from server paths are stored as artifacts too.
+  const size_t max_file_bytes = static_cast<size_t>(
+      options.max_artifact_bytes > 0 ? options.max_artifact_bytes
+                                     : store_max_bytes);
   JobManagerOptions manager_options;
   manager_options.workers = options.workers;
   manager_options.max_queued = options.max_queued;
   manager_options.allow_paths = options.allow_paths;
-  manager_options.max_artifact_bytes =
-      static_cast<size_t>(options.max_artifact_bytes);
+  manager_options.max_artifact_bytes = max_file_bytes;
+  manager_options.max_file_bytes = max_file_bytes;
   manager_options.engine_threads = options.threads;
   manager_options.max_evaluations = options.max_evaluations;
   impl->manager =
