@@ -22,9 +22,9 @@ absl::Status CheckStoredArtifact(absl::string_view field,
                                  absl::string_view data) {
   const std::string actual = Sha256Hex(data);
   if (actual == sha256) return absl::OkStatus();
-  return absl::DataLossError(absl::StrCat(
-      field, ": stored artifact ", sha256, " is damaged (its ", data.size(),
-      " bytes hash to ", actual, ")"));
+  return absl::DataLossError(absl::StrCat(field, ": stored artifact ", sha256,
+                                          " is damaged (its ", data.size(),
+                                          " bytes hash to ", actual, ")"));
 }
 
 absl::StatusOr<std::string> ReadVerifiedArtifact(storage::Store* store,
@@ -40,9 +40,10 @@ absl::StatusOr<std::string> ReadVerifiedArtifact(storage::Store* store,
     return absl::DataLossError(absl::StrCat(
         intact.message(), "; dropping it failed too: ", dropped.message()));
   }
-  return absl::DataLossError(absl::StrCat(
-      intact.message(), "; the server dropped it: upload or submit the file "
-                        "again"));
+  return absl::DataLossError(
+      absl::StrCat(intact.message(),
+                   "; the server dropped it: upload or submit the file "
+                   "again"));
 }
 
 absl::StatusOr<std::unique_ptr<ArtifactUpload>> ArtifactUpload::Begin(

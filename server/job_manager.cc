@@ -852,12 +852,15 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
                                    const std::atomic<bool>& cancel) {
   MIXQ_ASSIGN_OR_RETURN(v1::JobSpec spec, LoadSpec(job));
   JobFiles files;
-  MIXQ_ASSIGN_OR_RETURN(files.model, ReadVerifiedArtifact(
-                                         store_, job.model_sha256, "spec.model"));
-  MIXQ_ASSIGN_OR_RETURN(files.inputs, ReadVerifiedArtifact(store_, job.inputs_sha256,
-                                                           "spec.inputs"));
-  MIXQ_ASSIGN_OR_RETURN(files.labels, ReadVerifiedArtifact(store_, job.labels_sha256,
-                                                           "spec.labels"));
+  MIXQ_ASSIGN_OR_RETURN(
+      files.model,
+      ReadVerifiedArtifact(store_, job.model_sha256, "spec.model"));
+  MIXQ_ASSIGN_OR_RETURN(
+      files.inputs,
+      ReadVerifiedArtifact(store_, job.inputs_sha256, "spec.inputs"));
+  MIXQ_ASSIGN_OR_RETURN(
+      files.labels,
+      ReadVerifiedArtifact(store_, job.labels_sha256, "spec.labels"));
   // Named by SHA-256 in the stored spec (see Submit).
   if (spec.has_val_inputs() && spec.has_val_labels()) {
     MIXQ_ASSIGN_OR_RETURN(files.val_inputs,

@@ -10,8 +10,7 @@ namespace {
 // What a job adds to the reply: its tag, its length and itself.
 size_t EntryBytes(const v1::Job& job) {
   const size_t size = job.ByteSizeLong();
-  return 1 + google::protobuf::io::CodedOutputStream::VarintSize64(size) +
-         size;
+  return 1 + google::protobuf::io::CodedOutputStream::VarintSize64(size) + size;
 }
 
 }  // namespace

@@ -15,23 +15,23 @@ using google::protobuf::Reflection;
 // generously; together they keep a stored job's spec near 1 MiB at most
 // (4096 layers of 256-byte names), so a ListJobs page always has room.
 constexpr FieldLimit kLimits[] = {
-    {"job_id", 64},               // "job-" and 12 hex digits today
-    {"page_token", 64},           // a job id
+    {"job_id", 64},      // "job-" and 12 hex digits today
+    {"page_token", 64},  // a job id
     {"request_id", 128},
-    {"sha256", 64},               // 64 lower-case hex digits
+    {"sha256", 64},  // 64 lower-case hex digits
     {"model_sha256", 64},
     {"artifact_sha256", 64},
-    {"policy_id", 32},            // "final" or "step-N"
+    {"policy_id", 32},  // "final" or "step-N"
     {"format", 32},
     {"mode", 32},
     {"strategy", 32},
     {"selection", 32},
-    {"name", 256},                // job and layer names
+    {"name", 256},  // job and layer names
     {"filename", 1024},
-    {"server_path", 4096},        // PATH_MAX
-    {"bits", 32},                 // candidate bit-widths, each 1..8
+    {"server_path", 4096},  // PATH_MAX
+    {"bits", 32},           // candidate bit-widths, each 1..8
     {"activation_levels", 32},
-    {"layers", 4096},             // per-layer options or bits
+    {"layers", 4096},  // per-layer options or bits
 };
 
 // The limit of `field` (bytes of a string, entries of a repeated field).
@@ -57,8 +57,9 @@ absl::Status CheckMessage(const Message& message, const std::string& prefix) {
   std::vector<const FieldDescriptor*> fields;
   reflection.ListFields(message, &fields);
   for (const FieldDescriptor* field : fields) {
-    const std::string path =
-        prefix.empty() ? field->name() : absl::StrCat(prefix, ".", field->name());
+    const std::string path = prefix.empty()
+                                 ? field->name()
+                                 : absl::StrCat(prefix, ".", field->name());
     const int64_t limit = LimitOf(*field);
     if (field->is_repeated()) {
       const int size = reflection.FieldSize(message, field);
@@ -66,9 +67,8 @@ absl::Status CheckMessage(const Message& message, const std::string& prefix) {
       for (int i = 0; i < size; ++i) {
         const std::string element = absl::StrCat(path, "[", i, "]");
         if (field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
-          const absl::Status checked =
-              CheckMessage(reflection.GetRepeatedMessage(message, field, i),
-                           element);
+          const absl::Status checked = CheckMessage(
+              reflection.GetRepeatedMessage(message, field, i), element);
           if (!checked.ok()) return checked;
         } else if (IsText(*field)) {
           std::string scratch;
@@ -128,9 +128,11 @@ void ClampToRequestLimits(Message* message) {
         continue;
       }
       for (int i = 0; i < reflection.FieldSize(*message, field); ++i) {
-        const std::string value = reflection.GetRepeatedString(*message, field, i);
+        const std::string value =
+            reflection.GetRepeatedString(*message, field, i);
         if (value.size() > limit) {
-          reflection.SetRepeatedString(message, field, i, Excerpt(value, limit));
+          reflection.SetRepeatedString(message, field, i,
+                                       Excerpt(value, limit));
         }
       }
     }

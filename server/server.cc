@@ -36,7 +36,6 @@ constexpr char kServiceName[] = "mixq.v1.Mixq";
 // Certificates, keys and CA bundles are small; refuse anything larger.
 constexpr size_t kMaxPemBytes = size_t{1} << 20;
 
-
 // The listening port's credentials: plaintext, TLS, or mutual TLS (client
 // certificates required and verified against --tls-client-ca).
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials(
@@ -101,8 +100,8 @@ bool PortInUse(const std::string& listen) {
   for (const addrinfo* a = addresses.get(); a != nullptr; a = a->ai_next) {
     const int fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
     if (fd < 0) continue;
-    const bool in_use = bind(fd, a->ai_addr, a->ai_addrlen) != 0 &&
-                        errno == EADDRINUSE;
+    const bool in_use =
+        bind(fd, a->ai_addr, a->ai_addrlen) != 0 && errno == EADDRINUSE;
     close(fd);
     if (in_use) return true;
   }
@@ -163,15 +162,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
           (std::filesystem::path(options.data_dir) / "mixq.db").string()));
   const int64_t store_max_bytes = impl->store->max_artifact_bytes();
   if (options.max_artifact_bytes > store_max_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--max-artifact-bytes: ", options.max_artifact_bytes,
-        " is above the largest file the store can hold (", store_max_bytes,
-        " bytes, SQLite's length limit)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max-artifact-bytes: ", options.max_artifact_bytes,
+                     " is above the largest file the store can hold (",
+                     store_max_bytes, " bytes, SQLite's length limit)"));
   }
   if (options.max_artifact_bytes < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--max-artifact-bytes: must not be negative, got ",
-        options.max_artifact_bytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max-artifact-bytes: must not be negative, got ",
+                     options.max_artifact_bytes));
   }
   // Files read from server paths are stored as artifacts too.
   const size_t max_file_bytes = static_cast<size_t>(

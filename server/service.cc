@@ -22,8 +22,9 @@ constexpr size_t kExportChunkBytes = size_t{1} << 20;
 // The failure a stream or call the client abandoned is logged as.
 absl::Status ClientWentAway(absl::string_view what) {
   return absl::CancelledError(absl::StrCat(
-      what, " cancelled: the client cancelled it, its deadline passed or the "
-            "connection closed"));
+      what,
+      " cancelled: the client cancelled it, its deadline passed or the "
+      "connection closed"));
 }
 
 // The log line of a failed RPC: method, code, job id (if any) and message.
@@ -185,9 +186,9 @@ grpc::Status MixqService::Authorize(const grpc::ServerContextBase* context,
   return status;
 }
 
-grpc::Status MixqService::Admit(const grpc::ServerContextBase* context,
-                                const char* method,
-                                const google::protobuf::Message& request) const {
+grpc::Status MixqService::Admit(
+    const grpc::ServerContextBase* context, const char* method,
+    const google::protobuf::Message& request) const {
   if (grpc::Status denied = Authorize(context, method); !denied.ok()) {
     return denied;
   }

@@ -637,7 +637,8 @@ absl::StatusOr<std::vector<JobRecord>> Store::ListJobs(
         // rowid breaks ties between jobs created in the same millisecond:
         // later inserts first.
         absl::StatusOr<Statement> query = db.Prepare(
-            "SELECT " MIXQ_JOB_COLUMNS " FROM jobs"
+            "SELECT " MIXQ_JOB_COLUMNS
+            " FROM jobs"
             " WHERE (?2 IS NULL OR state = ?2)"
             "   AND (?3 IS NULL OR (created_ms, rowid) <"
             "        (SELECT created_ms, rowid FROM jobs WHERE id = ?3))"

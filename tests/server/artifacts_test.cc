@@ -106,13 +106,14 @@ void DamageStoredArtifact(const std::filesystem::path& path,
       raw, &sqlite3_finalize);
   sqlite3_bind_text(select.get(), 1, sha256.c_str(), -1, SQLITE_TRANSIENT);
   ASSERT_EQ(sqlite3_step(select.get()), SQLITE_ROW);
-  std::string data(static_cast<const char*>(sqlite3_column_blob(select.get(), 0)),
-                   sqlite3_column_bytes(select.get(), 0));
+  std::string data(
+      static_cast<const char*>(sqlite3_column_blob(select.get(), 0)),
+      sqlite3_column_bytes(select.get(), 0));
   select.reset();
   data[data.size() / 2] ^= 0x10;
-  ASSERT_EQ(sqlite3_prepare_v2(db.get(),
-                               "UPDATE artifacts SET data = ?2 WHERE sha256 = ?1",
-                               -1, &raw, nullptr),
+  ASSERT_EQ(sqlite3_prepare_v2(
+                db.get(), "UPDATE artifacts SET data = ?2 WHERE sha256 = ?1",
+                -1, &raw, nullptr),
             SQLITE_OK);
   std::unique_ptr<sqlite3_stmt, decltype(&sqlite3_finalize)> update(
       raw, &sqlite3_finalize);
@@ -642,7 +643,8 @@ TEST_F(ArtifactsTest, ADamagedStoredArtifactIsDataLossAndUploadingItHeals) {
   ASSERT_TRUE(UploadBytes(files.model).status.ok());
   stub_.reset();
   server_.reset();
-  ASSERT_NO_FATAL_FAILURE(DamageStoredArtifact(dir_ / "data" / "mixq.db", sha256));
+  ASSERT_NO_FATAL_FAILURE(
+      DamageStoredArtifact(dir_ / "data" / "mixq.db", sha256));
   ASSERT_NO_FATAL_FAILURE(StartServer(kMaxArtifactBytes));
 
   const v1::SubmitJobRequest job =
@@ -654,7 +656,8 @@ TEST_F(ArtifactsTest, ADamagedStoredArtifactIsDataLossAndUploadingItHeals) {
   EXPECT_THAT(status.error_message(),
               HasSubstr(absl::StrCat("spec.model: stored artifact ", sha256,
                                      " is damaged")));
-  EXPECT_THAT(status.error_message(), HasSubstr("upload or submit the file again"));
+  EXPECT_THAT(status.error_message(),
+              HasSubstr("upload or submit the file again"));
   // Dropped, not served again.
   status = Submit(job, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND)
@@ -671,8 +674,8 @@ TEST_F(ArtifactsTest, ADamagedStoredArtifactIsDataLossAndUploadingItHeals) {
 // heals it.
 TEST_F(ArtifactsTest, AJobOnADamagedStoredCopyFailsAndResubmittingHeals) {
   const JobFiles files;
-  const v1::SubmitJobRequest job = JobOn(
-      Content(files.model), Content(files.inputs), Content(files.labels));
+  const v1::SubmitJobRequest job =
+      JobOn(Content(files.model), Content(files.inputs), Content(files.labels));
   RunJob(job);
   stub_.reset();
   server_.reset();

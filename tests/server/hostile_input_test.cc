@@ -346,9 +346,8 @@ std::vector<HostileCase> Cases() {
          s->mutable_search()->set_strategy(std::string(10 << 20, 'k'));
        }),
        kInvalid, "spec.search.strategy: 10485760 bytes, above the limit of 32"},
-      {"NameTenMegabytes", Submit([](v1::JobSpec* s) {
-         s->set_name(std::string(10 << 20, 'n'));
-       }),
+      {"NameTenMegabytes",
+       Submit([](v1::JobSpec* s) { s->set_name(std::string(10 << 20, 'n')); }),
        kInvalid, "spec.name: 10485760 bytes, above the limit of 256"},
       {"FilenameTooLong", Submit([](v1::JobSpec* s) {
          s->mutable_model()->set_filename(std::string(5000, 'f'));

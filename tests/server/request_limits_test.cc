@@ -6,6 +6,8 @@
 // without echoing it, and jobs stored before the limits (a 30 MB name,
 // megabytes of layer names) list through clients with gRPC's default 4 MiB
 // receive limit, page by page, and through `mixq list`.
+#include "server/request_limits.h"
+
 #include <unistd.h>
 
 #include <filesystem>
@@ -27,7 +29,6 @@
 #include "gtest/gtest.h"
 #include "proto/mixq.grpc.pb.h"
 #include "server/job_page.h"
-#include "server/request_limits.h"
 #include "server/server.h"
 #include "storage/store.h"
 #include "tests/support/server_testing.h"
@@ -114,7 +115,8 @@ std::vector<LimitCase> LimitCases() {
        }),
        "spec.search.layers[2].name: 300 bytes, above the limit of 256"},
       {"TooManyBits", Make<SubmitJobRequest>([](auto* r) {
-         for (int i = 0; i < 33; ++i) r->mutable_spec()->mutable_search()->add_bits(8);
+         for (int i = 0; i < 33; ++i)
+           r->mutable_spec()->mutable_search()->add_bits(8);
        }),
        "spec.search.bits: 33 entries, above the limit of 32"},
       {"TooManyLayerBits", Make<SubmitJobRequest>([](auto* r) {
@@ -132,7 +134,8 @@ std::vector<LimitCase> LimitCases() {
        }),
        "spec.search.strategy: 10485760 bytes, above the limit of 32"},
       {"LongSelection", Make<SubmitJobRequest>([](auto* r) {
-         r->mutable_spec()->mutable_search()->set_selection(std::string(33, 'x'));
+         r->mutable_spec()->mutable_search()->set_selection(
+             std::string(33, 'x'));
        }),
        "spec.search.selection: 33 bytes"},
       {"LongFilename", Make<SubmitJobRequest>([](auto* r) {
@@ -344,7 +347,8 @@ class ServerLimitsTest : public ::testing::Test {
   std::unique_ptr<v1::Mixq::Stub> stub_;
 };
 
-TEST_F(ServerLimitsTest, ARequestOverALimitIsRefusedNamingTheFieldNotEchoingIt) {
+TEST_F(ServerLimitsTest,
+       ARequestOverALimitIsRefusedNamingTheFieldNotEchoingIt) {
   ASSERT_NO_FATAL_FAILURE(StartServer());
   const std::string ten_mb(10 << 20, 'x');
   struct Case {
@@ -354,7 +358,8 @@ TEST_F(ServerLimitsTest, ARequestOverALimitIsRefusedNamingTheFieldNotEchoingIt) 
   const std::vector<Case> cases = {
       {[&](v1::JobSpec* s) { s->mutable_search()->set_strategy(ten_mb); },
        "spec.search.strategy: 10485760 bytes"},
-      {[&](v1::JobSpec* s) { s->set_name(ten_mb); }, "spec.name: 10485760 bytes"},
+      {[&](v1::JobSpec* s) { s->set_name(ten_mb); },
+       "spec.name: 10485760 bytes"},
       {[&](v1::JobSpec* s) { s->mutable_inputs()->set_filename(ten_mb); },
        "spec.inputs.filename: 10485760 bytes"},
   };
@@ -418,8 +423,8 @@ void StoreLegacyJobs(const std::filesystem::path& dir,
     record.created_ms = created_ms += 1000;
     std::vector<storage::LayerRecord> layers;
     for (int l = 0; l < legacy.layers; ++l) {
-      layers.push_back({absl::StrCat(l, std::string(legacy.layer_name_bytes, 'l')),
-                        10, 10});
+      layers.push_back(
+          {absl::StrCat(l, std::string(legacy.layer_name_bytes, 'l')), 10, 10});
     }
     ASSERT_TRUE((*store)->CreateJob(record, layers).ok());
     newest_first->insert(newest_first->begin(), legacy.id);

@@ -91,8 +91,8 @@ TEST_F(RpcLogTest, CancelledStreamsAreLoggedAsFailedRpcs) {
     }
     EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
   }
-  EXPECT_TRUE(LogGets(absl::StrCat("RPC failed method=WatchJob code=CANCELLED job=",
-                                   submitted.job().id())));
+  EXPECT_TRUE(LogGets(absl::StrCat(
+      "RPC failed method=WatchJob code=CANCELLED job=", submitted.job().id())));
   EXPECT_EQ(server.Kill(SIGTERM), 0);
 }
 

@@ -46,19 +46,22 @@ class ServerProcess {
     const std::string port_file = (data_dir_ / "port").string();
     std::filesystem::create_directories(data_dir_);
     std::filesystem::remove(port_file);
-    std::vector<std::string> args = {
-        "--listen",    "127.0.0.1:0", "--data-dir", data_dir_.string(),
-        "--port-file", port_file,     "--threads",  "1",
-        "--workers",   "1"};
+    std::vector<std::string> args = {"--listen",    "127.0.0.1:0",
+                                     "--data-dir",  data_dir_.string(),
+                                     "--port-file", port_file,
+                                     "--threads",   "1",
+                                     "--workers",   "1"};
     args.insert(args.end(), extra_args_.begin(), extra_args_.end());
     pid_ = StartProgram(MIXQ_SERVER_PATH, args, log_.string(), log_.string(),
                         /*append=*/true);
     if (pid_ == 0) return false;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::seconds(30);
     int port = 0;
     while (std::chrono::steady_clock::now() < deadline) {
       auto text = ReadFile(port_file);
-      if (text.ok() && absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &port) &&
+      if (text.ok() &&
+          absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &port) &&
           port > 0) {
         break;
       }
