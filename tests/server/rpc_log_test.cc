@@ -1,6 +1,7 @@
 // The failure log records every failed RPC, cancelled ones too: a real
-// mixq-server process, its stderr in a file, and streams the client
-// cancels (an upload waiting for its chunks, a watch of a running job).
+// mixq-server process, its stderr in a file, streams the client cancels (an
+// upload waiting for its chunks, a watch of a running job) and a call whose
+// deadline passes while its handler runs.
 #include <signal.h>
 #include <unistd.h>
 
@@ -53,7 +54,7 @@ class RpcLogTest : public ::testing::Test {
   std::filesystem::path log_;
 };
 
-TEST_F(RpcLogTest, CancelledStreamsAreLoggedAsFailedRpcs) {
+TEST_F(RpcLogTest, CancelledCallsAreLoggedAsFailedRpcs) {
   testing::ServerProcess server(dir_ / "data", log_);
   ASSERT_TRUE(server.Start());
 
@@ -93,6 +94,26 @@ TEST_F(RpcLogTest, CancelledStreamsAreLoggedAsFailedRpcs) {
   }
   EXPECT_TRUE(LogGets(absl::StrCat(
       "RPC failed method=WatchJob code=CANCELLED job=", submitted.job().id())));
+
+  // A unary call whose deadline passes while its handler runs: the handler
+  // finishes, the client is gone.
+  v1::EvaluatePolicyRequest evaluate;
+  *evaluate.mutable_spec() = testing::TinyJobRequest().spec();
+  evaluate.mutable_spec()->clear_search();
+  evaluate.set_default_bits(4);
+  evaluate.set_mode("qat");
+  evaluate.set_finetune_steps(20'000);
+  {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::milliseconds(50));
+    v1::EvaluatePolicyResponse evaluated;
+    EXPECT_EQ(server.stub()
+                  .EvaluatePolicy(&context, evaluate, &evaluated)
+                  .error_code(),
+              grpc::StatusCode::DEADLINE_EXCEEDED);
+  }
+  EXPECT_TRUE(LogGets("RPC failed method=EvaluatePolicy code=CANCELLED"));
   EXPECT_EQ(server.Kill(SIGTERM), 0);
 }
 
