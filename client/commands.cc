@@ -40,6 +40,8 @@ constexpr double kMinTransferBytesPerSecond = 1024 * 1024;
 // Token files and PEM files are small; refuse anything larger.
 constexpr size_t kMaxCredentialFileBytes = size_t{1} << 20;
 constexpr char kAuthorizationKey[] = "authorization";
+// `mixq list` without --limit: the server's default page size.
+constexpr int kDefaultListLimit = 100;
 
 absl::StatusOr<std::string> ReadCredentialFile(absl::string_view flag,
                                                const std::string& path) {
@@ -202,9 +204,27 @@ class Runner {
     return CallAndPrint(&v1::Mixq::Stub::GetJob, request, FormatJob);
   }
 
+  // The server ends a page early when its reply grows large: follow the
+  // pages until the jobs asked for (or the last job) are in.
   int operator()(const ListOptions& options) {
-    return CallAndPrint(&v1::Mixq::Stub::ListJobs, BuildListRequest(options),
-                        FormatJobList);
+    v1::ListJobsRequest request = BuildListRequest(options);
+    const int wanted = options.limit.value_or(kDefaultListLimit);
+    v1::ListJobsResponse listed;
+    do {
+      v1::ListJobsResponse page;
+      grpc::ClientContext context;
+      SetDeadline(context);
+      const grpc::Status status = stub_->ListJobs(&context, request, &page);
+      if (!status.ok()) return Fail(status);
+      for (v1::Job& job : *page.mutable_jobs()) {
+        if (listed.jobs_size() == wanted) break;
+        *listed.add_jobs() = std::move(job);
+      }
+      listed.set_next_page_token(page.next_page_token());
+      request.set_page_token(page.next_page_token());
+      request.set_limit(wanted - listed.jobs_size());
+    } while (!request.page_token().empty() && listed.jobs_size() < wanted);
+    return Emit(listed, FormatJobList);
   }
 
   int operator()(const WatchOptions& options) { return Watch(options.job_id); }

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "server/request_limits.h"
 #include "util/sha256.h"
 #include "util/status_macros.h"
 
@@ -16,11 +17,40 @@ std::string LimitMessage(size_t max_bytes) {
 
 }  // namespace
 
+absl::Status CheckStoredArtifact(absl::string_view field,
+                                 const std::string& sha256,
+                                 absl::string_view data) {
+  const std::string actual = Sha256Hex(data);
+  if (actual == sha256) return absl::OkStatus();
+  return absl::DataLossError(absl::StrCat(field, ": stored artifact ", sha256,
+                                          " is damaged (its ", data.size(),
+                                          " bytes hash to ", actual, ")"));
+}
+
+absl::StatusOr<std::string> ReadVerifiedArtifact(storage::Store* store,
+                                                 const std::string& sha256,
+                                                 absl::string_view field) {
+  MIXQ_ASSIGN_OR_RETURN(std::string data, store->GetArtifact(sha256));
+  const absl::Status intact = CheckStoredArtifact(field, sha256, data);
+  if (intact.ok()) return data;
+  // Content addressing would keep serving the damaged bytes to every job
+  // that names them, and skip storing a good copy: drop them instead.
+  const absl::Status dropped = store->DeleteArtifact(sha256);
+  if (!dropped.ok()) {
+    return absl::DataLossError(absl::StrCat(
+        intact.message(), "; dropping it failed too: ", dropped.message()));
+  }
+  return absl::DataLossError(
+      absl::StrCat(intact.message(),
+                   "; the server dropped it: upload or submit the file "
+                   "again"));
+}
+
 absl::StatusOr<std::unique_ptr<ArtifactUpload>> ArtifactUpload::Begin(
     storage::Store* store, const v1::ArtifactInfo& info, size_t max_bytes) {
   if (!IsSha256Hex(info.sha256())) {
     return absl::InvalidArgumentError(
-        absl::StrCat("info.sha256: \"", info.sha256(),
+        absl::StrCat("info.sha256: \"", Excerpt(info.sha256()),
                      "\" is not a SHA-256 (64 lower-case hex digits)"));
   }
   if (info.size_bytes() <= 0) {

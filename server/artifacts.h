@@ -1,6 +1,8 @@
 // The gRPC-free side of UploadArtifact: one upload's description checked,
 // its chunks collected within a size limit, its checksum verified, and the
-// file stored content-addressed (storage::Store::PutArtifact), once.
+// file stored content-addressed (storage::Store::PutArtifact), once. And the
+// way back: stored artifacts read with their bytes re-hashed, so a blob
+// damaged on disk is refused (and dropped) instead of used.
 #ifndef MIXQ_SERVER_ARTIFACTS_H_
 #define MIXQ_SERVER_ARTIFACTS_H_
 
@@ -16,6 +18,20 @@
 #include "storage/store.h"
 
 namespace mixq::server {
+
+// OK if `data` hashes to `sha256`; else DATA_LOSS naming `field` and the
+// artifact (the stored bytes no longer match their SHA-256).
+absl::Status CheckStoredArtifact(absl::string_view field,
+                                 const std::string& sha256,
+                                 absl::string_view data);
+
+// The stored artifact `sha256`, its bytes re-hashed: DATA_LOSS naming
+// `field` when they no longer hash to `sha256`, and the artifact is dropped
+// from the store, so that uploading (or submitting) the file again stores it
+// afresh. NOT_FOUND as Store::GetArtifact. Blocks on the store.
+absl::StatusOr<std::string> ReadVerifiedArtifact(storage::Store* store,
+                                                 const std::string& sha256,
+                                                 absl::string_view field);
 
 // One upload in progress. Not thread-safe: one per UploadArtifact call.
 // Holds the bytes received so far in memory (at most the limit).

@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "google/protobuf/util/time_util.h"
+#include "server/request_limits.h"
 
 namespace mixq::server {
 namespace {
@@ -168,9 +169,14 @@ v1::Job ToProto(const storage::JobRecord& job,
   v1::Job out;
   out.set_id(job.id);
   out.set_request_id(job.request_id);
-  out.set_name(spec.name());
+  // Jobs stored before the request limits may hold any length of name or
+  // file name: they come back cut to the limits, so no job can outgrow a
+  // reply (see JobPage).
+  *out.mutable_spec() = spec;
+  ClampToRequestLimits(out.mutable_spec());
+  out.set_name(out.spec().name());
   out.set_state(ToProto(job.state));
-  out.set_error(job.error);
+  out.set_error(Excerpt(job.error, kMaxErrorMessageBytes));
   if (job.created_ms > 0) SetTimestamp(job.created_ms, out.mutable_created());
   if (job.started_ms > 0) SetTimestamp(job.started_ms, out.mutable_started());
   if (job.finished_ms > 0)
@@ -188,7 +194,6 @@ v1::Job ToProto(const storage::JobRecord& job,
   out.set_val_source(job.val_source);
   out.set_fp32_val_accuracy(job.fp32_val_accuracy);
   out.set_fp32_val_loss(job.fp32_val_loss);
-  *out.mutable_spec() = spec;
   if (final_policy.has_value())
     *out.mutable_final_policy() = ToProto(*final_policy, layers);
   return out;

@@ -49,7 +49,8 @@ v1::Step ToProto(const storage::StepRecord& step,
                  const std::vector<storage::LayerRecord>& layers);
 
 // `spec` is the stored spec (already parsed); `final_policy` is set once the
-// job succeeded.
+// job succeeded. The spec's strings come back within the request limits and
+// the error within kMaxErrorMessageBytes (request_limits.h), cut with "…".
 v1::Job ToProto(const storage::JobRecord& job,
                 const std::vector<storage::LayerRecord>& layers,
                 const v1::JobSpec& spec,

@@ -10,6 +10,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "proto/mixq.pb.h"
 #include "search/quantize.h"
+#include "server/artifacts.h"
 #include "server/convert.h"
 #include "util/logging.h"
 #include "util/sha256.h"
@@ -184,6 +185,8 @@ absl::StatusOr<ExportedDocument> ExportJob(const storage::Store& store,
           "still works"));
     }
     MIXQ_ASSIGN_OR_RETURN(document.data, store.GetArtifact(policy.export_sha256));
+    MIXQ_RETURN_IF_ERROR(
+        CheckStoredArtifact("export", policy.export_sha256, document.data));
     document.sha256 = policy.export_sha256;
     document.filename = absl::StrCat(stem, ".qdq.onnx");
     return document;

@@ -17,6 +17,7 @@
 #include "search/cost_model.h"
 #include "server/convert.h"
 #include "server/from_job.h"
+#include "server/job_page.h"
 #include "server/pareto.h"
 #include "server/resolve.h"
 #include "storage/errors.h"
@@ -302,7 +303,7 @@ absl::StatusOr<std::string> JobManager::ReadSource(
             absl::StrCat(field, ".artifact_sha256: \"", sha256,
                          "\" is not a SHA-256 (64 lower-case hex digits)"));
       }
-      auto data = store_->GetArtifact(sha256);
+      auto data = ReadVerifiedArtifact(store_, sha256, field);
       if (absl::IsNotFound(data.status())) {
         return absl::NotFoundError(
             absl::StrCat(field, ".artifact_sha256: no artifact ", sha256,
@@ -550,14 +551,29 @@ absl::StatusOr<v1::ListJobsResponse> JobManager::ListJobs(
     return absl::InvalidArgumentError("limit: must not be negative");
   storage::ListJobsOptions options;
   options.state = FromProto(request.state());
-  options.limit = request.limit() > 0 ? request.limit() : kDefaultListLimit;
+  const int32_t limit =
+      request.limit() > 0 ? request.limit() : kDefaultListLimit;
+  // One more than the page holds: whether another page follows.
+  options.limit =
+      limit == std::numeric_limits<int32_t>::max() ? limit : limit + 1;
+  if (const std::string& token = request.page_token(); !token.empty()) {
+    absl::Status known = CheckJobId(token);
+    if (known.ok()) known = store_->GetJob(token).status();
+    if (absl::IsInvalidArgument(known) || absl::IsNotFound(known)) {
+      return absl::InvalidArgumentError(
+          "page_token: not a next_page_token a ListJobs reply gave");
+    }
+    MIXQ_RETURN_IF_ERROR(known);
+    options.after_job_id = token;
+  }
   MIXQ_ASSIGN_OR_RETURN(std::vector<storage::JobRecord> jobs,
                         store_->ListJobs(options));
-  v1::ListJobsResponse response;
+  JobPage page(limit, kListJobsPageBytes);
   for (const auto& job : jobs) {
-    MIXQ_ASSIGN_OR_RETURN(*response.add_jobs(), BuildJob(job));
+    MIXQ_ASSIGN_OR_RETURN(v1::Job built, BuildJob(job));
+    if (!page.Add(std::move(built))) break;
   }
-  return response;
+  return std::move(page).Finish();
 }
 
 absl::StatusOr<v1::GetResultsResponse> JobManager::GetResults(
@@ -984,9 +1000,15 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
   }));
   MIXQ_ASSIGN_OR_RETURN(v1::JobSpec spec, LoadSpec(job));
   JobFiles files;
-  MIXQ_ASSIGN_OR_RETURN(files.model, store_->GetArtifact(job.model_sha256));
-  MIXQ_ASSIGN_OR_RETURN(files.inputs, store_->GetArtifact(job.inputs_sha256));
-  MIXQ_ASSIGN_OR_RETURN(files.labels, store_->GetArtifact(job.labels_sha256));
+  MIXQ_ASSIGN_OR_RETURN(
+      files.model,
+      ReadVerifiedArtifact(store_, job.model_sha256, "spec.model"));
+  MIXQ_ASSIGN_OR_RETURN(
+      files.inputs,
+      ReadVerifiedArtifact(store_, job.inputs_sha256, "spec.inputs"));
+  MIXQ_ASSIGN_OR_RETURN(
+      files.labels,
+      ReadVerifiedArtifact(store_, job.labels_sha256, "spec.labels"));
   // Named by SHA-256 in the stored spec (see Submit).
   if (spec.has_val_inputs() && spec.has_val_labels()) {
     MIXQ_ASSIGN_OR_RETURN(files.val_inputs,

@@ -99,9 +99,11 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1 << 20, 2000000000))
       ->capture_default_str();
   app.add_option("--max-artifact-bytes", options.server.max_artifact_bytes,
-                 "largest file UploadArtifact accepts, in bytes (held in "
-                 "memory while it arrives)")
-      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40))
+                 "largest file UploadArtifact accepts (held in memory while "
+                 "it arrives) or a job reads from a server path, in bytes; "
+                 "0 = the largest the store holds (SQLite's limit, 1e9 "
+                 "bytes, less 4 KiB); above that the server refuses to start")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40))
       ->capture_default_str();
   app.add_option(
       "--allow-path", options.server.allow_paths,

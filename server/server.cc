@@ -1,5 +1,10 @@
 #include "server/server.h"
 
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
 #include <filesystem>
 #include <optional>
@@ -30,7 +35,6 @@ constexpr auto kShutdownGrace = std::chrono::seconds(5);
 constexpr char kServiceName[] = "mixq.v1.Mixq";
 // Certificates, keys and CA bundles are small; refuse anything larger.
 constexpr size_t kMaxPemBytes = size_t{1} << 20;
-
 
 // The listening port's credentials: plaintext, TLS, or mutual TLS (client
 // certificates required and verified against --tls-client-ca).
@@ -69,6 +73,39 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials(
         GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
   }
   return grpc::SslServerCredentials(ssl);
+}
+
+// Whether the port of `listen` (host:port, the host a name, an IPv4 address
+// or a bracketed IPv6 one) is taken by another socket: gRPC only says that
+// it could not bind, so a bind of our own asks why.
+bool PortInUse(const std::string& listen) {
+  const size_t colon = listen.rfind(':');
+  if (colon == std::string::npos) return false;
+  std::string host = listen.substr(0, colon);
+  const std::string port = listen.substr(colon + 1);
+  if (absl::StartsWith(host, "[") && absl::EndsWith(host, "]")) {
+    host = host.substr(1, host.size() - 2);
+  }
+  addrinfo hints = {};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints,
+                  &found) != 0) {
+    return false;
+  }
+  const std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> addresses(
+      found, &freeaddrinfo);
+  for (const addrinfo* a = addresses.get(); a != nullptr; a = a->ai_next) {
+    const int fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+    if (fd < 0) continue;
+    const bool in_use =
+        bind(fd, a->ai_addr, a->ai_addrlen) != 0 && errno == EADDRINUSE;
+    close(fd);
+    if (in_use) return true;
+  }
+  return false;
 }
 
 // Whether `listen` (host:port) names a loopback address.
@@ -123,12 +160,28 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
       impl->store,
       storage::Store::Open(
           (std::filesystem::path(options.data_dir) / "mixq.db").string()));
+  const int64_t store_max_bytes = impl->store->max_artifact_bytes();
+  if (options.max_artifact_bytes > store_max_bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max-artifact-bytes: ", options.max_artifact_bytes,
+                     " is above the largest file the store can hold (",
+                     store_max_bytes, " bytes, SQLite's length limit)"));
+  }
+  if (options.max_artifact_bytes < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max-artifact-bytes: must not be negative, got ",
+                     options.max_artifact_bytes));
+  }
+  // Files read from server paths are stored as artifacts too.
+  const size_t max_file_bytes = static_cast<size_t>(
+      options.max_artifact_bytes > 0 ? options.max_artifact_bytes
+                                     : store_max_bytes);
   JobManagerOptions manager_options;
   manager_options.workers = options.workers;
   manager_options.max_queued = options.max_queued;
   manager_options.allow_paths = options.allow_paths;
-  manager_options.max_artifact_bytes =
-      static_cast<size_t>(options.max_artifact_bytes);
+  manager_options.max_artifact_bytes = max_file_bytes;
+  manager_options.max_file_bytes = max_file_bytes;
   manager_options.engine_threads = options.threads;
   manager_options.max_evaluations = options.max_evaluations;
   impl->manager =
@@ -140,6 +193,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  // gRPC sets SO_REUSEPORT by default: a second server on a port in use
+  // would start and silently take half of its connections.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(options.listen, credentials, &impl->port);
   if (options.max_rpc_threads > 0) {
     grpc::ResourceQuota quota("mixq-server");
@@ -151,6 +207,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   builder.RegisterService(impl->service.get());
   impl->grpc_server = builder.BuildAndStart();
   if (impl->grpc_server == nullptr || impl->port == 0) {
+    if (PortInUse(options.listen)) {
+      return absl::UnavailableError(absl::StrCat(
+          "port ", options.listen,
+          " is in use (another mixq-server?); stop it or choose another "
+          "--listen port"));
+    }
     return absl::UnavailableError(absl::StrCat(
         "cannot listen on ", options.listen,
         options.tls_cert_file.empty()

@@ -23,8 +23,10 @@ struct ServerOptions {
   int max_message_bytes = 256 << 20;  // largest request accepted
   std::vector<std::string> allow_paths;  // roots for DataSource.server_path
   // Largest file UploadArtifact accepts (it is held in memory while it
-  // arrives).
-  int64_t max_artifact_bytes = int64_t{1} << 30;
+  // arrives), and largest file a job reads from a server path; 0 = the
+  // largest the store can hold (SQLite's length limit, 1e9 bytes, less
+  // 4 KiB).
+  int64_t max_artifact_bytes = 0;
   int max_evaluations = 2;  // EvaluatePolicy requests running at once
   // Bearer-token authentication of every mixq.v1.Mixq RPC: the file holding
   // the token (surrounding whitespace ignored). Empty: no authentication.
@@ -47,10 +49,12 @@ class Server {
   // Reads the token and TLS files, opens the store, re-queues unfinished jobs,
   // and starts serving. Errors name the flag: INVALID_ARGUMENT for
   // --tls-cert without --tls-key (or the reverse), --tls-client-ca without
-  // TLS, or an empty token file; the read error (NOT_FOUND, ...) for a
-  // missing token/TLS file; FAILED_PRECONDITION for a bad data dir or
-  // database; UNAVAILABLE if the address cannot be bound or the certificate
-  // or key is not valid PEM.
+  // TLS, an empty token file, or --max-artifact-bytes above what the store
+  // can hold; the read error (NOT_FOUND, ...) for a missing token/TLS file;
+  // FAILED_PRECONDITION for a bad data dir or database; UNAVAILABLE if the
+  // address cannot be bound ("port HOST:PORT is in use" when another socket
+  // holds it: SO_REUSEPORT is off, so a second server never shares a port)
+  // or the certificate or key is not valid PEM.
   static absl::StatusOr<std::unique_ptr<Server>> Start(
       const ServerOptions& options);
   ~Server();  // Shutdown()

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "server/request_limits.h"
 #include "util/logging.h"
 
 namespace mixq::server {
@@ -17,6 +18,28 @@ namespace {
 constexpr char kArtifactExistingKey[] = "mixq-artifact-existing";
 // ExportModel's chunk size: well within any message size limit.
 constexpr size_t kExportChunkBytes = size_t{1} << 20;
+
+// The failure a stream or call the client abandoned is logged as.
+absl::Status ClientWentAway(absl::string_view what) {
+  return absl::CancelledError(absl::StrCat(
+      what,
+      " cancelled: the client cancelled it, its deadline passed or the "
+      "connection closed"));
+}
+
+// The log line of a failed RPC: method, code, job id (if any) and message.
+// The caller's mistakes are routine; the server's own failures are not.
+void LogFailure(absl::string_view method, absl::string_view job_id,
+                const absl::Status& status) {
+  LogFields fields = {{"method", std::string(method)},
+                      {"code", absl::StatusCodeToString(status.code())}};
+  if (!job_id.empty()) fields.emplace_back("job", std::string(job_id));
+  fields.emplace_back("error", std::string(status.message()));
+  const bool server_fault = absl::IsInternal(status) ||
+                            absl::IsUnknown(status) || absl::IsDataLoss(status);
+  Log(server_fault ? LogLevel::kWarning : LogLevel::kInfo, "RPC failed",
+      fields);
+}
 
 bool IsTerminal(v1::JobState state) {
   return state == v1::SUCCEEDED || state == v1::FAILED ||
@@ -63,14 +86,8 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::JobEvent> {
         subscriber_(std::make_shared<WatchSubscriber>(this)) {
     const auto snapshot = manager_->Subscribe(job_id_, subscriber_);
     if (!snapshot.ok()) {
-      Log(LogLevel::kInfo, "RPC failed",
-          {{"method", "WatchJob"},
-           {"code", absl::StatusCodeToString(snapshot.status().code())},
-           {"job", job_id_},
-           {"error", std::string(snapshot.status().message())}});
       absl::MutexLock lock(&mu_);
-      finished_ = true;
-      Finish(ToGrpcStatus(snapshot.status()));
+      FinishLocked(snapshot.status());
     }
   }
 
@@ -88,7 +105,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::JobEvent> {
     writing_ = false;
     if (!ok) {
       // The client went away; OnCancel/Finish follow.
-      FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "stream closed"));
+      FinishLocked(ClientWentAway("watch"));
       return;
     }
     WriteNextLocked();
@@ -96,7 +113,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::JobEvent> {
 
   void OnCancel() override {
     absl::MutexLock lock(&mu_);
-    FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "watch cancelled"));
+    FinishLocked(ClientWentAway("watch"));
   }
 
   void OnDone() override {
@@ -109,7 +126,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::JobEvent> {
   void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (writing_ || finished_) return;
     if (pending_.empty()) {
-      if (ended_) FinishLocked(grpc::Status::OK);
+      if (ended_) FinishLocked(absl::OkStatus());
       return;
     }
     current_ = std::move(pending_.front());
@@ -118,11 +135,13 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::JobEvent> {
     StartWrite(&current_);
   }
 
-  void FinishLocked(const grpc::Status& status)
+  // Ends the stream once; a failure (a cancelled watch too) is logged.
+  void FinishLocked(const absl::Status& status)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_) return;
     finished_ = true;
-    Finish(status);
+    if (!status.ok()) LogFailure("WatchJob", job_id_, status);
+    Finish(ToGrpcStatus(status));
   }
 
   JobManager* const manager_;
@@ -146,7 +165,7 @@ void WatchSubscriber::OnEvent(const v1::JobEvent& event) {
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
-                      std::string(status.message()));
+                      Excerpt(status.message(), kMaxErrorMessageBytes));
 }
 
 MixqService::MixqService(JobManager* manager,
@@ -167,124 +186,141 @@ grpc::Status MixqService::Authorize(const grpc::ServerContextBase* context,
   return status;
 }
 
+grpc::Status MixqService::Admit(
+    const grpc::ServerContextBase* context, const char* method,
+    const google::protobuf::Message& request) const {
+  if (grpc::Status denied = Authorize(context, method); !denied.ok()) {
+    return denied;
+  }
+  // Before anything reads the request: its job id may be over the limit too,
+  // so the failure is logged without one.
+  const absl::Status within = CheckRequestLimits(request);
+  if (!within.ok()) return Fail(method, "", within);
+  return grpc::Status::OK;
+}
+
 grpc::Status MixqService::Fail(const char* method, const std::string& job_id,
                                const absl::Status& status) const {
-  LogFields fields = {{"method", method},
-                      {"code", absl::StatusCodeToString(status.code())}};
-  if (!job_id.empty()) fields.emplace_back("job", job_id);
-  fields.emplace_back("error", std::string(status.message()));
-  // The caller's mistakes are routine; the server's own failures are not.
-  const bool server_fault = absl::IsInternal(status) ||
-                            absl::IsUnknown(status) || absl::IsDataLoss(status);
-  Log(server_fault ? LogLevel::kWarning : LogLevel::kInfo, "RPC failed",
-      fields);
+  LogFailure(method, job_id, status);
   return ToGrpcStatus(status);
+}
+
+grpc::Status MixqService::Reply(const grpc::ServerContextBase* context,
+                                const char* method,
+                                const std::string& job_id) const {
+  if (!context->IsCancelled()) return grpc::Status::OK;
+  return Fail(method, job_id, ClientWentAway("call"));
 }
 
 grpc::Status MixqService::SubmitJob(grpc::ServerContext* context,
                                     const v1::SubmitJobRequest* request,
                                     v1::SubmitJobResponse* response) {
-  if (grpc::Status denied = Authorize(context, "SubmitJob"); !denied.ok()) {
-    return denied;
+  if (grpc::Status refused = Admit(context, "SubmitJob", *request);
+      !refused.ok()) {
+    return refused;
   }
   auto result = manager_->Submit(*request);
   if (!result.ok()) return Fail("SubmitJob", "", result.status());
   *response->mutable_job() = std::move(result->job);
   response->set_existing(result->existing);
-  return grpc::Status::OK;
+  return Reply(context, "SubmitJob", response->job().id());
 }
 
 grpc::Status MixqService::EvaluatePolicy(
     grpc::ServerContext* context, const v1::EvaluatePolicyRequest* request,
     v1::EvaluatePolicyResponse* response) {
-  if (grpc::Status denied = Authorize(context, "EvaluatePolicy");
-      !denied.ok()) {
-    return denied;
+  if (grpc::Status refused = Admit(context, "EvaluatePolicy", *request);
+      !refused.ok()) {
+    return refused;
   }
   auto result = manager_->Evaluate(*request);
   if (!result.ok()) return Fail("EvaluatePolicy", "", result.status());
   *response = *std::move(result);
-  return grpc::Status::OK;
+  return Reply(context, "EvaluatePolicy", "");
 }
 
 grpc::Status MixqService::GetJob(grpc::ServerContext* context,
                                  const v1::GetJobRequest* request,
                                  v1::Job* response) {
-  if (grpc::Status denied = Authorize(context, "GetJob"); !denied.ok()) {
-    return denied;
+  if (grpc::Status refused = Admit(context, "GetJob", *request);
+      !refused.ok()) {
+    return refused;
   }
   auto job = manager_->GetJob(request->job_id());
   if (!job.ok()) return Fail("GetJob", request->job_id(), job.status());
   *response = *std::move(job);
-  return grpc::Status::OK;
+  return Reply(context, "GetJob", request->job_id());
 }
 
 grpc::Status MixqService::ListJobs(grpc::ServerContext* context,
                                    const v1::ListJobsRequest* request,
                                    v1::ListJobsResponse* response) {
-  if (grpc::Status denied = Authorize(context, "ListJobs"); !denied.ok()) {
-    return denied;
+  if (grpc::Status refused = Admit(context, "ListJobs", *request);
+      !refused.ok()) {
+    return refused;
   }
   auto jobs = manager_->ListJobs(*request);
   if (!jobs.ok()) return Fail("ListJobs", "", jobs.status());
   *response = *std::move(jobs);
-  return grpc::Status::OK;
+  return Reply(context, "ListJobs", "");
 }
 
 grpc::Status MixqService::GetResults(grpc::ServerContext* context,
                                      const v1::GetResultsRequest* request,
                                      v1::GetResultsResponse* response) {
-  if (grpc::Status denied = Authorize(context, "GetResults"); !denied.ok()) {
-    return denied;
+  if (grpc::Status refused = Admit(context, "GetResults", *request);
+      !refused.ok()) {
+    return refused;
   }
   auto results = manager_->GetResults(request->job_id());
   if (!results.ok()) {
     return Fail("GetResults", request->job_id(), results.status());
   }
   *response = *std::move(results);
-  return grpc::Status::OK;
+  return Reply(context, "GetResults", request->job_id());
 }
 
 grpc::Status MixqService::QueryBestPolicies(
     grpc::ServerContext* context, const v1::QueryBestPoliciesRequest* request,
     v1::QueryBestPoliciesResponse* response) {
-  if (grpc::Status denied = Authorize(context, "QueryBestPolicies");
-      !denied.ok()) {
-    return denied;
+  if (grpc::Status refused = Admit(context, "QueryBestPolicies", *request);
+      !refused.ok()) {
+    return refused;
   }
   auto best = manager_->QueryBestPolicies(*request);
   if (!best.ok()) {
     return Fail("QueryBestPolicies", request->job_id(), best.status());
   }
   *response = *std::move(best);
-  return grpc::Status::OK;
+  return Reply(context, "QueryBestPolicies", request->job_id());
 }
 
 grpc::Status MixqService::GetParetoFront(
     grpc::ServerContext* context, const v1::GetParetoFrontRequest* request,
     v1::GetParetoFrontResponse* response) {
-  if (grpc::Status denied = Authorize(context, "GetParetoFront");
-      !denied.ok()) {
-    return denied;
+  if (grpc::Status refused = Admit(context, "GetParetoFront", *request);
+      !refused.ok()) {
+    return refused;
   }
   auto front = manager_->GetParetoFront(*request);
   if (!front.ok()) {
     return Fail("GetParetoFront", request->job_id(), front.status());
   }
   *response = *std::move(front);
-  return grpc::Status::OK;
+  return Reply(context, "GetParetoFront", request->job_id());
 }
 
 grpc::Status MixqService::CancelJob(grpc::ServerContext* context,
                                     const v1::CancelJobRequest* request,
                                     v1::Job* response) {
-  if (grpc::Status denied = Authorize(context, "CancelJob"); !denied.ok()) {
-    return denied;
+  if (grpc::Status refused = Admit(context, "CancelJob", *request);
+      !refused.ok()) {
+    return refused;
   }
   auto job = manager_->Cancel(request->job_id());
   if (!job.ok()) return Fail("CancelJob", request->job_id(), job.status());
   *response = *std::move(job);
-  return grpc::Status::OK;
+  return Reply(context, "CancelJob", request->job_id());
 }
 
 grpc::Status MixqService::UploadArtifact(
@@ -296,10 +332,16 @@ grpc::Status MixqService::UploadArtifact(
     return denied;
   }
   v1::UploadArtifactRequest message;
-  if (!reader->Read(&message) || !message.has_info()) {
+  if (!reader->Read(&message) && context->IsCancelled()) {
+    return Fail("UploadArtifact", "", ClientWentAway("upload"));
+  }
+  if (!message.has_info()) {
     return Fail("UploadArtifact", "",
                 absl::InvalidArgumentError(
                     "info: required in the first message of an upload"));
+  }
+  if (const absl::Status within = CheckRequestLimits(message); !within.ok()) {
+    return Fail("UploadArtifact", "", within);
   }
   const std::string filename = message.info().filename();
   auto upload = manager_->BeginUpload(message.info());
@@ -320,7 +362,7 @@ grpc::Status MixqService::UploadArtifact(
       if (!appended.ok()) return Fail("UploadArtifact", "", appended);
     }
     if (context->IsCancelled()) {
-      return grpc::Status(grpc::StatusCode::CANCELLED, "upload cancelled");
+      return Fail("UploadArtifact", "", ClientWentAway("upload"));
     }
   }
   auto artifact = (*upload)->Finish();
@@ -331,14 +373,15 @@ grpc::Status MixqService::UploadArtifact(
        {"filename", filename},
        {"existing", artifact->existing() ? "true" : "false"}});
   *response = *std::move(artifact);
-  return grpc::Status::OK;
+  return Reply(context, "UploadArtifact", "");
 }
 
 grpc::Status MixqService::ExportModel(
     grpc::ServerContext* context, const v1::ExportModelRequest* request,
     grpc::ServerWriter<v1::ExportChunk>* writer) {
-  if (grpc::Status denied = Authorize(context, "ExportModel"); !denied.ok()) {
-    return denied;
+  if (grpc::Status refused = Admit(context, "ExportModel", *request);
+      !refused.ok()) {
+    return refused;
   }
   auto document = manager_->Export(*request);
   if (!document.ok()) {
@@ -357,16 +400,17 @@ grpc::Status MixqService::ExportModel(
     chunk.set_data(part.data(), part.size());
     offset += part.size();
     if (!writer->Write(chunk)) {
-      return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+      return Fail("ExportModel", request->job_id(), ClientWentAway("export"));
     }
   } while (offset < data.size());
-  return grpc::Status::OK;
+  return Reply(context, "ExportModel", request->job_id());
 }
 
 grpc::ServerWriteReactor<v1::JobEvent>* MixqService::WatchJob(
     grpc::CallbackServerContext* context, const v1::WatchJobRequest* request) {
-  if (grpc::Status denied = Authorize(context, "WatchJob"); !denied.ok()) {
-    return new RefusedWriteReactor<v1::JobEvent>(denied);
+  if (grpc::Status refused = Admit(context, "WatchJob", *request);
+      !refused.ok()) {
+    return new RefusedWriteReactor<v1::JobEvent>(refused);
   }
   return new WatchReactor(manager_, request->job_id());
 }

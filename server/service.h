@@ -2,8 +2,9 @@
 // request, calls the manager, and maps absl::Status to grpc::Status.
 // WatchJob uses the callback API so an open stream holds no server thread.
 // With an authenticator, every handler first checks the caller's bearer token
-// (UNAUTHENTICATED otherwise). Failed RPCs are logged with their method, code
-// and job id. Thread-safe.
+// (UNAUTHENTICATED otherwise), then the request's limits (request_limits.h).
+// Failed RPCs, cancelled ones included, are logged with their method, code
+// and job id. Error messages are cut at 4 KiB. Thread-safe.
 #ifndef MIXQ_SERVER_SERVICE_H_
 #define MIXQ_SERVER_SERVICE_H_
 
@@ -14,7 +15,8 @@
 
 namespace mixq::server {
 
-// The gRPC status for an absl::Status (same code and message).
+// The gRPC status for an absl::Status: the same code and message, the
+// message cut at 4 KiB.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
 class MixqService final
@@ -66,9 +68,18 @@ class MixqService final
   // OK, or the authenticator's UNAUTHENTICATED status (logged with `method`).
   grpc::Status Authorize(const grpc::ServerContextBase* context,
                          const char* method) const;
+  // Authorize, then the request limits (CheckRequestLimits; a refusal is
+  // logged as a failed RPC).
+  grpc::Status Admit(const grpc::ServerContextBase* context, const char* method,
+                     const google::protobuf::Message& request) const;
   // Logs a failed RPC (method, code, job id) and converts its status.
   grpc::Status Fail(const char* method, const std::string& job_id,
                     const absl::Status& status) const;
+  // The end of a call whose handler succeeded: OK, or, when the client
+  // cancelled it, its deadline passed or its connection closed meanwhile,
+  // CANCELLED, logged like every failed RPC.
+  grpc::Status Reply(const grpc::ServerContextBase* context, const char* method,
+                     const std::string& job_id) const;
 
   JobManager* const manager_;
   const TokenAuthenticator* const authenticator_;

@@ -206,6 +206,10 @@ absl::StatusOr<Statement> Database::Prepare(absl::string_view sql) {
 
 int64_t Database::Changes() const { return sqlite3_changes64(db_.get()); }
 
+int64_t Database::MaxLength() const {
+  return sqlite3_limit(db_.get(), SQLITE_LIMIT_LENGTH, -1);
+}
+
 // -------------------------------------------------------------- Transaction
 
 Transaction::~Transaction() {

@@ -108,6 +108,10 @@ class Database {
   // Rows changed by the most recent INSERT, UPDATE or DELETE.
   int64_t Changes() const;
 
+  // The longest string, blob or row this connection accepts
+  // (SQLITE_LIMIT_LENGTH; 1e9 bytes unless SQLite was built otherwise).
+  int64_t MaxLength() const;
+
  private:
   struct Closer {
     // close_v2: a connection with unfinalized statements closes once the

@@ -504,6 +504,24 @@ absl::StatusOr<std::optional<int64_t>> Store::ArtifactSize(
       });
 }
 
+absl::Status Store::DeleteArtifact(const std::string& sha256) {
+  return impl_->Write([&](Database& db) -> absl::Status {
+    MIXQ_ASSIGN_OR_RETURN(
+        Statement remove,
+        db.Prepare("DELETE FROM artifacts WHERE sha256 = ?1"));
+    remove.BindText(1, sha256);
+    return remove.Run();
+  });
+}
+
+int64_t Store::max_artifact_bytes() const {
+  // The hash, size and time columns and the record header take well under
+  // this; SQLite refuses a row longer than its length limit.
+  constexpr int64_t kRowOverheadBytes = 4096;
+  absl::MutexLock lock(&impl_->writer_mu);
+  return impl_->writer.MaxLength() - kRowOverheadBytes;
+}
+
 // --------------------------------------------------------------------- jobs
 
 absl::Status Store::CreateJob(const JobRecord& job,
@@ -619,18 +637,24 @@ absl::StatusOr<std::vector<JobRecord>> Store::ListJobs(
       [&](Database& db) -> absl::StatusOr<std::vector<JobRecord>> {
         // rowid breaks ties between jobs created in the same millisecond:
         // later inserts first.
-        absl::StatusOr<Statement> query =
-            options.state.has_value()
-                ? db.Prepare("SELECT " MIXQ_JOB_COLUMNS
-                             " FROM jobs WHERE state = ?2"
-                             " ORDER BY created_ms DESC, rowid DESC LIMIT ?1")
-                : db.Prepare("SELECT " MIXQ_JOB_COLUMNS
-                             " FROM jobs"
-                             " ORDER BY created_ms DESC, rowid DESC LIMIT ?1");
+        absl::StatusOr<Statement> query = db.Prepare(
+            "SELECT " MIXQ_JOB_COLUMNS
+            " FROM jobs"
+            " WHERE (?2 IS NULL OR state = ?2)"
+            "   AND (?3 IS NULL OR (created_ms, rowid) <"
+            "        (SELECT created_ms, rowid FROM jobs WHERE id = ?3))"
+            " ORDER BY created_ms DESC, rowid DESC LIMIT ?1");
         if (!query.ok()) return query.status();
         query->BindInt64(1, options.limit);
         if (options.state.has_value()) {
           query->BindInt64(2, static_cast<int64_t>(*options.state));
+        } else {
+          query->BindNull(2);
+        }
+        if (options.after_job_id.empty()) {
+          query->BindNull(3);
+        } else {
+          query->BindText(3, options.after_job_id);
         }
         return ReadRows(*query, &ReadJob);
       });

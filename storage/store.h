@@ -157,6 +157,8 @@ struct PolicyLimits {
 struct ListJobsOptions {
   std::optional<JobState> state;  // filter
   int32_t limit = 100;            // newest first
+  // Non-empty: only the jobs listed after this one (the next page).
+  std::string after_job_id;
 };
 
 class Store {
@@ -186,6 +188,12 @@ class Store {
   // not read).
   absl::StatusOr<std::optional<int64_t>> ArtifactSize(
       const std::string& sha256) const;
+  // Drops a stored artifact (a corrupt one: a later PutArtifact stores the
+  // bytes afresh). Absent is not an error.
+  absl::Status DeleteArtifact(const std::string& sha256);
+  // The largest artifact PutArtifact can store: SQLite's length limit less
+  // the rest of the row.
+  int64_t max_artifact_bytes() const;
 
   // Inserts a new job and its layers. ALREADY_EXISTS if the id, or a
   // non-empty request_id, is taken; INVALID_ARGUMENT if the id is empty.
@@ -196,7 +204,7 @@ class Store {
   // The job created with `request_id`, if any (nullopt for an empty one).
   absl::StatusOr<std::optional<JobRecord>> FindJobByRequestId(const std::string& request_id) const;
   // Newest first (created_ms, then insertion order). INVALID_ARGUMENT if
-  // options.limit <= 0.
+  // options.limit <= 0. An after_job_id that names no job lists nothing.
   absl::StatusOr<std::vector<JobRecord>> ListJobs(const ListJobsOptions& options) const;
   // Every job whose model has SHA-256 `model_sha256`, newest first (none
   // for an unknown hash).

@@ -3,6 +3,7 @@
 // confined to --allow-path roots, and ExportModel (QDQ ONNX that mixq's
 // engine runs, policy JSON), on a real server on 127.0.0.1:0, driven by a
 // gRPC stub and the `mixq` CLI in-process.
+#include <sqlite3.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -88,6 +89,41 @@ struct JobFiles {
   std::string labels;
 };
 
+// Flips one byte in the middle of stored artifact `sha256` in the database
+// at `path`, as a failing disk might (the file stays a valid database).
+void DamageStoredArtifact(const std::filesystem::path& path,
+                          const std::string& sha256) {
+  sqlite3* handle = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &handle), SQLITE_OK);
+  const std::unique_ptr<sqlite3, decltype(&sqlite3_close)> db(handle,
+                                                              &sqlite3_close);
+  sqlite3_stmt* raw = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db.get(),
+                               "SELECT data FROM artifacts WHERE sha256 = ?1",
+                               -1, &raw, nullptr),
+            SQLITE_OK);
+  std::unique_ptr<sqlite3_stmt, decltype(&sqlite3_finalize)> select(
+      raw, &sqlite3_finalize);
+  sqlite3_bind_text(select.get(), 1, sha256.c_str(), -1, SQLITE_TRANSIENT);
+  ASSERT_EQ(sqlite3_step(select.get()), SQLITE_ROW);
+  std::string data(
+      static_cast<const char*>(sqlite3_column_blob(select.get(), 0)),
+      sqlite3_column_bytes(select.get(), 0));
+  select.reset();
+  data[data.size() / 2] ^= 0x10;
+  ASSERT_EQ(sqlite3_prepare_v2(
+                db.get(), "UPDATE artifacts SET data = ?2 WHERE sha256 = ?1",
+                -1, &raw, nullptr),
+            SQLITE_OK);
+  std::unique_ptr<sqlite3_stmt, decltype(&sqlite3_finalize)> update(
+      raw, &sqlite3_finalize);
+  sqlite3_bind_text(update.get(), 1, sha256.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_blob(update.get(), 2, data.data(), static_cast<int>(data.size()),
+                    SQLITE_TRANSIENT);
+  ASSERT_EQ(sqlite3_step(update.get()), SQLITE_DONE);
+  ASSERT_EQ(sqlite3_changes(db.get()), 1);
+}
+
 // `bytes` split into `parts` nearly equal chunks.
 std::vector<std::string> Split(const std::string& bytes, size_t parts) {
   std::vector<std::string> chunks;
@@ -117,14 +153,26 @@ class ArtifactsTest : public ::testing::Test {
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_ / "root");
     std::filesystem::create_directories(dir_ / "outside");
+    ASSERT_NO_FATAL_FAILURE(StartServer(kMaxArtifactBytes));
+  }
+
+  // The test's options, with `max_artifact_bytes` (0: the store's limit).
+  server::ServerOptions Options(int64_t max_artifact_bytes) const {
     server::ServerOptions options;
     options.listen = "127.0.0.1:0";
     options.data_dir = (dir_ / "data").string();
     options.workers = 1;
     options.allow_paths = {(dir_ / "root").string()};
-    options.max_artifact_bytes = kMaxArtifactBytes;
+    options.max_artifact_bytes = max_artifact_bytes;
     options.max_message_bytes = kMaxMessageBytes;
-    auto server = server::Server::Start(options);
+    return options;
+  }
+
+  // (Re)starts the server on the test's data dir and connects.
+  void StartServer(int64_t max_artifact_bytes) {
+    stub_.reset();
+    server_.reset();
+    auto server = server::Server::Start(Options(max_artifact_bytes));
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
     address_ = absl::StrCat("127.0.0.1:", server_->port());
@@ -584,6 +632,92 @@ TEST_F(ArtifactsTest, CliUploadsSubmitsByReferenceAndExports) {
       3);
   EXPECT_EQ(Cli({"upload", (dir_ / "missing").string()}).exit_code, 2);
   EXPECT_EQ(Cli({"export", "job-000000000000"}).exit_code, 3);
+}
+
+// A stored artifact whose bytes changed on disk (quick_check cannot see it)
+// is refused with DATA_LOSS when a job would read it, and dropped: uploading
+// the file again stores it afresh, and jobs on it run.
+TEST_F(ArtifactsTest, ADamagedStoredArtifactIsDataLossAndUploadingItHeals) {
+  const JobFiles files;
+  const std::string sha256 = Sha256Hex(files.model);
+  ASSERT_TRUE(UploadBytes(files.model).status.ok());
+  stub_.reset();
+  server_.reset();
+  ASSERT_NO_FATAL_FAILURE(
+      DamageStoredArtifact(dir_ / "data" / "mixq.db", sha256));
+  ASSERT_NO_FATAL_FAILURE(StartServer(kMaxArtifactBytes));
+
+  const v1::SubmitJobRequest job =
+      JobOn(Artifact(sha256), Content(files.inputs), Content(files.labels));
+  v1::SubmitJobResponse response;
+  grpc::Status status = Submit(job, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DATA_LOSS)
+      << status.error_message();
+  EXPECT_THAT(status.error_message(),
+              HasSubstr(absl::StrCat("spec.model: stored artifact ", sha256,
+                                     " is damaged")));
+  EXPECT_THAT(status.error_message(),
+              HasSubstr("upload or submit the file again"));
+  // Dropped, not served again.
+  status = Submit(job, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND)
+      << status.error_message();
+
+  const Upload again = UploadBytes(files.model);
+  ASSERT_TRUE(again.status.ok()) << again.status.error_message();
+  EXPECT_FALSE(again.artifact.existing());
+  RunJob(job);
+}
+
+// The same for a file a job sends inline: its damaged stored copy fails the
+// job with DATA_LOSS (the submission cannot tell), and submitting it again
+// heals it.
+TEST_F(ArtifactsTest, AJobOnADamagedStoredCopyFailsAndResubmittingHeals) {
+  const JobFiles files;
+  const v1::SubmitJobRequest job =
+      JobOn(Content(files.model), Content(files.inputs), Content(files.labels));
+  RunJob(job);
+  stub_.reset();
+  server_.reset();
+  ASSERT_NO_FATAL_FAILURE(
+      DamageStoredArtifact(dir_ / "data" / "mixq.db", Sha256Hex(files.inputs)));
+  ASSERT_NO_FATAL_FAILURE(StartServer(kMaxArtifactBytes));
+
+  v1::SubmitJobResponse response;
+  ASSERT_TRUE(Submit(job, &response).ok());
+  EXPECT_EQ(WaitForEnd(response.job().id()), v1::FAILED);
+  grpc::ClientContext context;
+  v1::GetJobRequest get;
+  get.set_job_id(response.job().id());
+  v1::Job failed;
+  ASSERT_TRUE(stub_->GetJob(&context, get, &failed).ok());
+  EXPECT_THAT(failed.error(), HasSubstr("DATA_LOSS"));
+  EXPECT_THAT(failed.error(), HasSubstr("spec.inputs: stored artifact"));
+  RunJob(job);
+}
+
+// --max-artifact-bytes stays below what SQLite stores (1e9 bytes a blob),
+// and an upload declaring more is refused before any of its bytes are read
+// (it was received whole, 1.18 GB of memory, then refused by the store).
+TEST_F(ArtifactsTest, UploadsAboveWhatTheStoreHoldsAreRefusedAtOnce) {
+  stub_.reset();
+  server_.reset();
+  const auto too_large = server::Server::Start(Options(int64_t{1} << 30));
+  EXPECT_EQ(too_large.status().code(), absl::StatusCode::kInvalidArgument)
+      << too_large.status();
+  EXPECT_THAT(too_large.status().message(),
+              HasSubstr("--max-artifact-bytes: 1073741824 is above"));
+
+  ASSERT_NO_FATAL_FAILURE(StartServer(0));  // the default
+  v1::ArtifactInfo info;
+  info.set_sha256(Sha256Hex("anything"));
+  info.set_size_bytes(1'000'000'512);
+  const Upload upload =
+      UploadRaw(&info, std::vector<std::string>(16, std::string(1 << 20, 'x')));
+  EXPECT_EQ(upload.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << upload.status.error_message();
+  EXPECT_THAT(upload.status.error_message(), HasSubstr("--max-artifact-bytes"));
+  EXPECT_EQ(upload.existing_metadata, "");  // refused before any chunk
 }
 
 }  // namespace

@@ -340,6 +340,30 @@ std::vector<HostileCase> Cases() {
        Submit([](v1::JobSpec* s) { s->mutable_search()->clear_budget(); }),
        kInvalid, "spec.search.budget: required"},
 
+      // ---- Strings and lists beyond the request limits: refused naming the
+      // field, never echoed (a 10 MB strategy was quoted whole).
+      {"StrategyTenMegabytes", Submit([](v1::JobSpec* s) {
+         s->mutable_search()->set_strategy(std::string(10 << 20, 'k'));
+       }),
+       kInvalid, "spec.search.strategy: 10485760 bytes, above the limit of 32"},
+      {"NameTenMegabytes",
+       Submit([](v1::JobSpec* s) { s->set_name(std::string(10 << 20, 'n')); }),
+       kInvalid, "spec.name: 10485760 bytes, above the limit of 256"},
+      {"FilenameTooLong", Submit([](v1::JobSpec* s) {
+         s->mutable_model()->set_filename(std::string(5000, 'f'));
+       }),
+       kInvalid, "spec.model.filename: 5000 bytes, above the limit of 1024"},
+      {"BitsListTooLong", Submit([](v1::JobSpec* s) {
+         for (int i = 0; i < 100'000; ++i) s->mutable_search()->add_bits(4);
+       }),
+       kInvalid, "spec.search.bits: 100003 entries, above the limit of 32"},
+      {"EvaluateLayerNameTooLong", Evaluate([](v1::EvaluatePolicyRequest* r) {
+         v1::LayerBits* layer = r->add_layers();
+         layer->set_name(std::string(1 << 20, 'l'));
+         layer->set_bits(4);
+       }),
+       kInvalid, "layers[0].name: 1048576 bytes, above the limit of 256"},
+
       // ---- Calibration data.
       {"LabelCountMismatch", Submit([](v1::JobSpec* s) {
          s->mutable_labels()->set_content(
@@ -425,17 +449,19 @@ std::vector<HostileCase> Cases() {
 
       // ---- Job ids.
       {"GetJobPathId", GetJob("../x"), kInvalid, "job_id: malformed"},
-      {"GetJobLongId", GetJob(long_id), kInvalid, "job_id: malformed"},
+      {"GetJobLongId", GetJob(long_id), kInvalid,
+       "job_id: 10000 bytes, above the limit of 64"},
       {"GetJobEmptyId", GetJob(""), kInvalid, "job_id: required"},
       {"GetJobUnknownId", GetJob("job-000000000000"),
        grpc::StatusCode::NOT_FOUND, "job-000000000000"},
       {"GetResultsPathId", GetResults("../../mixq.db"), kInvalid,
        "job_id: malformed"},
-      {"WatchJobLongId", WatchJob(long_id), kInvalid, "job_id: malformed"},
+      {"WatchJobLongId", WatchJob(long_id), kInvalid,
+       "job_id: 10000 bytes, above the limit of 64"},
       {"CancelPathId", CancelJob([] { return std::string("../x"); }), kInvalid,
        "job_id: malformed"},
       {"CancelLongId", CancelJob([long_id] { return long_id; }), kInvalid,
-       "job_id: malformed"},
+       "job_id: 10000 bytes, above the limit of 64"},
       {"CancelEmptyId", CancelJob([] { return std::string(); }), kInvalid,
        "job_id: required"},
       {"CancelFinishedJob", CancelJob([] { return FinishedJobId(); }),
@@ -448,7 +474,7 @@ std::vector<HostileCase> Cases() {
       {"QueryLongId", QueryBest([long_id](v1::QueryBestPoliciesRequest* r) {
          r->set_job_id(long_id);
        }),
-       kInvalid, "job_id: malformed"},
+       kInvalid, "job_id: 10000 bytes, above the limit of 64"},
       {"QueryMalformedSha", QueryBest([](v1::QueryBestPoliciesRequest* r) {
          r->set_model_sha256("' OR 1=1 --");
        }),
@@ -522,6 +548,8 @@ TEST_P(HostileInputTest, RefusedWithCodeAndMessageAndTheServerKeepsServing) {
   const grpc::Status status = c.call(*stub_);
   EXPECT_EQ(status.error_code(), c.code) << status.error_message();
   EXPECT_THAT(status.error_message(), HasSubstr(c.message));
+  // An error quotes at most a short excerpt of what the client sent.
+  EXPECT_LE(status.error_message().size(), 1024u);
   ExpectServing(*stub_);
 }
 

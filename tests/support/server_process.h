@@ -1,6 +1,7 @@
 // Test support: one real mixq-server process on a data directory, started
-// and killed (any signal) by tests of what survives a restart. Header-only;
-// users link mixq::proto, mixq::util and gRPC.
+// and killed (any signal) by tests of what survives a restart, its port read
+// from --port-file, with a gRPC stub to it. Header-only; users link
+// mixq::proto, mixq::util and gRPC.
 #ifndef MIXQ_TESTS_SUPPORT_SERVER_PROCESS_H_
 #define MIXQ_TESTS_SUPPORT_SERVER_PROCESS_H_
 
@@ -14,6 +15,7 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -26,14 +28,19 @@
 
 namespace mixq::testing {
 
-// One mixq-server process (one worker, one engine thread) on a data dir;
-// its stdout/stderr are appended to `log` across restarts.
+// One mixq-server process (one worker, one engine thread, plus
+// `extra_args`) on a data dir, listening on a free loopback port; its
+// stdout/stderr are appended to `log` across restarts.
 class ServerProcess {
  public:
   // `server` is the mixq-server binary's path.
   ServerProcess(std::string server, const std::filesystem::path& data_dir,
-                const std::filesystem::path& log)
-      : server_(std::move(server)), data_dir_(data_dir), log_(log) {}
+                const std::filesystem::path& log,
+                std::vector<std::string> extra_args = {})
+      : server_(std::move(server)),
+        data_dir_(data_dir),
+        log_(log),
+        extra_args_(std::move(extra_args)) {}
   ServerProcess(const ServerProcess&) = delete;
   ServerProcess& operator=(const ServerProcess&) = delete;
   ~ServerProcess() {
@@ -46,16 +53,19 @@ class ServerProcess {
     const std::string port_file = (data_dir_ / "port").string();
     std::filesystem::create_directories(data_dir_);
     std::filesystem::remove(port_file);
-    pid_ = StartProgram(
-        server_,
-        {"--listen", "127.0.0.1:0", "--data-dir", data_dir_.string(),
-         "--port-file", port_file, "--threads", "1", "--workers", "1"},
-        log_.string(), log_.string(), /*append=*/true);
+    std::vector<std::string> args = {"--listen",    "127.0.0.1:0",
+                                     "--data-dir",  data_dir_.string(),
+                                     "--port-file", port_file,
+                                     "--threads",   "1",
+                                     "--workers",   "1"};
+    args.insert(args.end(), extra_args_.begin(), extra_args_.end());
+    pid_ = StartProgram(server_, args, log_.string(), log_.string(),
+                        /*append=*/true);
     if (pid_ == 0) return false;
-    using Clock = std::chrono::steady_clock;
-    const auto deadline = Clock::now() + std::chrono::seconds(30);
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::seconds(30);
     int port = 0;
-    while (Clock::now() < deadline) {
+    while (std::chrono::steady_clock::now() < deadline) {
       auto text = ReadFile(port_file);
       if (text.ok() &&
           absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &port) &&
@@ -66,6 +76,7 @@ class ServerProcess {
     }
     EXPECT_GT(port, 0) << "the server did not write its port";
     if (port <= 0) return false;
+    port_ = port;
     stub_ = v1::Mixq::NewStub(grpc::CreateChannel(
         absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
     return true;
@@ -84,12 +95,15 @@ class ServerProcess {
   }
 
   v1::Mixq::Stub& stub() { return *stub_; }
+  int port() const { return port_; }
 
  private:
   std::string server_;
   std::filesystem::path data_dir_;
   std::filesystem::path log_;
+  std::vector<std::string> extra_args_;
   pid_t pid_ = 0;
+  int port_ = 0;
   std::unique_ptr<v1::Mixq::Stub> stub_;
 };
 
