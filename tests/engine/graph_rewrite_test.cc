@@ -401,13 +401,35 @@ const UnfoldedCase kUnfoldedCases[] = {
        b.graph().mutable_initializer(3)->add_float_data(0.0f);
        b.graph().mutable_initializer(3)->set_dims(0, 3);
      }},
-    {"TruncatedRawData", "wrong size",
+    {"TruncatedRawData", "needs 4 values, has 0 (raw_data of 3 bytes)",
      [](OnnxBuilder& b) {
        ConvBn(b, "y");
        b.Output("y");
        onnx::TensorProto* w = b.graph().mutable_initializer(0);
        w->clear_float_data();
        w->set_raw_data("abc");
+     }},
+    // Memory bombs: dims that declare 2^31 - 1 values over a few bytes of
+    // data. Read before the validator has seen the model, they are refused
+    // before anything of the declared size is allocated (it once cost 16 GB
+    // of doubles and most of a minute).
+    {"StatisticsDeclaringTwoBillionValues",
+     "initializer 'bn.mean' of shape [2147483647] needs 2147483647 values, "
+     "has 2",
+     [](OnnxBuilder& b) {
+       ConvBn(b, "y");
+       b.Output("y");
+       b.graph().mutable_initializer(3)->set_dims(0, 2147483647);
+     }},
+    {"RawWeightDeclaringTwoBillionValues", "needs 2147483647 values, has 4",
+     [](OnnxBuilder& b) {
+       ConvBn(b, "y");
+       b.Output("y");
+       onnx::TensorProto* w = b.graph().mutable_initializer(0);
+       w->clear_float_data();
+       w->set_raw_data(std::string(16, '\0'));
+       w->clear_dims();
+       for (int64_t d : {2147483647, 1, 1, 1}) w->add_dims(d);
      }},
     {"StatisticsComputedByANode", "not an initializer",
      [](OnnxBuilder& b) {
