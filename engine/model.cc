@@ -1621,7 +1621,14 @@ absl::StatusOr<Tensor> Model::Impl::RunNodes(int first_node, const Bound& bound,
     if (hook != nullptr && node.layer >= 0) {
       Tensor& hooked = state->layer_inputs[node.layer];
       hooked.Resize(inputs[0]->shape());
-      if (hook->Forward(node.layer, *inputs[0], &hooked)) {
+      absl::StatusOr<bool> transformed =
+          hook->Forward(node.layer, *inputs[0], &hooked);
+      if (!transformed.ok()) {
+        return Annotate(
+            transformed.status(),
+            absl::StrCat("node '", node.label, "' (", node.op_type, ")"));
+      }
+      if (*transformed) {
         MIXQ_CHECK(hooked.shape() == inputs[0]->shape(),
                    "LayerInputHook changed the shape of a layer input");
         inputs[0] = &hooked;

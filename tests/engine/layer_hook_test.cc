@@ -73,7 +73,8 @@ TEST(LayerCostTest, MacsFromInferredShapes) {
 class SquareHook : public LayerInputHook {
  public:
   explicit SquareHook(std::vector<float> a) : a_(std::move(a)) {}
-  bool Forward(int layer, const Tensor& x, Tensor* out) override {
+  absl::StatusOr<bool> Forward(int layer, const Tensor& x,
+                               Tensor* out) override {
     calls_.push_back(layer);
     if (a_[layer] == 0) return false;
     out->flat() = x.flat() + a_[layer] * x.flat().square();

@@ -1,0 +1,28 @@
+#include "engine/finite.h"
+
+#include <cmath>
+#include <cstdint>
+
+#include "absl/strings/str_cat.h"
+
+namespace mixq::engine {
+
+absl::Status OverflowError(absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      what,
+      ": the forward pass overflowed float32 (the model's weights, "
+      "attributes or inputs are too large)"));
+}
+
+absl::Status CheckFinite(const Tensor& x, absl::string_view what) {
+  // One vectorised pass decides; the index is looked up only on failure.
+  if (x.flat().allFinite()) return absl::OkStatus();
+  const float* data = x.data();
+  int64_t i = 0;
+  while (std::isfinite(data[i])) ++i;
+  return OverflowError(absl::StrCat(what, " holds ",
+                                    std::isnan(data[i]) ? "NaN" : "infinity",
+                                    " at element ", i));
+}
+
+}  // namespace mixq::engine

@@ -1,0 +1,190 @@
+// Numerical faults: models the validator accepts (every weight and
+// attribute finite) whose forward pass overflows float32 — weights of 3e38,
+// a Gemm alpha of 1e38. Evaluating a policy (dynamic, static, qat; with
+// activations quantized or in float) and every search strategy end with an
+// INVALID_ARGUMENT naming the node or the logits, never an abort.
+#include <cstdint>
+#include <functional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "engine/model.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "onnx/onnx_pb.h"
+#include "search/evaluate.h"
+#include "search/progressive.h"
+#include "search/qat.h"
+#include "search/quantizer.h"
+#include "tests/support/onnx_builder.h"
+#include "tests/support/onnx_mlp.h"
+
+namespace mixq::search {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+constexpr int64_t kFeatures = 12;
+constexpr int64_t kHidden = 16;
+constexpr int64_t kClasses = 3;
+constexpr int64_t kSamples = 64;
+// Finite, and large enough that a dot product of a few of them overflows.
+constexpr float kHuge = 3e38f;
+constexpr char kOverflow[] = "the forward pass overflowed float32";
+
+// input [batch, 12] -> "/fc0/Gemm" -> "/relu0" -> "/fc1/Gemm" -> logits.
+onnx::ModelProto Mlp() {
+  onnx::ModelProto model;
+  model.ParseFromString(
+      testing::MakeMlpOnnx({kFeatures, kHidden, kClasses}, 1));
+  return model;
+}
+
+onnx::TensorProto& Initializer(onnx::ModelProto* m, const std::string& name) {
+  for (onnx::TensorProto& t : *m->mutable_graph()->mutable_initializer()) {
+    if (t.name() == name) return t;
+  }
+  ADD_FAILURE() << "no initializer " << name;
+  return *m->mutable_graph()->mutable_initializer(0);
+}
+
+void FillWith(onnx::TensorProto* t, float value) {
+  for (int i = 0; i < t->float_data_size(); ++i) t->set_float_data(i, value);
+}
+
+struct PoisonCase {
+  std::string name;
+  std::function<void(onnx::ModelProto*)> poison;
+  // What the error names when activations are quantized (the first
+  // quantized layer that reads an overflowed value) and when they are not
+  // (the logits).
+  std::string quantized_culprit;
+  std::string float_culprit;
+};
+
+void PrintTo(const PoisonCase& c, std::ostream* os) { *os << c.name; }
+
+std::vector<PoisonCase> PoisonCases() {
+  return {
+      {"HugeFirstWeights",
+       [](onnx::ModelProto* m) {
+         FillWith(&Initializer(m, "fc0.weight"), kHuge);
+       },
+       "node '/fc1/Gemm' (Gemm): its input holds", "the logits"},
+      {"HugeLastWeights",
+       [](onnx::ModelProto* m) {
+         FillWith(&Initializer(m, "fc1.weight"), kHuge);
+       },
+       "the logits", "the logits"},
+      {"GemmAlphaHuge",
+       [](onnx::ModelProto* m) {
+         testing::SetFloat(m->mutable_graph()->mutable_node(0), "alpha", 1e38f);
+         FillWith(&Initializer(m, "fc0.weight"), 1e3f);
+       },
+       "node '/fc1/Gemm' (Gemm): its input holds", "the logits"},
+      {"GemmBetaHuge",
+       [](onnx::ModelProto* m) {
+         testing::SetFloat(m->mutable_graph()->mutable_node(2), "beta", kHuge);
+         FillWith(&Initializer(m, "fc1.bias"), -kHuge);
+         Initializer(m, "fc1.bias").set_float_data(0, kHuge);
+       },
+       "the logits", "the logits"},
+  };
+}
+
+class NumericalFaultTest : public ::testing::TestWithParam<PoisonCase> {
+ protected:
+  void SetUp() override {
+    onnx::ModelProto proto = Mlp();
+    GetParam().poison(&proto);
+    auto model = engine::Model::FromOnnxBytes(proto.SerializeAsString());
+    ASSERT_TRUE(model.ok())
+        << "the poison must pass validation: " << model.status();
+    model_ = *std::move(model);
+    data_ = testing::MakeTeacherData(kSamples, kFeatures, kClasses, 2);
+  }
+
+  void ExpectOverflow(const absl::Status& status, bool activations_quantized) {
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+    EXPECT_THAT(
+        std::string(status.message()),
+        AllOf(HasSubstr(kOverflow),
+              HasSubstr(activations_quantized ? GetParam().quantized_culprit
+                                              : GetParam().float_culprit)));
+  }
+
+  std::unique_ptr<engine::Model> model_;
+  LabeledData data_;
+};
+
+TEST_P(NumericalFaultTest, EvaluatePolicyFailsInEveryMode) {
+  const Policy policy(model_->quantizable_layers().size(), 4);
+  for (EvalMode mode :
+       {EvalMode::kDynamic, EvalMode::kStatic, EvalMode::kQat}) {
+    for (int activation_bits : {8, kFloatBits}) {
+      SCOPED_TRACE(::testing::Message()
+                   << EvalModeName(mode) << ", activation bits "
+                   << activation_bits);
+      PolicyEvalOptions options;
+      options.mode = mode;
+      options.finetune_steps = 2;
+      options.batch_size = 16;
+      options.quant.activations.bits = activation_bits;
+      const auto result =
+          EvaluatePolicy(*model_, policy, data_, data_, options);
+      ASSERT_FALSE(result.ok());
+      // The FP32 reference is evaluated first: its activations are float.
+      ExpectOverflow(result.status(), /*activations_quantized=*/false);
+    }
+  }
+}
+
+TEST_P(NumericalFaultTest, QatSessionFailsWithQuantizedActivations) {
+  for (bool dynamic : {false, true}) {
+    SCOPED_TRACE(dynamic ? "dynamic" : "static");
+    QuantOptions quant;
+    quant.activations.dynamic = dynamic;
+    QatSession session(*model_, engine::AdamOptions(), 16, 0, quant);
+    const Policy policy(model_->quantizable_layers().size(), 4);
+    ExpectOverflow(session.Evaluate(policy, data_).status(),
+                   /*activations_quantized=*/true);
+    ExpectOverflow(session.FineTune(policy, data_, 2),
+                   /*activations_quantized=*/true);
+  }
+}
+
+TEST_P(NumericalFaultTest, EveryStrategyFails) {
+  for (Strategy strategy :
+       {Strategy::kProgressive, Strategy::kUniform, Strategy::kKnapsack,
+        Strategy::kHawq, Strategy::kAuto}) {
+    SCOPED_TRACE(StrategyName(strategy));
+    ProgressiveOptions options;
+    options.strategy = strategy;
+    options.bit_levels = {8, 4, 2};
+    options.budget.value = 3;
+    options.warmup_steps = 2;
+    options.finetune_steps = 2;
+    options.final_finetune_steps = 2;
+    options.batch_size = 16;
+    options.hessian_samples = 16;
+    options.hutchinson_samples = 2;
+    const auto result =
+        RunProgressiveSearch(*model_, data_, data_, options, SearchObserver());
+    ASSERT_FALSE(result.ok());
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument)
+        << result.status();
+    EXPECT_THAT(std::string(result.status().message()), HasSubstr(kOverflow));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Poisons, NumericalFaultTest,
+                         ::testing::ValuesIn(PoisonCases()),
+                         [](const ::testing::TestParamInfo<PoisonCase>& info) {
+                           return info.param.name;
+                         });
+
+}  // namespace
+}  // namespace mixq::search
