@@ -1642,6 +1642,21 @@ absl::StatusOr<Tensor> Model::Impl::RunNodes(int first_node, const Bound& bound,
   return *bound[output_slot];
 }
 
+std::string Model::FirstNonFiniteNode(
+    const Tensor& input, absl::Span<const Tensor* const> params) const {
+  const Impl& m = *impl_;
+  ForwardTrace trace;
+  if (!Forward(input, params, &trace).ok()) return "";
+  int count = 1;
+  for (size_t n = 0; n < m.nodes.size(); n += count) {
+    const Impl::Node& node = m.RunAt(n, &count);
+    if (!trace.values[node.output].flat().allFinite()) {
+      return absl::StrCat("node '", node.label, "' (", node.op_type, ")");
+    }
+  }
+  return "";
+}
+
 int Model::num_nodes() const { return static_cast<int>(impl_->nodes.size()); }
 
 int Model::FirstNodeReading(int param) const {

@@ -128,6 +128,13 @@ class Model {
                                  ForwardTrace* trace,
                                  LayerInputHook* hook = nullptr) const;
 
+  // Diagnoses an overflowed forward pass: runs `input` with `params` (no
+  // hook) and names the first node, in execution order, whose output holds a
+  // NaN or an infinity ("node 'fc0' (Gemm)"); empty when every value is
+  // finite or the pass fails. Costs a Forward with a trace: for error paths.
+  std::string FirstNonFiniteNode(const Tensor& input,
+                                 absl::Span<const Tensor* const> params) const;
+
   // Nodes in execution order, and the position of the first node that reads
   // parameter `param` (0 <= param < params().size()) directly: every value
   // Forward computes before that node is independent of the parameter.

@@ -59,8 +59,8 @@ struct PoisonCase {
   std::string name;
   std::function<void(onnx::ModelProto*)> poison;
   // What the error names when activations are quantized (the first
-  // quantized layer that reads an overflowed value) and when they are not
-  // (the logits).
+  // quantized layer that reads an overflowed value, or else the node whose
+  // output first overflowed) and when they are not (that node).
   std::string quantized_culprit;
   std::string float_culprit;
 };
@@ -68,30 +68,33 @@ struct PoisonCase {
 void PrintTo(const PoisonCase& c, std::ostream* os) { *os << c.name; }
 
 std::vector<PoisonCase> PoisonCases() {
+  const std::string fc0 = "node '/fc0/Gemm' (Gemm) computed the first NaN";
+  const std::string fc1 = "node '/fc1/Gemm' (Gemm) computed the first NaN";
+  const std::string fc1_input = "node '/fc1/Gemm' (Gemm): its input holds";
   return {
       {"HugeFirstWeights",
        [](onnx::ModelProto* m) {
          FillWith(&Initializer(m, "fc0.weight"), kHuge);
        },
-       "node '/fc1/Gemm' (Gemm): its input holds", "the logits"},
+       fc1_input, fc0},
       {"HugeLastWeights",
        [](onnx::ModelProto* m) {
          FillWith(&Initializer(m, "fc1.weight"), kHuge);
        },
-       "the logits", "the logits"},
+       fc1, fc1},
       {"GemmAlphaHuge",
        [](onnx::ModelProto* m) {
          testing::SetFloat(m->mutable_graph()->mutable_node(0), "alpha", 1e38f);
          FillWith(&Initializer(m, "fc0.weight"), 1e3f);
        },
-       "node '/fc1/Gemm' (Gemm): its input holds", "the logits"},
+       fc1_input, fc0},
       {"GemmBetaHuge",
        [](onnx::ModelProto* m) {
          testing::SetFloat(m->mutable_graph()->mutable_node(2), "beta", kHuge);
          FillWith(&Initializer(m, "fc1.bias"), -kHuge);
          Initializer(m, "fc1.bias").set_float_data(0, kHuge);
        },
-       "the logits", "the logits"},
+       fc1, fc1},
   };
 }
 
