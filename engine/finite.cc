@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
+#include "util/status_macros.h"
 
 namespace mixq::engine {
 
@@ -23,6 +24,13 @@ absl::Status CheckFinite(const Tensor& x, absl::string_view what) {
   return OverflowError(absl::StrCat(what, " holds ",
                                     std::isnan(data[i]) ? "NaN" : "infinity",
                                     " at element ", i));
+}
+
+absl::Status WithOverflowSource(const absl::Status& status,
+                                absl::string_view node) {
+  if (node.empty()) return status;
+  return Annotate(status,
+                  absl::StrCat(node, " computed the first NaN or infinity"));
 }
 
 }  // namespace mixq::engine

@@ -24,6 +24,13 @@ absl::Status OverflowError(absl::string_view what);
 // ("the logits") with the first NaN or infinity and its index.
 absl::Status CheckFinite(const Tensor& x, absl::string_view what);
 
+// `status` (an overflow error) prefixed with the node where the NaN or
+// infinity first appeared ("node 'fc0' (Gemm) computed the first NaN or
+// infinity: ..."; see Model::FirstNonFiniteNode); unchanged when `node` is
+// empty.
+absl::Status WithOverflowSource(const absl::Status& status,
+                                absl::string_view node);
+
 }  // namespace mixq::engine
 
 #endif  // MIXQ_ENGINE_FINITE_H_

@@ -225,8 +225,8 @@ class BatchNormFolder {
         IntAttribute(bn, "training_mode", 0);
     const std::optional<int64_t> is_test = IntAttribute(bn, "is_test", 1);
     const std::optional<int64_t> spatial = IntAttribute(bn, "spatial", 1);
-    if (!epsilon || !training || !is_test || !spatial || *training != 0 ||
-        *is_test == 0 || *spatial != 1) {
+    if (!epsilon || !std::isfinite(*epsilon) || !training || !is_test ||
+        !spatial || *training != 0 || *is_test == 0 || *spatial != 1) {
       return Unfoldable(
           "it is not the inference form with per-channel statistics "
           "(epsilon, training_mode, is_test or spatial)");

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "checkpoint.pb.h"
+#include "engine/finite.h"
 #include "engine/loss.h"
 #include "search/quantizer.h"
 #include "search/rng_text.h"
@@ -538,10 +539,8 @@ absl::StatusOr<engine::LossResult> QatSession::Loss(
   if (result.ok() || logits.flat().allFinite()) return result;
   // The forward pass overflowed. Only on this error path: a float pass over
   // the same inputs finds the node whose output first went non-finite.
-  const std::string node = model_.FirstNonFiniteNode(inputs, params_);
-  if (node.empty()) return result;
-  return Annotate(result.status(),
-                  absl::StrCat(node, " computed the first NaN or infinity"));
+  return engine::WithOverflowSource(
+      result.status(), model_.FirstNonFiniteNode(inputs, params_));
 }
 
 absl::Status QatSession::TrainStep(const Policy& policy,

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <ostream>
 #include <random>
@@ -437,6 +438,17 @@ const UnfoldedCase kUnfoldedCases[] = {
        b.Output("y");
        b.graph().mutable_initializer(1)->set_name("bn.scale.raw");
        b.Node("Abs", {"bn.scale.raw"}, {"bn.scale"}, "abs");
+     }},
+    {"InfiniteEpsilon", "inference form",
+     [](OnnxBuilder& b) {
+       ConvBn(b, "y");
+       b.Output("y");
+       for (onnx::AttributeProto& attr :
+            *b.graph().mutable_node(1)->mutable_attribute()) {
+         if (attr.name() == "epsilon") {
+           attr.set_f(std::numeric_limits<float>::infinity());
+         }
+       }
      }},
     {"TrainingMode", "inference form",
      [](OnnxBuilder& b) {
