@@ -20,40 +20,21 @@
 #include "search/quantizer.h"
 #include "tests/support/onnx_builder.h"
 #include "tests/support/onnx_mlp.h"
+#include "tests/support/poison_mlp.h"
 
 namespace mixq::search {
 namespace {
 
+using ::mixq::testing::FillFloatData;
+using ::mixq::testing::InitializerNamed;
+using ::mixq::testing::kHugeWeight;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 
-constexpr int64_t kFeatures = 12;
-constexpr int64_t kHidden = 16;
-constexpr int64_t kClasses = 3;
+constexpr int64_t kFeatures = testing::kPoisonFeatures;
+constexpr int64_t kClasses = testing::kPoisonClasses;
 constexpr int64_t kSamples = 64;
-// Finite, and large enough that a dot product of a few of them overflows.
-constexpr float kHuge = 3e38f;
 constexpr char kOverflow[] = "the forward pass overflowed float32";
-
-// input [batch, 12] -> "/fc0/Gemm" -> "/relu0" -> "/fc1/Gemm" -> logits.
-onnx::ModelProto Mlp() {
-  onnx::ModelProto model;
-  model.ParseFromString(
-      testing::MakeMlpOnnx({kFeatures, kHidden, kClasses}, 1));
-  return model;
-}
-
-onnx::TensorProto& Initializer(onnx::ModelProto* m, const std::string& name) {
-  for (onnx::TensorProto& t : *m->mutable_graph()->mutable_initializer()) {
-    if (t.name() == name) return t;
-  }
-  ADD_FAILURE() << "no initializer " << name;
-  return *m->mutable_graph()->mutable_initializer(0);
-}
-
-void FillWith(onnx::TensorProto* t, float value) {
-  for (int i = 0; i < t->float_data_size(); ++i) t->set_float_data(i, value);
-}
 
 struct PoisonCase {
   std::string name;
@@ -74,25 +55,26 @@ std::vector<PoisonCase> PoisonCases() {
   return {
       {"HugeFirstWeights",
        [](onnx::ModelProto* m) {
-         FillWith(&Initializer(m, "fc0.weight"), kHuge);
+         FillFloatData(&InitializerNamed(m, "fc0.weight"), kHugeWeight);
        },
        fc1_input, fc0},
       {"HugeLastWeights",
        [](onnx::ModelProto* m) {
-         FillWith(&Initializer(m, "fc1.weight"), kHuge);
+         FillFloatData(&InitializerNamed(m, "fc1.weight"), kHugeWeight);
        },
        fc1, fc1},
       {"GemmAlphaHuge",
        [](onnx::ModelProto* m) {
          testing::SetFloat(m->mutable_graph()->mutable_node(0), "alpha", 1e38f);
-         FillWith(&Initializer(m, "fc0.weight"), 1e3f);
+         FillFloatData(&InitializerNamed(m, "fc0.weight"), 1e3f);
        },
        fc1_input, fc0},
       {"GemmBetaHuge",
        [](onnx::ModelProto* m) {
-         testing::SetFloat(m->mutable_graph()->mutable_node(2), "beta", kHuge);
-         FillWith(&Initializer(m, "fc1.bias"), -kHuge);
-         Initializer(m, "fc1.bias").set_float_data(0, kHuge);
+         testing::SetFloat(m->mutable_graph()->mutable_node(2), "beta",
+                           kHugeWeight);
+         FillFloatData(&InitializerNamed(m, "fc1.bias"), -kHugeWeight);
+         InitializerNamed(m, "fc1.bias").set_float_data(0, kHugeWeight);
        },
        fc1, fc1},
   };
@@ -101,7 +83,7 @@ std::vector<PoisonCase> PoisonCases() {
 class NumericalFaultTest : public ::testing::TestWithParam<PoisonCase> {
  protected:
   void SetUp() override {
-    onnx::ModelProto proto = Mlp();
+    onnx::ModelProto proto = testing::PoisonableMlp();
     GetParam().poison(&proto);
     auto model = engine::Model::FromOnnxBytes(proto.SerializeAsString());
     ASSERT_TRUE(model.ok())

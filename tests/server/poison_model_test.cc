@@ -35,20 +35,20 @@
 #include "tests/support/onnx_builder.h"
 #include "tests/support/onnx_mlp.h"
 #include "tests/support/peak_rss.h"
+#include "tests/support/poison_mlp.h"
 #include "tests/support/server_testing.h"
 
 namespace mixq {
 namespace {
 
+using ::mixq::testing::FillFloatData;
+using ::mixq::testing::InitializerNamed;
+using ::mixq::testing::kHugeWeight;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 
-constexpr int64_t kFeatures = 12;
-constexpr int64_t kHidden = 16;
-constexpr int64_t kClasses = 3;
+constexpr int64_t kHidden = testing::kPoisonHidden;
 constexpr int kClientMessageBytes = 64 << 20;
-// Finite, and large enough that a dot product of a few of them overflows.
-constexpr float kHuge = 3e38f;
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 constexpr float kInf = std::numeric_limits<float>::infinity();
 constexpr char kOverflow[] = "the forward pass overflowed float32";
@@ -58,29 +58,8 @@ constexpr auto kBombDeadline = std::chrono::seconds(5);
 using Stub = v1::Mixq::Stub;
 using Mutation = std::function<void(onnx::ModelProto*)>;
 
-// input [batch, 12] -> "/fc0/Gemm" -> "/relu0" -> "/fc1/Gemm" -> logits,
-// as the tiny job's (server_testing.h) model.
-onnx::ModelProto Mlp() {
-  onnx::ModelProto model;
-  model.ParseFromString(
-      testing::MakeMlpOnnx({kFeatures, kHidden, kClasses}, 1));
-  return model;
-}
-
 onnx::NodeProto& Node(onnx::ModelProto* m, int index) {
   return *m->mutable_graph()->mutable_node(index);
-}
-
-onnx::TensorProto& Initializer(onnx::ModelProto* m, const std::string& name) {
-  for (onnx::TensorProto& t : *m->mutable_graph()->mutable_initializer()) {
-    if (t.name() == name) return t;
-  }
-  ADD_FAILURE() << "no initializer " << name;
-  return *m->mutable_graph()->mutable_initializer(0);
-}
-
-void FillWith(onnx::TensorProto* t, float value) {
-  for (int i = 0; i < t->float_data_size(); ++i) t->set_float_data(i, value);
 }
 
 // A BatchNormalization "/bn0" between "/fc0/Gemm" and "/relu0", with
@@ -95,7 +74,7 @@ void InsertBatchNorm(onnx::ModelProto* m, int64_t mean_dims) {
     testing::OnnxBuilder::FillFloat(graph.add_initializer(), name, {kHidden},
                                     std::vector<float>(kHidden, value));
   }
-  Initializer(m, "bn0.mean").set_dims(0, mean_dims);
+  InitializerNamed(m, "bn0.mean").set_dims(0, mean_dims);
   Node(m, 0).set_output(0, "gemm0_raw");
   onnx::NodeProto* bn = graph.add_node();
   bn->set_op_type("BatchNormalization");
@@ -108,7 +87,7 @@ void InsertBatchNorm(onnx::ModelProto* m, int64_t mean_dims) {
 }
 
 std::string Serialized(const Mutation& mutate) {
-  onnx::ModelProto model = Mlp();
+  onnx::ModelProto model = testing::PoisonableMlp();
   mutate(&model);
   return model.SerializeAsString();
 }
@@ -277,18 +256,20 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         OverflowCase{"HugeFirstWeights",
                      [](onnx::ModelProto* m) {
-                       FillWith(&Initializer(m, "fc0.weight"), kHuge);
+                       FillFloatData(&InitializerNamed(m, "fc0.weight"),
+                                     kHugeWeight);
                      },
                      "node '/fc0/Gemm' (Gemm)"},
         OverflowCase{"HugeLastWeights",
                      [](onnx::ModelProto* m) {
-                       FillWith(&Initializer(m, "fc1.weight"), kHuge);
+                       FillFloatData(&InitializerNamed(m, "fc1.weight"),
+                                     kHugeWeight);
                      },
                      "node '/fc1/Gemm' (Gemm)"},
         OverflowCase{"GemmAlphaHuge",
                      [](onnx::ModelProto* m) {
                        testing::SetFloat(&Node(m, 0), "alpha", 1e38f);
-                       FillWith(&Initializer(m, "fc0.weight"), 1e3f);
+                       FillFloatData(&InitializerNamed(m, "fc0.weight"), 1e3f);
                      },
                      "node '/fc0/Gemm' (Gemm)"}),
     [](const ::testing::TestParamInfo<OverflowCase>& info) {
