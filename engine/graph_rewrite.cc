@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "engine/ops.h"
+#include "engine/tensor_proto.h"
 #include "onnx/onnx_pb.h"
 
 namespace mixq::engine {
@@ -50,39 +51,19 @@ void CountUses(const onnx::GraphProto& graph,
 }
 
 // The values of a float tensor in double, or why they cannot be read.
+// ParseTensor checks the data against the declared dims before allocating:
+// a [2^31] mean holding three values costs three values, not 16 GB.
 absl::StatusOr<std::vector<double>> ReadFloats(const onnx::TensorProto& t) {
-  const auto error = [&](absl::string_view why) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("initializer '", t.name(), "' ", why));
-  };
+  const std::string what = absl::StrCat("initializer '", t.name(), "'");
   if (t.data_type() != onnx::TensorProto::FLOAT) {
-    return error(absl::StrCat("has data type ", t.data_type(), ", not float"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(what, " has data type ", t.data_type(), ", not float"));
   }
-  if (t.data_location() == onnx::TensorProto::EXTERNAL ||
-      t.external_data_size() > 0 || t.has_segment()) {
-    return error("uses external or segmented data");
+  absl::StatusOr<ConstValue> value = ParseTensor(t, what);
+  if (!value.ok()) {
+    return absl::FailedPreconditionError(value.status().message());
   }
-  const Shape shape(t.dims().begin(), t.dims().end());
-  const absl::StatusOr<int64_t> count = CheckedNumElements(shape);
-  if (!count.ok()) return error(count.status().message());
-  const size_t n = static_cast<size_t>(*count);
-  std::vector<double> values(n);
-  if (t.has_raw_data()) {
-    if (t.raw_data().size() != n * sizeof(float)) {
-      return error("has raw_data of the wrong size");
-    }
-    for (size_t i = 0; i < n; ++i) {
-      float v;
-      std::memcpy(&v, t.raw_data().data() + i * sizeof(float), sizeof(v));
-      values[i] = v;
-    }
-  } else {
-    if (static_cast<size_t>(t.float_data_size()) != n) {
-      return error("has float_data of the wrong size");
-    }
-    for (size_t i = 0; i < n; ++i) values[i] = t.float_data(i);
-  }
-  return values;
+  return std::vector<double>(value->floats.begin(), value->floats.end());
 }
 
 // Stores `values` as float raw_data of shape `dims`.
@@ -244,8 +225,8 @@ class BatchNormFolder {
         IntAttribute(bn, "training_mode", 0);
     const std::optional<int64_t> is_test = IntAttribute(bn, "is_test", 1);
     const std::optional<int64_t> spatial = IntAttribute(bn, "spatial", 1);
-    if (!epsilon || !training || !is_test || !spatial || *training != 0 ||
-        *is_test == 0 || *spatial != 1) {
+    if (!epsilon || !std::isfinite(*epsilon) || !training || !is_test ||
+        !spatial || *training != 0 || *is_test == 0 || *spatial != 1) {
       return Unfoldable(
           "it is not the inference form with per-channel statistics "
           "(epsilon, training_mode, is_test or spatial)");

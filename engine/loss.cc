@@ -4,6 +4,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "engine/finite.h"
 
 namespace mixq::engine {
 
@@ -28,6 +29,11 @@ absl::StatusOr<LossResult> SoftmaxCrossEntropy(const Tensor& logits,
                        " is out of range [0, ", c, ")"));
     }
   }
+
+  // Infinite or NaN logits (an overflowed forward pass) would give a NaN loss
+  // and gradient that training would silently spread into the weights.
+  const absl::Status finite = CheckFinite(logits, "the logits (model output)");
+  if (!finite.ok()) return finite;
 
   const ConstMatrixMap x = logits.AsMatrix(n, c);
   // Shifting each row by its maximum keeps exp() from overflowing.

@@ -17,7 +17,8 @@ struct LossResult {
 
 // `logits` is [N, C]; `labels` has N entries in [0, C). When `grad` is
 // non-null it receives dMeanLoss/dLogits ([N, C]). Numerically stable
-// (log-sum-exp). INVALID_ARGUMENT on shape mismatch or a label out of range.
+// (log-sum-exp). INVALID_ARGUMENT on shape mismatch, a label out of range, or
+// a NaN or infinite logit (engine/finite.h: the forward pass overflowed).
 absl::StatusOr<LossResult> SoftmaxCrossEntropy(const Tensor& logits,
                                                absl::Span<const int64_t> labels, Tensor* grad);
 

@@ -48,8 +48,11 @@ class LayerInputHook {
   // `x` is the data input of quantizable layer `layer` (index into
   // Model::quantizable_layers()). Either return false (the layer reads `x`),
   // or write the value the layer should read into `*out` (already shaped
-  // like `x`) and return true.
-  virtual bool Forward(int layer, const Tensor& x, Tensor* out) = 0;
+  // like `x`) and return true. An error (e.g. `x` is not finite, so no
+  // quantization grid fits it) ends the Forward call, which returns it with
+  // the node named.
+  virtual absl::StatusOr<bool> Forward(int layer, const Tensor& x,
+                                       Tensor* out) = 0;
   // For a layer whose Forward returned true: `grad` holds dLoss/d(out) and
   // must become dLoss/dx in place (for fake quantization, the
   // straight-through estimator: zero where x was clamped).
@@ -118,11 +121,19 @@ class Model {
   // borrowed for the call). Returns the first graph output. When `trace` is
   // non-null it keeps what Backward needs. INVALID_ARGUMENT on a shape
   // mismatch. `hook` (optional, borrowed for the call) transforms the inputs
-  // of quantizable layers.
+  // of quantizable layers; its errors are returned prefixed with the node
+  // ("node 'fc2' (Gemm): ...").
   absl::StatusOr<Tensor> Forward(const Tensor& input,
                                  absl::Span<const Tensor* const> params,
                                  ForwardTrace* trace,
                                  LayerInputHook* hook = nullptr) const;
+
+  // Diagnoses an overflowed forward pass: runs `input` with `params` (no
+  // hook) and names the first node, in execution order, whose output holds a
+  // NaN or an infinity ("node 'fc0' (Gemm)"); empty when every value is
+  // finite or the pass fails. Costs a Forward with a trace: for error paths.
+  std::string FirstNonFiniteNode(const Tensor& input,
+                                 absl::Span<const Tensor* const> params) const;
 
   // Nodes in execution order, and the position of the first node that reads
   // parameter `param` (0 <= param < params().size()) directly: every value

@@ -2,6 +2,7 @@
 
 #include <zip.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -20,6 +21,8 @@ namespace {
 constexpr absl::string_view kZipLocalHeaderMagic("PK\x03\x04", 4);
 constexpr absl::string_view kZipEndOfCentralDirectoryMagic("PK\x05\x06", 4);
 constexpr absl::string_view kNpySuffix = ".npy";
+// ReadMember's first buffer; it doubles as the data inflates.
+constexpr size_t kInitialReadBytes = size_t{1} << 16;
 
 struct ZipDiscard {
   void operator()(zip_t* archive) const { zip_discard(archive); }
@@ -161,9 +164,16 @@ absl::StatusOr<std::string> ReadMember(zip_t* archive, const Member& member,
     return ZipStatus(zip_get_error(archive),
                      absl::StrCat(what, ": unreadable"));
   }
-  std::string data(member.size, '\0');
+  // The buffer grows with what inflates, not to the size the directory
+  // declares: a 100-byte archive claiming a 2 GB member costs what its data
+  // inflates to before it is found out.
+  std::string data;
   size_t read = 0;
-  while (read < data.size()) {
+  while (read < member.size) {
+    if (read == data.size()) {
+      data.resize(std::min<size_t>(
+          member.size, std::max(kInitialReadBytes, 2 * data.size())));
+    }
     const zip_int64_t n =
         zip_fread(file.get(), data.data() + read, data.size() - read);
     if (n < 0) {

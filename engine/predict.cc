@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "engine/finite.h"
 #include "engine/loss.h"
 #include "util/status_macros.h"
 
@@ -29,6 +30,15 @@ absl::StatusOr<Tensor> PredictInBatches(const Model& model,
     if (!forward.ok()) {
       return Annotate(forward.status(),
                       absl::StrCat("samples [", begin, ", ", end, ")"));
+    }
+    // An overflowed pass: its figures would be NaN; the error says where.
+    if (const absl::Status finite = CheckFinite(
+            *forward, absl::StrCat("output '", model.output_name(), "'"));
+        !finite.ok()) {
+      return Annotate(
+          WithOverflowSource(finite, model.FirstNonFiniteNode(
+                                         inputs.Slice(begin, end), params)),
+          absl::StrCat("samples [", begin, ", ", end, ")"));
     }
     const Shape& shape = forward->shape();
     if (shape.empty() || shape[0] != end - begin) {

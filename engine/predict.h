@@ -22,8 +22,10 @@ inline constexpr int64_t kDefaultPredictBatch = 64;
 // forward passes over consecutive batches of `batch_size` samples, outputs
 // concatenated along dim 0 (so only one batch's activations are alive).
 // INVALID_ARGUMENT for batch_size < 1, no samples, a forward error (the
-// message names the sample range) or an output whose dim 0 is not the batch
-// or whose shape changes between batches. Blocks; uses the engine's threads.
+// message names the sample range), an output holding NaN or infinity (the
+// forward pass overflowed: the message names the node where it started,
+// engine/finite.h) or an output whose dim 0 is not the batch or whose shape
+// changes between batches. Blocks; uses the engine's threads.
 absl::StatusOr<Tensor> PredictInBatches(const Model& model,
                                         const Tensor& inputs,
                                         int64_t batch_size);

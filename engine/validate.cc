@@ -446,6 +446,23 @@ absl::Status CheckDeclaredType(const onnx::TypeProto& type,
   }
 }
 
+// A float attribute (`f`, or each of `floats`) must be finite.
+absl::Status CheckFloatAttribute(const onnx::AttributeProto& attr,
+                                 const std::string& what) {
+  const auto check = [&](float v, const std::string& which) {
+    if (std::isfinite(v)) return absl::OkStatus();
+    return Invalid(absl::StrCat(
+        what, " is ", which, std::isnan(v) ? "NaN" : (v > 0 ? "inf" : "-inf"),
+        "; float attributes must be finite"));
+  };
+  if (attr.has_f()) MIXQ_RETURN_IF_ERROR(check(attr.f(), ""));
+  for (int k = 0; k < attr.floats_size(); ++k) {
+    MIXQ_RETURN_IF_ERROR(
+        check(attr.floats(k), absl::StrCat("(entry ", k, ") ")));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckAttributes(const onnx::NodeProto& node,
                              const std::string& label,
                              const ModelLimits& limits, int64_t* total_bytes) {
@@ -470,6 +487,13 @@ absl::Status CheckAttributes(const onnx::NodeProto& node,
     if (attr.has_sparse_tensor() || attr.sparse_tensors_size() > 0) {
       return Invalid(
           absl::StrCat(what, " holds a sparse tensor, which is not supported"));
+    }
+    // Float attributes are the operator's constants (Gemm's alpha and beta,
+    // LeakyRelu's alpha, epsilons, Clip bounds): a NaN or infinity there
+    // poisons every value downstream. Constant's value_float(s) are data,
+    // checked like its value tensor (not at all: -inf masks are legitimate).
+    if (node.op_type() != "Constant") {
+      MIXQ_RETURN_IF_ERROR(CheckFloatAttribute(attr, what));
     }
     if (attr.has_t()) {
       MIXQ_RETURN_IF_ERROR(

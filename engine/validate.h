@@ -46,8 +46,9 @@ struct ModelLimits {
 //    initializer, graph input, graph output and value_info named, none
 //    listed twice; every node with an op_type in the default domain, within
 //    the input/output limits, producing at least one named value, with named,
-//    distinct attributes and no subgraph (If/Loop/Scan bodies) or sparse
-//    tensor attributes; every value defined once (graph input or
+//    distinct attributes, finite float attributes (alpha, beta, epsilon,
+//    Clip bounds, ...; Constant's value_float(s) excepted: they are data), and
+//    no subgraph (If/Loop/Scan bodies) or sparse tensor attributes; every value defined once (graph input or
 //    initializer, or one node output: two nodes, or a node and an
 //    initializer or graph input, writing one name is an error); every node
 //    input and graph output defined; no cycle;
@@ -69,7 +70,8 @@ struct ModelLimits {
 //    operator 'com.x.Op' (node 'n'): ...", "value 'y' is defined more than
 //    once: ...", "the graph has a cycle (through node 'n')", "initializer
 //    'w' of shape [3] needs 3 values, two per byte: raw_data of 2 bytes, has
-//    3 (INT4)". A tensor whose
+//    3 (INT4)", "attribute 'alpha' of node 'fc' (Gemm) is inf; float
+//    attributes must be finite". A tensor whose
 //    dims overflow int64 cannot match its data: INVALID_ARGUMENT "... is too
 //    large ...".
 //  - RESOURCE_EXHAUSTED for a well-formed model over a limit, e.g. "the graph

@@ -4,9 +4,26 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "engine/finite.h"
 #include "util/check.h"
+#include "util/status_macros.h"
 
 namespace mixq::search {
+namespace {
+
+bool IsRange(float min, float max) {
+  return std::isfinite(min) && std::isfinite(max) && min <= max;
+}
+
+// from + momentum·(to − from), in double: the difference of two finite
+// floats can overflow float (3e38 − (−3e38)); the result, between `from`
+// and `to`, cannot.
+float MoveToward(float from, float to, float momentum) {
+  const double f = from;
+  return static_cast<float>(f + momentum * (static_cast<double>(to) - f));
+}
+
+}  // namespace
 
 absl::Status ValidateActivationOptions(const ActivationOptions& options) {
   if (options.bits != kFloatBits && (options.bits < 2 || options.bits > 8)) {
@@ -60,7 +77,7 @@ absl::Status ActivationQuantizer::FinishCalibration() {
           absl::StrCat("activation range of layer ", l, ": ",
                        range.status().message()));
     }
-    SetRange(static_cast<int>(l), range->min, range->max);
+    MIXQ_RETURN_IF_ERROR(SetRange(static_cast<int>(l), range->min, range->max));
   }
   return absl::OkStatus();
 }
@@ -83,7 +100,10 @@ void ActivationQuantizer::SetBits(int bits) {
              bits <= kMaxActivationBits);
   options_.bits = bits;
   for (size_t l = 0; l < params_.size(); ++l) {
-    if (has_range_[l]) SetRange(static_cast<int>(l), min_[l], max_[l]);
+    // Kept ranges passed SetRange once: they are finite and ordered.
+    if (has_range_[l]) {
+      MIXQ_CHECK(SetRange(static_cast<int>(l), min_[l], max_[l]).ok());
+    }
   }
 }
 
@@ -105,29 +125,48 @@ absl::Status ActivationQuantizer::Restore(const State& state) {
     return absl::InvalidArgumentError(absl::StrCat(
         "activation state: bits ", state.bits, " do not fit ", options_.bits));
   }
+  for (size_t l = 0; l < n; ++l) {
+    if (state.has_range[l] && !IsRange(state.min[l], state.max[l])) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "activation state: layer ", l, " has the range [", state.min[l], ", ",
+          state.max[l], "], which is not finite and ordered"));
+    }
+  }
   options_.bits = state.bits;
   for (size_t l = 0; l < n; ++l) {
     has_range_[l] = false;
-    if (state.has_range[l])
-      SetRange(static_cast<int>(l), state.min[l], state.max[l]);
+    if (state.has_range[l]) {
+      MIXQ_CHECK(
+          SetRange(static_cast<int>(l), state.min[l], state.max[l]).ok());
+    }
   }
   return absl::OkStatus();
 }
 
-void ActivationQuantizer::SetRange(int layer, float min, float max) {
+absl::Status ActivationQuantizer::SetRange(int layer, float min, float max) {
+  if (!IsRange(min, max)) {
+    return engine::OverflowError(absl::StrCat("the activation range [", min,
+                                              ", ", max, "] of layer ", layer,
+                                              " is not finite"));
+  }
   min_[layer] = min;
   max_[layer] = max;
   params_[layer] = ParamsFromRange(min, max, options_.bits, options_.scheme);
   has_range_[layer] = true;
+  return absl::OkStatus();
 }
 
 bool ActivationQuantizer::Active(int layer) const {
   return mode_ != Mode::kOff && quantized_[layer];
 }
 
-bool ActivationQuantizer::Forward(int layer, const engine::Tensor& x,
-                                  engine::Tensor* out) {
+absl::StatusOr<bool> ActivationQuantizer::Forward(int layer,
+                                                  const engine::Tensor& x,
+                                                  engine::Tensor* out) {
   if (!Active(layer) || x.size() == 0) return false;
+  // Observers skip non-finite values and fake quantization clamps them, so
+  // without this check an overflowed pass would go on with a garbage grid.
+  MIXQ_RETURN_IF_ERROR(engine::CheckFinite(x, "its input"));
   if (mode_ == Mode::kObserve) {
     if (observers_[layer] == nullptr) {
       observers_[layer] = std::move(MakeObserver(options_.observer)).value();
@@ -140,11 +179,11 @@ bool ActivationQuantizer::Forward(int layer, const engine::Tensor& x,
     const float batch_min = x.flat().minCoeff();
     const float batch_max = x.flat().maxCoeff();
     if (options_.dynamic || !has_range_[layer]) {
-      SetRange(layer, batch_min, batch_max);
+      MIXQ_RETURN_IF_ERROR(SetRange(layer, batch_min, batch_max));
     } else {
-      const float c = options_.momentum;
-      SetRange(layer, min_[layer] + c * (batch_min - min_[layer]),
-               max_[layer] + c * (batch_max - max_[layer]));
+      MIXQ_RETURN_IF_ERROR(
+          SetRange(layer, MoveToward(min_[layer], batch_min, options_.momentum),
+                   MoveToward(max_[layer], batch_max, options_.momentum)));
     }
   }
   MIXQ_CHECK(has_range_[layer],

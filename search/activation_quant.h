@@ -45,10 +45,10 @@ absl::Status ValidateActivationOptions(const ActivationOptions& options);
 class ActivationQuantizer : public engine::LayerInputHook {
  public:
   enum class Mode {
-    kOff,        // layers read their float inputs
-    kObserve,    // observers record the inputs; nothing changes
-    kQuantize,   // fake quantization with the current ranges
-    kTrain,      // moving-average range update, then fake quantization
+    kOff,       // layers read their float inputs
+    kObserve,   // observers record the inputs; nothing changes
+    kQuantize,  // fake quantization with the current ranges
+    kTrain,     // moving-average range update, then fake quantization
   };
 
   // `num_layers` quantizable layers; `options` must be valid.
@@ -67,7 +67,8 @@ class ActivationQuantizer : public engine::LayerInputHook {
   // Fresh observers for every layer (then run forward passes in kObserve).
   void ResetObservers();
   // Ranges from the observers. FAILED_PRECONDITION if a quantized layer's
-  // observer saw nothing.
+  // observer saw nothing; INVALID_ARGUMENT (engine/finite.h) if a range is
+  // not finite.
   absl::Status FinishCalibration();
   // True once every quantized layer has a range (calibrated, or dynamic).
   bool ready() const;
@@ -84,17 +85,23 @@ class ActivationQuantizer : public engine::LayerInputHook {
   };
   State state() const;
   // Restores a state() of a quantizer with the same layers and options
-  // (grids re-derived). INVALID_ARGUMENT if it does not fit.
+  // (grids re-derived). INVALID_ARGUMENT if it does not fit or holds a range
+  // that is not finite and ordered.
   absl::Status Restore(const State& state);
 
-  bool Forward(int layer, const engine::Tensor& x,
-               engine::Tensor* out) override;
+  // In every mode but kOff, a quantized layer's input must be finite: NaN or
+  // infinity there means the forward pass overflowed, and no grid fits it.
+  // INVALID_ARGUMENT (engine/finite.h) then, never an abort.
+  absl::StatusOr<bool> Forward(int layer, const engine::Tensor& x,
+                               engine::Tensor* out) override;
   void Backward(int layer, const engine::Tensor& x,
                 engine::Tensor* grad) const override;
 
  private:
   bool Active(int layer) const;
-  void SetRange(int layer, float min, float max);
+  // INVALID_ARGUMENT naming `layer` unless min and max are finite and
+  // ordered.
+  absl::Status SetRange(int layer, float min, float max);
 
   ActivationOptions options_;
   Mode mode_ = Mode::kOff;

@@ -60,8 +60,14 @@ void MovingAverageMinMaxObserver::Observe(const engine::Tensor& x) {
     seen_ = true;
     return;
   }
-  range_.min += momentum_ * (batch.min - range_.min);
-  range_.max += momentum_ * (batch.max - range_.max);
+  // In double: batch.min − range_.min can overflow float (3e38 − (−3e38));
+  // the moved value lies between the two and cannot.
+  const auto move = [&](float from, float to) {
+    const double f = from;
+    return static_cast<float>(f + momentum_ * (static_cast<double>(to) - f));
+  };
+  range_.min = move(range_.min, batch.min);
+  range_.max = move(range_.max, batch.max);
 }
 
 absl::StatusOr<Range> MovingAverageMinMaxObserver::range() const {
@@ -94,7 +100,9 @@ void PercentileObserver::Observe(const engine::Tensor& x) {
   if (!FiniteMinMax(x, &batch)) return;
   if (!seen_) {
     // Initial range: the first batch's, with a little room.
-    const double span = std::max<double>(batch.max - batch.min, 1e-6);
+    // In double: the span of two finite floats can overflow float.
+    const double span = std::max(
+        static_cast<double>(batch.max) - static_cast<double>(batch.min), 1e-6);
     lo_ = batch.min;
     width_ = span * (1.0 + 1e-6) / kBins;
     extremes_ = batch;

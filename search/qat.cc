@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "checkpoint.pb.h"
+#include "engine/finite.h"
 #include "engine/loss.h"
 #include "search/quantizer.h"
 #include "search/rng_text.h"
@@ -30,22 +31,21 @@ int64_t SampleElements(const engine::Tensor& inputs) {
              : inputs.size() / inputs.dim(0);
 }
 
+// The labels of the samples [begin, end) of `data`.
+absl::Span<const int64_t> BatchLabels(const LabeledData& data, int64_t begin,
+                                      int64_t end) {
+  return absl::MakeConstSpan(data.labels).subspan(begin, end - begin);
+}
+
 // Sums the cross-entropy and top-1 hits of evaluation batches.
 struct LossTally {
   double loss_sum = 0;
   int64_t correct = 0;
 
-  // Adds one batch: `logits` of the samples [begin, end) of `labels`.
-  absl::Status Add(const engine::Tensor& logits,
-                   absl::Span<const int64_t> labels, int64_t begin,
-                   int64_t end) {
-    MIXQ_ASSIGN_OR_RETURN(
-        engine::LossResult result,
-        engine::SoftmaxCrossEntropy(logits, labels.subspan(begin, end - begin),
-                                    nullptr));
-    loss_sum += result.loss * static_cast<double>(end - begin);
+  // Adds the loss of one batch of `samples` samples.
+  void Add(const engine::LossResult& result, int64_t samples) {
+    loss_sum += result.loss * static_cast<double>(samples);
     correct += result.correct;
-    return absl::OkStatus();
   }
   // Mean loss and accuracy over `n` samples.
   Evaluation Mean(int64_t n) const {
@@ -368,7 +368,10 @@ absl::StatusOr<Evaluation> QatSession::Evaluate(const Policy& policy,
     const engine::Tensor batch = data.inputs.Slice(begin, end);
     MIXQ_ASSIGN_OR_RETURN(engine::Tensor logits,
                           model_.Forward(batch, params_, nullptr, &activations_));
-    MIXQ_RETURN_IF_ERROR(tally.Add(logits, data.labels, begin, end));
+    MIXQ_ASSIGN_OR_RETURN(
+        const engine::LossResult loss,
+        Loss(batch, logits, BatchLabels(data, begin, end), nullptr));
+    tally.Add(loss, end - begin);
   }
   return tally.Mean(data.size());
 }
@@ -447,13 +450,15 @@ absl::StatusOr<QatSession::NeighbourScores> QatSession::EvaluateNeighbours(
         engine::Tensor base_logits,
         model_.Forward(batch, params_, &score_trace_, &activations_));
     scores.node_runs += num_nodes;
-    MIXQ_RETURN_IF_ERROR(base_tally.Add(base_logits, data.labels, begin, end));
+    MIXQ_ASSIGN_OR_RETURN(
+        const engine::LossResult base_loss,
+        Loss(batch, base_logits, BatchLabels(data, begin, end), nullptr));
+    base_tally.Add(base_loss, end - begin);
     for (size_t c : order) {
       const Variant& variant = variants[c];
       scores.naive_node_runs += num_nodes;
       if (variant.first_node == num_nodes) {  // the base policy itself
-        MIXQ_RETURN_IF_ERROR(
-            tallies[c].Add(base_logits, data.labels, begin, end));
+        tallies[c].Add(base_loss, end - begin);
         continue;
       }
       for (const Change& change : variant.changes) {
@@ -476,7 +481,10 @@ absl::StatusOr<QatSession::NeighbourScores> QatSession::EvaluateNeighbours(
       }
       if (!logits.ok()) return logits.status();
       scores.node_runs += num_nodes - variant.first_node;
-      MIXQ_RETURN_IF_ERROR(tallies[c].Add(*logits, data.labels, begin, end));
+      MIXQ_ASSIGN_OR_RETURN(
+          const engine::LossResult loss,
+          Loss(batch, *logits, BatchLabels(data, begin, end), nullptr));
+      tallies[c].Add(loss, end - begin);
     }
   }
   activations_.SetPolicy(base);
@@ -523,6 +531,18 @@ void QatSession::NextBatch(const LabeledData& data) {
   cursor_ += batch;
 }
 
+absl::StatusOr<engine::LossResult> QatSession::Loss(
+    const engine::Tensor& inputs, const engine::Tensor& logits,
+    absl::Span<const int64_t> labels, engine::Tensor* grad) const {
+  absl::StatusOr<engine::LossResult> result =
+      engine::SoftmaxCrossEntropy(logits, labels, grad);
+  if (result.ok() || logits.flat().allFinite()) return result;
+  // The forward pass overflowed. Only on this error path: a float pass over
+  // the same inputs finds the node whose output first went non-finite.
+  return engine::WithOverflowSource(
+      result.status(), model_.FirstNonFiniteNode(inputs, params_));
+}
+
 absl::Status QatSession::TrainStep(const Policy& policy,
                                    const LabeledData& data,
                                    float learning_rate) {
@@ -533,8 +553,8 @@ absl::Status QatSession::TrainStep(const Policy& policy,
       engine::Tensor logits,
       model_.Forward(batch_inputs_, params_, &trace_, &activations_));
   MIXQ_ASSIGN_OR_RETURN(
-      engine::LossResult result,
-      engine::SoftmaxCrossEntropy(logits, batch_labels_, &grad_logits_));
+      const engine::LossResult result,
+      Loss(batch_inputs_, logits, batch_labels_, &grad_logits_));
   (void)result;
   MIXQ_RETURN_IF_ERROR(
       model_.Backward(trace_, params_, grad_logits_, &grads_, &activations_));
@@ -682,10 +702,8 @@ absl::Status QatSession::MeanGradient(const Policy& policy,
     MIXQ_ASSIGN_OR_RETURN(engine::Tensor logits,
                           model_.Forward(inputs, params_, &trace_, &activations_));
     MIXQ_ASSIGN_OR_RETURN(
-        engine::LossResult result,
-        engine::SoftmaxCrossEntropy(
-            logits, absl::MakeConstSpan(data.labels).subspan(begin, end - begin),
-            &grad_logits_));
+        const engine::LossResult result,
+        Loss(inputs, logits, BatchLabels(data, begin, end), &grad_logits_));
     (void)result;
     MIXQ_RETURN_IF_ERROR(model_.Backward(trace_, params_, grad_logits_, &grads_,
                                          &activations_));

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "engine/adam.h"
+#include "engine/loss.h"
 #include "engine/model.h"
 #include "engine/tensor.h"
 #include "search/activation_quant.h"
@@ -283,6 +284,14 @@ class QatSession {
   // progress->done: the best so far, early stopping.
   void RecordEvaluation(const Evaluation& eval, const FineTuneOptions& options,
                         FineTuneProgress* progress) const;
+  // SoftmaxCrossEntropy of `logits`, the model's output on `inputs` under
+  // params_, against `labels` (one per input). When the logits are not
+  // finite, the error names the node whose output first went non-finite in
+  // a float pass over `inputs` (engine/finite.h).
+  absl::StatusOr<engine::LossResult> Loss(const engine::Tensor& inputs,
+                                          const engine::Tensor& logits,
+                                          absl::Span<const int64_t> labels,
+                                          engine::Tensor* grad) const;
   // Adds the gradient of the mean loss over `data` (in batches of at most
   // `batch`), weighted by batch size / data size, into *grads (resized and
   // zeroed first). Weights quantized under `policy`; activations as `mode`.

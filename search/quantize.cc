@@ -6,6 +6,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "engine/graph_rewrite.h"
+#include "engine/validate.h"
 #include "onnx/onnx_pb.h"
 #include "search/qdq_export.h"
 #include "util/status_macros.h"
@@ -38,6 +39,18 @@ std::string NameNodes(absl::string_view onnx_bytes, bool* ok) {
   return proto.SerializeAsString();
 }
 
+// ValidateModel on serialized bytes.
+absl::Status ValidateOnnx(absl::string_view onnx_bytes) {
+  onnx::ModelProto proto;
+  if (onnx_bytes.size() > static_cast<size_t>(INT_MAX) ||
+      !proto.ParseFromArray(onnx_bytes.data(),
+                            static_cast<int>(onnx_bytes.size()))) {
+    return absl::InvalidArgumentError(
+        "not an ONNX model (protobuf parsing failed)");
+  }
+  return engine::ValidateModel(proto);
+}
+
 QdqWeight ToQdqWeight(const std::string& name, const engine::Tensor& w,
                       const QuantParams& params) {
   QdqWeight out;
@@ -54,6 +67,10 @@ QdqWeight ToQdqWeight(const std::string& name, const engine::Tensor& w,
 }  // namespace
 
 absl::StatusOr<PreparedModel> PrepareModel(absl::string_view onnx_bytes) {
+  // Validated before folding: folding reads initializers and attributes
+  // (a BatchNormalization's infinite epsilon would fold into finite weights
+  // and escape a validation of the folded model).
+  MIXQ_RETURN_IF_ERROR(ValidateOnnx(onnx_bytes));
   engine::FoldReport report;
   MIXQ_ASSIGN_OR_RETURN(std::string folded,
                         engine::FoldBatchNorm(onnx_bytes, &report));

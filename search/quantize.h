@@ -29,8 +29,10 @@ struct PreparedModel {
 
 // Folds BatchNormalization into the preceding Conv/Gemm (engine's
 // FoldBatchNorm) and names unnamed nodes ("<op_type>_<index>", unique), so
-// quantized layers can be addressed by node name on export.
-// INVALID_ARGUMENT if `onnx_bytes` is not an ONNX model.
+// quantized layers can be addressed by node name on export. The model is
+// validated first (engine/validate.h), so folding never reads what the
+// validator refuses. Errors: ValidateModel's (INVALID_ARGUMENT, e.g. not an
+// ONNX model; RESOURCE_EXHAUSTED over a limit).
 absl::StatusOr<PreparedModel> PrepareModel(absl::string_view onnx_bytes);
 
 // One layer of a quantized model.

@@ -168,7 +168,7 @@ void ExpectNear(const Tensor& a, const Tensor& b, const std::string& what) {
 // quantization, with its straight-through gradient).
 class ClampHook : public LayerInputHook {
  public:
-  bool Forward(int, const Tensor& x, Tensor* out) override {
+  absl::StatusOr<bool> Forward(int, const Tensor& x, Tensor* out) override {
     out->flat() = x.flat().min(0.5f).max(-0.5f);
     return true;
   }

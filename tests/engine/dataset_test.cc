@@ -17,6 +17,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/fixtures.h"
+#include "tests/support/peak_rss.h"
 #include "util/file.h"
 
 namespace mixq::engine {
@@ -701,6 +702,24 @@ TEST(NpzTest, DataBeyondTheLimitIsResourceExhausted) {
       << inputs.status();
   EXPECT_THAT(std::string(inputs.status().message()),
               HasSubstr("data/train.npz: array 'x' is 4026531840 bytes"));
+}
+
+// A zip bomb of another kind: a few hundred bytes declaring a member just
+// under the limit. The member is read as it inflates, so the lie costs what
+// the data holds, not the declared 2 GB (which were once allocated and zeroed
+// before the read found the data short).
+TEST(NpzTest, ALyingDeclaredSizeCostsNoMemory) {
+  constexpr uint32_t kDeclared = 0x7ff00000u;  // 2047 MiB, under the limit
+  const std::string liar = Zip({{.name = "x.npy",
+                                 .data = InputsNpy(),
+                                 .method = kDeflated,
+                                 .size = kDeclared}});
+  const int64_t before = mixq::testing::PeakRssBytes();
+  const absl::StatusOr<Tensor> inputs = DecodeInputs(liar, kNpzName);
+  const int64_t grown = mixq::testing::PeakRssBytes() - before;
+  ExpectInvalid(inputs.status(), kNpzName, "array 'x': truncated data");
+  EXPECT_LT(grown, mixq::testing::kBombRssBudgetBytes)
+      << "peak RSS grew by " << (grown >> 20) << " MiB";
 }
 
 TEST(NpzTest, ReadNpzArrayNamesMissingKeys) {

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <ostream>
 #include <random>
@@ -401,7 +402,7 @@ const UnfoldedCase kUnfoldedCases[] = {
        b.graph().mutable_initializer(3)->add_float_data(0.0f);
        b.graph().mutable_initializer(3)->set_dims(0, 3);
      }},
-    {"TruncatedRawData", "wrong size",
+    {"TruncatedRawData", "needs 4 values, has 0 (raw_data of 3 bytes)",
      [](OnnxBuilder& b) {
        ConvBn(b, "y");
        b.Output("y");
@@ -409,12 +410,45 @@ const UnfoldedCase kUnfoldedCases[] = {
        w->clear_float_data();
        w->set_raw_data("abc");
      }},
+    // Memory bombs: dims that declare 2^31 - 1 values over a few bytes of
+    // data. Read before the validator has seen the model, they are refused
+    // before anything of the declared size is allocated (it once cost 16 GB
+    // of doubles and most of a minute).
+    {"StatisticsDeclaringTwoBillionValues",
+     "initializer 'bn.mean' of shape [2147483647] needs 2147483647 values, "
+     "has 2",
+     [](OnnxBuilder& b) {
+       ConvBn(b, "y");
+       b.Output("y");
+       b.graph().mutable_initializer(3)->set_dims(0, 2147483647);
+     }},
+    {"RawWeightDeclaringTwoBillionValues", "needs 2147483647 values, has 4",
+     [](OnnxBuilder& b) {
+       ConvBn(b, "y");
+       b.Output("y");
+       onnx::TensorProto* w = b.graph().mutable_initializer(0);
+       w->clear_float_data();
+       w->set_raw_data(std::string(16, '\0'));
+       w->clear_dims();
+       for (int64_t d : {2147483647, 1, 1, 1}) w->add_dims(d);
+     }},
     {"StatisticsComputedByANode", "not an initializer",
      [](OnnxBuilder& b) {
        ConvBn(b, "y");
        b.Output("y");
        b.graph().mutable_initializer(1)->set_name("bn.scale.raw");
        b.Node("Abs", {"bn.scale.raw"}, {"bn.scale"}, "abs");
+     }},
+    {"InfiniteEpsilon", "inference form",
+     [](OnnxBuilder& b) {
+       ConvBn(b, "y");
+       b.Output("y");
+       for (onnx::AttributeProto& attr :
+            *b.graph().mutable_node(1)->mutable_attribute()) {
+         if (attr.name() == "epsilon") {
+           attr.set_f(std::numeric_limits<float>::infinity());
+         }
+       }
      }},
     {"TrainingMode", "inference form",
      [](OnnxBuilder& b) {

@@ -73,7 +73,8 @@ TEST(LayerCostTest, MacsFromInferredShapes) {
 class SquareHook : public LayerInputHook {
  public:
   explicit SquareHook(std::vector<float> a) : a_(std::move(a)) {}
-  bool Forward(int layer, const Tensor& x, Tensor* out) override {
+  absl::StatusOr<bool> Forward(int layer, const Tensor& x,
+                               Tensor* out) override {
     calls_.push_back(layer);
     if (a_[layer] == 0) return false;
     out->flat() = x.flat() + a_[layer] * x.flat().square();
@@ -159,6 +160,44 @@ TEST(LayerInputHookTest, BackwardWithoutTheHookIsAnError) {
   // The same trace refilled without a hook back-propagates without one.
   ASSERT_TRUE(m.Forward(x, pointers, &trace).ok());
   EXPECT_TRUE(m.Backward(trace, pointers, Tensor({1, 2}, {1, 1}), &grads).ok());
+}
+
+// A hook that refuses layer 1's input.
+class RefusingHook : public LayerInputHook {
+ public:
+  absl::StatusOr<bool> Forward(int layer, const Tensor&, Tensor*) override {
+    if (layer == 1) return absl::InvalidArgumentError("no grid fits it");
+    return false;
+  }
+  void Backward(int, const Tensor&, Tensor*) const override {}
+};
+
+TEST(LayerInputHookTest, AHookErrorEndsForwardNamingTheNode) {
+  absl::StatusOr<std::unique_ptr<Model>> model =
+      Model::FromOnnxBytes(testing::MakeMlpOnnx({4, 3, 2}, 3));
+  ASSERT_TRUE(model.ok());
+  std::vector<const Tensor*> pointers;
+  for (const Tensor& p : (*model)->initial_params()) pointers.push_back(&p);
+  RefusingHook hook;
+  const absl::StatusOr<Tensor> out = (*model)->Forward(
+      Tensor({1, 4}, Ramp(4, 0.1f)), pointers, nullptr, &hook);
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(out.status().message(), "node '/fc1/Gemm' (Gemm): no grid fits it");
+}
+
+// The node whose output first overflows, in execution order.
+TEST(ModelTest, FirstNonFiniteNodeNamesWhereTheOverflowStarts) {
+  absl::StatusOr<std::unique_ptr<Model>> model =
+      Model::FromOnnxBytes(testing::MakeMlpOnnx({4, 3, 2}, 3));
+  ASSERT_TRUE(model.ok());
+  std::vector<Tensor> params = (*model)->initial_params();
+  std::vector<const Tensor*> pointers;
+  for (const Tensor& p : params) pointers.push_back(&p);
+  const Tensor x({1, 4}, {1, 1, 1, 1});
+  EXPECT_EQ((*model)->FirstNonFiniteNode(x, pointers), "");
+  params[0].flat().setConstant(3e38f);  // fc0.weight: the sum overflows
+  EXPECT_EQ((*model)->FirstNonFiniteNode(x, pointers),
+            "node '/fc0/Gemm' (Gemm)");
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
 #include <cmath>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -103,6 +104,19 @@ TEST(SoftmaxCrossEntropyTest, Errors) {
                  "logits must be [N, C]");
   expect_invalid(SoftmaxCrossEntropy(Tensor({0, 3}), {}, nullptr).status(),
                  "logits must be [N, C]");
+  // An overflowed forward pass: NaN or infinite logits are an error, not a
+  // NaN loss and gradient.
+  for (float bad : {std::numeric_limits<float>::infinity(),
+                    -std::numeric_limits<float>::infinity(),
+                    std::numeric_limits<float>::quiet_NaN()}) {
+    Tensor poisoned({2, 3});
+    poisoned.data()[4] = bad;
+    Tensor grad;
+    expect_invalid(SoftmaxCrossEntropy(poisoned, {0, 1}, &grad).status(),
+                   std::isnan(bad) ? "the logits (model output) holds NaN at "
+                                     "element 4: the forward pass overflowed"
+                                   : "holds infinity at element 4");
+  }
 }
 
 // ------------------------------------------------------------------ Adam ----

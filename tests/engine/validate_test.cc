@@ -359,6 +359,64 @@ std::vector<Case> Cases() {
        },
        kInvalid, "... (10000 characters)' () has no op_type"},
 
+      // ---- Float attributes: the operator's constants must be finite.
+      {"GemmAlphaInfinite",
+       [](onnx::ModelProto* m) { testing::SetFloat(&Fc(m), "alpha", kInf); },
+       kInvalid,
+       "attribute 'alpha' of node 'fc' (Gemm) is inf; float attributes must "
+       "be finite"},
+      {"GemmBetaNaN",
+       [](onnx::ModelProto* m) { testing::SetFloat(&Fc(m), "beta", kNaN); },
+       kInvalid, "attribute 'beta' of node 'fc' (Gemm) is NaN"},
+      {"LeakyReluAlphaNaN",
+       [](onnx::ModelProto* m) {
+         Relu(m).set_op_type("LeakyRelu");
+         testing::SetFloat(&Relu(m), "alpha", kNaN);
+       },
+       kInvalid, "attribute 'alpha' of node 'relu' (LeakyRelu) is NaN"},
+      {"EluAlphaMinusInfinity",
+       [](onnx::ModelProto* m) {
+         Relu(m).set_op_type("Elu");
+         testing::SetFloat(&Relu(m), "alpha", -kInf);
+       },
+       kInvalid, "attribute 'alpha' of node 'relu' (Elu) is -inf"},
+      {"SeluGammaInfinite",
+       [](onnx::ModelProto* m) {
+         Relu(m).set_op_type("Selu");
+         testing::SetFloat(&Relu(m), "gamma", kInf);
+       },
+       kInvalid, "attribute 'gamma' of node 'relu' (Selu) is inf"},
+      {"HardSigmoidBetaNaN",
+       [](onnx::ModelProto* m) {
+         Relu(m).set_op_type("HardSigmoid");
+         testing::SetFloat(&Relu(m), "beta", kNaN);
+       },
+       kInvalid, "attribute 'beta' of node 'relu' (HardSigmoid) is NaN"},
+      {"ClipMaxNaN",
+       [](onnx::ModelProto* m) {
+         Relu(m).set_op_type("Clip");
+         testing::SetFloat(&Relu(m), "max", kNaN);
+       },
+       kInvalid, "attribute 'max' of node 'relu' (Clip) is NaN"},
+      {"BatchNormEpsilonInfinite",
+       [](onnx::ModelProto* m) {
+         Relu(m).set_op_type("BatchNormalization");
+         testing::SetFloat(&Relu(m), "epsilon", kInf);
+       },
+       kInvalid,
+       "attribute 'epsilon' of node 'relu' (BatchNormalization) is inf"},
+      {"FloatsEntryNaN",
+       [](onnx::ModelProto* m) {
+         Relu(m).set_op_type("Upsample");
+         onnx::AttributeProto* attr = Relu(m).add_attribute();
+         attr->set_name("scales");
+         attr->set_type(onnx::AttributeProto::FLOATS);
+         attr->add_floats(1.0f);
+         attr->add_floats(kNaN);
+       },
+       kInvalid,
+       "attribute 'scales' of node 'relu' (Upsample) is (entry 1) NaN"},
+
       // ---- Operators and structure.
       {"UnknownDomain",
        [](onnx::ModelProto* m) { Relu(m).set_domain("com.example"); }, kInvalid,
@@ -492,6 +550,15 @@ TEST(ValidateModelTest, AcceptsLegitimateVariants) {
           {"an infinity in a Constant (not a weight)",
            [](onnx::ModelProto* m) {
              OnnxBuilder::FillFloat(AddConstant(m), "", {2}, {-kInf, 0});
+           }},
+          {"an infinity in a Constant's value_float (data, not a constant "
+           "of the operator)",
+           [](onnx::ModelProto* m) {
+             onnx::NodeProto* node = Graph(m).add_node();
+             node->set_op_type("Constant");
+             node->set_name("c");
+             node->add_output("k");
+             testing::SetFloat(node, "value_float", -kInf);
            }},
           {"an empty tensor",
            [](onnx::ModelProto* m) {

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,8 @@
 #include "engine/threads.h"
 #include "engine/validate.h"
 #include "onnx/onnx_pb.h"
+#include "search/evaluate.h"
+#include "search/qat.h"
 
 namespace mixq::fuzz {
 namespace {
@@ -35,6 +38,11 @@ constexpr double kMaxRunElements = double{1 << 24};
 constexpr double kSentinel = double{int64_t{1} << 31};
 // Float initializers this small may be scales (Resize, Upsample).
 constexpr int kMaxScaleElements = 16;
+// RunQuantized's samples (when the input's batch is symbolic), their seed,
+// and the policy's bits.
+constexpr int64_t kQuantSamples = 4;
+constexpr uint32_t kQuantSeed = 7;
+constexpr int kQuantBits = 4;
 
 [[noreturn]] void Finding(const char* what, const absl::Status& status) {
   std::fprintf(stderr, "fuzz_import finding: %s: %s\n", what,
@@ -148,6 +156,36 @@ void Run(const engine::Model& model) {
   if (!backward.ok()) Finding("Backward failed on an accepted model", backward);
 }
 
+// Evaluates a 4-bit policy of a classifier (output [N, C]) in dynamic and
+// static mode on a few seeded samples: quantizers, observers and the loss
+// see whatever the model computes, an overflowed pass included. Any status
+// is fine; an abort is a finding.
+void RunQuantized(const engine::Model& model) {
+  const engine::Shape& output = model.output_shape();
+  if (output.size() != 2 || output[1] < 1 ||
+      model.quantizable_layers().empty()) {
+    return;
+  }
+  const int64_t batch =
+      model.input_shape()[0] > 0 ? model.input_shape()[0] : kQuantSamples;
+  engine::Shape shape = model.input_shape();
+  shape[0] = batch;
+  search::LabeledData data;
+  data.inputs = engine::Tensor(shape);
+  std::mt19937 rng(kQuantSeed);
+  std::normal_distribution<float> normal;
+  for (float& v : data.inputs.values()) v = normal(rng);
+  data.labels.assign(batch, 0);
+  const search::Policy policy(model.quantizable_layers().size(), kQuantBits);
+  search::PolicyEvalOptions options;
+  options.batch_size = static_cast<int>(batch);
+  for (search::EvalMode mode :
+       {search::EvalMode::kDynamic, search::EvalMode::kStatic}) {
+    options.mode = mode;
+    (void)search::EvaluatePolicy(model, policy, data, data, options);
+  }
+}
+
 // Imports `bytes`; runs the model when its sizes are small.
 Outcome ImportAndRun(absl::string_view bytes, const onnx::ModelProto& proto) {
   absl::StatusOr<std::unique_ptr<engine::Model>> model =
@@ -158,6 +196,7 @@ Outcome ImportAndRun(absl::string_view bytes, const onnx::ModelProto& proto) {
   }
   if (SizeBound(proto, **model) > kMaxRunElements) return Outcome::kImported;
   Run(**model);
+  RunQuantized(**model);
   return Outcome::kRan;
 }
 

@@ -18,8 +18,10 @@ enum class Outcome {
 // Runs `bytes` through what the service does with a submitted model:
 // FoldBatchNorm (which sees unvalidated bytes), ValidateModel, the importer
 // on the original and on the folded bytes, and, for a model whose sizes
-// stay small, one Forward and Backward on a zero input. Aborts (a finding)
-// when a documented contract breaks: a status code other than
+// stay small, one Forward and Backward on a zero input and a 4-bit policy
+// evaluated in dynamic and static mode (search/evaluate.h) on a few random
+// samples, so quantizers and observers meet overflowed values. Aborts (a
+// finding) when a documented contract breaks: a status code other than
 // INVALID_ARGUMENT or RESOURCE_EXHAUSTED for a refused model, a model the
 // validator refused but the importer accepted, or an error from Forward or
 // Backward on an accepted model. Crashes, leaks and hangs are the

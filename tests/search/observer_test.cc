@@ -225,6 +225,25 @@ TEST(MovingAverageObserverTest, HalfMomentumByHandIgnoringEmptyBatches) {
   EXPECT_EQ(r.max, 2.0f);
 }
 
+// Finite values at the ends of float's range: the averaging and the
+// histogram's span are computed in double, so 3e38 − (−3e38) does not
+// overflow into an infinite range (which once aborted the activation
+// quantizer).
+TEST(ObserverTest, RangesStayFiniteAtTheEndsOfFloat) {
+  constexpr float kHuge = 3e38f;
+  for (const char* spec : {"minmax", "moving_average:0.5", "percentile:99"}) {
+    SCOPED_TRACE(spec);
+    absl::StatusOr<std::unique_ptr<Observer>> observer = MakeObserver(spec);
+    ASSERT_TRUE(observer.ok()) << observer.status();
+    (*observer)->Observe(Values({kHuge, kHuge}));
+    (*observer)->Observe(Values({-kHuge, -kHuge, kHuge}));
+    const Range r = RangeOf(**observer);
+    EXPECT_TRUE(std::isfinite(r.min) && std::isfinite(r.max))
+        << "[" << r.min << ", " << r.max << "]";
+    EXPECT_LE(r.min, r.max);
+  }
+}
+
 // The ramp 0..9999 fed as batches [first, second). The result is exact to one
 // bin of the final histogram, whose width each case computes by hand: the
 // first batch spans (max − min)·(1 + 1e−6) over kBins bins, and each growth

@@ -187,7 +187,8 @@ class FakeQuantHook : public engine::LayerInputHook {
     }
   }
 
-  bool Forward(int layer, const Tensor& x, Tensor* out) override {
+  absl::StatusOr<bool> Forward(int layer, const Tensor& x,
+                               Tensor* out) override {
     const auto it = by_layer_.find(layer);
     if (it == by_layer_.end()) return false;
     const QdqActivation& a = it->second;
@@ -217,7 +218,7 @@ class FakeQuantHook : public engine::LayerInputHook {
 // Records the range of every layer's input; transforms nothing.
 class RangeObserver : public engine::LayerInputHook {
  public:
-  bool Forward(int layer, const Tensor& x, Tensor*) override {
+  absl::StatusOr<bool> Forward(int layer, const Tensor& x, Tensor*) override {
     Range& r = ranges_[layer];
     r.lo = std::min(r.lo, x.flat().minCoeff());
     r.hi = std::max(r.hi, x.flat().maxCoeff());

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -14,6 +15,7 @@
 #include "engine/model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "onnx/onnx_pb.h"
 #include "search/evaluate.h"
 #include "search/qat.h"
 #include "search/qdq_export.h"
@@ -107,6 +109,33 @@ TEST(PrepareModelTest, FoldsBatchNormAndNamesEveryNode) {
   for (const engine::QuantizableLayer& layer : p.model->quantizable_layers()) {
     EXPECT_FALSE(layer.node_name.empty()) << layer.name;
   }
+}
+
+// Folding reads attributes and initializers, so the model is validated
+// first: a BatchNormalization's infinite epsilon would otherwise fold into
+// finite weights (scale / sqrt(inf) = 0) and escape the validator.
+TEST(PrepareModelTest, ValidatesBeforeFolding) {
+  onnx::ModelProto model;
+  ASSERT_TRUE(model.ParseFromString(
+      ReadOrDie(testing::FixturePath("resnet_fmnist_bn.onnx"))));
+  onnx::NodeProto* bn = nullptr;
+  for (onnx::NodeProto& node : *model.mutable_graph()->mutable_node()) {
+    if (node.op_type() == "BatchNormalization") bn = &node;
+  }
+  ASSERT_NE(bn, nullptr);
+  for (onnx::AttributeProto& attr : *bn->mutable_attribute()) {
+    if (attr.name() == "epsilon") {
+      attr.set_f(std::numeric_limits<float>::infinity());
+    }
+  }
+  const absl::StatusOr<PreparedModel> prepared =
+      PrepareModel(model.SerializeAsString());
+  EXPECT_EQ(prepared.status().code(), absl::StatusCode::kInvalidArgument)
+      << prepared.status();
+  EXPECT_THAT(std::string(prepared.status().message()),
+              ::testing::HasSubstr(
+                  absl::StrCat("attribute 'epsilon' of node '", bn->name(),
+                               "' (BatchNormalization) is inf")));
 }
 
 TEST(PrepareModelTest, NotOnnxIsInvalidArgument) {
