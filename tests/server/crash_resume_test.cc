@@ -86,24 +86,12 @@ class CrashResumeTest : public ::testing::Test {
     return response.job();
   }
 
-  static v1::Job Get(ServerProcess& server, const std::string& id) {
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() +
-                         std::chrono::seconds(10));
-    v1::GetJobRequest request;
-    request.set_job_id(id);
-    v1::Job job;
-    const grpc::Status status = server.stub().GetJob(&context, request, &job);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    return job;
-  }
-
   // Polls until the job is terminal (or 120 s pass).
   static v1::Job WaitDone(ServerProcess& server, const std::string& id) {
     const auto deadline = Clock::now() + std::chrono::seconds(120);
     v1::Job job;
     while (Clock::now() < deadline) {
-      job = Get(server, id);
+      job = server.GetJob(id);
       if (job.state() >= v1::SUCCEEDED) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
@@ -192,11 +180,11 @@ TEST_F(CrashResumeTest, SigkillAtRandomPointsLosesNothing) {
     const int target =
         std::min(last_steps + 1 + static_cast<int>(rng() % 2), total_steps - 2);
     const auto deadline = Clock::now() + std::chrono::seconds(60);
-    while (Clock::now() < deadline && Get(server, id).steps_done() < target)
+    while (Clock::now() < deadline && server.GetJob(id).steps_done() < target)
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     std::this_thread::sleep_for(
         std::chrono::duration<double>(fraction(rng) * step_seconds));
-    const v1::Job before = Get(server, id);
+    const v1::Job before = server.GetJob(id);
     ASSERT_EQ(server.Kill(SIGKILL), -SIGKILL);
     if (before.state() == v1::RUNNING || before.state() == v1::QUEUED) {
       ++kills_while_running;
@@ -206,7 +194,7 @@ TEST_F(CrashResumeTest, SigkillAtRandomPointsLosesNothing) {
     }
     ASSERT_TRUE(server.Start());
     // The accepted job is still there, and its recorded steps with it.
-    const v1::Job after = Get(server, id);
+    const v1::Job after = server.GetJob(id);
     EXPECT_EQ(after.id(), id);
     if (before.state() != v1::SUCCEEDED) {
       EXPECT_GE(after.steps_done(), before.steps_done());
@@ -233,7 +221,7 @@ TEST_F(CrashResumeTest, SigtermStopsWithinTheGracePeriodAndTheJobResumes) {
   const std::string id = Submit(server).id();
   // Wait until the search has recorded a step or two.
   const auto deadline = Clock::now() + std::chrono::seconds(60);
-  while (Clock::now() < deadline && Get(server, id).steps_done() < 2)
+  while (Clock::now() < deadline && server.GetJob(id).steps_done() < 2)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   const auto stop = Clock::now();
   EXPECT_EQ(server.Kill(SIGTERM), 0);

@@ -57,25 +57,13 @@ class QuarantineTest : public ::testing::Test {
     return response.job().id();
   }
 
-  static v1::Job Get(ServerProcess& server, const std::string& id) {
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() +
-                         std::chrono::seconds(10));
-    v1::GetJobRequest request;
-    request.set_job_id(id);
-    v1::Job job;
-    const grpc::Status status = server.stub().GetJob(&context, request, &job);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    return job;
-  }
-
   // Polls until `done(job)` holds (true) or the deadline passes (false).
   template <typename Predicate>
   static bool WaitFor(ServerProcess& server, const std::string& id,
                       Predicate done, v1::Job* job) {
     const auto deadline = Clock::now() + kDeadline;
     while (Clock::now() < deadline) {
-      *job = Get(server, id);
+      *job = server.GetJob(id);
       if (done(*job)) return true;
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
@@ -130,7 +118,7 @@ TEST_F(QuarantineTest, JobRunningAtTwoDeathsInARowIsFailedAndTheQueueRuns) {
 
   const auto restart = Clock::now();
   ASSERT_TRUE(server.Start());
-  job = Get(server, poison);
+  job = server.GetJob(poison);
   EXPECT_EQ(job.state(), v1::FAILED);
   EXPECT_THAT(job.error(), StartsWith("stopped the server twice; quarantined"));
   v1::Job other;
@@ -144,7 +132,7 @@ TEST_F(QuarantineTest, JobRunningAtTwoDeathsInARowIsFailedAndTheQueueRuns) {
   // The quarantined job stays failed across a further restart.
   EXPECT_EQ(server.Kill(SIGTERM), 0);
   ASSERT_TRUE(server.Start());
-  EXPECT_EQ(Get(server, poison).state(), v1::FAILED);
+  EXPECT_EQ(server.GetJob(poison).state(), v1::FAILED);
   EXPECT_EQ(server.Kill(SIGTERM), 0);
   EXPECT_THAT(ReadFile(log.string()).value_or(""),
               HasSubstr("job quarantined"));

@@ -95,6 +95,19 @@ class ServerProcess {
   }
 
   v1::Mixq::Stub& stub() { return *stub_; }
+  // Job `id` from GetJob (10 s deadline); an empty job and a test failure
+  // when the call fails.
+  v1::Job GetJob(const std::string& id) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::seconds(10));
+    v1::GetJobRequest request;
+    request.set_job_id(id);
+    v1::Job job;
+    const grpc::Status status = stub_->GetJob(&context, request, &job);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return job;
+  }
   int port() const { return port_; }
 
  private:
