@@ -130,7 +130,7 @@ absl::StatusOr<Tensor> ToTensor(const onnx::TensorProto& proto,
                      " bytes of ", raw ? "raw_data" : "float_data"));
   }
   FloatBuffer values(n);
-  if (raw) {
+  if (raw && n > 0) {  // (memcpy from an empty buffer's null is undefined)
     std::memcpy(values.data(), proto.raw_data().data(), n * sizeof(float));
   } else {
     std::copy(proto.float_data().begin(), proto.float_data().end(),
