@@ -150,8 +150,8 @@ absl::StatusOr<int64_t> DeclaredPayloadBytes(const Shape& shape,
   if (elements > kMaxArrayValues ||
       static_cast<uint64_t>(bytes) > kMaxDecompressedBytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        "shape ", ShapeToString(shape), " holds ", elements, " values (",
-        bytes, " bytes); the limit is ", kMaxArrayValues, " values and ",
+        "shape ", ShapeToString(shape), " holds ", elements, " values (", bytes,
+        " bytes); the limit is ", kMaxArrayValues, " values and ",
         kMaxDecompressedBytes, " bytes per array"));
   }
   return bytes;
@@ -446,8 +446,8 @@ bool LooksLikeIdx(absl::string_view bytes) {
 // The size of the NPY or IDX file whose first bytes are `prefix`, from its
 // header; RESOURCE_EXHAUSTED when the array it declares is over the limits;
 // nullopt for other formats and broken headers (which ParseArray reports).
-absl::StatusOr<std::optional<size_t>> DeclaredFileSize(
-    absl::string_view prefix, uint32_t idx_magic) {
+absl::StatusOr<std::optional<size_t>> DeclaredFileSize(absl::string_view prefix,
+                                                       uint32_t idx_magic) {
   RawArray array;
   absl::StatusOr<size_t> offset;
   if (absl::StartsWith(prefix, absl::string_view(kNpyMagic, kNpyMagicSize))) {

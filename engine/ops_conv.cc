@@ -170,10 +170,10 @@ absl::StatusOr<WindowAttrs> ParseWindow(const OpConfig& config,
                                       "] must be >= ", min_value));
       }
       if (x > kMaxWindowAttribute) {
-        return NodeError(
-            config, absl::StrCat(name, " [", absl::StrJoin(*out, ", "),
-                                 "] must be <= ", kMaxWindowAttribute,
-                                 " (kMaxWindowAttribute)"));
+        return NodeError(config,
+                         absl::StrCat(name, " [", absl::StrJoin(*out, ", "),
+                                      "] must be <= ", kMaxWindowAttribute,
+                                      " (kMaxWindowAttribute)"));
       }
     }
     return absl::OkStatus();
@@ -274,10 +274,10 @@ absl::StatusOr<std::vector<WindowDim>> Resolve(const WindowAttrs& attrs,
     if (w.out == 1) w.stride = 1;
     if (!MulWithin(padded_plane, w.padded(), kMaxWindowBufferValues,
                    &padded_plane)) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          op, ": the padded input plane up to spatial dim ", d,
-          " holds more than ", kMaxWindowBufferValues,
-          " values (kMaxWindowBufferValues)"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat(op, ": the padded input plane up to spatial dim ", d,
+                       " holds more than ", kMaxWindowBufferValues,
+                       " values (kMaxWindowBufferValues)"));
     }
   }
   return dims;
@@ -836,24 +836,23 @@ class ConvKernel : public Kernel {
   static absl::Status CheckLimits(const ConvGeometry& g) {
     const PhaseLayout layout(g);
     int64_t planes, cols, macs;
-    bool within = MulWithin(g.cg, layout.plane, kMaxWindowBufferValues,
-                            &planes) &&
-                  MulWithin(g.k, layout.span(g), kMaxWindowBufferValues,
-                            &cols) &&
-                  MulWithin(g.m, g.p, kMaxWindowWork, &macs) &&
-                  MulWithin(macs, g.k, kMaxWindowWork, &macs);
+    bool within =
+        MulWithin(g.cg, layout.plane, kMaxWindowBufferValues, &planes) &&
+        MulWithin(g.k, layout.span(g), kMaxWindowBufferValues, &cols) &&
+        MulWithin(g.m, g.p, kMaxWindowWork, &macs) &&
+        MulWithin(macs, g.k, kMaxWindowWork, &macs);
     if (within) {
       if (const std::optional<ConvGeometry> t = TransposedGeometry(g)) {
-        within = MulWithin(t->cg, PhaseLayout(*t).plane,
-                           kMaxWindowBufferValues, &planes);
+        within = MulWithin(t->cg, PhaseLayout(*t).plane, kMaxWindowBufferValues,
+                           &planes);
       }
     }
     if (within) return absl::OkStatus();
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "Conv: a sample needs more than ", kMaxWindowBufferValues,
-        " floats of padded input or im2col buffer "
-        "(kMaxWindowBufferValues) or more than ",
-        kMaxWindowWork, " multiply-adds (kMaxWindowWork)"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("Conv: a sample needs more than ", kMaxWindowBufferValues,
+                     " floats of padded input or im2col buffer "
+                     "(kMaxWindowBufferValues) or more than ",
+                     kMaxWindowWork, " multiply-adds (kMaxWindowWork)"));
   }
 
   // `g` as a Winograd problem (engine/winograd.h) when it is a
@@ -1448,8 +1447,7 @@ absl::StatusOr<PoolGeometry> ResolvePool(const WindowAttrs& attrs,
     g.dims[kPoolRank - rank + d] = (*dims)[d];
     g.in_size *= (*dims)[d].in;
     g.out_size *= (*dims)[d].out;
-    within = within &&
-             MulWithin(work, (*dims)[d].out, kMaxWindowWork, &work) &&
+    within = within && MulWithin(work, (*dims)[d].out, kMaxWindowWork, &work) &&
              MulWithin(work, (*dims)[d].kernel, kMaxWindowWork, &work);
   }
   if (!within) {

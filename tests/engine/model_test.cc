@@ -912,8 +912,9 @@ TEST(ModelImportTest, RefusesNodeOutputsOverTheValuesPerSampleLimit) {
 TEST(ModelImportTest, RefusesNodeOutputsOverTheGraphValuesLimit) {
   constexpr int64_t kPadded = int64_t{1} << 27;
   OnnxBuilder builder;
-  builder.Input("x", {-1, 8}).Output("r8").IntInitializer(
-      "pads", {0, 0, 0, kPadded - 8});
+  builder.Input("x", {-1, 8})
+      .Output("r8")
+      .IntInitializer("pads", {0, 0, 0, kPadded - 8});
   builder.Node("Pad", {"x", "pads"}, {"r0"}, "pad");
   for (int i = 1; i <= 8; ++i) {
     builder.Node("Relu", {absl::StrCat("r", i - 1)}, {absl::StrCat("r", i)},
@@ -940,8 +941,8 @@ TEST(ModelImportTest, RefusesFoldedConstantsOverTheLimit) {
       builder.Node("ConstantOfShape", {"shape"}, {"c0"}, "fill");
   OnnxBuilder::FillFloat(SetTensor(fill), "", {1}, {1.0f});
   for (int i = 1; i <= kAdds; ++i) {
-    builder.Node("Add", {absl::StrCat("c", i - 1), "c0"}, {absl::StrCat("c", i)},
-                 absl::StrCat("add", i));
+    builder.Node("Add", {absl::StrCat("c", i - 1), "c0"},
+                 {absl::StrCat("c", i)}, absl::StrCat("add", i));
   }
   builder.Node("Add", {"x", "x"}, {"y"}, "out");
   auto model = builder.Build();
