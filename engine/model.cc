@@ -459,6 +459,14 @@ class Importer {
       return Invalid(absl::StrCat("graph input '", name, "' of shape ",
                                   ShapeToString(shape), " is too large"));
     }
+    // As a node output: kernels reading it (Slice, Gather) build index maps
+    // as long as its dims while they infer their shapes.
+    if (NumElements(slot.shape) / std::max<int64_t>(batch_, 1) >
+        kMaxValuesPerSample) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "graph input '", name, "' of shape ", ShapeToString(shape),
+          " holds more than ", kMaxValuesPerSample, " values per sample"));
+    }
     MIXQ_ASSIGN_OR_RETURN(input_slot_, AddSlot(std::move(slot)));
     input_name_ = name;
     input_shape_ = std::move(shape);

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <random>
 #include <string>
@@ -26,6 +27,7 @@ namespace {
 using ::mixq::testing::OnnxBuilder;
 using ::mixq::testing::SetFloat;
 using ::mixq::testing::SetInt;
+using ::mixq::testing::SetInts;
 using ::mixq::testing::SetTensor;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -904,6 +906,24 @@ TEST(ModelImportTest, RefusesNodeOutputsOverTheValuesPerSampleLimit) {
       .IntInitializer("pads", {0, 0, 0, (int64_t{1} << 28) - 8});
   builder.Node("Pad", {"x", "pads"}, {"y"}, "big_pad");
   EXPECT_TRUE(builder.Build().ok());
+}
+
+// The graph input too: Slice and Gather build index maps as long as their
+// input's dims while inferring shapes at import (the fuzzer's OOMs: a Slice
+// of an input [1, 2^31] took 16 GB).
+TEST(ModelImportTest, RefusesAGraphInputOverTheValuesPerSampleLimit) {
+  OnnxBuilder builder(/*opset=*/9);  // Slice with attributes
+  builder.Input("x", {1, int64_t{1} << 31}).Output("y");
+  onnx::NodeProto* slice = builder.Node("Slice", {"x"}, {"y"}, "slice");
+  SetInts(slice, "starts", {2});
+  SetInts(slice, "ends", {std::numeric_limits<int64_t>::max()});
+  SetInts(slice, "axes", {0});
+  auto model = builder.Build();
+  ASSERT_FALSE(model.ok());
+  EXPECT_EQ(model.status().code(), absl::StatusCode::kResourceExhausted)
+      << model.status();
+  EXPECT_THAT(std::string(model.status().message()),
+              ::testing::HasSubstr("graph input 'x'"));
 }
 
 // Nor a chain of nodes each under that limit: Forward keeps every output,
