@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -28,10 +29,16 @@ namespace {
 static_assert(std::endian::native == std::endian::little,
               "NPY decoding assumes a little-endian host");
 
-// Inputs and labels arrive inline; a decompressed data set beyond this is
-// not something the server should hold in memory (Fashion-MNIST's training
-// images are 47 MB).
-constexpr size_t kMaxDecompressedBytes = size_t{2} << 30;
+// Inputs and labels arrive inline; a data set beyond these is not something
+// the server should hold in memory (Fashion-MNIST's training images are 47 M
+// values, 47 MB): values of one array (as many as one activation of a model
+// per sample, engine/model.h; 1 GiB as float32), and bytes of its decoded
+// file (a .npz member, a gzip stream).
+constexpr int64_t kMaxArrayValues = int64_t{1} << 28;
+constexpr size_t kMaxDecompressedBytes = size_t{1} << 30;
+// A gzip stream is first inflated this far, to read the size its NPY or IDX
+// header declares (NumPy writes headers of a few hundred bytes).
+constexpr size_t kGunzipHeaderProbeBytes = size_t{64} << 10;
 // First output buffer of Gunzip; it then doubles.
 constexpr size_t kGunzipInitialBytes = size_t{64} << 10;
 
@@ -133,11 +140,27 @@ absl::Status CheckedSizes(const Shape& shape, int64_t element_size,
   return absl::OkStatus();
 }
 
-absl::Status CheckPayloadSize(const Shape& shape, int64_t element_size,
-                              absl::string_view data) {
+// The bytes of the payload `shape` declares; RESOURCE_EXHAUSTED beyond
+// kMaxArrayValues or kMaxDecompressedBytes.
+absl::StatusOr<int64_t> DeclaredPayloadBytes(const Shape& shape,
+                                             int64_t element_size) {
   int64_t elements = 0;
   int64_t bytes = 0;
   MIXQ_RETURN_IF_ERROR(CheckedSizes(shape, element_size, &elements, &bytes));
+  if (elements > kMaxArrayValues ||
+      static_cast<uint64_t>(bytes) > kMaxDecompressedBytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "shape ", ShapeToString(shape), " holds ", elements, " values (", bytes,
+        " bytes); the limit is ", kMaxArrayValues, " values and ",
+        kMaxDecompressedBytes, " bytes per array"));
+  }
+  return bytes;
+}
+
+absl::Status CheckPayloadSize(const Shape& shape, int64_t element_size,
+                              absl::string_view data) {
+  MIXQ_ASSIGN_OR_RETURN(const int64_t bytes,
+                        DeclaredPayloadBytes(shape, element_size));
   if (static_cast<uint64_t>(bytes) != data.size()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "size mismatch: shape ", ShapeToString(shape), " needs ", bytes,
@@ -316,7 +339,10 @@ uint32_t ReadBigEndian32(absl::string_view bytes, size_t offset) {
   return value;
 }
 
-absl::StatusOr<RawArray> ParseNpy(absl::string_view bytes) {
+// The header of NPY `bytes` (type and shape) into `*array`; returns where
+// the payload starts. The payload is not checked.
+absl::StatusOr<size_t> ParseNpyHeader(absl::string_view bytes,
+                                      RawArray* array) {
   if (bytes.size() < kNpyV1PreambleSize) {
     return absl::InvalidArgumentError(
         absl::StrCat("truncated NPY preamble (", bytes.size(), " bytes)"));
@@ -343,9 +369,8 @@ absl::StatusOr<RawArray> ParseNpy(absl::string_view bytes) {
                      bytes.size() - preamble, " present"));
   }
   std::string descr;
-  RawArray array;
   MIXQ_RETURN_IF_ERROR(NpyHeaderParser(bytes.substr(preamble, header_size))
-                           .Parse(&descr, &array.shape));
+                           .Parse(&descr, &array->shape));
   const auto* info =
       std::find_if(std::begin(kNpyDTypes), std::end(kNpyDTypes),
                    [&](const DTypeInfo& t) { return t.descr == descr; });
@@ -354,15 +379,24 @@ absl::StatusOr<RawArray> ParseNpy(absl::string_view bytes) {
         absl::StrCat("unsupported NPY dtype '", descr, "'", DTypeHint(descr),
                      " (supported: ", SupportedNpyDTypes(), ")"));
   }
-  array.type = *info;
-  array.data = bytes.substr(preamble + header_size);
+  array->type = *info;
+  return preamble + header_size;
+}
+
+absl::StatusOr<RawArray> ParseNpy(absl::string_view bytes) {
+  RawArray array;
+  MIXQ_ASSIGN_OR_RETURN(const size_t offset, ParseNpyHeader(bytes, &array));
+  array.data = bytes.substr(offset);
   MIXQ_RETURN_IF_ERROR(
       CheckPayloadSize(array.shape, array.type.size, array.data));
   return array;
 }
 
-absl::StatusOr<RawArray> ParseIdx(absl::string_view bytes,
-                                  uint32_t expected_magic) {
+// The header of IDX `bytes` into `*array`; returns where the payload
+// starts. The payload is not checked.
+absl::StatusOr<size_t> ParseIdxHeader(absl::string_view bytes,
+                                      uint32_t expected_magic,
+                                      RawArray* array) {
   if (bytes.size() < kIdxMagicSize) {
     return absl::InvalidArgumentError("truncated IDX magic");
   }
@@ -386,16 +420,47 @@ absl::StatusOr<RawArray> ParseIdx(absl::string_view bytes,
         absl::StrCat("truncated IDX header: needs ", header_size, " bytes, ",
                      bytes.size(), " present"));
   }
-  RawArray array;
-  array.type = kIdxUint8;
+  array->type = kIdxUint8;
   for (size_t i = 0; i < rank; ++i) {
-    array.shape.push_back(
+    array->shape.push_back(
         ReadBigEndian32(bytes, kIdxMagicSize + kIdxDimSize * i));
   }
-  array.data = bytes.substr(header_size);
+  return header_size;
+}
+
+absl::StatusOr<RawArray> ParseIdx(absl::string_view bytes,
+                                  uint32_t expected_magic) {
+  RawArray array;
+  MIXQ_ASSIGN_OR_RETURN(const size_t offset,
+                        ParseIdxHeader(bytes, expected_magic, &array));
+  array.data = bytes.substr(offset);
   MIXQ_RETURN_IF_ERROR(
       CheckPayloadSize(array.shape, array.type.size, array.data));
   return array;
+}
+
+bool LooksLikeIdx(absl::string_view bytes) {
+  return bytes.size() >= 2 && bytes[0] == 0 && bytes[1] == 0;
+}
+
+// The size of the NPY or IDX file whose first bytes are `prefix`, from its
+// header; RESOURCE_EXHAUSTED when the array it declares is over the limits;
+// nullopt for other formats and broken headers (which ParseArray reports).
+absl::StatusOr<std::optional<size_t>> DeclaredFileSize(absl::string_view prefix,
+                                                       uint32_t idx_magic) {
+  RawArray array;
+  absl::StatusOr<size_t> offset;
+  if (absl::StartsWith(prefix, absl::string_view(kNpyMagic, kNpyMagicSize))) {
+    offset = ParseNpyHeader(prefix, &array);
+  } else if (LooksLikeIdx(prefix)) {
+    offset = ParseIdxHeader(prefix, idx_magic, &array);
+  } else {
+    return std::nullopt;
+  }
+  if (!offset.ok()) return std::nullopt;
+  MIXQ_ASSIGN_OR_RETURN(const int64_t payload,
+                        DeclaredPayloadBytes(array.shape, array.type.size));
+  return *offset + static_cast<size_t>(payload);
 }
 
 // Detects gzip / NPY / IDX from the content (ParseFile handles .npz). A gzip
@@ -404,7 +469,24 @@ absl::StatusOr<RawArray> ParseIdx(absl::string_view bytes,
 absl::StatusOr<RawArray> ParseArray(absl::string_view bytes, uint32_t idx_magic,
                                     std::string* inflated) {
   if (absl::StartsWith(bytes, absl::string_view(kGzipMagic, 2))) {
-    MIXQ_ASSIGN_OR_RETURN(*inflated, Gunzip(bytes, kMaxDecompressedBytes));
+    // The header first: the stream is inflated only as far as the array it
+    // declares, once that is known to be within the limits.
+    MIXQ_ASSIGN_OR_RETURN(std::string prefix,
+                          GunzipPrefix(bytes, kGunzipHeaderProbeBytes));
+    MIXQ_ASSIGN_OR_RETURN(const std::optional<size_t> declared,
+                          DeclaredFileSize(prefix, idx_magic));
+    if (!declared.has_value()) {
+      *inflated = std::move(prefix);  // not an array header: reported below
+    } else {
+      absl::StatusOr<std::string> all = Gunzip(bytes, *declared);
+      if (absl::IsResourceExhausted(all.status())) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("gzip: the stream holds more than the ", *declared,
+                         " bytes its header declares"));
+      }
+      if (!all.ok()) return all.status();
+      *inflated = *std::move(all);
+    }
     bytes = *inflated;
     if (absl::StartsWith(bytes, absl::string_view(kGzipMagic, 2))) {
       return absl::InvalidArgumentError(
@@ -414,7 +496,7 @@ absl::StatusOr<RawArray> ParseArray(absl::string_view bytes, uint32_t idx_magic,
   if (absl::StartsWith(bytes, absl::string_view(kNpyMagic, kNpyMagicSize))) {
     return ParseNpy(bytes);
   }
-  if (bytes.size() >= 2 && bytes[0] == 0 && bytes[1] == 0) {
+  if (LooksLikeIdx(bytes)) {
     return ParseIdx(bytes, idx_magic);
   }
   return absl::InvalidArgumentError(
@@ -598,10 +680,9 @@ struct InflateStream {
   ~InflateStream() { inflateEnd(&z); }
 };
 
-}  // namespace
-
-absl::StatusOr<std::string> Gunzip(absl::string_view bytes,
-                                   size_t max_output_bytes) {
+// Gunzip, or with `prefix_only` GunzipPrefix.
+absl::StatusOr<std::string> Inflate(absl::string_view bytes,
+                                    size_t max_output_bytes, bool prefix_only) {
   InflateStream stream;
   z_stream& z = stream.z;
   // 16 + MAX_WBITS: expect a gzip header and trailer (not raw zlib).
@@ -609,9 +690,10 @@ absl::StatusOr<std::string> Gunzip(absl::string_view bytes,
     return absl::ResourceExhaustedError("gzip: inflateInit2 failed");
   }
   // One byte past the limit tells "exactly max_output_bytes" from "more".
-  const size_t limit = max_output_bytes == std::numeric_limits<size_t>::max()
-                           ? max_output_bytes
-                           : max_output_bytes + 1;
+  const size_t limit =
+      prefix_only || max_output_bytes == std::numeric_limits<size_t>::max()
+          ? max_output_bytes
+          : max_output_bytes + 1;
   std::string out;
   size_t produced = 0;
   size_t fed = 0;  // input bytes handed to zlib so far (avail_in is 32-bit)
@@ -633,6 +715,7 @@ absl::StatusOr<std::string> Gunzip(absl::string_view bytes,
     const uInt avail_out_before = z.avail_out;
     const int rc = inflate(&z, Z_NO_FLUSH);
     produced += avail_out_before - z.avail_out;
+    if (prefix_only && produced == max_output_bytes) break;
     if (produced > max_output_bytes) {
       return absl::ResourceExhaustedError(
           absl::StrCat("gzip: decompressed data exceeds the limit of ",
@@ -675,6 +758,18 @@ absl::StatusOr<std::string> Gunzip(absl::string_view bytes,
   }
   out.resize(produced);
   return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> Gunzip(absl::string_view bytes,
+                                   size_t max_output_bytes) {
+  return Inflate(bytes, max_output_bytes, false);
+}
+
+absl::StatusOr<std::string> GunzipPrefix(absl::string_view bytes,
+                                         size_t prefix_bytes) {
+  return Inflate(bytes, prefix_bytes, true);
 }
 
 absl::StatusOr<Tensor> DecodeInputs(absl::string_view bytes,

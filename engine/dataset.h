@@ -31,8 +31,13 @@ namespace mixq::engine {
 // The format is detected from the content (zip, gzip, NPY or IDX magic); a
 // non-empty `npz_key` for a file that is not a .npz is an error. NaN/Inf
 // values, big-endian or object dtypes, Fortran order, truncated or
-// oversized payloads are errors. RESOURCE_EXHAUSTED when the data would
-// decompress to more than 2 GiB.
+// oversized payloads are errors. RESOURCE_EXHAUSTED for an array of more
+// than 2^28 values or 1 GiB (as many values as one activation of a model per
+// sample may hold, engine/model.h), and for a .npz member of more than 1 GiB
+// uncompressed. A gzip stream is inflated first only as far as its NPY or IDX
+// header (64 KiB at most), and then only when the array it declares is within
+// these limits, and never past the size it declares: a small upload cannot
+// make the decoder inflate more than the data it declares.
 absl::StatusOr<Tensor> DecodeInputs(absl::string_view bytes,
                                     absl::string_view name,
                                     absl::string_view npz_key = {});
@@ -68,6 +73,12 @@ absl::Status ConformToModelInput(const Shape& model_input_shape,
 // `max_output_bytes`.
 absl::StatusOr<std::string> Gunzip(absl::string_view bytes,
                                    size_t max_output_bytes);
+
+// The first `prefix_bytes` of the gzip stream `bytes` (all of it when
+// shorter), inflating no further. INVALID_ARGUMENT on corrupt data before
+// that point, or a stream that ends truncated before it.
+absl::StatusOr<std::string> GunzipPrefix(absl::string_view bytes,
+                                         size_t prefix_bytes);
 
 }  // namespace mixq::engine
 

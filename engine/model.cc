@@ -150,6 +150,15 @@ constexpr int64_t kProbeBatch = 7;
 // model whose shapes need more (a hostile Pad to 2^31 elements, say) is
 // refused at import rather than at its first Forward's allocation.
 constexpr int64_t kMaxValuesPerSample = int64_t{1} << 28;
+// The most values all node outputs computed at run time may hold together
+// per sample (Forward keeps every one for Backward): a chain of nodes each
+// just under kMaxValuesPerSample would otherwise cost gigabytes per sample.
+constexpr int64_t kMaxGraphValuesPerSample = int64_t{1} << 28;
+// The most values all constants folded at import may hold together (1 GiB
+// of floats, as ModelLimits::max_total_tensor_bytes; dequantized weights
+// count): a chain of folded nodes of kMaxFoldedElements each would otherwise
+// cost gigabytes at import.
+constexpr int64_t kMaxFoldedValues = int64_t{1} << 28;
 // *into += from (same size), split between the OpenMP threads: residual
 // networks sum activation-sized gradients at every skip connection.
 void AddInto(const Tensor& from, Tensor* into) {
@@ -295,7 +304,10 @@ class Importer {
     MIXQ_RETURN_IF_ERROR(AddInput());
     MIXQ_RETURN_IF_ERROR(AddNodeOutputs());
     MIXQ_ASSIGN_OR_RETURN(const std::vector<int> order, SortNodes());
-    for (int index : order) MIXQ_RETURN_IF_ERROR(CompileNode(index));
+    for (int index : order) {
+      MIXQ_RETURN_IF_ERROR(CompileNode(index));
+      MIXQ_RETURN_IF_ERROR(CountNodeValues(index));
+    }
     MIXQ_RETURN_IF_ERROR(SetOutput());
     Finish();
     return std::move(impl_);
@@ -447,6 +459,14 @@ class Importer {
       return Invalid(absl::StrCat("graph input '", name, "' of shape ",
                                   ShapeToString(shape), " is too large"));
     }
+    // As a node output: kernels reading it (Slice, Gather) build index maps
+    // as long as its dims while they infer their shapes.
+    if (NumElements(slot.shape) / std::max<int64_t>(batch_, 1) >
+        kMaxValuesPerSample) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "graph input '", name, "' of shape ", ShapeToString(shape),
+          " holds more than ", kMaxValuesPerSample, " values per sample"));
+    }
     MIXQ_ASSIGN_OR_RETURN(input_slot_, AddSlot(std::move(slot)));
     input_name_ = name;
     input_shape_ = std::move(shape);
@@ -593,6 +613,26 @@ class Importer {
       is_batch[i] = slot.ints[i] != slot.probe_ints[i];
     }
     return is_batch;
+  }
+
+  // Adds node `index`'s output to run_values_ (per sample) or
+  // folded_values_ (a constant); RESOURCE_EXHAUSTED naming the node when
+  // the total passes kMaxGraphValuesPerSample or kMaxFoldedValues.
+  absl::Status CountNodeValues(int index) {
+    const onnx::NodeProto& proto = graph_.node(index);
+    const Slot& out = slots_[slot_of_.at(proto.output(0))];
+    const bool folded = out.kind == SlotKind::kConstant;
+    int64_t& total = folded ? folded_values_ : run_values_;
+    const int64_t limit = folded ? kMaxFoldedValues : kMaxGraphValuesPerSample;
+    total += folded ? NumElements(out.shape)
+                    : NumElements(out.shape) / std::max<int64_t>(batch_, 1);
+    if (total <= limit) return absl::OkStatus();
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "node '", NodeLabel(proto, index), "' (", proto.op_type(), "): ",
+        folded ? "the constants folded up to its output hold "
+               : "the node outputs up to its own hold ",
+        total, " values", folded ? "" : " per sample", ", more than ", limit,
+        folded ? "" : " (Forward keeps them all)"));
   }
 
   absl::Status CompileNode(int index) {
@@ -1440,6 +1480,10 @@ class Importer {
   Shape input_shape_;
   std::vector<Model::Impl::Node> nodes_;  // compiled, in topological order
   std::vector<NodeExtra> extras_;         // parallel to nodes_
+  // Values of the node outputs compiled so far (CountNodeValues): computed
+  // at run time (per sample), and folded at import.
+  int64_t run_values_ = 0;
+  int64_t folded_values_ = 0;
 };
 
 }  // namespace

@@ -77,8 +77,12 @@ class Model {
   // unsupported operator ("unsupported operator 'Foo' (node 'n')"), an
   // unsupported attribute value, a cycle, a missing input, a non-float
   // graph input, more than one graph input that is not an initializer; or
-  // RESOURCE_EXHAUSTED for a model over ModelLimits, or a node whose output
-  // would hold more than 2^28 values per sample.
+  // RESOURCE_EXHAUSTED for a model over ModelLimits, a graph input or a node
+  // output that would hold more than 2^28 values per sample, node outputs computed at run
+  // time that together would hold more than 2^28 values per sample (Forward
+  // keeps them all), constants folded at import holding more than 2^28
+  // values together, or a Conv or pooling window over its limits
+  // (engine/ops.h).
   //
   // Sub-graphs that only compute constants or shapes (Shape, Gather, Slice,
   // Concat, Cast, Range, int64 arithmetic, ... as exporters emit them) are

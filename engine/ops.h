@@ -26,6 +26,23 @@ namespace mixq::engine {
 // INVALID_ARGUMENT instead of an allocation failure.
 inline constexpr int64_t kMaxTensorElements = int64_t{1} << 31;
 
+// Limits of the sliding windows of Conv, MaxPool and AveragePool, far above
+// what real models use; a node beyond them is refused at import, naming it,
+// instead of costing unbounded memory or time:
+//  - every kernel_shape, strides, dilations and pads value is at most
+//    kMaxWindowAttribute (INVALID_ARGUMENT naming the attribute);
+//  - per sample, the padded input plane of a window (channels excluded), and
+//    every buffer a Conv derives from its input (its padded, stride-split
+//    copy, its im2col matrix, the padded dY of its backward) hold at most
+//    kMaxWindowBufferValues floats (RESOURCE_EXHAUSTED);
+//  - per sample, a Conv's multiply-adds and a pool's window taps (output
+//    elements x kernel taps) are at most kMaxWindowWork (RESOURCE_EXHAUSTED).
+// A stride that leaves a single output along a dim is treated as stride 1
+// there (the outputs are the same).
+inline constexpr int64_t kMaxWindowAttribute = int64_t{1} << 20;
+inline constexpr int64_t kMaxWindowBufferValues = int64_t{1} << 28;
+inline constexpr int64_t kMaxWindowWork = int64_t{1} << 34;
+
 // Element count of `shape`, or INVALID_ARGUMENT if a dim is negative or the
 // product of its non-zero dims exceeds kMaxTensorElements.
 absl::StatusOr<int64_t> CheckedNumElements(const Shape& shape);

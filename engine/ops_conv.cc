@@ -75,6 +75,11 @@ int64_t FloorDiv(int64_t a, int64_t b) {
   return a >= 0 ? a / b : -((-a + b - 1) / b);
 }
 
+// *product = a * b when it is at most `limit` (a, b >= 0), else false.
+bool MulWithin(int64_t a, int64_t b, int64_t limit, int64_t* product) {
+  return !__builtin_mul_overflow(a, b, product) && *product <= limit;
+}
+
 // ------------------------------------------------------------ Windows ----
 
 enum class AutoPad { kNotSet, kSameUpper, kSameLower, kValid };
@@ -102,6 +107,11 @@ struct WindowDim {
   int64_t out = 1;
 
   int64_t extent() const { return dilation * (kernel - 1) + 1; }
+  // The input with its padding, and as far as the last window reaches (in
+  // ceil mode it may reach past the end padding).
+  int64_t padded() const {
+    return std::max(in + pad_begin + pad_end, (out - 1) * stride + extent());
+  }
   // Output indices [lo, hi) whose tap `t` reads a real (unpadded) input.
   std::pair<int64_t, int64_t> ValidRange(int64_t t) const {
     const int64_t offset = t * dilation - pad_begin;
@@ -159,6 +169,12 @@ absl::StatusOr<WindowAttrs> ParseWindow(const OpConfig& config,
                          absl::StrCat(name, " [", absl::StrJoin(*out, ", "),
                                       "] must be >= ", min_value));
       }
+      if (x > kMaxWindowAttribute) {
+        return NodeError(config,
+                         absl::StrCat(name, " [", absl::StrJoin(*out, ", "),
+                                      "] must be <= ", kMaxWindowAttribute,
+                                      " (kMaxWindowAttribute)"));
+      }
     }
     return absl::OkStatus();
   };
@@ -196,6 +212,7 @@ absl::StatusOr<std::vector<WindowDim>> Resolve(const WindowAttrs& attrs,
                                                const Shape& kernel) {
   const size_t rank = in.size();
   std::vector<WindowDim> dims(rank);
+  int64_t padded_plane = 1;
   for (size_t d = 0; d < rank; ++d) {
     WindowDim& w = dims[d];
     w.in = in[d];
@@ -252,6 +269,16 @@ absl::StatusOr<std::vector<WindowDim>> Resolve(const WindowAttrs& attrs,
       return ShapeError(op, absl::StrCat("spatial dim ", d, " of size ", w.in,
                                          " gives an empty output"));
     }
+    // A single output reads the same taps at any stride; stride 1 keeps the
+    // stride-split buffers (PhaseLayout) from growing with the stride.
+    if (w.out == 1) w.stride = 1;
+    if (!MulWithin(padded_plane, w.padded(), kMaxWindowBufferValues,
+                   &padded_plane)) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat(op, ": the padded input plane up to spatial dim ", d,
+                       " holds more than ", kMaxWindowBufferValues,
+                       " values (kMaxWindowBufferValues)"));
+    }
   }
   return dims;
 }
@@ -306,12 +333,8 @@ struct PhaseLayout {
   int64_t plane;   // floats per channel
 
   explicit PhaseLayout(const ConvGeometry& g) : sy(g.y.stride), sx(g.x.stride) {
-    const int64_t hp = std::max(g.h + g.y.pad_begin + g.y.pad_end,
-                                (g.y.out - 1) * sy + g.y.extent());
-    const int64_t wp = std::max(g.w + g.x.pad_begin + g.x.pad_end,
-                                (g.x.out - 1) * sx + g.x.extent());
-    hq = CeilDiv(hp, sy);
-    wq = CeilDiv(wp, sx);
+    hq = CeilDiv(g.y.padded(), sy);
+    wq = CeilDiv(g.x.padded(), sx);
     plane = sy * sx * hq * wq;
   }
 
@@ -802,7 +825,34 @@ class ConvKernel : public Kernel {
     g.k = g.cg * g.taps;
     g.hw = g.h * g.w;
     g.p = g.y.out * g.x.out;
+    absl::Status within = CheckLimits(g);
+    if (!within.ok()) return within;
     return g;
+  }
+
+  // RESOURCE_EXHAUSTED when a sample's buffers (phase planes, im2col
+  // matrix, the phase planes of the dX convolution) or multiply-adds exceed
+  // the window limits (engine/ops.h).
+  static absl::Status CheckLimits(const ConvGeometry& g) {
+    const PhaseLayout layout(g);
+    int64_t planes, cols, macs;
+    bool within =
+        MulWithin(g.cg, layout.plane, kMaxWindowBufferValues, &planes) &&
+        MulWithin(g.k, layout.span(g), kMaxWindowBufferValues, &cols) &&
+        MulWithin(g.m, g.p, kMaxWindowWork, &macs) &&
+        MulWithin(macs, g.k, kMaxWindowWork, &macs);
+    if (within) {
+      if (const std::optional<ConvGeometry> t = TransposedGeometry(g)) {
+        within = MulWithin(t->cg, PhaseLayout(*t).plane, kMaxWindowBufferValues,
+                           &planes);
+      }
+    }
+    if (within) return absl::OkStatus();
+    return absl::ResourceExhaustedError(
+        absl::StrCat("Conv: a sample needs more than ", kMaxWindowBufferValues,
+                     " floats of padded input or im2col buffer "
+                     "(kMaxWindowBufferValues) or more than ",
+                     kMaxWindowWork, " multiply-adds (kMaxWindowWork)"));
   }
 
   // `g` as a Winograd problem (engine/winograd.h) when it is a
@@ -1390,10 +1440,20 @@ absl::StatusOr<PoolGeometry> ResolvePool(const WindowAttrs& attrs,
   g.planes = in[0] * in[1];
   g.in_size = 1;
   g.out_size = 1;
+  // Per sample: channels x output elements x kernel taps.
+  int64_t work = in[1];
+  bool within = true;
   for (size_t d = 0; d < rank; ++d) {
     g.dims[kPoolRank - rank + d] = (*dims)[d];
     g.in_size *= (*dims)[d].in;
     g.out_size *= (*dims)[d].out;
+    within = within && MulWithin(work, (*dims)[d].out, kMaxWindowWork, &work) &&
+             MulWithin(work, (*dims)[d].kernel, kMaxWindowWork, &work);
+  }
+  if (!within) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(op, ": a sample needs more than ", kMaxWindowWork,
+                     " window taps (kMaxWindowWork)"));
   }
   return g;
 }

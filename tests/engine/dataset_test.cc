@@ -112,6 +112,37 @@ std::string Gzip(absl::string_view data) {
   return Deflate(data, 16 + MAX_WBITS);
 }
 
+// A gzip stream of `head` and then `zeros` zero bytes, deflated a chunk at a
+// time so that the zeros are never in memory (a bomb: ~1000:1).
+std::string GzipWithZeros(absl::string_view head, int64_t zeros) {
+  constexpr int64_t kChunk = int64_t{1} << 20;
+  z_stream z{};
+  EXPECT_EQ(deflateInit2(&z, Z_BEST_COMPRESSION, Z_DEFLATED, 16 + MAX_WBITS, 8,
+                         Z_DEFAULT_STRATEGY),
+            Z_OK);
+  const std::string chunk(kChunk, '\0');
+  std::string out;
+  std::string buffer(kChunk, '\0');
+  const auto feed = [&](absl::string_view data, int flush) {
+    z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
+    z.avail_in = static_cast<uInt>(data.size());
+    do {
+      z.next_out = reinterpret_cast<Bytef*>(buffer.data());
+      z.avail_out = static_cast<uInt>(buffer.size());
+      deflate(&z, flush);
+      out.append(buffer.data(), buffer.size() - z.avail_out);
+    } while (z.avail_out == 0);
+  };
+  feed(head, Z_NO_FLUSH);
+  for (int64_t left = zeros; left > 0; left -= kChunk) {
+    feed(absl::string_view(chunk).substr(0, std::min(left, kChunk)),
+         Z_NO_FLUSH);
+  }
+  feed("", Z_FINISH);
+  deflateEnd(&z);
+  return out;
+}
+
 void ExpectInvalid(const absl::Status& status, absl::string_view name,
                    absl::string_view problem) {
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
@@ -709,7 +740,7 @@ TEST(NpzTest, DataBeyondTheLimitIsResourceExhausted) {
 // the data holds, not the declared 2 GB (which were once allocated and zeroed
 // before the read found the data short).
 TEST(NpzTest, ALyingDeclaredSizeCostsNoMemory) {
-  constexpr uint32_t kDeclared = 0x7ff00000u;  // 2047 MiB, under the limit
+  constexpr uint32_t kDeclared = 0x3ff00000u;  // 1023 MiB, under the limit
   const std::string liar = Zip({{.name = "x.npy",
                                  .data = InputsNpy(),
                                  .method = kDeflated,
@@ -834,6 +865,50 @@ TEST(GunzipTest, CorruptOrTruncatedIsInvalidArgument) {
     EXPECT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument)
         << out.status();
   }
+}
+
+// A gzip stream is inflated as far as its header declares, and only once that
+// is within the limits: ~256 KB of upload cannot cost 256 MB.
+TEST(GunzipTest, InflatesNoFurtherThanTheHeaderDeclares) {
+  constexpr int64_t kZeros = int64_t{256} << 20;
+  const std::string bomb =
+      GzipWithZeros(Idx(0x00000803, {1, 28, 28}, {}), kZeros);
+  ASSERT_LT(bomb.size(), size_t{1} << 20);
+  const int64_t before = mixq::testing::PeakRssBytes();
+  const absl::StatusOr<Tensor> inputs = DecodeInputs(bomb, kName);
+  const int64_t grown = mixq::testing::PeakRssBytes() - before;
+  ExpectInvalid(inputs.status(), kName,
+                "gzip: the stream holds more than the 800 bytes its header "
+                "declares");
+  EXPECT_LT(grown, mixq::testing::kBombRssBudgetBytes)
+      << "peak RSS grew by " << (grown >> 20) << " MiB";
+}
+
+TEST(GunzipTest, ADeclaredArrayOverTheLimitsIsNotInflated) {
+  // 2^20 images of 28 x 28: 822 M values, over 2^28.
+  for (const std::string& file :
+       {GzipWithZeros(Idx(0x00000803, {1 << 20, 28, 28}, {}), 1 << 20),
+        Idx(0x00000803, {1 << 20, 28, 28}, {}),
+        Gzip(Npy<double>("<f8", {1 << 28}, {}))}) {
+    const absl::StatusOr<Tensor> inputs = DecodeInputs(file, kName);
+    EXPECT_EQ(inputs.status().code(), absl::StatusCode::kResourceExhausted)
+        << inputs.status();
+    EXPECT_THAT(std::string(inputs.status().message()),
+                HasSubstr("the limit is 268435456 values and 1073741824 bytes "
+                          "per array"));
+  }
+}
+
+TEST(GunzipTest, PrefixStopsEarly) {
+  const std::string gz = Gzip("abcdef");
+  absl::StatusOr<std::string> out = GunzipPrefix(gz, 3);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(*out, "abc");
+  out = GunzipPrefix(gz, 100);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(*out, "abcdef");
+  EXPECT_EQ(GunzipPrefix("\x1f\x8bxx", 3).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 // --- Normalize and ConformToModelInput -----------------------------------

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <random>
 #include <string>
@@ -26,6 +27,7 @@ namespace {
 using ::mixq::testing::OnnxBuilder;
 using ::mixq::testing::SetFloat;
 using ::mixq::testing::SetInt;
+using ::mixq::testing::SetInts;
 using ::mixq::testing::SetTensor;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -904,6 +906,71 @@ TEST(ModelImportTest, RefusesNodeOutputsOverTheValuesPerSampleLimit) {
       .IntInitializer("pads", {0, 0, 0, (int64_t{1} << 28) - 8});
   builder.Node("Pad", {"x", "pads"}, {"y"}, "big_pad");
   EXPECT_TRUE(builder.Build().ok());
+}
+
+// The graph input too: Slice and Gather build index maps as long as their
+// input's dims while inferring shapes at import (the fuzzer's OOMs: a Slice
+// of an input [1, 2^31] took 16 GB).
+TEST(ModelImportTest, RefusesAGraphInputOverTheValuesPerSampleLimit) {
+  OnnxBuilder builder(/*opset=*/9);  // Slice with attributes
+  builder.Input("x", {1, int64_t{1} << 31}).Output("y");
+  onnx::NodeProto* slice = builder.Node("Slice", {"x"}, {"y"}, "slice");
+  SetInts(slice, "starts", {2});
+  SetInts(slice, "ends", {std::numeric_limits<int64_t>::max()});
+  SetInts(slice, "axes", {0});
+  auto model = builder.Build();
+  ASSERT_FALSE(model.ok());
+  EXPECT_EQ(model.status().code(), absl::StatusCode::kResourceExhausted)
+      << model.status();
+  EXPECT_THAT(std::string(model.status().message()),
+              ::testing::HasSubstr("graph input 'x'"));
+}
+
+// Nor a chain of nodes each under that limit: Forward keeps every output,
+// so eight Relus of a 2^27-value Pad would cost 4.5 GB per sample. The
+// node outputs together hold at most 2^28 values per sample.
+TEST(ModelImportTest, RefusesNodeOutputsOverTheGraphValuesLimit) {
+  constexpr int64_t kPadded = int64_t{1} << 27;
+  OnnxBuilder builder;
+  builder.Input("x", {-1, 8})
+      .Output("r8")
+      .IntInitializer("pads", {0, 0, 0, kPadded - 8});
+  builder.Node("Pad", {"x", "pads"}, {"r0"}, "pad");
+  for (int i = 1; i <= 8; ++i) {
+    builder.Node("Relu", {absl::StrCat("r", i - 1)}, {absl::StrCat("r", i)},
+                 absl::StrCat("relu", i));
+  }
+  auto model = builder.Build();
+  ASSERT_FALSE(model.ok());
+  EXPECT_EQ(model.status().code(), absl::StatusCode::kResourceExhausted)
+      << model.status();
+  // pad and relu1 hold 2^28 values; relu2 passes the limit.
+  EXPECT_THAT(std::string(model.status().message()),
+              ::testing::HasSubstr("node 'relu2' (Relu)"));
+}
+
+// Constants folded at import: a chain of Adds over a 2^22-value constant
+// (the largest one folded) would cost 16 MB per node at import; together
+// they hold at most 2^28 values.
+TEST(ModelImportTest, RefusesFoldedConstantsOverTheLimit) {
+  constexpr int64_t kFolded = int64_t{1} << 22;
+  constexpr int kAdds = 64;  // with the fill, 65 x 2^22 > 2^28
+  OnnxBuilder builder;
+  builder.Input("x", {-1, 1}).Output("y").IntInitializer("shape", {kFolded});
+  onnx::NodeProto* fill =
+      builder.Node("ConstantOfShape", {"shape"}, {"c0"}, "fill");
+  OnnxBuilder::FillFloat(SetTensor(fill), "", {1}, {1.0f});
+  for (int i = 1; i <= kAdds; ++i) {
+    builder.Node("Add", {absl::StrCat("c", i - 1), "c0"},
+                 {absl::StrCat("c", i)}, absl::StrCat("add", i));
+  }
+  builder.Node("Add", {"x", "x"}, {"y"}, "out");
+  auto model = builder.Build();
+  ASSERT_FALSE(model.ok());
+  EXPECT_EQ(model.status().code(), absl::StatusCode::kResourceExhausted)
+      << model.status();
+  EXPECT_THAT(std::string(model.status().message()),
+              ::testing::HasSubstr("constants folded"));
 }
 
 }  // namespace
