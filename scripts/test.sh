@@ -5,8 +5,9 @@
 #   scripts/test.sh --sanitize address,undefined
 #                                      # the whole suite under AddressSanitizer (leaks
 #                                      # included) + UndefinedBehaviorSanitizer
-#   scripts/test.sh --sanitize thread  # the server tests (ctest -L server) under ThreadSanitizer
 #
+# (No ThreadSanitizer mode: Debian's prebuilt Abseil is not instrumented, so
+# TSan cannot see absl::Mutex and reports every access made under one.)
 # Sanitized builds are -O1 with line tables, in build-<first sanitizer> unless
 # BUILD_DIR says otherwise; a sanitizer report fails the test that hit it.
 # Environment: BUILD_DIR (default build), CTEST_ARGS (more ctest arguments).
@@ -15,9 +16,9 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 SANITIZE=""
 if [[ ${1:-} == --sanitize ]]; then
-  SANITIZE=${2:?"--sanitize needs a list, e.g. address,undefined or thread"}
+  SANITIZE=${2:?"--sanitize needs a list, e.g. address,undefined"}
 elif [[ $# -gt 0 ]]; then
-  echo "usage: scripts/test.sh [--sanitize address,undefined|thread]" >&2
+  echo "usage: scripts/test.sh [--sanitize address,undefined]" >&2
   exit 2
 fi
 
@@ -40,16 +41,6 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 # std::initializer_list copies that are correct.)
 export ASAN_OPTIONS="detect_leaks=1:strict_string_checks=1"
 export LSAN_OPTIONS="suppressions=$ROOT/tests/sanitizers/lsan.supp"
-export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$ROOT/tests/sanitizers/tsan.supp"
-if [[ $SANITIZE == *thread* ]]; then
-  # The server tests and what they start (mixq-server, mixq-run).
-  mapfile -t targets < <(cmake --build "$BUILD_DIR" --target help |
-    sed -n 's/^\.\.\. \(server_[a-z_]*test\)$/\1/p')
-  cmake --build "$BUILD_DIR" -j2 --target "${targets[@]}" mixq-server mixq-run
-  # shellcheck disable=SC2086
-  ctest --test-dir "$BUILD_DIR" --output-on-failure -j2 -L server ${CTEST_ARGS:-}
-else
-  cmake --build "$BUILD_DIR" -j2
-  # shellcheck disable=SC2086
-  ctest --test-dir "$BUILD_DIR" --output-on-failure -j2 ${CTEST_ARGS:-}
-fi
+cmake --build "$BUILD_DIR" -j2
+# shellcheck disable=SC2086
+ctest --test-dir "$BUILD_DIR" --output-on-failure -j2 ${CTEST_ARGS:-}
