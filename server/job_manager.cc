@@ -1032,16 +1032,20 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
     }));
   }
   // A job started from another's warm-up (and not resuming its own
-  // checkpoint) starts from that job's state.
-  std::string warm_start;
-  if (!checkpoint.has_value() && !spec.from_job().empty()) {
+  // checkpoint) starts from that job's state; empty for other jobs.
+  const auto load_warm_start = [&]() -> absl::StatusOr<std::string> {
+    if (spec.from_job().empty()) return std::string();
     MIXQ_ASSIGN_OR_RETURN(std::optional<std::string> state,
                           store_->GetWarmStart(spec.from_job()));
     if (!state.has_value()) {
       return absl::FailedPreconditionError(absl::StrCat(
           "from_job: job ", spec.from_job(), " has no warm-up state"));
     }
-    warm_start = *std::move(state);
+    return *std::move(state);
+  };
+  std::string warm_start;
+  if (!checkpoint.has_value()) {
+    MIXQ_ASSIGN_OR_RETURN(warm_start, load_warm_start());
   }
   if (checkpoint.has_value()) {
     Log(LogLevel::kInfo, "job resumed",
@@ -1192,11 +1196,7 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
     MIXQ_RETURN_IF_ERROR(WriteUntilStored(job.id, "results reset", [&] {
       return store_->ResetJobResults(job.id);
     }));
-    if (!spec.from_job().empty()) {
-      MIXQ_ASSIGN_OR_RETURN(std::optional<std::string> state,
-                            store_->GetWarmStart(spec.from_job()));
-      warm_start = state.value_or("");
-    }
+    MIXQ_ASSIGN_OR_RETURN(warm_start, load_warm_start());
     run = search::RunProgressiveSearch(*prepared.model, prepared.calib,
                                        prepared.train, prepared.options,
                                        observer, "", warm_start);
