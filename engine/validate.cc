@@ -559,7 +559,22 @@ class GraphValidator {
     return NodeLabel(graph_.node(definer.index), definer.index);
   }
 
+  // RESOURCE_EXHAUSTED naming `what` (and quoting the start of `name`) if
+  // `name` is longer than the limit.
+  absl::Status CheckName(absl::string_view name, absl::string_view what) const {
+    if (static_cast<int64_t>(name.size()) <= limits_.max_name_bytes)
+      return absl::OkStatus();
+    return Exhausted(absl::StrCat(
+        "the name of ", what, " ", Quote(name), " has ",
+        OverLimit(static_cast<int64_t>(name.size()), "bytes",
+                  limits_.max_name_bytes, "max_name_bytes")));
+  }
+
   absl::Status Define(const std::string& name, Definer definer) {
+    MIXQ_RETURN_IF_ERROR(CheckName(
+        name, definer.kind == Definer::Kind::kNode
+                  ? absl::StrCat("an output of ", Describe(definer))
+                  : Describe(definer)));
     const auto [it, inserted] = defined_.emplace(name, definer);
     if (inserted) return absl::OkStatus();
     // An initializer may also be listed as a graph input (IR < 4 style).
@@ -586,6 +601,7 @@ class GraphValidator {
       if (info.name().empty()) {
         return Invalid(absl::StrCat(kind, " #", i, " has no name"));
       }
+      MIXQ_RETURN_IF_ERROR(CheckName(info.name(), absl::StrCat(kind, " #", i)));
       const std::string what = absl::StrCat(kind, " ", Quote(info.name()));
       if (!listed.insert(info.name()).second) {
         return Invalid(absl::StrCat(what, " is listed more than once"));
@@ -622,6 +638,7 @@ class GraphValidator {
   absl::Status AddNodes() {
     for (int j = 0; j < graph_.node_size(); ++j) {
       const onnx::NodeProto& node = graph_.node(j);
+      MIXQ_RETURN_IF_ERROR(CheckName(node.name(), absl::StrCat("node #", j)));
       const std::string label = NodeLabel(node, j);
       if (node.op_type().empty()) {
         return Invalid(absl::StrCat(label, " has no op_type"));

@@ -27,6 +27,11 @@ struct ModelLimits {
   // Per node; variadic operators (Concat, Sum) take many inputs.
   int64_t max_node_inputs = 10'000;
   int64_t max_node_outputs = 1'000;
+  // Bytes of every name: values (graph inputs and outputs, initializers,
+  // node outputs, value_info) and nodes. Names reach stored policies and RPC
+  // replies (a quantizable layer is named by its weight), so they are
+  // bounded like every other field a client sends.
+  int64_t max_name_bytes = 4'096;
   // Of every tensor and declared shape.
   int64_t max_rank = 16;
   // Of a declared shape (graph inputs and outputs, value_info).
@@ -62,6 +67,7 @@ struct ModelLimits {
 //    ceil(n / 2) bytes of raw_data or ceil(n / 2) int32_data entries, each a
 //    byte (0..255); float initializers (FLOAT,
 //    DOUBLE, FLOAT16, BFLOAT16, complex) hold no NaN or infinity;
+//  - every value and node name at most max_name_bytes;
 //  - every declared shape (graph inputs and outputs, value_info): known
 //    element type, dims >= 0 and <= max_dim, product without overflow.
 // Errors name the model field, tensor, node or value:

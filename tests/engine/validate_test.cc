@@ -354,10 +354,10 @@ std::vector<Case> Cases() {
        "once"},
       {"LongNamesAreShortened",
        [](onnx::ModelProto* m) {
-         Relu(m).set_name(std::string(10000, 'n'));
+         Relu(m).set_name(std::string(4000, 'n'));  // within max_name_bytes
          Relu(m).clear_op_type();
        },
-       kInvalid, "... (10000 characters)' () has no op_type"},
+       kInvalid, "... (4000 characters)' () has no op_type"},
 
       // ---- Float attributes: the operator's constants must be finite.
       {"GemmAlphaInfinite",
@@ -487,6 +487,35 @@ std::vector<Case> Cases() {
       {"DeclaredDimAboveLimit", [](onnx::ModelProto*) {}, kExhausted,
        "graph input 'x': dim 1 is 2; the limit is 1",
        [](ModelLimits* l) { l->max_dim = 1; }},
+      // Names reach stored policies and replies: a default-limit case with a
+      // name just over 4 KiB, and each kind of name under a lowered limit.
+      {"InitializerNameAboveDefaultLimit",
+       [](onnx::ModelProto* m) {
+         const std::string name(4097, 'w');
+         W(m).set_name(name);
+         Fc(m).set_input(1, name);
+       },
+       kExhausted,
+       "the name of initializer #0 'wwww",
+       },
+      {"InitializerNameBytes", [](onnx::ModelProto*) {}, kExhausted,
+       "has 4 bytes; the limit is 3 (ModelLimits::max_name_bytes)",
+       [](ModelLimits* l) { l->max_name_bytes = 3; }},
+      {"NodeNameAboveLimit",
+       [](onnx::ModelProto* m) { Relu(m).set_name("relu-long"); }, kExhausted,
+       "the name of node #1 'relu-long' has 9 bytes",
+       [](ModelLimits* l) { l->max_name_bytes = 8; }},
+      {"NodeOutputNameAboveLimit",
+       [](onnx::ModelProto* m) {
+         Relu(m).set_output(0, "y-long-name");
+         Graph(m).mutable_output(0)->set_name("y-long-name");
+       },
+       kExhausted, "the name of an output of node 'relu' (Relu) 'y-long-name'",
+       [](ModelLimits* l) { l->max_name_bytes = 8; }},
+      {"ValueInfoNameAboveLimit",
+       [](onnx::ModelProto* m) { AddValueInfo(m, "h-long-name", {1, 2}); },
+       kExhausted, "the name of value_info #0 'h-long-name' has 11 bytes",
+       [](ModelLimits* l) { l->max_name_bytes = 8; }},
   };
 }
 
