@@ -276,16 +276,9 @@ class Runner {
   }
 
   int operator()(const UploadOptions& options) {
-    absl::StatusOr<std::string> content = ReadFile(options.path);
-    if (!content.ok()) {
-      err_ << "error: " << content.status().message() << "\n";
-      return kExitUsage;
-    }
     v1::Artifact artifact;
-    const grpc::Status status = Upload(
-        *content, std::filesystem::path(options.path).filename().string(),
-        &artifact);
-    if (!status.ok()) return Fail(status);
+    int exit_code = kExitOk;
+    if (!Upload(options.path, "", &artifact, &exit_code)) return exit_code;
     if (artifact.existing() && !global_.json) {
       err_ << "note: the server had this file already\n";
     }
@@ -362,42 +355,66 @@ class Runner {
   }
 
  private:
-  // Sends `content` with UploadArtifact in kUploadChunkBytes chunks, unless
-  // the server says (initial metadata, see proto/mixq.proto) it has the
-  // file already. The deadline grows with the file: --timeout plus one
-  // second per kMinTransferBytesPerSecond.
-  grpc::Status Upload(const std::string& content, const std::string& filename,
-                      v1::Artifact* artifact) {
+  // Sends the file at `path` with UploadArtifact in kUploadChunkBytes chunks
+  // read as they go (memory is one chunk whatever the file's size), unless
+  // the server says (initial metadata, see proto/mixq.proto) it has the file
+  // already: the file is read once to hash it, and again to send it. The
+  // deadline grows with the file: --timeout plus one second per
+  // kMinTransferBytesPerSecond. False after printing an error (`flag`, if
+  // not empty, names the file's flag), *exit_code set.
+  bool Upload(const std::string& path, absl::string_view flag,
+              v1::Artifact* artifact, int* exit_code) {
+    const auto local_error = [&](const absl::Status& status) {
+      err_ << "error: " << flag << (flag.empty() ? "" : ": ")
+           << status.message() << "\n";
+      *exit_code = kExitUsage;
+      return false;
+    };
+    absl::StatusOr<FileDigest> digest = DigestFile(path);
+    if (!digest.ok()) return local_error(digest.status());
     grpc::ClientContext context;
     context.set_deadline(
         std::chrono::system_clock::now() +
         std::chrono::duration_cast<std::chrono::system_clock::duration>(
-            std::chrono::duration<double>(global_.timeout_seconds +
-                                          static_cast<double>(content.size()) /
-                                              kMinTransferBytesPerSecond)));
+            std::chrono::duration<double>(
+                global_.timeout_seconds +
+                static_cast<double>(digest->size_bytes) /
+                    kMinTransferBytesPerSecond)));
     std::unique_ptr<grpc::ClientWriter<v1::UploadArtifactRequest>> writer =
         stub_->UploadArtifact(&context, artifact);
     v1::UploadArtifactRequest message;
     v1::ArtifactInfo& info = *message.mutable_info();
-    info.set_sha256(Sha256Hex(content));
-    info.set_size_bytes(static_cast<int64_t>(content.size()));
-    info.set_filename(filename);
+    info.set_sha256(digest->sha256);
+    info.set_size_bytes(digest->size_bytes);
+    info.set_filename(std::filesystem::path(path).filename().string());
+    absl::Status read = absl::OkStatus();
     if (writer->Write(message)) {
       writer->WaitForInitialMetadata();
       const auto& metadata = context.GetServerInitialMetadata();
       const auto existing = metadata.find(kArtifactExistingKey);
       // Absent when the server refused the upload: Finish says why.
-      const bool send =
-          existing != metadata.end() && existing->second == "false";
-      for (size_t offset = 0; send && offset < content.size();
-           offset += kUploadChunkBytes) {
-        message.set_chunk(content.substr(offset, kUploadChunkBytes));
-        // False once the server ended the call (e.g. over its limit).
-        if (!writer->Write(message)) break;
+      if (existing != metadata.end() && existing->second == "false") {
+        read = ReadFileChunks(path, kUploadChunkBytes,
+                              [&](absl::string_view chunk) {
+                                message.set_chunk(std::string(chunk));
+                                // False once the server ended the call
+                                // (e.g. over its limit).
+                                return writer->Write(message);
+                              });
       }
     }
     writer->WritesDone();
-    return writer->Finish();
+    const grpc::Status status = writer->Finish();
+    if (!read.ok()) {
+      // The file changed or vanished since it was hashed; the server has
+      // refused the short or different upload.
+      return local_error(read);
+    }
+    if (!status.ok()) {
+      *exit_code = Fail(status);
+      return false;
+    }
+    return true;
   }
 
   // With data.upload, uploads each file that is not a kArtifactPrefix
@@ -415,20 +432,8 @@ class Runner {
           {"--val-labels", &sent.val_labels}}) {
       // An empty path is an absent optional file (the validation set).
       if (path->empty() || absl::StartsWith(*path, kArtifactPrefix)) continue;
-      absl::StatusOr<std::string> content = ReadFile(*path);
-      if (!content.ok()) {
-        err_ << "error: " << flag << ": " << content.status().message() << "\n";
-        *exit_code = kExitUsage;
-        return std::nullopt;
-      }
       v1::Artifact artifact;
-      const grpc::Status status =
-          Upload(*content, std::filesystem::path(*path).filename().string(),
-                 &artifact);
-      if (!status.ok()) {
-        *exit_code = Fail(status);
-        return std::nullopt;
-      }
+      if (!Upload(*path, flag, &artifact, exit_code)) return std::nullopt;
       err_ << "uploaded " << *path << ": " << kArtifactPrefix
            << artifact.sha256() << (artifact.existing() ? " (known)" : "")
            << "\n";

@@ -79,6 +79,56 @@ TEST(FileTest, WriteThenReadAndErrors) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(Sha256Test, HasherOfPiecesEqualsTheWhole) {
+  const std::string data = "The quick brown fox jumps over the lazy dog";
+  for (size_t cut : {size_t{0}, size_t{1}, size_t{20}, data.size()}) {
+    Sha256Hasher hasher;
+    hasher.Update(absl::string_view(data).substr(0, cut));
+    hasher.Update(absl::string_view(data).substr(cut));
+    EXPECT_EQ(hasher.HexDigest(), Sha256Hex(data)) << cut;
+  }
+  EXPECT_EQ(Sha256Hasher().HexDigest(), Sha256Hex(""));
+}
+
+// Chunks concatenate to the file, each at most the chunk size; consume may
+// stop early; the digest is Sha256Hex of the whole file.
+TEST(FileTest, ReadFileChunksAndDigestFile) {
+  const std::string dir = ::testing::TempDir() + "/mixq_chunk_test";
+  std::filesystem::create_directories(dir);
+  const std::string path = dir + "/f.bin";
+  std::string content;
+  for (int i = 0; i < 10007; ++i) content.push_back(static_cast<char>(i * 31));
+  ASSERT_TRUE(WriteFile(path, content).ok());
+  for (size_t chunk : {size_t{1}, size_t{4096}, size_t{10007}, size_t{1} << 20}) {
+    std::string read;
+    int calls = 0;
+    ASSERT_TRUE(ReadFileChunks(path, chunk, [&](absl::string_view piece) {
+                  EXPECT_LE(piece.size(), chunk);
+                  read.append(piece.data(), piece.size());
+                  ++calls;
+                  return true;
+                }).ok());
+    EXPECT_EQ(read, content) << chunk;
+    EXPECT_EQ(calls, static_cast<int>((content.size() + chunk - 1) / chunk));
+  }
+  int calls = 0;
+  ASSERT_TRUE(ReadFileChunks(path, 100, [&](absl::string_view) {
+                return ++calls < 3;
+              }).ok());
+  EXPECT_EQ(calls, 3);
+  absl::StatusOr<FileDigest> digest = DigestFile(path);
+  ASSERT_TRUE(digest.ok()) << digest.status();
+  EXPECT_EQ(digest->sha256, Sha256Hex(content));
+  EXPECT_EQ(digest->size_bytes, static_cast<int64_t>(content.size()));
+
+  ASSERT_TRUE(WriteFile(path, "").ok());
+  EXPECT_EQ(DigestFile(path)->sha256, Sha256Hex(""));
+  EXPECT_EQ(DigestFile(dir + "/missing").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(DigestFile(dir).status().code(), absl::StatusCode::kInvalidArgument);
+  std::filesystem::remove_all(dir);
+}
+
 TEST(LoggingTest, ValuesAreQuotedEscapedAndCut) {
   EXPECT_EQ(FormatLogValue("job-1"), "job-1");
   EXPECT_EQ(FormatLogValue(""), "\"\"");
