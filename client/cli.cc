@@ -154,11 +154,31 @@ void AddValidationFlags(CLI::App* command, SubmitOptions& options,
       ->check(CLI::PositiveNumber);
 }
 
-// Checks and stores the validation flags: both files or neither, and not
-// with --val-size.
+// --objective, of `submit` and `eval`.
+void AddObjectiveFlag(CLI::App* command, SubmitOptions& options) {
+  command
+      ->add_option("--objective", options.objective,
+                   "What the search scores and fine-tunes on: cross_entropy "
+                   "(needs --labels; the default with them) or distill (the "
+                   "distance to the FP32 model's outputs; labels optional; "
+                   "the default without them)")
+      ->check(CLI::IsMember({"cross_entropy", "distill"}));
+}
+
+// Whether the job distils (README "Objectives"): --objective distill, or no
+// objective and no labels.
+bool Distills(const SubmitOptions& options) {
+  return options.objective == "distill" ||
+         (options.objective.empty() && options.labels.empty());
+}
+
+// Checks and stores the validation flags: both files or neither (validation
+// inputs alone when distilling), and not with --val-size.
 absl::Status FinishValidation(const OptionalFlag<int>& val_size,
                               SubmitOptions& options) {
-  if (options.val_inputs.empty() != options.val_labels.empty()) {
+  const bool inputs_alone = Distills(options) && options.val_labels.empty();
+  if (!inputs_alone &&
+      options.val_inputs.empty() != options.val_labels.empty()) {
     return absl::InvalidArgumentError(
         options.val_inputs.empty()
             ? "--val-labels: needs --val-inputs (the validation inputs)"
@@ -212,7 +232,9 @@ CLI::App* AddSubmit(CLI::App& app, SubmitFlags& f) {
   cmd->add_option("--inputs", o.inputs,
                   "Inputs: .npy float32 [N, ...] or IDX images");
   cmd->add_option("--labels", o.labels,
-                  "Labels: .npy integers [N] or IDX labels");
+                  "Labels: .npy integers [N] or IDX labels (optional with "
+                  "--objective distill)");
+  AddObjectiveFlag(cmd, o);
   cmd->add_option("--calib-size", o.calib_size,
                   "The first N samples score candidates; the rest, but the "
                   "held-out validation samples, fine-tune")
@@ -336,9 +358,15 @@ absl::Status CheckDataFlags(const SubmitOptions& o) {
       {"--model", !o.model.empty()},
       {"--inputs", !o.inputs.empty()},
       {"--labels", !o.labels.empty()},
+      {"--objective", !o.objective.empty()},
       {"--calib-size", o.calib_size != 0}};
+  // Labels are optional (the distill objective); the server says when the
+  // objective needs them.
+  const auto optional = [](absl::string_view flag) {
+    return flag == "--labels" || flag == "--objective";
+  };
   for (const auto& [flag, set] : data) {
-    if (o.from_job.empty() && !set) {
+    if (o.from_job.empty() && !set && !optional(flag)) {
       return absl::InvalidArgumentError(
           absl::StrCat(flag, " is required (or --from-job JOB)"));
     }
@@ -559,8 +587,10 @@ absl::StatusOr<Invocation> ParseCommandLine(
       ->required();
   eval_cmd->add_option("--inputs", eval.data.inputs, "Inputs (.npy/.npz/IDX)")
       ->required();
-  eval_cmd->add_option("--labels", eval.data.labels, "Labels (.npy/.npz/IDX)")
-      ->required();
+  eval_cmd->add_option("--labels", eval.data.labels,
+                       "Labels (.npy/.npz/IDX; optional with --objective "
+                       "distill)");
+  AddObjectiveFlag(eval_cmd, eval.data);
   eval_cmd
       ->add_option("--calib-size", eval.data.calib_size,
                    "The first N samples calibrate (static) or fine-tune "

@@ -94,7 +94,10 @@ struct SubmitOptions {
   // Paths, or kArtifactPrefix references to uploaded files.
   std::string model;   // the ONNX model
   std::string inputs;  // the inputs (.npy or IDX)
-  std::string labels;  // the labels (.npy or IDX)
+  std::string labels;  // the labels (.npy or IDX); optional (distill)
+  // JobSpec.objective: "cross_entropy", "distill", or empty (the server's
+  // default: cross_entropy with labels, distill without).
+  std::string objective;
   int calib_size = 0;
   // Instead of model, inputs, labels and calib_size (empty: unset): start
   // from this job's warm-up state (JobSpec.from_job).

@@ -626,6 +626,7 @@ absl::StatusOr<v1::SubmitJobRequest> BuildSubmitRequest(
   v1::JobSpec& spec = *request.mutable_spec();
   spec.set_name(options.name);
   spec.set_from_job(options.from_job);
+  spec.set_objective(options.objective);
   // Files absent from `options` stay unset: the validation set is optional,
   // and with from_job the model and data are the source job's (cli.h).
   for (auto [flag, path, source] :

@@ -87,7 +87,7 @@ std::string DescribePolicy(const v1::Policy& policy) {
       "avg ", Bits(policy.avg_bits()), " bits, ", KiB(policy.size_bytes()),
       " KiB, ",
       policy.bops() > 0 ? absl::StrCat(Bops(policy.bops()), " BOPs, ") : "",
-      "calib acc ", Percent(policy.accuracy()), ", val acc ",
+      "calib acc ", PercentOrUnset(policy.accuracy()), ", val acc ",
       PercentOrUnset(policy.val_accuracy()), ", loss ", Loss(policy.loss()),
       ", bits ", FormatBits(policy));
 }
@@ -112,7 +112,7 @@ std::string DescribeEvent(const v1::JobEvent& event) {
   // Accuracy and loss are meaningful once a policy has been evaluated; the
   // validation accuracy once it has been kept (NaN before).
   if (event.avg_bits() > 0) {
-    parts.push_back(absl::StrCat("calib acc ", Percent(event.accuracy()),
+    parts.push_back(absl::StrCat("calib acc ", PercentOrUnset(event.accuracy()),
                                  " val acc ",
                                  PercentOrUnset(event.val_accuracy())));
   }
@@ -244,7 +244,7 @@ std::string FormatJob(const v1::Job& job) {
        has_final ? Bits(job.final_policy().avg_bits()) : kUnset},
       {"final BOPs", has_final ? Bops(job.final_policy().bops()) : kUnset},
       {"final calib acc",
-       has_final ? Percent(job.final_policy().accuracy()) : kUnset},
+       has_final ? PercentOrUnset(job.final_policy().accuracy()) : kUnset},
       {"final val acc",
        has_final ? PercentOrUnset(job.final_policy().val_accuracy()) : kUnset},
       {"validation", DescribeValidation(job)},
@@ -268,7 +268,7 @@ std::string FormatJobList(const v1::ListJobsResponse& response) {
         {job.id(), OrUnset(job.name()), StateName(job.state()),
          absl::StrCat(job.steps_done()),
          has_final ? Bits(final_policy.avg_bits()) : kUnset,
-         has_final ? Percent(final_policy.accuracy()) : kUnset,
+         has_final ? PercentOrUnset(final_policy.accuracy()) : kUnset,
          has_final ? PercentOrUnset(final_policy.val_accuracy()) : kUnset,
          Timestamp(job.created())});
   }
@@ -296,7 +296,7 @@ std::string FormatResults(const v1::GetResultsResponse& response) {
       for (const v1::Policy& c : step.candidates()) {
         rows.push_back({c.chosen() ? "*" : "", absl::StrCat(c.rank()),
                         absl::StrFormat("%.4g", c.index()), Loss(c.loss()),
-                        Percent(c.accuracy()),
+                        PercentOrUnset(c.accuracy()),
                         absl::StrFormat("%.4g", c.omega()), Bits(c.avg_bits()),
                         Bops(c.bops()), FormatBits(c)});
       }
@@ -423,7 +423,7 @@ std::string FormatParetoFront(const v1::GetParetoFrontResponse& response) {
         OrUnset(p.policy_id()), OrUnset(p.strategy()),
         Bits(p.avg_bits()),     KiB(p.size_bytes()),
         Bops(p.bops()),         PercentOrUnset(p.val_accuracy()),
-        Percent(p.accuracy())};
+        PercentOrUnset(p.accuracy())};
     if (spans_jobs) row.insert(row.begin() + kJobColumn, OrUnset(p.job_id()));
     rows.push_back(std::move(row));
   }
@@ -517,15 +517,24 @@ void EventPrinter::Finish() {
   out_.flush();
 }
 
+namespace {
+// An evaluation's accuracy to 0.01 %; "-" without labels (distill).
+std::string EvalAccuracy(double fraction) {
+  return std::isnan(fraction) ? kUnset
+                              : absl::StrFormat("%.2f%%", 100.0 * fraction);
+}
+}  // namespace
+
 std::string FormatEvaluation(const v1::EvaluatePolicyResponse& r) {
   std::string out = absl::StrFormat(
-      "%s evaluation on %d samples (activations %s): accuracy %.2f%% "
-      "(FP32 %.2f%%), loss %.4f (FP32 %.4f)\n"
+      "%s evaluation on %d samples (activations %s): accuracy %s "
+      "(FP32 %s), loss %.4f (FP32 %.4f)\n"
       "avg weight bits %.3f, size %.0f bytes, %.4g BOPs per sample, %.2f s\n",
       r.mode(), r.eval_samples(),
       r.activation_bits() >= 32 ? std::string("float")
                                 : absl::StrCat(r.activation_bits(), "-bit"),
-      100.0 * r.accuracy(), 100.0 * r.fp32_accuracy(), r.loss(), r.fp32_loss(),
+      EvalAccuracy(r.accuracy()), EvalAccuracy(r.fp32_accuracy()), r.loss(),
+      r.fp32_loss(),
       r.avg_bits(), r.size_bytes(), r.bops(), r.seconds());
   std::vector<std::vector<std::string>> rows;
   for (const v1::LayerBits& layer : r.layers()) {

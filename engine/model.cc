@@ -1613,6 +1613,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromOnnxFile(
 
 const std::string& Model::input_name() const { return impl_->input_name; }
 const Shape& Model::input_shape() const { return impl_->input_shape; }
+int64_t Model::fixed_batch() const { return impl_->fixed_batch; }
 const std::string& Model::output_name() const { return impl_->output_name; }
 const Shape& Model::output_shape() const { return impl_->output_shape; }
 const std::vector<ParamInfo>& Model::params() const { return impl_->params; }

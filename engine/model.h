@@ -110,6 +110,10 @@ class Model {
   // The single graph input; dim 0 is the batch (reported as -1 when symbolic).
   const std::string& input_name() const;
   const Shape& input_shape() const;
+  // > 0: the batch the graph was exported for, when its shapes hold only at
+  // that batch (see FromOnnxBytes; Forward refuses any other); -1 when the
+  // model runs at any batch.
+  int64_t fixed_batch() const;
   // The first graph output; its shape for a batch of one, e.g. {1, 10}.
   const std::string& output_name() const;
   const Shape& output_shape() const;

@@ -1,6 +1,7 @@
 #include "engine/predict.h"
 
 #include <algorithm>
+#include <limits>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -73,6 +74,21 @@ absl::StatusOr<ClassifierScore> ScoreLogits(const Tensor& logits,
   score.loss = result.loss;
   score.accuracy =
       static_cast<double>(result.correct) / static_cast<double>(score.samples);
+  return score;
+}
+
+absl::StatusOr<ClassifierScore> ScoreOutputs(const Tensor& outputs,
+                                             absl::Span<const int64_t> labels,
+                                             const Tensor* teacher) {
+  if (teacher == nullptr) return ScoreLogits(outputs, labels);
+  MIXQ_ASSIGN_OR_RETURN(const LossResult result,
+                        DistillLoss(outputs, *teacher, labels, nullptr));
+  ClassifierScore score;
+  score.samples = outputs.dim(0);
+  score.loss = result.loss;
+  score.accuracy = labels.empty() ? std::numeric_limits<double>::quiet_NaN()
+                                  : static_cast<double>(result.correct) /
+                                        static_cast<double>(score.samples);
   return score;
 }
 

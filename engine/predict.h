@@ -31,8 +31,9 @@ absl::StatusOr<Tensor> PredictInBatches(const Model& model,
                                         int64_t batch_size);
 
 struct ClassifierScore {
-  double loss = 0;      // mean softmax cross-entropy
-  double accuracy = 0;  // top-1 (first maximal logit), in [0, 1]
+  double loss = 0;      // mean softmax cross-entropy (ScoreOutputs: its loss)
+  // top-1 (first maximal logit), in [0, 1]; NaN when scored without labels
+  double accuracy = 0;
   int64_t samples = 0;
 };
 
@@ -40,6 +41,14 @@ struct ClassifierScore {
 // INVALID_ARGUMENT on a shape mismatch, no samples or a label out of range.
 absl::StatusOr<ClassifierScore> ScoreLogits(const Tensor& logits,
                                             absl::Span<const int64_t> labels);
+
+// Scores `outputs` ([N, ...]) by a job's objective (engine/loss.h): with
+// `teacher` (the FP32 model's outputs, same shape) the loss is DistillLoss
+// and `labels` are optional (accuracy NaN without them); without, it is
+// ScoreLogits. INVALID_ARGUMENT as those.
+absl::StatusOr<ClassifierScore> ScoreOutputs(const Tensor& outputs,
+                                             absl::Span<const int64_t> labels,
+                                             const Tensor* teacher);
 
 }  // namespace mixq::engine
 

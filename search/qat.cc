@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <numbers>
 #include <numeric>
 #include <random>
@@ -31,16 +32,29 @@ int64_t SampleElements(const engine::Tensor& inputs) {
              : inputs.size() / inputs.dim(0);
 }
 
-// The labels of the samples [begin, end) of `data`.
+// The labels of the samples [begin, end) of `data` (empty without labels).
 absl::Span<const int64_t> BatchLabels(const LabeledData& data, int64_t begin,
                                       int64_t end) {
+  if (!data.has_labels()) return {};
   return absl::MakeConstSpan(data.labels).subspan(begin, end - begin);
 }
 
-// Sums the cross-entropy and top-1 hits of evaluation batches.
+// The teacher outputs of the samples [begin, end) of `data` (empty unless
+// distilling); BatchTeacherOrNull points at it when distilling.
+engine::Tensor BatchTeacher(const LabeledData& data, int64_t begin,
+                            int64_t end) {
+  return data.distill() ? data.teacher.Slice(begin, end) : engine::Tensor();
+}
+const engine::Tensor* BatchTeacherOrNull(const LabeledData& data,
+                                         const engine::Tensor& teacher) {
+  return data.distill() ? &teacher : nullptr;
+}
+
+// Sums the loss and top-1 hits of evaluation batches.
 struct LossTally {
   double loss_sum = 0;
   int64_t correct = 0;
+  bool has_labels = true;  // else the accuracy is NaN
 
   // Adds the loss of one batch of `samples` samples.
   void Add(const engine::LossResult& result, int64_t samples) {
@@ -50,7 +64,9 @@ struct LossTally {
   // Mean loss and accuracy over `n` samples.
   Evaluation Mean(int64_t n) const {
     const double count = static_cast<double>(n);
-    return Evaluation{loss_sum / count, static_cast<double>(correct) / count};
+    return Evaluation{loss_sum / count,
+                      has_labels ? static_cast<double>(correct) / count
+                                 : std::numeric_limits<double>::quiet_NaN()};
   }
 };
 
@@ -114,7 +130,9 @@ double ScheduledLearningRate(const FineTuneOptions& options, double base,
 LabeledData LabeledData::Slice(int64_t begin, int64_t end) const {
   LabeledData out;
   out.inputs = inputs.Slice(begin, end);
-  out.labels.assign(labels.begin() + begin, labels.begin() + end);
+  if (has_labels())
+    out.labels.assign(labels.begin() + begin, labels.begin() + end);
+  if (distill()) out.teacher = teacher.Slice(begin, end);
   return out;
 }
 
@@ -363,14 +381,17 @@ absl::StatusOr<Evaluation> QatSession::Evaluate(const Policy& policy,
   if (!activations_.ready()) MIXQ_RETURN_IF_ERROR(Calibrate(policy, data));
   activations_.set_mode(ActivationQuantizer::Mode::kQuantize);
   LossTally tally;
+  tally.has_labels = data.has_labels();
   for (int64_t begin = 0; begin < data.size(); begin += kEvalBatch) {
     const int64_t end = std::min(data.size(), begin + kEvalBatch);
     const engine::Tensor batch = data.inputs.Slice(begin, end);
+    const engine::Tensor teacher = BatchTeacher(data, begin, end);
     MIXQ_ASSIGN_OR_RETURN(engine::Tensor logits,
                           model_.Forward(batch, params_, nullptr, &activations_));
     MIXQ_ASSIGN_OR_RETURN(
         const engine::LossResult loss,
-        Loss(batch, logits, BatchLabels(data, begin, end), nullptr));
+        Loss(batch, logits, BatchLabels(data, begin, end),
+             BatchTeacherOrNull(data, teacher), nullptr));
     tally.Add(loss, end - begin);
   }
   return tally.Mean(data.size());
@@ -441,10 +462,13 @@ absl::StatusOr<QatSession::NeighbourScores> QatSession::EvaluateNeighbours(
   NeighbourScores scores;
   scores.candidates.resize(candidates.size());
   LossTally base_tally;
-  std::vector<LossTally> tallies(candidates.size());
+  base_tally.has_labels = data.has_labels();
+  std::vector<LossTally> tallies(candidates.size(), base_tally);
   for (int64_t begin = 0; begin < data.size(); begin += kEvalBatch) {
     const int64_t end = std::min(data.size(), begin + kEvalBatch);
     const engine::Tensor batch = data.inputs.Slice(begin, end);
+    const engine::Tensor teacher = BatchTeacher(data, begin, end);
+    const engine::Tensor* batch_teacher = BatchTeacherOrNull(data, teacher);
     activations_.SetPolicy(base);
     MIXQ_ASSIGN_OR_RETURN(
         engine::Tensor base_logits,
@@ -452,7 +476,8 @@ absl::StatusOr<QatSession::NeighbourScores> QatSession::EvaluateNeighbours(
     scores.node_runs += num_nodes;
     MIXQ_ASSIGN_OR_RETURN(
         const engine::LossResult base_loss,
-        Loss(batch, base_logits, BatchLabels(data, begin, end), nullptr));
+        Loss(batch, base_logits, BatchLabels(data, begin, end), batch_teacher,
+             nullptr));
     base_tally.Add(base_loss, end - begin);
     for (size_t c : order) {
       const Variant& variant = variants[c];
@@ -483,7 +508,8 @@ absl::StatusOr<QatSession::NeighbourScores> QatSession::EvaluateNeighbours(
       scores.node_runs += num_nodes - variant.first_node;
       MIXQ_ASSIGN_OR_RETURN(
           const engine::LossResult loss,
-          Loss(batch, *logits, BatchLabels(data, begin, end), nullptr));
+          Loss(batch, *logits, BatchLabels(data, begin, end), batch_teacher,
+               nullptr));
       tallies[c].Add(loss, end - begin);
     }
   }
@@ -521,21 +547,34 @@ void QatSession::NextBatch(const LabeledData& data) {
   engine::Shape shape = data.inputs.shape();
   shape[0] = batch;
   batch_inputs_.Resize(shape);
-  batch_labels_.resize(batch);
+  batch_labels_.resize(data.has_labels() ? batch : 0);
+  const int64_t teacher_row = SampleElements(data.teacher);
+  if (data.distill()) {
+    engine::Shape teacher_shape = data.teacher.shape();
+    teacher_shape[0] = batch;
+    batch_teacher_.Resize(teacher_shape);
+  }
   for (int64_t i = 0; i < batch; ++i) {
     const int64_t src = order_[cursor_ + i];
     std::memcpy(batch_inputs_.data() + i * row, data.inputs.data() + src * row,
                 sizeof(float) * row);
-    batch_labels_[i] = data.labels[src];
+    if (data.has_labels()) batch_labels_[i] = data.labels[src];
+    if (data.distill()) {
+      std::memcpy(batch_teacher_.data() + i * teacher_row,
+                  data.teacher.data() + src * teacher_row,
+                  sizeof(float) * teacher_row);
+    }
   }
   cursor_ += batch;
 }
 
 absl::StatusOr<engine::LossResult> QatSession::Loss(
     const engine::Tensor& inputs, const engine::Tensor& logits,
-    absl::Span<const int64_t> labels, engine::Tensor* grad) const {
+    absl::Span<const int64_t> labels, const engine::Tensor* teacher,
+    engine::Tensor* grad) const {
   absl::StatusOr<engine::LossResult> result =
-      engine::SoftmaxCrossEntropy(logits, labels, grad);
+      teacher != nullptr ? engine::DistillLoss(logits, *teacher, labels, grad)
+                         : engine::SoftmaxCrossEntropy(logits, labels, grad);
   if (result.ok() || logits.flat().allFinite()) return result;
   // The forward pass overflowed. Only on this error path: a float pass over
   // the same inputs finds the node whose output first went non-finite.
@@ -554,7 +593,8 @@ absl::Status QatSession::TrainStep(const Policy& policy,
       model_.Forward(batch_inputs_, params_, &trace_, &activations_));
   MIXQ_ASSIGN_OR_RETURN(
       const engine::LossResult result,
-      Loss(batch_inputs_, logits, batch_labels_, &grad_logits_));
+      Loss(batch_inputs_, logits, batch_labels_,
+           BatchTeacherOrNull(data, batch_teacher_), &grad_logits_));
   (void)result;
   MIXQ_RETURN_IF_ERROR(
       model_.Backward(trace_, params_, grad_logits_, &grads_, &activations_));
@@ -699,11 +739,13 @@ absl::Status QatSession::MeanGradient(const Policy& policy,
   for (int64_t begin = 0; begin < data.size(); begin += batch) {
     const int64_t end = std::min(data.size(), begin + batch);
     const engine::Tensor inputs = data.inputs.Slice(begin, end);
+    const engine::Tensor teacher = BatchTeacher(data, begin, end);
     MIXQ_ASSIGN_OR_RETURN(engine::Tensor logits,
                           model_.Forward(inputs, params_, &trace_, &activations_));
     MIXQ_ASSIGN_OR_RETURN(
         const engine::LossResult result,
-        Loss(inputs, logits, BatchLabels(data, begin, end), &grad_logits_));
+        Loss(inputs, logits, BatchLabels(data, begin, end),
+             BatchTeacherOrNull(data, teacher), &grad_logits_));
     (void)result;
     MIXQ_RETURN_IF_ERROR(model_.Backward(trace_, params_, grad_logits_, &grads_,
                                          &activations_));

@@ -24,19 +24,31 @@ class FineTuneProgressState;
 
 namespace mixq::search {
 
-// Samples with integer class labels; inputs are [N, ...] like the model input.
+// Samples to train and score on; inputs are [N, ...] like the model input.
+// The objective follows from what the data carries (engine::Objective):
+// with `teacher` set (distill) the loss is engine::DistillLoss against it and
+// `labels` are optional (they give the accuracy); without, the loss is
+// softmax cross-entropy against `labels` (one per sample).
 struct LabeledData {
   engine::Tensor inputs;
-  std::vector<int64_t> labels;
+  std::vector<int64_t> labels;  // empty: none (distill only)
+  // The FP32 model's outputs on `inputs` ([N, ...]), computed once
+  // (search/teacher.h) since the data is fixed; empty (no shape) unless
+  // distilling.
+  engine::Tensor teacher;
 
-  int64_t size() const { return static_cast<int64_t>(labels.size()); }
+  int64_t size() const {
+    return inputs.shape().empty() ? 0 : inputs.dim(0);
+  }
+  bool distill() const { return !teacher.shape().empty(); }
+  bool has_labels() const { return !labels.empty(); }
   // Samples [begin, end), copied.
   LabeledData Slice(int64_t begin, int64_t end) const;
 };
 
 struct Evaluation {
-  double loss = 0;      // mean cross-entropy
-  double accuracy = 0;  // top-1, in [0, 1]
+  double loss = 0;      // mean loss of the data's objective (LabeledData)
+  double accuracy = 0;  // top-1, in [0, 1]; NaN for data without labels
 };
 
 // How weights and activations are quantized (DESIGN.md §1).
@@ -284,13 +296,15 @@ class QatSession {
   // progress->done: the best so far, early stopping.
   void RecordEvaluation(const Evaluation& eval, const FineTuneOptions& options,
                         FineTuneProgress* progress) const;
-  // SoftmaxCrossEntropy of `logits`, the model's output on `inputs` under
-  // params_, against `labels` (one per input). When the logits are not
-  // finite, the error names the node whose output first went non-finite in
-  // a float pass over `inputs` (engine/finite.h).
+  // The loss of `logits`, the model's output on `inputs` under params_:
+  // engine::DistillLoss against `teacher` when it is non-null (`labels`
+  // optional), else SoftmaxCrossEntropy against `labels` (one per input).
+  // When the logits are not finite, the error names the node whose output
+  // first went non-finite in a float pass over `inputs` (engine/finite.h).
   absl::StatusOr<engine::LossResult> Loss(const engine::Tensor& inputs,
                                           const engine::Tensor& logits,
                                           absl::Span<const int64_t> labels,
+                                          const engine::Tensor* teacher,
                                           engine::Tensor* grad) const;
   // Adds the gradient of the mean loss over `data` (in batches of at most
   // `batch`), weighted by batch size / data size, into *grads (resized and
@@ -314,6 +328,7 @@ class QatSession {
   int64_t cursor_ = 0;
   engine::Tensor batch_inputs_;
   std::vector<int64_t> batch_labels_;
+  engine::Tensor batch_teacher_;  // distill only
   engine::ForwardTrace trace_;
   engine::ForwardTrace score_trace_;  // EvaluateNeighbours' shared prefix
   std::vector<engine::Tensor> grads_;

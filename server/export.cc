@@ -47,7 +47,7 @@ KeptPolicyExport ExportKeptPolicy(
   absl::Status status = onnx.status();
   if (status.ok() && val.size() > 0) {
     absl::StatusOr<engine::ClassifierScore> score =
-        MeasureExport(*onnx, val.inputs, val.labels);
+        MeasureExport(*onnx, val);
     status = score.status();
     if (score.ok()) {
       result.val_loss = score->loss;
@@ -75,14 +75,14 @@ KeptPolicyExport ExportKeptPolicy(
 }
 
 absl::StatusOr<engine::ClassifierScore> MeasureExport(
-    absl::string_view onnx, const engine::Tensor& inputs,
-    absl::Span<const int64_t> labels) {
+    absl::string_view onnx, const search::LabeledData& data) {
   MIXQ_ASSIGN_OR_RETURN(std::unique_ptr<engine::Model> exported,
                         engine::Model::FromOnnxBytes(onnx));
-  MIXQ_ASSIGN_OR_RETURN(
-      const engine::Tensor logits,
-      engine::PredictInBatches(*exported, inputs, engine::kDefaultPredictBatch));
-  return engine::ScoreLogits(logits, labels);
+  MIXQ_ASSIGN_OR_RETURN(const engine::Tensor outputs,
+                        engine::PredictInBatches(*exported, data.inputs,
+                                                 engine::kDefaultPredictBatch));
+  return engine::ScoreOutputs(outputs, data.labels,
+                              data.distill() ? &data.teacher : nullptr);
 }
 
 std::string PolicyJson(const storage::JobRecord& job,

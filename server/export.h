@@ -35,14 +35,15 @@ absl::StatusOr<std::string> BuildQdqExport(absl::string_view prepared_onnx,
                                            const search::QatSession& session,
                                            const search::Policy& policy);
 
-// The FP32 model's (or any model's) top-1 accuracy and loss on `inputs` /
-// `labels` when `onnx` (a serialized model) is imported and run by the
-// engine in batches of engine::kDefaultPredictBatch: exactly what
+// The FP32 model's (or any model's) loss and top-1 accuracy on `data` when
+// `onnx` (a serialized model) is imported and run by the engine in batches
+// of engine::kDefaultPredictBatch, scored by the data's objective
+// (engine::ScoreOutputs: the distance to data.teacher when distilling,
+// accuracy NaN without labels): for cross-entropy exactly what
 // `mixq-run --labels` prints for that file and data. Errors of the import
 // or the forward pass.
 absl::StatusOr<engine::ClassifierScore> MeasureExport(
-    absl::string_view onnx, const engine::Tensor& inputs,
-    absl::Span<const int64_t> labels);
+    absl::string_view onnx, const search::LabeledData& data);
 
 // A kept policy's export: SHA-256 of its stored QDQ model (empty: none) and
 // its validation figures (NaN: not measured).

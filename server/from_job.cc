@@ -45,6 +45,7 @@ absl::StatusOr<v1::JobSpec> ResolveFromJob(const v1::JobSpec& spec,
       {"model", spec.has_model()},
       {"inputs", spec.has_inputs()},
       {"labels", spec.has_labels()},
+      {"objective", !spec.objective().empty()},
       {"normalize", spec.has_normalize()},
       {"max_samples", spec.max_samples() != 0},
       {"calib_size", spec.calib_size() != 0},
@@ -77,8 +78,11 @@ absl::StatusOr<v1::JobSpec> ResolveFromJob(const v1::JobSpec& spec,
   *resolved.mutable_model() = ByArtifact(source_spec.model(), source.model_sha256);
   *resolved.mutable_inputs() =
       ByArtifact(source_spec.inputs(), source.inputs_sha256);
-  *resolved.mutable_labels() =
-      ByArtifact(source_spec.labels(), source.labels_sha256);
+  if (source_spec.has_labels()) {
+    *resolved.mutable_labels() =
+        ByArtifact(source_spec.labels(), source.labels_sha256);
+  }
+  resolved.set_objective(source_spec.objective());
   if (source_spec.has_normalize())
     *resolved.mutable_normalize() = source_spec.normalize();
   resolved.set_max_samples(source_spec.max_samples());

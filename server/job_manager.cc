@@ -115,10 +115,11 @@ std::string SpecToJson(const v1::JobSpec& spec) {
 v1::JobSpec StrippedSpec(const v1::JobSpec& spec) {
   v1::JobSpec stripped = spec;
   for (v1::DataSource* source :
-       {stripped.mutable_model(), stripped.mutable_inputs(),
-        stripped.mutable_labels()}) {
+       {stripped.mutable_model(), stripped.mutable_inputs()}) {
     if (source->has_content()) source->clear_content();
   }
+  // Labels are optional (distill): an unset field must stay unset.
+  if (stripped.has_labels()) stripped.mutable_labels()->clear_content();
   // (Validation files are named by SHA-256 instead: see Submit.)
   return stripped;
 }
@@ -323,7 +324,11 @@ absl::StatusOr<JobFiles> JobManager::ReadFiles(
   JobFiles files;
   MIXQ_ASSIGN_OR_RETURN(files.model, ReadSource(spec.model(), "spec.model"));
   MIXQ_ASSIGN_OR_RETURN(files.inputs, ReadSource(spec.inputs(), "spec.inputs"));
-  MIXQ_ASSIGN_OR_RETURN(files.labels, ReadSource(spec.labels(), "spec.labels"));
+  // Labels are optional (the distill objective); PrepareJob decides.
+  if (spec.has_labels()) {
+    MIXQ_ASSIGN_OR_RETURN(files.labels,
+                          ReadSource(spec.labels(), "spec.labels"));
+  }
   if (spec.has_val_inputs()) {
     MIXQ_ASSIGN_OR_RETURN(files.val_inputs,
                           ReadSource(spec.val_inputs(), "spec.val_inputs"));
@@ -360,6 +365,7 @@ absl::StatusOr<v1::EvaluatePolicyResponse> JobManager::Evaluate(
   MIXQ_ASSIGN_OR_RETURN(PreparedEvaluation prepared,
                         PrepareEvaluation(request, files));
   engine::SetEngineThreads(options_.engine_threads);
+  MIXQ_RETURN_IF_ERROR(AttachTeachers(&prepared.job));
   // Validation files, when given, are what is measured; else the samples
   // after the calibration set.
   const search::LabeledData& evaluated =
@@ -440,7 +446,8 @@ absl::StatusOr<JobManager::SubmitResult> JobManager::Submit(
   record.request_id = request_id;
   record.model_sha256 = Sha256Hex(files.model);
   record.inputs_sha256 = Sha256Hex(files.inputs);
-  record.labels_sha256 = Sha256Hex(files.labels);
+  // Empty for a job without labels (the distill objective).
+  if (spec.has_labels()) record.labels_sha256 = Sha256Hex(files.labels);
   v1::JobSpec stored_spec = StrippedSpec(spec);
   // Validation files have no columns of their own: the stored spec names
   // them by SHA-256, so the job reads them from the store when it runs.
@@ -449,6 +456,8 @@ absl::StatusOr<JobManager::SubmitResult> JobManager::Submit(
     val_artifacts.emplace_back(Sha256Hex(files.val_inputs), &files.val_inputs);
     stored_spec.mutable_val_inputs()->set_artifact_sha256(
         val_artifacts.back().first);
+  }
+  if (spec.has_val_labels()) {
     val_artifacts.emplace_back(Sha256Hex(files.val_labels), &files.val_labels);
     stored_spec.mutable_val_labels()->set_artifact_sha256(
         val_artifacts.back().first);
@@ -467,7 +476,10 @@ absl::StatusOr<JobManager::SubmitResult> JobManager::Submit(
   }
   MIXQ_RETURN_IF_ERROR(store_->PutArtifact(record.model_sha256, files.model));
   MIXQ_RETURN_IF_ERROR(store_->PutArtifact(record.inputs_sha256, files.inputs));
-  MIXQ_RETURN_IF_ERROR(store_->PutArtifact(record.labels_sha256, files.labels));
+  if (!record.labels_sha256.empty()) {
+    MIXQ_RETURN_IF_ERROR(
+        store_->PutArtifact(record.labels_sha256, files.labels));
+  }
   for (const auto& [sha256, data] : val_artifacts)
     MIXQ_RETURN_IF_ERROR(store_->PutArtifact(sha256, *data));
   const absl::Status created = store_->CreateJob(record, layers);
@@ -1006,17 +1018,24 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
   MIXQ_ASSIGN_OR_RETURN(
       files.inputs,
       ReadVerifiedArtifact(store_, job.inputs_sha256, "spec.inputs"));
-  MIXQ_ASSIGN_OR_RETURN(
-      files.labels,
-      ReadVerifiedArtifact(store_, job.labels_sha256, "spec.labels"));
+  if (!job.labels_sha256.empty()) {
+    MIXQ_ASSIGN_OR_RETURN(
+        files.labels,
+        ReadVerifiedArtifact(store_, job.labels_sha256, "spec.labels"));
+  }
   // Named by SHA-256 in the stored spec (see Submit).
-  if (spec.has_val_inputs() && spec.has_val_labels()) {
+  if (spec.has_val_inputs()) {
     MIXQ_ASSIGN_OR_RETURN(files.val_inputs,
                           ReadSource(spec.val_inputs(), "spec.val_inputs"));
+  }
+  if (spec.has_val_labels()) {
     MIXQ_ASSIGN_OR_RETURN(files.val_labels,
                           ReadSource(spec.val_labels(), "spec.val_labels"));
   }
   MIXQ_ASSIGN_OR_RETURN(PreparedJob prepared, PrepareJob(spec, files));
+  // Distilling: the FP32 outputs, once per data set (every resume recomputes
+  // the same ones: the model and data are fixed).
+  MIXQ_RETURN_IF_ERROR(AttachTeachers(&prepared));
   // A job a previous process was running resumes after its last
   // checkpointed step (steps recorded after it, if any, are dropped); one
   // without a checkpoint starts over.
@@ -1060,8 +1079,7 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
   if (std::isnan(fp32_val_accuracy) && prepared.val.size() > 0) {
     MIXQ_ASSIGN_OR_RETURN(
         const engine::ClassifierScore fp32,
-        MeasureExport(prepared.prepared_onnx, prepared.val.inputs,
-                      prepared.val.labels));
+        MeasureExport(prepared.prepared_onnx, prepared.val));
     MIXQ_RETURN_IF_ERROR(WriteUntilStored(job.id, "FP32 validation", [&] {
       return store_->SetFp32Validation(job.id, fp32.loss, fp32.accuracy);
     }));

@@ -10,6 +10,7 @@
 #include "engine/dataset.h"
 #include "search/cost_model.h"
 #include "search/quantize.h"
+#include "search/teacher.h"
 #include "util/status_macros.h"
 
 namespace mixq::server {
@@ -180,14 +181,15 @@ std::string FileName(const v1::DataSource& source, absl::string_view fallback) {
 
 // Decodes one inputs/labels pair (at most `max_samples` of them; 0 = all),
 // normalised as the spec says and conformed to `model`'s input, with labels
-// checked against the model's classes. `inputs_field` / `labels_field` name
-// the spec fields in messages.
+// checked against the model's classes; without `has_labels` (the distill
+// objective), inputs only. `inputs_field` / `labels_field` name the spec
+// fields in messages.
 absl::StatusOr<search::LabeledData> LoadLabeledData(
     const v1::JobSpec& spec, const engine::Model& model,
     absl::string_view inputs_bytes, const v1::DataSource& inputs_source,
-    absl::string_view inputs_field, absl::string_view labels_bytes,
-    const v1::DataSource& labels_source, absl::string_view labels_field,
-    int64_t max_samples) {
+    absl::string_view inputs_field, bool has_labels,
+    absl::string_view labels_bytes, const v1::DataSource& labels_source,
+    absl::string_view labels_field, int64_t max_samples) {
   // Unnamed files are called after their field ("inputs", "val_labels").
   const std::string inputs_name =
       FileName(inputs_source, absl::StripPrefix(inputs_field, "spec."));
@@ -195,10 +197,11 @@ absl::StatusOr<search::LabeledData> LoadLabeledData(
       FileName(labels_source, absl::StripPrefix(labels_field, "spec."));
   auto inputs = engine::DecodeInputs(inputs_bytes, inputs_name);
   if (!inputs.ok()) return SpecFieldError(inputs_field, inputs.status());
-  auto labels = engine::DecodeLabels(labels_bytes, labels_name);
+  absl::StatusOr<std::vector<int64_t>> labels = std::vector<int64_t>();
+  if (has_labels) labels = engine::DecodeLabels(labels_bytes, labels_name);
   if (!labels.ok()) return SpecFieldError(labels_field, labels.status());
   const int64_t num_inputs = inputs->shape().empty() ? 0 : inputs->dim(0);
-  if (num_inputs != static_cast<int64_t>(labels->size())) {
+  if (has_labels && num_inputs != static_cast<int64_t>(labels->size())) {
     return absl::InvalidArgumentError(absl::StrCat(
         labels_field, ": ", labels_name, " has ", labels->size(),
         " labels but ", inputs_name, " has ", num_inputs, " samples"));
@@ -207,7 +210,7 @@ absl::StatusOr<search::LabeledData> LoadLabeledData(
       max_samples > 0 ? std::min(num_inputs, max_samples) : num_inputs;
   search::LabeledData data;
   data.inputs = n == num_inputs ? *std::move(inputs) : inputs->Slice(0, n);
-  data.labels.assign(labels->begin(), labels->begin() + n);
+  if (has_labels) data.labels.assign(labels->begin(), labels->begin() + n);
   if (spec.has_normalize()) {
     const absl::Status normalized = engine::Normalize(
         static_cast<float>(spec.normalize().mean()),
@@ -217,6 +220,7 @@ absl::StatusOr<search::LabeledData> LoadLabeledData(
   const absl::Status conformed =
       engine::ConformToModelInput(model.input_shape(), &data.inputs);
   if (!conformed.ok()) return SpecFieldError(inputs_field, conformed);
+  if (!has_labels) return data;
   const engine::Shape& output = model.output_shape();
   const int64_t classes = output.size() == 2 ? output[1] : 0;
   const absl::Status in_range =
@@ -226,6 +230,32 @@ absl::StatusOr<search::LabeledData> LoadLabeledData(
 }
 
 }  // namespace
+
+absl::StatusOr<engine::Objective> ResolveObjective(const v1::JobSpec& spec) {
+  if (spec.objective().empty()) {
+    return spec.has_labels() ? engine::Objective::kCrossEntropy
+                             : engine::Objective::kDistill;
+  }
+  absl::StatusOr<engine::Objective> objective =
+      engine::ParseObjective(spec.objective());
+  if (!objective.ok()) return SpecFieldError("spec.objective", objective.status());
+  if (*objective == engine::Objective::kCrossEntropy && !spec.has_labels()) {
+    return absl::InvalidArgumentError(
+        "spec.objective: cross_entropy needs spec.labels (integer class "
+        "labels, one per input); give labels, or use objective 'distill' to "
+        "learn from the FP32 model's outputs without labels");
+  }
+  return *objective;
+}
+
+absl::Status AttachTeachers(PreparedJob* job) {
+  if (job->objective != engine::Objective::kDistill) return absl::OkStatus();
+  for (search::LabeledData* data : {&job->calib, &job->train, &job->val}) {
+    const absl::Status attached = search::AttachTeacher(*job->model, data);
+    if (!attached.ok()) return SpecFieldError("spec.model", attached);
+  }
+  return absl::OkStatus();
+}
 
 int64_t DefaultValidationSize(int64_t samples) {
   return std::max<int64_t>(1, samples * kDefaultValidationPercent / 100);
@@ -245,12 +275,29 @@ absl::StatusOr<PreparedJob> LoadModelAndData(const v1::JobSpec& spec,
   job.model = *std::move(model);
   job.prepared_onnx = std::move(prepared->onnx);
 
+  MIXQ_ASSIGN_OR_RETURN(job.objective, ResolveObjective(spec));
+  // Scoring, fine-tuning and validation run at batches of their own (the
+  // last one shorter): a graph that runs at one batch only would fail the
+  // job at run time.
+  if (job.model->fixed_batch() > 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "spec.model: the graph only runs at batch ",
+        job.model->fixed_batch(), ", the batch its input '",
+        job.model->input_name(),
+        "' declares (a shape in it is computed for that batch, e.g. a "
+        "Reshape to a literal shape); mixq scores and fine-tunes at other "
+        "batches. Export with a dynamic batch: torch.onnx.export(..., "
+        "dynamic_axes={'<input>': {0: 'batch'}, '<output>': {0: 'batch'}}), "
+        "and flatten with x.flatten(1) or x.view(x.size(0), -1) rather "
+        "than a literal shape"));
+  }
   const engine::Shape& output = job.model->output_shape();
-  if (output.size() != 2) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("spec.model: the output '", job.model->output_name(),
-                     "' has shape ", engine::ShapeToString(output),
-                     "; classification logits [batch, classes] are expected"));
+  if (job.objective == engine::Objective::kCrossEntropy && output.size() != 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "spec.model: the output '", job.model->output_name(), "' has shape ",
+        engine::ShapeToString(output),
+        "; the cross_entropy objective needs classification logits [batch, "
+        "classes] (use objective 'distill' for other outputs)"));
   }
   if (job.model->quantizable_layers().empty()) {
     return absl::InvalidArgumentError(
@@ -264,7 +311,11 @@ absl::StatusOr<PreparedJob> LoadModelAndData(const v1::JobSpec& spec,
     return absl::InvalidArgumentError("spec.val_size: must not be negative");
   }
   const bool val_files = spec.has_val_inputs() || spec.has_val_labels();
-  if (val_files && (!spec.has_val_inputs() || !spec.has_val_labels())) {
+  // Distilling, validation inputs alone are enough; labels add accuracy.
+  const bool val_labels_optional =
+      job.objective == engine::Objective::kDistill && spec.has_val_inputs();
+  if (val_files && !val_labels_optional &&
+      (!spec.has_val_inputs() || !spec.has_val_labels())) {
     return absl::InvalidArgumentError(absl::StrCat(
         spec.has_val_inputs() ? "spec.val_labels" : "spec.val_inputs",
         ": required with ",
@@ -279,8 +330,8 @@ absl::StatusOr<PreparedJob> LoadModelAndData(const v1::JobSpec& spec,
   MIXQ_ASSIGN_OR_RETURN(
       search::LabeledData data,
       LoadLabeledData(spec, *job.model, files.inputs, spec.inputs(),
-                      "spec.inputs", files.labels, spec.labels(),
-                      "spec.labels", spec.max_samples()));
+                      "spec.inputs", spec.has_labels(), files.labels,
+                      spec.labels(), "spec.labels", spec.max_samples()));
   const int64_t n = data.size();
   if (spec.calib_size() <= 0) {
     return absl::InvalidArgumentError(
@@ -298,7 +349,8 @@ absl::StatusOr<PreparedJob> LoadModelAndData(const v1::JobSpec& spec,
     MIXQ_ASSIGN_OR_RETURN(
         job.val, LoadLabeledData(spec, *job.model, files.val_inputs,
                                  spec.val_inputs(), "spec.val_inputs",
-                                 files.val_labels, spec.val_labels(),
+                                 spec.has_val_labels(), files.val_labels,
+                                 spec.val_labels(),
                                  "spec.val_labels", 0));
     if (job.val.size() == 0) {
       return absl::InvalidArgumentError("spec.val_inputs: no samples");

@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "engine/loss.h"
 #include "engine/model.h"
 #include "proto/mixq.pb.h"
 #include "search/evaluate.h"
@@ -51,6 +52,10 @@ struct PreparedJob {
   search::LabeledData val;
   std::string val_source;  // for Job.val_source
   search::ProgressiveOptions options;
+  // What calib, train and val are scored by; with kDistill their teacher
+  // outputs are set by AttachTeachers (not by PrepareJob: submitting does
+  // not run the model).
+  engine::Objective objective = engine::Objective::kCrossEntropy;
   // `options` resolved against the model: each layer's candidate bits.
   search::CandidateBits candidate_bits;
 };
@@ -82,7 +87,10 @@ absl::StatusOr<search::ProgressiveOptions> ToProgressiveOptions(
 
 // Loads the model and data and checks that everything fits together: model
 // imports, inputs match the model input, labels match the inputs' count and
-// the model's classes, calib_size leaves a fine-tuning set, every layer named
+// the model's classes (labels optional with the distill objective:
+// ResolveObjective), the model runs at any batch (a fixed-batch export is
+// refused with how to export it with a dynamic batch), calib_size leaves a
+// fine-tuning set, every layer named
 // in spec.search.layers is a quantizable layer of the model, the budget is
 // reachable with every layer at its lowest candidate bits (the message gives
 // the lowest reachable cost; "spec.search.layers: every quantizable layer is
@@ -90,6 +98,17 @@ absl::StatusOr<search::ProgressiveOptions> ToProgressiveOptions(
 // field.
 absl::StatusOr<PreparedJob> PrepareJob(const v1::JobSpec& spec,
                                        const JobFiles& files);
+
+// The job's objective: spec.objective, or when it is empty cross_entropy if
+// spec.labels is set and distill otherwise. INVALID_ARGUMENT naming
+// spec.objective for an unknown name, or cross_entropy without labels.
+absl::StatusOr<engine::Objective> ResolveObjective(const v1::JobSpec& spec);
+
+// With the distill objective, sets the teacher outputs (the FP32 model's, on
+// each sample: search::AttachTeacher) of job->calib, train and val; a no-op
+// for cross_entropy. Blocks for one forward pass over the job's data;
+// errors name spec.model.
+absl::Status AttachTeachers(PreparedJob* job);
 
 // Where the validation set comes from when the spec names no files.
 enum class ValidationSplit {

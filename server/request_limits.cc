@@ -26,6 +26,7 @@ constexpr FieldLimit kLimits[] = {
     {"format", 32},
     {"mode", 32},
     {"strategy", 32},
+    {"objective", 32},  // "cross_entropy" or "distill"
     {"selection", 32},
     {"name", 256},  // job and layer names
     {"filename", 1024},

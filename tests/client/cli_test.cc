@@ -6,6 +6,7 @@
 #include <variant>
 #include <vector>
 
+#include "client/commands.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -117,6 +118,56 @@ TEST(ParseCommandLineTest, SubmitAndEvalValidationSet) {
                        kServer);
   ASSERT_TRUE(eval_size.ok()) << eval_size.status();
   EXPECT_EQ(std::get<EvalOptions>(eval_size->command).data.val_size, 20);
+}
+
+// Without labels the job distils; --objective names it either way, and
+// validation inputs alone are a validation set then.
+TEST(ParseCommandLineTest, SubmitAndEvalObjective) {
+  auto label_free = ParseCommandLine(
+      {"submit", "--model", "m.onnx", "--inputs", "x.npy", "--calib-size",
+       "100", "--bits", "8,4", "--target-avg-bits", "4", "--val-inputs",
+       "vx.npy", "--server-paths"},
+      kServer);
+  ASSERT_TRUE(label_free.ok()) << label_free.status();
+  const auto& submit = std::get<SubmitOptions>(label_free->command);
+  EXPECT_EQ(submit.labels, "");
+  EXPECT_EQ(submit.objective, "");
+  EXPECT_EQ(submit.val_inputs, "vx.npy");
+  absl::StatusOr<v1::SubmitJobRequest> request = BuildSubmitRequest(submit);
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_FALSE(request->spec().has_labels());
+  EXPECT_FALSE(request->spec().has_val_labels());
+
+  auto named = ParseCommandLine(
+      Submit({"--target-avg-bits", "4", "--objective", "distill",
+              "--server-paths"}),
+      kServer);
+  ASSERT_TRUE(named.ok()) << named.status();
+  request = BuildSubmitRequest(std::get<SubmitOptions>(named->command));
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_EQ(request->spec().objective(), "distill");
+  EXPECT_TRUE(request->spec().has_labels());
+
+  auto eval = ParseCommandLine({"eval", "--model", "m", "--inputs", "x",
+                                "--calib-size", "1", "--objective", "distill",
+                                "--server-paths"},
+                               kServer);
+  ASSERT_TRUE(eval.ok()) << eval.status();
+  absl::StatusOr<v1::EvaluatePolicyRequest> eval_request =
+      BuildEvalRequest(std::get<EvalOptions>(eval->command));
+  ASSERT_TRUE(eval_request.ok()) << eval_request.status();
+  EXPECT_EQ(eval_request->spec().objective(), "distill");
+  EXPECT_FALSE(eval_request->spec().has_labels());
+
+  const absl::StatusOr<Invocation> unknown = ParseCommandLine(
+      Submit({"--target-avg-bits", "4", "--objective", "mse"}), kServer);
+  EXPECT_FALSE(unknown.ok());
+  EXPECT_THAT(std::string(unknown.status().message()), HasSubstr("mse"));
+  // Cross-entropy still needs both validation files.
+  const absl::StatusOr<Invocation> half = ParseCommandLine(
+      Submit({"--target-avg-bits", "4", "--val-inputs", "v"}), kServer);
+  EXPECT_THAT(std::string(half.status().message()),
+              HasSubstr("--val-inputs: needs --val-labels"));
 }
 
 TEST(ParseCommandLineTest, SubmitAllOptions) {

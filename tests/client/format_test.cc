@@ -75,6 +75,29 @@ TEST(FormatBestPoliciesTest, Table) {
             "0.6000  final        12  4/4/2\n");
 }
 
+// A label-free (distill) job has no calibration accuracy either: "-".
+TEST(FormatBestPoliciesTest, LabelFreePoliciesPrintNoAccuracy) {
+  v1::QueryBestPoliciesResponse response = BestResponse();
+  for (v1::Policy& policy : *response.mutable_policies()) {
+    policy.set_accuracy(std::numeric_limits<double>::quiet_NaN());
+    policy.set_val_accuracy(std::numeric_limits<double>::quiet_NaN());
+  }
+  const std::string table = FormatBestPolicies(response);
+  EXPECT_THAT(table, ::testing::Not(::testing::HasSubstr("nan")));
+  EXPECT_THAT(table, ::testing::HasSubstr("        -          -  0.4123"));
+}
+
+TEST(FormatEvaluationTest, LabelFreeEvaluationPrintsNoAccuracy) {
+  v1::EvaluatePolicyResponse response;
+  response.set_mode("static");
+  response.set_eval_samples(10);
+  response.set_accuracy(std::numeric_limits<double>::quiet_NaN());
+  response.set_fp32_accuracy(std::numeric_limits<double>::quiet_NaN());
+  response.set_loss(0.25);
+  EXPECT_THAT(FormatEvaluation(response),
+              ::testing::HasSubstr("accuracy - (FP32 -), loss 0.2500"));
+}
+
 TEST(FormatBestPoliciesTest, Empty) {
   v1::QueryBestPoliciesResponse response;
   response.set_job_id("job-7");

@@ -197,7 +197,7 @@ TEST_F(ValidationTest, KeptPoliciesAreRankedByValidationAndExportExactly) {
     std::string onnx;
     ASSERT_TRUE(Export(job_id, policy.policy_id(), &onnx).ok());
     absl::StatusOr<engine::ClassifierScore> score =
-        server::MeasureExport(onnx, val.inputs, val.labels);
+        server::MeasureExport(onnx, val);
     ASSERT_TRUE(score.ok()) << score.status();
     EXPECT_EQ(score->accuracy, policy.val_accuracy());
     EXPECT_EQ(score->loss, policy.val_loss());
@@ -304,7 +304,7 @@ TEST_F(ValidationTest, ValidationFilesAreMeasuredAndUnknownPoliciesRefused) {
     std::string onnx;
     ASSERT_TRUE(Export(job_id, policy->policy_id(), &onnx).ok());
     absl::StatusOr<engine::ClassifierScore> score =
-        server::MeasureExport(onnx, val.inputs, val.labels);
+        server::MeasureExport(onnx, val);
     ASSERT_TRUE(score.ok()) << score.status();
     EXPECT_EQ(score->accuracy, policy->val_accuracy());
   }
