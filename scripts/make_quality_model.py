@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Trains the Fashion-MNIST ResNet (or, with --arch vgg, VGG-style CNN) used by the quality benchmark and exports it to ONNX.
+"""Trains the Fashion-MNIST ResNet (or, with --arch, a VGG-style CNN, a ViT or a GRU) used by the quality benchmark and exports it to ONNX.
 
 Run with Debian's system interpreter (torch 1.13, torchvision 0.14, onnx 1.12, numpy;
 `scripts/install-deps.sh --python` installs them):
@@ -108,7 +108,49 @@ class QualityVgg(nn.Module):
         return self.fc2(F.relu(self.fc1(x)))
 
 
-ARCHITECTURES = {"resnet": lambda: QualityResNet(), "vgg": lambda: QualityVgg()}
+class QualityVit(nn.Module):
+    """A small vision transformer, the quality benchmark's non-CNN classifier: 7x7
+    patches (a conv of stride 7: 16 tokens of 64), a class token expanded to the batch,
+    learned position embeddings, 2 pre-norm encoder blocks (4 heads, MLP 128, exact
+    GELU -> Erf in ONNX), LayerNorm, head on the class token (~70k parameters)."""
+
+    def __init__(self, dim=64, depth=2, heads=4, mlp=128, patch=7):
+        super().__init__()
+        tokens = (28 // patch) ** 2
+        self.patch = nn.Conv2d(1, dim, patch, patch)
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos = nn.Parameter(torch.randn(1, tokens + 1, dim) * 0.02)
+        layer = nn.TransformerEncoderLayer(dim, heads, mlp, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, NUM_CLASSES)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)  # [B, 16, dim]
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
+        return self.head(self.norm(self.encoder(x))[:, 0])
+
+
+class QualityGru(nn.Module):
+    """A row-sequence classifier: each of the 28 image rows is a time step of a
+    GRU(28 -> 96), the last hidden state feeds a linear 96->10 (~37k parameters)."""
+
+    def __init__(self, hidden=96):
+        super().__init__()
+        self.rnn = nn.GRU(28, hidden, batch_first=True)
+        self.fc = nn.Linear(hidden, NUM_CLASSES)
+
+    def forward(self, x):
+        out, _ = self.rnn(x.squeeze(1))  # [B, 28, hidden]
+        return self.fc(out[:, -1])
+
+
+ARCHITECTURES = {"resnet": lambda: QualityResNet(), "vgg": lambda: QualityVgg(),
+                 "vit": lambda: QualityVit(), "gru": lambda: QualityGru()}
+# Trained with AdamW (the SGD recipe of the CNNs does not train them well).
+ADAMW_ARCHITECTURES = {"vit": 2e-3, "gru": 3e-3}
+ADAMW_WEIGHT_DECAY = 0.05
 
 
 def make_model(arch="resnet"):
@@ -154,16 +196,21 @@ def evaluate(model, x, y):
     return 100.0 * correct / len(x)
 
 
-def train(model, x, y, x_test, y_test, epochs, seed):
+def train(model, x, y, x_test, y_test, epochs, seed, arch):
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (decay if p.dim() > 1 else no_decay).append(p)
-    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": WEIGHT_DECAY},
-                                 {"params": no_decay, "weight_decay": 0.0}],
-                                lr=MAX_LR, momentum=MOMENTUM, nesterov=True)
+    max_lr = ADAMW_ARCHITECTURES.get(arch, MAX_LR)
+    if arch in ADAMW_ARCHITECTURES:
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": ADAMW_WEIGHT_DECAY},
+                                       {"params": no_decay, "weight_decay": 0.0}], lr=max_lr)
+    else:
+        optimizer = torch.optim.SGD([{"params": decay, "weight_decay": WEIGHT_DECAY},
+                                     {"params": no_decay, "weight_decay": 0.0}],
+                                    lr=max_lr, momentum=MOMENTUM, nesterov=True)
     steps_per_epoch = (len(x) + BATCH - 1) // BATCH
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=MAX_LR, total_steps=epochs * steps_per_epoch, pct_start=0.25)
+        optimizer, max_lr=max_lr, total_steps=epochs * steps_per_epoch, pct_start=0.25)
     loss_fn = nn.CrossEntropyLoss()
     shuffle = torch.Generator().manual_seed(seed)
     aug = torch.Generator().manual_seed(seed + 1)
@@ -201,9 +248,10 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="resnet",
-                        help="resnet (QualityResNet) or vgg (QualityVgg, the second "
+                        help="resnet (QualityResNet), vgg (QualityVgg, the second "
                              "architecture of the quality benchmark: "
-                             "--arch vgg --epochs 6 gave 93.19 %% test accuracy)")
+                             "--arch vgg --epochs 6 gave 93.19 %% test accuracy), "
+                             "vit (QualityVit) or gru (QualityGru)")
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
@@ -222,10 +270,11 @@ def main():
           f"{args.epochs} epochs, batch {BATCH}, {args.threads} threads, seed {args.seed}")
 
     start = time.time()
-    train(model, x_train, y_train, x_test, y_test, args.epochs, args.seed)
+    train(model, x_train, y_train, x_test, y_test, args.epochs, args.seed, args.arch)
     seconds = time.time() - start
 
-    make_cnn_models.export(model, x_test[:1], args.out, keep_batch_norm=True)
+    make_cnn_models.export(model, x_test[:1], args.out,
+                           keep_batch_norm=args.arch in ("resnet", "vgg"))
     onnx.checker.check_model(onnx.load(args.out))
     test_accuracy = evaluate(model, x_test, y_test)  # eval mode: the exported weights
 
