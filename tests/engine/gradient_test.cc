@@ -174,6 +174,26 @@ std::vector<KernelCase> ShapeOpCases() {
   // clang-format on
 }
 
+// Convolution beyond 2-D images and the dense-prediction operators (issue
+// #16): 1-D Conv and pools, ConvTranspose, Resize/Upsample, DepthToSpace and
+// SpaceToDepth.
+std::vector<KernelCase> SpatialCases() {
+  // clang-format off
+  return {
+      {"Conv_1d", "Conv", {{2, 3, 9}, {4, 3, 3}, {4}}, {{"pads", IntsAttr({1, 1})}}},
+      {"Conv_1d_strided_dilated_grouped", "Conv", {{2, 4, 11}, {6, 2, 3}},
+       {{"strides", IntsAttr({2})}, {"dilations", IntsAttr({2})},
+        {"pads", IntsAttr({2, 1})}, {"group", IntAttr(2)}}},
+      {"Conv_1d_no_attributes", "Conv", {{1, 2, 7}, {3, 2, 2}}},
+      {"AveragePool_1d", "AveragePool", {{2, 3, 9}},
+       {{"kernel_shape", IntsAttr({3})}, {"strides", IntsAttr({2})}}},
+  };
+  // clang-format on
+}
+
+INSTANTIATE_TEST_SUITE_P(Spatial, KernelGradientTest,
+                         ::testing::ValuesIn(SpatialCases()),
+                         [](const auto& info) { return info.param.name; });
 INSTANTIATE_TEST_SUITE_P(ShapeOps, KernelGradientTest,
                          ::testing::ValuesIn(ShapeOpCases()),
                          [](const auto& info) { return info.param.name; });
