@@ -181,6 +181,7 @@ absl::Span<const OpEntry> ElementwiseOps();  // ops_elementwise.cc
 absl::Span<const OpEntry> ConvOps();         // ops_conv.cc
 absl::Span<const OpEntry> ShapeOps();        // ops_shape.cc
 absl::Span<const OpEntry> QuantOps();        // ops_quant.cc
+absl::Span<const OpEntry> ConvTransposeOps();  // ops_conv_transpose.cc
 
 // One kernel for a Conv node and the inference-form BatchNormalization that
 // is its only consumer (kernels created for them by FindOp): the convolution

@@ -72,16 +72,6 @@ constexpr int64_t kMaxBlockFloats = 256;
 // The spatial rank pooling kernels work in (lower ranks get unit dims).
 constexpr int kPoolRank = 3;
 
-// Floor division for a possibly negative numerator and a positive divisor.
-int64_t FloorDiv(int64_t a, int64_t b) {
-  return a >= 0 ? a / b : -((-a + b - 1) / b);
-}
-
-// *product = a * b when it is at most `limit` (a, b >= 0), else false.
-bool MulWithin(int64_t a, int64_t b, int64_t limit, int64_t* product) {
-  return !__builtin_mul_overflow(a, b, product) && *product <= limit;
-}
-
 // ------------------------------------------------------------ Windows ----
 
 // One spatial dim of a resolved window.

@@ -589,7 +589,19 @@ INSTANTIATE_TEST_SUITE_P(
         RequiredCase{"pytorch-converted", "test_AvgPool1d_stride"},
         RequiredCase{"pytorch-converted", "test_MaxPool1d_stride_padding_dilation"},
         RequiredCase{"node", "test_averagepool_1d_default"},
-        RequiredCase{"node", "test_maxpool_1d_default"}),
+        RequiredCase{"node", "test_maxpool_1d_default"},
+        RequiredCase{"node", "test_convtranspose"},
+        RequiredCase{"node", "test_convtranspose_1d"},
+        RequiredCase{"node", "test_convtranspose_autopad_same"},
+        RequiredCase{"node", "test_convtranspose_dilations"},
+        RequiredCase{"node", "test_convtranspose_kernel_shape"},
+        RequiredCase{"node", "test_convtranspose_output_shape"},
+        RequiredCase{"node", "test_convtranspose_pad"},
+        RequiredCase{"node", "test_convtranspose_pads"},
+        RequiredCase{"node", "test_convtranspose_with_kernel"},
+        RequiredCase{"pytorch-converted", "test_ConvTranspose2d"},
+        RequiredCase{"pytorch-converted", "test_ConvTranspose2d_no_bias"},
+        RequiredCase{"pytorch-operator", "test_operator_convtranspose"}),
     [](const ::testing::TestParamInfo<RequiredCase>& info) {
       return std::string(info.param.name);
     });

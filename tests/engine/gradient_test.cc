@@ -187,6 +187,15 @@ std::vector<KernelCase> SpatialCases() {
       {"Conv_1d_no_attributes", "Conv", {{1, 2, 7}, {3, 2, 2}}},
       {"AveragePool_1d", "AveragePool", {{2, 3, 9}},
        {{"kernel_shape", IntsAttr({3})}, {"strides", IntsAttr({2})}}},
+      {"ConvTranspose_strided_padded", "ConvTranspose", {{2, 3, 4, 5}, {3, 2, 3, 3}, {2}},
+       {{"strides", IntsAttr({2, 2})}, {"pads", IntsAttr({1, 0, 1, 1})},
+        {"output_padding", IntsAttr({1, 0})}}},
+      {"ConvTranspose_grouped_dilated", "ConvTranspose", {{2, 4, 3, 3}, {4, 3, 2, 2}},
+       {{"group", IntAttr(2)}, {"dilations", IntsAttr({2, 1})}, {"strides", IntsAttr({1, 3})}}},
+      {"ConvTranspose_1d", "ConvTranspose", {{2, 3, 6}, {3, 4, 3}, {4}},
+       {{"strides", IntsAttr({2})}, {"pads", IntsAttr({1, 1})}}},
+      {"ConvTranspose_output_shape", "ConvTranspose", {{1, 2, 3, 3}, {2, 2, 3, 3}},
+       {{"strides", IntsAttr({3, 2})}, {"output_shape", IntsAttr({10, 8})}}},
   };
   // clang-format on
 }
