@@ -253,16 +253,15 @@ class ConvTransposeKernel : public Kernel {
       return ShapeError(
           "ConvTranspose",
           absl::StrCat("X ", ShapeToString(*inputs[0]), " and W ",
-                       ShapeToString(*inputs[1]), " do not fit group ",
-                       g.group, " (need W[0] = C, divisible by group)"));
+                       ShapeToString(*inputs[1]), " do not fit group ", g.group,
+                       " (need W[0] = C, divisible by group)"));
     }
     const WindowAttrs& a = attrs_.window;
     if (!a.kernel.empty() && (a.kernel[0] != ws[2] || a.kernel[1] != ws[3])) {
-      return ShapeError("ConvTranspose",
-                        absl::StrCat("kernel_shape [",
-                                     absl::StrJoin(a.kernel, ", "),
-                                     "] differs from W ",
-                                     ShapeToString(*inputs[1])));
+      return ShapeError(
+          "ConvTranspose",
+          absl::StrCat("kernel_shape [", absl::StrJoin(a.kernel, ", "),
+                       "] differs from W ", ShapeToString(*inputs[1])));
     }
     if (inputs.size() == 3 && *inputs[2] != Shape{g.m}) {
       return ShapeError("ConvTranspose",
@@ -300,8 +299,8 @@ class ConvTransposeKernel : public Kernel {
         const int64_t pad_end = a.pads.empty() ? 0 : a.pads[d + 2];
         t.pad_begin = a.pads.empty() ? 0 : a.pads[d];
         if (a.auto_pad == AutoPad::kValid) t.pad_begin = 0;
-        t.out = full - t.pad_begin -
-                (a.auto_pad == AutoPad::kValid ? 0 : pad_end);
+        t.out =
+            full - t.pad_begin - (a.auto_pad == AutoPad::kValid ? 0 : pad_end);
       }
       if (t.out <= 0) {
         return ShapeError("ConvTranspose",
@@ -353,17 +352,17 @@ absl::StatusOr<std::unique_ptr<Kernel>> CreateConvTranspose(
     }
     const int r = static_cast<int>(values->size());
     if ((attrs.rank != 0 && r != attrs.rank) || r == 0 || r > 2) {
-      return NodeError(config, absl::StrCat(name, " has ", r,
-                                            " values for a rank-",
-                                            attrs.rank, " window"));
+      return NodeError(config,
+                       absl::StrCat(name, " has ", r, " values for a rank-",
+                                    attrs.rank, " window"));
     }
     attrs.rank = r;
     for (int64_t x : *values) {
       if (x < 0 || x > kMaxWindowAttribute) {
-        return NodeError(config,
-                         absl::StrCat(name, " [", absl::StrJoin(*values, ", "),
-                                      "] must be in [0, ", kMaxWindowAttribute,
-                                      "]"));
+        return NodeError(
+            config,
+            absl::StrCat(name, " [", absl::StrJoin(*values, ", "),
+                         "] must be in [0, ", kMaxWindowAttribute, "]"));
       }
     }
     // Lifted to 2-D: the unit leading dim has no padding and one output.

@@ -41,16 +41,16 @@ class DepthSpaceKernel : public Kernel {
     const int64_t b2 = block_ * block_;
     if (to_space_) {
       if (x[1] % b2 != 0) {
-        return ShapeError(op_, absl::StrCat("channels of ", ShapeToString(x),
-                                            " are not a multiple of blocksize^2 ",
-                                            b2));
+        return ShapeError(
+            op_, absl::StrCat("channels of ", ShapeToString(x),
+                              " are not a multiple of blocksize^2 ", b2));
       }
       return CheckedShape({x[0], x[1] / b2, x[2] * block_, x[3] * block_});
     }
     if (x[2] % block_ != 0 || x[3] % block_ != 0) {
-      return ShapeError(op_, absl::StrCat("H and W of ", ShapeToString(x),
-                                          " are not multiples of blocksize ",
-                                          block_));
+      return ShapeError(
+          op_, absl::StrCat("H and W of ", ShapeToString(x),
+                            " are not multiples of blocksize ", block_));
     }
     return CheckedShape({x[0], x[1] * b2, x[2] / block_, x[3] / block_});
   }
@@ -81,7 +81,8 @@ class DepthSpaceKernel : public Kernel {
     const float* src = from.data();
     float* dst = to->data();
     const int64_t planes = space[0] * c;
-#pragma omp parallel for schedule(static) if (planes * plane * b * b > kElementwiseBlock)
+#pragma omp parallel for schedule(static) if (planes * plane * b * b > \
+                                              kElementwiseBlock)
     for (int64_t nc = 0; nc < planes; ++nc) {
       const int64_t ni = nc / c;
       const int64_t ci = nc % c;
@@ -128,8 +129,8 @@ absl::StatusOr<std::unique_ptr<Kernel>> CreateDepthToSpace(
   absl::StatusOr<std::string> mode = config.GetString("mode", "DCR");
   if (!mode.ok()) return mode.status();
   if (*mode != "DCR" && *mode != "CRD") {
-    return NodeError(config, absl::StrCat("unsupported mode '", *mode,
-                                          "' (DCR or CRD)"));
+    return NodeError(
+        config, absl::StrCat("unsupported mode '", *mode, "' (DCR or CRD)"));
   }
   return std::make_unique<DepthSpaceKernel>(
       "DepthToSpace", *block, *mode == "DCR" ? Order::kDcr : Order::kCrd,
@@ -140,8 +141,8 @@ absl::StatusOr<std::unique_ptr<Kernel>> CreateSpaceToDepth(
     const OpConfig& config) {
   absl::StatusOr<int64_t> block = BlockSize(config);
   if (!block.ok()) return block.status();
-  return std::make_unique<DepthSpaceKernel>("SpaceToDepth", *block,
-                                            Order::kDcr, /*to_space=*/false);
+  return std::make_unique<DepthSpaceKernel>("SpaceToDepth", *block, Order::kDcr,
+                                            /*to_space=*/false);
 }
 
 }  // namespace

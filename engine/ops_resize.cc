@@ -116,12 +116,11 @@ class ResizeKernel : public Kernel {
     const size_t given =
         attrs_.scales.empty() ? attrs_.sizes.size() : attrs_.scales.size();
     if (rank < static_cast<size_t>(kResizedAxes) || given != rank) {
-      return ShapeError(op_, absl::StrCat("input ", ShapeToString(x), " has ",
-                                          rank, " axes but ", given,
-                                          attrs_.scales.empty() ? " sizes"
-                                                                : " scales",
-                                          " are given (at least ",
-                                          kResizedAxes, " axes)"));
+      return ShapeError(
+          op_,
+          absl::StrCat("input ", ShapeToString(x), " has ", rank, " axes but ",
+                       given, attrs_.scales.empty() ? " sizes" : " scales",
+                       " are given (at least ", kResizedAxes, " axes)"));
     }
     Shape out(rank);
     for (size_t d = 0; d < rank; ++d) {
@@ -138,9 +137,9 @@ class ResizeKernel : public Kernel {
                               ShapeToString(x), " (to ", out[d], ")"));
       }
       if (out[d] <= 0 || out[d] > kMaxTensorElements) {
-        return ShapeError(op_, absl::StrCat("axis ", d, " of ",
-                                            ShapeToString(x), " resizes to ",
-                                            out[d]));
+        return ShapeError(op_,
+                          absl::StrCat("axis ", d, " of ", ShapeToString(x),
+                                       " resizes to ", out[d]));
       }
     }
     return CheckedShape(std::move(out));
@@ -151,7 +150,8 @@ class ResizeKernel : public Kernel {
     const Plan plan = MakePlan(inputs[0]->shape(), output->shape());
     const float* x = inputs[0]->data();
     float* y = output->data();
-#pragma omp parallel for schedule(static) if (plan.planes > 1 && output->size() > kElementwiseBlock)
+#pragma omp parallel for schedule( \
+    static) if (plan.planes > 1 && output->size() > kElementwiseBlock)
     for (int64_t p = 0; p < plan.planes; ++p) {
       const Eigen::MatrixXf rows =
           ConstMatrixMap(x + p * plan.in_h * plan.in_w, plan.in_h, plan.in_w) *
@@ -168,7 +168,8 @@ class ResizeKernel : public Kernel {
     const Plan plan = MakePlan(inputs[0]->shape(), grad_output.shape());
     const float* dy = grad_output.data();
     float* dx = grad_inputs[0]->data();
-#pragma omp parallel for schedule(static) if (plan.planes > 1 && grad_output.size() > kElementwiseBlock)
+#pragma omp parallel for schedule( \
+    static) if (plan.planes > 1 && grad_output.size() > kElementwiseBlock)
     for (int64_t p = 0; p < plan.planes; ++p) {
       const Eigen::MatrixXf rows =
           plan.h_matrix.transpose() *
@@ -246,9 +247,9 @@ absl::StatusOr<T> ParseChoice(
     if (*s == text) return value;
     names.push_back(text);
   }
-  return NodeError(config,
-                   absl::StrCat("unsupported ", name, " '", *s, "' (supported: ",
-                                absl::StrJoin(names, ", "), ")"));
+  return NodeError(
+      config, absl::StrCat("unsupported ", name, " '", *s,
+                           "' (supported: ", absl::StrJoin(names, ", "), ")"));
 }
 
 // Scales from a constant float input, or nullopt when absent or empty (a
@@ -271,10 +272,10 @@ absl::Status CheckScales(const OpConfig& config,
                          const std::vector<float>& scales) {
   for (float s : scales) {
     if (!(s > 0.0f) || !std::isfinite(s) || s > kMaxWindowAttribute) {
-      return NodeError(config,
-                       absl::StrCat("scales [", absl::StrJoin(scales, ", "),
-                                    "] must be positive and at most ",
-                                    kMaxWindowAttribute));
+      return NodeError(
+          config,
+          absl::StrCat("scales [", absl::StrJoin(scales, ", "),
+                       "] must be positive and at most ", kMaxWindowAttribute));
     }
   }
   return absl::OkStatus();
@@ -292,7 +293,8 @@ absl::StatusOr<std::unique_ptr<Kernel>> CreateResize(const OpConfig& config) {
     absl::StatusOr<int64_t> v = config.GetInt(name, default_value);
     if (!v.ok()) return v.status();
     if (*v != default_value) {
-      return NodeError(config, absl::StrCat(name, " ", *v, " is not supported"));
+      return NodeError(config,
+                       absl::StrCat(name, " ", *v, " is not supported"));
     }
   }
   absl::StatusOr<std::optional<std::vector<int64_t>>> axes =
@@ -303,8 +305,8 @@ absl::StatusOr<std::unique_ptr<Kernel>> CreateResize(const OpConfig& config) {
       config.GetString("keep_aspect_ratio_policy", "stretch");
   if (!policy.ok()) return policy.status();
   if (*policy != "stretch") {
-    return NodeError(config, absl::StrCat("keep_aspect_ratio_policy '",
-                                          *policy, "' is not supported"));
+    return NodeError(config, absl::StrCat("keep_aspect_ratio_policy '", *policy,
+                                          "' is not supported"));
   }
   int scales_input = 0;
   if (config.opset >= 11) {
@@ -361,11 +363,10 @@ absl::StatusOr<std::unique_ptr<Kernel>> CreateResize(const OpConfig& config) {
 // nearest or linear ("bilinear" in older exporters).
 absl::StatusOr<std::unique_ptr<Kernel>> CreateUpsample(const OpConfig& config) {
   ResizeAttrs attrs;
-  absl::StatusOr<Mode> mode = ParseChoice<Mode>(
-      config, "mode", "nearest",
-      {{"nearest", Mode::kNearest},
-       {"linear", Mode::kLinear},
-       {"bilinear", Mode::kLinear}});
+  absl::StatusOr<Mode> mode = ParseChoice<Mode>(config, "mode", "nearest",
+                                                {{"nearest", Mode::kNearest},
+                                                 {"linear", Mode::kLinear},
+                                                 {"bilinear", Mode::kLinear}});
   if (!mode.ok()) return mode.status();
   attrs.mode = *mode;
   attrs.coordinates = Coordinates::kAsymmetric;
