@@ -9,9 +9,9 @@ Run with Debian's system interpreter (torch 1.13, onnx 1.12, numpy;
 Untrained networks with seeded random weights, each exported at opsets 13 and
 17 (`<name>_opset13.onnx`, `<name>_opset17.onnx`) with input `input` and
 output `output` on a symbolic batch (`dim_param "batch"`), plus
-`<name>_inputs.npy` (seeded Gaussian inputs, float32, REF_SAMPLES samples)
-and `<name>_outputs.npy` (PyTorch's outputs for them; both opsets share the
-weights). Signals are [B, 4, 32]; images [B, 1, 28, 28].
+`<name>_outputs.npy` (PyTorch's float32 outputs; both opsets share the
+weights) for the shared seeded Gaussian inputs `spatial_signal_inputs.npy`
+[8, 4, 32] and `spatial_image_inputs.npy` [8, 1, 28, 28].
 
   conv1d_maxpool      Conv1d(k3, pad 1) → ReLU → Conv1d(stride 2) → MaxPool1d(2) → Flatten → Linear
   conv1d_avgpool      ... → AvgPool1d(3, stride 2, pad 1) → Flatten → Linear
@@ -76,20 +76,23 @@ def upsample_net(upsample):
         nn.Conv2d(WIDTH, 1, 3, padding=1))
 
 
+INPUTS = {"spatial_signal_inputs.npy": SIGNAL_SHAPE, "spatial_image_inputs.npy": IMAGE_SHAPE}
+SIGNAL, IMAGE = INPUTS
+
 MODELS = {
-    "conv1d_maxpool": (lambda: conv1d_net("max"), SIGNAL_SHAPE),
-    "conv1d_avgpool": (lambda: conv1d_net("avg"), SIGNAL_SHAPE),
-    "conv1d_adaptive": (lambda: conv1d_net("adaptive"), SIGNAL_SHAPE),
-    "restore_deconv": (restore_deconv, IMAGE_SHAPE),
-    "restore_shuffle": (restore_shuffle, IMAGE_SHAPE),
+    "conv1d_maxpool": (lambda: conv1d_net("max"), SIGNAL),
+    "conv1d_avgpool": (lambda: conv1d_net("avg"), SIGNAL),
+    "conv1d_adaptive": (lambda: conv1d_net("adaptive"), SIGNAL),
+    "restore_deconv": (restore_deconv, IMAGE),
+    "restore_shuffle": (restore_shuffle, IMAGE),
     "upsample_nearest": (lambda: upsample_net(nn.Upsample(scale_factor=2, mode="nearest")),
-                         IMAGE_SHAPE),
+                         IMAGE),
     "upsample_bilinear": (lambda: upsample_net(
-        nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)), IMAGE_SHAPE),
+        nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)), IMAGE),
     "upsample_bilinear_ac": (lambda: upsample_net(
-        nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)), IMAGE_SHAPE),
+        nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)), IMAGE),
     "upsample_size": (lambda: upsample_net(
-        nn.Upsample(size=(42, 42), mode="bilinear", align_corners=False)), IMAGE_SHAPE),
+        nn.Upsample(size=(42, 42), mode="bilinear", align_corners=False)), IMAGE),
 }
 
 
@@ -111,16 +114,24 @@ def export(model, example, path, opset):
     print(f"wrote {path} ({size} bytes): {counts}")
 
 
-def make(name, out_dir):
-    build, shape = MODELS[name]
+def make_inputs(out_dir):
+    torch.manual_seed(1)
+    inputs = {}
+    for name, shape in INPUTS.items():
+        inputs[name] = torch.randn(REF_SAMPLES, *shape)
+        save_npy(os.path.join(out_dir, name), inputs[name].numpy())
+    return inputs
+
+
+def make(name, all_inputs, out_dir):
+    build, input_file = MODELS[name]
+    inputs = all_inputs[input_file]
     torch.manual_seed(0)
     model = build().eval()
-    inputs = torch.randn(REF_SAMPLES, *shape)
     with torch.no_grad():
         outputs = model(inputs)
     for opset in OPSETS:
         export(model, inputs[:1], os.path.join(out_dir, f"{name}_opset{opset}.onnx"), opset)
-    save_npy(os.path.join(out_dir, f"{name}_inputs.npy"), inputs.numpy())
     save_npy(os.path.join(out_dir, f"{name}_outputs.npy"), outputs.numpy())
 
 
@@ -131,8 +142,9 @@ def main():
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     os.makedirs(args.out_dir, exist_ok=True)
+    inputs = make_inputs(args.out_dir)
     for name in MODELS:
-        make(name, args.out_dir)
+        make(name, inputs, args.out_dir)
 
 
 if __name__ == "__main__":
