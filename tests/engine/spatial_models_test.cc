@@ -116,8 +116,8 @@ class SpatialModelTest : public ::testing::TestWithParam<SpatialCase> {
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = *std::move(model);
     inputs_ = ReadFloatNpy(FixturePath(c.fixture.inputs));
-    expected_ = ReadFloatNpy(
-        FixturePath(absl::StrCat(c.fixture.name, "_outputs.npy")));
+    expected_ =
+        ReadFloatNpy(FixturePath(absl::StrCat(c.fixture.name, "_outputs.npy")));
     ASSERT_EQ(inputs_.dim(0), expected_.dim(0));
   }
 
@@ -215,10 +215,10 @@ TEST_P(SpatialModelTest, GradientsMatchFiniteDifferences) {
     }
     for (int64_t j : elements) {
       ++total;
-      const double large = CentralDifference(*model_, x, r, p, j, kLargeEps,
-                                             &params);
-      const double small = CentralDifference(*model_, x, r, p, j, kSmallEps,
-                                             &params);
+      const double large =
+          CentralDifference(*model_, x, r, p, j, kLargeEps, &params);
+      const double small =
+          CentralDifference(*model_, x, r, p, j, kSmallEps, &params);
       if (!Near(large, small)) continue;
       ++checked;
       EXPECT_PRED2(Near, grads[p].data()[j], small) << name << " element " << j;
@@ -228,8 +228,7 @@ TEST_P(SpatialModelTest, GradientsMatchFiniteDifferences) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, SpatialModelTest,
-                         ::testing::ValuesIn(Cases()),
-                         [](const auto& info) {
+                         ::testing::ValuesIn(Cases()), [](const auto& info) {
                            return absl::StrCat(info.param.fixture.name,
                                                "_opset", info.param.opset);
                          });
