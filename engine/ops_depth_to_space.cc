@@ -52,7 +52,13 @@ class DepthSpaceKernel : public Kernel {
           op_, absl::StrCat("H and W of ", ShapeToString(x),
                             " are not multiples of blocksize ", block_));
     }
-    return CheckedShape({x[0], x[1] * b2, x[2] / block_, x[3] / block_});
+    int64_t channels = 0;
+    if (!MulWithin(x[1], b2, kMaxTensorElements, &channels)) {
+      return ShapeError(op_, absl::StrCat("channels of ", ShapeToString(x),
+                                          " times blocksize^2 ", b2, " exceed ",
+                                          kMaxTensorElements));
+    }
+    return CheckedShape({x[0], channels, x[2] / block_, x[3] / block_});
   }
 
   void Forward(absl::Span<const Tensor* const> inputs,

@@ -211,6 +211,13 @@ TEST(DepthToSpaceTest, RefusesWhatItDoesNotSupport) {
               HasSubstr("not a multiple of blocksize^2 4"));
   EXPECT_THAT(std::string((*s2d)->OutputShape(shapes).status().message()),
               HasSubstr("not multiples of blocksize 2"));
+  // C * blocksize^2 would overflow int64: refused, not wrapped.
+  auto huge = Create("SpaceToDepth", {{"blocksize", IntAttr(1 << 20)}});
+  ASSERT_TRUE(huge.ok()) << huge.status();
+  const Shape big = {1, int64_t{1} << 30, 1 << 20, 1 << 20};
+  const Shape* big_shapes[] = {&big};
+  EXPECT_THAT(std::string((*huge)->OutputShape(big_shapes).status().message()),
+              HasSubstr("times blocksize^2"));
 }
 
 }  // namespace
