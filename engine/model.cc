@@ -348,7 +348,7 @@ class Importer {
   };
 
   // Per compiled node: the weight's output-channel axis if it is a Gemm,
-  // MatMul or Conv.
+  // MatMul, Conv or ConvTranspose.
   struct NodeExtra {
     int channel_axis = -1;
   };
@@ -735,13 +735,13 @@ class Importer {
           value->is_batch = BatchElements(slot);
           MaybeMarkLiteralBatch(proto, num_data, &*value);
           if (value->has_batch() && proto.op_type() != "Reshape" &&
-              proto.op_type() != "Expand") {
+              proto.op_type() != "Expand" && proto.op_type() != "Resize") {
             return Invalid(absl::StrCat(
                 "input ", i, " ('", slot.name, "') of node '", label, "' (",
                 proto.op_type(),
                 "): shape computation depends on the batch size in a way mixq "
-                "cannot represent (only Reshape and Expand shapes may hold "
-                "the batch size)"));
+                "cannot represent (only Reshape and Expand shapes and Resize "
+                "sizes may hold the batch size)"));
           }
         } else {
           value->floats = slot.value.ToVector();
@@ -885,6 +885,8 @@ class Importer {
       extra.channel_axis = static_cast<int>(shapes[1]->size()) - 1;
     } else if (node.op_type == "Conv" && node.inputs.size() >= 2) {
       extra.channel_axis = 0;
+    } else if (node.op_type == "ConvTranspose") {
+      extra.channel_axis = 1;  // W is [C_in, C_out / group, k...]
     }
     node.kernel = std::move(kernel);
     nodes_.push_back(std::move(node));
@@ -1432,7 +1434,7 @@ class Importer {
   }
 
   // Records `node` as quantizable when its weight input (input 1: Gemm's and
-  // MatMul's B, Conv's W) is a parameter, possibly through Identity/Dropout
+  // MatMul's B, Conv's and ConvTranspose's W) is a parameter, possibly through Identity/Dropout
   // nodes. A parameter shared by several layers counts once (the first node
   // using it is the layer). Sets node->layer.
   void AddLayer(int channel_axis, const std::vector<int>& producer,
@@ -1463,6 +1465,15 @@ class Importer {
                                  : m.params[p].shape[channel_axis];
     layer.macs = channels > 0 ? out_per_sample * (layer.num_weights / channels)
                               : 0;
+    if (node.op_type == "ConvTranspose") {
+      // Every input pixel of every channel meets its channel's weights once.
+      const Shape& in = slots_[node.inputs[0]].shape;
+      layer.macs = in.size() > 2 && in[1] > 0
+                       ? layer.num_weights * (NumElements(in) /
+                                              std::max<int64_t>(batch_, 1) /
+                                              in[1])
+                       : 0;
+    }
     node_ptr->layer = static_cast<int>(m.layers.size());
     m.layers.push_back(std::move(layer));
   }

@@ -25,14 +25,17 @@ struct ParamInfo {
   Shape shape;
 };
 
-// A layer whose weight can be quantized: a Gemm, MatMul or Conv whose weight
-// input is a parameter (directly or through Identity/Dropout).
+// A layer whose weight can be quantized: a Gemm, MatMul, Conv or
+// ConvTranspose whose weight input is a parameter (directly or through
+// Identity/Dropout).
 struct QuantizableLayer {
   std::string name;       // the weight initializer's name, e.g. "fc1.weight"
   std::string node_name;  // the ONNX node's name (may be empty)
-  std::string op_type;    // "Gemm", "MatMul", "Conv"
+  std::string op_type;    // "Gemm", "MatMul", "Conv", "ConvTranspose"
   int weight_param = -1;  // index into Model::params()
-  int channel_axis = 0;   // axis of the weight that indexes output channels
+  // Axis of the weight that indexes output channels: 0 (Conv, Gemm with
+  // transB), 1 (ConvTranspose) or the last (MatMul, Gemm).
+  int channel_axis = 0;
   int64_t num_weights = 0;
   // Multiply-accumulates per sample, from the shapes inferred at import
   // (output elements per sample x weights per output channel).

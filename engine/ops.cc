@@ -584,7 +584,8 @@ const OpSchema* FindOp(absl::string_view op_type) {
   };
   for (absl::Span<const OpEntry> table :
        {absl::Span<const OpEntry>(kOps), ElementwiseOps(), ConvOps(),
-        ShapeOps(), QuantOps()}) {
+        ShapeOps(), QuantOps(), ConvTransposeOps(), ResizeOps(),
+        DepthToSpaceOps()}) {
     for (const OpEntry& entry : table) {
       if (entry.op_type == op_type) return &entry.schema;
     }

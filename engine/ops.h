@@ -68,8 +68,8 @@ struct ConstantInput {
   // Per element of `ints`, or empty when there are none: true where the value
   // is the runtime batch size (e.g. `x.size(0)` in a Reshape's shape), which
   // `ints` holds only for the batch the model was imported at. Only kernels
-  // that document it accept such elements (Reshape, Expand); the importer
-  // rejects them for every other input.
+  // that document it accept such elements (Reshape, Expand, Resize's sizes);
+  // the importer rejects them for every other input.
   std::vector<bool> is_batch;
 
   bool has_batch() const;
@@ -181,6 +181,9 @@ absl::Span<const OpEntry> ElementwiseOps();  // ops_elementwise.cc
 absl::Span<const OpEntry> ConvOps();         // ops_conv.cc
 absl::Span<const OpEntry> ShapeOps();        // ops_shape.cc
 absl::Span<const OpEntry> QuantOps();        // ops_quant.cc
+absl::Span<const OpEntry> ConvTransposeOps();  // ops_conv_transpose.cc
+absl::Span<const OpEntry> ResizeOps();         // ops_resize.cc
+absl::Span<const OpEntry> DepthToSpaceOps();   // ops_depth_to_space.cc
 
 // One kernel for a Conv node and the inference-form BatchNormalization that
 // is its only consumer (kernels created for them by FindOp): the convolution

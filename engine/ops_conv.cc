@@ -1,6 +1,7 @@
 // Convolution, pooling and batch normalization operators (NCHW).
 //
-// Conv (2-D) runs one of five ways, chosen from the shapes:
+// Conv (1-D and 2-D; a 1-D convolution runs as a 2-D one of height 1) runs
+// one of five ways, chosen from the shapes:
 //  - 3x3, unit stride, no dilation, one group, 4 to 512 channels in and
 //    out: Winograd (engine/winograd.h), F(4x4, 3x3) where its tiles fit the
 //    map (4x fewer multiplies) and F(2x2, 3x3) elsewhere (2.25x fewer); its
@@ -45,6 +46,7 @@
 #include "absl/strings/str_join.h"
 #include "engine/ops.h"
 #include "engine/ops_util.h"
+#include "engine/ops_window.h"
 #include "engine/winograd.h"
 
 namespace mixq::engine {
@@ -70,31 +72,7 @@ constexpr int64_t kMaxBlockFloats = 256;
 // The spatial rank pooling kernels work in (lower ranks get unit dims).
 constexpr int kPoolRank = 3;
 
-// Floor division for a possibly negative numerator and a positive divisor.
-int64_t FloorDiv(int64_t a, int64_t b) {
-  return a >= 0 ? a / b : -((-a + b - 1) / b);
-}
-
-// *product = a * b when it is at most `limit` (a, b >= 0), else false.
-bool MulWithin(int64_t a, int64_t b, int64_t limit, int64_t* product) {
-  return !__builtin_mul_overflow(a, b, product) && *product <= limit;
-}
-
 // ------------------------------------------------------------ Windows ----
-
-enum class AutoPad { kNotSet, kSameUpper, kSameLower, kValid };
-
-// The sliding-window attributes shared by Conv and the pools, for `rank`
-// spatial dims. Empty vectors are filled with defaults by Resolve, where the
-// rank is known from the input.
-struct WindowAttrs {
-  std::vector<int64_t> kernel;  // empty: Conv takes it from W
-  std::vector<int64_t> strides;
-  std::vector<int64_t> dilations;
-  std::vector<int64_t> pads;  // begins, then ends
-  AutoPad auto_pad = AutoPad::kNotSet;
-  bool ceil_mode = false;
-};
 
 // One spatial dim of a resolved window.
 struct WindowDim {
@@ -125,84 +103,6 @@ struct WindowDim {
     return o * stride + t * dilation - pad_begin;
   }
 };
-
-absl::StatusOr<AutoPad> ParseAutoPad(const OpConfig& config) {
-  absl::StatusOr<std::string> s = config.GetString("auto_pad", "NOTSET");
-  if (!s.ok()) return s.status();
-  if (*s == "NOTSET" || s->empty()) return AutoPad::kNotSet;
-  if (*s == "SAME_UPPER") return AutoPad::kSameUpper;
-  if (*s == "SAME_LOWER") return AutoPad::kSameLower;
-  if (*s == "VALID") return AutoPad::kValid;
-  return NodeError(config, absl::StrCat("unsupported auto_pad '", *s, "'"));
-}
-
-// Reads kernel_shape, strides, dilations, pads and auto_pad (ceil_mode when
-// `with_ceil_mode`), checking that they are positive (pads non-negative) and
-// agree on the spatial rank; `rank` is that rank, or 0 when no attribute
-// fixes it.
-absl::StatusOr<WindowAttrs> ParseWindow(const OpConfig& config,
-                                        bool with_ceil_mode, int* rank) {
-  WindowAttrs w;
-  *rank = 0;
-  const auto read = [&](absl::string_view name, int64_t per_dim,
-                        int64_t min_value,
-                        std::vector<int64_t>* out) -> absl::Status {
-    absl::StatusOr<std::optional<std::vector<int64_t>>> v =
-        config.GetInts(name);
-    if (!v.ok()) return v.status();
-    if (!v->has_value()) return absl::OkStatus();
-    *out = **v;
-    if (out->size() % per_dim != 0 || out->empty()) {
-      return NodeError(config,
-                       absl::StrCat(name, " has ", out->size(), " values"));
-    }
-    const int r = static_cast<int>(out->size() / per_dim);
-    if (*rank != 0 && r != *rank) {
-      return NodeError(config, absl::StrCat(name, " has ", out->size(),
-                                            " values; other attributes imply ",
-                                            *rank, " spatial dims"));
-    }
-    *rank = r;
-    for (int64_t x : *out) {
-      if (x < min_value) {
-        return NodeError(config,
-                         absl::StrCat(name, " [", absl::StrJoin(*out, ", "),
-                                      "] must be >= ", min_value));
-      }
-      if (x > kMaxWindowAttribute) {
-        return NodeError(config,
-                         absl::StrCat(name, " [", absl::StrJoin(*out, ", "),
-                                      "] must be <= ", kMaxWindowAttribute,
-                                      " (kMaxWindowAttribute)"));
-      }
-    }
-    return absl::OkStatus();
-  };
-  for (const absl::Status& s :
-       {read("kernel_shape", 1, 1, &w.kernel),
-        read("strides", 1, 1, &w.strides),
-        read("dilations", 1, 1, &w.dilations), read("pads", 2, 0, &w.pads)}) {
-    if (!s.ok()) return s;
-  }
-  absl::StatusOr<AutoPad> auto_pad = ParseAutoPad(config);
-  if (!auto_pad.ok()) return auto_pad.status();
-  w.auto_pad = *auto_pad;
-  if (w.auto_pad != AutoPad::kNotSet && !w.pads.empty() &&
-      std::any_of(w.pads.begin(), w.pads.end(),
-                  [](int64_t p) { return p != 0; })) {
-    return NodeError(config, "pads and auto_pad cannot both be given");
-  }
-  if (with_ceil_mode) {
-    absl::StatusOr<int64_t> ceil_mode = config.GetInt("ceil_mode", 0);
-    if (!ceil_mode.ok()) return ceil_mode.status();
-    if (*ceil_mode != 0 && *ceil_mode != 1) {
-      return NodeError(config,
-                       absl::StrCat("unsupported ceil_mode ", *ceil_mode));
-    }
-    w.ceil_mode = *ceil_mode == 1;
-  }
-  return w;
-}
 
 // The window over spatial dims `in` (kernel from `kernel` when the attributes
 // have none), or INVALID_ARGUMENT when the window does not fit.
@@ -678,16 +578,19 @@ using ConstArrayRMMap = Eigen::Map<const ArrayRM>;
 // rows.
 constexpr int64_t kSmallMapPixels = 64;
 
-// Y = conv(X, W) + B over NCHW, 2-D, with groups.
+// Y = conv(X, W) + B over NCHW (or NCL), with groups.
 class ConvKernel : public Kernel {
  public:
-  ConvKernel(WindowAttrs attrs, int64_t group)
-      : attrs_(std::move(attrs)), group_(group) {}
+  // `attrs` are 2-D (LiftTo2d for a 1-D node); `rank` is the node's spatial
+  // rank (1 or 2), or 0 when its attributes leave it to the input.
+  ConvKernel(WindowAttrs attrs, int rank, int64_t group)
+      : attrs_(std::move(attrs)), rank_(rank), group_(group) {}
 
   absl::StatusOr<Shape> OutputShape(
       absl::Span<const Shape* const> inputs) const override {
     absl::StatusOr<ConvGeometry> g = Geometry(inputs);
     if (!g.ok()) return g.status();
+    if (inputs[0]->size() == 3) return CheckedShape({g->n, g->m, g->x.out});
     return CheckedShape({g->n, g->m, g->y.out, g->x.out});
   }
 
@@ -779,16 +682,26 @@ class ConvKernel : public Kernel {
     return shapes;
   }
 
+  // A 1-D convolution's shapes as those of a 2-D one of height 1.
+  static Shape WithUnitHeight(const Shape& s) {
+    if (s.size() != 3) return s;
+    return {s[0], s[1], 1, s[2]};
+  }
+
   absl::StatusOr<ConvGeometry> Geometry(
       absl::Span<const Shape* const> inputs) const {
-    const Shape& xs = *inputs[0];
-    const Shape& ws = *inputs[1];
-    if (xs.size() != 4 || ws.size() != 4) {
+    const size_t rank = rank_ == 0 ? inputs[0]->size() : rank_ + 2;
+    if ((rank != 3 && rank != 4) || inputs[0]->size() != rank ||
+        inputs[1]->size() != rank) {
       return ShapeError(
-          "Conv", absl::StrCat("only 2-D convolution is supported (X ",
-                               ShapeToString(xs), ", W ", ShapeToString(ws),
-                               "; expected rank 4 for both)"));
+          "Conv",
+          absl::StrCat("only 1-D and 2-D convolution are supported (X ",
+                       ShapeToString(*inputs[0]), ", W ",
+                       ShapeToString(*inputs[1]), "; expected rank ", rank,
+                       " for both)"));
     }
+    const Shape xs = WithUnitHeight(*inputs[0]);
+    const Shape ws = WithUnitHeight(*inputs[1]);
     ConvGeometry g;
     g.n = xs[0];
     g.c = xs[1];
@@ -1365,6 +1278,7 @@ class ConvKernel : public Kernel {
   }
 
   const WindowAttrs attrs_;
+  const int rank_;
   const int64_t group_;
 };
 
@@ -1372,17 +1286,18 @@ absl::StatusOr<std::unique_ptr<Kernel>> CreateConv(const OpConfig& config) {
   int rank = 0;
   absl::StatusOr<WindowAttrs> attrs = ParseWindow(config, false, &rank);
   if (!attrs.ok()) return attrs.status();
-  if (rank != 0 && rank != 2) {
+  if (rank > 2) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "Conv: only 2-D convolution is supported (node '", config.node_name,
-        "': its attributes give ", rank, " spatial dims)"));
+        "Conv: only 1-D and 2-D convolution are supported (node '",
+        config.node_name, "': its attributes give ", rank, " spatial dims)"));
   }
   absl::StatusOr<int64_t> group = config.GetInt("group", 1);
   if (!group.ok()) return group.status();
   if (*group < 1) {
     return NodeError(config, absl::StrCat("group ", *group, " must be >= 1"));
   }
-  return std::make_unique<ConvKernel>(*std::move(attrs), *group);
+  return std::make_unique<ConvKernel>(LiftTo2d(*std::move(attrs)), rank,
+                                      *group);
 }
 
 // ------------------------------------------------------------- Pooling ----

@@ -111,6 +111,16 @@ void ReduceBroadcast(const Tensor& grad_out, float scale, Tensor* grad_in);
 inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t RoundUp(int64_t a, int64_t b) { return CeilDiv(a, b) * b; }
 
+// Floor division for a possibly negative numerator and a positive divisor.
+inline int64_t FloorDiv(int64_t a, int64_t b) {
+  return a >= 0 ? a / b : -((-a + b - 1) / b);
+}
+
+// *product = a * b when it is at most `limit` (a, b >= 0), else false.
+inline bool MulWithin(int64_t a, int64_t b, int64_t limit, int64_t* product) {
+  return !__builtin_mul_overflow(a, b, product) && *product <= limit;
+}
+
 // `buffer` grown to at least `size` floats (new floats are zero), for
 // per-thread scratch kept between calls so that a training loop does not
 // allocate (and page-fault) it every step.

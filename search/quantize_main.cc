@@ -176,8 +176,9 @@ absl::StatusOr<v1::QuantizationReport> Run(const Options& options) {
   const engine::Model& model = **imported;
   if (model.quantizable_layers().empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        options.model, ": no quantizable layer (Conv, Gemm or MatMul with a "
-                       "weight initializer)"));
+        options.model,
+        ": no quantizable layer (Conv, ConvTranspose, Gemm or MatMul with a "
+        "weight initializer)"));
   }
 
   MIXQ_ASSIGN_OR_RETURN(const std::string input_bytes, ReadFile(options.inputs));

@@ -13,43 +13,64 @@ namespace {
 
 using engine::Tensor;
 
-// How a tensor's data splits into channels: viewed as a row-major
-// [channels, per_channel] matrix (axis 0, or one row for per-tensor), or, for
-// the last axis, as the transpose of a row-major [per_channel, channels] one.
-// Either way row c of the view is channel c.
+// How a tensor's data splits into channels: `outer` consecutive slices of
+// `channels` x `inner` values each (the dims before the axis, the axis, the
+// dims after it). A slice is viewed as a row-major [channels, inner] matrix
+// (axis 0 or a middle axis; one row for per-tensor), or, for the last axis,
+// as the transpose of a row-major [inner, channels] one. Either way row c of
+// a slice's view is (that slice's part of) channel c.
 struct Layout {
   int64_t channels = 1;
-  int64_t per_channel = 0;
+  int64_t per_channel = 0;  // outer * inner
+  int64_t outer = 1;
+  int64_t inner = 0;
   bool transposed = false;
 };
 
 Layout ChannelLayout(const Tensor& x, int axis) {
   Layout layout;
   if (axis == kPerTensorAxis) {
-    layout.per_channel = x.size();
+    layout.per_channel = layout.inner = x.size();
     return layout;
   }
   MIXQ_CHECK(x.rank() >= 1, "per-channel quantization of a scalar");
-  const int last_axis = x.rank() - 1;
-  MIXQ_CHECK(axis == 0 || axis == last_axis,
-             "channel axis must be first or last");
+  MIXQ_CHECK(axis >= 0 && axis < x.rank(), "channel axis out of range");
   layout.channels = x.dim(axis);
   layout.per_channel = layout.channels == 0 ? 0 : x.size() / layout.channels;
-  layout.transposed = axis != 0;
+  layout.transposed = axis != 0 && axis == x.rank() - 1;
+  if (!layout.transposed) {
+    for (int d = 0; d < axis; ++d) layout.outer *= x.dim(d);
+  }
+  layout.inner = layout.outer == 0 ? 0 : layout.per_channel / layout.outer;
   return layout;
 }
 
-// Calls fn(rows) with `data` (C order, `layout`) viewed as described above.
+// Calls fn(rows) with slice `slice` of `data` (C order, `layout`) viewed as
+// described above.
 template <typename Scalar, typename Fn>
-void WithChannelRows(Scalar* data, const Layout& layout, Fn&& fn) {
+void WithChannelRows(Scalar* data, const Layout& layout, int64_t slice,
+                     Fn&& fn) {
   using Plain = Eigen::Matrix<std::remove_const_t<Scalar>, Eigen::Dynamic,
                               Eigen::Dynamic, Eigen::RowMajor>;
-  using Map = Eigen::Map<std::conditional_t<std::is_const_v<Scalar>,
-                                            const Plain, Plain>>;
+  using Map = Eigen::Map<
+      std::conditional_t<std::is_const_v<Scalar>, const Plain, Plain>>;
+  Scalar* at = data + slice * layout.channels * layout.inner;
   if (layout.transposed) {
-    fn(Map(data, layout.per_channel, layout.channels).transpose());
+    fn(Map(at, layout.inner, layout.channels).transpose());
   } else {
-    fn(Map(data, layout.channels, layout.per_channel));
+    fn(Map(at, layout.channels, layout.inner));
+  }
+}
+
+// Calls fn(rows_a, rows_b) with the same slice of `a` and `b` (both in
+// `layout`), slice by slice.
+template <typename A, typename B, typename Fn>
+void WithChannelRowPairs(A* a, B* b, const Layout& layout, Fn&& fn) {
+  for (int64_t slice = 0; slice < layout.outer; ++slice) {
+    WithChannelRows(a, layout, slice, [&](const auto& rows_a) {
+      WithChannelRows(b, layout, slice,
+                      [&](auto rows_b) { fn(rows_a, rows_b); });
+    });
   }
 }
 
@@ -191,17 +212,22 @@ QuantParams ChooseWeightParams(const Tensor& w, int channel_axis,
     p.zero_point.assign(layout.channels, 0);
     return p;
   }
-  Eigen::ArrayXf lo, hi;
-  WithChannelRows(w.data(), layout, [&](const auto& rows) {
-    const auto x = rows.array();
-    const auto finite = x.isFinite().select(x, 0.0f);
-    if (p.binary) {
-      hi = finite.abs().rowwise().mean();
-    } else {
-      lo = finite.rowwise().minCoeff().min(0.0f);
-      hi = finite.rowwise().maxCoeff().max(0.0f);
-    }
-  });
+  // Over all slices: binary, the mean |w| of each channel; else its range.
+  Eigen::ArrayXf lo = Eigen::ArrayXf::Zero(layout.channels);
+  Eigen::ArrayXf hi = Eigen::ArrayXf::Zero(layout.channels);
+  for (int64_t slice = 0; slice < layout.outer; ++slice) {
+    WithChannelRows(w.data(), layout, slice, [&](const auto& rows) {
+      const auto x = rows.array();
+      const auto finite = x.isFinite().select(x, 0.0f);
+      if (p.binary) {
+        hi += finite.abs().rowwise().sum();
+      } else {
+        lo = lo.min(finite.rowwise().minCoeff());
+        hi = hi.max(finite.rowwise().maxCoeff());
+      }
+    });
+  }
+  if (p.binary) hi /= static_cast<float>(layout.per_channel);
   p.scale.reserve(layout.channels);
   p.zero_point.reserve(layout.channels);
   for (int64_t c = 0; c < layout.channels; ++c) {
@@ -235,13 +261,12 @@ void QuantizeToIntegers(const Tensor& x, const QuantParams& p,
   if (x.size() == 0) return;
   const float qmin = static_cast<float>(p.qmin);
   const float qmax = static_cast<float>(p.qmax);
-  WithChannelRows(x.data(), layout, [&](const auto& rows) {
-    WithChannelRows(q->data(), layout, [&](auto out) {
-      WithLevels(rows, p, [&](const auto& levels) {
-        out.array() = levels.max(qmin).min(qmax).template cast<int32_t>();
+  WithChannelRowPairs(
+      x.data(), q->data(), layout, [&](const auto& rows, auto out) {
+        WithLevels(rows, p, [&](const auto& levels) {
+          out.array() = levels.max(qmin).min(qmax).template cast<int32_t>();
+        });
       });
-    });
-  });
 }
 
 void FakeQuantize(const Tensor& x, const QuantParams& p, Tensor* out) {
@@ -253,15 +278,14 @@ void FakeQuantize(const Tensor& x, const QuantParams& p, Tensor* out) {
   const float qmax = static_cast<float>(p.qmax);
   const Eigen::Map<const Eigen::ArrayXf> scale(p.scale.data(), p.channels());
   const Eigen::ArrayXf zero = ZeroPoints(p);
-  WithChannelRows(x.data(), layout, [&](const auto& rows) {
-    WithChannelRows(out->data(), layout, [&](auto dst) {
-      WithLevels(rows, p, [&](const auto& levels) {
-        // (float(q) − float(z)) · s, the DequantizeLinear formula.
-        dst.array() =
-            (levels.max(qmin).min(qmax).colwise() - zero).colwise() * scale;
+  WithChannelRowPairs(
+      x.data(), out->data(), layout, [&](const auto& rows, auto dst) {
+        WithLevels(rows, p, [&](const auto& levels) {
+          // (float(q) − float(z)) · s, the DequantizeLinear formula.
+          dst.array() =
+              (levels.max(qmin).min(qmax).colwise() - zero).colwise() * scale;
+        });
       });
-    });
-  });
 }
 
 void StraightThroughGradient(const Tensor& x, const QuantParams& p,
@@ -272,14 +296,13 @@ void StraightThroughGradient(const Tensor& x, const QuantParams& p,
   if (p.binary || x.size() == 0) return;
   const float qmin = static_cast<float>(p.qmin);
   const float qmax = static_cast<float>(p.qmax);
-  WithChannelRows(x.data(), layout, [&](const auto& rows) {
-    WithChannelRows(grad->data(), layout, [&](auto g) {
-      WithLevels(rows, p, [&](const auto& levels) {
-        g.array() =
-            (levels >= qmin && levels <= qmax).select(g.array(), 0.0f);
+  WithChannelRowPairs(
+      x.data(), grad->data(), layout, [&](const auto& rows, auto g) {
+        WithLevels(rows, p, [&](const auto& levels) {
+          g.array() =
+              (levels >= qmin && levels <= qmax).select(g.array(), 0.0f);
+        });
       });
-    });
-  });
 }
 
 void FakeQuantizeSymmetric(const Tensor& weights, int channel_axis, int bits,

@@ -301,8 +301,8 @@ absl::StatusOr<PreparedJob> LoadModelAndData(const v1::JobSpec& spec,
   }
   if (job.model->quantizable_layers().empty()) {
     return absl::InvalidArgumentError(
-        "spec.model: no quantizable layer (a Conv, Gemm or MatMul with a "
-        "weight initializer)");
+        "spec.model: no quantizable layer (a Conv, ConvTranspose, Gemm or "
+        "MatMul with a weight initializer)");
   }
   if (spec.max_samples() < 0) {
     return absl::InvalidArgumentError("spec.max_samples: must not be negative");

@@ -550,5 +550,92 @@ INSTANTIATE_TEST_SUITE_P(OnnxTestData, ConformanceTest,
                            return name;
                          });
 
+// Cases of the operators added for dense prediction and 1-D signals (issue
+// #16) that must run and pass, not merely be skipped: a kernel that starts
+// refusing them fails here even though the run above would only skip them.
+struct RequiredCase {
+  const char* dir;
+  const char* name;
+};
+
+class RequiredConformanceTest : public ::testing::TestWithParam<RequiredCase> {
+};
+
+TEST_P(RequiredConformanceTest, Passes) {
+  const std::filesystem::path case_dir =
+      DataRoot() / GetParam().dir / GetParam().name;
+  if (!std::filesystem::exists(case_dir / "model.onnx")) {
+    GTEST_SKIP() << case_dir << " is absent (install libonnx-testdata)";
+  }
+  absl::StatusOr<std::string> bytes =
+      ReadFile((case_dir / "model.onnx").string());
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  onnx::ModelProto model;
+  ASSERT_TRUE(model.ParseFromString(*bytes));
+  absl::StatusOr<PreparedCase> prepared = PrepareCase(case_dir, model);
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  const CaseResult result = RunIsolated([&] { return RunCase(*prepared); });
+  EXPECT_EQ(result.outcome, Outcome::kPassed) << result.message;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Spatial, RequiredConformanceTest,
+    ::testing::Values(
+        RequiredCase{"pytorch-converted", "test_Conv1d"},
+        RequiredCase{"pytorch-converted", "test_Conv1d_dilated"},
+        RequiredCase{"pytorch-converted", "test_Conv1d_groups"},
+        RequiredCase{"pytorch-converted", "test_Conv1d_pad2size1"},
+        RequiredCase{"pytorch-converted", "test_Conv1d_stride"},
+        RequiredCase{"pytorch-converted", "test_AvgPool1d_stride"},
+        RequiredCase{"pytorch-converted",
+                     "test_MaxPool1d_stride_padding_dilation"},
+        RequiredCase{"node", "test_averagepool_1d_default"},
+        RequiredCase{"node", "test_maxpool_1d_default"},
+        RequiredCase{"node", "test_convtranspose"},
+        RequiredCase{"node", "test_convtranspose_1d"},
+        RequiredCase{"node", "test_convtranspose_autopad_same"},
+        RequiredCase{"node", "test_convtranspose_dilations"},
+        RequiredCase{"node", "test_convtranspose_kernel_shape"},
+        RequiredCase{"node", "test_convtranspose_output_shape"},
+        RequiredCase{"node", "test_convtranspose_pad"},
+        RequiredCase{"node", "test_convtranspose_pads"},
+        RequiredCase{"node", "test_convtranspose_with_kernel"},
+        RequiredCase{"pytorch-converted", "test_ConvTranspose2d"},
+        RequiredCase{"pytorch-converted", "test_ConvTranspose2d_no_bias"},
+        RequiredCase{"pytorch-operator", "test_operator_convtranspose"},
+        RequiredCase{"pytorch-converted", "test_PixelShuffle"},
+        RequiredCase{"node", "test_depthtospace_crd_mode"},
+        RequiredCase{"node", "test_depthtospace_crd_mode_example"},
+        RequiredCase{"node", "test_depthtospace_dcr_mode"},
+        RequiredCase{"node", "test_depthtospace_example"},
+        RequiredCase{"node", "test_spacetodepth"},
+        RequiredCase{"node", "test_spacetodepth_example"},
+        RequiredCase{"node", "test_upsample_nearest"},
+        RequiredCase{"node", "test_resize_downsample_scales_linear"},
+        RequiredCase{"node",
+                     "test_resize_downsample_scales_linear_align_corners"},
+        RequiredCase{"node", "test_resize_downsample_scales_nearest"},
+        RequiredCase{"node",
+                     "test_resize_downsample_sizes_linear_pytorch_half_pixel"},
+        RequiredCase{"node", "test_resize_downsample_sizes_nearest"},
+        RequiredCase{
+            "node",
+            "test_resize_downsample_sizes_nearest_tf_half_pixel_for_nn"},
+        RequiredCase{"node", "test_resize_upsample_scales_linear"},
+        RequiredCase{"node",
+                     "test_resize_upsample_scales_linear_align_corners"},
+        RequiredCase{"node", "test_resize_upsample_scales_nearest"},
+        RequiredCase{"node", "test_resize_upsample_sizes_nearest"},
+        RequiredCase{"node",
+                     "test_resize_upsample_sizes_nearest_ceil_half_pixel"},
+        RequiredCase{"node",
+                     "test_resize_upsample_sizes_nearest_floor_align_corners"},
+        RequiredCase{
+            "node",
+            "test_resize_upsample_sizes_nearest_round_prefer_ceil_asymmetric"}),
+    [](const ::testing::TestParamInfo<RequiredCase>& info) {
+      return std::string(info.param.name);
+    });
+
 }  // namespace
 }  // namespace mixq::engine

@@ -550,12 +550,16 @@ void ExpectInvalid(const absl::Status& status, const std::string& substring) {
 }
 
 TEST(ConvErrorsTest, RejectsWhatItDoesNotSupport) {
-  ExpectInvalid(ShapeStatus("Conv", {}, {{1, 2, 5}, {3, 2, 3}}),
-                "Conv: only 2-D convolution is supported");
+  ExpectInvalid(ShapeStatus("Conv", {}, {{1, 2, 5}, {3, 2, 3, 3}}),
+                "Conv: only 1-D and 2-D convolution are supported");
   ExpectInvalid(ShapeStatus("Conv", {}, {{1, 2, 5, 5, 5}, {3, 2, 3, 3, 3}}),
-                "Conv: only 2-D convolution is supported");
-  ExpectInvalid(CreateStatus("Conv", {{"strides", IntsAttr({1})}}),
-                "Conv: only 2-D convolution is supported");
+                "Conv: only 1-D and 2-D convolution are supported");
+  ExpectInvalid(CreateStatus("Conv", {{"strides", IntsAttr({1, 1, 1})}}),
+                "Conv: only 1-D and 2-D convolution are supported");
+  // 1-D attributes on a 2-D input.
+  ExpectInvalid(ShapeStatus("Conv", {{"strides", IntsAttr({1})}},
+                            {{1, 2, 5, 5}, {4, 2, 3, 3}}),
+                "expected rank 3");
   ExpectInvalid(CreateStatus("Conv", {{"auto_pad", StringAttr("SAME")}}),
                 "auto_pad");
   ExpectInvalid(CreateStatus("Conv", {{"pads", IntsAttr({1, -1, 0, 0})}}),
@@ -563,8 +567,8 @@ TEST(ConvErrorsTest, RejectsWhatItDoesNotSupport) {
   ExpectInvalid(CreateStatus("Conv", {{"strides", IntsAttr({0, 1})}}),
                 "strides");
   ExpectInvalid(CreateStatus("Conv", {{"group", IntAttr(0)}}), "group");
-  ExpectInvalid(CreateStatus("Conv", {{"pads", IntsAttr({1, 1})}}),
-                "Conv: only 2-D convolution is supported");
+  ExpectInvalid(CreateStatus("Conv", {{"pads", IntsAttr({1, 1, 1, 1, 1, 1})}}),
+                "Conv: only 1-D and 2-D convolution are supported");
   ExpectInvalid(CreateStatus("Conv", {{"pads", IntsAttr({1, 1, 1})}}), "pads");
   ExpectInvalid(ShapeStatus("Conv", {{"group", IntAttr(2)}},
                             {{1, 4, 5, 5}, {4, 4, 3, 3}}),

@@ -27,6 +27,7 @@ using ::mixq::testing::EvaluateAround;
 using ::mixq::testing::ExpectGradientsMatchFiniteDifferences;
 using ::mixq::testing::FloatAttr;
 using ::mixq::testing::FloatInput;
+using ::mixq::testing::FloatsInput;
 using ::mixq::testing::GradientNear;
 using ::mixq::testing::GradientTolerance;
 using ::mixq::testing::IntAttr;
@@ -47,8 +48,9 @@ struct KernelCase {
   std::vector<std::pair<std::string, Attribute>> attributes = {};
   std::optional<std::vector<int64_t>> shape_input = std::nullopt;  // Reshape
   bool away_from_zero = false;  // keeps ReLU inputs off the kink
-  // Constant inputs after shape_input (Slice's ends, Pad's value, ...).
-  std::vector<ConstantInput> constant_inputs = {};
+  // Constant inputs after shape_input (Slice's ends, Pad's value, ...);
+  // nullopt for an omitted one (Resize's roi).
+  std::vector<std::optional<ConstantInput>> constant_inputs = {};
   int64_t opset = 13;
 };
 
@@ -67,7 +69,7 @@ TEST_P(KernelGradientTest, MatchesFiniteDifferences) {
   config.opset = c.opset;
   for (const auto& [name, attr] : c.attributes) config.attributes[name] = attr;
   if (c.shape_input) config.constant_inputs.push_back(IntInput(*c.shape_input));
-  for (const ConstantInput& input : c.constant_inputs) {
+  for (const std::optional<ConstantInput>& input : c.constant_inputs) {
     config.constant_inputs.push_back(input);
   }
   absl::StatusOr<std::unique_ptr<Kernel>> created = schema->create(config);
@@ -174,6 +176,54 @@ std::vector<KernelCase> ShapeOpCases() {
   // clang-format on
 }
 
+// Convolution beyond 2-D images and the dense-prediction operators (issue
+// #16): 1-D Conv and pools, ConvTranspose, Resize/Upsample, DepthToSpace and
+// SpaceToDepth.
+std::vector<KernelCase> SpatialCases() {
+  constexpr auto kNone = std::nullopt;
+  const std::optional<ConstantInput> kEmpty = std::nullopt;
+  // clang-format off
+  return {
+      {"Conv_1d", "Conv", {{2, 3, 9}, {4, 3, 3}, {4}}, {{"pads", IntsAttr({1, 1})}}},
+      {"Conv_1d_strided_dilated_grouped", "Conv", {{2, 4, 11}, {6, 2, 3}},
+       {{"strides", IntsAttr({2})}, {"dilations", IntsAttr({2})},
+        {"pads", IntsAttr({2, 1})}, {"group", IntAttr(2)}}},
+      {"Conv_1d_no_attributes", "Conv", {{1, 2, 7}, {3, 2, 2}}},
+      {"AveragePool_1d", "AveragePool", {{2, 3, 9}},
+       {{"kernel_shape", IntsAttr({3})}, {"strides", IntsAttr({2})}}},
+      {"ConvTranspose_strided_padded", "ConvTranspose", {{2, 3, 4, 5}, {3, 2, 3, 3}, {2}},
+       {{"strides", IntsAttr({2, 2})}, {"pads", IntsAttr({1, 0, 1, 1})},
+        {"output_padding", IntsAttr({1, 0})}}},
+      {"ConvTranspose_grouped_dilated", "ConvTranspose", {{2, 4, 3, 3}, {4, 3, 2, 2}},
+       {{"group", IntAttr(2)}, {"dilations", IntsAttr({2, 1})}, {"strides", IntsAttr({1, 3})}}},
+      {"ConvTranspose_1d", "ConvTranspose", {{2, 3, 6}, {3, 4, 3}, {4}},
+       {{"strides", IntsAttr({2})}, {"pads", IntsAttr({1, 1})}}},
+      {"ConvTranspose_output_shape", "ConvTranspose", {{1, 2, 3, 3}, {2, 2, 3, 3}},
+       {{"strides", IntsAttr({3, 2})}, {"output_shape", IntsAttr({10, 8})}}},
+      {"DepthToSpace_dcr", "DepthToSpace", {{2, 8, 2, 3}}, {{"blocksize", IntAttr(2)}}},
+      {"DepthToSpace_crd", "DepthToSpace", {{2, 8, 2, 3}},
+       {{"blocksize", IntAttr(2)}, {"mode", StringAttr("CRD")}}},
+      {"SpaceToDepth", "SpaceToDepth", {{2, 2, 4, 6}}, {{"blocksize", IntAttr(2)}}},
+      {"Resize_nearest_asymmetric", "Resize", {{2, 3, 4, 5}},
+       {{"mode", StringAttr("nearest")}, {"coordinate_transformation_mode", StringAttr("asymmetric")},
+        {"nearest_mode", StringAttr("floor")}},
+       kNone, false, {kEmpty, FloatsInput({1, 1, 2, 2})}},
+      {"Resize_linear_half_pixel", "Resize", {{2, 3, 4, 5}}, {{"mode", StringAttr("linear")}},
+       kNone, false, {kEmpty, FloatsInput({1, 1, 2, 1.5f})}},
+      {"Resize_linear_align_corners_downsample", "Resize", {{1, 2, 6, 5}},
+       {{"mode", StringAttr("linear")}, {"coordinate_transformation_mode", StringAttr("align_corners")}},
+       kNone, false, {kEmpty, FloatsInput({1, 1, 0.5f, 2})}},
+      {"Resize_linear_sizes_1d", "Resize", {{2, 3, 7}}, {{"mode", StringAttr("linear")}},
+       kNone, false, {kEmpty, kEmpty, IntInput({2, 3, 11})}},
+      {"Upsample_opset9_linear", "Upsample", {{1, 2, 3, 4}}, {{"mode", StringAttr("linear")}},
+       kNone, false, {FloatsInput({1, 1, 2, 3})}, 9},
+  };
+  // clang-format on
+}
+
+INSTANTIATE_TEST_SUITE_P(Spatial, KernelGradientTest,
+                         ::testing::ValuesIn(SpatialCases()),
+                         [](const auto& info) { return info.param.name; });
 INSTANTIATE_TEST_SUITE_P(ShapeOps, KernelGradientTest,
                          ::testing::ValuesIn(ShapeOpCases()),
                          [](const auto& info) { return info.param.name; });

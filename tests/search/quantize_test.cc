@@ -239,6 +239,54 @@ absl::StatusOr<QuantizedModel> ExportFixtureAt(const std::string& fixture,
   return quantized;
 }
 
+// 1-D and dense-prediction exports (scripts/make_spatial_models.py): their
+// quantizable layers (ConvTranspose's per-channel axis 1 included) run
+// fake-quantized, and the QDQ file at 8 and 4 bits reproduces that forward.
+class SpatialExportTest
+    : public ::testing::TestWithParam<std::pair<const char*, const char*>> {};
+
+TEST_P(SpatialExportTest, QuantizedForwardRunsAndExportReproducesIt) {
+  const auto [onnx, inputs_file] = GetParam();
+  const Prepared p = PrepareOrDie(ReadOrDie(testing::FixturePath(onnx)));
+  ASSERT_NE(p.model, nullptr);
+  const engine::Tensor inputs =
+      testing::ReadFloatNpy(testing::FixturePath(inputs_file));
+  const size_t layers = p.model->quantizable_layers().size();
+  ASSERT_GE(layers, 2u);
+  std::vector<const engine::Tensor*> params;
+  for (const engine::Tensor& t : p.model->initial_params()) {
+    params.push_back(&t);
+  }
+  const absl::StatusOr<engine::Tensor> fp32 =
+      p.model->Forward(inputs, params, nullptr);
+  ASSERT_TRUE(fp32.ok()) << fp32.status();
+  for (int bits : {8, 4}) {
+    QatSession session(*p.model, engine::AdamOptions{}, 8, 1);
+    const Policy policy(layers, bits);
+    ASSERT_TRUE(session.Calibrate(policy, Unlabelled(inputs)).ok());
+    const absl::StatusOr<engine::Tensor> quantized =
+        session.Predict(policy, inputs);
+    ASSERT_TRUE(quantized.ok()) << quantized.status();
+    ASSERT_TRUE(quantized->flat().isFinite().all());
+    const float error = MaxAbsDiff(*quantized, *fp32);
+    EXPECT_GT(error, 0.0f) << bits << " bits change nothing";
+    EXPECT_LT(error, fp32->flat().abs().maxCoeff()) << bits << " bits";
+    ExpectExportReproduces(p, &session, policy, inputs);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Fixtures, SpatialExportTest,
+    ::testing::Values(
+        std::pair{"restore_deconv_opset17.onnx", "spatial_image_inputs.npy"},
+        std::pair{"restore_shuffle_opset13.onnx", "spatial_image_inputs.npy"},
+        std::pair{"upsample_size_opset17.onnx", "spatial_image_inputs.npy"},
+        std::pair{"conv1d_avgpool_opset13.onnx", "spatial_signal_inputs.npy"}),
+    [](const auto& info) {
+      std::string name = info.param.first;
+      return name.substr(0, name.find('.'));
+    });
+
 TEST(ExportQuantizedTest, ResNetAt8BitsReproducesAndIsAQuarterOfTheSize) {
   size_t original_size = 0;
   const absl::StatusOr<QuantizedModel> quantized =

@@ -1,19 +1,24 @@
 #include "search/quantizer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <limits>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace mixq::search {
 namespace {
 
 using engine::Tensor;
+using ::testing::FloatNear;
+using ::testing::Pointwise;
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
@@ -315,8 +320,10 @@ TEST(QuantizerTest, PerChannelScalesAreIndependentPerTensorIsShared) {
   EXPECT_EQ(per_channel.scale,
             (std::vector<float>{1.0f / 127, 100.0f / 127}));
   EXPECT_EQ(per_tensor.scale, (std::vector<float>{100.0f / 127}));
-  EXPECT_EQ(Integers(w, per_channel), (std::vector<int32_t>{127, -63, 127, 64}));
-  // Per tensor, the small channel gets the big channel's step: 1 ↦ 1, -0.5 ↦ -1.
+  EXPECT_EQ(Integers(w, per_channel),
+            (std::vector<int32_t>{127, -63, 127, 64}));
+  // Per tensor, the small channel gets the big channel's step: 1 ↦ 1, -0.5 ↦
+  // -1.
   EXPECT_EQ(Integers(w, per_tensor), (std::vector<int32_t>{1, -1, 127, 64}));
 }
 
@@ -339,6 +346,55 @@ TEST(QuantizerTest, LastAxisChannelsEqualTransposedFirstAxis) {
           << "bits " << bits;
       ExpectFakeEqualsDequantizedIntegers(w, p,
                                           [](int64_t i) { return i % 3; });
+    }
+  }
+}
+
+// [a, b, k] with its first two axes swapped: [b, a, k].
+Tensor SwapFirstAxes(const Tensor& t) {
+  const int64_t a = t.dim(0), b = t.dim(1), k = t.size() / (a * b);
+  engine::Shape shape = t.shape();
+  std::swap(shape[0], shape[1]);
+  Tensor out(shape);
+  for (int64_t i = 0; i < a; ++i) {
+    for (int64_t j = 0; j < b; ++j) {
+      std::copy_n(t.data() + (i * b + j) * k, k, out.data() + (j * a + i) * k);
+    }
+  }
+  return out;
+}
+
+// ConvTranspose weights [C_in, C_out, kh, kw] have their output channels on
+// axis 1: the same grid as the permuted [C_out, C_in, kh, kw] on axis 0.
+TEST(QuantizerTest, MiddleAxisChannelsEqualPermutedFirstAxis) {
+  const Tensor w = Gaussian({3, 4, 2, 2}, 5);
+  const Tensor wt = SwapFirstAxes(w);
+  for (const QuantScheme scheme :
+       {QuantScheme::kSymmetric, QuantScheme::kAsymmetric}) {
+    for (int bits : {1, 3, 8}) {
+      const QuantConfig config{bits, scheme, Granularity::kPerChannel};
+      const QuantParams p = ChooseWeightParams(w, 1, config);
+      const QuantParams pt = ChooseWeightParams(wt, 0, config);
+      ASSERT_EQ(p.channels(), 4);
+      // Binary scales are means of |w| summed slice by slice, in another
+      // order than the permuted tensor's: equal up to float rounding.
+      const float tolerance = bits == 1 ? 1e-6f : 0.0f;
+      EXPECT_THAT(p.scale, Pointwise(FloatNear(tolerance), pt.scale))
+          << "bits " << bits;
+      EXPECT_EQ(p.zero_point, pt.zero_point) << "bits " << bits;
+      Tensor q, qt;
+      FakeQuantize(w, p, &q);
+      FakeQuantize(wt, pt, &qt);
+      EXPECT_THAT(SwapFirstAxes(q).values(),
+                  Pointwise(FloatNear(tolerance), qt.values()))
+          << "bits " << bits;
+      ExpectFakeEqualsDequantizedIntegers(
+          w, p, [](int64_t i) { return (i / 4) % 4; });
+      Tensor grad(w.shape(), engine::FloatBuffer(w.size(), 1.0f));
+      Tensor grad_t(wt.shape(), engine::FloatBuffer(wt.size(), 1.0f));
+      StraightThroughGradient(w, p, &grad);
+      StraightThroughGradient(wt, pt, &grad_t);
+      EXPECT_EQ(SwapFirstAxes(grad).values(), grad_t.values());
     }
   }
 }
@@ -574,7 +630,7 @@ TEST(QuantizerDeathTest, MismatchedParamsAbort) {
       w, 0, {8, QuantScheme::kSymmetric, Granularity::kPerChannel});
   Tensor out;
   EXPECT_DEATH(FakeQuantize(Tensor({3, 3}), p, &out), "channel count");
-  EXPECT_DEATH(ChooseWeightParams(Tensor({2, 3, 4}), 1, {}), "channel axis");
+  EXPECT_DEATH(ChooseWeightParams(Tensor({2, 3, 4}), 3, {}), "channel axis");
   EXPECT_DEATH(ParamsFromRange(1.0f, 0.0f, 8, QuantScheme::kSymmetric),
                "range");
 }

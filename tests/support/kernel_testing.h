@@ -66,6 +66,14 @@ inline engine::ConstantInput FloatInput(float value) {
   return input;
 }
 
+// A 1-D float constant input (Resize's scales).
+inline engine::ConstantInput FloatsInput(std::vector<float> values) {
+  engine::ConstantInput input;
+  input.shape = {static_cast<int64_t>(values.size())};
+  input.floats = std::move(values);
+  return input;
+}
+
 // A node's attributes, by name.
 using Attributes = std::vector<std::pair<std::string, engine::Attribute>>;
 
