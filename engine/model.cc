@@ -20,6 +20,7 @@
 #include "engine/int4.h"
 #include "engine/ops.h"
 #include "engine/ops_util.h"
+#include "engine/rnn_import.h"
 #include "engine/tensor_proto.h"
 #include "engine/validate.h"
 #include "onnx/onnx_pb.h"
@@ -809,6 +810,19 @@ class Importer {
     }
   }
 
+  // Adds, once, the slot an omitted optional data input reads
+  // (IsOmittedInput): a constant of shape {0}, named "" as no other value
+  // can be.
+  absl::Status AddOmittedSlot() {
+    if (slot_of_.contains("")) return absl::OkStatus();
+    ConstValue omitted;
+    omitted.shape = {0};
+    Slot slot;
+    slot.kind = SlotKind::kConstant;
+    SetConstant(std::move(omitted), &slot);
+    return AddSlot(std::move(slot)).status();
+  }
+
   absl::Status CompileKernelNode(const onnx::NodeProto& proto,
                                  const std::string& label,
                                  const OpSchema& schema) {
@@ -828,9 +842,15 @@ class Importer {
     std::vector<const Tensor*> values;
     bool all_constant = true;
     bool probe_ok = true;
+    // Before the loop, which keeps pointers into slots_.
+    if (schema.optional_data_inputs &&
+        std::any_of(proto.input().begin(), proto.input().begin() + num_data,
+                    [](const std::string& name) { return name.empty(); })) {
+      MIXQ_RETURN_IF_ERROR(AddOmittedSlot());
+    }
     for (int i = 0; i < num_data; ++i) {
       const std::string& name = proto.input(i);
-      if (name.empty()) {
+      if (name.empty() && !schema.optional_data_inputs) {
         return Invalid(absl::StrCat("node '", node.label, "' (", node.op_type,
                                     "): input ", i, " is missing"));
       }
@@ -1587,6 +1607,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromOnnxBytes(
                      " of the default domain is not supported (need ",
                      kMinOpset, " or later)"));
   }
+  MIXQ_RETURN_IF_ERROR(LowerRecurrentNodes(opset, proto.mutable_graph()));
   Importer importer(proto.graph(), opset, 1, /*track_batch=*/true);
   absl::StatusOr<std::unique_ptr<Impl>> impl = importer.Run();
   // A graph exported for a fixed batch may only be valid at that batch (e.g.

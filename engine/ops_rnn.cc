@@ -1,0 +1,645 @@
+// Recurrent operators: ONNX LSTM and GRU with layout 0 and the default
+// activations (Sigmoid for the gates, Tanh for the cell and hidden states).
+//
+// A kernel computes every output of its node at once and writes them packed
+// along axis 0 (the time axis): [T + S, D, B, H] holds Y ([T, D, B, H]) then
+// the final states, Y_h and (LSTM) Y_c, as S = 2 (LSTM) or 1 (GRU) extra
+// "steps" of shape [D, B, H]. The importer slices the node's outputs out of
+// it (engine/rnn_import.h), because a kernel has a single output.
+//
+// The input products of all steps are one GEMM (X·W^T for [T·B, I] rows);
+// each step adds its recurrent product H_{t-1}·R^T. Backward recomputes the
+// forward pass of each direction, keeping the gate activations, then runs
+// back-propagation through time; the gradients of X, W and R are again GEMMs
+// over all steps.
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "engine/ops.h"
+#include "engine/ops_util.h"
+
+namespace mixq::engine {
+namespace {
+
+// Input positions (ONNX).
+constexpr int kX = 0;
+constexpr int kW = 1;
+constexpr int kR = 2;
+constexpr int kBias = 3;
+constexpr int kSequenceLens = 4;
+constexpr int kInitialH = 5;
+constexpr int kInitialC = 6;    // LSTM
+constexpr int kPeepholes = 7;   // LSTM
+constexpr int kLstmGates = 4;   // i, o, f, c
+constexpr int kGruGates = 3;    // z, r, h
+constexpr int kLstmStates = 2;  // Y_h, Y_c
+constexpr int kGruStates = 1;   // Y_h
+constexpr int kLstmPeepholes = 3;  // P = [Pi, Po, Pf]
+
+using RowVectorMap = Eigen::Map<const Eigen::RowVectorXf>;
+
+bool Present(absl::Span<const Tensor* const> inputs, int i) {
+  return static_cast<int>(inputs.size()) > i &&
+         !IsOmittedInput(inputs[i]->shape());
+}
+bool PresentShape(absl::Span<const Shape* const> inputs, int i) {
+  return static_cast<int>(inputs.size()) > i && !IsOmittedInput(*inputs[i]);
+}
+
+// The sizes of one call.
+struct Dims {
+  int64_t steps, batch, input, hidden, directions;
+  int64_t rows() const { return steps * batch; }
+};
+
+// What a direction's forward pass keeps for its backward pass, per time
+// step t in row block [t·B, (t+1)·B).
+struct DirectionTrace {
+  MatrixRM gates;   // [T·B, G·H] gate activations (after Sigmoid/Tanh)
+  MatrixRM extra;   // LSTM: cell states C_t; GRU (linear_before_reset): the
+                    // recurrent product of the h gate, H_{t-1}·Rh^T + Rbh
+  MatrixRM hidden;  // [T·B, H] hidden states H_t
+  MatrixRM final_cell;  // LSTM: [B, H] the last cell state
+};
+
+// Shapes, inputs and the packing of outputs shared by LSTM and GRU. A
+// subclass runs one direction forward (Run) and back (RunBackward).
+class RecurrentKernel : public Kernel {
+ public:
+  RecurrentKernel(absl::string_view op, int64_t hidden, int directions,
+                  bool reverse, int gates, int states)
+      : op_(op),
+        hidden_(hidden),
+        directions_(directions),
+        reverse_(reverse),
+        gates_(gates),
+        states_(states) {}
+
+  absl::StatusOr<Shape> OutputShape(
+      absl::Span<const Shape* const> inputs) const override {
+    const Shape& x = *inputs[kX];
+    if (x.size() != 3) {
+      return ShapeError(op_, absl::StrCat("X ", ShapeToString(x),
+                                          " must be [seq_length, batch, "
+                                          "input_size]"));
+    }
+    if (x[0] < 1) return ShapeError(op_, "the sequence is empty");
+    const int64_t gh = gates_ * hidden_;
+    const auto expect = [&](int i, const char* name,
+                            const Shape& want) -> absl::Status {
+      if (*inputs[i] == want) return absl::OkStatus();
+      return ShapeError(op_, absl::StrCat(name, " has shape ",
+                                          ShapeToString(*inputs[i]),
+                                          "; expected ", ShapeToString(want)));
+    };
+    absl::Status status = expect(kW, "W", {directions_, gh, x[2]});
+    if (status.ok()) status = expect(kR, "R", {directions_, gh, hidden_});
+    if (status.ok() && PresentShape(inputs, kBias)) {
+      status = expect(kBias, "B", {directions_, 2 * gh});
+    }
+    if (status.ok() && PresentShape(inputs, kSequenceLens)) {
+      status = ShapeError(op_, "sequence_lens is not supported");
+    }
+    const Shape state = {directions_, x[1], hidden_};
+    if (status.ok() && PresentShape(inputs, kInitialH)) {
+      status = expect(kInitialH, "initial_h", state);
+    }
+    if (status.ok() && PresentShape(inputs, kInitialC)) {
+      status = expect(kInitialC, "initial_c", state);
+    }
+    if (status.ok() && PresentShape(inputs, kPeepholes)) {
+      status = expect(kPeepholes, "P", {directions_, kLstmPeepholes * hidden_});
+    }
+    if (!status.ok()) return status;
+    return CheckedShape({x[0] + states_, directions_, x[1], hidden_});
+  }
+
+  void Forward(absl::Span<const Tensor* const> inputs,
+               Tensor* output) const override {
+    const Dims dims = GetDims(inputs);
+    DirectionTrace trace;
+    for (int d = 0; d < directions_; ++d) {
+      Run(inputs, dims, d, &trace);
+      for (int64_t t = 0; t < dims.steps; ++t) {
+        OutputBlock(output, dims, t, d) =
+            trace.hidden.middleRows(t * dims.batch, dims.batch);
+      }
+      OutputBlock(output, dims, dims.steps, d) =
+          trace.hidden.middleRows(Step(dims, d, dims.steps - 1) * dims.batch,
+                                  dims.batch);
+      if (states_ == kLstmStates) {
+        OutputBlock(output, dims, dims.steps + 1, d) = trace.final_cell;
+      }
+    }
+  }
+
+  void Backward(absl::Span<const Tensor* const> inputs,
+                const Tensor& grad_output,
+                absl::Span<Tensor* const> grad_inputs) const override {
+    const Dims dims = GetDims(inputs);
+    const int64_t gh = gates_ * dims.hidden;
+    const ConstMatrixMap x = inputs[kX]->AsMatrix(dims.rows(), dims.input);
+    Tensor* dx = grad_inputs[kX];
+    if (dx != nullptr) dx->SetZero();
+    DirectionTrace trace;
+    MatrixRM grad_gates;  // dLoss/d(X·W^T + Wb) per step
+    for (int d = 0; d < directions_; ++d) {
+      Run(inputs, dims, d, &trace);
+      RunBackward(inputs, grad_output, dims, d, trace, &grad_gates,
+                  grad_inputs);
+      const ConstMatrixMap w = Weights(*inputs[kW], d, dims.input);
+      if (dx != nullptr) {
+        dx->AsMatrix(dims.rows(), dims.input).noalias() += grad_gates * w;
+      }
+      if (grad_inputs[kW] != nullptr) {
+        MatrixMap(grad_inputs[kW]->data() + d * gh * dims.input, gh,
+                  dims.input)
+            .noalias() = grad_gates.transpose() * x;
+      }
+      if (Present(inputs, kBias) && grad_inputs[kBias] != nullptr) {
+        Eigen::Map<Eigen::RowVectorXf>(grad_inputs[kBias]->data() + d * 2 * gh,
+                                       gh) = grad_gates.colwise().sum();
+      }
+    }
+  }
+
+ protected:
+  // Runs direction `d` over the sequence, filling `trace`.
+  virtual void Run(absl::Span<const Tensor* const> inputs, const Dims& dims,
+                   int d, DirectionTrace* trace) const = 0;
+
+  // Back-propagates direction `d` through time, given the trace of its
+  // forward pass: writes dLoss/d(X·W^T + Wb) into `grad_gates`
+  // ([T·B, G·H]), and the gradients of R, the recurrent half of B, the
+  // initial states and P for this direction into grad_inputs (each when
+  // wanted and present).
+  virtual void RunBackward(absl::Span<const Tensor* const> inputs,
+                           const Tensor& grad_output, const Dims& dims, int d,
+                           const DirectionTrace& trace, MatrixRM* grad_gates,
+                           absl::Span<Tensor* const> grad_inputs) const = 0;
+
+  Dims GetDims(absl::Span<const Tensor* const> inputs) const {
+    const Tensor& x = *inputs[kX];
+    return {x.dim(0), x.dim(1), x.dim(2), hidden_, directions_};
+  }
+
+  // The time step direction `d` processes as its `s`-th.
+  int64_t Step(const Dims& dims, int d, int64_t s) const {
+    return IsReverse(d) ? dims.steps - 1 - s : s;
+  }
+  bool IsReverse(int d) const { return reverse_ || d == 1; }
+
+  // Direction d's [G·H, cols] block of W ([D, G·H, I]) or R ([D, G·H, H]).
+  ConstMatrixMap Weights(const Tensor& w, int d, int64_t cols) const {
+    const int64_t gh = gates_ * hidden_;
+    return ConstMatrixMap(w.data() + d * gh * cols, gh, cols);
+  }
+  // Direction d's input (half = 0) or recurrent (half = 1) bias, [G·H].
+  RowVectorMap Bias(const Tensor& b, int d, int half) const {
+    const int64_t gh = gates_ * hidden_;
+    return RowVectorMap(b.data() + (2 * d + half) * gh, gh);
+  }
+
+  // Time step `t` of direction d in the packed output (or its gradient):
+  // [B, H]. Steps T and T + 1 are Y_h and Y_c.
+  static MatrixMap OutputBlock(Tensor* out, const Dims& dims, int64_t t,
+                               int d) {
+    return MatrixMap(
+        out->data() + ((t * dims.directions + d) * dims.batch) * dims.hidden,
+        dims.batch, dims.hidden);
+  }
+  static ConstMatrixMap OutputBlock(const Tensor& out, const Dims& dims,
+                                    int64_t t, int d) {
+    return ConstMatrixMap(
+        out.data() + ((t * dims.directions + d) * dims.batch) * dims.hidden,
+        dims.batch, dims.hidden);
+  }
+
+  // Direction d's [B, H] block of an initial state, or zeros when absent.
+  static MatrixRM InitialState(absl::Span<const Tensor* const> inputs, int i,
+                               const Dims& dims, int d) {
+    if (!Present(inputs, i)) return MatrixRM::Zero(dims.batch, dims.hidden);
+    return ConstMatrixMap(inputs[i]->data() + d * dims.batch * dims.hidden,
+                          dims.batch, dims.hidden);
+  }
+  static MatrixMap StateGrad(Tensor* grad, const Dims& dims, int d) {
+    return MatrixMap(grad->data() + d * dims.batch * dims.hidden, dims.batch,
+                     dims.hidden);
+  }
+
+  // X·W^T + Wb for every step of direction d: [T·B, G·H].
+  MatrixRM InputProducts(absl::Span<const Tensor* const> inputs,
+                         const Dims& dims, int d) const {
+    const ConstMatrixMap x = inputs[kX]->AsMatrix(dims.rows(), dims.input);
+    MatrixRM products = x * Weights(*inputs[kW], d, dims.input).transpose();
+    if (Present(inputs, kBias)) {
+      products.rowwise() += Bias(*inputs[kBias], d, 0);
+    }
+    return products;
+  }
+
+  // H_{t-1} for every step t of direction d ([T·B, H], in time order): the
+  // previous step's hidden state in processing order, initial_h first.
+  MatrixRM PreviousHidden(absl::Span<const Tensor* const> inputs,
+                          const Dims& dims, int d,
+                          const DirectionTrace& trace) const {
+    MatrixRM previous(dims.rows(), dims.hidden);
+    for (int64_t s = 0; s < dims.steps; ++s) {
+      auto rows = previous.middleRows(Step(dims, d, s) * dims.batch,
+                                      dims.batch);
+      if (s == 0) {
+        rows = InitialState(inputs, kInitialH, dims, d);
+      } else {
+        rows = trace.hidden.middleRows(Step(dims, d, s - 1) * dims.batch,
+                                       dims.batch);
+      }
+    }
+    return previous;
+  }
+
+  const std::string op_;
+  const int64_t hidden_;
+  const int directions_;
+  const bool reverse_;  // direction "reverse"
+  const int gates_;
+  const int states_;
+};
+
+// ONNX LSTM, gates i, o, f, c (in that order in W, R and B), optional
+// peepholes P = [Pi, Po, Pf]:
+//   i = σ(Xt·Wi^T + Ht-1·Ri^T + Pi⊙Ct-1 + Wbi + Rbi)
+//   f = σ(Xt·Wf^T + Ht-1·Rf^T + Pf⊙Ct-1 + Wbf + Rbf)
+//   c = tanh(Xt·Wc^T + Ht-1·Rc^T + Wbc + Rbc)
+//   Ct = f⊙Ct-1 + i⊙c
+//   o = σ(Xt·Wo^T + Ht-1·Ro^T + Po⊙Ct + Wbo + Rbo)
+//   Ht = o⊙tanh(Ct)
+class LstmKernel : public RecurrentKernel {
+ public:
+  LstmKernel(int64_t hidden, int directions, bool reverse)
+      : RecurrentKernel("LSTM", hidden, directions, reverse, kLstmGates,
+                        kLstmStates) {}
+
+ protected:
+  void Run(absl::Span<const Tensor* const> inputs, const Dims& dims, int d,
+           DirectionTrace* trace) const override {
+    const int64_t h = dims.hidden;
+    const int64_t b = dims.batch;
+    trace->gates = InputProducts(inputs, dims, d);
+    if (Present(inputs, kBias)) {
+      trace->gates.rowwise() += Bias(*inputs[kBias], d, 1);
+    }
+    trace->extra.resize(dims.rows(), h);
+    trace->hidden.resize(dims.rows(), h);
+    const ConstMatrixMap r = Weights(*inputs[kR], d, h);
+    const bool peepholes = Present(inputs, kPeepholes);
+    MatrixRM hidden = InitialState(inputs, kInitialH, dims, d);
+    MatrixRM cell = InitialState(inputs, kInitialC, dims, d);
+    for (int64_t s = 0; s < dims.steps; ++s) {
+      const int64_t t = Step(dims, d, s);
+      auto g = trace->gates.middleRows(t * b, b);
+      g.noalias() += hidden * r.transpose();
+      auto i = g.middleCols(0, h).array();
+      auto o = g.middleCols(h, h).array();
+      auto f = g.middleCols(2 * h, h).array();
+      auto c = g.middleCols(3 * h, h).array();
+      if (peepholes) {
+        i += cell.array().rowwise() * Peephole(inputs, d, 0).array();
+        f += cell.array().rowwise() * Peephole(inputs, d, 2).array();
+      }
+      i = i.logistic();
+      f = f.logistic();
+      c = c.tanh();
+      auto new_cell = trace->extra.middleRows(t * b, b);
+      new_cell.array() = f * cell.array() + i * c;
+      if (peepholes) {
+        o += new_cell.array().rowwise() * Peephole(inputs, d, 1).array();
+      }
+      o = o.logistic();
+      auto new_hidden = trace->hidden.middleRows(t * b, b);
+      new_hidden.array() = o * new_cell.array().tanh();
+      hidden = new_hidden;
+      cell = new_cell;
+    }
+    trace->final_cell = std::move(cell);
+  }
+
+  void RunBackward(absl::Span<const Tensor* const> inputs,
+                   const Tensor& grad_output, const Dims& dims, int d,
+                   const DirectionTrace& trace, MatrixRM* grad_gates,
+                   absl::Span<Tensor* const> grad_inputs) const override {
+    const int64_t h = dims.hidden;
+    const int64_t b = dims.batch;
+    const ConstMatrixMap r = Weights(*inputs[kR], d, h);
+    const bool peepholes = Present(inputs, kPeepholes);
+    const MatrixRM initial_cell = InitialState(inputs, kInitialC, dims, d);
+    grad_gates->resize(dims.rows(), kLstmGates * h);
+    Eigen::ArrayXXf grad_peepholes =
+        Eigen::ArrayXXf::Zero(kLstmPeepholes, h);  // rows Pi, Po, Pf
+    MatrixRM dh = OutputBlock(grad_output, dims, dims.steps, d);
+    MatrixRM dc = OutputBlock(grad_output, dims, dims.steps + 1, d);
+    for (int64_t s = dims.steps; s-- > 0;) {
+      const int64_t t = Step(dims, d, s);
+      const auto previous_cell =
+          s == 0 ? initial_cell.middleRows(0, b)
+                 : trace.extra.middleRows(Step(dims, d, s - 1) * b, b);
+      dh += OutputBlock(grad_output, dims, t, d);
+      const auto g = trace.gates.middleRows(t * b, b);
+      const auto i = g.middleCols(0, h).array();
+      const auto o = g.middleCols(h, h).array();
+      const auto f = g.middleCols(2 * h, h).array();
+      const auto c = g.middleCols(3 * h, h).array();
+      const Eigen::ArrayXXf cell_tanh =
+          trace.extra.middleRows(t * b, b).array().tanh();
+      auto dg = grad_gates->middleRows(t * b, b);
+      auto di = dg.middleCols(0, h).array();
+      auto d_o = dg.middleCols(h, h).array();
+      auto df = dg.middleCols(2 * h, h).array();
+      auto dcc = dg.middleCols(3 * h, h).array();
+      d_o = dh.array() * cell_tanh * o * (1.0f - o);
+      dc.array() += dh.array() * o * (1.0f - cell_tanh.square());
+      if (peepholes) {
+        dc.array() += d_o.rowwise() * Peephole(inputs, d, 1).array();
+      }
+      di = dc.array() * c * i * (1.0f - i);
+      df = dc.array() * previous_cell.array() * f * (1.0f - f);
+      dcc = dc.array() * i * (1.0f - c.square());
+      dc.array() *= f;
+      if (peepholes) {
+        dc.array() += di.rowwise() * Peephole(inputs, d, 0).array() +
+                      df.rowwise() * Peephole(inputs, d, 2).array();
+        grad_peepholes.row(0) += (di * previous_cell.array()).colwise().sum();
+        grad_peepholes.row(1) +=
+            (d_o * trace.extra.middleRows(t * b, b).array()).colwise().sum();
+        grad_peepholes.row(2) += (df * previous_cell.array()).colwise().sum();
+      }
+      dh.noalias() = dg * r;
+    }
+    if (grad_inputs[kR] != nullptr) {
+      MatrixMap(grad_inputs[kR]->data() + d * kLstmGates * h * h,
+                kLstmGates * h, h)
+          .noalias() =
+          grad_gates->transpose() * PreviousHidden(inputs, dims, d, trace);
+    }
+    if (Present(inputs, kBias) && grad_inputs[kBias] != nullptr) {
+      Eigen::Map<Eigen::RowVectorXf>(
+          grad_inputs[kBias]->data() + (2 * d + 1) * kLstmGates * h,
+          kLstmGates * h) = grad_gates->colwise().sum();
+    }
+    if (Present(inputs, kInitialH) && grad_inputs[kInitialH] != nullptr) {
+      StateGrad(grad_inputs[kInitialH], dims, d) = dh;
+    }
+    if (Present(inputs, kInitialC) && grad_inputs[kInitialC] != nullptr) {
+      StateGrad(grad_inputs[kInitialC], dims, d) = dc;
+    }
+    if (peepholes && grad_inputs[kPeepholes] != nullptr) {
+      for (int k = 0; k < kLstmPeepholes; ++k) {
+        Eigen::Map<Eigen::RowVectorXf>(
+            grad_inputs[kPeepholes]->data() + (d * kLstmPeepholes + k) * h,
+            h) = grad_peepholes.row(k).matrix();
+      }
+    }
+  }
+
+ private:
+  // Direction d's peephole weights k (0: Pi, 1: Po, 2: Pf) as a row.
+  static RowVectorMap Peephole(absl::Span<const Tensor* const> inputs, int d,
+                               int k) {
+    const int64_t h = inputs[kR]->dim(2);
+    return RowVectorMap(inputs[kPeepholes]->data() + (d * kLstmPeepholes + k) * h,
+                        h);
+  }
+};
+
+// ONNX GRU, gates z, r, h:
+//   z = σ(Xt·Wz^T + Ht-1·Rz^T + Wbz + Rbz)
+//   r = σ(Xt·Wr^T + Ht-1·Rr^T + Wbr + Rbr)
+//   h = tanh(Xt·Wh^T + (r⊙Ht-1)·Rh^T + Rbh + Wbh)      linear_before_reset 0
+//   h = tanh(Xt·Wh^T + r⊙(Ht-1·Rh^T + Rbh) + Wbh)      linear_before_reset 1
+//   Ht = (1 - z)⊙h + z⊙Ht-1
+class GruKernel : public RecurrentKernel {
+ public:
+  GruKernel(int64_t hidden, int directions, bool reverse,
+            bool linear_before_reset)
+      : RecurrentKernel("GRU", hidden, directions, reverse, kGruGates,
+                        kGruStates),
+        linear_before_reset_(linear_before_reset) {}
+
+ protected:
+  void Run(absl::Span<const Tensor* const> inputs, const Dims& dims, int d,
+           DirectionTrace* trace) const override {
+    const int64_t h = dims.hidden;
+    const int64_t b = dims.batch;
+    trace->gates = InputProducts(inputs, dims, d);
+    const bool bias = Present(inputs, kBias);
+    if (bias) {
+      // Rbz and Rbr add like the input bias; Rbh depends on the variant.
+      trace->gates.middleCols(0, 2 * h).rowwise() +=
+          Bias(*inputs[kBias], d, 1).head(2 * h);
+    }
+    const Eigen::RowVectorXf recurrent_h_bias =
+        bias ? Eigen::RowVectorXf(Bias(*inputs[kBias], d, 1).tail(h))
+             : Eigen::RowVectorXf::Zero(h);
+    trace->hidden.resize(dims.rows(), h);
+    if (linear_before_reset_) trace->extra.resize(dims.rows(), h);
+    const ConstMatrixMap r = Weights(*inputs[kR], d, h);
+    MatrixRM hidden = InitialState(inputs, kInitialH, dims, d);
+    MatrixRM product(b, kGruGates * h);
+    for (int64_t s = 0; s < dims.steps; ++s) {
+      const int64_t t = Step(dims, d, s);
+      auto g = trace->gates.middleRows(t * b, b);
+      if (linear_before_reset_) {
+        product.noalias() = hidden * r.transpose();
+        g.middleCols(0, 2 * h) += product.middleCols(0, 2 * h);
+      } else {
+        g.middleCols(0, 2 * h).noalias() +=
+            hidden * r.topRows(2 * h).transpose();
+      }
+      auto z = g.middleCols(0, h).array();
+      auto reset = g.middleCols(h, h).array();
+      auto candidate = g.middleCols(2 * h, h).array();
+      z = z.logistic();
+      reset = reset.logistic();
+      if (linear_before_reset_) {
+        auto a = trace->extra.middleRows(t * b, b);
+        a = product.middleCols(2 * h, h);
+        a.rowwise() += recurrent_h_bias;
+        candidate += reset * a.array();
+      } else {
+        const MatrixRM reset_hidden = (reset * hidden.array()).matrix();
+        g.middleCols(2 * h, h).noalias() +=
+            reset_hidden * r.bottomRows(h).transpose();
+        g.middleCols(2 * h, h).rowwise() += recurrent_h_bias;
+      }
+      candidate = candidate.tanh();
+      auto new_hidden = trace->hidden.middleRows(t * b, b);
+      new_hidden.array() = (1.0f - z) * candidate + z * hidden.array();
+      hidden = new_hidden;
+    }
+  }
+
+  void RunBackward(absl::Span<const Tensor* const> inputs,
+                   const Tensor& grad_output, const Dims& dims, int d,
+                   const DirectionTrace& trace, MatrixRM* grad_gates,
+                   absl::Span<Tensor* const> grad_inputs) const override {
+    const int64_t h = dims.hidden;
+    const int64_t b = dims.batch;
+    const ConstMatrixMap r = Weights(*inputs[kR], d, h);
+    const MatrixRM previous = PreviousHidden(inputs, dims, d, trace);
+    grad_gates->resize(dims.rows(), kGruGates * h);
+    // dLoss/d(Ht-1·Rh^T + Rbh) per step (linear_before_reset; otherwise the
+    // h block of grad_gates is also that of (r⊙Ht-1)·Rh^T + Rbh).
+    MatrixRM grad_recurrent_h(linear_before_reset_ ? dims.rows() : 0, h);
+    MatrixRM dh = OutputBlock(grad_output, dims, dims.steps, d);
+    MatrixRM grad_reset_hidden(b, h);
+    for (int64_t s = dims.steps; s-- > 0;) {
+      const int64_t t = Step(dims, d, s);
+      const auto hidden_before = previous.middleRows(t * b, b).array();
+      dh += OutputBlock(grad_output, dims, t, d);
+      const auto g = trace.gates.middleRows(t * b, b);
+      const auto z = g.middleCols(0, h).array();
+      const auto reset = g.middleCols(h, h).array();
+      const auto candidate = g.middleCols(2 * h, h).array();
+      auto dg = grad_gates->middleRows(t * b, b);
+      auto dz = dg.middleCols(0, h).array();
+      auto dr = dg.middleCols(h, h).array();
+      auto dcandidate = dg.middleCols(2 * h, h).array();
+      dcandidate = dh.array() * (1.0f - z) * (1.0f - candidate.square());
+      dz = dh.array() * (hidden_before - candidate) * z * (1.0f - z);
+      dh.array() *= z;
+      if (linear_before_reset_) {
+        const auto a = trace.extra.middleRows(t * b, b).array();
+        dr = dcandidate * a * reset * (1.0f - reset);
+        auto da = grad_recurrent_h.middleRows(t * b, b);
+        da.array() = dcandidate * reset;
+        dh.noalias() += dg.middleCols(0, 2 * h) * r.topRows(2 * h);
+        dh.noalias() += da * r.bottomRows(h);
+      } else {
+        grad_reset_hidden.noalias() = dg.middleCols(2 * h, h) * r.bottomRows(h);
+        dr = grad_reset_hidden.array() * hidden_before * reset * (1.0f - reset);
+        dh.array() += grad_reset_hidden.array() * reset;
+        dh.noalias() += dg.middleCols(0, 2 * h) * r.topRows(2 * h);
+      }
+    }
+    if (grad_inputs[kR] != nullptr) {
+      MatrixMap dr(grad_inputs[kR]->data() + d * kGruGates * h * h,
+                   kGruGates * h, h);
+      dr.topRows(2 * h).noalias() =
+          grad_gates->middleCols(0, 2 * h).transpose() * previous;
+      if (linear_before_reset_) {
+        dr.bottomRows(h).noalias() = grad_recurrent_h.transpose() * previous;
+      } else {
+        const MatrixRM reset_hidden =
+            (trace.gates.middleCols(h, h).array() * previous.array()).matrix();
+        dr.bottomRows(h).noalias() =
+            grad_gates->middleCols(2 * h, h).transpose() * reset_hidden;
+      }
+    }
+    if (Present(inputs, kBias) && grad_inputs[kBias] != nullptr) {
+      Eigen::Map<Eigen::RowVectorXf> db(
+          grad_inputs[kBias]->data() + (2 * d + 1) * kGruGates * h,
+          kGruGates * h);
+      db.head(2 * h) = grad_gates->middleCols(0, 2 * h).colwise().sum();
+      db.tail(h) = linear_before_reset_
+                       ? Eigen::RowVectorXf(grad_recurrent_h.colwise().sum())
+                       : Eigen::RowVectorXf(
+                             grad_gates->middleCols(2 * h, h).colwise().sum());
+    }
+    if (Present(inputs, kInitialH) && grad_inputs[kInitialH] != nullptr) {
+      StateGrad(grad_inputs[kInitialH], dims, d) = dh;
+    }
+  }
+
+ private:
+  const bool linear_before_reset_;
+};
+
+// The attributes both operators share: hidden_size, direction; refuses what
+// the kernels do not implement, naming the node.
+struct RecurrentAttributes {
+  int64_t hidden = 0;
+  int directions = 1;
+  bool reverse = false;
+};
+
+absl::StatusOr<RecurrentAttributes> ParseAttributes(const OpConfig& config) {
+  for (const char* unsupported :
+       {"activations", "activation_alpha", "activation_beta", "clip"}) {
+    if (config.attributes.contains(unsupported)) {
+      return NodeError(config, absl::StrCat("attribute '", unsupported,
+                                            "' is not supported (only the "
+                                            "default activations, no clip)"));
+    }
+  }
+  const absl::StatusOr<int64_t> layout = config.GetInt("layout", 0);
+  if (!layout.ok()) return layout.status();
+  if (*layout != 0) {
+    return NodeError(config, absl::StrCat("layout ", *layout,
+                                          " is not supported (only 0)"));
+  }
+  const absl::StatusOr<int64_t> hidden = config.GetInt("hidden_size", 0);
+  if (!hidden.ok()) return hidden.status();
+  // One hidden state of the largest tensor the engine allocates bounds it.
+  if (*hidden < 1 || *hidden > kMaxTensorElements) {
+    return NodeError(config, absl::StrCat("hidden_size ", *hidden,
+                                          " must be in [1, ",
+                                          kMaxTensorElements, "]"));
+  }
+  const absl::StatusOr<std::string> direction =
+      config.GetString("direction", "forward");
+  if (!direction.ok()) return direction.status();
+  RecurrentAttributes attributes;
+  attributes.hidden = *hidden;
+  if (*direction == "bidirectional") {
+    attributes.directions = 2;
+  } else if (*direction == "reverse") {
+    attributes.reverse = true;
+  } else if (*direction != "forward") {
+    return NodeError(config,
+                     absl::StrCat("unknown direction '", *direction, "'"));
+  }
+  return attributes;
+}
+
+absl::StatusOr<std::unique_ptr<Kernel>> CreateLstm(const OpConfig& config) {
+  const absl::StatusOr<RecurrentAttributes> attributes =
+      ParseAttributes(config);
+  if (!attributes.ok()) return attributes.status();
+  const absl::StatusOr<int64_t> input_forget = config.GetInt("input_forget", 0);
+  if (!input_forget.ok()) return input_forget.status();
+  if (*input_forget != 0) {
+    return NodeError(config, "input_forget=1 is not supported");
+  }
+  return std::make_unique<LstmKernel>(attributes->hidden,
+                                      attributes->directions,
+                                      attributes->reverse);
+}
+
+absl::StatusOr<std::unique_ptr<Kernel>> CreateGru(const OpConfig& config) {
+  const absl::StatusOr<RecurrentAttributes> attributes =
+      ParseAttributes(config);
+  if (!attributes.ok()) return attributes.status();
+  const absl::StatusOr<int64_t> linear_before_reset =
+      config.GetInt("linear_before_reset", 0);
+  if (!linear_before_reset.ok()) return linear_before_reset.status();
+  return std::make_unique<GruKernel>(attributes->hidden, attributes->directions,
+                                     attributes->reverse,
+                                     *linear_before_reset != 0);
+}
+
+}  // namespace
+
+absl::Span<const OpEntry> RecurrentOps() {
+  // Every input is a data input (sequence_lens, the only integer one, is
+  // refused); omitted ones reach the kernel as IsOmittedInput tensors.
+  static const OpEntry kOps[] = {
+      {"LSTM", {3, 8, 8, 1, &CreateLstm, /*optional_data_inputs=*/true}},
+      {"GRU", {3, 6, 6, 1, &CreateGru, /*optional_data_inputs=*/true}},
+  };
+  return kOps;
+}
+
+}  // namespace mixq::engine
