@@ -192,6 +192,11 @@ absl::Span<const OpEntry> QuantOps();        // ops_quant.cc
 // LSTM and GRU. Their kernels write every output of the node packed into one
 // tensor (engine/ops_rnn.cc); the importer slices them apart.
 absl::Span<const OpEntry> RecurrentOps();  // ops_rnn.cc
+// The attribute by which the importer tells an LSTM or GRU kernel that a
+// constant sequence_lens gave every sequence this length: the kernel refuses
+// inputs of another seq_length (variable lengths are not supported).
+inline constexpr absl::string_view kSequenceLengthAttribute =
+    "mixq_sequence_length";
 
 // One kernel for a Conv node and the inference-form BatchNormalization that
 // is its only consumer (kernels created for them by FindOp): the convolution

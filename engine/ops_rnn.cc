@@ -66,16 +66,25 @@ struct DirectionTrace {
   MatrixRM final_cell;  // LSTM: [B, H] the last cell state
 };
 
+// The attributes both operators share.
+struct RecurrentAttributes {
+  int64_t hidden = 0;
+  int directions = 1;
+  bool reverse = false;
+  int64_t sequence_length = -1;  // kSequenceLengthAttribute
+};
+
 // Shapes, inputs and the packing of outputs shared by LSTM and GRU. A
 // subclass runs one direction forward (Run) and back (RunBackward).
 class RecurrentKernel : public Kernel {
  public:
-  RecurrentKernel(absl::string_view op, int64_t hidden, int directions,
-                  bool reverse, int gates, int states)
+  RecurrentKernel(absl::string_view op, const RecurrentAttributes& attributes,
+                  int gates, int states)
       : op_(op),
-        hidden_(hidden),
-        directions_(directions),
-        reverse_(reverse),
+        hidden_(attributes.hidden),
+        directions_(attributes.directions),
+        reverse_(attributes.reverse),
+        sequence_length_(attributes.sequence_length),
         gates_(gates),
         states_(states) {}
 
@@ -88,6 +97,14 @@ class RecurrentKernel : public Kernel {
                                           "input_size]"));
     }
     if (x[0] < 1) return ShapeError(op_, "the sequence is empty");
+    if (sequence_length_ >= 0 && x[0] != sequence_length_) {
+      return ShapeError(
+          op_, absl::StrCat("sequence_lens gives every sequence length ",
+                            sequence_length_, " but X ", ShapeToString(x),
+                            " has ", x[0],
+                            " steps (only full-length sequences are "
+                            "supported)"));
+    }
     const int64_t gh = gates_ * hidden_;
     const auto expect = [&](int i, const char* name,
                             const Shape& want) -> absl::Status {
@@ -265,6 +282,7 @@ class RecurrentKernel : public Kernel {
   const int64_t hidden_;
   const int directions_;
   const bool reverse_;  // direction "reverse"
+  const int64_t sequence_length_;  // kSequenceLengthAttribute, or -1
   const int gates_;
   const int states_;
 };
@@ -279,9 +297,8 @@ class RecurrentKernel : public Kernel {
 //   Ht = o⊙tanh(Ct)
 class LstmKernel : public RecurrentKernel {
  public:
-  LstmKernel(int64_t hidden, int directions, bool reverse)
-      : RecurrentKernel("LSTM", hidden, directions, reverse, kLstmGates,
-                        kLstmStates) {}
+  explicit LstmKernel(const RecurrentAttributes& attributes)
+      : RecurrentKernel("LSTM", attributes, kLstmGates, kLstmStates) {}
 
  protected:
   void Run(absl::Span<const Tensor* const> inputs, const Dims& dims, int d,
@@ -422,10 +439,8 @@ class LstmKernel : public RecurrentKernel {
 //   Ht = (1 - z)⊙h + z⊙Ht-1
 class GruKernel : public RecurrentKernel {
  public:
-  GruKernel(int64_t hidden, int directions, bool reverse,
-            bool linear_before_reset)
-      : RecurrentKernel("GRU", hidden, directions, reverse, kGruGates,
-                        kGruStates),
+  GruKernel(const RecurrentAttributes& attributes, bool linear_before_reset)
+      : RecurrentKernel("GRU", attributes, kGruGates, kGruStates),
         linear_before_reset_(linear_before_reset) {}
 
  protected:
@@ -557,14 +572,9 @@ class GruKernel : public RecurrentKernel {
   const bool linear_before_reset_;
 };
 
-// The attributes both operators share: hidden_size, direction; refuses what
-// the kernels do not implement, naming the node.
-struct RecurrentAttributes {
-  int64_t hidden = 0;
-  int directions = 1;
-  bool reverse = false;
-};
 
+// Reads hidden_size, direction and kSequenceLengthAttribute; refuses what the
+// kernels do not implement, naming the node.
 absl::StatusOr<RecurrentAttributes> ParseAttributes(const OpConfig& config) {
   for (const char* unsupported :
        {"activations", "activation_alpha", "activation_beta", "clip"}) {
@@ -591,8 +601,12 @@ absl::StatusOr<RecurrentAttributes> ParseAttributes(const OpConfig& config) {
   const absl::StatusOr<std::string> direction =
       config.GetString("direction", "forward");
   if (!direction.ok()) return direction.status();
+  const absl::StatusOr<int64_t> sequence_length =
+      config.GetInt(kSequenceLengthAttribute, -1);
+  if (!sequence_length.ok()) return sequence_length.status();
   RecurrentAttributes attributes;
   attributes.hidden = *hidden;
+  attributes.sequence_length = *sequence_length;
   if (*direction == "bidirectional") {
     attributes.directions = 2;
   } else if (*direction == "reverse") {
@@ -613,9 +627,7 @@ absl::StatusOr<std::unique_ptr<Kernel>> CreateLstm(const OpConfig& config) {
   if (*input_forget != 0) {
     return NodeError(config, "input_forget=1 is not supported");
   }
-  return std::make_unique<LstmKernel>(attributes->hidden,
-                                      attributes->directions,
-                                      attributes->reverse);
+  return std::make_unique<LstmKernel>(*attributes);
 }
 
 absl::StatusOr<std::unique_ptr<Kernel>> CreateGru(const OpConfig& config) {
@@ -625,9 +637,7 @@ absl::StatusOr<std::unique_ptr<Kernel>> CreateGru(const OpConfig& config) {
   const absl::StatusOr<int64_t> linear_before_reset =
       config.GetInt("linear_before_reset", 0);
   if (!linear_before_reset.ok()) return linear_before_reset.status();
-  return std::make_unique<GruKernel>(attributes->hidden, attributes->directions,
-                                     attributes->reverse,
-                                     *linear_before_reset != 0);
+  return std::make_unique<GruKernel>(*attributes, *linear_before_reset != 0);
 }
 
 }  // namespace

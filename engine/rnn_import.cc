@@ -1,5 +1,6 @@
 #include "engine/rnn_import.h"
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -9,6 +10,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "engine/ops.h"
+#include "engine/tensor_proto.h"
 
 namespace mixq::engine {
 namespace {
@@ -109,8 +112,18 @@ class Lowering {
     };
     if (node.input_size() > kSequenceLens &&
         !node.input(kSequenceLens).empty()) {
-      return error("sequence_lens is not supported (every sequence must run "
-                   "the full length)");
+      const std::optional<int64_t> length =
+          CommonLength(node.input(kSequenceLens));
+      if (!length.has_value()) {
+        return error(
+            "sequence_lens must be a constant holding one length for every "
+            "sequence (variable lengths are not supported)");
+      }
+      onnx::AttributeProto* attr = node.add_attribute();
+      attr->set_name(std::string(kSequenceLengthAttribute));
+      attr->set_type(onnx::AttributeProto::INT);
+      attr->set_i(*length);
+      node.set_input(kSequenceLens, "");
     }
     int64_t layout = 0;
     for (int a = node.attribute_size(); a-- > 0;) {
@@ -194,6 +207,31 @@ class Lowering {
       }
     }
     return true;
+  }
+
+  // The value of every element of a constant sequence_lens (an initializer
+  // or Constant node), nullopt when it is not one or they differ.
+  std::optional<int64_t> CommonLength(const std::string& name) const {
+    const onnx::TensorProto* tensor = nullptr;
+    for (const onnx::TensorProto& t : graph_.initializer()) {
+      if (t.name() == name) tensor = &t;
+    }
+    const onnx::NodeProto* producer = Producer(name);
+    if (producer != nullptr && producer->op_type() == "Constant" &&
+        producer->attribute_size() == 1 &&
+        producer->attribute(0).name() == "value") {
+      tensor = &producer->attribute(0).t();
+    }
+    if (tensor == nullptr) return std::nullopt;
+    const absl::StatusOr<ConstValue> value =
+        ParseTensor(*tensor, "sequence_lens");
+    if (!value.ok() || !value->is_int || value->ints.empty()) {
+      return std::nullopt;
+    }
+    for (int64_t v : value->ints) {
+      if (v != value->ints[0]) return std::nullopt;
+    }
+    return value->ints[0];
   }
 
   // Whether `name` is computed from a ConstantOfShape of zeros by operators

@@ -27,8 +27,12 @@ namespace mixq::engine {
 //  - layout 1 (batch first) becomes layout 0 between Transpose nodes;
 //  - an `activations` attribute listing the defaults (Sigmoid, Tanh[, Tanh]
 //    per direction) is removed.
+//  - a constant sequence_lens with one length for every sequence becomes
+//    attribute kSequenceLengthAttribute (engine/ops.h), which the kernel
+//    checks against the sequence it is given.
 // INVALID_ARGUMENT naming the node for what the kernels cannot compute:
-// sequence_lens, activations other than the defaults.
+// sequence_lens of varying or non-constant lengths, activations other than
+// the defaults.
 absl::Status LowerRecurrentNodes(int64_t opset, onnx::GraphProto* graph);
 
 }  // namespace mixq::engine
