@@ -352,6 +352,9 @@ class Importer {
   // MatMul or Conv.
   struct NodeExtra {
     int channel_axis = -1;
+    // > 0 when each weight is used this many times per sample (a recurrent
+    // node's time steps); else MACs follow from the output shape.
+    int64_t uses_per_weight = 0;
   };
 
   absl::StatusOr<int> AddSlot(Slot slot) {
@@ -905,6 +908,12 @@ class Importer {
       extra.channel_axis = static_cast<int>(shapes[1]->size()) - 1;
     } else if (node.op_type == "Conv" && node.inputs.size() >= 2) {
       extra.channel_axis = 0;
+    } else if (node.op_type == "LSTM" || node.op_type == "GRU") {
+      // W [dirs, gates * hidden, input]: the gate rows are the output
+      // channels, and each weight multiplies once per time step. R stays
+      // float: its input, the hidden state, never reaches a LayerInputHook.
+      extra.channel_axis = 1;
+      extra.uses_per_weight = (*shapes[0])[0];
     }
     node.kernel = std::move(kernel);
     nodes_.push_back(std::move(node));
@@ -1408,7 +1417,7 @@ class Importer {
       }
       producer[node.output] = static_cast<int>(m.nodes.size());
       if (extras_[j].channel_axis >= 0) {
-        AddLayer(extras_[j].channel_axis, producer, &layer_param, &node);
+        AddLayer(extras_[j], producer, &layer_param, &node);
       }
       m.nodes.push_back(std::move(node));
     }
@@ -1452,10 +1461,10 @@ class Importer {
   }
 
   // Records `node` as quantizable when its weight input (input 1: Gemm's and
-  // MatMul's B, Conv's W) is a parameter, possibly through Identity/Dropout
+  // MatMul's B, Conv's, LSTM's and GRU's W) is a parameter, possibly through Identity/Dropout
   // nodes. A parameter shared by several layers counts once (the first node
   // using it is the layer). Sets node->layer.
-  void AddLayer(int channel_axis, const std::vector<int>& producer,
+  void AddLayer(const NodeExtra& extra, const std::vector<int>& producer,
                 std::vector<bool>* layer_param, Model::Impl::Node* node_ptr) {
     Model::Impl& m = *impl_;
     const Model::Impl::Node& node = *node_ptr;
@@ -1472,6 +1481,7 @@ class Importer {
     layer.node_name = node.name;
     layer.op_type = node.op_type;
     layer.weight_param = p;
+    const int channel_axis = extra.channel_axis;
     layer.channel_axis = channel_axis;
     layer.num_weights = NumElements(m.params[p].shape);
     // Every output element is a dot product over one output channel's
@@ -1481,8 +1491,10 @@ class Importer {
     const int64_t channels = m.params[p].shape.empty()
                                  ? 1
                                  : m.params[p].shape[channel_axis];
-    layer.macs = channels > 0 ? out_per_sample * (layer.num_weights / channels)
-                              : 0;
+    layer.macs = extra.uses_per_weight > 0
+                     ? extra.uses_per_weight * layer.num_weights
+                 : channels > 0 ? out_per_sample * (layer.num_weights / channels)
+                                : 0;
     node_ptr->layer = static_cast<int>(m.layers.size());
     m.layers.push_back(std::move(layer));
   }

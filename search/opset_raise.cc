@@ -50,6 +50,9 @@ constexpr RaisableOp kRaisableOps[] = {
     {"Exp", Raise::kSame},
     {"Expand", Raise::kSame},
     {"Flatten", Raise::kSame},
+    // LSTM-14 and GRU-14 only added `layout` (default 0, the earlier
+    // behaviour); later versions only add element types.
+    {"GRU", Raise::kSame},
     {"Gather", Raise::kSame},
     {"Gemm", Raise::kSame},
     {"GlobalAveragePool", Raise::kSame},
@@ -58,6 +61,7 @@ constexpr RaisableOp kRaisableOps[] = {
     {"HardSigmoid", Raise::kSame},
     {"HardSwish", Raise::kSame},
     {"Identity", Raise::kSame},
+    {"LSTM", Raise::kSame},
     {"LayerNormalization", Raise::kSame},
     {"LeakyRelu", Raise::kSame},
     {"Less", Raise::kSame},

@@ -13,13 +13,16 @@ namespace {
 
 using engine::Tensor;
 
-// How a tensor's data splits into channels: viewed as a row-major
-// [channels, per_channel] matrix (axis 0, or one row for per-tensor), or, for
-// the last axis, as the transpose of a row-major [per_channel, channels] one.
-// Either way row c of the view is channel c.
+// How a tensor's data splits into channels: `outer` consecutive blocks, each
+// viewed as a row-major [channels, per_channel] matrix (axis 0: one block;
+// a middle axis: one block per index of the axes before it; per-tensor: one
+// block of one row), or, for the last axis, as the transpose of a row-major
+// [per_channel, channels] one. Either way row c of a block's view holds
+// values of channel c.
 struct Layout {
+  int64_t outer = 1;
   int64_t channels = 1;
-  int64_t per_channel = 0;
+  int64_t per_channel = 0;  // per block
   bool transposed = false;
 };
 
@@ -30,18 +33,26 @@ Layout ChannelLayout(const Tensor& x, int axis) {
     return layout;
   }
   MIXQ_CHECK(x.rank() >= 1, "per-channel quantization of a scalar");
-  const int last_axis = x.rank() - 1;
-  MIXQ_CHECK(axis == 0 || axis == last_axis,
-             "channel axis must be first or last");
+  MIXQ_CHECK(axis >= 0 && axis < x.rank(), "channel axis out of range");
   layout.channels = x.dim(axis);
-  layout.per_channel = layout.channels == 0 ? 0 : x.size() / layout.channels;
-  layout.transposed = axis != 0;
+  if (axis != 0 && axis == x.rank() - 1) {
+    layout.per_channel = layout.channels == 0 ? 0 : x.size() / layout.channels;
+    layout.transposed = true;
+    return layout;
+  }
+  layout.per_channel = 1;
+  for (int d = 0; d < x.rank(); ++d) {
+    if (d < axis) layout.outer *= x.dim(d);
+    if (d > axis) layout.per_channel *= x.dim(d);
+  }
   return layout;
 }
 
-// Calls fn(rows) with `data` (C order, `layout`) viewed as described above.
+// Calls fn(rows) with block `block` of `data` (C order, `layout`) viewed as
+// described above.
 template <typename Scalar, typename Fn>
-void WithChannelRows(Scalar* data, const Layout& layout, Fn&& fn) {
+void WithChannelRows(Scalar* data, const Layout& layout, int64_t block,
+                     Fn&& fn) {
   using Plain = Eigen::Matrix<std::remove_const_t<Scalar>, Eigen::Dynamic,
                               Eigen::Dynamic, Eigen::RowMajor>;
   using Map = Eigen::Map<std::conditional_t<std::is_const_v<Scalar>,
@@ -49,7 +60,8 @@ void WithChannelRows(Scalar* data, const Layout& layout, Fn&& fn) {
   if (layout.transposed) {
     fn(Map(data, layout.per_channel, layout.channels).transpose());
   } else {
-    fn(Map(data, layout.channels, layout.per_channel));
+    fn(Map(data + block * layout.channels * layout.per_channel,
+           layout.channels, layout.per_channel));
   }
 }
 
@@ -191,17 +203,23 @@ QuantParams ChooseWeightParams(const Tensor& w, int channel_axis,
     p.zero_point.assign(layout.channels, 0);
     return p;
   }
-  Eigen::ArrayXf lo, hi;
-  WithChannelRows(w.data(), layout, [&](const auto& rows) {
-    const auto x = rows.array();
-    const auto finite = x.isFinite().select(x, 0.0f);
-    if (p.binary) {
-      hi = finite.abs().rowwise().mean();
-    } else {
-      lo = finite.rowwise().minCoeff().min(0.0f);
-      hi = finite.rowwise().maxCoeff().max(0.0f);
-    }
-  });
+  // Binary: hi sums |w| and becomes the mean below; otherwise lo <= 0 <= hi
+  // are the channel's extremes.
+  Eigen::ArrayXf lo = Eigen::ArrayXf::Zero(layout.channels);
+  Eigen::ArrayXf hi = Eigen::ArrayXf::Zero(layout.channels);
+  for (int64_t block = 0; block < layout.outer; ++block) {
+    WithChannelRows(w.data(), layout, block, [&](const auto& rows) {
+      const auto x = rows.array();
+      const auto finite = x.isFinite().select(x, 0.0f);
+      if (p.binary) {
+        hi += finite.abs().rowwise().sum();
+      } else {
+        lo = lo.min(finite.rowwise().minCoeff());
+        hi = hi.max(finite.rowwise().maxCoeff());
+      }
+    });
+  }
+  if (p.binary) hi /= static_cast<float>(layout.outer * layout.per_channel);
   p.scale.reserve(layout.channels);
   p.zero_point.reserve(layout.channels);
   for (int64_t c = 0; c < layout.channels; ++c) {
@@ -235,13 +253,15 @@ void QuantizeToIntegers(const Tensor& x, const QuantParams& p,
   if (x.size() == 0) return;
   const float qmin = static_cast<float>(p.qmin);
   const float qmax = static_cast<float>(p.qmax);
-  WithChannelRows(x.data(), layout, [&](const auto& rows) {
-    WithChannelRows(q->data(), layout, [&](auto out) {
-      WithLevels(rows, p, [&](const auto& levels) {
-        out.array() = levels.max(qmin).min(qmax).template cast<int32_t>();
+  for (int64_t block = 0; block < layout.outer; ++block) {
+    WithChannelRows(x.data(), layout, block, [&](const auto& rows) {
+      WithChannelRows(q->data(), layout, block, [&](auto out) {
+        WithLevels(rows, p, [&](const auto& levels) {
+          out.array() = levels.max(qmin).min(qmax).template cast<int32_t>();
+        });
       });
     });
-  });
+  }
 }
 
 void FakeQuantize(const Tensor& x, const QuantParams& p, Tensor* out) {
@@ -253,15 +273,17 @@ void FakeQuantize(const Tensor& x, const QuantParams& p, Tensor* out) {
   const float qmax = static_cast<float>(p.qmax);
   const Eigen::Map<const Eigen::ArrayXf> scale(p.scale.data(), p.channels());
   const Eigen::ArrayXf zero = ZeroPoints(p);
-  WithChannelRows(x.data(), layout, [&](const auto& rows) {
-    WithChannelRows(out->data(), layout, [&](auto dst) {
-      WithLevels(rows, p, [&](const auto& levels) {
-        // (float(q) − float(z)) · s, the DequantizeLinear formula.
-        dst.array() =
-            (levels.max(qmin).min(qmax).colwise() - zero).colwise() * scale;
+  for (int64_t block = 0; block < layout.outer; ++block) {
+    WithChannelRows(x.data(), layout, block, [&](const auto& rows) {
+      WithChannelRows(out->data(), layout, block, [&](auto dst) {
+        WithLevels(rows, p, [&](const auto& levels) {
+          // (float(q) − float(z)) · s, the DequantizeLinear formula.
+          dst.array() =
+              (levels.max(qmin).min(qmax).colwise() - zero).colwise() * scale;
+        });
       });
     });
-  });
+  }
 }
 
 void StraightThroughGradient(const Tensor& x, const QuantParams& p,
@@ -272,14 +294,16 @@ void StraightThroughGradient(const Tensor& x, const QuantParams& p,
   if (p.binary || x.size() == 0) return;
   const float qmin = static_cast<float>(p.qmin);
   const float qmax = static_cast<float>(p.qmax);
-  WithChannelRows(x.data(), layout, [&](const auto& rows) {
-    WithChannelRows(grad->data(), layout, [&](auto g) {
-      WithLevels(rows, p, [&](const auto& levels) {
-        g.array() =
-            (levels >= qmin && levels <= qmax).select(g.array(), 0.0f);
+  for (int64_t block = 0; block < layout.outer; ++block) {
+    WithChannelRows(x.data(), layout, block, [&](const auto& rows) {
+      WithChannelRows(grad->data(), layout, block, [&](auto g) {
+        WithLevels(rows, p, [&](const auto& levels) {
+          g.array() =
+              (levels >= qmin && levels <= qmax).select(g.array(), 0.0f);
+        });
       });
     });
-  });
+  }
 }
 
 void FakeQuantizeSymmetric(const Tensor& weights, int channel_axis, int bits,

@@ -6,7 +6,7 @@
 //   q = clamp(round(x / s) + z, qmin, qmax),   fake(x) = s · (q − z).
 //
 // All functions are pure and thread-safe. Mismatched arguments (bits out of
-// range, a channel axis that is not 0 or the last axis, params of another
+// range, a channel axis that is not an axis of the tensor, params of another
 // shape) are programmer errors and abort through MIXQ_CHECK; any float data,
 // including NaN and infinities, is accepted (see each function).
 #ifndef MIXQ_SEARCH_QUANTIZER_H_
@@ -51,8 +51,9 @@ struct QuantConfig {
   Granularity granularity = Granularity::kPerChannel;
 };
 
-// The integer grid of one tensor: per channel along `axis` (0 or the
-// tensor's last axis) or per tensor (axis == kPerTensorAxis).
+// The integer grid of one tensor: per channel along `axis` (any axis of the
+// tensor, e.g. 1 for the gate rows of an LSTM's W [dirs, 4·H, I]) or per
+// tensor (axis == kPerTensorAxis).
 //
 // Binary (bits == 1, weights only): q ∈ {−1, +1} is sign(x) with
 // sign(0) = +1, z = 0 and s = mean|x| of the channel, so s·q = sign(x)·mean|x|
@@ -77,7 +78,7 @@ struct QuantParams {
 };
 
 // The grid of weight tensor `w` under `config`, with Rounding::kHalfUp.
-// Per-channel: one scale per index of `channel_axis` (0 or w's last axis),
+// Per-channel: one scale per index of `channel_axis` (an axis of w),
 // from that channel's min/max (binary: mean|w|). Per-tensor: `channel_axis`
 // is ignored and the whole tensor gives one scale. Non-finite weights count
 // as 0 when choosing scales (so scales stay finite). A channel of zeros (or an
@@ -121,8 +122,8 @@ void StraightThroughGradient(const engine::Tensor& x, const QuantParams& p,
 // Symmetric, per-output-channel fake quantization of `weights` into `out`
 // (resized to the same shape): FakeQuantize with
 // ChooseWeightParams(weights, channel_axis, {bits, kSymmetric, kPerChannel}),
-// and out = weights when bits == kFloatBits. `channel_axis` must be 0 or the
-// last axis; bits 1..8 or 32.
+// and out = weights when bits == kFloatBits. `channel_axis` must be an axis
+// of `weights`; bits 1..8 or 32.
 //   bits in 2..8: s_c = max|w_c| / (2^(b-1) - 1),
 //                 q = clamp(floor(w / s_c + 0.5), ±(2^(b-1)-1)), out = s_c·q.
 //   bits == 1:    binary, out = sign(w) · mean|w_c| (sign(0) = +1).

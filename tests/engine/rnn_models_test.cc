@@ -39,11 +39,15 @@ constexpr int kElementsPerParam = 3;
 // Fine-tuning: Adam steps on the 8 reference samples.
 constexpr int kTrainSteps = 5;
 constexpr float kLearningRate = 1e-2f;
+// The exported models: 28 time steps (image rows) of 28 features, hidden 32.
+constexpr int64_t kRows = 28;
+constexpr int64_t kHidden = 32;
 
 struct RnnFixture {
   std::string name;  // e.g. "lstm_bi2"
   int opset = 13;
   int recurrent_nodes = 1;
+  int directions = 1;
 };
 
 void PrintTo(const RnnFixture& f, std::ostream* os) {
@@ -53,10 +57,10 @@ void PrintTo(const RnnFixture& f, std::ostream* os) {
 std::vector<RnnFixture> Fixtures() {
   std::vector<RnnFixture> fixtures;
   for (int opset : {13, 17}) {
-    fixtures.push_back({"lstm", opset, 1});
-    fixtures.push_back({"gru", opset, 1});
-    fixtures.push_back({"lstm_bi2", opset, 2});
-    fixtures.push_back({"gru_bi2", opset, 2});
+    fixtures.push_back({"lstm", opset, 1, 1});
+    fixtures.push_back({"gru", opset, 1, 1});
+    fixtures.push_back({"lstm_bi2", opset, 2, 2});
+    fixtures.push_back({"gru_bi2", opset, 2, 2});
   }
   return fixtures;
 }
@@ -186,6 +190,31 @@ TEST_P(RnnModelTest, GradientsMatchFiniteDifferences) {
           << name << " element " << j;
     }
   }
+}
+
+// W of each LSTM/GRU node (torch names it onnx::LSTM_* / onnx::GRU_*) is a
+// layer with its gate rows as channels, then the classifier's Gemm.
+TEST_P(RnnModelTest, QuantizableLayersAreRecurrentInputWeightsAndGemm) {
+  const RnnFixture& f = GetParam();
+  const std::vector<QuantizableLayer>& layers = model_->quantizable_layers();
+  ASSERT_EQ(layers.size(), static_cast<size_t>(f.recurrent_nodes + 1));
+  const std::string op = f.name.substr(0, f.name.find('_')) == "lstm" ? "LSTM"
+                                                                       : "GRU";
+  const int64_t gates = op == "LSTM" ? 4 : 3;
+  const int64_t directions = f.directions;
+  for (int l = 0; l < f.recurrent_nodes; ++l) {
+    const QuantizableLayer& layer = layers[l];
+    EXPECT_EQ(layer.op_type, op);
+    EXPECT_EQ(layer.channel_axis, 1);
+    const Shape& w = model_->params()[layer.weight_param].shape;
+    ASSERT_EQ(w.size(), 3u);
+    EXPECT_EQ(w[0], directions);
+    EXPECT_EQ(w[1], gates * kHidden);
+    EXPECT_EQ(w[2], l == 0 ? kRows : directions * kHidden);
+    EXPECT_EQ(layer.macs, kRows * NumElements(w)) << layer.name;
+  }
+  EXPECT_EQ(layers.back().op_type, "Gemm");
+  EXPECT_EQ(layers.back().name, "fc.weight");
 }
 
 // What a fine-tune runs: Forward with a trace, cross-entropy, Backward, an

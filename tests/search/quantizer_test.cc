@@ -343,6 +343,62 @@ TEST(QuantizerTest, LastAxisChannelsEqualTransposedFirstAxis) {
   }
 }
 
+// An LSTM's W [dirs, 4·H, I] has its output channels (gate rows) on axis 1:
+// a channel spans both directions.
+TEST(QuantizerTest, MiddleAxisChannelsEqualThoseMovedToTheFirstAxis) {
+  constexpr int64_t kOuter = 2, kChannels = 3, kInner = 4;
+  const Tensor w = Gaussian({kOuter, kChannels, kInner}, 5);
+  Tensor moved({kChannels, kOuter, kInner});  // axis 1 moved to the front
+  const auto index = [&](int64_t o, int64_t c, int64_t i) {
+    return (o * kChannels + c) * kInner + i;
+  };
+  const auto moved_index = [&](int64_t o, int64_t c, int64_t i) {
+    return (c * kOuter + o) * kInner + i;
+  };
+  for (int64_t o = 0; o < kOuter; ++o) {
+    for (int64_t c = 0; c < kChannels; ++c) {
+      for (int64_t i = 0; i < kInner; ++i) {
+        moved.data()[moved_index(o, c, i)] = w.data()[index(o, c, i)];
+      }
+    }
+  }
+  for (const QuantScheme scheme :
+       {QuantScheme::kSymmetric, QuantScheme::kAsymmetric}) {
+    for (int bits : {1, 3, 8}) {
+      const QuantConfig config{bits, scheme, Granularity::kPerChannel};
+      const QuantParams p = ChooseWeightParams(w, 1, config);
+      const QuantParams pm = ChooseWeightParams(moved, 0, config);
+      EXPECT_EQ(p.axis, 1);
+      EXPECT_EQ(p.scale, pm.scale) << "bits " << bits;
+      EXPECT_EQ(p.zero_point, pm.zero_point);
+      Tensor q, qm;
+      FakeQuantize(w, p, &q);
+      FakeQuantize(moved, pm, &qm);
+      Tensor grad(w.shape(), std::vector<float>(w.size(), 1.0f));
+      Tensor grad_moved(moved.shape(), std::vector<float>(w.size(), 1.0f));
+      // A grid from a smaller tensor makes some weights clamp.
+      const QuantParams narrow = ChooseWeightParams(
+          Tensor(w.shape(), std::vector<float>(w.size(), 0.5f)), 1, config);
+      const QuantParams narrow_moved = ChooseWeightParams(
+          Tensor(moved.shape(), std::vector<float>(w.size(), 0.5f)), 0, config);
+      StraightThroughGradient(w, narrow, &grad);
+      StraightThroughGradient(moved, narrow_moved, &grad_moved);
+      for (int64_t o = 0; o < kOuter; ++o) {
+        for (int64_t c = 0; c < kChannels; ++c) {
+          for (int64_t i = 0; i < kInner; ++i) {
+            EXPECT_EQ(q.data()[index(o, c, i)], qm.data()[moved_index(o, c, i)])
+                << "bits " << bits << " at " << o << "," << c << "," << i;
+            EXPECT_EQ(grad.data()[index(o, c, i)],
+                      grad_moved.data()[moved_index(o, c, i)]);
+          }
+        }
+      }
+      ExpectFakeEqualsDequantizedIntegers(
+          w, p, [&](int64_t i) { return (i / kInner) % kChannels; });
+    }
+  }
+}
+
 TEST(QuantizerTest, RandomTensorsStayOnTheGridWithinHalfAStep) {
   // 4-D conv weights [out, in, kh, kw], channels on axis 0.
   const Tensor w = Gaussian({4, 3, 3, 3}, 7);
@@ -574,7 +630,7 @@ TEST(QuantizerDeathTest, MismatchedParamsAbort) {
       w, 0, {8, QuantScheme::kSymmetric, Granularity::kPerChannel});
   Tensor out;
   EXPECT_DEATH(FakeQuantize(Tensor({3, 3}), p, &out), "channel count");
-  EXPECT_DEATH(ChooseWeightParams(Tensor({2, 3, 4}), 1, {}), "channel axis");
+  EXPECT_DEATH(ChooseWeightParams(Tensor({2, 3, 4}), 3, {}), "channel axis");
   EXPECT_DEATH(ParamsFromRange(1.0f, 0.0f, 8, QuantScheme::kSymmetric),
                "range");
 }
