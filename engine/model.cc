@@ -908,7 +908,8 @@ class Importer {
       extra.channel_axis = static_cast<int>(shapes[1]->size()) - 1;
     } else if (node.op_type == "Conv" && node.inputs.size() >= 2) {
       extra.channel_axis = 0;
-    } else if (node.op_type == "LSTM" || node.op_type == "GRU") {
+    } else if (node.op_type == "RNN" || node.op_type == "LSTM" ||
+               node.op_type == "GRU") {
       // W [dirs, gates * hidden, input]: the gate rows are the output
       // channels, and each weight multiplies once per time step. R stays
       // float: its input, the hidden state, never reaches a LayerInputHook.
@@ -1461,7 +1462,7 @@ class Importer {
   }
 
   // Records `node` as quantizable when its weight input (input 1: Gemm's and
-  // MatMul's B, Conv's, LSTM's and GRU's W) is a parameter, possibly through Identity/Dropout
+  // MatMul's B, Conv's W, a recurrent node's W) is a parameter, possibly through Identity/Dropout
   // nodes. A parameter shared by several layers counts once (the first node
   // using it is the layer). Sets node->layer.
   void AddLayer(const NodeExtra& extra, const std::vector<int>& producer,

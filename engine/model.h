@@ -26,19 +26,19 @@ struct ParamInfo {
 };
 
 // A layer whose weight can be quantized: a Gemm, MatMul or Conv whose weight
-// input is a parameter (directly or through Identity/Dropout), or an LSTM or
-// GRU whose input weight W is (channel axis 1, the gate rows; its recurrent
+// input is a parameter (directly or through Identity/Dropout), or an RNN,
+// LSTM or GRU whose input weight W is (channel axis 1, the gate rows; its recurrent
 // weight R is not a layer, as no LayerInputHook sees the hidden state it
 // multiplies).
 struct QuantizableLayer {
   std::string name;       // the weight initializer's name, e.g. "fc1.weight"
   std::string node_name;  // the ONNX node's name (may be empty)
-  std::string op_type;    // "Gemm", "MatMul", "Conv", "LSTM", "GRU"
+  std::string op_type;    // "Gemm", "MatMul", "Conv", "RNN", "LSTM", "GRU"
   int weight_param = -1;  // index into Model::params()
   int channel_axis = 0;   // axis of the weight that indexes output channels
   int64_t num_weights = 0;
   // Multiply-accumulates per sample, from the shapes inferred at import
-  // (output elements per sample x weights per output channel; LSTM/GRU:
+  // (output elements per sample x weights per output channel; RNN/LSTM/GRU:
   // time steps x weights).
   int64_t macs = 0;
 };

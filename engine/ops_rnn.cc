@@ -1,9 +1,10 @@
-// Recurrent operators: ONNX LSTM and GRU with layout 0 and the default
-// activations (Sigmoid for the gates, Tanh for the cell and hidden states).
+// Recurrent operators: ONNX RNN, LSTM and GRU with layout 0 and the default
+// activations (Tanh for RNN; Sigmoid for the gates, Tanh for the cell and
+// hidden states of LSTM and GRU).
 //
 // A kernel computes every output of its node at once and writes them packed
 // along axis 0 (the time axis): [T + S, D, B, H] holds Y ([T, D, B, H]) then
-// the final states, Y_h and (LSTM) Y_c, as S = 2 (LSTM) or 1 (GRU) extra
+// the final states, Y_h and (LSTM) Y_c, as S = 2 (LSTM) or 1 (RNN, GRU) extra
 // "steps" of shape [D, B, H]. The importer slices the node's outputs out of
 // it (engine/rnn_import.h), because a kernel has a single output.
 //
@@ -38,6 +39,8 @@ constexpr int kLstmGates = 4;   // i, o, f, c
 constexpr int kGruGates = 3;    // z, r, h
 constexpr int kLstmStates = 2;  // Y_h, Y_c
 constexpr int kGruStates = 1;   // Y_h
+constexpr int kRnnGates = 1;    // i
+constexpr int kRnnStates = 1;   // Y_h
 constexpr int kLstmPeepholes = 3;  // P = [Pi, Po, Pf]
 
 using RowVectorMap = Eigen::Map<const Eigen::RowVectorXf>;
@@ -66,7 +69,7 @@ struct DirectionTrace {
   MatrixRM final_cell;  // LSTM: [B, H] the last cell state
 };
 
-// The attributes both operators share.
+// The attributes the operators share.
 struct RecurrentAttributes {
   int64_t hidden = 0;
   int directions = 1;
@@ -573,6 +576,63 @@ class GruKernel : public RecurrentKernel {
 };
 
 
+// ONNX RNN: Ht = tanh(Xt·Wi^T + Ht-1·Ri^T + Wbi + Rbi).
+class RnnKernel : public RecurrentKernel {
+ public:
+  explicit RnnKernel(const RecurrentAttributes& attributes)
+      : RecurrentKernel("RNN", attributes, kRnnGates, kRnnStates) {}
+
+ protected:
+  void Run(absl::Span<const Tensor* const> inputs, const Dims& dims, int d,
+           DirectionTrace* trace) const override {
+    const int64_t b = dims.batch;
+    trace->gates = InputProducts(inputs, dims, d);
+    if (Present(inputs, kBias)) {
+      trace->gates.rowwise() += Bias(*inputs[kBias], d, 1);
+    }
+    const ConstMatrixMap r = Weights(*inputs[kR], d, dims.hidden);
+    MatrixRM hidden = InitialState(inputs, kInitialH, dims, d);
+    for (int64_t s = 0; s < dims.steps; ++s) {
+      auto g = trace->gates.middleRows(Step(dims, d, s) * b, b);
+      g.noalias() += hidden * r.transpose();
+      g.array() = g.array().tanh();
+      hidden = g;
+    }
+    // The gate activations are the hidden states.
+    trace->hidden = trace->gates;
+  }
+
+  void RunBackward(absl::Span<const Tensor* const> inputs,
+                   const Tensor& grad_output, const Dims& dims, int d,
+                   const DirectionTrace& trace, MatrixRM* grad_gates,
+                   absl::Span<Tensor* const> grad_inputs) const override {
+    const int64_t h = dims.hidden;
+    const int64_t b = dims.batch;
+    const ConstMatrixMap r = Weights(*inputs[kR], d, h);
+    grad_gates->resize(dims.rows(), h);
+    MatrixRM dh = OutputBlock(grad_output, dims, dims.steps, d);
+    for (int64_t s = dims.steps; s-- > 0;) {
+      const int64_t t = Step(dims, d, s);
+      dh += OutputBlock(grad_output, dims, t, d);
+      auto dg = grad_gates->middleRows(t * b, b);
+      dg.array() =
+          dh.array() * (1.0f - trace.hidden.middleRows(t * b, b).array().square());
+      dh.noalias() = dg * r;
+    }
+    if (grad_inputs[kR] != nullptr) {
+      MatrixMap(grad_inputs[kR]->data() + d * h * h, h, h).noalias() =
+          grad_gates->transpose() * PreviousHidden(inputs, dims, d, trace);
+    }
+    if (Present(inputs, kBias) && grad_inputs[kBias] != nullptr) {
+      Eigen::Map<Eigen::RowVectorXf>(grad_inputs[kBias]->data() + (2 * d + 1) * h,
+                                     h) = grad_gates->colwise().sum();
+    }
+    if (Present(inputs, kInitialH) && grad_inputs[kInitialH] != nullptr) {
+      StateGrad(grad_inputs[kInitialH], dims, d) = dh;
+    }
+  }
+};
+
 // Reads hidden_size, direction and kSequenceLengthAttribute; refuses what the
 // kernels do not implement, naming the node.
 absl::StatusOr<RecurrentAttributes> ParseAttributes(const OpConfig& config) {
@@ -630,6 +690,13 @@ absl::StatusOr<std::unique_ptr<Kernel>> CreateLstm(const OpConfig& config) {
   return std::make_unique<LstmKernel>(*attributes);
 }
 
+absl::StatusOr<std::unique_ptr<Kernel>> CreateRnn(const OpConfig& config) {
+  const absl::StatusOr<RecurrentAttributes> attributes =
+      ParseAttributes(config);
+  if (!attributes.ok()) return attributes.status();
+  return std::make_unique<RnnKernel>(*attributes);
+}
+
 absl::StatusOr<std::unique_ptr<Kernel>> CreateGru(const OpConfig& config) {
   const absl::StatusOr<RecurrentAttributes> attributes =
       ParseAttributes(config);
@@ -648,6 +715,7 @@ absl::Span<const OpEntry> RecurrentOps() {
   static const OpEntry kOps[] = {
       {"LSTM", {3, 8, 8, 1, &CreateLstm, /*optional_data_inputs=*/true}},
       {"GRU", {3, 6, 6, 1, &CreateGru, /*optional_data_inputs=*/true}},
+      {"RNN", {3, 6, 6, 1, &CreateRnn, /*optional_data_inputs=*/true}},
   };
   return kOps;
 }

@@ -16,7 +16,7 @@
 namespace mixq::engine {
 namespace {
 
-// Input and output positions of LSTM and GRU (ONNX).
+// Input and output positions of RNN, LSTM and GRU (ONNX).
 constexpr int kX = 0;
 constexpr int kSequenceLens = 4;
 constexpr int kInitialH = 5;
@@ -45,6 +45,7 @@ const RecurrentOp* FindRecurrentOp(const onnx::NodeProto& node) {
   static const RecurrentOp kOps[] = {
       {"LSTM", 2, {"Sigmoid", "Tanh", "Tanh"}},
       {"GRU", 1, {"Sigmoid", "Tanh"}},
+      {"RNN", 1, {"Tanh"}},
   };
   if (!node.domain().empty() && node.domain() != "ai.onnx") return nullptr;
   for (const RecurrentOp& op : kOps) {

@@ -1,4 +1,4 @@
-// Import of ONNX LSTM and GRU nodes: rewrites them into the form the
+// Import of ONNX RNN, LSTM and GRU nodes: rewrites them into the form the
 // recurrent kernels take (engine/ops_rnn.cc). Private to the importer
 // (model.cc), which runs it on the parsed model before compiling it.
 //
@@ -13,7 +13,7 @@
 
 namespace mixq::engine {
 
-// For every LSTM and GRU node of `graph` (default domain, model opset
+// For every RNN, LSTM and GRU node of `graph` (default domain, model opset
 // `opset`):
 //  - its outputs become one packed output (see ops_rnn.cc), and each output
 //    the graph names (Y, Y_h, Y_c; any subset) is sliced out of it by new
@@ -25,8 +25,8 @@ namespace mixq::engine {
 //    state is zero: its shape would depend on the batch. Nodes left without
 //    readers by that are removed;
 //  - layout 1 (batch first) becomes layout 0 between Transpose nodes;
-//  - an `activations` attribute listing the defaults (Sigmoid, Tanh[, Tanh]
-//    per direction) is removed.
+//  - an `activations` attribute listing the defaults per direction (RNN:
+//    Tanh; LSTM: Sigmoid, Tanh, Tanh; GRU: Sigmoid, Tanh) is removed.
 //  - a constant sequence_lens with one length for every sequence becomes
 //    attribute kSequenceLengthAttribute (engine/ops.h), which the kernel
 //    checks against the sequence it is given.

@@ -50,8 +50,8 @@ constexpr RaisableOp kRaisableOps[] = {
     {"Exp", Raise::kSame},
     {"Expand", Raise::kSame},
     {"Flatten", Raise::kSame},
-    // LSTM-14 and GRU-14 only added `layout` (default 0, the earlier
-    // behaviour); later versions only add element types.
+    // RNN-14, LSTM-14 and GRU-14 only added `layout` (default 0, the
+    // earlier behaviour); later versions only add element types.
     {"GRU", Raise::kSame},
     {"Gather", Raise::kSame},
     {"Gemm", Raise::kSame},
@@ -79,6 +79,7 @@ constexpr RaisableOp kRaisableOps[] = {
     {"Pad", Raise::kSame},
     {"Pow", Raise::kSame},
     {"QuantizeLinear", Raise::kSame},
+    {"RNN", Raise::kSame},
     {"Range", Raise::kSame},
     {"Reciprocal", Raise::kSame},
     {"ReduceL1", Raise::kAxesToInput},

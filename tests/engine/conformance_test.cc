@@ -560,14 +560,17 @@ TEST_P(RequiredCaseTest, RunsAndPasses) {
   EXPECT_EQ(result.outcome, Outcome::kPassed) << result.message;
 }
 
-// LSTM and GRU: defaults, biases, peepholes with a full-length
+// RNN, LSTM and GRU: defaults, biases, peepholes with a full-length
 // sequence_lens, linear_before_reset 0, layout 1 (batchwise).
 INSTANTIATE_TEST_SUITE_P(
     Recurrent, RequiredCaseTest,
     ::testing::Values("test_lstm_defaults", "test_lstm_with_initial_bias",
                       "test_lstm_with_peepholes", "test_lstm_batchwise",
                       "test_gru_defaults", "test_gru_with_initial_bias",
-                      "test_gru_seq_length", "test_gru_batchwise"));
+                      "test_gru_seq_length", "test_gru_batchwise",
+                      "test_simple_rnn_defaults",
+                      "test_simple_rnn_with_initial_bias",
+                      "test_simple_rnn_batchwise", "test_rnn_seq_length"));
 
 INSTANTIATE_TEST_SUITE_P(OnnxTestData, ConformanceTest,
                          ::testing::Values("node", "pytorch-converted",

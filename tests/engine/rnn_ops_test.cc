@@ -1,4 +1,4 @@
-// The LSTM and GRU kernels (engine/ops_rnn.cc): backward passes against
+// The RNN, LSTM and GRU kernels (engine/ops_rnn.cc): backward passes against
 // central finite differences through every packed output (Y, Y_h, Y_c), the
 // packed layout, and the attributes and shapes they refuse. Conformance with
 // ONNX's reference outputs is in conformance_test.cc, the import of torch
@@ -78,6 +78,13 @@ std::vector<RecurrentCase> Cases() {
     return std::pair{std::string("linear_before_reset"), IntAttr(v)};
   };
   return {
+      {"Rnn_forward", "RNN", {hidden}, Inputs(1, 1, true, 0)},
+      {"Rnn_reverse_state", "RNN", {hidden, direction("reverse")},
+       Inputs(1, 1, false, 1)},
+      {"Rnn_bidirectional_bias_state",
+       "RNN",
+       {hidden, direction("bidirectional")},
+       Inputs(2, 1, true, 1)},
       {"Lstm_forward_no_bias", "LSTM", {hidden}, Inputs(1, 4, false, 0)},
       {"Lstm_forward_bias", "LSTM", {hidden}, Inputs(1, 4, true, 0)},
       {"Lstm_reverse_states",
@@ -142,7 +149,8 @@ INSTANTIATE_TEST_SUITE_P(Recurrent, RecurrentGradientTest,
 // Y, then Y_h, then Y_c. With one step, Y_h is Y's only step.
 TEST(RecurrentKernelTest, PacksYThenFinalStates) {
   for (const auto& [op, gates, states] :
-       {std::tuple{"LSTM", 4, 2}, std::tuple{"GRU", 3, 1}}) {
+       {std::tuple{"LSTM", 4, 2}, std::tuple{"GRU", 3, 1},
+        std::tuple{"RNN", 1, 1}}) {
     absl::StatusOr<std::unique_ptr<Kernel>> kernel =
         MakeKernel(op, {{"hidden_size", IntAttr(kHidden)},
                         {"direction", StringAttr("bidirectional")}});

@@ -193,9 +193,11 @@ TEST(RaiseToOpset21Test, OperatorsThatKeptTheirMeaningAreUntouched) {
   EXPECT_EQ(y_after->ToVector(), y_before->ToVector());
 }
 
-// LSTM-14 and GRU-14 added `layout` (default 0); later versions only types.
+// RNN-14, LSTM-14 and GRU-14 added `layout` (default 0); later versions
+// only types.
 TEST(RaiseToOpset21Test, RecurrentOperatorsAreUntouched) {
-  for (const auto& [op, gates] : {std::pair{"LSTM", 4}, std::pair{"GRU", 3}}) {
+  for (const auto& [op, gates] :
+       {std::pair{"RNN", 1}, std::pair{"LSTM", 4}, std::pair{"GRU", 3}}) {
     constexpr int64_t kHidden = 2, kInput = 3;
     OnnxBuilder b(13);
     b.Input("x", {-1, 2, kInput}).Output("y");
