@@ -9,10 +9,13 @@
 // it (engine/rnn_import.h), because a kernel has a single output.
 //
 // The input products of all steps are one GEMM (X·W^T for [T·B, I] rows);
-// each step adds its recurrent product H_{t-1}·R^T. Backward recomputes the
+// each step adds its recurrent product H_{t-1}·R^T, and the batch splits
+// between the OpenMP threads (ForBatchChunks). Backward recomputes the
 // forward pass of each direction, keeping the gate activations, then runs
 // back-propagation through time; the gradients of X, W and R are again GEMMs
 // over all steps.
+#include <omp.h>
+
 #include <algorithm>
 #include <memory>
 #include <string>
@@ -59,6 +62,10 @@ struct Dims {
   int64_t rows() const { return steps * batch; }
 };
 
+// Batch rows per thread below which the recurrence runs on fewer threads:
+// the per-step products of a smaller chunk cost less than a thread's start.
+constexpr int64_t kMinRowsPerThread = 8;
+
 // What a direction's forward pass keeps for its backward pass, per time
 // step t in row block [t·B, (t+1)·B).
 struct DirectionTrace {
@@ -66,7 +73,12 @@ struct DirectionTrace {
   MatrixRM extra;   // LSTM: cell states C_t; GRU (linear_before_reset): the
                     // recurrent product of the h gate, H_{t-1}·Rh^T + Rbh
   MatrixRM hidden;  // [T·B, H] hidden states H_t
-  MatrixRM final_cell;  // LSTM: [B, H] the last cell state
+};
+
+// What back-propagation through time produces, in the same rows.
+struct DirectionGrads {
+  MatrixRM gates;  // [T·B, G·H] dLoss/d(X·W^T + Wb)
+  MatrixRM extra;  // GRU (linear_before_reset): dLoss/d(H_{t-1}·Rh^T + Rbh)
 };
 
 // The attributes the operators share.
@@ -77,8 +89,25 @@ struct RecurrentAttributes {
   int64_t sequence_length = -1;  // kSequenceLengthAttribute
 };
 
-// Shapes, inputs and the packing of outputs shared by LSTM and GRU. A
-// subclass runs one direction forward (Run) and back (RunBackward).
+// Calls f(begin, count) for consecutive chunks of `batch` rows, on the
+// calling thread's OpenMP threads when there are several. Batch rows are
+// independent through a recurrence, so each chunk runs the whole sequence
+// with its own small per-step products: one parallel region per direction
+// instead of one per step and product.
+template <typename F>
+void ForBatchChunks(int64_t batch, F&& f) {
+  const int64_t chunks = std::clamp<int64_t>(
+      batch / kMinRowsPerThread, 1, omp_get_max_threads());
+#pragma omp parallel for schedule(static) if (chunks > 1)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t begin = batch * c / chunks;
+    f(begin, batch * (c + 1) / chunks - begin);
+  }
+}
+
+// Shapes, inputs and the packing of outputs shared by the recurrent
+// operators. A subclass runs one direction forward (Prepare, Recur) and back
+// (RecurBackward, FinishBackward).
 class RecurrentKernel : public Kernel {
  public:
   RecurrentKernel(absl::string_view op, const RecurrentAttributes& attributes,
@@ -148,11 +177,12 @@ class RecurrentKernel : public Kernel {
         OutputBlock(output, dims, t, d) =
             trace.hidden.middleRows(t * dims.batch, dims.batch);
       }
+      const int64_t last = Step(dims, d, dims.steps - 1) * dims.batch;
       OutputBlock(output, dims, dims.steps, d) =
-          trace.hidden.middleRows(Step(dims, d, dims.steps - 1) * dims.batch,
-                                  dims.batch);
+          trace.hidden.middleRows(last, dims.batch);
       if (states_ == kLstmStates) {
-        OutputBlock(output, dims, dims.steps + 1, d) = trace.final_cell;
+        OutputBlock(output, dims, dims.steps + 1, d) =
+            trace.extra.middleRows(last, dims.batch);
       }
     }
   }
@@ -166,41 +196,64 @@ class RecurrentKernel : public Kernel {
     Tensor* dx = grad_inputs[kX];
     if (dx != nullptr) dx->SetZero();
     DirectionTrace trace;
-    MatrixRM grad_gates;  // dLoss/d(X·W^T + Wb) per step
+    DirectionGrads grads;
     for (int d = 0; d < directions_; ++d) {
       Run(inputs, dims, d, &trace);
-      RunBackward(inputs, grad_output, dims, d, trace, &grad_gates,
-                  grad_inputs);
+      grads.gates.resize(dims.rows(), gh);
+      grads.extra.resize(dims.rows(), dims.hidden);
+      ForBatchChunks(dims.batch, [&](int64_t begin, int64_t count) {
+        RecurBackward(inputs, grad_output, dims, d, trace, begin, count,
+                      &grads, grad_inputs);
+      });
+      FinishBackward(inputs, dims, d, trace, grads, grad_inputs);
       const ConstMatrixMap w = Weights(*inputs[kW], d, dims.input);
       if (dx != nullptr) {
-        dx->AsMatrix(dims.rows(), dims.input).noalias() += grad_gates * w;
+        dx->AsMatrix(dims.rows(), dims.input).noalias() += grads.gates * w;
       }
       if (grad_inputs[kW] != nullptr) {
         MatrixMap(grad_inputs[kW]->data() + d * gh * dims.input, gh,
                   dims.input)
-            .noalias() = grad_gates.transpose() * x;
+            .noalias() = grads.gates.transpose() * x;
       }
       if (Present(inputs, kBias) && grad_inputs[kBias] != nullptr) {
         Eigen::Map<Eigen::RowVectorXf>(grad_inputs[kBias]->data() + d * 2 * gh,
-                                       gh) = grad_gates.colwise().sum();
+                                       gh) = grads.gates.colwise().sum();
       }
     }
   }
 
  protected:
-  // Runs direction `d` over the sequence, filling `trace`.
-  virtual void Run(absl::Span<const Tensor* const> inputs, const Dims& dims,
-                   int d, DirectionTrace* trace) const = 0;
+  // Sizes trace->extra for the subclass and adds the biases that do not
+  // depend on the recurrence to trace->gates, which holds X·W^T + Wb.
+  virtual void Prepare(absl::Span<const Tensor* const> inputs,
+                       const Dims& dims, int d,
+                       DirectionTrace* trace) const = 0;
 
-  // Back-propagates direction `d` through time, given the trace of its
-  // forward pass: writes dLoss/d(X·W^T + Wb) into `grad_gates`
-  // ([T·B, G·H]), and the gradients of R, the recurrent half of B, the
-  // initial states and P for this direction into grad_inputs (each when
-  // wanted and present).
-  virtual void RunBackward(absl::Span<const Tensor* const> inputs,
-                           const Tensor& grad_output, const Dims& dims, int d,
-                           const DirectionTrace& trace, MatrixRM* grad_gates,
-                           absl::Span<Tensor* const> grad_inputs) const = 0;
+  // Runs batch rows [begin, begin + count) of direction `d` through the
+  // sequence, turning their rows of trace->gates into gate activations and
+  // filling their rows of trace->extra and trace->hidden. Chunks run
+  // concurrently: only its own rows may be written.
+  virtual void Recur(absl::Span<const Tensor* const> inputs, const Dims& dims,
+                     int d, int64_t begin, int64_t count,
+                     DirectionTrace* trace) const = 0;
+
+  // Back-propagates batch rows [begin, begin + count) of direction `d`
+  // through time, given the forward trace: fills their rows of `grads`,
+  // and of the initial states' gradients (when present and wanted). Chunks
+  // run concurrently: only its own rows may be written.
+  virtual void RecurBackward(absl::Span<const Tensor* const> inputs,
+                             const Tensor& grad_output, const Dims& dims, int d,
+                             const DirectionTrace& trace, int64_t begin,
+                             int64_t count, DirectionGrads* grads,
+                             absl::Span<Tensor* const> grad_inputs) const = 0;
+
+  // After every chunk: direction d's gradients of R, the recurrent half of B
+  // and P (each when present and wanted).
+  virtual void FinishBackward(absl::Span<const Tensor* const> inputs,
+                              const Dims& dims, int d,
+                              const DirectionTrace& trace,
+                              const DirectionGrads& grads,
+                              absl::Span<Tensor* const> grad_inputs) const = 0;
 
   Dims GetDims(absl::Span<const Tensor* const> inputs) const {
     const Tensor& x = *inputs[kX];
@@ -223,62 +276,90 @@ class RecurrentKernel : public Kernel {
     const int64_t gh = gates_ * hidden_;
     return RowVectorMap(b.data() + (2 * d + half) * gh, gh);
   }
+  // Direction d's recurrent bias gradient, [G·H].
+  Eigen::Map<Eigen::RowVectorXf> RecurrentBiasGrad(Tensor* grad, int d) const {
+    const int64_t gh = gates_ * hidden_;
+    return Eigen::Map<Eigen::RowVectorXf>(grad->data() + (2 * d + 1) * gh, gh);
+  }
 
-  // Time step `t` of direction d in the packed output (or its gradient):
-  // [B, H]. Steps T and T + 1 are Y_h and Y_c.
+  // Batch rows [begin, begin + count) of time step `t` in `m` ([T·B, ...]).
+  template <typename M>
+  static auto StepRows(M& m, const Dims& dims, int64_t t, int64_t begin,
+                       int64_t count) {
+    return m.middleRows(t * dims.batch + begin, count);
+  }
+
+  // Batch rows [begin, begin + count) of time step `t` of direction d in the
+  // packed output's gradient. Steps T and T + 1 are Y_h and Y_c.
+  static ConstMatrixMap OutputRows(const Tensor& out, const Dims& dims,
+                                   int64_t t, int d, int64_t begin,
+                                   int64_t count) {
+    return ConstMatrixMap(
+        out.data() +
+            ((t * dims.directions + d) * dims.batch + begin) * dims.hidden,
+        count, dims.hidden);
+  }
   static MatrixMap OutputBlock(Tensor* out, const Dims& dims, int64_t t,
                                int d) {
     return MatrixMap(
         out->data() + ((t * dims.directions + d) * dims.batch) * dims.hidden,
         dims.batch, dims.hidden);
   }
-  static ConstMatrixMap OutputBlock(const Tensor& out, const Dims& dims,
-                                    int64_t t, int d) {
-    return ConstMatrixMap(
-        out.data() + ((t * dims.directions + d) * dims.batch) * dims.hidden,
-        dims.batch, dims.hidden);
-  }
 
-  // Direction d's [B, H] block of an initial state, or zeros when absent.
+  // Batch rows [begin, begin + count) of direction d's initial state `i`, or
+  // zeros when absent.
   static MatrixRM InitialState(absl::Span<const Tensor* const> inputs, int i,
-                               const Dims& dims, int d) {
-    if (!Present(inputs, i)) return MatrixRM::Zero(dims.batch, dims.hidden);
-    return ConstMatrixMap(inputs[i]->data() + d * dims.batch * dims.hidden,
-                          dims.batch, dims.hidden);
+                               const Dims& dims, int d, int64_t begin,
+                               int64_t count) {
+    if (!Present(inputs, i)) return MatrixRM::Zero(count, dims.hidden);
+    return ConstMatrixMap(
+        inputs[i]->data() + (d * dims.batch + begin) * dims.hidden, count,
+        dims.hidden);
   }
-  static MatrixMap StateGrad(Tensor* grad, const Dims& dims, int d) {
-    return MatrixMap(grad->data() + d * dims.batch * dims.hidden, dims.batch,
-                     dims.hidden);
-  }
-
-  // X·W^T + Wb for every step of direction d: [T·B, G·H].
-  MatrixRM InputProducts(absl::Span<const Tensor* const> inputs,
-                         const Dims& dims, int d) const {
-    const ConstMatrixMap x = inputs[kX]->AsMatrix(dims.rows(), dims.input);
-    MatrixRM products = x * Weights(*inputs[kW], d, dims.input).transpose();
-    if (Present(inputs, kBias)) {
-      products.rowwise() += Bias(*inputs[kBias], d, 0);
-    }
-    return products;
+  // Writes `grad` as rows [begin, begin + count) of direction d's gradient
+  // of initial state `i`, when present and wanted.
+  static void SetStateGrad(absl::Span<const Tensor* const> inputs,
+                           absl::Span<Tensor* const> grad_inputs, int i,
+                           const Dims& dims, int d, int64_t begin,
+                           const MatrixRM& grad) {
+    if (!Present(inputs, i) || grad_inputs[i] == nullptr) return;
+    MatrixMap(grad_inputs[i]->data() + (d * dims.batch + begin) * dims.hidden,
+              grad.rows(), dims.hidden) = grad;
   }
 
-  // H_{t-1} for every step t of direction d ([T·B, H], in time order): the
-  // previous step's hidden state in processing order, initial_h first.
-  MatrixRM PreviousHidden(absl::Span<const Tensor* const> inputs,
-                          const Dims& dims, int d,
-                          const DirectionTrace& trace) const {
+  // The state before every step t of direction d ([T·B, H], in time order):
+  // `states`' row block of the previous step in processing order, initial
+  // state `initial` for the first.
+  MatrixRM PreviousStates(absl::Span<const Tensor* const> inputs,
+                          const Dims& dims, int d, const MatrixRM& states,
+                          int initial) const {
     MatrixRM previous(dims.rows(), dims.hidden);
     for (int64_t s = 0; s < dims.steps; ++s) {
-      auto rows = previous.middleRows(Step(dims, d, s) * dims.batch,
-                                      dims.batch);
+      auto rows = StepRows(previous, dims, Step(dims, d, s), 0, dims.batch);
       if (s == 0) {
-        rows = InitialState(inputs, kInitialH, dims, d);
+        rows = InitialState(inputs, initial, dims, d, 0, dims.batch);
       } else {
-        rows = trace.hidden.middleRows(Step(dims, d, s - 1) * dims.batch,
-                                       dims.batch);
+        rows = StepRows(states, dims, Step(dims, d, s - 1), 0, dims.batch);
       }
     }
     return previous;
+  }
+
+ private:
+  // Runs direction `d` over the sequence, filling `trace`.
+  void Run(absl::Span<const Tensor* const> inputs, const Dims& dims, int d,
+           DirectionTrace* trace) const {
+    const ConstMatrixMap x = inputs[kX]->AsMatrix(dims.rows(), dims.input);
+    trace->gates.noalias() =
+        x * Weights(*inputs[kW], d, dims.input).transpose();
+    if (Present(inputs, kBias)) {
+      trace->gates.rowwise() += Bias(*inputs[kBias], d, 0);
+    }
+    trace->hidden.resize(dims.rows(), dims.hidden);
+    Prepare(inputs, dims, d, trace);
+    ForBatchChunks(dims.batch, [&](int64_t begin, int64_t count) {
+      Recur(inputs, dims, d, begin, count, trace);
+    });
   }
 
   const std::string op_;
@@ -288,6 +369,71 @@ class RecurrentKernel : public Kernel {
   const int64_t sequence_length_;  // kSequenceLengthAttribute, or -1
   const int gates_;
   const int states_;
+};
+
+// ONNX RNN: Ht = tanh(Xt·Wi^T + Ht-1·Ri^T + Wbi + Rbi).
+class RnnKernel : public RecurrentKernel {
+ public:
+  explicit RnnKernel(const RecurrentAttributes& attributes)
+      : RecurrentKernel("RNN", attributes, kRnnGates, kRnnStates) {}
+
+ protected:
+  void Prepare(absl::Span<const Tensor* const> inputs, const Dims& dims, int d,
+               DirectionTrace* trace) const override {
+    (void)dims;
+    if (Present(inputs, kBias)) {
+      trace->gates.rowwise() += Bias(*inputs[kBias], d, 1);
+    }
+  }
+
+  void Recur(absl::Span<const Tensor* const> inputs, const Dims& dims, int d,
+             int64_t begin, int64_t count,
+             DirectionTrace* trace) const override {
+    const ConstMatrixMap r = Weights(*inputs[kR], d, dims.hidden);
+    MatrixRM hidden = InitialState(inputs, kInitialH, dims, d, begin, count);
+    for (int64_t s = 0; s < dims.steps; ++s) {
+      const int64_t t = Step(dims, d, s);
+      auto g = StepRows(trace->gates, dims, t, begin, count);
+      g.noalias() += hidden * r.transpose();
+      g.array() = g.array().tanh();
+      hidden = g;
+      StepRows(trace->hidden, dims, t, begin, count) = hidden;
+    }
+  }
+
+  void RecurBackward(absl::Span<const Tensor* const> inputs,
+                     const Tensor& grad_output, const Dims& dims, int d,
+                     const DirectionTrace& trace, int64_t begin, int64_t count,
+                     DirectionGrads* grads,
+                     absl::Span<Tensor* const> grad_inputs) const override {
+    const ConstMatrixMap r = Weights(*inputs[kR], d, dims.hidden);
+    MatrixRM dh = OutputRows(grad_output, dims, dims.steps, d, begin, count);
+    for (int64_t s = dims.steps; s-- > 0;) {
+      const int64_t t = Step(dims, d, s);
+      dh += OutputRows(grad_output, dims, t, d, begin, count);
+      auto dg = StepRows(grads->gates, dims, t, begin, count);
+      dg.array() =
+          dh.array() *
+          (1.0f - StepRows(trace.hidden, dims, t, begin, count).array().square());
+      dh.noalias() = dg * r;
+    }
+    SetStateGrad(inputs, grad_inputs, kInitialH, dims, d, begin, dh);
+  }
+
+  void FinishBackward(absl::Span<const Tensor* const> inputs, const Dims& dims,
+                      int d, const DirectionTrace& trace,
+                      const DirectionGrads& grads,
+                      absl::Span<Tensor* const> grad_inputs) const override {
+    const int64_t h = dims.hidden;
+    if (grad_inputs[kR] != nullptr) {
+      MatrixMap(grad_inputs[kR]->data() + d * h * h, h, h).noalias() =
+          grads.gates.transpose() *
+          PreviousStates(inputs, dims, d, trace.hidden, kInitialH);
+    }
+    if (Present(inputs, kBias) && grad_inputs[kBias] != nullptr) {
+      RecurrentBiasGrad(grad_inputs[kBias], d) = grads.gates.colwise().sum();
+    }
+  }
 };
 
 // ONNX LSTM, gates i, o, f, c (in that order in W, R and B), optional
@@ -304,23 +450,25 @@ class LstmKernel : public RecurrentKernel {
       : RecurrentKernel("LSTM", attributes, kLstmGates, kLstmStates) {}
 
  protected:
-  void Run(absl::Span<const Tensor* const> inputs, const Dims& dims, int d,
-           DirectionTrace* trace) const override {
-    const int64_t h = dims.hidden;
-    const int64_t b = dims.batch;
-    trace->gates = InputProducts(inputs, dims, d);
+  void Prepare(absl::Span<const Tensor* const> inputs, const Dims& dims, int d,
+               DirectionTrace* trace) const override {
     if (Present(inputs, kBias)) {
       trace->gates.rowwise() += Bias(*inputs[kBias], d, 1);
     }
-    trace->extra.resize(dims.rows(), h);
-    trace->hidden.resize(dims.rows(), h);
+    trace->extra.resize(dims.rows(), dims.hidden);
+  }
+
+  void Recur(absl::Span<const Tensor* const> inputs, const Dims& dims, int d,
+             int64_t begin, int64_t count,
+             DirectionTrace* trace) const override {
+    const int64_t h = dims.hidden;
     const ConstMatrixMap r = Weights(*inputs[kR], d, h);
     const bool peepholes = Present(inputs, kPeepholes);
-    MatrixRM hidden = InitialState(inputs, kInitialH, dims, d);
-    MatrixRM cell = InitialState(inputs, kInitialC, dims, d);
+    MatrixRM hidden = InitialState(inputs, kInitialH, dims, d, begin, count);
+    MatrixRM cell = InitialState(inputs, kInitialC, dims, d, begin, count);
     for (int64_t s = 0; s < dims.steps; ++s) {
       const int64_t t = Step(dims, d, s);
-      auto g = trace->gates.middleRows(t * b, b);
+      auto g = StepRows(trace->gates, dims, t, begin, count);
       g.noalias() += hidden * r.transpose();
       auto i = g.middleCols(0, h).array();
       auto o = g.middleCols(h, h).array();
@@ -333,48 +481,45 @@ class LstmKernel : public RecurrentKernel {
       i = i.logistic();
       f = f.logistic();
       c = c.tanh();
-      auto new_cell = trace->extra.middleRows(t * b, b);
-      new_cell.array() = f * cell.array() + i * c;
+      cell.array() = f * cell.array() + i * c;
       if (peepholes) {
-        o += new_cell.array().rowwise() * Peephole(inputs, d, 1).array();
+        o += cell.array().rowwise() * Peephole(inputs, d, 1).array();
       }
       o = o.logistic();
-      auto new_hidden = trace->hidden.middleRows(t * b, b);
-      new_hidden.array() = o * new_cell.array().tanh();
-      hidden = new_hidden;
-      cell = new_cell;
+      hidden.array() = o * cell.array().tanh();
+      StepRows(trace->extra, dims, t, begin, count) = cell;
+      StepRows(trace->hidden, dims, t, begin, count) = hidden;
     }
-    trace->final_cell = std::move(cell);
   }
 
-  void RunBackward(absl::Span<const Tensor* const> inputs,
-                   const Tensor& grad_output, const Dims& dims, int d,
-                   const DirectionTrace& trace, MatrixRM* grad_gates,
-                   absl::Span<Tensor* const> grad_inputs) const override {
+  void RecurBackward(absl::Span<const Tensor* const> inputs,
+                     const Tensor& grad_output, const Dims& dims, int d,
+                     const DirectionTrace& trace, int64_t begin, int64_t count,
+                     DirectionGrads* grads,
+                     absl::Span<Tensor* const> grad_inputs) const override {
     const int64_t h = dims.hidden;
-    const int64_t b = dims.batch;
     const ConstMatrixMap r = Weights(*inputs[kR], d, h);
     const bool peepholes = Present(inputs, kPeepholes);
-    const MatrixRM initial_cell = InitialState(inputs, kInitialC, dims, d);
-    grad_gates->resize(dims.rows(), kLstmGates * h);
-    Eigen::ArrayXXf grad_peepholes =
-        Eigen::ArrayXXf::Zero(kLstmPeepholes, h);  // rows Pi, Po, Pf
-    MatrixRM dh = OutputBlock(grad_output, dims, dims.steps, d);
-    MatrixRM dc = OutputBlock(grad_output, dims, dims.steps + 1, d);
+    const MatrixRM initial_cell =
+        InitialState(inputs, kInitialC, dims, d, begin, count);
+    MatrixRM dh = OutputRows(grad_output, dims, dims.steps, d, begin, count);
+    MatrixRM dc =
+        OutputRows(grad_output, dims, dims.steps + 1, d, begin, count);
     for (int64_t s = dims.steps; s-- > 0;) {
       const int64_t t = Step(dims, d, s);
       const auto previous_cell =
-          s == 0 ? initial_cell.middleRows(0, b)
-                 : trace.extra.middleRows(Step(dims, d, s - 1) * b, b);
-      dh += OutputBlock(grad_output, dims, t, d);
-      const auto g = trace.gates.middleRows(t * b, b);
+          s == 0 ? initial_cell.middleRows(0, count)
+                 : StepRows(trace.extra, dims, Step(dims, d, s - 1), begin,
+                            count);
+      dh += OutputRows(grad_output, dims, t, d, begin, count);
+      const auto g = StepRows(trace.gates, dims, t, begin, count);
       const auto i = g.middleCols(0, h).array();
       const auto o = g.middleCols(h, h).array();
       const auto f = g.middleCols(2 * h, h).array();
       const auto c = g.middleCols(3 * h, h).array();
       const Eigen::ArrayXXf cell_tanh =
-          trace.extra.middleRows(t * b, b).array().tanh();
-      auto dg = grad_gates->middleRows(t * b, b);
+          StepRows(trace.extra, dims, t, begin, count).array().tanh();
+      auto dg = StepRows(grads->gates, dims, t, begin, count);
       auto di = dg.middleCols(0, h).array();
       auto d_o = dg.middleCols(h, h).array();
       auto df = dg.middleCols(2 * h, h).array();
@@ -391,35 +536,40 @@ class LstmKernel : public RecurrentKernel {
       if (peepholes) {
         dc.array() += di.rowwise() * Peephole(inputs, d, 0).array() +
                       df.rowwise() * Peephole(inputs, d, 2).array();
-        grad_peepholes.row(0) += (di * previous_cell.array()).colwise().sum();
-        grad_peepholes.row(1) +=
-            (d_o * trace.extra.middleRows(t * b, b).array()).colwise().sum();
-        grad_peepholes.row(2) += (df * previous_cell.array()).colwise().sum();
       }
       dh.noalias() = dg * r;
     }
+    SetStateGrad(inputs, grad_inputs, kInitialH, dims, d, begin, dh);
+    SetStateGrad(inputs, grad_inputs, kInitialC, dims, d, begin, dc);
+  }
+
+  void FinishBackward(absl::Span<const Tensor* const> inputs, const Dims& dims,
+                      int d, const DirectionTrace& trace,
+                      const DirectionGrads& grads,
+                      absl::Span<Tensor* const> grad_inputs) const override {
+    const int64_t h = dims.hidden;
     if (grad_inputs[kR] != nullptr) {
       MatrixMap(grad_inputs[kR]->data() + d * kLstmGates * h * h,
                 kLstmGates * h, h)
-          .noalias() =
-          grad_gates->transpose() * PreviousHidden(inputs, dims, d, trace);
+          .noalias() = grads.gates.transpose() *
+                       PreviousStates(inputs, dims, d, trace.hidden, kInitialH);
     }
     if (Present(inputs, kBias) && grad_inputs[kBias] != nullptr) {
-      Eigen::Map<Eigen::RowVectorXf>(
-          grad_inputs[kBias]->data() + (2 * d + 1) * kLstmGates * h,
-          kLstmGates * h) = grad_gates->colwise().sum();
+      RecurrentBiasGrad(grad_inputs[kBias], d) = grads.gates.colwise().sum();
     }
-    if (Present(inputs, kInitialH) && grad_inputs[kInitialH] != nullptr) {
-      StateGrad(grad_inputs[kInitialH], dims, d) = dh;
-    }
-    if (Present(inputs, kInitialC) && grad_inputs[kInitialC] != nullptr) {
-      StateGrad(grad_inputs[kInitialC], dims, d) = dc;
-    }
-    if (peepholes && grad_inputs[kPeepholes] != nullptr) {
+    if (Present(inputs, kPeepholes) && grad_inputs[kPeepholes] != nullptr) {
+      // Pi and Pf multiply the previous cell state, Po the new one.
+      const MatrixRM previous_cell =
+          PreviousStates(inputs, dims, d, trace.extra, kInitialC);
+      const auto dg = grads.gates.array();
+      const Eigen::RowVectorXf sums[kLstmPeepholes] = {
+          (dg.middleCols(0, h) * previous_cell.array()).colwise().sum(),
+          (dg.middleCols(h, h) * trace.extra.array()).colwise().sum(),
+          (dg.middleCols(2 * h, h) * previous_cell.array()).colwise().sum()};
       for (int k = 0; k < kLstmPeepholes; ++k) {
         Eigen::Map<Eigen::RowVectorXf>(
             grad_inputs[kPeepholes]->data() + (d * kLstmPeepholes + k) * h,
-            h) = grad_peepholes.row(k).matrix();
+            h) = sums[k];
       }
     }
   }
@@ -429,8 +579,8 @@ class LstmKernel : public RecurrentKernel {
   static RowVectorMap Peephole(absl::Span<const Tensor* const> inputs, int d,
                                int k) {
     const int64_t h = inputs[kR]->dim(2);
-    return RowVectorMap(inputs[kPeepholes]->data() + (d * kLstmPeepholes + k) * h,
-                        h);
+    return RowVectorMap(
+        inputs[kPeepholes]->data() + (d * kLstmPeepholes + k) * h, h);
   }
 };
 
@@ -447,28 +597,32 @@ class GruKernel : public RecurrentKernel {
         linear_before_reset_(linear_before_reset) {}
 
  protected:
-  void Run(absl::Span<const Tensor* const> inputs, const Dims& dims, int d,
-           DirectionTrace* trace) const override {
+  void Prepare(absl::Span<const Tensor* const> inputs, const Dims& dims, int d,
+               DirectionTrace* trace) const override {
     const int64_t h = dims.hidden;
-    const int64_t b = dims.batch;
-    trace->gates = InputProducts(inputs, dims, d);
-    const bool bias = Present(inputs, kBias);
-    if (bias) {
+    if (Present(inputs, kBias)) {
       // Rbz and Rbr add like the input bias; Rbh depends on the variant.
       trace->gates.middleCols(0, 2 * h).rowwise() +=
           Bias(*inputs[kBias], d, 1).head(2 * h);
     }
-    const Eigen::RowVectorXf recurrent_h_bias =
-        bias ? Eigen::RowVectorXf(Bias(*inputs[kBias], d, 1).tail(h))
-             : Eigen::RowVectorXf::Zero(h);
-    trace->hidden.resize(dims.rows(), h);
     if (linear_before_reset_) trace->extra.resize(dims.rows(), h);
+  }
+
+  void Recur(absl::Span<const Tensor* const> inputs, const Dims& dims, int d,
+             int64_t begin, int64_t count,
+             DirectionTrace* trace) const override {
+    const int64_t h = dims.hidden;
+    const Eigen::RowVectorXf recurrent_h_bias =
+        Present(inputs, kBias)
+            ? Eigen::RowVectorXf(Bias(*inputs[kBias], d, 1).tail(h))
+            : Eigen::RowVectorXf::Zero(h);
     const ConstMatrixMap r = Weights(*inputs[kR], d, h);
-    MatrixRM hidden = InitialState(inputs, kInitialH, dims, d);
-    MatrixRM product(b, kGruGates * h);
+    MatrixRM hidden = InitialState(inputs, kInitialH, dims, d, begin, count);
+    MatrixRM product(count, kGruGates * h);
+    MatrixRM reset_hidden(count, h);
     for (int64_t s = 0; s < dims.steps; ++s) {
       const int64_t t = Step(dims, d, s);
-      auto g = trace->gates.middleRows(t * b, b);
+      auto g = StepRows(trace->gates, dims, t, begin, count);
       if (linear_before_reset_) {
         product.noalias() = hidden * r.transpose();
         g.middleCols(0, 2 * h) += product.middleCols(0, 2 * h);
@@ -482,46 +636,46 @@ class GruKernel : public RecurrentKernel {
       z = z.logistic();
       reset = reset.logistic();
       if (linear_before_reset_) {
-        auto a = trace->extra.middleRows(t * b, b);
+        auto a = StepRows(trace->extra, dims, t, begin, count);
         a = product.middleCols(2 * h, h);
         a.rowwise() += recurrent_h_bias;
         candidate += reset * a.array();
       } else {
-        const MatrixRM reset_hidden = (reset * hidden.array()).matrix();
+        reset_hidden.array() = reset * hidden.array();
         g.middleCols(2 * h, h).noalias() +=
             reset_hidden * r.bottomRows(h).transpose();
         g.middleCols(2 * h, h).rowwise() += recurrent_h_bias;
       }
       candidate = candidate.tanh();
-      auto new_hidden = trace->hidden.middleRows(t * b, b);
-      new_hidden.array() = (1.0f - z) * candidate + z * hidden.array();
-      hidden = new_hidden;
+      hidden.array() = (1.0f - z) * candidate + z * hidden.array();
+      StepRows(trace->hidden, dims, t, begin, count) = hidden;
     }
   }
 
-  void RunBackward(absl::Span<const Tensor* const> inputs,
-                   const Tensor& grad_output, const Dims& dims, int d,
-                   const DirectionTrace& trace, MatrixRM* grad_gates,
-                   absl::Span<Tensor* const> grad_inputs) const override {
+  void RecurBackward(absl::Span<const Tensor* const> inputs,
+                     const Tensor& grad_output, const Dims& dims, int d,
+                     const DirectionTrace& trace, int64_t begin, int64_t count,
+                     DirectionGrads* grads,
+                     absl::Span<Tensor* const> grad_inputs) const override {
     const int64_t h = dims.hidden;
-    const int64_t b = dims.batch;
     const ConstMatrixMap r = Weights(*inputs[kR], d, h);
-    const MatrixRM previous = PreviousHidden(inputs, dims, d, trace);
-    grad_gates->resize(dims.rows(), kGruGates * h);
-    // dLoss/d(Ht-1·Rh^T + Rbh) per step (linear_before_reset; otherwise the
-    // h block of grad_gates is also that of (r⊙Ht-1)·Rh^T + Rbh).
-    MatrixRM grad_recurrent_h(linear_before_reset_ ? dims.rows() : 0, h);
-    MatrixRM dh = OutputBlock(grad_output, dims, dims.steps, d);
-    MatrixRM grad_reset_hidden(b, h);
+    const MatrixRM initial =
+        InitialState(inputs, kInitialH, dims, d, begin, count);
+    MatrixRM dh = OutputRows(grad_output, dims, dims.steps, d, begin, count);
+    MatrixRM grad_reset_hidden(count, h);
     for (int64_t s = dims.steps; s-- > 0;) {
       const int64_t t = Step(dims, d, s);
-      const auto hidden_before = previous.middleRows(t * b, b).array();
-      dh += OutputBlock(grad_output, dims, t, d);
-      const auto g = trace.gates.middleRows(t * b, b);
+      const auto hidden_before =
+          (s == 0 ? initial.middleRows(0, count)
+                  : StepRows(trace.hidden, dims, Step(dims, d, s - 1), begin,
+                             count))
+              .array();
+      dh += OutputRows(grad_output, dims, t, d, begin, count);
+      const auto g = StepRows(trace.gates, dims, t, begin, count);
       const auto z = g.middleCols(0, h).array();
       const auto reset = g.middleCols(h, h).array();
       const auto candidate = g.middleCols(2 * h, h).array();
-      auto dg = grad_gates->middleRows(t * b, b);
+      auto dg = StepRows(grads->gates, dims, t, begin, count);
       auto dz = dg.middleCols(0, h).array();
       auto dr = dg.middleCols(h, h).array();
       auto dcandidate = dg.middleCols(2 * h, h).array();
@@ -529,9 +683,9 @@ class GruKernel : public RecurrentKernel {
       dz = dh.array() * (hidden_before - candidate) * z * (1.0f - z);
       dh.array() *= z;
       if (linear_before_reset_) {
-        const auto a = trace.extra.middleRows(t * b, b).array();
+        const auto a = StepRows(trace.extra, dims, t, begin, count).array();
         dr = dcandidate * a * reset * (1.0f - reset);
-        auto da = grad_recurrent_h.middleRows(t * b, b);
+        auto da = StepRows(grads->extra, dims, t, begin, count);
         da.array() = dcandidate * reset;
         dh.noalias() += dg.middleCols(0, 2 * h) * r.topRows(2 * h);
         dh.noalias() += da * r.bottomRows(h);
@@ -542,95 +696,42 @@ class GruKernel : public RecurrentKernel {
         dh.noalias() += dg.middleCols(0, 2 * h) * r.topRows(2 * h);
       }
     }
+    SetStateGrad(inputs, grad_inputs, kInitialH, dims, d, begin, dh);
+  }
+
+  void FinishBackward(absl::Span<const Tensor* const> inputs, const Dims& dims,
+                      int d, const DirectionTrace& trace,
+                      const DirectionGrads& grads,
+                      absl::Span<Tensor* const> grad_inputs) const override {
+    const int64_t h = dims.hidden;
     if (grad_inputs[kR] != nullptr) {
+      const MatrixRM previous =
+          PreviousStates(inputs, dims, d, trace.hidden, kInitialH);
       MatrixMap dr(grad_inputs[kR]->data() + d * kGruGates * h * h,
                    kGruGates * h, h);
       dr.topRows(2 * h).noalias() =
-          grad_gates->middleCols(0, 2 * h).transpose() * previous;
+          grads.gates.middleCols(0, 2 * h).transpose() * previous;
       if (linear_before_reset_) {
-        dr.bottomRows(h).noalias() = grad_recurrent_h.transpose() * previous;
+        dr.bottomRows(h).noalias() = grads.extra.transpose() * previous;
       } else {
         const MatrixRM reset_hidden =
             (trace.gates.middleCols(h, h).array() * previous.array()).matrix();
         dr.bottomRows(h).noalias() =
-            grad_gates->middleCols(2 * h, h).transpose() * reset_hidden;
+            grads.gates.middleCols(2 * h, h).transpose() * reset_hidden;
       }
     }
     if (Present(inputs, kBias) && grad_inputs[kBias] != nullptr) {
-      Eigen::Map<Eigen::RowVectorXf> db(
-          grad_inputs[kBias]->data() + (2 * d + 1) * kGruGates * h,
-          kGruGates * h);
-      db.head(2 * h) = grad_gates->middleCols(0, 2 * h).colwise().sum();
+      auto db = RecurrentBiasGrad(grad_inputs[kBias], d);
+      db.head(2 * h) = grads.gates.middleCols(0, 2 * h).colwise().sum();
       db.tail(h) = linear_before_reset_
-                       ? Eigen::RowVectorXf(grad_recurrent_h.colwise().sum())
+                       ? Eigen::RowVectorXf(grads.extra.colwise().sum())
                        : Eigen::RowVectorXf(
-                             grad_gates->middleCols(2 * h, h).colwise().sum());
-    }
-    if (Present(inputs, kInitialH) && grad_inputs[kInitialH] != nullptr) {
-      StateGrad(grad_inputs[kInitialH], dims, d) = dh;
+                             grads.gates.middleCols(2 * h, h).colwise().sum());
     }
   }
 
  private:
   const bool linear_before_reset_;
-};
-
-
-// ONNX RNN: Ht = tanh(Xt·Wi^T + Ht-1·Ri^T + Wbi + Rbi).
-class RnnKernel : public RecurrentKernel {
- public:
-  explicit RnnKernel(const RecurrentAttributes& attributes)
-      : RecurrentKernel("RNN", attributes, kRnnGates, kRnnStates) {}
-
- protected:
-  void Run(absl::Span<const Tensor* const> inputs, const Dims& dims, int d,
-           DirectionTrace* trace) const override {
-    const int64_t b = dims.batch;
-    trace->gates = InputProducts(inputs, dims, d);
-    if (Present(inputs, kBias)) {
-      trace->gates.rowwise() += Bias(*inputs[kBias], d, 1);
-    }
-    const ConstMatrixMap r = Weights(*inputs[kR], d, dims.hidden);
-    MatrixRM hidden = InitialState(inputs, kInitialH, dims, d);
-    for (int64_t s = 0; s < dims.steps; ++s) {
-      auto g = trace->gates.middleRows(Step(dims, d, s) * b, b);
-      g.noalias() += hidden * r.transpose();
-      g.array() = g.array().tanh();
-      hidden = g;
-    }
-    // The gate activations are the hidden states.
-    trace->hidden = trace->gates;
-  }
-
-  void RunBackward(absl::Span<const Tensor* const> inputs,
-                   const Tensor& grad_output, const Dims& dims, int d,
-                   const DirectionTrace& trace, MatrixRM* grad_gates,
-                   absl::Span<Tensor* const> grad_inputs) const override {
-    const int64_t h = dims.hidden;
-    const int64_t b = dims.batch;
-    const ConstMatrixMap r = Weights(*inputs[kR], d, h);
-    grad_gates->resize(dims.rows(), h);
-    MatrixRM dh = OutputBlock(grad_output, dims, dims.steps, d);
-    for (int64_t s = dims.steps; s-- > 0;) {
-      const int64_t t = Step(dims, d, s);
-      dh += OutputBlock(grad_output, dims, t, d);
-      auto dg = grad_gates->middleRows(t * b, b);
-      dg.array() =
-          dh.array() * (1.0f - trace.hidden.middleRows(t * b, b).array().square());
-      dh.noalias() = dg * r;
-    }
-    if (grad_inputs[kR] != nullptr) {
-      MatrixMap(grad_inputs[kR]->data() + d * h * h, h, h).noalias() =
-          grad_gates->transpose() * PreviousHidden(inputs, dims, d, trace);
-    }
-    if (Present(inputs, kBias) && grad_inputs[kBias] != nullptr) {
-      Eigen::Map<Eigen::RowVectorXf>(grad_inputs[kBias]->data() + (2 * d + 1) * h,
-                                     h) = grad_gates->colwise().sum();
-    }
-    if (Present(inputs, kInitialH) && grad_inputs[kInitialH] != nullptr) {
-      StateGrad(grad_inputs[kInitialH], dims, d) = dh;
-    }
-  }
 };
 
 // Reads hidden_size, direction and kSequenceLengthAttribute; refuses what the

@@ -3,13 +3,17 @@
 // packed layout, and the attributes and shapes they refuse. Conformance with
 // ONNX's reference outputs is in conformance_test.cc, the import of torch
 // exports in rnn_models_test.cc.
+#include <algorithm>
+#include <functional>
 #include <memory>
+#include <numeric>
 #include <random>
 #include <string>
 #include <tuple>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "engine/ops.h"
 #include "engine/tensor.h"
 #include "gmock/gmock.h"
@@ -39,6 +43,8 @@ const Shape kOmitted = {0};
 
 constexpr int64_t kSteps = 3;
 constexpr int64_t kBatch = 2;
+// Enough rows for the recurrence to split the batch between threads.
+constexpr int64_t kLargeBatch = 19;
 constexpr int64_t kInput = 4;
 constexpr int64_t kHidden = 3;
 
@@ -54,8 +60,9 @@ void PrintTo(const RecurrentCase& c, std::ostream* os) { *os << c.name; }
 // The inputs of a case with `directions` and `gates`: X, W, R and the
 // optional ones asked for (kOmitted where skipped before a later one).
 std::vector<Shape> Inputs(int64_t directions, int64_t gates, bool bias,
-                          int states, bool peepholes = false) {
-  std::vector<Shape> shapes = {{kSteps, kBatch, kInput},
+                          int states, bool peepholes = false,
+                          int64_t batch = kBatch) {
+  std::vector<Shape> shapes = {{kSteps, batch, kInput},
                                {directions, gates * kHidden, kInput},
                                {directions, gates * kHidden, kHidden}};
   if (!bias && states == 0 && !peepholes) return shapes;
@@ -63,7 +70,7 @@ std::vector<Shape> Inputs(int64_t directions, int64_t gates, bool bias,
   if (states == 0 && !peepholes) return shapes;
   shapes.push_back(kOmitted);  // sequence_lens
   for (int s = 0; s < states; ++s) {
-    shapes.push_back({directions, kBatch, kHidden});
+    shapes.push_back({directions, batch, kHidden});
   }
   if (peepholes) shapes.push_back({directions, 3 * kHidden});
   return shapes;
@@ -144,6 +151,114 @@ TEST_P(RecurrentGradientTest, MatchesFiniteDifferences) {
 INSTANTIATE_TEST_SUITE_P(Recurrent, RecurrentGradientTest,
                          ::testing::ValuesIn(Cases()),
                          [](const auto& info) { return info.param.name; });
+
+// Batch `n` alone of a tensor whose axis `axis` is the batch.
+Tensor Sample(const Tensor& t, int axis, int64_t n) {
+  const int64_t outer =
+      std::accumulate(t.shape().begin(), t.shape().begin() + axis, int64_t{1},
+                      std::multiplies<>());
+  const int64_t inner =
+      std::accumulate(t.shape().begin() + axis + 1, t.shape().end(),
+                      int64_t{1}, std::multiplies<>());
+  Shape shape = t.shape();
+  shape[axis] = 1;
+  Tensor out(shape);
+  for (int64_t o = 0; o < outer; ++o) {
+    std::copy_n(t.data() + (o * t.dim(axis) + n) * inner, inner,
+                out.data() + o * inner);
+  }
+  return out;
+}
+
+// The batch splits between threads (when there are several) inside the
+// kernels: every sample's output and gradients are those it gets alone, and
+// the weight gradients their sum.
+TEST(RecurrentKernelTest, SplittingTheBatchChangesNothing) {
+  constexpr float kTolerance = 1e-5f;
+  const auto hidden = std::pair{std::string("hidden_size"), IntAttr(kHidden)};
+  const auto bidirectional =
+      std::pair{std::string("direction"), StringAttr("bidirectional")};
+  const std::vector<RecurrentCase> cases = {
+      {"Rnn", "RNN", {hidden}, Inputs(1, 1, true, 1, false, kLargeBatch)},
+      {"Lstm", "LSTM", {hidden, bidirectional},
+       Inputs(2, 4, true, 2, true, kLargeBatch)},
+      {"Gru_linear_before_reset", "GRU",
+       {hidden, bidirectional, {"linear_before_reset", IntAttr(1)}},
+       Inputs(2, 3, true, 1, false, kLargeBatch)},
+      {"Gru", "GRU", {hidden, {"direction", StringAttr("reverse")}},
+       Inputs(1, 3, true, 1, false, kLargeBatch)},
+  };
+  // Inputs with a batch axis: X (axis 1) and the initial states (axis 1).
+  const auto batch_axis = [](size_t i) {
+    return i == 0 || i == 5 || i == 6 ? 1 : -1;
+  };
+  for (const RecurrentCase& c : cases) {
+    absl::StatusOr<std::unique_ptr<Kernel>> kernel =
+        MakeKernel(c.op_type, c.attributes);
+    ASSERT_TRUE(kernel.ok()) << kernel.status();
+    std::mt19937 rng(13);
+    std::vector<Tensor> inputs;
+    for (const Shape& shape : c.inputs) {
+      inputs.emplace_back(shape, UniformValues(NumElements(shape), &rng));
+    }
+    // Runs the kernel forward and back with upstream gradient `upstream`.
+    const auto run = [&](const std::vector<Tensor>& in, const Tensor& upstream,
+                         Tensor* out, std::vector<Tensor>* grads) {
+      std::vector<const Tensor*> pointers;
+      std::vector<const Shape*> shapes;
+      for (const Tensor& t : in) {
+        pointers.push_back(&t);
+        shapes.push_back(&t.shape());
+      }
+      *out = Tensor(*(*kernel)->OutputShape(shapes));
+      (*kernel)->Forward(pointers, out);
+      grads->clear();
+      for (const Tensor& t : in) grads->emplace_back(t.shape());
+      std::vector<Tensor*> grad_pointers;
+      for (Tensor& g : *grads) grad_pointers.push_back(&g);
+      (*kernel)->Backward(pointers, upstream, grad_pointers);
+    };
+    std::vector<const Shape*> shapes;
+    for (const Tensor& t : inputs) shapes.push_back(&t.shape());
+    const Shape out_shape = *(*kernel)->OutputShape(shapes);
+    const Tensor upstream(out_shape,
+                          UniformValues(NumElements(out_shape), &rng));
+    Tensor out;
+    std::vector<Tensor> grads;
+    run(inputs, upstream, &out, &grads);
+
+    std::vector<Tensor> weight_sums;
+    for (const Tensor& t : inputs) weight_sums.emplace_back(t.shape());
+    for (int64_t n = 0; n < kLargeBatch; ++n) {
+      std::vector<Tensor> sample = inputs;
+      for (size_t i = 0; i < sample.size(); ++i) {
+        if (batch_axis(i) >= 0) sample[i] = Sample(inputs[i], batch_axis(i), n);
+      }
+      Tensor sample_out;
+      std::vector<Tensor> sample_grads;
+      run(sample, Sample(upstream, 2, n), &sample_out, &sample_grads);
+      const std::string what = absl::StrCat(c.name, " sample ", n);
+      EXPECT_TRUE(sample_out.flat().isApprox(Sample(out, 2, n).flat(),
+                                             kTolerance))
+          << what;
+      for (size_t i = 0; i < sample.size(); ++i) {
+        if (sample[i].size() == 0) continue;
+        if (batch_axis(i) >= 0) {
+          EXPECT_TRUE(sample_grads[i].flat().isApprox(
+              Sample(grads[i], batch_axis(i), n).flat(), kTolerance))
+              << what << " input " << i;
+        } else {
+          weight_sums[i].flat() += sample_grads[i].flat();
+        }
+      }
+    }
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      if (batch_axis(i) >= 0 || inputs[i].size() == 0) continue;
+      EXPECT_TRUE(weight_sums[i].flat().isApprox(grads[i].flat(), kTolerance))
+          << c.name << " input " << i;
+    }
+  }
+}
 
 // The packed output is [T + 2, D, B, H] (LSTM) or [T + 1, D, B, H] (GRU):
 // Y, then Y_h, then Y_c. With one step, Y_h is Y's only step.
