@@ -1462,9 +1462,9 @@ class Importer {
   }
 
   // Records `node` as quantizable when its weight input (input 1: Gemm's and
-  // MatMul's B, Conv's W, a recurrent node's W) is a parameter, possibly through Identity/Dropout
-  // nodes. A parameter shared by several layers counts once (the first node
-  // using it is the layer). Sets node->layer.
+  // MatMul's B, Conv's W, a recurrent node's W) is a parameter, possibly
+  // through Identity/Dropout nodes. A parameter shared by several layers counts
+  // once (the first node using it is the layer). Sets node->layer.
   void AddLayer(const NodeExtra& extra, const std::vector<int>& producer,
                 std::vector<bool>* layer_param, Model::Impl::Node* node_ptr) {
     Model::Impl& m = *impl_;
@@ -1492,10 +1492,10 @@ class Importer {
     const int64_t channels = m.params[p].shape.empty()
                                  ? 1
                                  : m.params[p].shape[channel_axis];
-    layer.macs = extra.uses_per_weight > 0
-                     ? extra.uses_per_weight * layer.num_weights
-                 : channels > 0 ? out_per_sample * (layer.num_weights / channels)
-                                : 0;
+    layer.macs =
+        extra.uses_per_weight > 0 ? extra.uses_per_weight * layer.num_weights
+        : channels > 0 ? out_per_sample * (layer.num_weights / channels)
+                       : 0;
     node_ptr->layer = static_cast<int>(m.layers.size());
     m.layers.push_back(std::move(layer));
   }

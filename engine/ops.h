@@ -189,8 +189,8 @@ absl::Span<const OpEntry> ElementwiseOps();  // ops_elementwise.cc
 absl::Span<const OpEntry> ConvOps();         // ops_conv.cc
 absl::Span<const OpEntry> ShapeOps();        // ops_shape.cc
 absl::Span<const OpEntry> QuantOps();        // ops_quant.cc
-// RNN, LSTM and GRU. Their kernels write every output of the node packed into one
-// tensor (engine/ops_rnn.cc); the importer slices them apart.
+// RNN, LSTM and GRU. Their kernels write every output of the node packed into
+// one tensor (engine/ops_rnn.cc); the importer slices them apart.
 absl::Span<const OpEntry> RecurrentOps();  // ops_rnn.cc
 // The attribute by which the importer tells a recurrent kernel that a
 // constant sequence_lens gave every sequence this length: the kernel refuses

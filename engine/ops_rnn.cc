@@ -36,14 +36,14 @@ constexpr int kR = 2;
 constexpr int kBias = 3;
 constexpr int kSequenceLens = 4;
 constexpr int kInitialH = 5;
-constexpr int kInitialC = 6;    // LSTM
-constexpr int kPeepholes = 7;   // LSTM
-constexpr int kLstmGates = 4;   // i, o, f, c
-constexpr int kGruGates = 3;    // z, r, h
-constexpr int kLstmStates = 2;  // Y_h, Y_c
-constexpr int kGruStates = 1;   // Y_h
-constexpr int kRnnGates = 1;    // i
-constexpr int kRnnStates = 1;   // Y_h
+constexpr int kInitialC = 6;       // LSTM
+constexpr int kPeepholes = 7;      // LSTM
+constexpr int kLstmGates = 4;      // i, o, f, c
+constexpr int kGruGates = 3;       // z, r, h
+constexpr int kLstmStates = 2;     // Y_h, Y_c
+constexpr int kGruStates = 1;      // Y_h
+constexpr int kRnnGates = 1;       // i
+constexpr int kRnnStates = 1;      // Y_h
 constexpr int kLstmPeepholes = 3;  // P = [Pi, Po, Pf]
 
 using RowVectorMap = Eigen::Map<const Eigen::RowVectorXf>;
@@ -96,8 +96,8 @@ struct RecurrentAttributes {
 // instead of one per step and product.
 template <typename F>
 void ForBatchChunks(int64_t batch, F&& f) {
-  const int64_t chunks = std::clamp<int64_t>(
-      batch / kMinRowsPerThread, 1, omp_get_max_threads());
+  const int64_t chunks =
+      std::clamp<int64_t>(batch / kMinRowsPerThread, 1, omp_get_max_threads());
 #pragma omp parallel for schedule(static) if (chunks > 1)
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t begin = batch * c / chunks;
@@ -141,9 +141,9 @@ class RecurrentKernel : public Kernel {
     const auto expect = [&](int i, const char* name,
                             const Shape& want) -> absl::Status {
       if (*inputs[i] == want) return absl::OkStatus();
-      return ShapeError(op_, absl::StrCat(name, " has shape ",
-                                          ShapeToString(*inputs[i]),
-                                          "; expected ", ShapeToString(want)));
+      return ShapeError(
+          op_, absl::StrCat(name, " has shape ", ShapeToString(*inputs[i]),
+                            "; expected ", ShapeToString(want)));
     };
     absl::Status status = expect(kW, "W", {directions_, gh, x[2]});
     if (status.ok()) status = expect(kR, "R", {directions_, gh, hidden_});
@@ -202,8 +202,8 @@ class RecurrentKernel : public Kernel {
       grads.gates.resize(dims.rows(), gh);
       grads.extra.resize(dims.rows(), dims.hidden);
       ForBatchChunks(dims.batch, [&](int64_t begin, int64_t count) {
-        RecurBackward(inputs, grad_output, dims, d, trace, begin, count,
-                      &grads, grad_inputs);
+        RecurBackward(inputs, grad_output, dims, d, trace, begin, count, &grads,
+                      grad_inputs);
       });
       FinishBackward(inputs, dims, d, trace, grads, grad_inputs);
       const ConstMatrixMap w = Weights(*inputs[kW], d, dims.input);
@@ -211,8 +211,7 @@ class RecurrentKernel : public Kernel {
         dx->AsMatrix(dims.rows(), dims.input).noalias() += grads.gates * w;
       }
       if (grad_inputs[kW] != nullptr) {
-        MatrixMap(grad_inputs[kW]->data() + d * gh * dims.input, gh,
-                  dims.input)
+        MatrixMap(grad_inputs[kW]->data() + d * gh * dims.input, gh, dims.input)
             .noalias() = grads.gates.transpose() * x;
       }
       if (Present(inputs, kBias) && grad_inputs[kBias] != nullptr) {
@@ -225,9 +224,8 @@ class RecurrentKernel : public Kernel {
  protected:
   // Sizes trace->extra for the subclass and adds the biases that do not
   // depend on the recurrence to trace->gates, which holds X·W^T + Wb.
-  virtual void Prepare(absl::Span<const Tensor* const> inputs,
-                       const Dims& dims, int d,
-                       DirectionTrace* trace) const = 0;
+  virtual void Prepare(absl::Span<const Tensor* const> inputs, const Dims& dims,
+                       int d, DirectionTrace* trace) const = 0;
 
   // Runs batch rows [begin, begin + count) of direction `d` through the
   // sequence, turning their rows of trace->gates into gate activations and
@@ -365,7 +363,7 @@ class RecurrentKernel : public Kernel {
   const std::string op_;
   const int64_t hidden_;
   const int directions_;
-  const bool reverse_;  // direction "reverse"
+  const bool reverse_;             // direction "reverse"
   const int64_t sequence_length_;  // kSequenceLengthAttribute, or -1
   const int gates_;
   const int states_;
@@ -414,7 +412,8 @@ class RnnKernel : public RecurrentKernel {
       auto dg = StepRows(grads->gates, dims, t, begin, count);
       dg.array() =
           dh.array() *
-          (1.0f - StepRows(trace.hidden, dims, t, begin, count).array().square());
+          (1.0f -
+           StepRows(trace.hidden, dims, t, begin, count).array().square());
       dh.noalias() = dg * r;
     }
     SetStateGrad(inputs, grad_inputs, kInitialH, dims, d, begin, dh);
@@ -508,9 +507,9 @@ class LstmKernel : public RecurrentKernel {
     for (int64_t s = dims.steps; s-- > 0;) {
       const int64_t t = Step(dims, d, s);
       const auto previous_cell =
-          s == 0 ? initial_cell.middleRows(0, count)
-                 : StepRows(trace.extra, dims, Step(dims, d, s - 1), begin,
-                            count);
+          s == 0
+              ? initial_cell.middleRows(0, count)
+              : StepRows(trace.extra, dims, Step(dims, d, s - 1), begin, count);
       dh += OutputRows(grad_output, dims, t, d, begin, count);
       const auto g = StepRows(trace.gates, dims, t, begin, count);
       const auto i = g.middleCols(0, h).array();
@@ -568,8 +567,8 @@ class LstmKernel : public RecurrentKernel {
           (dg.middleCols(2 * h, h) * previous_cell.array()).colwise().sum()};
       for (int k = 0; k < kLstmPeepholes; ++k) {
         Eigen::Map<Eigen::RowVectorXf>(
-            grad_inputs[kPeepholes]->data() + (d * kLstmPeepholes + k) * h,
-            h) = sums[k];
+            grad_inputs[kPeepholes]->data() + (d * kLstmPeepholes + k) * h, h) =
+            sums[k];
       }
     }
   }
@@ -748,16 +747,16 @@ absl::StatusOr<RecurrentAttributes> ParseAttributes(const OpConfig& config) {
   const absl::StatusOr<int64_t> layout = config.GetInt("layout", 0);
   if (!layout.ok()) return layout.status();
   if (*layout != 0) {
-    return NodeError(config, absl::StrCat("layout ", *layout,
-                                          " is not supported (only 0)"));
+    return NodeError(
+        config, absl::StrCat("layout ", *layout, " is not supported (only 0)"));
   }
   const absl::StatusOr<int64_t> hidden = config.GetInt("hidden_size", 0);
   if (!hidden.ok()) return hidden.status();
   // One hidden state of the largest tensor the engine allocates bounds it.
   if (*hidden < 1 || *hidden > kMaxTensorElements) {
-    return NodeError(config, absl::StrCat("hidden_size ", *hidden,
-                                          " must be in [1, ",
-                                          kMaxTensorElements, "]"));
+    return NodeError(config,
+                     absl::StrCat("hidden_size ", *hidden, " must be in [1, ",
+                                  kMaxTensorElements, "]"));
   }
   const absl::StatusOr<std::string> direction =
       config.GetString("direction", "forward");

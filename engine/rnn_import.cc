@@ -1,5 +1,6 @@
 #include "engine/rnn_import.h"
 
+#include <algorithm>
 #include <optional>
 #include <string>
 #include <vector>
@@ -29,10 +30,10 @@ const std::vector<int64_t> kSwapFirstAxes = {1, 0, 2};
 // Y: [T, D, B, H] -> [B, T, D, H].
 const std::vector<int64_t> kBatchFirstY = {2, 0, 1, 3};
 
-// Operators that only move elements: zeros stay zeros through them.
-constexpr absl::string_view kMovementOps[] = {
-    "Slice", "Expand",  "Reshape", "Unsqueeze", "Squeeze",
-    "Transpose", "Identity", "Tile", "Gather"};
+// Operators that only move (or repeat) elements: zeros stay zeros.
+constexpr absl::string_view kZeroPreservingOps[] = {
+    "Slice",     "Expand",   "Reshape", "Unsqueeze", "Squeeze",
+    "Transpose", "Identity", "Tile",    "Gather"};
 
 struct RecurrentOp {
   absl::string_view op_type;
@@ -77,7 +78,8 @@ class Lowering {
  public:
   Lowering(int64_t opset, onnx::GraphProto* graph)
       : opset_(opset), graph_(*graph) {
-    for (const onnx::ValueInfoProto& v : graph_.input()) names_.insert(v.name());
+    for (const onnx::ValueInfoProto& v : graph_.input())
+      names_.insert(v.name());
     for (const onnx::ValueInfoProto& v : graph_.output()) {
       names_.insert(v.name());
       graph_outputs_.insert(v.name());
@@ -108,9 +110,13 @@ class Lowering {
     const std::string label =
         node.name().empty() ? absl::StrCat("#", index) : node.name();
     const auto error = [&](absl::string_view message) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "node '", label, "' (", node.op_type(), "): ", message));
+      return absl::InvalidArgumentError(
+          absl::StrCat("node '", label, "' (", node.op_type(), "): ", message));
     };
+    if (node.output_size() > 1 + op.states) {
+      return error(absl::StrCat("has ", node.output_size(),
+                                " outputs; expected at most ", 1 + op.states));
+    }
     if (node.input_size() > kSequenceLens &&
         !node.input(kSequenceLens).empty()) {
       const std::optional<int64_t> length =
@@ -131,10 +137,10 @@ class Lowering {
       const onnx::AttributeProto& attr = node.attribute(a);
       if (attr.name() == "activations") {
         if (!DefaultActivations(op, attr)) {
-          return error(absl::StrCat(
-              "activations ", absl::StrJoin(attr.strings(), ", "),
-              " are not supported (only the defaults ",
-              absl::StrJoin(op.activations, ", "), ")"));
+          return error(absl::StrCat("activations ",
+                                    absl::StrJoin(attr.strings(), ", "),
+                                    " are not supported (only the defaults ",
+                                    absl::StrJoin(op.activations, ", "), ")"));
         }
         node.mutable_attribute()->DeleteSubrange(a, 1);
       } else if (attr.name() == "layout" &&
@@ -154,7 +160,8 @@ class Lowering {
     if (layout == 1) {
       for (int i : {kX, kInitialH, kInitialC}) {
         if (i >= node.input_size() || node.input(i).empty()) continue;
-        const std::string moved = Fresh(absl::StrCat(node.input(i), "_time_major"));
+        const std::string moved =
+            Fresh(absl::StrCat(node.input(i), "_time_major"));
         added.push_back(Transpose(absl::StrCat(label, "/to_time_major_", i),
                                   node.input(i), moved, kSwapFirstAxes));
         node.set_input(i, moved);
@@ -162,10 +169,8 @@ class Lowering {
     }
     const std::vector<std::string> outputs(node.output().begin(),
                                            node.output().end());
-    const std::string packed =
-        Fresh(absl::StrCat(outputs.empty() || outputs[0].empty() ? label
-                                                                 : outputs[0],
-                           "_packed"));
+    const std::string packed = Fresh(absl::StrCat(
+        outputs.empty() || outputs[0].empty() ? label : outputs[0], "_packed"));
     node.clear_output();
     node.add_output(packed);
     for (int k = 0; k < static_cast<int>(outputs.size()); ++k) {
@@ -247,7 +252,8 @@ class Lowering {
         return true;
       }
       bool movement = false;
-      for (absl::string_view op : kMovementOps) movement |= producer->op_type() == op;
+      for (absl::string_view op : kZeroPreservingOps)
+        movement |= producer->op_type() == op;
       if (!movement || producer->input_size() == 0) return false;
       producer = Producer(producer->input(0));
     }
@@ -295,7 +301,8 @@ class Lowering {
   // `base`, or `base` with a numeric suffix, unused by any value so far.
   std::string Fresh(const std::string& base) {
     std::string name = base;
-    for (int k = 1; names_.contains(name); ++k) name = absl::StrCat(base, "_", k);
+    for (int k = 1; names_.contains(name); ++k)
+      name = absl::StrCat(base, "_", k);
     names_.insert(name);
     return name;
   }
@@ -358,8 +365,9 @@ class Lowering {
       return;
     }
     std::vector<std::string> inputs = {input};
-    for (const auto& [part, value] :
-         {std::pair{"starts", int64_t{0}}, {"ends", end}, {"axes", int64_t{0}}}) {
+    for (const auto& [part, value] : {std::pair{"starts", int64_t{0}},
+                                      {"ends", end},
+                                      {"axes", int64_t{0}}}) {
       inputs.push_back(Fresh(absl::StrCat(name, "_", part)));
       added->push_back(IntConstant(absl::StrCat(name, "_", part), inputs.back(),
                                    {1}, {value}));
@@ -377,6 +385,11 @@ class Lowering {
 }  // namespace
 
 absl::Status LowerRecurrentNodes(int64_t opset, onnx::GraphProto* graph) {
+  const bool any = std::any_of(graph->node().begin(), graph->node().end(),
+                               [](const onnx::NodeProto& node) {
+                                 return FindRecurrentOp(node) != nullptr;
+                               });
+  if (!any) return absl::OkStatus();
   return Lowering(opset, graph).Run();
 }
 

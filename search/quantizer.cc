@@ -60,8 +60,8 @@ void WithChannelRows(Scalar* data, const Layout& layout, int64_t block,
   if (layout.transposed) {
     fn(Map(data, layout.per_channel, layout.channels).transpose());
   } else {
-    fn(Map(data + block * layout.channels * layout.per_channel,
-           layout.channels, layout.per_channel));
+    fn(Map(data + block * layout.channels * layout.per_channel, layout.channels,
+           layout.per_channel));
   }
 }
 

@@ -92,9 +92,9 @@ Tensor Packed(OnnxBuilder& b, const std::string& op, const Tensor& x) {
   }
   std::vector<Tensor> weights;
   for (const onnx::TensorProto& t : b.graph().initializer()) {
-    weights.emplace_back(Shape(t.dims().begin(), t.dims().end()),
-                         std::vector<float>(t.float_data().begin(),
-                                            t.float_data().end()));
+    weights.emplace_back(
+        Shape(t.dims().begin(), t.dims().end()),
+        std::vector<float>(t.float_data().begin(), t.float_data().end()));
   }
   std::vector<const Tensor*> inputs = {&xt};
   std::vector<const Shape*> shapes = {&xt.shape()};
@@ -124,8 +124,9 @@ TEST(RecurrentImportTest, EveryOutputSubsetIsSlicedFromThePackedOutput) {
     for (int64_t opset : {9, 13}) {
       // Y alone, Y_h alone, and (Y, Y_h[, Y_c]) concatenated along time.
       std::vector<std::vector<std::string>> subsets = {{"y"}, {"", "y_h"}};
-      subsets.push_back(states == 2 ? std::vector<std::string>{"y", "y_h", "y_c"}
-                                    : std::vector<std::string>{"y", "y_h"});
+      subsets.push_back(states == 2
+                            ? std::vector<std::string>{"y", "y_h", "y_c"}
+                            : std::vector<std::string>{"y", "y_h"});
       for (const std::vector<std::string>& outputs : subsets) {
         OnnxBuilder b = Start(op, opset);
         AddRecurrent(&b, op, {"xt", "w", "r", "b"}, outputs);
@@ -185,8 +186,8 @@ TEST(RecurrentImportTest, BatchShapedZeroStatesAreDropped) {
     SetInt(with_zeros.Node("Gather", {"shape", "zero"}, {"batch"}, "gather"),
            "axis", 0);
     with_zeros.IntConstant("unsqueeze_axes", {0});
-    with_zeros.Node("Unsqueeze", {"batch", "unsqueeze_axes"},
-                    {"batch_1d"}, "unsqueeze");
+    with_zeros.Node("Unsqueeze", {"batch", "unsqueeze_axes"}, {"batch_1d"},
+                    "unsqueeze");
     with_zeros.IntConstant("one", {1}).IntConstant("hidden", {kHidden});
     SetInt(with_zeros.Node("Concat", {"one", "batch_1d", "hidden"},
                            {"state_shape"}, "concat"),
@@ -251,6 +252,16 @@ TEST(RecurrentImportTest, OnlyTheDefaultActivations) {
   EXPECT_THAT(status.message(),
               HasSubstr("node 'rnn' (GRU): activations Relu, Tanh are not "
                         "supported (only the defaults Sigmoid, Tanh)"));
+}
+
+TEST(RecurrentImportTest, RefusesOutputsBeyondTheOperators) {
+  OnnxBuilder b = Start("GRU");
+  AddRecurrent(&b, "GRU", {"xt", "w", "r"}, {"", "out", "extra"});
+  b.Output("out");
+  const absl::Status status = b.Build().status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("node 'rnn' (GRU): has 3 outputs; "
+                                          "expected at most 2"));
 }
 
 // sequence_lens: accepted when it is a constant full length for every

@@ -103,7 +103,8 @@ class RnnModelTest : public ::testing::TestWithParam<RnnFixture> {
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = *std::move(model);
     inputs_ = ReadFloatNpy(FixturePath("rnn_fmnist_inputs.npy"));
-    expected_ = ReadFloatNpy(FixturePath(absl::StrCat(f.name, "_fmnist_logits.npy")));
+    expected_ =
+        ReadFloatNpy(FixturePath(absl::StrCat(f.name, "_fmnist_logits.npy")));
     ASSERT_EQ(inputs_.rank(), 3);
     ASSERT_EQ(expected_.rank(), 2);
     ASSERT_EQ(inputs_.dim(0), expected_.dim(0));
@@ -145,8 +146,7 @@ TEST_P(RnnModelTest, InterfaceShapes) {
 }
 
 TEST_P(RnnModelTest, MatchesPyTorchAtSeveralBatches) {
-  const std::vector<const Tensor*> params =
-      Pointers(model_->initial_params());
+  const std::vector<const Tensor*> params = Pointers(model_->initial_params());
   for (int64_t batch : kBatches) {
     for (int64_t begin = 0; begin + batch <= inputs_.dim(0); begin += batch) {
       absl::StatusOr<Tensor> logits =
@@ -198,8 +198,8 @@ TEST_P(RnnModelTest, QuantizableLayersAreRecurrentInputWeightsAndGemm) {
   const RnnFixture& f = GetParam();
   const std::vector<QuantizableLayer>& layers = model_->quantizable_layers();
   ASSERT_EQ(layers.size(), static_cast<size_t>(f.recurrent_nodes + 1));
-  const std::string op = f.name.substr(0, f.name.find('_')) == "lstm" ? "LSTM"
-                                                                       : "GRU";
+  const std::string op =
+      f.name.substr(0, f.name.find('_')) == "lstm" ? "LSTM" : "GRU";
   const int64_t gates = op == "LSTM" ? 4 : 3;
   const int64_t directions = f.directions;
   for (int l = 0; l < f.recurrent_nodes; ++l) {
@@ -240,8 +240,8 @@ TEST_P(RnnModelTest, FineTuningLowersTheLoss) {
   EXPECT_LT(after, 0.8 * before) << "loss " << before << " -> " << after;
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, RnnModelTest, ::testing::ValuesIn(Fixtures()),
-                         [](const auto& info) {
+INSTANTIATE_TEST_SUITE_P(Fixtures, RnnModelTest,
+                         ::testing::ValuesIn(Fixtures()), [](const auto& info) {
                            return absl::StrCat(info.param.name, "_opset",
                                                info.param.opset);
                          });

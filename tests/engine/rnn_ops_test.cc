@@ -86,7 +86,9 @@ std::vector<RecurrentCase> Cases() {
   };
   return {
       {"Rnn_forward", "RNN", {hidden}, Inputs(1, 1, true, 0)},
-      {"Rnn_reverse_state", "RNN", {hidden, direction("reverse")},
+      {"Rnn_reverse_state",
+       "RNN",
+       {hidden, direction("reverse")},
        Inputs(1, 1, false, 1)},
       {"Rnn_bidirectional_bias_state",
        "RNN",
@@ -111,7 +113,9 @@ std::vector<RecurrentCase> Cases() {
        "GRU",
        {hidden, lbr(1)},
        Inputs(1, 3, true, 0)},
-      {"Gru_reverse_state", "GRU", {hidden, direction("reverse")},
+      {"Gru_reverse_state",
+       "GRU",
+       {hidden, direction("reverse")},
        Inputs(1, 3, true, 1)},
       {"Gru_bidirectional_linear_before_reset_state",
        "GRU",
@@ -124,8 +128,7 @@ std::vector<RecurrentCase> Cases() {
   };
 }
 
-class RecurrentGradientTest : public ::testing::TestWithParam<RecurrentCase> {
-};
+class RecurrentGradientTest : public ::testing::TestWithParam<RecurrentCase> {};
 
 // L = Σ U ⊙ packed(inputs) for a fixed random U: Y, Y_h and Y_c all carry
 // gradient.
@@ -158,8 +161,8 @@ Tensor Sample(const Tensor& t, int axis, int64_t n) {
       std::accumulate(t.shape().begin(), t.shape().begin() + axis, int64_t{1},
                       std::multiplies<>());
   const int64_t inner =
-      std::accumulate(t.shape().begin() + axis + 1, t.shape().end(),
-                      int64_t{1}, std::multiplies<>());
+      std::accumulate(t.shape().begin() + axis + 1, t.shape().end(), int64_t{1},
+                      std::multiplies<>());
   Shape shape = t.shape();
   shape[axis] = 1;
   Tensor out(shape);
@@ -180,12 +183,17 @@ TEST(RecurrentKernelTest, SplittingTheBatchChangesNothing) {
       std::pair{std::string("direction"), StringAttr("bidirectional")};
   const std::vector<RecurrentCase> cases = {
       {"Rnn", "RNN", {hidden}, Inputs(1, 1, true, 1, false, kLargeBatch)},
-      {"Lstm", "LSTM", {hidden, bidirectional},
+      {"Lstm",
+       "LSTM",
+       {hidden, bidirectional},
        Inputs(2, 4, true, 2, true, kLargeBatch)},
-      {"Gru_linear_before_reset", "GRU",
+      {"Gru_linear_before_reset",
+       "GRU",
        {hidden, bidirectional, {"linear_before_reset", IntAttr(1)}},
        Inputs(2, 3, true, 1, false, kLargeBatch)},
-      {"Gru", "GRU", {hidden, {"direction", StringAttr("reverse")}},
+      {"Gru",
+       "GRU",
+       {hidden, {"direction", StringAttr("reverse")}},
        Inputs(1, 3, true, 1, false, kLargeBatch)},
   };
   // Inputs with a batch axis: X (axis 1) and the initial states (axis 1).
@@ -238,8 +246,8 @@ TEST(RecurrentKernelTest, SplittingTheBatchChangesNothing) {
       std::vector<Tensor> sample_grads;
       run(sample, Sample(upstream, 2, n), &sample_out, &sample_grads);
       const std::string what = absl::StrCat(c.name, " sample ", n);
-      EXPECT_TRUE(sample_out.flat().isApprox(Sample(out, 2, n).flat(),
-                                             kTolerance))
+      EXPECT_TRUE(
+          sample_out.flat().isApprox(Sample(out, 2, n).flat(), kTolerance))
           << what;
       for (size_t i = 0; i < sample.size(); ++i) {
         if (sample[i].size() == 0) continue;
@@ -275,8 +283,8 @@ TEST(RecurrentKernelTest, PacksYThenFinalStates) {
     for (const Shape& shape : Inputs(2, gates, true, 0)) {
       inputs.emplace_back(shape, UniformValues(NumElements(shape), &rng));
     }
-    inputs[0] = Tensor({1, kBatch, kInput},
-                       UniformValues(kBatch * kInput, &rng));
+    inputs[0] =
+        Tensor({1, kBatch, kInput}, UniformValues(kBatch * kInput, &rng));
     std::vector<const Shape*> shapes;
     std::vector<const Tensor*> pointers;
     for (const Tensor& t : inputs) {
@@ -297,14 +305,12 @@ TEST(RecurrentKernelTest, PacksYThenFinalStates) {
 
 TEST(RecurrentKernelTest, RefusesWhatItDoesNotCompute) {
   const auto hidden = std::pair{std::string("hidden_size"), IntAttr(kHidden)};
-  EXPECT_THAT(MakeKernel("LSTM", {hidden, {"clip", IntAttr(3)}})
-                  .status()
-                  .message(),
-              HasSubstr("'clip' is not supported"));
-  EXPECT_THAT(MakeKernel("GRU", {hidden, {"layout", IntAttr(1)}})
-                  .status()
-                  .message(),
-              HasSubstr("layout 1"));
+  EXPECT_THAT(
+      MakeKernel("LSTM", {hidden, {"clip", IntAttr(3)}}).status().message(),
+      HasSubstr("'clip' is not supported"));
+  EXPECT_THAT(
+      MakeKernel("GRU", {hidden, {"layout", IntAttr(1)}}).status().message(),
+      HasSubstr("layout 1"));
   EXPECT_THAT(MakeKernel("LSTM", {hidden, {"input_forget", IntAttr(1)}})
                   .status()
                   .message(),

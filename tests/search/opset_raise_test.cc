@@ -201,7 +201,8 @@ TEST(RaiseToOpset21Test, RecurrentOperatorsAreUntouched) {
     constexpr int64_t kHidden = 2, kInput = 3;
     OnnxBuilder b(13);
     b.Input("x", {-1, 2, kInput}).Output("y");
-    std::vector<float> w(gates * kHidden * kInput), r(gates * kHidden * kHidden);
+    std::vector<float> w(gates * kHidden * kInput),
+        r(gates * kHidden * kHidden);
     for (size_t i = 0; i < w.size(); ++i) w[i] = 0.1f * (i % 7) - 0.3f;
     for (size_t i = 0; i < r.size(); ++i) r[i] = 0.2f * (i % 5) - 0.4f;
     b.Initializer("w", {1, gates * kHidden, kInput}, w);
