@@ -20,6 +20,7 @@
 #include "engine/int4.h"
 #include "engine/ops.h"
 #include "engine/ops_util.h"
+#include "engine/rnn_import.h"
 #include "engine/tensor_proto.h"
 #include "engine/validate.h"
 #include "onnx/onnx_pb.h"
@@ -351,6 +352,9 @@ class Importer {
   // MatMul, Conv or ConvTranspose.
   struct NodeExtra {
     int channel_axis = -1;
+    // > 0 when each weight is used this many times per sample (a recurrent
+    // node's time steps); else MACs follow from the output shape.
+    int64_t uses_per_weight = 0;
   };
 
   absl::StatusOr<int> AddSlot(Slot slot) {
@@ -809,6 +813,19 @@ class Importer {
     }
   }
 
+  // Adds, once, the slot an omitted optional data input reads
+  // (IsOmittedInput): a constant of shape {0}, named "" as no other value
+  // can be.
+  absl::Status AddOmittedSlot() {
+    if (slot_of_.contains("")) return absl::OkStatus();
+    ConstValue omitted;
+    omitted.shape = {0};
+    Slot slot;
+    slot.kind = SlotKind::kConstant;
+    SetConstant(std::move(omitted), &slot);
+    return AddSlot(std::move(slot)).status();
+  }
+
   absl::Status CompileKernelNode(const onnx::NodeProto& proto,
                                  const std::string& label,
                                  const OpSchema& schema) {
@@ -828,9 +845,15 @@ class Importer {
     std::vector<const Tensor*> values;
     bool all_constant = true;
     bool probe_ok = true;
+    // Before the loop, which keeps pointers into slots_.
+    if (schema.optional_data_inputs &&
+        std::any_of(proto.input().begin(), proto.input().begin() + num_data,
+                    [](const std::string& name) { return name.empty(); })) {
+      MIXQ_RETURN_IF_ERROR(AddOmittedSlot());
+    }
     for (int i = 0; i < num_data; ++i) {
       const std::string& name = proto.input(i);
-      if (name.empty()) {
+      if (name.empty() && !schema.optional_data_inputs) {
         return Invalid(absl::StrCat("node '", node.label, "' (", node.op_type,
                                     "): input ", i, " is missing"));
       }
@@ -887,6 +910,13 @@ class Importer {
       extra.channel_axis = 0;
     } else if (node.op_type == "ConvTranspose") {
       extra.channel_axis = 1;  // W is [C_in, C_out / group, k...]
+    } else if (node.op_type == "RNN" || node.op_type == "LSTM" ||
+               node.op_type == "GRU") {
+      // W [dirs, gates * hidden, input]: the gate rows are the output
+      // channels, and each weight multiplies once per time step. R stays
+      // float: its input, the hidden state, never reaches a LayerInputHook.
+      extra.channel_axis = 1;
+      extra.uses_per_weight = (*shapes[0])[0];
     }
     node.kernel = std::move(kernel);
     nodes_.push_back(std::move(node));
@@ -1390,7 +1420,7 @@ class Importer {
       }
       producer[node.output] = static_cast<int>(m.nodes.size());
       if (extras_[j].channel_axis >= 0) {
-        AddLayer(extras_[j].channel_axis, producer, &layer_param, &node);
+        AddLayer(extras_[j], producer, &layer_param, &node);
       }
       m.nodes.push_back(std::move(node));
     }
@@ -1434,10 +1464,11 @@ class Importer {
   }
 
   // Records `node` as quantizable when its weight input (input 1: Gemm's and
-  // MatMul's B, Conv's and ConvTranspose's W) is a parameter, possibly through Identity/Dropout
-  // nodes. A parameter shared by several layers counts once (the first node
-  // using it is the layer). Sets node->layer.
-  void AddLayer(int channel_axis, const std::vector<int>& producer,
+  // MatMul's B, Conv's and ConvTranspose's W, a recurrent node's W) is a
+  // parameter, possibly through Identity/Dropout nodes. A parameter shared by
+  // several layers counts once (the first node using it is the layer). Sets
+  // node->layer.
+  void AddLayer(const NodeExtra& extra, const std::vector<int>& producer,
                 std::vector<bool>* layer_param, Model::Impl::Node* node_ptr) {
     Model::Impl& m = *impl_;
     const Model::Impl::Node& node = *node_ptr;
@@ -1454,6 +1485,7 @@ class Importer {
     layer.node_name = node.name;
     layer.op_type = node.op_type;
     layer.weight_param = p;
+    const int channel_axis = extra.channel_axis;
     layer.channel_axis = channel_axis;
     layer.num_weights = NumElements(m.params[p].shape);
     // Every output element is a dot product over one output channel's
@@ -1463,8 +1495,10 @@ class Importer {
     const int64_t channels = m.params[p].shape.empty()
                                  ? 1
                                  : m.params[p].shape[channel_axis];
-    layer.macs = channels > 0 ? out_per_sample * (layer.num_weights / channels)
-                              : 0;
+    layer.macs =
+        extra.uses_per_weight > 0 ? extra.uses_per_weight * layer.num_weights
+        : channels > 0 ? out_per_sample * (layer.num_weights / channels)
+                       : 0;
     if (node.op_type == "ConvTranspose") {
       // Every input pixel of every channel meets its channel's weights once.
       const Shape& in = slots_[node.inputs[0]].shape;
@@ -1598,6 +1632,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromOnnxBytes(
                      " of the default domain is not supported (need ",
                      kMinOpset, " or later)"));
   }
+  MIXQ_RETURN_IF_ERROR(LowerRecurrentNodes(opset, proto.mutable_graph()));
   Importer importer(proto.graph(), opset, 1, /*track_batch=*/true);
   absl::StatusOr<std::unique_ptr<Impl>> impl = importer.Run();
   // A graph exported for a fixed batch may only be valid at that batch (e.g.

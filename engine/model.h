@@ -27,18 +27,22 @@ struct ParamInfo {
 
 // A layer whose weight can be quantized: a Gemm, MatMul, Conv or
 // ConvTranspose whose weight input is a parameter (directly or through
-// Identity/Dropout).
+// Identity/Dropout), or an RNN, LSTM or GRU whose input weight W is (channel
+// axis 1, the gate rows; its recurrent weight R is not a layer, as no
+// LayerInputHook sees the hidden state it multiplies).
 struct QuantizableLayer {
   std::string name;       // the weight initializer's name, e.g. "fc1.weight"
   std::string node_name;  // the ONNX node's name (may be empty)
-  std::string op_type;    // "Gemm", "MatMul", "Conv", "ConvTranspose"
+  // "Gemm", "MatMul", "Conv", "ConvTranspose", "RNN", "LSTM", "GRU"
+  std::string op_type;
   int weight_param = -1;  // index into Model::params()
   // Axis of the weight that indexes output channels: 0 (Conv, Gemm with
   // transB), 1 (ConvTranspose) or the last (MatMul, Gemm).
   int channel_axis = 0;
   int64_t num_weights = 0;
   // Multiply-accumulates per sample, from the shapes inferred at import
-  // (output elements per sample x weights per output channel).
+  // (output elements per sample x weights per output channel; RNN/LSTM/GRU:
+  // time steps x weights).
   int64_t macs = 0;
 };
 

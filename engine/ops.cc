@@ -567,6 +567,10 @@ OpConfig::GetIntsAttrOrInput(absl::string_view name, int input) const {
   return constant_inputs[input]->ints;
 }
 
+bool IsOmittedInput(const Shape& shape) {
+  return shape.size() == 1 && shape[0] == 0;
+}
+
 int OpConfig::DataBatchAxis(int i) const {
   return i < static_cast<int>(data_batch_axes.size()) ? data_batch_axes[i] : -1;
 }
@@ -585,7 +589,7 @@ const OpSchema* FindOp(absl::string_view op_type) {
   for (absl::Span<const OpEntry> table :
        {absl::Span<const OpEntry>(kOps), ElementwiseOps(), ConvOps(),
         ShapeOps(), QuantOps(), ConvTransposeOps(), ResizeOps(),
-        DepthToSpaceOps()}) {
+        DepthToSpaceOps(), RecurrentOps()}) {
     for (const OpEntry& entry : table) {
       if (entry.op_type == op_type) return &entry.schema;
     }

@@ -157,7 +157,15 @@ struct OpSchema {
   // Outputs after the first are accepted but never produced (Dropout's mask).
   int max_outputs = 1;
   absl::StatusOr<std::unique_ptr<Kernel>> (*create)(const OpConfig& config);
+  // Data inputs may be omitted (an empty name) before the last given one:
+  // the kernel then reads an IsOmittedInput tensor there, which has no
+  // gradient. Otherwise an omitted data input is an import error.
+  bool optional_data_inputs = false;
 };
+
+// Whether a data input of this shape stands for an omitted one (a rank-1
+// tensor of no elements; see OpSchema::optional_data_inputs).
+bool IsOmittedInput(const Shape& shape);
 
 // Operators that only change the shape (or nothing): the output has the
 // input's data in the same order, the gradient is copied back. Subclasses
@@ -184,6 +192,14 @@ absl::Span<const OpEntry> QuantOps();        // ops_quant.cc
 absl::Span<const OpEntry> ConvTransposeOps();  // ops_conv_transpose.cc
 absl::Span<const OpEntry> ResizeOps();         // ops_resize.cc
 absl::Span<const OpEntry> DepthToSpaceOps();   // ops_depth_to_space.cc
+// RNN, LSTM and GRU. Their kernels write every output of the node packed into
+// one tensor (engine/ops_rnn.cc); the importer slices them apart.
+absl::Span<const OpEntry> RecurrentOps();  // ops_rnn.cc
+// The attribute by which the importer tells a recurrent kernel that a
+// constant sequence_lens gave every sequence this length: the kernel refuses
+// inputs of another seq_length (variable lengths are not supported).
+inline constexpr absl::string_view kSequenceLengthAttribute =
+    "mixq_sequence_length";
 
 // One kernel for a Conv node and the inference-form BatchNormalization that
 // is its only consumer (kernels created for them by FindOp): the convolution

@@ -52,6 +52,9 @@ constexpr RaisableOp kRaisableOps[] = {
     {"Exp", Raise::kSame},
     {"Expand", Raise::kSame},
     {"Flatten", Raise::kSame},
+    // RNN-14, LSTM-14 and GRU-14 only added `layout` (default 0, the
+    // earlier behaviour); later versions only add element types.
+    {"GRU", Raise::kSame},
     {"Gather", Raise::kSame},
     {"Gemm", Raise::kSame},
     {"GlobalAveragePool", Raise::kSame},
@@ -60,6 +63,7 @@ constexpr RaisableOp kRaisableOps[] = {
     {"HardSigmoid", Raise::kSame},
     {"HardSwish", Raise::kSame},
     {"Identity", Raise::kSame},
+    {"LSTM", Raise::kSame},
     {"LayerNormalization", Raise::kSame},
     {"LeakyRelu", Raise::kSame},
     {"Less", Raise::kSame},
@@ -77,6 +81,7 @@ constexpr RaisableOp kRaisableOps[] = {
     {"Pad", Raise::kSame},
     {"Pow", Raise::kSame},
     {"QuantizeLinear", Raise::kSame},
+    {"RNN", Raise::kSame},
     {"Range", Raise::kSame},
     {"Reciprocal", Raise::kSame},
     {"ReduceL1", Raise::kAxesToInput},

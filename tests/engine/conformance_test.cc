@@ -541,6 +541,37 @@ TEST_P(ConformanceTest, AcceptedCasesMatchTheReference) {
   EXPECT_GT(summary.total().cases, 0) << "no cases under " << dir;
 }
 
+// Cases that must run and pass, not be skipped: the importer accepting them
+// is part of what the operators promise.
+class RequiredCaseTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(RequiredCaseTest, RunsAndPasses) {
+  const std::filesystem::path dir = DataRoot() / "node" / GetParam();
+  if (!std::filesystem::is_directory(dir)) {
+    GTEST_SKIP() << dir << " is absent (install libonnx-testdata)";
+  }
+  absl::StatusOr<std::string> bytes = ReadFile((dir / "model.onnx").string());
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  onnx::ModelProto model;
+  ASSERT_TRUE(model.ParseFromString(*bytes));
+  absl::StatusOr<PreparedCase> prepared = PrepareCase(dir, model);
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  const CaseResult result = RunIsolated([&] { return RunCase(*prepared); });
+  EXPECT_EQ(result.outcome, Outcome::kPassed) << result.message;
+}
+
+// RNN, LSTM and GRU: defaults, biases, peepholes with a full-length
+// sequence_lens, linear_before_reset 0, layout 1 (batchwise).
+INSTANTIATE_TEST_SUITE_P(
+    Recurrent, RequiredCaseTest,
+    ::testing::Values("test_lstm_defaults", "test_lstm_with_initial_bias",
+                      "test_lstm_with_peepholes", "test_lstm_batchwise",
+                      "test_gru_defaults", "test_gru_with_initial_bias",
+                      "test_gru_seq_length", "test_gru_batchwise",
+                      "test_simple_rnn_defaults",
+                      "test_simple_rnn_with_initial_bias",
+                      "test_simple_rnn_batchwise", "test_rnn_seq_length"));
+
 INSTANTIATE_TEST_SUITE_P(OnnxTestData, ConformanceTest,
                          ::testing::Values("node", "pytorch-converted",
                                            "pytorch-operator", "simple"),

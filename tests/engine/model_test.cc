@@ -584,9 +584,9 @@ TEST(ImportErrorTest, UnsupportedOperatorIsNamed) {
   OnnxBuilder b;
   b.Input("x", {-1, 4}).Output("y");
   b.Node("Relu", {"x"}, {"r"});
-  b.Node("LSTM", {"r"}, {"y"}, "lstm1");
+  b.Node("Hardmax", {"r"}, {"y"}, "hardmax1");
   ExpectInvalid(b.Build().status(),
-                "unsupported operator 'LSTM' (node 'lstm1')");
+                "unsupported operator 'Hardmax' (node 'hardmax1')");
 }
 
 TEST(ImportErrorTest, UnsupportedDomain) {

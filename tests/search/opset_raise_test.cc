@@ -9,6 +9,7 @@
 #include <memory>
 #include <ostream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -190,6 +191,37 @@ TEST(RaiseToOpset21Test, OperatorsThatKeptTheirMeaningAreUntouched) {
   const absl::StatusOr<Tensor> y_after = RunModel(model, x);
   ASSERT_TRUE(y_after.ok()) << y_after.status();
   EXPECT_EQ(y_after->ToVector(), y_before->ToVector());
+}
+
+// RNN-14, LSTM-14 and GRU-14 added `layout` (default 0); later versions
+// only types.
+TEST(RaiseToOpset21Test, RecurrentOperatorsAreUntouched) {
+  for (const auto& [op, gates] :
+       {std::pair{"RNN", 1}, std::pair{"LSTM", 4}, std::pair{"GRU", 3}}) {
+    constexpr int64_t kHidden = 2, kInput = 3;
+    OnnxBuilder b(13);
+    b.Input("x", {-1, 2, kInput}).Output("y");
+    std::vector<float> w(gates * kHidden * kInput),
+        r(gates * kHidden * kHidden);
+    for (size_t i = 0; i < w.size(); ++i) w[i] = 0.1f * (i % 7) - 0.3f;
+    for (size_t i = 0; i < r.size(); ++i) r[i] = 0.2f * (i % 5) - 0.4f;
+    b.Initializer("w", {1, gates * kHidden, kInput}, w);
+    b.Initializer("r", {1, gates * kHidden, kHidden}, r);
+    SetInt(b.Node(op, {"x", "w", "r"}, {"", "y"}, "rnn"), "hidden_size",
+           kHidden);
+    onnx::ModelProto model = b.proto();
+    const onnx::ModelProto before = model;
+    Tensor x({3, 2, kInput});
+    for (int64_t i = 0; i < x.size(); ++i) x.data()[i] = 0.1f * i - 0.7f;
+    const absl::StatusOr<Tensor> y_before = RunModel(model, x);
+    ASSERT_TRUE(y_before.ok()) << y_before.status();
+    ASSERT_TRUE(RaiseToOpset21(&model).ok()) << op;
+    EXPECT_EQ(model.graph().SerializeAsString(),
+              before.graph().SerializeAsString());
+    const absl::StatusOr<Tensor> y_after = RunModel(model, x);
+    ASSERT_TRUE(y_after.ok()) << y_after.status();
+    EXPECT_EQ(y_after->ToVector(), y_before->ToVector()) << op;
+  }
 }
 
 TEST(RaiseToOpset21Test, IrVersionOnlyGoesUp) {
