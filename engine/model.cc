@@ -587,32 +587,56 @@ class Importer {
     return order;
   }
 
-  // -1: no axis of the slot's shape depends on the batch; >= 0: that axis is
-  // the batch; kMixedBatch: the shape depends on the batch otherwise, or is
-  // unknown at other batches.
-  int BatchAxis(const Slot& slot) const {
-    if (!slot.probe_ok || slot.probe_shape.size() != slot.shape.size()) {
-      return kMixedBatch;
+  // k > 0 when `value` at the import batch and `probe` at the probe batch
+  // are both k times their batch (the value is k x batch); 0 otherwise.
+  int64_t BatchFactor(int64_t value, int64_t probe) const {
+    if (value <= 0 || value % batch_ != 0) return 0;
+    const int64_t k = value / batch_;
+    int64_t expected = 0;
+    if (__builtin_mul_overflow(k, probe_, &expected) || expected != probe) {
+      return 0;
     }
-    int axis = -1;
-    for (size_t d = 0; d < slot.shape.size(); ++d) {
-      if (slot.shape[d] == slot.probe_shape[d]) continue;
-      if (axis >= 0 || slot.shape[d] != batch_ ||
-          slot.probe_shape[d] != probe_) {
-        return kMixedBatch;
-      }
-      axis = static_cast<int>(d);
-    }
-    return axis;
+    return k;
   }
 
-  // Per element of an int64 constant: whether it is the batch size.
-  std::vector<bool> BatchElements(const Slot& slot) const {
-    std::vector<bool> is_batch(slot.ints.size(), false);
-    for (size_t i = 0; i < slot.ints.size(); ++i) {
-      is_batch[i] = slot.ints[i] != slot.probe_ints[i];
+  // Where a slot's shape depends on the batch: axis -1 when nowhere, >= 0
+  // when that axis is `factor` x batch, kMixedBatch when the shape depends on
+  // the batch otherwise, or is unknown at other batches.
+  struct BatchDim {
+    int axis = -1;
+    int64_t factor = 0;
+  };
+  BatchDim BatchDimOf(const Slot& slot) const {
+    if (!slot.probe_ok || slot.probe_shape.size() != slot.shape.size()) {
+      return {kMixedBatch, 0};
     }
-    return is_batch;
+    BatchDim dim;
+    for (size_t d = 0; d < slot.shape.size(); ++d) {
+      if (slot.shape[d] == slot.probe_shape[d]) continue;
+      const int64_t factor = BatchFactor(slot.shape[d], slot.probe_shape[d]);
+      if (dim.axis >= 0 || factor == 0) return {kMixedBatch, 0};
+      dim = {static_cast<int>(d), factor};
+    }
+    return dim;
+  }
+
+  // The axis that is the batch itself (factor 1), -1 when none is,
+  // kMixedBatch as BatchDimOf.
+  int BatchAxis(const Slot& slot) const {
+    const BatchDim dim = BatchDimOf(slot);
+    return dim.axis >= 0 && dim.factor != 1 ? -1 : dim.axis;
+  }
+
+  // Per element of an int64 constant: k where it is k x the batch size, else
+  // 0 (CompileNode refused other batch-dependent values).
+  std::vector<int64_t> BatchElements(const Slot& slot) const {
+    std::vector<int64_t> factors(slot.ints.size(), 0);
+    for (size_t i = 0; i < slot.ints.size(); ++i) {
+      if (slot.ints[i] != slot.probe_ints[i]) {
+        factors[i] = BatchFactor(slot.ints[i], slot.probe_ints[i]);
+      }
+    }
+    return factors;
   }
 
   // Adds node `index`'s output to run_values_ (per sample) or
@@ -664,20 +688,20 @@ class Importer {
     out.shape = folded->shape;
     out.probe_shape = folded->shape;
     if (folded->is_int) {
-      // Each element is a constant or the batch itself: anything else (batch
-      // * 3, batch - 1, batch == 1) would be a value mixq cannot re-evaluate
-      // at another batch.
+      // Each element is a constant or a multiple of the batch (batch x
+      // heads): anything else (batch - 1, batch squared, batch == 1) would be
+      // a value mixq cannot re-evaluate at another batch.
       for (size_t i = 0; i < folded->ints.size(); ++i) {
         const int64_t v = folded->ints[i];
         const int64_t p = folded->probe_ints[i];
-        if (v != p && (v != batch_ || p != probe_)) {
+        if (v != p && BatchFactor(v, p) == 0) {
           out.usable = Invalid(absl::StrCat(
               "node '", label, "' (", proto.op_type(),
               "): shape computation depends on the batch size in a way mixq "
               "cannot represent (element ",
               i, " of its output is ", v, " at batch ", batch_, " and ", p,
               " at batch ", probe_,
-              "); only the batch size itself may flow into a shape"));
+              "); only multiples of the batch size may flow into a shape"));
           break;
         }
       }
@@ -707,11 +731,11 @@ class Importer {
                                        const std::string& label,
                                        int num_data) const {
     OpConfig config = AttributeConfig(proto, label);
-    for (int i = 0; i < num_data; ++i) {
+    for (int i = 0; i < num_data && config.batch_source.input < 0; ++i) {
       const auto it = slot_of_.find(proto.input(i));
-      config.data_batch_axes.push_back(
-          it == slot_of_.end() ? -1
-                               : std::max(-1, BatchAxis(slots_[it->second])));
+      if (it == slot_of_.end()) continue;
+      const BatchDim dim = BatchDimOf(slots_[it->second]);
+      if (dim.axis >= 0) config.batch_source = {i, dim.axis, dim.factor};
     }
     int last = proto.input_size();
     while (last > num_data && proto.input(last - 1).empty()) --last;
@@ -732,7 +756,7 @@ class Importer {
         value->shape = slot.shape;
         if (slot.is_int) {
           value->ints = slot.ints;
-          value->is_batch = BatchElements(slot);
+          value->batch_factor = BatchElements(slot);
           MaybeMarkLiteralBatch(proto, num_data, &*value);
           if (value->has_batch() && proto.op_type() != "Reshape" &&
               proto.op_type() != "Expand") {
@@ -748,6 +772,14 @@ class Importer {
         }
       }
       config.constant_inputs.push_back(std::move(value));
+    }
+    // Read the batch from the graph input (CompileKernelNode passes it) when
+    // no data input carries it, e.g. a class token expanded to the batch.
+    const bool has_batch = std::any_of(
+        config.constant_inputs.begin(), config.constant_inputs.end(),
+        [](const auto& value) { return value && value->has_batch(); });
+    if (has_batch && config.batch_source.input < 0 && probe_ != batch_) {
+      config.batch_source = {num_data, 0, 1};
     }
     if (proto.op_type() == "QuantizeLinear") {
       MIXQ_RETURN_IF_ERROR(SetQuantizedType(proto, label, &config));
@@ -805,7 +837,7 @@ class Importer {
     if (axis >= 0 && static_cast<size_t>(axis) < shape->ints.size() &&
         shape->ints[axis] == declared_batch()) {
       shape->ints[axis] = batch_;
-      shape->is_batch[axis] = true;
+      shape->batch_factor[axis] = 1;
     }
   }
 
@@ -844,6 +876,14 @@ class Importer {
       shapes.push_back(&slot.shape);
       probe_shapes.push_back(&slot.probe_shape);
       values.push_back(&slot.value);
+    }
+    if (config.batch_source.input == num_data) {
+      const Slot& input = slots_[input_slot_];
+      node.inputs.push_back(input_slot_);
+      shapes.push_back(&input.shape);
+      probe_shapes.push_back(&input.probe_shape);
+      values.push_back(&input.value);
+      all_constant = false;
     }
     if (num_data < std::min(schema.min_inputs, schema.data_inputs)) {
       return Invalid(absl::StrCat("node '", node.label, "' (", node.op_type,
