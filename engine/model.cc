@@ -16,6 +16,7 @@
 #include "absl/memory/memory.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
 #include "engine/int4.h"
 #include "engine/ops.h"
@@ -204,6 +205,15 @@ constexpr absl::string_view kMovementOps[] = {
 
 absl::Status Invalid(absl::string_view message) {
   return absl::InvalidArgumentError(message);
+}
+
+// torch.onnx.export names the initializers it creates (a MatMul's
+// transposed weight, a Conv with BatchNormalization folded in) "onnx::<Op>_N":
+// names that say nothing to a user, so such layers take the node's name
+// ("/layers.0/linear1/MatMul").
+constexpr absl::string_view kGenericNamePrefix = "onnx::";
+bool IsGenericName(absl::string_view name) {
+  return absl::StartsWith(name, kGenericNamePrefix);
 }
 
 std::string NodeLabel(const onnx::NodeProto& node, int index) {
@@ -1488,7 +1498,9 @@ class Importer {
     if (p < 0 || (*layer_param)[p]) return;
     (*layer_param)[p] = true;
     QuantizableLayer layer;
-    layer.name = m.params[p].name;
+    layer.name = IsGenericName(m.params[p].name) && !node.name.empty()
+                     ? node.name
+                     : m.params[p].name;
     layer.node_name = node.name;
     layer.op_type = node.op_type;
     layer.weight_param = p;

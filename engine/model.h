@@ -28,7 +28,11 @@ struct ParamInfo {
 // A layer whose weight can be quantized: a Gemm, MatMul or Conv whose weight
 // input is a parameter (directly or through Identity/Dropout).
 struct QuantizableLayer {
-  std::string name;       // the weight initializer's name, e.g. "fc1.weight"
+  // The weight initializer's name, e.g. "fc1.weight"; the node's name (e.g.
+  // "/layers.0/linear1/MatMul") when the exporter named the initializer
+  // generically ("onnx::MatMul_123"). params()[weight_param].name is the
+  // initializer's.
+  std::string name;
   std::string node_name;  // the ONNX node's name (may be empty)
   std::string op_type;    // "Gemm", "MatMul", "Conv"
   int weight_param = -1;  // index into Model::params()
