@@ -15,8 +15,8 @@
 #include "absl/container/inlined_vector.h"
 #include "absl/memory/memory.h"
 #include "absl/status/status.h"
-#include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/int4.h"
 #include "engine/ops.h"
@@ -186,7 +186,7 @@ constexpr FoldOnlyOp kFoldOnlyOps[] = {
     {"Range", 3, 3}, {"Add", 2, 2},     {"Sub", 2, 2},
     {"Mul", 2, 2},   {"Div", 2, 2},     {"Equal", 2, 2},
     {"Less", 2, 2},  {"Greater", 2, 2}, {"Where", 3, 3},
-    {"Not", 1, 1},
+    {"Not", 1, 1},   {"Mod", 2, 2},
 };
 const FoldOnlyOp* FindFoldOnlyOp(absl::string_view op_type) {
   for (const FoldOnlyOp& op : kFoldOnlyOps) {
@@ -196,7 +196,8 @@ const FoldOnlyOp* FindFoldOnlyOp(absl::string_view op_type) {
 }
 // The int64 operators the importer evaluates element-wise.
 constexpr absl::string_view kIntArithmeticOps[] = {
-    "Add", "Sub", "Mul", "Div", "Equal", "Less", "Greater", "Where", "Not"};
+    "Add",  "Sub",     "Mul",   "Div", "Equal",
+    "Less", "Greater", "Where", "Not", "Mod"};
 // Operators that only move elements: on int64 tensors, evaluated through
 // their float kernel (Importer::FoldMovement).
 constexpr absl::string_view kMovementOps[] = {
@@ -538,7 +539,7 @@ class Importer {
         Slot slot;
         slot.name = node.output(k);
         slot.producer = j;
-        if (k > 0) {
+        if (k > 0 && (schema == nullptr || !schema->kernel_per_output)) {
           slot.usable = Invalid(
               absl::StrCat("output '", slot.name, "' of node '", label, "' (",
                            node.op_type(), ") is not supported"));
@@ -690,6 +691,12 @@ class Importer {
     }
     Slot& out = slots_[slot_of_.at(proto.output(0))];
     if (!fold) return CompileKernelNode(proto, label, *schema);
+    if (schema != nullptr && schema->kernel_per_output &&
+        proto.output_size() > 1) {
+      return Invalid(absl::StrCat("node '", label, "' (", proto.op_type(),
+                                  "): several outputs of int64 tensors are "
+                                  "not supported"));
+    }
     absl::StatusOr<Folded> folded = FoldNode(proto, label);
     if (!folded.ok()) return folded.status();
     out.kind = SlotKind::kConstant;
@@ -851,13 +858,27 @@ class Importer {
     }
   }
 
+  // A node of an operator with OpSchema::kernel_per_output compiles to one
+  // kernel per named output; others to one kernel for output 0.
   absl::Status CompileKernelNode(const onnx::NodeProto& proto,
                                  const std::string& label,
                                  const OpSchema& schema) {
+    const int outputs = schema.kernel_per_output ? proto.output_size() : 1;
+    for (int k = 0; k < outputs; ++k) {
+      if (proto.output(k).empty()) continue;
+      MIXQ_RETURN_IF_ERROR(CompileKernelOutput(proto, label, schema, k));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status CompileKernelOutput(const onnx::NodeProto& proto,
+                                   const std::string& label,
+                                   const OpSchema& schema, int output_index) {
     int num_data = std::min(proto.input_size(), schema.data_inputs);
     while (num_data > 0 && proto.input(num_data - 1).empty()) --num_data;
-    MIXQ_ASSIGN_OR_RETURN(const OpConfig config,
-                          BuildConfig(proto, label, num_data));
+    MIXQ_ASSIGN_OR_RETURN(OpConfig config, BuildConfig(proto, label, num_data));
+    config.num_outputs = proto.output_size();
+    config.output_index = output_index;
     MIXQ_ASSIGN_OR_RETURN(std::unique_ptr<Kernel> kernel,
                           schema.create(config));
 
@@ -911,7 +932,7 @@ class Importer {
           ShapeToString(*shape), " holds more than ", kMaxValuesPerSample,
           " values per sample"));
     }
-    node.output = slot_of_.at(proto.output(0));
+    node.output = slot_of_.at(proto.output(output_index));
     Slot& out = slots_[node.output];
     out.shape = *shape;
     // A failure at the probe batch only means the graph runs at the import
@@ -1002,7 +1023,7 @@ class Importer {
     }
     if (op == "Range") return FoldRange(in, error);
     for (absl::string_view name : kIntArithmeticOps) {
-      if (op == name) return FoldArithmetic(op, in, error);
+      if (op == name) return FoldArithmetic(config, in, error);
     }
     return error(
         "int64 inputs are only supported in shape computations (Shape, "
@@ -1224,11 +1245,17 @@ class Importer {
   }
 
   // Element-wise int64 operators with numpy broadcasting, evaluated at both
-  // batches.
+  // batches. Mod's remainder has the divisor's sign (Python's %), or with
+  // fmod=1 the dividend's (C's fmod), as ONNX defines them.
   template <typename E>
-  absl::StatusOr<Folded> FoldArithmetic(const std::string& op,
+  absl::StatusOr<Folded> FoldArithmetic(const OpConfig& config,
                                         const std::vector<const Slot*>& in,
                                         const E& error) const {
+    const std::string& op = config.op_type;
+    MIXQ_ASSIGN_OR_RETURN(const int64_t fmod, config.GetInt("fmod", 0));
+    if (fmod != 0 && fmod != 1) {
+      return error(absl::StrCat("unsupported attribute value fmod=", fmod));
+    }
     Shape shape;
     for (const Slot* slot : in) {
       if (!slot->is_int) {
@@ -1266,10 +1293,14 @@ class Importer {
           overflow = __builtin_sub_overflow(a, b, &out[j]);
         } else if (op == "Mul") {
           overflow = __builtin_mul_overflow(a, b, &out[j]);
-        } else if (op == "Div") {
+        } else if (op == "Div" || op == "Mod") {
           if (b == 0) return error("integer division by zero");
           overflow = a == INT64_MIN && b == -1;
-          if (!overflow) out[j] = a / b;
+          if (!overflow) out[j] = op == "Div" ? a / b : a % b;
+          if (op == "Mod" && fmod == 0 && out[j] != 0 &&
+              (out[j] < 0) != (b < 0)) {
+            out[j] += b;
+          }
         } else if (op == "Equal") {
           out[j] = a == b;
         } else if (op == "Less") {
@@ -1818,6 +1849,13 @@ absl::Status Model::Backward(const ForwardTrace& trace,
     if (shape != bound[node.output]->shape()) {
       return Invalid(absl::StrCat("the trace does not match the parameters (",
                                   "node '", node.label, "')"));
+    }
+    // Every node leads to the output, so a parameter's gradient would flow
+    // through this one.
+    if (m.needs_grad[node.output] && !node.kernel->has_gradient()) {
+      return Invalid(absl::StrCat("node '", node.label, "' (", node.op_type,
+                                  ") has no gradient; a loss cannot be "
+                                  "back-propagated through it"));
     }
   }
   if (grad_output.shape() != bound[m.output_slot]->shape()) {

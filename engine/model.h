@@ -170,6 +170,8 @@ class Model {
   // and writes dLoss/dParam for every parameter. `params` must be the same
   // values the Forward call used, and `hook` the same hook (required when
   // Forward's hook transformed any input; INVALID_ARGUMENT otherwise).
+  // INVALID_ARGUMENT naming the node when a parameter's gradient would flow
+  // through an operator without one (ArgMax).
   absl::Status Backward(const ForwardTrace& trace,
                         absl::Span<const Tensor* const> params,
                         const Tensor& grad_output,

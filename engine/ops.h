@@ -107,6 +107,10 @@ struct OpConfig {
   // of the node's data inputs, axis 0, factor 1); kernels read only its
   // shape. Lets a kernel resolve ConstantInput::batch_factor elements.
   BatchSource batch_source;
+  // The node's number of outputs, and the one this kernel computes
+  // (OpSchema::kernel_per_output; 0 otherwise).
+  int num_outputs = 1;
+  int output_index = 0;
 
   // The attribute's value, `default_value` when absent; INVALID_ARGUMENT
   // naming the attribute and node when it has another type.
@@ -141,6 +145,12 @@ class Kernel {
   // Writes the output into `output`, already resized to OutputShape.
   virtual void Forward(absl::Span<const Tensor* const> inputs,
                        Tensor* output) const = 0;
+
+  // Whether Backward computes a gradient. Operators whose output is not a
+  // differentiable function of their input (ArgMax's indices) say false;
+  // Model::Backward then refuses a gradient that would flow through them,
+  // naming the node, and never calls their Backward.
+  virtual bool has_gradient() const { return true; }
 
   // Overwrites grad_inputs[i] (already resized to the shape of inputs[i])
   // with dLoss/dInput i, given dLoss/dOutput. A null grad_inputs[i] is not
@@ -196,9 +206,13 @@ struct OpSchema {
   // The first `data_inputs` inputs are float tensors passed to the kernel; the
   // rest configure it (OpConfig::constant_inputs). Any number (kVariadic).
   int data_inputs = 1;
-  // Outputs after the first are accepted but never produced (Dropout's mask).
+  // Outputs after the first are accepted but never produced (Dropout's mask),
+  // unless kernel_per_output.
   int max_outputs = 1;
   absl::StatusOr<std::unique_ptr<Kernel>> (*create)(const OpConfig& config);
+  // The importer creates one kernel per output of a node (Split), with
+  // OpConfig::output_index saying which; each runs as its own node.
+  bool kernel_per_output = false;
 };
 
 // Operators that only change the shape (or nothing): the output has the

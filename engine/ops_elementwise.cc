@@ -43,16 +43,6 @@ absl::StatusOr<bool> GetFlag(const OpConfig& config, absl::string_view name,
   return *value == 1;
 }
 
-// `axis` in [-rank, rank) as an index in [0, rank), or an error naming `op`.
-absl::StatusOr<int64_t> NormalizeAxis(absl::string_view op, int64_t axis,
-                                      int64_t rank) {
-  if (axis < -rank || axis >= rank) {
-    return ShapeError(
-        op, absl::StrCat("axis ", axis, " is out of range for rank ", rank));
-  }
-  return axis < 0 ? axis + rank : axis;
-}
-
 // ------------------------------------------------------- Broadcasting ----
 
 // `in` broadcast to `shape` (a copy).

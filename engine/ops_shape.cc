@@ -23,16 +23,6 @@ namespace {
 using StridedVectorMap =
     Eigen::Map<const Eigen::VectorXf, 0, Eigen::InnerStride<>>;
 
-// `axis` in [-rank, rank) as an index in [0, rank), or an error naming `op`.
-absl::StatusOr<int64_t> NormalizeAxis(absl::string_view op, int64_t axis,
-                                      int64_t rank) {
-  if (axis < -rank || axis >= rank) {
-    return ShapeError(op, absl::StrCat("axis ", axis, " is out of range for ",
-                                       "rank ", rank));
-  }
-  return axis < 0 ? axis + rank : axis;
-}
-
 std::vector<int64_t> Strides(const Shape& shape) {
   std::vector<int64_t> strides(shape.size());
   int64_t stride = 1;
