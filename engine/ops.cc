@@ -451,7 +451,7 @@ void CopyKernel::Backward(absl::Span<const Tensor* const> /*inputs*/,
 }
 
 absl::StatusOr<BatchShape> BatchShape::Create(const OpConfig& config,
-                                               const ConstantInput& shape) {
+                                              const ConstantInput& shape) {
   std::vector<int64_t> factors = shape.batch_factor;
   factors.resize(shape.ints.size(), 0);
   if (shape.has_batch() && config.batch_source.input < 0) {
@@ -470,17 +470,16 @@ absl::StatusOr<std::vector<int64_t>> BatchShape::Resolve(
                   [](int64_t k) { return k == 0; })) {
     return values_;
   }
-  if (source_.input < 0 || static_cast<size_t>(source_.input) >= inputs.size() ||
-      source_.axis < 0 ||
+  if (source_.input < 0 ||
+      static_cast<size_t>(source_.input) >= inputs.size() || source_.axis < 0 ||
       static_cast<size_t>(source_.axis) >= inputs[source_.input]->size() ||
       source_.factor <= 0) {
     return absl::InvalidArgumentError("the batch axis is out of range");
   }
   const int64_t carried = (*inputs[source_.input])[source_.axis];
   if (carried % source_.factor != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the batch dim ", carried, " is not a multiple of ",
-                     source_.factor));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the batch dim ", carried, " is not a multiple of ", source_.factor));
   }
   const int64_t batch = carried / source_.factor;
   std::vector<int64_t> values = values_;

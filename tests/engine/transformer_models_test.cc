@@ -125,8 +125,8 @@ class TransformerModelTest
   }
 
   Tensor Reference(int64_t batch) const {
-    return ReadFloatNpy(FixturePath(
-        absl::StrCat(GetParam().arch, "_logits_b", batch, ".npy")));
+    return ReadFloatNpy(
+        FixturePath(absl::StrCat(GetParam().arch, "_logits_b", batch, ".npy")));
   }
 
   std::unique_ptr<Model> model_;
@@ -163,8 +163,8 @@ TEST_P(TransformerModelTest, WeightMatricesAreQuantizableLayers) {
     const ParamInfo& param = model_->params()[layer.weight_param];
     EXPECT_EQ(layer.op_type, f.layer_ops[i]) << layer.name;
     // MatMul weights are [in, out]: the output channels are the last axis.
-    const int expected_axis =
-        layer.op_type == "MatMul" ? static_cast<int>(param.shape.size()) - 1
+    const int expected_axis = layer.op_type == "MatMul"
+                                  ? static_cast<int>(param.shape.size()) - 1
                                   : 0;
     EXPECT_EQ(layer.channel_axis, expected_axis) << layer.name;
     EXPECT_GT(layer.macs, 0) << layer.name;
@@ -275,8 +275,7 @@ TEST_P(TransformerModelTest, GradientsMatchFiniteDifferences) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Exports, TransformerModelTest,
-                         ::testing::ValuesIn(Fixtures()),
-                         [](const auto& info) {
+                         ::testing::ValuesIn(Fixtures()), [](const auto& info) {
                            return absl::StrCat(info.param.arch, "_opset",
                                                info.param.opset);
                          });
