@@ -5,7 +5,7 @@ Run with Debian's system interpreter (torch 1.13, onnx 1.12, numpy):
 
     /usr/bin/python3 scripts/make_transformer_models.py     # a few seconds
 
-Writes, for each architecture ARCH in (encoder, vit, vit_tanh):
+Writes, for each architecture ARCH in (encoder, vit, vit_tanh, bert):
 
   ARCH_opset13.onnx, ARCH_opset17.onnx   the same random-weight model exported
                                          at two opsets, input `input` and output
@@ -23,6 +23,11 @@ Architectures (random weights, eval mode):
              blocks (LayerNorm, nn.MultiheadAttention, MLP with exact GELU),
              LayerNorm and a Linear head on the class token; output [B, 10]
   vit_tanh   the same with nn.GELU(approximate='tanh')
+  bert       a BERT-style post-norm block written out by hand: one Linear for
+             q, k and v `split` (-> Split), heads by `view(B, T, H, D/H)`
+             and `transpose`, `q @ k^T` on 4-D tensors, softmax, exact GELU
+             feed-forward, a Linear head on the mean token; input [B, 7, 32],
+             output [B, 5]
 
 Deterministic: torch.manual_seed(0), one thread.
 """
@@ -45,6 +50,8 @@ SEQUENCE = 6
 IMAGE_SIDE = 28
 PATCH = 7
 NUM_CLASSES = 10
+BERT_TOKENS = 7
+BERT_CLASSES = 5
 # Spread of the random offsets added to LayerNorm and bias parameters, and to
 # the other weights.
 DEFAULT_PERTURBATION = 0.1
@@ -90,6 +97,30 @@ class TinyVit(nn.Module):
         x = torch.cat([cls, x], dim=1) + self.pos_embed
         x = self.norm(self.blocks(x))
         return self.head(x[:, 0])
+
+
+class BertBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.qkv = nn.Linear(D_MODEL, 3 * D_MODEL)
+        self.out = nn.Linear(D_MODEL, D_MODEL)
+        self.norm1 = nn.LayerNorm(D_MODEL)
+        self.ff = nn.Sequential(nn.Linear(D_MODEL, FEED_FORWARD), nn.GELU(),
+                                nn.Linear(FEED_FORWARD, D_MODEL))
+        self.norm2 = nn.LayerNorm(D_MODEL)
+        self.head = nn.Linear(D_MODEL, BERT_CLASSES)
+
+    def forward(self, x):
+        batch, tokens, width = x.shape
+        heads = [t.view(batch, tokens, HEADS, width // HEADS).transpose(1, 2)
+                 for t in self.qkv(x).split(width, dim=-1)]
+        q, k, v = heads
+        scores = (q @ k.transpose(-2, -1)) / (width // HEADS) ** 0.5
+        y = (scores.softmax(-1) @ v).transpose(1, 2).contiguous().view(
+            batch, tokens, width)
+        x = self.norm1(x + self.out(y))
+        x = self.norm2(x + self.ff(x))
+        return self.head(x.mean(1))
 
 
 def make_encoder():
@@ -156,6 +187,7 @@ def main():
     make("encoder", make_encoder(), (SEQUENCE, D_MODEL), args.out)
     make("vit", TinyVit("none"), (1, IMAGE_SIDE, IMAGE_SIDE), args.out)
     make("vit_tanh", TinyVit("tanh"), (1, IMAGE_SIDE, IMAGE_SIDE), args.out)
+    make("bert", BertBlock(), (BERT_TOKENS, D_MODEL), args.out)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 // Transformer exports of torch.onnx.export (tests/fixtures/, made by
-// scripts/make_transformer_models.py): nn.TransformerEncoder and a tiny ViT
-// with exact and tanh GELU, each at opsets 13 and 17 with a dynamic batch.
+// scripts/make_transformer_models.py): nn.TransformerEncoder, a tiny ViT with
+// exact and tanh GELU and a BERT-style block, each at opsets 13 and 17 with a
+// dynamic batch.
 // Each must import, match PyTorch at batches 1, 3 and 8, expose its weight
 // matrices as quantizable layers, run a quantized forward through the layer
 // hooks as the search does, and back-propagate like finite differences.
@@ -62,12 +63,17 @@ const std::vector<std::string> kVitLayers = {
     "Conv",   "MatMul", "Gemm",   "MatMul", "MatMul",
     "MatMul", "Gemm",   "MatMul", "MatMul", "Gemm"};
 
+// q/k/v in one MatMul, the attention output, the feed-forward pair, the head.
+const std::vector<std::string> kBertLayers = {"MatMul", "MatMul", "MatMul",
+                                              "MatMul", "Gemm"};
+
 std::vector<TransformerFixture> Fixtures() {
   std::vector<TransformerFixture> fixtures;
   for (int opset : {13, 17}) {
     fixtures.push_back({"encoder", opset, {6, 32}, 8, kEncoderLayers});
     fixtures.push_back({"vit", opset, {10}, 10, kVitLayers});
     fixtures.push_back({"vit_tanh", opset, {10}, 10, kVitLayers});
+    fixtures.push_back({"bert", opset, {5}, 5, kBertLayers});
   }
   return fixtures;
 }
