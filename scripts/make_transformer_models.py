@@ -34,11 +34,14 @@ Deterministic: torch.manual_seed(0), one thread.
 
 import argparse
 import os
+import sys
 
-import numpy as np
 import onnx
 import torch
 from torch import nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_models import save_npy  # noqa: E402  (the shared .npy writer)
 
 OPSETS = (13, 17)
 BATCHES = (1, 3, 8)
@@ -139,12 +142,6 @@ def perturb_defaults(model):
             default = "norm" in name or name.endswith("bias")
             spread = DEFAULT_PERTURBATION if default else WEIGHT_PERTURBATION
             parameter.add_(torch.randn_like(parameter) * spread)
-
-
-def save_npy(path, array):
-    np.save(path, np.ascontiguousarray(array))
-    print(f"wrote {path} ({os.path.getsize(path)} bytes): {array.dtype} "
-          f"{list(array.shape)}")
 
 
 def export(model, example, path, opset):
