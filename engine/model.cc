@@ -776,13 +776,13 @@ class Importer {
           value->batch_factor = BatchElements(slot);
           MaybeMarkLiteralBatch(proto, num_data, &*value);
           if (value->has_batch() && proto.op_type() != "Reshape" &&
-              proto.op_type() != "Expand") {
+              proto.op_type() != "Expand" && proto.op_type() != "Tile") {
             return Invalid(absl::StrCat(
                 "input ", i, " ('", slot.name, "') of node '", label, "' (",
                 proto.op_type(),
                 "): shape computation depends on the batch size in a way mixq "
-                "cannot represent (only Reshape and Expand shapes may hold "
-                "the batch size)"));
+                "cannot represent (only Reshape and Expand shapes and Tile "
+                "repeats may hold the batch size)"));
           }
         } else {
           value->floats = slot.value.ToVector();

@@ -71,7 +71,7 @@ struct ConstantInput {
   // Reshape's shape, the number of heads for attention's batch x heads), 0
   // for the others. `ints` holds such values only for the batch the model was
   // imported at. Only kernels that document it accept such elements
-  // (Reshape, Expand, through BatchShape); the importer rejects them for
+  // (Reshape, Expand, Tile, through BatchShape); the importer rejects them for
   // every other input.
   std::vector<int64_t> batch_factor;
 

@@ -210,23 +210,26 @@ absl::StatusOr<std::unique_ptr<Kernel>> CreateSplit(const OpConfig& config) {
 
 // Repeats the input `repeats[d]` times along every dim d. The output laid out
 // as [r0, d0, r1, d1, ...] is the input [1, d0, 1, d1, ...] broadcast, so
-// Tile is a broadcast (and its gradient the broadcast's reduction).
+// Tile is a broadcast (and its gradient the broadcast's reduction). Repeats
+// may be multiples of the batch (BatchShape): `token.repeat(batch, 1, 1)`.
 class TileKernel : public Kernel {
  public:
-  explicit TileKernel(std::vector<int64_t> repeats)
-      : repeats_(std::move(repeats)) {}
+  explicit TileKernel(BatchShape repeats) : repeats_(std::move(repeats)) {}
 
   absl::StatusOr<Shape> OutputShape(
       absl::Span<const Shape* const> inputs) const override {
     const Shape& in = *inputs[0];
-    if (in.size() != repeats_.size()) {
-      return ShapeError("Tile", absl::StrCat(repeats_.size(),
+    absl::StatusOr<std::vector<int64_t>> repeats = repeats_.Resolve(inputs);
+    if (!repeats.ok()) return ShapeError("Tile", repeats.status().message());
+    if (in.size() != repeats->size()) {
+      return ShapeError("Tile", absl::StrCat(repeats->size(),
                                              " repeats for an input of shape ",
                                              ShapeToString(in)));
     }
     Shape out(in.size());
     for (size_t d = 0; d < in.size(); ++d) {
-      if (__builtin_mul_overflow(in[d], repeats_[d], &out[d])) {
+      if ((*repeats)[d] < 0) return ShapeError("Tile", "a repeat is negative");
+      if (__builtin_mul_overflow(in[d], (*repeats)[d], &out[d])) {
         return ShapeError("Tile", "the output is too large");
       }
     }
@@ -237,7 +240,7 @@ class TileKernel : public Kernel {
                Tensor* output) const override {
     const float* src = inputs[0]->data();
     float* dst = output->data();
-    Runs(inputs[0]->shape())
+    Runs(inputs[0]->shape(), output->shape())
         .ForEach([&](int64_t out_offset, int64_t in_offset, int64_t n,
                      int64_t stride) {
           if (stride == 0) {
@@ -255,7 +258,7 @@ class TileKernel : public Kernel {
     grad_inputs[0]->SetZero();
     const float* src = grad_output.data();
     float* dst = grad_inputs[0]->data();
-    Runs(inputs[0]->shape())
+    Runs(inputs[0]->shape(), grad_output.shape())
         .ForEach([&](int64_t out_offset, int64_t in_offset, int64_t n,
                      int64_t stride) {
           if (stride == 0) {
@@ -267,17 +270,19 @@ class TileKernel : public Kernel {
   }
 
  private:
-  BroadcastRuns Runs(const Shape& in) const {
+  // The repeats are the output's dims over the input's (an empty input
+  // repeats nothing).
+  static BroadcastRuns Runs(const Shape& in, const Shape& out) {
     Shape spread;
     Shape tiled;
     for (size_t d = 0; d < in.size(); ++d) {
       spread.insert(spread.end(), {1, in[d]});
-      tiled.insert(tiled.end(), {repeats_[d], in[d]});
+      tiled.insert(tiled.end(), {in[d] == 0 ? 0 : out[d] / in[d], in[d]});
     }
     return BroadcastRuns(spread, tiled);
   }
 
-  const std::vector<int64_t> repeats_;
+  const BatchShape repeats_;
 };
 
 absl::StatusOr<std::unique_ptr<Kernel>> CreateTile(const OpConfig& config) {
@@ -286,11 +291,13 @@ absl::StatusOr<std::unique_ptr<Kernel>> CreateTile(const OpConfig& config) {
       config.constant_inputs[0]->shape.size() != 1) {
     return NodeError(config, "the repeats must be a constant 1-D int64 tensor");
   }
-  const std::vector<int64_t>& repeats = config.constant_inputs[0]->ints;
-  for (int64_t r : repeats) {
+  const ConstantInput& repeats = *config.constant_inputs[0];
+  for (int64_t r : repeats.ints) {
     if (r < 0) return NodeError(config, "a repeat is negative");
   }
-  return std::make_unique<TileKernel>(repeats);
+  absl::StatusOr<BatchShape> shape = BatchShape::Create(config, repeats);
+  if (!shape.ok()) return shape.status();
+  return std::make_unique<TileKernel>(*std::move(shape));
 }
 
 // The index of the largest element along `axis` (the first, or with

@@ -463,6 +463,29 @@ TEST(BatchFoldingTest, GraphValidOnlyAtItsDeclaredBatchIsPinned) {
                 "only runs at batch 2");
 }
 
+// A ViT's `cls_token.repeat(batch, 1, 1)`: Tile repeats that hold the batch.
+TEST(BatchFoldingTest, ParameterRepeatedToTheBatch) {
+  OnnxBuilder b(13);
+  b.Input("x", {-1, 2, 3}).Output("y");
+  b.Initializer("token", {1, 1, 3}, {1, 2, 3});
+  b.Node("Shape", {"x"}, {"shape"});
+  b.IntInitializer("start", {0});
+  b.IntInitializer("end", {1});
+  b.Node("Slice", {"shape", "start", "end"}, {"batch1"});
+  b.IntConstant("ones", {1, 1});
+  SetInt(b.Node("Concat", {"batch1", "ones"}, {"repeats"}), "axis", 0);
+  b.Node("Tile", {"token", "repeats"}, {"tokens"});
+  SetInt(b.Node("Concat", {"tokens", "x"}, {"y"}), "axis", 1);
+  std::unique_ptr<Model> model = BuildOrDie(b);
+  ASSERT_NE(model, nullptr);
+  for (int64_t batch : {1, 4}) {
+    absl::StatusOr<Tensor> y = RunModel(*model, Iota({batch, 2, 3}));
+    ASSERT_TRUE(y.ok()) << y.status();
+    ASSERT_THAT(y->shape(), ElementsAre(batch, 3, 3));
+    EXPECT_EQ(y->data()[(batch - 1) * 9 + 2], 3.0f);
+  }
+}
+
 // Arithmetic that is not a multiple of the batch (batch squared, batch + 1,
 // batch - 1, batch / 2) cannot be carried symbolically: an error naming the
 // node, never a constant folded at batch 1.
