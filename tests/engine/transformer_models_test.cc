@@ -20,6 +20,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/fixtures.h"
+#include "tests/support/gradient_check.h"
 
 namespace mixq::engine {
 namespace {
@@ -40,6 +41,8 @@ constexpr double kGradAbsTolerance = 2e-3;
 constexpr double kGradRelTolerance = 2e-2;
 constexpr int64_t kGradBatch = 2;
 constexpr int64_t kGradElements = 3;  // checked per parameter
+// Spreads the checked elements over a parameter (a prime).
+constexpr int64_t kElementStride = 7919;
 
 struct TransformerFixture {
   std::string arch;  // file prefix
@@ -264,14 +267,9 @@ TEST_P(TransformerModelTest, GradientsMatchFiniteDifferences) {
   for (size_t p = 0; p < params.size(); ++p) {
     const int64_t n = params[p].size();
     for (int64_t k = 0; k < kGradElements; ++k) {
-      const int64_t j = (k * 7919) % n;
-      float& w = params[p].data()[j];
-      const float saved = w;
-      w = saved + kGradEps;
-      const double plus = loss();
-      w = saved - kGradEps;
-      const double minus = loss();
-      w = saved;
+      const int64_t j = (k * kElementStride) % n;
+      const auto [plus, minus] =
+          testing::EvaluateAround(params[p].data()[j], kGradEps, loss);
       const double numeric = (plus - minus) / (2.0 * kGradEps);
       EXPECT_NEAR(grads[p].data()[j], numeric,
                   kGradAbsTolerance + kGradRelTolerance * std::abs(numeric))
