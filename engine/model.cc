@@ -15,6 +15,7 @@
 #include "absl/container/inlined_vector.h"
 #include "absl/memory/memory.h"
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/int4.h"
@@ -186,7 +187,7 @@ constexpr FoldOnlyOp kFoldOnlyOps[] = {
     {"Range", 3, 3}, {"Add", 2, 2},     {"Sub", 2, 2},
     {"Mul", 2, 2},   {"Div", 2, 2},     {"Equal", 2, 2},
     {"Less", 2, 2},  {"Greater", 2, 2}, {"Where", 3, 3},
-    {"Not", 1, 1},
+    {"Not", 1, 1},   {"Mod", 2, 2},
 };
 const FoldOnlyOp* FindFoldOnlyOp(absl::string_view op_type) {
   for (const FoldOnlyOp& op : kFoldOnlyOps) {
@@ -196,7 +197,8 @@ const FoldOnlyOp* FindFoldOnlyOp(absl::string_view op_type) {
 }
 // The int64 operators the importer evaluates element-wise.
 constexpr absl::string_view kIntArithmeticOps[] = {
-    "Add", "Sub", "Mul", "Div", "Equal", "Less", "Greater", "Where", "Not"};
+    "Add",  "Sub",     "Mul",   "Div", "Equal",
+    "Less", "Greater", "Where", "Not", "Mod"};
 // Operators that only move elements: on int64 tensors, evaluated through
 // their float kernel (Importer::FoldMovement).
 constexpr absl::string_view kMovementOps[] = {
@@ -205,6 +207,15 @@ constexpr absl::string_view kMovementOps[] = {
 
 absl::Status Invalid(absl::string_view message) {
   return absl::InvalidArgumentError(message);
+}
+
+// torch.onnx.export names the initializers it creates (a MatMul's
+// transposed weight, a Conv with BatchNormalization folded in) "onnx::<Op>_N":
+// names that say nothing to a user, so such layers take the node's name
+// ("/layers.0/linear1/MatMul").
+constexpr absl::string_view kGenericNamePrefix = "onnx::";
+bool IsGenericName(absl::string_view name) {
+  return absl::StartsWith(name, kGenericNamePrefix);
 }
 
 std::string NodeLabel(const onnx::NodeProto& node, int index) {
@@ -532,7 +543,7 @@ class Importer {
         Slot slot;
         slot.name = node.output(k);
         slot.producer = j;
-        if (k > 0) {
+        if (k > 0 && (schema == nullptr || !schema->kernel_per_output)) {
           slot.usable = Invalid(
               absl::StrCat("output '", slot.name, "' of node '", label, "' (",
                            node.op_type(), ") is not supported"));
@@ -591,32 +602,56 @@ class Importer {
     return order;
   }
 
-  // -1: no axis of the slot's shape depends on the batch; >= 0: that axis is
-  // the batch; kMixedBatch: the shape depends on the batch otherwise, or is
-  // unknown at other batches.
-  int BatchAxis(const Slot& slot) const {
-    if (!slot.probe_ok || slot.probe_shape.size() != slot.shape.size()) {
-      return kMixedBatch;
+  // k > 0 when `value` at the import batch and `probe` at the probe batch
+  // are both k times their batch (the value is k x batch); 0 otherwise.
+  int64_t BatchFactor(int64_t value, int64_t probe) const {
+    if (value <= 0 || value % batch_ != 0) return 0;
+    const int64_t k = value / batch_;
+    int64_t expected = 0;
+    if (__builtin_mul_overflow(k, probe_, &expected) || expected != probe) {
+      return 0;
     }
-    int axis = -1;
-    for (size_t d = 0; d < slot.shape.size(); ++d) {
-      if (slot.shape[d] == slot.probe_shape[d]) continue;
-      if (axis >= 0 || slot.shape[d] != batch_ ||
-          slot.probe_shape[d] != probe_) {
-        return kMixedBatch;
-      }
-      axis = static_cast<int>(d);
-    }
-    return axis;
+    return k;
   }
 
-  // Per element of an int64 constant: whether it is the batch size.
-  std::vector<bool> BatchElements(const Slot& slot) const {
-    std::vector<bool> is_batch(slot.ints.size(), false);
-    for (size_t i = 0; i < slot.ints.size(); ++i) {
-      is_batch[i] = slot.ints[i] != slot.probe_ints[i];
+  // Where a slot's shape depends on the batch: axis -1 when nowhere, >= 0
+  // when that axis is `factor` x batch, kMixedBatch when the shape depends on
+  // the batch otherwise, or is unknown at other batches.
+  struct BatchDim {
+    int axis = -1;
+    int64_t factor = 0;
+  };
+  BatchDim BatchDimOf(const Slot& slot) const {
+    if (!slot.probe_ok || slot.probe_shape.size() != slot.shape.size()) {
+      return {kMixedBatch, 0};
     }
-    return is_batch;
+    BatchDim dim;
+    for (size_t d = 0; d < slot.shape.size(); ++d) {
+      if (slot.shape[d] == slot.probe_shape[d]) continue;
+      const int64_t factor = BatchFactor(slot.shape[d], slot.probe_shape[d]);
+      if (dim.axis >= 0 || factor == 0) return {kMixedBatch, 0};
+      dim = {static_cast<int>(d), factor};
+    }
+    return dim;
+  }
+
+  // The axis that is the batch itself (factor 1), -1 when none is,
+  // kMixedBatch as BatchDimOf.
+  int BatchAxis(const Slot& slot) const {
+    const BatchDim dim = BatchDimOf(slot);
+    return dim.axis >= 0 && dim.factor != 1 ? -1 : dim.axis;
+  }
+
+  // Per element of an int64 constant: k where it is k x the batch size, else
+  // 0 (CompileNode refused other batch-dependent values).
+  std::vector<int64_t> BatchElements(const Slot& slot) const {
+    std::vector<int64_t> factors(slot.ints.size(), 0);
+    for (size_t i = 0; i < slot.ints.size(); ++i) {
+      if (slot.ints[i] != slot.probe_ints[i]) {
+        factors[i] = BatchFactor(slot.ints[i], slot.probe_ints[i]);
+      }
+    }
+    return factors;
   }
 
   // Adds node `index`'s output to run_values_ (per sample) or
@@ -660,6 +695,12 @@ class Importer {
     }
     Slot& out = slots_[slot_of_.at(proto.output(0))];
     if (!fold) return CompileKernelNode(proto, label, *schema);
+    if (schema != nullptr && schema->kernel_per_output &&
+        proto.output_size() > 1) {
+      return Invalid(absl::StrCat("node '", label, "' (", proto.op_type(),
+                                  "): several outputs of int64 tensors are "
+                                  "not supported"));
+    }
     absl::StatusOr<Folded> folded = FoldNode(proto, label);
     if (!folded.ok()) return folded.status();
     out.kind = SlotKind::kConstant;
@@ -668,20 +709,20 @@ class Importer {
     out.shape = folded->shape;
     out.probe_shape = folded->shape;
     if (folded->is_int) {
-      // Each element is a constant or the batch itself: anything else (batch
-      // * 3, batch - 1, batch == 1) would be a value mixq cannot re-evaluate
-      // at another batch.
+      // Each element is a constant or a multiple of the batch (batch x
+      // heads): anything else (batch - 1, batch squared, batch == 1) would be
+      // a value mixq cannot re-evaluate at another batch.
       for (size_t i = 0; i < folded->ints.size(); ++i) {
         const int64_t v = folded->ints[i];
         const int64_t p = folded->probe_ints[i];
-        if (v != p && (v != batch_ || p != probe_)) {
+        if (v != p && BatchFactor(v, p) == 0) {
           out.usable = Invalid(absl::StrCat(
               "node '", label, "' (", proto.op_type(),
               "): shape computation depends on the batch size in a way mixq "
               "cannot represent (element ",
               i, " of its output is ", v, " at batch ", batch_, " and ", p,
               " at batch ", probe_,
-              "); only the batch size itself may flow into a shape"));
+              "); only multiples of the batch size may flow into a shape"));
           break;
         }
       }
@@ -711,11 +752,11 @@ class Importer {
                                        const std::string& label,
                                        int num_data) const {
     OpConfig config = AttributeConfig(proto, label);
-    for (int i = 0; i < num_data; ++i) {
+    for (int i = 0; i < num_data && config.batch_source.input < 0; ++i) {
       const auto it = slot_of_.find(proto.input(i));
-      config.data_batch_axes.push_back(
-          it == slot_of_.end() ? -1
-                               : std::max(-1, BatchAxis(slots_[it->second])));
+      if (it == slot_of_.end()) continue;
+      const BatchDim dim = BatchDimOf(slots_[it->second]);
+      if (dim.axis >= 0) config.batch_source = {i, dim.axis, dim.factor};
     }
     int last = proto.input_size();
     while (last > num_data && proto.input(last - 1).empty()) --last;
@@ -736,22 +777,31 @@ class Importer {
         value->shape = slot.shape;
         if (slot.is_int) {
           value->ints = slot.ints;
-          value->is_batch = BatchElements(slot);
+          value->batch_factor = BatchElements(slot);
           MaybeMarkLiteralBatch(proto, num_data, &*value);
           if (value->has_batch() && proto.op_type() != "Reshape" &&
-              proto.op_type() != "Expand" && proto.op_type() != "Resize") {
+              proto.op_type() != "Expand" && proto.op_type() != "Tile" &&
+              proto.op_type() != "Resize") {
             return Invalid(absl::StrCat(
                 "input ", i, " ('", slot.name, "') of node '", label, "' (",
                 proto.op_type(),
                 "): shape computation depends on the batch size in a way mixq "
-                "cannot represent (only Reshape and Expand shapes and Resize "
-                "sizes may hold the batch size)"));
+                "cannot represent (only Reshape and Expand shapes, Tile "
+                "repeats and Resize sizes may hold the batch size)"));
           }
         } else {
           value->floats = slot.value.ToVector();
         }
       }
       config.constant_inputs.push_back(std::move(value));
+    }
+    // Read the batch from the graph input (CompileKernelNode passes it) when
+    // no data input carries it, e.g. a class token expanded to the batch.
+    const bool has_batch = std::any_of(
+        config.constant_inputs.begin(), config.constant_inputs.end(),
+        [](const auto& value) { return value && value->has_batch(); });
+    if (has_batch && config.batch_source.input < 0 && probe_ != batch_) {
+      config.batch_source = {num_data, 0, 1};
     }
     if (proto.op_type() == "QuantizeLinear") {
       MIXQ_RETURN_IF_ERROR(SetQuantizedType(proto, label, &config));
@@ -809,7 +859,7 @@ class Importer {
     if (axis >= 0 && static_cast<size_t>(axis) < shape->ints.size() &&
         shape->ints[axis] == declared_batch()) {
       shape->ints[axis] = batch_;
-      shape->is_batch[axis] = true;
+      shape->batch_factor[axis] = 1;
     }
   }
 
@@ -826,13 +876,27 @@ class Importer {
     return AddSlot(std::move(slot)).status();
   }
 
+  // A node of an operator with OpSchema::kernel_per_output compiles to one
+  // kernel per named output; others to one kernel for output 0.
   absl::Status CompileKernelNode(const onnx::NodeProto& proto,
                                  const std::string& label,
                                  const OpSchema& schema) {
+    const int outputs = schema.kernel_per_output ? proto.output_size() : 1;
+    for (int k = 0; k < outputs; ++k) {
+      if (proto.output(k).empty()) continue;
+      MIXQ_RETURN_IF_ERROR(CompileKernelOutput(proto, label, schema, k));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status CompileKernelOutput(const onnx::NodeProto& proto,
+                                   const std::string& label,
+                                   const OpSchema& schema, int output_index) {
     int num_data = std::min(proto.input_size(), schema.data_inputs);
     while (num_data > 0 && proto.input(num_data - 1).empty()) --num_data;
-    MIXQ_ASSIGN_OR_RETURN(const OpConfig config,
-                          BuildConfig(proto, label, num_data));
+    MIXQ_ASSIGN_OR_RETURN(OpConfig config, BuildConfig(proto, label, num_data));
+    config.num_outputs = proto.output_size();
+    config.output_index = output_index;
     MIXQ_ASSIGN_OR_RETURN(std::unique_ptr<Kernel> kernel,
                           schema.create(config));
 
@@ -868,6 +932,14 @@ class Importer {
       probe_shapes.push_back(&slot.probe_shape);
       values.push_back(&slot.value);
     }
+    if (config.batch_source.input == num_data) {
+      const Slot& input = slots_[input_slot_];
+      node.inputs.push_back(input_slot_);
+      shapes.push_back(&input.shape);
+      probe_shapes.push_back(&input.probe_shape);
+      values.push_back(&input.value);
+      all_constant = false;
+    }
     if (num_data < std::min(schema.min_inputs, schema.data_inputs)) {
       return Invalid(absl::StrCat("node '", node.label, "' (", node.op_type,
                                   "): input ", num_data, " is missing"));
@@ -884,7 +956,7 @@ class Importer {
           ShapeToString(*shape), " holds more than ", kMaxValuesPerSample,
           " values per sample"));
     }
-    node.output = slot_of_.at(proto.output(0));
+    node.output = slot_of_.at(proto.output(output_index));
     Slot& out = slots_[node.output];
     out.shape = *shape;
     // A failure at the probe batch only means the graph runs at the import
@@ -984,7 +1056,7 @@ class Importer {
     }
     if (op == "Range") return FoldRange(in, error);
     for (absl::string_view name : kIntArithmeticOps) {
-      if (op == name) return FoldArithmetic(op, in, error);
+      if (op == name) return FoldArithmetic(config, in, error);
     }
     return error(
         "int64 inputs are only supported in shape computations (Shape, "
@@ -1206,11 +1278,17 @@ class Importer {
   }
 
   // Element-wise int64 operators with numpy broadcasting, evaluated at both
-  // batches.
+  // batches. Mod's remainder has the divisor's sign (Python's %), or with
+  // fmod=1 the dividend's (C's fmod), as ONNX defines them.
   template <typename E>
-  absl::StatusOr<Folded> FoldArithmetic(const std::string& op,
+  absl::StatusOr<Folded> FoldArithmetic(const OpConfig& config,
                                         const std::vector<const Slot*>& in,
                                         const E& error) const {
+    const std::string& op = config.op_type;
+    MIXQ_ASSIGN_OR_RETURN(const int64_t fmod, config.GetInt("fmod", 0));
+    if (fmod != 0 && fmod != 1) {
+      return error(absl::StrCat("unsupported attribute value fmod=", fmod));
+    }
     Shape shape;
     for (const Slot* slot : in) {
       if (!slot->is_int) {
@@ -1248,10 +1326,14 @@ class Importer {
           overflow = __builtin_sub_overflow(a, b, &out[j]);
         } else if (op == "Mul") {
           overflow = __builtin_mul_overflow(a, b, &out[j]);
-        } else if (op == "Div") {
+        } else if (op == "Div" || op == "Mod") {
           if (b == 0) return error("integer division by zero");
           overflow = a == INT64_MIN && b == -1;
-          if (!overflow) out[j] = a / b;
+          if (!overflow) out[j] = op == "Div" ? a / b : a % b;
+          if (op == "Mod" && fmod == 0 && out[j] != 0 &&
+              (out[j] < 0) != (b < 0)) {
+            out[j] += b;
+          }
         } else if (op == "Equal") {
           out[j] = a == b;
         } else if (op == "Less") {
@@ -1481,7 +1563,9 @@ class Importer {
     if (p < 0 || (*layer_param)[p]) return;
     (*layer_param)[p] = true;
     QuantizableLayer layer;
-    layer.name = m.params[p].name;
+    layer.name = IsGenericName(m.params[p].name) && !node.name.empty()
+                     ? node.name
+                     : m.params[p].name;
     layer.node_name = node.name;
     layer.op_type = node.op_type;
     layer.weight_param = p;
@@ -1813,6 +1897,13 @@ absl::Status Model::Backward(const ForwardTrace& trace,
     if (shape != bound[node.output]->shape()) {
       return Invalid(absl::StrCat("the trace does not match the parameters (",
                                   "node '", node.label, "')"));
+    }
+    // Every node leads to the output, so a parameter's gradient would flow
+    // through this one.
+    if (m.needs_grad[node.output] && !node.kernel->has_gradient()) {
+      return Invalid(absl::StrCat("node '", node.label, "' (", node.op_type,
+                                  ") has no gradient; a loss cannot be "
+                                  "back-propagated through it"));
     }
   }
   if (grad_output.shape() != bound[m.output_slot]->shape()) {

@@ -31,7 +31,11 @@ struct ParamInfo {
 // axis 1, the gate rows; its recurrent weight R is not a layer, as no
 // LayerInputHook sees the hidden state it multiplies).
 struct QuantizableLayer {
-  std::string name;       // the weight initializer's name, e.g. "fc1.weight"
+  // The weight initializer's name, e.g. "fc1.weight"; the node's name (e.g.
+  // "/layers.0/linear1/MatMul") when the exporter named the initializer
+  // generically ("onnx::MatMul_123"). params()[weight_param].name is the
+  // initializer's.
+  std::string name;
   std::string node_name;  // the ONNX node's name (may be empty)
   // "Gemm", "MatMul", "Conv", "ConvTranspose", "RNN", "LSTM", "GRU"
   std::string op_type;
@@ -85,22 +89,25 @@ class Model {
   // unsupported attribute value, a cycle, a missing input, a non-float
   // graph input, more than one graph input that is not an initializer; or
   // RESOURCE_EXHAUSTED for a model over ModelLimits, a graph input or a node
-  // output that would hold more than 2^28 values per sample, node outputs computed at run
-  // time that together would hold more than 2^28 values per sample (Forward
-  // keeps them all), constants folded at import holding more than 2^28
-  // values together, or a Conv or pooling window over its limits
+  // output that would hold more than 2^28 values per sample, node outputs
+  // computed at run time that together would hold more than 2^28 values per
+  // sample (Forward keeps them all), constants folded at import holding more
+  // than 2^28 values together, or a Conv or pooling window over its limits
   // (engine/ops.h).
   //
   // Sub-graphs that only compute constants or shapes (Shape, Gather, Slice,
   // Concat, Cast, Range, int64 arithmetic, ... as exporters emit them) are
   // evaluated at import. Dim 0 of the graph input is the batch, and the model
-  // runs at any batch: where the batch size flows into a shape (e.g.
-  // `x.view(x.size(0), -1)`, or a Reshape to the example batch spelled out
-  // when the input declares a fixed batch), Reshape and Expand re-read it
-  // from their input at run time. A shape computation that depends on the
-  // batch in any other way (batch * 3, a tensor shaped by the batch) is an
-  // INVALID_ARGUMENT naming the node ("shape computation depends on the batch
-  // size ..."), never a constant folded for one batch. A graph that only
+  // runs at any batch: where a multiple of the batch size flows into a shape
+  // (e.g. `x.view(x.size(0), -1)`, attention's `view(T, batch * heads, -1)`,
+  // a class token expanded or repeated to the batch, or a Reshape to the
+  // example batch spelled out when the input declares a fixed batch),
+  // Reshape, Expand and Tile re-read the batch at run time from an input that
+  // carries it (or from the graph input). A shape computation that depends on
+  // the batch in any other way (batch + 1, batch squared, a tensor shaped by
+  // the batch) is an INVALID_ARGUMENT naming the node ("shape computation
+  // depends on the batch size ..."), never a constant folded for one batch.
+  // A graph that only
   // imports at the fixed batch its input declares (e.g. a Reshape to a
   // literal shape holding that batch's element count) runs at that batch
   // only: Forward at other batches is an INVALID_ARGUMENT.
@@ -177,6 +184,8 @@ class Model {
   // and writes dLoss/dParam for every parameter. `params` must be the same
   // values the Forward call used, and `hook` the same hook (required when
   // Forward's hook transformed any input; INVALID_ARGUMENT otherwise).
+  // INVALID_ARGUMENT naming the node when a parameter's gradient would flow
+  // through an operator without one (ArgMax).
   absl::Status Backward(const ForwardTrace& trace,
                         absl::Span<const Tensor* const> params,
                         const Tensor& grad_output,

@@ -265,14 +265,13 @@ class FlattenKernel : public CopyKernel {
 };
 
 // Reshape to a constant target shape: -1 is inferred, 0 copies the input's
-// dim at the same position (unless allowzero), and positions in `copy_from`
-// copy another input dim (the runtime batch, wherever the input carries it).
+// dim at the same position (unless allowzero), and batch elements of the
+// target (BatchShape) are resolved at the runtime batch.
 class ReshapeKernel : public CopyKernel {
  public:
-  // copy_from[i] >= 0: output dim i is input dim copy_from[i]; else target[i]
-  // is a literal dim or -1.
-  ReshapeKernel(std::vector<int64_t> target, std::vector<int> copy_from)
-      : target_(std::move(target)), copy_from_(std::move(copy_from)) {}
+  // copy_zero[i]: output dim i is input dim i (a 0 without allowzero).
+  ReshapeKernel(BatchShape target, std::vector<bool> copy_zero)
+      : target_(std::move(target)), copy_zero_(std::move(copy_zero)) {}
 
   absl::StatusOr<Shape> OutputShape(
       absl::Span<const Shape* const> inputs) const override {
@@ -281,23 +280,23 @@ class ReshapeKernel : public CopyKernel {
     const auto error = [&](absl::string_view why) {
       return ShapeError(
           "Reshape", absl::StrCat("cannot reshape ", ShapeToString(in), " to ",
-                                  ShapeToString(target_), ": ", why));
+                                  ShapeToString(target_.values()), ": ", why));
     };
-    Shape out(target_.size());
+    absl::StatusOr<std::vector<int64_t>> target = target_.Resolve(inputs);
+    if (!target.ok()) return error(target.status().message());
+    Shape out(target->size());
     int inferred = -1;
     int64_t known = 1;
-    for (size_t i = 0; i < target_.size(); ++i) {
-      int64_t d = target_[i];
-      if (copy_from_[i] >= 0) {
-        if (static_cast<size_t>(copy_from_[i]) >= in.size()) {
-          return error("a 0 has no input dim to copy");
-        }
-        d = in[copy_from_[i]];
-      } else if (d == -1) {
+    for (size_t i = 0; i < target->size(); ++i) {
+      int64_t d = (*target)[i];
+      if (copy_zero_[i]) {
+        if (i >= in.size()) return error("a 0 has no input dim to copy");
+        d = in[i];
+      } else if (d == -1 && !target_.is_batch(i)) {
         if (inferred >= 0) return error("more than one -1");
         inferred = static_cast<int>(i);
         continue;
-      } else if (d < -1) {
+      } else if (d < 0) {
         return error("negative dim");
       }
       out[i] = d;
@@ -319,8 +318,8 @@ class ReshapeKernel : public CopyKernel {
   }
 
  private:
-  const std::vector<int64_t> target_;
-  const std::vector<int> copy_from_;
+  const BatchShape target_;
+  const std::vector<bool> copy_zero_;
 };
 
 absl::StatusOr<bool> GetFlag(const OpConfig& config, absl::string_view name) {
@@ -403,9 +402,9 @@ absl::StatusOr<std::unique_ptr<Kernel>> CreateFlatten(const OpConfig& config) {
   return std::make_unique<FlattenKernel>(*axis);
 }
 
-// Reshape's shape input may hold batch elements (ConstantInput::is_batch):
-// they copy the data's batch axis, so `x.view(x.size(0), -1)` runs at any
-// batch.
+// Reshape's shape input may hold batch elements (ConstantInput::batch_factor,
+// resolved by BatchShape), so `x.view(x.size(0), -1)` and attention's
+// `view(T, batch * heads, -1)` run at any batch.
 absl::StatusOr<std::unique_ptr<Kernel>> CreateReshape(const OpConfig& config) {
   if (config.constant_inputs.empty() || !config.constant_inputs[0] ||
       !config.constant_inputs[0]->is_int) {
@@ -427,14 +426,15 @@ absl::StatusOr<std::unique_ptr<Kernel>> CreateReshape(const OpConfig& config) {
         absl::StrCat("unsupported attribute value allowzero=", *allow_zero,
                      " (node '", config.node_name, "')"));
   }
-  absl::StatusOr<std::vector<int>> copy_from = BatchCopyAxes(config, shape);
-  if (!copy_from.ok()) return copy_from.status();
+  absl::StatusOr<BatchShape> target = BatchShape::Create(config, shape);
+  if (!target.ok()) return target.status();
+  std::vector<bool> copy_zero(shape.ints.size(), false);
   for (size_t i = 0; i < shape.ints.size(); ++i) {
-    if ((*copy_from)[i] < 0 && shape.ints[i] == 0 && *allow_zero == 0) {
-      (*copy_from)[i] = static_cast<int>(i);
-    }
+    copy_zero[i] =
+        !target->is_batch(i) && shape.ints[i] == 0 && *allow_zero == 0;
   }
-  return std::make_unique<ReshapeKernel>(shape.ints, *std::move(copy_from));
+  return std::make_unique<ReshapeKernel>(*std::move(target),
+                                         std::move(copy_zero));
 }
 
 }  // namespace
@@ -450,26 +450,51 @@ void CopyKernel::Backward(absl::Span<const Tensor* const> /*inputs*/,
   if (grad_inputs[0] != nullptr) grad_inputs[0]->flat() = grad_output.flat();
 }
 
-absl::StatusOr<std::vector<int>> BatchCopyAxes(const OpConfig& config,
-                                               const ConstantInput& shape) {
-  std::vector<int> axes(shape.ints.size(), -1);
-  if (!shape.has_batch()) return axes;
-  const int batch_axis = config.DataBatchAxis(0);
-  if (batch_axis < 0) {
+absl::StatusOr<BatchShape> BatchShape::Create(const OpConfig& config,
+                                              const ConstantInput& shape) {
+  std::vector<int64_t> factors = shape.batch_factor;
+  factors.resize(shape.ints.size(), 0);
+  if (shape.has_batch() && config.batch_source.input < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         config.op_type, " node '", config.node_name,
-        "': the shape depends on the batch size but the data has no batch "
-        "axis; shape computation depends on the batch size in a way mixq "
+        "': the shape depends on the batch size but no input carries the "
+        "batch; shape computation depends on the batch size in a way mixq "
         "cannot represent"));
   }
-  for (size_t i = 0; i < axes.size(); ++i) {
-    if (shape.is_batch[i]) axes[i] = batch_axis;
+  return BatchShape(shape.ints, std::move(factors), config.batch_source);
+}
+
+absl::StatusOr<std::vector<int64_t>> BatchShape::Resolve(
+    absl::Span<const Shape* const> inputs) const {
+  if (std::all_of(factors_.begin(), factors_.end(),
+                  [](int64_t k) { return k == 0; })) {
+    return values_;
   }
-  return axes;
+  if (source_.input < 0 ||
+      static_cast<size_t>(source_.input) >= inputs.size() || source_.axis < 0 ||
+      static_cast<size_t>(source_.axis) >= inputs[source_.input]->size() ||
+      source_.factor <= 0) {
+    return absl::InvalidArgumentError("the batch axis is out of range");
+  }
+  const int64_t carried = (*inputs[source_.input])[source_.axis];
+  if (carried % source_.factor != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the batch dim ", carried, " is not a multiple of ", source_.factor));
+  }
+  const int64_t batch = carried / source_.factor;
+  std::vector<int64_t> values = values_;
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (factors_[i] > 0 &&
+        __builtin_mul_overflow(factors_[i], batch, &values[i])) {
+      return absl::InvalidArgumentError("a batch dim overflows");
+    }
+  }
+  return values;
 }
 
 bool ConstantInput::has_batch() const {
-  return std::find(is_batch.begin(), is_batch.end(), true) != is_batch.end();
+  return std::any_of(batch_factor.begin(), batch_factor.end(),
+                     [](int64_t k) { return k != 0; });
 }
 
 absl::StatusOr<int64_t> CheckedNumElements(const Shape& shape) {
@@ -571,10 +596,6 @@ bool IsOmittedInput(const Shape& shape) {
   return shape.size() == 1 && shape[0] == 0;
 }
 
-int OpConfig::DataBatchAxis(int i) const {
-  return i < static_cast<int>(data_batch_axes.size()) ? data_batch_axes[i] : -1;
-}
-
 const OpSchema* FindOp(absl::string_view op_type) {
   static const OpEntry kOps[] = {
       {"Gemm", {2, 3, 3, 1, &CreateGemm}},
@@ -589,7 +610,7 @@ const OpSchema* FindOp(absl::string_view op_type) {
   for (absl::Span<const OpEntry> table :
        {absl::Span<const OpEntry>(kOps), ElementwiseOps(), ConvOps(),
         ShapeOps(), QuantOps(), ConvTransposeOps(), ResizeOps(),
-        DepthToSpaceOps(), RecurrentOps()}) {
+        DepthToSpaceOps(), RecurrentOps(), TransformerOps()}) {
     for (const OpEntry& entry : table) {
       if (entry.op_type == op_type) return &entry.schema;
     }

@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -65,14 +66,24 @@ struct ConstantInput {
   Shape shape;
   std::vector<int64_t> ints;
   std::vector<float> floats;
-  // Per element of `ints`, or empty when there are none: true where the value
-  // is the runtime batch size (e.g. `x.size(0)` in a Reshape's shape), which
-  // `ints` holds only for the batch the model was imported at. Only kernels
-  // that document it accept such elements (Reshape, Expand, Resize's sizes);
-  // the importer rejects them for every other input.
-  std::vector<bool> is_batch;
+  // Per element of `ints`, or empty when there are none: k > 0 where the
+  // value is k times the runtime batch size (k = 1 for `x.size(0)` in a
+  // Reshape's shape, the number of heads for attention's batch x heads), 0
+  // for the others. `ints` holds such values only for the batch the model was
+  // imported at. Only kernels that document it accept such elements
+  // (Reshape, Expand, Tile, through BatchShape; Resize's sizes); the importer rejects them for
+  // every other input.
+  std::vector<int64_t> batch_factor;
 
   bool has_batch() const;
+};
+
+// Dim `axis` of data input `input` holds `factor` times the runtime batch
+// size; input -1 when no input does.
+struct BatchSource {
+  int input = -1;
+  int axis = -1;
+  int64_t factor = 1;
 };
 
 // What a kernel is built from.
@@ -88,10 +99,18 @@ struct OpConfig {
   // empty (omitted) input. The importer rejects inputs that are not constants
   // (initializers, Constant nodes or folded subgraphs).
   std::vector<std::optional<ConstantInput>> constant_inputs;
-  // Per data input: the axis that carries the batch (the graph input's dim 0
-  // flows into it unchanged), or -1 when no single axis does. Lets a kernel
-  // resolve ConstantInput::is_batch elements from its input's shape.
-  std::vector<int> data_batch_axes;
+  // Where the runtime batch size can be read: a data input's dim that holds
+  // the batch times a factor (the graph input's dim 0 flows into it, maybe
+  // multiplied), or none. When a constant input holds batch elements and no
+  // data input of the node carries the batch, the importer passes the graph
+  // input as an extra data input after the node's own (input == the number
+  // of the node's data inputs, axis 0, factor 1); kernels read only its
+  // shape. Lets a kernel resolve ConstantInput::batch_factor elements.
+  BatchSource batch_source;
+  // The node's number of outputs, and the one this kernel computes
+  // (OpSchema::kernel_per_output; 0 otherwise).
+  int num_outputs = 1;
+  int output_index = 0;
 
   // The attribute's value, `default_value` when absent; INVALID_ARGUMENT
   // naming the attribute and node when it has another type.
@@ -111,8 +130,6 @@ struct OpConfig {
   // node when both are, or when the input is not a constant int64 tensor.
   absl::StatusOr<std::optional<std::vector<int64_t>>> GetIntsAttrOrInput(
       absl::string_view name, int input) const;
-  // The batch axis of data input `i` (data_batch_axes), -1 when unknown.
-  int DataBatchAxis(int i) const;
 };
 
 class Kernel {
@@ -129,6 +146,12 @@ class Kernel {
   virtual void Forward(absl::Span<const Tensor* const> inputs,
                        Tensor* output) const = 0;
 
+  // Whether Backward computes a gradient. Operators whose output is not a
+  // differentiable function of their input (ArgMax's indices) say false;
+  // Model::Backward then refuses a gradient that would flow through them,
+  // naming the node, and never calls their Backward.
+  virtual bool has_gradient() const { return true; }
+
   // Overwrites grad_inputs[i] (already resized to the shape of inputs[i])
   // with dLoss/dInput i, given dLoss/dOutput. A null grad_inputs[i] is not
   // wanted and is skipped.
@@ -137,12 +160,41 @@ class Kernel {
                         absl::Span<Tensor* const> grad_inputs) const = 0;
 };
 
-// For a shape given as a constant input (Reshape's, Expand's): per element,
-// the axis of data input 0 it is read from at run time because it is the
-// batch size (ConstantInput::is_batch), -1 for the others. INVALID_ARGUMENT
-// naming the node when the data has no batch axis.
-absl::StatusOr<std::vector<int>> BatchCopyAxes(const OpConfig& config,
-                                               const ConstantInput& shape);
+// A shape given as a constant input (Reshape's, Expand's) whose elements may
+// be multiples of the runtime batch size (ConstantInput::batch_factor):
+// resolved on every call from the shape of the input the batch is read from
+// (OpConfig::batch_source), so attention's [batch x heads, T, D/H] runs at any
+// batch.
+class BatchShape {
+ public:
+  // INVALID_ARGUMENT naming the node when `shape` holds batch elements and
+  // the node has no batch source.
+  static absl::StatusOr<BatchShape> Create(const OpConfig& config,
+                                           const ConstantInput& shape);
+
+  // The values at the batch the data inputs `inputs` carry (literal elements
+  // as given); INVALID_ARGUMENT when the batch source is not among them or
+  // its dim is not a multiple of its factor.
+  absl::StatusOr<std::vector<int64_t>> Resolve(
+      absl::Span<const Shape* const> inputs) const;
+
+  // Element i is a multiple of the batch.
+  bool is_batch(size_t i) const { return factors_[i] > 0; }
+  size_t size() const { return values_.size(); }
+  // The values as imported (for messages).
+  const std::vector<int64_t>& values() const { return values_; }
+
+ private:
+  BatchShape(std::vector<int64_t> values, std::vector<int64_t> factors,
+             BatchSource source)
+      : values_(std::move(values)),
+        factors_(std::move(factors)),
+        source_(source) {}
+
+  std::vector<int64_t> values_;
+  std::vector<int64_t> factors_;  // per element, 0 when literal
+  BatchSource source_;
+};
 
 // OpSchema::max_inputs and data_inputs of variadic operators (Concat).
 inline constexpr int kVariadic = 1 << 20;
@@ -154,13 +206,17 @@ struct OpSchema {
   // The first `data_inputs` inputs are float tensors passed to the kernel; the
   // rest configure it (OpConfig::constant_inputs). Any number (kVariadic).
   int data_inputs = 1;
-  // Outputs after the first are accepted but never produced (Dropout's mask).
+  // Outputs after the first are accepted but never produced (Dropout's mask),
+  // unless kernel_per_output.
   int max_outputs = 1;
   absl::StatusOr<std::unique_ptr<Kernel>> (*create)(const OpConfig& config);
   // Data inputs may be omitted (an empty name) before the last given one:
   // the kernel then reads an IsOmittedInput tensor there, which has no
   // gradient. Otherwise an omitted data input is an import error.
   bool optional_data_inputs = false;
+  // The importer creates one kernel per output of a node (Split), with
+  // OpConfig::output_index saying which; each runs as its own node.
+  bool kernel_per_output = false;
 };
 
 // Whether a data input of this shape stands for an omitted one (a rank-1
@@ -200,6 +256,7 @@ absl::Span<const OpEntry> RecurrentOps();  // ops_rnn.cc
 // inputs of another seq_length (variable lengths are not supported).
 inline constexpr absl::string_view kSequenceLengthAttribute =
     "mixq_sequence_length";
+absl::Span<const OpEntry> TransformerOps();  // ops_transformer.cc
 
 // One kernel for a Conv node and the inference-form BatchNormalization that
 // is its only consumer (kernels created for them by FindOp): the convolution

@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "engine/ops.h"
+#include "engine/ops_unary.h"
 #include "engine/ops_util.h"
 
 namespace mixq::engine {
@@ -40,16 +41,6 @@ absl::StatusOr<bool> GetFlag(const OpConfig& config, absl::string_view name,
                                           "=", *value, " (must be 0 or 1)"));
   }
   return *value == 1;
-}
-
-// `axis` in [-rank, rank) as an index in [0, rank), or an error naming `op`.
-absl::StatusOr<int64_t> NormalizeAxis(absl::string_view op, int64_t axis,
-                                      int64_t rank) {
-  if (axis < -rank || axis >= rank) {
-    return ShapeError(
-        op, absl::StrCat("axis ", axis, " is out of range for rank ", rank));
-  }
-  return axis < 0 ? axis + rank : axis;
 }
 
 // ------------------------------------------------------- Broadcasting ----
@@ -404,50 +395,6 @@ class VariadicKernel : public Kernel {
 
   const absl::string_view op_type_;
   const Variadic op_;
-};
-
-// ------------------------------------------------------------- Unary ----
-
-// y = op(x) element by element. Op provides
-//   void Forward(const ConstArrayMap& x, ArrayMap y) const;
-//   void Backward(const ConstArrayMap& x, const ConstArrayMap& g,
-//                 ArrayMap dx) const;
-// where Backward may use dx as scratch before its final assignment.
-template <typename Op>
-class UnaryKernel : public Kernel {
- public:
-  explicit UnaryKernel(Op op) : op_(std::move(op)) {}
-
-  absl::StatusOr<Shape> OutputShape(
-      absl::Span<const Shape* const> inputs) const override {
-    return *inputs[0];
-  }
-
-  // Elementwise, so blocks of elements go to the threads (ParallelBlocks).
-  void Forward(absl::Span<const Tensor* const> inputs,
-               Tensor* output) const override {
-    const float* x = inputs[0]->data();
-    float* y = output->data();
-    ParallelBlocks(output->size(), [&](int64_t begin, int64_t n) {
-      op_.Forward(ConstArrayMap(x + begin, n), ArrayMap(y + begin, n));
-    });
-  }
-
-  void Backward(absl::Span<const Tensor* const> inputs,
-                const Tensor& grad_output,
-                absl::Span<Tensor* const> grad_inputs) const override {
-    if (grad_inputs[0] == nullptr) return;
-    const float* x = inputs[0]->data();
-    const float* g = grad_output.data();
-    float* dx = grad_inputs[0]->data();
-    ParallelBlocks(grad_output.size(), [&](int64_t begin, int64_t n) {
-      op_.Backward(ConstArrayMap(x + begin, n), ConstArrayMap(g + begin, n),
-                   ArrayMap(dx + begin, n));
-    });
-  }
-
- private:
-  const Op op_;
 };
 
 // The derivative at 0 is taken as 0.
@@ -989,18 +936,6 @@ class ReduceKernel : public Kernel {
 };
 
 // ----------------------------------------------------------- Creation ----
-
-template <typename Op>
-absl::StatusOr<std::unique_ptr<Kernel>> MakeUnary(Op op) {
-  return std::unique_ptr<Kernel>(
-      std::make_unique<UnaryKernel<Op>>(std::move(op)));
-}
-
-// Operators without attributes.
-template <typename Op>
-absl::StatusOr<std::unique_ptr<Kernel>> CreateUnary(const OpConfig&) {
-  return MakeUnary(Op{});
-}
 
 constexpr absl::string_view kArithmeticNames[] = {"Add", "Sub", "Mul", "Div",
                                                   "Pow"};

@@ -349,8 +349,18 @@ absl::StatusOr<std::unique_ptr<Kernel>> CreateResize(const OpConfig& config) {
       return NodeError(config, "sizes must be a 1-D int64 tensor");
     }
     attrs.sizes = sizes.ints;
-    attrs.size_is_batch = sizes.is_batch;
-    attrs.size_is_batch.resize(attrs.sizes.size(), false);
+    attrs.size_is_batch.assign(attrs.sizes.size(), false);
+    for (size_t d = 0; d < sizes.batch_factor.size() && d < attrs.sizes.size();
+         ++d) {
+      // The batch itself keeps the axis; a multiple of it would resize the
+      // batch, which no exporter does.
+      if (sizes.batch_factor[d] > 1) {
+        return NodeError(config, absl::StrCat("sizes[", d, "] is ",
+                                              sizes.batch_factor[d],
+                                              " x the batch size"));
+      }
+      attrs.size_is_batch[d] = sizes.batch_factor[d] == 1;
+    }
   } else {
     attrs.scales = **scales;
     absl::Status valid = CheckScales(config, attrs.scales);

@@ -23,16 +23,6 @@ namespace {
 using StridedVectorMap =
     Eigen::Map<const Eigen::VectorXf, 0, Eigen::InnerStride<>>;
 
-// `axis` in [-rank, rank) as an index in [0, rank), or an error naming `op`.
-absl::StatusOr<int64_t> NormalizeAxis(absl::string_view op, int64_t axis,
-                                      int64_t rank) {
-  if (axis < -rank || axis >= rank) {
-    return ShapeError(op, absl::StrCat("axis ", axis, " is out of range for ",
-                                       "rank ", rank));
-  }
-  return axis < 0 ? axis + rank : axis;
-}
-
 std::vector<int64_t> Strides(const Shape& shape) {
   std::vector<int64_t> strides(shape.size());
   int64_t stride = 1;
@@ -813,31 +803,24 @@ absl::StatusOr<std::unique_ptr<Kernel>> CreateGather(const OpConfig& config) {
 
 // ---------------------------------------------------------------- Expand --
 
+// Broadcasts the input to a constant shape whose batch elements (BatchShape)
+// are resolved at the runtime batch.
 class ExpandKernel : public Kernel {
  public:
-  // copy_from[i] >= 0: dim i of the shape is input dim copy_from[i] (the
-  // runtime batch).
-  ExpandKernel(std::vector<int64_t> shape, std::vector<int> copy_from)
-      : shape_(std::move(shape)), copy_from_(std::move(copy_from)) {}
+  explicit ExpandKernel(BatchShape shape) : shape_(std::move(shape)) {}
 
   absl::StatusOr<Shape> OutputShape(
       absl::Span<const Shape* const> inputs) const override {
     const Shape& in = *inputs[0];
-    Shape target = shape_;
-    for (size_t i = 0; i < target.size(); ++i) {
-      if (copy_from_[i] < 0) continue;
-      if (static_cast<size_t>(copy_from_[i]) >= in.size()) {
-        return ShapeError("Expand", "the batch axis is out of range");
-      }
-      target[i] = in[copy_from_[i]];
-    }
-    for (int64_t d : target) {
+    absl::StatusOr<std::vector<int64_t>> target = shape_.Resolve(inputs);
+    if (!target.ok()) return ShapeError("Expand", target.status().message());
+    for (int64_t d : *target) {
       if (d < 0) {
         return ShapeError(
-            "Expand", absl::StrCat("negative dim in ", ShapeToString(target)));
+            "Expand", absl::StrCat("negative dim in ", ShapeToString(*target)));
       }
     }
-    absl::StatusOr<Shape> out = BroadcastShapes(in, target);
+    absl::StatusOr<Shape> out = BroadcastShapes(in, *target);
     if (!out.ok()) return ShapeError("Expand", out.status().message());
     return CheckedShape(*std::move(out));
   }
@@ -857,22 +840,21 @@ class ExpandKernel : public Kernel {
   }
 
  private:
-  const std::vector<int64_t> shape_;
-  const std::vector<int> copy_from_;
+  const BatchShape shape_;
 };
 
-// Expand's shape may hold batch elements (ConstantInput::is_batch): they
-// copy the input's batch axis.
+// Expand's shape may hold batch elements (ConstantInput::batch_factor): a
+// class token expanded to the batch runs at any batch.
 absl::StatusOr<std::unique_ptr<Kernel>> CreateExpand(const OpConfig& config) {
   if (config.constant_inputs.empty() || !config.constant_inputs[0] ||
       !config.constant_inputs[0]->is_int ||
       config.constant_inputs[0]->shape.size() != 1) {
     return NodeError(config, "the shape must be a constant 1-D int64 tensor");
   }
-  const ConstantInput& shape = *config.constant_inputs[0];
-  absl::StatusOr<std::vector<int>> copy_from = BatchCopyAxes(config, shape);
-  if (!copy_from.ok()) return copy_from.status();
-  return std::make_unique<ExpandKernel>(shape.ints, *std::move(copy_from));
+  absl::StatusOr<BatchShape> shape =
+      BatchShape::Create(config, *config.constant_inputs[0]);
+  if (!shape.ok()) return shape.status();
+  return std::make_unique<ExpandKernel>(*std::move(shape));
 }
 
 }  // namespace

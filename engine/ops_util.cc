@@ -17,6 +17,15 @@ absl::Status NodeError(const OpConfig& config, absl::string_view message) {
       config.op_type, " node '", config.node_name, "': ", message));
 }
 
+absl::StatusOr<int64_t> NormalizeAxis(absl::string_view op, int64_t axis,
+                                      int64_t rank) {
+  if (axis < -rank || axis >= rank) {
+    return ShapeError(
+        op, absl::StrCat("axis ", axis, " is out of range for rank ", rank));
+  }
+  return axis < 0 ? axis + rank : axis;
+}
+
 int64_t Product(Shape::const_iterator begin, Shape::const_iterator end) {
   int64_t n = 1;
   for (auto it = begin; it != end; ++it) n *= *it;

@@ -27,6 +27,10 @@ absl::Status ShapeError(absl::string_view op, absl::string_view message);
 // a node's attributes or constant inputs at import.
 absl::Status NodeError(const OpConfig& config, absl::string_view message);
 
+// `axis` in [-rank, rank) as an index in [0, rank), or an error naming `op`.
+absl::StatusOr<int64_t> NormalizeAxis(absl::string_view op, int64_t axis,
+                                      int64_t rank);
+
 // The product of the dims in [begin, end).
 int64_t Product(Shape::const_iterator begin, Shape::const_iterator end);
 

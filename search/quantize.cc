@@ -119,7 +119,8 @@ absl::StatusOr<QuantizedModel> ExportQuantized(absl::string_view prepared_onnx,
     if (policy[l] < kFloatBits) {
       const engine::Tensor& w = session.weights()[info.weight_param];
       layer.weight = session.WeightParams(static_cast<int>(l), policy[l]);
-      spec.weights.push_back(ToQdqWeight(info.name, w, layer.weight));
+      spec.weights.push_back(
+          ToQdqWeight(model.params()[info.weight_param].name, w, layer.weight));
       is_quantized_weight[info.weight_param] = true;
       if (static_activations) {
         const QuantParams* params =

@@ -463,23 +463,119 @@ TEST(BatchFoldingTest, GraphValidOnlyAtItsDeclaredBatchIsPinned) {
                 "only runs at batch 2");
 }
 
+// A ViT's `cls_token.repeat(batch, 1, 1)`: Tile repeats that hold the batch.
+TEST(BatchFoldingTest, ParameterRepeatedToTheBatch) {
+  OnnxBuilder b(13);
+  b.Input("x", {-1, 2, 3}).Output("y");
+  b.Initializer("token", {1, 1, 3}, {1, 2, 3});
+  b.Node("Shape", {"x"}, {"shape"});
+  b.IntInitializer("start", {0});
+  b.IntInitializer("end", {1});
+  b.Node("Slice", {"shape", "start", "end"}, {"batch1"});
+  b.IntConstant("ones", {1, 1});
+  SetInt(b.Node("Concat", {"batch1", "ones"}, {"repeats"}), "axis", 0);
+  b.Node("Tile", {"token", "repeats"}, {"tokens"});
+  SetInt(b.Node("Concat", {"tokens", "x"}, {"y"}), "axis", 1);
+  std::unique_ptr<Model> model = BuildOrDie(b);
+  ASSERT_NE(model, nullptr);
+  for (int64_t batch : {1, 4}) {
+    absl::StatusOr<Tensor> y = RunModel(*model, Iota({batch, 2, 3}));
+    ASSERT_TRUE(y.ok()) << y.status();
+    ASSERT_THAT(y->shape(), ElementsAre(batch, 3, 3));
+    EXPECT_EQ(y->data()[(batch - 1) * 9 + 2], 3.0f);
+  }
+}
+
+// Arithmetic that is not a multiple of the batch (batch squared, batch + 1,
+// batch - 1, batch / 2) cannot be carried symbolically: an error naming the
+// node, never a constant folded at batch 1.
 TEST(BatchFoldingTest, UnrepresentableBatchArithmeticIsAnError) {
-  for (const std::string op : {"Mul", "Sub", "Add"}) {
-    SCOPED_TRACE(op);
+  struct Case {
+    std::string op;
+    bool by_itself;  // the batch times itself, else by k
+    int64_t k;
+  };
+  for (const Case& c : {Case{"Mul", true, 0}, Case{"Sub", false, 1},
+                        Case{"Add", false, 1}, Case{"Div", false, 2}}) {
+    SCOPED_TRACE(c.op);
     OnnxBuilder b(13);
     b.Input("x", {-1, 6}).Output("y");
     b.Node("Shape", {"x"}, {"shape"});
     b.IntInitializer("start", {0});
     b.IntInitializer("end", {1});
     b.Node("Slice", {"shape", "start", "end"}, {"batch1"});
-    b.IntInitializer("k", {op == "Mul" ? 3 : 1});
-    b.Node(op, {"batch1", "k"}, {"scaled"}, "scale_batch");
+    b.IntInitializer("k", {c.k});
+    b.Node(c.op, {"batch1", c.by_itself ? "batch1" : "k"}, {"scaled"},
+           "scale_batch");
     b.IntConstant("minus_one", {-1});
     SetInt(b.Node("Concat", {"scaled", "minus_one"}, {"target"}), "axis", 0);
     b.Node("Reshape", {"x", "target"}, {"y"});
     const absl::Status status = b.Build().status();
     ExpectInvalid(status, "node 'scale_batch'");
     ExpectInvalid(status, "shape computation depends on the batch size");
+  }
+}
+
+// nn.MultiheadAttention's `view(T, batch * heads, D / heads)`: a multiple of
+// the batch flows through Mul into a Reshape, and back through a second
+// Reshape whose data carries the batch only as batch x heads.
+TEST(BatchFoldingTest, BatchTimesHeadsReshapesAtAnyBatch) {
+  constexpr int64_t kHeads = 3;
+  OnnxBuilder b(13);
+  b.Input("x", {-1, 2, 6}).Output("y");
+  b.Node("Shape", {"x"}, {"shape"});
+  b.IntConstant("zero", {0}, true);
+  b.Node("Gather", {"shape", "zero"}, {"batch"});
+  b.IntConstant("heads", {kHeads}, true);
+  b.Node("Mul", {"batch", "heads"}, {"batch_heads"});
+  b.IntConstant("axes", {0});
+  b.Node("Unsqueeze", {"batch_heads", "axes"}, {"bh1"});
+  b.IntConstant("rest", {2, 2});
+  SetInt(b.Node("Concat", {"bh1", "rest"}, {"split_target"}), "axis", 0);
+  b.Node("Reshape", {"x", "split_target"}, {"split"});
+  SetInts(b.Node("Transpose", {"split"}, {"swapped"}), "perm", {0, 2, 1});
+  // Back to [batch, 12] with batch = (batch x heads) / heads.
+  b.Node("Shape", {"swapped"}, {"swapped_shape"});
+  b.Node("Gather", {"swapped_shape", "zero"}, {"bh"});
+  b.Node("Div", {"bh", "heads"}, {"batch_again"});
+  b.Node("Unsqueeze", {"batch_again", "axes"}, {"b1"});
+  b.IntConstant("minus_one", {-1});
+  SetInt(b.Node("Concat", {"b1", "minus_one"}, {"merge_target"}), "axis", 0);
+  b.Node("Reshape", {"swapped", "merge_target"}, {"y"});
+  std::unique_ptr<Model> model = BuildOrDie(b);
+  ASSERT_NE(model, nullptr);
+  for (int64_t batch : {1, 2, 5}) {
+    const Tensor x = Iota({batch, 2, 6});
+    absl::StatusOr<Tensor> y = RunModel(*model, x);
+    ASSERT_TRUE(y.ok()) << y.status();
+    ASSERT_THAT(y->shape(), ElementsAre(batch, 12));
+    // Each [2, 2] block of x is transposed: y[n][4 * h + 1] = x[n][4 * h + 2].
+    const int64_t last = (batch - 1) * 12;
+    EXPECT_EQ(y->data()[last + 4 * 2 + 1], x.data()[last + 4 * 2 + 2]);
+  }
+}
+
+// A ViT's class token [1, 1, D] expanded to [batch, 1, D]: the data of the
+// Expand carries no batch, so the batch is read from the graph input.
+TEST(BatchFoldingTest, ParameterExpandedToTheBatch) {
+  OnnxBuilder b(13);
+  b.Input("x", {-1, 3}).Output("y");
+  b.Initializer("token", {1, 3}, {1, 2, 3});
+  b.Node("Shape", {"x"}, {"shape"});
+  b.IntInitializer("start", {0});
+  b.IntInitializer("end", {1});
+  b.Node("Slice", {"shape", "start", "end"}, {"batch1"});
+  b.IntConstant("rest", {3});
+  SetInt(b.Node("Concat", {"batch1", "rest"}, {"target"}), "axis", 0);
+  b.Node("Expand", {"token", "target"}, {"tokens"});
+  b.Node("Add", {"x", "tokens"}, {"y"});
+  std::unique_ptr<Model> model = BuildOrDie(b);
+  ASSERT_NE(model, nullptr);
+  for (int64_t batch : {1, 4}) {
+    absl::StatusOr<Tensor> y = RunModel(*model, Tensor({batch, 3}));
+    ASSERT_TRUE(y.ok()) << y.status();
+    ASSERT_THAT(y->shape(), ElementsAre(batch, 3));
+    EXPECT_EQ(y->data()[(batch - 1) * 3 + 2], 3.0f);
   }
 }
 

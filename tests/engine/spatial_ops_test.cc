@@ -94,7 +94,7 @@ TEST(ResizeTest, LinearAlignCornersKeepsTheCorners) {
 
 TEST(ResizeTest, SizesHoldingTheBatchFollowTheInput) {
   ConstantInput sizes = IntInput({1, 2, 4});
-  sizes.is_batch = {true, false, false};
+  sizes.batch_factor = {1, 0, 0};
   auto kernel = Create("Resize", {{"mode", StringAttr("linear")}},
                        {kOmitted, kOmitted, sizes});
   ASSERT_TRUE(kernel.ok()) << kernel.status();

@@ -690,9 +690,11 @@ TEST(QdqExportTest, ResnetFixtureEndToEnd) {
   for (size_t l = 0; l < layers.size(); ++l) {
     // 8 bits for the first and last layers, 4 in between.
     const int bits = l == 0 || l + 1 == layers.size() ? 8 : 4;
-    spec.weights.push_back(Symmetric(layers[l].name,
-                                     Param(*model, layers[l].name),
-                                     layers[l].channel_axis, bits));
+    // The folded Convs' initializers are "onnx::Conv_N"; their layers are
+    // named after the node, so the weight is addressed by its initializer.
+    const std::string& weight = model->params()[layers[l].weight_param].name;
+    spec.weights.push_back(
+        Symmetric(weight, Param(*model, weight), layers[l].channel_axis, bits));
     spec.activations.push_back(
         AsymmetricActivation(layers[l].node_name, r[l], bits, false));
   }
