@@ -218,13 +218,7 @@ class Search {
     if (interrupted.phase == TunePhase::kFinal) {
       final_tune = std::move(interrupted.progress);  // in steps_run_ already
     } else {
-      // (auto's race length without a total budget is a pure function of the
-      // options, so a resumed job computes the same.)
-      const int race_steps =
-          options_.strategy == Strategy::kAuto
-              ? std::max(options_.final_finetune_steps, 0) / kRaceShareDivisor
-              : 0;
-      const int final_steps = FinalSteps(race_steps);
+      const int final_steps = FinalSteps();
       steps_run_ += final_steps;
       final_tune = FineTuneProgress(final_steps);
     }
@@ -856,18 +850,15 @@ class Search {
     return report;
   }
 
-  // auto's race: a fifth of the final fine-tune it would otherwise run,
-  // taken off it.
+  // auto's race: a fifth of the final fine-tune (configured), taken off it.
   int RaceSteps() const {
     if (options_.strategy != Strategy::kAuto) return 0;
-    return FinalSteps(/*race_steps=*/0) / kRaceShareDivisor;
+    return std::max(options_.final_finetune_steps, 0) / kRaceShareDivisor;
   }
 
-  // The final fine-tune's mini-batches, after steps_run_ of them so far of
-  // which `race_steps` were auto's race: options_.final_finetune_steps less
-  // the race, or what the search left of total_finetune_steps if more.
-  int FinalSteps(int race_steps) const {
-    int final_steps = std::max(options_.final_finetune_steps, 0) - race_steps;
+  // The final fine-tune's mini-batches, with steps_run_ those run before it.
+  int FinalSteps() const {
+    int final_steps = std::max(options_.final_finetune_steps, 0) - RaceSteps();
     if (options_.total_finetune_steps > 0) {
       final_steps =
           std::max(final_steps, options_.total_finetune_steps - steps_run_);

@@ -145,20 +145,6 @@ TEST_F(StrategyTest, AutoRacesItsAllocationsAndKeepsTheLowestLoss) {
   }
 }
 
-// With a total fine-tune budget, the race is a fifth of what the search left
-// for the final fine-tune, and the total stays the budget.
-TEST_F(StrategyTest, AutoRacesAFifthOfTheFinalFineTuneOfATotalBudget) {
-  ProgressiveOptions options = Options(Strategy::kAuto);
-  options.budget.value = 3.0;
-  options.total_finetune_steps = 120;
-  std::vector<StepReport> steps;
-  auto result = Run(options, &steps);
-  ASSERT_TRUE(result.ok()) << result.status();
-  ASSERT_EQ(steps.size(), 2u);
-  EXPECT_EQ(steps[1].finetune_steps, (120 - options.warmup_steps) / 5);
-  EXPECT_EQ(result->finetune_steps, 120);
-}
-
 // Without a final fine-tune there is nothing to race: the allocations are
 // compared as the warm-up left the weights.
 TEST_F(StrategyTest, AutoWithoutFinalFineTuneComparesUntunedAllocations) {
