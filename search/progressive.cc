@@ -51,8 +51,6 @@ constexpr int kMaxCandidates = 1024;
 constexpr int kMaxSteps = 1000000;
 constexpr int kMaxBatch = 1 << 16;
 constexpr int kMaxHutchinsonSamples = 4096;
-// auto races its allocations for final_finetune_steps / this many steps.
-constexpr int kRaceShareDivisor = 5;
 // SearchCheckpoint.version written, and the only one read.
 constexpr uint32_t kCheckpointVersion = 1;
 
@@ -65,9 +63,8 @@ absl::Status CheckBits(absl::string_view field, const std::vector<int>& bits) {
   }
   for (int b : bits) {
     if (b < kMinWeightBits || b > kMaxWeightBits) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ": ", b, " is outside ", kMinWeightBits, "..",
-                       kMaxWeightBits));
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ": ", b, " is outside ", kMinWeightBits, "..", kMaxWeightBits));
     }
   }
   return absl::OkStatus();
@@ -218,8 +215,12 @@ class Search {
     if (interrupted.phase == TunePhase::kFinal) {
       final_tune = std::move(interrupted.progress);  // in steps_run_ already
     } else {
-      const int final_steps = FinalSteps();
-      steps_run_ += final_steps;
+      int final_steps = options_.final_finetune_steps;
+      if (options_.total_finetune_steps > 0) {
+        final_steps =
+            std::max(final_steps, options_.total_finetune_steps - steps_run_);
+      }
+      steps_run_ += std::max(final_steps, 0);
       final_tune = FineTuneProgress(final_steps);
     }
     MIXQ_RETURN_IF_ERROR(TuneFor(TunePhase::kFinal, &final_tune, nullptr));
@@ -296,9 +297,9 @@ class Search {
          options_.strategy == Strategy::kProgressive) ||
         (phase == static_cast<int>(TunePhase::kFinal) && recorded);
     if (!phase_fits) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("checkpoint: interrupted phase ", phase, " after step ",
-                       checkpoint.step(), " does not fit"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "checkpoint: interrupted phase ", phase, " after step ",
+          checkpoint.step(), " does not fit"));
     }
     if (in.target() < 0 || in.done() < 0 || in.done() > in.target()) {
       return absl::InvalidArgumentError(
@@ -374,15 +375,15 @@ class Search {
       return absl::InvalidArgumentError("checkpoint: does not parse");
     }
     if (checkpoint.version() != kCheckpointVersion) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("checkpoint: version ", checkpoint.version(),
-                       ", expected ", kCheckpointVersion));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "checkpoint: version ", checkpoint.version(), ", expected ",
+          kCheckpointVersion));
     }
     if (checkpoint.strategy() != StrategyName(options_.strategy) ||
         checkpoint.seed() != options_.seed) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("checkpoint: of strategy ", checkpoint.strategy(),
-                       " seed ", checkpoint.seed(), ", not of this search"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "checkpoint: of strategy ", checkpoint.strategy(), " seed ",
+          checkpoint.seed(), ", not of this search"));
     }
     if (checkpoint.step() < -1 || checkpoint.step() > kMaxSteps ||
         checkpoint.finetune_steps_run() < 0) {
@@ -394,8 +395,7 @@ class Search {
           absl::StrCat("checkpoint: ", checkpoint.level_size(),
                        " layers, the model has ", cost_.num_layers()));
     }
-    std::vector<int> level(checkpoint.level().begin(),
-                           checkpoint.level().end());
+    std::vector<int> level(checkpoint.level().begin(), checkpoint.level().end());
     for (int l = 0; l < cost_.num_layers(); ++l) {
       if (level[l] < 0 ||
           level[l] >= static_cast<int>(bits_.per_layer[l].size())) {
@@ -473,8 +473,8 @@ class Search {
       interrupted.phase = phase;
       interrupted.progress = *tune;
       if (partial != nullptr) interrupted.report = *partial;
-      observer_.on_interrupted(InterruptedCheckpoint(interrupted),
-                               recorded_step_);
+      observer_.on_interrupted(
+          InterruptedCheckpoint(interrupted), recorded_step_);
     }
     return status;
   }
@@ -768,102 +768,39 @@ class Search {
     return report;
   }
 
-  // auto (Strategy::kAuto): a race of the distinct allocations among
-  // uniform's, knapsack's, and knapsack's with every layer kept above its
-  // lowest candidate bits (when that meets the budget). Each is fine-tuned
-  // RaceSteps() mini-batches from the warm-up's state and measured on the
-  // calibration set; the lowest loss wins (ties: the earlier), and the final
-  // fine-tune goes on from its state. Racing instead of comparing before any
-  // fine-tune: Ω and the untuned loss both misjudge an allocation that puts
-  // a large layer at very few bits, whose loss falls most in fine-tuning.
-  // The step's candidates are the racers ranked by that loss.
+  // auto (Strategy::kAuto): uniform's and knapsack's allocations, each
+  // scored on the calibration set; the lower calibration loss is kept
+  // (ties: uniform). The step's candidates are the distinct allocations
+  // ranked by calibration loss.
   absl::StatusOr<StepReport> AutoStep() {
     StepReport report;
     report.step = 1;
     const auto scoring_start = Clock::now();
     const OmegaTable omega = session_.LayerOmegaTable(omega_bits_);
     std::vector<std::vector<int>> levels = {UniformLevels()};
-    const auto add_distinct = [&levels](std::vector<int> level) {
-      if (std::find(levels.begin(), levels.end(), level) == levels.end())
-        levels.push_back(std::move(level));
-    };
     MIXQ_ASSIGN_OR_RETURN(
         std::vector<int> knapsack,
         allocator_.Allocate(omega, TopLevels(), BottomLevels(),
                             options_.budget.value, CurrentActBits()));
-    add_distinct(std::move(knapsack));
-    std::vector<int> floor = BottomLevels();
-    const std::vector<int> top = TopLevels();
-    for (size_t l = 0; l < floor.size(); ++l)
-      floor[l] = std::max(top[l], floor[l] - 1);
-    if (BudgetMet(PolicyAt(floor), CurrentActBits())) {
-      MIXQ_ASSIGN_OR_RETURN(
-          std::vector<int> floored,
-          allocator_.Allocate(omega, top, floor, options_.budget.value,
-                              CurrentActBits()));
-      add_distinct(std::move(floored));
-    }
-
-    const int race_steps = RaceSteps();
-    internal::SessionState start;
-    if (levels.size() > 1) session_.SaveState(&start);
-    struct Racer {
-      ScoredPolicy scored;
-      std::vector<int> level;
-      internal::SessionState state;
-    };
-    std::vector<Racer> racers;
+    if (knapsack != levels.front()) levels.push_back(std::move(knapsack));
+    std::vector<std::pair<ScoredPolicy, std::vector<int>>> scored;
     for (std::vector<int>& level : levels) {
-      if (!racers.empty()) MIXQ_RETURN_IF_ERROR(session_.RestoreState(start));
-      level_ = level;
-      Racer racer;
-      if (race_steps > 0) {
-        // Not TuneFor: a race stopped midway is run again from the last
-        // checkpoint (the warm-up's), not resumed.
-        FineTuneProgress tune(race_steps);
-        MIXQ_RETURN_IF_ERROR(session_.FineTune(CurrentPolicy(), train_, &calib_,
-                                               recipe_, &tune,
-                                               observer_.cancel));
-        MIXQ_ASSIGN_OR_RETURN(racer.scored, ScoreTuned(tune));
-      } else {
-        MIXQ_ASSIGN_OR_RETURN(racer.scored, Score(CurrentPolicy()));
-      }
-      SetIndex(omega, &racer.scored);
-      racer.level = std::move(level);
-      if (levels.size() > 1) session_.SaveState(&racer.state);
-      racers.push_back(std::move(racer));
+      MIXQ_ASSIGN_OR_RETURN(ScoredPolicy policy, Score(PolicyAt(level)));
+      SetIndex(omega, &policy);
+      scored.emplace_back(std::move(policy), std::move(level));
     }
-    std::stable_sort(racers.begin(), racers.end(),
-                     [](const Racer& a, const Racer& b) {
-                       return a.scored.loss < b.scored.loss;
+    std::stable_sort(scored.begin(), scored.end(),
+                     [](const auto& a, const auto& b) {
+                       return a.first.loss < b.first.loss;
                      });
-    for (const Racer& racer : racers) report.candidates.push_back(racer.scored);
-    level_ = racers.front().level;
-    if (racers.size() > 1)
-      MIXQ_RETURN_IF_ERROR(session_.RestoreState(racers.front().state));
-    steps_run_ += race_steps;
-    report.finetune_steps = race_steps;
+    for (const auto& [policy, level] : scored)
+      report.candidates.push_back(policy);
+    level_ = scored.front().second;
     report.finetuned = report.candidates.front();
     report.scoring.seconds = Seconds(scoring_start);
     MIXQ_ASSIGN_OR_RETURN(report.scoring.oracle_omega,
                           OracleOmega(omega, CurrentPolicy()));
     return report;
-  }
-
-  // auto's race: a fifth of the final fine-tune (configured), taken off it.
-  int RaceSteps() const {
-    if (options_.strategy != Strategy::kAuto) return 0;
-    return std::max(options_.final_finetune_steps, 0) / kRaceShareDivisor;
-  }
-
-  // The final fine-tune's mini-batches, with steps_run_ those run before it.
-  int FinalSteps() const {
-    int final_steps = std::max(options_.final_finetune_steps, 0) - RaceSteps();
-    if (options_.total_finetune_steps > 0) {
-      final_steps =
-          std::max(final_steps, options_.total_finetune_steps - steps_run_);
-    }
-    return std::max(final_steps, 0);
   }
 
   // Ω_l(b) = Tr(H_l)/n_l · ‖Q_b(W_l) − W_l‖² (HAWQ-V2), the traces by
@@ -883,8 +820,8 @@ class Search {
       d.Resize(w.shape());
       // A negative estimate (noise, or a saddle) would reward quantizing: a
       // layer without measured curvature costs nothing instead.
-      d.flat().setConstant(static_cast<float>(std::max(traces[l], 0.0) /
-                                              static_cast<double>(w.size())));
+      d.flat().setConstant(static_cast<float>(
+          std::max(traces[l], 0.0) / static_cast<double>(w.size())));
     }
     return session_.LayerOmegaTable(omega_bits_, &diag);
   }
@@ -917,8 +854,8 @@ class Search {
   // Ω is tabulated once per step for every bit-width any layer may take:
   // every layer's bits, distinct, highest first.
   const std::vector<int> omega_bits_;
-  const Allocator allocator_;  // borrows cost_ and bits_
-  std::vector<int> level_;     // per layer: index into bits_.per_layer[l]
+  const Allocator allocator_;    // borrows cost_ and bits_
+  std::vector<int> level_;       // per layer: index into bits_.per_layer[l]
   // Searched activation bits, distinct and highest first (empty: fixed at
   // options_.activation_bits), and the current index into them.
   std::vector<int> act_levels_;
@@ -929,7 +866,7 @@ class Search {
   const FineTuneOptions recipe_;
   int steps_run_ = 0;  // fine-tune steps so far (counting whole fine-tunes)
   int recorded_step_ = -1;  // the last step reported
-  int64_t node_runs_ = 0;   // summed over the steps' ScoringStats
+  int64_t node_runs_ = 0;  // summed over the steps' ScoringStats
   int64_t naive_node_runs_ = 0;
 };
 
@@ -985,10 +922,10 @@ absl::Status ValidateOptions(const ProgressiveOptions& options) {
   if (options.activation_bits != kFloatBits &&
       (options.activation_bits < kMinActivationBits ||
        options.activation_bits > kMaxActivationBits)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("activation_bits: must be in ", kMinActivationBits, "..",
-                     kMaxActivationBits, " or ", kFloatBits, " (float), got ",
-                     options.activation_bits));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "activation_bits: must be in ", kMinActivationBits, "..",
+        kMaxActivationBits, " or ", kFloatBits, " (float), got ",
+        options.activation_bits));
   }
   for (size_t i = 0; i < options.activation_levels.size(); ++i) {
     const int b = options.activation_levels[i];
@@ -1020,8 +957,9 @@ absl::Status ValidateOptions(const ProgressiveOptions& options) {
         "finetune_steps/warmup_steps/final_finetune_steps: negative");
   }
   if (options.total_finetune_steps < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "total_finetune_steps: negative (", options.total_finetune_steps, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("total_finetune_steps: negative (",
+                     options.total_finetune_steps, ")"));
   }
   if (options.hutchinson_samples < 1 ||
       options.hutchinson_samples > kMaxHutchinsonSamples) {
@@ -1088,8 +1026,7 @@ absl::StatusOr<CandidateBits> ResolveCandidateBits(
   for (size_t l = 0; l < layers.size(); ++l)
     index.emplace(layers[l], static_cast<int>(l));
   CandidateBits bits;
-  bits.per_layer.assign(layers.size(),
-                        DistinctHighestFirst(options.bit_levels));
+  bits.per_layer.assign(layers.size(), DistinctHighestFirst(options.bit_levels));
   for (size_t i = 0; i < options.layers.size(); ++i) {
     const LayerCandidates& layer = options.layers[i];
     const auto it = index.find(layer.name);

@@ -38,14 +38,12 @@ struct LayerCandidates {
   std::vector<int> bits;  // any order, each 1..8; one entry pins the layer
 };
 
-// kAuto: after the warm-up, the distinct allocations among uniform's,
-// knapsack's, and knapsack's with no layer at its lowest candidate bits
-// (when that meets the budget) race: each is fine-tuned for a fifth of
-// final_finetune_steps from the warm-up's state, and the one of lowest
-// calibration loss goes on to the final fine-tune (shortened by the race).
-// Ω's quadratic model misjudges large perturbations (2 bits on a layer
-// holding most of the weights), and so does the loss before fine-tuning:
-// a short fine-tune of each says which allocation recovers best.
+// kAuto: after the warm-up, uniform's and knapsack's allocations on the
+// budget are scored on the calibration set, and the one of lower
+// calibration loss is fine-tuned. Ω's quadratic model misjudges large
+// perturbations (2 bits on a layer holding most of the weights): there the
+// least-Ω allocation loses to uniform, and the measured loss says so, for
+// two forward passes over the calibration set.
 enum class Strategy { kProgressive, kUniform, kKnapsack, kHawq, kAuto };
 // "progressive", "uniform", "knapsack", "hawq", "auto".
 std::string StrategyName(Strategy strategy);

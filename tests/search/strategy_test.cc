@@ -89,82 +89,48 @@ TEST_F(StrategyTest, KnapsackBeatsUniformOnOmega) {
             uniform_steps[1].candidates[0].omega * (1 + 1e-12));
 }
 
-// auto races uniform's and knapsack's allocations (and knapsack's above
-// the lowest bits): each is fine-tuned a fifth of the final fine-tune from
-// the warm-up's state, the lowest calibration loss wins and goes on to the
-// rest of the final fine-tune. Its candidates are those allocations (each on
-// the budget, each once), ranked by their loss after the race.
-TEST_F(StrategyTest, AutoRacesItsAllocationsAndKeepsTheLowestLoss) {
-  constexpr int kFinal = 25;
-  constexpr int kRace = kFinal / 5;
+// auto keeps, of uniform's and knapsack's allocations, the one of lower
+// calibration loss: its candidates are those allocations (each on the
+// budget, each once), ranked by calibration loss.
+TEST_F(StrategyTest, AutoKeepsTheLowestCalibrationLossOfItsAllocations) {
   for (double budget : {5.0, 4.0, 3.0}) {
     SCOPED_TRACE(budget);
     ProgressiveOptions options = Options(Strategy::kAuto);
     options.budget.value = budget;
-    options.final_finetune_steps = kFinal;
     std::vector<StepReport> auto_steps, uniform_steps, knapsack_steps;
     auto result = Run(options, &auto_steps);
     ASSERT_TRUE(result.ok()) << result.status();
-    // The race is the final fine-tune's first steps: auto trains as long
-    // as uniform and knapsack do.
-    EXPECT_EQ(result->finetune_steps, options.warmup_steps + kFinal);
-    // Uniform and knapsack with a final fine-tune as long as the race: the
-    // same warm-up (same seed), so the same weights at the race's end.
-    options.final_finetune_steps = kRace;
     options.strategy = Strategy::kUniform;
-    auto uniform = Run(options, &uniform_steps);
-    ASSERT_TRUE(uniform.ok()) << uniform.status();
+    ASSERT_TRUE(Run(options, &uniform_steps).ok());
     options.strategy = Strategy::kKnapsack;
-    auto knapsack = Run(options, &knapsack_steps);
-    ASSERT_TRUE(knapsack.ok()) << knapsack.status();
+    ASSERT_TRUE(Run(options, &knapsack_steps).ok());
 
     ASSERT_EQ(auto_steps.size(), 2u);
-    EXPECT_EQ(auto_steps[1].finetune_steps, kRace);
     const std::vector<ScoredPolicy>& candidates = auto_steps[1].candidates;
     ASSERT_GE(candidates.size(), 1u);
-    ASSERT_LE(candidates.size(), 3u);
+    ASSERT_LE(candidates.size(), 2u);
     for (size_t i = 0; i < candidates.size(); ++i) {
       EXPECT_LE(candidates[i].avg_bits, budget + 1e-9);
-      for (size_t j = 0; j < i; ++j)
-        EXPECT_NE(candidates[i].policy, candidates[j].policy);
       if (i > 0) {
         EXPECT_LE(candidates[i - 1].loss, candidates[i].loss);
       }
     }
     EXPECT_EQ(result->final_policy.policy, candidates.front().policy);
     EXPECT_EQ(auto_steps[1].finetuned.policy, candidates.front().policy);
-    for (const SearchResult* other : {&*uniform, &*knapsack}) {
+    // The same warm-up (same seed): uniform's and knapsack's allocations are
+    // among auto's, with the calibration loss they were scored with.
+    for (const std::vector<StepReport>* other :
+         {&uniform_steps, &knapsack_steps}) {
+      const ScoredPolicy& allocation = (*other)[1].candidates.front();
       const auto it = std::find_if(
           candidates.begin(), candidates.end(), [&](const ScoredPolicy& c) {
-            return c.policy == other->final_policy.policy;
+            return c.policy == allocation.policy;
           });
       ASSERT_NE(it, candidates.end());
-      EXPECT_EQ(it->loss, other->final_policy.loss);
-      EXPECT_LE(candidates.front().loss, other->final_policy.loss);
+      EXPECT_EQ(it->loss, allocation.loss);
+      EXPECT_LE(candidates.front().loss, allocation.loss);
     }
   }
-}
-
-// Without a final fine-tune there is nothing to race: the allocations are
-// compared as the warm-up left the weights.
-TEST_F(StrategyTest, AutoWithoutFinalFineTuneComparesUntunedAllocations) {
-  ProgressiveOptions options = Options(Strategy::kAuto);
-  options.budget.value = 3.0;
-  options.final_finetune_steps = 0;
-  std::vector<StepReport> auto_steps, uniform_steps;
-  auto result = Run(options, &auto_steps);
-  ASSERT_TRUE(result.ok()) << result.status();
-  ASSERT_EQ(auto_steps.size(), 2u);
-  EXPECT_EQ(auto_steps[1].finetune_steps, 0);
-  options.strategy = Strategy::kUniform;
-  ASSERT_TRUE(Run(options, &uniform_steps).ok());
-  const ScoredPolicy& uniform = uniform_steps[1].candidates.front();
-  const std::vector<ScoredPolicy>& candidates = auto_steps[1].candidates;
-  const auto it = std::find_if(
-      candidates.begin(), candidates.end(),
-      [&](const ScoredPolicy& c) { return c.policy == uniform.policy; });
-  ASSERT_NE(it, candidates.end());
-  EXPECT_EQ(it->loss, uniform.loss);
 }
 
 TEST_F(StrategyTest, HawqAllocatesUnderTheBudget) {
