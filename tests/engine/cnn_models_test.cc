@@ -19,17 +19,19 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/fixtures.h"
+#include "tests/support/tensor_compare.h"
 
 namespace mixq::engine {
 namespace {
+
+using ::mixq::testing::Pointers;
+using ::mixq::testing::ExpectClose;
 
 using ::mixq::testing::FixturePath;
 using ::mixq::testing::ReadFloatNpy;
 using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
 
-// Absolute and relative tolerance against PyTorch's float32 logits.
-constexpr float kTolerance = 1e-4f;
 // A batch size the importer never saw (it infers shapes at batch 1).
 constexpr int64_t kOddBatch = 3;
 // Finite differences run on this many samples.
@@ -101,12 +103,6 @@ std::vector<CnnFixture> Fixtures() {
   };
 }
 
-std::vector<const Tensor*> Pointers(const std::vector<Tensor>& tensors) {
-  std::vector<const Tensor*> pointers;
-  for (const Tensor& t : tensors) pointers.push_back(&t);
-  return pointers;
-}
-
 // Rows [begin, end) of `t`, each repeated from the start when end > dim(0).
 Tensor Rows(const Tensor& t, int64_t begin, int64_t end) {
   if (end <= t.dim(0)) return t.Slice(begin, end);
@@ -119,22 +115,6 @@ Tensor Rows(const Tensor& t, int64_t begin, int64_t end) {
                 out.data() + (r - begin) * row);
   }
   return out;
-}
-
-void ExpectClose(const Tensor& actual, const Tensor& expected,
-                 const std::string& what) {
-  ASSERT_EQ(actual.shape(), expected.shape()) << what;
-  int64_t bad = 0;
-  for (int64_t i = 0; i < expected.size(); ++i) {
-    const float e = expected.data()[i];
-    const float a = actual.data()[i];
-    if (!(std::abs(a - e) <= kTolerance * std::max(1.0f, std::abs(e))) &&
-        bad++ < 5) {
-      ADD_FAILURE() << what << ": element " << i << " is " << a
-                    << ", PyTorch has " << e;
-    }
-  }
-  EXPECT_EQ(bad, 0) << what;
 }
 
 bool IsStatistic(const std::string& name) {

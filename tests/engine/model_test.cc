@@ -18,11 +18,14 @@
 #include "engine/tensor.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/tensor_compare.h"
 #include "onnx/onnx_pb.h"
 #include "tests/support/onnx_builder.h"
 
 namespace mixq::engine {
 namespace {
+
+using ::mixq::testing::Pointers;
 
 using ::mixq::testing::OnnxBuilder;
 using ::mixq::testing::SetFloat;
@@ -46,12 +49,6 @@ std::unique_ptr<Model> BuildOrDie(const OnnxBuilder& builder) {
   absl::StatusOr<std::unique_ptr<Model>> model = builder.Build();
   EXPECT_TRUE(model.ok()) << model.status();
   return model.ok() ? *std::move(model) : nullptr;
-}
-
-std::vector<const Tensor*> Pointers(const std::vector<Tensor>& tensors) {
-  std::vector<const Tensor*> pointers;
-  for (const Tensor& t : tensors) pointers.push_back(&t);
-  return pointers;
 }
 
 absl::StatusOr<Tensor> RunInitial(const Model& model, const Tensor& input) {

@@ -19,16 +19,18 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/fixtures.h"
+#include "tests/support/tensor_compare.h"
 
 namespace mixq::engine {
 namespace {
+
+using ::mixq::testing::Pointers;
+using ::mixq::testing::ExpectClose;
 
 using ::mixq::testing::FixturePath;
 using ::mixq::testing::ReadFloatNpy;
 using ::testing::ElementsAre;
 
-// Absolute and relative tolerance against PyTorch's float32 logits.
-constexpr float kTolerance = 1e-4f;
 constexpr int64_t kBatches[] = {1, 3, 8};
 // Finite differences: the loss is smooth (sigmoid, tanh), so one step does.
 constexpr int64_t kGradientBatch = 2;
@@ -63,28 +65,6 @@ std::vector<RnnFixture> Fixtures() {
     fixtures.push_back({"gru_bi2", opset, 2, 2});
   }
   return fixtures;
-}
-
-std::vector<const Tensor*> Pointers(const std::vector<Tensor>& tensors) {
-  std::vector<const Tensor*> pointers;
-  for (const Tensor& t : tensors) pointers.push_back(&t);
-  return pointers;
-}
-
-void ExpectClose(const Tensor& actual, const Tensor& expected,
-                 const std::string& what) {
-  ASSERT_EQ(actual.shape(), expected.shape()) << what;
-  int64_t bad = 0;
-  for (int64_t i = 0; i < expected.size(); ++i) {
-    const float e = expected.data()[i];
-    const float a = actual.data()[i];
-    if (!(std::abs(a - e) <= kTolerance * std::max(1.0f, std::abs(e))) &&
-        bad++ < 5) {
-      ADD_FAILURE() << what << ": element " << i << " is " << a
-                    << ", PyTorch has " << e;
-    }
-  }
-  EXPECT_EQ(bad, 0) << what;
 }
 
 // Arbitrary but fixed labels.

@@ -19,16 +19,18 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/fixtures.h"
+#include "tests/support/tensor_compare.h"
 
 namespace mixq::engine {
 namespace {
+
+using ::mixq::testing::Pointers;
+using ::mixq::testing::ExpectClose;
 
 using ::mixq::testing::FixturePath;
 using ::mixq::testing::ReadFloatNpy;
 using ::testing::ElementsAreArray;
 
-// Absolute and relative tolerance against PyTorch's float32 outputs.
-constexpr float kTolerance = 1e-4f;
 // Batches compared with PyTorch: (first sample, count).
 constexpr std::pair<int64_t, int64_t> kBatches[] = {{5, 1}, {2, 3}, {0, 8}};
 // Finite differences: as cnn_models_test, two steps must agree (no ReLU kink
@@ -83,28 +85,6 @@ std::vector<SpatialCase> Cases() {
     for (int opset : {13, 17}) cases.push_back({f, opset});
   }
   return cases;
-}
-
-std::vector<const Tensor*> Pointers(const std::vector<Tensor>& tensors) {
-  std::vector<const Tensor*> pointers;
-  for (const Tensor& t : tensors) pointers.push_back(&t);
-  return pointers;
-}
-
-void ExpectClose(const Tensor& actual, const Tensor& expected,
-                 const std::string& what) {
-  ASSERT_EQ(actual.shape(), expected.shape()) << what;
-  int64_t bad = 0;
-  for (int64_t i = 0; i < expected.size(); ++i) {
-    const float e = expected.data()[i];
-    const float a = actual.data()[i];
-    if (!(std::abs(a - e) <= kTolerance * std::max(1.0f, std::abs(e))) &&
-        bad++ < 5) {
-      ADD_FAILURE() << what << ": element " << i << " is " << a
-                    << ", PyTorch has " << e;
-    }
-  }
-  EXPECT_EQ(bad, 0) << what;
 }
 
 class SpatialModelTest : public ::testing::TestWithParam<SpatialCase> {

@@ -20,10 +20,13 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/fixtures.h"
+#include "tests/support/tensor_compare.h"
 #include "tests/support/gradient_check.h"
 
 namespace mixq::engine {
 namespace {
+
+using ::mixq::testing::Pointers;
 
 using ::mixq::testing::FixturePath;
 using ::mixq::testing::ReadFloatNpy;
@@ -79,12 +82,6 @@ std::vector<TransformerFixture> Fixtures() {
     fixtures.push_back({"bert", opset, {5}, 5, kBertLayers});
   }
   return fixtures;
-}
-
-std::vector<const Tensor*> Pointers(const std::vector<Tensor>& tensors) {
-  std::vector<const Tensor*> pointers;
-  for (const Tensor& t : tensors) pointers.push_back(&t);
-  return pointers;
 }
 
 // Rounds `count` values to a `bits`-bit symmetric grid over their largest
