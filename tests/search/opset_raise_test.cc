@@ -6,6 +6,8 @@
 
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <ostream>
 #include <string>
@@ -19,6 +21,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "onnx/onnx_pb.h"
+#include "tests/support/fixtures.h"
 #include "tests/support/onnx_builder.h"
 
 namespace mixq::search {
@@ -317,6 +320,44 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<RefusedCase>& info) {
       return std::string(info.param.name);
     });
+
+// Every exported model among the fixtures (CNNs, transformers, 1-D and
+// dense-prediction nets, recurrent nets; opsets 13 to 17) raises to opset 21
+// — so its 4-bit export can be written — and computes the same outputs.
+TEST(RaiseToOpset21Test, EveryExportedFixtureRaisesAndComputesTheSame) {
+  const std::filesystem::path dir =
+      std::filesystem::path(::mixq::testing::FixturePath("mlp_fmnist.onnx"))
+          .parent_path();
+  int raised = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    const std::string file = entry.path().filename().string();
+    if (entry.path().extension() != ".onnx" || file == "unsupported_op.onnx")
+      continue;
+    SCOPED_TRACE(file);
+    onnx::ModelProto model;
+    std::ifstream in(entry.path(), std::ios::binary);
+    ASSERT_TRUE(model.ParseFromIstream(&in));
+    if (Opset(model) < 13) continue;  // refused by design (tested above)
+    absl::StatusOr<std::unique_ptr<engine::Model>> loaded =
+        engine::Model::FromOnnxBytes(model.SerializeAsString());
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    engine::Shape shape = (*loaded)->input_shape();
+    shape[0] = 3;
+    Tensor x(shape);
+    for (int64_t i = 0; i < x.size(); ++i)
+      x.data()[i] = 0.01f * static_cast<float>(i % 97) - 0.4f;
+    const absl::StatusOr<Tensor> before = RunModel(model, x);
+    ASSERT_TRUE(before.ok()) << before.status();
+    const absl::Status status = RaiseToOpset21(&model);
+    ASSERT_TRUE(status.ok()) << status;
+    EXPECT_EQ(Opset(model), kOpset21);
+    const absl::StatusOr<Tensor> after = RunModel(model, x);
+    ASSERT_TRUE(after.ok()) << after.status();
+    EXPECT_EQ(after->ToVector(), before->ToVector());
+    ++raised;
+  }
+  EXPECT_GE(raised, 40);
+}
 
 }  // namespace
 }  // namespace mixq::search
