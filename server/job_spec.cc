@@ -248,8 +248,34 @@ absl::StatusOr<engine::Objective> ResolveObjective(const v1::JobSpec& spec) {
   return *objective;
 }
 
+absl::Status CheckTeacherFits(const PreparedJob& job) {
+  if (job.objective != engine::Objective::kDistill) return absl::OkStatus();
+  constexpr int64_t kFloatBytes = sizeof(float);
+  int64_t per_sample = 1;
+  const engine::Shape& output = job.model->output_shape();
+  for (size_t d = 1; d < output.size(); ++d) {
+    if (output[d] <= 0) continue;  // symbolic: known only when run
+    if (per_sample > kMaxTeacherBytes / kFloatBytes / output[d]) {
+      per_sample = kMaxTeacherBytes;  // beyond the limit for one sample
+      break;
+    }
+    per_sample *= output[d];
+  }
+  const int64_t samples = job.calib.size() + job.train.size() + job.val.size();
+  if (samples <= kMaxTeacherBytes / kFloatBytes / per_sample)
+    return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "spec.max_samples: the distill objective keeps the FP32 model's "
+      "outputs for every sample, and ",
+      samples, " samples of ", per_sample,
+      " output values each would take more than the limit of ",
+      kMaxTeacherBytes, " bytes; use fewer samples (max_samples, "
+      "val_size or smaller files)"));
+}
+
 absl::Status AttachTeachers(PreparedJob* job) {
   if (job->objective != engine::Objective::kDistill) return absl::OkStatus();
+  MIXQ_RETURN_IF_ERROR(CheckTeacherFits(*job));
   for (search::LabeledData* data : {&job->calib, &job->train, &job->val}) {
     const absl::Status attached = search::AttachTeacher(*job->model, data);
     if (!attached.ok()) return SpecFieldError("spec.model", attached);
@@ -378,6 +404,7 @@ absl::StatusOr<PreparedJob> LoadModelAndData(const v1::JobSpec& spec,
   }
   job.calib = data.Slice(0, spec.calib_size());
   job.train = data.Slice(spec.calib_size(), n - held_out);
+  MIXQ_RETURN_IF_ERROR(CheckTeacherFits(job));
   return job;
 }
 

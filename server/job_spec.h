@@ -104,6 +104,17 @@ absl::StatusOr<PreparedJob> PrepareJob(const v1::JobSpec& spec,
 // spec.objective for an unknown name, or cross_entropy without labels.
 absl::StatusOr<engine::Objective> ResolveObjective(const v1::JobSpec& spec);
 
+// The most memory the distill objective's FP32 outputs may take for one
+// job (calibration, fine-tuning and validation samples together).
+inline constexpr int64_t kMaxTeacherBytes = int64_t{1} << 31;
+
+// With the distill objective, RESOURCE_EXHAUSTED naming spec.max_samples if
+// the FP32 outputs of the job's samples would take more than
+// kMaxTeacherBytes (a model whose output is much larger than its input,
+// e.g. an upsampler, multiplies the data's memory); checked at submit,
+// before any of them is computed. OK for cross_entropy.
+absl::Status CheckTeacherFits(const PreparedJob& job);
+
 // With the distill objective, sets the teacher outputs (the FP32 model's, on
 // each sample: search::AttachTeacher) of job->calib, train and val; a no-op
 // for cross_entropy. Blocks for one forward pass over the job's data;

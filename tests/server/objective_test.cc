@@ -92,6 +92,34 @@ TEST(PrepareJobObjectiveTest, LabelFreeJobDistilsFromTheFp32Outputs) {
   }
 }
 
+// A model whose output is far larger than its input: x [N, 12] through a
+// Gemm, tiled to [N, 12 * 2^20] (48 MiB per sample). Its FP32 outputs for the job's 200
+// samples would take 9.4 GiB: refused at submit, before any is computed.
+TEST(PrepareJobObjectiveTest, TeacherOutputsBeyondTheLimitAreRefusedAtSubmit) {
+  constexpr int64_t kRepeats = int64_t{1} << 20;
+  testing::OnnxBuilder b;
+  b.Input("x", {-1, kFeatures}).Output("y");
+  b.Initializer("w", {kFeatures, kFeatures},
+                std::vector<float>(kFeatures * kFeatures, 0.1f));
+  b.IntInitializer("repeats", {1, kRepeats});
+  b.Node("MatMul", {"x", "w"}, {"h"}, "fc");
+  b.Node("Tile", {"h", "repeats"}, {"y"}, "tile");
+  v1::SubmitJobRequest request = LabelFreeRequest();
+  request.mutable_spec()->mutable_model()->set_content(b.Bytes());
+  const absl::StatusOr<PreparedJob> job =
+      PrepareJob(request.spec(), FilesOf(request.spec()));
+  EXPECT_EQ(job.status().code(), absl::StatusCode::kResourceExhausted)
+      << job.status();
+  EXPECT_THAT(std::string(job.status().message()),
+              HasSubstr("spec.max_samples: the distill objective keeps"));
+  // Fewer samples fit: 40 x 48 MiB is under the 2 GiB limit.
+  request.mutable_spec()->set_max_samples(40);
+  request.mutable_spec()->set_calib_size(8);
+  const absl::StatusOr<PreparedJob> fewer =
+      PrepareJob(request.spec(), FilesOf(request.spec()));
+  EXPECT_TRUE(fewer.ok()) << fewer.status();
+}
+
 TEST(PrepareJobObjectiveTest, ValidationInputsAloneAreEnoughWhenDistilling) {
   v1::SubmitJobRequest request = LabelFreeRequest();
   const search::LabeledData val =
