@@ -24,6 +24,8 @@
 namespace mixq::engine {
 namespace {
 
+using ::mixq::testing::RunKernel;
+
 using ::mixq::testing::Attributes;
 using ::mixq::testing::IntAttr;
 using ::mixq::testing::IntInput;
@@ -55,21 +57,6 @@ absl::StatusOr<std::unique_ptr<Kernel>> Make(
   for (const auto& [name, attr] : attrs) config.attributes[name] = attr;
   config.constant_inputs = std::move(constants);
   return schema->create(config);
-}
-
-Tensor RunKernel(const Kernel& kernel, const std::vector<Tensor>& inputs) {
-  std::vector<const Shape*> shapes;
-  std::vector<const Tensor*> pointers;
-  for (const Tensor& t : inputs) {
-    shapes.push_back(&t.shape());
-    pointers.push_back(&t);
-  }
-  absl::StatusOr<Shape> shape = kernel.OutputShape(shapes);
-  EXPECT_TRUE(shape.ok()) << shape.status();
-  if (!shape.ok()) return Tensor();
-  Tensor out(*shape);
-  kernel.Forward(pointers, &out);
-  return out;
 }
 
 struct GradientCase {

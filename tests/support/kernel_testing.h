@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "engine/ops.h"
 #include "engine/tensor.h"
+#include "gtest/gtest.h"
 
 namespace mixq::testing {
 
@@ -90,6 +91,24 @@ inline absl::StatusOr<std::unique_ptr<engine::Kernel>> MakeKernel(
   config.opset = 13;
   for (const auto& [name, attr] : attrs) config.attributes[name] = attr;
   return schema->create(config);
+}
+
+// `kernel`'s output on `inputs` (shape from OutputShape, then Forward); an
+// empty tensor, with a test failure, when OutputShape refuses them.
+inline engine::Tensor RunKernel(const engine::Kernel& kernel,
+                                const std::vector<engine::Tensor>& inputs) {
+  std::vector<const engine::Shape*> shapes;
+  std::vector<const engine::Tensor*> pointers;
+  for (const engine::Tensor& t : inputs) {
+    shapes.push_back(&t.shape());
+    pointers.push_back(&t);
+  }
+  absl::StatusOr<engine::Shape> shape = kernel.OutputShape(shapes);
+  EXPECT_TRUE(shape.ok()) << shape.status();
+  if (!shape.ok()) return engine::Tensor();
+  engine::Tensor out(*shape);
+  kernel.Forward(pointers, &out);
+  return out;
 }
 
 // `n` values drawn uniformly from [-1, 1] by `rng`.
