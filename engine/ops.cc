@@ -4,6 +4,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -596,7 +597,10 @@ bool IsOmittedInput(const Shape& shape) {
   return shape.size() == 1 && shape[0] == 0;
 }
 
-const OpSchema* FindOp(absl::string_view op_type) {
+namespace {
+
+// Every family's table, the ones defined here first.
+const std::vector<absl::Span<const OpEntry>>& OpTables() {
   static const OpEntry kOps[] = {
       {"Gemm", {2, 3, 3, 1, &CreateGemm}},
       {"MatMul", {2, 2, 2, 1, &CreateMatMul}},
@@ -607,15 +611,30 @@ const OpSchema* FindOp(absl::string_view op_type) {
       // Inference: identity; the mask output is never produced.
       {"Dropout", {1, 3, 1, 2, &CreateDropout}},
   };
-  for (absl::Span<const OpEntry> table :
-       {absl::Span<const OpEntry>(kOps), ElementwiseOps(), ConvOps(),
-        ShapeOps(), QuantOps(), ConvTransposeOps(), ResizeOps(),
-        DepthToSpaceOps(), RecurrentOps(), TransformerOps()}) {
+  static const std::vector<absl::Span<const OpEntry>> kTables = {
+      kOps,           ElementwiseOps(),   ConvOps(),   ShapeOps(),
+      QuantOps(),     ConvTransposeOps(), ResizeOps(), DepthToSpaceOps(),
+      RecurrentOps(), TransformerOps()};
+  return kTables;
+}
+
+}  // namespace
+
+const OpSchema* FindOp(absl::string_view op_type) {
+  for (absl::Span<const OpEntry> table : OpTables()) {
     for (const OpEntry& entry : table) {
       if (entry.op_type == op_type) return &entry.schema;
     }
   }
   return nullptr;
+}
+
+std::vector<absl::string_view> RegisteredOpTypes() {
+  std::vector<absl::string_view> types;
+  for (absl::Span<const OpEntry> table : OpTables()) {
+    for (const OpEntry& entry : table) types.push_back(entry.op_type);
+  }
+  return types;
 }
 
 }  // namespace mixq::engine

@@ -272,6 +272,10 @@ std::unique_ptr<Kernel> FuseConvBatchNorm(const Kernel& conv,
 // The schema of a supported operator of the default ONNX domain, or nullptr.
 const OpSchema* FindOp(absl::string_view op_type);
 
+// Every operator FindOp finds, in registry order (for the operator-test
+// table's coverage check and documentation).
+std::vector<absl::string_view> RegisteredOpTypes();
+
 }  // namespace mixq::engine
 
 #endif  // MIXQ_ENGINE_OPS_H_

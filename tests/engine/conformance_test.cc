@@ -55,13 +55,12 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "onnx/onnx_pb.h"
+#include "tests/engine/op_table.h"
 #include "util/file.h"
 
 namespace mixq::engine {
 namespace {
 
-constexpr char kDefaultDataRoot[] = "/usr/share/libonnx-testdata/data";
-constexpr char kDataRootEnv[] = "MIXQ_ONNX_TESTDATA";
 constexpr char kReportEnv[] = "MIXQ_CONFORMANCE_REPORT";
 constexpr float kAbsTolerance = 1e-4f;
 constexpr float kRelTolerance = 1e-4f;
@@ -450,10 +449,7 @@ class Summary {
   std::vector<NamedResult> skipped_;
 };
 
-std::filesystem::path DataRoot() {
-  const char* root = std::getenv(kDataRootEnv);
-  return root != nullptr && *root != '\0' ? root : kDefaultDataRoot;
-}
+std::filesystem::path DataRoot() { return testing::ConformanceDataRoot(); }
 
 // Summaries of every directory run so far, for MIXQ_CONFORMANCE_REPORT.
 std::string& ReportText() {
@@ -541,37 +537,6 @@ TEST_P(ConformanceTest, AcceptedCasesMatchTheReference) {
   EXPECT_GT(summary.total().cases, 0) << "no cases under " << dir;
 }
 
-// Cases that must run and pass, not be skipped: the importer accepting them
-// is part of what the operators promise.
-class RequiredCaseTest : public ::testing::TestWithParam<std::string> {};
-
-TEST_P(RequiredCaseTest, RunsAndPasses) {
-  const std::filesystem::path dir = DataRoot() / "node" / GetParam();
-  if (!std::filesystem::is_directory(dir)) {
-    GTEST_SKIP() << dir << " is absent (install libonnx-testdata)";
-  }
-  absl::StatusOr<std::string> bytes = ReadFile((dir / "model.onnx").string());
-  ASSERT_TRUE(bytes.ok()) << bytes.status();
-  onnx::ModelProto model;
-  ASSERT_TRUE(model.ParseFromString(*bytes));
-  absl::StatusOr<PreparedCase> prepared = PrepareCase(dir, model);
-  ASSERT_TRUE(prepared.ok()) << prepared.status();
-  const CaseResult result = RunIsolated([&] { return RunCase(*prepared); });
-  EXPECT_EQ(result.outcome, Outcome::kPassed) << result.message;
-}
-
-// RNN, LSTM and GRU: defaults, biases, peepholes with a full-length
-// sequence_lens, linear_before_reset 0, layout 1 (batchwise).
-INSTANTIATE_TEST_SUITE_P(
-    Recurrent, RequiredCaseTest,
-    ::testing::Values("test_lstm_defaults", "test_lstm_with_initial_bias",
-                      "test_lstm_with_peepholes", "test_lstm_batchwise",
-                      "test_gru_defaults", "test_gru_with_initial_bias",
-                      "test_gru_seq_length", "test_gru_batchwise",
-                      "test_simple_rnn_defaults",
-                      "test_simple_rnn_with_initial_bias",
-                      "test_simple_rnn_batchwise", "test_rnn_seq_length"));
-
 INSTANTIATE_TEST_SUITE_P(OnnxTestData, ConformanceTest,
                          ::testing::Values("node", "pytorch-converted",
                                            "pytorch-operator", "simple"),
@@ -581,16 +546,11 @@ INSTANTIATE_TEST_SUITE_P(OnnxTestData, ConformanceTest,
                            return name;
                          });
 
-// Cases of the operators added for dense prediction and 1-D signals (issue
-// #16) that must run and pass, not merely be skipped: a kernel that starts
-// refusing them fails here even though the run above would only skip them.
-struct RequiredCase {
-  const char* dir;
-  const char* name;
-};
-
-class RequiredConformanceTest : public ::testing::TestWithParam<RequiredCase> {
-};
+// The cases the operator-test table (op_table.h) requires to run and pass,
+// not merely be skipped: a kernel that starts refusing them fails here even
+// though the run above would only skip them.
+class RequiredConformanceTest
+    : public ::testing::TestWithParam<testing::ConformanceCase> {};
 
 TEST_P(RequiredConformanceTest, Passes) {
   const std::filesystem::path case_dir =
@@ -610,62 +570,12 @@ TEST_P(RequiredConformanceTest, Passes) {
 }
 
 INSTANTIATE_TEST_SUITE_P(
-    Spatial, RequiredConformanceTest,
-    ::testing::Values(
-        RequiredCase{"pytorch-converted", "test_Conv1d"},
-        RequiredCase{"pytorch-converted", "test_Conv1d_dilated"},
-        RequiredCase{"pytorch-converted", "test_Conv1d_groups"},
-        RequiredCase{"pytorch-converted", "test_Conv1d_pad2size1"},
-        RequiredCase{"pytorch-converted", "test_Conv1d_stride"},
-        RequiredCase{"pytorch-converted", "test_AvgPool1d_stride"},
-        RequiredCase{"pytorch-converted",
-                     "test_MaxPool1d_stride_padding_dilation"},
-        RequiredCase{"node", "test_averagepool_1d_default"},
-        RequiredCase{"node", "test_maxpool_1d_default"},
-        RequiredCase{"node", "test_convtranspose"},
-        RequiredCase{"node", "test_convtranspose_1d"},
-        RequiredCase{"node", "test_convtranspose_autopad_same"},
-        RequiredCase{"node", "test_convtranspose_dilations"},
-        RequiredCase{"node", "test_convtranspose_kernel_shape"},
-        RequiredCase{"node", "test_convtranspose_output_shape"},
-        RequiredCase{"node", "test_convtranspose_pad"},
-        RequiredCase{"node", "test_convtranspose_pads"},
-        RequiredCase{"node", "test_convtranspose_with_kernel"},
-        RequiredCase{"pytorch-converted", "test_ConvTranspose2d"},
-        RequiredCase{"pytorch-converted", "test_ConvTranspose2d_no_bias"},
-        RequiredCase{"pytorch-operator", "test_operator_convtranspose"},
-        RequiredCase{"pytorch-converted", "test_PixelShuffle"},
-        RequiredCase{"node", "test_depthtospace_crd_mode"},
-        RequiredCase{"node", "test_depthtospace_crd_mode_example"},
-        RequiredCase{"node", "test_depthtospace_dcr_mode"},
-        RequiredCase{"node", "test_depthtospace_example"},
-        RequiredCase{"node", "test_spacetodepth"},
-        RequiredCase{"node", "test_spacetodepth_example"},
-        RequiredCase{"node", "test_upsample_nearest"},
-        RequiredCase{"node", "test_resize_downsample_scales_linear"},
-        RequiredCase{"node",
-                     "test_resize_downsample_scales_linear_align_corners"},
-        RequiredCase{"node", "test_resize_downsample_scales_nearest"},
-        RequiredCase{"node",
-                     "test_resize_downsample_sizes_linear_pytorch_half_pixel"},
-        RequiredCase{"node", "test_resize_downsample_sizes_nearest"},
-        RequiredCase{
-            "node",
-            "test_resize_downsample_sizes_nearest_tf_half_pixel_for_nn"},
-        RequiredCase{"node", "test_resize_upsample_scales_linear"},
-        RequiredCase{"node",
-                     "test_resize_upsample_scales_linear_align_corners"},
-        RequiredCase{"node", "test_resize_upsample_scales_nearest"},
-        RequiredCase{"node", "test_resize_upsample_sizes_nearest"},
-        RequiredCase{"node",
-                     "test_resize_upsample_sizes_nearest_ceil_half_pixel"},
-        RequiredCase{"node",
-                     "test_resize_upsample_sizes_nearest_floor_align_corners"},
-        RequiredCase{
-            "node",
-            "test_resize_upsample_sizes_nearest_round_prefer_ceil_asymmetric"}),
-    [](const ::testing::TestParamInfo<RequiredCase>& info) {
-      return std::string(info.param.name);
+    OpTable, RequiredConformanceTest,
+    ::testing::ValuesIn(testing::ConformanceCases()),
+    [](const ::testing::TestParamInfo<testing::ConformanceCase>& info) {
+      std::string name = absl::StrCat(info.param.dir, "_", info.param.name);
+      std::replace(name.begin(), name.end(), '-', '_');
+      return name;
     });
 
 }  // namespace

@@ -1,7 +1,7 @@
-// Conv, pooling and BatchNormalization kernels: backward passes against
-// central finite differences, the fast paths (pointwise, depthwise, im2col
+// Conv, pooling and BatchNormalization kernels: the fast paths (pointwise, depthwise, im2col
 // with batch chunking) against a direct reference convolution, hand-computed
 // cases, the ONNX conformance data and the errors for unsupported attributes.
+// Their gradients are in the operator-test table (op_table.cc).
 #include <omp.h>
 
 #include <algorithm>
@@ -21,7 +21,6 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "onnx/onnx_pb.h"
-#include "tests/support/gradient_check.h"
 #include "tests/support/kernel_testing.h"
 #include "util/file.h"
 
@@ -29,35 +28,13 @@ namespace mixq::engine {
 namespace {
 
 using ::mixq::testing::Attributes;
-using ::mixq::testing::ExpectGradientsMatchFiniteDifferences;
 using ::mixq::testing::FloatAttr;
-using ::mixq::testing::GradientTolerance;
 using ::mixq::testing::IntAttr;
 using ::mixq::testing::IntsAttr;
 using ::mixq::testing::MakeKernel;
 using ::mixq::testing::StringAttr;
 using ::mixq::testing::UniformValues;
 using ::testing::HasSubstr;
-
-// Every kernel is linear in each input (pooling away from ties, BN in X,
-// scale and B), so a large step costs no truncation error and keeps float
-// rounding small.
-constexpr GradientTolerance kGradientTolerance = {
-    .eps = 1e-2f, .abs = 1e-3, .rel = 1e-2};
-// BatchNormalization's inputs: X, scale, B, mean, var.
-constexpr size_t kBatchNormMean = 3;
-constexpr size_t kBatchNormVar = 4;
-
-// Distinct values in [-1, 1] at least 2 / n apart, shuffled: max pooling has
-// no ties a finite-difference step could flip.
-std::vector<float> DistinctValues(int64_t n, std::mt19937* rng) {
-  std::vector<float> values(n);
-  for (int64_t i = 0; i < n; ++i) {
-    values[i] = -1.0f + 2.0f * static_cast<float>(i) / std::max<int64_t>(n, 1);
-  }
-  std::shuffle(values.begin(), values.end(), *rng);
-  return values;
-}
 
 std::vector<const Shape*> ShapePointers(const std::vector<Tensor>& tensors) {
   std::vector<const Shape*> shapes;
@@ -69,240 +46,6 @@ std::vector<const Tensor*> Pointers(const std::vector<Tensor>& tensors) {
   for (const Tensor& t : tensors) pointers.push_back(&t);
   return pointers;
 }
-
-// ------------------------------------------------- Finite differences ----
-
-struct GradientCase {
-  std::string name;
-  std::string op_type;
-  std::vector<Shape> inputs;
-  Attributes attributes = {};
-  // BatchNormalization: var must be positive, and the gradients of mean and
-  // var are zero by contract, not the derivative.
-  bool batch_norm = false;
-};
-
-void PrintTo(const GradientCase& c, std::ostream* os) { *os << c.name; }
-
-class ConvGradientTest : public ::testing::TestWithParam<GradientCase> {};
-
-// L = Σ R ⊙ op(inputs) for a fixed random R, so dL/dOutput = R.
-TEST_P(ConvGradientTest, MatchesFiniteDifferences) {
-  const GradientCase& c = GetParam();
-  absl::StatusOr<std::unique_ptr<Kernel>> created =
-      MakeKernel(c.op_type, c.attributes);
-  ASSERT_TRUE(created.ok()) << created.status();
-  const Kernel& kernel = **created;
-
-  std::mt19937 rng(7);
-  std::vector<Tensor> inputs;
-  for (const Shape& shape : c.inputs) {
-    inputs.emplace_back(shape, DistinctValues(NumElements(shape), &rng));
-  }
-  if (c.batch_norm) {
-    for (float& v : inputs[kBatchNormVar].values()) v = 0.5f + std::abs(v);
-  }
-  absl::StatusOr<Shape> out_shape = kernel.OutputShape(ShapePointers(inputs));
-  ASSERT_TRUE(out_shape.ok()) << out_shape.status();
-  const Tensor upstream(*out_shape,
-                        UniformValues(NumElements(*out_shape), &rng));
-  // The gradients of mean and var are zero by contract.
-  const std::vector<size_t> zero_by_contract =
-      c.batch_norm ? std::vector<size_t>{kBatchNormMean, kBatchNormVar}
-                   : std::vector<size_t>{};
-  ExpectGradientsMatchFiniteDifferences(kernel, std::move(inputs), upstream,
-                                        kGradientTolerance, zero_by_contract);
-}
-
-std::vector<GradientCase> ConvCases() {
-  return {
-      {"basic_3x3", "Conv", {{2, 3, 5, 5}, {4, 3, 3, 3}, {4}}},
-      {"no_bias", "Conv", {{1, 2, 4, 4}, {3, 2, 3, 3}}},
-      {"pads",
-       "Conv",
-       {{1, 2, 5, 4}, {3, 2, 3, 3}, {3}},
-       {{"pads", IntsAttr({1, 1, 1, 1})}}},
-      {"asymmetric_pads_strides",
-       "Conv",
-       {{2, 2, 7, 6}, {3, 2, 3, 2}, {3}},
-       {{"pads", IntsAttr({1, 0, 2, 1})}, {"strides", IntsAttr({2, 3})}}},
-      {"dilations",
-       "Conv",
-       {{1, 2, 7, 7}, {2, 2, 3, 3}, {2}},
-       {{"dilations", IntsAttr({2, 1})}, {"pads", IntsAttr({2, 1, 2, 1})}}},
-      {"same_upper",
-       "Conv",
-       {{1, 2, 6, 5}, {2, 2, 4, 3}},
-       {{"auto_pad", StringAttr("SAME_UPPER")}, {"strides", IntsAttr({2, 2})}}},
-      {"same_lower",
-       "Conv",
-       {{1, 2, 6, 5}, {2, 2, 4, 3}},
-       {{"auto_pad", StringAttr("SAME_LOWER")}, {"strides", IntsAttr({2, 1})}}},
-      {"valid",
-       "Conv",
-       {{1, 1, 6, 5}, {2, 1, 3, 2}, {2}},
-       {{"auto_pad", StringAttr("VALID")}, {"strides", IntsAttr({2, 2})}}},
-      {"kernel_shape",
-       "Conv",
-       {{1, 2, 4, 4}, {2, 2, 2, 3}, {2}},
-       {{"kernel_shape", IntsAttr({2, 3})}}},
-      {"group_2",
-       "Conv",
-       {{2, 4, 5, 5}, {6, 2, 3, 3}, {6}},
-       {{"group", IntAttr(2)}, {"pads", IntsAttr({1, 1, 1, 1})}}},
-      {"depthwise",
-       "Conv",
-       {{2, 3, 5, 6}, {3, 1, 3, 3}, {3}},
-       {{"group", IntAttr(3)}, {"pads", IntsAttr({1, 1, 1, 1})}}},
-      {"depthwise_multiplier_2",
-       "Conv",
-       {{2, 2, 5, 5}, {4, 1, 3, 3}, {4}},
-       {{"group", IntAttr(2)}, {"pads", IntsAttr({1, 0, 1, 2})}}},
-      {"depthwise_stride_2",
-       "Conv",
-       {{1, 3, 7, 8}, {3, 1, 3, 3}, {3}},
-       {{"group", IntAttr(3)},
-        {"pads", IntsAttr({1, 1, 1, 1})},
-        {"strides", IntsAttr({2, 2})}}},
-      {"depthwise_strides_dilations",
-       "Conv",
-       {{1, 2, 9, 9}, {2, 1, 2, 3}},
-       {{"group", IntAttr(2)},
-        {"strides", IntsAttr({3, 2})},
-        {"dilations", IntsAttr({2, 2})},
-        {"auto_pad", StringAttr("SAME_UPPER")}}},
-      {"depthwise_large_map",
-       "Conv",
-       {{1, 2, 9, 10}, {2, 1, 3, 3}, {2}},
-       {{"group", IntAttr(2)}, {"pads", IntsAttr({1, 2, 0, 1})}}},
-      {"pointwise", "Conv", {{2, 3, 3, 4}, {5, 3, 1, 1}, {5}}},
-      {"pointwise_grouped",
-       "Conv",
-       {{2, 4, 2, 3}, {4, 2, 1, 1}},
-       {{"group", IntAttr(2)}}},
-      {"pointwise_stride_2",
-       "Conv",
-       {{1, 3, 5, 5}, {2, 3, 1, 1}, {2}},
-       {{"strides", IntsAttr({2, 2})}}},
-      // 24 samples of 1x1 outputs: chunks of 3 samples, 8 partial sums.
-      {"chunked_batch", "Conv", {{24, 2, 3, 3}, {3, 2, 3, 3}, {3}}},
-      {"chunked_pointwise", "Conv", {{20, 3, 2, 2}, {2, 3, 1, 1}, {2}}},
-      {"single_pixel",
-       "Conv",
-       {{3, 4, 1, 1}, {6, 2, 1, 1}, {6}},
-       {{"group", IntAttr(2)}}},
-  };
-}
-
-std::vector<GradientCase> PoolCases() {
-  return {
-      {"max_2x2",
-       "MaxPool",
-       {{2, 2, 4, 4}},
-       {{"kernel_shape", IntsAttr({2, 2})}}},
-      {"max_3x3_s2_pads",
-       "MaxPool",
-       {{1, 2, 7, 6}},
-       {{"kernel_shape", IntsAttr({3, 3})},
-        {"strides", IntsAttr({2, 2})},
-        {"pads", IntsAttr({1, 1, 1, 1})}}},
-      {"max_ceil",
-       "MaxPool",
-       {{1, 1, 6, 6}},
-       {{"kernel_shape", IntsAttr({3, 3})},
-        {"strides", IntsAttr({2, 2})},
-        {"ceil_mode", IntAttr(1)}}},
-      {"max_dilations",
-       "MaxPool",
-       {{1, 1, 6, 7}},
-       {{"kernel_shape", IntsAttr({2, 2})}, {"dilations", IntsAttr({2, 3})}}},
-      {"max_same_lower",
-       "MaxPool",
-       {{1, 2, 5, 5}},
-       {{"kernel_shape", IntsAttr({2, 3})},
-        {"auto_pad", StringAttr("SAME_LOWER")}}},
-      {"max_1d",
-       "MaxPool",
-       {{2, 2, 9}},
-       {{"kernel_shape", IntsAttr({3})}, {"strides", IntsAttr({2})}}},
-      {"max_3d",
-       "MaxPool",
-       {{1, 2, 4, 4, 4}},
-       {{"kernel_shape", IntsAttr({2, 2, 2})}}},
-      {"avg_2x2",
-       "AveragePool",
-       {{2, 2, 4, 4}},
-       {{"kernel_shape", IntsAttr({2, 2})}}},
-      {"avg_pads_exclude",
-       "AveragePool",
-       {{1, 2, 5, 5}},
-       {{"kernel_shape", IntsAttr({3, 3})},
-        {"strides", IntsAttr({2, 2})},
-        {"pads", IntsAttr({1, 1, 1, 1})}}},
-      {"avg_pads_include",
-       "AveragePool",
-       {{1, 2, 5, 5}},
-       {{"kernel_shape", IntsAttr({3, 3})},
-        {"pads", IntsAttr({1, 0, 2, 1})},
-        {"count_include_pad", IntAttr(1)}}},
-      {"avg_ceil",
-       "AveragePool",
-       {{1, 1, 6, 6}},
-       {{"kernel_shape", IntsAttr({3, 3})},
-        {"strides", IntsAttr({2, 2})},
-        {"ceil_mode", IntAttr(1)}}},
-      {"avg_same_upper",
-       "AveragePool",
-       {{1, 1, 5, 6}},
-       {{"kernel_shape", IntsAttr({3, 2})},
-        {"strides", IntsAttr({2, 2})},
-        {"auto_pad", StringAttr("SAME_UPPER")}}},
-      {"avg_3d",
-       "AveragePool",
-       {{1, 1, 3, 4, 4}},
-       {{"kernel_shape", IntsAttr({2, 2, 3})}}},
-      {"global_avg", "GlobalAveragePool", {{2, 3, 4, 5}}},
-      {"global_avg_1d", "GlobalAveragePool", {{2, 3, 7}}},
-      {"global_max", "GlobalMaxPool", {{2, 3, 4, 5}}},
-      {"global_max_3d", "GlobalMaxPool", {{1, 2, 2, 3, 2}}},
-  };
-}
-
-std::vector<GradientCase> BatchNormCases() {
-  const Attributes eps = {{"epsilon", FloatAttr(1e-3f)}};
-  return {
-      {"bn_rank2",
-       "BatchNormalization",
-       {{4, 3}, {3}, {3}, {3}, {3}},
-       eps,
-       true},
-      {"bn_rank3",
-       "BatchNormalization",
-       {{2, 3, 5}, {3}, {3}, {3}, {3}},
-       {},
-       true},
-      {"bn_rank4",
-       "BatchNormalization",
-       {{2, 3, 4, 5}, {3}, {3}, {3}, {3}},
-       eps,
-       true},
-      {"bn_rank5",
-       "BatchNormalization",
-       {{1, 2, 2, 3, 2}, {2}, {2}, {2}, {2}},
-       eps,
-       true},
-  };
-}
-
-INSTANTIATE_TEST_SUITE_P(Conv, ConvGradientTest,
-                         ::testing::ValuesIn(ConvCases()),
-                         [](const auto& info) { return info.param.name; });
-INSTANTIATE_TEST_SUITE_P(Pool, ConvGradientTest,
-                         ::testing::ValuesIn(PoolCases()),
-                         [](const auto& info) { return info.param.name; });
-INSTANTIATE_TEST_SUITE_P(BatchNorm, ConvGradientTest,
-                         ::testing::ValuesIn(BatchNormCases()),
-                         [](const auto& info) { return info.param.name; });
 
 // ------------------------------------------- Against a direct reference ----
 

@@ -1,15 +1,13 @@
-// Every operator's backward pass against central finite differences, first
-// kernel by kernel, then through a small MLP with the softmax cross-entropy
-// loss.
+// Backward through a whole model against central finite differences: a small
+// MLP with the softmax cross-entropy loss. Each operator's own gradient cases
+// are in the operator-test table (op_table.cc).
 #include <cmath>
 #include <memory>
-#include <optional>
 #include <random>
 #include <string>
 #include <utility>
 #include <vector>
 
-#include "absl/strings/str_cat.h"
 #include "engine/loss.h"
 #include "engine/model.h"
 #include "engine/ops.h"
@@ -24,217 +22,11 @@ namespace mixq::engine {
 namespace {
 
 using ::mixq::testing::EvaluateAround;
-using ::mixq::testing::ExpectGradientsMatchFiniteDifferences;
 using ::mixq::testing::FloatAttr;
-using ::mixq::testing::FloatInput;
-using ::mixq::testing::FloatsInput;
 using ::mixq::testing::GradientNear;
 using ::mixq::testing::GradientTolerance;
 using ::mixq::testing::IntAttr;
-using ::mixq::testing::IntInput;
-using ::mixq::testing::IntsAttr;
-using ::mixq::testing::StringAttr;
 using ::mixq::testing::UniformValues;
-
-// The kernels are linear in each input (ReLU away from its kink), so a large
-// step costs no truncation error and keeps float rounding small.
-constexpr GradientTolerance kKernelTolerance = {
-    .eps = 1e-2f, .abs = 1e-3, .rel = 1e-2};
-
-struct KernelCase {
-  std::string name;
-  std::string op_type;
-  std::vector<Shape> inputs;
-  std::vector<std::pair<std::string, Attribute>> attributes = {};
-  std::optional<std::vector<int64_t>> shape_input = std::nullopt;  // Reshape
-  bool away_from_zero = false;  // keeps ReLU inputs off the kink
-  // Constant inputs after shape_input (Slice's ends, Pad's value, ...);
-  // nullopt for an omitted one (Resize's roi).
-  std::vector<std::optional<ConstantInput>> constant_inputs = {};
-  int64_t opset = 13;
-};
-
-void PrintTo(const KernelCase& c, std::ostream* os) { *os << c.name; }
-
-class KernelGradientTest : public ::testing::TestWithParam<KernelCase> {};
-
-// L = Σ R ⊙ op(inputs) for a fixed random R, so dL/dOutput = R.
-TEST_P(KernelGradientTest, MatchesFiniteDifferences) {
-  const KernelCase& c = GetParam();
-  const OpSchema* schema = FindOp(c.op_type);
-  ASSERT_NE(schema, nullptr);
-  OpConfig config;
-  config.op_type = c.op_type;
-  config.node_name = c.name;
-  config.opset = c.opset;
-  for (const auto& [name, attr] : c.attributes) config.attributes[name] = attr;
-  if (c.shape_input) config.constant_inputs.push_back(IntInput(*c.shape_input));
-  for (const std::optional<ConstantInput>& input : c.constant_inputs) {
-    config.constant_inputs.push_back(input);
-  }
-  absl::StatusOr<std::unique_ptr<Kernel>> created = schema->create(config);
-  ASSERT_TRUE(created.ok()) << created.status();
-  const Kernel& kernel = **created;
-
-  std::mt19937 rng(42);
-  std::vector<Tensor> inputs;
-  for (const Shape& shape : c.inputs) {
-    inputs.emplace_back(shape, UniformValues(NumElements(shape), &rng));
-    if (c.away_from_zero) {
-      for (float& v : inputs.back().values()) v += v < 0 ? -0.1f : 0.1f;
-    }
-  }
-  std::vector<const Shape*> shapes;
-  for (const Tensor& t : inputs) shapes.push_back(&t.shape());
-  absl::StatusOr<Shape> out_shape = kernel.OutputShape(shapes);
-  ASSERT_TRUE(out_shape.ok()) << out_shape.status();
-  const Tensor upstream(*out_shape,
-                        UniformValues(NumElements(*out_shape), &rng));
-  ExpectGradientsMatchFiniteDifferences(kernel, std::move(inputs), upstream,
-                                        kKernelTolerance);
-}
-
-std::vector<KernelCase> GemmCases() {
-  constexpr int64_t m = 3, k = 4, n = 2;
-  const std::vector<std::pair<std::string, std::optional<Shape>>> biases = {
-      {"none", std::nullopt},  {"vector", Shape{n}},    {"row", Shape{1, n}},
-      {"matrix", Shape{m, n}}, {"column", Shape{m, 1}}, {"scalar", Shape{}}};
-  std::vector<KernelCase> cases;
-  for (int ta : {0, 1}) {
-    for (int tb : {0, 1}) {
-      for (const auto& [bias_name, bias] : biases) {
-        KernelCase c;
-        c.name = absl::StrCat("Gemm_tA", ta, "_tB", tb, "_", bias_name);
-        c.op_type = "Gemm";
-        c.inputs = {ta ? Shape{k, m} : Shape{m, k},
-                    tb ? Shape{n, k} : Shape{k, n}};
-        if (bias) c.inputs.push_back(*bias);
-        c.attributes = {{"transA", IntAttr(ta)},
-                        {"transB", IntAttr(tb)},
-                        {"alpha", FloatAttr(0.7f)},
-                        {"beta", FloatAttr(1.3f)}};
-        cases.push_back(std::move(c));
-      }
-    }
-  }
-  return cases;
-}
-
-std::vector<KernelCase> OtherCases() {
-  return {
-      {"MatMul_2d", "MatMul", {{3, 4}, {4, 5}}},
-      {"MatMul_3d_by_2d", "MatMul", {{2, 3, 4}, {4, 5}}},
-      {"MatMul_3d_by_3d", "MatMul", {{2, 3, 4}, {2, 4, 5}}},
-      {"MatMul_2d_by_3d", "MatMul", {{3, 4}, {2, 4, 5}}},
-      {"Add_same_shape", "Add", {{2, 3}, {2, 3}}},
-      {"Add_bias", "Add", {{4, 3}, {3}}},
-      {"Add_bias_first", "Add", {{3}, {4, 3}}},
-      {"Add_both_broadcast", "Add", {{2, 1, 4}, {3, 1}}},
-      {"Add_scalar", "Add", {{2, 3}, {}}},
-      {"Add_channel", "Add", {{2, 3, 2, 2}, {3, 1, 1}}},
-      {"Relu", "Relu", {{3, 5}}, {}, std::nullopt, true},
-      {"Flatten_axis2", "Flatten", {{2, 3, 4}}, {{"axis", IntAttr(2)}}},
-      {"Reshape_zero_minus_one", "Reshape", {{2, 3, 4}}, {}, {{0, -1}}},
-      {"Identity", "Identity", {{2, 3}}},
-      {"Dropout", "Dropout", {{2, 3}}},
-  };
-}
-
-// The data-movement kernels of ops_shape.cc. Gather with repeated indices
-// and reflect/edge Pad map several outputs to one input, so their gradients
-// accumulate.
-std::vector<KernelCase> ShapeOpCases() {
-  constexpr auto kNone = std::nullopt;
-  // clang-format off
-  return {
-      {"Concat_axis1_three", "Concat", {{2, 1, 3}, {2, 2, 3}, {2, 3, 3}}, {{"axis", IntAttr(1)}}},
-      {"Concat_negative_axis", "Concat", {{2, 3}, {2, 2}}, {{"axis", IntAttr(-1)}}},
-      {"Transpose_default", "Transpose", {{2, 3, 4}}},
-      {"Transpose_perm", "Transpose", {{2, 3, 4, 2}}, {{"perm", IntsAttr({0, 2, 3, 1})}}},
-      {"Squeeze", "Squeeze", {{2, 1, 3}}, {}, kNone, false, {IntInput({1})}},
-      {"Unsqueeze_opset11", "Unsqueeze", {{2, 3}}, {{"axes", IntsAttr({0, -1})}}, kNone, false,
-       {}, 11},
-      {"Pad_constant", "Pad", {{2, 3, 4}}, {}, kNone, false,
-       {IntInput({0, 1, -1, 1, 2, 1}), FloatInput(0.5f)}},
-      {"Pad_reflect", "Pad", {{2, 3, 4}}, {{"mode", StringAttr("reflect")}}, kNone, false,
-       {IntInput({0, 2, 1, 0, 1, 3})}},
-      {"Pad_edge", "Pad", {{2, 3, 4}}, {{"mode", StringAttr("edge")}}, kNone, false,
-       {IntInput({1, 2, 0, 0, 1, 3})}},
-      {"Pad_opset7_attributes", "Pad", {{3, 4}}, {{"pads", IntsAttr({1, 0, 0, 2})}}, kNone,
-       false, {}, 7},
-      {"Slice_steps", "Slice", {{4, 5, 6}}, {}, kNone, false,
-       {IntInput({3, 1}), IntInput({-100, 6}), IntInput({0, -1}), IntInput({-2, 2})}},
-      {"Slice_opset9", "Slice", {{4, 5}},
-       {{"starts", IntsAttr({1})}, {"ends", IntsAttr({-1})}, {"axes", IntsAttr({1})}}, kNone,
-       false, {}, 9},
-      {"Gather_repeated_indices", "Gather", {{4, 3}}, {{"axis", IntAttr(1)}}, kNone, false,
-       {IntInput({2, 0, -1, 2}, Shape{2, 2})}},
-      {"Gather_axis0_scalar", "Gather", {{4, 3}}, {}, kNone, false, {IntInput({-2}, Shape{})}},
-      {"Expand", "Expand", {{3, 1}}, {}, kNone, false, {IntInput({2, 3, 4})}},
-      {"Cast_float", "Cast", {{2, 3}}, {{"to", IntAttr(1)}}},
-  };
-  // clang-format on
-}
-
-// Convolution beyond 2-D images and the dense-prediction operators (issue
-// #16): 1-D Conv and pools, ConvTranspose, Resize/Upsample, DepthToSpace and
-// SpaceToDepth.
-std::vector<KernelCase> SpatialCases() {
-  constexpr auto kNone = std::nullopt;
-  const std::optional<ConstantInput> kEmpty = std::nullopt;
-  // clang-format off
-  return {
-      {"Conv_1d", "Conv", {{2, 3, 9}, {4, 3, 3}, {4}}, {{"pads", IntsAttr({1, 1})}}},
-      {"Conv_1d_strided_dilated_grouped", "Conv", {{2, 4, 11}, {6, 2, 3}},
-       {{"strides", IntsAttr({2})}, {"dilations", IntsAttr({2})},
-        {"pads", IntsAttr({2, 1})}, {"group", IntAttr(2)}}},
-      {"Conv_1d_no_attributes", "Conv", {{1, 2, 7}, {3, 2, 2}}},
-      {"AveragePool_1d", "AveragePool", {{2, 3, 9}},
-       {{"kernel_shape", IntsAttr({3})}, {"strides", IntsAttr({2})}}},
-      {"ConvTranspose_strided_padded", "ConvTranspose", {{2, 3, 4, 5}, {3, 2, 3, 3}, {2}},
-       {{"strides", IntsAttr({2, 2})}, {"pads", IntsAttr({1, 0, 1, 1})},
-        {"output_padding", IntsAttr({1, 0})}}},
-      {"ConvTranspose_grouped_dilated", "ConvTranspose", {{2, 4, 3, 3}, {4, 3, 2, 2}},
-       {{"group", IntAttr(2)}, {"dilations", IntsAttr({2, 1})}, {"strides", IntsAttr({1, 3})}}},
-      {"ConvTranspose_1d", "ConvTranspose", {{2, 3, 6}, {3, 4, 3}, {4}},
-       {{"strides", IntsAttr({2})}, {"pads", IntsAttr({1, 1})}}},
-      {"ConvTranspose_output_shape", "ConvTranspose", {{1, 2, 3, 3}, {2, 2, 3, 3}},
-       {{"strides", IntsAttr({3, 2})}, {"output_shape", IntsAttr({10, 8})}}},
-      {"DepthToSpace_dcr", "DepthToSpace", {{2, 8, 2, 3}}, {{"blocksize", IntAttr(2)}}},
-      {"DepthToSpace_crd", "DepthToSpace", {{2, 8, 2, 3}},
-       {{"blocksize", IntAttr(2)}, {"mode", StringAttr("CRD")}}},
-      {"SpaceToDepth", "SpaceToDepth", {{2, 2, 4, 6}}, {{"blocksize", IntAttr(2)}}},
-      {"Resize_nearest_asymmetric", "Resize", {{2, 3, 4, 5}},
-       {{"mode", StringAttr("nearest")}, {"coordinate_transformation_mode", StringAttr("asymmetric")},
-        {"nearest_mode", StringAttr("floor")}},
-       kNone, false, {kEmpty, FloatsInput({1, 1, 2, 2})}},
-      {"Resize_linear_half_pixel", "Resize", {{2, 3, 4, 5}}, {{"mode", StringAttr("linear")}},
-       kNone, false, {kEmpty, FloatsInput({1, 1, 2, 1.5f})}},
-      {"Resize_linear_align_corners_downsample", "Resize", {{1, 2, 6, 5}},
-       {{"mode", StringAttr("linear")}, {"coordinate_transformation_mode", StringAttr("align_corners")}},
-       kNone, false, {kEmpty, FloatsInput({1, 1, 0.5f, 2})}},
-      {"Resize_linear_sizes_1d", "Resize", {{2, 3, 7}}, {{"mode", StringAttr("linear")}},
-       kNone, false, {kEmpty, kEmpty, IntInput({2, 3, 11})}},
-      {"Upsample_opset9_linear", "Upsample", {{1, 2, 3, 4}}, {{"mode", StringAttr("linear")}},
-       kNone, false, {FloatsInput({1, 1, 2, 3})}, 9},
-  };
-  // clang-format on
-}
-
-INSTANTIATE_TEST_SUITE_P(Spatial, KernelGradientTest,
-                         ::testing::ValuesIn(SpatialCases()),
-                         [](const auto& info) { return info.param.name; });
-INSTANTIATE_TEST_SUITE_P(ShapeOps, KernelGradientTest,
-                         ::testing::ValuesIn(ShapeOpCases()),
-                         [](const auto& info) { return info.param.name; });
-INSTANTIATE_TEST_SUITE_P(Gemm, KernelGradientTest,
-                         ::testing::ValuesIn(GemmCases()),
-                         [](const auto& info) { return info.param.name; });
-INSTANTIATE_TEST_SUITE_P(Others, KernelGradientTest,
-                         ::testing::ValuesIn(OtherCases()),
-                         [](const auto& info) { return info.param.name; });
-
-// ------------------------------------------------------ Through a model ----
 
 void AddInitializer(onnx::GraphProto* graph, const std::string& name,
                     const Shape& dims, std::mt19937* rng) {

@@ -1,6 +1,7 @@
-// The RNN, LSTM and GRU kernels (engine/ops_rnn.cc): backward passes against
-// central finite differences through every packed output (Y, Y_h, Y_c), the
-// packed layout, and the attributes and shapes they refuse. Conformance with
+// The RNN, LSTM and GRU kernels (engine/ops_rnn.cc): splitting the batch
+// between threads, the packed layout (Y, Y_h, Y_c), and the attributes and
+// shapes they refuse. Their gradients are in the operator-test table
+// (op_table.cc). Conformance with
 // ONNX's reference outputs is in conformance_test.cc, the import of torch
 // exports in rnn_models_test.cc.
 #include <algorithm>
@@ -18,35 +19,25 @@
 #include "engine/tensor.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/support/gradient_check.h"
+#include "tests/engine/op_table.h"
 #include "tests/support/kernel_testing.h"
 
 namespace mixq::engine {
 namespace {
 
 using ::mixq::testing::Attributes;
-using ::mixq::testing::ExpectGradientsMatchFiniteDifferences;
-using ::mixq::testing::GradientTolerance;
 using ::mixq::testing::IntAttr;
 using ::mixq::testing::MakeKernel;
 using ::mixq::testing::StringAttr;
 using ::mixq::testing::UniformValues;
 using ::testing::HasSubstr;
 
-// Sigmoid and tanh are smooth: a moderate step keeps truncation and float
-// rounding (the loss sums a few hundred products) both small.
-constexpr GradientTolerance kRecurrentTolerance = {
-    .eps = 5e-3f, .abs = 2e-3, .rel = 1e-2};
-
-// An omitted optional input (OpSchema::optional_data_inputs).
-const Shape kOmitted = {0};
-
-constexpr int64_t kSteps = 3;
+constexpr int64_t kSteps = testing::kRecurrentSteps;
+constexpr int64_t kInput = testing::kRecurrentInput;
+constexpr int64_t kHidden = testing::kRecurrentHidden;
 constexpr int64_t kBatch = 2;
 // Enough rows for the recurrence to split the batch between threads.
 constexpr int64_t kLargeBatch = 19;
-constexpr int64_t kInput = 4;
-constexpr int64_t kHidden = 3;
 
 struct RecurrentCase {
   std::string name;
@@ -54,106 +45,6 @@ struct RecurrentCase {
   Attributes attributes;
   std::vector<Shape> inputs;  // X, W, R, then B, sequence_lens, states, P
 };
-
-void PrintTo(const RecurrentCase& c, std::ostream* os) { *os << c.name; }
-
-// The inputs of a case with `directions` and `gates`: X, W, R and the
-// optional ones asked for (kOmitted where skipped before a later one).
-std::vector<Shape> Inputs(int64_t directions, int64_t gates, bool bias,
-                          int states, bool peepholes = false,
-                          int64_t batch = kBatch) {
-  std::vector<Shape> shapes = {{kSteps, batch, kInput},
-                               {directions, gates * kHidden, kInput},
-                               {directions, gates * kHidden, kHidden}};
-  if (!bias && states == 0 && !peepholes) return shapes;
-  shapes.push_back(bias ? Shape{directions, 2 * gates * kHidden} : kOmitted);
-  if (states == 0 && !peepholes) return shapes;
-  shapes.push_back(kOmitted);  // sequence_lens
-  for (int s = 0; s < states; ++s) {
-    shapes.push_back({directions, batch, kHidden});
-  }
-  if (peepholes) shapes.push_back({directions, 3 * kHidden});
-  return shapes;
-}
-
-std::vector<RecurrentCase> Cases() {
-  const auto direction = [](const char* d) {
-    return std::pair{std::string("direction"), StringAttr(d)};
-  };
-  const auto hidden = std::pair{std::string("hidden_size"), IntAttr(kHidden)};
-  const auto lbr = [](int v) {
-    return std::pair{std::string("linear_before_reset"), IntAttr(v)};
-  };
-  return {
-      {"Rnn_forward", "RNN", {hidden}, Inputs(1, 1, true, 0)},
-      {"Rnn_reverse_state",
-       "RNN",
-       {hidden, direction("reverse")},
-       Inputs(1, 1, false, 1)},
-      {"Rnn_bidirectional_bias_state",
-       "RNN",
-       {hidden, direction("bidirectional")},
-       Inputs(2, 1, true, 1)},
-      {"Lstm_forward_no_bias", "LSTM", {hidden}, Inputs(1, 4, false, 0)},
-      {"Lstm_forward_bias", "LSTM", {hidden}, Inputs(1, 4, true, 0)},
-      {"Lstm_reverse_states",
-       "LSTM",
-       {hidden, direction("reverse")},
-       Inputs(1, 4, true, 2)},
-      {"Lstm_bidirectional_peepholes",
-       "LSTM",
-       {hidden, direction("bidirectional")},
-       Inputs(2, 4, true, 2, true)},
-      {"Lstm_bidirectional_initial_h_only",
-       "LSTM",
-       {hidden, direction("bidirectional")},
-       Inputs(2, 4, false, 1)},
-      {"Gru_forward", "GRU", {hidden}, Inputs(1, 3, true, 0)},
-      {"Gru_forward_linear_before_reset",
-       "GRU",
-       {hidden, lbr(1)},
-       Inputs(1, 3, true, 0)},
-      {"Gru_reverse_state",
-       "GRU",
-       {hidden, direction("reverse")},
-       Inputs(1, 3, true, 1)},
-      {"Gru_bidirectional_linear_before_reset_state",
-       "GRU",
-       {hidden, direction("bidirectional"), lbr(1)},
-       Inputs(2, 3, true, 1)},
-      {"Gru_bidirectional_no_bias_state",
-       "GRU",
-       {hidden, direction("bidirectional")},
-       Inputs(2, 3, false, 1)},
-  };
-}
-
-class RecurrentGradientTest : public ::testing::TestWithParam<RecurrentCase> {};
-
-// L = Σ U ⊙ packed(inputs) for a fixed random U: Y, Y_h and Y_c all carry
-// gradient.
-TEST_P(RecurrentGradientTest, MatchesFiniteDifferences) {
-  const RecurrentCase& c = GetParam();
-  absl::StatusOr<std::unique_ptr<Kernel>> kernel =
-      MakeKernel(c.op_type, c.attributes);
-  ASSERT_TRUE(kernel.ok()) << kernel.status();
-  std::mt19937 rng(11);
-  std::vector<Tensor> inputs;
-  std::vector<const Shape*> shapes;
-  for (const Shape& shape : c.inputs) {
-    inputs.emplace_back(shape, UniformValues(NumElements(shape), &rng));
-  }
-  for (const Tensor& t : inputs) shapes.push_back(&t.shape());
-  absl::StatusOr<Shape> out = (*kernel)->OutputShape(shapes);
-  ASSERT_TRUE(out.ok()) << out.status();
-  const Tensor upstream(*out, UniformValues(NumElements(*out), &rng));
-  ExpectGradientsMatchFiniteDifferences(**kernel, std::move(inputs), upstream,
-                                        kRecurrentTolerance);
-}
-
-INSTANTIATE_TEST_SUITE_P(Recurrent, RecurrentGradientTest,
-                         ::testing::ValuesIn(Cases()),
-                         [](const auto& info) { return info.param.name; });
 
 // Batch `n` alone of a tensor whose axis `axis` is the batch.
 Tensor Sample(const Tensor& t, int axis, int64_t n) {
@@ -182,19 +73,22 @@ TEST(RecurrentKernelTest, SplittingTheBatchChangesNothing) {
   const auto bidirectional =
       std::pair{std::string("direction"), StringAttr("bidirectional")};
   const std::vector<RecurrentCase> cases = {
-      {"Rnn", "RNN", {hidden}, Inputs(1, 1, true, 1, false, kLargeBatch)},
+      {"Rnn",
+       "RNN",
+       {hidden},
+       testing::RecurrentInputs(1, 1, true, 1, false, kLargeBatch)},
       {"Lstm",
        "LSTM",
        {hidden, bidirectional},
-       Inputs(2, 4, true, 2, true, kLargeBatch)},
+       testing::RecurrentInputs(2, 4, true, 2, true, kLargeBatch)},
       {"Gru_linear_before_reset",
        "GRU",
        {hidden, bidirectional, {"linear_before_reset", IntAttr(1)}},
-       Inputs(2, 3, true, 1, false, kLargeBatch)},
+       testing::RecurrentInputs(2, 3, true, 1, false, kLargeBatch)},
       {"Gru",
        "GRU",
        {hidden, {"direction", StringAttr("reverse")}},
-       Inputs(1, 3, true, 1, false, kLargeBatch)},
+       testing::RecurrentInputs(1, 3, true, 1, false, kLargeBatch)},
   };
   // Inputs with a batch axis: X (axis 1) and the initial states (axis 1).
   const auto batch_axis = [](size_t i) {
@@ -280,7 +174,7 @@ TEST(RecurrentKernelTest, PacksYThenFinalStates) {
     ASSERT_TRUE(kernel.ok()) << kernel.status();
     std::mt19937 rng(3);
     std::vector<Tensor> inputs;
-    for (const Shape& shape : Inputs(2, gates, true, 0)) {
+    for (const Shape& shape : testing::RecurrentInputs(2, gates, true, 0)) {
       inputs.emplace_back(shape, UniformValues(NumElements(shape), &rng));
     }
     inputs[0] =
@@ -339,7 +233,7 @@ TEST(RecurrentKernelTest, ChecksTheSequenceLength) {
       "LSTM", {{"hidden_size", IntAttr(kHidden)},
                {std::string(kSequenceLengthAttribute), IntAttr(kSteps + 1)}});
   ASSERT_TRUE(kernel.ok()) << kernel.status();
-  const std::vector<Shape> inputs = Inputs(1, 4, false, 0);
+  const std::vector<Shape> inputs = testing::RecurrentInputs(1, 4, false, 0);
   const Shape* shapes[] = {&inputs[0], &inputs[1], &inputs[2]};
   EXPECT_THAT((*kernel)->OutputShape(shapes).status().message(),
               HasSubstr("only full-length sequences"));

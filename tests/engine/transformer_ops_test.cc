@@ -1,11 +1,10 @@
-// The kernels of ops_transformer.cc (Erf, Gelu, Tile, ArgMax) and the
-// attention-shaped cases of existing kernels (4-D batched MatMul, Softmax and
-// Transpose of 4-D): backward passes against central finite differences,
-// hand-computed values, errors; plus Mod folded at import and the refusal of
-// a gradient through ArgMax.
+// The kernels of ops_transformer.cc (Erf, Gelu, Split, Tile, ArgMax):
+// hand-computed values and errors; plus Mod folded at import and the refusal
+// of a gradient through ArgMax. Their gradients (and those of the
+// attention-shaped MatMul, Softmax and Transpose) are in the operator-test
+// table (op_table.cc).
 #include <cmath>
 #include <memory>
-#include <random>
 #include <string>
 #include <utility>
 #include <vector>
@@ -17,7 +16,6 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "onnx/onnx_pb.h"
-#include "tests/support/gradient_check.h"
 #include "tests/support/kernel_testing.h"
 #include "tests/support/onnx_builder.h"
 
@@ -38,7 +36,6 @@ using ::testing::HasSubstr;
 using ::testing::Pointwise;
 
 constexpr float kForwardTolerance = 1e-6f;
-constexpr float kInputRange = 2.5f;
 
 // A kernel configured as the importer would: attributes and constant inputs.
 // For Split: the node's number of outputs and the one the kernel computes.
@@ -46,88 +43,9 @@ absl::StatusOr<std::unique_ptr<Kernel>> Make(
     const std::string& op_type, const Attributes& attrs,
     std::vector<std::optional<ConstantInput>> constants = {},
     int num_outputs = 1, int output_index = 0, int64_t opset = 13) {
-  const OpSchema* schema = FindOp(op_type);
-  if (schema == nullptr) return absl::NotFoundError(op_type);
-  OpConfig config;
-  config.op_type = op_type;
-  config.node_name = "node";
-  config.opset = opset;
-  config.num_outputs = num_outputs;
-  config.output_index = output_index;
-  for (const auto& [name, attr] : attrs) config.attributes[name] = attr;
-  config.constant_inputs = std::move(constants);
-  return schema->create(config);
+  return testing::MakeKernel(testing::KernelSpec{
+      op_type, attrs, std::move(constants), opset, num_outputs, output_index});
 }
-
-struct GradientCase {
-  std::string name;
-  std::string op_type;
-  std::vector<Shape> inputs;
-  Attributes attributes = {};
-  std::vector<std::optional<ConstantInput>> constants = {};
-  int num_outputs = 1;
-  int output_index = 0;
-};
-
-void PrintTo(const GradientCase& c, std::ostream* os) { *os << c.name; }
-
-class TransformerGradientTest : public ::testing::TestWithParam<GradientCase> {
-};
-
-// L = Σ R ⊙ op(inputs) for a fixed random R, so dL/dOutput = R.
-TEST_P(TransformerGradientTest, MatchesFiniteDifferences) {
-  const GradientCase& c = GetParam();
-  absl::StatusOr<std::unique_ptr<Kernel>> kernel =
-      Make(c.op_type, c.attributes, c.constants, c.num_outputs, c.output_index);
-  ASSERT_TRUE(kernel.ok()) << kernel.status();
-  std::mt19937 rng(11);
-  std::uniform_real_distribution<float> uniform(-kInputRange, kInputRange);
-  std::vector<Tensor> inputs;
-  std::vector<const Shape*> shapes;
-  for (const Shape& shape : c.inputs) {
-    Tensor t(shape);
-    for (float& v : t.values()) v = uniform(rng);
-    inputs.push_back(std::move(t));
-  }
-  for (const Tensor& t : inputs) shapes.push_back(&t.shape());
-  absl::StatusOr<Shape> out = (*kernel)->OutputShape(shapes);
-  ASSERT_TRUE(out.ok()) << out.status();
-  Tensor upstream(*out);
-  for (float& v : upstream.values()) v = uniform(rng);
-  testing::ExpectGradientsMatchFiniteDifferences(**kernel, std::move(inputs),
-                                                 upstream);
-}
-
-std::vector<GradientCase> Cases() {
-  const Shape s = {2, 3, 4};
-  return {
-      {"Erf", "Erf", {s}},
-      {"Gelu_exact", "Gelu", {s}},
-      {"Gelu_tanh", "Gelu", {s}, {{"approximate", StringAttr("tanh")}}},
-      {"Tile", "Tile", {{2, 1, 3}}, {}, {IntInput({2, 3, 1})}},
-      {"Tile_ones", "Tile", {{2, 3}}, {}, {IntInput({1, 1})}},
-      {"Split_middle_part",
-       "Split",
-       {{2, 6, 2}},
-       {{"axis", IntAttr(1)}},
-       {IntInput({1, 3, 2})},
-       3,
-       1},
-      {"Split_equal_last_part", "Split", {{4, 3}}, {}, {}, 2, 1},
-      // Q·K^T and attention·V at [B, H, T, T].
-      {"MatMul_4d_batched", "MatMul", {{2, 3, 4, 5}, {2, 3, 5, 4}}},
-      {"MatMul_3d_by_weight", "MatMul", {{2, 4, 5}, {5, 3}}},
-      {"Softmax_4d_last_axis", "Softmax", {{2, 2, 3, 4}}},
-      {"Transpose_4d_heads",
-       "Transpose",
-       {{2, 3, 4, 5}},
-       {{"perm", IntsAttr({0, 2, 1, 3})}}},
-  };
-}
-
-INSTANTIATE_TEST_SUITE_P(Ops, TransformerGradientTest,
-                         ::testing::ValuesIn(Cases()),
-                         [](const auto& info) { return info.param.name; });
 
 TEST(TransformerOpsTest, ErfAndGeluValues) {
   const Tensor x({4}, {-2.0f, -0.5f, 0.0f, 1.0f});

@@ -78,19 +78,42 @@ inline engine::ConstantInput FloatsInput(std::vector<float> values) {
 // A node's attributes, by name.
 using Attributes = std::vector<std::pair<std::string, engine::Attribute>>;
 
-// The kernel FindOp's schema creates for `op_type` with `attrs` (opset 13,
-// node "node"): the kernel's own errors for bad attributes, NOT_FOUND for an
-// unknown operator.
+// A kernel as the importer would configure it for a node named "node".
+struct KernelSpec {
+  std::string op_type;
+  Attributes attributes = {};
+  // The inputs after the data inputs (nullopt for an omitted one).
+  std::vector<std::optional<engine::ConstantInput>> constants = {};
+  int64_t opset = 13;
+  // For kernel_per_output operators (Split): the node's number of outputs
+  // and the one the kernel computes.
+  int num_outputs = 1;
+  int output_index = 0;
+};
+
+// The kernel FindOp's schema creates for `spec`: the kernel's own errors for
+// bad attributes, NOT_FOUND for an unknown operator.
+inline absl::StatusOr<std::unique_ptr<engine::Kernel>> MakeKernel(
+    const KernelSpec& spec) {
+  const engine::OpSchema* schema = engine::FindOp(spec.op_type);
+  if (schema == nullptr) return absl::NotFoundError(spec.op_type);
+  engine::OpConfig config;
+  config.op_type = spec.op_type;
+  config.node_name = "node";
+  config.opset = spec.opset;
+  config.num_outputs = spec.num_outputs;
+  config.output_index = spec.output_index;
+  for (const auto& [name, attr] : spec.attributes) {
+    config.attributes[name] = attr;
+  }
+  config.constant_inputs = spec.constants;
+  return schema->create(config);
+}
+
+// The kernel for `op_type` with `attrs` at opset 13 (see KernelSpec).
 inline absl::StatusOr<std::unique_ptr<engine::Kernel>> MakeKernel(
     const std::string& op_type, const Attributes& attrs) {
-  const engine::OpSchema* schema = engine::FindOp(op_type);
-  if (schema == nullptr) return absl::NotFoundError(op_type);
-  engine::OpConfig config;
-  config.op_type = op_type;
-  config.node_name = "node";
-  config.opset = 13;
-  for (const auto& [name, attr] : attrs) config.attributes[name] = attr;
-  return schema->create(config);
+  return MakeKernel(KernelSpec{op_type, attrs});
 }
 
 // `kernel`'s output on `inputs` (shape from OutputShape, then Forward); an
