@@ -198,6 +198,88 @@ INSTANTIATE_TEST_SUITE_P(
         ConvSpec{3, 6, 20, 18, 12, 3, 3, 6, 2, 2, 1, 1, 1, 1, 1, 1},
         ConvSpec{2, 3, 17, 16, 3, 3, 2, 3, 1, 2, 2, 3, 2, 0, 1, 3}));
 
+// Hundreds of tiny random geometries one after another: every path
+// (Winograd, pointwise, depthwise, im2col) at maps of 1 to 6 pixels a side
+// with asymmetric pads as SAME_LOWER/SAME_UPPER produce them, so that a
+// kernel reusing scratch sized for the previous call, or reading past a
+// padded border, shows as wrong values here (and as a report under
+// AddressSanitizer). A fuzzed pair of chained SAME_LOWER Convs on tiny
+// shapes once overflowed the heap.
+TEST(ConvSweepTest, TinyRandomGeometriesMatchDirectConvolution) {
+  constexpr int kConfigs = 400;
+  std::mt19937 rng(2026);
+  const auto pick = [&rng](int64_t lo, int64_t hi) {
+    return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+  };
+  constexpr int64_t kChannels[] = {1, 2, 4, 8, 16};
+  int tested = 0;
+  for (int i = 0; i < kConfigs; ++i) {
+    ConvSpec s;
+    s.n = pick(1, 3);
+    s.c = kChannels[pick(0, 4)];
+    s.group = pick(0, 2) == 0 ? s.c : 1;  // depthwise a third of the time
+    s.m = s.group * pick(1, 3);
+    s.h = pick(1, 6);
+    s.w = pick(1, 6);
+    s.kh = pick(1, 4);
+    s.kw = pick(1, 4);
+    s.sh = pick(1, 3);
+    s.sw = pick(1, 3);
+    s.dh = pick(1, 2);
+    s.dw = pick(1, 2);
+    s.pt = pick(0, 3);
+    s.pl = pick(0, 3);
+    s.pb = pick(0, 3);
+    s.pr = pick(0, 3);
+    if (i % 4 == 0) {  // the Winograd F(2x2, 3x3) path's geometry
+      s.c = kChannels[pick(2, 4)];
+      s.group = 1;
+      s.kh = s.kw = 3;
+      s.sh = s.sw = s.dh = s.dw = 1;
+    }
+    if (s.h + s.pt + s.pb < s.dh * (s.kh - 1) + 1 ||
+        s.w + s.pl + s.pr < s.dw * (s.kw - 1) + 1) {
+      continue;  // no output pixel
+    }
+    ++tested;
+    SCOPED_TRACE(absl::StrCat("config ", i, ": n", s.n, " c", s.c, " ", s.h,
+                              "x", s.w, " m", s.m, " k", s.kh, "x", s.kw,
+                              " g", s.group, " s", s.sh, ",", s.sw, " d",
+                              s.dh, ",", s.dw, " pads ", s.pt, ",", s.pl, ",",
+                              s.pb, ",", s.pr));
+    absl::StatusOr<std::unique_ptr<Kernel>> kernel =
+        MakeKernel("Conv", {{"group", IntAttr(s.group)},
+                            {"strides", IntsAttr({s.sh, s.sw})},
+                            {"dilations", IntsAttr({s.dh, s.dw})},
+                            {"pads", IntsAttr({s.pt, s.pl, s.pb, s.pr})}});
+    ASSERT_TRUE(kernel.ok()) << kernel.status();
+    std::vector<Tensor> inputs;
+    for (const Shape& shape :
+         {Shape{s.n, s.c, s.h, s.w}, Shape{s.m, s.c / s.group, s.kh, s.kw},
+          Shape{s.m}}) {
+      inputs.emplace_back(shape, UniformValues(NumElements(shape), &rng));
+    }
+    absl::StatusOr<Shape> out_shape =
+        (*kernel)->OutputShape(ShapePointers(inputs));
+    ASSERT_TRUE(out_shape.ok()) << out_shape.status();
+    const Tensor dy(*out_shape, UniformValues(NumElements(*out_shape), &rng));
+    const Reference ref = DirectConv(s, inputs[0], inputs[1], inputs[2], dy);
+    Tensor y(*out_shape);
+    (*kernel)->Forward(Pointers(inputs), &y);
+    ExpectNear(y, ref.y, 1e-4, "Y");
+    std::vector<Tensor> grads;
+    for (const Tensor& t : inputs) grads.emplace_back(t.shape());
+    std::vector<Tensor*> grad_pointers;
+    for (Tensor& g : grads) grad_pointers.push_back(&g);
+    (*kernel)->Backward(Pointers(inputs), dy, grad_pointers);
+    ExpectNear(grads[0], ref.dx, 1e-4, "dX");
+    ExpectNear(grads[1], ref.dw, 1e-4, "dW");
+    ExpectNear(grads[2], ref.db, 1e-4, "dB");
+    if (HasFailure()) return;
+  }
+  EXPECT_GT(tested, kConfigs / 2);
+}
+
 // --------------------------------------------------------- By hand ----
 
 Tensor RunForward(const std::string& op, const Attributes& attrs,
