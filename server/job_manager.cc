@@ -177,6 +177,10 @@ absl::Status JobManager::Start() {
                           store_->ListJobs(list));
     unfinished.insert(unfinished.end(), jobs.rbegin(), jobs.rend());
   }
+  // On a full disk the server still starts: a quarantine that cannot be
+  // written yet waits for space on a thread of its own, and a job to resume
+  // is queued with its row still RUNNING until its start is written.
+  std::vector<std::pair<std::string, std::string>> quarantines_waiting;
   for (const storage::JobRecord& job : unfinished) {
     if (job.state == storage::JobState::kRunning &&
         job.unclean_starts >= kQuarantineStarts) {
@@ -184,13 +188,18 @@ absl::Status JobManager::Start() {
       // the OOM killer, a signal) before it recorded a step: running it
       // again would most likely take the server down again, and with it
       // every job queued behind.
-      const std::string error = absl::StrCat(
+      std::string error = absl::StrCat(
           kQuarantineMessage, ": the server process died while running it ",
           job.unclean_starts,
           " times in a row, with no step recorded in between; resubmit it "
           "(with a new request_id) to try again");
-      MIXQ_RETURN_IF_ERROR(store_->UpdateJobState(
-          job.id, storage::JobState::kFailed, error, 0, NowMs()));
+      const absl::Status written = store_->UpdateJobState(
+          job.id, storage::JobState::kFailed, error, 0, NowMs());
+      if (storage::IsDiskFull(written)) {
+        quarantines_waiting.emplace_back(job.id, std::move(error));
+        continue;
+      }
+      MIXQ_RETURN_IF_ERROR(written);
       Log(LogLevel::kError, "job quarantined",
           {{"job", job.id},
            {"unclean_starts", absl::StrCat(job.unclean_starts)},
@@ -199,8 +208,15 @@ absl::Status JobManager::Start() {
     }
     if (job.state == storage::JobState::kRunning) {
       // Back to queued, its unclean start still counted.
-      MIXQ_RETURN_IF_ERROR(store_->UpdateJobState(
-          job.id, storage::JobState::kQueued, "", 0, 0));
+      const absl::Status written =
+          store_->UpdateJobState(job.id, storage::JobState::kQueued, "", 0, 0);
+      if (storage::IsDiskFull(written)) {
+        Log(LogLevel::kWarning,
+            "disk full; job re-queued while its row still says RUNNING",
+            {{"job", job.id}, {"error", written.ToString()}});
+      } else {
+        MIXQ_RETURN_IF_ERROR(written);
+      }
     }
     absl::MutexLock lock(&mu_);
     // Jobs submitted before Start are in the queue already.
@@ -209,6 +225,21 @@ absl::Status JobManager::Start() {
     Log(LogLevel::kInfo, "re-queued unfinished job",
         {{"job", job.id}, {"steps_done", absl::StrCat(job.steps_done)}});
     queue_.push_back(job.id);
+  }
+  if (!quarantines_waiting.empty()) {
+    // Joined by Shutdown, which also ends its waits.
+    workers_.emplace_back([this, quarantines = std::move(quarantines_waiting)] {
+      for (const auto& [job_id, error] : quarantines) {
+        const absl::Status written =
+            WriteUntilStored(job_id, "quarantine", [&] {
+              return store_->UpdateJobState(
+                  job_id, storage::JobState::kFailed, error, 0, NowMs());
+            });
+        Log(written.ok() ? LogLevel::kError : LogLevel::kWarning,
+            written.ok() ? "job quarantined" : "job quarantine not stored",
+            {{"job", job_id}, {"status", written.ToString()}});
+      }
+    });
   }
   for (int i = 0; i < std::max(1, options_.workers); ++i) {
     workers_.emplace_back([this] { WorkerLoop(); });

@@ -560,7 +560,7 @@ TEST_F(ArtifactsTest, ExportOfAnUnfinishedJobIsFailedPrecondition) {
   const JobFiles files;
   v1::SubmitJobRequest request =
       JobOn(Content(files.model), Content(files.inputs), Content(files.labels));
-  request.mutable_spec()->mutable_search()->set_warmup_steps(100000000);
+  testing::MakeEndless(&request);
   v1::SubmitJobResponse response;
   ASSERT_TRUE(Submit(request, &response).ok());
   std::string data;

@@ -11,9 +11,11 @@
 #include <string>
 #include <thread>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/job_manager.h"
 #include "storage/store.h"
+#include "tests/support/full_disk_vfs.h"
 #include "tests/support/npy.h"
 #include "tests/support/onnx_mlp.h"
 #include "tests/support/recording_subscriber.h"
@@ -56,6 +58,7 @@ v1::SubmitJobRequest Job(uint64_t seed) {
 class DiskFullTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    vfs_.SetFull(false);
     auto store = storage::Store::Open(dir_.Path("mixq.db"));
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = *std::move(store);
@@ -82,6 +85,8 @@ class DiskFullTest : public ::testing::Test {
     return false;
   }
 
+  // Before the store opens, so that it writes through the VFS.
+  testing::FullDiskVfs& vfs_ = testing::FullDiskVfs::Install();
   testing::ScopedTestDir dir_{"disk_full"};
   std::unique_ptr<storage::Store> store_;
 };
@@ -200,6 +205,61 @@ TEST_F(DiskFullTest, ShutdownEndsTheWaitAndTheJobRunsLater) {
   auto job = store_->GetJob(id);
   ASSERT_TRUE(job.ok());
   EXPECT_EQ(job->state, storage::JobState::kSucceeded) << job->error;
+}
+
+// A server starting on a full disk: the previous process died running two
+// jobs, one of them for the second time in a row. Start() neither fails nor
+// fails a job: the job to resume is queued (its store row says RUNNING until
+// its start is written), the quarantine of the other waits for space, and
+// once space returns the first job completes and the second is FAILED as
+// quarantined. Every write fails here, updates of existing rows too.
+TEST_F(DiskFullTest, ServerStartsOnAFullDiskAndItsWritesWaitForSpace) {
+  JobManagerOptions options;
+  options.workers = 1;
+  options.engine_threads = 1;
+  std::string resumed;
+  std::string quarantined;
+  {
+    JobManager before(store_.get(), options);  // never started: no workers
+    auto first = before.Submit(Job(1));
+    ASSERT_TRUE(first.ok()) << first.status();
+    auto second = before.Submit(Job(2));
+    ASSERT_TRUE(second.ok()) << second.status();
+    resumed = first->job.id();
+    quarantined = second->job.id();
+  }
+  // What the dead process left: both running, with one and two unclean
+  // starts.
+  ASSERT_TRUE(store_->StartJob(resumed, 1).ok());
+  for (int i = 0; i < JobManager::kQuarantineStarts; ++i) {
+    ASSERT_TRUE(store_->StartJob(quarantined, 1).ok());
+  }
+  vfs_.SetFull(true);
+  ASSERT_FALSE(store_->UpdateJobState(resumed, storage::JobState::kRunning,
+                                      "", 0, 0)
+                   .ok())
+      << "the VFS lets an update of an existing row through";
+
+  JobManager manager(store_.get(), options);
+  const absl::Status started = manager.Start();
+  ASSERT_TRUE(started.ok()) << started;
+  ASSERT_TRUE(WaitFor([&] { return manager.waiting_for_disk() > 0; }));
+  std::this_thread::sleep_for(kFullFor);
+  EXPECT_EQ(State(resumed), storage::JobState::kRunning);
+  EXPECT_EQ(State(quarantined), storage::JobState::kRunning);
+
+  vfs_.SetFull(false);
+  ASSERT_TRUE(WaitFor([&] {
+    return storage::IsTerminal(State(resumed)) &&
+           storage::IsTerminal(State(quarantined));
+  }));
+  auto job = store_->GetJob(resumed);
+  ASSERT_TRUE(job.ok());
+  EXPECT_EQ(job->state, storage::JobState::kSucceeded) << job->error;
+  job = store_->GetJob(quarantined);
+  ASSERT_TRUE(job.ok());
+  EXPECT_EQ(job->state, storage::JobState::kFailed);
+  EXPECT_THAT(job->error, ::testing::HasSubstr("quarantined"));
 }
 
 }  // namespace

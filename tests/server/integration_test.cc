@@ -517,7 +517,7 @@ TEST_F(IntegrationTest, SubmitIsIdempotentPerRequestId) {
 
 TEST_F(IntegrationTest, CancelStopsARunningJob) {
   v1::SubmitJobRequest request = TinyJob();
-  request.mutable_spec()->mutable_search()->set_warmup_steps(100000000);
+  testing::MakeEndless(&request);
   v1::SubmitJobResponse response;
   ASSERT_TRUE(Submit(request, &response).ok());
   const std::string job_id = response.job().id();
@@ -545,7 +545,7 @@ TEST_F(IntegrationTest, CancelStopsARunningJob) {
 
 TEST_F(IntegrationTest, UnfinishedJobsResumeAfterRestart) {
   v1::SubmitJobRequest request = TinyJob();
-  request.mutable_spec()->mutable_search()->set_warmup_steps(100000000);
+  testing::MakeEndless(&request);
   v1::SubmitJobResponse long_job;
   ASSERT_TRUE(Submit(request, &long_job).ok());
   v1::SubmitJobResponse queued;

@@ -85,7 +85,7 @@ class QuarantineTest : public ::testing::Test {
   // A job whose warm-up never ends within the test: it can only be killed.
   static v1::SubmitJobRequest EndlessJob() {
     v1::SubmitJobRequest request = testing::TinyJobRequest();
-    request.mutable_spec()->mutable_search()->set_warmup_steps(100'000'000);
+    testing::MakeEndless(&request);
     request.set_request_id("endless");
     return request;
   }

@@ -35,6 +35,17 @@ inline v1::SubmitJobRequest TinyJobRequest(int finetune_steps = 5) {
   return request;
 }
 
+// Makes `request`'s job outlast any test until cancelled or killed: a warm-up
+// of 10^8 mini-batches in fine-tune cycles as long, so that no evaluation of
+// the calibration loss comes to stop it early (a tiny model's stops
+// improving within a few, and three without improvement end a fine-tune).
+inline void MakeEndless(v1::SubmitJobRequest* request) {
+  constexpr int kEndless = 100'000'000;
+  v1::SearchOptions* search = request->mutable_spec()->mutable_search();
+  search->set_warmup_steps(kEndless);
+  search->set_finetune_steps(kEndless);
+}
+
 // Reads job `job_id`'s WatchJob stream, on `context` (fresh, with any
 // metadata the call needs), to its end: appends the events to `*events`
 // (optional) and returns the stream's status.
