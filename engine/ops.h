@@ -1,7 +1,7 @@
 // Operator kernels: one class per ONNX operator with its forward and backward
-// pass, registered by op type. Private to engine/: the importer (model.cc)
-// converts ONNX attributes into an OpConfig, so no protobuf type reaches a
-// kernel.
+// pass, registered by op type. Private to engine/: the importer
+// (import_graph.cc) converts ONNX attributes into an OpConfig, so no protobuf
+// type reaches a kernel.
 //
 // Thread-safety: kernels are immutable after creation; Forward and Backward
 // are const and may run concurrently on different tensors.

@@ -1,6 +1,6 @@
 // Import of ONNX RNN, LSTM and GRU nodes: rewrites them into the form the
 // recurrent kernels take (engine/ops_rnn.cc). Private to the importer
-// (model.cc), which runs it on the parsed model before compiling it.
+// (import_graph.cc), which runs it on the parsed model before compiling it.
 //
 // Thread-safety: a pure function of its argument.
 #ifndef MIXQ_ENGINE_RNN_IMPORT_H_

@@ -6,7 +6,7 @@
 //
 // Only operators known to mean the same at 21, or rewritable to, are
 // accepted: every operator mixq's engine runs or folds (engine/ops*.cc,
-// engine/model.cc), plus Split, Resize and the whole Reduce family.
+// engine/constant_folding.cc), plus Split, Resize and the whole Reduce family.
 // Rewritten:
 //  - ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceSumSquare, ReduceL1,
 //    ReduceL2, ReduceLogSum, ReduceLogSumExp (opset 18): the `axes`
