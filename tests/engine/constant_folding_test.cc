@@ -25,24 +25,14 @@
 namespace mixq::engine {
 namespace {
 
-using ::mixq::testing::FloatAttr;
-using ::mixq::testing::FloatInput;
-using ::mixq::testing::IntAttr;
-using ::mixq::testing::IntInput;
-using ::mixq::testing::IntsAttr;
 using ::mixq::testing::OnnxBuilder;
 using ::mixq::testing::SetInt;
 using ::mixq::testing::SetInts;
-using ::mixq::testing::SetString;
 using ::mixq::testing::SetTensor;
-using ::mixq::testing::StringAttr;
 using ::testing::ElementsAre;
-using ::testing::ElementsAreArray;
-using ::testing::HasSubstr;
 using ::mixq::testing::BuildOrDie;
 using ::mixq::testing::ExpectInvalid;
 using ::mixq::testing::Iota;
-using ::mixq::testing::Pointers;
 using ::mixq::testing::RunModel;
 
 // `features`] holding the input's values in order (a flatten).

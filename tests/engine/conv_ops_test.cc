@@ -116,51 +116,75 @@ void ExpectNear(const Tensor& actual, const std::vector<double>& expected,
   }
 }
 
-class ConvReferenceTest : public ::testing::TestWithParam<ConvSpec> {};
+// A Conv kernel for `s` run forward and backward on random inputs and
+// upstream gradient drawn from `rng`, and checked against DirectConv.
+struct CheckedConv {
+  std::unique_ptr<Kernel> kernel;
+  std::vector<Tensor> inputs;  // X, W, B
+  Tensor dy;
+  Tensor y;
+  std::vector<Tensor> grads;  // per input
+};
 
-TEST_P(ConvReferenceTest, ForwardAndBackwardMatchDirectConvolution) {
-  const ConvSpec& s = GetParam();
+void RunAgainstDirectConv(const ConvSpec& s, std::mt19937* rng,
+                          CheckedConv* run) {
   absl::StatusOr<std::unique_ptr<Kernel>> kernel =
       MakeKernel("Conv", {{"group", IntAttr(s.group)},
                           {"strides", IntsAttr({s.sh, s.sw})},
                           {"dilations", IntsAttr({s.dh, s.dw})},
                           {"pads", IntsAttr({s.pt, s.pl, s.pb, s.pr})}});
   ASSERT_TRUE(kernel.ok()) << kernel.status();
-  std::mt19937 rng(11);
-  std::vector<Tensor> inputs;
+  run->kernel = *std::move(kernel);
+  run->inputs.clear();
   for (const Shape& shape :
        {Shape{s.n, s.c, s.h, s.w}, Shape{s.m, s.c / s.group, s.kh, s.kw},
         Shape{s.m}}) {
-    inputs.emplace_back(shape, UniformValues(NumElements(shape), &rng));
+    run->inputs.emplace_back(shape, UniformValues(NumElements(shape), rng));
   }
+  const std::vector<Tensor>& inputs = run->inputs;
   absl::StatusOr<Shape> out_shape =
-      (*kernel)->OutputShape(ShapePointers(inputs));
+      run->kernel->OutputShape(ShapePointers(inputs));
   ASSERT_TRUE(out_shape.ok()) << out_shape.status();
-  const Tensor dy(*out_shape, UniformValues(NumElements(*out_shape), &rng));
-  const Reference ref = DirectConv(s, inputs[0], inputs[1], inputs[2], dy);
+  run->dy = Tensor(*out_shape, UniformValues(NumElements(*out_shape), rng));
+  const Reference ref =
+      DirectConv(s, inputs[0], inputs[1], inputs[2], run->dy);
 
-  Tensor y(*out_shape);
-  (*kernel)->Forward(Pointers(inputs), &y);
-  ExpectNear(y, ref.y, 1e-4, "Y");
-  std::vector<Tensor> grads;
-  for (const Tensor& t : inputs) grads.emplace_back(t.shape());
+  run->y = Tensor(*out_shape);
+  run->kernel->Forward(Pointers(inputs), &run->y);
+  ExpectNear(run->y, ref.y, 1e-4, "Y");
+  run->grads.clear();
+  for (const Tensor& t : inputs) run->grads.emplace_back(t.shape());
   std::vector<Tensor*> grad_pointers;
-  for (Tensor& g : grads) grad_pointers.push_back(&g);
-  (*kernel)->Backward(Pointers(inputs), dy, grad_pointers);
-  ExpectNear(grads[0], ref.dx, 1e-4, "dX");
-  ExpectNear(grads[1], ref.dw, 1e-4, "dW");
-  ExpectNear(grads[2], ref.db, 1e-4, "dB");
+  for (Tensor& g : run->grads) grad_pointers.push_back(&g);
+  run->kernel->Backward(Pointers(inputs), run->dy, grad_pointers);
+  ExpectNear(run->grads[0], ref.dx, 1e-4, "dX");
+  ExpectNear(run->grads[1], ref.dw, 1e-4, "dW");
+  ExpectNear(run->grads[2], ref.db, 1e-4, "dB");
+}
+
+class ConvReferenceTest : public ::testing::TestWithParam<ConvSpec> {};
+
+TEST_P(ConvReferenceTest, ForwardAndBackwardMatchDirectConvolution) {
+  std::mt19937 rng(11);
+  CheckedConv run;
+  ASSERT_NO_FATAL_FAILURE(RunAgainstDirectConv(GetParam(), &rng, &run));
+  const Kernel* kernel = run.kernel.get();
+  const std::vector<Tensor>& inputs = run.inputs;
+  const Tensor& dy = run.dy;
+  const Tensor& y = run.y;
+  const std::vector<Tensor>& grads = run.grads;
+  const Shape out_shape = y.shape();
 
   // The same bits on one thread as on several.
   const int threads = omp_get_max_threads();
   omp_set_num_threads(1);
-  Tensor y1(*out_shape);
-  (*kernel)->Forward(Pointers(inputs), &y1);
+  Tensor y1(out_shape);
+  kernel->Forward(Pointers(inputs), &y1);
   std::vector<Tensor> grads1;
   for (const Tensor& t : inputs) grads1.emplace_back(t.shape());
   std::vector<Tensor*> grad_pointers1;
   for (Tensor& g : grads1) grad_pointers1.push_back(&g);
-  (*kernel)->Backward(Pointers(inputs), dy, grad_pointers1);
+  kernel->Backward(Pointers(inputs), dy, grad_pointers1);
   omp_set_num_threads(threads);
   EXPECT_EQ(y1.values(), y.values());
   for (size_t i = 0; i < grads.size(); ++i) {
@@ -247,34 +271,8 @@ TEST(ConvSweepTest, TinyRandomGeometriesMatchDirectConvolution) {
                               " g", s.group, " s", s.sh, ",", s.sw, " d",
                               s.dh, ",", s.dw, " pads ", s.pt, ",", s.pl, ",",
                               s.pb, ",", s.pr));
-    absl::StatusOr<std::unique_ptr<Kernel>> kernel =
-        MakeKernel("Conv", {{"group", IntAttr(s.group)},
-                            {"strides", IntsAttr({s.sh, s.sw})},
-                            {"dilations", IntsAttr({s.dh, s.dw})},
-                            {"pads", IntsAttr({s.pt, s.pl, s.pb, s.pr})}});
-    ASSERT_TRUE(kernel.ok()) << kernel.status();
-    std::vector<Tensor> inputs;
-    for (const Shape& shape :
-         {Shape{s.n, s.c, s.h, s.w}, Shape{s.m, s.c / s.group, s.kh, s.kw},
-          Shape{s.m}}) {
-      inputs.emplace_back(shape, UniformValues(NumElements(shape), &rng));
-    }
-    absl::StatusOr<Shape> out_shape =
-        (*kernel)->OutputShape(ShapePointers(inputs));
-    ASSERT_TRUE(out_shape.ok()) << out_shape.status();
-    const Tensor dy(*out_shape, UniformValues(NumElements(*out_shape), &rng));
-    const Reference ref = DirectConv(s, inputs[0], inputs[1], inputs[2], dy);
-    Tensor y(*out_shape);
-    (*kernel)->Forward(Pointers(inputs), &y);
-    ExpectNear(y, ref.y, 1e-4, "Y");
-    std::vector<Tensor> grads;
-    for (const Tensor& t : inputs) grads.emplace_back(t.shape());
-    std::vector<Tensor*> grad_pointers;
-    for (Tensor& g : grads) grad_pointers.push_back(&g);
-    (*kernel)->Backward(Pointers(inputs), dy, grad_pointers);
-    ExpectNear(grads[0], ref.dx, 1e-4, "dX");
-    ExpectNear(grads[1], ref.dw, 1e-4, "dW");
-    ExpectNear(grads[2], ref.db, 1e-4, "dB");
+    CheckedConv run;
+    ASSERT_NO_FATAL_FAILURE(RunAgainstDirectConv(s, &rng, &run));
     if (HasFailure()) return;
   }
   EXPECT_GT(tested, kConfigs / 2);

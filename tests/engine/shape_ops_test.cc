@@ -29,13 +29,7 @@ using ::mixq::testing::IntAttr;
 using ::mixq::testing::IntInput;
 using ::mixq::testing::IntsAttr;
 using ::mixq::testing::Iota;
-using ::mixq::testing::OnnxBuilder;
-using ::mixq::testing::SetInt;
-using ::mixq::testing::SetInts;
-using ::mixq::testing::SetString;
-using ::mixq::testing::SetTensor;
 using ::mixq::testing::StringAttr;
-using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
 
