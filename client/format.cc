@@ -404,8 +404,8 @@ std::string FormatParetoFront(const v1::GetParetoFrontResponse& response) {
   const bool spans_jobs = !response.model_sha256().empty();
   std::vector<std::string> header = {"POLICY",     "STRATEGY", "AVG BITS",
                                      "SIZE (KiB)", "BOPS",     "VAL ACC",
-                                     "CALIB ACC"};
-  std::vector<size_t> right_aligned = {2, 3, 4, 5, 6};
+                                     "VAL LOSS",   "CALIB ACC"};
+  std::vector<size_t> right_aligned = {2, 3, 4, 5, 6, 7};
   // JOB goes after POLICY.
   constexpr size_t kJobColumn = 1;
   if (spans_jobs) {
@@ -416,14 +416,17 @@ std::string FormatParetoFront(const v1::GetParetoFrontResponse& response) {
   std::vector<std::vector<std::string>> rows = {
       {"fp32", kUnset, Bits(kFloatBits), KiB(response.fp32_size_bytes()),
        Bops(response.fp32_bops()), PercentOrUnset(response.fp32_val_accuracy()),
-       kUnset}};
+       LossOrUnset(response.fp32_val_loss()), kUnset}};
   if (spans_jobs) rows[0].insert(rows[0].begin() + kJobColumn, kUnset);
   for (const v1::Policy& p : response.policies()) {
-    std::vector<std::string> row = {
-        OrUnset(p.policy_id()), OrUnset(p.strategy()),
-        Bits(p.avg_bits()),     KiB(p.size_bytes()),
-        Bops(p.bops()),         PercentOrUnset(p.val_accuracy()),
-        PercentOrUnset(p.accuracy())};
+    std::vector<std::string> row = {OrUnset(p.policy_id()),
+                                    OrUnset(p.strategy()),
+                                    Bits(p.avg_bits()),
+                                    KiB(p.size_bytes()),
+                                    Bops(p.bops()),
+                                    PercentOrUnset(p.val_accuracy()),
+                                    LossOrUnset(p.val_loss()),
+                                    PercentOrUnset(p.accuracy())};
     if (spans_jobs) row.insert(row.begin() + kJobColumn, OrUnset(p.job_id()));
     rows.push_back(std::move(row));
   }
@@ -431,7 +434,7 @@ std::string FormatParetoFront(const v1::GetParetoFrontResponse& response) {
       spans_jobs ? absl::StrCat("model: ", response.model_sha256(), "\n") : "",
       FormatTable(header, rows, right_aligned),
       response.policies_size() == 0
-          ? "no kept policy with a measured validation accuracy\n"
+          ? "no kept policy with a measured validation accuracy or loss\n"
           : "");
 }
 
@@ -534,8 +537,7 @@ std::string FormatEvaluation(const v1::EvaluatePolicyResponse& r) {
       r.activation_bits() >= 32 ? std::string("float")
                                 : absl::StrCat(r.activation_bits(), "-bit"),
       EvalAccuracy(r.accuracy()), EvalAccuracy(r.fp32_accuracy()), r.loss(),
-      r.fp32_loss(),
-      r.avg_bits(), r.size_bytes(), r.bops(), r.seconds());
+      r.fp32_loss(), r.avg_bits(), r.size_bytes(), r.bops(), r.seconds());
   std::vector<std::vector<std::string>> rows;
   for (const v1::LayerBits& layer : r.layers()) {
     rows.push_back({layer.name(), absl::StrCat(layer.bits())});

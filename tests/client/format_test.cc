@@ -590,6 +590,7 @@ v1::GetParetoFrontResponse ParetoResponse() {
       bops: 62500000
       accuracy: 0.79
       val_accuracy: 0.7712
+      val_loss: 0.65
     }
     policies {
       policy_id: "step-2"
@@ -599,23 +600,25 @@ v1::GetParetoFrontResponse ParetoResponse() {
       bops: 125000000
       accuracy: 0.86
       val_accuracy: 0.8512
+      val_loss: 0.49
     }
     fp32_size_bytes: 40960
     fp32_bops: 800000000
     fp32_val_accuracy: 0.8801
+    fp32_val_loss: 0.41
   )pb");
 }
 
 TEST(FormatParetoFrontTest, Fp32RowThenTheFrontBySize) {
   EXPECT_EQ(FormatParetoFront(ParetoResponse()),
             "POLICY  STRATEGY     AVG BITS  SIZE (KiB)   BOPS  VAL ACC  "
-            "CALIB ACC\n"
-            "fp32    -               32.00        40.0   800M    88.0%        "
-            "  -\n"
-            "final   progressive      2.50         3.0  62.5M    77.1%      "
-            "79.0%\n"
-            "step-2  progressive      5.00         8.0   125M    85.1%      "
-            "86.0%\n");
+            "VAL LOSS  CALIB ACC\n"
+            "fp32    -               32.00        40.0   800M    88.0%    "
+            "0.4100          -\n"
+            "final   progressive      2.50         3.0  62.5M    77.1%    "
+            "0.6500      79.0%\n"
+            "step-2  progressive      5.00         8.0   125M    85.1%    "
+            "0.4900      86.0%\n");
 }
 
 TEST(FormatParetoFrontTest, SameModelShowsTheJob) {
@@ -629,22 +632,24 @@ TEST(FormatParetoFrontTest, SameModelShowsTheJob) {
       FormatParetoFront(response),
       "model: 9f86d081884c7d65\n"
       "POLICY  JOB     STRATEGY     AVG BITS  SIZE (KiB)   BOPS  VAL ACC  "
-      "CALIB ACC\n"
+      "VAL LOSS  CALIB ACC\n"
       "fp32    -       -               32.00        40.0   800M        -  "
-      "        -\n"
+      "  0.4100          -\n"
       "final   job-7   progressive      2.50         3.0  62.5M    77.1%  "
-      "    79.0%\n"
+      "  0.6500      79.0%\n"
       "step-2  job-12  knapsack         5.00         8.0   125M    85.1%  "
-      "    86.0%\n");
+      "  0.4900      86.0%\n");
 }
 
 TEST(FormatParetoFrontTest, EmptyFrontSaysSo) {
   v1::GetParetoFrontResponse response = ParetoResponse();
   response.clear_policies();
   EXPECT_EQ(FormatParetoFront(response),
-            "POLICY  STRATEGY  AVG BITS  SIZE (KiB)  BOPS  VAL ACC  CALIB ACC\n"
-            "fp32    -            32.00        40.0  800M    88.0%          -\n"
-            "no kept policy with a measured validation accuracy\n");
+            "POLICY  STRATEGY  AVG BITS  SIZE (KiB)  BOPS  VAL ACC  VAL LOSS  "
+            "CALIB ACC\n"
+            "fp32    -            32.00        40.0  800M    88.0%    0.4100  "
+            "        -\n"
+            "no kept policy with a measured validation accuracy or loss\n");
 }
 
 TEST(FormatWatchSummaryTest, FinalPolicyAndTheCommandsToRun) {

@@ -225,6 +225,16 @@ TEST_F(ObjectiveServerTest, LabelFreeJobSucceedsReportingTheDistance) {
   // The default hold-out has no labels either: a distance, no accuracy.
   EXPECT_TRUE(std::isfinite(final_policy.val_loss()));
   EXPECT_TRUE(std::isnan(final_policy.val_accuracy()));
+  // Its Pareto front ranks by that distance instead of being empty.
+  grpc::ClientContext context;
+  v1::GetParetoFrontRequest request;
+  request.set_job_id(job.id());
+  v1::GetParetoFrontResponse front;
+  ASSERT_TRUE(stub_->GetParetoFront(&context, request, &front).ok());
+  ASSERT_GT(front.policies_size(), 0);
+  for (const v1::Policy& policy : front.policies()) {
+    EXPECT_TRUE(std::isfinite(policy.val_loss())) << policy.policy_id();
+  }
 }
 
 TEST_F(ObjectiveServerTest, ValidationLabelsAddTheAccuracy) {

@@ -54,6 +54,25 @@ TEST(ParetoFrontTest, DropsUnmeasuredAndDuplicatePoints) {
   EXPECT_TRUE(ParetoFront({}).empty());
 }
 
+// A label-free job's policies have no validation accuracy: the front is
+// built on the validation loss (lower is better) instead of being empty.
+TEST(ParetoFrontTest, LabelFreePoliciesRankByValidationLoss) {
+  const auto label_free = [](const std::string& id, double size,
+                             double val_loss) {
+    v1::Policy policy = Point(id, size, size, std::nan(""));
+    policy.set_val_loss(val_loss);
+    return policy;
+  };
+  const std::vector<v1::Policy> front = ParetoFront({
+      label_free("big-close", 400, 0.01),
+      label_free("small-far", 100, 0.30),
+      label_free("mid", 200, 0.05),
+      label_free("mid-farther", 250, 0.08),  // mid is smaller and closer
+      label_free("unmeasured", 50, std::nan("")),
+  });
+  EXPECT_THAT(Ids(front), ElementsAre("small-far", "mid", "big-close"));
+}
+
 TEST(ParetoFrontTest, BruteForceAgreesOnRandomPoints) {
   // Every kept point is undominated and every dropped one is dominated.
   std::vector<v1::Policy> points;
