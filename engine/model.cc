@@ -52,8 +52,9 @@ struct Model::Impl {
   // `constants`.
   using Bound = std::vector<const Tensor*>;
 
+  std::vector<GraphInput> inputs;
   std::string input_name;
-  Shape input_shape;
+  Shape input_shape;  // packed when several (Model::inputs())
   // > 0 when the graph's shapes only hold at the batch its input declares:
   // Forward accepts no other.
   int64_t fixed_batch = -1;
@@ -63,7 +64,7 @@ struct Model::Impl {
   std::vector<Tensor> initial_params;
   std::vector<QuantizableLayer> layers;
 
-  int input_slot = -1;
+  std::vector<int> input_slots;  // per graph input
   int output_slot = -1;
   std::vector<SlotKind> kinds;     // per slot
   std::vector<int> param_of_slot;  // per slot: index into params, or -1
@@ -94,6 +95,12 @@ struct Model::Impl {
   int num_slots() const { return static_cast<int>(kinds.size()); }
   absl::Status CheckParams(absl::Span<const Tensor* const> values) const;
   absl::Status CheckInput(const Tensor& input) const;
+  // Checks the graph inputs a Forward left in `values` (ForwardFrom,
+  // Backward): INVALID_ARGUMENT when the trace was not filled by this model.
+  absl::Status CheckTraceInputs(const std::vector<Tensor>& values) const;
+  // Writes the graph inputs of packed `input` (CheckInput accepted it) into
+  // their slots of `values`.
+  void Unpack(const Tensor& input, std::vector<Tensor>* values) const;
   Bound Bind(absl::Span<const Tensor* const> values,
              const std::vector<Tensor>& trace) const;
   // The node's output shape for the values in `bound`; errors name the node.
@@ -313,7 +320,7 @@ class Importer {
 
   absl::StatusOr<std::unique_ptr<Model::Impl>> Run() {
     MIXQ_RETURN_IF_ERROR(AddInitializers());
-    MIXQ_RETURN_IF_ERROR(AddInput());
+    MIXQ_RETURN_IF_ERROR(AddInputs());
     MIXQ_RETURN_IF_ERROR(AddNodeOutputs());
     MIXQ_ASSIGN_OR_RETURN(const std::vector<int> order, SortNodes());
     for (int index : order) {
@@ -363,6 +370,8 @@ class Importer {
   // MatMul, Conv or ConvTranspose.
   struct NodeExtra {
     int channel_axis = -1;
+    int weight_input = 1;    // the node input holding the weight
+    bool embedding = false;  // a Gather of table rows (no MACs, no hook)
     // > 0 when each weight is used this many times per sample (a recurrent
     // node's time steps); else MACs follow from the output shape.
     int64_t uses_per_weight = 0;
@@ -417,7 +426,7 @@ class Importer {
     }
   }
 
-  absl::Status AddInput() {
+  absl::Status AddInputs() {
     std::vector<const onnx::ValueInfoProto*> inputs;
     for (const onnx::ValueInfoProto& input : graph_.input()) {
       const auto it = slot_of_.find(input.name());
@@ -425,25 +434,49 @@ class Importer {
         inputs.push_back(&input);
       }
     }
-    if (inputs.size() != 1) {
-      std::vector<std::string> names;
-      for (const auto* input : inputs) names.push_back(input->name());
-      return Invalid(absl::StrCat("the graph has ", inputs.size(),
-                                  " inputs that are not initializers (",
-                                  absl::StrJoin(names, ", "),
-                                  "); exactly one is supported"));
+    if (inputs.empty()) {
+      return Invalid("the graph has no input that is not an initializer");
     }
-    const onnx::ValueInfoProto& input = *inputs[0];
+    int64_t packed = 0;
+    for (const onnx::ValueInfoProto* input : inputs) {
+      MIXQ_RETURN_IF_ERROR(AddInput(*input));
+      packed += graph_inputs_.back().sample_size;
+    }
+    input_shape_ = graph_inputs_[0].shape;
+    if (graph_inputs_.size() > 1) {
+      input_shape_ = {graph_inputs_[0].shape[0], packed};
+      if (!CheckedNumElements({std::max<int64_t>(batch_, 1), packed}).ok() ||
+          packed > kMaxValuesPerSample) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "the graph inputs hold ", packed, " values per sample, more than ",
+            kMaxValuesPerSample));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status AddInput(const onnx::ValueInfoProto& input) {
     const std::string& name = input.name();
-    if (name.empty()) return Invalid("the graph input has no name");
+    if (name.empty()) return Invalid("a graph input has no name");
     if (!input.type().has_tensor_type()) {
       return Invalid(absl::StrCat("graph input '", name, "' is not a tensor"));
     }
     const onnx::TypeProto::Tensor& type = input.type().tensor_type();
-    if (type.elem_type() != onnx::TensorProto::FLOAT) {
-      return Invalid(absl::StrCat("graph input '", name, "' has element type ",
-                                  type.elem_type(),
-                                  "; only float (1) is supported"));
+    GraphInput info;
+    switch (type.elem_type()) {
+      case onnx::TensorProto::FLOAT:
+        info.type = GraphInput::Type::kFloat;
+        break;
+      case onnx::TensorProto::INT64:
+        info.type = GraphInput::Type::kInt64;
+        break;
+      case onnx::TensorProto::INT32:
+        info.type = GraphInput::Type::kInt32;
+        break;
+      default:
+        return Invalid(absl::StrCat(
+            "graph input '", name, "' has element type ", type.elem_type(),
+            "; only float (1), int64 (7) and int32 (6) are supported"));
     }
     if (!type.has_shape() || type.shape().dim_size() == 0) {
       return Invalid(absl::StrCat("graph input '", name,
@@ -463,6 +496,12 @@ class Importer {
             "; only the batch dim (0) may be symbolic"));
       }
     }
+    if (!graph_inputs_.empty() && shape[0] != graph_inputs_[0].shape[0]) {
+      return Invalid(absl::StrCat(
+          "graph input '", name, "' declares batch ", shape[0], ", input '",
+          graph_inputs_[0].name, "' ", graph_inputs_[0].shape[0],
+          " (-1: symbolic); the inputs must share their batch dim"));
+    }
     Slot slot;
     slot.name = name;
     slot.kind = SlotKind::kInput;
@@ -476,15 +515,18 @@ class Importer {
     }
     // As a node output: kernels reading it (Slice, Gather) build index maps
     // as long as its dims while they infer their shapes.
-    if (NumElements(slot.shape) / std::max<int64_t>(batch_, 1) >
-        kMaxValuesPerSample) {
+    info.sample_size = NumElements(slot.shape) / std::max<int64_t>(batch_, 1);
+    if (info.sample_size > kMaxValuesPerSample) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "graph input '", name, "' of shape ", ShapeToString(shape),
           " holds more than ", kMaxValuesPerSample, " values per sample"));
     }
-    MIXQ_ASSIGN_OR_RETURN(input_slot_, AddSlot(std::move(slot)));
-    input_name_ = name;
-    input_shape_ = std::move(shape);
+    MIXQ_ASSIGN_OR_RETURN(const int index, AddSlot(std::move(slot)));
+    if (input_slot_ < 0) input_slot_ = index;
+    input_slots_.push_back(index);
+    info.name = name;
+    info.shape = std::move(shape);
+    graph_inputs_.push_back(std::move(info));
     return absl::OkStatus();
   }
 
@@ -694,7 +736,10 @@ class Importer {
       fold = slots_[slot_of_.at(proto.input(0))].kind == SlotKind::kConstant;
     }
     Slot& out = slots_[slot_of_.at(proto.output(0))];
-    if (!fold) return CompileKernelNode(proto, label, *schema);
+    if (!fold) {
+      return CompileKernelNode(
+          proto, label, HasRuntimeIndices(proto) ? IndexGatherSchema() : *schema);
+    }
     if (schema != nullptr && schema->kernel_per_output &&
         proto.output_size() > 1) {
       return Invalid(absl::StrCat("node '", label, "' (", proto.op_type(),
@@ -732,6 +777,15 @@ class Importer {
       out.value = Tensor(folded->shape, std::move(folded->floats));
     }
     return absl::OkStatus();
+  }
+
+  // A Gather whose indices are computed at run time (token ids from a graph
+  // input, maybe through Cast): it runs as IndexGatherSchema's kernel.
+  bool HasRuntimeIndices(const onnx::NodeProto& proto) const {
+    if (proto.op_type() != "Gather" || proto.input_size() != 2) return false;
+    const auto it = slot_of_.find(proto.input(1));
+    return it != slot_of_.end() &&
+           slots_[it->second].kind != SlotKind::kConstant;
   }
 
   OpConfig AttributeConfig(const onnx::NodeProto& proto,
@@ -982,6 +1036,15 @@ class Importer {
       extra.channel_axis = 0;
     } else if (node.op_type == "ConvTranspose") {
       extra.channel_axis = 1;  // W is [C_in, C_out / group, k...]
+    } else if (&schema == &IndexGatherSchema() &&
+               shapes[0]->size() > 0 &&
+               *config.GetInt("axis", 0) % static_cast<int64_t>(
+                                               shapes[0]->size()) ==
+                   0) {
+      // An embedding: the table's rows are the channels.
+      extra.channel_axis = 0;
+      extra.weight_input = 0;
+      extra.embedding = true;
     } else if (node.op_type == "RNN" || node.op_type == "LSTM" ||
                node.op_type == "GRU") {
       // W [dirs, gates * hidden, input]: the gate rows are the output
@@ -1464,12 +1527,13 @@ class Importer {
     }
 
     Model::Impl& m = *impl_;
-    m.input_name = input_name_;
+    m.inputs = graph_inputs_;
+    m.input_name = graph_inputs_[0].name;
     m.input_shape = input_shape_;
     m.fixed_batch = probe_ == batch_ ? batch_ : -1;
     m.output_name = slots_[output_slot_].name;
     m.output_shape = slots_[output_slot_].shape;
-    m.input_slot = input_slot_;
+    m.input_slots = input_slots_;
     m.output_slot = output_slot_;
     m.kinds.resize(num_slots);
     m.param_of_slot.assign(num_slots, -1);
@@ -1554,7 +1618,7 @@ class Importer {
                 std::vector<bool>* layer_param, Model::Impl::Node* node_ptr) {
     Model::Impl& m = *impl_;
     const Model::Impl::Node& node = *node_ptr;
-    int s = node.inputs[1];
+    int s = node.inputs[extra.weight_input];
     while (producer[s] >= 0 && (m.nodes[producer[s]].op_type == "Identity" ||
                                 m.nodes[producer[s]].op_type == "Dropout")) {
       s = m.nodes[producer[s]].inputs[0];
@@ -1583,6 +1647,10 @@ class Importer {
         extra.uses_per_weight > 0 ? extra.uses_per_weight * layer.num_weights
         : channels > 0 ? out_per_sample * (layer.num_weights / channels)
                        : 0;
+    if (extra.embedding) {
+      layer.macs = 0;
+      layer.quantize_input = false;
+    }
     if (node.op_type == "ConvTranspose") {
       // Every input pixel of every channel meets its channel's weights once.
       const Shape& in = slots_[node.inputs[0]].shape;
@@ -1603,10 +1671,11 @@ class Importer {
   std::unique_ptr<Model::Impl> impl_ = std::make_unique<Model::Impl>();
   std::vector<Slot> slots_;
   absl::flat_hash_map<std::string, int> slot_of_;
-  int input_slot_ = -1;
+  int input_slot_ = -1;  // the first graph input's (a batch source)
+  std::vector<int> input_slots_;
+  std::vector<GraphInput> graph_inputs_;
   int output_slot_ = -1;
-  std::string input_name_;
-  Shape input_shape_;
+  Shape input_shape_;  // packed (Model::inputs())
   std::vector<Model::Impl::Node> nodes_;  // compiled, in topological order
   std::vector<NodeExtra> extras_;         // parallel to nodes_
   // Values of the node outputs compiled so far (CountNodeValues): computed
@@ -1657,6 +1726,50 @@ absl::Status Model::Impl::CheckInput(const Tensor& input) const {
                               "; model input '", input_name, "' expects ",
                               ShapeToString(input_shape),
                               " (dim 0 is the batch, >= 1)"));
+}
+
+absl::Status Model::Impl::CheckTraceInputs(
+    const std::vector<Tensor>& values) const {
+  if (values.size() != static_cast<size_t>(num_slots())) {
+    return Invalid("the trace was not filled by Forward of this model");
+  }
+  if (input_slots.size() == 1) return CheckInput(values[input_slots[0]]);
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const Tensor& value = values[input_slots[i]];
+    const Shape& shape = inputs[i].shape;
+    bool ok = value.rank() == static_cast<int>(shape.size()) &&
+              value.rank() > 0 && value.dim(0) > 0;
+    for (size_t d = 1; ok && d < shape.size(); ++d) {
+      ok = value.shape()[d] == shape[d];
+    }
+    if (!ok) {
+      return Invalid(absl::StrCat(
+          "the trace holds input '", inputs[i].name, "' of shape ",
+          ShapeToString(value.shape()), "; the model expects ",
+          ShapeToString(shape), " (was it filled by Forward of this model?)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void Model::Impl::Unpack(const Tensor& input,
+                         std::vector<Tensor>* values) const {
+  using RowMajor =
+      Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const int64_t batch = input.dim(0);
+  const int64_t packed = input.size() / batch;
+  const Eigen::Map<const RowMajor> all(input.data(), batch, packed);
+  int64_t offset = 0;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const int64_t size = inputs[i].sample_size;
+    Shape shape = inputs[i].shape;
+    shape[0] = batch;
+    Tensor& value = (*values)[input_slots[i]];
+    value.Resize(std::move(shape));
+    Eigen::Map<RowMajor>(value.data(), batch, size) =
+        all.middleCols(offset, size);
+    offset += size;
+  }
 }
 
 Model::Impl::Bound Model::Impl::Bind(absl::Span<const Tensor* const> values,
@@ -1741,7 +1854,14 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromOnnxFile(
   return model;
 }
 
+const std::vector<GraphInput>& Model::inputs() const { return impl_->inputs; }
 const std::string& Model::input_name() const { return impl_->input_name; }
+bool Model::has_integer_inputs() const {
+  return std::any_of(impl_->inputs.begin(), impl_->inputs.end(),
+                     [](const GraphInput& input) {
+                       return input.type != GraphInput::Type::kFloat;
+                     });
+}
 const Shape& Model::input_shape() const { return impl_->input_shape; }
 int64_t Model::fixed_batch() const { return impl_->fixed_batch; }
 const std::string& Model::output_name() const { return impl_->output_name; }
@@ -1771,12 +1891,14 @@ absl::StatusOr<Tensor> Model::Forward(const Tensor& input,
   state.layer_inputs.resize(m.layers.size());
   state.hooked.assign(m.layers.size(), false);
   Impl::Bound bound = m.Bind(params, state.values);
-  if (trace != nullptr) {
+  if (m.input_slots.size() > 1) {
+    m.Unpack(input, &state.values);
+  } else if (trace != nullptr) {
     // Backward (and ForwardFrom) need the input after the caller's tensor is
     // gone.
-    state.values[m.input_slot] = input;
+    state.values[m.input_slots[0]] = input;
   } else {
-    bound[m.input_slot] = &input;
+    bound[m.input_slots[0]] = &input;
   }
   return m.RunNodes(0, bound, &state, hook);
 }
@@ -1792,8 +1914,14 @@ absl::StatusOr<Tensor> Model::Impl::RunNodes(int first_node, const Bound& bound,
     MIXQ_ASSIGN_OR_RETURN(Shape shape, NodeOutputShape(node, bound));
     inputs.clear();
     for (int s : node.inputs) inputs.push_back(bound[s]);
+    if (const absl::Status valid = node.kernel->CheckInputs(inputs);
+        !valid.ok()) {
+      return Annotate(valid, absl::StrCat("node '", node.label, "' (",
+                                          node.op_type, ")"));
+    }
     if (node.layer >= 0) state->hooked[node.layer] = false;
-    if (hook != nullptr && node.layer >= 0) {
+    if (hook != nullptr && node.layer >= 0 &&
+        layers[node.layer].quantize_input) {
       Tensor& hooked = state->layer_inputs[node.layer];
       hooked.Resize(inputs[0]->shape());
       absl::StatusOr<bool> transformed =
@@ -1862,7 +1990,7 @@ absl::StatusOr<Tensor> Model::ForwardFrom(int first_node,
       trace->layer_inputs.size() != m.layers.size()) {
     return Invalid("the trace was not filled by Forward of this model");
   }
-  MIXQ_RETURN_IF_ERROR(m.CheckInput(trace->values[m.input_slot]));
+  MIXQ_RETURN_IF_ERROR(m.CheckTraceInputs(trace->values));
   const Impl::Bound bound = m.Bind(params, trace->values);
   return m.RunNodes(first_node, bound, trace, hook);
 }
@@ -1887,7 +2015,7 @@ absl::Status Model::Backward(const ForwardTrace& trace,
     return Invalid(
         "the trace was filled with a LayerInputHook; Backward needs it too");
   }
-  MIXQ_RETURN_IF_ERROR(m.CheckInput(trace.values[m.input_slot]));
+  MIXQ_RETURN_IF_ERROR(m.CheckTraceInputs(trace.values));
   const Impl::Bound bound = m.Bind(params, trace.values);
   // Cheap (shapes only): catches a trace that does not match the parameters.
   int count = 1;
