@@ -125,9 +125,8 @@ absl::Status NormalizeModelInputs(absl::Span<const GraphInput> inputs,
   const auto integer = absl::c_find_if(inputs, IsInteger);
   if (integer != inputs.end()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        flag, ": the model's graph input '", integer->name,
-        "' holds integers (ids), which are not normalised; leave ", flag,
-        " out"));
+        "the model's graph input '", integer->name,
+        "' holds integers (ids), which are not normalised: leave out ", flag));
   }
   return Normalize(mean, stddev, packed);
 }

@@ -34,9 +34,10 @@ absl::StatusOr<Tensor> DecodeModelInputs(absl::Span<const GraphInput> inputs,
                                          absl::string_view bytes,
                                          absl::string_view name);
 
-// x = (x - mean) / stddev on the float inputs of the model (Normalize), or
-// INVALID_ARGUMENT naming `flag` when any of its graph inputs holds integers
-// (ids are not normalised: the flag must be left out).
+// x = (x - mean) / stddev on the packed inputs (Normalize) of a model whose
+// graph inputs are all float; INVALID_ARGUMENT naming the integer input and
+// `flag` (the option that asked for it) when any holds integers: ids are not
+// normalised, so the option must be left out.
 absl::Status NormalizeModelInputs(absl::Span<const GraphInput> inputs,
                                   float mean, float stddev,
                                   absl::string_view flag, Tensor* packed);

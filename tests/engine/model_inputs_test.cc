@@ -8,12 +8,15 @@
 
 #include "engine/npy.h"
 #include "engine/npz.h"
-#include "engine/npz_writer.h"
+#include "util/npz_writer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace mixq::engine {
 namespace {
+
+using ::mixq::EncodeNpz;
+using ::mixq::NpzMember;
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;

@@ -1,4 +1,4 @@
-#include "engine/npz_writer.h"
+#include "util/npz_writer.h"
 
 #include <cstdint>
 #include <limits>
@@ -7,9 +7,11 @@
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "util/file.h"
+#include "util/status_macros.h"
 #include "zlib.h"
 
-namespace mixq::engine {
+namespace mixq {
 namespace {
 
 // Zip record signatures and constants (PKWARE APPNOTE 4.3).
@@ -114,4 +116,25 @@ absl::StatusOr<std::string> EncodeNpz(const std::vector<NpzMember>& members) {
   return archive;
 }
 
-}  // namespace mixq::engine
+std::optional<NamedFile> ParseNamedFile(absl::string_view value) {
+  const size_t eq = value.find('=');
+  if (eq == absl::string_view::npos || eq == 0) return std::nullopt;
+  const absl::string_view name = value.substr(0, eq);
+  if (absl::StrContains(name, '/')) return std::nullopt;
+  return NamedFile{std::string(name), std::string(value.substr(eq + 1))};
+}
+
+absl::StatusOr<std::string> PackNamedFiles(const std::vector<NamedFile>& files,
+                                           absl::string_view flag) {
+  std::vector<NpzMember> members;
+  for (const NamedFile& file : files) {
+    absl::StatusOr<std::string> bytes = ReadFile(file.path);
+    if (!bytes.ok()) return Annotate(bytes.status(), flag);
+    members.push_back({file.name, *std::move(bytes)});
+  }
+  absl::StatusOr<std::string> npz = EncodeNpz(members);
+  if (!npz.ok()) return Annotate(npz.status(), flag);
+  return npz;
+}
+
+}  // namespace mixq
