@@ -427,12 +427,12 @@ absl::Status CheckDataFlags(const SubmitOptions& o) {
 
 absl::StatusOr<SubmitOptions> FinishSubmit(SubmitFlags& f) {
   SubmitOptions o = std::move(f.options);
-  if (absl::Status status = CheckDataFlags(o); !status.ok()) return status;
   if (absl::Status status =
           FinishInputsFlag("--inputs", f.inputs, &o.inputs, &o.inputs_by_name);
       !status.ok()) {
     return status;
   }
+  if (absl::Status status = CheckDataFlags(o); !status.ok()) return status;
   if (absl::Status status = FinishValidation(f.val_size, f.val_inputs, o);
       !status.ok()) {
     return status;
