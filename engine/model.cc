@@ -735,6 +735,11 @@ class Importer {
         !proto.input(0).empty()) {
       fold = slots_[slot_of_.at(proto.input(0))].kind == SlotKind::kConstant;
     }
+    // A mask compared with an int64 constant (attention_mask == 0) runs.
+    if (fold && schema != nullptr && IsMaskOp(proto.op_type()) &&
+        HasRuntimeInput(proto, num_data)) {
+      fold = false;
+    }
     Slot& out = slots_[slot_of_.at(proto.output(0))];
     if (!fold) {
       return CompileKernelNode(
@@ -776,6 +781,34 @@ class Importer {
     } else {
       out.value = Tensor(folded->shape, std::move(folded->floats));
     }
+    return absl::OkStatus();
+  }
+
+  static bool IsMaskOp(absl::string_view op_type) {
+    return op_type == "Equal" || op_type == "Where";
+  }
+
+  bool HasRuntimeInput(const onnx::NodeProto& proto, int num_data) const {
+    for (int i = 0; i < num_data; ++i) {
+      const auto it = slot_of_.find(proto.input(i));
+      if (it != slot_of_.end() &&
+          slots_[it->second].kind != SlotKind::kConstant) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // An int64 constant read as a data input by a runtime kernel (Equal's 0
+  // against a mask): its values as floats, exact within 2^24.
+  absl::Status FloatValueOfIntConstant(Slot* slot, const std::string& label) {
+    if (slot->ints != slot->probe_ints) {
+      return Invalid(absl::StrCat(
+          "node '", label, "': int64 input '", slot->name,
+          "' depends on the batch size; only shapes may"));
+    }
+    std::vector<float> floats(slot->ints.begin(), slot->ints.end());
+    slot->value = Tensor(slot->shape, std::move(floats));
     return absl::OkStatus();
   }
 
@@ -964,6 +997,13 @@ class Importer {
     bool all_constant = true;
     bool probe_ok = true;
     // Before the loop, which keeps pointers into slots_.
+    for (int i = 0; i < num_data; ++i) {
+      if (proto.input(i).empty()) continue;
+      Slot& slot = slots_[slot_of_.at(proto.input(i))];
+      if (slot.kind == SlotKind::kConstant && slot.is_int) {
+        MIXQ_RETURN_IF_ERROR(FloatValueOfIntConstant(&slot, label));
+      }
+    }
     if (schema.optional_data_inputs &&
         std::any_of(proto.input().begin(), proto.input().begin() + num_data,
                     [](const std::string& name) { return name.empty(); })) {
@@ -1722,8 +1762,19 @@ absl::Status Model::Impl::CheckInput(const Tensor& input) const {
         "declares)"));
   }
   if (ok) return absl::OkStatus();
+  // Several graph inputs: name them all, as the packed input holds them.
+  std::string what = absl::StrCat("model input '", input_name, "'");
+  if (inputs.size() > 1) {
+    what = absl::StrCat(
+        "model inputs ",
+        absl::StrJoin(inputs, ", ",
+                      [](std::string* out, const GraphInput& i) {
+                        absl::StrAppend(out, "'", i.name, "'");
+                      }),
+        " packed per sample");
+  }
   return Invalid(absl::StrCat("input has shape ", ShapeToString(input.shape()),
-                              "; model input '", input_name, "' expects ",
+                              "; ", what, " expects ",
                               ShapeToString(input_shape),
                               " (dim 0 is the batch, >= 1)"));
 }

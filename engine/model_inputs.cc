@@ -41,8 +41,9 @@ absl::StatusOr<Tensor> DecodeOne(const GraphInput& input,
                                  absl::string_view name,
                                  absl::string_view key) {
   MIXQ_ASSIGN_OR_RETURN(Tensor values, DecodeInputs(bytes, name, key));
-  const std::string where =
-      key.empty() ? std::string(name) : absl::StrCat(name, ": array '", key, "'");
+  const std::string where = key.empty()
+                                ? std::string(name)
+                                : absl::StrCat(name, ": array '", key, "'");
   if (const absl::Status conformed = ConformToModelInput(input.shape, &values);
       !conformed.ok()) {
     return Annotate(conformed, where);
@@ -90,7 +91,8 @@ absl::StatusOr<Tensor> DecodeModelInputs(absl::Span<const GraphInput> inputs,
           name, ": no array for graph input '", input.name,
           "' (the model's inputs are ", InputNames(inputs),
           "; the archive holds ",
-          keys.empty() ? "none" : absl::StrCat("'", absl::StrJoin(keys, "', '"), "'"),
+          keys.empty() ? "none"
+                       : absl::StrCat("'", absl::StrJoin(keys, "', '"), "'"),
           ")"));
     }
     MIXQ_ASSIGN_OR_RETURN(Tensor values,

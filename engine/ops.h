@@ -267,6 +267,10 @@ inline constexpr absl::string_view kSequenceLengthAttribute =
     "mixq_sequence_length";
 absl::Span<const OpEntry> TransformerOps();  // ops_transformer.cc
 
+// Equal and Where on runtime tensors (masks; booleans are 1 and 0), with
+// numpy broadcasting (ops_index.cc). Over constants (shape computations) the
+// importer folds them itself.
+absl::Span<const OpEntry> MaskOps();  // ops_index.cc
 // Gather whose indices are a runtime tensor (two data inputs: data, indices
 // carried as floats, e.g. token ids from an int64 graph input): the importer
 // uses this schema instead of FindOp("Gather")'s, whose indices are constants

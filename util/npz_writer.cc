@@ -56,9 +56,8 @@ void PutCommon(const std::string& file_name, uint32_t crc, uint32_t size,
 
 absl::StatusOr<std::string> EncodeNpz(const std::vector<NpzMember>& members) {
   if (members.size() > kMaxMembers) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat(members.size(), " arrays; a zip holds at most ",
-                     kMaxMembers));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        members.size(), " arrays; a zip holds at most ", kMaxMembers));
   }
   absl::flat_hash_set<std::string> keys;
   std::string archive;
@@ -79,10 +78,9 @@ absl::StatusOr<std::string> EncodeNpz(const std::vector<NpzMember>& members) {
     }
     const std::string file_name = absl::StrCat(member.key, ".npy");
     const uint32_t size = static_cast<uint32_t>(member.npy.size());
-    const uint32_t crc = static_cast<uint32_t>(
-        crc32_z(crc32_z(0, nullptr, 0),
-                reinterpret_cast<const Bytef*>(member.npy.data()),
-                member.npy.size()));
+    const uint32_t crc = static_cast<uint32_t>(crc32_z(
+        crc32_z(0, nullptr, 0),
+        reinterpret_cast<const Bytef*>(member.npy.data()), member.npy.size()));
     const uint32_t offset = static_cast<uint32_t>(archive.size());
     Put32(kLocalHeader, &archive);
     PutCommon(file_name, crc, size, &archive);

@@ -46,9 +46,8 @@ TEST(IndexGatherTest, GathersRowsWithNegativeIndicesFromTheEnd) {
   const Tensor ids({2, 2}, {0.0f, 3.0f, -1.0f, 1.0f});
   const Tensor out = RunKernel(*kernel, {Table(), ids});
   ASSERT_EQ(out.shape(), (Shape{2, 2, 3}));
-  EXPECT_THAT(out.ToVector(),
-              ::testing::ElementsAre(0, 1, 2, 30, 31, 32, 30, 31, 32, 10, 11,
-                                     12));
+  EXPECT_THAT(out.ToVector(), ::testing::ElementsAre(0, 1, 2, 30, 31, 32, 30,
+                                                     31, 32, 10, 11, 12));
 }
 
 TEST(IndexGatherTest, GathersAlongAnInnerAxis) {
@@ -85,6 +84,37 @@ TEST(IndexGatherTest, GradientMatchesFiniteDifferences) {
   }
   ExpectGradientsMatchFiniteDifferences(*kernel, {Table(), ids}, upstream, {},
                                         /*zero_by_contract=*/{1});
+}
+
+// attention_mask == 0 against a scalar, then Where(mask, -inf, 0) broadcast
+// over a row of scores, as a key padding mask exports.
+TEST(MaskOpsTest, EqualAndWhereBroadcast) {
+  absl::StatusOr<std::unique_ptr<Kernel>> equal = MakeKernel("Equal", {});
+  ASSERT_TRUE(equal.ok()) << equal.status();
+  const Tensor mask({2, 3}, {1, 1, 0, 1, 0, 0});
+  const Tensor padded = RunKernel(**equal, {mask, Tensor({}, {0.0f})});
+  EXPECT_THAT(padded.ToVector(), ::testing::ElementsAre(0, 0, 1, 0, 1, 1));
+  absl::StatusOr<std::unique_ptr<Kernel>> where = MakeKernel("Where", {});
+  ASSERT_TRUE(where.ok()) << where.status();
+  const Tensor chosen = RunKernel(
+      **where, {padded, Tensor({}, {-5.0f}), Tensor({1, 3}, {1, 2, 3})});
+  EXPECT_THAT(chosen.ToVector(), ::testing::ElementsAre(1, 2, -5, 1, -5, -5));
+}
+
+// dx and dy are the output gradient where each was chosen, summed over the
+// axes they were broadcast along; the condition gets zeros.
+TEST(MaskOpsTest, WhereGradientMatchesFiniteDifferences) {
+  absl::StatusOr<std::unique_ptr<Kernel>> where = MakeKernel("Where", {});
+  ASSERT_TRUE(where.ok()) << where.status();
+  const Tensor condition({2, 3}, {1, 0, 1, 0, 0, 1});
+  const Tensor x({2, 3}, {0.5f, -1, 2, 3, 0.25f, -2});
+  const Tensor y({1, 3}, {1.5f, -0.5f, 4});
+  Tensor upstream({2, 3});
+  for (int64_t i = 0; i < upstream.size(); ++i) {
+    upstream.data()[i] = 0.3f + 0.2f * static_cast<float>(i);
+  }
+  ExpectGradientsMatchFiniteDifferences(**where, {condition, x, y}, upstream,
+                                        {}, /*zero_by_contract=*/{0});
 }
 
 TEST(RuntimeCastTest, TruncatesToIntegersAndTestsForBool) {

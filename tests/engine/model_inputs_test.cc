@@ -8,9 +8,9 @@
 
 #include "engine/npy.h"
 #include "engine/npz.h"
-#include "util/npz_writer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "util/npz_writer.h"
 
 namespace mixq::engine {
 namespace {
@@ -89,8 +89,7 @@ TEST(DecodeModelInputsTest, OneInputReadsItsKeyOrAnyFile) {
   ASSERT_TRUE(plain.ok()) << plain.status();
   EXPECT_THAT(plain->values(), ElementsAre(1, 2, 3));
   absl::StatusOr<Tensor> keyed = DecodeModelInputs(
-      one,
-      Npz({{"other", EncodeNpyInt64({0, 0}, {1, 2})}, {"input_ids", ids}}),
+      one, Npz({{"other", EncodeNpyInt64({0, 0}, {1, 2})}, {"input_ids", ids}}),
       kName);
   ASSERT_TRUE(keyed.ok()) << keyed.status();
   EXPECT_THAT(keyed->values(), ElementsAre(1, 2, 3));
@@ -136,10 +135,10 @@ TEST(NormalizeModelInputsTest, RefusesIntegerInputsNamingTheFlag) {
   EXPECT_THAT(status.message(), HasSubstr("--mean/--std"));
   EXPECT_THAT(status.message(), HasSubstr("'input_ids'"));
   Tensor floats({1, 2}, {1.0f, 3.0f});
-  ASSERT_TRUE(NormalizeModelInputs(
-                  {Input("x", GraphInput::Type::kFloat, {-1, 2})}, 1.0f, 2.0f,
-                  "--mean/--std", &floats)
-                  .ok());
+  ASSERT_TRUE(
+      NormalizeModelInputs({Input("x", GraphInput::Type::kFloat, {-1, 2})},
+                           1.0f, 2.0f, "--mean/--std", &floats)
+          .ok());
   EXPECT_THAT(floats.values(), ElementsAre(0.0f, 1.0f));
 }
 

@@ -8,6 +8,7 @@
 // like finite differences.
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <ostream>
 #include <string>
@@ -113,8 +114,8 @@ TEST_P(TextModelTest, ListsItsIntegerInputsAndPacksThem) {
     packed += input.sample_size;
   }
   EXPECT_TRUE(model_->has_integer_inputs());
-  const Shape expected = f.inputs.size() == 1 ? Shape{-1, kTokens}
-                                              : Shape{-1, packed};
+  const Shape expected =
+      f.inputs.size() == 1 ? Shape{-1, kTokens} : Shape{-1, packed};
   EXPECT_EQ(model_->input_shape(), expected);
   EXPECT_EQ(inputs_.dim(1), packed);
 }
@@ -194,23 +195,10 @@ TEST_P(TextModelTest, IdsBeyondTheVocabularyAreAnErrorNamingTheNode) {
 TEST_P(TextModelTest, TableGradientsMatchFiniteDifferences) {
   std::vector<Tensor> params = model_->initial_params();
   const Tensor x = inputs_.Slice(0, kGradBatch);
-  ForwardTrace trace;
-  absl::StatusOr<Tensor> y = model_->Forward(x, Pointers(params), &trace);
-  ASSERT_TRUE(y.ok()) << y.status();
-  Tensor upstream(y->shape());
-  for (int64_t i = 0; i < upstream.size(); ++i) {
-    upstream.data()[i] = std::sin(0.7f * static_cast<float>(i) + 0.3f);
-  }
   std::vector<Tensor> grads;
-  ASSERT_TRUE(model_->Backward(trace, Pointers(params), upstream, &grads).ok());
-  const auto loss = [&]() {
-    absl::StatusOr<Tensor> out = model_->Forward(x, Pointers(params), nullptr);
-    double sum = 0;
-    for (int64_t i = 0; i < out->size(); ++i) {
-      sum += static_cast<double>(out->data()[i]) * upstream.data()[i];
-    }
-    return sum;
-  };
+  const std::function<double()> loss =
+      testing::ModelLossAndGradients(*model_, x, params, &grads);
+  ASSERT_EQ(grads.size(), params.size());
   for (const QuantizableLayer& layer : model_->quantizable_layers()) {
     if (layer.op_type != "Gather") continue;
     Tensor& table = params[layer.weight_param];
@@ -224,7 +212,8 @@ TEST_P(TextModelTest, TableGradientsMatchFiniteDifferences) {
         const testing::CentralValues v =
             testing::EvaluateAround(w, kGradEps, loss);
         const double numeric = (v.plus - v.minus) / (2.0 * kGradEps);
-        const double analytic = grads[layer.weight_param].data()[row * width + c];
+        const double analytic =
+            grads[layer.weight_param].data()[row * width + c];
         EXPECT_NEAR(analytic, numeric,
                     kGradAbsTolerance + kGradRelTolerance * std::abs(numeric))
             << layer.name << " row " << row << " column " << c;
@@ -235,8 +224,7 @@ TEST_P(TextModelTest, TableGradientsMatchFiniteDifferences) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, TextModelTest,
-                         ::testing::ValuesIn(Fixtures()),
-                         [](const auto& info) {
+                         ::testing::ValuesIn(Fixtures()), [](const auto& info) {
                            return absl::StrCat(info.param.arch, "_opset",
                                                info.param.opset);
                          });

@@ -77,11 +77,10 @@ class TextJobTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = std::filesystem::path(::testing::TempDir()) /
-           absl::StrCat("mixq_text_job_",
-                        ::testing::UnitTest::GetInstance()
-                            ->current_test_info()
-                            ->name(),
-                        "_", getpid());
+           absl::StrCat(
+               "mixq_text_job_",
+               ::testing::UnitTest::GetInstance()->current_test_info()->name(),
+               "_", getpid());
     std::filesystem::remove_all(dir_);
     ServerOptions options;
     options.listen = "127.0.0.1:0";
@@ -90,9 +89,9 @@ class TextJobTest : public ::testing::Test {
     auto server = Server::Start(options);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
-    stub_ = v1::Mixq::NewStub(grpc::CreateChannel(
-        absl::StrCat("127.0.0.1:", server_->port()),
-        grpc::InsecureChannelCredentials()));
+    stub_ = v1::Mixq::NewStub(
+        grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
+                            grpc::InsecureChannelCredentials()));
     absl::StatusOr<std::string> model =
         ReadFile(testing::FixturePath("text_bert_opset13.onnx"));
     ASSERT_TRUE(model.ok()) << model.status();
@@ -100,8 +99,8 @@ class TextJobTest : public ::testing::Test {
     data_ = MakeTextData();
     ids_npy_ = engine::EncodeNpyInt64(data_.ids, {kSamples, kTokens});
     mask_npy_ = engine::EncodeNpyInt64(data_.mask, {kSamples, kTokens});
-    absl::StatusOr<std::string> npz = EncodeNpz(
-        {{"input_ids", ids_npy_}, {"attention_mask", mask_npy_}});
+    absl::StatusOr<std::string> npz =
+        EncodeNpz({{"input_ids", ids_npy_}, {"attention_mask", mask_npy_}});
     ASSERT_TRUE(npz.ok()) << npz.status();
     npz_ = *std::move(npz);
   }
