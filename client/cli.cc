@@ -15,6 +15,7 @@
 #include "absl/strings/string_view.h"
 #include "client/commands.h"
 #include "util/sha256.h"
+#include "util/status_macros.h"
 
 namespace mixq::client {
 namespace {
@@ -136,15 +137,52 @@ void AddFileTransferFlags(CLI::App* command, SubmitOptions& options) {
       ->excludes(server_paths);
 }
 
+// `--inputs`-like flags: one file (a path or sha256:HEX), or NAME=FILE for
+// each graph input of a model with several, repeated.
+CLI::Option* AddInputsFlag(CLI::App* command, const std::string& flag,
+                           std::vector<std::string>& values,
+                           const std::string& description) {
+  return command->add_option(
+      flag, values,
+      absl::StrCat(description,
+                   "; or NAME=FILE.npy per graph input (repeat the flag; "
+                   "packed into one .npz keyed by NAME)"));
+}
+
+// The values of an AddInputsFlag flag: one plain file into `*path`, or
+// NAME=FILE pairs into `*named`. INVALID_ARGUMENT naming `flag` when plain
+// files are repeated or mixed with NAME=FILE.
+absl::Status FinishInputsFlag(absl::string_view flag,
+                              const std::vector<std::string>& values,
+                              std::string* path,
+                              std::vector<NamedFile>* named) {
+  if (values.size() == 1 && !ParseNamedFile(values[0]).has_value()) {
+    *path = values[0];
+    return absl::OkStatus();
+  }
+  for (const std::string& value : values) {
+    std::optional<NamedFile> file = ParseNamedFile(value);
+    if (!file.has_value()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          flag, ": '", value,
+          "' is not NAME=FILE; give one file, or NAME=FILE for every graph "
+          "input"));
+    }
+    named->push_back(*std::move(file));
+  }
+  return absl::OkStatus();
+}
+
 // --val-inputs, --val-labels and --val-size, of `submit` and `eval`: the
 // validation set. `val_size` receives --val-size; `without` says what the
 // command measures with neither.
-void AddValidationFlags(CLI::App* command, SubmitOptions& options,
-                        OptionalFlag<int>& val_size,
+void AddValidationFlags(CLI::App* command,
+                        std::vector<std::string>& val_inputs,
+                        SubmitOptions& options, OptionalFlag<int>& val_size,
                         absl::string_view without) {
-  command->add_option("--val-inputs", options.val_inputs,
-                      "Validation inputs, never trained or scored on (with "
-                      "--val-labels; a path or sha256:HEX, as --inputs)");
+  AddInputsFlag(command, "--val-inputs", val_inputs,
+                "Validation inputs, never trained or scored on (with "
+                "--val-labels; a path or sha256:HEX, as --inputs)");
   command->add_option("--val-labels", options.val_labels,
                       "Validation labels (with --val-inputs)");
   AddOptional(command, "--val-size", val_size,
@@ -175,17 +213,22 @@ bool Distills(const SubmitOptions& options) {
 // Checks and stores the validation flags: both files or neither (validation
 // inputs alone when distilling), and not with --val-size.
 absl::Status FinishValidation(const OptionalFlag<int>& val_size,
+                              const std::vector<std::string>& val_inputs,
                               SubmitOptions& options) {
+  MIXQ_RETURN_IF_ERROR(FinishInputsFlag("--val-inputs", val_inputs,
+                                        &options.val_inputs,
+                                        &options.val_inputs_by_name));
+  const bool has_val_inputs =
+      !options.val_inputs.empty() || !options.val_inputs_by_name.empty();
   const bool inputs_alone = Distills(options) && options.val_labels.empty();
-  if (!inputs_alone &&
-      options.val_inputs.empty() != options.val_labels.empty()) {
+  if (!inputs_alone && !has_val_inputs != options.val_labels.empty()) {
     return absl::InvalidArgumentError(
-        options.val_inputs.empty()
+        !has_val_inputs
             ? "--val-labels: needs --val-inputs (the validation inputs)"
             : "--val-inputs: needs --val-labels (the validation labels)");
   }
   options.val_size = val_size.Get();
-  if (options.val_size.has_value() && !options.val_inputs.empty()) {
+  if (options.val_size.has_value() && has_val_inputs) {
     return absl::InvalidArgumentError(
         "--val-size: give validation files (--val-inputs, --val-labels) or "
         "--val-size, not both");
@@ -196,6 +239,8 @@ absl::Status FinishValidation(const OptionalFlag<int>& val_size,
 // Values bound to the `submit` flags that need conversion after parsing.
 struct SubmitFlags {
   SubmitOptions options;
+  std::vector<std::string> inputs;      // --inputs (FinishInputsFlag)
+  std::vector<std::string> val_inputs;  // --val-inputs
   std::string bits;
   std::string activation_levels;
   OptionalFlag<std::string> normalize;
@@ -229,8 +274,9 @@ CLI::App* AddSubmit(CLI::App& app, SubmitFlags& f) {
                   "ONNX model (FP32 initializers); a path, or sha256:HEX for "
                   "a file uploaded before (`mixq upload`), as for --inputs "
                   "and --labels");
-  cmd->add_option("--inputs", o.inputs,
-                  "Inputs: .npy float32 [N, ...] or IDX images");
+  AddInputsFlag(cmd, "--inputs", f.inputs,
+                "Inputs: .npy float32 [N, ...] (int64/int32 token ids) or "
+                "IDX images");
   cmd->add_option("--labels", o.labels,
                   "Labels: .npy integers [N] or IDX labels (optional with "
                   "--objective distill)");
@@ -244,7 +290,7 @@ CLI::App* AddSubmit(CLI::App& app, SubmitFlags& f) {
                   "the warm-up): its model, data, validation set, batch "
                   "size, learning rate and activation bits; give the search "
                   "flags (--bits, a budget, --strategy, ...) only");
-  AddValidationFlags(cmd, o, f.val_size, "the last 10 %");
+  AddValidationFlags(cmd, f.val_inputs, o, f.val_size, "the last 10 %");
   cmd->add_option("--bits", f.bits,
                   "Candidate bit-widths per layer, e.g. 8,6,4,2")
       ->required();
@@ -356,7 +402,7 @@ CLI::App* AddSubmit(CLI::App& app, SubmitFlags& f) {
 absl::Status CheckDataFlags(const SubmitOptions& o) {
   const std::pair<const char*, bool> data[] = {
       {"--model", !o.model.empty()},
-      {"--inputs", !o.inputs.empty()},
+      {"--inputs", !o.inputs.empty() || !o.inputs_by_name.empty()},
       {"--labels", !o.labels.empty()},
       {"--objective", !o.objective.empty()},
       {"--calib-size", o.calib_size != 0}};
@@ -381,8 +427,14 @@ absl::Status CheckDataFlags(const SubmitOptions& o) {
 
 absl::StatusOr<SubmitOptions> FinishSubmit(SubmitFlags& f) {
   SubmitOptions o = std::move(f.options);
+  if (absl::Status status =
+          FinishInputsFlag("--inputs", f.inputs, &o.inputs, &o.inputs_by_name);
+      !status.ok()) {
+    return status;
+  }
   if (absl::Status status = CheckDataFlags(o); !status.ok()) return status;
-  if (absl::Status status = FinishValidation(f.val_size, o); !status.ok()) {
+  if (absl::Status status = FinishValidation(f.val_size, f.val_inputs, o);
+      !status.ok()) {
     return status;
   }
   absl::StatusOr<std::vector<int>> bits = ParseBits(f.bits);
@@ -585,7 +637,9 @@ absl::StatusOr<Invocation> ParseCommandLine(
                    "ONNX model; a path, or sha256:HEX for an uploaded file "
                    "(also for --inputs and --labels)")
       ->required();
-  eval_cmd->add_option("--inputs", eval.data.inputs, "Inputs (.npy/.npz/IDX)")
+  std::vector<std::string> eval_inputs;
+  std::vector<std::string> eval_val_inputs;
+  AddInputsFlag(eval_cmd, "--inputs", eval_inputs, "Inputs (.npy/.npz/IDX)")
       ->required();
   eval_cmd->add_option("--labels", eval.data.labels,
                        "Labels (.npy/.npz/IDX; optional with --objective "
@@ -598,7 +652,7 @@ absl::StatusOr<Invocation> ParseCommandLine(
       ->required()
       ->check(CLI::PositiveNumber);
   OptionalFlag<int> eval_val_size;
-  AddValidationFlags(eval_cmd, eval.data, eval_val_size,
+  AddValidationFlags(eval_cmd, eval_val_inputs, eval.data, eval_val_size,
                      "every sample after --calib-size");
   eval_cmd
       ->add_option("--bits", eval.default_bits,
@@ -731,7 +785,14 @@ absl::StatusOr<Invocation> ParseCommandLine(
   } else if (cancel_cmd->parsed()) {
     invocation.command = std::move(cancel);
   } else if (eval_cmd->parsed()) {
-    if (absl::Status status = FinishValidation(eval_val_size, eval.data);
+    if (absl::Status status = FinishInputsFlag(
+            "--inputs", eval_inputs, &eval.data.inputs,
+            &eval.data.inputs_by_name);
+        !status.ok()) {
+      return status;
+    }
+    if (absl::Status status =
+            FinishValidation(eval_val_size, eval_val_inputs, eval.data);
         !status.ok()) {
       return status;
     }

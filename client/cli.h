@@ -45,6 +45,7 @@
 
 #include "absl/status/statusor.h"
 #include "proto/mixq.pb.h"
+#include "util/npz_writer.h"
 
 namespace mixq::client {
 
@@ -94,6 +95,10 @@ struct SubmitOptions {
   // Paths, or kArtifactPrefix references to uploaded files.
   std::string model;   // the ONNX model
   std::string inputs;  // the inputs (.npy or IDX)
+  // Or, for a model with several graph inputs (or to name its one input):
+  // `--inputs NAME=FILE` repeated, one .npy per graph input, which the
+  // command packs into one .npz keyed by NAME before sending it.
+  std::vector<NamedFile> inputs_by_name;
   std::string labels;  // the labels (.npy or IDX); optional (distill)
   // JobSpec.objective: "cross_entropy", "distill", or empty (the server's
   // default: cross_entropy with labels, distill without).
@@ -106,6 +111,7 @@ struct SubmitOptions {
   // val_size samples held out from the end of the data, or neither (the
   // server holds out 10 %).
   std::string val_inputs;
+  std::vector<NamedFile> val_inputs_by_name;  // as inputs_by_name
   std::string val_labels;
   std::optional<int> val_size;
   std::vector<int> bits;

@@ -1,7 +1,9 @@
 #include "client/commands.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -17,6 +19,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
 #include "client/format.h"
 #include "google/protobuf/struct.pb.h"
 #include "grpcpp/grpcpp.h"
@@ -24,6 +27,7 @@
 #include "proto/mixq.grpc.pb.h"
 #include "util/bearer_token.h"
 #include "util/file.h"
+#include "util/npz_writer.h"
 #include "util/sha256.h"
 #include "util/status_macros.h"
 
@@ -156,6 +160,47 @@ absl::StatusOr<v1::DataSource> MakeDataSource(const std::string& flag,
 
 // Runs one command over a channel to global.server. Borrows everything it is
 // given for its lifetime.
+// The .npz files packed from `--inputs NAME=FILE` flags (one .npy per graph
+// input), in a private temporary directory removed with the object: the
+// upload and inline paths then send one file, as for a model with one input.
+class PackedInputs {
+ public:
+  PackedInputs() = default;
+  PackedInputs(const PackedInputs&) = delete;
+  PackedInputs& operator=(const PackedInputs&) = delete;
+  ~PackedInputs() {
+    std::error_code ignored;
+    if (!dir_.empty()) std::filesystem::remove_all(dir_, ignored);
+  }
+
+  // Packs `files` into "<dir>/inputs.npz" (or val_inputs.npz for
+  // --val-inputs) and returns its path; errors name `flag` and the file.
+  absl::StatusOr<std::string> Pack(absl::string_view flag,
+                                   const std::vector<NamedFile>& files) {
+    MIXQ_ASSIGN_OR_RETURN(const std::string npz, PackNamedFiles(files, flag));
+    if (dir_.empty()) {
+      std::string pattern =
+          (std::filesystem::temp_directory_path() / "mixq-inputs-XXXXXX")
+              .string();
+      if (mkdtemp(pattern.data()) == nullptr) {
+        return absl::InternalError(absl::StrCat(
+            flag, ": cannot create a temporary directory: ",
+            std::strerror(errno)));
+      }
+      dir_ = pattern;
+    }
+    const std::string path =
+        (std::filesystem::path(dir_) /
+         absl::StrCat(absl::StripPrefix(flag, "--"), ".npz"))
+            .string();
+    MIXQ_RETURN_IF_ERROR(WriteFile(path, npz));
+    return path;
+  }
+
+ private:
+  std::string dir_;
+};
+
 class Runner {
  public:
   Runner(const GlobalOptions& global,
@@ -166,7 +211,15 @@ class Runner {
         err_(err),
         stub_(v1::Mixq::NewStub(channel)) {}
 
-  int operator()(const SubmitOptions& options) {
+  int operator()(const SubmitOptions& given) {
+    int exit_code = kExitOk;
+    PackedInputs packed;
+    const std::optional<SubmitOptions> options = Pack(given, &packed);
+    if (!options.has_value()) return kExitUsage;
+    return Submit(*options);
+  }
+
+  int Submit(const SubmitOptions& options) {
     int exit_code = kExitOk;
     const std::optional<SubmitOptions> sent = UploadFiles(options, &exit_code);
     if (!sent.has_value()) return exit_code;
@@ -248,7 +301,16 @@ class Runner {
         });
   }
 
-  int operator()(const EvalOptions& options) {
+  int operator()(const EvalOptions& given) {
+    PackedInputs packed;
+    const std::optional<SubmitOptions> data = Pack(given.data, &packed);
+    if (!data.has_value()) return kExitUsage;
+    EvalOptions options = given;
+    options.data = *data;
+    return Eval(options);
+  }
+
+  int Eval(const EvalOptions& options) {
     int exit_code = kExitOk;
     std::optional<SubmitOptions> sent = UploadFiles(options.data, &exit_code);
     if (!sent.has_value()) return exit_code;
@@ -415,6 +477,28 @@ class Runner {
       return false;
     }
     return true;
+  }
+
+  // `data` with its NAME=FILE inputs (inputs_by_name, val_inputs_by_name)
+  // packed into .npz files of `packed`, named as the flag's path; nullopt
+  // after printing an error.
+  std::optional<SubmitOptions> Pack(const SubmitOptions& data,
+                                    PackedInputs* packed) {
+    SubmitOptions out = data;
+    for (auto [flag, named, path] :
+         {std::tuple<const char*, std::vector<NamedFile>*, std::string*>{
+              "--inputs", &out.inputs_by_name, &out.inputs},
+          {"--val-inputs", &out.val_inputs_by_name, &out.val_inputs}}) {
+      if (named->empty()) continue;
+      absl::StatusOr<std::string> file = packed->Pack(flag, *named);
+      if (!file.ok()) {
+        err_ << "error: " << file.status().message() << "\n";
+        return std::nullopt;
+      }
+      *path = *std::move(file);
+      named->clear();
+    }
+    return out;
   }
 
   // With data.upload, uploads each file that is not a kArtifactPrefix

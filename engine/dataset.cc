@@ -620,10 +620,28 @@ absl::StatusOr<Tensor> ToInputTensor(const RawArray& array) {
                 .cast<float>() /
             kUint8Scale;
       break;
+    case DType::kInt64:
+    case DType::kInt32: {
+      // Token ids and masks: carried as floats, which hold integers exactly
+      // only up to 2^24.
+      const std::vector<int64_t> ints = array.type.read_labels(array.data);
+      const auto inexact = absl::c_find_if(ints, [](int64_t v) {
+        return v > kMaxExactFloatInteger || v < -kMaxExactFloatInteger;
+      });
+      if (inexact != ints.end()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "integer ", *inexact, " at element ", inexact - ints.begin(),
+            " is not exactly representable as float32 (|value| > 2^24)"));
+      }
+      for (int64_t i = 0; i < count; ++i) {
+        values[i] = static_cast<float>(ints[i]);
+      }
+      break;
+    }
     default:
       return absl::InvalidArgumentError(
           absl::StrCat("unsupported dtype '", array.type.descr,
-                       "' for inputs (expected <f4, <f8 or |u1)"));
+                       "' for inputs (expected <f4, <f8, |u1, <i4 or <i8)"));
   }
   if (!out.isFinite().all()) {
     const auto it = std::find_if(values.begin(), values.end(),

@@ -19,9 +19,15 @@
 
 namespace mixq::engine {
 
+// The largest integer magnitude float32 holds exactly (and every integer
+// below it): 2^24. Integer inputs are carried as floats up to it.
+inline constexpr int64_t kMaxExactFloatInteger = int64_t{1} << 24;
+
 // Decodes model inputs. Accepts:
-//  - .npy (format versions 1-3, little-endian, C order) of float32, float64
-//    or uint8 (uint8 scaled to [0, 1]); shape [N, ...]; gzip-compressed too;
+//  - .npy (format versions 1-3, little-endian, C order) of float32, float64,
+//    uint8 (scaled to [0, 1]), or int64/int32 (token ids, masks: carried as
+//    exact floats, so a |value| above 2^24 is an INVALID_ARGUMENT naming its
+//    index); shape [N, ...]; gzip-compressed too;
 //  - .npz (np.savez or np.savez_compressed) holding such an array: the one
 //    named `npz_key` if it is not empty; otherwise the archive's only array,
 //    or else the one array named "x", "inputs", "images" or "data"

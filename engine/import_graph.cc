@@ -162,7 +162,7 @@ class Importer {
 
   absl::StatusOr<std::unique_ptr<Model::Impl>> Run() {
     MIXQ_RETURN_IF_ERROR(AddInitializers());
-    MIXQ_RETURN_IF_ERROR(AddInput());
+    MIXQ_RETURN_IF_ERROR(AddInputs());
     MIXQ_RETURN_IF_ERROR(AddNodeOutputs());
     MIXQ_ASSIGN_OR_RETURN(const std::vector<int> order, SortNodes());
     for (int index : order) {
@@ -181,6 +181,8 @@ class Importer {
   // MatMul, Conv or ConvTranspose.
   struct NodeExtra {
     int channel_axis = -1;
+    int weight_input = 1;    // the node input holding the weight
+    bool embedding = false;  // a Gather of table rows (no MACs, no hook)
     // > 0 when each weight is used this many times per sample (a recurrent
     // node's time steps); else MACs follow from the output shape.
     int64_t uses_per_weight = 0;
@@ -235,7 +237,7 @@ class Importer {
     }
   }
 
-  absl::Status AddInput() {
+  absl::Status AddInputs() {
     std::vector<const onnx::ValueInfoProto*> inputs;
     for (const onnx::ValueInfoProto& input : graph_.input()) {
       const auto it = slot_of_.find(input.name());
@@ -243,25 +245,49 @@ class Importer {
         inputs.push_back(&input);
       }
     }
-    if (inputs.size() != 1) {
-      std::vector<std::string> names;
-      for (const auto* input : inputs) names.push_back(input->name());
-      return Invalid(absl::StrCat("the graph has ", inputs.size(),
-                                  " inputs that are not initializers (",
-                                  absl::StrJoin(names, ", "),
-                                  "); exactly one is supported"));
+    if (inputs.empty()) {
+      return Invalid("the graph has no input that is not an initializer");
     }
-    const onnx::ValueInfoProto& input = *inputs[0];
+    int64_t packed = 0;
+    for (const onnx::ValueInfoProto* input : inputs) {
+      MIXQ_RETURN_IF_ERROR(AddInput(*input));
+      packed += graph_inputs_.back().sample_size;
+    }
+    input_shape_ = graph_inputs_[0].shape;
+    if (graph_inputs_.size() > 1) {
+      input_shape_ = {graph_inputs_[0].shape[0], packed};
+      if (!CheckedNumElements({std::max<int64_t>(batch_, 1), packed}).ok() ||
+          packed > kMaxValuesPerSample) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "the graph inputs hold ", packed, " values per sample, more than ",
+            kMaxValuesPerSample));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status AddInput(const onnx::ValueInfoProto& input) {
     const std::string& name = input.name();
-    if (name.empty()) return Invalid("the graph input has no name");
+    if (name.empty()) return Invalid("a graph input has no name");
     if (!input.type().has_tensor_type()) {
       return Invalid(absl::StrCat("graph input '", name, "' is not a tensor"));
     }
     const onnx::TypeProto::Tensor& type = input.type().tensor_type();
-    if (type.elem_type() != onnx::TensorProto::FLOAT) {
-      return Invalid(absl::StrCat("graph input '", name, "' has element type ",
-                                  type.elem_type(),
-                                  "; only float (1) is supported"));
+    GraphInput info;
+    switch (type.elem_type()) {
+      case onnx::TensorProto::FLOAT:
+        info.type = GraphInput::Type::kFloat;
+        break;
+      case onnx::TensorProto::INT64:
+        info.type = GraphInput::Type::kInt64;
+        break;
+      case onnx::TensorProto::INT32:
+        info.type = GraphInput::Type::kInt32;
+        break;
+      default:
+        return Invalid(absl::StrCat(
+            "graph input '", name, "' has element type ", type.elem_type(),
+            "; only float (1), int64 (7) and int32 (6) are supported"));
     }
     if (!type.has_shape() || type.shape().dim_size() == 0) {
       return Invalid(absl::StrCat("graph input '", name,
@@ -281,6 +307,12 @@ class Importer {
             "; only the batch dim (0) may be symbolic"));
       }
     }
+    if (!graph_inputs_.empty() && shape[0] != graph_inputs_[0].shape[0]) {
+      return Invalid(absl::StrCat(
+          "graph input '", name, "' declares batch ", shape[0], ", input '",
+          graph_inputs_[0].name, "' ", graph_inputs_[0].shape[0],
+          " (-1: symbolic); the inputs must share their batch dim"));
+    }
     Slot slot;
     slot.name = name;
     slot.kind = SlotKind::kInput;
@@ -294,15 +326,18 @@ class Importer {
     }
     // As a node output: kernels reading it (Slice, Gather) build index maps
     // as long as its dims while they infer their shapes.
-    if (NumElements(slot.shape) / std::max<int64_t>(batch_, 1) >
-        kMaxValuesPerSample) {
+    info.sample_size = NumElements(slot.shape) / std::max<int64_t>(batch_, 1);
+    if (info.sample_size > kMaxValuesPerSample) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "graph input '", name, "' of shape ", ShapeToString(shape),
           " holds more than ", kMaxValuesPerSample, " values per sample"));
     }
-    MIXQ_ASSIGN_OR_RETURN(input_slot_, AddSlot(std::move(slot)));
-    input_name_ = name;
-    input_shape_ = std::move(shape);
+    MIXQ_ASSIGN_OR_RETURN(const int index, AddSlot(std::move(slot)));
+    if (input_slot_ < 0) input_slot_ = index;
+    input_slots_.push_back(index);
+    info.name = name;
+    info.shape = std::move(shape);
+    graph_inputs_.push_back(std::move(info));
     return absl::OkStatus();
   }
 
@@ -511,8 +546,16 @@ class Importer {
         !proto.input(0).empty()) {
       fold = slots_[slot_of_.at(proto.input(0))].kind == SlotKind::kConstant;
     }
+    // A mask compared with an int64 constant (attention_mask == 0) runs.
+    if (fold && schema != nullptr && IsMaskOp(proto.op_type()) &&
+        HasRuntimeInput(proto, num_data)) {
+      fold = false;
+    }
     Slot& out = slots_[slot_of_.at(proto.output(0))];
-    if (!fold) return CompileKernelNode(proto, label, *schema);
+    if (!fold) {
+      return CompileKernelNode(
+          proto, label, HasRuntimeIndices(proto) ? IndexGatherSchema() : *schema);
+    }
     if (schema != nullptr && schema->kernel_per_output &&
         proto.output_size() > 1) {
       return Invalid(absl::StrCat("node '", label, "' (", proto.op_type(),
@@ -550,6 +593,43 @@ class Importer {
       out.value = Tensor(folded->shape, std::move(folded->floats));
     }
     return absl::OkStatus();
+  }
+
+  static bool IsMaskOp(absl::string_view op_type) {
+    return op_type == "Equal" || op_type == "Where";
+  }
+
+  bool HasRuntimeInput(const onnx::NodeProto& proto, int num_data) const {
+    for (int i = 0; i < num_data; ++i) {
+      const auto it = slot_of_.find(proto.input(i));
+      if (it != slot_of_.end() &&
+          slots_[it->second].kind != SlotKind::kConstant) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // An int64 constant read as a data input by a runtime kernel (Equal's 0
+  // against a mask): its values as floats, exact within 2^24.
+  absl::Status FloatValueOfIntConstant(Slot* slot, const std::string& label) {
+    if (slot->ints != slot->probe_ints) {
+      return Invalid(absl::StrCat(
+          "node '", label, "': int64 input '", slot->name,
+          "' depends on the batch size; only shapes may"));
+    }
+    std::vector<float> floats(slot->ints.begin(), slot->ints.end());
+    slot->value = Tensor(slot->shape, std::move(floats));
+    return absl::OkStatus();
+  }
+
+  // A Gather whose indices are computed at run time (token ids from a graph
+  // input, maybe through Cast): it runs as IndexGatherSchema's kernel.
+  bool HasRuntimeIndices(const onnx::NodeProto& proto) const {
+    if (proto.op_type() != "Gather" || proto.input_size() != 2) return false;
+    const auto it = slot_of_.find(proto.input(1));
+    return it != slot_of_.end() &&
+           slots_[it->second].kind != SlotKind::kConstant;
   }
 
   OpConfig AttributeConfig(const onnx::NodeProto& proto,
@@ -721,6 +801,13 @@ class Importer {
     bool all_constant = true;
     bool probe_ok = true;
     // Before the loop, which keeps pointers into slots_.
+    for (int i = 0; i < num_data; ++i) {
+      if (proto.input(i).empty()) continue;
+      Slot& slot = slots_[slot_of_.at(proto.input(i))];
+      if (slot.kind == SlotKind::kConstant && slot.is_int) {
+        MIXQ_RETURN_IF_ERROR(FloatValueOfIntConstant(&slot, label));
+      }
+    }
     if (schema.optional_data_inputs &&
         std::any_of(proto.input().begin(), proto.input().begin() + num_data,
                     [](const std::string& name) { return name.empty(); })) {
@@ -793,6 +880,15 @@ class Importer {
       extra.channel_axis = 0;
     } else if (node.op_type == "ConvTranspose") {
       extra.channel_axis = 1;  // W is [C_in, C_out / group, k...]
+    } else if (&schema == &IndexGatherSchema() &&
+               shapes[0]->size() > 0 &&
+               *config.GetInt("axis", 0) % static_cast<int64_t>(
+                                               shapes[0]->size()) ==
+                   0) {
+      // An embedding: the table's rows are the channels.
+      extra.channel_axis = 0;
+      extra.weight_input = 0;
+      extra.embedding = true;
     } else if (node.op_type == "RNN" || node.op_type == "LSTM" ||
                node.op_type == "GRU") {
       // W [dirs, gates * hidden, input]: the gate rows are the output
@@ -852,12 +948,13 @@ class Importer {
     }
 
     Model::Impl& m = *impl_;
-    m.input_name = input_name_;
+    m.inputs = graph_inputs_;
+    m.input_name = graph_inputs_[0].name;
     m.input_shape = input_shape_;
     m.fixed_batch = probe_ == batch_ ? batch_ : -1;
     m.output_name = slots_[output_slot_].name;
     m.output_shape = slots_[output_slot_].shape;
-    m.input_slot = input_slot_;
+    m.input_slots = input_slots_;
     m.output_slot = output_slot_;
     m.kinds.resize(num_slots);
     m.param_of_slot.assign(num_slots, -1);
@@ -906,7 +1003,7 @@ class Importer {
                 std::vector<bool>* layer_param, Model::Impl::Node* node_ptr) {
     Model::Impl& m = *impl_;
     const Model::Impl::Node& node = *node_ptr;
-    int s = node.inputs[1];
+    int s = node.inputs[extra.weight_input];
     while (producer[s] >= 0 && (m.nodes[producer[s]].op_type == "Identity" ||
                                 m.nodes[producer[s]].op_type == "Dropout")) {
       s = m.nodes[producer[s]].inputs[0];
@@ -935,6 +1032,10 @@ class Importer {
         extra.uses_per_weight > 0 ? extra.uses_per_weight * layer.num_weights
         : channels > 0 ? out_per_sample * (layer.num_weights / channels)
                        : 0;
+    if (extra.embedding) {
+      layer.macs = 0;
+      layer.quantize_input = false;
+    }
     if (node.op_type == "ConvTranspose") {
       // Every input pixel of every channel meets its channel's weights once.
       const Shape& in = slots_[node.inputs[0]].shape;
@@ -955,10 +1056,11 @@ class Importer {
   std::unique_ptr<Model::Impl> impl_ = std::make_unique<Model::Impl>();
   std::vector<Slot> slots_;
   absl::flat_hash_map<std::string, int> slot_of_;
-  int input_slot_ = -1;
+  int input_slot_ = -1;  // the first graph input's (a batch source)
+  std::vector<int> input_slots_;
+  std::vector<GraphInput> graph_inputs_;
   int output_slot_ = -1;
-  std::string input_name_;
-  Shape input_shape_;
+  Shape input_shape_;  // packed (Model::inputs())
   std::vector<Model::Impl::Node> nodes_;  // compiled, in topological order
   std::vector<NodeExtra> extras_;         // parallel to nodes_
   // Values of the node outputs compiled so far (CountNodeValues): computed

@@ -11,6 +11,7 @@
 #include "absl/memory/memory.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "engine/import_graph.h"
 #include "engine/model_impl.h"
 #include "engine/ops.h"
@@ -79,10 +80,65 @@ absl::Status Model::Impl::CheckInput(const Tensor& input) const {
         "declares)"));
   }
   if (ok) return absl::OkStatus();
+  // Several graph inputs: name them all, as the packed input holds them.
+  std::string what = absl::StrCat("model input '", input_name, "'");
+  if (inputs.size() > 1) {
+    what = absl::StrCat(
+        "model inputs ",
+        absl::StrJoin(inputs, ", ",
+                      [](std::string* out, const GraphInput& i) {
+                        absl::StrAppend(out, "'", i.name, "'");
+                      }),
+        " packed per sample");
+  }
   return Invalid(absl::StrCat("input has shape ", ShapeToString(input.shape()),
-                              "; model input '", input_name, "' expects ",
+                              "; ", what, " expects ",
                               ShapeToString(input_shape),
                               " (dim 0 is the batch, >= 1)"));
+}
+
+absl::Status Model::Impl::CheckTraceInputs(
+    const std::vector<Tensor>& values) const {
+  if (values.size() != static_cast<size_t>(num_slots())) {
+    return Invalid("the trace was not filled by Forward of this model");
+  }
+  if (input_slots.size() == 1) return CheckInput(values[input_slots[0]]);
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const Tensor& value = values[input_slots[i]];
+    const Shape& shape = inputs[i].shape;
+    bool ok = value.rank() == static_cast<int>(shape.size()) &&
+              value.rank() > 0 && value.dim(0) > 0;
+    for (size_t d = 1; ok && d < shape.size(); ++d) {
+      ok = value.shape()[d] == shape[d];
+    }
+    if (!ok) {
+      return Invalid(absl::StrCat(
+          "the trace holds input '", inputs[i].name, "' of shape ",
+          ShapeToString(value.shape()), "; the model expects ",
+          ShapeToString(shape), " (was it filled by Forward of this model?)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void Model::Impl::Unpack(const Tensor& input,
+                         std::vector<Tensor>* values) const {
+  using RowMajor =
+      Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const int64_t batch = input.dim(0);
+  const int64_t packed = input.size() / batch;
+  const Eigen::Map<const RowMajor> all(input.data(), batch, packed);
+  int64_t offset = 0;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const int64_t size = inputs[i].sample_size;
+    Shape shape = inputs[i].shape;
+    shape[0] = batch;
+    Tensor& value = (*values)[input_slots[i]];
+    value.Resize(std::move(shape));
+    Eigen::Map<RowMajor>(value.data(), batch, size) =
+        all.middleCols(offset, size);
+    offset += size;
+  }
 }
 
 Model::Impl::Bound Model::Impl::Bind(absl::Span<const Tensor* const> values,
@@ -142,7 +198,14 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromOnnxFile(
   return model;
 }
 
+const std::vector<GraphInput>& Model::inputs() const { return impl_->inputs; }
 const std::string& Model::input_name() const { return impl_->input_name; }
+bool Model::has_integer_inputs() const {
+  return std::any_of(impl_->inputs.begin(), impl_->inputs.end(),
+                     [](const GraphInput& input) {
+                       return input.type != GraphInput::Type::kFloat;
+                     });
+}
 const Shape& Model::input_shape() const { return impl_->input_shape; }
 int64_t Model::fixed_batch() const { return impl_->fixed_batch; }
 const std::string& Model::output_name() const { return impl_->output_name; }
@@ -172,12 +235,14 @@ absl::StatusOr<Tensor> Model::Forward(const Tensor& input,
   state.layer_inputs.resize(m.layers.size());
   state.hooked.assign(m.layers.size(), false);
   Impl::Bound bound = m.Bind(params, state.values);
-  if (trace != nullptr) {
+  if (m.input_slots.size() > 1) {
+    m.Unpack(input, &state.values);
+  } else if (trace != nullptr) {
     // Backward (and ForwardFrom) need the input after the caller's tensor is
     // gone.
-    state.values[m.input_slot] = input;
+    state.values[m.input_slots[0]] = input;
   } else {
-    bound[m.input_slot] = &input;
+    bound[m.input_slots[0]] = &input;
   }
   return m.RunNodes(0, bound, &state, hook);
 }
@@ -193,8 +258,14 @@ absl::StatusOr<Tensor> Model::Impl::RunNodes(int first_node, const Bound& bound,
     MIXQ_ASSIGN_OR_RETURN(Shape shape, NodeOutputShape(node, bound));
     inputs.clear();
     for (int s : node.inputs) inputs.push_back(bound[s]);
+    if (const absl::Status valid = node.kernel->CheckInputs(inputs);
+        !valid.ok()) {
+      return Annotate(valid, absl::StrCat("node '", node.label, "' (",
+                                          node.op_type, ")"));
+    }
     if (node.layer >= 0) state->hooked[node.layer] = false;
-    if (hook != nullptr && node.layer >= 0) {
+    if (hook != nullptr && node.layer >= 0 &&
+        layers[node.layer].quantize_input) {
       Tensor& hooked = state->layer_inputs[node.layer];
       hooked.Resize(inputs[0]->shape());
       absl::StatusOr<bool> transformed =
@@ -263,7 +334,7 @@ absl::StatusOr<Tensor> Model::ForwardFrom(int first_node,
       trace->layer_inputs.size() != m.layers.size()) {
     return Invalid("the trace was not filled by Forward of this model");
   }
-  MIXQ_RETURN_IF_ERROR(m.CheckInput(trace->values[m.input_slot]));
+  MIXQ_RETURN_IF_ERROR(m.CheckTraceInputs(trace->values));
   const Impl::Bound bound = m.Bind(params, trace->values);
   return m.RunNodes(first_node, bound, trace, hook);
 }
@@ -288,7 +359,7 @@ absl::Status Model::Backward(const ForwardTrace& trace,
     return Invalid(
         "the trace was filled with a LayerInputHook; Backward needs it too");
   }
-  MIXQ_RETURN_IF_ERROR(m.CheckInput(trace.values[m.input_slot]));
+  MIXQ_RETURN_IF_ERROR(m.CheckTraceInputs(trace.values));
   const Impl::Bound bound = m.Bind(params, trace.values);
   // Cheap (shapes only): catches a trace that does not match the parameters.
   int count = 1;

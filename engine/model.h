@@ -25,11 +25,26 @@ struct ParamInfo {
   Shape shape;
 };
 
+// A graph input that is not an initializer. Integer inputs (token ids,
+// attention masks) are carried as floats, exactly: their values must lie
+// within +-2^24 (DecodeModelInputs, engine/model_inputs.h, checks it).
+struct GraphInput {
+  enum class Type { kFloat, kInt64, kInt32 };
+  std::string name;
+  Type type = Type::kFloat;
+  // As declared; dim 0 is the batch (-1 when symbolic).
+  Shape shape;
+  // Values per sample: the product of shape[1:].
+  int64_t sample_size = 0;
+};
+
 // A layer whose weight can be quantized: a Gemm, MatMul, Conv or
 // ConvTranspose whose weight input is a parameter (directly or through
-// Identity/Dropout), or an RNN, LSTM or GRU whose input weight W is (channel
+// Identity/Dropout), an RNN, LSTM or GRU whose input weight W is (channel
 // axis 1, the gate rows; its recurrent weight R is not a layer, as no
-// LayerInputHook sees the hidden state it multiplies).
+// LayerInputHook sees the hidden state it multiplies), or an embedding: a
+// Gather along axis 0 whose data (input 0) is a parameter and whose indices
+// are computed at run time (channel axis 0, the rows; no MACs).
 struct QuantizableLayer {
   // The weight initializer's name, e.g. "fc1.weight"; the node's name (e.g.
   // "/layers.0/linear1/MatMul") when the exporter named the initializer
@@ -37,20 +52,26 @@ struct QuantizableLayer {
   // initializer's.
   std::string name;
   std::string node_name;  // the ONNX node's name (may be empty)
-  // "Gemm", "MatMul", "Conv", "ConvTranspose", "RNN", "LSTM", "GRU"
+  // "Gemm", "MatMul", "Conv", "ConvTranspose", "RNN", "LSTM", "GRU", "Gather"
   std::string op_type;
   int weight_param = -1;  // index into Model::params()
   // Axis of the weight that indexes output channels: 0 (Conv, Gemm with
-  // transB), 1 (ConvTranspose) or the last (MatMul, Gemm).
+  // transB, Gather's rows), 1 (ConvTranspose) or the last (MatMul, Gemm).
   int channel_axis = 0;
   int64_t num_weights = 0;
   // Multiply-accumulates per sample, from the shapes inferred at import
   // (output elements per sample x weights per output channel; RNN/LSTM/GRU:
-  // time steps x weights).
+  // time steps x weights). 0 for an embedding, which only copies rows.
   int64_t macs = 0;
+  // Whether the layer's data input (input 0) is an activation a
+  // LayerInputHook transforms. False for an embedding: its input 0 is the
+  // table (the weight) and its other input the ids, neither an activation;
+  // Forward never calls the hook for it.
+  bool quantize_input = true;
 };
 
-// Transforms the data input (input 0) of quantizable layers as Forward and
+// Transforms the data input (input 0) of quantizable layers (those with
+// quantize_input) as Forward and
 // Backward run: activation fake quantization, or observers that only look.
 // Forward and Backward call it from the calling thread only.
 class LayerInputHook {
@@ -86,8 +107,8 @@ class Model {
   // structure (ValidateModel, engine/validate.h), then the import. Errors are
   // INVALID_ARGUMENT with a message naming the problem: not an ONNX model, an
   // unsupported operator ("unsupported operator 'Foo' (node 'n')"), an
-  // unsupported attribute value, a cycle, a missing input, a non-float
-  // graph input, more than one graph input that is not an initializer; or
+  // unsupported attribute value, a cycle, a missing input, a graph input
+  // that is not float, int64 or int32, or no graph input; or
   // RESOURCE_EXHAUSTED for a model over ModelLimits, a graph input or a node
   // output that would hold more than 2^28 values per sample, node outputs
   // computed at run time that together would hold more than 2^28 values per
@@ -121,9 +142,22 @@ class Model {
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
 
-  // The single graph input; dim 0 is the batch (reported as -1 when symbolic).
+  // The graph inputs that are not initializers, in graph order.
+  //
+  // Packed inputs: Forward takes ONE tensor. For a model with one graph
+  // input it is that input, [batch, shape[1:]...] (input_shape()). For a
+  // model with several (ids and an attention mask) it is [batch, D]: each
+  // sample's inputs flattened and concatenated in graph-input order, D the
+  // sum of their sample_size; Forward unpacks it into the graph inputs.
+  // Integer inputs are carried as floats (GraphInput).
+  const std::vector<GraphInput>& inputs() const;
+  // The first graph input's name; the packed shape Forward takes (see
+  // inputs()); dim 0 is the batch (reported as -1 when symbolic).
   const std::string& input_name() const;
   const Shape& input_shape() const;
+  // Whether any graph input holds integers (ids): such inputs are not
+  // normalised.
+  bool has_integer_inputs() const;
   // > 0: the batch the graph was exported for, when its shapes hold only at
   // that batch (see FromOnnxBytes; Forward refuses any other); -1 when the
   // model runs at any batch.
@@ -139,12 +173,13 @@ class Model {
   const std::vector<QuantizableLayer>& quantizable_layers() const;
 
   // Runs the graph on `input` ([batch, ...] matching input_shape except the
-  // batch, see FromOnnxBytes) with `params` (one per params(), same shapes;
+  // batch, see FromOnnxBytes and inputs()) with `params` (one per params(), same shapes;
   // borrowed for the call). Returns the first graph output. When `trace` is
   // non-null it keeps what Backward needs. INVALID_ARGUMENT on a shape
-  // mismatch. `hook` (optional, borrowed for the call) transforms the inputs
-  // of quantizable layers; its errors are returned prefixed with the node
-  // ("node 'fc2' (Gemm): ...").
+  // mismatch, and naming the node for an index outside its table (a Gather
+  // on token ids beyond the vocabulary). `hook` (optional, borrowed for the
+  // call) transforms the inputs of quantizable layers; its errors are
+  // returned prefixed with the node ("node 'fc2' (Gemm): ...").
   absl::StatusOr<Tensor> Forward(const Tensor& input,
                                  absl::Span<const Tensor* const> params,
                                  ForwardTrace* trace,

@@ -37,8 +37,9 @@ struct Model::Impl {
   // `constants`.
   using Bound = std::vector<const Tensor*>;
 
+  std::vector<GraphInput> inputs;
   std::string input_name;
-  Shape input_shape;
+  Shape input_shape;  // packed when several (Model::inputs())
   // > 0 when the graph's shapes only hold at the batch its input declares:
   // Forward accepts no other.
   int64_t fixed_batch = -1;
@@ -48,7 +49,7 @@ struct Model::Impl {
   std::vector<Tensor> initial_params;
   std::vector<QuantizableLayer> layers;
 
-  int input_slot = -1;
+  std::vector<int> input_slots;  // per graph input
   int output_slot = -1;
   std::vector<SlotKind> kinds;     // per slot
   std::vector<int> param_of_slot;  // per slot: index into params, or -1
@@ -79,6 +80,12 @@ struct Model::Impl {
   int num_slots() const { return static_cast<int>(kinds.size()); }
   absl::Status CheckParams(absl::Span<const Tensor* const> values) const;
   absl::Status CheckInput(const Tensor& input) const;
+  // Checks the graph inputs a Forward left in `values` (ForwardFrom,
+  // Backward): INVALID_ARGUMENT when the trace was not filled by this model.
+  absl::Status CheckTraceInputs(const std::vector<Tensor>& values) const;
+  // Writes the graph inputs of packed `input` (CheckInput accepted it) into
+  // their slots of `values`.
+  void Unpack(const Tensor& input, std::vector<Tensor>* values) const;
   Bound Bind(absl::Span<const Tensor* const> values,
              const std::vector<Tensor>& trace) const;
   // The node's output shape for the values in `bound`; errors name the node.

@@ -79,8 +79,12 @@ std::string EncodeNpy(const Tensor& tensor) {
 }
 
 std::string EncodeNpyInt64(const std::vector<int64_t>& values) {
-  return Encode("<i8", {static_cast<int64_t>(values.size())}, values.data(),
-                values.size() * sizeof(int64_t));
+  return EncodeNpyInt64(values, {static_cast<int64_t>(values.size())});
+}
+
+std::string EncodeNpyInt64(const std::vector<int64_t>& values,
+                           const Shape& shape) {
+  return Encode("<i8", shape, values.data(), values.size() * sizeof(int64_t));
 }
 
 }  // namespace mixq::engine

@@ -20,6 +20,10 @@ std::string EncodeNpy(const Tensor& tensor);
 
 // The same for a 1-D int64 array (dtype '<i8'), e.g. labels.
 std::string EncodeNpyInt64(const std::vector<int64_t>& values);
+// An int64 array of `shape` (token ids [N, T]); `values` holds its product of
+// dims, in C order (the caller's invariant).
+std::string EncodeNpyInt64(const std::vector<int64_t>& values,
+                           const Shape& shape);
 
 }  // namespace mixq::engine
 

@@ -1,6 +1,7 @@
 #include "engine/ops.h"
 
 #include <algorithm>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <utility>
@@ -381,20 +382,31 @@ absl::StatusOr<std::unique_ptr<Kernel>> CreateDropout(const OpConfig& config) {
   return std::make_unique<IdentityKernel>();
 }
 
-// ONNX TensorProto::FLOAT: the only element type of runtime tensors.
+// ONNX TensorProto element types a runtime Cast may target. Runtime tensors
+// are float; integer values (ids, masks) are carried as exact floats.
 constexpr int64_t kFloatType = 1;
+constexpr int64_t kDoubleType = 11;
+constexpr int64_t kBoolType = 9;
+constexpr int64_t kIntegerTypes[] = {2, 3, 4, 5, 6, 7, 12, 13};  // u8 ... u64
 
-// Cast of a runtime (float) tensor: only to float, where it is Identity.
-// Casts of constants are folded by the importer.
+// Cast of a runtime tensor: to FLOAT or DOUBLE it is Identity, to an integer
+// type a truncation, to BOOL a test against zero. Casts of constants are
+// folded by the importer.
 absl::StatusOr<std::unique_ptr<Kernel>> CreateCast(const OpConfig& config) {
   const absl::StatusOr<int64_t> to = config.GetInt("to", 0);
   if (!to.ok()) return to.status();
-  if (*to != kFloatType) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "Cast node '", config.node_name, "': casting a runtime tensor to type ",
-        *to, " is not supported (only to FLOAT, 1)"));
+  if (*to == kFloatType || *to == kDoubleType) {
+    return std::make_unique<IdentityKernel>();
   }
-  return std::make_unique<IdentityKernel>();
+  if (*to == kBoolType ||
+      std::find(std::begin(kIntegerTypes), std::end(kIntegerTypes), *to) !=
+          std::end(kIntegerTypes)) {
+    return MakeCastToIntegerKernel(*to == kBoolType);
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "Cast node '", config.node_name, "': casting a runtime tensor to type ",
+      *to,
+      " is not supported (only to FLOAT, DOUBLE, BOOL or an integer type)"));
 }
 
 absl::StatusOr<std::unique_ptr<Kernel>> CreateFlatten(const OpConfig& config) {
@@ -614,7 +626,7 @@ const std::vector<absl::Span<const OpEntry>>& OpTables() {
   static const std::vector<absl::Span<const OpEntry>> kTables = {
       kOps,           ElementwiseOps(),   ConvOps(),   ShapeOps(),
       QuantOps(),     ConvTransposeOps(), ResizeOps(), DepthToSpaceOps(),
-      RecurrentOps(), TransformerOps()};
+      RecurrentOps(), TransformerOps(),   MaskOps()};
   return kTables;
 }
 

@@ -146,6 +146,15 @@ class Kernel {
   virtual void Forward(absl::Span<const Tensor* const> inputs,
                        Tensor* output) const = 0;
 
+  // Checks the values (not only the shapes) of inputs OutputShape accepted,
+  // for kernels whose inputs carry indices read at run time (a Gather on
+  // token ids): INVALID_ARGUMENT naming the offending value, and Forward is
+  // then not called. Most kernels accept any values.
+  virtual absl::Status CheckInputs(
+      absl::Span<const Tensor* const> /*inputs*/) const {
+    return absl::OkStatus();
+  }
+
   // Whether Backward computes a gradient. Operators whose output is not a
   // differentiable function of their input (ArgMax's indices) say false;
   // Model::Backward then refuses a gradient that would flow through them,
@@ -257,6 +266,19 @@ absl::Span<const OpEntry> RecurrentOps();  // ops_rnn.cc
 inline constexpr absl::string_view kSequenceLengthAttribute =
     "mixq_sequence_length";
 absl::Span<const OpEntry> TransformerOps();  // ops_transformer.cc
+
+// Equal and Where on runtime tensors (masks; booleans are 1 and 0), with
+// numpy broadcasting (ops_index.cc). Over constants (shape computations) the
+// importer folds them itself.
+absl::Span<const OpEntry> MaskOps();  // ops_index.cc
+// Gather whose indices are a runtime tensor (two data inputs: data, indices
+// carried as floats, e.g. token ids from an int64 graph input): the importer
+// uses this schema instead of FindOp("Gather")'s, whose indices are constants
+// (ops_index.cc). Out-of-range indices are refused by CheckInputs.
+const OpSchema& IndexGatherSchema();
+// Cast of a runtime tensor to an integer type (truncation toward zero) or,
+// with `to_bool`, to BOOL (1 where non-zero); zero gradient (ops_index.cc).
+std::unique_ptr<Kernel> MakeCastToIntegerKernel(bool to_bool);
 
 // One kernel for a Conv node and the inference-form BatchNormalization that
 // is its only consumer (kernels created for them by FindOp): the convolution

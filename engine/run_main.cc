@@ -3,6 +3,8 @@
 // and, given labels, prints the classifier's accuracy and loss:
 //
 //   mixq-run --model M.onnx --inputs X [--output Y.npy] [--labels L]
+//   mixq-run --model M.onnx --inputs input_ids=I.npy
+//            --inputs attention_mask=A.npy ...       (several graph inputs)
 //            [--normalize MEAN,STD] [--samples BEGIN:END]
 //            [--batch-size N] [--threads T]
 //
@@ -11,8 +13,9 @@
 // validation data (the same files, normalisation and sample range) it
 // prints exactly the validation accuracy and loss the service reported for
 // that export (both go through engine/predict.h). Inputs are read as the
-// service reads them (DecodeInputs: .npy/.npz float32, float64 or uint8
-// scaled to [0, 1], or IDX images, raw or gzip), shaped [N, ...] with the
+// service reads them (DecodeModelInputs: .npy/.npz float32, float64, uint8
+// scaled to [0, 1], int64/int32 ids, or IDX images, raw or gzip; a .npz
+// keyed by input name for a model with several inputs), shaped [N, ...] with the
 // per-sample size of the model input (reshaped to it, so [N, 784] feeds a
 // [batch, 1, 28, 28] model). The samples run in batches of --batch-size, so
 // only one batch's activations are in memory; the output is the
@@ -42,11 +45,13 @@
 #include "absl/strings/str_format.h"
 #include "engine/dataset.h"
 #include "engine/model.h"
+#include "engine/model_inputs.h"
 #include "engine/npy.h"
 #include "engine/predict.h"
 #include "engine/threads.h"
 #include "engine/tensor.h"
 #include "util/file.h"
+#include "util/npz_writer.h"
 #include "util/status_macros.h"
 
 namespace mixq::engine {
@@ -58,7 +63,7 @@ constexpr int kExitUsage = 2;
 
 struct Options {
   std::string model;
-  std::string inputs;
+  std::vector<std::string> inputs;  // one file, or NAME=FILE per graph input
   std::string output;  // empty: not written
   std::string labels;  // empty: no score
   std::string normalize;  // "MEAN,STD", empty: none
@@ -107,8 +112,30 @@ absl::StatusOr<RunSummary> Run(const Options& options) {
   SetEngineThreads(options.threads);
   MIXQ_ASSIGN_OR_RETURN(std::unique_ptr<Model> model,
                         Model::FromOnnxFile(options.model));
-  MIXQ_ASSIGN_OR_RETURN(const std::string bytes, ReadFile(options.inputs));
-  MIXQ_ASSIGN_OR_RETURN(Tensor inputs, DecodeInputs(bytes, options.inputs));
+  // One file, or NAME=FILE per graph input packed into one .npz keyed by
+  // name, as the mixq client sends them.
+  std::string bytes;
+  std::string inputs_name = "--inputs";
+  std::vector<NamedFile> named;
+  for (const std::string& value : options.inputs) {
+    std::optional<NamedFile> file = ParseNamedFile(value);
+    if (options.inputs.size() == 1 && !file.has_value()) {
+      MIXQ_ASSIGN_OR_RETURN(bytes, ReadFile(value));
+      inputs_name = value;
+    } else if (!file.has_value()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--inputs: '", value,
+                       "' is not NAME=FILE; give one file, or NAME=FILE for "
+                       "every graph input"));
+    } else {
+      named.push_back(*std::move(file));
+    }
+  }
+  if (!named.empty()) {
+    MIXQ_ASSIGN_OR_RETURN(bytes, PackNamedFiles(named, "--inputs"));
+  }
+  MIXQ_ASSIGN_OR_RETURN(Tensor inputs,
+                        DecodeModelInputs(model->inputs(), bytes, inputs_name));
   int64_t num_samples = inputs.shape().empty() ? 0 : inputs.dim(0);
   std::vector<int64_t> labels;
   if (!options.labels.empty()) {
@@ -118,7 +145,7 @@ absl::StatusOr<RunSummary> Run(const Options& options) {
     if (static_cast<int64_t>(labels.size()) != num_samples) {
       return absl::InvalidArgumentError(absl::StrCat(
           options.labels, " has ", labels.size(), " labels but ",
-          options.inputs, " has ", num_samples, " samples"));
+          inputs_name, " has ", num_samples, " samples"));
     }
   }
   if (!options.samples.empty()) {
@@ -140,10 +167,9 @@ absl::StatusOr<RunSummary> Run(const Options& options) {
       return absl::InvalidArgumentError(absl::StrCat(
           "--normalize: '", options.normalize, "' is not MEAN,STD"));
     }
-    MIXQ_RETURN_IF_ERROR(Normalize(mean, stddev, &inputs));
+    MIXQ_RETURN_IF_ERROR(NormalizeModelInputs(model->inputs(), mean, stddev,
+                                              "--normalize", &inputs));
   }
-  absl::Status conformed = ConformToModelInput(model->input_shape(), &inputs);
-  if (!conformed.ok()) return Annotate(conformed, options.inputs);
 
   RunSummary summary;
   MIXQ_ASSIGN_OR_RETURN(const Tensor output,
@@ -173,7 +199,9 @@ int main(int argc, char** argv) {
       "model input's per-sample size."};
   app.add_option("--model", options.model, "the ONNX model")->required();
   app.add_option("--inputs", options.inputs,
-                 "inputs [N, ...]: .npy, .npz or IDX (raw or gzip)")
+                 "inputs [N, ...]: .npy, .npz or IDX (raw or gzip); int64/int32 "
+                 "token ids; or NAME=FILE.npy per graph input (repeat the "
+                 "flag) for a model with several")
       ->required();
   app.add_option("--output", options.output,
                  ".npy to write the output [N, ...] to (optional)");

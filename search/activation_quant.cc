@@ -38,9 +38,33 @@ absl::Status ValidateActivationOptions(const ActivationOptions& options) {
   return MakeObserver(options.observer).status();
 }
 
+namespace {
+
+std::vector<bool> TakesActivations(
+    const std::vector<engine::QuantizableLayer>& layers) {
+  std::vector<bool> takes(layers.size());
+  for (size_t l = 0; l < layers.size(); ++l) {
+    takes[l] = layers[l].quantize_input;
+  }
+  return takes;
+}
+
+}  // namespace
+
+ActivationQuantizer::ActivationQuantizer(
+    const std::vector<engine::QuantizableLayer>& layers,
+    const ActivationOptions& options)
+    : ActivationQuantizer(static_cast<int>(layers.size()), options) {
+  has_input_ = TakesActivations(layers);
+  for (size_t l = 0; l < layers.size(); ++l) {
+    quantized_[l] = quantized_[l] && has_input_[l];
+  }
+}
+
 ActivationQuantizer::ActivationQuantizer(int num_layers,
                                          const ActivationOptions& options)
     : options_(options),
+      has_input_(num_layers, true),
       quantized_(num_layers, options.enabled()),
       observers_(num_layers),
       has_range_(num_layers, false),
@@ -54,7 +78,8 @@ ActivationQuantizer::ActivationQuantizer(int num_layers,
 void ActivationQuantizer::SetPolicy(const std::vector<int>& weight_bits) {
   MIXQ_CHECK(weight_bits.size() == quantized_.size());
   for (size_t l = 0; l < weight_bits.size(); ++l) {
-    quantized_[l] = options_.enabled() && weight_bits[l] < kFloatBits;
+    quantized_[l] =
+        options_.enabled() && has_input_[l] && weight_bits[l] < kFloatBits;
   }
 }
 

@@ -51,11 +51,18 @@ class ActivationQuantizer : public engine::LayerInputHook {
     kTrain,     // moving-average range update, then fake quantization
   };
 
-  // `num_layers` quantizable layers; `options` must be valid.
+  // `num_layers` quantizable layers, all reading activations; `options`
+  // must be valid.
   ActivationQuantizer(int num_layers, const ActivationOptions& options);
+  // The quantizable layers of a model: those without quantize_input (an
+  // embedding, whose input 0 is its table) never have their input quantized
+  // nor need a range.
+  ActivationQuantizer(const std::vector<engine::QuantizableLayer>& layers,
+                      const ActivationOptions& options);
 
   // Layers whose weights stay in float (bits >= 32 in the policy) keep their
-  // inputs in float too. Call before every Forward with the policy used.
+  // inputs in float too, as do layers without an activation input. Call
+  // before every Forward with the policy used.
   void SetPolicy(const std::vector<int>& weight_bits);
   void set_mode(Mode mode) { mode_ = mode; }
   // Changes the activation bits (2..8; activations must be enabled) and
@@ -105,6 +112,7 @@ class ActivationQuantizer : public engine::LayerInputHook {
 
   ActivationOptions options_;
   Mode mode_ = Mode::kOff;
+  std::vector<bool> has_input_;  // per layer: reads an activation
   std::vector<bool> quantized_;  // per layer, from the policy
   std::vector<std::unique_ptr<Observer>> observers_;
   std::vector<bool> has_range_;

@@ -122,7 +122,9 @@ absl::StatusOr<QuantizedModel> ExportQuantized(absl::string_view prepared_onnx,
       spec.weights.push_back(
           ToQdqWeight(model.params()[info.weight_param].name, w, layer.weight));
       is_quantized_weight[info.weight_param] = true;
-      if (static_activations) {
+      // An embedding's input 0 is its table and its other input the ids:
+      // neither is an activation to quantize.
+      if (static_activations && info.quantize_input) {
         const QuantParams* params =
             session.activations().params(static_cast<int>(l));
         if (params == nullptr) {

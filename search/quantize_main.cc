@@ -38,6 +38,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/dataset.h"
+#include "engine/model_inputs.h"
 #include "engine/model.h"
 #include "engine/threads.h"
 #include "google/protobuf/util/json_util.h"
@@ -182,17 +183,16 @@ absl::StatusOr<v1::QuantizationReport> Run(const Options& options) {
   }
 
   MIXQ_ASSIGN_OR_RETURN(const std::string input_bytes, ReadFile(options.inputs));
-  MIXQ_ASSIGN_OR_RETURN(engine::Tensor inputs,
-                        engine::DecodeInputs(input_bytes, options.inputs));
+  MIXQ_ASSIGN_OR_RETURN(
+      engine::Tensor inputs,
+      engine::DecodeModelInputs(model.inputs(), input_bytes, options.inputs));
   if (options.mean.has_value() || options.stddev.has_value()) {
-    absl::Status normalized = engine::Normalize(
-        static_cast<float>(options.mean.value_or(0.0)),
-        static_cast<float>(options.stddev.value_or(1.0)), &inputs);
+    absl::Status normalized = engine::NormalizeModelInputs(
+        model.inputs(), static_cast<float>(options.mean.value_or(0.0)),
+        static_cast<float>(options.stddev.value_or(1.0)), "--mean/--std",
+        &inputs);
     if (!normalized.ok()) return Annotate(normalized, options.inputs);
   }
-  absl::Status conformed =
-      engine::ConformToModelInput(model.input_shape(), &inputs);
-  if (!conformed.ok()) return Annotate(conformed, options.inputs);
 
   Policy policy;
   if (!options.policy.empty()) {

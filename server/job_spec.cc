@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "engine/dataset.h"
+#include "engine/model_inputs.h"
 #include "search/cost_model.h"
 #include "search/quantize.h"
 #include "search/teacher.h"
@@ -195,7 +196,10 @@ absl::StatusOr<search::LabeledData> LoadLabeledData(
       FileName(inputs_source, absl::StripPrefix(inputs_field, "spec."));
   const std::string labels_name =
       FileName(labels_source, absl::StripPrefix(labels_field, "spec."));
-  auto inputs = engine::DecodeInputs(inputs_bytes, inputs_name);
+  // Conformed to the model's (packed) input: one file per graph input, or a
+  // .npz keyed by input name for a model with several.
+  auto inputs =
+      engine::DecodeModelInputs(model.inputs(), inputs_bytes, inputs_name);
   if (!inputs.ok()) return SpecFieldError(inputs_field, inputs.status());
   absl::StatusOr<std::vector<int64_t>> labels = std::vector<int64_t>();
   if (has_labels) labels = engine::DecodeLabels(labels_bytes, labels_name);
@@ -212,14 +216,12 @@ absl::StatusOr<search::LabeledData> LoadLabeledData(
   data.inputs = n == num_inputs ? *std::move(inputs) : inputs->Slice(0, n);
   if (has_labels) data.labels.assign(labels->begin(), labels->begin() + n);
   if (spec.has_normalize()) {
-    const absl::Status normalized = engine::Normalize(
-        static_cast<float>(spec.normalize().mean()),
-        static_cast<float>(spec.normalize().std()), &data.inputs);
+    const absl::Status normalized = engine::NormalizeModelInputs(
+        model.inputs(), static_cast<float>(spec.normalize().mean()),
+        static_cast<float>(spec.normalize().std()), "spec.normalize",
+        &data.inputs);
     if (!normalized.ok()) return SpecFieldError("spec.normalize", normalized);
   }
-  const absl::Status conformed =
-      engine::ConformToModelInput(model.input_shape(), &data.inputs);
-  if (!conformed.ok()) return SpecFieldError(inputs_field, conformed);
   if (!has_labels) return data;
   const engine::Shape& output = model.output_shape();
   const int64_t classes = output.size() == 2 ? output[1] : 0;

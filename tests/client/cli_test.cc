@@ -41,6 +41,48 @@ TEST(ParseCommandLineTest, SubmitFromJobNeedsOnlyTheSearchFlags) {
   EXPECT_EQ(submit->strategy, "knapsack");
 }
 
+TEST(ParseCommandLineTest, InputsByNameForSeveralGraphInputs) {
+  auto parsed = ParseCommandLine(
+      {"submit", "--model", "m.onnx", "--inputs", "input_ids=ids.npy",
+       "--inputs", "attention_mask=dir/mask.npy", "--calib-size", "10",
+       "--bits", "8,4", "--target-avg-bits", "5", "--val-inputs",
+       "input_ids=vi.npy", "--val-inputs", "attention_mask=vm.npy"},
+      kServer);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const auto* submit = std::get_if<SubmitOptions>(&parsed->command);
+  ASSERT_NE(submit, nullptr);
+  EXPECT_EQ(submit->inputs, "");
+  ASSERT_EQ(submit->inputs_by_name.size(), 2u);
+  EXPECT_EQ(submit->inputs_by_name[0].name, "input_ids");
+  EXPECT_EQ(submit->inputs_by_name[1].path, "dir/mask.npy");
+  EXPECT_EQ(submit->val_inputs_by_name.size(), 2u);
+  // A plain path keeps working; a path with '=' after a '/' is a path.
+  auto plain = ParseCommandLine(Submit({"--target-avg-bits", "4"}), kServer);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_TRUE(std::get<SubmitOptions>(plain->command).inputs_by_name.empty());
+  auto slash = ParseCommandLine(
+      {"eval", "--model", "m.onnx", "--inputs", "./a=b.npy", "--labels",
+       "y.npy", "--calib-size", "10"},
+      kServer);
+  ASSERT_TRUE(slash.ok()) << slash.status();
+  EXPECT_EQ(std::get<EvalOptions>(slash->command).data.inputs, "./a=b.npy");
+  // Two plain files, or plain mixed with NAME=FILE, are an error.
+  for (const std::vector<std::string>& inputs :
+       std::vector<std::vector<std::string>>{{"a.npy", "b.npy"},
+                                             {"a.npy", "ids=b.npy"}}) {
+    std::vector<std::string> args = {"submit", "--model", "m.onnx",
+                                     "--calib-size", "10", "--bits", "8,4",
+                                     "--target-avg-bits", "5"};
+    for (const std::string& value : inputs) {
+      args.push_back("--inputs");
+      args.push_back(value);
+    }
+    auto bad = ParseCommandLine(args, kServer);
+    ASSERT_FALSE(bad.ok());
+    EXPECT_THAT(bad.status().message(), HasSubstr("--inputs: 'a.npy'"));
+  }
+}
+
 TEST(ParseCommandLineTest, SubmitDefaults) {
   auto parsed = ParseCommandLine(Submit({"--target-avg-bits", "4"}), kServer);
   ASSERT_TRUE(parsed.ok()) << parsed.status();

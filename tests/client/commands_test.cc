@@ -807,6 +807,42 @@ TEST_F(RunCliFakeServerTest, SubmitPrintsTheJobId) {
   EXPECT_EQ(request.spec().search().budget().avg_bits(), 5);
 }
 
+// A model with several inputs: one .npy per input, packed into one .npz keyed
+// by input name (stored members, each file's bytes as they are).
+TEST_F(RunCliFakeServerTest, SubmitPacksNamedInputsIntoOneNpz) {
+  TempDir dir;
+  WriteInputs(dir.path());
+  WriteValidationFiles(dir.path());
+  const SubmitOptions o = MinimalSubmit(dir.path());
+  const std::string mask = (dir.path() / "vx.npy").string();
+  EXPECT_EQ(Run({"submit", "--model", o.model, "--inputs",
+                 "input_ids=" + o.inputs, "--inputs", "attention_mask=" + mask,
+                 "--labels", o.labels, "--calib-size", "10", "--bits", "8,4",
+                 "--target-avg-bits", "5"}),
+            kExitOk)
+      << err_.str();
+  const v1::SubmitJobRequest submitted = service_.last_submit();
+  const v1::DataSource& inputs = submitted.spec().inputs();
+  const std::string& npz = inputs.content();
+  EXPECT_EQ(npz.substr(0, 4), std::string("PK\x03\x04", 4));
+  const size_t ids = npz.find("input_ids.npy");
+  const size_t masks = npz.find("attention_mask.npy");
+  ASSERT_NE(ids, std::string::npos);
+  ASSERT_NE(masks, std::string::npos);
+  EXPECT_LT(ids, masks);
+  EXPECT_NE(npz.find("INPUTS"), std::string::npos);
+  EXPECT_NE(npz.find("VAL_INPUTS"), std::string::npos);
+  EXPECT_EQ(inputs.filename(), "inputs.npz");
+  // A missing file names the flag and the path.
+  EXPECT_EQ(Run({"submit", "--model", o.model, "--inputs",
+                 "input_ids=" + o.inputs, "--inputs", "attention_mask=nope.npy",
+                 "--labels", o.labels, "--calib-size", "10", "--bits", "8,4",
+                 "--target-avg-bits", "5"}),
+            kExitUsage);
+  EXPECT_THAT(err_.str(), HasSubstr("--inputs"));
+  EXPECT_THAT(err_.str(), HasSubstr("nope.npy"));
+}
+
 TEST_F(RunCliFakeServerTest, SubmitSendsTheStrategy) {
   TempDir dir;
   WriteInputs(dir.path());
@@ -922,13 +958,13 @@ TEST_F(RunCliFakeServerTest, Pareto) {
   EXPECT_EQ(Run({"pareto", "job-1"}), kExitOk) << err_.str();
   EXPECT_EQ(out_.str(),
             "POLICY  STRATEGY     AVG BITS  SIZE (KiB)  BOPS  VAL ACC  "
-            "CALIB ACC\n"
-            "fp32    -               32.00        16.0  320K    90.0%          "
-            "-\n"
-            "final   progressive      3.00         2.0   30K    78.0%      "
-            "80.0%\n"
-            "step-1  progressive      6.00         4.0   60K    88.0%      "
-            "90.0%\n");
+            "VAL LOSS  CALIB ACC\n"
+            "fp32    -               32.00        16.0  320K    90.0%    "
+            "0.0000          -\n"
+            "final   progressive      3.00         2.0   30K    78.0%    "
+            "0.0000      80.0%\n"
+            "step-1  progressive      6.00         4.0   60K    88.0%    "
+            "0.0000      90.0%\n");
   EXPECT_EQ(service_.last_pareto().job_id(), "job-1");
   EXPECT_FALSE(service_.last_pareto().same_model());
 

@@ -184,6 +184,21 @@ TEST(DecodeInputsTest, Float64IsConvertedToFloat32) {
   EXPECT_THAT(t->values(), ElementsAre(0.125f, -1e10f, 3.0f, 1.0f / 3.0f));
 }
 
+// Token ids and masks: integers carried as exact floats, up to 2^24.
+TEST(DecodeInputsTest, Int64AndInt32AreExactFloats) {
+  const int64_t max = int64_t{1} << 24;
+  absl::StatusOr<Tensor> wide = DecodeInputs(
+      Npy("<i8", {2, 2}, std::vector<int64_t>{0, 7, -max, max}), kName);
+  ASSERT_TRUE(wide.ok()) << wide.status();
+  EXPECT_THAT(wide->shape(), ElementsAre(2, 2));
+  EXPECT_THAT(wide->values(),
+              ElementsAre(0.0f, 7.0f, -16777216.0f, 16777216.0f));
+  absl::StatusOr<Tensor> narrow =
+      DecodeInputs(Npy("<i4", {1, 3}, std::vector<int32_t>{3, -1, 999}), kName);
+  ASSERT_TRUE(narrow.ok()) << narrow.status();
+  EXPECT_THAT(narrow->values(), ElementsAre(3.0f, -1.0f, 999.0f));
+}
+
 TEST(DecodeInputsTest, Uint8NpyIsScaledToUnitInterval) {
   const std::vector<uint8_t> values = {0, 51, 255, 128};
   absl::StatusOr<Tensor> t = DecodeInputs(Npy("|u1", {1, 2, 2}, values), kName);
@@ -294,8 +309,14 @@ std::vector<BadInputCase> BadInputCases() {
                    "'shape': (1,)}",
                    ""),
        "expected a quoted string"},
-      {"npy int64 inputs", Npy("<i8", {2}, std::vector<int64_t>{1, 2}),
-       "unsupported dtype '<i8' for inputs"},
+      {"npy int64 inputs beyond 2^24",
+       Npy("<i8", {3}, std::vector<int64_t>{1, (int64_t{1} << 24) + 1, 2}),
+       "integer 16777217 at element 1 is not exactly representable"},
+      {"npy int32 inputs below -2^24",
+       Npy("<i4", {2}, std::vector<int32_t>{-(1 << 24) - 1, 0}),
+       "integer -16777217 at element 0 is not exactly representable"},
+      {"npy int16 inputs", Npy("<i2", {2}, std::vector<int16_t>{1, 2}),
+       "unsupported dtype '<i2' for inputs"},
       {"npy data truncated", good_npy.substr(0, good_npy.size() - 1),
        "size mismatch"},
       {"npy data too long", good_npy + "x", "size mismatch"},

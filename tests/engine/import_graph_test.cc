@@ -58,11 +58,25 @@ TEST(ImporterTest, OmittedInputsAreErrors) {
   ExpectInvalid(build("Cast", {""}), "node 'n'");
 }
 
-TEST(ImporterTest, EqualOnRuntimeTensorsIsAnError) {
+// Equal on runtime tensors (a mask against 0) runs, giving 1 and 0; the
+// comparisons mixq only folds are still refused on them, by node.
+TEST(ImporterTest, EqualOnRuntimeTensorsRunsOtherComparisonsAreAnError) {
   OnnxBuilder b(13);
   b.Input("x", {-1, 4}).Output("y");
-  b.Node("Equal", {"x", "x"}, {"y"}, "eq");
-  ExpectInvalid(b.Build().status(), "node 'eq' (Equal)");
+  b.IntInitializer("zero", {0});
+  b.Node("Equal", {"x", "zero"}, {"y"}, "eq");
+  absl::StatusOr<std::unique_ptr<Model>> model = b.Build();
+  ASSERT_TRUE(model.ok()) << model.status();
+  absl::StatusOr<Tensor> y = (*model)->Forward(
+      Tensor({1, 4}, {1, 0, 2, 0}), Pointers((*model)->initial_params()),
+      nullptr);
+  ASSERT_TRUE(y.ok()) << y.status();
+  EXPECT_THAT(y->values(), ::testing::ElementsAre(0, 1, 0, 1));
+
+  OnnxBuilder less(13);
+  less.Input("x", {-1, 4}).Output("y");
+  less.Node("Less", {"x", "x"}, {"y"}, "lt");
+  ExpectInvalid(less.Build().status(), "node 'lt' (Less)");
 }
 
 // Concat with many inputs, some of them parameters, and Transpose/Slice/Pad/

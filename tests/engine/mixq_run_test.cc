@@ -14,6 +14,7 @@
 #include "engine/dataset.h"
 #include "engine/int4.h"
 #include "engine/npy.h"
+#include "engine/npz.h"
 #include "engine/tensor.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -194,6 +195,30 @@ TEST_F(MixqRunTest, MatchesPyTorchLogitsAtEveryOpset) {
     ExpectClose(RunOk(Fixture(model), Fixture("tiny_mlp_inputs.npy")),
                 expected);
   }
+}
+
+// A model with int64 ids and an attention mask: the fixture's .npz keyed by
+// input name, or one .npy per input as NAME=FILE (packed by mixq-run); a
+// normalisation of the ids is refused naming the flag.
+TEST_F(MixqRunTest, SeveralIntegerInputsByNameMatchPyTorch) {
+  const Tensor expected =
+      DecodeOrDie(ReadOrDie(Fixture("text_bert_logits_b8.npy")), "logits");
+  const std::string model = Fixture("text_bert_opset17.onnx");
+  const std::string npz = ReadOrDie(Fixture("text_bert_inputs.npz"));
+  ExpectClose(RunOk(model, Fixture("text_bert_inputs.npz")), expected);
+  std::vector<std::string> named;
+  for (const char* key : {"attention_mask", "input_ids"}) {
+    absl::StatusOr<std::string> npy = ReadNpzArray(npz, "npz", key, 1 << 20);
+    ASSERT_TRUE(npy.ok()) << npy.status();
+    ASSERT_TRUE(WriteFile(Path(absl::StrCat(key, ".npy")), *npy).ok());
+    named.push_back(absl::StrCat(key, "=", Path(absl::StrCat(key, ".npy"))));
+  }
+  ExpectClose(RunOk(model, named[0], {"--inputs", named[1]}), expected);
+  const RunResult normalized =
+      Run({"--model", model, "--inputs", named[0], "--inputs", named[1],
+           "--output", Path("out.npy"), "--normalize", "0.5,2"});
+  EXPECT_EQ(normalized.exit_code, 1);
+  EXPECT_THAT(normalized.err, HasSubstr("leave out --normalize"));
 }
 
 // 4 samples in batches of 3 (a partial last batch), 1, and more than N.

@@ -171,6 +171,14 @@ void AddElementwise(std::vector<GradientCase>* cases) {
       {"Pow_square", {"Pow"}, {{s, 0.5f, 2.0f}, {{1}, 2.0f, 2.0f}}},
       {"Erf", {"Erf"}, {{s, -kTransformerRange, kTransformerRange}}},
       {"Gelu_exact", {"Gelu"}, {{s, -kTransformerRange, kTransformerRange}}},
+      // The condition (distinct values, zero among them: both branches
+      // taken) gets zeros by contract; x and y the gradient where chosen,
+      // summed over y's broadcast axis.
+      {"Where_broadcast",
+       {"Where"},
+       {{.shape = {2, 3}, .distinct = true}, {{2, 3}}, {{1, 3}}},
+       {},
+       {0}},
       {"Gelu_tanh",
        {"Gelu", {{"approximate", StringAttr("tanh")}}},
        {{s, -kTransformerRange, kTransformerRange}}},
@@ -545,6 +553,16 @@ std::vector<ForwardCase> ForwardCases() {
          {"select_last_index", IntAttr(1)}}},
        {Tensor({2, 3}, {1, 5, 3, 7, 2, 7})},
        Tensor({2}, {1, 2})},
+      // An attention mask against 0, then Where(mask, -5, scores).
+      {"Equal_mask_against_scalar",
+       {"Equal"},
+       {Tensor({2, 3}, {1, 1, 0, 1, 0, 0}), Tensor({}, {0.0f})},
+       Tensor({2, 3}, {0, 0, 1, 0, 1, 1})},
+      {"Where_broadcast",
+       {"Where"},
+       {Tensor({2, 3}, {0, 0, 1, 0, 1, 1}), Tensor({}, {-5.0f}),
+        Tensor({1, 3}, {1, 2, 3})},
+       Tensor({2, 3}, {1, 2, -5, 1, -5, -5})},
       {"GlobalAveragePool",
        {"GlobalAveragePool"},
        {Tensor({1, 2, 2, 2}, {1, 2, 3, 4, 5, 6, 7, 8})},
@@ -700,6 +718,7 @@ absl::Span<const NoGradient> OpsWithoutGradient() {
       {"QuantizeLinear",
        "piecewise constant: its backward is the straight-through estimator, "
        "not a derivative (quant_ops_test.cc QdqBackwardTest)"},
+      {"Equal", "a comparison: its output is piecewise constant in both inputs"},
   };
   return kOps;
 }

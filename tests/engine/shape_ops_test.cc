@@ -219,7 +219,8 @@ std::vector<ErrorCase> ErrorCases() {
       {{"reshape_allowzero_2", "Reshape", 14, {x}, {{"allowzero", IntAttr(2)}},
         {IntInput({6})}},
        "allowzero=2"},
-      {{"cast_to_int", "Cast", 13, {x}, {{"to", IntAttr(7)}}}, "only to FLOAT"},
+      {{"cast_to_string", "Cast", 13, {x}, {{"to", IntAttr(8)}}},
+       "only to FLOAT, DOUBLE, BOOL or an integer type"},
   };
   // clang-format on
 }

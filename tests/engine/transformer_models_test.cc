@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <ostream>
 #include <string>
@@ -247,20 +248,10 @@ TEST_P(TransformerModelTest, QuantizedForwardRunsThroughTheLayerHooks) {
 TEST_P(TransformerModelTest, GradientsMatchFiniteDifferences) {
   std::vector<Tensor> params = model_->initial_params();
   const Tensor x = inputs_.Slice(0, kGradBatch);
-  ForwardTrace trace;
-  absl::StatusOr<Tensor> y = model_->Forward(x, Pointers(params), &trace);
-  ASSERT_TRUE(y.ok()) << y.status();
-  Tensor upstream(y->shape());
-  for (int64_t i = 0; i < upstream.size(); ++i) {
-    upstream.data()[i] = std::sin(0.7f * static_cast<float>(i) + 0.3f);
-  }
   std::vector<Tensor> grads;
-  ASSERT_TRUE(model_->Backward(trace, Pointers(params), upstream, &grads).ok());
-  const auto loss = [&]() {
-    absl::StatusOr<Tensor> out = model_->Forward(x, Pointers(params), nullptr);
-    EXPECT_TRUE(out.ok()) << out.status();
-    return (out->flat().cast<double>() * upstream.flat().cast<double>()).sum();
-  };
+  const std::function<double()> loss =
+      testing::ModelLossAndGradients(*model_, x, params, &grads);
+  ASSERT_EQ(grads.size(), params.size());
   for (size_t p = 0; p < params.size(); ++p) {
     const int64_t n = params[p].size();
     for (int64_t k = 0; k < kGradElements; ++k) {

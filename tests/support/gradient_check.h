@@ -7,12 +7,15 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/model.h"
 #include "engine/ops.h"
 #include "engine/tensor.h"
 #include "gtest/gtest.h"
+#include "tests/support/tensor_compare.h"
 
 namespace mixq::testing {
 
@@ -104,6 +107,36 @@ inline void ExpectGradientsMatchFiniteDifferences(
     kernel.Backward(pointers, upstream, only);
     EXPECT_EQ(alone.values(), grads[i].values()) << "input " << i;
   }
+}
+
+// For checking a whole model's gradients against central differences:
+// L = Σ R ⊙ model(x, params) with R fixed (R[i] = sin(0.7 i + 0.3)). Writes
+// Backward's dL/dParams at `params` into `*grads` (test failures when Forward
+// or Backward fails) and returns L as a function of the values `params` holds
+// when it is called; it borrows `model`, `x` and `params`.
+inline std::function<double()> ModelLossAndGradients(
+    const engine::Model& model, const engine::Tensor& x,
+    const std::vector<engine::Tensor>& params,
+    std::vector<engine::Tensor>* grads) {
+  engine::ForwardTrace trace;
+  absl::StatusOr<engine::Tensor> y = model.Forward(x, Pointers(params), &trace);
+  EXPECT_TRUE(y.ok()) << y.status();
+  engine::Tensor upstream(y.ok() ? y->shape() : engine::Shape{0});
+  for (int64_t i = 0; i < upstream.size(); ++i) {
+    upstream.data()[i] = std::sin(0.7f * static_cast<float>(i) + 0.3f);
+  }
+  if (y.ok()) {
+    const absl::Status backward =
+        model.Backward(trace, Pointers(params), upstream, grads);
+    EXPECT_TRUE(backward.ok()) << backward;
+  }
+  return [&model, &x, &params, upstream]() {
+    absl::StatusOr<engine::Tensor> out =
+        model.Forward(x, Pointers(params), nullptr);
+    EXPECT_TRUE(out.ok()) << out.status();
+    if (!out.ok()) return 0.0;
+    return (out->flat().cast<double>() * upstream.flat().cast<double>()).sum();
+  };
 }
 
 }  // namespace mixq::testing

@@ -4,9 +4,13 @@
 // of the models mixq exports (tests/ort).
 //
 //   node tools/ort/run_model.js MODEL.onnx INPUT.npy OUTPUT.npy [--no-optimize]
+//   node tools/ort/run_model.js MODEL.onnx NAME=INPUT.npy[,NAME=INPUT.npy...]
+//        OUTPUT.npy [--no-optimize]
 //
-// INPUT.npy: format 1.x, little-endian float32 ('<f4'), C order, shape
-// [N, ...]; it feeds the model's only input. --no-optimize turns ORT's graph
+// INPUT.npy: format 1.x, little-endian float32 ('<f4') or int64 ('<i8',
+// token ids and masks), C order, shape [N, ...]; a bare path feeds the
+// model's only input, NAME=PATH pairs (comma-separated) feed the inputs so
+// named. --no-optimize turns ORT's graph
 // optimizations off: by default they fuse QuantizeLinear/DequantizeLinear
 // pairs into integer kernels, which moves logits by up to ~0.25 against a
 // float evaluation of the same QDQ graph (measured by tests/ort).
@@ -30,8 +34,10 @@ function readNpy(path) {
   const headerStart = major === 1 ? 10 : 12;
   const header =
       bytes.toString('latin1', headerStart, headerStart + headerLength);
-  if (!/'descr':\s*'<f4'/.test(header)) {
-    throw new Error(`${path}: dtype must be little-endian float32 ('<f4')`);
+  const isInt64 = /'descr':\s*'<i8'/.test(header);
+  if (!isInt64 && !/'descr':\s*'<f4'/.test(header)) {
+    throw new Error(`${path}: dtype must be little-endian float32 ('<f4') ` +
+                    `or int64 ('<i8')`);
   }
   if (/'fortran_order':\s*True/.test(header)) {
     throw new Error(`${path}: Fortran order is not supported`);
@@ -42,14 +48,15 @@ function readNpy(path) {
                    .map(Number);
   const count = dims.reduce((a, b) => a * b, 1);
   const dataStart = headerStart + headerLength;
-  if (bytes.length - dataStart !== count * 4) {
+  const size = isInt64 ? 8 : 4;
+  if (bytes.length - dataStart !== count * size) {
     throw new Error(`${path}: ${bytes.length - dataStart} data bytes for ` +
-                    `shape (${dims}) of float32`);
+                    `shape (${dims}) of ${isInt64 ? 'int64' : 'float32'}`);
   }
-  // Copy: the Buffer's offset need not be 4-aligned.
-  const data = new Float32Array(count);
+  // Copy: the Buffer's offset need not be aligned.
+  const data = isInt64 ? new BigInt64Array(count) : new Float32Array(count);
   Buffer.from(data.buffer).set(bytes.subarray(dataStart));
-  return {dims, data};
+  return {dims, data, type: isInt64 ? 'int64' : 'float32'};
 }
 
 // Writes a float32 .npy file (format 1.0, header padded to 64 bytes).
@@ -84,14 +91,24 @@ async function main(argv) {
     graphOptimizationLevel: flags.includes('--no-optimize') ? 'disabled' : 'all',
   };
   const session = await ort.InferenceSession.create(modelPath, options);
-  if (session.inputNames.length !== 1) {
-    throw new Error(`${modelPath}: the model has ${session.inputNames.length} ` +
-                    'inputs; run_model.js feeds exactly one');
+  const feeds = {};
+  if (inputPath.includes('=')) {
+    for (const pair of inputPath.split(',')) {
+      const eq = pair.indexOf('=');
+      const input = readNpy(pair.slice(eq + 1));
+      feeds[pair.slice(0, eq)] =
+          new ort.Tensor(input.type, input.data, input.dims);
+    }
+  } else {
+    if (session.inputNames.length !== 1) {
+      throw new Error(`${modelPath}: the model has ` +
+                      `${session.inputNames.length} inputs; give NAME=PATH ` +
+                      'for each');
+    }
+    const input = readNpy(inputPath);
+    feeds[session.inputNames[0]] =
+        new ort.Tensor(input.type, input.data, input.dims);
   }
-  const input = readNpy(inputPath);
-  const feeds = {
-    [session.inputNames[0]]: new ort.Tensor('float32', input.data, input.dims),
-  };
   const results = await session.run(feeds);
   const output = results[session.outputNames[0]];
   if (output.type !== 'float32') {
