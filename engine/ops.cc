@@ -610,7 +610,7 @@ const OpSchema* FindOp(absl::string_view op_type) {
   for (absl::Span<const OpEntry> table :
        {absl::Span<const OpEntry>(kOps), ElementwiseOps(), ConvOps(),
         ShapeOps(), QuantOps(), ConvTransposeOps(), ResizeOps(),
-        DepthToSpaceOps(), RecurrentOps(), TransformerOps()}) {
+        DepthToSpaceOps(), RecurrentOps(), TransformerOps(), ScatterOps()}) {
     for (const OpEntry& entry : table) {
       if (entry.op_type == op_type) return &entry.schema;
     }

@@ -257,6 +257,7 @@ absl::Span<const OpEntry> RecurrentOps();  // ops_rnn.cc
 inline constexpr absl::string_view kSequenceLengthAttribute =
     "mixq_sequence_length";
 absl::Span<const OpEntry> TransformerOps();  // ops_transformer.cc
+absl::Span<const OpEntry> ScatterOps();      // ops_scatter.cc
 
 // One kernel for a Conv node and the inference-form BatchNormalization that
 // is its only consumer (kernels created for them by FindOp): the convolution

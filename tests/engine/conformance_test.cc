@@ -668,5 +668,15 @@ INSTANTIATE_TEST_SUITE_P(
       return std::string(info.param.name);
     });
 
+// Data is the graph input; indices and updates become initializers.
+INSTANTIATE_TEST_SUITE_P(
+    Scatter, RequiredConformanceTest,
+    ::testing::Values(RequiredCase{"node", "test_scatternd"},
+                      RequiredCase{"node", "test_scatternd_add"},
+                      RequiredCase{"node", "test_scatternd_multiply"}),
+    [](const ::testing::TestParamInfo<RequiredCase>& info) {
+      return std::string(info.param.name);
+    });
+
 }  // namespace
 }  // namespace mixq::engine
