@@ -45,6 +45,9 @@ struct Model::Impl {
     std::vector<int> inputs;  // data input slots
     int output = -1;
     int layer = -1;  // index into layers when a quantizable layer
+    // With a layer: index into ForwardTrace::layer_inputs and hooked (one per
+    // node reading a layer's weight).
+    int site = -1;
   };
 
   // One pointer per slot to its value for one call: input and node slots
@@ -62,6 +65,7 @@ struct Model::Impl {
   std::vector<ParamInfo> params;
   std::vector<Tensor> initial_params;
   std::vector<QuantizableLayer> layers;
+  int num_sites = 0;  // nodes with a layer (Node::site)
 
   int input_slot = -1;
   int output_slot = -1;
@@ -1555,7 +1559,7 @@ class Importer {
     m.needs_grad.assign(num_slots, false);
     for (int s : m.param_slots) m.needs_grad[s] = true;
     std::vector<int> producer(num_slots, -1);
-    std::vector<bool> layer_param(m.params.size(), false);
+    std::vector<int> layer_of_param(m.params.size(), -1);
     for (size_t j = 0; j < nodes_.size(); ++j) {
       if (!live_node[j]) continue;
       Model::Impl::Node& node = nodes_[j];
@@ -1564,7 +1568,7 @@ class Importer {
       }
       producer[node.output] = static_cast<int>(m.nodes.size());
       if (extras_[j].channel_axis >= 0) {
-        AddLayer(extras_[j], producer, &layer_param, &node);
+        AddLayer(extras_[j], producer, &layer_of_param, &node);
       }
       m.nodes.push_back(std::move(node));
     }
@@ -1601,6 +1605,7 @@ class Importer {
                          bn.inputs.end());
       node.output = bn.output;
       node.layer = conv.layer;
+      node.site = conv.site;
       m.fused_at[n] = static_cast<int>(m.fused.size());
       m.fused.push_back(std::move(node));
       ++n;
@@ -1609,53 +1614,62 @@ class Importer {
 
   // Records `node` as quantizable when its weight input (input 1: Gemm's and
   // MatMul's B, Conv's and ConvTranspose's W, a recurrent node's W) is a
-  // parameter, possibly through Identity/Dropout nodes. A parameter shared by
-  // several layers counts once (the first node using it is the layer). Sets
-  // node->layer.
+  // parameter, possibly through Identity/Dropout nodes. A parameter several
+  // nodes read (tied, or de-duplicated into Identity nodes) is one layer,
+  // named and typed after the first node; the others add their names and
+  // MACs. Sets node->layer and node->site.
   void AddLayer(const NodeExtra& extra, const std::vector<int>& producer,
-                std::vector<bool>* layer_param, Model::Impl::Node* node_ptr) {
+                std::vector<int>* layer_of_param, Model::Impl::Node* node_ptr) {
     Model::Impl& m = *impl_;
-    const Model::Impl::Node& node = *node_ptr;
+    Model::Impl::Node& node = *node_ptr;
     int s = node.inputs[1];
     while (producer[s] >= 0 && (m.nodes[producer[s]].op_type == "Identity" ||
                                 m.nodes[producer[s]].op_type == "Dropout")) {
       s = m.nodes[producer[s]].inputs[0];
     }
     const int p = m.param_of_slot[s];
-    if (p < 0 || (*layer_param)[p]) return;
-    (*layer_param)[p] = true;
-    QuantizableLayer layer;
-    layer.name = IsGenericName(m.params[p].name) && !node.name.empty()
-                     ? node.name
-                     : m.params[p].name;
-    layer.node_name = node.name;
-    layer.op_type = node.op_type;
-    layer.weight_param = p;
-    const int channel_axis = extra.channel_axis;
-    layer.channel_axis = channel_axis;
-    layer.num_weights = NumElements(m.params[p].shape);
-    // Every output element is a dot product over one output channel's
-    // weights (Conv: Cin/groups·kh·kw; Gemm/MatMul: K).
-    const Shape& out = slots_[node.output].shape;
-    const int64_t out_per_sample = NumElements(out) / std::max<int64_t>(batch_, 1);
-    const int64_t channels = m.params[p].shape.empty()
-                                 ? 1
-                                 : m.params[p].shape[channel_axis];
-    layer.macs =
-        extra.uses_per_weight > 0 ? extra.uses_per_weight * layer.num_weights
-        : channels > 0 ? out_per_sample * (layer.num_weights / channels)
-                       : 0;
+    if (p < 0) return;
+    if ((*layer_of_param)[p] < 0) {
+      (*layer_of_param)[p] = static_cast<int>(m.layers.size());
+      QuantizableLayer layer;
+      layer.name = IsGenericName(m.params[p].name) && !node.name.empty()
+                       ? node.name
+                       : m.params[p].name;
+      layer.node_name = node.name;
+      layer.op_type = node.op_type;
+      layer.weight_param = p;
+      layer.channel_axis = extra.channel_axis;
+      layer.num_weights = NumElements(m.params[p].shape);
+      m.layers.push_back(std::move(layer));
+    }
+    node.layer = (*layer_of_param)[p];
+    node.site = m.num_sites++;
+    QuantizableLayer& layer = m.layers[node.layer];
+    layer.node_names.push_back(node.name);
+    layer.macs += NodeMacs(extra, node, m.params[p].shape);
+  }
+
+  // Multiply-accumulates per sample of `node`, which reads a weight of shape
+  // `weight` (QuantizableLayer::macs).
+  int64_t NodeMacs(const NodeExtra& extra, const Model::Impl::Node& node,
+                   const Shape& weight) const {
+    const int64_t num_weights = NumElements(weight);
     if (node.op_type == "ConvTranspose") {
       // Every input pixel of every channel meets its channel's weights once.
       const Shape& in = slots_[node.inputs[0]].shape;
-      layer.macs = in.size() > 2 && in[1] > 0
-                       ? layer.num_weights * (NumElements(in) /
-                                              std::max<int64_t>(batch_, 1) /
-                                              in[1])
-                       : 0;
+      return in.size() > 2 && in[1] > 0
+                 ? num_weights *
+                       (NumElements(in) / std::max<int64_t>(batch_, 1) / in[1])
+                 : 0;
     }
-    node_ptr->layer = static_cast<int>(m.layers.size());
-    m.layers.push_back(std::move(layer));
+    if (extra.uses_per_weight > 0) return extra.uses_per_weight * num_weights;
+    // Every output element is a dot product over one output channel's
+    // weights (Conv: Cin/groups·kh·kw; Gemm/MatMul: K).
+    const Shape& out = slots_[node.output].shape;
+    const int64_t out_per_sample =
+        NumElements(out) / std::max<int64_t>(batch_, 1);
+    const int64_t channels = weight.empty() ? 1 : weight[extra.channel_axis];
+    return channels > 0 ? out_per_sample * (num_weights / channels) : 0;
   }
 
   const onnx::GraphProto& graph_;
@@ -1830,8 +1844,8 @@ absl::StatusOr<Tensor> Model::Forward(const Tensor& input,
   thread_local ForwardTrace scratch;
   ForwardTrace& state = trace != nullptr ? *trace : scratch;
   state.values.resize(m.num_slots());
-  state.layer_inputs.resize(m.layers.size());
-  state.hooked.assign(m.layers.size(), false);
+  state.layer_inputs.resize(m.num_sites);
+  state.hooked.assign(m.num_sites, false);
   Impl::Bound bound = m.Bind(params, state.values);
   if (trace != nullptr) {
     // Backward (and ForwardFrom) need the input after the caller's tensor is
@@ -1854,9 +1868,9 @@ absl::StatusOr<Tensor> Model::Impl::RunNodes(int first_node, const Bound& bound,
     MIXQ_ASSIGN_OR_RETURN(Shape shape, NodeOutputShape(node, bound));
     inputs.clear();
     for (int s : node.inputs) inputs.push_back(bound[s]);
-    if (node.layer >= 0) state->hooked[node.layer] = false;
+    if (node.layer >= 0) state->hooked[node.site] = false;
     if (hook != nullptr && node.layer >= 0) {
-      Tensor& hooked = state->layer_inputs[node.layer];
+      Tensor& hooked = state->layer_inputs[node.site];
       hooked.Resize(inputs[0]->shape());
       absl::StatusOr<bool> transformed =
           hook->Forward(node.layer, *inputs[0], &hooked);
@@ -1869,7 +1883,7 @@ absl::StatusOr<Tensor> Model::Impl::RunNodes(int first_node, const Bound& bound,
         MIXQ_CHECK(hooked.shape() == inputs[0]->shape(),
                    "LayerInputHook changed the shape of a layer input");
         inputs[0] = &hooked;
-        state->hooked[node.layer] = true;
+        state->hooked[node.site] = true;
       }
     }
     Tensor& output = values[node.output];
@@ -1920,8 +1934,8 @@ absl::StatusOr<Tensor> Model::ForwardFrom(int first_node,
   }
   MIXQ_RETURN_IF_ERROR(m.CheckParams(params));
   if (trace->values.size() != static_cast<size_t>(m.num_slots()) ||
-      trace->hooked.size() != m.layers.size() ||
-      trace->layer_inputs.size() != m.layers.size()) {
+      trace->hooked.size() != static_cast<size_t>(m.num_sites) ||
+      trace->layer_inputs.size() != static_cast<size_t>(m.num_sites)) {
     return Invalid("the trace was not filled by Forward of this model");
   }
   MIXQ_RETURN_IF_ERROR(m.CheckInput(trace->values[m.input_slot]));
@@ -1937,12 +1951,12 @@ absl::Status Model::Backward(const ForwardTrace& trace,
   const Impl& m = *impl_;
   MIXQ_RETURN_IF_ERROR(m.CheckParams(params));
   if (trace.values.size() != static_cast<size_t>(m.num_slots()) ||
-      trace.hooked.size() != m.layers.size() ||
-      trace.layer_inputs.size() != m.layers.size()) {
+      trace.hooked.size() != static_cast<size_t>(m.num_sites) ||
+      trace.layer_inputs.size() != static_cast<size_t>(m.num_sites)) {
     return Invalid("the trace was not filled by Forward of this model");
   }
   const auto hooked = [&](const Impl::Node& node) {
-    return node.layer >= 0 && trace.hooked[node.layer];
+    return node.layer >= 0 && trace.hooked[node.site];
   };
   if (hook == nullptr &&
       std::any_of(m.nodes.begin(), m.nodes.end(), hooked)) {
@@ -2009,7 +2023,7 @@ absl::Status Model::Backward(const ForwardTrace& trace,
       const int s = node.inputs[i];
       inputs[i] = bound[s];
       targets[i] = nullptr;
-      if (i == 0 && node_hooked) inputs[0] = &trace.layer_inputs[node.layer];
+      if (i == 0 && node_hooked) inputs[0] = &trace.layer_inputs[node.site];
       if (!m.needs_grad[s]) continue;
       // A slot that already has a gradient (or gets one from an earlier input
       // of this node) accumulates through a scratch buffer, and so does a

@@ -29,7 +29,11 @@ struct ParamInfo {
 // ConvTranspose whose weight input is a parameter (directly or through
 // Identity/Dropout), or an RNN, LSTM or GRU whose input weight W is (channel
 // axis 1, the gate rows; its recurrent weight R is not a layer, as no
-// LayerInputHook sees the hidden state it multiplies).
+// LayerInputHook sees the hidden state it multiplies). A weight read by
+// several such nodes (tied, or de-duplicated by the exporter into Identity
+// nodes) is one layer: one bit-width, every node reading the same quantized
+// weight, MACs summed over the nodes, and each node's data input hooked as
+// the layer's.
 struct QuantizableLayer {
   // The weight initializer's name, e.g. "fc1.weight"; the node's name (e.g.
   // "/layers.0/linear1/MatMul") when the exporter named the initializer
@@ -37,6 +41,9 @@ struct QuantizableLayer {
   // initializer's.
   std::string name;
   std::string node_name;  // the ONNX node's name (may be empty)
+  // Every node reading the weight, in execution order (node_names[0] is
+  // node_name); more than one for a tied weight.
+  std::vector<std::string> node_names;
   // "Gemm", "MatMul", "Conv", "ConvTranspose", "RNN", "LSTM", "GRU"
   std::string op_type;
   int weight_param = -1;  // index into Model::params()
@@ -46,13 +53,15 @@ struct QuantizableLayer {
   int64_t num_weights = 0;
   // Multiply-accumulates per sample, from the shapes inferred at import
   // (output elements per sample x weights per output channel; RNN/LSTM/GRU:
-  // time steps x weights).
+  // time steps x weights), summed over node_names.
   int64_t macs = 0;
 };
 
 // Transforms the data input (input 0) of quantizable layers as Forward and
 // Backward run: activation fake quantization, or observers that only look.
-// Forward and Backward call it from the calling thread only.
+// Forward and Backward call it from the calling thread only, once per node of
+// the layer (QuantizableLayer::node_names; several for a tied weight, with
+// the same `layer`), in execution order (Backward: in reverse).
 class LayerInputHook {
  public:
   virtual ~LayerInputHook() = default;
@@ -74,8 +83,8 @@ class LayerInputHook {
 // across calls (buffers are recycled).
 struct ForwardTrace {
   std::vector<Tensor> values;  // one per graph value slot
-  // Per quantizable layer: what a LayerInputHook made of its input, and
-  // whether it did.
+  // Per node reading a quantizable layer's weight: what a LayerInputHook
+  // made of its input, and whether it did.
   std::vector<Tensor> layer_inputs;
   std::vector<bool> hooked;
 };
