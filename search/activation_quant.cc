@@ -194,6 +194,16 @@ absl::StatusOr<bool> ActivationQuantizer::Forward(int layer,
 
 void ActivationQuantizer::Backward(int layer, const engine::Tensor& x,
                                    engine::Tensor* grad) const {
+  // A dynamic grid is x's own: re-derived here, since a layer read by several
+  // nodes (a tied weight) has its kept grid set by the last reader's input.
+  if (options_.dynamic) {
+    StraightThroughGradient(
+        x,
+        ParamsFromRange(x.flat().minCoeff(), x.flat().maxCoeff(), options_.bits,
+                        options_.scheme),
+        grad);
+    return;
+  }
   StraightThroughGradient(x, params_[layer], grad);
 }
 

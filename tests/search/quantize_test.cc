@@ -18,6 +18,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "onnx/onnx_pb.h"
+#include "search/activation_quant.h"
 #include "search/evaluate.h"
 #include "search/qat.h"
 #include "search/qdq_export.h"
@@ -163,6 +164,25 @@ TEST(ActivationQuantTest, CalibrationFindsTheFirstLayersInputRange) {
   ASSERT_NE(session.activations().params(1), nullptr);
   // The second layer reads ReLU outputs: zero point 0, every level >= 0.
   EXPECT_EQ(session.activations().params(1)->zero_point[0], 0);
+}
+
+// A tied weight's layer reads several inputs per pass: with dynamic ranges
+// each reader's straight-through gradient follows its own input's grid, not
+// the one the last reader's input left.
+TEST(ActivationQuantTest, DynamicGradientUsesEachReadersOwnGrid) {
+  ActivationOptions options;
+  options.dynamic = true;
+  ActivationQuantizer quantizer(1, options);
+  quantizer.SetPolicy({8});
+  quantizer.set_mode(ActivationQuantizer::Mode::kQuantize);
+  const engine::Tensor wide({4}, {-4, -1, 1, 4});
+  const engine::Tensor narrow({4}, {-1, -0.5f, 0.5f, 1});
+  engine::Tensor out({4});
+  ASSERT_TRUE(quantizer.Forward(0, wide, &out).ok());
+  ASSERT_TRUE(quantizer.Forward(0, narrow, &out).ok());
+  engine::Tensor grad({4}, {1, 1, 1, 1});
+  quantizer.Backward(0, wide, &grad);
+  EXPECT_THAT(grad.ToVector(), ::testing::ElementsAre(1, 1, 1, 1));
 }
 
 TEST(ActivationQuantTest, FewerActivationBitsCostMoreAccuracy) {
