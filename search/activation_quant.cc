@@ -174,7 +174,10 @@ absl::StatusOr<bool> ActivationQuantizer::Forward(int layer,
     observers_[layer]->Observe(x);
     return false;
   }
-  // Fixed (calibrated) ranges need no pass over x; the others follow it.
+  // Fixed (calibrated) ranges need no pass over x; the others follow it. A
+  // layer read by several nodes (a tied weight) keeps one range, which
+  // calibration takes over every reader's input and training moves toward
+  // each reader's batch in turn.
   if (options_.dynamic || mode_ == Mode::kTrain) {
     const float batch_min = x.flat().minCoeff();
     const float batch_max = x.flat().maxCoeff();
