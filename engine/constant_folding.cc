@@ -379,11 +379,11 @@ class Folder {
     if (fmod != 0 && fmod != 1) {
       return error(absl::StrCat("unsupported attribute value fmod=", fmod));
     }
+    const bool any_float = std::any_of(
+        in.begin(), in.end(), [](const Slot* s) { return !s->is_int; });
+    if (any_float) return FoldFloatLogic(op, in, error);
     Shape shape;
     for (const Slot* slot : in) {
-      if (!slot->is_int) {
-        return error("only int64 constants are evaluated at import");
-      }
       absl::StatusOr<Shape> s = BroadcastShapes(shape, slot->shape);
       if (!s.ok()) return error(s.status().message());
       shape = *std::move(s);
@@ -436,6 +436,68 @@ class Folder {
         if (overflow) return error("int64 overflow");
       }
     }
+    return f;
+  }
+
+  // Comparisons of float constants (Equal, Less, Greater -> bool) and Where
+  // choosing between float constants, with numpy broadcasting: exporters
+  // write masked_fill on a constant mask so (Swin's shifted-window mask,
+  // `mask.masked_fill(mask != 0, -100)`). Float constants are the same at
+  // every batch; a condition that depends on the batch is refused.
+  template <typename E>
+  absl::StatusOr<Folded> FoldFloatLogic(const std::string& op,
+                                        const std::vector<const Slot*>& in,
+                                        const E& error) const {
+    const bool is_where = op == "Where";
+    const bool is_comparison = op == "Equal" || op == "Less" || op == "Greater";
+    if (!is_where && !is_comparison) {
+      return error("only int64 constants are evaluated at import");
+    }
+    // Where's condition is a bool (int64 here), its other inputs floats;
+    // a comparison's inputs are both floats.
+    for (size_t k = 0; k < in.size(); ++k) {
+      const bool want_int = is_where && k == 0;
+      if (in[k]->is_int != want_int) {
+        return error("mixes int64 and float inputs");
+      }
+    }
+    if (is_where && in[0]->ints != in[0]->probe_ints) {
+      return error("the condition depends on the batch size");
+    }
+    Shape shape;
+    for (const Slot* slot : in) {
+      absl::StatusOr<Shape> s = BroadcastShapes(shape, slot->shape);
+      if (!s.ok()) return error(s.status().message());
+      shape = *std::move(s);
+    }
+    MIXQ_ASSIGN_OR_RETURN(const int64_t n, CheckedNumElements(shape));
+    if (n > kMaxFoldedElements) return error("the result is too large to fold");
+    std::vector<std::vector<int64_t>> index;
+    for (const Slot* slot : in) {
+      index.push_back(BroadcastIndex(slot->shape, shape));
+    }
+    const auto value = [&](size_t k, int64_t j) {
+      return in[k]->value.data()[index[k][j]];
+    };
+    Folded f;
+    f.shape = shape;
+    if (is_where) {
+      f.data_type = onnx::TensorProto::FLOAT;
+      f.floats.resize(n);
+      for (int64_t j = 0; j < n; ++j) {
+        f.floats[j] = in[0]->ints[index[0][j]] != 0 ? value(1, j) : value(2, j);
+      }
+      return f;
+    }
+    f.is_int = true;
+    f.data_type = onnx::TensorProto::BOOL;
+    f.ints.resize(n);
+    for (int64_t j = 0; j < n; ++j) {
+      const float a = value(0, j);
+      const float b = value(1, j);
+      f.ints[j] = op == "Equal" ? a == b : op == "Less" ? a < b : a > b;
+    }
+    f.probe_ints = f.ints;
     return f;
   }
 

@@ -37,6 +37,7 @@ void FuseConvBatchNorms(Model::Impl* impl) {
                        bn.inputs.end());
     node.output = bn.output;
     node.layer = conv.layer;
+    node.site = conv.site;
     m.fused_at[n] = static_cast<int>(m.fused.size());
     m.fused.push_back(std::move(node));
     ++n;

@@ -551,6 +551,14 @@ class Importer {
         HasRuntimeInput(proto, num_data)) {
       fold = false;
     }
+    // Over constants only (float initializers included, as in Swin's
+    // shifted-window mask filled by masked_fill), they are folded: a kernel
+    // would make the result a run-time value, and the fold-only operators
+    // after it (Not) could not read it.
+    if (!fold && schema != nullptr && IsMaskOp(proto.op_type()) &&
+        !HasRuntimeInput(proto, num_data)) {
+      fold = true;
+    }
     Slot& out = slots_[slot_of_.at(proto.output(0))];
     if (!fold) {
       return CompileKernelNode(
@@ -978,7 +986,7 @@ class Importer {
     m.needs_grad.assign(num_slots, false);
     for (int s : m.param_slots) m.needs_grad[s] = true;
     std::vector<int> producer(num_slots, -1);
-    std::vector<bool> layer_param(m.params.size(), false);
+    std::vector<int> layer_of_param(m.params.size(), -1);
     for (size_t j = 0; j < nodes_.size(); ++j) {
       if (!live_node[j]) continue;
       Model::Impl::Node& node = nodes_[j];
@@ -987,66 +995,83 @@ class Importer {
       }
       producer[node.output] = static_cast<int>(m.nodes.size());
       if (extras_[j].channel_axis >= 0) {
-        AddLayer(extras_[j], producer, &layer_param, &node);
+        AddLayer(extras_[j], producer, &layer_of_param, &node);
       }
       m.nodes.push_back(std::move(node));
     }
     FuseConvBatchNorms(impl_.get());
   }
 
-  // Records `node` as quantizable when its weight input (input 1: Gemm's and
-  // MatMul's B, Conv's and ConvTranspose's W, a recurrent node's W) is a
-  // parameter, possibly through Identity/Dropout nodes. A parameter shared by
-  // several layers counts once (the first node using it is the layer). Sets
-  // node->layer.
+  // Records `node` as quantizable when its weight input
+  // (extra.weight_input: Gemm's and MatMul's B, Conv's and ConvTranspose's
+  // W, a recurrent node's W, an embedding's table) is a parameter, possibly
+  // through Identity/Dropout nodes. A parameter several nodes read (tied, or
+  // de-duplicated into Identity nodes) is one layer, named and typed after
+  // the first node; the others add their names and MACs. Sets node->layer
+  // and node->site.
   void AddLayer(const NodeExtra& extra, const std::vector<int>& producer,
-                std::vector<bool>* layer_param, Model::Impl::Node* node_ptr) {
+                std::vector<int>* layer_of_param, Model::Impl::Node* node_ptr) {
     Model::Impl& m = *impl_;
-    const Model::Impl::Node& node = *node_ptr;
+    Model::Impl::Node& node = *node_ptr;
     int s = node.inputs[extra.weight_input];
     while (producer[s] >= 0 && (m.nodes[producer[s]].op_type == "Identity" ||
                                 m.nodes[producer[s]].op_type == "Dropout")) {
       s = m.nodes[producer[s]].inputs[0];
     }
     const int p = m.param_of_slot[s];
-    if (p < 0 || (*layer_param)[p]) return;
-    (*layer_param)[p] = true;
-    QuantizableLayer layer;
-    layer.name = IsGenericName(m.params[p].name) && !node.name.empty()
-                     ? node.name
-                     : m.params[p].name;
-    layer.node_name = node.name;
-    layer.op_type = node.op_type;
-    layer.weight_param = p;
-    const int channel_axis = extra.channel_axis;
-    layer.channel_axis = channel_axis;
-    layer.num_weights = NumElements(m.params[p].shape);
-    // Every output element is a dot product over one output channel's
-    // weights (Conv: Cin/groups·kh·kw; Gemm/MatMul: K).
-    const Shape& out = slots_[node.output].shape;
-    const int64_t out_per_sample = NumElements(out) / std::max<int64_t>(batch_, 1);
-    const int64_t channels = m.params[p].shape.empty()
-                                 ? 1
-                                 : m.params[p].shape[channel_axis];
-    layer.macs =
-        extra.uses_per_weight > 0 ? extra.uses_per_weight * layer.num_weights
-        : channels > 0 ? out_per_sample * (layer.num_weights / channels)
-                       : 0;
-    if (extra.embedding) {
-      layer.macs = 0;
-      layer.quantize_input = false;
+    if (p < 0) return;
+    if ((*layer_of_param)[p] < 0) {
+      (*layer_of_param)[p] = static_cast<int>(m.layers.size());
+      QuantizableLayer layer;
+      layer.name = IsGenericName(m.params[p].name) && !node.name.empty()
+                       ? node.name
+                       : m.params[p].name;
+      layer.node_name = node.name;
+      layer.op_type = node.op_type;
+      layer.weight_param = p;
+      layer.channel_axis = extra.channel_axis;
+      layer.num_weights = NumElements(m.params[p].shape);
+      layer.quantize_input = !extra.embedding;
+      m.layers.push_back(std::move(layer));
     }
+    // A reader that would quantize the weight along another axis, or treat
+    // its input otherwise (an embedding tied to an output projection),
+    // shares the quantized weight but not the layer's hooks or MACs.
+    const QuantizableLayer& first = m.layers[(*layer_of_param)[p]];
+    if (first.channel_axis != extra.channel_axis ||
+        first.quantize_input == extra.embedding) {
+      return;
+    }
+    node.layer = (*layer_of_param)[p];
+    node.site = m.num_sites++;
+    QuantizableLayer& layer = m.layers[node.layer];
+    layer.node_names.push_back(node.name);
+    layer.macs += NodeMacs(extra, node, m.params[p].shape);
+  }
+
+  // Multiply-accumulates per sample of `node`, which reads a weight of shape
+  // `weight` (QuantizableLayer::macs): 0 for an embedding, which only copies
+  // rows.
+  int64_t NodeMacs(const NodeExtra& extra, const Model::Impl::Node& node,
+                   const Shape& weight) const {
+    if (extra.embedding) return 0;
+    const int64_t num_weights = NumElements(weight);
     if (node.op_type == "ConvTranspose") {
       // Every input pixel of every channel meets its channel's weights once.
       const Shape& in = slots_[node.inputs[0]].shape;
-      layer.macs = in.size() > 2 && in[1] > 0
-                       ? layer.num_weights * (NumElements(in) /
-                                              std::max<int64_t>(batch_, 1) /
-                                              in[1])
-                       : 0;
+      return in.size() > 2 && in[1] > 0
+                 ? num_weights *
+                       (NumElements(in) / std::max<int64_t>(batch_, 1) / in[1])
+                 : 0;
     }
-    node_ptr->layer = static_cast<int>(m.layers.size());
-    m.layers.push_back(std::move(layer));
+    if (extra.uses_per_weight > 0) return extra.uses_per_weight * num_weights;
+    // Every output element is a dot product over one output channel's
+    // weights (Conv: Cin/groups·kh·kw; Gemm/MatMul: K).
+    const Shape& out = slots_[node.output].shape;
+    const int64_t out_per_sample =
+        NumElements(out) / std::max<int64_t>(batch_, 1);
+    const int64_t channels = weight.empty() ? 1 : weight[extra.channel_axis];
+    return channels > 0 ? out_per_sample * (num_weights / channels) : 0;
   }
 
   const onnx::GraphProto& graph_;

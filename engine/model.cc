@@ -232,8 +232,8 @@ absl::StatusOr<Tensor> Model::Forward(const Tensor& input,
   thread_local ForwardTrace scratch;
   ForwardTrace& state = trace != nullptr ? *trace : scratch;
   state.values.resize(m.num_slots());
-  state.layer_inputs.resize(m.layers.size());
-  state.hooked.assign(m.layers.size(), false);
+  state.layer_inputs.resize(m.num_sites);
+  state.hooked.assign(m.num_sites, false);
   Impl::Bound bound = m.Bind(params, state.values);
   if (m.input_slots.size() > 1) {
     m.Unpack(input, &state.values);
@@ -263,10 +263,10 @@ absl::StatusOr<Tensor> Model::Impl::RunNodes(int first_node, const Bound& bound,
       return Annotate(valid, absl::StrCat("node '", node.label, "' (",
                                           node.op_type, ")"));
     }
-    if (node.layer >= 0) state->hooked[node.layer] = false;
+    if (node.layer >= 0) state->hooked[node.site] = false;
     if (hook != nullptr && node.layer >= 0 &&
         layers[node.layer].quantize_input) {
-      Tensor& hooked = state->layer_inputs[node.layer];
+      Tensor& hooked = state->layer_inputs[node.site];
       hooked.Resize(inputs[0]->shape());
       absl::StatusOr<bool> transformed =
           hook->Forward(node.layer, *inputs[0], &hooked);
@@ -279,7 +279,7 @@ absl::StatusOr<Tensor> Model::Impl::RunNodes(int first_node, const Bound& bound,
         MIXQ_CHECK(hooked.shape() == inputs[0]->shape(),
                    "LayerInputHook changed the shape of a layer input");
         inputs[0] = &hooked;
-        state->hooked[node.layer] = true;
+        state->hooked[node.site] = true;
       }
     }
     Tensor& output = values[node.output];
@@ -330,8 +330,8 @@ absl::StatusOr<Tensor> Model::ForwardFrom(int first_node,
   }
   MIXQ_RETURN_IF_ERROR(m.CheckParams(params));
   if (trace->values.size() != static_cast<size_t>(m.num_slots()) ||
-      trace->hooked.size() != m.layers.size() ||
-      trace->layer_inputs.size() != m.layers.size()) {
+      trace->hooked.size() != static_cast<size_t>(m.num_sites) ||
+      trace->layer_inputs.size() != static_cast<size_t>(m.num_sites)) {
     return Invalid("the trace was not filled by Forward of this model");
   }
   MIXQ_RETURN_IF_ERROR(m.CheckTraceInputs(trace->values));
@@ -347,12 +347,12 @@ absl::Status Model::Backward(const ForwardTrace& trace,
   const Impl& m = *impl_;
   MIXQ_RETURN_IF_ERROR(m.CheckParams(params));
   if (trace.values.size() != static_cast<size_t>(m.num_slots()) ||
-      trace.hooked.size() != m.layers.size() ||
-      trace.layer_inputs.size() != m.layers.size()) {
+      trace.hooked.size() != static_cast<size_t>(m.num_sites) ||
+      trace.layer_inputs.size() != static_cast<size_t>(m.num_sites)) {
     return Invalid("the trace was not filled by Forward of this model");
   }
   const auto hooked = [&](const Impl::Node& node) {
-    return node.layer >= 0 && trace.hooked[node.layer];
+    return node.layer >= 0 && trace.hooked[node.site];
   };
   if (hook == nullptr &&
       std::any_of(m.nodes.begin(), m.nodes.end(), hooked)) {
@@ -419,7 +419,7 @@ absl::Status Model::Backward(const ForwardTrace& trace,
       const int s = node.inputs[i];
       inputs[i] = bound[s];
       targets[i] = nullptr;
-      if (i == 0 && node_hooked) inputs[0] = &trace.layer_inputs[node.layer];
+      if (i == 0 && node_hooked) inputs[0] = &trace.layer_inputs[node.site];
       if (!m.needs_grad[s]) continue;
       // A slot that already has a gradient (or gets one from an earlier input
       // of this node) accumulates through a scratch buffer, and so does a

@@ -44,7 +44,13 @@ struct GraphInput {
 // axis 1, the gate rows; its recurrent weight R is not a layer, as no
 // LayerInputHook sees the hidden state it multiplies), or an embedding: a
 // Gather along axis 0 whose data (input 0) is a parameter and whose indices
-// are computed at run time (channel axis 0, the rows; no MACs).
+// are computed at run time (channel axis 0, the rows; no MACs). A weight read
+// by several such nodes of one kind (tied, or de-duplicated by the exporter
+// into Identity nodes) is one layer: one bit-width, every node reading the
+// same quantized weight, MACs summed over the nodes, and each node's data
+// input hooked as the layer's. A reader of another kind (an embedding tied
+// to an output projection) reads the same quantized weight but is not one of
+// the layer's nodes.
 struct QuantizableLayer {
   // The weight initializer's name, e.g. "fc1.weight"; the node's name (e.g.
   // "/layers.0/linear1/MatMul") when the exporter named the initializer
@@ -52,6 +58,9 @@ struct QuantizableLayer {
   // initializer's.
   std::string name;
   std::string node_name;  // the ONNX node's name (may be empty)
+  // Every node reading the weight, in execution order (node_names[0] is
+  // node_name); more than one for a tied weight.
+  std::vector<std::string> node_names;
   // "Gemm", "MatMul", "Conv", "ConvTranspose", "RNN", "LSTM", "GRU", "Gather"
   std::string op_type;
   int weight_param = -1;  // index into Model::params()
@@ -61,7 +70,8 @@ struct QuantizableLayer {
   int64_t num_weights = 0;
   // Multiply-accumulates per sample, from the shapes inferred at import
   // (output elements per sample x weights per output channel; RNN/LSTM/GRU:
-  // time steps x weights). 0 for an embedding, which only copies rows.
+  // time steps x weights), summed over node_names. 0 for an embedding, which
+  // only copies rows.
   int64_t macs = 0;
   // Whether the layer's data input (input 0) is an activation a
   // LayerInputHook transforms. False for an embedding: its input 0 is the
@@ -73,7 +83,9 @@ struct QuantizableLayer {
 // Transforms the data input (input 0) of quantizable layers (those with
 // quantize_input) as Forward and
 // Backward run: activation fake quantization, or observers that only look.
-// Forward and Backward call it from the calling thread only.
+// Forward and Backward call it from the calling thread only, once per node of
+// the layer (QuantizableLayer::node_names; several for a tied weight, with
+// the same `layer`), in execution order (Backward: in reverse).
 class LayerInputHook {
  public:
   virtual ~LayerInputHook() = default;
@@ -95,8 +107,8 @@ class LayerInputHook {
 // across calls (buffers are recycled).
 struct ForwardTrace {
   std::vector<Tensor> values;  // one per graph value slot
-  // Per quantizable layer: what a LayerInputHook made of its input, and
-  // whether it did.
+  // Per node reading a quantizable layer's weight: what a LayerInputHook
+  // made of its input, and whether it did.
   std::vector<Tensor> layer_inputs;
   std::vector<bool> hooked;
 };

@@ -30,6 +30,9 @@ struct Model::Impl {
     std::vector<int> inputs;  // data input slots
     int output = -1;
     int layer = -1;  // index into layers when a quantizable layer
+    // With a layer: index into ForwardTrace::layer_inputs and hooked (one per
+    // node reading a layer's weight).
+    int site = -1;
   };
 
   // One pointer per slot to its value for one call: input and node slots
@@ -48,6 +51,7 @@ struct Model::Impl {
   std::vector<ParamInfo> params;
   std::vector<Tensor> initial_params;
   std::vector<QuantizableLayer> layers;
+  int num_sites = 0;  // nodes with a layer (Node::site)
 
   std::vector<int> input_slots;  // per graph input
   int output_slot = -1;

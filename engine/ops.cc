@@ -626,7 +626,8 @@ const std::vector<absl::Span<const OpEntry>>& OpTables() {
   static const std::vector<absl::Span<const OpEntry>> kTables = {
       kOps,           ElementwiseOps(),   ConvOps(),   ShapeOps(),
       QuantOps(),     ConvTransposeOps(), ResizeOps(), DepthToSpaceOps(),
-      RecurrentOps(), TransformerOps(),   MaskOps()};
+      RecurrentOps(), TransformerOps(),   MaskOps(),
+      ScatterOps()};
   return kTables;
 }
 

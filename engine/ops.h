@@ -266,6 +266,7 @@ absl::Span<const OpEntry> RecurrentOps();  // ops_rnn.cc
 inline constexpr absl::string_view kSequenceLengthAttribute =
     "mixq_sequence_length";
 absl::Span<const OpEntry> TransformerOps();  // ops_transformer.cc
+absl::Span<const OpEntry> ScatterOps();      // ops_scatter.cc
 
 // Equal and Where on runtime tensors (masks; booleans are 1 and 0), with
 // numpy broadcasting (ops_index.cc). Over constants (shape computations) the

@@ -199,7 +199,10 @@ absl::StatusOr<bool> ActivationQuantizer::Forward(int layer,
     observers_[layer]->Observe(x);
     return false;
   }
-  // Fixed (calibrated) ranges need no pass over x; the others follow it.
+  // Fixed (calibrated) ranges need no pass over x; the others follow it. A
+  // layer read by several nodes (a tied weight) keeps one range, which
+  // calibration takes over every reader's input and training moves toward
+  // each reader's batch in turn.
   if (options_.dynamic || mode_ == Mode::kTrain) {
     const float batch_min = x.flat().minCoeff();
     const float batch_max = x.flat().maxCoeff();
@@ -219,6 +222,16 @@ absl::StatusOr<bool> ActivationQuantizer::Forward(int layer,
 
 void ActivationQuantizer::Backward(int layer, const engine::Tensor& x,
                                    engine::Tensor* grad) const {
+  // A dynamic grid is x's own: re-derived here, since a layer read by several
+  // nodes (a tied weight) has its kept grid set by the last reader's input.
+  if (options_.dynamic) {
+    StraightThroughGradient(
+        x,
+        ParamsFromRange(x.flat().minCoeff(), x.flat().maxCoeff(), options_.bits,
+                        options_.scheme),
+        grad);
+    return;
+  }
   StraightThroughGradient(x, params_[layer], grad);
 }
 

@@ -101,6 +101,9 @@ constexpr RaisableOp kRaisableOps[] = {
     {"Relu", Raise::kSame},
     {"Reshape", Raise::kSame},
     {"Resize", Raise::kSame},
+    // ScatterND-16 added `reduction` (default none), ScatterND-18 the values
+    // max and min.
+    {"ScatterND", Raise::kSame},
     {"Shape", Raise::kSame},
     {"Sigmoid", Raise::kSame},
     {"Size", Raise::kSame},

@@ -134,15 +134,19 @@ absl::StatusOr<QuantizedModel> ExportQuantized(absl::string_view prepared_onnx,
         }
         layer.activation_quantized = true;
         layer.activation = *params;
-        QdqActivation a;
-        a.node_name = info.node_name;
-        a.input_index = 0;
-        a.scale = params->scale[0];
-        a.zero_point = params->zero_point[0];
-        a.qmin = params->qmin;
-        a.qmax = params->qmax;
-        a.is_signed = params->is_signed();
-        spec.activations.push_back(std::move(a));
+        // A tied weight's layer quantizes the input of every node reading it
+        // with its one grid, as the engine's hook did.
+        for (const std::string& node_name : info.node_names) {
+          QdqActivation a;
+          a.node_name = node_name;
+          a.input_index = 0;
+          a.scale = params->scale[0];
+          a.zero_point = params->zero_point[0];
+          a.qmin = params->qmin;
+          a.qmax = params->qmax;
+          a.is_signed = params->is_signed();
+          spec.activations.push_back(std::move(a));
+        }
       }
     }
     result.layers.push_back(std::move(layer));

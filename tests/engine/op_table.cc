@@ -37,6 +37,18 @@ constexpr float kTransformerRange = 2.5f;
 constexpr size_t kBatchNormMean = 3;
 constexpr size_t kBatchNormVar = 4;
 
+// A float constant input of `shape` holding 0.5, -1, 1.5, -2, ... (ScatterND's
+// updates).
+ConstantInput AlternatingFloats(Shape shape) {
+  ConstantInput input;
+  const int64_t n = engine::NumElements(shape);
+  input.shape = std::move(shape);
+  for (int64_t i = 0; i < n; ++i) {
+    input.floats.push_back((i % 2 == 0 ? 0.5f : -1.0f) * (1 + i / 2));
+  }
+  return input;
+}
+
 // A row of the linear kernels' tables: every input uniform in [-1, 1] (or
 // distinct), kLinearTolerance.
 struct LinearRow {
@@ -265,6 +277,23 @@ void AddShapeAndMatMul(std::vector<GradientCase>* cases) {
                                              {"mode", StringAttr("CRD")}}},
        {{2, 8, 2, 3}}},
       {"SpaceToDepth", {"SpaceToDepth", {{"blocksize", IntAttr(2)}}}, {{2, 2, 4, 6}}},
+      // ScatterND with constant indices and updates: the gradient reaches the
+      // data where no update overwrote it (none), all of it (add), scaled by
+      // the updates (mul).
+      {"ScatterND_rows_none", {"ScatterND", {{"reduction", StringAttr("none")}},
+                               {IntInput({2, 0}, Shape{2, 1}), AlternatingFloats({2, 4})}, 16},
+       {{3, 4}}},
+      {"ScatterND_elements_none", {"ScatterND", {},
+                                   {IntInput({0, 1, 1, 2}, Shape{2, 2}),
+                                    AlternatingFloats({2, 2})}, 16},
+       {{2, 3, 2}}},
+      {"ScatterND_rows_add", {"ScatterND", {{"reduction", StringAttr("add")}},
+                              {IntInput({1, 1}, Shape{2, 1}), AlternatingFloats({2, 4})}, 16},
+       {{3, 4}}},
+      {"ScatterND_rows_mul", {"ScatterND", {{"reduction", StringAttr("mul")}},
+                              {IntInput({-1, 0, -1}, Shape{3, 1}), AlternatingFloats({3, 4})},
+                              16},
+       {{3, 4}}},
       // y = (x - zero_point) * scale, per channel on axis 1.
       {"DequantizeLinear_per_channel", {"DequantizeLinear", {{"axis", IntAttr(1)}},
                                         {FloatsInput({0.5f, 2.0f, 0.25f}),
@@ -648,6 +677,11 @@ std::vector<ConformanceCase> ConformanceCases() {
       {"node", "test_tile"},
       {"node", "test_transpose_all_permutations_2"},
       {"node", "test_unsqueeze_axis_1"},
+      // ScatterND: data is the graph input; indices and updates become
+      // initializers.
+      {"node", "test_scatternd"},
+      {"node", "test_scatternd_add"},
+      {"node", "test_scatternd_multiply"},
       // RNN, LSTM and GRU: defaults, biases, peepholes with a full-length
       // sequence_lens, linear_before_reset 0, layout 1 (batchwise).
       {"node", "test_lstm_defaults"},
@@ -718,7 +752,8 @@ absl::Span<const NoGradient> OpsWithoutGradient() {
       {"QuantizeLinear",
        "piecewise constant: its backward is the straight-through estimator, "
        "not a derivative (quant_ops_test.cc QdqBackwardTest)"},
-      {"Equal", "a comparison: its output is piecewise constant in both inputs"},
+      {"Equal",
+       "a comparison: its output is piecewise constant in both inputs"},
   };
   return kOps;
 }

@@ -1,7 +1,8 @@
 // Transformer exports of torch.onnx.export (tests/fixtures/, made by
 // scripts/make_transformer_models.py): nn.TransformerEncoder, a tiny ViT with
 // exact and tanh GELU and a BERT-style block, each at opsets 13 and 17 with a
-// dynamic batch.
+// dynamic batch; torchvision's Swin (shifted windows: a ScatterND-built mask,
+// Mod on shapes) and ConvNeXt (scripts/make_swin_models.py) likewise.
 // Each must import, match PyTorch at batches 1, 3 and 8, expose its weight
 // matrices as quantizable layers, run a quantized forward through the layer
 // hooks as the search does, and back-propagate like finite differences.
@@ -74,6 +75,17 @@ const std::vector<std::string> kVitLayers = {
 const std::vector<std::string> kBertLayers = {"MatMul", "MatMul", "MatMul",
                                               "MatMul", "Gemm"};
 
+// The patch Conv; per block q/k/v, the projection and the MLP pair; the
+// head.
+const std::vector<std::string> kSwinLayers = {
+    "Conv",   "MatMul", "MatMul", "MatMul", "MatMul",
+    "MatMul", "MatMul", "MatMul", "MatMul", "Gemm"};
+// The stem Conv; per stage the depthwise Conv and the pointwise MatMul pair,
+// the downsampling Conv between the stages; the head.
+const std::vector<std::string> kConvNextLayers = {"Conv",   "Conv",   "MatMul",
+                                                  "MatMul", "Conv",   "Conv",
+                                                  "MatMul", "MatMul", "Gemm"};
+
 std::vector<TransformerFixture> Fixtures() {
   std::vector<TransformerFixture> fixtures;
   for (int opset : {13, 17}) {
@@ -81,6 +93,8 @@ std::vector<TransformerFixture> Fixtures() {
     fixtures.push_back({"vit", opset, {10}, 10, kVitLayers});
     fixtures.push_back({"vit_tanh", opset, {10}, 10, kVitLayers});
     fixtures.push_back({"bert", opset, {5}, 5, kBertLayers});
+    fixtures.push_back({"swin", opset, {10}, 10, kSwinLayers});
+    fixtures.push_back({"convnext", opset, {10}, 9, kConvNextLayers});
   }
   return fixtures;
 }

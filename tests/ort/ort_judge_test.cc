@@ -313,6 +313,55 @@ INSTANTIATE_TEST_SUITE_P(
       return absl::StrCat(name, "_", info.param.bits, "bit");
     });
 
+// Tied weights (tests/fixtures/tied_opset13.onnx: encoder layers the exporter
+// de-duplicated into Identity nodes, a Linear applied twice) at 8 and 4 bits:
+// each weight is one DequantizeLinear feeding all its readers, each reader's
+// input has the layer's Q/DQ, and ORT computes what the engine does.
+TEST_F(OrtTest, TiedWeightsExportRunsAsTheEngineRunsIt) {
+  const absl::StatusOr<std::string> original =
+      ReadFile(testing::FixturePath("tied_opset13.onnx"));
+  ASSERT_TRUE(original.ok()) << original.status();
+  const absl::StatusOr<PreparedModel> prepared = PrepareModel(*original);
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  absl::StatusOr<std::unique_ptr<engine::Model>> model =
+      engine::Model::FromOnnxBytes(prepared->onnx);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const Tensor inputs =
+      testing::ReadFloatNpy(testing::FixturePath("tied_inputs.npy"));
+  ASSERT_TRUE(WriteFile(Path("inputs.npy"), engine::EncodeNpy(inputs)).ok());
+  for (int bits : {8, 4}) {
+    SCOPED_TRACE(absl::StrCat(bits, " bits"));
+    LabeledData calib;
+    calib.inputs = inputs;
+    calib.labels.assign(inputs.dim(0), 0);  // calibration reads inputs only
+    QatSession session(**model, engine::AdamOptions{}, /*batch_size=*/8,
+                       /*seed=*/0);
+    const Policy policy((*model)->quantizable_layers().size(), bits);
+    ASSERT_TRUE(session.Calibrate(policy, calib).ok());
+    const absl::StatusOr<QuantizedModel> quantized =
+        ExportQuantized(prepared->onnx, **model, session, policy);
+    ASSERT_TRUE(quantized.ok()) << quantized.status();
+    const std::string model_path = Path("tied.onnx");
+    ASSERT_TRUE(WriteFile(model_path, quantized->onnx).ok());
+    absl::StatusOr<std::unique_ptr<engine::Model>> exported =
+        engine::Model::FromOnnxBytes(quantized->onnx);
+    ASSERT_TRUE(exported.ok()) << exported.status();
+    std::vector<const Tensor*> params;
+    for (const Tensor& p : (*exported)->initial_params()) params.push_back(&p);
+    const absl::StatusOr<Tensor> engine_logits =
+        (*exported)->Forward(inputs, params, nullptr);
+    ASSERT_TRUE(engine_logits.ok()) << engine_logits.status();
+    const Tensor ort_logits = OrtOutput(model_path, /*optimize=*/false);
+    ASSERT_EQ(ort_logits.shape(), engine_logits->shape());
+    const float diff =
+        (ort_logits.flat() - engine_logits->flat()).abs().maxCoeff();
+    std::cout << "tied " << bits << "-bit: max |logit diff| ORT unoptimized "
+              << diff << " (logits up to "
+              << engine_logits->flat().abs().maxCoeff() << ")\n";
+    EXPECT_LE(diff, kPlainLogitTolerance);
+  }
+}
+
 // The operators RaiseToOpset21 rewrites (the Reduce family's axes become an
 // input, Split gets num_outputs) compute in ORT at opset 21 what they did at
 // 13.

@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <atomic>
 #include <memory>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "search/quantizer.h"
 #include "tests/search/search_fixture.h"
+#include "tests/support/fixtures.h"
 
 namespace mixq::search {
 namespace {
@@ -139,6 +141,46 @@ TEST_F(ProgressiveTest, FineTuningLearnsTheTask) {
   ASSERT_TRUE(result.ok()) << result.status();
   // Four balanced-ish classes: chance is ~0.25; the teacher is linear.
   EXPECT_GT(steps[0].finetuned.accuracy, 0.6);
+}
+
+// A model whose weights are tied (tests/fixtures/tied_opset13.onnx: encoder
+// layers de-duplicated into Identity nodes, a Linear applied twice) searches
+// like any other: its 6 layers (5 read by two nodes) meet the budget, with
+// quantized activations on every reader.
+TEST(TiedWeightsSearchTest, SearchRunsToTheBudget) {
+  absl::StatusOr<std::unique_ptr<engine::Model>> model =
+      engine::Model::FromOnnxFile(testing::FixturePath("tied_opset13.onnx"));
+  ASSERT_TRUE(model.ok()) << model.status();
+  LabeledData data;
+  data.inputs = testing::ReadFloatNpy(testing::FixturePath("tied_inputs.npy"));
+  std::vector<const engine::Tensor*> params;
+  for (const engine::Tensor& p : (*model)->initial_params()) {
+    params.push_back(&p);
+  }
+  const absl::StatusOr<engine::Tensor> logits =
+      (*model)->Forward(data.inputs, params, nullptr);
+  ASSERT_TRUE(logits.ok()) << logits.status();
+  // The FP32 model's predictions as labels.
+  const int64_t classes = logits->dim(1);
+  for (int64_t i = 0; i < logits->dim(0); ++i) {
+    const float* row = logits->data() + i * classes;
+    data.labels.push_back(std::max_element(row, row + classes) - row);
+  }
+  ProgressiveOptions options;
+  options.bit_levels = {8, 4};
+  options.budget = {Budget::Kind::kAvgBits, 6.0};
+  options.warmup_steps = 2;
+  options.finetune_steps = 2;
+  options.final_finetune_steps = 2;
+  options.batch_size = 4;
+  options.seed = 1;
+  SearchObserver observer;
+  const absl::StatusOr<SearchResult> result =
+      RunProgressiveSearch(**model, data, data, options, observer);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->final_policy.policy.size(), 6u);
+  EXPECT_LE(result->final_policy.avg_bits, 6.0);
+  EXPECT_GT(result->steps, 0);
 }
 
 TEST_F(ProgressiveTest, SizeFractionBudget) {

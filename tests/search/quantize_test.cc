@@ -8,6 +8,7 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -17,6 +18,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "onnx/onnx_pb.h"
+#include "search/activation_quant.h"
 #include "search/evaluate.h"
 #include "search/qat.h"
 #include "search/qdq_export.h"
@@ -162,6 +164,25 @@ TEST(ActivationQuantTest, CalibrationFindsTheFirstLayersInputRange) {
   ASSERT_NE(session.activations().params(1), nullptr);
   // The second layer reads ReLU outputs: zero point 0, every level >= 0.
   EXPECT_EQ(session.activations().params(1)->zero_point[0], 0);
+}
+
+// A tied weight's layer reads several inputs per pass: with dynamic ranges
+// each reader's straight-through gradient follows its own input's grid, not
+// the one the last reader's input left.
+TEST(ActivationQuantTest, DynamicGradientUsesEachReadersOwnGrid) {
+  ActivationOptions options;
+  options.dynamic = true;
+  ActivationQuantizer quantizer(1, options);
+  quantizer.SetPolicy({8});
+  quantizer.set_mode(ActivationQuantizer::Mode::kQuantize);
+  const engine::Tensor wide({4}, {-4, -1, 1, 4});
+  const engine::Tensor narrow({4}, {-1, -0.5f, 0.5f, 1});
+  engine::Tensor out({4});
+  ASSERT_TRUE(quantizer.Forward(0, wide, &out).ok());
+  ASSERT_TRUE(quantizer.Forward(0, narrow, &out).ok());
+  engine::Tensor grad({4}, {1, 1, 1, 1});
+  quantizer.Backward(0, wide, &grad);
+  EXPECT_THAT(grad.ToVector(), ::testing::ElementsAre(1, 1, 1, 1));
 }
 
 TEST(ActivationQuantTest, FewerActivationBitsCostMoreAccuracy) {
@@ -327,6 +348,37 @@ TEST(ExportQuantizedTest, TransformersAt8BitsReproduce) {
       EXPECT_TRUE(layer.activation_quantized) << layer.name;
     }
   }
+}
+
+// Tied weights (tests/fixtures/tied_opset13.onnx: two encoder layers whose
+// weights the exporter de-duplicated into Identity nodes, one Linear applied
+// twice): each weight is exported once, one DequantizeLinear feeding every
+// node that reads it, and every such node's input gets the layer's
+// activation Q/DQ; the file computes what the session simulated.
+TEST(ExportQuantizedTest, TiedWeightsAreExportedOnceAndEveryReaderQuantized) {
+  size_t original_size = 0;
+  const absl::StatusOr<QuantizedModel> quantized = ExportFixtureAt(
+      "tied_opset13.onnx", 8, &original_size, "tied_inputs.npy");
+  ASSERT_TRUE(quantized.ok()) << quantized.status();
+  ASSERT_EQ(quantized->layers.size(), 6u);
+  onnx::ModelProto proto;
+  ASSERT_TRUE(proto.ParseFromString(quantized->onnx));
+  std::set<std::string> initializers;
+  for (const onnx::TensorProto& t : proto.graph().initializer()) {
+    initializers.insert(t.name());
+  }
+  int weight_dequantizers = 0;
+  int activation_quantizers = 0;
+  for (const onnx::NodeProto& node : proto.graph().node()) {
+    if (node.op_type() == "DequantizeLinear" &&
+        initializers.count(node.input(0)) > 0) {
+      ++weight_dequantizers;
+    }
+    activation_quantizers += node.op_type() == "QuantizeLinear";
+  }
+  EXPECT_EQ(weight_dequantizers, 6);
+  // 5 weights read by two nodes each, the head by one.
+  EXPECT_EQ(activation_quantizers, 11);
 }
 
 // 4-bit weights are packed two per byte: the file is at most a fifth of the
