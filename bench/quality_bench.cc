@@ -12,6 +12,11 @@
 //   bops-act8, bops-act4, bops-search (only with --runs): progressive+ under
 //                      a BOPs budget of half the uniform policy's at 8-bit
 //                      activations, activations fixed at 8, at 4, or searched
+// --objective distill searches label-free (the FP32 model's outputs as the
+// target, search/teacher.h); --metric psnr then judges an image-restoration
+// model (output = a restored image of the input, which is its own clean
+// target) by PSNR on the test images instead of accuracy, and reports the
+// validation loss (a distill job's val_loss) instead of validation accuracy.
 // Prints a table, writes a CSV (bench/plot_quality.py draws it), and reports
 // per progressive run the Spearman rank correlation between the candidates'
 // index and their measured calibration accuracy drop, the scoring work saved
@@ -42,6 +47,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "bench/psnr.h"
 #include "engine/dataset.h"
 #include "engine/model.h"
 #include "engine/threads.h"
@@ -49,6 +55,7 @@
 #include "search/progressive.h"
 #include "search/qat.h"
 #include "search/quantize.h"
+#include "search/teacher.h"
 #include "util/file.h"
 #include "util/status_macros.h"
 
@@ -64,7 +71,7 @@ struct Flags {
   std::string model;
   std::string data_dir = "/usr/share/datasets/fashion-mnist";
   std::vector<double> budgets = {4, 3, 2};
-  std::vector<std::string> runs = {"uniform",     "knapsack", "hawq",
+  std::vector<std::string> runs = {"uniform",     "knapsack",     "hawq",
                                    "progressive", "progressive+", "random"};
   int calib = 512;
   int train = 20000;
@@ -85,21 +92,26 @@ struct Flags {
   int cycle = 100;               // the recipe's cosine cycle (FineTuneOptions)
   bool constant_recipe = false;  // searches fine-tune at a constant rate
   double learning_rate = 1e-4;
+  std::string objective = "cross_entropy";  // engine::ParseObjective
+  std::string metric = "accuracy";          // or "psnr" (distill only)
 };
 
+// Images per forward pass when predicting the test set for PSNR: bounds the
+// activations kept by one pass.
+constexpr int64_t kPredictBatch = 500;
+
 double Seconds(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() -
-                                       start)
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
       .count();
 }
 
 absl::StatusOr<LabeledData> LoadSplit(const Flags& flags,
                                       const std::string& prefix,
                                       const engine::Model& model) {
-  const std::string images = absl::StrCat(flags.data_dir, "/", prefix,
-                                          "-images-idx3-ubyte.gz");
-  const std::string labels = absl::StrCat(flags.data_dir, "/", prefix,
-                                          "-labels-idx1-ubyte.gz");
+  const std::string images =
+      absl::StrCat(flags.data_dir, "/", prefix, "-images-idx3-ubyte.gz");
+  const std::string labels =
+      absl::StrCat(flags.data_dir, "/", prefix, "-labels-idx1-ubyte.gz");
   MIXQ_ASSIGN_OR_RETURN(const std::string image_bytes, ReadFile(images));
   MIXQ_ASSIGN_OR_RETURN(const std::string label_bytes, ReadFile(labels));
   LabeledData data;
@@ -148,10 +160,12 @@ struct RunResult {
   Policy policy;
   double avg_bits = 0;
   double size_bytes = 0;
-  double test_accuracy = 0;
+  // Test accuracy in percent, or PSNR in dB (--metric psnr).
+  double test_metric = 0;
   // On the validation split (neither trained nor scored on), as a job
-  // reports it; the exported QDQ file's size.
-  double val_accuracy = std::nan("");
+  // reports it: accuracy in percent, or the loss (--metric psnr); the
+  // exported QDQ file's size.
+  double val_metric = std::nan("");
   size_t export_bytes = 0;
   double seconds = 0;
   int steps = 0;
@@ -195,14 +209,55 @@ class QualityBench {
     return options;
   }
 
-  absl::StatusOr<double> Fp32TestAccuracy() {
+  bool psnr() const { return flags_.metric == "psnr"; }
+
+  // The test metric of `session`'s weights under `policy`: accuracy in
+  // percent, or the mean PSNR in dB of the restored test images against
+  // the inputs (their clean targets).
+  absl::StatusOr<double> TestMetric(search::QatSession& session,
+                                    const Policy& policy) {
+    if (!psnr()) {
+      MIXQ_ASSIGN_OR_RETURN(search::Evaluation eval,
+                            session.Evaluate(policy, test_));
+      return 100 * eval.accuracy;
+    }
+    engine::Tensor restored;
+    std::vector<engine::Tensor> parts;
+    for (int64_t begin = 0; begin < test_.size(); begin += kPredictBatch) {
+      const int64_t end = std::min(test_.size(), begin + kPredictBatch);
+      MIXQ_ASSIGN_OR_RETURN(
+          engine::Tensor part,
+          session.Predict(policy, test_.inputs.Slice(begin, end)));
+      parts.push_back(std::move(part));
+    }
+    engine::Shape shape = parts.front().shape();
+    shape[0] = test_.size();
+    restored.Resize(shape);
+    float* out = restored.data();
+    for (const engine::Tensor& part : parts) {
+      out = std::copy(part.data(), part.data() + part.size(), out);
+    }
+    return MeanPsnr(restored, test_.inputs,
+                    Normalization{static_cast<float>(flags_.mean),
+                                  static_cast<float>(flags_.stddev)});
+  }
+
+  // The validation metric as a job reports it: accuracy in percent, or the
+  // objective's loss (--metric psnr: the data carries no labels).
+  absl::StatusOr<double> ValMetric(search::QatSession& session,
+                                   const Policy& policy) {
+    MIXQ_ASSIGN_OR_RETURN(search::Evaluation eval,
+                          session.Evaluate(policy, val_));
+    return psnr() ? eval.loss : 100 * eval.accuracy;
+  }
+
+  absl::StatusOr<double> Fp32TestMetric() {
     search::QuantOptions quant;
     quant.activations.bits = search::kFloatBits;
     search::QatSession session(model_, engine::AdamOptions{}, 64, 0, quant);
-    MIXQ_ASSIGN_OR_RETURN(
-        search::Evaluation eval,
-        session.Evaluate(Policy(cost_.num_layers(), search::kFloatBits), test_));
-    return eval.accuracy;
+    const Policy fp32(cost_.num_layers(), search::kFloatBits);
+    MIXQ_RETURN_IF_ERROR(session.Calibrate(fp32, calib_));
+    return TestMetric(session, fp32);
   }
 
   absl::StatusOr<RunResult> RunStrategy(const std::string& name,
@@ -250,12 +305,8 @@ class QualityBench {
     };
     observer.on_finish = [&](search::QatSession& session,
                              const Policy& policy) -> absl::Status {
-      MIXQ_ASSIGN_OR_RETURN(search::Evaluation eval,
-                            session.Evaluate(policy, test_));
-      result.test_accuracy = eval.accuracy;
-      MIXQ_ASSIGN_OR_RETURN(search::Evaluation val,
-                            session.Evaluate(policy, val_));
-      result.val_accuracy = val.accuracy;
+      MIXQ_ASSIGN_OR_RETURN(result.test_metric, TestMetric(session, policy));
+      MIXQ_ASSIGN_OR_RETURN(result.val_metric, ValMetric(session, policy));
       MIXQ_ASSIGN_OR_RETURN(
           const search::QuantizedModel exported,
           search::ExportQuantized(prepared_onnx_, model_, session, policy));
@@ -263,9 +314,9 @@ class QualityBench {
       return absl::OkStatus();
     };
     const auto start = std::chrono::steady_clock::now();
-    MIXQ_ASSIGN_OR_RETURN(
-        search::SearchResult search,
-        search::RunProgressiveSearch(model_, calib_, train_, options, observer));
+    MIXQ_ASSIGN_OR_RETURN(search::SearchResult search,
+                          search::RunProgressiveSearch(model_, calib_, train_,
+                                                       options, observer));
     result.seconds = Seconds(start);
     result.policy = search.final_policy.policy;
     result.avg_bits = search.final_policy.avg_bits;
@@ -367,9 +418,7 @@ class QualityBench {
     const search::PolicyCost cost = cost_.Cost(best, 8);
     result.avg_bits = cost.avg_bits;
     result.size_bytes = cost.size_bytes;
-    MIXQ_ASSIGN_OR_RETURN(search::Evaluation eval,
-                          session.Evaluate(best, test_));
-    result.test_accuracy = eval.accuracy;
+    MIXQ_ASSIGN_OR_RETURN(result.test_metric, TestMetric(session, best));
     result.seconds = Seconds(start);
     return result;
   }
@@ -399,8 +448,8 @@ class QualityBench {
       }
       MIXQ_RETURN_IF_ERROR(session.Calibrate(base, calib_));
       auto start = std::chrono::steady_clock::now();
-      MIXQ_ASSIGN_OR_RETURN(auto scores,
-                            session.EvaluateNeighbours(base, neighbours, calib_));
+      MIXQ_ASSIGN_OR_RETURN(
+          auto scores, session.EvaluateNeighbours(base, neighbours, calib_));
       shared_s += Seconds(start);
       runs += scores.node_runs;
       naive_runs += scores.naive_node_runs;
@@ -408,8 +457,8 @@ class QualityBench {
       for (size_t c = 0; c < neighbours.size(); ++c) {
         MIXQ_ASSIGN_OR_RETURN(search::Evaluation eval,
                               session.Evaluate(neighbours[c], calib_));
-        max_diff = std::max(max_diff,
-                            std::abs(eval.loss - scores.candidates[c].loss));
+        max_diff =
+            std::max(max_diff, std::abs(eval.loss - scores.candidates[c].loss));
       }
       naive_s += Seconds(start);
     }
@@ -527,31 +576,57 @@ absl::Status Run(const Flags& flags) {
                         search::PrepareModel(onnx));
   MIXQ_ASSIGN_OR_RETURN(std::unique_ptr<engine::Model> model,
                         engine::Model::FromOnnxBytes(prepared.onnx));
-  MIXQ_ASSIGN_OR_RETURN(LabeledData train_all, LoadSplit(flags, "train", *model));
+  MIXQ_ASSIGN_OR_RETURN(LabeledData train_all,
+                        LoadSplit(flags, "train", *model));
   MIXQ_ASSIGN_OR_RETURN(LabeledData test, LoadSplit(flags, "t10k", *model));
   const int64_t train_end =
       std::min<int64_t>(train_all.size(), flags.calib + flags.train);
-  const int64_t val_end = std::min<int64_t>(train_all.size(), train_end + flags.val);
-  QualityBench bench(flags, *model, prepared.onnx,
-                     train_all.Slice(0, flags.calib),
-                     train_all.Slice(flags.calib, train_end),
-                     train_all.Slice(train_end, val_end), std::move(test));
+  const int64_t val_end =
+      std::min<int64_t>(train_all.size(), train_end + flags.val);
+  MIXQ_ASSIGN_OR_RETURN(const engine::Objective objective,
+                        engine::ParseObjective(flags.objective));
+  const bool psnr = flags.metric == "psnr";
+  if (!psnr && flags.metric != "accuracy") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--metric: \"", flags.metric, "\" is neither accuracy nor psnr"));
+  }
+  if (psnr && objective != engine::Objective::kDistill) {
+    return absl::InvalidArgumentError(
+        "--metric psnr: a restoration model has no labels to train on; "
+        "use --objective distill");
+  }
+  LabeledData splits[] = {train_all.Slice(0, flags.calib),
+                          train_all.Slice(flags.calib, train_end),
+                          train_all.Slice(train_end, val_end), std::move(test)};
+  for (LabeledData& split : splits) {
+    // A restoration model's output is an image: class labels do not apply
+    // (the distill loss refuses them for outputs other than [N, C]).
+    if (psnr) split.labels.clear();
+    if (objective == engine::Objective::kDistill) {
+      MIXQ_RETURN_IF_ERROR(search::AttachTeacher(*model, &split));
+    }
+  }
+  QualityBench bench(flags, *model, prepared.onnx, std::move(splits[0]),
+                     std::move(splits[1]), std::move(splits[2]),
+                     std::move(splits[3]));
   std::printf(
       "model %s: %d quantizable layers, %lld weights; calib %d, fine-tune set "
       "%lld, %d total fine-tune steps (warm-up %d, %d per progressive step), "
-      "%d threads\n",
+      "%d threads, objective %s, metric %s\n",
       flags.model.c_str(), bench.cost().num_layers(),
       static_cast<long long>(bench.cost().quantizable_weights()), flags.calib,
       static_cast<long long>(train_end - flags.calib), flags.total_steps,
-      flags.warmup_steps, flags.step_finetune, flags.threads);
+      flags.warmup_steps, flags.step_finetune, flags.threads,
+      flags.objective.c_str(), flags.metric.c_str());
   if (flags.scoring_steps > 0) {
     MIXQ_ASSIGN_OR_RETURN(const std::string line,
                           bench.TimeScoring(flags.scoring_steps, 8));
     std::printf("%s\n", line.c_str());
     return absl::OkStatus();
   }
-  MIXQ_ASSIGN_OR_RETURN(const double fp32, bench.Fp32TestAccuracy());
-  std::printf("FP32 test accuracy %.2f %%\n", 100 * fp32);
+  MIXQ_ASSIGN_OR_RETURN(const double fp32, bench.Fp32TestMetric());
+  std::printf(
+      psnr ? "FP32 test PSNR %.2f dB\n" : "FP32 test accuracy %.2f %%\n", fp32);
   if (!flags.finetune_lengths.empty()) {
     const Policy& policy = flags.policy;
     if (static_cast<int>(policy.size()) != bench.cost().num_layers()) {
@@ -588,14 +663,15 @@ absl::Status Run(const Flags& flags) {
     return absl::OkStatus();
   }
   std::ofstream csv(flags.csv);
-  csv << "budget_bits,strategy,avg_bits,size_bytes,accuracy,val_accuracy,"
-         "export_bytes,seed\n";
+  csv << "budget_bits,strategy,avg_bits,size_bytes,"
+      << (psnr ? "psnr_db,val_loss" : "accuracy,val_accuracy")
+      << ",export_bytes,seed\n";
   csv << absl::StrFormat("32,fp32,32,%.0f,%.2f,,%zu,%d\n",
-                         bench.cost().Fp32SizeBytes(), 100 * fp32, onnx.size(),
+                         bench.cost().Fp32SizeBytes(), fp32, onnx.size(),
                          static_cast<int>(flags.seed));
-  std::printf("%-6s %-13s %8s %10s %9s %8s %9s %8s  %s\n", "budget",
-              "strategy", "avg bits", "bytes", "test acc", "val acc",
-              "export B", "seconds", "policy");
+  std::printf("%-6s %-13s %8s %10s %9s %9s %9s %8s  %s\n", "budget", "strategy",
+              "avg bits", "bytes", psnr ? "PSNR dB" : "test acc",
+              psnr ? "val loss" : "val acc", "export B", "seconds", "policy");
   for (double budget : flags.budgets) {
     for (const std::string& name : flags.runs) {
       absl::StatusOr<RunResult> result = name == "random"
@@ -606,18 +682,18 @@ absl::Status Run(const Flags& flags) {
                     std::string(result.status().message()).c_str());
         continue;
       }
-      std::printf("%-6g %-13s %8.3f %10.0f %8.2f%% %7.2f%% %9zu %8.1f  %s\n",
+      std::printf("%-6g %-13s %8.3f %10.0f %9.2f %9.4g %9zu %8.1f  %s\n",
                   budget, name.c_str(), result->avg_bits, result->size_bytes,
-                  100 * result->test_accuracy, 100 * result->val_accuracy,
-                  result->export_bytes, result->seconds,
+                  result->test_metric, result->val_metric, result->export_bytes,
+                  result->seconds,
                   search::PolicyToString(result->policy).c_str());
-      if (!result->notes.empty()) std::printf("       %s\n", result->notes.c_str());
+      if (!result->notes.empty())
+        std::printf("       %s\n", result->notes.c_str());
       std::fflush(stdout);
-      csv << absl::StrFormat("%g,%s,%.4f,%.0f,%.2f,%.2f,%zu,%d\n", budget, name,
-                             result->avg_bits, result->size_bytes,
-                             100 * result->test_accuracy,
-                             100 * result->val_accuracy, result->export_bytes,
-                             static_cast<int>(flags.seed));
+      csv << absl::StrFormat(
+          "%g,%s,%.4f,%.0f,%.2f,%.6g,%zu,%d\n", budget, name, result->avg_bits,
+          result->size_bytes, result->test_metric, result->val_metric,
+          result->export_bytes, static_cast<int>(flags.seed));
       csv.flush();
     }
   }
@@ -670,6 +746,12 @@ int main(int argc, char** argv) {
   app.add_flag("--constant-recipe", flags.constant_recipe,
                "searches fine-tune at a constant rate and keep the last "
                "weights (the recipe before FineTuneOptions)");
+  app.add_option("--objective", flags.objective,
+                 "cross_entropy (labels) or distill (label-free: the FP32 "
+                 "model's outputs)");
+  app.add_option("--metric", flags.metric,
+                 "accuracy, or psnr (an image-restoration model whose input "
+                 "is its clean target; needs --objective distill)");
   CLI11_PARSE(app, argc, argv);
   const absl::Status status = mixq::bench::Run(flags);
   if (!status.ok()) {

@@ -4,8 +4,9 @@
     /usr/bin/python3 bench/torch_bench.py [--batch 128] [--threads 2] [--min-time 2] MODEL.onnx...
 
 Each ONNX fixture is mapped (by file name) to the PyTorch architecture that
-produced it, rebuilt with the builders of scripts/make_models.py and
-scripts/make_cnn_models.py, and loaded with the ONNX file's initializers
+produced it, rebuilt with the builders of scripts/make_models.py,
+scripts/make_cnn_models.py and scripts/make_quality_model.py (the quality
+bench's ViT and GRU, build-quality/quality_{vit,gru}.onnx), and loaded with the ONNX file's initializers
 wherever their names are PyTorch's (all of them for the MLP and the
 BatchNormalization-kept CNNs). The BN-folded ResNet is the same network with
 each Conv-BN pair fused (torch.nn.utils.fusion.fuse_conv_bn_eval), i.e. the
@@ -39,6 +40,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
 import make_cnn_models  # noqa: E402
 import make_models  # noqa: E402
+import make_quality_model  # noqa: E402
 
 WARMUP_ITERATIONS = 2
 MIN_ITERATIONS = 3
@@ -74,6 +76,10 @@ def build(name):
     if name.startswith("mobilenet_v2"):
         model = make_cnn_models.make_mobilenet(view_flatten="view" in name)
         return model, make_cnn_models.mobilenet_input_shape(1)[1:], False
+    if name.startswith("quality_vit"):
+        return make_quality_model.QualityVit(), FMNIST_INPUT, False
+    if name.startswith("quality_gru"):
+        return make_quality_model.QualityGru(), FMNIST_INPUT, False
     raise ValueError(f"no PyTorch architecture known for {name}")
 
 
