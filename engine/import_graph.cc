@@ -186,6 +186,8 @@ class Importer {
     // > 0 when each weight is used this many times per sample (a recurrent
     // node's time steps); else MACs follow from the output shape.
     int64_t uses_per_weight = 0;
+    // A recurrent node's R (input 2), a layer of its own (AddRecurrentLayer).
+    int recurrent_weight_input = -1;
   };
 
   absl::StatusOr<int> AddSlot(Slot slot) {
@@ -904,6 +906,7 @@ class Importer {
       // float: its input, the hidden state, never reaches a LayerInputHook.
       extra.channel_axis = 1;
       extra.uses_per_weight = (*shapes[0])[0];
+      extra.recurrent_weight_input = 2;
     }
     node.kernel = std::move(kernel);
     nodes_.push_back(std::move(node));
@@ -997,6 +1000,9 @@ class Importer {
       if (extras_[j].channel_axis >= 0) {
         AddLayer(extras_[j], producer, &layer_of_param, &node);
       }
+      if (extras_[j].recurrent_weight_input >= 0) {
+        AddRecurrentLayer(extras_[j], producer, &layer_of_param, node);
+      }
       m.nodes.push_back(std::move(node));
     }
     FuseConvBatchNorms(impl_.get());
@@ -1047,6 +1053,41 @@ class Importer {
     QuantizableLayer& layer = m.layers[node.layer];
     layer.node_names.push_back(node.name);
     layer.macs += NodeMacs(extra, node, m.params[p].shape);
+  }
+
+  // A recurrent node's R ([directions, gates x hidden, hidden]) as a layer of
+  // its own, named `<node>/R` where the exporter named it generically:
+  // quantized per gate row (axis 1) as W is, each weight used once per time
+  // step, but with quantize_input false, as no LayerInputHook sees the hidden
+  // state it multiplies (that activation stays float). Without it R, often
+  // most of a recurrent model's weights, stayed float in every export. An R
+  // that is already a layer (read by another node) is left as it is.
+  void AddRecurrentLayer(const NodeExtra& extra,
+                         const std::vector<int>& producer,
+                         std::vector<int>* layer_of_param,
+                         const Model::Impl::Node& node) {
+    Model::Impl& m = *impl_;
+    int s = node.inputs[extra.recurrent_weight_input];
+    while (producer[s] >= 0 && (m.nodes[producer[s]].op_type == "Identity" ||
+                                m.nodes[producer[s]].op_type == "Dropout")) {
+      s = m.nodes[producer[s]].inputs[0];
+    }
+    const int p = m.param_of_slot[s];
+    if (p < 0 || (*layer_of_param)[p] >= 0) return;
+    (*layer_of_param)[p] = static_cast<int>(m.layers.size());
+    QuantizableLayer layer;
+    layer.name = IsGenericName(m.params[p].name) && !node.name.empty()
+                     ? absl::StrCat(node.name, "/R")
+                     : m.params[p].name;
+    layer.node_name = node.name;
+    layer.node_names = {node.name};
+    layer.op_type = node.op_type;
+    layer.weight_param = p;
+    layer.channel_axis = extra.channel_axis;
+    layer.num_weights = NumElements(m.params[p].shape);
+    layer.macs = extra.uses_per_weight * layer.num_weights;
+    layer.quantize_input = false;
+    m.layers.push_back(std::move(layer));
   }
 
   // Multiply-accumulates per sample of `node`, which reads a weight of shape

@@ -41,8 +41,10 @@ struct GraphInput {
 // A layer whose weight can be quantized: a Gemm, MatMul, Conv or
 // ConvTranspose whose weight input is a parameter (directly or through
 // Identity/Dropout), an RNN, LSTM or GRU whose input weight W is (channel
-// axis 1, the gate rows; its recurrent weight R is not a layer, as no
-// LayerInputHook sees the hidden state it multiplies), or an embedding: a
+// axis 1, the gate rows), the recurrent weight R of such a node (a layer of
+// its own, "<node>/R" when the exporter named it generically: channel axis
+// 1, quantize_input false, as no LayerInputHook sees the hidden state it
+// multiplies), or an embedding: a
 // Gather along axis 0 whose data (input 0) is a parameter and whose indices
 // are computed at run time (channel axis 0, the rows; no MACs). A weight read
 // by several such nodes of one kind (tied, or de-duplicated by the exporter

@@ -174,24 +174,36 @@ TEST_P(RnnModelTest, GradientsMatchFiniteDifferences) {
 
 // W of each LSTM/GRU node (torch names it onnx::LSTM_* / onnx::GRU_*) is a
 // layer with its gate rows as channels, then the classifier's Gemm.
-TEST_P(RnnModelTest, QuantizableLayersAreRecurrentInputWeightsAndGemm) {
+// Each recurrent node gives two layers, W then R (R's input, the hidden
+// state, is not hooked), both quantized per gate row; then the head.
+TEST_P(RnnModelTest, QuantizableLayersAreRecurrentWeightsAndGemm) {
   const RnnFixture& f = GetParam();
   const std::vector<QuantizableLayer>& layers = model_->quantizable_layers();
-  ASSERT_EQ(layers.size(), static_cast<size_t>(f.recurrent_nodes + 1));
+  ASSERT_EQ(layers.size(), static_cast<size_t>(2 * f.recurrent_nodes + 1));
   const std::string op =
       f.name.substr(0, f.name.find('_')) == "lstm" ? "LSTM" : "GRU";
   const int64_t gates = op == "LSTM" ? 4 : 3;
   const int64_t directions = f.directions;
   for (int l = 0; l < f.recurrent_nodes; ++l) {
-    const QuantizableLayer& layer = layers[l];
-    EXPECT_EQ(layer.op_type, op);
-    EXPECT_EQ(layer.channel_axis, 1);
-    const Shape& w = model_->params()[layer.weight_param].shape;
+    const QuantizableLayer& w_layer = layers[2 * l];
+    const QuantizableLayer& r_layer = layers[2 * l + 1];
+    for (const QuantizableLayer* layer : {&w_layer, &r_layer}) {
+      EXPECT_EQ(layer->op_type, op);
+      EXPECT_EQ(layer->channel_axis, 1);
+      EXPECT_EQ(layer->node_name, w_layer.node_name);
+    }
+    EXPECT_TRUE(w_layer.quantize_input);
+    EXPECT_FALSE(r_layer.quantize_input);
+    const Shape& w = model_->params()[w_layer.weight_param].shape;
     ASSERT_EQ(w.size(), 3u);
     EXPECT_EQ(w[0], directions);
     EXPECT_EQ(w[1], gates * kHidden);
     EXPECT_EQ(w[2], l == 0 ? kRows : directions * kHidden);
-    EXPECT_EQ(layer.macs, kRows * NumElements(w)) << layer.name;
+    EXPECT_EQ(w_layer.macs, kRows * NumElements(w)) << w_layer.name;
+    const Shape& r = model_->params()[r_layer.weight_param].shape;
+    EXPECT_EQ(r, (Shape{directions, gates * kHidden, kHidden}));
+    EXPECT_EQ(r_layer.macs, kRows * NumElements(r)) << r_layer.name;
+    EXPECT_EQ(r_layer.name, w_layer.node_name + "/R");
   }
   EXPECT_EQ(layers.back().op_type, "Gemm");
   EXPECT_EQ(layers.back().name, "fc.weight");

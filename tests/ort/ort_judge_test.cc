@@ -26,6 +26,8 @@
 #include <iostream>
 #include <memory>
 #include <ostream>
+#include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -42,6 +44,7 @@
 #include "search/qdq_export.h"
 #include "search/quantize.h"
 #include "tests/support/fixtures.h"
+#include "tests/support/kernel_testing.h"
 #include "tests/support/onnx_builder.h"
 #include "tests/support/subprocess.h"
 #include "util/file.h"
@@ -129,6 +132,77 @@ class OrtTest : public ::testing::Test {
 
   std::string Path(const std::string& name) const {
     return (dir_ / name).string();
+  }
+
+  // Exports fixture `name` at 8 and 4 bits (every layer, activations at 8
+  // bits calibrated on `inputs`) and expects ONNX Runtime (optimizations off)
+  // to compute what the engine computes on the exported file. Returns the
+  // number of weight DequantizeLinear nodes of the 4-bit export.
+  int ExpectExportRunsAsTheEngine(const std::string& name,
+                                  const Tensor& inputs) {
+    const absl::StatusOr<std::string> original =
+        ReadFile(testing::FixturePath(name));
+    EXPECT_TRUE(original.ok()) << original.status();
+    if (!original.ok()) return -1;
+    const absl::StatusOr<PreparedModel> prepared = PrepareModel(*original);
+    EXPECT_TRUE(prepared.ok()) << prepared.status();
+    if (!prepared.ok()) return -1;
+    absl::StatusOr<std::unique_ptr<engine::Model>> model =
+        engine::Model::FromOnnxBytes(prepared->onnx);
+    EXPECT_TRUE(model.ok()) << model.status();
+    if (!model.ok()) return -1;
+    int weight_dequantizers = -1;
+    for (int bits : {8, 4}) {
+      SCOPED_TRACE(absl::StrCat(name, ", ", bits, " bits"));
+      LabeledData calib;
+      calib.inputs = inputs;
+      calib.labels.assign(inputs.dim(0), 0);  // calibration reads inputs only
+      QatSession session(**model, engine::AdamOptions{}, /*batch_size=*/8,
+                         /*seed=*/0);
+      const Policy policy((*model)->quantizable_layers().size(), bits);
+      EXPECT_TRUE(session.Calibrate(policy, calib).ok());
+      const absl::StatusOr<QuantizedModel> quantized =
+          ExportQuantized(prepared->onnx, **model, session, policy);
+      EXPECT_TRUE(quantized.ok()) << quantized.status();
+      if (!quantized.ok()) return -1;
+      const std::string model_path = Path(name + ".q.onnx");
+      EXPECT_TRUE(WriteFile(model_path, quantized->onnx).ok());
+      EXPECT_TRUE(
+          WriteFile(Path("inputs.npy"), engine::EncodeNpy(inputs)).ok());
+      absl::StatusOr<std::unique_ptr<engine::Model>> exported =
+          engine::Model::FromOnnxBytes(quantized->onnx);
+      EXPECT_TRUE(exported.ok()) << exported.status();
+      if (!exported.ok()) return -1;
+      std::vector<const Tensor*> params;
+      for (const Tensor& p : (*exported)->initial_params())
+        params.push_back(&p);
+      const absl::StatusOr<Tensor> engine_logits =
+          (*exported)->Forward(inputs, params, nullptr);
+      EXPECT_TRUE(engine_logits.ok()) << engine_logits.status();
+      if (!engine_logits.ok()) return -1;
+      const Tensor ort_logits = OrtOutput(model_path, /*optimize=*/false);
+      EXPECT_EQ(ort_logits.shape(), engine_logits->shape());
+      if (ort_logits.shape() != engine_logits->shape()) return -1;
+      const float diff =
+          (ort_logits.flat() - engine_logits->flat()).abs().maxCoeff();
+      std::cout << name << " " << bits
+                << "-bit: max |logit diff| ORT unoptimized " << diff
+                << " (logits up to " << engine_logits->flat().abs().maxCoeff()
+                << ")\n";
+      EXPECT_LE(diff, kPlainLogitTolerance);
+      onnx::ModelProto proto;
+      EXPECT_TRUE(proto.ParseFromString(quantized->onnx));
+      std::set<std::string> initializers;
+      for (const onnx::TensorProto& t : proto.graph().initializer()) {
+        initializers.insert(t.name());
+      }
+      weight_dequantizers = 0;
+      for (const onnx::NodeProto& node : proto.graph().node()) {
+        weight_dequantizers += node.op_type() == "DequantizeLinear" &&
+                               initializers.count(node.input(0)) > 0;
+      }
+    }
+    return weight_dequantizers;
   }
 
   // ORT's first output for the model file on Path("inputs.npy"), with its
@@ -318,47 +392,22 @@ INSTANTIATE_TEST_SUITE_P(
 // each weight is one DequantizeLinear feeding all its readers, each reader's
 // input has the layer's Q/DQ, and ORT computes what the engine does.
 TEST_F(OrtTest, TiedWeightsExportRunsAsTheEngineRunsIt) {
-  const absl::StatusOr<std::string> original =
-      ReadFile(testing::FixturePath("tied_opset13.onnx"));
-  ASSERT_TRUE(original.ok()) << original.status();
-  const absl::StatusOr<PreparedModel> prepared = PrepareModel(*original);
-  ASSERT_TRUE(prepared.ok()) << prepared.status();
-  absl::StatusOr<std::unique_ptr<engine::Model>> model =
-      engine::Model::FromOnnxBytes(prepared->onnx);
-  ASSERT_TRUE(model.ok()) << model.status();
-  const Tensor inputs =
-      testing::ReadFloatNpy(testing::FixturePath("tied_inputs.npy"));
-  ASSERT_TRUE(WriteFile(Path("inputs.npy"), engine::EncodeNpy(inputs)).ok());
-  for (int bits : {8, 4}) {
-    SCOPED_TRACE(absl::StrCat(bits, " bits"));
-    LabeledData calib;
-    calib.inputs = inputs;
-    calib.labels.assign(inputs.dim(0), 0);  // calibration reads inputs only
-    QatSession session(**model, engine::AdamOptions{}, /*batch_size=*/8,
-                       /*seed=*/0);
-    const Policy policy((*model)->quantizable_layers().size(), bits);
-    ASSERT_TRUE(session.Calibrate(policy, calib).ok());
-    const absl::StatusOr<QuantizedModel> quantized =
-        ExportQuantized(prepared->onnx, **model, session, policy);
-    ASSERT_TRUE(quantized.ok()) << quantized.status();
-    const std::string model_path = Path("tied.onnx");
-    ASSERT_TRUE(WriteFile(model_path, quantized->onnx).ok());
-    absl::StatusOr<std::unique_ptr<engine::Model>> exported =
-        engine::Model::FromOnnxBytes(quantized->onnx);
-    ASSERT_TRUE(exported.ok()) << exported.status();
-    std::vector<const Tensor*> params;
-    for (const Tensor& p : (*exported)->initial_params()) params.push_back(&p);
-    const absl::StatusOr<Tensor> engine_logits =
-        (*exported)->Forward(inputs, params, nullptr);
-    ASSERT_TRUE(engine_logits.ok()) << engine_logits.status();
-    const Tensor ort_logits = OrtOutput(model_path, /*optimize=*/false);
-    ASSERT_EQ(ort_logits.shape(), engine_logits->shape());
-    const float diff =
-        (ort_logits.flat() - engine_logits->flat()).abs().maxCoeff();
-    std::cout << "tied " << bits << "-bit: max |logit diff| ORT unoptimized "
-              << diff << " (logits up to "
-              << engine_logits->flat().abs().maxCoeff() << ")\n";
-    EXPECT_LE(diff, kPlainLogitTolerance);
+  ExpectExportRunsAsTheEngine(
+      "tied_opset13.onnx",
+      testing::ReadFloatNpy(testing::FixturePath("tied_inputs.npy")));
+}
+
+// Recurrent models: each LSTM/GRU node's W and R are layers, so the 4-bit
+// export dequantizes both (and the head), and ORT runs the recurrences on
+// them as the engine does. Inputs: 16 random 28-row sequences.
+TEST_F(OrtTest, RecurrentExportQuantizesWAndRAndRunsAsTheEngine) {
+  std::mt19937 rng(3);
+  const Tensor inputs({16, 28, 28}, testing::UniformValues(16 * 28 * 28, &rng));
+  // name, recurrent nodes: a layer each for W and R, plus the head.
+  for (const auto& [name, nodes] :
+       {std::pair{"lstm_fmnist_opset13.onnx", 1},
+        std::pair{"gru_bi2_fmnist_opset17.onnx", 2}}) {
+    EXPECT_EQ(ExpectExportRunsAsTheEngine(name, inputs), 2 * nodes + 1) << name;
   }
 }
 
