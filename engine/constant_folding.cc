@@ -383,16 +383,9 @@ class Folder {
         in.begin(), in.end(), [](const Slot* s) { return !s->is_int; });
     if (any_float) return FoldFloatLogic(op, in, error);
     Shape shape;
-    for (const Slot* slot : in) {
-      absl::StatusOr<Shape> s = BroadcastShapes(shape, slot->shape);
-      if (!s.ok()) return error(s.status().message());
-      shape = *std::move(s);
-    }
-    MIXQ_ASSIGN_OR_RETURN(const int64_t n, CheckedNumElements(shape));
-    if (n > kMaxFoldedElements) return error("the result is too large to fold");
     std::vector<std::vector<int64_t>> index;
-    for (const Slot* slot : in)
-      index.push_back(BroadcastIndex(slot->shape, shape));
+    MIXQ_RETURN_IF_ERROR(BroadcastInputs(in, error, &shape, &index));
+    const int64_t n = NumElements(shape);
     Folded f;
     f.is_int = true;
     f.shape = shape;
@@ -465,17 +458,9 @@ class Folder {
       return error("the condition depends on the batch size");
     }
     Shape shape;
-    for (const Slot* slot : in) {
-      absl::StatusOr<Shape> s = BroadcastShapes(shape, slot->shape);
-      if (!s.ok()) return error(s.status().message());
-      shape = *std::move(s);
-    }
-    MIXQ_ASSIGN_OR_RETURN(const int64_t n, CheckedNumElements(shape));
-    if (n > kMaxFoldedElements) return error("the result is too large to fold");
     std::vector<std::vector<int64_t>> index;
-    for (const Slot* slot : in) {
-      index.push_back(BroadcastIndex(slot->shape, shape));
-    }
+    MIXQ_RETURN_IF_ERROR(BroadcastInputs(in, error, &shape, &index));
+    const int64_t n = NumElements(shape);
     const auto value = [&](size_t k, int64_t j) {
       return in[k]->value.data()[index[k][j]];
     };
@@ -499,6 +484,27 @@ class Folder {
     }
     f.probe_ints = f.ints;
     return f;
+  }
+
+  // The shape `in` broadcast together to (at most kMaxFoldedElements), and
+  // per input the element each output element reads; errors as `error`.
+  template <typename E>
+  static absl::Status BroadcastInputs(const std::vector<const Slot*>& in,
+                                      const E& error, Shape* shape,
+                                      std::vector<std::vector<int64_t>>* index) {
+    shape->clear();
+    for (const Slot* slot : in) {
+      absl::StatusOr<Shape> s = BroadcastShapes(*shape, slot->shape);
+      if (!s.ok()) return error(s.status().message());
+      *shape = *std::move(s);
+    }
+    MIXQ_ASSIGN_OR_RETURN(const int64_t n, CheckedNumElements(*shape));
+    if (n > kMaxFoldedElements) return error("the result is too large to fold");
+    index->clear();
+    for (const Slot* slot : in) {
+      index->push_back(BroadcastIndex(slot->shape, *shape));
+    }
+    return absl::OkStatus();
   }
 
   // For every element of `out`, the element of `in` (broadcast to `out`)
