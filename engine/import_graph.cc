@@ -561,6 +561,9 @@ class Importer {
         !HasRuntimeInput(proto, num_data)) {
       fold = true;
     }
+    if (proto.op_type() == "ConstantOfShape" && IsBatchShaped(proto)) {
+      return CompileBatchShapedConstant(proto, label);
+    }
     Slot& out = slots_[slot_of_.at(proto.output(0))];
     if (!fold) {
       return CompileKernelNode(
@@ -603,6 +606,52 @@ class Importer {
       out.value = Tensor(folded->shape, std::move(folded->floats));
     }
     return absl::OkStatus();
+  }
+
+  // Whether ConstantOfShape node `proto`'s shape depends on the batch (the
+  // Shape of a run-time tensor, as nn.MultiheadAttention's key padding mask
+  // exports: zeros shaped [batch x heads, 1, T] filled by Where).
+  bool IsBatchShaped(const onnx::NodeProto& proto) const {
+    if (proto.input_size() != 1 || proto.input(0).empty()) return false;
+    const auto it = slot_of_.find(proto.input(0));
+    if (it == slot_of_.end()) return false;
+    const Slot& shape = slots_[it->second];
+    return shape.kind == SlotKind::kConstant && shape.is_int &&
+           shape.ints != shape.probe_ints;
+  }
+
+  // Compiles a batch-shaped ConstantOfShape as an Expand of its value (a
+  // scalar constant) to its shape, which Expand resolves at every batch
+  // (BatchShape); a shape that depends on the batch in another way than
+  // multiples of it is refused there, naming the node.
+  absl::Status CompileBatchShapedConstant(const onnx::NodeProto& proto,
+                                          const std::string& label) {
+    float fill = 0.0f;
+    for (const onnx::AttributeProto& attr : proto.attribute()) {
+      if (attr.name() != "value") continue;
+      MIXQ_ASSIGN_OR_RETURN(
+          const ConstValue value,
+          ParseTensor(attr.t(), absl::StrCat("value of node '", label, "'")));
+      if (value.floats.size() + value.ints.size() != 1) {
+        return Invalid(absl::StrCat("node '", label,
+                                    "' (ConstantOfShape): the value must have "
+                                    "exactly one element"));
+      }
+      fill = value.is_int ? static_cast<float>(value.ints[0])
+                          : value.floats[0];
+    }
+    Slot value;
+    value.name = absl::StrCat(proto.output(0), "#value");
+    value.kind = SlotKind::kConstant;
+    value.value = Tensor(Shape{}, {fill});
+    MIXQ_RETURN_IF_ERROR(AddSlot(std::move(value)).status());
+    onnx::NodeProto expand;
+    expand.set_name(proto.name());
+    expand.set_op_type("Expand");
+    expand.add_input(absl::StrCat(proto.output(0), "#value"));
+    expand.add_input(proto.input(0));
+    expand.add_output(proto.output(0));
+    return CompileKernelNode(expand, label, *FindOp("Expand"));
   }
 
   static bool IsMaskOp(absl::string_view op_type) {

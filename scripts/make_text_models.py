@@ -5,7 +5,8 @@ Run with Debian's system interpreter (torch 1.13, onnx 1.12, numpy):
 
     /usr/bin/python3 scripts/make_text_models.py     # a few seconds
 
-Writes, for each architecture ARCH in (embed_bag, text_bert, text_gru):
+Writes, for each architecture ARCH in (embed_bag, text_bert, text_gru,
+text_padmask):
 
   ARCH_opset13.onnx, ARCH_opset17.onnx   the same random-weight model exported
                                          at two opsets, a dynamic batch axis
@@ -24,6 +25,9 @@ of VOCAB (text_bert: also attention_mask int64 [B, 12], trailing zeros):
              -10000 added to the scores, exact GELU), [CLS] pooling, Linear(32, 3)
   text_gru   nn.Embedding(300, 16), nn.GRU(16, 24, batch_first), Linear(24, 4)
              on the last hidden state
+  text_padmask  nn.Embedding(100, 16), one nn.TransformerEncoderLayer (2
+             heads) told the padding by src_key_padding_mask = ids == 0,
+             Linear(16, 3) on token 0
 
 Deterministic: torch.manual_seed(0), one thread.
 """
@@ -58,6 +62,10 @@ GRU_VOCAB = 300
 GRU_WIDTH = 16
 GRU_HIDDEN = 24
 GRU_CLASSES = 4
+PADMASK_VOCAB = 100
+PADMASK_WIDTH = 16
+PADMASK_HEADS = 2
+PADMASK_CLASSES = 3
 # Fixtures stay small: each file under this many bytes.
 MAX_FIXTURE_BYTES = 300_000
 
@@ -130,6 +138,27 @@ class TextGru(nn.Module):
         return self.head(hidden[-1])
 
 
+class TextPadMask(nn.Module):
+    """nn.TransformerEncoder told which tokens are padding (id 0) through
+    src_key_padding_mask: its export builds the float mask at run time
+    (Shape of a [batch x heads, 1, T] tensor -> ConstantOfShape -> Where)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(PADMASK_VOCAB, PADMASK_WIDTH)
+        layer = nn.TransformerEncoderLayer(PADMASK_WIDTH, PADMASK_HEADS,
+                                           2 * PADMASK_WIDTH, dropout=0.0,
+                                           batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 1,
+                                             enable_nested_tensor=False)
+        self.head = nn.Linear(PADMASK_WIDTH, PADMASK_CLASSES)
+
+    def forward(self, input_ids):
+        padding = input_ids == 0
+        x = self.encoder(self.embed(input_ids), src_key_padding_mask=padding)
+        return self.head(x[:, 0])
+
+
 def check_size(path):
     size = os.path.getsize(path)
     if size > MAX_FIXTURE_BYTES:
@@ -184,6 +213,10 @@ def main():
           "attention_mask": mask}, args.out)
     make("text_gru", TextGru(),
          {"input_ids": torch.randint(0, GRU_VOCAB, (batch, TOKENS))}, args.out)
+    # Ids from 1; sample i's last i tokens are padding (0).
+    make("text_padmask", TextPadMask(),
+         {"input_ids": torch.randint(1, PADMASK_VOCAB, (batch, TOKENS)) * mask},
+         args.out)
 
 
 if __name__ == "__main__":

@@ -360,13 +360,44 @@ TEST(BatchFoldingTest, Int64OverflowIsAnError) {
   ExpectInvalid(b.Build().status(), "node 'sum' (Add): int64 overflow");
 }
 
-TEST(BatchFoldingTest, BatchShapedConstantIsAnError) {
+// A constant shaped by the batch (ConstantOfShape of a run-time Shape, as
+// nn.TransformerEncoder's key padding mask exports) runs as an Expand of its
+// value, at every batch.
+TEST(BatchFoldingTest, BatchShapedConstantRunsAtEveryBatch) {
   OnnxBuilder b(13);
   b.Input("x", {-1, 3}).Output("y");
   b.Node("Shape", {"x"}, {"shape"});
-  b.Node("ConstantOfShape", {"shape"}, {"zeros"}, "zeros");
-  b.Node("Add", {"x", "zeros"}, {"y"});
-  ExpectInvalid(b.Build().status(), "node 'zeros' (ConstantOfShape)");
+  onnx::NodeProto* fill =
+      b.Node("ConstantOfShape", {"shape"}, {"halves"}, "halves");
+  onnx::AttributeProto* value = fill->add_attribute();
+  value->set_name("value");
+  value->set_type(onnx::AttributeProto::TENSOR);
+  OnnxBuilder::FillFloat(value->mutable_t(), "", {1}, {0.5f});
+  b.Node("Add", {"x", "halves"}, {"y"});
+  std::unique_ptr<Model> model = BuildOrDie(b);
+  ASSERT_NE(model, nullptr);
+  for (int64_t batch : {1, 4}) {
+    const Tensor x = Iota({batch, 3});
+    absl::StatusOr<Tensor> y = RunModel(*model, x);
+    ASSERT_TRUE(y.ok()) << y.status();
+    ASSERT_EQ(y->shape(), x.shape());
+    for (int64_t i = 0; i < x.size(); ++i) {
+      EXPECT_EQ(y->data()[i], x.data()[i] + 0.5f) << "batch " << batch;
+    }
+  }
+}
+
+// Batch-dependent in a way that is no multiple of the batch: refused.
+TEST(BatchFoldingTest, ConstantShapedByBatchPlusOneIsAnError) {
+  OnnxBuilder b(13);
+  b.Input("x", {-1, 3}).Output("y");
+  b.Node("Shape", {"x"}, {"shape"});
+  b.IntConstant("one", {1, 0});
+  b.Node("Add", {"shape", "one"}, {"grown"});
+  b.Node("ConstantOfShape", {"grown"}, {"zeros"}, "zeros");
+  b.Node("ReduceSum", {"zeros"}, {"y"});
+  const absl::Status status = b.Build().status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
 }
 
 // The batch may only go where a kernel can re-read it (Reshape, Expand).

@@ -71,6 +71,10 @@ std::vector<TextFixture> Fixtures() {
                         1 + 2 * 6 + 1});
     fixtures.push_back(
         {"text_gru", opset, {"input_ids"}, 4, {"embed.weight"}, 4});
+    // nn.TransformerEncoder with src_key_padding_mask = ids == 0: the float
+    // mask is a batch-shaped ConstantOfShape filled by Where at run time.
+    fixtures.push_back(
+        {"text_padmask", opset, {"input_ids"}, 3, {"embed.weight"}, 6});
   }
   return fixtures;
 }
