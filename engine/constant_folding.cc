@@ -507,20 +507,6 @@ class Folder {
     return absl::OkStatus();
   }
 
-  // For every element of `out`, the element of `in` (broadcast to `out`)
-  // it reads.
-  static std::vector<int64_t> BroadcastIndex(const Shape& in,
-                                             const Shape& out) {
-    std::vector<int64_t> index(NumElements(out));
-    BroadcastRuns(in, out).ForEach(
-        [&](int64_t out_offset, int64_t in_offset, int64_t n, int64_t stride) {
-          for (int64_t k = 0; k < n; ++k) {
-            index[out_offset + k] = in_offset + k * stride;
-          }
-        });
-    return index;
-  }
-
   // Data-movement operators (Gather, Slice, Concat, ...) on int64 tensors run
   // their float kernel on the element numbers of the inputs and then move
   // the int64 values (at both batches) where the numbers went: one

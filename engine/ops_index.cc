@@ -154,32 +154,6 @@ class CastToIntegerKernel : public Kernel {
   const bool to_bool_;
 };
 
-// Per element of an output of shape `out`, the offset of the element of an
-// input of shape `in` (numpy-broadcast to `out`) it reads. Masks are small:
-// an offset table keeps broadcasting and its reduction in one place.
-std::vector<int64_t> BroadcastOffsets(const Shape& in, const Shape& out) {
-  const size_t offset = out.size() - in.size();
-  std::vector<int64_t> strides(out.size(), 0);
-  int64_t stride = 1;
-  for (size_t d = in.size(); d-- > 0;) {
-    strides[d + offset] = in[d] == 1 ? 0 : stride;
-    stride *= in[d];
-  }
-  std::vector<int64_t> offsets(Product(out.begin(), out.end()));
-  std::vector<int64_t> index(out.size(), 0);
-  int64_t at = 0;
-  for (int64_t& o : offsets) {
-    o = at;
-    for (size_t d = out.size(); d-- > 0;) {
-      at += strides[d];
-      if (++index[d] < out[d]) break;
-      at -= strides[d] * out[d];
-      index[d] = 0;
-    }
-  }
-  return offsets;
-}
-
 absl::StatusOr<Shape> BroadcastAll(absl::Span<const Shape* const> inputs) {
   Shape out = *inputs[0];
   for (size_t i = 1; i < inputs.size(); ++i) {
@@ -202,9 +176,9 @@ class EqualKernel : public Kernel {
   void Forward(absl::Span<const Tensor* const> inputs,
                Tensor* output) const override {
     const std::vector<int64_t> a =
-        BroadcastOffsets(inputs[0]->shape(), output->shape());
+        BroadcastIndex(inputs[0]->shape(), output->shape());
     const std::vector<int64_t> b =
-        BroadcastOffsets(inputs[1]->shape(), output->shape());
+        BroadcastIndex(inputs[1]->shape(), output->shape());
     for (int64_t i = 0; i < output->size(); ++i) {
       output->data()[i] =
           inputs[0]->data()[a[i]] == inputs[1]->data()[b[i]] ? 1.0f : 0.0f;
@@ -233,9 +207,9 @@ class WhereKernel : public Kernel {
   void Forward(absl::Span<const Tensor* const> inputs,
                Tensor* output) const override {
     const Shape& out = output->shape();
-    const std::vector<int64_t> c = BroadcastOffsets(inputs[0]->shape(), out);
-    const std::vector<int64_t> x = BroadcastOffsets(inputs[1]->shape(), out);
-    const std::vector<int64_t> y = BroadcastOffsets(inputs[2]->shape(), out);
+    const std::vector<int64_t> c = BroadcastIndex(inputs[0]->shape(), out);
+    const std::vector<int64_t> x = BroadcastIndex(inputs[1]->shape(), out);
+    const std::vector<int64_t> y = BroadcastIndex(inputs[2]->shape(), out);
     for (int64_t i = 0; i < output->size(); ++i) {
       output->data()[i] = inputs[0]->data()[c[i]] != 0.0f
                               ? inputs[1]->data()[x[i]]
@@ -247,14 +221,14 @@ class WhereKernel : public Kernel {
                 const Tensor& grad_output,
                 absl::Span<Tensor* const> grad_inputs) const override {
     const Shape& out = grad_output.shape();
-    const std::vector<int64_t> c = BroadcastOffsets(inputs[0]->shape(), out);
+    const std::vector<int64_t> c = BroadcastIndex(inputs[0]->shape(), out);
     if (grad_inputs[0] != nullptr) grad_inputs[0]->flat().setZero();
     for (int branch : {1, 2}) {
       Tensor* grad = grad_inputs[branch];
       if (grad == nullptr) continue;
       grad->flat().setZero();
       const std::vector<int64_t> to =
-          BroadcastOffsets(inputs[branch]->shape(), out);
+          BroadcastIndex(inputs[branch]->shape(), out);
       const bool chosen_when = branch == 1;
       for (int64_t i = 0; i < grad_output.size(); ++i) {
         if ((inputs[0]->data()[c[i]] != 0.0f) == chosen_when) {

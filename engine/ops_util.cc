@@ -96,4 +96,15 @@ void ReduceBroadcast(const Tensor& grad_out, float scale, Tensor* grad_in) {
       });
 }
 
+std::vector<int64_t> BroadcastIndex(const Shape& in, const Shape& out) {
+  std::vector<int64_t> index(NumElements(out));
+  BroadcastRuns(in, out).ForEach(
+      [&](int64_t out_offset, int64_t in_offset, int64_t n, int64_t stride) {
+        for (int64_t k = 0; k < n; ++k) {
+          index[out_offset + k] = in_offset + k * stride;
+        }
+      });
+  return index;
+}
+
 }  // namespace mixq::engine

@@ -104,6 +104,12 @@ class BroadcastRuns {
   std::vector<int64_t> strides_;
 };
 
+// Per element of an output of shape `out`, the offset of the element of an
+// input of shape `in` (numpy-broadcast to `out`) it reads: an index table,
+// for the small tensors of masks and folded shape arithmetic, where
+// broadcasting and its reduction then stay in one place.
+std::vector<int64_t> BroadcastIndex(const Shape& in, const Shape& out);
+
 // out += scale * broadcast(in).
 void AddBroadcast(const Tensor& in, float scale, Tensor* out);
 
