@@ -98,8 +98,7 @@ class TextModelTest : public ::testing::TestWithParam<TextFixture> {
   }
 
   Tensor Reference(int64_t batch) const {
-    return ReadFloatNpy(
-        FixturePath(absl::StrCat(GetParam().arch, "_logits_b", batch, ".npy")));
+    return testing::FixtureLogits(GetParam().arch, batch);
   }
 
   std::unique_ptr<Model> model_;

@@ -75,7 +75,7 @@ TEST_F(TiedWeightsTest, MatchesPyTorchAtEveryBatch) {
     ASSERT_TRUE(y.ok()) << y.status();
     testing::ExpectClose(
         *y,
-        ReadFloatNpy(FixturePath(absl::StrCat("tied_logits_b", batch, ".npy"))),
+        testing::FixtureLogits("tied", batch),
         "logits");
   }
 }

@@ -146,8 +146,7 @@ class TransformerModelTest
   }
 
   Tensor Reference(int64_t batch) const {
-    return ReadFloatNpy(
-        FixturePath(absl::StrCat(GetParam().arch, "_logits_b", batch, ".npy")));
+    return testing::FixtureLogits(GetParam().arch, batch);
   }
 
   std::unique_ptr<Model> model_;

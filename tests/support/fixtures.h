@@ -42,6 +42,13 @@ inline engine::Tensor ReadFloatNpy(const std::string& path) {
   return tensor.ok() ? *std::move(tensor) : engine::Tensor();
 }
 
+// PyTorch's reference outputs for fixture `arch` at batch `batch`
+// (<arch>_logits_b<batch>.npy, as the fixture scripts write them).
+inline engine::Tensor FixtureLogits(absl::string_view arch, int64_t batch) {
+  return ReadFloatNpy(
+      FixturePath(absl::StrCat(arch, "_logits_b", batch, ".npy")));
+}
+
 inline constexpr char kFashionMnistDir[] = "/usr/share/datasets/fashion-mnist/";
 
 inline std::string FashionMnistImagesPath() {
