@@ -212,7 +212,6 @@ class Runner {
         stub_(v1::Mixq::NewStub(channel)) {}
 
   int operator()(const SubmitOptions& given) {
-    int exit_code = kExitOk;
     PackedInputs packed;
     const std::optional<SubmitOptions> options = Pack(given, &packed);
     if (!options.has_value()) return kExitUsage;
