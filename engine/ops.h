@@ -3,7 +3,9 @@
 // (import_graph.cc) converts ONNX attributes into an OpConfig, so no protobuf
 // type reaches a kernel.
 //
-// Thread-safety: kernels are immutable after creation; Forward and Backward
+// Thread-safety: kernels are immutable after creation (caches of values
+// derived from their inputs, such as Conv's transformed weights, are
+// internally synchronised and never change a result); Forward and Backward
 // are const and may run concurrently on different tensors.
 #ifndef MIXQ_ENGINE_OPS_H_
 #define MIXQ_ENGINE_OPS_H_

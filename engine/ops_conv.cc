@@ -48,6 +48,7 @@
 #include "engine/ops_util.h"
 #include "engine/ops_window.h"
 #include "engine/winograd.h"
+#include "engine/winograd_cache.h"
 
 namespace mixq::engine {
 namespace {
@@ -602,7 +603,8 @@ class ConvKernel : public Kernel {
     const float* b = inputs.size() == 3 ? inputs[2]->data() : nullptr;
     float* y = output->data();
     if (const std::optional<Conv3x3Shape> s = WinogradShape(g)) {
-      WinogradConvForward(*s, x, w, b, y);
+      WinogradConvForward(
+          *s, x, *weight_transform_.Get(*s, WinogradTile::kAuto, w), b, y);
     } else if (g.depthwise() && g.p <= kSmallMapPixels) {
       SmallDepthwiseForward(g, x, w, b, y);
     } else if (g.depthwise()) {
@@ -642,7 +644,10 @@ class ConvKernel : public Kernel {
         if (dx_by_conv) {
           const Eigen::VectorXf wt = FlippedTransposedWeights(g, w);
           if (const std::optional<Conv3x3Shape> ts = WinogradShape(*t)) {
-            WinogradConvForward(*ts, dy, wt.data(), nullptr, dx);
+            WinogradConvForward(
+                *ts, dy,
+                *flipped_transform_.Get(*ts, WinogradTile::kAuto, wt.data()),
+                nullptr, dx);
           } else {
             DirectForward(*t, dy, wt.data(), nullptr, dx);
           }
@@ -674,6 +679,13 @@ class ConvKernel : public Kernel {
  private:
   // Elements of dY above which the bias gradient is summed by threads.
   static constexpr int64_t kParallelBiasWork = 1 << 15;
+
+  // The Winograd transforms of the weights the forward pass, and of the
+  // flipped, transposed ones the input gradient, last ran with: reused while
+  // the weights are unchanged (inference, scoring), so the kernel stays
+  // logically immutable.
+  mutable WinogradWeightCache weight_transform_;
+  mutable WinogradWeightCache flipped_transform_;
 
   static std::vector<const Shape*> Shapes(
       absl::Span<const Tensor* const> inputs) {

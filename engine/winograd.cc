@@ -2,6 +2,8 @@
 // layout, threading contract and the choice between them are in winograd.h.
 #include "engine/winograd.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -39,6 +41,14 @@ constexpr int64_t kMaxPartials = 8;
 // this fraction of F(2x2)'s (16x16 maps, 62.5%, gain; 7x7, 67.5%, lose).
 constexpr int64_t kMaxPointRatioNumerator = 64;
 constexpr int64_t kPointRatioDenominator = 100;
+// TransformWeights works on this many filters at a time, and splits them
+// between threads above kParallelTransformFilters filters.
+constexpr int64_t kWeightChunk = 64;
+// A forward block's products (multiply-adds) from which its stages are
+// split between threads when there are fewer blocks than threads: about
+// 0.1 ms of work, some 50 times a parallel region's cost.
+constexpr int64_t kMinWideProductWork = int64_t{1} << 22;
+constexpr int64_t kParallelTransformFilters = 4096;
 
 // Register blocking of the products, in SIMD packets of tiles.
 using Packet = Eigen::internal::packet_traits<float>::type;
@@ -499,25 +509,41 @@ void InterleaveOutput(const Conv3x3Shape& s, const Block& blk, int64_t pitch,
   }
 }
 
-// U[xi][m][c] = (G w[m, c] G^T)[xi].
+// U[xi][m][c] = (G w[m, c] G^T)[xi]. Filters go in chunks of
+// kWeightChunk, transposed first so that both halves of the transform run
+// over consecutive filters (SIMD) and each point's row of U is written
+// contiguously; chunks are split between threads.
 template <int T>
 void TransformWeights(const Conv3x3Shape& s, const float* w, float* u) {
   constexpr int kPatch = TileSize<T>::kPatch;
   constexpr auto& kG = Transforms<T>::kG;
+  constexpr int kFilter = kTaps * kTaps;
   const int64_t mc = s.m * s.c;
-  for (int64_t k = 0; k < mc; ++k) {
-    const float* g = w + k * kTaps * kTaps;
-    float gg[kPatch][kTaps];  // G g
+  const int64_t chunks = CeilDiv(mc, kWeightChunk);
+#pragma omp parallel for schedule(static) if (mc > kParallelTransformFilters)
+  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+    const int64_t k0 = chunk * kWeightChunk;
+    const int64_t count = std::min(kWeightChunk, mc - k0);
+    float g[kFilter][kWeightChunk];  // g[tap][filter]
+    for (int64_t k = 0; k < count; ++k) {
+      for (int t = 0; t < kFilter; ++t) g[t][k] = w[(k0 + k) * kFilter + t];
+    }
+    float gg[kPatch][kTaps][kWeightChunk];  // (G g)[a][j]
     for (int a = 0; a < kPatch; ++a) {
       for (int j = 0; j < kTaps; ++j) {
-        gg[a][j] = kG[a][0] * g[j] + kG[a][1] * g[kTaps + j] +
-                   kG[a][2] * g[2 * kTaps + j];
+        for (int64_t k = 0; k < count; ++k) {
+          gg[a][j][k] = kG[a][0] * g[j][k] + kG[a][1] * g[kTaps + j][k] +
+                        kG[a][2] * g[2 * kTaps + j][k];
+        }
       }
     }
     for (int a = 0; a < kPatch; ++a) {
       for (int b = 0; b < kPatch; ++b) {
-        u[(a * kPatch + b) * mc + k] =
-            gg[a][0] * kG[b][0] + gg[a][1] * kG[b][1] + gg[a][2] * kG[b][2];
+        float* row = u + (a * kPatch + b) * mc + k0;
+        for (int64_t k = 0; k < count; ++k) {
+          row[k] = gg[a][0][k] * kG[b][0] + gg[a][1][k] * kG[b][1] +
+                   gg[a][2][k] * kG[b][2];
+        }
       }
     }
   }
@@ -567,30 +593,38 @@ void ZeroTail(int points, int64_t point_stride, int64_t rows, int64_t stride,
   }
 }
 
-// V[xi][c][position] for block `blk` (SamplePositions per sample), rows
-// plan.stride apart; positions past the block's last, up to a whole packet,
-// are zero.
+// V[xi][c][position] of input channel `c` for block `blk` (SamplePositions
+// per sample), rows plan.stride apart; positions past the block's last, up
+// to a whole packet, are zero. `split`: plan.split_size() floats of scratch.
+template <int T>
+void TransformChannelInput(const Conv3x3Shape& s, const Plan<T>& plan,
+                           const Block& blk, int64_t c, const float* x,
+                           float* split, float* v) {
+  const int64_t positions = SamplePositions(plan, blk);
+  const int64_t point_stride = plan.v_point;
+  for (int64_t n = blk.s0; n < blk.s1; ++n) {
+    SplitPlane<T>(x + (n * s.c + c) * s.h * s.w, s.h, s.w,
+                  T * blk.ty0 - s.pad_top, blk.ty1 - blk.ty0 + 1, s.pad_left,
+                  plan.pitch, plan.split_stride,
+                  split + T * T * plan.split_stride, split);
+    float* out = v + c * plan.stride + (n - blk.s0) * positions;
+    for (int64_t p = 0; p < positions; p += kLanes) {
+      Transforms<T>::Input(split, plan.split_stride, plan.pitch, p, out + p,
+                           point_stride);
+    }
+  }
+  ZeroTail(TileSize<T>::kPoints, plan.v_point, 1, plan.stride,
+           (blk.s1 - blk.s0) * positions, v + c * plan.stride);
+}
+
+// V for all input channels of block `blk` (TransformChannelInput).
 template <int T>
 void TransformBlockInput(const Conv3x3Shape& s, const Plan<T>& plan,
                          const Block& blk, const float* x, float* split,
                          float* v) {
-  const int64_t positions = SamplePositions(plan, blk);
-  const int64_t point_stride = plan.v_point;
-  for (int64_t n = blk.s0; n < blk.s1; ++n) {
-    for (int64_t c = 0; c < s.c; ++c) {
-      SplitPlane<T>(x + (n * s.c + c) * s.h * s.w, s.h, s.w,
-                    T * blk.ty0 - s.pad_top, blk.ty1 - blk.ty0 + 1, s.pad_left,
-                    plan.pitch, plan.split_stride,
-                    split + T * T * plan.split_stride, split);
-      float* out = v + c * plan.stride + (n - blk.s0) * positions;
-      for (int64_t p = 0; p < positions; p += kLanes) {
-        Transforms<T>::Input(split, plan.split_stride, plan.pitch, p, out + p,
-                             point_stride);
-      }
-    }
+  for (int64_t c = 0; c < s.c; ++c) {
+    TransformChannelInput(s, plan, blk, c, x, split, v);
   }
-  ZeroTail(TileSize<T>::kPoints, plan.v_point, s.c, plan.stride,
-           (blk.s1 - blk.s0) * positions, v);
 }
 
 // dM[xi][m][position] for block `blk`, like TransformBlockInput.
@@ -660,12 +694,14 @@ void ProductBlock(const float* v, int64_t v_stride, int64_t channels,
   }
 }
 
-// M[xi][m][p] = sum_c U[xi][m][c] V[xi][c][p] for `positions` positions.
+// M[xi][m][p] = sum_c U[xi][m][c] V[xi][c][p] for `positions` positions;
+// with `wide`, the points are split between threads.
 template <int T>
 void BlockProducts(const Conv3x3Shape& s, const Plan<T>& plan,
                    int64_t positions, const float* u, const float* v,
-                   float* m) {
+                   float* m, bool wide) {
   const int64_t packets = CeilDiv(positions, kPacket);
+#pragma omp parallel for schedule(static) if (wide)
   for (int xi = 0; xi < TileSize<T>::kPoints; ++xi) {
     const float* vx = v + xi * plan.v_point;
     const float* ux = u + xi * s.m * s.c;
@@ -747,39 +783,60 @@ int64_t TargetPositions(const Conv3x3Shape& s) {
                     kMinBlockPositions, kMaxBlockPositions);
 }
 
+// Y for block `blk` from the transformed weights u. With `wide`, each stage
+// splits its independent parts (input channels, points, output channels)
+// between the calling thread's OpenMP threads: for forward passes with
+// fewer blocks than threads (batch 1 on small maps), which would otherwise
+// run on one thread. Each output is computed the same way either way.
 template <int T>
-void Forward(const Conv3x3Shape& s, const float* x, const float* w,
-             const float* bias, float* y) {
+void ForwardBlock(const Conv3x3Shape& s, const Plan<T>& plan, const Block& blk,
+                  const float* x, const float* u, const float* bias, float* y,
+                  bool wide) {
   constexpr int kPoints = TileSize<T>::kPoints;
-  const Plan<T> plan(s, TargetPositions<T>(s));
-  // The calling thread owns the transformed weights; workers only read them.
-  thread_local FloatBuffer u_buffer;
-  float* u = Scratch(&u_buffer, kPoints * s.m * s.c);
-  TransformWeights<T>(s, w, u);
-#pragma omp parallel for schedule(dynamic, 1) if (plan.blocks > 1)
-  for (int64_t b = 0; b < plan.blocks; ++b) {
-    thread_local FloatBuffer split_buffer, v_buffer, m_buffer, out_buffer;
-    const Block blk = plan.Get(b, s.n);
-    float* split = Scratch(&split_buffer, plan.split_size());
-    float* v = Scratch(&v_buffer, kPoints * plan.v_point);
-    float* m = Scratch(&m_buffer, kPoints * plan.m_point);
-    const int64_t positions = SamplePositions(plan, blk);
-    const int64_t out_stride = PointStride(positions + kLanes);
+  // The calling thread's; with `wide` its workers fill disjoint rows.
+  thread_local FloatBuffer v_buffer, m_buffer;
+  float* v = Scratch(&v_buffer, kPoints * plan.v_point);
+  float* m = Scratch(&m_buffer, kPoints * plan.m_point);
+#pragma omp parallel for schedule(static) if (wide)
+  for (int64_t c = 0; c < s.c; ++c) {
+    thread_local FloatBuffer split_buffer;
+    TransformChannelInput(s, plan, blk, c, x,
+                          Scratch(&split_buffer, plan.split_size()), v);
+  }
+  BlockProducts(s, plan, BlockPositions(plan, blk), u, v, m, wide);
+  const int64_t positions = SamplePositions(plan, blk);
+  const int64_t out_stride = PointStride(positions + kLanes);
+#pragma omp parallel for schedule(static) if (wide)
+  for (int64_t mo = 0; mo < s.m; ++mo) {
+    thread_local FloatBuffer out_buffer;
     float* out = Scratch(&out_buffer, T * T * out_stride);
-    TransformBlockInput(s, plan, blk, x, split, v);
-    BlockProducts(s, plan, BlockPositions(plan, blk), u, v, m);
+    const float bias_m = bias == nullptr ? 0.0f : bias[mo];
     for (int64_t n = blk.s0; n < blk.s1; ++n) {
-      for (int64_t mo = 0; mo < s.m; ++mo) {
-        const float* in = m + mo * plan.stride + (n - blk.s0) * positions;
-        const float bias_m = bias == nullptr ? 0.0f : bias[mo];
-        for (int64_t p = 0; p < positions; p += kLanes) {
-          Transforms<T>::Output(in + p, plan.m_point, bias_m, out + p,
-                                out_stride);
-        }
-        InterleaveOutput<T>(s, blk, plan.pitch, out, out_stride,
-                            y + (n * s.m + mo) * s.out_h * s.out_w);
+      const float* in = m + mo * plan.stride + (n - blk.s0) * positions;
+      for (int64_t p = 0; p < positions; p += kLanes) {
+        Transforms<T>::Output(in + p, plan.m_point, bias_m, out + p,
+                              out_stride);
       }
+      InterleaveOutput<T>(s, blk, plan.pitch, out, out_stride,
+                          y + (n * s.m + mo) * s.out_h * s.out_w);
     }
+  }
+}
+
+// Blocks go to threads; with fewer blocks than threads, each block's work
+// does (ForwardBlock's `wide`) when it is large enough to pay for the
+// threads' hand-offs. Workers only read the transformed weights.
+template <int T>
+void Forward(const Conv3x3Shape& s, const float* x, const float* u,
+             const float* bias, float* y) {
+  const Plan<T> plan(s, TargetPositions<T>(s));
+  const bool wide =
+      plan.blocks < omp_get_max_threads() &&
+      TileSize<T>::kPoints * s.m * s.c * BlockPositions(plan, plan.Get(0, s.n)) >=
+          kMinWideProductWork;
+#pragma omp parallel for schedule(dynamic, 1) if (!wide && plan.blocks > 1)
+  for (int64_t b = 0; b < plan.blocks; ++b) {
+    ForwardBlock(s, plan, plan.Get(b, s.n), x, u, bias, y, wide);
   }
 }
 
@@ -853,13 +910,41 @@ bool WinogradSuits(const Conv3x3Shape& s) {
          s.m <= kMaxSuitedChannels;
 }
 
+WinogradTile ResolveWinogradTile(const Conv3x3Shape& s, WinogradTile tile) {
+  return ChooseTile(s, tile);
+}
+
+void WinogradWeights::Assign(const Conv3x3Shape& s, WinogradTile tile,
+                             const float* w) {
+  tile_ = ChooseTile(s, tile);
+  m_ = s.m;
+  c_ = s.c;
+  if (tile_ == WinogradTile::k4x4) {
+    u_.resize(TileSize<4>::kPoints * m_ * c_);
+    TransformWeights<4>(s, w, u_.data());
+  } else {
+    u_.resize(TileSize<2>::kPoints * m_ * c_);
+    TransformWeights<2>(s, w, u_.data());
+  }
+}
+
+void WinogradConvForward(const Conv3x3Shape& s, const float* x,
+                         const WinogradWeights& u, const float* bias,
+                         float* y) {
+  if (u.tile() == WinogradTile::k4x4) {
+    Forward<4>(s, x, u.data(), bias, y);
+  } else {
+    Forward<2>(s, x, u.data(), bias, y);
+  }
+}
+
 void WinogradConvForward(const Conv3x3Shape& s, const float* x, const float* w,
                          const float* bias, float* y, WinogradTile tile) {
-  if (ChooseTile(s, tile) == WinogradTile::k4x4) {
-    Forward<4>(s, x, w, bias, y);
-  } else {
-    Forward<2>(s, x, w, bias, y);
-  }
+  // The calling thread's transform, kept so that repeated calls do not
+  // allocate.
+  thread_local WinogradWeights u;
+  u.Assign(s, tile, w);
+  WinogradConvForward(s, x, u, bias, y);
 }
 
 void WinogradConvWeightGrad(const Conv3x3Shape& s, const float* x,

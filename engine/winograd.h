@@ -13,7 +13,7 @@
 //         [0 -1  1  0]         [1/2 -1/2  1/2]
 //         [0  1  0 -1]         [ 0    0    1 ]
 // the forward pass is, per tile,
-//   U[m, c] = G g[m, c] G^T            (4x4, once per call)
+//   U[m, c] = G g[m, c] G^T            (4x4, once per weights)
 //   V[c]    = B^T d[c] B               (4x4 per tile and input channel)
 //   M[xi][m] = sum_c U[xi][m, c] V[xi][c]   for each of the 16 points xi
 //   Y[m]    = A^T M[m] A               (the 2x2 outputs, cropped at edges)
@@ -71,6 +71,9 @@
 #define MIXQ_ENGINE_WINOGRAD_H_
 
 #include <cstdint>
+#include <vector>
+
+#include "Eigen/Core"
 
 namespace mixq::engine {
 
@@ -131,6 +134,44 @@ bool WinogradValid(const Conv3x3Shape& s);
 // F(2x2).
 enum class WinogradTile { kAuto, k2x2, k4x4 };
 
+// kAuto resolved for `s` (k2x2 or k4x4); another tile is returned as is.
+WinogradTile ResolveWinogradTile(const Conv3x3Shape& s, WinogradTile tile);
+
+// The transformed weights U[xi][m][c] = (G w[m, c] G^T)[xi] of one
+// convolution for one tile size: what the forward pass multiplies with.
+// Transforming costs about as much as a batch-1 forward pass of the layer
+// (ResNet-18 at 224x224, batch 1: 57% of the time went to it), so callers
+// whose weights do not change between calls keep one (WinogradWeightCache)
+// instead of redoing it per call. Immutable once made.
+class WinogradWeights {
+ public:
+  // Empty: fits no convolution until Assign.
+  WinogradWeights() = default;
+  // The transform of w [s.m, s.c, 3, 3] for `tile` (see Assign).
+  WinogradWeights(const Conv3x3Shape& s, WinogradTile tile, const float* w) {
+    Assign(s, tile, w);
+  }
+
+  // Becomes the transform of w [s.m, s.c, 3, 3] for `tile` (kAuto resolved
+  // for `s`), reusing its storage when large enough. Split between the
+  // calling thread's OpenMP threads when large; the result does not depend
+  // on the thread count. Requires WinogradValid(s).
+  void Assign(const Conv3x3Shape& s, WinogradTile tile, const float* w);
+
+  // Whether these are the transform of weights for a convolution of `s`'s
+  // channels with `tile` resolved for `s`.
+  bool Fits(const Conv3x3Shape& s, WinogradTile tile) const {
+    return ResolveWinogradTile(s, tile) == tile_ && s.m == m_ && s.c == c_;
+  }
+  WinogradTile tile() const { return tile_; }
+  const float* data() const { return u_.data(); }
+
+ private:
+  WinogradTile tile_ = WinogradTile::k2x2;
+  int64_t m_ = 0, c_ = 0;
+  std::vector<float, Eigen::aligned_allocator<float>> u_;
+};
+
 // y[n, m, oh, ow] = bias[m] + sum_{c,i,j} w[m, c, i, j] *
 //                   x[n, c, oh + i - pad_top, ow + j - pad_left]
 // (x outside the input = 0). x is [n, c, h, w], w is [m, c, 3, 3], bias is
@@ -140,6 +181,13 @@ enum class WinogradTile { kAuto, k2x2, k4x4 };
 void WinogradConvForward(const Conv3x3Shape& s, const float* x, const float* w,
                          const float* bias, float* y,
                          WinogradTile tile = WinogradTile::kAuto);
+
+// The same with the weights already transformed: requires u.Fits(s, tile)
+// for the tile it was made with, and gives the same result as the form
+// above with that tile.
+void WinogradConvForward(const Conv3x3Shape& s, const float* x,
+                         const WinogradWeights& u, const float* bias,
+                         float* y);
 
 // dw[m, c, i, j] = sum_{n,oh,ow} dy[n, m, oh, ow] *
 //                  x[n, c, oh + i - pad_top, ow + j - pad_left].

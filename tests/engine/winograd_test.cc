@@ -365,6 +365,10 @@ TEST(WinogradTest, ResultsDoNotDependOnThreadCount) {
       {16, 32, 32, 14, 14, 1, 1, 1, 1},
       {2, 5, 6, 70, 66, 1, 1, 0, 2},
       {3, 3, 4, 200, 190, 1, 1, 2, 0},
+      // One block with enough work to split its stages between threads
+      // (batch 1 on ResNet-18's last stages).
+      {1, 256, 256, 7, 7, 1, 1, 1, 1},
+      {1, 128, 96, 14, 14, 1, 1, 1, 1},
   };
   const int threads = omp_get_max_threads();
   for (WinogradTile tile : {WinogradTile::k2x2, WinogradTile::k4x4}) {
