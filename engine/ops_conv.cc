@@ -31,6 +31,8 @@
 //
 // Pooling kernels handle 1-D to 3-D windows as 3-D ones with unit leading
 // dims; their inner loops are vector operations over runs of output columns.
+#include <omp.h>
+
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -374,6 +376,10 @@ static_assert(kBlockFloats <= kMaxBlockFloats);
 // Convolutions with a larger inner dimension (channels x taps) use im2col and
 // a GEMM, whose cache blocking then pays off.
 constexpr int64_t kDirectMaxK = 1024;
+// A sample's multiply-adds from which the direct kernel splits one
+// sample's work between threads when there are fewer samples than threads:
+// about 0.1 ms of work, some 50 times a parallel region's cost.
+constexpr int64_t kMinWideSampleWork = int64_t{1} << 22;
 
 // out[mb][0, kBlockFloats) = sum over (ci, t) of w[mb * w_stride + ci * taps
 // + t] * in[ci * plane + offsets[t] + (0, kBlockFloats)], for MB rows.
@@ -431,9 +437,12 @@ void DirectBlockUpTo(int mb, const float* in, int64_t plane, int64_t channels,
 
 // out [mg, padded span] = the group's weights [mg, cg * taps] applied to the
 // phase planes of its cg input channels; padded span = span rounded up to
-// kBlockFloats (the phase buffer's slack covers the extra reads).
+// kBlockFloats (the phase buffer's slack covers the extra reads). With
+// `wide`, the register blocks are split between the calling thread's
+// threads (each output is computed the same way either way).
 void DirectConvolve(const ConvGeometry& g, const PhaseLayout& layout,
-                    const float* phases, const float* w, float* out) {
+                    const float* phases, const float* w, float* out,
+                    bool wide) {
   const int64_t padded = RoundUp(layout.span(g), kBlockFloats);
   std::vector<int64_t> offsets(g.taps);
   for (int64_t i = 0; i < g.y.kernel; ++i) {
@@ -441,13 +450,16 @@ void DirectConvolve(const ConvGeometry& g, const PhaseLayout& layout,
       offsets[i * g.x.kernel + j] = layout.TapOffset(g, i, j);
     }
   }
-  for (int64_t p0 = 0; p0 < padded; p0 += kBlockFloats) {
-    for (int64_t m0 = 0; m0 < g.mg; m0 += kBlockM) {
-      DirectBlockUpTo<kBlockM>(
-          static_cast<int>(std::min<int64_t>(kBlockM, g.mg - m0)), phases + p0,
-          layout.plane, g.cg, offsets.data(), g.taps, w + m0 * g.k, g.k,
-          out + m0 * padded + p0, padded);
-    }
+  const int64_t m_blocks = CeilDiv(g.mg, kBlockM);
+  const int64_t blocks = padded / kBlockFloats * m_blocks;
+#pragma omp parallel for schedule(static) if (wide)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t p0 = b / m_blocks * kBlockFloats;
+    const int64_t m0 = b % m_blocks * kBlockM;
+    DirectBlockUpTo<kBlockM>(
+        static_cast<int>(std::min<int64_t>(kBlockM, g.mg - m0)), phases + p0,
+        layout.plane, g.cg, offsets.data(), g.taps, w + m0 * g.k, g.k,
+        out + m0 * padded + p0, padded);
   }
 }
 
@@ -1014,14 +1026,17 @@ class ConvKernel : public Kernel {
                             const float* w, const float* b, float* y) {
     const PhaseLayout layout(g);
     const int64_t padded = RoundUp(layout.span(g), kBlockFloats);
-#pragma omp parallel for schedule(dynamic, 1) if (g.n > 1)
+    // Fewer samples than threads (batch 1): each sample's work is split.
+    const bool wide = g.n < omp_get_max_threads() &&
+                      g.m * g.k * g.p >= kMinWideSampleWork;
+#pragma omp parallel for schedule(dynamic, 1) if (!wide && g.n > 1)
     for (int64_t n = 0; n < g.n; ++n) {
       thread_local FloatBuffer phase_buffer, out_buffer;
       float* out = Scratch(&out_buffer, g.mg * padded);
       for (int64_t gi = 0; gi < g.group; ++gi) {
         const float* phases = LoadPhases(g, layout, x + n * g.c * g.hw,
                                          gi * g.cg, 1, &phase_buffer);
-        DirectConvolve(g, layout, phases, w + gi * g.mg * g.k, out);
+        DirectConvolve(g, layout, phases, w + gi * g.mg * g.k, out, wide);
         for (int64_t mi = 0; mi < g.mg; ++mi) {
           const int64_t m = gi * g.mg + mi;
           CropSpan(g, layout.wq, out + mi * padded, b != nullptr ? b[m] : 0.0f,

@@ -222,6 +222,28 @@ INSTANTIATE_TEST_SUITE_P(
         ConvSpec{3, 6, 20, 18, 12, 3, 3, 6, 2, 2, 1, 1, 1, 1, 1, 1},
         ConvSpec{2, 3, 17, 16, 3, 3, 2, 3, 1, 2, 2, 3, 2, 0, 1, 3}));
 
+// One sample with enough work that the direct kernel splits it between
+// threads (a 7x7 stride-2 stem; a 3x3 stride-2 stage): right, and the same
+// bits on one thread. (Only the forward pass: the weight gradient of a
+// single sample is one GEMM left to Eigen's threads, which may round
+// differently; see ops_conv.cc.)
+TEST(ConvReferenceTest, OneSampleSplitBetweenThreadsIsRightAndThreadFree) {
+  const ConvSpec specs[] = {
+      {1, 3, 64, 64, 64, 7, 7, 1, 2, 2, 1, 1, 3, 3, 3, 3},
+      {1, 64, 30, 30, 128, 3, 3, 1, 2, 2, 1, 1, 1, 1, 1, 1}};
+  for (const ConvSpec& spec : specs) {
+    std::mt19937 rng(11);
+    CheckedConv run;
+    ASSERT_NO_FATAL_FAILURE(RunAgainstDirectConv(spec, &rng, &run));
+    const int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    Tensor y1(run.y.shape());
+    run.kernel->Forward(Pointers(run.inputs), &y1);
+    omp_set_num_threads(threads);
+    EXPECT_EQ(y1.values(), run.y.values()) << "c " << spec.c;
+  }
+}
+
 // Hundreds of tiny random geometries one after another: every path
 // (Winograd, pointwise, depthwise, im2col) at maps of 1 to 6 pixels a side
 // with asymmetric pads as SAME_LOWER/SAME_UPPER produce them, so that a
