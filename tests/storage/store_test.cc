@@ -1629,5 +1629,56 @@ TEST_F(StoreTest, WarmStartIsStepZerosCheckpointAndOutlivesTheJob) {
   EXPECT_FALSE(warm->has_value());
 }
 
+
+// PRAGMA `name` of the database at `path`, read through its own connection.
+int64_t ReadPragma(const std::string& path, const std::string& name) {
+  auto db = Database::Open(path, SQLITE_OPEN_READONLY);
+  EXPECT_TRUE(db.ok()) << db.status();
+  if (!db.ok()) return -1;
+  auto pragma = db->Prepare("PRAGMA " + name);
+  EXPECT_TRUE(pragma.ok()) << pragma.status();
+  if (!pragma.ok() || !*pragma->Step()) return -1;
+  return pragma->ColumnInt64(0);
+}
+
+// A job's dropped checkpoint gives its pages back: after the job ends the
+// file holds no free pages, whether it succeeded or failed.
+TEST_F(StoreTest, EndedJobsGiveTheirCheckpointPagesBack) {
+  constexpr size_t kCheckpointBytes = size_t{8} << 20;
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(ReadPragma(path_, "auto_vacuum"), 2);  // incremental
+  for (const char* id : {"job-1", "job-2"}) {
+    ASSERT_OK(store->CreateJob(MakeJob(id, 1), kLayers));
+    ASSERT_OK(store->UpdateJobState(id, JobState::kRunning, "", 5, 0));
+    ASSERT_OK(store->AppendStep(id, MakeStep(1)));
+    ASSERT_OK(store->SaveCheckpoint(id, 1, std::string(kCheckpointBytes, 'c')));
+  }
+  const int64_t pages_with_checkpoints = ReadPragma(path_, "page_count");
+  ASSERT_OK(store->FinishJob(
+      "job-1", MakePolicy(2, PolicyKind::kFinal, {6, 5, 4}, 0.9, 0.3), 7));
+  ASSERT_OK(store->UpdateJobState("job-2", JobState::kFailed, "boom", 0, 8));
+  EXPECT_EQ(ReadPragma(path_, "freelist_count"), 0);
+  const int64_t page_size = ReadPragma(path_, "page_size");
+  EXPECT_LT(ReadPragma(path_, "page_count") * page_size,
+            pages_with_checkpoints * page_size -
+                2 * static_cast<int64_t>(kCheckpointBytes) * 9 / 10);
+}
+
+// A database made before incremental vacuum is converted when opened.
+TEST_F(StoreTest, OpenTurnsIncrementalVacuumOnInOlderDatabases) {
+  ASSERT_NE(OpenStore(), nullptr);
+  {
+    auto db = Database::Open(path_, SQLITE_OPEN_READWRITE);
+    ASSERT_TRUE(db.ok());
+    ASSERT_OK(db->Exec("PRAGMA auto_vacuum = NONE; VACUUM"));
+  }
+  ASSERT_EQ(ReadPragma(path_, "auto_vacuum"), 0);
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(ReadPragma(path_, "auto_vacuum"), 2);
+  ASSERT_OK(store->CreateJob(MakeJob("job-1", 1), kLayers));
+}
+
 }  // namespace
 }  // namespace mixq::storage
