@@ -10,7 +10,8 @@ exported at
 opset 13 with a dynamic batch axis and BatchNormalization kept (not folded
 into the convolutions: TrainingMode.PRESERVE, no constant folding), so the
 initializers carry PyTorch's parameter names. Files already in OUT_DIR are
-skipped. bench/torch_bench.py rebuilds the same networks with build_real;
+skipped. Prints each model's path on stdout (scripts/bench.sh reads the list
+from it) and what it did on stderr. bench/torch_bench.py rebuilds the same networks with build_real;
 scripts/bench.sh --real runs this first. The files (~250 MB) are not
 committed.
 """
@@ -80,15 +81,14 @@ def main():
     os.makedirs(args.out_dir, exist_ok=True)
     for name in REAL_MODELS:
         path = os.path.join(args.out_dir, name + ".onnx")
-        if os.path.exists(path):
-            print(f"{path}: exists, skipped")
-            continue
-        # Written under a temporary name so an interrupted export is not
-        # mistaken for a finished one on the next run.
-        partial = path + ".partial"
-        export(name, partial)
-        os.replace(partial, path)
-        print(f"{path}: {os.path.getsize(path) / 2**20:.1f} MiB")
+        if not os.path.exists(path):
+            # Written under a temporary name so an interrupted export is not
+            # mistaken for a finished one on the next run.
+            partial = path + ".partial"
+            export(name, partial)
+            os.replace(partial, path)
+            print(f"{path}: exported, {os.path.getsize(path) / 2**20:.1f} MiB", file=sys.stderr)
+        print(path, flush=True)
     return 0
 
 
