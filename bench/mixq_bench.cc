@@ -1,7 +1,7 @@
 // mixq-bench: throughput of mixq's engine on ONNX models.
 //
 //   mixq-bench [--batch 128] [--threads 2] [--min-time 2] [--no-layers]
-//              MODEL.onnx...
+//              [--no-train] MODEL.onnx...
 //
 // For each model, on seeded Gaussian inputs:
 //  - inference (Forward without a trace) and train-step (Forward with trace +
@@ -26,6 +26,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -71,6 +72,7 @@ struct Options {
   int threads = 2;
   double min_seconds = 2.0;
   bool layers = true;
+  bool train = true;
 };
 
 struct Timing {
@@ -86,23 +88,33 @@ struct Timing {
   }
 };
 
-// Runs `step` kWarmupIterations times, then repeatedly until `min_seconds`
-// have passed and at least kMinIterations ran, timing each run. Stops at the
+// Runs `step` kWarmupIterations times (once if that one run took
+// `min_seconds`), then repeatedly until `min_seconds` have passed and at
+// least kMinIterations ran (one if that one took `min_seconds`: a ResNet-50
+// train step at batch 32 takes tens of seconds), timing each run. Stops at the
 // first error.
 template <typename Step>
 absl::StatusOr<Timing> TimeLoop(double min_seconds, Step&& step) {
-  for (int i = 0; i < kWarmupIterations; ++i) MIXQ_RETURN_IF_ERROR(step());
   using Clock = std::chrono::steady_clock;
+  const auto seconds = [](Clock::time_point from, Clock::time_point to) {
+    return std::chrono::duration<double>(to - from).count();
+  };
+  const Clock::time_point warmup_start = Clock::now();
+  for (int i = 0; i < kWarmupIterations; ++i) {
+    MIXQ_RETURN_IF_ERROR(step());
+    if (seconds(warmup_start, Clock::now()) >= min_seconds) break;
+  }
   const Clock::time_point start = Clock::now();
   Timing timing;
   Clock::time_point last = start;
   do {
     MIXQ_RETURN_IF_ERROR(step());
     const Clock::time_point now = Clock::now();
-    timing.seconds.push_back(std::chrono::duration<double>(now - last).count());
+    timing.seconds.push_back(seconds(last, now));
     last = now;
-  } while (timing.iterations() < kMinIterations ||
-           std::chrono::duration<double>(last - start).count() < min_seconds);
+  } while (seconds(start, last) < min_seconds ||
+           (timing.iterations() < kMinIterations &&
+            timing.seconds.front() < min_seconds));
   return timing;
 }
 
@@ -266,6 +278,46 @@ std::vector<int> TrainableParams(const Model& model,
   return trainable;
 }
 
+// Times train steps (Forward with trace, softmax cross-entropy, Backward,
+// Adam over the trainable parameters) on `x` and `labels`, updating `params`.
+absl::StatusOr<Timing> TimeTrainStep(const Model& model,
+                                     const onnx::ModelProto& proto,
+                                     const Tensor& x,
+                                     const std::vector<int64_t>& labels,
+                                     double min_seconds,
+                                     std::vector<Tensor>* params) {
+  const std::vector<const Tensor*> const_params = ConstPointers(*params);
+  const std::vector<int> trainable = TrainableParams(model, proto);
+  std::vector<Shape> shapes;
+  std::vector<Tensor*> trained;
+  for (int p : trainable) {
+    shapes.push_back((*params)[p].shape());
+    trained.push_back(&(*params)[p]);
+  }
+  engine::Adam adam(engine::AdamOptions{}, shapes);
+  engine::ForwardTrace trace;
+  Tensor grad_logits;
+  std::vector<Tensor> grads;
+  std::vector<Tensor> trained_grads(trainable.size());
+  return TimeLoop(min_seconds, [&]() -> absl::Status {
+    MIXQ_ASSIGN_OR_RETURN(const Tensor logits,
+                          model.Forward(x, const_params, &trace));
+    MIXQ_RETURN_IF_ERROR(
+        engine::SoftmaxCrossEntropy(logits, labels, &grad_logits).status());
+    MIXQ_RETURN_IF_ERROR(
+        model.Backward(trace, const_params, grad_logits, &grads));
+    // Moved out and back so that Backward reuses the buffers next time.
+    for (size_t k = 0; k < trainable.size(); ++k) {
+      trained_grads[k] = std::move(grads[trainable[k]]);
+    }
+    adam.Step(trained, trained_grads);
+    for (size_t k = 0; k < trainable.size(); ++k) {
+      grads[trainable[k]] = std::move(trained_grads[k]);
+    }
+    return absl::OkStatus();
+  });
+}
+
 absl::Status BenchModel(const std::string& path, const Options& options) {
   const std::string name = std::filesystem::path(path).stem().string();
   MIXQ_ASSIGN_OR_RETURN(const std::string bytes, ReadFile(path));
@@ -281,55 +333,30 @@ absl::Status BenchModel(const std::string& path, const Options& options) {
   for (int64_t& l : labels) l = label(rng);
 
   std::vector<Tensor> params = model->initial_params();
-  const std::vector<const Tensor*> const_params = ConstPointers(params);
   std::printf("%s: batch %lld, %d threads, %zu parameters\n", name.c_str(),
               static_cast<long long>(options.batch), options.threads,
               params.size());
 
+  const std::vector<const Tensor*> const_params = ConstPointers(params);
   MIXQ_ASSIGN_OR_RETURN(
       const Timing inference,
       TimeLoop(options.min_seconds, [&]() -> absl::Status {
         return model->Forward(x, const_params, nullptr).status();
       }));
-
-  const std::vector<int> trainable = TrainableParams(*model, proto);
-  std::vector<Shape> shapes;
-  std::vector<Tensor*> trained;
-  for (int p : trainable) {
-    shapes.push_back(params[p].shape());
-    trained.push_back(&params[p]);
-  }
-  engine::Adam adam(engine::AdamOptions{}, shapes);
-  engine::ForwardTrace trace;
-  Tensor grad_logits;
-  std::vector<Tensor> grads;
-  std::vector<Tensor> trained_grads(trainable.size());
-  MIXQ_ASSIGN_OR_RETURN(
-      const Timing train, TimeLoop(options.min_seconds, [&]() -> absl::Status {
-        MIXQ_ASSIGN_OR_RETURN(const Tensor logits,
-                              model->Forward(x, const_params, &trace));
-        MIXQ_RETURN_IF_ERROR(
-            engine::SoftmaxCrossEntropy(logits, labels, &grad_logits).status());
-        MIXQ_RETURN_IF_ERROR(
-            model->Backward(trace, const_params, grad_logits, &grads));
-        // Moved out and back so that Backward reuses the buffers next time.
-        for (size_t k = 0; k < trainable.size(); ++k) {
-          trained_grads[k] = std::move(grads[trainable[k]]);
-        }
-        adam.Step(trained, trained_grads);
-        for (size_t k = 0; k < trainable.size(); ++k) {
-          grads[trainable[k]] = std::move(trained_grads[k]);
-        }
-        return absl::OkStatus();
-      }));
-
   const double batch = static_cast<double>(options.batch);
   std::printf("  inference   %10.1f samples/s  (median %.2f ms/batch of %d)\n",
               batch / inference.PerIteration(),
               inference.PerIteration() * kMsPerSecond, inference.iterations());
-  std::printf("  train step  %10.1f samples/s  (median %.2f ms/batch of %d)\n",
-              batch / train.PerIteration(), train.PerIteration() * kMsPerSecond,
-              train.iterations());
+  std::fflush(stdout);
+  std::optional<Timing> train;
+  if (options.train) {
+    MIXQ_ASSIGN_OR_RETURN(train, TimeTrainStep(*model, proto, x, labels,
+                                               options.min_seconds, &params));
+    std::printf(
+        "  train step  %10.1f samples/s  (median %.2f ms/batch of %d)\n",
+        batch / train->PerIteration(), train->PerIteration() * kMsPerSecond,
+        train->iterations());
+  }
   if (options.layers) {
     MIXQ_RETURN_IF_ERROR(
         BenchConvLayers(proto, options, inference.PerIteration(), &rng));
@@ -337,8 +364,10 @@ absl::Status BenchModel(const std::string& path, const Options& options) {
   std::printf("  peak RSS    %10.1f MiB\n", PeakRssMiB());
   std::printf("RESULT mixq %s inference %.1f\n", name.c_str(),
               batch / inference.PerIteration());
-  std::printf("RESULT mixq %s train %.1f\n", name.c_str(),
-              batch / train.PerIteration());
+  if (train.has_value()) {
+    std::printf("RESULT mixq %s train %.1f\n", name.c_str(),
+                batch / train->PerIteration());
+  }
   std::printf("RESULT mixq %s peak_rss_mib %.1f\n", name.c_str(), PeakRssMiB());
   std::fflush(stdout);
   return absl::OkStatus();
@@ -377,7 +406,10 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   bool no_layers = false;
   app.add_flag("--no-layers", no_layers, "skip the per-Conv-layer table");
+  bool no_train = false;
+  app.add_flag("--no-train", no_train, "time inference only");
   CLI11_PARSE(app, argc, argv);
   options.layers = !no_layers;
+  options.train = !no_train;
   return mixq::bench::Run(options);
 }

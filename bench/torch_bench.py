@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Times PyTorch on the models mixq-bench times, for scripts/bench.sh.
 
-    /usr/bin/python3 bench/torch_bench.py [--batch 128] [--threads 2] [--min-time 2] MODEL.onnx...
+    /usr/bin/python3 bench/torch_bench.py [--batch 128] [--threads 2] [--min-time 2] [--no-train] MODEL.onnx...
 
 Each ONNX fixture is mapped (by file name) to the PyTorch architecture that
 produced it, rebuilt with the builders of scripts/make_models.py,
@@ -10,14 +10,18 @@ bench's ViT and GRU, build-quality/quality_{vit,gru}.onnx), and loaded with the 
 wherever their names are PyTorch's (all of them for the MLP and the
 BatchNormalization-kept CNNs). The BN-folded ResNet is the same network with
 each Conv-BN pair fused (torch.nn.utils.fusion.fuse_conv_bn_eval), i.e. the
-graph the folded export holds.
+graph the folded export holds. The real-shape models of
+bench/make_real_models.py (resnet18.onnx, ..., 3x224x224) are rebuilt with its
+build_real (torchvision, same seed) and loaded the same way.
 
-Measured like mixq-bench: seeded Gaussian inputs, 2 warm-up iterations, then
-repeated until --min-time seconds have passed (at least 3 iterations);
-throughput from the median batch time.
+Measured like mixq-bench: seeded Gaussian inputs, 2 warm-up iterations (1 if it
+alone took --min-time), then repeated until --min-time seconds have passed and
+at least 3 iterations ran (1 if that one took --min-time); throughput from the
+median batch time.
 - inference: model.eval() under torch.inference_mode().
-- train step: zero_grad, forward, cross-entropy, backward, Adam step. BN layers
-  stay in eval mode (running statistics), which is the function mixq trains.
+- train step (unless --no-train): zero_grad, forward, cross-entropy, backward,
+  Adam step. BN layers stay in eval mode (running statistics), which is the
+  function mixq trains.
 Prints `RESULT torch <model> inference|train <samples/s>` lines.
 
 Debian's PyTorch falls back to the reference BLAS (~4 GFLOP/s) unless
@@ -41,6 +45,7 @@ sys.path.insert(0, os.path.join(REPO, "scripts"))
 import make_cnn_models  # noqa: E402
 import make_models  # noqa: E402
 import make_quality_model  # noqa: E402
+import make_real_models  # noqa: E402 (bench/, this script's directory)
 
 WARMUP_ITERATIONS = 2
 MIN_ITERATIONS = 3
@@ -80,6 +85,8 @@ def build(name):
         return make_quality_model.QualityVit(), FMNIST_INPUT, False
     if name.startswith("quality_gru"):
         return make_quality_model.QualityGru(), FMNIST_INPUT, False
+    if name in make_real_models.REAL_MODELS:
+        return make_real_models.build_real(name), make_real_models.REAL_INPUT, False
     raise ValueError(f"no PyTorch architecture known for {name}")
 
 
@@ -101,11 +108,15 @@ def load(path):
 
 def time_loop(min_seconds, step):
     """(median seconds per step, steps timed), as mixq-bench's TimeLoop."""
+    warmup_start = time.perf_counter()
     for _ in range(WARMUP_ITERATIONS):
         step()
+        if time.perf_counter() - warmup_start >= min_seconds:
+            break
     times = []
     start = last = time.perf_counter()
-    while len(times) < MIN_ITERATIONS or last - start < min_seconds:
+    while (not times or last - start < min_seconds
+           or (len(times) < MIN_ITERATIONS and times[0] < min_seconds)):
         step()
         now = time.perf_counter()
         times.append(now - last)
@@ -135,7 +146,8 @@ def bench(path, args):
         optimizer.step()
 
     results = {}
-    for kind, step in (("inference", infer), ("train", train)):
+    steps = [("inference", infer)] + ([] if args.no_train else [("train", train)])
+    for kind, step in steps:
         per_batch, iterations = time_loop(args.min_time, step)
         results[kind] = args.batch / per_batch
         print(f"  {kind:<10} {results[kind]:10.1f} samples/s  "
@@ -153,6 +165,7 @@ def main():
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--min-time", type=float, default=2.0)
+    parser.add_argument("--no-train", action="store_true", help="time inference only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
