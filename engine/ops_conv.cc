@@ -881,8 +881,7 @@ class ConvKernel : public Kernel {
     }
     const int64_t chunk = ChunkSamples(g.n, g.p);
     const int64_t chunks = CeilDiv(g.n, chunk);
-#pragma omp parallel for schedule(dynamic, 1) if (chunks > 1)
-    for (int64_t ch = 0; ch < chunks; ++ch) {
+    ParallelFor(chunks, chunks > 1, [&](int64_t ch) {
       thread_local FloatBuffer in_buffer, out_buffer;
       const int64_t n0 = ch * chunk;
       const int64_t s = std::min(chunk, g.n - n0);
@@ -909,7 +908,7 @@ class ConvKernel : public Kernel {
               ConstVectorMap(b, g.m);
         }
       }
-    }
+    });
   }
 
   static void PointwiseBackward(const ConvGeometry& g, const float* x,
@@ -934,8 +933,7 @@ class ConvKernel : public Kernel {
     const int64_t chunk = ChunkSamples(g.n, g.p);
     const int64_t chunks = CeilDiv(g.n, chunk);
     const PartialSums partials(dw, g.m * g.k, chunks);
-#pragma omp parallel for schedule(dynamic, 1) if (partials.count() > 1)
-    for (int64_t part = 0; part < partials.count(); ++part) {
+    ParallelFor(partials.count(), partials.count() > 1, [&](int64_t part) {
       thread_local FloatBuffer in_buffer, dy_buffer, dx_buffer;
       float* dw_part = partials.Get(part);
       for (int64_t ch = part; ch < chunks; ch += partials.count()) {
@@ -980,7 +978,7 @@ class ConvKernel : public Kernel {
           }
         }
       }
-    }
+    });
     partials.Finish();
   }
 
@@ -992,8 +990,7 @@ class ConvKernel : public Kernel {
     const int64_t span = layout.span(g);
     const int64_t chunk = ChunkSamples(g.n, span);
     const int64_t chunks = CeilDiv(g.n, chunk);
-#pragma omp parallel for schedule(dynamic, 1) if (chunks > 1)
-    for (int64_t ch = 0; ch < chunks; ++ch) {
+    ParallelFor(chunks, chunks > 1, [&](int64_t ch) {
       thread_local FloatBuffer phase_buffer, cols_buffer, out_buffer;
       const int64_t n0 = ch * chunk;
       const int64_t s = std::min(chunk, g.n - n0);
@@ -1017,7 +1014,7 @@ class ConvKernel : public Kernel {
           }
         }
       }
-    }
+    });
   }
 
   // ---- Direct: phase planes through DirectConvolve, per sample.
@@ -1029,8 +1026,7 @@ class ConvKernel : public Kernel {
     // Fewer samples than threads (batch 1): each sample's work is split.
     const bool wide = g.n < omp_get_max_threads() &&
                       g.m * g.k * g.p >= kMinWideSampleWork;
-#pragma omp parallel for schedule(dynamic, 1) if (!wide && g.n > 1)
-    for (int64_t n = 0; n < g.n; ++n) {
+    ParallelFor(g.n, !wide && g.n > 1, [&](int64_t n) {
       thread_local FloatBuffer phase_buffer, out_buffer;
       float* out = Scratch(&out_buffer, g.mg * padded);
       for (int64_t gi = 0; gi < g.group; ++gi) {
@@ -1043,7 +1039,7 @@ class ConvKernel : public Kernel {
                    y + (n * g.m + m) * g.p);
         }
       }
-    }
+    });
   }
 
   static void GemmBackward(const ConvGeometry& g, const float* x,
@@ -1054,8 +1050,7 @@ class ConvKernel : public Kernel {
     const int64_t chunk = ChunkSamples(g.n, span);
     const int64_t chunks = CeilDiv(g.n, chunk);
     const PartialSums partials(dw, g.m * g.k, chunks);
-#pragma omp parallel for schedule(dynamic, 1) if (partials.count() > 1)
-    for (int64_t part = 0; part < partials.count(); ++part) {
+    ParallelFor(partials.count(), partials.count() > 1, [&](int64_t part) {
       thread_local FloatBuffer phase_buffer, cols_buffer, dy_buffer;
       float* dw_part = partials.Get(part);
       for (int64_t ch = part; ch < chunks; ch += partials.count()) {
@@ -1102,7 +1097,7 @@ class ConvKernel : public Kernel {
           }
         }
       }
-    }
+    });
     partials.Finish();
   }
 
@@ -1114,8 +1109,7 @@ class ConvKernel : public Kernel {
     const int64_t span = layout.span(g);
     const int64_t mult = g.mg;
     const int64_t planes = g.n * g.c;
-#pragma omp parallel for schedule(dynamic, 4) if (planes > 1)
-    for (int64_t nc = 0; nc < planes; ++nc) {
+    ParallelFor(planes, planes > 1, [&](int64_t nc) {
       thread_local FloatBuffer phase_buffer, acc_buffer;
       float* phase = Scratch(&phase_buffer, layout.BufferSize(1));
       layout.Load(g, x + nc * g.hw, phase);
@@ -1136,7 +1130,7 @@ class ConvKernel : public Kernel {
         CropSpan(g, layout.wq, acc.data(), b != nullptr ? b[m] : 0.0f,
                  y + (n * g.m + m) * g.p);
       }
-    }
+    });
   }
 
   // Per input channel, so that dW sums over the batch in a fixed order.
@@ -1147,8 +1141,7 @@ class ConvKernel : public Kernel {
     const int64_t span = layout.span(g);
     const int64_t size = layout.BufferSize(1);
     const int64_t mult = g.mg;
-#pragma omp parallel for schedule(dynamic, 1) if (g.c > 1)
-    for (int64_t c = 0; c < g.c; ++c) {
+    ParallelFor(g.c, g.c > 1, [&](int64_t c) {
       thread_local FloatBuffer phase_buffer, grad_buffer, dy_buffer;
       float* phase = Scratch(&phase_buffer, size);
       float* grad = Scratch(&grad_buffer, size);
@@ -1181,7 +1174,7 @@ class ConvKernel : public Kernel {
         }
         if (dx != nullptr) layout.Store(g, grad, dx + (n * g.c + c) * g.hw);
       }
-    }
+    });
   }
 
   // ---- Depthwise on small maps: channels-last, vectors over channels.
@@ -1226,8 +1219,7 @@ class ConvKernel : public Kernel {
                                     const float* w, const float* b, float* y) {
     const Eigen::MatrixXf wt = TapMajor(g, w);
     const int64_t mult = g.mg;
-#pragma omp parallel for schedule(dynamic, 4) if (g.n > 1)
-    for (int64_t n = 0; n < g.n; ++n) {
+    ParallelFor(g.n, g.n > 1, [&](int64_t n) {
       thread_local FloatBuffer in_buffer, out_buffer;
       float* xt = Scratch(&in_buffer, g.hw * g.c);
       float* yt = Scratch(&out_buffer, g.p * g.m);
@@ -1244,7 +1236,7 @@ class ConvKernel : public Kernel {
       });
       MatrixMap(y + n * g.m * g.p, g.m, g.p) =
           ConstMatrixMap(yt, g.p, g.m).transpose();
-    }
+    });
   }
 
   static void SmallDepthwiseBackward(const ConvGeometry& g, const float* x,
@@ -1257,8 +1249,7 @@ class ConvKernel : public Kernel {
     const int64_t partial_count = std::min(kMaxPartials, g.n);
     Eigen::MatrixXf dwt =
         Eigen::MatrixXf::Zero(g.m * g.taps, dw != nullptr ? partial_count : 0);
-#pragma omp parallel for schedule(dynamic, 1) if (partial_count > 1)
-    for (int64_t part = 0; part < partial_count; ++part) {
+    ParallelFor(partial_count, partial_count > 1, [&](int64_t part) {
       thread_local FloatBuffer in_buffer, dy_buffer, dx_buffer;
       for (int64_t n = part; n < g.n; n += partial_count) {
         float* dyt = Scratch(&dy_buffer, g.p * g.m);
@@ -1293,7 +1284,7 @@ class ConvKernel : public Kernel {
               ConstMatrixMap(dxt, g.hw, g.c).transpose();
         }
       }
-    }
+    });
     if (dw != nullptr) {
       Eigen::VectorXf total = dwt.col(0);
       for (int64_t part = 1; part < partial_count; ++part) {

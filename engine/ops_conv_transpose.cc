@@ -118,8 +118,7 @@ class ConvTransposeKernel : public Kernel {
     const float* b = inputs.size() == 3 ? inputs[2]->data() : nullptr;
     float* y = output->data();
     const int64_t rows = g.mg * g.taps;
-#pragma omp parallel for schedule(dynamic, 1) if (g.n > 1)
-    for (int64_t n = 0; n < g.n; ++n) {
+    ParallelFor(g.n, g.n > 1, [&](int64_t n) {
       thread_local FloatBuffer cols_buffer;
       float* cols = Scratch(&cols_buffer, rows * g.hw);
       float* yn = y + n * g.m * g.p;
@@ -140,7 +139,7 @@ class ConvTransposeKernel : public Kernel {
               ConstArrayMap(cols + row * g.hw + iy * g.x.in + ix, count);
         });
       }
-    }
+    });
   }
 
   void Backward(absl::Span<const Tensor* const> inputs,
@@ -158,8 +157,7 @@ class ConvTransposeKernel : public Kernel {
     Eigen::MatrixXf dw_parts =
         Eigen::MatrixXf::Zero(dw != nullptr ? w_size : 0, partials);
     if (dx != nullptr || dw != nullptr) {
-#pragma omp parallel for schedule(dynamic, 1) if (partials > 1)
-      for (int64_t part = 0; part < partials; ++part) {
+      ParallelFor(partials, partials > 1, [&](int64_t part) {
         thread_local FloatBuffer cols_buffer;
         float* cols = Scratch(&cols_buffer, rows * g.hw);
         for (int64_t n = part; n < g.n; n += partials) {
@@ -186,7 +184,7 @@ class ConvTransposeKernel : public Kernel {
             }
           }
         }
-      }
+      });
     }
     if (dw != nullptr) {
       VectorMap total(dw, w_size);

@@ -98,11 +98,10 @@ template <typename F>
 void ForBatchChunks(int64_t batch, F&& f) {
   const int64_t chunks =
       std::clamp<int64_t>(batch / kMinRowsPerThread, 1, omp_get_max_threads());
-#pragma omp parallel for schedule(static) if (chunks > 1)
-  for (int64_t c = 0; c < chunks; ++c) {
+  ParallelFor(chunks, chunks > 1, [&](int64_t c) {
     const int64_t begin = batch * c / chunks;
     f(begin, batch * (c + 1) / chunks - begin);
-  }
+  });
 }
 
 // Shapes, inputs and the packing of outputs shared by the recurrent

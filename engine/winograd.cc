@@ -834,10 +834,9 @@ void Forward(const Conv3x3Shape& s, const float* x, const float* u,
       plan.blocks < omp_get_max_threads() &&
       TileSize<T>::kPoints * s.m * s.c * BlockPositions(plan, plan.Get(0, s.n)) >=
           kMinWideProductWork;
-#pragma omp parallel for schedule(dynamic, 1) if (!wide && plan.blocks > 1)
-  for (int64_t b = 0; b < plan.blocks; ++b) {
+  ParallelFor(plan.blocks, !wide && plan.blocks > 1, [&](int64_t b) {
     ForwardBlock(s, plan, plan.Get(b, s.n), x, u, bias, y, wide);
-  }
+  });
 }
 
 template <int T>
