@@ -10,6 +10,7 @@
 #include "absl/container/inlined_vector.h"
 #include "absl/memory/memory.h"
 #include "absl/status/status.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/import_graph.h"
@@ -24,6 +25,10 @@
 
 namespace mixq::engine {
 namespace {
+
+// The payload of IsInputValueError's statuses.
+constexpr absl::string_view kInputValueErrorUrl =
+    "type.mixq.dev/mixq.engine.InputValueError";
 
 using SlotKind = Model::Impl::SlotKind;
 
@@ -248,6 +253,10 @@ absl::StatusOr<Tensor> Model::Forward(const Tensor& input,
   return m.RunNodes(0, bound, &state, hook);
 }
 
+bool IsInputValueError(const absl::Status& status) {
+  return status.GetPayload(kInputValueErrorUrl).has_value();
+}
+
 absl::StatusOr<Tensor> Model::Impl::RunNodes(int first_node, const Bound& bound,
                                              ForwardTrace* state,
                                              LayerInputHook* hook) const {
@@ -259,8 +268,8 @@ absl::StatusOr<Tensor> Model::Impl::RunNodes(int first_node, const Bound& bound,
     MIXQ_ASSIGN_OR_RETURN(Shape shape, NodeOutputShape(node, bound));
     inputs.clear();
     for (int s : node.inputs) inputs.push_back(bound[s]);
-    if (const absl::Status valid = node.kernel->CheckInputs(inputs);
-        !valid.ok()) {
+    if (absl::Status valid = node.kernel->CheckInputs(inputs); !valid.ok()) {
+      valid.SetPayload(kInputValueErrorUrl, absl::Cord());
       return Annotate(valid, absl::StrCat("node '", node.label, "' (",
                                           node.op_type, ")"));
     }

@@ -191,7 +191,8 @@ class Model {
   // borrowed for the call). Returns the first graph output. When `trace` is
   // non-null it keeps what Backward needs. INVALID_ARGUMENT on a shape
   // mismatch, and naming the node for an index outside its table (a Gather
-  // on token ids beyond the vocabulary). `hook` (optional, borrowed for the
+  // on token ids beyond the vocabulary; such errors, which depend on the
+  // input's values, carry the payload IsInputValueError looks for). `hook` (optional, borrowed for the
   // call) transforms the inputs of quantizable layers; its errors are
   // returned prefixed with the node ("node 'fc2' (Gemm): ...").
   absl::StatusOr<Tensor> Forward(const Tensor& input,
@@ -247,6 +248,11 @@ class Model {
   explicit Model(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// Whether `status` is a Forward error caused by the input's values (an
+// index outside a Gather's table) rather than by the model or the shapes:
+// the input was wrong, not the model. Survives Annotate.
+bool IsInputValueError(const absl::Status& status);
 
 }  // namespace mixq::engine
 

@@ -194,6 +194,13 @@ TEST_P(TextModelTest, IdsBeyondTheVocabularyAreAnErrorNamingTheNode) {
   ASSERT_EQ(y.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(y.status().message(), ::testing::HasSubstr("(Gather)"));
   EXPECT_THAT(y.status().message(), ::testing::HasSubstr("index 1e+06"));
+  EXPECT_TRUE(IsInputValueError(y.status()));
+  // A shape error is the model's or the caller's, not the values'.
+  const Tensor wrong({2, 1});
+  absl::StatusOr<Tensor> shape_error =
+      model_->Forward(wrong, Pointers(model_->initial_params()), nullptr);
+  ASSERT_FALSE(shape_error.ok());
+  EXPECT_FALSE(IsInputValueError(shape_error.status()));
 }
 
 // L = Σ R ⊙ output with R fixed; table elements of rows the first samples
