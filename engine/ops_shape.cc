@@ -159,6 +159,11 @@ std::vector<int64_t> IdentityMap(int64_t n) {
 // A kernel whose output is an AxisGather of its input (Pad, Slice, Gather):
 // subclasses give the maps; the output shape is their lengths unless a
 // subclass overrides OutputShape (Gather's index dims).
+// The longest input axis AxisMapKernel maps (a 128 MiB map); far beyond
+// real models' dims, which the per-sample limits on values keep below 2^28
+// for tensors that hold any values.
+constexpr int64_t kMaxMappedAxis = int64_t{1} << 24;
+
 class AxisMapKernel : public Kernel {
  public:
   // `fill`: the value of outputs mapped to -1.
@@ -166,6 +171,17 @@ class AxisMapKernel : public Kernel {
 
   absl::StatusOr<Shape> OutputShape(
       absl::Span<const Shape* const> inputs) const override {
+    // The maps hold 8 bytes per index of every axis, whatever the values
+    // per sample: a graph input declaring a fixed batch of 2^31 - 1 (fuzzed:
+    // [2147483647, 1]), or a tensor with no elements ([2^31, 0]), passes the
+    // per-sample limits, and its map alone would take 16 GB.
+    for (int64_t dim : *inputs[0]) {
+      if (dim > kMaxMappedAxis) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "an input dim of ", dim, " is above the limit of ",
+            kMaxMappedAxis, " for Slice, Pad and Gather on constants"));
+      }
+    }
     absl::StatusOr<AxisMaps> maps = Maps(*inputs[0]);
     if (!maps.ok()) return maps.status();
     Shape out;
