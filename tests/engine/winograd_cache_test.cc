@@ -68,31 +68,32 @@ TEST(WinogradWeightCacheTest, UnchangedWeightsHitAndChangedOnesAreFresh) {
   EXPECT_TRUE(SameAsFresh(*changed, s, WinogradTile::kAuto, w));
 }
 
-TEST(WinogradWeightCacheTest, AHeldTransformIsNeverOverwritten) {
-  std::mt19937 rng(kSeed);
-  const Conv3x3Shape s = TestShape();
-  const std::vector<float> w1 = UniformValues(WeightCount(s), &rng);
-  const std::vector<float> w2 = UniformValues(WeightCount(s), &rng);
-  WinogradWeightCache cache;
+// Two sets of weights for TestShape() and a cache.
+class TwoWeightsTest : public ::testing::Test {
+ protected:
+  std::mt19937 rng_{kSeed};
+  const Conv3x3Shape s_ = TestShape();
+  const std::vector<float> w1_ = UniformValues(WeightCount(s_), &rng_);
+  const std::vector<float> w2_ = UniformValues(WeightCount(s_), &rng_);
+  WinogradWeightCache cache_;
+};
+
+TEST_F(TwoWeightsTest, AHeldTransformIsNeverOverwritten) {
   const std::shared_ptr<const WinogradWeights> held =
-      cache.Get(s, WinogradTile::k2x2, w1.data());
+      cache_.Get(s_, WinogradTile::k2x2, w1_.data());
   const std::shared_ptr<const WinogradWeights> other =
-      cache.Get(s, WinogradTile::k2x2, w2.data());
-  EXPECT_TRUE(SameAsFresh(*held, s, WinogradTile::k2x2, w1));
-  EXPECT_TRUE(SameAsFresh(*other, s, WinogradTile::k2x2, w2));
+      cache_.Get(s_, WinogradTile::k2x2, w2_.data());
+  EXPECT_TRUE(SameAsFresh(*held, s_, WinogradTile::k2x2, w1_));
+  EXPECT_TRUE(SameAsFresh(*other, s_, WinogradTile::k2x2, w2_));
 }
 
-TEST(WinogradWeightCacheTest, AnUnheldTransformIsReusedInPlace) {
-  std::mt19937 rng(kSeed);
-  const Conv3x3Shape s = TestShape();
-  const std::vector<float> w1 = UniformValues(WeightCount(s), &rng);
-  const std::vector<float> w2 = UniformValues(WeightCount(s), &rng);
-  WinogradWeightCache cache;
-  const WinogradWeights* first = cache.Get(s, WinogradTile::k4x4, w1.data()).get();
+TEST_F(TwoWeightsTest, AnUnheldTransformIsReusedInPlace) {
+  const WinogradWeights* first =
+      cache_.Get(s_, WinogradTile::k4x4, w1_.data()).get();
   const std::shared_ptr<const WinogradWeights> second =
-      cache.Get(s, WinogradTile::k4x4, w2.data());
+      cache_.Get(s_, WinogradTile::k4x4, w2_.data());
   EXPECT_EQ(second.get(), first);
-  EXPECT_TRUE(SameAsFresh(*second, s, WinogradTile::k4x4, w2));
+  EXPECT_TRUE(SameAsFresh(*second, s_, WinogradTile::k4x4, w2_));
 }
 
 TEST(WinogradWeightCacheTest, AnotherTileOrChannelCountIsFresh) {
