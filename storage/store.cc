@@ -371,7 +371,10 @@ absl::Status ConfigureWriter(Database& db) {
 
 // Switches the database to incremental auto-vacuum (once: a database made
 // before it needs one VACUUM, which rewrites the file), so that pages freed by
-// dropped checkpoints can be given back to the file system.
+// dropped checkpoints can be given back to the file system. Best effort: a
+// VACUUM needs free space up to the file's size, and a server must still
+// start on a full disk, so a failed one is logged and the store keeps its
+// old mode (freed pages are then reused, not given back).
 absl::Status EnableIncrementalVacuum(Database& db) {
   {  // finalized before VACUUM, which refuses to run beside a statement
     MIXQ_ASSIGN_OR_RETURN(Statement mode, db.Prepare("PRAGMA auto_vacuum"));
@@ -380,7 +383,15 @@ absl::Status EnableIncrementalVacuum(Database& db) {
       return absl::OkStatus();
     }
   }
-  return db.Exec("PRAGMA auto_vacuum = INCREMENTAL; VACUUM");
+  if (const absl::Status vacuum =
+          db.Exec("PRAGMA auto_vacuum = INCREMENTAL; VACUUM");
+      !vacuum.ok()) {
+    Log(LogLevel::kWarning,
+        "store: not converted to incremental vacuum; freed pages stay in "
+        "the file",
+        {{"error", vacuum.ToString()}});
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -432,7 +443,7 @@ struct Store::Impl {
     const absl::Status status = writer.Exec("PRAGMA incremental_vacuum");
     if (!status.ok()) {
       Log(LogLevel::kWarning, "store: free pages not released",
-                {{"error", status.ToString()}});
+          {{"error", status.ToString()}});
     }
   }
 

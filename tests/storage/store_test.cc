@@ -17,6 +17,7 @@
 #include "storage/errors.h"
 #include "storage/migrations.h"
 #include "storage/sqlite.h"
+#include "tests/support/full_disk_vfs.h"
 
 namespace mixq::storage {
 namespace {
@@ -1678,6 +1679,23 @@ TEST_F(StoreTest, OpenTurnsIncrementalVacuumOnInOlderDatabases) {
   ASSERT_NE(store, nullptr);
   EXPECT_EQ(ReadPragma(path_, "auto_vacuum"), 2);
   ASSERT_OK(store->CreateJob(MakeJob("job-1", 1), kLayers));
+}
+
+// The conversion needs space for a copy of the file; on a full disk an old
+// database still opens (a server must start there), in its old mode.
+TEST_F(StoreTest, AnOldDatabaseStillOpensOnAFullDisk) {
+  ASSERT_NE(OpenStore(), nullptr);
+  {
+    auto db = Database::Open(path_, SQLITE_OPEN_READWRITE);
+    ASSERT_TRUE(db.ok());
+    ASSERT_OK(db->Exec("PRAGMA auto_vacuum = NONE; VACUUM"));
+  }
+  mixq::testing::FullDiskVfs& disk = mixq::testing::FullDiskVfs::Install();
+  disk.SetFull(true);
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(path_);
+  disk.SetFull(false);
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ(ReadPragma(path_, "auto_vacuum"), 0);
 }
 
 }  // namespace
