@@ -5,7 +5,8 @@
 # people alike.
 #   scripts/install-deps.sh            build + test + demo packages, Node.js + ORT
 #   scripts/install-deps.sh --python   also PyTorch/ONNX for regenerating fixtures (never needed at run time)
-#   scripts/install-deps.sh --no-ort   without Node.js and ORT (building the server image: no tests)
+#   scripts/install-deps.sh --no-ort   without Node.js, ORT, Chromium and the Python client's packages
+#                                      (building the server image: no tests)
 set -euo pipefail
 
 python=0
@@ -26,6 +27,13 @@ packages=(
   libonnx-dev libcli11-dev zlib1g-dev libzip-dev libssl-dev
   dataset-fashion-mnist libonnx-testdata
 )
+if ((ort)); then
+  # The test-only judges beside ORT: the Python client package (clients/python)
+  # and the pipeline gate (examples/pipeline) with Debian's grpcio, and
+  # headless Chromium, which renders `mixq report`'s HTML in its test.
+  packages+=(python3 python3-grpcio python3-protobuf python3-pil python3-venv python3-pip
+    python3-setuptools chromium)
+fi
 if ((python)); then
   packages+=(python3-torch python3-torchvision python3-onnx python3-numpy libopenblas0-pthread)
 fi
