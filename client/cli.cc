@@ -14,6 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "client/commands.h"
+#include "proto/spec_defaults.h"
 #include "util/sha256.h"
 #include "util/status_macros.h"
 
@@ -290,7 +291,9 @@ CLI::App* AddSubmit(CLI::App& app, SubmitFlags& f) {
                   "the warm-up): its model, data, validation set, batch "
                   "size, learning rate and activation bits; give the search "
                   "flags (--bits, a budget, --strategy, ...) only");
-  AddValidationFlags(cmd, f.val_inputs, o, f.val_size, "the last 10 %");
+  AddValidationFlags(
+      cmd, f.val_inputs, o, f.val_size,
+      absl::StrCat("the last ", spec_defaults::kValidationPercent, " %"));
   cmd->add_option("--bits", f.bits,
                   "Candidate bit-widths per layer, e.g. 8,6,4,2")
       ->required();
@@ -326,20 +329,25 @@ CLI::App* AddSubmit(CLI::App& app, SubmitFlags& f) {
                   "Progressive: also search the activation bits among these, "
                   "e.g. 8,6,4 (with a BOPs budget)");
   AddOptional(cmd, "--activation-bits", f.activation_bits,
-              "Bits of the quantized layers' inputs, 2..8 or 32 = float "
-              "(server default 8)")
+              absl::StrCat("Bits of the quantized layers' inputs, 2..8 or 32 "
+                           "= float (server default ",
+                           spec_defaults::kActivationBits, ")"))
       ->check(CLI::PositiveNumber);
   // For --candidates, --max-layers, --lr and --batch-size zero means "server
   // default" in the API, so zero is not accepted there.
   AddOptional(cmd, "--candidates", f.candidates,
-              "Candidate policies per step (server default 8)")
+              absl::StrCat("Candidate policies per step (server default ",
+                           spec_defaults::kCandidates, ")"))
       ->check(CLI::PositiveNumber);
   AddOptional(cmd, "--max-layers", f.max_layers,
-              "At most this many layers lowered per candidate (server "
-              "default 2)")
+              absl::StrCat("At most this many layers lowered per candidate "
+                           "(server default ",
+                           spec_defaults::kMaxLayers, ")"))
       ->check(CLI::PositiveNumber);
   AddOptional(cmd, "--finetune-steps", f.finetune_steps,
-              "QAT steps after each search step (server default 50)")
+              absl::StrCat("QAT steps after each search step (server "
+                           "default ",
+                           spec_defaults::kFinetuneSteps, ")"))
       ->check(CLI::NonNegativeNumber);
   AddOptional(cmd, "--warmup-steps", f.warmup_steps,
               "QAT steps before the first search step (default: "
@@ -349,22 +357,29 @@ CLI::App* AddSubmit(CLI::App& app, SubmitFlags& f) {
               "QAT steps once the budget is met (default: --finetune-steps)")
       ->check(CLI::NonNegativeNumber);
   AddOptional(cmd, "--lr", f.learning_rate,
-              "Adam learning rate (server default 1e-4)")
+              absl::StrCat("Adam learning rate (server default ",
+                           spec_defaults::kLearningRate, ")"))
       ->check(CLI::PositiveNumber);
   AddOptional(cmd, "--batch-size", f.batch_size,
-              "Fine-tuning mini-batch (server default 64)")
+              absl::StrCat("Fine-tuning mini-batch (server default ",
+                           spec_defaults::kBatchSize, ")"))
       ->check(CLI::PositiveNumber);
   AddOptional(cmd, "--lambda", f.lambda,
-              "Weight of Omega in the performance index (server default 1)")
+              absl::StrCat("Weight of Omega in the performance index "
+                           "(server default ",
+                           spec_defaults::kLambda, ")"))
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--strategy", o.strategy,
-                  "Search strategy: auto (server default), knapsack, "
-                  "progressive, uniform or hawq")
+                  absl::StrCat("Search strategy: auto, knapsack, "
+                               "progressive, uniform or hawq (server default ",
+                               spec_defaults::kStrategy, ")"))
       ->check(CLI::IsMember(
           {"auto", "progressive", "uniform", "knapsack", "hawq"}));
   cmd->add_option("--selection", o.selection,
-                  "Progressive: how a step picks its candidate, min_index "
-                  "(server default) or per_cost_saved")
+                  absl::StrCat("Progressive: how a step picks its "
+                               "candidate, min_index or per_cost_saved "
+                               "(server default ",
+                               spec_defaults::kSelection, ")"))
       ->check(CLI::IsMember({"min_index", "per_cost_saved"}));
   cmd->add_flag("--refresh-fisher", o.refresh_fisher,
                 "Progressive: Omega from a fresh diagonal Fisher after each "
@@ -382,7 +397,9 @@ CLI::App* AddSubmit(CLI::App& app, SubmitFlags& f) {
               "what the search left, at least --final-steps")
       ->check(CLI::PositiveNumber);
   AddOptional(cmd, "--hutchinson-samples", f.hutchinson_samples,
-              "hawq: Rademacher vectors per Hessian trace (server default 16)")
+              absl::StrCat("hawq: Rademacher vectors per Hessian trace "
+                           "(server default ",
+                           spec_defaults::kHutchinsonSamples, ")"))
       ->check(CLI::PositiveNumber);
   cmd->add_option("--seed", o.seed, "Random seed (fixes the job's result)");
   AddOptional(cmd, "--normalize", f.normalize,
@@ -666,7 +683,8 @@ absl::StatusOr<Invocation> ParseCommandLine(
       ->check(CLI::IsMember({"dynamic", "static", "qat"}))
       ->capture_default_str();
   AddOptional(eval_cmd, "--activation-bits", eval_activation_bits,
-              "2..8, or 32 = float (server default 8)")
+              absl::StrCat("2..8, or 32 = float (server default ",
+                           spec_defaults::kActivationBits, ")"))
       ->check(CLI::PositiveNumber);
   AddOptional(eval_cmd, "--finetune-steps", eval_finetune_steps,
               "QAT steps in qat mode (server default 100)")

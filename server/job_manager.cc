@@ -480,6 +480,8 @@ absl::StatusOr<JobManager::SubmitResult> JobManager::Submit(
   // Empty for a job without labels (the distill objective).
   if (spec.has_labels()) record.labels_sha256 = Sha256Hex(files.labels);
   v1::JobSpec stored_spec = StrippedSpec(spec);
+  // What the job runs with, every default written out.
+  MIXQ_RETURN_IF_ERROR(FillSpecDefaults(&stored_spec));
   // Validation files have no columns of their own: the stored spec names
   // them by SHA-256, so the job reads them from the store when it runs.
   std::vector<std::pair<std::string, const std::string*>> val_artifacts;

@@ -9,6 +9,7 @@
 #include "absl/strings/strip.h"
 #include "engine/dataset.h"
 #include "engine/model_inputs.h"
+#include "proto/spec_defaults.h"
 #include "search/cost_model.h"
 #include "search/quantize.h"
 #include "search/teacher.h"
@@ -16,13 +17,6 @@
 
 namespace mixq::server {
 namespace {
-
-constexpr int kDefaultCandidates = 8;
-constexpr int kDefaultMaxLayers = 2;
-constexpr int kDefaultFinetuneSteps = 50;
-constexpr double kDefaultLearningRate = 1e-4;
-constexpr int kDefaultBatchSize = 64;
-constexpr double kDefaultLambda = 1.0;
 
 // For errors whose message starts with a field path relative to `parent`
 // ("bits: ..." → "spec.search.bits: ...").
@@ -70,7 +64,7 @@ absl::StatusOr<search::ProgressiveOptions> ToProgressiveOptions(
   options.pin_first_last = search.pin_first_last();
   options.activation_bits = search.has_activation_bits()
                                 ? search.activation_bits()
-                                : search::kDefaultActivationBits;
+                                : spec_defaults::kActivationBits;
   switch (search.budget().target_case()) {
     case v1::Budget::kAvgBits:
       options.budget = {search::Budget::Kind::kAvgBits,
@@ -92,38 +86,40 @@ absl::StatusOr<search::ProgressiveOptions> ToProgressiveOptions(
           "spec.search.budget: required (avg_bits, size_fraction, size_bytes "
           "or bops)");
   }
-  options.candidates =
-      search.candidates() != 0 ? search.candidates() : kDefaultCandidates;
-  options.max_layers =
-      search.max_layers() != 0 ? search.max_layers() : kDefaultMaxLayers;
+  options.candidates = search.candidates() != 0 ? search.candidates()
+                                               : spec_defaults::kCandidates;
+  options.max_layers = search.max_layers() != 0 ? search.max_layers()
+                                                : spec_defaults::kMaxLayers;
   options.finetune_steps = search.has_finetune_steps()
                                ? search.finetune_steps()
-                               : kDefaultFinetuneSteps;
+                               : spec_defaults::kFinetuneSteps;
   options.warmup_steps = search.has_warmup_steps() ? search.warmup_steps()
                                                    : options.finetune_steps;
   options.final_finetune_steps = search.has_final_finetune_steps()
                                      ? search.final_finetune_steps()
                                      : options.finetune_steps;
-  options.learning_rate = search.learning_rate() != 0 ? search.learning_rate()
-                                                      : kDefaultLearningRate;
-  options.batch_size =
-      search.batch_size() != 0 ? search.batch_size() : kDefaultBatchSize;
-  options.lambda = search.has_lambda() ? search.lambda() : kDefaultLambda;
+  options.learning_rate = search.learning_rate() != 0
+                              ? search.learning_rate()
+                              : spec_defaults::kLearningRate;
+  options.batch_size = search.batch_size() != 0 ? search.batch_size()
+                                                : spec_defaults::kBatchSize;
+  options.lambda =
+      search.has_lambda() ? search.lambda() : spec_defaults::kLambda;
   options.seed = search.seed();
-  options.strategy = kDefaultStrategy;
-  if (!search.strategy().empty()) {
-    absl::StatusOr<search::Strategy> strategy =
-        search::ParseStrategy(search.strategy());
-    if (!strategy.ok()) return SubfieldError("spec.search", strategy.status());
-    options.strategy = *strategy;
-  }
-  if (search.selection().empty() || search.selection() == "min_index") {
+  absl::StatusOr<search::Strategy> strategy = search::ParseStrategy(
+      search.strategy().empty() ? spec_defaults::kStrategy : search.strategy());
+  if (!strategy.ok()) return SubfieldError("spec.search", strategy.status());
+  options.strategy = *strategy;
+  const std::string& selection = search.selection().empty()
+                                     ? spec_defaults::kSelection
+                                     : search.selection();
+  if (selection == "min_index") {
     options.selection = search::Selection::kMinIndex;
-  } else if (search.selection() == "per_cost_saved") {
+  } else if (selection == "per_cost_saved") {
     options.selection = search::Selection::kPerCostSaved;
   } else {
     return absl::InvalidArgumentError(
-        absl::StrCat("spec.search.selection: unknown '", search.selection(),
+        absl::StrCat("spec.search.selection: unknown '", selection,
                      "' (min_index, per_cost_saved)"));
   }
   options.refresh_fisher = search.refresh_fisher();
@@ -132,11 +128,39 @@ absl::StatusOr<search::ProgressiveOptions> ToProgressiveOptions(
   options.activation_levels.assign(search.activation_levels().begin(),
                                    search.activation_levels().end());
   options.total_finetune_steps = search.total_finetune_steps();
-  if (search.hutchinson_samples() != 0)
-    options.hutchinson_samples = search.hutchinson_samples();
+  options.hutchinson_samples = search.hutchinson_samples() != 0
+                                   ? search.hutchinson_samples()
+                                   : spec_defaults::kHutchinsonSamples;
   const absl::Status valid = search::ValidateOptions(options);
   if (!valid.ok()) return SubfieldError("spec.search", valid);
   return options;
+}
+
+absl::Status FillSpecDefaults(v1::JobSpec* spec) {
+  MIXQ_ASSIGN_OR_RETURN(const engine::Objective objective,
+                        ResolveObjective(*spec));
+  spec->set_objective(std::string(engine::ObjectiveName(objective)));
+  v1::SearchOptions& search = *spec->mutable_search();
+  if (search.candidates() == 0) search.set_candidates(spec_defaults::kCandidates);
+  if (search.max_layers() == 0) search.set_max_layers(spec_defaults::kMaxLayers);
+  if (!search.has_finetune_steps())
+    search.set_finetune_steps(spec_defaults::kFinetuneSteps);
+  if (!search.has_warmup_steps())
+    search.set_warmup_steps(search.finetune_steps());
+  if (!search.has_final_finetune_steps())
+    search.set_final_finetune_steps(search.finetune_steps());
+  if (search.learning_rate() == 0)
+    search.set_learning_rate(spec_defaults::kLearningRate);
+  if (search.batch_size() == 0) search.set_batch_size(spec_defaults::kBatchSize);
+  if (!search.has_lambda()) search.set_lambda(spec_defaults::kLambda);
+  if (!search.has_activation_bits())
+    search.set_activation_bits(spec_defaults::kActivationBits);
+  if (search.strategy().empty()) search.set_strategy(spec_defaults::kStrategy);
+  if (search.selection().empty())
+    search.set_selection(spec_defaults::kSelection);
+  if (search.hutchinson_samples() == 0)
+    search.set_hutchinson_samples(spec_defaults::kHutchinsonSamples);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<PreparedJob> PrepareJob(const v1::JobSpec& spec,
@@ -286,7 +310,7 @@ absl::Status AttachTeachers(PreparedJob* job) {
 }
 
 int64_t DefaultValidationSize(int64_t samples) {
-  return std::max<int64_t>(1, samples * kDefaultValidationPercent / 100);
+  return std::max<int64_t>(1, samples * spec_defaults::kValidationPercent / 100);
 }
 
 absl::StatusOr<PreparedJob> LoadModelAndData(const v1::JobSpec& spec,
@@ -393,7 +417,9 @@ absl::StatusOr<PreparedJob> LoadModelAndData(const v1::JobSpec& spec,
       return absl::InvalidArgumentError(absl::StrCat(
           explicit_size ? "spec.val_size: " : "spec.calib_size: ",
           spec.calib_size(), " calibration and ", held_out,
-          explicit_size ? "" : " (default 10 %)",
+          explicit_size ? ""
+                        : absl::StrCat(" (default ",
+                                       spec_defaults::kValidationPercent, " %)"),
           " validation samples leave no fine-tuning samples (", n,
           " samples used); lower calib_size",
           explicit_size ? " or val_size" : ", set val_size",
@@ -401,7 +427,10 @@ absl::StatusOr<PreparedJob> LoadModelAndData(const v1::JobSpec& spec,
     }
     job.val = data.Slice(n - held_out, n);
     job.val_source = absl::StrCat(
-        explicit_size ? "held out" : "default: the last 10 % held out",
+        explicit_size ? "held out"
+                      : absl::StrCat("default: the last ",
+                                     spec_defaults::kValidationPercent,
+                                     " % held out"),
         ": samples [", n - held_out, ", ", n, ") of ", inputs_name);
   }
   job.calib = data.Slice(0, spec.calib_size());
@@ -429,7 +458,7 @@ absl::StatusOr<PreparedEvaluation> PrepareEvaluation(
   }
   out.options.quant.activations.bits = request.has_activation_bits()
                                            ? request.activation_bits()
-                                           : search::kDefaultActivationBits;
+                                           : spec_defaults::kActivationBits;
   const absl::Status quant = search::ValidateQuantOptions(out.options.quant);
   if (!quant.ok()) return SpecFieldError("activation_bits", quant);
   if (request.finetune_steps() < 0) {

@@ -32,10 +32,8 @@ struct JobFiles {
   std::string val_labels;
 };
 
-// Without validation files or val_size, this share of the samples used (at
-// least one sample) is held out as the validation set.
-inline constexpr int kDefaultValidationPercent = 10;
-// The default validation hold-out of `samples` samples.
+// The default validation hold-out of `samples` samples:
+// spec_defaults::kValidationPercent of them, at least one.
 int64_t DefaultValidationSize(int64_t samples);
 
 // A job ready to run: its model, data split, and search options.
@@ -60,13 +58,6 @@ struct PreparedJob {
   search::CandidateBits candidate_bits;
 };
 
-// The strategy of a job that names none: the best on the quality bench
-// (three trained models, 4/3/2 average bits, two seeds; bench/README.md).
-// Knapsack alone lost to uniform on the VGG-style model and the MLP (2 bits
-// on the layer holding most weights); auto keeps the better of the two by
-// calibration loss.
-inline constexpr search::Strategy kDefaultStrategy = search::Strategy::kAuto;
-
 // The code of a spec error made from `code`, an error of the engine or the
 // search on the job's model, data or options: the codes that describe the
 // submitted data (INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE,
@@ -79,7 +70,15 @@ absl::StatusCode SpecErrorCode(absl::StatusCode code);
 absl::Status SpecFieldError(absl::string_view field,
                             const absl::Status& status);
 
-// Search options with the documented defaults filled in. INVALID_ARGUMENT
+// `spec` as the job runs it: every unset search option set to its default
+// (proto/spec_defaults.h; warmup_steps and final_finetune_steps to
+// finetune_steps) and the objective resolved (ResolveObjective), so the
+// stored Job.spec records the parameters used. Options the job's strategy
+// does not read (selection, hutchinson_samples) are filled too. Errors are
+// ResolveObjective's.
+absl::Status FillSpecDefaults(v1::JobSpec* spec);
+
+// Search options with the documented defaults (proto/spec_defaults.h) filled in. INVALID_ARGUMENT
 // naming the field ("spec.search.bits: ...", "spec.search.layers[1].bits:
 // ...", "spec.search.activation_bits: ...") when unusable on any model.
 absl::StatusOr<search::ProgressiveOptions> ToProgressiveOptions(

@@ -11,6 +11,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
+#include "proto/spec_defaults.h"
 #include "storage/store.h"
 #include "tests/support/recording_subscriber.h"
 #include "tests/support/server_testing.h"
@@ -139,6 +140,29 @@ TEST_F(JobManagerTest, CancelsAQueuedJob) {
   stored = store_->GetJob(id);
   ASSERT_TRUE(stored.ok());
   EXPECT_EQ(stored->state, storage::JobState::kCancelled);
+}
+
+// The stored spec is what the job runs with: what the request left unset
+// reads as the default, and what it set is kept.
+TEST_F(JobManagerTest, TheStoredSpecHasEveryDefault) {
+  JobManager manager(store_.get(), JobManagerOptions{});
+  v1::SubmitJobRequest request = testing::TinyJobRequest();
+  request.mutable_spec()->mutable_search()->clear_strategy();
+  request.mutable_spec()->mutable_search()->clear_candidates();
+  request.mutable_spec()->mutable_search()->set_max_layers(1);
+  auto submitted = manager.Submit(request);
+  ASSERT_TRUE(submitted.ok()) << submitted.status();
+  const v1::SearchOptions& search = submitted->job.spec().search();
+  EXPECT_EQ(search.strategy(), spec_defaults::kStrategy);
+  EXPECT_EQ(search.candidates(), spec_defaults::kCandidates);
+  EXPECT_EQ(search.max_layers(), 1);
+  EXPECT_EQ(search.learning_rate(), spec_defaults::kLearningRate);
+  EXPECT_EQ(submitted->job.spec().objective(), "cross_entropy");
+  // The same after a round trip through the store.
+  auto got = manager.GetJob(submitted->job.id());
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->spec().search().strategy(), spec_defaults::kStrategy);
+  EXPECT_EQ(got->spec().search().batch_size(), spec_defaults::kBatchSize);
 }
 
 // A job whose stored checkpoint the search cannot use (another version's,
