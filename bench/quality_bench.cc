@@ -2,7 +2,7 @@
 // (average weight bits), runs every strategy on the same model and data with
 // the same total fine-tune steps, and measures the final policy's accuracy on
 // held-out test images:
-//   progressive        DESIGN.md §2 as specified (min index, Adam's v̂)
+//   progressive        docs/design.md §2.3 as specified (min index, Adam's v̂)
 //   progressive+       knapsack-guided candidates, landing on the budget
 //   progressive-cost   selection per unit of cost saved, a fresh Fisher,
 //                      landing on the budget (not run unless --runs asks)

@@ -1,9 +1,10 @@
-// Allocation: the least-Ω bit-width policy under a budget, from a table of
-// per-layer sensitivities Ω_l(b) (DESIGN.md §2), solved as a multiple-choice
-// knapsack (search/knapsack.h) over each layer's candidate bits. The search
-// allocates with it (the knapsack and hawq strategies, the progressive
-// search's oracle, land_on_budget and knapsack_guided), and the server
-// re-solves a new budget from the table a job stored after its warm-up.
+// Allocation (docs/design.md §2.2, §3.1): the least-Ω bit-width policy
+// under a budget, from a table of per-layer sensitivities Ω_l(b), solved as a
+// multiple-choice knapsack (search/knapsack.h) over each layer's candidate
+// bits. The search allocates with it (the knapsack and hawq strategies, the
+// progressive search's oracle, land_on_budget and knapsack_guided), and the
+// server re-solves a new budget from the table a job stored after its
+// warm-up.
 #ifndef MIXQ_SEARCH_ALLOCATION_H_
 #define MIXQ_SEARCH_ALLOCATION_H_
 

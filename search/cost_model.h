@@ -1,7 +1,7 @@
 // CostModel: what a bit-width policy costs. A policy assigns weight bits to
 // each quantizable layer (in the model's layer order); every other parameter
 // (biases, non-quantized weights) stays in FP32. Per layer l with n_l weights
-// and MAC_l multiply-accumulates per sample (DESIGN.md §1):
+// and MAC_l multiply-accumulates per sample (docs/design.md §1.7):
 //   size = Σ n_l·b_l bits (+ 32 bits per other parameter),
 //   BOPs = Σ MAC_l·b_l·b_a, b_a the activation bits (32 when left in float).
 // Immutable; thread-safe.

@@ -1,5 +1,5 @@
 // Evaluating a bit-width policy without a search: the three classic modes of
-// DESIGN.md §1, against the FP32 model on the same data.
+// docs/design.md §1.5, against the FP32 model on the same data.
 //   dynamic  weights quantized; activations quantized with each batch's own
 //            range (as runtimes do on the fly)
 //   static   weights quantized; activation ranges calibrated on `calib`

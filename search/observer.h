@@ -1,6 +1,6 @@
 // Observers: they watch the values a tensor takes over calibration batches
 // and decide the range [min, max] its quantization grid must cover
-// (DESIGN.md §1). Per tensor. Not thread-safe.
+// (docs/design.md §1.3). Per tensor. Not thread-safe.
 #ifndef MIXQ_SEARCH_OBSERVER_H_
 #define MIXQ_SEARCH_OBSERVER_H_
 

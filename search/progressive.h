@@ -1,6 +1,6 @@
-// The mixed-precision search. Its heart is the progressive search of
-// DESIGN.md §2: start every layer at its highest bits, then repeatedly score n
-// neighbouring policies (each lowers 1..k layers by one level of their
+// The mixed-precision search. Its heart is the progressive search
+// (docs/design.md §2.3): start every layer at its highest bits, repeatedly
+// score n neighbouring policies (each lowers 1..k layers by one level of their
 // candidate bits) with the index I = L_C + λ·½·Ω — Ω the perturbation
 // weighted by Adam's v̂ — keep the best, fine-tune it (QAT), and stop once the
 // budget is met, with a final fine-tune. Beside it, with the same warm-up,
@@ -53,7 +53,7 @@ absl::StatusOr<Strategy> ParseStrategy(absl::string_view name);
 
 // How the progressive search picks among a step's candidates.
 enum class Selection {
-  kMinIndex,      // the lowest index I (DESIGN.md §2)
+  kMinIndex,      // the lowest index I (docs/design.md §2.3)
   kPerCostSaved,  // the lowest (I − I_current) / (cost saved), budget units
 };
 

@@ -51,7 +51,7 @@ struct Evaluation {
   double accuracy = 0;  // top-1, in [0, 1]; NaN for data without labels
 };
 
-// How weights and activations are quantized (DESIGN.md §1).
+// How weights and activations are quantized (docs/design.md §1.2, §1.3).
 struct QuantOptions {
   QuantScheme weight_scheme = QuantScheme::kSymmetric;
   Granularity weight_granularity = Granularity::kPerChannel;
@@ -62,8 +62,8 @@ struct QuantOptions {
 absl::Status ValidateQuantOptions(const QuantOptions& options);
 
 // How a fine-tune schedules Adam's learning rate and which weights it ends
-// with (DESIGN.md "What a result must be worth": more fine-tuning must never
-// end worse than less). The defaults are the search's recipe; Constant() is
+// with (docs/design.md §4: more fine-tuning must never end worse than
+// less). The defaults are the search's recipe; Constant() is
 // plain Adam at the session's rate, every mini-batch, the last weights kept.
 //
 // With a cycle C > 0, the rate and the evaluation points of mini-batch s

@@ -139,7 +139,7 @@ absl::StatusOr<std::string> ExportQdq(absl::string_view onnx_bytes,
 // Runs onnx::checker::check_model (libonnx; no shape inference, which can
 // crash on crafted models) on a serialized ModelProto. INVALID_ARGUMENT with
 // the checker's message when it rejects the model or the bytes do not parse.
-// The checker is not a full validator (see ../shared/NOTES.md).
+// The checker is not a full validator (docs/design.md §8.4).
 absl::Status CheckOnnxModel(absl::string_view onnx_bytes);
 
 }  // namespace mixq::search

@@ -1,4 +1,5 @@
-// Linear (uniform) quantization of weights and activations (DESIGN.md §1):
+// Linear (uniform) quantization of weights and activations
+// (docs/design.md §1.1):
 // choosing the integer grid of a tensor (QuantParams), quantizing to that
 // grid, fake quantization (quantize, then dequantize in float, as the
 // deployed integer model computes) and its straight-through gradient.

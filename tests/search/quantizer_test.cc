@@ -100,7 +100,7 @@ TEST_P(WeightGridTest, MatchesHandComputedGrid) {
 INSTANTIATE_TEST_SUITE_P(
     Cases, WeightGridTest,
     ::testing::Values(
-        // DESIGN.md's example: [-3, 6] at 8 bits, s = 6/127, 6 ↦ 127;
+        // docs/design.md §1.1's example: [-3, 6] at 8 bits, s = 6/127, 6 ↦ 127;
         // -3/s = -63.5 exactly and rounds half up to -63; 1.5/s = 31.75 ↦ 32.
         WeightCase{"sym8_design_range",
                    {-3.0f, 6.0f, 1.5f},
