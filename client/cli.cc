@@ -9,11 +9,13 @@
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "client/commands.h"
+#include "client/usage_check.h"
 #include "proto/spec_defaults.h"
 #include "util/sha256.h"
 #include "util/status_macros.h"
@@ -26,6 +28,25 @@ constexpr char kFooter[] =
     "2 usage error, or the server answered INVALID_ARGUMENT,\n"
     "FAILED_PRECONDITION or PERMISSION_DENIED; 3 NOT_FOUND (unknown job);\n"
     "4 any other RPC failure (e.g. server unreachable).\n";
+
+// OK for an address gRPC can dial: host:port, [v6]:port, or a URI with a
+// scheme (unix:/path, dns:///host:port). A host alone would dial port 0.
+absl::Status CheckServerAddress(absl::string_view address) {
+  if (absl::StrContains(address, ":/") || absl::StartsWith(address, "unix:"))
+    return absl::OkStatus();
+  const size_t bracket = address.rfind(']');
+  const size_t colon = address.rfind(':');
+  int port = 0;
+  if (colon == absl::string_view::npos ||
+      (bracket != absl::string_view::npos && colon < bracket) ||
+      !absl::SimpleAtoi(address.substr(colon + 1), &port) || port < 1 ||
+      port > 65535 || colon == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--server: '", address, "' is not host:port (e.g. ", kDefaultServer,
+        "; from --server, else $", kServerEnvVar, ")"));
+  }
+  return absl::OkStatus();
+}
 
 // A job state as typed on the command line, for `list --state`.
 struct StateName {
@@ -730,10 +751,17 @@ absl::StatusOr<Invocation> ParseCommandLine(
       app.add_subcommand("cancel", "Cancel a queued or running job");
   AddJobId(cancel_cmd, &cancel.job_id);
 
+  app.set_version_flag("--version", absl::StrCat("mixq ", MIXQ_VERSION));
+
+  // Typos are named as such before CLI11 reports what follows from them.
+  MIXQ_RETURN_IF_ERROR(CheckNames(app, args));
   // CLI11 reports errors and help requests by throwing; keep them inside.
   try {
     std::vector<std::string> reversed(args.rbegin(), args.rend());
     app.parse(reversed);
+  } catch (const CLI::CallForVersion& version) {
+    invocation.help = absl::StrCat(version.what(), "\n");
+    return invocation;
   } catch (const CLI::CallForHelp&) {
     invocation.help = app.help();
     return invocation;
@@ -746,6 +774,7 @@ absl::StatusOr<Invocation> ParseCommandLine(
     return absl::InvalidArgumentError(e.what());
   }
 
+  MIXQ_RETURN_IF_ERROR(CheckServerAddress(global.server));
   if (global.tls_cert_file.empty() != global.tls_key_file.empty()) {
     return absl::InvalidArgumentError(
         "--tls-cert and --tls-key: give both (the client certificate for "

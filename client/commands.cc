@@ -330,10 +330,43 @@ class Runner {
                         BuildParetoRequest(options), FormatParetoFront);
   }
 
+  // Reports the state the job moves to: a running job stops at its next
+  // mini-batch, so this waits (within --timeout) for its end.
   int operator()(const CancelOptions& options) {
     v1::CancelJobRequest request;
     request.set_job_id(options.job_id);
-    return CallAndPrint(&v1::Mixq::Stub::CancelJob, request, FormatCancelled);
+    v1::Job job;
+    {
+      grpc::ClientContext context;
+      SetDeadline(context);
+      const grpc::Status status = stub_->CancelJob(&context, request, &job);
+      if (!status.ok()) return Fail(status);
+    }
+    if (job.state() == v1::RUNNING && WaitUntilEnded(job.id())) {
+      v1::GetJobRequest get;
+      get.set_job_id(job.id());
+      grpc::ClientContext context;
+      SetDeadline(context);
+      v1::Job ended;
+      if (stub_->GetJob(&context, get, &ended).ok()) job = std::move(ended);
+    }
+    return Emit(job, FormatCancelled);
+  }
+
+  // Follows the job's events until the stream ends, which the server does
+  // once the job has ended (true), or --timeout passes or the stream fails
+  // (false).
+  bool WaitUntilEnded(const std::string& job_id) {
+    v1::WatchJobRequest request;
+    request.set_job_id(job_id);
+    grpc::ClientContext context;
+    SetDeadline(context);
+    std::unique_ptr<grpc::ClientReader<v1::JobEvent>> reader =
+        stub_->WatchJob(&context, request);
+    v1::JobEvent event;
+    while (reader->Read(&event)) {
+    }
+    return reader->Finish().ok();
   }
 
   int operator()(const UploadOptions& options) {

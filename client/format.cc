@@ -443,7 +443,12 @@ std::string FormatUploaded(const v1::Artifact& artifact) {
 }
 
 std::string FormatCancelled(const v1::Job& job) {
-  return absl::StrCat(job.id(), ": ", StateName(job.state()), "\n");
+  return absl::StrCat(
+      job.id(), ": ", StateName(job.state()),
+      job.state() == v1::RUNNING
+          ? " (cancel requested: it stops at its next mini-batch)"
+          : "",
+      "\n");
 }
 
 std::string FormatProgressBar(const v1::JobEvent& event) {
@@ -467,7 +472,7 @@ std::string FormatEventLine(const v1::JobEvent& event) {
   const std::string details = DescribeEvent(event);
   if (!details.empty()) absl::StrAppend(&line, " ", details);
   if (event.avg_bits() > 0)
-    absl::StrAppend(&line, " loss ", Loss(event.loss()));
+    absl::StrAppend(&line, " loss ", LossOrUnset(event.loss()));
   if (!event.error().empty()) absl::StrAppend(&line, " error: ", event.error());
   return line;
 }

@@ -85,7 +85,9 @@ std::string FormatParetoFront(const v1::GetParetoFrontResponse& response);
 
 // `upload`: "sha256:<hex>" and a newline, as submit's --model accepts it.
 std::string FormatUploaded(const v1::Artifact& artifact);
-// `cancel`: "<id>: <STATE>".
+// `cancel`: "<id>: <STATE>", the state the job moved to (CANCELLED, or the
+// state it had already ended in); a job still RUNNING (the wait for its
+// end timed out) says the cancel is pending.
 std::string FormatCancelled(const v1::Job& job);
 
 // EvaluatePolicy's answer: FP32 vs quantized accuracy/loss, cost, bits.

@@ -52,6 +52,7 @@
 #include "engine/tensor.h"
 #include "util/file.h"
 #include "util/npz_writer.h"
+#include "util/command_line.h"
 #include "util/status_macros.h"
 
 namespace mixq::engine {
@@ -220,12 +221,9 @@ int main(int argc, char** argv) {
   app.add_option("--threads", options.threads, "engine threads (0 = all cores)")
       ->check(CLI::Range(0, 1024))
       ->capture_default_str();
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    // Help is a success; anything else is a usage error.
-    const int code = app.exit(e);
-    return code == 0 ? mixq::engine::kExitOk : mixq::engine::kExitUsage;
+  if (const std::optional<int> exit_code =
+          mixq::util::ParseFlags(app, "mixq-run", argc, argv)) {
+    return *exit_code;
   }
 
   if (options.output.empty() && options.labels.empty()) {

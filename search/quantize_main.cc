@@ -47,6 +47,7 @@
 #include "search/qdq_export.h"
 #include "search/quantize.h"
 #include "util/file.h"
+#include "util/command_line.h"
 #include "util/status_macros.h"
 
 namespace mixq::search {
@@ -372,14 +373,14 @@ int main(int argc, char** argv) {
   app.add_option("--threads", options.threads, "engine threads (0 = all cores)")
       ->check(CLI::Range(0, 1024))
       ->capture_default_str();
-  try {
-    app.parse(argc, argv);
-    if (options.bits == 0 && options.policy.empty()) {
-      throw CLI::RequiredError("--bits or --policy");
-    }
-  } catch (const CLI::ParseError& e) {
-    const int code = app.exit(e);
-    return code == 0 ? mixq::search::kExitOk : mixq::search::kExitUsage;
+  if (const std::optional<int> exit_code =
+          mixq::util::ParseFlags(app, "mixq-quantize", argc, argv)) {
+    return *exit_code;
+  }
+  if (options.bits == 0 && options.policy.empty()) {
+    std::cerr << "mixq-quantize: --bits or --policy is required\n"
+              << "Run with --help for more information.\n";
+    return mixq::search::kExitUsage;
   }
 
   const auto start = std::chrono::steady_clock::now();

@@ -1135,6 +1135,9 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
   event.set_avg_bits(start.avg_bits);
   event.set_size_bytes(start.size_bytes);
   event.set_fp32_val_accuracy(fp32_val_accuracy);
+  // Nothing is measured before the warm-up's policy is: NaN, not 0 %.
+  event.set_accuracy(std::numeric_limits<double>::quiet_NaN());
+  event.set_loss(std::numeric_limits<double>::quiet_NaN());
   event.set_val_accuracy(std::numeric_limits<double>::quiet_NaN());
   event.set_val_loss(std::numeric_limits<double>::quiet_NaN());
 
@@ -1160,7 +1163,10 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
     event.set_phase(phase == search::Phase::kWarmup   ? "warmup"
                     : phase == search::Phase::kSearch ? "search"
                                                       : "final");
-    event.set_step(step);
+    // One numbering everywhere (watch, status, results): steps 1..N are
+    // the search's, and the final fine-tune, which the search numbers N + 1,
+    // shows the last search step done, as Job.steps_done does.
+    event.set_step(phase == search::Phase::kFinal ? step - 1 : step);
     if (phase == search::Phase::kFinal) event.set_progress(kFinalPhaseProgress);
     Publish(event);
   };
@@ -1271,7 +1277,7 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
         absl::StrFormat("%.4f", result.final_policy.val_accuracy)}});
   event.set_state(v1::SUCCEEDED);
   event.set_phase("done");
-  event.set_step(result.steps + 1);
+  event.set_step(result.steps);
   event.set_avg_bits(result.final_policy.avg_bits);
   event.set_size_bytes(result.final_policy.size_bytes);
   event.set_accuracy(result.final_policy.accuracy);

@@ -5,6 +5,8 @@
 // between mini-batches and go back to the queue (they resume from their last
 // checkpointed step on the next start), and the process exits within
 // --shutdown-grace seconds even if something does not stop.
+// Exit codes: 0 after a shutdown (and for --help, --version), 1 when the
+// server cannot start, 2 for a usage error.
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
@@ -16,6 +18,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "server/server.h"
+#include "util/command_line.h"
 #include "util/file.h"
 #include "util/logging.h"
 
@@ -130,6 +133,9 @@ int main(int argc, char** argv) {
   app.add_option("--tls-client-ca", options.server.tls_client_ca_file,
                  "mutual TLS: require client certificates signed by this PEM "
                  "CA");
-  CLI11_PARSE(app, argc, argv);
+  if (const std::optional<int> exit_code =
+          mixq::util::ParseFlags(app, "mixq-server", argc, argv)) {
+    return *exit_code;
+  }
   return Run(options);
 }

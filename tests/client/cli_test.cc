@@ -669,6 +669,26 @@ TEST(ParseCommandLineTest, UsageErrors) {
       {{"pareto", "--model-sha256", "abc"},
        "--model-sha256: \"abc\" is not 64 hex digits"},
       {{"pareto", "j", "--top-k", "3"}, "--top-k"},
+      // Typos are named, with the nearest name.
+      {{"sumbit", "--model", "x"},
+       "unknown command 'sumbit' (did you mean 'submit'?); commands: submit, "
+       "status"},
+      {{"zzzzzzzz"}, "unknown command 'zzzzzzzz'; commands: submit"},
+      {{"submit", "--modle", "x"},
+       "submit: unknown flag --modle (did you mean --model?)"},
+      {{"--sever", "h:1", "list"},
+       "unknown flag --sever (did you mean --server?)"},
+      {{"list", "--jsno"}, "list: unknown flag --jsno (did you mean --json?)"},
+      {{"status", "j", "--tiemout=5"}, "unknown flag --tiemout (did you mean "
+                                       "--timeout?)"},
+      {{"export", "j", "-x"}, "export: unknown flag -x"},
+      // A host without a port would dial port 0.
+      {{"--server", "127.0.0.1", "list"},
+       "--server: '127.0.0.1' is not host:port (e.g. 127.0.0.1:50051"},
+      {{"--server=h:0", "list"}, "--server: 'h:0' is not host:port"},
+      {{"list", "--server", "h:65536"}, "--server: 'h:65536'"},
+      {{"--server", ":50051", "list"}, "--server: ':50051'"},
+      {{"--server", "[::1]", "list"}, "--server: '[::1]'"},
   };
   for (const UsageErrorCase& c : cases) {
     std::string joined;
@@ -680,6 +700,28 @@ TEST(ParseCommandLineTest, UsageErrors) {
     EXPECT_THAT(std::string(parsed.status().message()), HasSubstr(c.message))
         << joined;
   }
+}
+
+TEST(ParseCommandLineTest, ServerAddressesGrpcDials) {
+  for (const char* address :
+       {"127.0.0.1:50051", "[::1]:50051", "mixq.example.com:443",
+        "unix:/run/mixq.sock", "dns:///mixq:50051", "ipv4:10.0.0.1:9"}) {
+    auto parsed = ParseCommandLine({"--server", address, "list"}, kServer);
+    ASSERT_TRUE(parsed.ok()) << address << ": " << parsed.status();
+    EXPECT_EQ(parsed->global.server, address);
+  }
+  // A value that looks like a negative number is a value, not a flag.
+  EXPECT_THAT(std::string(ParseCommandLine({"best", "j", "--top-k", "-3"},
+                                           kServer)
+                              .status()
+                              .message()),
+              HasSubstr("--top-k"));
+}
+
+TEST(ParseCommandLineTest, VersionIsOneLine) {
+  auto parsed = ParseCommandLine({"--version"}, kServer);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_THAT(parsed->help, ::testing::MatchesRegex("mixq [0-9]+\\.[0-9]+\\.[0-9]+\n"));
 }
 
 TEST(RunCliTest, UsageErrorExitsTwo) {
