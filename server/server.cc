@@ -14,6 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "grpc/health/v1/health.pb.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -191,6 +192,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
       impl->authenticator ? &*impl->authenticator : nullptr);
 
   grpc::EnableDefaultHealthCheckService(true);
+  // Reflection describes services from protobuf's generated pool, where
+  // gRPC's health service (encoded with upb) puts no descriptor. Naming our
+  // compiled health.proto keeps the linker from dropping it from the
+  // archive, so reflection-driven tools can call Health too.
+  grpc::health::v1::HealthCheckRequest::descriptor();
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   // gRPC sets SO_REUSEPORT by default: a second server on a port in use
