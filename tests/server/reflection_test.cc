@@ -1,10 +1,10 @@
-// A client that knows nothing but server reflection drives a real
-// mixq-server process, as grpcurl, Postman and grpcui do: it lists the
+// A client that knows nothing but server reflection (v1alpha, then v1) drives
+// a real mixq-server process, as grpcurl, Postman and grpcui do: it lists the
 // services, fetches the files defining grpc.health.v1.Health and
 // mixq.v1.Mixq with their imports, builds a DescriptorPool from them and
 // calls Health/Check and Mixq/ListJobs with dynamic messages. This binary
-// links none of mixq's protos and not libgrpc++_reflection (whose
-// reflection.proto would be registered twice with ours).
+// links the reflection messages only (proto/grpc/reflection/v1), none of
+// mixq's API or health protos.
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -22,13 +22,13 @@
 #include "google/protobuf/descriptor.pb.h"
 #include "google/protobuf/descriptor_database.h"
 #include "google/protobuf/dynamic_message.h"
+#include "grpc/reflection/v1/reflection.pb.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
 #include "grpcpp/impl/rpc_method.h"
 #include "grpcpp/support/sync_stream.h"
 #include "gtest/gtest.h"
-#include "reflection_v1alpha.pb.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/test_dir.h"
 
@@ -42,14 +42,12 @@ using google::protobuf::FileDescriptorProto;
 using google::protobuf::Message;
 using google::protobuf::MethodDescriptor;
 using google::protobuf::SimpleDescriptorDatabase;
-using grpc::reflection::v1alpha::ServerReflectionRequest;
-using grpc::reflection::v1alpha::ServerReflectionResponse;
-using ::testing::IsSupersetOf;
+using grpc::reflection::v1::ServerReflectionRequest;
+using grpc::reflection::v1::ServerReflectionResponse;
+using ::testing::UnorderedElementsAre;
 
-constexpr char kReflectionService[] =
-    "grpc.reflection.v1alpha.ServerReflection";
-constexpr char kReflectionMethod[] =
-    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo";
+constexpr char kV1Alpha[] = "grpc.reflection.v1alpha.ServerReflection";
+constexpr char kV1[] = "grpc.reflection.v1.ServerReflection";
 constexpr auto kRpcDeadline = std::chrono::seconds(10);
 constexpr auto kStartDeadline = std::chrono::seconds(30);
 
@@ -59,18 +57,21 @@ std::unique_ptr<grpc::ClientContext> Context() {
   return context;
 }
 
-// One v1alpha reflection stream to `channel`'s server: each call sends a
-// request and reads its answer. The files received are added to a database
+// One reflection stream to `channel`'s server: each call sends a request and
+// reads its answer. The files received are added to a database
 // that pool() is built over. Not thread-safe; `channel` must outlive it.
 class ReflectionClient {
  public:
-  explicit ReflectionClient(grpc::Channel* channel)
-      : context_(Context()),
+  // `service` is the reflection service's full name. v1alpha's messages are
+  // v1's field for field, so v1's serve for both.
+  ReflectionClient(grpc::Channel* channel, const std::string& service)
+      : method_(absl::StrCat("/", service, "/ServerReflectionInfo")),
+        context_(Context()),
         stream_(grpc::internal::ClientReaderWriterFactory<
                 ServerReflectionRequest, ServerReflectionResponse>::
                     Create(channel,
                            grpc::internal::RpcMethod(
-                               kReflectionMethod,
+                               method_.c_str(),
                                grpc::internal::RpcMethod::BIDI_STREAMING),
                            context_.get())) {}
   ReflectionClient(const ReflectionClient&) = delete;
@@ -133,6 +134,7 @@ class ReflectionClient {
     return response;
   }
 
+  std::string method_;  // the stream's RpcMethod points into it
   std::unique_ptr<grpc::ClientContext> context_;
   std::unique_ptr<grpc::ClientReaderWriter<ServerReflectionRequest,
                                            ServerReflectionResponse>>
@@ -162,8 +164,8 @@ grpc::Status CallUnary(const std::shared_ptr<grpc::Channel>& channel,
 }
 
 // A mixq-server process (started with the flags of a fresh install) and a
-// channel to it.
-class ReflectionTest : public ::testing::Test {
+// channel to it. The parameter is the reflection service to ask.
+class ReflectionTest : public ::testing::TestWithParam<const char*> {
  protected:
   void SetUp() override {
     const std::string port_file = dir_.Path("port");
@@ -194,17 +196,18 @@ class ReflectionTest : public ::testing::Test {
   std::shared_ptr<grpc::Channel> channel_;
 };
 
-TEST_F(ReflectionTest, ListsMixqHealthAndReflection) {
-  ReflectionClient reflection(channel_.get());
+TEST_P(ReflectionTest, ListsMixqHealthAndBothReflections) {
+  ReflectionClient reflection(channel_.get(), GetParam());
   auto services = reflection.ListServices();
   ASSERT_TRUE(services.ok()) << services.status();
-  EXPECT_THAT(*services, IsSupersetOf({std::string("mixq.v1.Mixq"),
-                                       std::string("grpc.health.v1.Health"),
-                                       std::string(kReflectionService)}));
+  // Every service the server registers, whichever version is asked.
+  EXPECT_THAT(*services,
+              UnorderedElementsAre("mixq.v1.Mixq", "grpc.health.v1.Health",
+                                   kV1Alpha, kV1));
 }
 
-TEST_F(ReflectionTest, HealthIsCallableFromItsReflectedDescriptor) {
-  ReflectionClient reflection(channel_.get());
+TEST_P(ReflectionTest, HealthIsCallableFromItsReflectedDescriptor) {
+  ReflectionClient reflection(channel_.get(), GetParam());
   const absl::Status fetched =
       reflection.FetchFileContainingSymbol("grpc.health.v1.Health");
   ASSERT_TRUE(fetched.ok()) << fetched;
@@ -236,8 +239,8 @@ TEST_F(ReflectionTest, HealthIsCallableFromItsReflectedDescriptor) {
   }
 }
 
-TEST_F(ReflectionTest, MixqIsCallableFromItsReflectedDescriptor) {
-  ReflectionClient reflection(channel_.get());
+TEST_P(ReflectionTest, MixqIsCallableFromItsReflectedDescriptor) {
+  ReflectionClient reflection(channel_.get(), GetParam());
   const absl::Status fetched =
       reflection.FetchFileContainingSymbol("mixq.v1.Mixq");
   ASSERT_TRUE(fetched.ok()) << fetched;
@@ -260,6 +263,12 @@ TEST_F(ReflectionTest, MixqIsCallableFromItsReflectedDescriptor) {
   ASSERT_NE(jobs, nullptr);
   EXPECT_EQ(response->GetReflection()->FieldSize(*response, jobs), 0);
 }
+
+INSTANTIATE_TEST_SUITE_P(Versions, ReflectionTest,
+                         ::testing::Values(kV1Alpha, kV1),
+                         [](const ::testing::TestParamInfo<const char*>& info) {
+                           return info.index == 0 ? "V1Alpha" : "V1";
+                         });
 
 }  // namespace
 }  // namespace mixq
