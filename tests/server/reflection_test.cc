@@ -31,6 +31,7 @@
 #include "gtest/gtest.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/test_dir.h"
+#include "util/file.h"
 
 namespace mixq {
 namespace {
@@ -163,8 +164,8 @@ grpc::Status CallUnary(const std::shared_ptr<grpc::Channel>& channel,
   return status;
 }
 
-// A mixq-server process (started with the flags of a fresh install) and a
-// channel to it. The parameter is the reflection service to ask.
+// A mixq-server process (default flags but one worker and one engine thread)
+// and a channel to it. The parameter is the reflection service to ask.
 class ReflectionTest : public ::testing::TestWithParam<const char*> {
  protected:
   void SetUp() override {
@@ -177,7 +178,9 @@ class ReflectionTest : public ::testing::TestWithParam<const char*> {
         log, log);
     ASSERT_NE(pid_, 0);
     const int port = testing::WaitForPortFile(port_file, kStartDeadline);
-    ASSERT_GT(port, 0);
+    // A server that aborts at startup (e.g. a descriptor registered twice:
+    // "File already exists in database") says why in its log.
+    ASSERT_GT(port, 0) << ReadFile(log).value_or("");
     channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
                                    grpc::InsecureChannelCredentials());
   }
