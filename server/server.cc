@@ -8,12 +8,15 @@
 #include <chrono>
 #include <filesystem>
 #include <optional>
+#include <string>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "grpc/health/v1/health.pb.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -21,6 +24,7 @@
 #include "grpcpp/security/server_credentials.h"
 #include "server/auth.h"
 #include "server/job_manager.h"
+#include "server/reflection_service.h"
 #include "server/service.h"
 #include "storage/store.h"
 #include "util/file.h"
@@ -127,6 +131,7 @@ struct Server::Impl {
   std::unique_ptr<JobManager> manager;
   std::optional<TokenAuthenticator> authenticator;  // borrowed by service
   std::unique_ptr<MixqService> service;
+  std::unique_ptr<ReflectionService> reflection_v1;
   std::unique_ptr<grpc::Server> grpc_server;
   int port = 0;
   absl::Mutex mu;
@@ -191,7 +196,19 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
       impl->authenticator ? &*impl->authenticator : nullptr);
 
   grpc::EnableDefaultHealthCheckService(true);
+  // Reflection describes services from protobuf's generated pool, where
+  // gRPC's health service (encoded with upb) puts no descriptor. Naming our
+  // compiled health.proto keeps the linker from dropping it from the
+  // archive, so reflection-driven tools can call Health too.
+  grpc::health::v1::HealthCheckRequest::descriptor();
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  // gRPC's plugin serves v1alpha; ours serves v1 and lists the same
+  // services: every one this function registers.
+  impl->reflection_v1 =
+      std::make_unique<ReflectionService>(std::vector<std::string>{
+          kServiceName, "grpc.health.v1.Health",
+          "grpc.reflection.v1alpha.ServerReflection",
+          grpc::reflection::v1::ServerReflection::service_full_name()});
   grpc::ServerBuilder builder;
   // gRPC sets SO_REUSEPORT by default: a second server on a port in use
   // would start and silently take half of its connections.
@@ -205,6 +222,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   builder.RegisterService(impl->service.get());
+  builder.RegisterService(impl->reflection_v1.get());
   impl->grpc_server = builder.BuildAndStart();
   if (impl->grpc_server == nullptr || impl->port == 0) {
     if (PortInUse(options.listen)) {

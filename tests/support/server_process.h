@@ -13,12 +13,9 @@
 #include <filesystem>
 #include <memory>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
-#include "absl/strings/ascii.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -62,23 +59,10 @@ class ServerProcess {
     pid_ = StartProgram(server_, args, log_.string(), log_.string(),
                         /*append=*/true);
     if (pid_ == 0) return false;
-    const auto deadline =
-        std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    int port = 0;
-    while (std::chrono::steady_clock::now() < deadline) {
-      auto text = ReadFile(port_file);
-      if (text.ok() &&
-          absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &port) &&
-          port > 0) {
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    EXPECT_GT(port, 0) << "the server did not write its port";
-    if (port <= 0) return false;
-    port_ = port;
+    port_ = WaitForPortFile(port_file, std::chrono::seconds(30));
+    if (port_ == 0) return false;
     stub_ = v1::Mixq::NewStub(grpc::CreateChannel(
-        absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
+        absl::StrCat("127.0.0.1:", port_), grpc::InsecureChannelCredentials()));
     return true;
   }
 

@@ -9,10 +9,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "gtest/gtest.h"
 #include "util/file.h"
 
@@ -70,6 +74,25 @@ inline RunResult RunProgram(const std::string& program,
   result.out = ReadFile(out_path).value_or("");
   result.err = ReadFile(err_path).value_or("");
   return result;
+}
+
+// The port a child server writes to `port_file` (its --port-file), polled
+// for up to `timeout`. Returns 0, with a test failure, if none appears.
+inline int WaitForPortFile(const std::string& port_file,
+                           std::chrono::seconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto text = ReadFile(port_file);
+    int port = 0;
+    if (text.ok() &&
+        absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &port) &&
+        port > 0) {
+      return port;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ADD_FAILURE() << "the server did not write its port to " << port_file;
+  return 0;
 }
 
 }  // namespace mixq::testing
