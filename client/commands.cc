@@ -586,7 +586,8 @@ class Runner {
   }
 
   int Fail(const grpc::Status& status) {
-    err_ << DescribeRpcError(status, global_.server, global_.timeout_seconds);
+    err_ << DescribeRpcError(status, global_.server, global_.timeout_seconds,
+                             global_.tls);
     return ExitCodeFor(status.error_code());
   }
 
@@ -697,14 +698,35 @@ int ExitCodeFor(grpc::StatusCode code) {
 }
 
 std::string DescribeRpcError(const grpc::Status& status,
-                             const std::string& server,
-                             double timeout_seconds) {
+                             const std::string& server, double timeout_seconds,
+                             bool tls) {
   // gRPC's codes are numerically absl's, whose names are the canonical ones.
   std::string text =
       absl::StrCat("error: ",
                    absl::StatusCodeToString(
                        static_cast<absl::StatusCode>(status.error_code())),
                    ": ");
+  const std::string& message = status.error_message();
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    // OpenSSL's reasons, as gRPC 1.51 passes them on.
+    if (tls && absl::StrContains(message, "wrong version number")) {
+      return absl::StrCat(text, "the server at ", server,
+                          " does not speak TLS: connect without --tls, "
+                          "--tls-ca and --tls-cert\n");
+    }
+    if (tls && absl::StrContains(message, "certificate verify failed")) {
+      return absl::StrCat(
+          text, "the TLS certificate of the server at ", server,
+          " is not signed by a CA this client trusts: give the CA that "
+          "signed it with --tls-ca FILE\n");
+    }
+    if (!tls && absl::StrContains(message, "Socket closed")) {
+      return absl::StrCat(
+          text, "the server at ", server,
+          " closed the connection: if it serves TLS, add --tls (or --tls-ca "
+          "FILE for a private CA)\n");
+    }
+  }
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
     absl::StrAppend(&text, "cannot reach mixq server at ", server, ": ");
   } else if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {

@@ -30,9 +30,14 @@ int ExitCodeFor(grpc::StatusCode code);
 
 // The line printed for a failed RPC to `server` (with its newline):
 // "error: <CODE_NAME>: <message>", explaining UNAVAILABLE as "cannot reach
-// mixq server at <server>: ..." and DEADLINE_EXCEEDED with the timeout.
+// mixq server at <server>: ..." and DEADLINE_EXCEEDED with the timeout. A
+// transport mismatch is said in words instead of gRPC's: plaintext against
+// a TLS server (the server closes the socket: "add --tls"), TLS against a
+// plaintext server ("drop --tls"), and a certificate no trusted CA signed
+// ("--tls-ca"). `tls`: whether the client connected with TLS.
 std::string DescribeRpcError(const grpc::Status& status,
-                             const std::string& server, double timeout_seconds);
+                             const std::string& server, double timeout_seconds,
+                             bool tls);
 
 // The SubmitJobRequest for `options`. Each DataSource's filename is the path's
 // basename. By default the files are read and sent as content; with

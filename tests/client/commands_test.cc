@@ -68,18 +68,49 @@ TEST(ExitCodeForTest, Table) {
 TEST(DescribeRpcErrorTest, NamesTheCode) {
   EXPECT_EQ(
       DescribeRpcError(grpc::Status(grpc::StatusCode::NOT_FOUND, "no job x"),
-                       "h:1", 60),
+                       "h:1", 60, false),
       "error: NOT_FOUND: no job x\n");
   EXPECT_EQ(
       DescribeRpcError(grpc::Status(grpc::StatusCode::UNAVAILABLE, "refused"),
-                       "h:1", 60),
+                       "h:1", 60, false),
       "error: UNAVAILABLE: cannot reach mixq server at h:1: refused\n");
   EXPECT_EQ(DescribeRpcError(
                 grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "late"),
-                "h:1", 2.5),
+                "h:1", 2.5, true),
             "error: DEADLINE_EXCEEDED: no answer from mixq server at h:1 "
             "within 2.5 s (see --timeout): "
             "late\n");
+}
+
+// What gRPC 1.51 says for each transport mismatch, in words.
+TEST(DescribeRpcErrorTest, ExplainsTransportMismatches) {
+  const grpc::Status socket_closed(
+      grpc::StatusCode::UNAVAILABLE,
+      "failed to connect to all addresses; last error: UNAVAILABLE: "
+      "ipv4:127.0.0.1:45701: Socket closed");
+  EXPECT_EQ(DescribeRpcError(socket_closed, "h:1", 60, false),
+            "error: UNAVAILABLE: the server at h:1 closed the connection: if "
+            "it serves TLS, add --tls (or --tls-ca FILE for a private CA)\n");
+  const grpc::Status untrusted(
+      grpc::StatusCode::UNAVAILABLE,
+      "failed to connect to all addresses; last error: UNKNOWN: "
+      "ipv4:127.0.0.1:45701: Ssl handshake failed: SSL_ERROR_SSL: "
+      "error:0A000086:SSL routines::certificate verify failed");
+  EXPECT_EQ(DescribeRpcError(untrusted, "h:1", 60, true),
+            "error: UNAVAILABLE: the TLS certificate of the server at h:1 is "
+            "not signed by a CA this client trusts: give the CA that signed "
+            "it with --tls-ca FILE\n");
+  const grpc::Status plaintext_server(
+      grpc::StatusCode::UNAVAILABLE,
+      "failed to connect to all addresses; last error: UNKNOWN: "
+      "ipv4:127.0.0.1:39619: Ssl handshake failed: SSL_ERROR_SSL: "
+      "error:0A00010B:SSL routines::wrong version number");
+  EXPECT_EQ(DescribeRpcError(plaintext_server, "h:1", 60, true),
+            "error: UNAVAILABLE: the server at h:1 does not speak TLS: "
+            "connect without --tls, --tls-ca and --tls-cert\n");
+  // A closed socket with TLS on is not a plaintext client's mistake.
+  EXPECT_THAT(DescribeRpcError(socket_closed, "h:1", 60, true),
+              HasSubstr("cannot reach mixq server at h:1: failed to connect"));
 }
 
 SubmitOptions MinimalSubmit(const std::filesystem::path& dir) {
