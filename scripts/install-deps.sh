@@ -20,7 +20,7 @@ for arg in "$@"; do
 done
 
 packages=(
-  build-essential cmake pkg-config ca-certificates
+  build-essential cmake pkg-config ca-certificates clang-format-14
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libeigen3-dev libsqlite3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
