@@ -21,6 +21,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "client/format.h"
+#include "client/report_html.h"
 #include "google/protobuf/struct.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/support/client_interceptor.h"
@@ -46,6 +47,8 @@ constexpr size_t kMaxCredentialFileBytes = size_t{1} << 20;
 constexpr char kAuthorizationKey[] = "authorization";
 // `mixq list` without --limit: the server's default page size.
 constexpr int kDefaultListLimit = 100;
+// `mixq report` without --output writes "<job>" and this.
+constexpr char kReportSuffix[] = ".report.html";
 
 absl::StatusOr<std::string> ReadCredentialFile(absl::string_view flag,
                                                const std::string& path) {
@@ -123,6 +126,14 @@ class BearerTokenInterceptorFactory final
  private:
   const std::string header_;
 };
+
+// Whether `name`, from the server, names a file in the working directory
+// (no directory part, not "." or ".."): a default output name must not lead
+// out of it.
+bool IsPlainFileName(const std::string& name) {
+  return !name.empty() && name != "." && name != ".." &&
+         std::filesystem::path(name).filename().string() == name;
+}
 
 absl::StatusOr<v1::DataSource> MakeDataSource(const std::string& flag,
                                               const std::string& path,
@@ -330,6 +341,56 @@ class Runner {
                         BuildParetoRequest(options), FormatParetoFront);
   }
 
+  // Two unary calls (each within --timeout), then the page is rendered and
+  // written.
+  int operator()(const ReportOptions& options) {
+    ReportData data;
+    {
+      v1::GetResultsRequest request;
+      request.set_job_id(options.job_id);
+      grpc::ClientContext context;
+      SetDeadline(context);
+      const grpc::Status status =
+          stub_->GetResults(&context, request, &data.results);
+      if (!status.ok()) return Fail(status);
+    }
+    {
+      v1::GetParetoFrontRequest request;
+      request.set_job_id(options.job_id);
+      grpc::ClientContext context;
+      SetDeadline(context);
+      const grpc::Status status =
+          stub_->GetParetoFront(&context, request, &data.pareto);
+      if (!status.ok()) return Fail(status);
+    }
+    const std::string html = RenderReportHtml(data);
+    if (options.output == "-") {
+      out_ << html;
+      return kExitOk;
+    }
+    std::string path = options.output;
+    if (path.empty()) {
+      path = absl::StrCat(data.results.job().id(), kReportSuffix);
+      if (!IsPlainFileName(path)) {
+        return FailLocal(absl::InternalError(absl::StrCat(
+            "the server sent an unusable job id \"", data.results.job().id(),
+            "\" for a file name; give --output")));
+      }
+    }
+    if (absl::Status written = WriteFile(path, html); !written.ok()) {
+      err_ << "error: --output: " << written.message() << "\n";
+      return kExitUsage;
+    }
+    google::protobuf::Struct summary;
+    auto& fields = *summary.mutable_fields();
+    fields["job_id"].set_string_value(data.results.job().id());
+    fields["output"].set_string_value(path);
+    fields["size_bytes"].set_number_value(static_cast<double>(html.size()));
+    return Emit(summary, [&](const google::protobuf::Struct&) {
+      return absl::StrCat("wrote ", html.size(), " bytes to ", path, "\n");
+    });
+  }
+
   int operator()(const CancelOptions& options) {
     v1::CancelJobRequest request;
     request.set_job_id(options.job_id);
@@ -384,9 +445,7 @@ class Runner {
     std::string path = options.output;
     if (path.empty()) {
       path = first.filename();
-      // A name from the server must not lead out of the working directory.
-      if (path.empty() || path == "." || path == ".." ||
-          std::filesystem::path(path).filename().string() != path) {
+      if (!IsPlainFileName(path)) {
         return FailLocal(absl::InternalError(
             absl::StrCat("the server suggested an unusable file name \"", path,
                          "\"; give --output")));

@@ -61,7 +61,8 @@ std::string DescribePolicy(const v1::Policy& policy) {
           : absl::StrCat("policy ", policy.policy_id(), ", "),
       "avg ", Bits(policy.avg_bits()), " bits, ", KiB(policy.size_bytes()),
       " KiB, ",
-      policy.bops() > 0 ? absl::StrCat(FormatBops(policy.bops()), " BOPs, ") : "",
+      policy.bops() > 0 ? absl::StrCat(FormatBops(policy.bops()), " BOPs, ")
+                        : "",
       "calib acc ", FormatAccuracy(policy.accuracy()), ", val acc ",
       FormatAccuracy(policy.val_accuracy()), ", loss ", Loss(policy.loss()),
       ", bits ", FormatBits(policy));
@@ -240,7 +241,8 @@ std::string FormatJob(const v1::Job& job) {
       {"layers", absl::StrCat(job.layers_size())},
       {"final avg bits",
        has_final ? Bits(job.final_policy().avg_bits()) : kUnset},
-      {"final BOPs", has_final ? FormatBops(job.final_policy().bops()) : kUnset},
+      {"final BOPs",
+       has_final ? FormatBops(job.final_policy().bops()) : kUnset},
       {"final calib acc",
        has_final ? FormatAccuracy(job.final_policy().accuracy()) : kUnset},
       {"final val acc",
@@ -413,7 +415,8 @@ std::string FormatParetoFront(const v1::GetParetoFrontResponse& response) {
   // The FP32 model first: the point every policy is measured against.
   std::vector<std::vector<std::string>> rows = {
       {"fp32", kUnset, Bits(kFloatBits), KiB(response.fp32_size_bytes()),
-       FormatBops(response.fp32_bops()), FormatAccuracy(response.fp32_val_accuracy()),
+       FormatBops(response.fp32_bops()),
+       FormatAccuracy(response.fp32_val_accuracy()),
        LossOrUnset(response.fp32_val_loss()), kUnset}};
   if (spans_jobs) rows[0].insert(rows[0].begin() + kJobColumn, kUnset);
   for (const v1::Policy& p : response.policies()) {
