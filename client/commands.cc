@@ -47,8 +47,10 @@ constexpr size_t kMaxCredentialFileBytes = size_t{1} << 20;
 constexpr char kAuthorizationKey[] = "authorization";
 // `mixq list` without --limit: the server's default page size.
 constexpr int kDefaultListLimit = 100;
-// `mixq report` without --output writes "<job>" and this.
+// `mixq report` without --output writes "<job>" and this; it asks for at
+// most this many kept policies of the jobs on the model.
 constexpr char kReportSuffix[] = ".report.html";
+constexpr int kReportModelPolicies = 1000;
 
 absl::StatusOr<std::string> ReadCredentialFile(absl::string_view flag,
                                                const std::string& path) {
@@ -341,8 +343,8 @@ class Runner {
                         BuildParetoRequest(options), FormatParetoFront);
   }
 
-  // Two unary calls (each within --timeout), then the page is rendered and
-  // written.
+  // Three unary calls (each within --timeout), then the page is rendered
+  // and written.
   int operator()(const ReportOptions& options) {
     ReportData data;
     {
@@ -361,6 +363,19 @@ class Runner {
       SetDeadline(context);
       const grpc::Status status =
           stub_->GetParetoFront(&context, request, &data.pareto);
+      if (!status.ok()) return Fail(status);
+    }
+    {
+      // Every job's kept policies on the model, for uniform reference
+      // points: no limit, and more than any search keeps.
+      v1::QueryBestPoliciesRequest request;
+      request.set_job_id(options.job_id);
+      request.set_same_model(true);
+      request.set_top_k(kReportModelPolicies);
+      grpc::ClientContext context;
+      SetDeadline(context);
+      const grpc::Status status =
+          stub_->QueryBestPolicies(&context, request, &data.model_policies);
       if (!status.ok()) return Fail(status);
     }
     const std::string html = RenderReportHtml(data);

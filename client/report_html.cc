@@ -166,6 +166,16 @@ std::string PolicyName(const v1::Policy& policy) {
   return absl::StrCat("step ", policy.step());
 }
 
+// The strategy that kept `policy`: its own field (set by QueryBestPolicies
+// and GetParetoFront), else `job`'s spec's, else "-".
+std::string StrategyOf(const v1::Policy& policy, const v1::Job& job) {
+  if (!policy.strategy().empty()) return policy.strategy();
+  if (!job.spec().search().strategy().empty()) {
+    return job.spec().search().strategy();
+  }
+  return kUnset;
+}
+
 // The bit-width all of `policy`'s layers share, or 0 if they differ (or it
 // has none).
 int UniformBits(const v1::Policy& policy) {
@@ -434,13 +444,27 @@ std::string ParetoSection(const ReportData& data) {
                              kUniformColor,
                              ChartSeries::Style::kPoints,
                              {}};
+  // This job's kept policies, then other jobs' on the model.
+  std::vector<const v1::Policy*> uniform;
   for (const v1::Policy* policy : kept) {
     kept_series.points.push_back(point(*policy));
-    if (const int bits = UniformBits(*policy); bits > 0) {
-      ChartPoint p = point(*policy);
-      p.tooltip = absl::StrCat("uniform ", bits, "-bit, ", p.tooltip);
-      uniform_series.points.push_back(std::move(p));
+    if (UniformBits(*policy) > 0) uniform.push_back(policy);
+  }
+  for (const v1::Policy& policy : data.model_policies.policies()) {
+    if (UniformBits(policy) > 0 && !policy.job_id().empty() &&
+        policy.job_id() != results.job().id()) {
+      uniform.push_back(&policy);
     }
+  }
+  for (const v1::Policy* policy : uniform) {
+    ChartPoint p = point(*policy);
+    p.tooltip = absl::StrCat(
+        "uniform ", UniformBits(*policy), "-bit",
+        policy->job_id().empty() || policy->job_id() == results.job().id()
+            ? ""
+            : absl::StrCat(" (job ", policy->job_id(), ")"),
+        ", ", p.tooltip);
+    uniform_series.points.push_back(std::move(p));
   }
   ChartSeries front_series{
       "Pareto front", kFrontColor, ChartSeries::Style::kLineAndPoints, {}};
@@ -471,11 +495,12 @@ std::string ParetoSection(const ReportData& data) {
   }
   absl::StrAppend(
       &html,
-      Note("The Pareto front: kept policies no other kept policy beats on "
-           "size, BOPs and validation accuracy at once (GetParetoFront). "
-           "Uniform: kept policies with one bit-width for every layer, such "
-           "as the warm-up at the highest bits; a uniform policy at the "
-           "budget shows only if the search kept one."),
+      Note("The Pareto front: this job's kept policies no other beats on "
+           "size, BOPs and validation accuracy at once. Uniform: kept "
+           "policies with one bit-width for every layer, this job's (such "
+           "as the warm-up at the highest bits) and other jobs' on the same "
+           "model; for a uniform reference at the budget, run mixq submit "
+           "--from-job JOB --strategy uniform with the same budget."),
       Figure(RenderXyChart(chart)));
   Table table;
   table.css_class = "pareto";
@@ -490,14 +515,32 @@ std::string ParetoSection(const ReportData& data) {
                           Loss(front.fp32_val_loss()), kUnset, kUnset});
   }
   for (const v1::Policy& p : front.policies()) {
-    table.rows.push_back(
-        {PolicyName(p), p.strategy().empty() ? kUnset : p.strategy(),
-         AvgBits(p.avg_bits()), SizeKiB(p.size_bytes()), FormatBops(p.bops()),
-         FormatAccuracy(p.val_accuracy()), Loss(p.val_loss()),
-         FormatAccuracy(p.accuracy()), FormatBits(p)});
+    table.rows.push_back({PolicyName(p), StrategyOf(p, results.job()),
+                          AvgBits(p.avg_bits()), SizeKiB(p.size_bytes()),
+                          FormatBops(p.bops()),
+                          FormatAccuracy(p.val_accuracy()), Loss(p.val_loss()),
+                          FormatAccuracy(p.accuracy()), FormatBits(p)});
   }
-  absl::StrAppend(&html, "<h3>The front</h3>\n", RenderTable(table),
-                  "</section>\n");
+  absl::StrAppend(&html, "<h3>The front</h3>\n", RenderTable(table));
+  if (!uniform.empty()) {
+    Table uniform_table;
+    uniform_table.css_class = "uniform";
+    uniform_table.header = {"JOB",      "POLICY",     "STRATEGY",
+                            "AVG BITS", "SIZE (KiB)", "VAL ACC",
+                            "VAL LOSS", "CALIB ACC",  "BITS"};
+    uniform_table.numeric = {3, 4, 5, 6, 7};
+    for (const v1::Policy* p : uniform) {
+      uniform_table.rows.push_back(
+          {p->job_id().empty() ? results.job().id() : p->job_id(),
+           PolicyName(*p), StrategyOf(*p, results.job()),
+           AvgBits(p->avg_bits()), SizeKiB(p->size_bytes()),
+           FormatAccuracy(p->val_accuracy()), Loss(p->val_loss()),
+           FormatAccuracy(p->accuracy()), FormatBits(*p)});
+    }
+    absl::StrAppend(&html, "<h3>Uniform policies</h3>\n",
+                    RenderTable(uniform_table));
+  }
+  absl::StrAppend(&html, "</section>\n");
   return html;
 }
 

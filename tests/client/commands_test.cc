@@ -1278,6 +1278,11 @@ TEST_F(RunCliFakeServerTest, ReportToAFileStdoutOrJson) {
               HasSubstr("\"size_bytes\": " + std::to_string(page->size())));
   EXPECT_EQ(service_.last_pareto().job_id(), "job-1");
   EXPECT_FALSE(service_.last_pareto().same_model());
+  // Every kept policy of the model's jobs, for the uniform reference points.
+  EXPECT_EQ(service_.last_best().job_id(), "job-1");
+  EXPECT_TRUE(service_.last_best().same_model());
+  EXPECT_EQ(service_.last_best().top_k(), 1000);
+  EXPECT_EQ(service_.last_best().max_avg_bits(), 0);
 
   EXPECT_EQ(Run({"report", "job-1", "--output", "-"}), kExitOk);
   EXPECT_EQ(out_.str(), *page);

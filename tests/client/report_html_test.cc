@@ -220,6 +220,56 @@ TEST(RenderReportHtmlTest, HasEverySectionAndChart) {
   EXPECT_THAT(html, HasSubstr("<td class=\"value\">8, 4</td>"));
 }
 
+TEST(RenderReportHtmlTest, UniformPoliciesOfOtherJobsOnTheModel) {
+  ReportData data = Succeeded("fc3.weight");
+  data.model_policies = ParseText<v1::QueryBestPoliciesResponse>(R"pb(
+    policies {
+      # another job's uniform policy: a reference point
+      layers { name: "fc1.weight" bits: 4 }
+      layers { name: "fc2.weight" bits: 4 }
+      layers { name: "fc3.weight" bits: 4 }
+      avg_bits: 4
+      size_bytes: 555
+      val_accuracy: 0.85
+      policy_id: "final"
+      job_id: "job-uniform"
+      strategy: "uniform"
+    }
+    policies {
+      # another job's mixed policy: not one
+      layers { name: "fc1.weight" bits: 2 }
+      layers { name: "fc2.weight" bits: 8 }
+      layers { name: "fc3.weight" bits: 8 }
+      avg_bits: 2.5
+      size_bytes: 400
+      val_accuracy: 0.8
+      policy_id: "final"
+      job_id: "job-other"
+      strategy: "knapsack"
+    }
+    policies {
+      # this job's, already drawn from its steps
+      layers { name: "fc1.weight" bits: 8 }
+      layers { name: "fc2.weight" bits: 8 }
+      layers { name: "fc3.weight" bits: 8 }
+      avg_bits: 8
+      size_bytes: 1110
+      val_accuracy: 0.895
+      policy_id: "step-0"
+      job_id: "job-1"
+      strategy: "progressive"
+    }
+  )pb");
+  const std::string html = RenderReportHtml(data);
+  const std::string pareto = Chart(html, kParetoChartId);
+  // 3 kept + 2 front + 2 uniform (step-0 and job-uniform's) + FP32.
+  EXPECT_EQ(Count(pareto, "class=\"mark point\""), 8);
+  EXPECT_THAT(pareto, HasSubstr("uniform 4-bit (job job-uniform), final:"));
+  EXPECT_THAT(html, Not(HasSubstr("job-other")));
+  EXPECT_THAT(html, HasSubstr("<td>job-uniform</td><td>final</td>"
+                              "<td>uniform</td>"));
+}
+
 TEST(RenderReportHtmlTest, HostileNamesAreEscapedEverywhere) {
   const std::string hostile = "<script>alert('x')</script>&\"";
   const std::string html = RenderReportHtml(Succeeded(hostile));

@@ -175,6 +175,14 @@ def main():
         job = submitted.splitlines()[0]
         if not job.startswith("job-"):
             fail("no job id in: " + submitted)
+        # A uniform reference from the job's warm-up (6 bits: at 4 bits it
+        # would be the job's own final 4/4/4, which the model's ranking
+        # lists once).
+        uniform = run(mixq + [
+            "submit", "--from-job", job, "--bits", "8,6,4,2",
+            "--target-avg-bits", "6", "--strategy", "uniform",
+            "--finetune-steps", "10", "--seed", "0", "--watch"],
+            JOB_SECONDS).splitlines()[0]
 
         report = os.path.join(work, "report.html")
         started = time.monotonic()
@@ -186,6 +194,9 @@ def main():
             fail("the hostile job name reached the page unescaped")
         if "&lt;script&gt;alert(1)&lt;/script&gt;" not in html:
             fail("the job name is missing from the page")
+        if "<tr><td>%s</td>" % uniform not in html:
+            fail("the uniform job %s is not among the uniform policies" %
+                 uniform)
         for needle in ("http://", "https://", "src=", "href="):
             if needle in html.replace("http://www.w3.org/2000/svg", ""):
                 fail("the page links to something: " + needle)
