@@ -484,8 +484,9 @@ std::string ParetoSection(const ReportData& data) {
                          ? Loss(front.fp32_val_loss())
                          : FormatAccuracy(front.fp32_val_accuracy()))}}};
   if (!(front.fp32_size_bytes() > 0)) fp32_series.points.clear();
-  chart.series = {std::move(kept_series), std::move(front_series),
-                  std::move(uniform_series), std::move(fp32_series)};
+  // Drawn in this order: the front over the points it passes through.
+  chart.series = {std::move(kept_series), std::move(uniform_series),
+                  std::move(front_series), std::move(fp32_series)};
   if (!HasData(chart)) {
     absl::StrAppend(&html,
                     Empty(absl::StrCat("No measured policy yet (the job is ",
