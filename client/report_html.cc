@@ -64,6 +64,8 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.chosen td { background: #fff4e0; font-weight: bold; }
 td.key { color: #555; white-space: nowrap; }
 td.value { word-break: break-all; }
+table.candidates td:last-child, table.pareto td:last-child,
+table.uniform td:last-child { overflow-wrap: anywhere; min-width: 10em; }
 p.empty { color: #777; font-style: italic; }
 p.note { color: #555; font-size: 13px; }
 .state-FAILED, .state-CANCELLED { color: #b00; font-weight: bold; }
@@ -291,7 +293,50 @@ std::string BitsSection(const v1::GetResultsResponse& results) {
   return html;
 }
 
-std::string TrajectorySection(const v1::GetResultsResponse& results) {
+// What the accuracy charts' y axes measure: top-1 accuracy in percent, or
+// for label-free jobs (no accuracy anywhere: distilling without labels) the
+// loss, lower being better.
+struct Metric {
+  bool loss = false;
+
+  double Calib(const v1::Policy& p) const {
+    return loss ? p.loss() : kPercent * p.accuracy();
+  }
+  double Val(const v1::Policy& p) const {
+    return loss ? p.val_loss() : kPercent * p.val_accuracy();
+  }
+  // The plotted value of an accuracy (a fraction) or a loss.
+  double Plotted(double accuracy, double loss_value) const {
+    return loss ? loss_value : kPercent * accuracy;
+  }
+  // "acc 86.1%" or "loss 0.4123".
+  std::string Text(double accuracy, double loss_value) const {
+    return loss ? absl::StrCat("loss ", Loss(loss_value))
+                : absl::StrCat("acc ", FormatAccuracy(accuracy));
+  }
+  std::string Name() const { return loss ? "loss" : "accuracy"; }
+};
+
+Metric ChooseMetric(const ReportData& data) {
+  const v1::GetResultsResponse& results = data.results;
+  bool any = std::isfinite(results.job().fp32_val_accuracy()) ||
+             std::isfinite(data.pareto.fp32_val_accuracy());
+  const auto has_accuracy = [](const v1::Policy& p) {
+    return HasPolicy(p) &&
+           (std::isfinite(p.accuracy()) || std::isfinite(p.val_accuracy()));
+  };
+  for (const v1::Step& step : results.steps()) {
+    any = any || has_accuracy(step.finetuned());
+  }
+  any = any || has_accuracy(results.final_policy());
+  for (const v1::Policy& p : data.pareto.policies()) {
+    any = any || std::isfinite(p.val_accuracy());
+  }
+  return Metric{!any};
+}
+
+std::string TrajectorySection(const v1::GetResultsResponse& results,
+                              const Metric& metric) {
   std::string html = "<section id=\"trajectory\"><h2>Trajectory</h2>\n";
   std::vector<const v1::Step*> steps;
   for (const v1::Step& step : results.steps()) {
@@ -341,9 +386,10 @@ std::string TrajectorySection(const v1::GetResultsResponse& results) {
 
   XyChart accuracy;
   accuracy.id = kTrajectoryAccuracyChartId;
-  accuracy.title = "Accuracy per step";
+  accuracy.title = metric.loss ? "Loss per step" : "Accuracy per step";
   accuracy.x = {"step", true, std::nullopt, std::nullopt};
-  accuracy.y = {"top-1 accuracy (%)", false, std::nullopt, std::nullopt};
+  accuracy.y = {metric.loss ? "loss (lower is better)" : "top-1 accuracy (%)",
+                false, std::nullopt, std::nullopt};
   accuracy.width = kSmallChartWidth;
   accuracy.height = kSmallChartHeight;
   ChartSeries calib{
@@ -353,49 +399,45 @@ std::string TrajectorySection(const v1::GetResultsResponse& results) {
   for (const v1::Step* step : steps) {
     const v1::Policy& kept = step->finetuned();
     const double x = step->step();
-    calib.points.push_back({x, kPercent * kept.accuracy(),
-                            absl::StrCat("step ", step->step(), ": calib acc ",
-                                         FormatAccuracy(kept.accuracy()))});
-    val.points.push_back({x, kPercent * kept.val_accuracy(),
-                          absl::StrCat("step ", step->step(), ": val acc ",
-                                       FormatAccuracy(kept.val_accuracy()))});
+    calib.points.push_back(
+        {x, metric.Calib(kept),
+         absl::StrCat("step ", step->step(), ": calib ",
+                      metric.Text(kept.accuracy(), kept.loss()))});
+    val.points.push_back(
+        {x, metric.Val(kept),
+         absl::StrCat("step ", step->step(), ": val ",
+                      metric.Text(kept.val_accuracy(), kept.val_loss()))});
   }
   accuracy.series.push_back(std::move(calib));
   accuracy.series.push_back(std::move(val));
-  const double fp32 = results.job().fp32_val_accuracy();
+  const v1::Job& job = results.job();
+  const double fp32 =
+      metric.Plotted(job.fp32_val_accuracy(), job.fp32_val_loss());
   if (std::isfinite(fp32)) {
     accuracy.series.push_back(
-        {absl::StrCat("FP32 validation ", FormatAccuracy(fp32)),
+        {absl::StrCat("FP32 val ", metric.Text(job.fp32_val_accuracy(),
+                                               job.fp32_val_loss())),
          kFp32Color,
          ChartSeries::Style::kLine,
-         {{first, kPercent * fp32, ""}, {last, kPercent * fp32, ""}}});
+         {{first, fp32, ""}, {last, fp32, ""}}});
   }
   const v1::Policy& final_policy = results.final_policy();
-  if (HasPolicy(final_policy) && std::isfinite(final_policy.val_accuracy())) {
+  if (HasPolicy(final_policy) && std::isfinite(metric.Val(final_policy))) {
+    const std::string text =
+        metric.Text(final_policy.val_accuracy(), final_policy.val_loss());
     accuracy.series.push_back(
-        {absl::StrCat("final validation ",
-                      FormatAccuracy(final_policy.val_accuracy())),
+        {absl::StrCat("final val ", text),
          kFinalColor,
          ChartSeries::Style::kPoints,
-         {{last, kPercent * final_policy.val_accuracy(),
-           absl::StrCat("final (after the last fine-tune): val acc ",
-                        FormatAccuracy(final_policy.val_accuracy()))}}});
+         {{last, metric.Val(final_policy),
+           absl::StrCat("final (after the last fine-tune): val ", text)}}});
   }
   absl::StrAppend(&html, "<div class=\"charts\">", Figure(RenderXyChart(bits)),
                   Figure(RenderXyChart(accuracy)), "</div></section>\n");
   return html;
 }
 
-// What the Pareto chart's y axis measures: validation accuracy, or for
-// label-free jobs (no accuracy anywhere) the validation loss.
-struct ParetoMetric {
-  bool loss = false;
-  double Of(const v1::Policy& policy) const {
-    return loss ? policy.val_loss() : kPercent * policy.val_accuracy();
-  }
-};
-
-std::string ParetoSection(const ReportData& data) {
+std::string ParetoSection(const ReportData& data, const Metric& metric) {
   const v1::GetResultsResponse& results = data.results;
   const v1::GetParetoFrontResponse& front = data.pareto;
   std::string html = "<section id=\"pareto\"><h2>Accuracy against size</h2>\n";
@@ -406,25 +448,15 @@ std::string ParetoSection(const ReportData& data) {
   if (HasPolicy(results.final_policy()))
     kept.push_back(&results.final_policy());
 
-  ParetoMetric metric;
-  bool any_accuracy = std::isfinite(front.fp32_val_accuracy());
-  for (const v1::Policy* policy : kept) {
-    any_accuracy = any_accuracy || std::isfinite(policy->val_accuracy());
-  }
-  for (const v1::Policy& policy : front.policies()) {
-    any_accuracy = any_accuracy || std::isfinite(policy.val_accuracy());
-  }
-  metric.loss = !any_accuracy;
   const auto describe = [&](const v1::Policy& policy) {
     return absl::StrCat(PolicyName(policy), ": ", AvgBits(policy.avg_bits()),
                         " bits, ", SizeKiB(policy.size_bytes()), " KiB, ",
-                        metric.loss ? "val loss " : "val acc ",
-                        metric.loss ? Loss(policy.val_loss())
-                                    : FormatAccuracy(policy.val_accuracy()),
+                        "val ",
+                        metric.Text(policy.val_accuracy(), policy.val_loss()),
                         ", bits ", FormatBits(policy));
   };
   const auto point = [&](const v1::Policy& policy) {
-    return ChartPoint{policy.size_bytes() / kBytesPerKiB, metric.Of(policy),
+    return ChartPoint{policy.size_bytes() / kBytesPerKiB, metric.Val(policy),
                       describe(policy)};
   };
 
@@ -471,18 +503,16 @@ std::string ParetoSection(const ReportData& data) {
   for (const v1::Policy& policy : front.policies()) {
     front_series.points.push_back(point(policy));
   }
-  const double fp32_y = metric.loss ? front.fp32_val_loss()
-                                    : kPercent * front.fp32_val_accuracy();
+  const double fp32_y =
+      metric.Plotted(front.fp32_val_accuracy(), front.fp32_val_loss());
   ChartSeries fp32_series{
       "FP32 model",
       kFp32Color,
       ChartSeries::Style::kPoints,
       {{front.fp32_size_bytes() / kBytesPerKiB, fp32_y,
-        absl::StrCat("FP32: ", SizeKiB(front.fp32_size_bytes()), " KiB, ",
-                     metric.loss ? "val loss " : "val acc ",
-                     metric.loss
-                         ? Loss(front.fp32_val_loss())
-                         : FormatAccuracy(front.fp32_val_accuracy()))}}};
+        absl::StrCat(
+            "FP32: ", SizeKiB(front.fp32_size_bytes()), " KiB, ", "val ",
+            metric.Text(front.fp32_val_accuracy(), front.fp32_val_loss()))}}};
   if (!(front.fp32_size_bytes() > 0)) fp32_series.points.clear();
   // Drawn in this order: the front over the points it passes through.
   chart.series = {std::move(kept_series), std::move(uniform_series),
@@ -610,6 +640,7 @@ std::string CandidatesSection(const v1::GetResultsResponse& results) {
 
 std::string RenderReportHtml(const ReportData& data) {
   const v1::Job& job = data.results.job();
+  const Metric metric = ChooseMetric(data);
   const std::string title =
       absl::StrCat("mixq report: ", job.name().empty() ? job.id() : job.name());
   std::string html = absl::StrCat(
@@ -621,8 +652,9 @@ std::string RenderReportHtml(const ReportData& data) {
       "</code>, <span class=\"state-", Escape(StateName(job.state())), "\">",
       Escape(StateName(job.state())), "</span></p>\n");
   absl::StrAppend(&html, SummarySection(data.results), SpecSection(job),
-                  BitsSection(data.results), TrajectorySection(data.results),
-                  ParetoSection(data), CandidatesSection(data.results),
+                  BitsSection(data.results),
+                  TrajectorySection(data.results, metric),
+                  ParetoSection(data, metric), CandidatesSection(data.results),
                   "<footer>Written by <code>mixq report</code>; "
                   "self-contained (no scripts or links).</footer>\n"
                   "</body></html>\n");

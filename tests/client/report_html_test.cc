@@ -197,7 +197,7 @@ TEST(RenderReportHtmlTest, HasEverySectionAndChart) {
   // Accuracy: calib and val per step, the FP32 line, the final point.
   const std::string accuracy = Chart(html, kTrajectoryAccuracyChartId);
   EXPECT_EQ(Count(accuracy, "class=\"mark point\""), 5);
-  EXPECT_THAT(accuracy, HasSubstr(">FP32 validation 90.0%<"));
+  EXPECT_THAT(accuracy, HasSubstr(">FP32 val acc 90.0%<"));
   EXPECT_THAT(accuracy,
               HasSubstr("final (after the last fine-tune): val acc 88.0%"));
   // Pareto: 3 kept + 2 front + 1 uniform (step-0, 8/8/8) + FP32.
@@ -333,22 +333,38 @@ TEST(RenderReportHtmlTest, FailedJobShowsItsError) {
   EXPECT_THAT(html, HasSubstr("The server sent no spec for this job."));
 }
 
-TEST(RenderReportHtmlTest, LabelFreeJobPlotsValidationLoss) {
+// Distilling without labels: every accuracy is NaN (not measured), and the
+// charts plot the losses instead.
+TEST(RenderReportHtmlTest, LabelFreeJobPlotsLosses) {
   ReportData data = Succeeded("fc3.weight");
   const double nan = std::numeric_limits<double>::quiet_NaN();
-  data.pareto.set_fp32_val_accuracy(nan);
-  for (v1::Policy& p : *data.pareto.mutable_policies()) {
+  const auto no_accuracy = [&](v1::Policy& p, double val_loss) {
+    p.set_accuracy(nan);
     p.set_val_accuracy(nan);
-    p.set_val_loss(0.5);
-  }
+    p.set_loss(val_loss - 0.1);
+    p.set_val_loss(val_loss);
+  };
+  data.results.mutable_job()->set_fp32_val_accuracy(nan);
+  data.results.mutable_job()->set_fp32_val_loss(0.3);
+  data.pareto.set_fp32_val_accuracy(nan);
+  for (v1::Policy& p : *data.pareto.mutable_policies()) no_accuracy(p, 0.5);
   for (v1::Step& step : *data.results.mutable_steps()) {
-    step.mutable_finetuned()->set_val_accuracy(nan);
+    no_accuracy(*step.mutable_finetuned(), 0.5);
+    for (v1::Policy& p : *step.mutable_candidates()) no_accuracy(p, 0.6);
   }
-  data.results.mutable_final_policy()->set_val_accuracy(nan);
-  const std::string pareto = Chart(RenderReportHtml(data), kParetoChartId);
+  no_accuracy(*data.results.mutable_final_policy(), 0.45);
+  const std::string html = RenderReportHtml(data);
+  const std::string pareto = Chart(html, kParetoChartId);
   EXPECT_THAT(pareto, HasSubstr("validation loss (lower is better)"));
   EXPECT_THAT(pareto, HasSubstr("FP32: 4.3 KiB, val loss 0.3000"));
-  EXPECT_GE(Count(pareto, "class=\"mark point\""), 3);
+  EXPECT_EQ(Count(pareto, "class=\"mark point\""), 7);
+  const std::string trajectory = Chart(html, kTrajectoryAccuracyChartId);
+  EXPECT_THAT(trajectory, HasSubstr(">Loss per step</text>"));
+  EXPECT_THAT(trajectory, HasSubstr("step 1: calib loss 0.4000"));
+  EXPECT_THAT(trajectory, HasSubstr(">FP32 val loss 0.3000<"));
+  EXPECT_THAT(trajectory, HasSubstr(">final val loss 0.4500<"));
+  // Calib and val per step, and the final point.
+  EXPECT_EQ(Count(trajectory, "class=\"mark point\""), 5);
 }
 
 }  // namespace
