@@ -352,8 +352,8 @@ std::string TrajectorySection(const v1::GetResultsResponse& results,
   absl::StrAppend(&html,
                   Note("The policy each step kept (after its fine-tune); "
                        "step 0 is the warm-up at the highest bits. "
-                       "Calibration accuracy is on the data the search "
-                       "scores with, validation accuracy on data it never "
+                       "Calibration figures are on the data the search "
+                       "scores with, validation figures on data it never "
                        "saw."));
   const double first = steps.front()->step();
   const double last = steps.back()->step();
@@ -482,8 +482,10 @@ std::string ParetoSection(const ReportData& data, const Metric& metric) {
     kept_series.points.push_back(point(*policy));
     if (UniformBits(*policy) > 0) uniform.push_back(policy);
   }
+  // Other jobs' losses may measure another objective (cross-entropy against
+  // a distance to FP32): only their accuracies compare.
   for (const v1::Policy& policy : data.model_policies.policies()) {
-    if (UniformBits(policy) > 0 && !policy.job_id().empty() &&
+    if (!metric.loss && UniformBits(policy) > 0 && !policy.job_id().empty() &&
         policy.job_id() != results.job().id()) {
       uniform.push_back(&policy);
     }
@@ -526,12 +528,17 @@ std::string ParetoSection(const ReportData& data, const Metric& metric) {
   }
   absl::StrAppend(
       &html,
-      Note("The Pareto front: this job's kept policies no other beats on "
-           "size, BOPs and validation accuracy at once. Uniform: kept "
-           "policies with one bit-width for every layer, this job's (such "
-           "as the warm-up at the highest bits) and other jobs' on the same "
-           "model; for a uniform reference at the budget, run mixq submit "
-           "--from-job JOB --strategy uniform with the same budget."),
+      Note(absl::StrCat(
+          "The Pareto front: this job's kept policies no other beats on "
+          "size, BOPs and validation ",
+          metric.Name(),
+          " at once. Uniform: kept policies with one bit-width for every "
+          "layer, this job's (such as the warm-up at the highest bits)",
+          metric.loss ? ""
+                      : " and other jobs' on the same model (each on "
+                        "its own validation set)",
+          "; for a uniform reference at the budget, run mixq submit "
+          "--from-job JOB --strategy uniform with the same budget.")),
       Figure(RenderXyChart(chart)));
   Table table;
   table.css_class = "pareto";

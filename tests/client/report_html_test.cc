@@ -363,6 +363,19 @@ TEST(RenderReportHtmlTest, LabelFreeJobPlotsLosses) {
   EXPECT_THAT(trajectory, HasSubstr("step 1: calib loss 0.4000"));
   EXPECT_THAT(trajectory, HasSubstr(">FP32 val loss 0.3000<"));
   EXPECT_THAT(trajectory, HasSubstr(">final val loss 0.4500<"));
+  // Another job's uniform policy: its loss may measure another objective.
+  *data.model_policies.add_policies() = ParseText<v1::Policy>(R"pb(
+    layers { name: "fc1.weight" bits: 4 }
+    layers { name: "fc2.weight" bits: 4 }
+    layers { name: "fc3.weight" bits: 4 }
+    avg_bits: 4
+    size_bytes: 555
+    val_loss: 0.7
+    policy_id: "final"
+    job_id: "job-uniform"
+    strategy: "uniform"
+  )pb");
+  EXPECT_THAT(RenderReportHtml(data), Not(HasSubstr("job-uniform")));
   // Calib and val per step, and the final point.
   EXPECT_EQ(Count(trajectory, "class=\"mark point\""), 5);
 }
