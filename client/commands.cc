@@ -346,38 +346,27 @@ class Runner {
   // Three unary calls (each within --timeout), then the page is rendered
   // and written.
   int operator()(const ReportOptions& options) {
+    v1::GetResultsRequest results;
+    results.set_job_id(options.job_id);
+    v1::GetParetoFrontRequest front;
+    front.set_job_id(options.job_id);
+    // Every job's kept policies on the model, for uniform reference points:
+    // no limit, and more than any search keeps.
+    v1::QueryBestPoliciesRequest model;
+    model.set_job_id(options.job_id);
+    model.set_same_model(true);
+    model.set_top_k(kReportModelPolicies);
     ReportData data;
-    {
-      v1::GetResultsRequest request;
-      request.set_job_id(options.job_id);
-      grpc::ClientContext context;
-      SetDeadline(context);
-      const grpc::Status status =
-          stub_->GetResults(&context, request, &data.results);
-      if (!status.ok()) return Fail(status);
+    grpc::Status status =
+        Call(&v1::Mixq::Stub::GetResults, results, &data.results);
+    if (status.ok()) {
+      status = Call(&v1::Mixq::Stub::GetParetoFront, front, &data.pareto);
     }
-    {
-      v1::GetParetoFrontRequest request;
-      request.set_job_id(options.job_id);
-      grpc::ClientContext context;
-      SetDeadline(context);
-      const grpc::Status status =
-          stub_->GetParetoFront(&context, request, &data.pareto);
-      if (!status.ok()) return Fail(status);
+    if (status.ok()) {
+      status =
+          Call(&v1::Mixq::Stub::QueryBestPolicies, model, &data.model_policies);
     }
-    {
-      // Every job's kept policies on the model, for uniform reference
-      // points: no limit, and more than any search keeps.
-      v1::QueryBestPoliciesRequest request;
-      request.set_job_id(options.job_id);
-      request.set_same_model(true);
-      request.set_top_k(kReportModelPolicies);
-      grpc::ClientContext context;
-      SetDeadline(context);
-      const grpc::Status status =
-          stub_->QueryBestPolicies(&context, request, &data.model_policies);
-      if (!status.ok()) return Fail(status);
-    }
+    if (!status.ok()) return Fail(status);
     const std::string html = RenderReportHtml(data);
     if (options.output == "-") {
       out_ << html;
@@ -659,12 +648,20 @@ class Runner {
                                                           Response*),
                    const Request& request, const Human& human) {
     Response response;
-    grpc::ClientContext context;
-    SetDeadline(context);
-    const grpc::Status status =
-        (stub_.get()->*method)(&context, request, &response);
+    const grpc::Status status = Call(method, request, &response);
     if (!status.ok()) return Fail(status);
     return Emit(response, human);
+  }
+
+  // Calls the unary `method` within the deadline.
+  template <typename Request, typename Response>
+  grpc::Status Call(grpc::Status (v1::Mixq::Stub::*method)(grpc::ClientContext*,
+                                                           const Request&,
+                                                           Response*),
+                    const Request& request, Response* response) {
+    grpc::ClientContext context;
+    SetDeadline(context);
+    return (stub_.get()->*method)(&context, request, response);
   }
 
   // Follows the job's events until the stream ends. No deadline: a job may

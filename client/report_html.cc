@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <iterator>
 #include <map>
 #include <string>
 #include <utility>
@@ -30,14 +31,20 @@ constexpr int kSmallChartHeight = 280;
 constexpr int kParetoChartWidth = 760;
 constexpr int kParetoChartHeight = 380;
 constexpr char kUnset[] = "-";
+// Policy.kind (and policy_id) of a job's final policy.
+constexpr char kFinalKind[] = "final";
 
 // Colours: one per weight bit-width (bars), one per series role.
 constexpr char kFloatColor[] = "#7f7f7f";
-const std::map<int, const char*>& BitsColors() {
-  static const auto* const colors = new std::map<int, const char*>{
-      {1, "#8c564b"}, {2, "#d62728"}, {3, "#9467bd"}, {4, "#ff7f0e"},
-      {5, "#bcbd22"}, {6, "#2ca02c"}, {7, "#17becf"}, {8, "#1f77b4"}};
-  return *colors;
+// Index: weight bits 1..8.
+constexpr const char* kBitsColors[] = {kFloatColor, "#8c564b", "#d62728",
+                                       "#9467bd",   "#ff7f0e", "#bcbd22",
+                                       "#2ca02c",   "#17becf", "#1f77b4"};
+
+const char* BitsColor(int bits) {
+  return bits >= 1 && bits < static_cast<int>(std::size(kBitsColors))
+             ? kBitsColors[bits]
+             : kFloatColor;
 }
 constexpr char kAvgBitsColor[] = "#1f77b4";
 constexpr char kBudgetColor[] = "#7f7f7f";
@@ -164,7 +171,7 @@ const v1::Policy* LatestPolicy(const v1::GetResultsResponse& results) {
 // "step-3", "final", or the step when no model was exported.
 std::string PolicyName(const v1::Policy& policy) {
   if (!policy.policy_id().empty()) return policy.policy_id();
-  if (policy.kind() == "final") return "final";
+  if (policy.kind() == kFinalKind) return kFinalKind;
   return absl::StrCat("step ", policy.step());
 }
 
@@ -278,11 +285,10 @@ std::string BitsSection(const v1::GetResultsResponse& results) {
   int max_bits = kMinBitsAxis;
   for (const v1::LayerBits& layer : policy->layers()) {
     max_bits = std::max(max_bits, layer.bits());
-    const auto color = BitsColors().find(layer.bits());
     const auto found = weights.find(layer.name());
     chart.bars.push_back(
         {layer.name(), static_cast<double>(layer.bits()),
-         color == BitsColors().end() ? kFloatColor : color->second,
+         BitsColor(layer.bits()),
          absl::StrCat(layer.bits(), " bits",
                       found == weights.end()
                           ? ""

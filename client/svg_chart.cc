@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <iterator>
 #include <limits>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -44,14 +47,25 @@ constexpr char kGridColor[] = "#e4e4e4";
 constexpr char kMutedTextColor[] = "#666";
 // The nice steps within a power of ten.
 constexpr double kNiceMultiples[] = {1, 2, 5, 10};
+// Tick arithmetic's tolerance, relative to the step.
+constexpr double kTickEpsilon = 1e-9;
+// A flat range [v, v] is widened by this fraction of |v| each way (by 1 at 0).
+constexpr double kFlatRangePad = 0.1;
+// Below this a tick label prints as 0 (no "-0" or "1e-17" from rounding).
+constexpr double kZeroLabel = 1e-12;
 
 // A coordinate or length, to a tenth of a pixel.
 std::string Px(double value) { return absl::StrFormat("%.1f", value); }
 
 // A tick label: up to 6 significant digits, no trailing zeros.
 std::string TickLabel(double value) {
-  if (std::abs(value) < 1e-12) value = 0;  // no "-0" or "1e-17"
+  if (std::abs(value) < kZeroLabel) value = 0;
   return absl::StrFormat("%.6g", value);
+}
+
+// Whether `byte` begins a UTF-8 character (is not a continuation byte).
+bool StartsCharacter(char byte) {
+  return (static_cast<unsigned char>(byte) & 0xC0) != 0x80;
 }
 
 // `text` shortened to its last `max_chars` characters after "…" (the end of
@@ -59,9 +73,7 @@ std::string TickLabel(double value) {
 std::string ShortenFront(const std::string& text, size_t max_chars) {
   std::vector<size_t> starts;  // byte offset of each character
   for (size_t i = 0; i < text.size(); ++i) {
-    if ((static_cast<unsigned char>(text[i]) & 0xC0) != 0x80) {
-      starts.push_back(i);
-    }
+    if (StartsCharacter(text[i])) starts.push_back(i);
   }
   if (starts.size() <= max_chars) return text;
   return absl::StrCat("…", text.substr(starts[starts.size() - max_chars + 1]));
@@ -71,8 +83,7 @@ std::string ShortenFront(const std::string& text, size_t max_chars) {
 std::string ShortenBack(const std::string& text, size_t max_chars) {
   size_t chars = 0;
   for (size_t i = 0; i < text.size(); ++i) {
-    if ((static_cast<unsigned char>(text[i]) & 0xC0) != 0x80 &&
-        ++chars == max_chars) {
+    if (StartsCharacter(text[i]) && ++chars == max_chars) {
       return text.size() - i <= 1 ? text : absl::StrCat(text.substr(0, i), "…");
     }
   }
@@ -120,16 +131,17 @@ std::vector<double> AxisTicks(const ChartAxis& axis, double lo, double hi,
   if (axis.min.has_value() && axis.max.has_value() && *axis.max > *axis.min) {
     ticks.erase(std::remove_if(ticks.begin(), ticks.end(),
                                [&](double t) {
-                                 return t < *axis.min - 1e-9 ||
-                                        t > *axis.max + 1e-9;
+                                 return t < *axis.min - kTickEpsilon ||
+                                        t > *axis.max + kTickEpsilon;
                                }),
                 ticks.end());
     ticks.insert(ticks.begin(), *axis.min);
     ticks.push_back(*axis.max);
-    ticks.erase(
-        std::unique(ticks.begin(), ticks.end(),
-                    [](double a, double b) { return std::abs(a - b) < 1e-9; }),
-        ticks.end());
+    ticks.erase(std::unique(ticks.begin(), ticks.end(),
+                            [](double a, double b) {
+                              return std::abs(a - b) < kTickEpsilon;
+                            }),
+                ticks.end());
   }
   return ticks;
 }
@@ -142,7 +154,8 @@ std::vector<double> NiceTicks(double lo, double hi, int max_count,
   if (hi < lo) std::swap(lo, hi);
   if (hi - lo <
       std::numeric_limits<double>::epsilon() * std::max(1.0, std::abs(lo))) {
-    const double pad = integer_only ? 1 : (lo == 0 ? 1 : std::abs(lo) * 0.1);
+    const double pad =
+        integer_only || lo == 0 ? 1 : std::abs(lo) * kFlatRangePad;
     lo -= pad;
     hi += pad;
   }
@@ -151,14 +164,15 @@ std::vector<double> NiceTicks(double lo, double hi, int max_count,
   const double magnitude = std::pow(10, std::floor(std::log10(raw)));
   double step = magnitude * kNiceMultiples[std::size(kNiceMultiples) - 1];
   for (double multiple : kNiceMultiples) {
-    if (multiple * magnitude >= raw * (1 - 1e-9)) {
+    if (multiple * magnitude >= raw * (1 - kTickEpsilon)) {
       step = multiple * magnitude;
       break;
     }
   }
   if (integer_only) step = std::max(1.0, std::ceil(step));
-  const double first = std::floor(lo / step + 1e-9) * step;
-  const int count = static_cast<int>(std::ceil((hi - first) / step - 1e-9)) + 1;
+  const double first = std::floor(lo / step + kTickEpsilon) * step;
+  const int count =
+      static_cast<int>(std::ceil((hi - first) / step - kTickEpsilon)) + 1;
   std::vector<double> ticks;
   for (int i = 0; i < count; ++i) ticks.push_back(first + i * step);
   return ticks;

@@ -1,10 +1,12 @@
 #include "client/report_html.h"
 
+#include <limits>
 #include <string>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "proto/mixq.pb.h"
+#include "tests/client/substring_count.h"
 #include "tests/client/text_proto.h"
 
 namespace mixq::client {
@@ -12,15 +14,6 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::testing::Not;
-
-int Count(const std::string& text, const std::string& needle) {
-  int count = 0;
-  for (size_t at = text.find(needle); at != std::string::npos;
-       at = text.find(needle, at + needle.size())) {
-    ++count;
-  }
-  return count;
-}
 
 // The <svg> element with id `id`, or "" if absent.
 std::string Chart(const std::string& html, const std::string& id) {
@@ -186,23 +179,23 @@ TEST(RenderReportHtmlTest, HasEverySectionAndChart) {
 
   // Bits per layer: one bar per layer of the final policy.
   const std::string bits = Chart(html, kBitsChartId);
-  EXPECT_EQ(Count(bits, "class=\"mark bar\""), 3);
+  EXPECT_EQ(CountSubstrings(bits, "class=\"mark bar\""), 3);
   EXPECT_THAT(bits, HasSubstr("Final policy: weight bits per layer, avg 4.36"));
   EXPECT_THAT(bits, HasSubstr("<title>fc1.weight: 4 bits, 1000 weights"));
   // Trajectory: avg bits of steps 0 and 1 and the budget line.
   const std::string trajectory = Chart(html, kTrajectoryBitsChartId);
-  EXPECT_EQ(Count(trajectory, "class=\"mark point\""), 2);
-  EXPECT_EQ(Count(trajectory, "class=\"mark line\""), 2);
+  EXPECT_EQ(CountSubstrings(trajectory, "class=\"mark point\""), 2);
+  EXPECT_EQ(CountSubstrings(trajectory, "class=\"mark line\""), 2);
   EXPECT_THAT(trajectory, HasSubstr(">budget 4.00<"));
   // Accuracy: calib and val per step, the FP32 line, the final point.
   const std::string accuracy = Chart(html, kTrajectoryAccuracyChartId);
-  EXPECT_EQ(Count(accuracy, "class=\"mark point\""), 5);
+  EXPECT_EQ(CountSubstrings(accuracy, "class=\"mark point\""), 5);
   EXPECT_THAT(accuracy, HasSubstr(">FP32 val acc 90.0%<"));
   EXPECT_THAT(accuracy,
               HasSubstr("final (after the last fine-tune): val acc 88.0%"));
   // Pareto: 3 kept + 2 front + 1 uniform (step-0, 8/8/8) + FP32.
   const std::string pareto = Chart(html, kParetoChartId);
-  EXPECT_EQ(Count(pareto, "class=\"mark point\""), 7);
+  EXPECT_EQ(CountSubstrings(pareto, "class=\"mark point\""), 7);
   EXPECT_THAT(pareto, HasSubstr("uniform 8-bit, step-0"));
   EXPECT_THAT(pareto, HasSubstr("FP32: 4.3 KiB, val acc 90.0%"));
   EXPECT_THAT(html, HasSubstr("<td>fp32</td>"));
@@ -213,7 +206,7 @@ TEST(RenderReportHtmlTest, HasEverySectionAndChart) {
   EXPECT_THAT(html, HasSubstr("<td class=\"num\">0.4100</td>"));  // loss
   EXPECT_THAT(html, HasSubstr("13.7% of FP32"));
   // The chosen candidate is marked.
-  EXPECT_EQ(Count(html, "<tr class=\"chosen\">"), 1);
+  EXPECT_EQ(CountSubstrings(html, "<tr class=\"chosen\">"), 1);
   // The spec as run.
   EXPECT_THAT(html, HasSubstr("<td class=\"key\">search.budget.avg_bits</td>"
                               "<td class=\"value\">4</td>"));
@@ -263,7 +256,7 @@ TEST(RenderReportHtmlTest, UniformPoliciesOfOtherJobsOnTheModel) {
   const std::string html = RenderReportHtml(data);
   const std::string pareto = Chart(html, kParetoChartId);
   // 3 kept + 2 front + 2 uniform (step-0 and job-uniform's) + FP32.
-  EXPECT_EQ(Count(pareto, "class=\"mark point\""), 8);
+  EXPECT_EQ(CountSubstrings(pareto, "class=\"mark point\""), 8);
   EXPECT_THAT(pareto, HasSubstr("uniform 4-bit (job job-uniform), final:"));
   EXPECT_THAT(html, Not(HasSubstr("job-other")));
   EXPECT_THAT(html, HasSubstr("<td>job-uniform</td><td>final</td>"
@@ -278,7 +271,7 @@ TEST(RenderReportHtmlTest, HostileNamesAreEscapedEverywhere) {
   EXPECT_THAT(html, HasSubstr("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"
                               "&amp;&quot;"));
   // In the page title, the summary, the spec, the bars' labels and tooltips.
-  EXPECT_GE(Count(html, "&lt;script&gt;"), 6);
+  EXPECT_GE(CountSubstrings(html, "&lt;script&gt;"), 6);
 }
 
 TEST(RenderReportHtmlTest, QueuedJobSaysSoInsteadOfCharts) {
@@ -307,9 +300,9 @@ TEST(RenderReportHtmlTest, RunningJobShowsItsLatestKeptPolicy) {
   const std::string html = RenderReportHtml(data);
   EXPECT_THAT(Chart(html, kBitsChartId),
               HasSubstr("Latest kept policy (step-1): weight bits per layer"));
-  EXPECT_EQ(
-      Count(Chart(html, kTrajectoryAccuracyChartId), "class=\"mark point\""),
-      4);
+  EXPECT_EQ(CountSubstrings(Chart(html, kTrajectoryAccuracyChartId),
+                            "class=\"mark point\""),
+            4);
 }
 
 TEST(RenderReportHtmlTest, FailedJobShowsItsError) {
@@ -357,7 +350,7 @@ TEST(RenderReportHtmlTest, LabelFreeJobPlotsLosses) {
   const std::string pareto = Chart(html, kParetoChartId);
   EXPECT_THAT(pareto, HasSubstr("validation loss (lower is better)"));
   EXPECT_THAT(pareto, HasSubstr("FP32: 4.3 KiB, val loss 0.3000"));
-  EXPECT_EQ(Count(pareto, "class=\"mark point\""), 7);
+  EXPECT_EQ(CountSubstrings(pareto, "class=\"mark point\""), 7);
   const std::string trajectory = Chart(html, kTrajectoryAccuracyChartId);
   EXPECT_THAT(trajectory, HasSubstr(">Loss per step</text>"));
   EXPECT_THAT(trajectory, HasSubstr("step 1: calib loss 0.4000"));
@@ -377,7 +370,7 @@ TEST(RenderReportHtmlTest, LabelFreeJobPlotsLosses) {
   )pb");
   EXPECT_THAT(RenderReportHtml(data), Not(HasSubstr("job-uniform")));
   // Calib and val per step, and the final point.
-  EXPECT_EQ(Count(trajectory, "class=\"mark point\""), 5);
+  EXPECT_EQ(CountSubstrings(trajectory, "class=\"mark point\""), 5);
 }
 
 }  // namespace

@@ -7,26 +7,15 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/client/substring_count.h"
 
 namespace mixq::client {
 namespace {
 
-using ::testing::ElementsAre;
-using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
-// The number of non-overlapping occurrences of `needle` in `text`.
-int Count(const std::string& text, const std::string& needle) {
-  int count = 0;
-  for (size_t at = text.find(needle); at != std::string::npos;
-       at = text.find(needle, at + needle.size())) {
-    ++count;
-  }
-  return count;
-}
 
 TEST(NiceTicksTest, Table) {
   struct Case {
@@ -84,8 +73,8 @@ TEST(RenderXyChartTest, DrawsSeriesAxesAndLegendEscaped) {
   EXPECT_THAT(svg, testing::EndsWith("</svg>"));
   // One polyline for "line"; the NaN breaks "both" into a lone point (no
   // line) and a run of two; three circles (the NaN point is left out).
-  EXPECT_EQ(Count(svg, "<polyline class=\"mark line\""), 2);
-  EXPECT_EQ(Count(svg, "<circle class=\"mark point\""), 3);
+  EXPECT_EQ(CountSubstrings(svg, "<polyline class=\"mark line\""), 2);
+  EXPECT_EQ(CountSubstrings(svg, "<circle class=\"mark point\""), 3);
   EXPECT_THAT(svg, HasSubstr("Accuracy &lt;per&gt; step"));
   EXPECT_THAT(svg, HasSubstr(">acc &amp; more</text>"));
   EXPECT_THAT(svg, HasSubstr("<title>first &lt;one&gt;</title>"));
@@ -103,7 +92,7 @@ TEST(RenderXyChartTest, ChartWithoutFinitePointsSaysNoData) {
   EXPECT_FALSE(HasData(chart));
   const std::string svg = RenderXyChart(chart);
   EXPECT_THAT(svg, HasSubstr(">no data</text>"));
-  EXPECT_EQ(Count(svg, "class=\"mark"), 0);
+  EXPECT_EQ(CountSubstrings(svg, "class=\"mark"), 0);
   EXPECT_TRUE(HasData(TwoSeries()));
 }
 
@@ -135,7 +124,7 @@ TEST(RenderBarChartTest, OneBarPerRowLabelsShortenedAndEscaped) {
                 {long_name, 8, "#1f77b4", ""},
                 {"half", 2, "#d62728", ""}};
   const std::string svg = RenderBarChart(chart);
-  EXPECT_EQ(Count(svg, "<rect class=\"mark bar\""), 3);
+  EXPECT_EQ(CountSubstrings(svg, "<rect class=\"mark bar\""), 3);
   EXPECT_THAT(svg, Not(HasSubstr("<script>")));
   EXPECT_THAT(svg, HasSubstr("&lt;script&gt;x&lt;/script&gt;"));
   EXPECT_THAT(svg, HasSubstr("<title>&lt;script&gt;x&lt;/script&gt;: 4 bits"
@@ -158,7 +147,7 @@ TEST(RenderBarChartTest, NoBarsSaysNoData) {
   chart.id = "empty";
   const std::string svg = RenderBarChart(chart);
   EXPECT_THAT(svg, HasSubstr(">no data</text>"));
-  EXPECT_EQ(Count(svg, "class=\"mark"), 0);
+  EXPECT_EQ(CountSubstrings(svg, "class=\"mark"), 0);
 }
 
 }  // namespace
