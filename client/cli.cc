@@ -746,6 +746,17 @@ absl::StatusOr<Invocation> ParseCommandLine(
                          "server's name, e.g. <job>.qdq.onnx, "
                          "<job>.step-3.qdq.onnx, <job>.policy.json)");
 
+  ReportOptions report;
+  CLI::App* report_cmd = app.add_subcommand(
+      "report",
+      "Write a job's results as one self-contained HTML page: the spec, the "
+      "bits per layer, the trajectory, the Pareto front and every step's "
+      "candidates");
+  AddJobId(report_cmd, &report.job_id);
+  report_cmd->add_option("--output,-o", report.output,
+                         "File to write, - for stdout (default: "
+                         "<job>.report.html)");
+
   CancelOptions cancel;
   CLI::App* cancel_cmd =
       app.add_subcommand("cancel", "Cancel a queued or running job");
@@ -870,10 +881,12 @@ absl::StatusOr<Invocation> ParseCommandLine(
     export_options.format =
         export_format == "policy-json" ? "policy_json" : export_format;
     invocation.command = std::move(export_options);
+  } else if (report_cmd->parsed()) {
+    invocation.command = std::move(report);
   } else {
     return absl::InvalidArgumentError(
         "a command is required: submit, status, list, watch, results, best, "
-        "pareto, cancel, eval, upload or export");
+        "pareto, cancel, eval, upload, export or report");
   }
   return invocation;
 }

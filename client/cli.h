@@ -4,7 +4,7 @@
 // Usage: mixq [--server ADDR] [--json] [--timeout SECONDS] [--tty|--no-tty]
 //             [--token-file F] [--tls] [--tls-ca F] [--tls-cert F --tls-key F]
 //             <submit|status|list|watch|results|best|pareto|cancel|eval|
-//              upload|export> ...
+//              upload|export|report> ...
 // (`mixq --help`, `mixq <command> --help`). Global options may also follow the
 // command.
 //
@@ -242,10 +242,19 @@ struct ExportOptions {
   std::string output;
 };
 
+// `report`: a job's results as one self-contained HTML page
+// (client/report_html.h), written to a file.
+struct ReportOptions {
+  std::string job_id;
+  // A path, "-" for stdout, or empty for "<job>.report.html" in the working
+  // directory.
+  std::string output;
+};
+
 using CommandOptions =
     std::variant<SubmitOptions, StatusOptions, ListOptions, WatchOptions,
                  ResultsOptions, BestOptions, ParetoOptions, CancelOptions,
-                 EvalOptions, UploadOptions, ExportOptions>;
+                 EvalOptions, UploadOptions, ExportOptions, ReportOptions>;
 
 // A parsed command line: either a request for help (print `help`, exit 0) or a
 // command to run.

@@ -21,6 +21,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "client/format.h"
+#include "client/report_html.h"
 #include "google/protobuf/struct.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/support/client_interceptor.h"
@@ -46,6 +47,10 @@ constexpr size_t kMaxCredentialFileBytes = size_t{1} << 20;
 constexpr char kAuthorizationKey[] = "authorization";
 // `mixq list` without --limit: the server's default page size.
 constexpr int kDefaultListLimit = 100;
+// `mixq report` without --output writes "<job>" and this; it asks for at
+// most this many kept policies of the jobs on the model.
+constexpr char kReportSuffix[] = ".report.html";
+constexpr int kReportModelPolicies = 1000;
 
 absl::StatusOr<std::string> ReadCredentialFile(absl::string_view flag,
                                                const std::string& path) {
@@ -123,6 +128,14 @@ class BearerTokenInterceptorFactory final
  private:
   const std::string header_;
 };
+
+// Whether `name`, from the server, names a file in the working directory
+// (no directory part, not "." or ".."): a default output name must not lead
+// out of it.
+bool IsPlainFileName(const std::string& name) {
+  return !name.empty() && name != "." && name != ".." &&
+         std::filesystem::path(name).filename().string() == name;
+}
 
 absl::StatusOr<v1::DataSource> MakeDataSource(const std::string& flag,
                                               const std::string& path,
@@ -330,25 +343,73 @@ class Runner {
                         BuildParetoRequest(options), FormatParetoFront);
   }
 
+  // Three unary calls (each within --timeout), then the page is rendered
+  // and written.
+  int operator()(const ReportOptions& options) {
+    v1::GetResultsRequest results;
+    results.set_job_id(options.job_id);
+    v1::GetParetoFrontRequest front;
+    front.set_job_id(options.job_id);
+    // Every job's kept policies on the model, for uniform reference points:
+    // no limit, and more than any search keeps.
+    v1::QueryBestPoliciesRequest model;
+    model.set_job_id(options.job_id);
+    model.set_same_model(true);
+    model.set_top_k(kReportModelPolicies);
+    ReportData data;
+    grpc::Status status =
+        Call(&v1::Mixq::Stub::GetResults, results, &data.results);
+    if (status.ok()) {
+      status = Call(&v1::Mixq::Stub::GetParetoFront, front, &data.pareto);
+    }
+    if (status.ok()) {
+      status =
+          Call(&v1::Mixq::Stub::QueryBestPolicies, model, &data.model_policies);
+    }
+    if (!status.ok()) return Fail(status);
+    const std::string html = RenderReportHtml(data);
+    if (options.output == "-") {
+      out_ << html;
+      return kExitOk;
+    }
+    std::string path = options.output;
+    if (path.empty()) {
+      path = absl::StrCat(data.results.job().id(), kReportSuffix);
+      if (!IsPlainFileName(path)) {
+        return FailLocal(absl::InternalError(absl::StrCat(
+            "the server sent an unusable job id \"", data.results.job().id(),
+            "\" for a file name; give --output")));
+      }
+    }
+    if (absl::Status written = WriteFile(path, html); !written.ok()) {
+      err_ << "error: --output: " << written.message() << "\n";
+      return kExitUsage;
+    }
+    google::protobuf::Struct summary;
+    auto& fields = *summary.mutable_fields();
+    fields["job_id"].set_string_value(data.results.job().id());
+    fields["output"].set_string_value(path);
+    fields["size_bytes"].set_number_value(static_cast<double>(html.size()));
+    return Emit(summary, [&](const google::protobuf::Struct&) {
+      return absl::StrCat("wrote ", html.size(), " bytes to ", path, "\n");
+    });
+  }
+
   // Reports the state the job moves to: a running job stops at its next
   // mini-batch, so this waits (within --timeout) for its end.
   int operator()(const CancelOptions& options) {
     v1::CancelJobRequest request;
     request.set_job_id(options.job_id);
     v1::Job job;
-    {
-      grpc::ClientContext context;
-      SetDeadline(context);
-      const grpc::Status status = stub_->CancelJob(&context, request, &job);
-      if (!status.ok()) return Fail(status);
-    }
+    const grpc::Status status =
+        Call(&v1::Mixq::Stub::CancelJob, request, &job);
+    if (!status.ok()) return Fail(status);
     if (job.state() == v1::RUNNING && WaitUntilEnded(job.id())) {
       v1::GetJobRequest get;
       get.set_job_id(job.id());
-      grpc::ClientContext context;
-      SetDeadline(context);
       v1::Job ended;
-      if (stub_->GetJob(&context, get, &ended).ok()) job = std::move(ended);
+      if (Call(&v1::Mixq::Stub::GetJob, get, &ended).ok())
+        job = std::move(ended);
     }
     return Emit(job, FormatCancelled);
   }
@@ -417,9 +478,7 @@ class Runner {
     std::string path = options.output;
     if (path.empty()) {
       path = first.filename();
-      // A name from the server must not lead out of the working directory.
-      if (path.empty() || path == "." || path == ".." ||
-          std::filesystem::path(path).filename().string() != path) {
+      if (!IsPlainFileName(path)) {
         return FailLocal(absl::InternalError(
             absl::StrCat("the server suggested an unusable file name \"", path,
                          "\"; give --output")));
@@ -619,12 +678,20 @@ class Runner {
                                                           Response*),
                    const Request& request, const Human& human) {
     Response response;
-    grpc::ClientContext context;
-    SetDeadline(context);
-    const grpc::Status status =
-        (stub_.get()->*method)(&context, request, &response);
+    const grpc::Status status = Call(method, request, &response);
     if (!status.ok()) return Fail(status);
     return Emit(response, human);
+  }
+
+  // Calls the unary `method` within the deadline.
+  template <typename Request, typename Response>
+  grpc::Status Call(grpc::Status (v1::Mixq::Stub::*method)(grpc::ClientContext*,
+                                                           const Request&,
+                                                           Response*),
+                    const Request& request, Response* response) {
+    grpc::ClientContext context;
+    SetDeadline(context);
+    return (stub_.get()->*method)(&context, request, response);
   }
 
   // Follows the job's events until the stream ends. No deadline: a job may

@@ -83,8 +83,10 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(
 // `--upload` read each file whole and hash it before sending it in 1 MiB
 // chunks (none when the server has it); `export` checks the download's size
 // and SHA-256 (else exit 4) before writing the file; a watch that ends
-// SUCCEEDED prints FormatWatchSummary (not with --json). `invocation.help`
-// must be empty.
+// SUCCEEDED prints FormatWatchSummary (not with --json); `report` reads the
+// job's results, its Pareto front and the kept policies of every job on its
+// model (three unary RPCs) and writes RenderReportHtml's page to --output,
+// by default "<job>.report.html". `invocation.help` must be empty.
 int RunInvocation(const Invocation& invocation, std::ostream& out,
                   std::ostream& err);
 

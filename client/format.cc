@@ -22,21 +22,10 @@ constexpr char kColumnGap[] = "  ";
 // The FP32 model's weight bits, for its row in `pareto`.
 constexpr double kFloatBits = 32;
 
-std::string Timestamp(const google::protobuf::Timestamp& t) {
-  if (t.seconds() == 0 && t.nanos() == 0) return kUnset;
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ",
-                          absl::FromUnixSeconds(t.seconds()),
-                          absl::UTCTimeZone());
-}
-
 std::string OrUnset(const std::string& s) { return s.empty() ? kUnset : s; }
 
 std::string Percent(double fraction) {
   return absl::StrFormat("%.1f%%", 100 * fraction);
-}
-// A measured-or-not accuracy (the validation ones): NaN prints as "-".
-std::string PercentOrUnset(double fraction) {
-  return std::isnan(fraction) ? kUnset : Percent(fraction);
 }
 std::string Bits(double bits) { return absl::StrFormat("%.2f", bits); }
 std::string KiB(double bytes) {
@@ -48,20 +37,6 @@ std::string LossOrUnset(double loss) {
 }
 // Policy.kind of a policy re-solved from stored sensitivities, never run.
 constexpr char kPredictedKind[] = "predicted";
-
-// BOPs with an SI suffix and three significant digits ("44K", "1.2G"); "-"
-// when unknown (0: policies recorded before BOPs were stored).
-std::string Bops(double bops) {
-  if (!(bops > 0)) return kUnset;
-  constexpr const char* kSuffixes[] = {"", "K", "M", "G", "T", "P", "E"};
-  constexpr double kStep = 1000;
-  size_t i = 0;
-  while (bops >= kStep && i + 1 < std::size(kSuffixes)) {
-    bops /= kStep;
-    ++i;
-  }
-  return absl::StrFormat("%.3g%s", bops, kSuffixes[i]);
-}
 
 // The layer names in policy order, "a/b/c", from the job's layers or, if the
 // job has none, from `policy`.
@@ -86,9 +61,10 @@ std::string DescribePolicy(const v1::Policy& policy) {
           : absl::StrCat("policy ", policy.policy_id(), ", "),
       "avg ", Bits(policy.avg_bits()), " bits, ", KiB(policy.size_bytes()),
       " KiB, ",
-      policy.bops() > 0 ? absl::StrCat(Bops(policy.bops()), " BOPs, ") : "",
-      "calib acc ", PercentOrUnset(policy.accuracy()), ", val acc ",
-      PercentOrUnset(policy.val_accuracy()), ", loss ", Loss(policy.loss()),
+      policy.bops() > 0 ? absl::StrCat(FormatBops(policy.bops()), " BOPs, ")
+                        : "",
+      "calib acc ", FormatAccuracy(policy.accuracy()), ", val acc ",
+      FormatAccuracy(policy.val_accuracy()), ", loss ", Loss(policy.loss()),
       ", bits ", FormatBits(policy));
 }
 
@@ -112,9 +88,9 @@ std::string DescribeEvent(const v1::JobEvent& event) {
   // Accuracy and loss are meaningful once a policy has been evaluated; the
   // validation accuracy once it has been kept (NaN before).
   if (event.avg_bits() > 0) {
-    parts.push_back(absl::StrCat("calib acc ", PercentOrUnset(event.accuracy()),
+    parts.push_back(absl::StrCat("calib acc ", FormatAccuracy(event.accuracy()),
                                  " val acc ",
-                                 PercentOrUnset(event.val_accuracy())));
+                                 FormatAccuracy(event.val_accuracy())));
   }
   return absl::StrJoin(parts, " ");
 }
@@ -154,7 +130,7 @@ std::string DescribeValidation(const v1::Job& job) {
   if (job.val_samples() == 0 && job.val_source().empty()) return kUnset;
   return absl::StrCat(job.val_samples(), " samples (",
                       OrUnset(job.val_source()), "), FP32 val acc ",
-                      PercentOrUnset(job.fp32_val_accuracy()));
+                      FormatAccuracy(job.fp32_val_accuracy()));
 }
 
 int ProgressPercent(double progress) {
@@ -162,6 +138,29 @@ int ProgressPercent(double progress) {
 }
 
 }  // namespace
+
+std::string FormatTimestamp(const google::protobuf::Timestamp& t) {
+  if (t.seconds() == 0 && t.nanos() == 0) return kUnset;
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ",
+                          absl::FromUnixSeconds(t.seconds()),
+                          absl::UTCTimeZone());
+}
+
+std::string FormatAccuracy(double fraction) {
+  return std::isnan(fraction) ? kUnset : Percent(fraction);
+}
+
+std::string FormatBops(double bops) {
+  if (!(bops > 0)) return kUnset;
+  constexpr const char* kSuffixes[] = {"", "K", "M", "G", "T", "P", "E"};
+  constexpr double kStep = 1000;
+  size_t i = 0;
+  while (bops >= kStep && i + 1 < std::size(kSuffixes)) {
+    bops /= kStep;
+    ++i;
+  }
+  return absl::StrFormat("%.3g%s", bops, kSuffixes[i]);
+}
 
 absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message,
                                    bool multiline) {
@@ -235,18 +234,19 @@ std::string FormatJob(const v1::Job& job) {
       {"name", OrUnset(job.name())},
       {"state", StateName(job.state())},
       {"error", OrUnset(job.error())},
-      {"created", Timestamp(job.created())},
-      {"started", Timestamp(job.started())},
-      {"finished", Timestamp(job.finished())},
+      {"created", FormatTimestamp(job.created())},
+      {"started", FormatTimestamp(job.started())},
+      {"finished", FormatTimestamp(job.finished())},
       {"steps done", absl::StrCat(job.steps_done())},
       {"layers", absl::StrCat(job.layers_size())},
       {"final avg bits",
        has_final ? Bits(job.final_policy().avg_bits()) : kUnset},
-      {"final BOPs", has_final ? Bops(job.final_policy().bops()) : kUnset},
+      {"final BOPs",
+       has_final ? FormatBops(job.final_policy().bops()) : kUnset},
       {"final calib acc",
-       has_final ? PercentOrUnset(job.final_policy().accuracy()) : kUnset},
+       has_final ? FormatAccuracy(job.final_policy().accuracy()) : kUnset},
       {"final val acc",
-       has_final ? PercentOrUnset(job.final_policy().val_accuracy()) : kUnset},
+       has_final ? FormatAccuracy(job.final_policy().val_accuracy()) : kUnset},
       {"validation", DescribeValidation(job)},
   };
   size_t width = 0;
@@ -268,9 +268,9 @@ std::string FormatJobList(const v1::ListJobsResponse& response) {
         {job.id(), OrUnset(job.name()), StateName(job.state()),
          absl::StrCat(job.steps_done()),
          has_final ? Bits(final_policy.avg_bits()) : kUnset,
-         has_final ? PercentOrUnset(final_policy.accuracy()) : kUnset,
-         has_final ? PercentOrUnset(final_policy.val_accuracy()) : kUnset,
-         Timestamp(job.created())});
+         has_final ? FormatAccuracy(final_policy.accuracy()) : kUnset,
+         has_final ? FormatAccuracy(final_policy.val_accuracy()) : kUnset,
+         FormatTimestamp(job.created())});
   }
   return FormatTable({"ID", "NAME", "STATE", "STEPS", "AVG BITS", "CALIB ACC",
                       "VAL ACC", "CREATED"},
@@ -296,9 +296,9 @@ std::string FormatResults(const v1::GetResultsResponse& response) {
       for (const v1::Policy& c : step.candidates()) {
         rows.push_back({c.chosen() ? "*" : "", absl::StrCat(c.rank()),
                         absl::StrFormat("%.4g", c.index()), Loss(c.loss()),
-                        PercentOrUnset(c.accuracy()),
+                        FormatAccuracy(c.accuracy()),
                         absl::StrFormat("%.4g", c.omega()), Bits(c.avg_bits()),
-                        Bops(c.bops()), FormatBits(c)});
+                        FormatBops(c.bops()), FormatBits(c)});
       }
       // Candidates are scored on the calibration set only (no VAL ACC).
       text += FormatTable({"", "RANK", "INDEX", "LOSS", "CALIB ACC", "OMEGA",
@@ -356,9 +356,9 @@ std::string FormatBestPolicies(const v1::QueryBestPoliciesResponse& response) {
         OrUnset(p.policy_id()),
         Bits(p.avg_bits()),
         KiB(p.size_bytes()),
-        Bops(p.bops()),
-        PercentOrUnset(p.val_accuracy()),
-        PercentOrUnset(p.accuracy()),
+        FormatBops(p.bops()),
+        FormatAccuracy(p.val_accuracy()),
+        FormatAccuracy(p.accuracy()),
         LossOrUnset(p.loss()),
         p.kind(),
         p.kind() == kPredictedKind ? kUnset : absl::StrCat(p.step()),
@@ -415,7 +415,8 @@ std::string FormatParetoFront(const v1::GetParetoFrontResponse& response) {
   // The FP32 model first: the point every policy is measured against.
   std::vector<std::vector<std::string>> rows = {
       {"fp32", kUnset, Bits(kFloatBits), KiB(response.fp32_size_bytes()),
-       Bops(response.fp32_bops()), PercentOrUnset(response.fp32_val_accuracy()),
+       FormatBops(response.fp32_bops()),
+       FormatAccuracy(response.fp32_val_accuracy()),
        LossOrUnset(response.fp32_val_loss()), kUnset}};
   if (spans_jobs) rows[0].insert(rows[0].begin() + kJobColumn, kUnset);
   for (const v1::Policy& p : response.policies()) {
@@ -423,10 +424,10 @@ std::string FormatParetoFront(const v1::GetParetoFrontResponse& response) {
                                     OrUnset(p.strategy()),
                                     Bits(p.avg_bits()),
                                     KiB(p.size_bytes()),
-                                    Bops(p.bops()),
-                                    PercentOrUnset(p.val_accuracy()),
+                                    FormatBops(p.bops()),
+                                    FormatAccuracy(p.val_accuracy()),
                                     LossOrUnset(p.val_loss()),
-                                    PercentOrUnset(p.accuracy())};
+                                    FormatAccuracy(p.accuracy())};
     if (spans_jobs) row.insert(row.begin() + kJobColumn, OrUnset(p.job_id()));
     rows.push_back(std::move(row));
   }
@@ -485,8 +486,8 @@ std::string FormatWatchSummary(const v1::JobEvent& event) {
                    event.size_bytes() > 0
                        ? absl::StrCat(", ", KiB(event.size_bytes()), " KiB")
                        : "",
-                   ", val acc ", PercentOrUnset(event.val_accuracy()),
-                   " (FP32 ", PercentOrUnset(event.fp32_val_accuracy()), ")\n");
+                   ", val acc ", FormatAccuracy(event.val_accuracy()),
+                   " (FP32 ", FormatAccuracy(event.fp32_val_accuracy()), ")\n");
   // Without a policy id the final policy has no exported model (the server
   // logged why); its bits still export as JSON.
   absl::StrAppend(

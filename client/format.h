@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "google/protobuf/message.h"
+#include "google/protobuf/timestamp.pb.h"
 #include "proto/mixq.pb.h"
 
 namespace mixq::client {
@@ -34,6 +35,17 @@ std::string FormatBits(const v1::Policy& policy);
 
 // "QUEUED", "RUNNING", ...
 std::string StateName(v1::JobState state);
+
+// A fraction as a percentage with one decimal ("86.1%"); NaN (not measured)
+// prints as "-".
+std::string FormatAccuracy(double fraction);
+
+// BOPs with an SI suffix and three significant digits ("44K", "1.2G"); "-"
+// when unknown (0: policies recorded before BOPs were stored).
+std::string FormatBops(double bops);
+
+// UTC, to the second ("2025-01-01T12:00:00Z"); "-" when unset.
+std::string FormatTimestamp(const google::protobuf::Timestamp& time);
 
 // `submit`: the job id and a newline.
 std::string FormatSubmitted(const v1::SubmitJobResponse& response);

@@ -6,8 +6,8 @@
 #   calibration data and the Fashion-MNIST test images as its validation set,
 #   watches it to the end, prints the ranked best policies and the Pareto
 #   front, exports the result (QDQ ONNX and policy JSON), measures the export
-#   with mixq-run on the validation set (the figures the job reported), and
-#   stops the server.
+#   with mixq-run on the validation set (the figures the job reported), writes
+#   the job's HTML report (mixq report), and stops the server.
 # Environment: BUILD_DIR (default build), DEMO_DATA_DIR (default a temp dir).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,3 +63,7 @@ echo "A 3-bit budget from the same warm-up (--from-job: same model and data, no 
 JOB3=$("${MIXQ[@]}" submit --name demo-mlp-3bit --from-job "$JOB" \
   --bits 8,6,4,2 --target-avg-bits 3 --finetune-steps 50 --seed 0)
 "${MIXQ[@]}" watch "$JOB3"
+echo
+# Everything about the first job as one self-contained HTML page.
+"${MIXQ[@]}" report "$JOB" -o "$DATA_DIR/demo.report.html"
+echo "open file://$DATA_DIR/demo.report.html in a browser to see the report"

@@ -417,6 +417,22 @@ TEST(ParseCommandLineTest, UploadAndExport) {
   EXPECT_EQ(kept.format, "policy_json");
 }
 
+TEST(ParseCommandLineTest, Report) {
+  auto defaults = ParseCommandLine({"report", "j1"}, kServer);
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  const auto& plain = std::get<ReportOptions>(defaults->command);
+  EXPECT_EQ(plain.job_id, "j1");
+  EXPECT_EQ(plain.output, "");  // <job>.report.html
+
+  auto named = ParseCommandLine({"report", "j2", "-o", "r.html"}, kServer);
+  ASSERT_TRUE(named.ok()) << named.status();
+  EXPECT_EQ(std::get<ReportOptions>(named->command).output, "r.html");
+  auto stdout_ = ParseCommandLine({"report", "--output", "-", "j3"}, kServer);
+  ASSERT_TRUE(stdout_.ok()) << stdout_.status();
+  EXPECT_EQ(std::get<ReportOptions>(stdout_->command).output, "-");
+  EXPECT_EQ(std::get<ReportOptions>(stdout_->command).job_id, "j3");
+}
+
 TEST(ParseCommandLineTest, Pareto) {
   auto job = ParseCommandLine({"pareto", "j1"}, kServer);
   ASSERT_TRUE(job.ok()) << job.status();
@@ -646,6 +662,8 @@ TEST(ParseCommandLineTest, UsageErrors) {
       {{"export"}, "job is required"},
       {{"export", "j", "--format", "tflite"}, "--format"},
       {{"export", "j", "--policy-id"}, "--policy-id"},
+      {{"report"}, "job is required"},
+      {{"report", "j", "-o"}, "--output"},
       {Submit({"--target-avg-bits", "4", "--val-inputs", "vx.npy"}),
        "--val-inputs: needs --val-labels"},
       {Submit({"--target-avg-bits", "4", "--val-labels", "vy.npy"}),

@@ -551,8 +551,12 @@ class FakeMixq final : public v1::Mixq::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status GetResults(grpc::ServerContext*, const v1::GetResultsRequest*,
+  grpc::Status GetResults(grpc::ServerContext*,
+                          const v1::GetResultsRequest* request,
                           v1::GetResultsResponse* response) override {
+    if (request->job_id() != "job-1") {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, "no such job");
+    }
     *response = ParseText<v1::GetResultsResponse>(
         R"pb(job { id: "job-1" state: SUCCEEDED }
              final_policy {
@@ -1273,6 +1277,58 @@ TEST_F(RunCliFakeServerTest, DamagedOrRefusedExportsWriteNothing) {
   EXPECT_EQ(Run({"export", "job-running", "-o", path}), kExitUsage);
   EXPECT_EQ(err_.str(), "error: FAILED_PRECONDITION: job is RUNNING\n");
   EXPECT_FALSE(std::filesystem::exists(path));
+}
+
+TEST_F(RunCliFakeServerTest, ReportDefaultsToJobReportHtml) {
+  TempDir dir;
+  const std::filesystem::path cwd = std::filesystem::current_path();
+  std::filesystem::current_path(dir.path());
+  const int code = Run({"report", "job-1"});
+  std::filesystem::current_path(cwd);
+  EXPECT_EQ(code, kExitOk) << err_.str();
+  auto page = ReadFile((dir.path() / "job-1.report.html").string());
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_THAT(*page, StartsWith("<!DOCTYPE html>"));
+  // GetResults' final policy and GetParetoFront's front are both on it.
+  EXPECT_THAT(*page, HasSubstr("id=\"chart-bits\""));
+  EXPECT_THAT(*page, HasSubstr("id=\"chart-pareto\""));
+  EXPECT_THAT(*page, HasSubstr("<td>step-1</td>"));
+  EXPECT_EQ(out_.str(), "wrote " + std::to_string(page->size()) +
+                            " bytes to job-1.report.html\n");
+}
+
+TEST_F(RunCliFakeServerTest, ReportToAFileStdoutOrJson) {
+  TempDir dir;
+  const std::string path = (dir.path() / "r.html").string();
+  EXPECT_EQ(Run({"--json", "report", "job-1", "-o", path}), kExitOk)
+      << err_.str();
+  auto page = ReadFile(path);
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_THAT(out_.str(), HasSubstr("\"output\": \"" + path + "\""));
+  EXPECT_THAT(out_.str(),
+              HasSubstr("\"size_bytes\": " + std::to_string(page->size())));
+  EXPECT_EQ(service_.last_pareto().job_id(), "job-1");
+  EXPECT_FALSE(service_.last_pareto().same_model());
+  // Every kept policy of the model's jobs, for the uniform reference points.
+  EXPECT_EQ(service_.last_best().job_id(), "job-1");
+  EXPECT_TRUE(service_.last_best().same_model());
+  EXPECT_EQ(service_.last_best().top_k(), 1000);
+  EXPECT_EQ(service_.last_best().max_avg_bits(), 0);
+
+  EXPECT_EQ(Run({"report", "job-1", "--output", "-"}), kExitOk);
+  EXPECT_EQ(out_.str(), *page);
+}
+
+TEST_F(RunCliFakeServerTest, ReportOfAnUnknownJobWritesNothing) {
+  TempDir dir;
+  const std::string path = (dir.path() / "r.html").string();
+  EXPECT_EQ(Run({"report", "job-x", "-o", path}), kExitNotFound);
+  EXPECT_EQ(err_.str(), "error: NOT_FOUND: no such job\n");
+  EXPECT_FALSE(std::filesystem::exists(path));
+  EXPECT_EQ(Run({"report", "job-1", "-o",
+                 (dir.path() / "no-dir" / "r.html").string()}),
+            kExitUsage);
+  EXPECT_THAT(err_.str(), StartsWith("error: --output: "));
 }
 
 }  // namespace
