@@ -198,8 +198,7 @@ absl::Status FinishInputsFlag(absl::string_view flag,
 // --val-inputs, --val-labels and --val-size, of `submit` and `eval`: the
 // validation set. `val_size` receives --val-size; `without` says what the
 // command measures with neither.
-void AddValidationFlags(CLI::App* command,
-                        std::vector<std::string>& val_inputs,
+void AddValidationFlags(CLI::App* command, std::vector<std::string>& val_inputs,
                         SubmitOptions& options, OptionalFlag<int>& val_size,
                         absl::string_view without) {
   AddInputsFlag(command, "--val-inputs", val_inputs,
@@ -455,9 +454,9 @@ absl::Status CheckDataFlags(const SubmitOptions& o) {
           absl::StrCat(flag, " is required (or --from-job JOB)"));
     }
     if (!o.from_job.empty() && set) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          flag, ": not with --from-job (the job uses job ", o.from_job,
-          "'s model and data)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(flag, ": not with --from-job (the job uses job ",
+                       o.from_job, "'s model and data)"));
     }
   }
   return absl::OkStatus();
@@ -843,9 +842,9 @@ absl::StatusOr<Invocation> ParseCommandLine(
   } else if (cancel_cmd->parsed()) {
     invocation.command = std::move(cancel);
   } else if (eval_cmd->parsed()) {
-    if (absl::Status status = FinishInputsFlag(
-            "--inputs", eval_inputs, &eval.data.inputs,
-            &eval.data.inputs_by_name);
+    if (absl::Status status =
+            FinishInputsFlag("--inputs", eval_inputs, &eval.data.inputs,
+                             &eval.data.inputs_by_name);
         !status.ok()) {
       return status;
     }

@@ -197,8 +197,8 @@ class PackedInputs {
               .string();
       if (mkdtemp(pattern.data()) == nullptr) {
         return absl::InternalError(absl::StrCat(
-            flag, ": cannot create a temporary directory: ",
-            std::strerror(errno)));
+            flag,
+            ": cannot create a temporary directory: ", std::strerror(errno)));
       }
       dir_ = pattern;
     }
@@ -401,8 +401,7 @@ class Runner {
     v1::CancelJobRequest request;
     request.set_job_id(options.job_id);
     v1::Job job;
-    const grpc::Status status =
-        Call(&v1::Mixq::Stub::CancelJob, request, &job);
+    const grpc::Status status = Call(&v1::Mixq::Stub::CancelJob, request, &job);
     if (!status.ok()) return Fail(status);
     if (job.state() == v1::RUNNING && WaitUntilEnded(job.id())) {
       v1::GetJobRequest get;

@@ -420,14 +420,11 @@ std::string FormatParetoFront(const v1::GetParetoFrontResponse& response) {
        LossOrUnset(response.fp32_val_loss()), kUnset}};
   if (spans_jobs) rows[0].insert(rows[0].begin() + kJobColumn, kUnset);
   for (const v1::Policy& p : response.policies()) {
-    std::vector<std::string> row = {OrUnset(p.policy_id()),
-                                    OrUnset(p.strategy()),
-                                    Bits(p.avg_bits()),
-                                    KiB(p.size_bytes()),
-                                    FormatBops(p.bops()),
-                                    FormatAccuracy(p.val_accuracy()),
-                                    LossOrUnset(p.val_loss()),
-                                    FormatAccuracy(p.accuracy())};
+    std::vector<std::string> row = {
+        OrUnset(p.policy_id()),    OrUnset(p.strategy()),
+        Bits(p.avg_bits()),        KiB(p.size_bytes()),
+        FormatBops(p.bops()),      FormatAccuracy(p.val_accuracy()),
+        LossOrUnset(p.val_loss()), FormatAccuracy(p.accuracy())};
     if (spans_jobs) row.insert(row.begin() + kJobColumn, OrUnset(p.job_id()));
     rows.push_back(std::move(row));
   }

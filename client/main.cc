@@ -20,7 +20,8 @@ void DropGrpcLog(gpr_log_func_args*) {}
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (std::getenv("GRPC_VERBOSITY") == nullptr) gpr_set_log_function(DropGrpcLog);
+  if (std::getenv("GRPC_VERBOSITY") == nullptr)
+    gpr_set_log_function(DropGrpcLog);
   std::vector<std::string> args(argv + 1, argv + argc);
   // Terminal detection lives here so that RunCli stays testable with any
   // stream: a terminal gets the updating progress bar unless the user chose.

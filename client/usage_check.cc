@@ -54,12 +54,14 @@ absl::Status CheckNames(CLI::App& app, const std::vector<std::string>& args) {
         }
         return absl::InvalidArgumentError(absl::StrCat(
             command != nullptr ? absl::StrCat(command->get_name(), ": ") : "",
-            "unknown flag ", name, DidYouMean(util::ClosestName(name, known), ""),
-            "; see 'mixq ", command != nullptr ? command->get_name() : "",
+            "unknown flag ", name,
+            DidYouMean(util::ClosestName(name, known), ""), "; see 'mixq ",
+            command != nullptr ? command->get_name() : "",
             command != nullptr ? " " : "", "--help'"));
       }
       // A flag's value is the next word unless given as --flag=value.
-      if (option->get_items_expected_max() > 0 && name.size() == arg.size()) ++i;
+      if (option->get_items_expected_max() > 0 && name.size() == arg.size())
+        ++i;
       continue;
     }
     if (command != nullptr) continue;  // the command's positional arguments
@@ -69,10 +71,10 @@ absl::Status CheckNames(CLI::App& app, const std::vector<std::string>& args) {
       names.push_back(candidate->get_name());
     }
     if (command == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "unknown command '", arg, "'",
-          DidYouMean(util::ClosestName(arg, names), "'"),
-          "; commands: ", absl::StrJoin(names, ", ")));
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown command '", arg, "'",
+                       DidYouMean(util::ClosestName(arg, names), "'"),
+                       "; commands: ", absl::StrJoin(names, ", ")));
     }
   }
   return absl::OkStatus();

@@ -489,9 +489,9 @@ class Folder {
   // The shape `in` broadcast together to (at most kMaxFoldedElements), and
   // per input the element each output element reads; errors as `error`.
   template <typename E>
-  static absl::Status BroadcastInputs(const std::vector<const Slot*>& in,
-                                      const E& error, Shape* shape,
-                                      std::vector<std::vector<int64_t>>* index) {
+  static absl::Status BroadcastInputs(
+      const std::vector<const Slot*>& in, const E& error, Shape* shape,
+      std::vector<std::vector<int64_t>>* index) {
     shape->clear();
     for (const Slot* slot : in) {
       absl::StatusOr<Shape> s = BroadcastShapes(*shape, slot->shape);
@@ -603,8 +603,8 @@ const FoldOnlyOp* FindFoldOnlyOp(absl::string_view op_type) {
   return nullptr;
 }
 
-OpConfig AttributeConfig(const onnx::NodeProto& proto,
-                         const std::string& label, int64_t opset) {
+OpConfig AttributeConfig(const onnx::NodeProto& proto, const std::string& label,
+                         int64_t opset) {
   OpConfig config;
   config.op_type = proto.op_type();
   config.node_name = label;

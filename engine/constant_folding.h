@@ -70,8 +70,8 @@ struct FoldOnlyOp {
 const FoldOnlyOp* FindFoldOnlyOp(absl::string_view op_type);
 
 // A kernel's configuration from a node's attributes alone (no inputs).
-OpConfig AttributeConfig(const onnx::NodeProto& proto,
-                         const std::string& label, int64_t opset);
+OpConfig AttributeConfig(const onnx::NodeProto& proto, const std::string& label,
+                         int64_t opset);
 
 // What folding reads: the values so far, `slots` (borrowed; `slot_of` maps
 // value names to them), at the import batch `batch` and the probe batch

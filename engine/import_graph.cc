@@ -51,9 +51,11 @@ absl::Status CheckLegacyAttributes(const onnx::NodeProto& node,
                           op == "Div" || op == "Pow" || op == "PRelu";
   for (const onnx::AttributeProto& attr : node.attribute()) {
     if (arithmetic && attr.name() == "axis") {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "node '", label, "' (", op, "): legacy broadcasting along 'axis' "
-          "(opset ", opset, ") is not supported"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("node '", label, "' (", op,
+                       "): legacy broadcasting along 'axis' "
+                       "(opset ",
+                       opset, ") is not supported"));
     }
     if ((op == "Dropout" || op == "BatchNormalization") &&
         attr.name() == "is_test" && attr.i() == 0) {
@@ -567,7 +569,8 @@ class Importer {
     Slot& out = slots_[slot_of_.at(proto.output(0))];
     if (!fold) {
       return CompileKernelNode(
-          proto, label, HasRuntimeIndices(proto) ? IndexGatherSchema() : *schema);
+          proto, label,
+          HasRuntimeIndices(proto) ? IndexGatherSchema() : *schema);
     }
     if (schema != nullptr && schema->kernel_per_output &&
         proto.output_size() > 1) {
@@ -637,8 +640,7 @@ class Importer {
                                     "' (ConstantOfShape): the value must have "
                                     "exactly one element"));
       }
-      fill = value.is_int ? static_cast<float>(value.ints[0])
-                          : value.floats[0];
+      fill = value.is_int ? static_cast<float>(value.ints[0]) : value.floats[0];
     }
     Slot value;
     value.name = absl::StrCat(proto.output(0), "#value");
@@ -673,9 +675,9 @@ class Importer {
   // against a mask): its values as floats, exact within 2^24.
   absl::Status FloatValueOfIntConstant(Slot* slot, const std::string& label) {
     if (slot->ints != slot->probe_ints) {
-      return Invalid(absl::StrCat(
-          "node '", label, "': int64 input '", slot->name,
-          "' depends on the batch size; only shapes may"));
+      return Invalid(
+          absl::StrCat("node '", label, "': int64 input '", slot->name,
+                       "' depends on the batch size; only shapes may"));
     }
     std::vector<float> floats(slot->ints.begin(), slot->ints.end());
     slot->value = Tensor(slot->shape, std::move(floats));
@@ -939,10 +941,9 @@ class Importer {
       extra.channel_axis = 0;
     } else if (node.op_type == "ConvTranspose") {
       extra.channel_axis = 1;  // W is [C_in, C_out / group, k...]
-    } else if (&schema == &IndexGatherSchema() &&
-               shapes[0]->size() > 0 &&
-               *config.GetInt("axis", 0) % static_cast<int64_t>(
-                                               shapes[0]->size()) ==
+    } else if (&schema == &IndexGatherSchema() && shapes[0]->size() > 0 &&
+               *config.GetInt("axis", 0) %
+                       static_cast<int64_t>(shapes[0]->size()) ==
                    0) {
       // An embedding: the table's rows are the channels.
       extra.channel_axis = 0;
@@ -1175,7 +1176,7 @@ class Importer {
   std::vector<int> input_slots_;
   std::vector<GraphInput> graph_inputs_;
   int output_slot_ = -1;
-  Shape input_shape_;  // packed (Model::inputs())
+  Shape input_shape_;                     // packed (Model::inputs())
   std::vector<Model::Impl::Node> nodes_;  // compiled, in topological order
   std::vector<NodeExtra> extras_;         // parallel to nodes_
   // Values of the node outputs compiled so far (CountNodeValues): computed

@@ -66,9 +66,9 @@ absl::string_view ObjectiveName(Objective objective) {
 absl::StatusOr<Objective> ParseObjective(absl::string_view name) {
   if (name == kCrossEntropyName) return Objective::kCrossEntropy;
   if (name == kDistillName) return Objective::kDistill;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown objective '", name, "' (", kCrossEntropyName, ", ",
-      kDistillName, ")"));
+  return absl::InvalidArgumentError(absl::StrCat("unknown objective '", name,
+                                                 "' (", kCrossEntropyName, ", ",
+                                                 kDistillName, ")"));
 }
 
 absl::StatusOr<LossResult> SoftmaxCrossEntropy(const Tensor& logits,
@@ -130,13 +130,12 @@ absl::StatusOr<LossResult> DistillLoss(const Tensor& outputs,
   }
   const bool logits = outputs.rank() == 2;
   if (!labels.empty() && !logits) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "labels need a 2-D output [N, C]; got ",
-        ShapeToString(outputs.shape())));
+    return absl::InvalidArgumentError(
+        absl::StrCat("labels need a 2-D output [N, C]; got ",
+                     ShapeToString(outputs.shape())));
   }
   // Either side overflowing would give a NaN loss (engine/finite.h).
-  if (const absl::Status finite =
-          CheckFinite(outputs, "the model output");
+  if (const absl::Status finite = CheckFinite(outputs, "the model output");
       !finite.ok()) {
     return finite;
   }
@@ -161,8 +160,7 @@ absl::StatusOr<LossResult> DistillLoss(const Tensor& outputs,
   const int64_t n = outputs.dim(0);
   const int64_t c = outputs.dim(1);
   if (!labels.empty()) {
-    if (const absl::Status range = CheckLabelRange(labels, n, c);
-        !range.ok()) {
+    if (const absl::Status range = CheckLabelRange(labels, n, c); !range.ok()) {
       return range;
     }
   }
@@ -174,8 +172,8 @@ absl::StatusOr<LossResult> DistillLoss(const Tensor& outputs,
   const Eigen::ArrayXXf p = log_p.exp();
   // T² keeps the gradient's scale independent of T (Hinton et al., 2015).
   const double t2 = kDistillTemperature * kDistillTemperature;
-  result.loss = t2 * (p * (log_p - log_q)).cast<double>().sum() /
-                static_cast<double>(n);
+  result.loss =
+      t2 * (p * (log_p - log_q)).cast<double>().sum() / static_cast<double>(n);
   if (!labels.empty()) result.correct = CountCorrect(q, labels);
   if (grad != nullptr) {
     // d/dq of T² KL(p || softmax(q / T)) is T (softmax(q / T) - p).

@@ -37,7 +37,8 @@ struct LossResult {
 // (log-sum-exp). INVALID_ARGUMENT on shape mismatch, a label out of range, or
 // a NaN or infinite logit (engine/finite.h: the forward pass overflowed).
 absl::StatusOr<LossResult> SoftmaxCrossEntropy(const Tensor& logits,
-                                               absl::Span<const int64_t> labels, Tensor* grad);
+                                               absl::Span<const int64_t> labels,
+                                               Tensor* grad);
 
 // The distance of a model's `outputs` to the FP32 model's `teacher` outputs
 // on the same inputs (same shape, [N, ...]):

@@ -89,18 +89,17 @@ absl::Status Model::Impl::CheckInput(const Tensor& input) const {
   // Several graph inputs: name them all, as the packed input holds them.
   std::string what = absl::StrCat("model input '", input_name, "'");
   if (inputs.size() > 1) {
-    what = absl::StrCat(
-        "model inputs ",
-        absl::StrJoin(inputs, ", ",
-                      [](std::string* out, const GraphInput& i) {
-                        absl::StrAppend(out, "'", i.name, "'");
-                      }),
-        " packed per sample");
+    what =
+        absl::StrCat("model inputs ",
+                     absl::StrJoin(inputs, ", ",
+                                   [](std::string* out, const GraphInput& i) {
+                                     absl::StrAppend(out, "'", i.name, "'");
+                                   }),
+                     " packed per sample");
   }
-  return Invalid(absl::StrCat("input has shape ", ShapeToString(input.shape()),
-                              "; ", what, " expects ",
-                              ShapeToString(input_shape),
-                              " (dim 0 is the batch, >= 1)"));
+  return Invalid(absl::StrCat(
+      "input has shape ", ShapeToString(input.shape()), "; ", what, " expects ",
+      ShapeToString(input_shape), " (dim 0 is the batch, >= 1)"));
 }
 
 absl::Status Model::Impl::CheckTraceInputs(
@@ -270,8 +269,8 @@ absl::StatusOr<Tensor> Model::Impl::RunNodes(int first_node, const Bound& bound,
     for (int s : node.inputs) inputs.push_back(bound[s]);
     if (absl::Status valid = node.kernel->CheckInputs(inputs); !valid.ok()) {
       valid.SetPayload(kInputValueErrorUrl, absl::Cord());
-      return Annotate(valid, absl::StrCat("node '", node.label, "' (",
-                                          node.op_type, ")"));
+      return Annotate(
+          valid, absl::StrCat("node '", node.label, "' (", node.op_type, ")"));
     }
     if (node.layer >= 0) state->hooked[node.site] = false;
     if (hook != nullptr && node.layer >= 0 &&
@@ -328,10 +327,9 @@ int Model::FirstNodeReading(int param) const {
   return num_nodes();
 }
 
-absl::StatusOr<Tensor> Model::ForwardFrom(int first_node,
-                                          absl::Span<const Tensor* const> params,
-                                          ForwardTrace* trace,
-                                          LayerInputHook* hook) const {
+absl::StatusOr<Tensor> Model::ForwardFrom(
+    int first_node, absl::Span<const Tensor* const> params, ForwardTrace* trace,
+    LayerInputHook* hook) const {
   const Impl& m = *impl_;
   MIXQ_CHECK(trace != nullptr);
   if (first_node < 0 || first_node > num_nodes()) {
@@ -364,8 +362,7 @@ absl::Status Model::Backward(const ForwardTrace& trace,
   const auto hooked = [&](const Impl::Node& node) {
     return node.layer >= 0 && trace.hooked[node.site];
   };
-  if (hook == nullptr &&
-      std::any_of(m.nodes.begin(), m.nodes.end(), hooked)) {
+  if (hook == nullptr && std::any_of(m.nodes.begin(), m.nodes.end(), hooked)) {
     return Invalid(
         "the trace was filled with a LayerInputHook; Backward needs it too");
   }
@@ -493,4 +490,3 @@ absl::Status Model::Backward(const ForwardTrace& trace,
 }
 
 }  // namespace mixq::engine
-

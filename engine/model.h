@@ -187,14 +187,15 @@ class Model {
   const std::vector<QuantizableLayer>& quantizable_layers() const;
 
   // Runs the graph on `input` ([batch, ...] matching input_shape except the
-  // batch, see FromOnnxBytes and inputs()) with `params` (one per params(), same shapes;
-  // borrowed for the call). Returns the first graph output. When `trace` is
-  // non-null it keeps what Backward needs. INVALID_ARGUMENT on a shape
-  // mismatch, and naming the node for an index outside its table (a Gather
-  // on token ids beyond the vocabulary; such errors, which depend on the
-  // input's values, carry the payload IsInputValueError looks for). `hook` (optional, borrowed for the
-  // call) transforms the inputs of quantizable layers; its errors are
-  // returned prefixed with the node ("node 'fc2' (Gemm): ...").
+  // batch, see FromOnnxBytes and inputs()) with `params` (one per params(),
+  // same shapes; borrowed for the call). Returns the first graph output. When
+  // `trace` is non-null it keeps what Backward needs. INVALID_ARGUMENT on a
+  // shape mismatch, and naming the node for an index outside its table (a
+  // Gather on token ids beyond the vocabulary; such errors, which depend on the
+  // input's values, carry the payload IsInputValueError looks for). `hook`
+  // (optional, borrowed for the call) transforms the inputs of quantizable
+  // layers; its errors are returned prefixed with the node ("node 'fc2' (Gemm):
+  // ...").
   absl::StatusOr<Tensor> Forward(const Tensor& input,
                                  absl::Span<const Tensor* const> params,
                                  ForwardTrace* trace,

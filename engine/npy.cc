@@ -38,9 +38,9 @@ std::string ShapeTuple(const Shape& shape) {
 // (e.g. "<f4") and `shape`.
 std::string Encode(absl::string_view descr, const Shape& shape,
                    const void* payload, size_t payload_size) {
-  const std::string dict =
-      absl::StrCat("{'descr': '", descr, "', 'fortran_order': False, 'shape': ",
-                   ShapeTuple(shape), ", }");
+  const std::string dict = absl::StrCat(
+      "{'descr': '", descr,
+      "', 'fortran_order': False, 'shape': ", ShapeTuple(shape), ", }");
   size_t length_size = kVersion1LengthSize;
   // The header is the dict, then spaces and a newline up to the next
   // multiple of kAlignment (counting the preamble).

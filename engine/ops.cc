@@ -626,8 +626,7 @@ const std::vector<absl::Span<const OpEntry>>& OpTables() {
   static const std::vector<absl::Span<const OpEntry>> kTables = {
       kOps,           ElementwiseOps(),   ConvOps(),   ShapeOps(),
       QuantOps(),     ConvTransposeOps(), ResizeOps(), DepthToSpaceOps(),
-      RecurrentOps(), TransformerOps(),   MaskOps(),
-      ScatterOps()};
+      RecurrentOps(), TransformerOps(),   MaskOps(),   ScatterOps()};
   return kTables;
 }
 

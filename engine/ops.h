@@ -73,8 +73,8 @@ struct ConstantInput {
   // Reshape's shape, the number of heads for attention's batch x heads), 0
   // for the others. `ints` holds such values only for the batch the model was
   // imported at. Only kernels that document it accept such elements
-  // (Reshape, Expand, Tile, through BatchShape; Resize's sizes); the importer rejects them for
-  // every other input.
+  // (Reshape, Expand, Tile, through BatchShape; Resize's sizes); the importer
+  // rejects them for every other input.
   std::vector<int64_t> batch_factor;
 
   bool has_batch() const;
@@ -252,10 +252,10 @@ struct OpEntry {
   absl::string_view op_type;
   OpSchema schema;
 };
-absl::Span<const OpEntry> ElementwiseOps();  // ops_elementwise.cc
-absl::Span<const OpEntry> ConvOps();         // ops_conv.cc
-absl::Span<const OpEntry> ShapeOps();        // ops_shape.cc
-absl::Span<const OpEntry> QuantOps();        // ops_quant.cc
+absl::Span<const OpEntry> ElementwiseOps();    // ops_elementwise.cc
+absl::Span<const OpEntry> ConvOps();           // ops_conv.cc
+absl::Span<const OpEntry> ShapeOps();          // ops_shape.cc
+absl::Span<const OpEntry> QuantOps();          // ops_quant.cc
 absl::Span<const OpEntry> ConvTransposeOps();  // ops_conv_transpose.cc
 absl::Span<const OpEntry> ResizeOps();         // ops_resize.cc
 absl::Span<const OpEntry> DepthToSpaceOps();   // ops_depth_to_space.cc

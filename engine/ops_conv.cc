@@ -677,7 +677,8 @@ class ConvKernel : public Kernel {
     if (grad_inputs.size() == 3 && grad_inputs[2] != nullptr) {
       // Per channel, summed in sample order whatever the thread count.
       float* db = grad_inputs[2]->data();
-#pragma omp parallel for schedule(static) if (g.n * g.m * g.p > kParallelBiasWork)
+#pragma omp parallel for schedule(static) if (g.n * g.m * g.p > \
+                                              kParallelBiasWork)
       for (int64_t m = 0; m < g.m; ++m) {
         float sum = 0.0f;
         for (int64_t n = 0; n < g.n; ++n) {
@@ -718,11 +719,10 @@ class ConvKernel : public Kernel {
     if ((rank != 3 && rank != 4) || inputs[0]->size() != rank ||
         inputs[1]->size() != rank) {
       return ShapeError(
-          "Conv",
-          absl::StrCat("only 1-D and 2-D convolution are supported (X ",
-                       ShapeToString(*inputs[0]), ", W ",
-                       ShapeToString(*inputs[1]), "; expected rank ", rank,
-                       " for both)"));
+          "Conv", absl::StrCat("only 1-D and 2-D convolution are supported (X ",
+                               ShapeToString(*inputs[0]), ", W ",
+                               ShapeToString(*inputs[1]), "; expected rank ",
+                               rank, " for both)"));
     }
     const Shape xs = WithUnitHeight(*inputs[0]);
     const Shape ws = WithUnitHeight(*inputs[1]);
@@ -1024,8 +1024,8 @@ class ConvKernel : public Kernel {
     const PhaseLayout layout(g);
     const int64_t padded = RoundUp(layout.span(g), kBlockFloats);
     // Fewer samples than threads (batch 1): each sample's work is split.
-    const bool wide = g.n < omp_get_max_threads() &&
-                      g.m * g.k * g.p >= kMinWideSampleWork;
+    const bool wide =
+        g.n < omp_get_max_threads() && g.m * g.k * g.p >= kMinWideSampleWork;
     ParallelFor(g.n, !wide && g.n > 1, [&](int64_t n) {
       thread_local FloatBuffer phase_buffer, out_buffer;
       float* out = Scratch(&out_buffer, g.mg * padded);
@@ -1867,7 +1867,9 @@ class BatchNormKernel : public Kernel {
 class ConvBatchNormKernel : public Kernel {
  public:
   ConvBatchNormKernel(const Kernel& conv, float epsilon, bool conv_bias)
-      : conv_(conv), batch_norm_(epsilon), epsilon_(epsilon),
+      : conv_(conv),
+        batch_norm_(epsilon),
+        epsilon_(epsilon),
         conv_bias_(conv_bias) {}
 
   absl::StatusOr<Shape> OutputShape(
@@ -1923,8 +1925,8 @@ class ConvBatchNormKernel : public Kernel {
       ArrayMap(d_shift->data(), m) = ConstArrayMap(d_bias.data(), m);
     }
     if (d_scale != nullptr) {
-      const Eigen::ArrayXf centre = ConvBias(inputs, m) -
-                                    ConstArrayMap(inputs[bn + 2]->data(), m);
+      const Eigen::ArrayXf centre =
+          ConvBias(inputs, m) - ConstArrayMap(inputs[bn + 2]->data(), m);
       const Eigen::ArrayXf d_a =
           (ConstMatrixMap(d_weights.data(), m, k).array() *
            ConstMatrixMap(inputs[1]->data(), m, k).array())

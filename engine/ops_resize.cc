@@ -355,9 +355,9 @@ absl::StatusOr<std::unique_ptr<Kernel>> CreateResize(const OpConfig& config) {
       // The batch itself keeps the axis; a multiple of it would resize the
       // batch, which no exporter does.
       if (sizes.batch_factor[d] > 1) {
-        return NodeError(config, absl::StrCat("sizes[", d, "] is ",
-                                              sizes.batch_factor[d],
-                                              " x the batch size"));
+        return NodeError(
+            config, absl::StrCat("sizes[", d, "] is ", sizes.batch_factor[d],
+                                 " x the batch size"));
       }
       attrs.size_is_batch[d] = sizes.batch_factor[d] == 1;
     }

@@ -178,8 +178,8 @@ class AxisMapKernel : public Kernel {
     for (int64_t dim : *inputs[0]) {
       if (dim > kMaxMappedAxis) {
         return absl::ResourceExhaustedError(absl::StrCat(
-            "an input dim of ", dim, " is above the limit of ",
-            kMaxMappedAxis, " for Slice, Pad and Gather on constants"));
+            "an input dim of ", dim, " is above the limit of ", kMaxMappedAxis,
+            " for Slice, Pad and Gather on constants"));
       }
     }
     absl::StatusOr<AxisMaps> maps = Maps(*inputs[0]);

@@ -394,8 +394,9 @@ absl::Span<const OpEntry> TransformerOps() {
       {"Erf", {1, 1, 1, 1, &CreateUnary<ErfOp>}},
       {"Gelu", {1, 1, 1, 1, &CreateGelu}},
       {"Tile", {2, 2, 1, 1, &CreateTile}},
-      {"Split", {1, 2, 1, kVariadic, &CreateSplit,
-                 /*optional_data_inputs=*/false, /*kernel_per_output=*/true}},
+      {"Split",
+       {1, 2, 1, kVariadic, &CreateSplit,
+        /*optional_data_inputs=*/false, /*kernel_per_output=*/true}},
       {"ArgMax", {1, 1, 1, 1, &CreateArgMax}},
   };
   return kOps;

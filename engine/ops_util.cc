@@ -4,7 +4,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/ops.h"
-#include "engine/ops.h"
 
 namespace mixq::engine {
 

@@ -43,10 +43,10 @@ absl::StatusOr<Tensor> PredictInBatches(const Model& model,
     }
     const Shape& shape = forward->shape();
     if (shape.empty() || shape[0] != end - begin) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "output '", model.output_name(), "' has shape ", ShapeToString(shape),
-          " for a batch of ", end - begin,
-          "; the batch must be its dim 0 to concatenate batches"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("output '", model.output_name(), "' has shape ",
+                       ShapeToString(shape), " for a batch of ", end - begin,
+                       "; the batch must be its dim 0 to concatenate batches"));
     }
     if (begin == 0) {
       out_shape = shape;

@@ -31,7 +31,7 @@ absl::StatusOr<Tensor> PredictInBatches(const Model& model,
                                         int64_t batch_size);
 
 struct ClassifierScore {
-  double loss = 0;      // mean softmax cross-entropy (ScoreOutputs: its loss)
+  double loss = 0;  // mean softmax cross-entropy (ScoreOutputs: its loss)
   // top-1 (first maximal logit), in [0, 1]; NaN when scored without labels
   double accuracy = 0;
   int64_t samples = 0;

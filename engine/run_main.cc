@@ -15,8 +15,8 @@
 // that export (both go through engine/predict.h). Inputs are read as the
 // service reads them (DecodeModelInputs: .npy/.npz float32, float64, uint8
 // scaled to [0, 1], int64/int32 ids, or IDX images, raw or gzip; a .npz
-// keyed by input name for a model with several inputs), shaped [N, ...] with the
-// per-sample size of the model input (reshaped to it, so [N, 784] feeds a
+// keyed by input name for a model with several inputs), shaped [N, ...] with
+// the per-sample size of the model input (reshaped to it, so [N, 784] feeds a
 // [batch, 1, 28, 28] model). The samples run in batches of --batch-size, so
 // only one batch's activations are in memory; the output is the
 // concatenation of the batches' outputs along dim 0. Like the service, it
@@ -48,11 +48,11 @@
 #include "engine/model_inputs.h"
 #include "engine/npy.h"
 #include "engine/predict.h"
-#include "engine/threads.h"
 #include "engine/tensor.h"
+#include "engine/threads.h"
+#include "util/command_line.h"
 #include "util/file.h"
 #include "util/npz_writer.h"
-#include "util/command_line.h"
 #include "util/status_macros.h"
 
 namespace mixq::engine {
@@ -65,10 +65,10 @@ constexpr int kExitUsage = 2;
 struct Options {
   std::string model;
   std::vector<std::string> inputs;  // one file, or NAME=FILE per graph input
-  std::string output;  // empty: not written
-  std::string labels;  // empty: no score
-  std::string normalize;  // "MEAN,STD", empty: none
-  std::string samples;    // "BEGIN:END", empty: all
+  std::string output;               // empty: not written
+  std::string labels;               // empty: no score
+  std::string normalize;            // "MEAN,STD", empty: none
+  std::string samples;              // "BEGIN:END", empty: all
   int64_t batch_size = kDefaultPredictBatch;
   int threads = 0;  // 0: all cores
 };
@@ -84,10 +84,11 @@ struct RunSummary {
 absl::StatusOr<std::pair<std::string, std::string>> SplitPair(
     const std::string& text, char separator, absl::string_view flag) {
   const size_t at = text.find(separator);
-  if (at == std::string::npos || text.find(separator, at + 1) != std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        flag, ": expected two values separated by '", std::string(1, separator),
-        "', got '", text, "'"));
+  if (at == std::string::npos ||
+      text.find(separator, at + 1) != std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, ": expected two values separated by '",
+                     std::string(1, separator), "', got '", text, "'"));
   }
   return std::make_pair(text.substr(0, at), text.substr(at + 1));
 }
@@ -102,9 +103,9 @@ absl::StatusOr<std::pair<int64_t, int64_t>> ParseRange(const std::string& text,
   if ((!parts.first.empty() && !absl::SimpleAtoi(parts.first, &begin)) ||
       (!parts.second.empty() && !absl::SimpleAtoi(parts.second, &end)) ||
       begin < 0 || end > count || begin >= end) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--samples: '", text, "' is not a range BEGIN:END within [0, ",
-                     count, "] with BEGIN < END"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--samples: '", text, "' is not a range BEGIN:END within [0, ", count,
+        "] with BEGIN < END"));
   }
   return std::make_pair(begin, end);
 }
@@ -144,9 +145,9 @@ absl::StatusOr<RunSummary> Run(const Options& options) {
                           ReadFile(options.labels));
     MIXQ_ASSIGN_OR_RETURN(labels, DecodeLabels(label_bytes, options.labels));
     if (static_cast<int64_t>(labels.size()) != num_samples) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          options.labels, " has ", labels.size(), " labels but ",
-          inputs_name, " has ", num_samples, " samples"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(options.labels, " has ", labels.size(), " labels but ",
+                       inputs_name, " has ", num_samples, " samples"));
     }
   }
   if (!options.samples.empty()) {
@@ -199,10 +200,11 @@ int main(int argc, char** argv) {
       "float32, float64 or uint8 (scaled to [0, 1]), shaped [N, ...] with the "
       "model input's per-sample size."};
   app.add_option("--model", options.model, "the ONNX model")->required();
-  app.add_option("--inputs", options.inputs,
-                 "inputs [N, ...]: .npy, .npz or IDX (raw or gzip); int64/int32 "
-                 "token ids; or NAME=FILE.npy per graph input (repeat the "
-                 "flag) for a model with several")
+  app.add_option(
+         "--inputs", options.inputs,
+         "inputs [N, ...]: .npy, .npz or IDX (raw or gzip); int64/int32 "
+         "token ids; or NAME=FILE.npy per graph input (repeat the "
+         "flag) for a model with several")
       ->required();
   app.add_option("--output", options.output,
                  ".npy to write the output [N, ...] to (optional)");
@@ -239,7 +241,8 @@ int main(int argc, char** argv) {
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
           .count();
-  std::cout << "mixq-run: " << mixq::engine::ShapeToString(summary->output_shape)
+  std::cout << "mixq-run: "
+            << mixq::engine::ShapeToString(summary->output_shape)
             << " float32 in " << summary->batches << " batch"
             << (summary->batches == 1 ? "" : "es") << " (" << std::fixed
             << std::setprecision(3) << seconds << " s)";

@@ -4,12 +4,11 @@
 #ifndef MIXQ_ENGINE_TENSOR_H_
 #define MIXQ_ENGINE_TENSOR_H_
 
+#include <Eigen/Core>
 #include <cstdint>
 #include <initializer_list>
 #include <string>
 #include <vector>
-
-#include <Eigen/Core>
 
 namespace mixq::engine {
 
@@ -26,7 +25,8 @@ int64_t NumElements(const Shape& shape);
 // "[2, 3, 4]".
 std::string ShapeToString(const Shape& shape);
 
-using MatrixRM = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using MatrixRM =
+    Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using MatrixMap = Eigen::Map<MatrixRM>;
 using ConstMatrixMap = Eigen::Map<const MatrixRM>;
 using ArrayMap = Eigen::Map<Eigen::ArrayXf>;
@@ -55,7 +55,8 @@ class Tensor {
   const float* data() const { return data_.data(); }
   FloatBuffer& values() { return data_; }
   const FloatBuffer& values() const { return data_; }
-  // A copy of the data in a plain std::vector (for APIs and tests that take one).
+  // A copy of the data in a plain std::vector (for APIs and tests that take
+  // one).
   std::vector<float> ToVector() const { return {data_.begin(), data_.end()}; }
 
   // The data as a rows x cols row-major matrix; rows * cols must equal size().

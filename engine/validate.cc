@@ -564,17 +564,17 @@ class GraphValidator {
   absl::Status CheckName(absl::string_view name, absl::string_view what) const {
     if (static_cast<int64_t>(name.size()) <= limits_.max_name_bytes)
       return absl::OkStatus();
-    return Exhausted(absl::StrCat(
-        "the name of ", what, " ", Quote(name), " has ",
-        OverLimit(static_cast<int64_t>(name.size()), "bytes",
-                  limits_.max_name_bytes, "max_name_bytes")));
+    return Exhausted(
+        absl::StrCat("the name of ", what, " ", Quote(name), " has ",
+                     OverLimit(static_cast<int64_t>(name.size()), "bytes",
+                               limits_.max_name_bytes, "max_name_bytes")));
   }
 
   absl::Status Define(const std::string& name, Definer definer) {
-    MIXQ_RETURN_IF_ERROR(CheckName(
-        name, definer.kind == Definer::Kind::kNode
-                  ? absl::StrCat("an output of ", Describe(definer))
-                  : Describe(definer)));
+    MIXQ_RETURN_IF_ERROR(
+        CheckName(name, definer.kind == Definer::Kind::kNode
+                            ? absl::StrCat("an output of ", Describe(definer))
+                            : Describe(definer)));
     const auto [it, inserted] = defined_.emplace(name, definer);
     if (inserted) return absl::OkStatus();
     // An initializer may also be listed as a graph input (IR < 4 style).

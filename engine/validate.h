@@ -53,10 +53,10 @@ struct ModelLimits {
 //    the input/output limits, producing at least one named value, with named,
 //    distinct attributes, finite float attributes (alpha, beta, epsilon,
 //    Clip bounds, ...; Constant's value_float(s) excepted: they are data), and
-//    no subgraph (If/Loop/Scan bodies) or sparse tensor attributes; every value defined once (graph input or
-//    initializer, or one node output: two nodes, or a node and an
-//    initializer or graph input, writing one name is an error); every node
-//    input and graph output defined; no cycle;
+//    no subgraph (If/Loop/Scan bodies) or sparse tensor attributes; every value
+//    defined once (graph input or initializer, or one node output: two nodes,
+//    or a node and an initializer or graph input, writing one name is an
+//    error); every node input and graph output defined; no cycle;
 //  - every tensor holding data (initializers, tensors in node attributes such
 //    as Constant's value): a known element type, dims >= 0, no external or
 //    segmented data (rejected outright: mixq never reads files a model

@@ -698,8 +698,8 @@ void ProductBlock(const float* v, int64_t v_stride, int64_t channels,
 // with `wide`, the points are split between threads.
 template <int T>
 void BlockProducts(const Conv3x3Shape& s, const Plan<T>& plan,
-                   int64_t positions, const float* u, const float* v,
-                   float* m, bool wide) {
+                   int64_t positions, const float* u, const float* v, float* m,
+                   bool wide) {
   const int64_t packets = CeilDiv(positions, kPacket);
 #pragma omp parallel for schedule(static) if (wide)
   for (int xi = 0; xi < TileSize<T>::kPoints; ++xi) {
@@ -712,10 +712,9 @@ void BlockProducts(const Conv3x3Shape& s, const Plan<T>& plan,
       for (int64_t m0 = 0; m0 < s.m; m0 += kProductM) {
         const int mb = static_cast<int>(std::min<int64_t>(kProductM, s.m - m0));
         WithBlock<kProductM, kProductP>(mb, p, [&]<int MB, int P>() {
-          ProductBlock<MB, P>(vx + p0 * kPacket, plan.stride, s.c,
-                              ux + m0 * s.c, s.c,
-                              mx + m0 * plan.stride + p0 * kPacket,
-                              plan.stride);
+          ProductBlock<MB, P>(
+              vx + p0 * kPacket, plan.stride, s.c, ux + m0 * s.c, s.c,
+              mx + m0 * plan.stride + p0 * kPacket, plan.stride);
         });
       }
     }
@@ -830,10 +829,10 @@ template <int T>
 void Forward(const Conv3x3Shape& s, const float* x, const float* u,
              const float* bias, float* y) {
   const Plan<T> plan(s, TargetPositions<T>(s));
-  const bool wide =
-      plan.blocks < omp_get_max_threads() &&
-      TileSize<T>::kPoints * s.m * s.c * BlockPositions(plan, plan.Get(0, s.n)) >=
-          kMinWideProductWork;
+  const bool wide = plan.blocks < omp_get_max_threads() &&
+                    TileSize<T>::kPoints * s.m * s.c *
+                            BlockPositions(plan, plan.Get(0, s.n)) >=
+                        kMinWideProductWork;
   ParallelFor(plan.blocks, !wide && plan.blocks > 1, [&](int64_t b) {
     ForwardBlock(s, plan, plan.Get(b, s.n), x, u, bias, y, wide);
   });

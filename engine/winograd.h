@@ -186,8 +186,7 @@ void WinogradConvForward(const Conv3x3Shape& s, const float* x, const float* w,
 // for the tile it was made with, and gives the same result as the form
 // above with that tile.
 void WinogradConvForward(const Conv3x3Shape& s, const float* x,
-                         const WinogradWeights& u, const float* bias,
-                         float* y);
+                         const WinogradWeights& u, const float* bias, float* y);
 
 // dw[m, c, i, j] = sum_{n,oh,ow} dy[n, m, oh, ow] *
 //                  x[n, c, oh + i - pad_top, ow + j - pad_left].

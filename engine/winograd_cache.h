@@ -31,8 +31,7 @@ class WinogradWeightCache {
   // WinogradWeights(s, tile, w)); the caller may use it for as long as it
   // holds the pointer. Requires WinogradValid(s).
   std::shared_ptr<const WinogradWeights> Get(const Conv3x3Shape& s,
-                                             WinogradTile tile,
-                                             const float* w);
+                                             WinogradTile tile, const float* w);
 
  private:
   absl::Mutex mu_;

@@ -27,9 +27,8 @@ float MoveToward(float from, float to, float momentum) {
 
 absl::Status ValidateActivationOptions(const ActivationOptions& options) {
   if (options.bits != kFloatBits && (options.bits < 2 || options.bits > 8)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("activation bits must be 2..8 or 32 (float), got ",
-                     options.bits));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "activation bits must be 2..8 or 32 (float), got ", options.bits));
   }
   if (!(options.momentum > 0.0f && options.momentum <= 1.0f)) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -98,9 +97,8 @@ absl::Status ActivationQuantizer::FinishCalibration() {
     }
     absl::StatusOr<Range> range = observers_[l]->range();
     if (!range.ok()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("activation range of layer ", l, ": ",
-                       range.status().message()));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "activation range of layer ", l, ": ", range.status().message()));
     }
     MIXQ_RETURN_IF_ERROR(SetRange(static_cast<int>(l), range->min, range->max));
   }
@@ -140,9 +138,8 @@ absl::Status ActivationQuantizer::Restore(const State& state) {
   const size_t n = params_.size();
   if (state.has_range.size() != n || state.min.size() != n ||
       state.max.size() != n) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("activation state: ", state.has_range.size(),
-                     " layers, expected ", n));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "activation state: ", state.has_range.size(), " layers, expected ", n));
   }
   if (state.bits != options_.bits &&
       (!options_.enabled() || state.bits < kMinActivationBits ||

@@ -42,9 +42,11 @@ std::string PolicyToString(const Policy& policy) {
 CostModel::CostModel(std::vector<Layer> layers, int64_t total_params)
     : layers_(std::move(layers)),
       total_params_(total_params),
-      quantizable_weights_(std::accumulate(
-          layers_.begin(), layers_.end(), int64_t{0},
-          [](int64_t sum, const Layer& layer) { return sum + layer.weights; })) {
+      quantizable_weights_(std::accumulate(layers_.begin(), layers_.end(),
+                                           int64_t{0},
+                                           [](int64_t sum, const Layer& layer) {
+                                             return sum + layer.weights;
+                                           })) {
   MIXQ_CHECK(quantizable_weights_ <= total_params_);
   for (const Layer& layer : layers_)
     MIXQ_CHECK(layer.weights >= 0 && layer.macs >= 0);

@@ -88,7 +88,8 @@ struct Budget {
   // landing exactly on the budget is not rejected by float rounding).
   bool IsMet(const PolicyCost& cost) const;
   // Every budget unit is additive over layers:
-  //   Measure(cost.Cost(policy, a)) = FixedTerm(cost) + Σ_l LayerTerm(cost, l, b_l, a)
+  //   Measure(cost.Cost(policy, a)) = FixedTerm(cost) + Σ_l LayerTerm(cost, l,
+  //   b_l, a)
   // (up to float rounding), which lets allocation treat the budget as a
   // knapsack capacity: value − FixedTerm.
   double LayerTerm(const CostModel& cost, int layer, int bits,

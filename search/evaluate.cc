@@ -30,10 +30,9 @@ absl::StatusOr<PolicyEvaluation> EvaluatePolicy(
     const LabeledData& eval, const PolicyEvalOptions& options) {
   const size_t num_layers = model.quantizable_layers().size();
   if (policy.size() != num_layers) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the policy has ", policy.size(),
-                     " entries; the model has ", num_layers,
-                     " quantizable layers"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the policy has ", policy.size(), " entries; the model has ",
+        num_layers, " quantizable layers"));
   }
   for (size_t l = 0; l < num_layers; ++l) {
     if (policy[l] != kFloatBits &&
@@ -50,9 +49,9 @@ absl::StatusOr<PolicyEvaluation> EvaluatePolicy(
     return absl::InvalidArgumentError("the evaluation set is empty");
   }
   if (options.mode != EvalMode::kDynamic && calib.size() == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the calibration set is empty (", EvalModeName(options.mode),
-        " mode needs it)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the calibration set is empty (",
+                     EvalModeName(options.mode), " mode needs it)"));
   }
   if (options.mode == EvalMode::kQat &&
       (options.finetune_steps <= 0 || options.batch_size <= 0)) {

@@ -28,7 +28,7 @@ absl::string_view EvalModeName(EvalMode mode);
 
 struct PolicyEvalOptions {
   EvalMode mode = EvalMode::kStatic;
-  QuantOptions quant;  // activations.dynamic is set from `mode`
+  QuantOptions quant;        // activations.dynamic is set from `mode`
   int finetune_steps = 100;  // qat only
   float learning_rate = 1e-4f;
   int batch_size = 64;
@@ -45,11 +45,9 @@ struct PolicyEvaluation {
 // on `eval`, calibrating/fine-tuning on `calib` as the mode says.
 // INVALID_ARGUMENT for a policy of the wrong length or bits, bad options, or
 // empty data sets (calib may be empty in dynamic mode).
-absl::StatusOr<PolicyEvaluation> EvaluatePolicy(const engine::Model& model,
-                                                const Policy& policy,
-                                                const LabeledData& calib,
-                                                const LabeledData& eval,
-                                                const PolicyEvalOptions& options);
+absl::StatusOr<PolicyEvaluation> EvaluatePolicy(
+    const engine::Model& model, const Policy& policy, const LabeledData& calib,
+    const LabeledData& eval, const PolicyEvalOptions& options);
 
 }  // namespace mixq::search
 

@@ -149,10 +149,10 @@ absl::StatusOr<Range> PercentileObserver::range() const {
 
 absl::StatusOr<std::unique_ptr<Observer>> MakeObserver(absl::string_view spec) {
   const auto bad = [&](absl::string_view why) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "observer '", spec, "': ", why,
-        " (expected minmax, moving_average[:<momentum>] or "
-        "percentile:<p>)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("observer '", spec, "': ", why,
+                     " (expected minmax, moving_average[:<momentum>] or "
+                     "percentile:<p>)"));
   };
   if (spec == "minmax") return std::make_unique<MinMaxObserver>();
   absl::string_view rest = spec;

@@ -63,8 +63,9 @@ absl::Status CheckBits(absl::string_view field, const std::vector<int>& bits) {
   }
   for (int b : bits) {
     if (b < kMinWeightBits || b > kMaxWeightBits) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          field, ": ", b, " is outside ", kMinWeightBits, "..", kMaxWeightBits));
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": ", b, " is outside ", kMinWeightBits, "..",
+                       kMaxWeightBits));
     }
   }
   return absl::OkStatus();
@@ -297,9 +298,9 @@ class Search {
          options_.strategy == Strategy::kProgressive) ||
         (phase == static_cast<int>(TunePhase::kFinal) && recorded);
     if (!phase_fits) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "checkpoint: interrupted phase ", phase, " after step ",
-          checkpoint.step(), " does not fit"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("checkpoint: interrupted phase ", phase, " after step ",
+                       checkpoint.step(), " does not fit"));
     }
     if (in.target() < 0 || in.done() < 0 || in.done() > in.target()) {
       return absl::InvalidArgumentError(
@@ -375,15 +376,15 @@ class Search {
       return absl::InvalidArgumentError("checkpoint: does not parse");
     }
     if (checkpoint.version() != kCheckpointVersion) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "checkpoint: version ", checkpoint.version(), ", expected ",
-          kCheckpointVersion));
+      return absl::InvalidArgumentError(
+          absl::StrCat("checkpoint: version ", checkpoint.version(),
+                       ", expected ", kCheckpointVersion));
     }
     if (checkpoint.strategy() != StrategyName(options_.strategy) ||
         checkpoint.seed() != options_.seed) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "checkpoint: of strategy ", checkpoint.strategy(), " seed ",
-          checkpoint.seed(), ", not of this search"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("checkpoint: of strategy ", checkpoint.strategy(),
+                       " seed ", checkpoint.seed(), ", not of this search"));
     }
     if (checkpoint.step() < -1 || checkpoint.step() > kMaxSteps ||
         checkpoint.finetune_steps_run() < 0) {
@@ -395,7 +396,8 @@ class Search {
           absl::StrCat("checkpoint: ", checkpoint.level_size(),
                        " layers, the model has ", cost_.num_layers()));
     }
-    std::vector<int> level(checkpoint.level().begin(), checkpoint.level().end());
+    std::vector<int> level(checkpoint.level().begin(),
+                           checkpoint.level().end());
     for (int l = 0; l < cost_.num_layers(); ++l) {
       if (level[l] < 0 ||
           level[l] >= static_cast<int>(bits_.per_layer[l].size())) {
@@ -473,8 +475,8 @@ class Search {
       interrupted.phase = phase;
       interrupted.progress = *tune;
       if (partial != nullptr) interrupted.report = *partial;
-      observer_.on_interrupted(
-          InterruptedCheckpoint(interrupted), recorded_step_);
+      observer_.on_interrupted(InterruptedCheckpoint(interrupted),
+                               recorded_step_);
     }
     return status;
   }
@@ -820,8 +822,8 @@ class Search {
       d.Resize(w.shape());
       // A negative estimate (noise, or a saddle) would reward quantizing: a
       // layer without measured curvature costs nothing instead.
-      d.flat().setConstant(static_cast<float>(
-          std::max(traces[l], 0.0) / static_cast<double>(w.size())));
+      d.flat().setConstant(static_cast<float>(std::max(traces[l], 0.0) /
+                                              static_cast<double>(w.size())));
     }
     return session_.LayerOmegaTable(omega_bits_, &diag);
   }
@@ -854,8 +856,8 @@ class Search {
   // Ω is tabulated once per step for every bit-width any layer may take:
   // every layer's bits, distinct, highest first.
   const std::vector<int> omega_bits_;
-  const Allocator allocator_;    // borrows cost_ and bits_
-  std::vector<int> level_;       // per layer: index into bits_.per_layer[l]
+  const Allocator allocator_;  // borrows cost_ and bits_
+  std::vector<int> level_;     // per layer: index into bits_.per_layer[l]
   // Searched activation bits, distinct and highest first (empty: fixed at
   // options_.activation_bits), and the current index into them.
   std::vector<int> act_levels_;
@@ -866,7 +868,7 @@ class Search {
   const FineTuneOptions recipe_;
   int steps_run_ = 0;  // fine-tune steps so far (counting whole fine-tunes)
   int recorded_step_ = -1;  // the last step reported
-  int64_t node_runs_ = 0;  // summed over the steps' ScoringStats
+  int64_t node_runs_ = 0;   // summed over the steps' ScoringStats
   int64_t naive_node_runs_ = 0;
 };
 
@@ -922,10 +924,10 @@ absl::Status ValidateOptions(const ProgressiveOptions& options) {
   if (options.activation_bits != kFloatBits &&
       (options.activation_bits < kMinActivationBits ||
        options.activation_bits > kMaxActivationBits)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "activation_bits: must be in ", kMinActivationBits, "..",
-        kMaxActivationBits, " or ", kFloatBits, " (float), got ",
-        options.activation_bits));
+    return absl::InvalidArgumentError(
+        absl::StrCat("activation_bits: must be in ", kMinActivationBits, "..",
+                     kMaxActivationBits, " or ", kFloatBits, " (float), got ",
+                     options.activation_bits));
   }
   for (size_t i = 0; i < options.activation_levels.size(); ++i) {
     const int b = options.activation_levels[i];
@@ -957,9 +959,8 @@ absl::Status ValidateOptions(const ProgressiveOptions& options) {
         "finetune_steps/warmup_steps/final_finetune_steps: negative");
   }
   if (options.total_finetune_steps < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("total_finetune_steps: negative (",
-                     options.total_finetune_steps, ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "total_finetune_steps: negative (", options.total_finetune_steps, ")"));
   }
   if (options.hutchinson_samples < 1 ||
       options.hutchinson_samples > kMaxHutchinsonSamples) {
@@ -1026,7 +1027,8 @@ absl::StatusOr<CandidateBits> ResolveCandidateBits(
   for (size_t l = 0; l < layers.size(); ++l)
     index.emplace(layers[l], static_cast<int>(l));
   CandidateBits bits;
-  bits.per_layer.assign(layers.size(), DistinctHighestFirst(options.bit_levels));
+  bits.per_layer.assign(layers.size(),
+                        DistinctHighestFirst(options.bit_levels));
   for (size_t i = 0; i < options.layers.size(); ++i) {
     const LayerCandidates& layer = options.layers[i];
     const auto it = index.find(layer.name);

@@ -150,7 +150,7 @@ struct ScoredPolicy {
   Policy policy;
   double avg_bits = 0;
   double size_bytes = 0;
-  int64_t bops = 0;  // at activation_bits
+  int64_t bops = 0;         // at activation_bits
   int activation_bits = 0;  // of the quantized layers' inputs (32: float)
   double loss = 0;
   double accuracy = 0;
@@ -214,8 +214,7 @@ struct SearchObserver {
   // last step recorded (-1: none, the warm-up stopped). Resumed from it, the
   // search finishes that fine-tune (and step) and goes on bit for bit as if
   // never stopped.
-  std::function<void(std::string checkpoint, int recorded_step)>
-      on_interrupted;
+  std::function<void(std::string checkpoint, int recorded_step)> on_interrupted;
   // Checked between steps, candidates and fine-tuning mini-batches; when
   // true the search returns CANCELLED.
   const std::atomic<bool>* cancel = nullptr;

@@ -171,7 +171,8 @@ absl::StatusOr<engine::Tensor> LoadTensor(const internal::TensorState& state,
         absl::StrCat("checkpoint ", what, ": shape does not fit the model"));
   }
   engine::Tensor tensor(shape);
-  if (state.data().size() != sizeof(float) * static_cast<size_t>(tensor.size())) {
+  if (state.data().size() !=
+      sizeof(float) * static_cast<size_t>(tensor.size())) {
     return absl::InvalidArgumentError(
         absl::StrCat("checkpoint ", what, ": ", state.data().size(),
                      " bytes for ", tensor.size(), " floats"));
@@ -184,9 +185,9 @@ absl::StatusOr<std::vector<engine::Tensor>> LoadTensors(
     const google::protobuf::RepeatedPtrField<internal::TensorState>& states,
     const std::vector<engine::Tensor>& like, absl::string_view what) {
   if (states.size() != static_cast<int>(like.size())) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "checkpoint ", what, ": ", states.size(), " tensors, expected ",
-        like.size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("checkpoint ", what, ": ", states.size(),
+                     " tensors, expected ", like.size()));
   }
   std::vector<engine::Tensor> tensors;
   tensors.reserve(like.size());
@@ -385,12 +386,12 @@ absl::StatusOr<Evaluation> QatSession::Evaluate(const Policy& policy,
     const int64_t end = std::min(data.size(), begin + kEvalBatch);
     const engine::Tensor batch = data.inputs.Slice(begin, end);
     const engine::Tensor teacher = BatchTeacher(data, begin, end);
-    MIXQ_ASSIGN_OR_RETURN(engine::Tensor logits,
-                          model_.Forward(batch, params_, nullptr, &activations_));
     MIXQ_ASSIGN_OR_RETURN(
-        const engine::LossResult loss,
-        Loss(batch, logits, BatchLabels(data, begin, end),
-             BatchTeacherOrNull(data, teacher), nullptr));
+        engine::Tensor logits,
+        model_.Forward(batch, params_, nullptr, &activations_));
+    MIXQ_ASSIGN_OR_RETURN(const engine::LossResult loss,
+                          Loss(batch, logits, BatchLabels(data, begin, end),
+                               BatchTeacherOrNull(data, teacher), nullptr));
     tally.Add(loss, end - begin);
   }
   return tally.Mean(data.size());
@@ -505,10 +506,9 @@ absl::StatusOr<QatSession::NeighbourScores> QatSession::EvaluateNeighbours(
       }
       if (!logits.ok()) return logits.status();
       scores.node_runs += num_nodes - variant.first_node;
-      MIXQ_ASSIGN_OR_RETURN(
-          const engine::LossResult loss,
-          Loss(batch, *logits, BatchLabels(data, begin, end), batch_teacher,
-               nullptr));
+      MIXQ_ASSIGN_OR_RETURN(const engine::LossResult loss,
+                            Loss(batch, *logits, BatchLabels(data, begin, end),
+                                 batch_teacher, nullptr));
       tallies[c].Add(loss, end - begin);
     }
   }
@@ -577,8 +577,8 @@ absl::StatusOr<engine::LossResult> QatSession::Loss(
   if (result.ok() || logits.flat().allFinite()) return result;
   // The forward pass overflowed. Only on this error path: a float pass over
   // the same inputs finds the node whose output first went non-finite.
-  return engine::WithOverflowSource(
-      result.status(), model_.FirstNonFiniteNode(inputs, params_));
+  return engine::WithOverflowSource(result.status(),
+                                    model_.FirstNonFiniteNode(inputs, params_));
 }
 
 absl::Status QatSession::TrainStep(const Policy& policy,
@@ -739,17 +739,18 @@ absl::Status QatSession::MeanGradient(const Policy& policy,
     const int64_t end = std::min(data.size(), begin + batch);
     const engine::Tensor inputs = data.inputs.Slice(begin, end);
     const engine::Tensor teacher = BatchTeacher(data, begin, end);
-    MIXQ_ASSIGN_OR_RETURN(engine::Tensor logits,
-                          model_.Forward(inputs, params_, &trace_, &activations_));
+    MIXQ_ASSIGN_OR_RETURN(
+        engine::Tensor logits,
+        model_.Forward(inputs, params_, &trace_, &activations_));
     MIXQ_ASSIGN_OR_RETURN(
         const engine::LossResult result,
         Loss(inputs, logits, BatchLabels(data, begin, end),
              BatchTeacherOrNull(data, teacher), &grad_logits_));
     (void)result;
-    MIXQ_RETURN_IF_ERROR(model_.Backward(trace_, params_, grad_logits_, &grads_,
-                                         &activations_));
-    const float weight = static_cast<float>(end - begin) /
-                         static_cast<float>(data.size());
+    MIXQ_RETURN_IF_ERROR(
+        model_.Backward(trace_, params_, grad_logits_, &grads_, &activations_));
+    const float weight =
+        static_cast<float>(end - begin) / static_cast<float>(data.size());
     for (size_t p = 0; p < num_params; ++p)
       (*grads)[p].flat() += weight * grads_[p].flat();
   }
@@ -773,10 +774,9 @@ absl::StatusOr<std::vector<engine::Tensor>> QatSession::FisherDiagonal(
   std::vector<engine::Tensor> grad;
   for (int64_t begin = 0; begin < data.size(); begin += batch_size_) {
     const int64_t end = std::min<int64_t>(data.size(), begin + batch_size_);
-    MIXQ_RETURN_IF_ERROR(MeanGradient(policy, data.Slice(begin, end),
-                                      end - begin,
-                                      ActivationQuantizer::Mode::kQuantize,
-                                      &grad));
+    MIXQ_RETURN_IF_ERROR(
+        MeanGradient(policy, data.Slice(begin, end), end - begin,
+                     ActivationQuantizer::Mode::kQuantize, &grad));
     for (size_t p = 0; p < weights_.size(); ++p)
       fisher[p].flat() += grad[p].flat().square();
   }
@@ -787,8 +787,8 @@ absl::StatusOr<std::vector<engine::Tensor>> QatSession::FisherDiagonal(
 absl::StatusOr<std::vector<double>> QatSession::HessianTraces(
     const LabeledData& data, int samples, uint64_t seed) {
   if (samples < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "hutchinson_samples: must be at least 1, got ", samples));
+    return absl::InvalidArgumentError(
+        absl::StrCat("hutchinson_samples: must be at least 1, got ", samples));
   }
   if (data.size() == 0) {
     return absl::InvalidArgumentError(

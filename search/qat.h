@@ -37,9 +37,7 @@ struct LabeledData {
   // distilling.
   engine::Tensor teacher;
 
-  int64_t size() const {
-    return inputs.shape().empty() ? 0 : inputs.dim(0);
-  }
+  int64_t size() const { return inputs.shape().empty() ? 0 : inputs.dim(0); }
   bool distill() const { return !teacher.shape().empty(); }
   bool has_labels() const { return !labels.empty(); }
   // Samples [begin, end), copied.
@@ -142,11 +140,11 @@ struct FineTuneProgress {
 // QatSession owns a model's float master weights and Adam state, and trains
 // and evaluates them with fake-quantized weights: forward with Q_b(w), the
 // straight-through estimator passes dL/dQ_b(w) to w unchanged (weight grids
-// span every weight, so none is clamped), Adam updates w. Adam's bias-corrected second moments v̂ serve as
-// the diagonal Hessian for Ω. Unless activations stay in float, the input of
-// every quantized layer is fake-quantized too (ActivationQuantizer): ranges
-// are calibrated on data (Calibrate) and follow the data by a moving average
-// while fine-tuning.
+// span every weight, so none is clamped), Adam updates w. Adam's bias-corrected
+// second moments v̂ serve as the diagonal Hessian for Ω. Unless activations stay
+// in float, the input of every quantized layer is fake-quantized too
+// (ActivationQuantizer): ranges are calibrated on data (Calibrate) and follow
+// the data by a moving average while fine-tuning.
 //
 // Borrows `model`, which must outlive the session. Not thread-safe (the
 // engine parallelises inside each forward/backward).
@@ -264,8 +262,7 @@ class QatSession {
   // (about +20 % on a small ReLU MLP) — a smoothed curvature.
   // INVALID_ARGUMENT for samples < 1 or empty data.
   absl::StatusOr<std::vector<double>> HessianTraces(const LabeledData& data,
-                                                    int samples,
-                                                    uint64_t seed);
+                                                    int samples, uint64_t seed);
 
   // The training state — master weights, Adam's step and moments, the
   // mini-batch sampler (RNG, epoch order, cursor), activation ranges and

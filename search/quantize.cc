@@ -95,9 +95,9 @@ absl::StatusOr<QuantizedModel> ExportQuantized(absl::string_view prepared_onnx,
                                                const Policy& policy) {
   const auto& layers = model.quantizable_layers();
   if (policy.size() != layers.size()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the policy has ", policy.size(), " entries; the model has ",
-                     layers.size(), " quantizable layers"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the policy has ", policy.size(), " entries; the model has ",
+        layers.size(), " quantizable layers"));
   }
   const ActivationOptions& act = session.quant_options().activations;
   const bool static_activations = act.enabled() && !act.dynamic;
@@ -158,9 +158,8 @@ absl::StatusOr<QuantizedModel> ExportQuantized(absl::string_view prepared_onnx,
   }
   MIXQ_ASSIGN_OR_RETURN(result.onnx, ExportQdq(prepared_onnx, spec));
 
-  result.activation_bits = static_activations || act.dynamic
-                               ? act.bits
-                               : kFloatBits;
+  result.activation_bits =
+      static_activations || act.dynamic ? act.bits : kFloatBits;
   const PolicyCost figures = cost.Cost(policy, result.activation_bits);
   result.avg_bits = figures.avg_bits;
   result.size_bytes = figures.size_bytes;

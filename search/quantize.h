@@ -45,8 +45,8 @@ struct QuantizedLayer {
   bool activation_quantized = false;
   QuantParams activation;  // when activation_quantized
   int64_t num_weights = 0;
-  int64_t macs = 0;        // per sample
-  double size_bytes = 0;   // the weights at their bits
+  int64_t macs = 0;       // per sample
+  double size_bytes = 0;  // the weights at their bits
 };
 
 struct QuantizedModel {

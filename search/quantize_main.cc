@@ -38,16 +38,16 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/dataset.h"
-#include "engine/model_inputs.h"
 #include "engine/model.h"
+#include "engine/model_inputs.h"
 #include "engine/threads.h"
 #include "google/protobuf/util/json_util.h"
 #include "proto/mixq.pb.h"
 #include "proto/quantization.pb.h"
 #include "search/qdq_export.h"
 #include "search/quantize.h"
-#include "util/file.h"
 #include "util/command_line.h"
+#include "util/file.h"
 #include "util/status_macros.h"
 
 namespace mixq::search {
@@ -96,8 +96,9 @@ absl::StatusOr<Policy> ReadPolicy(const std::string& path,
   }
   if (policy.layers_size() == 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        path, ": not a policy: expected JSON with \"layers\": [{\"name\": ..., "
-              "\"bits\": ...}] (or `mixq best --json` output)"));
+        path,
+        ": not a policy: expected JSON with \"layers\": [{\"name\": ..., "
+        "\"bits\": ...}] (or `mixq best --json` output)"));
   }
   const auto& layers = model.quantizable_layers();
   absl::flat_hash_map<std::string, int> index;
@@ -155,7 +156,7 @@ std::string Container(const QuantParams& p, bool weight) {
 v1::QuantGrid ToGrid(const QuantParams& p, bool weight) {
   v1::QuantGrid grid;
   grid.set_bits(p.bits);
-  grid.set_scheme(p.binary ? "binary"
+  grid.set_scheme(p.binary                              ? "binary"
                   : p.scheme == QuantScheme::kSymmetric ? "symmetric"
                                                         : "asymmetric");
   grid.set_axis(p.axis);
@@ -183,7 +184,8 @@ absl::StatusOr<v1::QuantizationReport> Run(const Options& options) {
         "weight initializer)"));
   }
 
-  MIXQ_ASSIGN_OR_RETURN(const std::string input_bytes, ReadFile(options.inputs));
+  MIXQ_ASSIGN_OR_RETURN(const std::string input_bytes,
+                        ReadFile(options.inputs));
   MIXQ_ASSIGN_OR_RETURN(
       engine::Tensor inputs,
       engine::DecodeModelInputs(model.inputs(), input_bytes, options.inputs));
@@ -306,7 +308,8 @@ void PrintSummary(const Options& options, const v1::QuantizationReport& r,
             << std::setprecision(3) << "  layers " << r.layers_size()
             << ", avg weight bits " << r.avg_bits() << ", activations "
             << r.activation_mode();
-  if (r.activation_mode() != "float") std::cout << " " << r.activation_bits() << "-bit";
+  if (r.activation_mode() != "float")
+    std::cout << " " << r.activation_bits() << "-bit";
   std::cout << ", " << r.calib_samples() << " calibration samples, "
             << r.folded_batch_norms() << " BatchNormalization folded\n"
             << "  parameters " << static_cast<int64_t>(r.size_bytes())
@@ -331,8 +334,9 @@ int main(int argc, char** argv) {
       "mixq-quantize: post-training static quantization of an ONNX model into "
       "QDQ ONNX (QuantizeLinear/DequantizeLinear), BatchNormalization folded."};
   app.add_option("--model", options.model, "the FP32 ONNX model")->required();
-  app.add_option("--inputs", options.inputs,
-                 "calibration inputs: .npy/.npz/IDX [N, ...], as mixq-run reads")
+  app.add_option(
+         "--inputs", options.inputs,
+         "calibration inputs: .npy/.npz/IDX [N, ...], as mixq-run reads")
       ->required();
   app.add_option("--output", options.output, "the QDQ ONNX model to write")
       ->required();
@@ -343,8 +347,9 @@ int main(int argc, char** argv) {
   auto* bits = app.add_option("--bits", options.bits,
                               "weight bits of every layer (1..8; 1 = binary)")
                    ->check(CLI::Range(1, 8));
-  auto* policy = app.add_option("--policy", options.policy,
-                                "JSON policy: {\"layers\": [{\"name\", \"bits\"}]}");
+  auto* policy =
+      app.add_option("--policy", options.policy,
+                     "JSON policy: {\"layers\": [{\"name\", \"bits\"}]}");
   bits->excludes(policy);
   policy->excludes(bits);
   app.add_option("--activation-bits", options.activation_bits,
@@ -364,12 +369,15 @@ int main(int argc, char** argv) {
   app.add_flag("--dynamic", options.dynamic,
                "dynamic activations (ranges per batch at run time): only "
                "weights are quantized in the file");
-  app.add_option("--normalize-mean", options.mean, "inputs: x = (x - mean) / std");
-  app.add_option("--normalize-std", options.stddev, "inputs: x = (x - mean) / std");
+  app.add_option("--normalize-mean", options.mean,
+                 "inputs: x = (x - mean) / std");
+  app.add_option("--normalize-std", options.stddev,
+                 "inputs: x = (x - mean) / std");
   app.add_option("--labels", options.labels,
                  "labels of the inputs: print FP32 and quantized accuracy");
-  app.add_option("--report", options.report,
-                 "write a JSON report: per-layer bits, scales, zero points, costs");
+  app.add_option(
+      "--report", options.report,
+      "write a JSON report: per-layer bits, scales, zero points, costs");
   app.add_option("--threads", options.threads, "engine threads (0 = all cores)")
       ->check(CLI::Range(0, 1024))
       ->capture_default_str();

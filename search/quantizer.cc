@@ -205,8 +205,8 @@ QuantParams ChooseWeightParams(const Tensor& w, int channel_axis,
                        ? kPerTensorAxis
                        : channel_axis;
   const Layout layout = ChannelLayout(w, axis);
-  QuantParams p = EmptyGrid(config.bits, config.scheme, axis,
-                            Rounding::kHalfUp);
+  QuantParams p =
+      EmptyGrid(config.bits, config.scheme, axis, Rounding::kHalfUp);
   if (layout.per_channel == 0) {  // empty channels: scale 1
     p.scale.assign(layout.channels, 1.0f);
     p.zero_point.assign(layout.channels, 0);
@@ -314,8 +314,7 @@ void FakeQuantizeSymmetric(const Tensor& weights, int channel_axis, int bits,
   }
   const QuantConfig config{bits, QuantScheme::kSymmetric,
                            Granularity::kPerChannel};
-  FakeQuantize(weights, ChooseWeightParams(weights, channel_axis, config),
-               out);
+  FakeQuantize(weights, ChooseWeightParams(weights, channel_axis, config), out);
 }
 
 double WeightedPerturbation(const Tensor& weights, const Tensor& quantized,

@@ -7,8 +7,9 @@
 //   q = clamp(round(x / s) + z, qmin, qmax),   fake(x) = s · (q − z).
 //
 // All functions are pure and thread-safe. Mismatched arguments (bits out of
-// range, a channel axis outside the tensor, params of another shape) are programmer errors and abort through MIXQ_CHECK; any float data,
-// including NaN and infinities, is accepted (see each function).
+// range, a channel axis outside the tensor, params of another shape) are
+// programmer errors and abort through MIXQ_CHECK; any float data, including NaN
+// and infinities, is accepted (see each function).
 #ifndef MIXQ_SEARCH_QUANTIZER_H_
 #define MIXQ_SEARCH_QUANTIZER_H_
 
@@ -29,8 +30,8 @@ inline constexpr int kMaxActivationBits = 8;
 // `axis` of per-tensor params.
 inline constexpr int kPerTensorAxis = -1;
 
-// Symmetric: z = 0, s = max|x| / (2^(b−1) − 1), q ∈ [−(2^(b−1) − 1), 2^(b−1) − 1]
-// (the restricted range: −2^(b−1) is never used, so the grid is symmetric),
+// Symmetric: z = 0, s = max|x| / (2^(b−1) − 1), q ∈ [−(2^(b−1) − 1), 2^(b−1) −
+// 1] (the restricted range: −2^(b−1) is never used, so the grid is symmetric),
 // stored in an int8 container.
 // Asymmetric (affine): s = (max − min) / (2^b − 1), z = round(−min / s),
 // q ∈ [0, 2^b − 1], stored in a uint8 container. The range [min, max] is
@@ -46,7 +47,8 @@ enum class Rounding { kHalfUp, kHalfToEven };
 
 // How to quantize a weight tensor.
 struct QuantConfig {
-  int bits = 8;  // kMinWeightBits..kMaxWeightBits; 1 is binary (see QuantParams)
+  int bits =
+      8;  // kMinWeightBits..kMaxWeightBits; 1 is binary (see QuantParams)
   QuantScheme scheme = QuantScheme::kSymmetric;
   Granularity granularity = Granularity::kPerChannel;
 };
@@ -93,8 +95,7 @@ QuantParams ChooseWeightParams(const engine::Tensor& w, int channel_axis,
 // min <= max; see observer.h), `bits` in kMinActivationBits..
 // kMaxActivationBits, with Rounding::kHalfToEven. The range is widened to
 // include 0 first; an all-zero range gets s = 1.
-QuantParams ParamsFromRange(float min, float max, int bits,
-                            QuantScheme scheme);
+QuantParams ParamsFromRange(float min, float max, int bits, QuantScheme scheme);
 
 // The integers q of `x` on grid `p`, in C order (q resized to x.size()).
 // `p` must fit `x`: one scale per index of p.axis, or per-tensor. x / s is a

@@ -9,10 +9,9 @@ namespace mixq::search {
 
 absl::Status AttachTeacher(const engine::Model& model, LabeledData* data) {
   if (data->size() == 0) return absl::OkStatus();
-  MIXQ_ASSIGN_OR_RETURN(
-      engine::Tensor outputs,
-      engine::PredictInBatches(model, data->inputs,
-                               engine::kDefaultPredictBatch));
+  MIXQ_ASSIGN_OR_RETURN(engine::Tensor outputs,
+                        engine::PredictInBatches(model, data->inputs,
+                                                 engine::kDefaultPredictBatch));
   data->teacher = std::move(outputs);
   return absl::OkStatus();
 }

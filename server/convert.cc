@@ -32,11 +32,11 @@ std::string PolicyId(const storage::PolicyRecord& policy) {
 }
 
 absl::StatusOr<PolicyIdParts> ParsePolicyId(absl::string_view id) {
-  if (id == kFinalPolicyId) return PolicyIdParts{storage::PolicyKind::kFinal, 0};
+  if (id == kFinalPolicyId)
+    return PolicyIdParts{storage::PolicyKind::kFinal, 0};
   int step = -1;
   if (absl::ConsumePrefix(&id, kStepPolicyIdPrefix) &&
-      absl::SimpleAtoi(id, &step) && step >= 0 &&
-      id == absl::StrCat(step)) {
+      absl::SimpleAtoi(id, &step) && step >= 0 && id == absl::StrCat(step)) {
     return PolicyIdParts{storage::PolicyKind::kFinetuned, step};
   }
   return absl::InvalidArgumentError(

@@ -46,8 +46,7 @@ KeptPolicyExport ExportKeptPolicy(
       BuildQdqExport(prepared_onnx, model, session, policy);
   absl::Status status = onnx.status();
   if (status.ok() && val.size() > 0) {
-    absl::StatusOr<engine::ClassifierScore> score =
-        MeasureExport(*onnx, val);
+    absl::StatusOr<engine::ClassifierScore> score = MeasureExport(*onnx, val);
     status = score.status();
     if (score.ok()) {
       result.val_loss = score->loss;
@@ -61,7 +60,9 @@ KeptPolicyExport ExportKeptPolicy(
   }
   if (!status.ok()) {
     Log(LogLevel::kWarning, "kept policy has no ONNX export",
-        {{"job", job_id}, {"policy_id", policy_id}, {"error", status.ToString()}});
+        {{"job", job_id},
+         {"policy_id", policy_id},
+         {"error", status.ToString()}});
     return KeptPolicyExport{};
   }
   result.sha256 = std::move(sha256);
@@ -153,8 +154,8 @@ absl::StatusOr<storage::PolicyRecord> FindKeptPolicy(
   for (storage::StepRecord& step : steps) {
     if (step.step == parts.step) return std::move(step.finetuned);
   }
-  return absl::NotFoundError(absl::StrCat("policy_id: job ", job.id,
-                                          " has no step ", parts.step));
+  return absl::NotFoundError(
+      absl::StrCat("policy_id: job ", job.id, " has no step ", parts.step));
 }
 
 absl::StatusOr<ExportedDocument> ExportJob(const storage::Store& store,
@@ -184,7 +185,8 @@ absl::StatusOr<ExportedDocument> ExportJob(const storage::Store& store,
           "was recorded before mixq kept exports); format \"policy_json\" "
           "still works"));
     }
-    MIXQ_ASSIGN_OR_RETURN(document.data, store.GetArtifact(policy.export_sha256));
+    MIXQ_ASSIGN_OR_RETURN(document.data,
+                          store.GetArtifact(policy.export_sha256));
     MIXQ_RETURN_IF_ERROR(
         CheckStoredArtifact("export", policy.export_sha256, document.data));
     document.sha256 = policy.export_sha256;

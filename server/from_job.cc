@@ -18,9 +18,9 @@ absl::Status InheritedField(absl::string_view field,
 
 absl::Status DiffersFromSource(absl::string_view field,
                                const std::string& source_id) {
-  return absl::InvalidArgumentError(absl::StrCat(
-      "spec.search.", field, ": differs from job ", source_id,
-      "'s; from_job continues its training, so leave it unset"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("spec.search.", field, ": differs from job ", source_id,
+                   "'s; from_job continues its training, so leave it unset"));
 }
 
 // The stored source's file `stored` (content stripped), named by SHA-256.
@@ -75,7 +75,8 @@ absl::StatusOr<v1::JobSpec> ResolveFromJob(const v1::JobSpec& spec,
     return DiffersFromSource("activation_bits", id);
 
   v1::JobSpec resolved = spec;
-  *resolved.mutable_model() = ByArtifact(source_spec.model(), source.model_sha256);
+  *resolved.mutable_model() =
+      ByArtifact(source_spec.model(), source.model_sha256);
   *resolved.mutable_inputs() =
       ByArtifact(source_spec.inputs(), source.inputs_sha256);
   if (source_spec.has_labels()) {

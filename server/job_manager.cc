@@ -232,8 +232,8 @@ absl::Status JobManager::Start() {
       for (const auto& [job_id, error] : quarantines) {
         const absl::Status written =
             WriteUntilStored(job_id, "quarantine", [&] {
-              return store_->UpdateJobState(
-                  job_id, storage::JobState::kFailed, error, 0, NowMs());
+              return store_->UpdateJobState(job_id, storage::JobState::kFailed,
+                                            error, 0, NowMs());
             });
         Log(written.ok() ? LogLevel::kError : LogLevel::kWarning,
             written.ok() ? "job quarantined" : "job quarantine not stored",
@@ -350,8 +350,7 @@ absl::StatusOr<std::string> JobManager::ReadSource(
       field, ": required (content, server_path or artifact_sha256)"));
 }
 
-absl::StatusOr<JobFiles> JobManager::ReadFiles(
-    const v1::JobSpec& spec) const {
+absl::StatusOr<JobFiles> JobManager::ReadFiles(const v1::JobSpec& spec) const {
   JobFiles files;
   MIXQ_ASSIGN_OR_RETURN(files.model, ReadSource(spec.model(), "spec.model"));
   MIXQ_ASSIGN_OR_RETURN(files.inputs, ReadSource(spec.inputs(), "spec.inputs"));
@@ -377,10 +376,10 @@ absl::StatusOr<v1::EvaluatePolicyResponse> JobManager::Evaluate(
   {
     absl::MutexLock lock(&mu_);
     if (evaluations_ >= options_.max_evaluations) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "EvaluatePolicy: ", evaluations_,
-          " evaluations are running, the server's limit "
-          "(--max-evaluations); retry later"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("EvaluatePolicy: ", evaluations_,
+                       " evaluations are running, the server's limit "
+                       "(--max-evaluations); retry later"));
     }
     ++evaluations_;
   }
@@ -423,9 +422,9 @@ absl::StatusOr<v1::EvaluatePolicyResponse> JobManager::Evaluate(
   response.set_avg_bits(result.cost.avg_bits);
   response.set_size_bytes(result.cost.size_bytes);
   response.set_bops(static_cast<double>(result.cost.bops));
-  response.set_seconds(std::chrono::duration<double>(
-                           std::chrono::steady_clock::now() - start)
-                           .count());
+  response.set_seconds(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count());
   return response;
 }
 
@@ -638,8 +637,8 @@ absl::StatusOr<v1::GetResultsResponse> JobManager::GetResults(
   return response;
 }
 
-absl::Status JobManager::CheckPolicySelector(
-    const std::string& job_id, const std::string& model_sha256) {
+absl::Status JobManager::CheckPolicySelector(const std::string& job_id,
+                                             const std::string& model_sha256) {
   if (!model_sha256.empty() && !job_id.empty()) {
     return absl::InvalidArgumentError(
         "job_id, model_sha256: give one (model_sha256 names the model "
@@ -747,7 +746,8 @@ absl::StatusOr<v1::QueryBestPoliciesResponse> JobManager::QueryBestPolicies(
   MIXQ_ASSIGN_OR_RETURN(
       std::vector<v1::Policy> ranked,
       RankedPolicies(request.job_id(), model_sha256, limits, top_k));
-  for (v1::Policy& policy : ranked) *response.add_policies() = std::move(policy);
+  for (v1::Policy& policy : ranked)
+    *response.add_policies() = std::move(policy);
   return response;
 }
 
@@ -1110,9 +1110,8 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
   // policy's validation accuracy is read against.
   double fp32_val_accuracy = job.fp32_val_accuracy;
   if (std::isnan(fp32_val_accuracy) && prepared.val.size() > 0) {
-    MIXQ_ASSIGN_OR_RETURN(
-        const engine::ClassifierScore fp32,
-        MeasureExport(prepared.prepared_onnx, prepared.val));
+    MIXQ_ASSIGN_OR_RETURN(const engine::ClassifierScore fp32,
+                          MeasureExport(prepared.prepared_onnx, prepared.val));
     MIXQ_RETURN_IF_ERROR(WriteUntilStored(job.id, "FP32 validation", [&] {
       return store_->SetFp32Validation(job.id, fp32.loss, fp32.accuracy);
     }));
@@ -1219,12 +1218,11 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
     event.set_val_accuracy(report.finetuned.val_accuracy);
     event.set_val_loss(report.finetuned.val_loss);
     event.set_policy_id(PolicyId(record.finetuned));
-    event.set_progress(
-        Progress(budget, start,
-                 cost.Cost(report.finetuned.policy,
-                           report.finetuned.activation_bits > 0
-                               ? report.finetuned.activation_bits
-                               : activation_bits)));
+    event.set_progress(Progress(budget, start,
+                                cost.Cost(report.finetuned.policy,
+                                          report.finetuned.activation_bits > 0
+                                              ? report.finetuned.activation_bits
+                                              : activation_bits)));
     Log(LogLevel::kInfo, "job step",
         {{"job", job.id},
          {"step", absl::StrCat(report.step)},
@@ -1239,7 +1237,7 @@ absl::Status JobManager::RunSearch(const storage::JobRecord& job,
     return absl::OkStatus();
   };
   observer.on_phase = [&, publish = observer.on_phase](search::Phase phase,
-                                                        int step) {
+                                                       int step) {
     if (phase == search::Phase::kFinal) final_step = step;
     publish(phase, step);
   };

@@ -59,7 +59,8 @@ absl::StatusOr<search::ProgressiveOptions> ToProgressiveOptions(
   options.bit_levels.assign(search.bits().begin(), search.bits().end());
   for (const v1::LayerOptions& layer : search.layers()) {
     options.layers.push_back(
-        {layer.name(), std::vector<int>(layer.bits().begin(), layer.bits().end())});
+        {layer.name(),
+         std::vector<int>(layer.bits().begin(), layer.bits().end())});
   }
   options.pin_first_last = search.pin_first_last();
   options.activation_bits = search.has_activation_bits()
@@ -87,7 +88,7 @@ absl::StatusOr<search::ProgressiveOptions> ToProgressiveOptions(
           "or bops)");
   }
   options.candidates = search.candidates() != 0 ? search.candidates()
-                                               : spec_defaults::kCandidates;
+                                                : spec_defaults::kCandidates;
   options.max_layers = search.max_layers() != 0 ? search.max_layers()
                                                 : spec_defaults::kMaxLayers;
   options.finetune_steps = search.has_finetune_steps()
@@ -141,8 +142,10 @@ absl::Status FillSpecDefaults(v1::JobSpec* spec) {
                         ResolveObjective(*spec));
   spec->set_objective(std::string(engine::ObjectiveName(objective)));
   v1::SearchOptions& search = *spec->mutable_search();
-  if (search.candidates() == 0) search.set_candidates(spec_defaults::kCandidates);
-  if (search.max_layers() == 0) search.set_max_layers(spec_defaults::kMaxLayers);
+  if (search.candidates() == 0)
+    search.set_candidates(spec_defaults::kCandidates);
+  if (search.max_layers() == 0)
+    search.set_max_layers(spec_defaults::kMaxLayers);
   if (!search.has_finetune_steps())
     search.set_finetune_steps(spec_defaults::kFinetuneSteps);
   if (!search.has_warmup_steps())
@@ -151,7 +154,8 @@ absl::Status FillSpecDefaults(v1::JobSpec* spec) {
     search.set_final_finetune_steps(search.finetune_steps());
   if (search.learning_rate() == 0)
     search.set_learning_rate(spec_defaults::kLearningRate);
-  if (search.batch_size() == 0) search.set_batch_size(spec_defaults::kBatchSize);
+  if (search.batch_size() == 0)
+    search.set_batch_size(spec_defaults::kBatchSize);
   if (!search.has_lambda()) search.set_lambda(spec_defaults::kLambda);
   if (!search.has_activation_bits())
     search.set_activation_bits(spec_defaults::kActivationBits);
@@ -167,9 +171,9 @@ absl::StatusOr<PreparedJob> PrepareJob(const v1::JobSpec& spec,
                                        const JobFiles& files) {
   MIXQ_ASSIGN_OR_RETURN(search::ProgressiveOptions options,
                         ToProgressiveOptions(spec.search()));
-  MIXQ_ASSIGN_OR_RETURN(PreparedJob job, LoadModelAndData(
-                                            spec, files,
-                                            ValidationSplit::kHoldOut));
+  MIXQ_ASSIGN_OR_RETURN(
+      PreparedJob job,
+      LoadModelAndData(spec, files, ValidationSplit::kHoldOut));
   job.options = std::move(options);
   const search::CostModel cost = search::CostModel::ForModel(*job.model);
   auto candidate_bits = search::ResolveCandidateBits(job.options, *job.model);
@@ -264,7 +268,8 @@ absl::StatusOr<engine::Objective> ResolveObjective(const v1::JobSpec& spec) {
   }
   absl::StatusOr<engine::Objective> objective =
       engine::ParseObjective(spec.objective());
-  if (!objective.ok()) return SpecFieldError("spec.objective", objective.status());
+  if (!objective.ok())
+    return SpecFieldError("spec.objective", objective.status());
   if (*objective == engine::Objective::kCrossEntropy && !spec.has_labels()) {
     return absl::InvalidArgumentError(
         "spec.objective: cross_entropy needs spec.labels (integer class "
@@ -295,7 +300,8 @@ absl::Status CheckTeacherFits(const PreparedJob& job) {
       "outputs for every sample, and ",
       samples, " samples of ", per_sample,
       " output values each would take more than the limit of ",
-      kMaxTeacherBytes, " bytes; use fewer samples (max_samples, "
+      kMaxTeacherBytes,
+      " bytes; use fewer samples (max_samples, "
       "val_size or smaller files)"));
 }
 
@@ -310,7 +316,8 @@ absl::Status AttachTeachers(PreparedJob* job) {
 }
 
 int64_t DefaultValidationSize(int64_t samples) {
-  return std::max<int64_t>(1, samples * spec_defaults::kValidationPercent / 100);
+  return std::max<int64_t>(1,
+                           samples * spec_defaults::kValidationPercent / 100);
 }
 
 absl::StatusOr<PreparedJob> LoadModelAndData(const v1::JobSpec& spec,
@@ -333,9 +340,8 @@ absl::StatusOr<PreparedJob> LoadModelAndData(const v1::JobSpec& spec,
   // job at run time.
   if (job.model->fixed_batch() > 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "spec.model: the graph only runs at batch ",
-        job.model->fixed_batch(), ", the batch its input '",
-        job.model->input_name(),
+        "spec.model: the graph only runs at batch ", job.model->fixed_batch(),
+        ", the batch its input '", job.model->input_name(),
         "' declares (a shape in it is computed for that batch, e.g. a "
         "Reshape to a literal shape); mixq scores and fine-tunes at other "
         "batches. Export with a dynamic batch: torch.onnx.export(..., "
@@ -402,14 +408,13 @@ absl::StatusOr<PreparedJob> LoadModelAndData(const v1::JobSpec& spec,
         job.val, LoadLabeledData(spec, *job.model, files.val_inputs,
                                  spec.val_inputs(), "spec.val_inputs",
                                  spec.has_val_labels(), files.val_labels,
-                                 spec.val_labels(),
-                                 "spec.val_labels", 0));
+                                 spec.val_labels(), "spec.val_labels", 0));
     if (job.val.size() == 0) {
       return absl::InvalidArgumentError("spec.val_inputs: no samples");
     }
     job.val_source =
-        absl::StrCat("files: ", FileName(spec.val_inputs(), "val_inputs"),
-                     " (", job.val.size(), " samples)");
+        absl::StrCat("files: ", FileName(spec.val_inputs(), "val_inputs"), " (",
+                     job.val.size(), " samples)");
   } else if (split == ValidationSplit::kHoldOut || spec.val_size() > 0) {
     const bool explicit_size = spec.val_size() > 0;
     held_out = explicit_size ? spec.val_size() : DefaultValidationSize(n);
@@ -417,9 +422,10 @@ absl::StatusOr<PreparedJob> LoadModelAndData(const v1::JobSpec& spec,
       return absl::InvalidArgumentError(absl::StrCat(
           explicit_size ? "spec.val_size: " : "spec.calib_size: ",
           spec.calib_size(), " calibration and ", held_out,
-          explicit_size ? ""
-                        : absl::StrCat(" (default ",
-                                       spec_defaults::kValidationPercent, " %)"),
+          explicit_size
+              ? ""
+              : absl::StrCat(" (default ", spec_defaults::kValidationPercent,
+                             " %)"),
           " validation samples leave no fine-tuning samples (", n,
           " samples used); lower calib_size",
           explicit_size ? " or val_size" : ", set val_size",
@@ -427,10 +433,10 @@ absl::StatusOr<PreparedJob> LoadModelAndData(const v1::JobSpec& spec,
     }
     job.val = data.Slice(n - held_out, n);
     job.val_source = absl::StrCat(
-        explicit_size ? "held out"
-                      : absl::StrCat("default: the last ",
-                                     spec_defaults::kValidationPercent,
-                                     " % held out"),
+        explicit_size
+            ? "held out"
+            : absl::StrCat("default: the last ",
+                           spec_defaults::kValidationPercent, " % held out"),
         ": samples [", n - held_out, ", ", n, ") of ", inputs_name);
   }
   job.calib = data.Slice(0, spec.calib_size());
@@ -481,9 +487,9 @@ absl::StatusOr<PreparedEvaluation> PrepareEvaluation(
     if (l == layers.size()) {
       std::vector<std::string> names;
       for (const auto& layer : layers) names.push_back(layer.name);
-      return absl::InvalidArgumentError(absl::StrCat(
-          field, ".name: no quantizable layer '", entry.name(),
-          "'; layers are: ", absl::StrJoin(names, ", ")));
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".name: no quantizable layer '", entry.name(),
+                       "'; layers are: ", absl::StrJoin(names, ", ")));
     }
     if (seen[l]) {
       return absl::InvalidArgumentError(

@@ -78,8 +78,9 @@ absl::Status SpecFieldError(absl::string_view field,
 // ResolveObjective's.
 absl::Status FillSpecDefaults(v1::JobSpec* spec);
 
-// Search options with the documented defaults (proto/spec_defaults.h) filled in. INVALID_ARGUMENT
-// naming the field ("spec.search.bits: ...", "spec.search.layers[1].bits:
+// Search options with the documented defaults (proto/spec_defaults.h) filled
+// in. INVALID_ARGUMENT naming the field ("spec.search.bits: ...",
+// "spec.search.layers[1].bits:
 // ...", "spec.search.activation_bits: ...") when unusable on any model.
 absl::StatusOr<search::ProgressiveOptions> ToProgressiveOptions(
     const v1::SearchOptions& search);
@@ -122,7 +123,7 @@ absl::Status AttachTeachers(PreparedJob* job);
 
 // Where the validation set comes from when the spec names no files.
 enum class ValidationSplit {
-  kHoldOut,    // spec.val_size, else the default share, from the samples' end
+  kHoldOut,  // spec.val_size, else the default share, from the samples' end
   // spec.val_size if set, else none (EvaluatePolicy: the non-calibration
   // samples are what it measures)
   kFilesOnly,

@@ -66,9 +66,10 @@ int Run(const Options& options) {
   });
   if (!stopped.WaitForNotificationWithTimeout(
           absl::Seconds(options.shutdown_grace_seconds))) {
-    mixq::Log(mixq::LogLevel::kWarning,
-              "shutdown grace period over; exiting without waiting",
-              {{"grace_seconds", absl::StrCat(options.shutdown_grace_seconds)}});
+    mixq::Log(
+        mixq::LogLevel::kWarning,
+        "shutdown grace period over; exiting without waiting",
+        {{"grace_seconds", absl::StrCat(options.shutdown_grace_seconds)}});
     std::_Exit(0);
   }
   stopper.join();

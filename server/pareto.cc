@@ -30,10 +30,9 @@ bool SamePoint(const v1::Policy& p, const v1::Policy& q, Quality quality) {
 }  // namespace
 
 std::vector<v1::Policy> ParetoFront(std::vector<v1::Policy> policies) {
-  const bool any_accuracy =
-      std::any_of(policies.begin(), policies.end(), [](const v1::Policy& p) {
-        return !std::isnan(p.val_accuracy());
-      });
+  const bool any_accuracy = std::any_of(
+      policies.begin(), policies.end(),
+      [](const v1::Policy& p) { return !std::isnan(p.val_accuracy()); });
   const Quality quality = any_accuracy ? Accuracy : NegatedLoss;
   std::erase_if(policies, [quality](const v1::Policy& p) {
     return std::isnan(quality(p));

@@ -29,7 +29,7 @@
   "fp32_val_loss, fp32_val_accuracy, unclean_starts"
 #define MIXQ_POLICY_COLUMNS                                                \
   "step, kind, rank, chosen, bits, avg_bits, size_bytes, loss, accuracy, " \
-  "omega, perf_index, bops, activation_bits, val_loss, val_accuracy, "   \
+  "omega, perf_index, bops, activation_bits, val_loss, val_accuracy, "     \
   "export_sha256"
 
 namespace mixq::storage {
@@ -933,20 +933,20 @@ absl::Status Store::SaveCheckpoint(const std::string& job_id, int32_t step,
 
 absl::StatusOr<std::optional<CheckpointRecord>> Store::GetCheckpoint(
     const std::string& job_id) const {
-  return impl_->Read(
-      [&](Database& db) -> absl::StatusOr<std::optional<CheckpointRecord>> {
-        MIXQ_RETURN_IF_ERROR(CheckJobExists(db, job_id));
-        MIXQ_ASSIGN_OR_RETURN(
-            Statement query,
-            db.Prepare("SELECT step, state FROM checkpoints WHERE job_id = ?1"));
-        query.BindText(1, job_id);
-        MIXQ_ASSIGN_OR_RETURN(const bool found, query.Step());
-        if (!found) return std::nullopt;
-        CheckpointRecord record;
-        record.step = static_cast<int32_t>(query.ColumnInt64(0));
-        record.state = query.ColumnBlob(1);
-        return record;
-      });
+  return impl_->Read([&](Database& db)
+                         -> absl::StatusOr<std::optional<CheckpointRecord>> {
+    MIXQ_RETURN_IF_ERROR(CheckJobExists(db, job_id));
+    MIXQ_ASSIGN_OR_RETURN(
+        Statement query,
+        db.Prepare("SELECT step, state FROM checkpoints WHERE job_id = ?1"));
+    query.BindText(1, job_id);
+    MIXQ_ASSIGN_OR_RETURN(const bool found, query.Step());
+    if (!found) return std::nullopt;
+    CheckpointRecord record;
+    record.step = static_cast<int32_t>(query.ColumnInt64(0));
+    record.state = query.ColumnBlob(1);
+    return record;
+  });
 }
 
 absl::Status Store::FinishJob(const std::string& job_id,
@@ -1038,7 +1038,8 @@ absl::StatusOr<std::vector<StepRecord>> Store::GetSteps(
                   step.step = static_cast<int32_t>(row.ColumnInt64(0));
                   step.elapsed_seconds = ReadDouble(row, 1);
                   // NULL (steps recorded before schema version 3) reads 0.
-                  step.finetune_steps = static_cast<int32_t>(row.ColumnInt64(2));
+                  step.finetune_steps =
+                      static_cast<int32_t>(row.ColumnInt64(2));
                   step.node_runs = row.ColumnInt64(3);
                   step.naive_node_runs = row.ColumnInt64(4);
                   step.scoring_seconds = row.ColumnDouble(5);
@@ -1174,7 +1175,8 @@ absl::StatusOr<Statement> PrepareBestQuery(Database& db, const char* where,
           "SELECT " MIXQ_POLICY_COLUMNS ", job_id, strategy"
           " FROM (SELECT p.*, j.strategy, ROW_NUMBER() OVER (PARTITION BY"
           "   p.bits ORDER BY p.val_accuracy IS NULL, p.val_accuracy DESC,"
-          "   p.accuracy IS NULL, p.accuracy DESC, p.loss IS NULL, p.loss, p.id)"
+          "   p.accuracy IS NULL, p.accuracy DESC, p.loss IS NULL, p.loss, "
+          "p.id)"
           "   AS best_rank"
           "  FROM policies p JOIN jobs j ON j.id = p.job_id"
           "  WHERE p.export_sha256 != '' AND ",
@@ -1215,14 +1217,15 @@ absl::StatusOr<std::vector<PolicyRecord>> Store::QueryBestPolicies(
     const std::string& job_id, const PolicyLimits& limits,
     int32_t top_k) const {
   MIXQ_RETURN_IF_ERROR(CheckQuery(limits, top_k));
-  return impl_->Read([&](Database& db)
-                         -> absl::StatusOr<std::vector<PolicyRecord>> {
-    MIXQ_RETURN_IF_ERROR(CheckJobExists(db, job_id));
-    MIXQ_ASSIGN_OR_RETURN(
-        Statement query, PrepareBestQuery(db, "p.job_id = ?1", limits, top_k));
-    query.BindText(1, job_id);
-    return ReadRows(query, &ReadPolicy);
-  });
+  return impl_->Read(
+      [&](Database& db) -> absl::StatusOr<std::vector<PolicyRecord>> {
+        MIXQ_RETURN_IF_ERROR(CheckJobExists(db, job_id));
+        MIXQ_ASSIGN_OR_RETURN(
+            Statement query,
+            PrepareBestQuery(db, "p.job_id = ?1", limits, top_k));
+        query.BindText(1, job_id);
+        return ReadRows(query, &ReadPolicy);
+      });
 }
 
 absl::StatusOr<std::vector<JobPolicy>> Store::QueryBestPoliciesForModel(
@@ -1233,9 +1236,9 @@ absl::StatusOr<std::vector<JobPolicy>> Store::QueryBestPoliciesForModel(
     return absl::InvalidArgumentError("model_sha256: required");
   return impl_->Read(
       [&](Database& db) -> absl::StatusOr<std::vector<JobPolicy>> {
-        MIXQ_ASSIGN_OR_RETURN(Statement query,
-                              PrepareBestQuery(db, "j.model_sha256 = ?1",
-                                               limits, top_k));
+        MIXQ_ASSIGN_OR_RETURN(
+            Statement query,
+            PrepareBestQuery(db, "j.model_sha256 = ?1", limits, top_k));
         query.BindText(1, model_sha256);
         return ReadRows(query, &ReadJobPolicy);
       });

@@ -29,7 +29,13 @@
 
 namespace mixq::storage {
 
-enum class JobState { kQueued = 0, kRunning = 1, kSucceeded = 2, kFailed = 3, kCancelled = 4 };
+enum class JobState {
+  kQueued = 0,
+  kRunning = 1,
+  kSucceeded = 2,
+  kFailed = 3,
+  kCancelled = 4
+};
 
 // "queued", "running", "succeeded", "failed", "cancelled".
 absl::string_view JobStateName(JobState state);
@@ -43,11 +49,11 @@ struct JobRecord {
   std::string inputs_sha256;
   std::string labels_sha256;
   JobState state = JobState::kQueued;
-  std::string error;        // set when failed/cancelled
-  int64_t created_ms = 0;   // Unix epoch milliseconds; 0 = unset
+  std::string error;       // set when failed/cancelled
+  int64_t created_ms = 0;  // Unix epoch milliseconds; 0 = unset
   int64_t started_ms = 0;
   int64_t finished_ms = 0;
-  int32_t steps_done = 0;   // search steps recorded so far
+  int32_t steps_done = 0;      // search steps recorded so far
   double fp32_size_bytes = 0;  // the model's size with every parameter in FP32
   std::string strategy = "progressive";  // the search strategy's name
   // SHA-256 of the finished job's exported QDQ ONNX model (an artifact);
@@ -85,9 +91,9 @@ absl::string_view PolicyKindName(PolicyKind kind);  // "candidate", ...
 
 // An evaluated bit-width assignment. `bits` has one entry per job layer.
 struct PolicyRecord {
-  int32_t step = 0;   // search step (0 = warm-up)
+  int32_t step = 0;  // search step (0 = warm-up)
   PolicyKind kind = PolicyKind::kCandidate;
-  int32_t rank = 0;   // 1-based rank within its step (candidates), else 0
+  int32_t rank = 0;     // 1-based rank within its step (candidates), else 0
   bool chosen = false;  // the candidate the step kept
   std::vector<int32_t> bits;
   double avg_bits = 0;    // parameter-weighted mean weight bits
@@ -98,10 +104,10 @@ struct PolicyRecord {
   // Bits of the quantized layers' inputs (32: float); 0 = unknown (policies
   // recorded before schema version 3).
   int32_t activation_bits = 0;
-  double loss = 0;        // calibration loss
-  double accuracy = 0;    // calibration top-1 accuracy in [0, 1]
-  double omega = 0;       // Hessian-weighted perturbation Ω (0 if not scored)
-  double index = 0;       // performance index (0 if not scored)
+  double loss = 0;      // calibration loss
+  double accuracy = 0;  // calibration top-1 accuracy in [0, 1]
+  double omega = 0;     // Hessian-weighted perturbation Ω (0 if not scored)
+  double index = 0;     // performance index (0 if not scored)
   // Kept policies: validation loss and accuracy (NaN: not measured), and the
   // SHA-256 of the exported model they were measured on (an artifact; empty
   // when none).
@@ -198,26 +204,31 @@ class Store {
   // Inserts a new job and its layers. ALREADY_EXISTS if the id, or a
   // non-empty request_id, is taken; INVALID_ARGUMENT if the id is empty.
   // Layers are stored in the given order.
-  absl::Status CreateJob(const JobRecord& job, const std::vector<LayerRecord>& layers);
+  absl::Status CreateJob(const JobRecord& job,
+                         const std::vector<LayerRecord>& layers);
   // NOT_FOUND if absent.
   absl::StatusOr<JobRecord> GetJob(const std::string& id) const;
   // The job created with `request_id`, if any (nullopt for an empty one).
-  absl::StatusOr<std::optional<JobRecord>> FindJobByRequestId(const std::string& request_id) const;
+  absl::StatusOr<std::optional<JobRecord>> FindJobByRequestId(
+      const std::string& request_id) const;
   // Newest first (created_ms, then insertion order). INVALID_ARGUMENT if
   // options.limit <= 0. An after_job_id that names no job lists nothing.
-  absl::StatusOr<std::vector<JobRecord>> ListJobs(const ListJobsOptions& options) const;
+  absl::StatusOr<std::vector<JobRecord>> ListJobs(
+      const ListJobsOptions& options) const;
   // Every job whose model has SHA-256 `model_sha256`, newest first (none
   // for an unknown hash).
   absl::StatusOr<std::vector<JobRecord>> ListJobsForModel(
       const std::string& model_sha256) const;
   // The job's layers in model order. NOT_FOUND if the job is absent.
-  absl::StatusOr<std::vector<LayerRecord>> GetLayers(const std::string& job_id) const;
+  absl::StatusOr<std::vector<LayerRecord>> GetLayers(
+      const std::string& job_id) const;
 
   // Sets the job's state and error, and those of started_ms / finished_ms
   // that are non-zero (0 keeps the stored value). A terminal state drops the
   // job's checkpoint. NOT_FOUND if absent.
-  absl::Status UpdateJobState(const std::string& id, JobState state, const std::string& error,
-                              int64_t started_ms, int64_t finished_ms);
+  absl::Status UpdateJobState(const std::string& id, JobState state,
+                              const std::string& error, int64_t started_ms,
+                              int64_t finished_ms);
 
   // Marks a job kRunning (started_ms set) and counts the start in
   // unclean_starts, in one transaction: called before the job's work begins,
@@ -260,8 +271,8 @@ class Store {
   // atomically. NOT_FOUND if the job is absent; ALREADY_EXISTS if it has a
   // final policy; INVALID_ARGUMENT unless the policy has kind kFinal and one
   // bit-width per job layer.
-  absl::Status FinishJob(const std::string& job_id, const PolicyRecord& final_policy,
-                         int64_t finished_ms,
+  absl::Status FinishJob(const std::string& job_id,
+                         const PolicyRecord& final_policy, int64_t finished_ms,
                          const std::string& export_sha256 = "");
   // The checkpoint AppendStep recorded with the job's step 0 (its state
   // after the warm-up), kept when the job ends: what a job started from it
@@ -288,7 +299,8 @@ class Store {
 
   // All steps of a job in order, candidates ranked. NOT_FOUND if the job is
   // absent (here and in GetFinalPolicy and QueryBestPolicies).
-  absl::StatusOr<std::vector<StepRecord>> GetSteps(const std::string& job_id) const;
+  absl::StatusOr<std::vector<StepRecord>> GetSteps(
+      const std::string& job_id) const;
   // The sensitivities stored with the job's earliest step that has some
   // (its warm-up), columns highest bits first; nullopt when none is stored
   // (the job has not finished its warm-up, or ran before schema version 6).
@@ -296,7 +308,8 @@ class Store {
   absl::StatusOr<std::optional<SensitivityRecord>> GetSensitivities(
       const std::string& job_id) const;
   // The final policy, if the job finished.
-  absl::StatusOr<std::optional<PolicyRecord>> GetFinalPolicy(const std::string& job_id) const;
+  absl::StatusOr<std::optional<PolicyRecord>> GetFinalPolicy(
+      const std::string& job_id) const;
 
   // Up to `top_k` distinct bit assignments of the job within every limit
   // of `limits` (avg_bits, size_bytes, bops; each inclusive), best first:
@@ -306,9 +319,9 @@ class Store {
   // downloaded. For an assignment kept several times the best is returned;
   // ties go to the earlier recorded. INVALID_ARGUMENT if top_k <= 0 or a
   // limit is NaN.
-  absl::StatusOr<std::vector<PolicyRecord>> QueryBestPolicies(const std::string& job_id,
-                                                              const PolicyLimits& limits,
-                                                              int32_t top_k) const;
+  absl::StatusOr<std::vector<PolicyRecord>> QueryBestPolicies(
+      const std::string& job_id, const PolicyLimits& limits,
+      int32_t top_k) const;
   // The same across every job whose model has SHA-256 `model_sha256` (any
   // strategy): each bit assignment once, at its best evaluation in any job.
   // Accuracies are each job's own: comparable when the jobs share their

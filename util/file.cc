@@ -69,8 +69,8 @@ absl::Status ReadFileChunks(
   std::string chunk(std::min<uintmax_t>(std::max<size_t>(chunk_bytes, 1), size),
                     '\0');
   for (uintmax_t offset = 0; offset < size;) {
-    const size_t want = static_cast<size_t>(
-        std::min<uintmax_t>(chunk.size(), size - offset));
+    const size_t want =
+        static_cast<size_t>(std::min<uintmax_t>(chunk.size(), size - offset));
     in.read(chunk.data(), static_cast<std::streamsize>(want));
     if (static_cast<size_t>(in.gcount()) != want) {
       return absl::DataLossError(absl::StrCat("short read of ", path));
@@ -84,12 +84,12 @@ absl::Status ReadFileChunks(
 absl::StatusOr<FileDigest> DigestFile(const std::string& path) {
   Sha256Hasher hasher;
   FileDigest digest;
-  MIXQ_RETURN_IF_ERROR(ReadFileChunks(path, kDigestChunkBytes,
-                                      [&](absl::string_view chunk) {
-                                        hasher.Update(chunk);
-                                        digest.size_bytes += chunk.size();
-                                        return true;
-                                      }));
+  MIXQ_RETURN_IF_ERROR(
+      ReadFileChunks(path, kDigestChunkBytes, [&](absl::string_view chunk) {
+        hasher.Update(chunk);
+        digest.size_bytes += chunk.size();
+        return true;
+      }));
   digest.sha256 = hasher.HexDigest();
   return digest;
 }

@@ -35,12 +35,11 @@ std::string FormatLogValue(absl::string_view value) {
   const size_t size = value.size();
   const bool cut = size > kMaxLogValueBytes;
   if (cut) value = value.substr(0, kMaxLogValueBytes);
-  const bool plain =
-      !value.empty() && !cut &&
-      std::none_of(value.begin(), value.end(), [](char c) {
-        return c == ' ' || c == '"' || c == '=' || c == '\\' ||
-               static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
-      });
+  const bool plain = !value.empty() && !cut &&
+                     std::none_of(value.begin(), value.end(), [](char c) {
+                       return c == ' ' || c == '"' || c == '=' || c == '\\' ||
+                              static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+                     });
   if (plain) return std::string(value);
   std::string out = "\"";
   for (char c : value) {
@@ -61,9 +60,9 @@ std::string FormatLogValue(absl::string_view value) {
         break;
       default:
         if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
-          absl::StrAppend(&out, "\\x",
-                          absl::Hex(static_cast<unsigned char>(c),
-                                    absl::kZeroPad2));
+          absl::StrAppend(
+              &out, "\\x",
+              absl::Hex(static_cast<unsigned char>(c), absl::kZeroPad2));
         } else {
           out.push_back(c);
         }

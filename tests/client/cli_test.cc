@@ -28,10 +28,10 @@ std::vector<std::string> Submit(std::vector<std::string> extra = {},
 }
 
 TEST(ParseCommandLineTest, SubmitFromJobNeedsOnlyTheSearchFlags) {
-  auto parsed = ParseCommandLine(
-      {"submit", "--from-job", "job-7", "--bits", "8,4", "--target-avg-bits",
-       "5", "--strategy", "knapsack"},
-      kServer);
+  auto parsed =
+      ParseCommandLine({"submit", "--from-job", "job-7", "--bits", "8,4",
+                        "--target-avg-bits", "5", "--strategy", "knapsack"},
+                       kServer);
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   const auto* submit = std::get_if<SubmitOptions>(&parsed->command);
   ASSERT_NE(submit, nullptr);
@@ -60,19 +60,19 @@ TEST(ParseCommandLineTest, InputsByNameForSeveralGraphInputs) {
   auto plain = ParseCommandLine(Submit({"--target-avg-bits", "4"}), kServer);
   ASSERT_TRUE(plain.ok()) << plain.status();
   EXPECT_TRUE(std::get<SubmitOptions>(plain->command).inputs_by_name.empty());
-  auto slash = ParseCommandLine(
-      {"eval", "--model", "m.onnx", "--inputs", "./a=b.npy", "--labels",
-       "y.npy", "--calib-size", "10"},
-      kServer);
+  auto slash =
+      ParseCommandLine({"eval", "--model", "m.onnx", "--inputs", "./a=b.npy",
+                        "--labels", "y.npy", "--calib-size", "10"},
+                       kServer);
   ASSERT_TRUE(slash.ok()) << slash.status();
   EXPECT_EQ(std::get<EvalOptions>(slash->command).data.inputs, "./a=b.npy");
   // Two plain files, or plain mixed with NAME=FILE, are an error.
   for (const std::vector<std::string>& inputs :
        std::vector<std::vector<std::string>>{{"a.npy", "b.npy"},
                                              {"a.npy", "ids=b.npy"}}) {
-    std::vector<std::string> args = {"submit", "--model", "m.onnx",
-                                     "--calib-size", "10", "--bits", "8,4",
-                                     "--target-avg-bits", "5"};
+    std::vector<std::string> args = {
+        "submit", "--model",           "m.onnx", "--calib-size", "10", "--bits",
+        "8,4",    "--target-avg-bits", "5"};
     for (const std::string& value : inputs) {
       args.push_back("--inputs");
       args.push_back(value);
@@ -180,20 +180,19 @@ TEST(ParseCommandLineTest, SubmitAndEvalObjective) {
   EXPECT_FALSE(request->spec().has_labels());
   EXPECT_FALSE(request->spec().has_val_labels());
 
-  auto named = ParseCommandLine(
-      Submit({"--target-avg-bits", "4", "--objective", "distill",
-              "--server-paths"}),
-      kServer);
+  auto named = ParseCommandLine(Submit({"--target-avg-bits", "4", "--objective",
+                                        "distill", "--server-paths"}),
+                                kServer);
   ASSERT_TRUE(named.ok()) << named.status();
   request = BuildSubmitRequest(std::get<SubmitOptions>(named->command));
   ASSERT_TRUE(request.ok()) << request.status();
   EXPECT_EQ(request->spec().objective(), "distill");
   EXPECT_TRUE(request->spec().has_labels());
 
-  auto eval = ParseCommandLine({"eval", "--model", "m", "--inputs", "x",
-                                "--calib-size", "1", "--objective", "distill",
-                                "--server-paths"},
-                               kServer);
+  auto eval =
+      ParseCommandLine({"eval", "--model", "m", "--inputs", "x", "--calib-size",
+                        "1", "--objective", "distill", "--server-paths"},
+                       kServer);
   ASSERT_TRUE(eval.ok()) << eval.status();
   absl::StatusOr<v1::EvaluatePolicyRequest> eval_request =
       BuildEvalRequest(std::get<EvalOptions>(eval->command));
@@ -697,8 +696,9 @@ TEST(ParseCommandLineTest, UsageErrors) {
       {{"--sever", "h:1", "list"},
        "unknown flag --sever (did you mean --server?)"},
       {{"list", "--jsno"}, "list: unknown flag --jsno (did you mean --json?)"},
-      {{"status", "j", "--tiemout=5"}, "unknown flag --tiemout (did you mean "
-                                       "--timeout?)"},
+      {{"status", "j", "--tiemout=5"},
+       "unknown flag --tiemout (did you mean "
+       "--timeout?)"},
       {{"export", "j", "-x"}, "export: unknown flag -x"},
       // A host without a port would dial port 0.
       {{"--server", "127.0.0.1", "list"},
@@ -729,17 +729,18 @@ TEST(ParseCommandLineTest, ServerAddressesGrpcDials) {
     EXPECT_EQ(parsed->global.server, address);
   }
   // A value that looks like a negative number is a value, not a flag.
-  EXPECT_THAT(std::string(ParseCommandLine({"best", "j", "--top-k", "-3"},
-                                           kServer)
-                              .status()
-                              .message()),
-              HasSubstr("--top-k"));
+  EXPECT_THAT(
+      std::string(ParseCommandLine({"best", "j", "--top-k", "-3"}, kServer)
+                      .status()
+                      .message()),
+      HasSubstr("--top-k"));
 }
 
 TEST(ParseCommandLineTest, VersionIsOneLine) {
   auto parsed = ParseCommandLine({"--version"}, kServer);
   ASSERT_TRUE(parsed.ok()) << parsed.status();
-  EXPECT_THAT(parsed->help, ::testing::MatchesRegex("mixq [0-9]+\\.[0-9]+\\.[0-9]+\n"));
+  EXPECT_THAT(parsed->help,
+              ::testing::MatchesRegex("mixq [0-9]+\\.[0-9]+\\.[0-9]+\n"));
 }
 
 TEST(RunCliTest, UsageErrorExitsTwo) {

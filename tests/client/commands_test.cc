@@ -850,11 +850,11 @@ TEST_F(RunCliFakeServerTest, SubmitPacksNamedInputsIntoOneNpz) {
   WriteValidationFiles(dir.path());
   const SubmitOptions o = MinimalSubmit(dir.path());
   const std::string mask = (dir.path() / "vx.npy").string();
-  EXPECT_EQ(Run({"submit", "--model", o.model, "--inputs",
-                 "input_ids=" + o.inputs, "--inputs", "attention_mask=" + mask,
-                 "--labels", o.labels, "--calib-size", "10", "--bits", "8,4",
-                 "--target-avg-bits", "5"}),
-            kExitOk)
+  EXPECT_EQ(
+      Run({"submit", "--model", o.model, "--inputs", "input_ids=" + o.inputs,
+           "--inputs", "attention_mask=" + mask, "--labels", o.labels,
+           "--calib-size", "10", "--bits", "8,4", "--target-avg-bits", "5"}),
+      kExitOk)
       << err_.str();
   const v1::SubmitJobRequest submitted = service_.last_submit();
   const v1::DataSource& inputs = submitted.spec().inputs();
@@ -869,11 +869,11 @@ TEST_F(RunCliFakeServerTest, SubmitPacksNamedInputsIntoOneNpz) {
   EXPECT_NE(npz.find("VAL_INPUTS"), std::string::npos);
   EXPECT_EQ(inputs.filename(), "inputs.npz");
   // A missing file names the flag and the path.
-  EXPECT_EQ(Run({"submit", "--model", o.model, "--inputs",
-                 "input_ids=" + o.inputs, "--inputs", "attention_mask=nope.npy",
-                 "--labels", o.labels, "--calib-size", "10", "--bits", "8,4",
-                 "--target-avg-bits", "5"}),
-            kExitUsage);
+  EXPECT_EQ(
+      Run({"submit", "--model", o.model, "--inputs", "input_ids=" + o.inputs,
+           "--inputs", "attention_mask=nope.npy", "--labels", o.labels,
+           "--calib-size", "10", "--bits", "8,4", "--target-avg-bits", "5"}),
+      kExitUsage);
   EXPECT_THAT(err_.str(), HasSubstr("--inputs"));
   EXPECT_THAT(err_.str(), HasSubstr("nope.npy"));
 }

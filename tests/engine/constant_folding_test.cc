@@ -25,15 +25,15 @@
 namespace mixq::engine {
 namespace {
 
+using ::mixq::testing::BuildOrDie;
+using ::mixq::testing::ExpectInvalid;
+using ::mixq::testing::Iota;
 using ::mixq::testing::OnnxBuilder;
+using ::mixq::testing::RunModel;
 using ::mixq::testing::SetInt;
 using ::mixq::testing::SetInts;
 using ::mixq::testing::SetTensor;
 using ::testing::ElementsAre;
-using ::mixq::testing::BuildOrDie;
-using ::mixq::testing::ExpectInvalid;
-using ::mixq::testing::Iota;
-using ::mixq::testing::RunModel;
 
 // `features`] holding the input's values in order (a flatten).
 void ExpectFlattensAtAnyBatch(const Model& model, int64_t features) {

@@ -88,8 +88,7 @@ TEST_P(ConvBatchNormFusionTest, KernelMatchesFiniteDifferences) {
       MakeKernel("BatchNormalization", {{"epsilon", FloatAttr(1e-3f)}});
   ASSERT_TRUE(conv.ok()) << conv.status();
   ASSERT_TRUE(bn.ok()) << bn.status();
-  const std::unique_ptr<Kernel> fused =
-      FuseConvBatchNorm(**conv, **bn, c.bias);
+  const std::unique_ptr<Kernel> fused = FuseConvBatchNorm(**conv, **bn, c.bias);
   ASSERT_NE(fused, nullptr);
 
   std::mt19937 rng(11);
@@ -211,8 +210,7 @@ void ConvBatchNormFusionTest::ExpectFusedMatchesApart(bool with_hook) {
   ASSERT_TRUE(y_inference.ok()) << y_inference.status();
   ExpectNear(*y_inference, *y_apart, "Y without a trace");
 
-  const Tensor upstream(y_fused->shape(),
-                        UniformValues(y_fused->size(), &rng));
+  const Tensor upstream(y_fused->shape(), UniformValues(y_fused->size(), &rng));
   std::vector<Tensor> grads_fused, grads_apart;
   ASSERT_TRUE(fused
                   ->Backward(fused_trace, Params(*fused), upstream,

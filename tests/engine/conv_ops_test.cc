@@ -1,7 +1,8 @@
-// Conv, pooling and BatchNormalization kernels: the fast paths (pointwise, depthwise, im2col
-// with batch chunking) against a direct reference convolution, hand-computed
-// cases, the ONNX conformance data and the errors for unsupported attributes.
-// Their gradients are in the operator-test table (op_table.cc).
+// Conv, pooling and BatchNormalization kernels: the fast paths (pointwise,
+// depthwise, im2col with batch chunking) against a direct reference
+// convolution, hand-computed cases, the ONNX conformance data and the errors
+// for unsupported attributes. Their gradients are in the operator-test table
+// (op_table.cc).
 #include <omp.h>
 
 #include <algorithm>
@@ -146,8 +147,7 @@ void RunAgainstDirectConv(const ConvSpec& s, std::mt19937* rng,
       run->kernel->OutputShape(ShapePointers(inputs));
   ASSERT_TRUE(out_shape.ok()) << out_shape.status();
   run->dy = Tensor(*out_shape, UniformValues(NumElements(*out_shape), rng));
-  const Reference ref =
-      DirectConv(s, inputs[0], inputs[1], inputs[2], run->dy);
+  const Reference ref = DirectConv(s, inputs[0], inputs[1], inputs[2], run->dy);
 
   run->y = Tensor(*out_shape);
   run->kernel->Forward(Pointers(inputs), &run->y);
@@ -288,11 +288,10 @@ TEST(ConvSweepTest, TinyRandomGeometriesMatchDirectConvolution) {
       continue;  // no output pixel
     }
     ++tested;
-    SCOPED_TRACE(absl::StrCat("config ", i, ": n", s.n, " c", s.c, " ", s.h,
-                              "x", s.w, " m", s.m, " k", s.kh, "x", s.kw,
-                              " g", s.group, " s", s.sh, ",", s.sw, " d",
-                              s.dh, ",", s.dw, " pads ", s.pt, ",", s.pl, ",",
-                              s.pb, ",", s.pr));
+    SCOPED_TRACE(absl::StrCat(
+        "config ", i, ": n", s.n, " c", s.c, " ", s.h, "x", s.w, " m", s.m,
+        " k", s.kh, "x", s.kw, " g", s.group, " s", s.sh, ",", s.sw, " d", s.dh,
+        ",", s.dw, " pads ", s.pt, ",", s.pl, ",", s.pb, ",", s.pr));
     CheckedConv run;
     ASSERT_NO_FATAL_FAILURE(RunAgainstDirectConv(s, &rng, &run));
     if (HasFailure()) return;

@@ -53,7 +53,8 @@ TEST(DistillLossTest, KlIsZeroForLogitsEqualUpToARowConstant) {
   const Tensor teacher = Gaussian({3, 4}, 1);
   Tensor student = teacher;
   for (int64_t i = 0; i < 4; ++i) student.data()[i] += 5.0f;  // row 0 + 5
-  absl::StatusOr<LossResult> result = DistillLoss(student, teacher, {}, nullptr);
+  absl::StatusOr<LossResult> result =
+      DistillLoss(student, teacher, {}, nullptr);
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_NEAR(result->loss, 0.0, 1e-6);
 }
@@ -113,9 +114,9 @@ TEST(DistillLossTest, Errors) {
       DistillLoss(Tensor({2, 3, 1}), Tensor({2, 3, 1}), {0, 1}, nullptr)
           .status(),
       "labels need a 2-D output");
-  ExpectInvalid(DistillLoss(Tensor({0, 3}), Tensor({0, 3}), {}, nullptr)
-                    .status(),
-                "N >= 1");
+  ExpectInvalid(
+      DistillLoss(Tensor({0, 3}), Tensor({0, 3}), {}, nullptr).status(),
+      "N >= 1");
   Tensor poisoned({2, 3});
   poisoned.data()[4] = std::numeric_limits<float>::quiet_NaN();
   ExpectInvalid(DistillLoss(poisoned, logits, {}, nullptr).status(),

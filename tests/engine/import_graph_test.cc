@@ -23,14 +23,14 @@
 namespace mixq::engine {
 namespace {
 
-using ::mixq::testing::OnnxBuilder;
-using ::mixq::testing::SetInt;
-using ::mixq::testing::SetInts;
-using ::testing::ElementsAre;
 using ::mixq::testing::BuildOrDie;
 using ::mixq::testing::ExpectInvalid;
 using ::mixq::testing::Iota;
+using ::mixq::testing::OnnxBuilder;
 using ::mixq::testing::Pointers;
+using ::mixq::testing::SetInt;
+using ::mixq::testing::SetInts;
+using ::testing::ElementsAre;
 
 TEST(ImporterTest, NonConstantConfigurationInputIsAnError) {
   OnnxBuilder b(13);
@@ -67,9 +67,9 @@ TEST(ImporterTest, EqualOnRuntimeTensorsRunsOtherComparisonsAreAnError) {
   b.Node("Equal", {"x", "zero"}, {"y"}, "eq");
   absl::StatusOr<std::unique_ptr<Model>> model = b.Build();
   ASSERT_TRUE(model.ok()) << model.status();
-  absl::StatusOr<Tensor> y = (*model)->Forward(
-      Tensor({1, 4}, {1, 0, 2, 0}), Pointers((*model)->initial_params()),
-      nullptr);
+  absl::StatusOr<Tensor> y =
+      (*model)->Forward(Tensor({1, 4}, {1, 0, 2, 0}),
+                        Pointers((*model)->initial_params()), nullptr);
   ASSERT_TRUE(y.ok()) << y.status();
   EXPECT_THAT(y->values(), ::testing::ElementsAre(0, 1, 0, 1));
 

@@ -22,7 +22,6 @@
 #include "tests/support/subprocess.h"
 #include "util/file.h"
 
-
 namespace mixq::engine {
 namespace {
 
@@ -306,10 +305,10 @@ TEST_F(MixqRunTest, LabelsPrintTheAccuracyOfTheSamplesRange) {
       "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
   const std::string labels_file =
       "/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz";
-  const RunResult run = Run({"--model", Fixture("mlp_fmnist.onnx"), "--inputs",
-                             images, "--labels", labels_file, "--normalize",
-                             "0.2860,0.3530", "--samples", "9000:9500",
-                             "--output", Path("out.npy")});
+  const RunResult run =
+      Run({"--model", Fixture("mlp_fmnist.onnx"), "--inputs", images,
+           "--labels", labels_file, "--normalize", "0.2860,0.3530", "--samples",
+           "9000:9500", "--output", Path("out.npy")});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   const Tensor logits = DecodeOrDie(ReadOrDie(Path("out.npy")), "out.npy");
   ASSERT_EQ(logits.shape(), (Shape{500, 10}));
@@ -320,19 +319,21 @@ TEST_F(MixqRunTest, LabelsPrintTheAccuracyOfTheSamplesRange) {
   for (int64_t i = 0; i < 500; ++i) {
     int64_t best = 0;
     for (int64_t c = 1; c < 10; ++c) {
-      if (logits.values()[i * 10 + c] > logits.values()[i * 10 + best]) best = c;
+      if (logits.values()[i * 10 + c] > logits.values()[i * 10 + best])
+        best = c;
     }
     correct += best == (*labels)[9000 + i];
   }
   EXPECT_GT(correct, 400);  // the MLP is ~88 % accurate
-  EXPECT_THAT(run.out, HasSubstr(absl::StrCat(
-                           "accuracy ", absl::StrFormat("%.17g", correct / 500.0),
-                           " loss ")));
+  EXPECT_THAT(
+      run.out,
+      HasSubstr(absl::StrCat(
+          "accuracy ", absl::StrFormat("%.17g", correct / 500.0), " loss ")));
   EXPECT_THAT(run.out, HasSubstr("samples 500"));
   // Without normalisation the same samples score differently: the flag acts.
-  const RunResult raw = Run({"--model", Fixture("mlp_fmnist.onnx"), "--inputs",
-                             images, "--labels", labels_file, "--samples",
-                             "9000:9500"});
+  const RunResult raw =
+      Run({"--model", Fixture("mlp_fmnist.onnx"), "--inputs", images,
+           "--labels", labels_file, "--samples", "9000:9500"});
   ASSERT_EQ(raw.exit_code, 0) << raw.err;
   EXPECT_NE(raw.out.substr(raw.out.find("accuracy")),
             run.out.substr(run.out.find("accuracy")));
@@ -502,24 +503,25 @@ INSTANTIATE_TEST_SUITE_P(
                      "@tiny_mlp_inputs.npy"},
                     2,
                     "give --output and/or --labels"},
-        FailureCase{"LabelCountMismatch",
-                    {"--model", "@mlp_fmnist.onnx", "--inputs",
-                     "@mlp_fmnist_ref_inputs.npy", "--labels",
-                     "/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz"},
-                    1,
-                    "10000 labels but"},
+        FailureCase{
+            "LabelCountMismatch",
+            {"--model", "@mlp_fmnist.onnx", "--inputs",
+             "@mlp_fmnist_ref_inputs.npy", "--labels",
+             "/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz"},
+            1,
+            "10000 labels but"},
         FailureCase{"SamplesOutOfRange",
                     {"--model", "@tiny_mlp_opset13.onnx", "--inputs",
                      "@tiny_mlp_inputs.npy", "--output", "%out.npy",
                      "--samples", "3:999999"},
                     1,
                     "--samples: '3:999999' is not a range"},
-        FailureCase{"SamplesNotARange",
-                    {"--model", "@tiny_mlp_opset13.onnx", "--inputs",
-                     "@tiny_mlp_inputs.npy", "--output", "%out.npy",
-                     "--samples", "7"},
-                    1,
-                    "--samples: expected two values"},
+        FailureCase{
+            "SamplesNotARange",
+            {"--model", "@tiny_mlp_opset13.onnx", "--inputs",
+             "@tiny_mlp_inputs.npy", "--output", "%out.npy", "--samples", "7"},
+            1,
+            "--samples: expected two values"},
         FailureCase{"NormalizeNotNumbers",
                     {"--model", "@tiny_mlp_opset13.onnx", "--inputs",
                      "@tiny_mlp_inputs.npy", "--output", "%out.npy",

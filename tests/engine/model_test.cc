@@ -18,9 +18,9 @@
 #include "engine/tensor.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/support/tensor_compare.h"
 #include "onnx/onnx_pb.h"
 #include "tests/support/onnx_builder.h"
+#include "tests/support/tensor_compare.h"
 
 namespace mixq::engine {
 namespace {
@@ -668,8 +668,7 @@ TEST(ModelTest, SeveralInputsArePackedInGraphOrder) {
       model->ForwardFrom(0, Pointers(model->initial_params()), &trace);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->values(), y->values());
-  ExpectInvalid(RunInitial(*model, Tensor({2, 3})).status(),
-                "expects [-1, 4]");
+  ExpectInvalid(RunInitial(*model, Tensor({2, 3})).status(), "expects [-1, 4]");
 }
 
 TEST(ImportErrorTest, NoInput) {
@@ -677,8 +676,7 @@ TEST(ImportErrorTest, NoInput) {
   none.Output("y");
   onnx::NodeProto* c = none.Node("Constant", {}, {"y"});
   OnnxBuilder::FillFloat(SetTensor(c), "", {1}, {1});
-  ExpectInvalid(none.Build().status(),
-                "no input that is not an initializer");
+  ExpectInvalid(none.Build().status(), "no input that is not an initializer");
 }
 
 TEST(ImportErrorTest, InitializersListedAsInputsAreNotInputs) {

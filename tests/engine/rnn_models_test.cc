@@ -24,8 +24,8 @@
 namespace mixq::engine {
 namespace {
 
-using ::mixq::testing::Pointers;
 using ::mixq::testing::ExpectClose;
+using ::mixq::testing::Pointers;
 
 using ::mixq::testing::FixturePath;
 using ::mixq::testing::ReadFloatNpy;

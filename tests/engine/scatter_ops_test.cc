@@ -32,7 +32,6 @@ using ::mixq::testing::StringAttr;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-
 ConstantInput FloatTensorInput(Shape shape, std::vector<float> values) {
   ConstantInput input;
   input.shape = std::move(shape);

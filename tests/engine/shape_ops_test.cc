@@ -33,7 +33,6 @@ using ::mixq::testing::StringAttr;
 using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
 
-
 struct ForwardCase {
   std::string name;
   std::string op_type;

@@ -73,10 +73,7 @@ TEST_F(TiedWeightsTest, MatchesPyTorchAtEveryBatch) {
     absl::StatusOr<Tensor> y = model_->Forward(
         inputs_.Slice(0, batch), Pointers(model_->initial_params()), nullptr);
     ASSERT_TRUE(y.ok()) << y.status();
-    testing::ExpectClose(
-        *y,
-        testing::FixtureLogits("tied", batch),
-        "logits");
+    testing::ExpectClose(*y, testing::FixtureLogits("tied", batch), "logits");
   }
 }
 

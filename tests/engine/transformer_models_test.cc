@@ -22,8 +22,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/fixtures.h"
-#include "tests/support/tensor_compare.h"
 #include "tests/support/gradient_check.h"
+#include "tests/support/tensor_compare.h"
 
 namespace mixq::engine {
 namespace {

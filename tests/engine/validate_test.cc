@@ -489,15 +489,16 @@ std::vector<Case> Cases() {
        [](ModelLimits* l) { l->max_dim = 1; }},
       // Names reach stored policies and replies: a default-limit case with a
       // name just over 4 KiB, and each kind of name under a lowered limit.
-      {"InitializerNameAboveDefaultLimit",
-       [](onnx::ModelProto* m) {
-         const std::string name(4097, 'w');
-         W(m).set_name(name);
-         Fc(m).set_input(1, name);
-       },
-       kExhausted,
-       "the name of initializer #0 'wwww",
-       },
+      {
+          "InitializerNameAboveDefaultLimit",
+          [](onnx::ModelProto* m) {
+            const std::string name(4097, 'w');
+            W(m).set_name(name);
+            Fc(m).set_input(1, name);
+          },
+          kExhausted,
+          "the name of initializer #0 'wwww",
+      },
       {"InitializerNameBytes", [](onnx::ModelProto*) {}, kExhausted,
        "has 4 bytes; the limit is 3 (ModelLimits::max_name_bytes)",
        [](ModelLimits* l) { l->max_name_bytes = 3; }},
@@ -513,7 +514,9 @@ std::vector<Case> Cases() {
        kExhausted, "the name of an output of node 'relu' (Relu) 'y-long-name'",
        [](ModelLimits* l) { l->max_name_bytes = 8; }},
       {"ValueInfoNameAboveLimit",
-       [](onnx::ModelProto* m) { AddValueInfo(m, "h-long-name", {1, 2}); },
+       [](onnx::ModelProto* m) {
+         AddValueInfo(m, "h-long-name", {1, 2});
+       },
        kExhausted, "the name of value_info #0 'h-long-name' has 11 bytes",
        [](ModelLimits* l) { l->max_name_bytes = 8; }},
   };

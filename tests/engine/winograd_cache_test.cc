@@ -31,8 +31,15 @@ constexpr uint32_t kSeed = 11;
 
 // 16 -> 24 channels on a 9x9 map, pads 1: a shape the kernel takes.
 Conv3x3Shape TestShape() {
-  return {.n = 2, .c = 16, .h = 9, .w = 9, .m = 24, .pad_top = 1,
-          .pad_left = 1, .out_h = 9, .out_w = 9};
+  return {.n = 2,
+          .c = 16,
+          .h = 9,
+          .w = 9,
+          .m = 24,
+          .pad_top = 1,
+          .pad_left = 1,
+          .out_h = 9,
+          .out_w = 9};
 }
 
 int64_t WeightCount(const Conv3x3Shape& s) { return s.m * s.c * kFilterTaps; }
@@ -139,9 +146,9 @@ TEST(WinogradWeightCacheTest, ConcurrentCallersEachGetTheirOwnWeights) {
 TEST(WinogradWeightCacheTest, AConvRunAfterItsWeightsChangedInPlaceUsesThem) {
   std::mt19937 rng(kSeed);
   const Conv3x3Shape s = TestShape();
-  absl::StatusOr<std::unique_ptr<Kernel>> conv =
-      MakeKernel("Conv", {{"kernel_shape", IntsAttr({3, 3})},
-                          {"pads", IntsAttr({1, 1, 1, 1})}});
+  absl::StatusOr<std::unique_ptr<Kernel>> conv = MakeKernel(
+      "Conv",
+      {{"kernel_shape", IntsAttr({3, 3})}, {"pads", IntsAttr({1, 1, 1, 1})}});
   ASSERT_TRUE(conv.ok()) << conv.status();
   const Tensor x({s.n, s.c, s.h, s.w},
                  UniformValues(s.n * s.c * s.h * s.w, &rng));

@@ -161,8 +161,7 @@ class InterruptedFineTuneTest : public CheckpointTest {
     for (int attempt = 0;
          attempt < kMaxAttempts && (resumed < kWanted || !inside_a_step);
          ++attempt) {
-      const double fraction =
-          std::fmod(0.5 + attempt * kGoldenFraction, 1.0);
+      const double fraction = std::fmod(0.5 + attempt * kGoldenFraction, 1.0);
       std::atomic<bool> cancel{false};
       std::thread stopper([&] {
         std::this_thread::sleep_for(
@@ -194,15 +193,14 @@ TEST_F(InterruptedFineTuneTest, WarmupAndFinalStoppedAtTheirStartResume) {
     ASSERT_TRUE(expected.ok()) << expected.status();
     for (Phase stop_at : {Phase::kWarmup, Phase::kFinal}) {
       std::atomic<bool> cancel{false};
-      const Capture capture = RunUntilCancelled(
-          options, &cancel, [&](Phase phase) {
+      const Capture capture =
+          RunUntilCancelled(options, &cancel, [&](Phase phase) {
             if (phase == stop_at) cancel = true;
           });
       ASSERT_FALSE(capture.checkpoint.empty());
-      EXPECT_EQ(capture.recorded_step,
-                stop_at == Phase::kWarmup
-                    ? -1
-                    : static_cast<int>(full.size()) - 1);
+      EXPECT_EQ(capture.recorded_step, stop_at == Phase::kWarmup
+                                           ? -1
+                                           : static_cast<int>(full.size()) - 1);
       ExpectResumeMatches(options, capture, full, *expected);
     }
   }
@@ -242,8 +240,8 @@ TEST_F(CheckpointTest, ProgressiveWithStatefulOptionsResumesExactly) {
     // Half the BOPs of 8-bit weights and activations.
     const CostModel cost = CostModel::ForModel(*model_);
     options.budget.value =
-        0.5 * static_cast<double>(
-                  cost.Cost(Policy(cost.num_layers(), 8), 8).bops);
+        0.5 *
+        static_cast<double>(cost.Cost(Policy(cost.num_layers(), 8), 8).bops);
   }
   options.refresh_fisher = true;
   options.knapsack_guided = true;
@@ -253,9 +251,8 @@ TEST_F(CheckpointTest, ProgressiveWithStatefulOptionsResumesExactly) {
 }
 
 TEST_F(CheckpointTest, AllocationStrategiesResumeExactly) {
-  for (Strategy strategy :
-       {Strategy::kUniform, Strategy::kKnapsack, Strategy::kHawq,
-        Strategy::kAuto}) {
+  for (Strategy strategy : {Strategy::kUniform, Strategy::kKnapsack,
+                            Strategy::kHawq, Strategy::kAuto}) {
     SCOPED_TRACE(StrategyName(strategy));
     ProgressiveOptions options = Options(strategy);
     options.hutchinson_samples = 2;
@@ -294,7 +291,8 @@ TEST_F(CheckpointTest, RefusesCheckpointsThatDoNotFit) {
   // Fewer candidate bits: a level beyond the layer's list.
   ProgressiveOptions fewer_bits = Options();
   fewer_bits.bit_levels = {8, 4};
-  auto bits = Run(fewer_bits, &ignored, nullptr, false, steps.back().checkpoint);
+  auto bits =
+      Run(fewer_bits, &ignored, nullptr, false, steps.back().checkpoint);
   EXPECT_EQ(bits.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(bits.status().message()), HasSubstr("level"));
 

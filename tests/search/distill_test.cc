@@ -41,8 +41,8 @@ LabeledData Unlabeled(LabeledData data) {
 
 TEST(DistillSearchTest, LabelFreeSearchOnTheMlpStaysCloseToFp32) {
   if (!testing::FashionMnistInstalled()) GTEST_SKIP() << "no Fashion-MNIST";
-  auto model = engine::Model::FromOnnxFile(
-      testing::FixturePath("mlp_fmnist.onnx"));
+  auto model =
+      engine::Model::FromOnnxFile(testing::FixturePath("mlp_fmnist.onnx"));
   ASSERT_TRUE(model.ok()) << model.status();
   absl::StatusOr<testing::FashionMnistTestSplit> split =
       testing::ReadFashionMnistTestSplit();
@@ -152,9 +152,8 @@ TEST_F(DistillCheckpointTest, SeededAndResumedRunsMatchBitForBit) {
 
   for (size_t from = 0; from + 1 < full.size(); ++from) {
     std::vector<StepReport> rest;
-    absl::StatusOr<SearchResult> resumed =
-        Run(options, &rest, nullptr, /*checkpoints=*/true,
-            full[from].checkpoint);
+    absl::StatusOr<SearchResult> resumed = Run(
+        options, &rest, nullptr, /*checkpoints=*/true, full[from].checkpoint);
     ASSERT_TRUE(resumed.ok()) << resumed.status();
     const std::string what = absl::StrCat("resumed after step ", from);
     ASSERT_EQ(rest.size(), full.size() - from - 1) << what;

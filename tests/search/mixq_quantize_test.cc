@@ -36,13 +36,16 @@ class MixqQuantizeTest : public ::testing::Test {
     ASSERT_TRUE(std::filesystem::create_directories(dir_));
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
-  std::string Path(const std::string& name) const { return (dir_ / name).string(); }
+  std::string Path(const std::string& name) const {
+    return (dir_ / name).string();
+  }
   RunResult Run(std::vector<std::string> args) const {
     return ::mixq::testing::RunProgram(kMixqQuantize, args, dir_.string());
   }
   std::vector<std::string> Base() const {
-    return {"--model", FixturePath("resnet_fmnist_bn.onnx"), "--inputs",
-            FixturePath("resnet_fmnist_inputs.npy"), "--output", Path("q.onnx")};
+    return {"--model",  FixturePath("resnet_fmnist_bn.onnx"),
+            "--inputs", FixturePath("resnet_fmnist_inputs.npy"),
+            "--output", Path("q.onnx")};
   }
 
   std::filesystem::path dir_;
@@ -112,12 +115,14 @@ TEST_F(MixqQuantizeTest, FourBitsPacksTheWeightsAndReportsTheFileSizes) {
 }
 
 TEST_F(MixqQuantizeTest, PolicyFileSetsPerLayerBits) {
-  ASSERT_TRUE(WriteFile(Path("p.json"),
-                        R"({"policies": [{"layers": [{"name": "fc.weight", "bits": 4},
+  ASSERT_TRUE(
+      WriteFile(Path("p.json"),
+                R"({"policies": [{"layers": [{"name": "fc.weight", "bits": 4},
                             {"name": "stem.0.weight", "bits": 8}]}]})")
-                  .ok());
+          .ok());
   std::vector<std::string> args = Base();
-  args.insert(args.end(), {"--policy", Path("p.json"), "--report", Path("r.json")});
+  args.insert(args.end(),
+              {"--policy", Path("p.json"), "--report", Path("r.json")});
   const RunResult run = Run(args);
   ASSERT_EQ(run.exit_code, 0) << run.err;
   const std::string report = ReadFile(Path("r.json")).value_or("");
@@ -136,8 +141,8 @@ TEST_F(MixqQuantizeTest, BadInputIsAClearError) {
   EXPECT_THAT(run.err, HasSubstr("no quantizable layer 'fc9.weight'"));
 
   run = Run({"--model", Path("missing.onnx"), "--inputs",
-             FixturePath("resnet_fmnist_inputs.npy"), "--bits", "8",
-             "--output", Path("q.onnx")});
+             FixturePath("resnet_fmnist_inputs.npy"), "--bits", "8", "--output",
+             Path("q.onnx")});
   EXPECT_EQ(run.exit_code, 1);
   EXPECT_THAT(run.err, HasSubstr("missing.onnx"));
 

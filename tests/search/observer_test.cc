@@ -282,15 +282,24 @@ INSTANTIATE_TEST_SUITE_P(
         // The middle, then below (grows down once), then above (up once).
         RampCase{"p99_grows_down_then_up",
                  {{2500, 7500}, {0, 2500}, {7500, 10000}},
-                 99, 99, 9900, 4 * 4999 * kRoom / kBins},
+                 99,
+                 99,
+                 9900,
+                 4 * 4999 * kRoom / kBins},
         // The top first: it grows down three times.
         RampCase{"p99_grows_down_three_times",
                  {{7500, 10000}, {0, 2500}, {2500, 7500}},
-                 99, 99, 9900, 8 * 2499 * kRoom / kBins},
+                 99,
+                 99,
+                 9900,
+                 8 * 2499 * kRoom / kBins},
         RampCase{"p100", {{0, 10000}}, 100, 0, 9999, 9999 * kRoom / kBins},
         RampCase{"p100_grows_down_then_up",
                  {{2500, 7500}, {0, 2500}, {7500, 10000}},
-                 100, 0, 9999, 4 * 4999 * kRoom / kBins}),
+                 100,
+                 0,
+                 9999,
+                 4 * 4999 * kRoom / kBins}),
     [](const auto& info) { return std::string(info.param.name); });
 
 TEST(MakeObserverTest, IssueSpecs) {

@@ -104,8 +104,8 @@ void ExpectExportReproduces(const Prepared& p, QatSession* session,
 }
 
 TEST(PrepareModelTest, FoldsBatchNormAndNamesEveryNode) {
-  const Prepared p = PrepareOrDie(
-      ReadOrDie(testing::FixturePath("resnet_fmnist_bn.onnx")));
+  const Prepared p =
+      PrepareOrDie(ReadOrDie(testing::FixturePath("resnet_fmnist_bn.onnx")));
   ASSERT_NE(p.model, nullptr);
   EXPECT_EQ(p.prepared.folded_batch_norms, 8);
   EXPECT_TRUE(p.prepared.unfolded_batch_norms.empty());
@@ -147,8 +147,7 @@ TEST(PrepareModelTest, NotOnnxIsInvalidArgument) {
 }
 
 TEST(ActivationQuantTest, CalibrationFindsTheFirstLayersInputRange) {
-  const Prepared p =
-      PrepareOrDie(testing::MakeMlpOnnx({6, 8, 4}, /*seed=*/3));
+  const Prepared p = PrepareOrDie(testing::MakeMlpOnnx({6, 8, 4}, /*seed=*/3));
   ASSERT_NE(p.model, nullptr);
   const LabeledData data = testing::MakeTeacherData(64, 6, 4, /*seed=*/5);
   QatSession session(*p.model, engine::AdamOptions{}, 16, 1);
@@ -160,7 +159,8 @@ TEST(ActivationQuantTest, CalibrationFindsTheFirstLayersInputRange) {
   const float hi = data.inputs.flat().maxCoeff();
   ASSERT_LT(lo, 0.0f);
   EXPECT_FLOAT_EQ(first->scale[0], (hi - lo) / 255.0f);
-  EXPECT_EQ(first->zero_point[0], static_cast<int>(std::lround(-lo / first->scale[0])));
+  EXPECT_EQ(first->zero_point[0],
+            static_cast<int>(std::lround(-lo / first->scale[0])));
   ASSERT_NE(session.activations().params(1), nullptr);
   // The second layer reads ReLU outputs: zero point 0, every level >= 0.
   EXPECT_EQ(session.activations().params(1)->zero_point[0], 0);
@@ -186,8 +186,7 @@ TEST(ActivationQuantTest, DynamicGradientUsesEachReadersOwnGrid) {
 }
 
 TEST(ActivationQuantTest, FewerActivationBitsCostMoreAccuracy) {
-  const Prepared p =
-      PrepareOrDie(testing::MakeMlpOnnx({6, 16, 4}, /*seed=*/3));
+  const Prepared p = PrepareOrDie(testing::MakeMlpOnnx({6, 16, 4}, /*seed=*/3));
   ASSERT_NE(p.model, nullptr);
   const LabeledData data = testing::MakeTeacherData(256, 6, 4, /*seed=*/5);
   // Weights at 8 bits throughout; only the activation bits change.
@@ -205,14 +204,13 @@ TEST(ActivationQuantTest, FewerActivationBitsCostMoreAccuracy) {
     loss_gap.push_back(std::abs(e->loss - baseline.loss));
   }
   EXPECT_EQ(loss_gap[0], 0.0);
-  EXPECT_GT(loss_gap[1], 0.0);         // 8 bits changes something...
-  EXPECT_LT(loss_gap[1], 0.01);        // ...but little
+  EXPECT_GT(loss_gap[1], 0.0);          // 8 bits changes something...
+  EXPECT_LT(loss_gap[1], 0.01);         // ...but little
   EXPECT_GT(loss_gap[2], loss_gap[1]);  // 2 bits changes more
 }
 
 TEST(ActivationQuantTest, QuantizationAwareTrainingRecoversLoss) {
-  const Prepared p =
-      PrepareOrDie(testing::MakeMlpOnnx({6, 16, 4}, /*seed=*/3));
+  const Prepared p = PrepareOrDie(testing::MakeMlpOnnx({6, 16, 4}, /*seed=*/3));
   ASSERT_NE(p.model, nullptr);
   const LabeledData data = testing::MakeTeacherData(512, 6, 4, /*seed=*/5);
   QuantOptions options;
@@ -407,8 +405,8 @@ class ExportMixedTest : public ::testing::TestWithParam<MixedCase> {};
 // what the session simulated.
 TEST_P(ExportMixedTest, ReproducesTheFineTunedSession) {
   const MixedCase& c = GetParam();
-  const Prepared p = PrepareOrDie(
-      ReadOrDie(testing::FixturePath("resnet_fmnist_bn.onnx")));
+  const Prepared p =
+      PrepareOrDie(ReadOrDie(testing::FixturePath("resnet_fmnist_bn.onnx")));
   ASSERT_NE(p.model, nullptr);
   const engine::Tensor inputs =
       testing::ReadFloatNpy(testing::FixturePath("resnet_fmnist_inputs.npy"));
@@ -428,24 +426,33 @@ TEST_P(ExportMixedTest, ReproducesTheFineTunedSession) {
   ExpectExportReproduces(p, &session, policy, inputs);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Policies, ExportMixedTest,
-    ::testing::Values(
-        MixedCase{"sym_per_channel_4bit_act", QuantScheme::kSymmetric,
-                  Granularity::kPerChannel, 4, {8, 4, 2, 6}},
-        MixedCase{"asym_per_tensor", QuantScheme::kAsymmetric,
-                  Granularity::kPerTensor, 8, {3, 8, 5}},
-        MixedCase{"binary_and_float", QuantScheme::kSymmetric,
-                  Granularity::kPerChannel, 6, {1, kFloatBits, 4}},
-        MixedCase{"weights_only", QuantScheme::kSymmetric,
-                  Granularity::kPerChannel, kFloatBits, {2, 4}}),
-    [](const ::testing::TestParamInfo<MixedCase>& info) {
-      return info.param.name;
-    });
+INSTANTIATE_TEST_SUITE_P(Policies, ExportMixedTest,
+                         ::testing::Values(MixedCase{"sym_per_channel_4bit_act",
+                                                     QuantScheme::kSymmetric,
+                                                     Granularity::kPerChannel,
+                                                     4,
+                                                     {8, 4, 2, 6}},
+                                           MixedCase{"asym_per_tensor",
+                                                     QuantScheme::kAsymmetric,
+                                                     Granularity::kPerTensor,
+                                                     8,
+                                                     {3, 8, 5}},
+                                           MixedCase{"binary_and_float",
+                                                     QuantScheme::kSymmetric,
+                                                     Granularity::kPerChannel,
+                                                     6,
+                                                     {1, kFloatBits, 4}},
+                                           MixedCase{"weights_only",
+                                                     QuantScheme::kSymmetric,
+                                                     Granularity::kPerChannel,
+                                                     kFloatBits,
+                                                     {2, 4}}),
+                         [](const ::testing::TestParamInfo<MixedCase>& info) {
+                           return info.param.name;
+                         });
 
 TEST(ExportQuantizedTest, UncalibratedStaticActivationsAreAnError) {
-  const Prepared p =
-      PrepareOrDie(testing::MakeMlpOnnx({6, 8, 4}, /*seed=*/3));
+  const Prepared p = PrepareOrDie(testing::MakeMlpOnnx({6, 8, 4}, /*seed=*/3));
   ASSERT_NE(p.model, nullptr);
   QatSession session(*p.model, engine::AdamOptions{}, 16, 1);
   const absl::StatusOr<QuantizedModel> quantized =
@@ -456,8 +463,7 @@ TEST(ExportQuantizedTest, UncalibratedStaticActivationsAreAnError) {
 }
 
 TEST(EvaluatePolicyTest, ModesAgainstFp32) {
-  const Prepared p =
-      PrepareOrDie(testing::MakeMlpOnnx({6, 16, 4}, /*seed=*/3));
+  const Prepared p = PrepareOrDie(testing::MakeMlpOnnx({6, 16, 4}, /*seed=*/3));
   ASSERT_NE(p.model, nullptr);
   const LabeledData data = testing::MakeTeacherData(512, 6, 4, /*seed=*/5);
   const LabeledData calib = data.Slice(0, 256);
@@ -466,7 +472,8 @@ TEST(EvaluatePolicyTest, ModesAgainstFp32) {
   options.learning_rate = 3e-3f;
   options.finetune_steps = 150;
   std::vector<double> losses;
-  for (EvalMode mode : {EvalMode::kDynamic, EvalMode::kStatic, EvalMode::kQat}) {
+  for (EvalMode mode :
+       {EvalMode::kDynamic, EvalMode::kStatic, EvalMode::kQat}) {
     options.mode = mode;
     absl::StatusOr<PolicyEvaluation> e =
         EvaluatePolicy(*p.model, {2, 2}, calib, eval, options);
@@ -482,8 +489,8 @@ TEST(EvaluatePolicyTest, ModesAgainstFp32) {
   // Everything in float is the FP32 model.
   options.mode = EvalMode::kStatic;
   options.quant.activations.bits = kFloatBits;
-  absl::StatusOr<PolicyEvaluation> same = EvaluatePolicy(
-      *p.model, {kFloatBits, kFloatBits}, calib, eval, options);
+  absl::StatusOr<PolicyEvaluation> same =
+      EvaluatePolicy(*p.model, {kFloatBits, kFloatBits}, calib, eval, options);
   ASSERT_TRUE(same.ok());
   EXPECT_EQ(same->quantized.loss, same->fp32.loss);
 

@@ -85,8 +85,8 @@ class WeightGridTest : public ::testing::TestWithParam<WeightCase> {};
 TEST_P(WeightGridTest, MatchesHandComputedGrid) {
   const WeightCase& c = GetParam();
   const Tensor w({static_cast<int64_t>(c.values.size())}, c.values);
-  const QuantParams p = ChooseWeightParams(
-      w, 0, {c.bits, c.scheme, Granularity::kPerTensor});
+  const QuantParams p =
+      ChooseWeightParams(w, 0, {c.bits, c.scheme, Granularity::kPerTensor});
   EXPECT_EQ(p.axis, kPerTensorAxis);
   EXPECT_EQ(p.rounding, Rounding::kHalfUp);
   ASSERT_EQ(p.scale.size(), 1u);
@@ -229,8 +229,8 @@ TEST(QuantizerTest, ConstantChannelIsReproducedWithinOneStep) {
     for (int bits = 1; bits <= 8; ++bits) {
       for (const float c : {2.5f, -0.37f, 1e-30f, -7e30f}) {
         const Tensor w({1, 3}, {c, c, c});
-        const QuantParams p = ChooseWeightParams(
-            w, 0, {bits, scheme, Granularity::kPerChannel});
+        const QuantParams p =
+            ChooseWeightParams(w, 0, {bits, scheme, Granularity::kPerChannel});
         Tensor fake;
         FakeQuantize(w, p, &fake);
         for (float v : fake.values()) {
@@ -246,13 +246,15 @@ TEST(QuantizerTest, ConstantChannelIsReproducedWithinOneStep) {
 // Activations: round half to even, as ONNX QuantizeLinear.
 
 TEST(ParamsFromRangeTest, SymmetricRoundsTiesToEven) {
-  const QuantParams p = ParamsFromRange(-3.0f, 6.0f, 8, QuantScheme::kSymmetric);
+  const QuantParams p =
+      ParamsFromRange(-3.0f, 6.0f, 8, QuantScheme::kSymmetric);
   EXPECT_EQ(p.rounding, Rounding::kHalfToEven);
   EXPECT_EQ(p.axis, kPerTensorAxis);
   EXPECT_FLOAT_EQ(p.scale[0], 6.0f / 127.0f);
   EXPECT_EQ(p.zero_point[0], 0);
   // -63.5 ↦ -64 (even); at s = 0.25: 2.5 ↦ 2, 3.5 ↦ 4, -2.5 ↦ -2.
-  const QuantParams q4 = ParamsFromRange(-1.75f, 1.75f, 4, QuantScheme::kSymmetric);
+  const QuantParams q4 =
+      ParamsFromRange(-1.75f, 1.75f, 4, QuantScheme::kSymmetric);
   ASSERT_EQ(q4.scale[0], 0.25f);
   EXPECT_EQ(Integers(Tensor({2}, {-3.0f, 6.0f}), p),
             (std::vector<int32_t>{-64, 127}));
@@ -286,24 +288,25 @@ TEST_P(RangeTest, MatchesHandComputedParams) {
 
 INSTANTIATE_TEST_SUITE_P(
     Cases, RangeTest,
-    ::testing::Values(
-        RangeCase{"asym8_0_6", 0, 6, 8, QuantScheme::kAsymmetric, 6.0f / 255,
-                  0, 0, 255},
-        RangeCase{"asym8_widened", 2, 6, 8, QuantScheme::kAsymmetric,
-                  6.0f / 255, 0, 0, 255},
-        RangeCase{"asym2_minus1_3", -1, 3, 2, QuantScheme::kAsymmetric,
-                  4.0f / 3, 1, 0, 3},
-        // [-2, 1] at 2 bits: s = 1, z = 2.
-        RangeCase{"asym2_minus2_1", -2, 1, 2, QuantScheme::kAsymmetric, 1.0f,
-                  2, 0, 3},
-        RangeCase{"sym8_design", -3, 6, 8, QuantScheme::kSymmetric,
-                  6.0f / 127, 0, -127, 127},
-        RangeCase{"sym3", -0.5f, 0.25f, 3, QuantScheme::kSymmetric,
-                  0.5f / 3, 0, -3, 3},
-        RangeCase{"asym_zero_range", 0, 0, 8, QuantScheme::kAsymmetric, 1.0f,
-                  0, 0, 255},
-        RangeCase{"sym_zero_range", 0, 0, 8, QuantScheme::kSymmetric, 1.0f, 0,
-                  -127, 127}),
+    ::testing::Values(RangeCase{"asym8_0_6", 0, 6, 8, QuantScheme::kAsymmetric,
+                                6.0f / 255, 0, 0, 255},
+                      RangeCase{"asym8_widened", 2, 6, 8,
+                                QuantScheme::kAsymmetric, 6.0f / 255, 0, 0,
+                                255},
+                      RangeCase{"asym2_minus1_3", -1, 3, 2,
+                                QuantScheme::kAsymmetric, 4.0f / 3, 1, 0, 3},
+                      // [-2, 1] at 2 bits: s = 1, z = 2.
+                      RangeCase{"asym2_minus2_1", -2, 1, 2,
+                                QuantScheme::kAsymmetric, 1.0f, 2, 0, 3},
+                      RangeCase{"sym8_design", -3, 6, 8,
+                                QuantScheme::kSymmetric, 6.0f / 127, 0, -127,
+                                127},
+                      RangeCase{"sym3", -0.5f, 0.25f, 3,
+                                QuantScheme::kSymmetric, 0.5f / 3, 0, -3, 3},
+                      RangeCase{"asym_zero_range", 0, 0, 8,
+                                QuantScheme::kAsymmetric, 1.0f, 0, 0, 255},
+                      RangeCase{"sym_zero_range", 0, 0, 8,
+                                QuantScheme::kSymmetric, 1.0f, 0, -127, 127}),
     [](const auto& info) { return std::string(info.param.name); });
 
 // ---------------------------------------------------------------------------
@@ -317,8 +320,7 @@ TEST(QuantizerTest, PerChannelScalesAreIndependentPerTensorIsShared) {
   const QuantParams per_tensor = ChooseWeightParams(
       w, 0, {8, QuantScheme::kSymmetric, Granularity::kPerTensor});
   EXPECT_EQ(per_channel.axis, 0);
-  EXPECT_EQ(per_channel.scale,
-            (std::vector<float>{1.0f / 127, 100.0f / 127}));
+  EXPECT_EQ(per_channel.scale, (std::vector<float>{1.0f / 127, 100.0f / 127}));
   EXPECT_EQ(per_tensor.scale, (std::vector<float>{100.0f / 127}));
   EXPECT_EQ(Integers(w, per_channel),
             (std::vector<int32_t>{127, -63, 127, 64}));
@@ -457,12 +459,12 @@ TEST(QuantizerTest, EmptyTensorsAndChannels) {
 TEST(QuantizerTest, ScalesArePositiveFiniteAndNormal) {
   const float tiny = std::numeric_limits<float>::denorm_min();
   const float huge = std::numeric_limits<float>::max();
-  const Tensor w({6, 2}, {0.0f, 0.0f,       // zeros
-                          tiny, -tiny,      // would underflow
-                          huge, -huge,      // range beyond float in asym
-                          kNaN, 1.0f,       // NaN ignored for the scale
-                          kInf, -2.0f,      // infinities ignored
-                          -kInf, kNaN});    // nothing finite: like zeros
+  const Tensor w({6, 2}, {0.0f, 0.0f,     // zeros
+                          tiny, -tiny,    // would underflow
+                          huge, -huge,    // range beyond float in asym
+                          kNaN, 1.0f,     // NaN ignored for the scale
+                          kInf, -2.0f,    // infinities ignored
+                          -kInf, kNaN});  // nothing finite: like zeros
   for (const QuantScheme scheme :
        {QuantScheme::kSymmetric, QuantScheme::kAsymmetric}) {
     for (int bits = 1; bits <= 8; ++bits) {
@@ -491,7 +493,8 @@ TEST(QuantizerTest, ScalesArePositiveFiniteAndNormal) {
 }
 
 TEST(QuantizerTest, InfinitiesClampAndNaNQuantizesLikeZero) {
-  const QuantParams p = ParamsFromRange(-1.0f, 3.0f, 8, QuantScheme::kAsymmetric);
+  const QuantParams p =
+      ParamsFromRange(-1.0f, 3.0f, 8, QuantScheme::kAsymmetric);
   const Tensor x({3}, {kInf, -kInf, kNaN});
   const std::vector<int32_t> q = Integers(x, p);
   EXPECT_EQ(q, (std::vector<int32_t>{p.qmax, p.qmin, p.zero_point[0]}));
@@ -507,19 +510,12 @@ TEST(StraightThroughTest, ZeroExactlyWhereTheClampBinds) {
   // s = 1/127 exactly as float division gives it; the clamp binds where
   // round(x/s) leaves [-127, 127], i.e. beyond ±(127.5)·s (ties to even:
   // 127.5 ↦ 128 binds, -127.5 ↦ -128 binds).
-  const QuantParams p = ParamsFromRange(-1.0f, 1.0f, 8, QuantScheme::kSymmetric);
+  const QuantParams p =
+      ParamsFromRange(-1.0f, 1.0f, 8, QuantScheme::kSymmetric);
   const float s = p.scale[0];
-  const std::vector<float> x = {0.0f,
-                                1.0f,
-                                -1.0f,
-                                127.4f * s,
-                                -127.4f * s,
-                                127.6f * s,
-                                -127.6f * s,
-                                5.0f,
-                                kInf,
-                                -kInf,
-                                kNaN};
+  const std::vector<float> x = {
+      0.0f,        1.0f, -1.0f, 127.4f * s, -127.4f * s, 127.6f * s,
+      -127.6f * s, 5.0f, kInf,  -kInf,      kNaN};
   const std::vector<float> expected = {1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 1};
   const Tensor xt({static_cast<int64_t>(x.size())}, x);
   Tensor grad({xt.size()}, std::vector<float>(x.size(), 1.0f));
@@ -568,11 +564,11 @@ TEST(QuantizerTest, FakeQuantizeSymmetricIsThePerChannelSymmetricGrid) {
   const Tensor w = Gaussian({6, 10}, 13);
   for (int bits = 1; bits <= 8; ++bits) {
     Tensor expected;
-    FakeQuantize(w,
-                 ChooseWeightParams(w, 0,
-                                    {bits, QuantScheme::kSymmetric,
-                                     Granularity::kPerChannel}),
-                 &expected);
+    FakeQuantize(
+        w,
+        ChooseWeightParams(
+            w, 0, {bits, QuantScheme::kSymmetric, Granularity::kPerChannel}),
+        &expected);
     EXPECT_EQ(Quantize(w, 0, bits).values(), expected.values());
   }
   // The design example through the legacy API: -3 ↦ -63·s (half up).
@@ -611,8 +607,9 @@ TEST(QuantizerTest, SquaredErrorRatioOf4To8BitsMatchesStepRatio) {
         w, ChooseWeightParams(w, 0, {4, e.scheme, Granularity::kPerTensor}));
     const double e8 = SquaredError(
         w, ChooseWeightParams(w, 0, {8, e.scheme, Granularity::kPerTensor}));
-    std::printf("%s per-tensor N(0,1), 65536 samples: e4/e8 = %.1f (model %.1f)\n",
-                e.name, e4 / e8, e.ratio);
+    std::printf(
+        "%s per-tensor N(0,1), 65536 samples: e4/e8 = %.1f (model %.1f)\n",
+        e.name, e4 / e8, e.ratio);
     EXPECT_NEAR(e4 / e8, e.ratio, 0.1 * e.ratio) << e.name;
   }
 }

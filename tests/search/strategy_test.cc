@@ -16,8 +16,8 @@
 #include "search/progressive.h"
 #include "search/qat.h"
 #include "search/quantize.h"
-#include "tests/support/fixtures.h"
 #include "tests/search/search_fixture.h"
+#include "tests/support/fixtures.h"
 #include "tests/support/onnx_mlp.h"
 #include "util/file.h"
 
@@ -123,9 +123,8 @@ TEST_F(StrategyTest, AutoKeepsTheLowestCalibrationLossOfItsAllocations) {
          {&uniform_steps, &knapsack_steps}) {
       const ScoredPolicy& allocation = (*other)[1].candidates.front();
       const auto it = std::find_if(
-          candidates.begin(), candidates.end(), [&](const ScoredPolicy& c) {
-            return c.policy == allocation.policy;
-          });
+          candidates.begin(), candidates.end(),
+          [&](const ScoredPolicy& c) { return c.policy == allocation.policy; });
       ASSERT_NE(it, candidates.end());
       EXPECT_EQ(it->loss, allocation.loss);
       EXPECT_LE(candidates.front().loss, allocation.loss);
@@ -191,7 +190,8 @@ TEST_F(StrategyTest, LandingOnTheBudgetKeepsTheLeastOmegaWithinIt) {
   ASSERT_EQ(plain_steps.size(), landed_steps.size());
   ASSERT_GE(landed_steps.size(), 2u);
   const StepReport& last = landed_steps.back();
-  const Policy& previous = landed_steps[landed_steps.size() - 2].finetuned.policy;
+  const Policy& previous =
+      landed_steps[landed_steps.size() - 2].finetuned.policy;
   EXPECT_EQ(previous, plain_steps[plain_steps.size() - 2].finetuned.policy);
   EXPECT_EQ(last.finetuned.policy, landed->final_policy.policy);
   EXPECT_LE(last.candidates.front().omega,
@@ -240,8 +240,8 @@ TEST_F(StrategyTest, ActivationBitsAreSearchedUnderABopsBudget) {
     lowered |= bits < previous_bits;
     previous_bits = bits;
     for (const ScoredPolicy& c : steps[s].candidates) {
-      EXPECT_EQ(c.bops, CostModel::ForModel(*model_).Bops(c.policy,
-                                                          c.activation_bits));
+      EXPECT_EQ(c.bops,
+                CostModel::ForModel(*model_).Bops(c.policy, c.activation_bits));
     }
   }
   EXPECT_TRUE(lowered);
@@ -292,8 +292,7 @@ TEST_F(StrategyTest, ThreadCountDoesNotChangeTheResult) {
 }
 
 TEST(FisherTest, IsTheMeanSquaredBatchGradient) {
-  auto model =
-      engine::Model::FromOnnxBytes(testing::MakeMlpOnnx({8, 6, 3}, 3));
+  auto model = engine::Model::FromOnnxBytes(testing::MakeMlpOnnx({8, 6, 3}, 3));
   ASSERT_TRUE(model.ok());
   const LabeledData data = testing::MakeTeacherData(64, 8, 3, 4);
   // Activations in float: each session below would calibrate its own ranges.
@@ -322,8 +321,9 @@ TEST(FisherTest, IsTheMeanSquaredBatchGradient) {
   }
   for (const auto& layer : layers) {
     const int p = layer.weight_param;
-    EXPECT_TRUE(((*fisher)[p].flat() * 4 - expected[p].flat()).abs().maxCoeff() <
-                1e-6f * std::max(1.0f, expected[p].flat().maxCoeff()));
+    EXPECT_TRUE(
+        ((*fisher)[p].flat() * 4 - expected[p].flat()).abs().maxCoeff() <
+        1e-6f * std::max(1.0f, expected[p].flat().maxCoeff()));
     EXPECT_GT((*fisher)[p].flat().sum(), 0);
   }
   auto table = session.LayerOmegaTable({8, 4, 2}, &*fisher);
@@ -394,11 +394,11 @@ TEST(HessianTracesTest, HutchinsonMatchesTheExactTrace) {
         << dims.size() << " layers";
     // Weights are restored.
     for (size_t p = 0; p < session.weights().size(); ++p) {
-      EXPECT_EQ((session.weights()[p].flat() -
-                 (*model)->initial_params()[p].flat())
-                    .abs()
-                    .maxCoeff(),
-                0.0f);
+      EXPECT_EQ(
+          (session.weights()[p].flat() - (*model)->initial_params()[p].flat())
+              .abs()
+              .maxCoeff(),
+          0.0f);
     }
     EXPECT_EQ(session.HessianTraces(data, 0, 1).status().code(),
               absl::StatusCode::kInvalidArgument);
@@ -481,8 +481,7 @@ TEST(EvaluateNeighboursTest, MatchesEvaluateOnTheResNetWhileSkippingPrefixes) {
 }
 
 TEST(ForwardFromTest, ResumesATraceAndRefusesBadArguments) {
-  auto model =
-      engine::Model::FromOnnxBytes(testing::MakeMlpOnnx({4, 5, 3}, 2));
+  auto model = engine::Model::FromOnnxBytes(testing::MakeMlpOnnx({4, 5, 3}, 2));
   ASSERT_TRUE(model.ok());
   const LabeledData data = testing::MakeTeacherData(6, 4, 3, 1);
   std::vector<engine::Tensor> params = (*model)->initial_params();

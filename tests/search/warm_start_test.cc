@@ -45,8 +45,8 @@ TEST_F(WarmStartTest, ContinuesAsTheSearchThatRanTheWarmUp) {
     auto expected = Run(options, &fresh);
     ASSERT_TRUE(expected.ok()) << expected.status();
     std::vector<StepReport> warm;
-    auto result = Run(options, &warm, nullptr, /*checkpoints=*/false, {},
-                      state);
+    auto result =
+        Run(options, &warm, nullptr, /*checkpoints=*/false, {}, state);
     ASSERT_TRUE(result.ok()) << result.status();
 
     ASSERT_EQ(warm.size(), fresh.size()) << what;
@@ -92,8 +92,8 @@ TEST_F(WarmStartTest, RefusesStatesThatAreNotAWarmUpOfThisModel) {
   ASSERT_GE(steps.size(), 2u);
 
   // Another model's warm-up (other layer widths).
-  auto other = engine::Model::FromOnnxBytes(
-      testing::MakeMlpOnnx({16, 8, 24, 4}, 1));
+  auto other =
+      engine::Model::FromOnnxBytes(testing::MakeMlpOnnx({16, 8, 24, 4}, 1));
   ASSERT_TRUE(other.ok()) << other.status();
   SearchObserver observer;
   observer.checkpoints = true;

@@ -42,7 +42,6 @@ std::string Fixture(const std::string& name) {
   return absl::StrCat(MIXQ_SOURCE_DIR, "/tests/fixtures/tls/", name);
 }
 
-
 std::unique_ptr<grpc::ClientContext> Context(const std::string& token = "") {
   auto context = std::make_unique<grpc::ClientContext>();
   context->set_deadline(std::chrono::system_clock::now() + kDeadline);

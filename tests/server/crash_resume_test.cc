@@ -40,11 +40,10 @@ class CrashResumeTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = std::filesystem::path(::testing::TempDir()) /
-           absl::StrCat("mixq_crash_",
-                        ::testing::UnitTest::GetInstance()
-                            ->current_test_info()
-                            ->name(),
-                        "_", getpid());
+           absl::StrCat(
+               "mixq_crash_",
+               ::testing::UnitTest::GetInstance()->current_test_info()->name(),
+               "_", getpid());
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
   }

@@ -235,9 +235,9 @@ TEST_F(DiskFullTest, ServerStartsOnAFullDiskAndItsWritesWaitForSpace) {
     ASSERT_TRUE(store_->StartJob(quarantined, 1).ok());
   }
   vfs_.SetFull(true);
-  ASSERT_FALSE(store_->UpdateJobState(resumed, storage::JobState::kRunning,
-                                      "", 0, 0)
-                   .ok())
+  ASSERT_FALSE(
+      store_->UpdateJobState(resumed, storage::JobState::kRunning, "", 0, 0)
+          .ok())
       << "the VFS lets an update of an existing row through";
 
   JobManager manager(store_.get(), options);

@@ -3,6 +3,8 @@
 // (ResolveFromJob), refused by field when it contradicts the source; on a
 // real server such a job runs no warm-up and ends exactly where a job that
 // did the same warm-up itself ends.
+#include "server/from_job.h"
+
 #include <memory>
 #include <string>
 
@@ -11,7 +13,6 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "proto/mixq.grpc.pb.h"
-#include "server/from_job.h"
 #include "server/server.h"
 #include "storage/store.h"
 #include "tests/support/server_testing.h"
@@ -63,8 +64,8 @@ v1::JobSpec FromSource() {
 
 TEST(ResolveFromJobTest, FillsInTheSourcesModelDataAndSession) {
   const Source source = MakeSource();
-  auto resolved = server::ResolveFromJob(FromSource(), source.record,
-                                         source.spec);
+  auto resolved =
+      server::ResolveFromJob(FromSource(), source.record, source.spec);
   ASSERT_TRUE(resolved.ok()) << resolved.status();
   EXPECT_EQ(resolved->from_job(), "job-src");
   EXPECT_EQ(resolved->name(), "re-run");

@@ -3,10 +3,10 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
-#include <memory>
-#include <sstream>
 #include <map>
+#include <memory>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -411,7 +411,8 @@ TEST_F(IntegrationTest, EvaluatePolicyModesOverRpcAndTheCli) {
   // The CLI, from files.
   const std::string dir = data_dir_.string();
   const search::LabeledData data = testing::MakeTeacherData(200, 12, 3, 2);
-  ASSERT_TRUE(WriteFile(dir + "/m.onnx", testing::MakeMlpOnnx({12, 16, 3}, 1)).ok());
+  ASSERT_TRUE(
+      WriteFile(dir + "/m.onnx", testing::MakeMlpOnnx({12, 16, 3}, 1)).ok());
   ASSERT_TRUE(WriteFile(dir + "/x.npy", testing::NpyFloat32(data.inputs)).ok());
   ASSERT_TRUE(WriteFile(dir + "/y.npy", testing::NpyInt64(data.labels)).ok());
   const CliResult cli =
@@ -419,7 +420,8 @@ TEST_F(IntegrationTest, EvaluatePolicyModesOverRpcAndTheCli) {
            "--labels", dir + "/y.npy", "--calib-size", "50", "--bits", "8",
            "--layer-bits", "fc1.weight=4", "--mode", "static"});
   EXPECT_EQ(cli.exit_code, 0) << cli.err;
-  EXPECT_THAT(cli.out, ::testing::HasSubstr("static evaluation on 150 samples"));
+  EXPECT_THAT(cli.out,
+              ::testing::HasSubstr("static evaluation on 150 samples"));
   EXPECT_THAT(cli.out, ::testing::HasSubstr("fc1.weight"));
 }
 
@@ -442,7 +444,8 @@ TEST_F(IntegrationTest, StrategiesOnOneModelAreQueriedTogether) {
     EXPECT_LE(results.final_policy().avg_bits(), 3 + 1e-9);
     ASSERT_GE(results.steps_size(), 2);
     int finetune = 0;
-    for (const v1::Step& step : results.steps()) finetune += step.finetune_steps();
+    for (const v1::Step& step : results.steps())
+      finetune += step.finetune_steps();
     EXPECT_LE(finetune, 40);
     if (i == 0) {
       // Progressive steps report their scoring work and the oracle.

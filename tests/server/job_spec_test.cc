@@ -282,9 +282,10 @@ TEST(PrepareJobTest, ValidationSetIsNeverTrainedOrScoredOn) {
     EXPECT_EQ(job->calib.size(), 50);
     EXPECT_EQ(job->train.size(), 110);
     ASSERT_EQ(job->val.size(), 40);
-    EXPECT_EQ(job->val.labels,
-              std::vector<int64_t>(data.labels.begin() + 160, data.labels.end()));
-    EXPECT_EQ(job->val.inputs.values()[0], data.inputs.values()[160 * kFeatures]);
+    EXPECT_EQ(job->val.labels, std::vector<int64_t>(data.labels.begin() + 160,
+                                                    data.labels.end()));
+    EXPECT_EQ(job->val.inputs.values()[0],
+              data.inputs.values()[160 * kFeatures]);
     EXPECT_EQ(job->val_source, "held out: samples [160, 200) of x.npy");
   }
   {

@@ -2,13 +2,13 @@
 // (spec.objective, ResolveObjective), through PrepareJob and through a real
 // server on 127.0.0.1:0; and fixed-batch exports are refused at submit with
 // how to export them with a dynamic batch.
+#include <unistd.h>
+
 #include <cmath>
 #include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <unistd.h>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
@@ -85,7 +85,8 @@ TEST(PrepareJobObjectiveTest, LabelFreeJobDistilsFromTheFp32Outputs) {
   EXPECT_FALSE(job->calib.has_labels());
   EXPECT_FALSE(job->calib.distill());  // submitting runs no model
   ASSERT_TRUE(AttachTeachers(&*job).ok());
-  for (const search::LabeledData* data : {&job->calib, &job->train, &job->val}) {
+  for (const search::LabeledData* data :
+       {&job->calib, &job->train, &job->val}) {
     ASSERT_TRUE(data->distill());
     EXPECT_EQ(data->teacher.dim(0), data->size());
     EXPECT_EQ(data->teacher.dim(1), kClasses);
@@ -93,8 +94,9 @@ TEST(PrepareJobObjectiveTest, LabelFreeJobDistilsFromTheFp32Outputs) {
 }
 
 // A model whose output is far larger than its input: x [N, 12] through a
-// Gemm, tiled to [N, 12 * 2^20] (48 MiB per sample). Its FP32 outputs for the job's 200
-// samples would take 9.4 GiB: refused at submit, before any is computed.
+// Gemm, tiled to [N, 12 * 2^20] (48 MiB per sample). Its FP32 outputs for the
+// job's 200 samples would take 9.4 GiB: refused at submit, before any is
+// computed.
 TEST(PrepareJobObjectiveTest, TeacherOutputsBeyondTheLimitAreRefusedAtSubmit) {
   constexpr int64_t kRepeats = int64_t{1} << 20;
   testing::OnnxBuilder b;
@@ -133,13 +135,10 @@ TEST(PrepareJobObjectiveTest, ValidationInputsAloneAreEnoughWhenDistilling) {
   EXPECT_FALSE(job->val.has_labels());
   // Cross-entropy still needs both validation files.
   request.mutable_spec()->set_objective("cross_entropy");
-  request.mutable_spec()->mutable_labels()->set_content(
-      testing::NpyInt64(testing::MakeTeacherData(kSamples, kFeatures,
-                                                 kClasses, 2)
-                            .labels));
-  ExpectInvalid(
-      PrepareJob(request.spec(), FilesOf(request.spec())).status(),
-      "spec.val_labels: required with spec.val_inputs");
+  request.mutable_spec()->mutable_labels()->set_content(testing::NpyInt64(
+      testing::MakeTeacherData(kSamples, kFeatures, kClasses, 2).labels));
+  ExpectInvalid(PrepareJob(request.spec(), FilesOf(request.spec())).status(),
+                "spec.val_labels: required with spec.val_inputs");
 }
 
 // A graph whose Reshape spells out the batch's element count only runs at
@@ -175,12 +174,12 @@ TEST(PrepareJobObjectiveTest, FixedBatchExportIsRefusedWithHowToFixIt) {
 class ObjectiveServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    data_dir_ = std::filesystem::path(::testing::TempDir()) /
-                absl::StrCat("mixq_objective_",
-                             ::testing::UnitTest::GetInstance()
-                                 ->current_test_info()
-                                 ->name(),
-                             "_", getpid());
+    data_dir_ =
+        std::filesystem::path(::testing::TempDir()) /
+        absl::StrCat(
+            "mixq_objective_",
+            ::testing::UnitTest::GetInstance()->current_test_info()->name(),
+            "_", getpid());
     std::filesystem::remove_all(data_dir_);
     ServerOptions options;
     options.listen = "127.0.0.1:0";
@@ -189,9 +188,9 @@ class ObjectiveServerTest : public ::testing::Test {
     auto server = Server::Start(options);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
-    stub_ = v1::Mixq::NewStub(grpc::CreateChannel(
-        absl::StrCat("127.0.0.1:", server_->port()),
-        grpc::InsecureChannelCredentials()));
+    stub_ = v1::Mixq::NewStub(
+        grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
+                            grpc::InsecureChannelCredentials()));
   }
   void TearDown() override {
     stub_.reset();

@@ -32,10 +32,9 @@ std::vector<std::string> Ids(const std::vector<v1::Policy>& policies) {
 
 TEST(ParetoFrontTest, KeepsExactlyTheNonDominatedBySize) {
   const std::vector<v1::Policy> front = ParetoFront({
-      Point("big-good", 400, 40, 0.90),
-      Point("small-bad", 100, 10, 0.60),
+      Point("big-good", 400, 40, 0.90), Point("small-bad", 100, 10, 0.60),
       Point("mid", 200, 20, 0.80),
-      Point("mid-worse", 250, 25, 0.75),      // mid is smaller and better
+      Point("mid-worse", 250, 25, 0.75),        // mid is smaller and better
       Point("same-size-worse", 200, 20, 0.70),  // mid beats it on accuracy
       Point("cheap-bops", 300, 5, 0.70),  // larger than mid, but fewest BOPs
   });

@@ -94,8 +94,7 @@ TEST(FillSpecDefaultsTest, TheObjectiveIsResolved) {
   bad.set_objective("mse");
   const absl::Status status = FillSpecDefaults(&bad);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_TRUE(absl::StrContains(status.message(), "spec.objective"))
-      << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "spec.objective")) << status;
 }
 
 // The comment of the field declared by `declaration` in `proto`: its
@@ -137,8 +136,7 @@ std::vector<Documented> DocumentedDefaults() {
        absl::StrCat(spec_defaults::kLearningRate)},
       {"int32 batch_size = 9;", "--batch-size",
        absl::StrCat(spec_defaults::kBatchSize)},
-      {"double lambda = 10;", "--lambda",
-       absl::StrCat(spec_defaults::kLambda)},
+      {"double lambda = 10;", "--lambda", absl::StrCat(spec_defaults::kLambda)},
       {"int32 activation_bits = 14;", "--activation-bits",
        absl::StrCat(spec_defaults::kActivationBits)},
       {"string strategy = 15;", "--strategy", spec_defaults::kStrategy},
@@ -155,18 +153,18 @@ TEST(DocumentedDefaultsTest, TheProtoCommentsSayTheDefaults) {
     const std::string comment = FieldComment(proto, d.proto_declaration);
     ASSERT_FALSE(comment.empty()) << d.proto_declaration;
     const bool quoted = absl::StrContains(d.proto_declaration, "string ");
-    const std::string expected =
-        quoted ? absl::StrCat("default \"", d.value, "\"")
-               : absl::StrCat("default ", d.value);
+    const std::string expected = quoted
+                                     ? absl::StrCat("default \"", d.value, "\"")
+                                     : absl::StrCat("default ", d.value);
     EXPECT_TRUE(absl::StrContains(comment, expected))
         << d.proto_declaration << ": '" << comment << "' lacks '" << expected
         << "'";
   }
-  EXPECT_TRUE(absl::StrContains(
-      FieldComment(proto, "int32 warmup_steps = 6;"), "default finetune_steps"));
-  EXPECT_TRUE(absl::StrContains(
-      FieldComment(proto, "int32 final_finetune_steps = 7;"),
-      "default finetune_steps"));
+  EXPECT_TRUE(absl::StrContains(FieldComment(proto, "int32 warmup_steps = 6;"),
+                                "default finetune_steps"));
+  EXPECT_TRUE(
+      absl::StrContains(FieldComment(proto, "int32 final_finetune_steps = 7;"),
+                        "default finetune_steps"));
   // The validation fields share one comment, above val_inputs.
   EXPECT_TRUE(absl::StrContains(
       FieldComment(proto, "DataSource val_inputs = 9;"),

@@ -55,9 +55,9 @@ class ValidationTest : public ::testing::Test {
     server_ = *std::move(server);
     grpc::ChannelArguments args;
     args.SetMaxSendMessageSize(64 << 20);
-    stub_ = v1::Mixq::NewStub(grpc::CreateCustomChannel(
-        absl::StrCat("127.0.0.1:", server_->port()),
-        grpc::InsecureChannelCredentials(), args));
+    stub_ = v1::Mixq::NewStub(
+        grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", server_->port()),
+                                  grpc::InsecureChannelCredentials(), args));
   }
   void TearDown() override {
     stub_.reset();
@@ -186,7 +186,8 @@ TEST_F(ValidationTest, KeptPoliciesAreRankedByValidationAndExportExactly) {
   ASSERT_TRUE(testing::WatchToEnd(*stub_, &late_context, job_id, &late).ok());
   ASSERT_EQ(late.size(), 1u);
   EXPECT_EQ(late[0].policy_id(), "final");
-  EXPECT_DOUBLE_EQ(late[0].val_accuracy(), results.final_policy().val_accuracy());
+  EXPECT_DOUBLE_EQ(late[0].val_accuracy(),
+                   results.final_policy().val_accuracy());
   EXPECT_DOUBLE_EQ(late[0].fp32_val_accuracy(), job.fp32_val_accuracy());
 
   // Each export, run by the engine on the held-out samples, gives exactly
@@ -218,10 +219,9 @@ TEST_F(ValidationTest, KeptPoliciesAreRankedByValidationAndExportExactly) {
       dir_.path().string());
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_THAT(run.out,
-              HasSubstr(absl::StrFormat(
-                  "accuracy %.17g loss %.17g samples 150",
-                  results.final_policy().val_accuracy(),
-                  results.final_policy().val_loss())));
+              HasSubstr(absl::StrFormat("accuracy %.17g loss %.17g samples 150",
+                                        results.final_policy().val_accuracy(),
+                                        results.final_policy().val_loss())));
 
   // best: only exportable policies, by validation accuracy.
   grpc::ClientContext best_context;
@@ -230,7 +230,8 @@ TEST_F(ValidationTest, KeptPoliciesAreRankedByValidationAndExportExactly) {
   best_request.set_top_k(100);
   best_request.set_max_avg_bits(8);
   v1::QueryBestPoliciesResponse best;
-  ASSERT_TRUE(stub_->QueryBestPolicies(&best_context, best_request, &best).ok());
+  ASSERT_TRUE(
+      stub_->QueryBestPolicies(&best_context, best_request, &best).ok());
   ASSERT_GT(best.policies_size(), 0);
   std::set<std::string> kept_ids;
   for (const v1::Policy& policy : kept) kept_ids.insert(policy.policy_id());
@@ -275,8 +276,8 @@ TEST_F(ValidationTest, ValidationFilesAreMeasuredAndUnknownPoliciesRefused) {
         ReadFile(FashionPath("t10k-images-idx3-ubyte.gz"));
     absl::StatusOr<std::string> labels =
         ReadFile(FashionPath("t10k-labels-idx1-ubyte.gz"));
-    data.inputs = engine::DecodeInputs(*images, "images")->Slice(kValBegin,
-                                                                  kValEnd);
+    data.inputs =
+        engine::DecodeInputs(*images, "images")->Slice(kValBegin, kValEnd);
     const std::vector<int64_t> all = *engine::DecodeLabels(*labels, "labels");
     data.labels.assign(all.begin() + kValBegin, all.begin() + kValEnd);
     return data;

@@ -468,8 +468,8 @@ TEST_F(StoreTest, MigratesVersion2DatabaseToStrategiesAndScoringStats) {
 
 // A version-5 job has no sensitivities; new steps store theirs.
 TEST_F(StoreTest, MigratesVersion5DatabaseToSensitivities) {
-  ASSERT_NO_FATAL_FAILURE(
-      WriteOldDatabase(absl::StrCat(kUndoSchemaV8To6, "PRAGMA user_version = 5")));
+  ASSERT_NO_FATAL_FAILURE(WriteOldDatabase(
+      absl::StrCat(kUndoSchemaV8To6, "PRAGMA user_version = 5")));
   auto store = OpenStore();
   ASSERT_NE(store, nullptr);
   EXPECT_EQ(store->schema_version(), LatestSchemaVersion());
@@ -486,8 +486,8 @@ TEST_F(StoreTest, MigratesVersion5DatabaseToSensitivities) {
 
 // A version-6 job has counted no start; the column starts at 0.
 TEST_F(StoreTest, MigratesVersion6DatabaseToUncleanStarts) {
-  ASSERT_NO_FATAL_FAILURE(
-      WriteOldDatabase(absl::StrCat(kUndoSchemaV8To7, "PRAGMA user_version = 6")));
+  ASSERT_NO_FATAL_FAILURE(WriteOldDatabase(
+      absl::StrCat(kUndoSchemaV8To7, "PRAGMA user_version = 6")));
   auto store = OpenStore();
   ASSERT_NE(store, nullptr);
   EXPECT_EQ(store->schema_version(), LatestSchemaVersion());
@@ -664,16 +664,19 @@ TEST_F(StoreTest, BestPoliciesForAModelSpanItsJobsAndStrategies) {
   JobRecord a = MakeJob("a", 1), b = MakeJob("b", 2), c = MakeJob("c", 3);
   a.model_sha256 = b.model_sha256 = "m";
   b.strategy = "uniform";
-  for (const JobRecord& job : {a, b, c}) ASSERT_OK(store->CreateJob(job, kLayers));
+  for (const JobRecord& job : {a, b, c})
+    ASSERT_OK(store->CreateJob(job, kLayers));
   StepRecord sa;
   sa.step = 1;
-  sa.candidates = {MakePolicy(1, PolicyKind::kCandidate, {8, 4, 4}, 0.80, 0.5, 1),
-                   MakePolicy(1, PolicyKind::kCandidate, {4, 4, 4}, 0.70, 0.6, 2)};
+  sa.candidates = {
+      MakePolicy(1, PolicyKind::kCandidate, {8, 4, 4}, 0.80, 0.5, 1),
+      MakePolicy(1, PolicyKind::kCandidate, {4, 4, 4}, 0.70, 0.6, 2)};
   sa.finetuned = MakePolicy(1, PolicyKind::kFinetuned, {8, 4, 4}, 0.82, 0.4);
   ASSERT_OK(store->AppendStep("a", sa));
   StepRecord sb;
   sb.step = 1;
-  sb.candidates = {MakePolicy(1, PolicyKind::kCandidate, {4, 4, 4}, 0.75, 0.5, 1)};
+  sb.candidates = {
+      MakePolicy(1, PolicyKind::kCandidate, {4, 4, 4}, 0.75, 0.5, 1)};
   sb.finetuned = MakePolicy(1, PolicyKind::kFinetuned, {4, 4, 4}, 0.90, 0.3);
   ASSERT_OK(store->AppendStep("b", sb));
   StepRecord sc = MakeStep(1);
@@ -699,14 +702,12 @@ TEST_F(StoreTest, BestPoliciesForAModelSpanItsJobsAndStrategies) {
   best = store->QueryBestPoliciesForModel("nope", PolicyLimits{}, 10);
   ASSERT_TRUE(best.ok());
   EXPECT_TRUE(best->empty());
-  EXPECT_EQ(store->QueryBestPoliciesForModel("", PolicyLimits{}, 10)
-                .status()
-                .code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(store->QueryBestPoliciesForModel("m", PolicyLimits{}, 0)
-                .status()
-                .code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      store->QueryBestPoliciesForModel("", PolicyLimits{}, 10).status().code(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      store->QueryBestPoliciesForModel("m", PolicyLimits{}, 0).status().code(),
+      absl::StatusCode::kInvalidArgument);
 }
 
 // --------------------------------------------------------------- artifacts
@@ -1357,11 +1358,11 @@ TEST_F(QueryBestPoliciesTest, ValidationAccuracyRanksThenCalibration) {
     double accuracy, loss, val_accuracy;
   };
   const Kept kept[] = {
-      {4, 0.5, 0.9, 0.7},          // equal val and calib: loss 0.9
-      {5, 0.5, 0.2, 0.7},          // loss 0.2: before 4
+      {4, 0.5, 0.9, 0.7},            // equal val and calib: loss 0.9
+      {5, 0.5, 0.2, 0.7},            // loss 0.2: before 4
       {6, 0.99, 0.1, std::nan("")},  // unmeasured: last, however good
-      {7, 0.6, 0.5, 0.7},          // calib 0.6 breaks the val tie: first
-      {3, 0.1, 3.0, 0.8},          // best on validation: first of all
+      {7, 0.6, 0.5, 0.7},            // calib 0.6 breaks the val tie: first
+      {3, 0.1, 3.0, 0.8},            // best on validation: first of all
   };
   for (size_t i = 0; i < std::size(kept); ++i) {
     StepRecord step;
@@ -1443,7 +1444,8 @@ TEST_F(StoreTest, ListsTheJobsOfAModelNewestFirst) {
   ASSERT_NE(store, nullptr);
   JobRecord a = MakeJob("a", 1), b = MakeJob("b", 2), c = MakeJob("c", 3);
   a.model_sha256 = c.model_sha256 = "m";
-  for (const JobRecord& job : {a, b, c}) ASSERT_OK(store->CreateJob(job, kLayers));
+  for (const JobRecord& job : {a, b, c})
+    ASSERT_OK(store->CreateJob(job, kLayers));
   auto jobs = store->ListJobsForModel("m");
   ASSERT_TRUE(jobs.ok()) << jobs.status();
   ASSERT_EQ(jobs->size(), 2u);
@@ -1629,7 +1631,6 @@ TEST_F(StoreTest, WarmStartIsStepZerosCheckpointAndOutlivesTheJob) {
   ASSERT_TRUE(warm.ok());
   EXPECT_FALSE(warm->has_value());
 }
-
 
 // PRAGMA `name` of the database at `path`, read through its own connection.
 int64_t ReadPragma(const std::string& path, const std::string& name) {

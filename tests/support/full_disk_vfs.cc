@@ -21,8 +21,7 @@ struct ShimFile {
 };
 
 sqlite3_file* Real(sqlite3_file* file) {
-  return reinterpret_cast<sqlite3_file*>(reinterpret_cast<ShimFile*>(file) +
-                                         1);
+  return reinterpret_cast<sqlite3_file*>(reinterpret_cast<ShimFile*>(file) + 1);
 }
 
 // ------------------------------------------------------------ File ----
@@ -75,12 +74,25 @@ int ShmUnmap(sqlite3_file* f, int delete_flag) {
 }
 
 // Version 2: no memory-mapped I/O, which would bypass xWrite's failure.
-const sqlite3_io_methods kMethods = {
-    2,        Close,           Read,      Write,    Truncate,
-    Sync,     FileSize,        Lock,      Unlock,   CheckReservedLock,
-    FileControl, SectorSize,   DeviceCharacteristics,
-    ShmMap,   ShmLock,         ShmBarrier, ShmUnmap, nullptr,
-    nullptr};
+const sqlite3_io_methods kMethods = {2,
+                                     Close,
+                                     Read,
+                                     Write,
+                                     Truncate,
+                                     Sync,
+                                     FileSize,
+                                     Lock,
+                                     Unlock,
+                                     CheckReservedLock,
+                                     FileControl,
+                                     SectorSize,
+                                     DeviceCharacteristics,
+                                     ShmMap,
+                                     ShmLock,
+                                     ShmBarrier,
+                                     ShmUnmap,
+                                     nullptr,
+                                     nullptr};
 
 // ------------------------------------------------------------- VFS ----
 

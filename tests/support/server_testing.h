@@ -1,6 +1,6 @@
 // Test support for the server tests: the small search job they submit,
-// reading a WatchJob stream to its end, submitting and watching a job. Header-only; users link mixq::proto
-// and gRPC.
+// reading a WatchJob stream to its end, submitting and watching a job.
+// Header-only; users link mixq::proto and gRPC.
 #ifndef MIXQ_TESTS_SUPPORT_SERVER_TESTING_H_
 #define MIXQ_TESTS_SUPPORT_SERVER_TESTING_H_
 

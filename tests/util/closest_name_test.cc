@@ -14,10 +14,16 @@ TEST(EditDistanceTest, CountsInsertionsDeletionsSubstitutionsAndSwaps) {
     const char* b;
     int distance;
   } kCases[] = {
-      {"", "", 0},           {"", "abc", 3},        {"abc", "", 3},
-      {"submit", "submit", 0}, {"sumbit", "submit", 1},  // a swap
-      {"--modle", "--model", 1}, {"lst", "list", 1},   {"stauts", "status", 1},
-      {"kitten", "sitting", 3}, {"abc", "xyz", 3},
+      {"", "", 0},
+      {"", "abc", 3},
+      {"abc", "", 3},
+      {"submit", "submit", 0},
+      {"sumbit", "submit", 1},  // a swap
+      {"--modle", "--model", 1},
+      {"lst", "list", 1},
+      {"stauts", "status", 1},
+      {"kitten", "sitting", 3},
+      {"abc", "xyz", 3},
   };
   for (const auto& c : kCases) {
     EXPECT_EQ(EditDistance(c.a, c.b), c.distance) << c.a << " / " << c.b;

@@ -13,8 +13,10 @@ namespace mixq {
 namespace {
 
 TEST(Sha256Test, KnownVectors) {
-  EXPECT_EQ(Sha256Hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-  EXPECT_EQ(Sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(Sha256Hex(""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(Sha256Hex("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
 TEST(Sha256Test, IsSha256HexAcceptsOnlyWhatSha256HexWrites) {
@@ -71,8 +73,10 @@ TEST(FileTest, WriteThenReadAndErrors) {
   const std::string path = dir + "/f.bin";
   ASSERT_TRUE(WriteFile(path, std::string("a\0b", 3)).ok());
   EXPECT_EQ(*ReadFile(path), std::string("a\0b", 3));
-  EXPECT_EQ(ReadFile(path, 2).status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_EQ(ReadFile(dir + "/missing").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ReadFile(path, 2).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(ReadFile(dir + "/missing").status().code(),
+            absl::StatusCode::kNotFound);
   EXPECT_EQ(ReadFile(dir).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(ReadFile(dir + "/missing").status().message()),
               ::testing::HasSubstr("missing"));
@@ -99,7 +103,8 @@ TEST(FileTest, ReadFileChunksAndDigestFile) {
   std::string content;
   for (int i = 0; i < 10007; ++i) content.push_back(static_cast<char>(i * 31));
   ASSERT_TRUE(WriteFile(path, content).ok());
-  for (size_t chunk : {size_t{1}, size_t{4096}, size_t{10007}, size_t{1} << 20}) {
+  for (size_t chunk :
+       {size_t{1}, size_t{4096}, size_t{10007}, size_t{1} << 20}) {
     std::string read;
     int calls = 0;
     ASSERT_TRUE(ReadFileChunks(path, chunk, [&](absl::string_view piece) {
@@ -125,7 +130,8 @@ TEST(FileTest, ReadFileChunksAndDigestFile) {
   EXPECT_EQ(DigestFile(path)->sha256, Sha256Hex(""));
   EXPECT_EQ(DigestFile(dir + "/missing").status().code(),
             absl::StatusCode::kNotFound);
-  EXPECT_EQ(DigestFile(dir).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(DigestFile(dir).status().code(),
+            absl::StatusCode::kInvalidArgument);
   std::filesystem::remove_all(dir);
 }
 
@@ -135,10 +141,8 @@ TEST(LoggingTest, ValuesAreQuotedEscapedAndCut) {
   EXPECT_EQ(FormatLogValue("a b"), "\"a b\"");
   EXPECT_EQ(FormatLogValue("say \"hi\""), "\"say \\\"hi\\\"\"");
   // A client-sent value cannot forge a line of its own.
-  EXPECT_EQ(FormatLogValue("x\n2026 INFO forged"),
-            "\"x\\n2026 INFO forged\"");
-  EXPECT_EQ(FormatLogValue(std::string("a\x01\tb\r", 5)),
-            "\"a\\x01\\tb\\r\"");
+  EXPECT_EQ(FormatLogValue("x\n2026 INFO forged"), "\"x\\n2026 INFO forged\"");
+  EXPECT_EQ(FormatLogValue(std::string("a\x01\tb\r", 5)), "\"a\\x01\\tb\\r\"");
   const std::string long_value(10000, 'j');
   const std::string logged = FormatLogValue(long_value);
   EXPECT_LT(logged.size(), kMaxLogValueBytes + 32);
