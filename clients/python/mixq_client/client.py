@@ -57,7 +57,7 @@ class ExportedFile:
 @dataclasses.dataclass(frozen=True)
 class WatchRetry:
     """How watch() reconnects after UNAVAILABLE or a dropped stream: at most
-    `attempts` reconnections in a row without an event, waiting `initial`
+    `attempts` reconnections in a row without a new event, waiting `initial`
     seconds, doubled each time up to `longest`."""
     attempts: int = 8
     initial: float = 0.25
@@ -227,10 +227,10 @@ class Client:
             stream = self._stub.WatchJob(request, metadata=self._metadata)
             try:
                 for event in stream:
-                    failures = 0
                     serialized = event.SerializeToString(deterministic=True)
                     if serialized != last:
                         last = serialized
+                        failures = 0
                         yield event
                     if event.state in TERMINAL_STATES:
                         return
