@@ -3,13 +3,16 @@
 // CPU): the outside check of a mixq export in examples/pipeline's gate.
 //
 //   node tools/ort/accuracy.js MODEL.onnx INPUTS LABELS [--normalize MEAN,STD]
-//        [--samples BEGIN:END] [--batch-size N] [--no-optimize]
+//        [--samples BEGIN:END | --last N [--max-samples M]] [--batch-size N]
+//        [--no-optimize]
 //
 // INPUTS: .npy (float32, or int64/int32 token ids) shaped [N, ...] with the
 // model input's per-sample size, or IDX images (raw or .gz; uint8 scaled to
 // [0, 1]): the data a mixq job reads. Float inputs are then normalised as a
 // job's --normalize: (x - MEAN) / STD. LABELS: .npy integers [N] or IDX
-// labels. --samples: only those samples (a job's held-out validation range).
+// labels. --samples: only those samples; --last N: the last N of the first M
+// (--max-samples; default all) samples, a job's held-out validation set
+// (Job.val_samples of the samples its max_samples used).
 // The model's first input and first output ([batch, classes] logits) are
 // used. Prints one JSON line: {"accuracy", "correct", "samples"}.
 // Exit codes: 0 success, 1 failure (message on stderr), 2 usage error.
@@ -21,8 +24,8 @@ const ort = require('onnxruntime-node');
 const {readNpy} = require('./run_model.js');
 
 const USAGE = 'usage: accuracy.js MODEL.onnx INPUTS LABELS ' +
-    '[--normalize MEAN,STD] [--samples BEGIN:END] [--batch-size N] ' +
-    '[--no-optimize]\n';
+    '[--normalize MEAN,STD] [--samples BEGIN:END | --last N ' +
+    '[--max-samples M]] [--batch-size N] [--no-optimize]\n';
 const DEFAULT_BATCH = 256;
 const IDX_UINT8 = 0x08;
 
@@ -67,8 +70,8 @@ function batchTensor(inputs, start, stop, sampleDims, normalize) {
 }
 
 function parseArgs(argv) {
-  const args = {positional: [], normalize: null, samples: null,
-                batch: DEFAULT_BATCH, optimize: true};
+  const args = {positional: [], normalize: null, samples: null, last: null,
+                maxSamples: null, batch: DEFAULT_BATCH, optimize: true};
   for (let i = 0; i < argv.length; ++i) {
     const arg = argv[i];
     if (arg === '--no-optimize') {
@@ -79,6 +82,10 @@ function parseArgs(argv) {
     } else if (arg === '--samples') {
       args.samples = argv[++i].split(':').map(Number);
       if (args.samples.length !== 2 || args.samples.some(isNaN)) return null;
+    } else if (arg === '--last' || arg === '--max-samples') {
+      const value = Number(argv[++i]);
+      if (!(Number.isInteger(value) && value > 0)) return null;
+      args[arg === '--last' ? 'last' : 'maxSamples'] = value;
     } else if (arg === '--batch-size') {
       args.batch = Number(argv[++i]);
       if (!(args.batch > 0)) return null;
@@ -88,7 +95,8 @@ function parseArgs(argv) {
       args.positional.push(arg);
     }
   }
-  return args.positional.length === 3 ? args : null;
+  const ranges = (args.samples !== null) + (args.last !== null);
+  return args.positional.length === 3 && ranges <= 1 ? args : null;
 }
 
 async function main(argv) {
@@ -108,7 +116,9 @@ async function main(argv) {
     throw new Error(`${labelsPath}: ${labels.data.length} labels for ` +
                     `${total} samples`);
   }
-  const [begin, end] = args.samples || [0, total];
+  const used = Math.min(args.maxSamples || total, total);
+  const [begin, end] = args.samples ||
+      (args.last !== null ? [used - args.last, used] : [0, used]);
   if (!(0 <= begin && begin < end && end <= total)) {
     throw new Error(`--samples ${begin}:${end} is outside [0, ${total})`);
   }
