@@ -12,8 +12,8 @@ import os
 import tempfile
 import threading
 import time
-from typing import (Any, Callable, Iterator, List, Optional, Sequence, Tuple,
-                    TypeVar, Union)
+from typing import (Any, Callable, Iterator, List, Mapping, Optional,
+                    Sequence, Tuple, TypeVar, Union)
 
 import grpc
 
@@ -190,6 +190,30 @@ class Client:
         request = mixq_pb2.SubmitJobRequest(spec=job_spec,
                                             request_id=request_id or "")
         return self._call(self._stub.SubmitJob, request).job
+
+    def evaluate(self, *, bits: int = 32,
+                 layer_bits: Optional[Mapping[str, int]] = None,
+                 mode: str = "static", activation_bits: Optional[int] = None,
+                 finetune_steps: int = 0, seed: int = 0,
+                 **data: Any) -> mixq_pb2.EvaluatePolicyResponse:
+        """One policy against FP32 on the same samples, without a search
+        (`mixq eval`): every layer at `bits` (32 = float) but those in
+        layer_bits, in `mode` "static", "dynamic" or "qat" (finetune_steps
+        of QAT first). `data` are submit()'s model and data keywords (model,
+        inputs, labels, normalize, max_samples, calib_size, val_inputs,
+        val_labels, val_size, objective). Synchronous: bound the work with
+        max_samples. Errors as submit()."""
+        job_spec = spec_lib.build_job_spec(
+            lambda path: self.upload(path).sha256, spec_lib.DATA_KEYWORDS,
+            "eval", **data)
+        request = mixq_pb2.EvaluatePolicyRequest(
+            spec=job_spec, default_bits=bits, mode=mode,
+            finetune_steps=finetune_steps, seed=seed,
+            layers=[mixq_pb2.LayerBits(name=name, bits=b)
+                    for name, b in (layer_bits or {}).items()])
+        if activation_bits is not None:
+            request.activation_bits = activation_bits
+        return self._call(self._stub.EvaluatePolicy, request)
 
     def job(self, job_id: str) -> mixq_pb2.Job:
         """The job now (GetJob)."""

@@ -7,7 +7,8 @@ references to files uploaded before.
 """
 
 import os
-from typing import Any, Callable, Dict, Mapping, Sequence, Tuple, Union
+from typing import (Any, Callable, Dict, FrozenSet, Mapping, Sequence, Tuple,
+                    Union)
 
 from mixq_client._proto import mixq_pb2
 
@@ -42,9 +43,13 @@ _BUDGETS = {
     "target_size_bytes": "size_bytes", "target_bops": "bops",
 }
 _OTHERS = ("normalize", "layer_bits", "pin")
+# Client.submit's keywords, and the model-and-data ones of Client.evaluate.
 KEYWORDS = frozenset(
     (*FILE_KEYWORDS, *_SPEC_SCALARS, *_SEARCH_SCALARS, *_SEARCH_LISTS,
      *_BUDGETS, *_OTHERS))
+DATA_KEYWORDS = frozenset(
+    (*FILE_KEYWORDS, "name", "objective", "calib_size", "val_size",
+     "max_samples", "normalize"))
 
 
 def data_source(value: PathLike, upload: Uploader) -> mixq_pb2.DataSource:
@@ -70,17 +75,19 @@ def _layers(layer_bits: Mapping[str, Sequence[int]], pins: Sequence[str],
     return layers
 
 
-def build_job_spec(upload: Uploader, **kwargs: Any) -> mixq_pb2.JobSpec:
-    """The JobSpec for `mixq submit`-style keywords (see KEYWORDS).
+def build_job_spec(upload: Uploader, keywords: FrozenSet[str] = KEYWORDS,
+                   caller: str = "submit", **kwargs: Any) -> mixq_pb2.JobSpec:
+    """The JobSpec for `mixq submit`-style keywords, each one of `keywords`.
 
-    Raises TypeError naming an unknown keyword, ValueError for several
-    budgets or a malformed normalize/layer_bits; the server checks the rest
-    (a MixqError with INVALID_ARGUMENT). Calls `upload` for each path.
+    Raises TypeError naming an unknown keyword (and `caller`), ValueError
+    for several budgets or a malformed normalize; the server checks the
+    rest (a MixqError with INVALID_ARGUMENT). Calls `upload` for each path.
     """
-    unknown = sorted(set(kwargs) - KEYWORDS)
+    unknown = sorted(set(kwargs) - keywords)
     if unknown:
-        raise TypeError(f"submit() got unknown keyword(s) {', '.join(unknown)} "
-                        "(the keywords are `mixq submit`'s flags in snake_case)")
+        raise TypeError(f"{caller}() got unknown keyword(s) {', '.join(unknown)} "
+                        f"(the keywords are `mixq {caller}`'s flags in "
+                        "snake_case)")
     spec = mixq_pb2.JobSpec()
     for keyword in FILE_KEYWORDS:
         if kwargs.get(keyword) is not None:

@@ -128,6 +128,20 @@ class RealServerTest(unittest.TestCase):
             with open(policy.path) as f:
                 self.assertIn(self.job.id, f.read())
 
+    def test_evaluate_measures_one_policy_against_fp32(self) -> None:
+        evaluation = self.client.evaluate(
+            model=f"sha256:{self.job.model_sha256}", inputs=IMAGES,
+            labels=LABELS, normalize=NORMALIZE, max_samples=600,
+            calib_size=300, bits=4, layer_bits={"fc3.weight": 8})
+        self.assertEqual(evaluation.eval_samples, 300)
+        self.assertEqual(evaluation.mode, "static")
+        self.assertEqual({l.name: l.bits for l in evaluation.layers},
+                         {"fc1.weight": 4, "fc2.weight": 4, "fc3.weight": 8})
+        self.assertGreater(evaluation.fp32_accuracy, 0.7)
+        self.assertGreater(evaluation.accuracy, 0.5)
+        with self.assertRaisesRegex(TypeError, "eval.*target_avg_bits"):
+            self.client.evaluate(model=MODEL, target_avg_bits=4)
+
     def test_jobs_lists_the_job(self) -> None:
         self.assertIn(self.job.id, [j.id for j in self.client.jobs()])
         self.assertEqual(self.client.jobs(state=mixq_client.FAILED), [])
