@@ -150,6 +150,11 @@ def points(fraction: float) -> float:
     return round(100 * fraction, 4)
 
 
+def versus_fp32(drop: float) -> str:
+    return (f"{drop} points below FP32" if drop >= 0 else
+            f"{-drop} points above FP32")
+
+
 def gate(client: Client, args: argparse.Namespace,
          metrics: Dict[str, Any]) -> bool:
     """Runs the gate, filling `metrics`; True when it passes."""
@@ -191,8 +196,8 @@ def gate(client: Client, args: argparse.Namespace,
     metrics["reason"] = (
         f"policy {best.policy_id}: {best.avg_bits:.2f} avg bits, "
         f"{int(best.size_bytes)} bytes, validation accuracy "
-        f"{points(best.val_accuracy)} % ({drop} points below FP32; ONNX "
-        f"Runtime {points(ort['accuracy'])} %)")
+        f"{points(best.val_accuracy)} % ({versus_fp32(drop)}; ONNX Runtime "
+        f"{points(ort['accuracy'])} %)")
     return True
 
 

@@ -149,4 +149,4 @@ gap=$(calc "round(100 * abs($ort - $val), 4)")
 if [[ $(calc "$gap <= $ort_tolerance") != True ]]; then
   finish 1 "ONNX Runtime measures $ort on the export, the job $val: more than --ort-tolerance $ort_tolerance points apart"
 fi
-finish 0 "policy $policy: validation accuracy $val ($drop points below FP32; ONNX Runtime $ort)"
+finish 0 "policy $policy: validation accuracy $val against FP32's $fp32 (drop $drop points; ONNX Runtime $ort)"
