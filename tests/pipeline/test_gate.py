@@ -8,12 +8,17 @@ Run by ctest (label `py`) with the client installed by py_client_install;
 $MIXQ_SERVER_BIN, $MIXQ_CLI_BIN, $MIXQ_SOURCE_DIR from CMakeLists.txt.
 """
 
+import array
+import gzip
+import io
 import json
 import os
+import struct
 import subprocess
 import sys
 import tempfile
 import unittest
+import zipfile
 from typing import Any, Dict, List, Tuple
 
 SOURCE_DIR = os.environ["MIXQ_SOURCE_DIR"]
@@ -99,8 +104,50 @@ class GateTest:
         self.assertIn("could not run", metrics["reason"])
 
 
+def _npy(typecode: str, descr: str, shape: Tuple[int, ...],
+         values: Any) -> bytes:
+    """A .npy file (format 1.0) of `values`, without NumPy."""
+    header = (f"{{'descr': '{descr}', 'fortran_order': False, "
+              f"'shape': ({', '.join(map(str, shape))},), }}")
+    header += " " * (-(len(header) + 11) % 64) + "\n"
+    return (b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) +
+            header.encode("latin1") + array.array(typecode, values).tobytes())
+
+
+def write_npz(path: str, samples: int) -> None:
+    """The first `samples` Fashion-MNIST training images, normalised as the
+    MLP expects, and their labels, as one np.savez_compressed-style .npz
+    (x float32 [N, 784], y int64 [N])."""
+    with gzip.open(f"{FASHION}/train-images-idx3-ubyte.gz") as f:
+        pixels = f.read()[16:16 + samples * 784]
+    with gzip.open(f"{FASHION}/train-labels-idx1-ubyte.gz") as f:
+        labels = f.read()[8:8 + samples]
+    x = _npy("f", "<f4", (samples, 784),
+             ((p / 255 - 0.2860) / 0.3530 for p in pixels))
+    y = _npy("q", "<i8", (samples,), list(labels))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as npz:
+        npz.writestr("x.npy", x)
+        npz.writestr("y.npy", y)
+
+
 class PythonGateTest(GateTest, unittest.TestCase):
     command = [sys.executable, os.path.join(PIPELINE, "gate.py")]
+
+    def test_passes_on_npz_data_checked_on_the_held_out_samples(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            data = os.path.join(tmp, "fashion.npz")
+            write_npz(data, 600)
+            # The last 10 % (60 samples) are held out: one image is 1.7
+            # points, so ORT may differ from the engine by one.
+            code, metrics, _ = self.run_gate(
+                "--model", DATA[1], "--inputs", data, "--labels", data,
+                "--calib-size", "256", "--finetune-steps", "10",
+                "--target-avg-bits", "4", "--max-drop", "10",
+                "--ort-tolerance", "2")
+        self.assertEqual(code, 0, metrics)
+        self.assertEqual(metrics["val_samples"], 60)
+        self.assertEqual(metrics["ort_samples"], 60)
+        self.assertLessEqual(metrics["ort_gap_points"], 2)
 
 
 class CliGateTest(GateTest, unittest.TestCase):

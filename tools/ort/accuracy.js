@@ -7,10 +7,12 @@
 //        [--no-optimize]
 //
 // INPUTS: .npy (float32, or int64/int32 token ids) shaped [N, ...] with the
-// model input's per-sample size, or IDX images (raw or .gz; uint8 scaled to
-// [0, 1]): the data a mixq job reads. Float inputs are then normalised as a
-// job's --normalize: (x - MEAN) / STD. LABELS: .npy integers [N] or IDX
-// labels. --samples: only those samples; --last N: the last N of the first M
+// model input's per-sample size, IDX images (raw or .gz; uint8 scaled to
+// [0, 1]) or .npz (np.savez: the only array, or x/inputs/images/data; one
+// array per graph input, by name, for a model with several): the data a
+// mixq job reads. Float inputs are then normalised as a job's --normalize:
+// (x - MEAN) / STD. LABELS: .npy integers [N], IDX labels, or .npz (the only
+// array, or y/labels/targets). --samples: only those samples; --last N: the last N of the first M
 // (--max-samples; default all) samples, a job's held-out validation set
 // (Job.val_samples of the samples its max_samples used).
 // The model's first input and first output ([batch, classes] logits) are
@@ -21,13 +23,19 @@
 const fs = require('fs');
 const zlib = require('zlib');
 const ort = require('onnxruntime-node');
-const {readNpy} = require('./run_model.js');
+const AdmZip = require('adm-zip');  // a dependency of onnxruntime-node
+const {parseNpy, readNpy} = require('./run_model.js');
 
 const USAGE = 'usage: accuracy.js MODEL.onnx INPUTS LABELS ' +
     '[--normalize MEAN,STD] [--samples BEGIN:END | --last N ' +
     '[--max-samples M]] [--batch-size N] [--no-optimize]\n';
 const DEFAULT_BATCH = 256;
 const IDX_UINT8 = 0x08;
+const NPY_FIRST_BYTE = 0x93;
+const ZIP_FIRST_BYTE = 0x50;  // 'P' of "PK"
+// The .npz member names of a job's inputs and labels (README, `submit`).
+const INPUT_KEYS = ['x', 'inputs', 'images', 'data'];
+const LABEL_KEYS = ['y', 'labels', 'targets'];
 
 // An IDX file (raw or gzip) of uint8 values as {dims, data, type: 'uint8'}.
 function readIdx(path) {
@@ -48,9 +56,52 @@ function readIdx(path) {
   return {dims, data: values, type: 'uint8'};
 }
 
-function readData(path) {
-  const head = fs.readFileSync(path).subarray(0, 1);
-  return head[0] === 0x93 ? readNpy(path) : readIdx(path);
+// The arrays of a .npz file by name (without ".npy").
+function readNpz(path) {
+  const arrays = {};
+  for (const entry of new AdmZip(path).getEntries()) {
+    if (!entry.entryName.endsWith('.npy')) continue;
+    arrays[entry.entryName.slice(0, -4)] =
+        parseNpy(entry.getData(), `${path}:${entry.entryName}`);
+  }
+  return arrays;
+}
+
+// The arrays of a data file by name: a .npz's members, else {'': array}.
+function readArrays(path) {
+  const head = fs.readFileSync(path).subarray(0, 1)[0];
+  if (head === ZIP_FIRST_BYTE) return readNpz(path);
+  return {'': head === NPY_FIRST_BYTE ? readNpy(path) : readIdx(path)};
+}
+
+// The one array of `arrays` meant by `keys` (or the only one), for `path`.
+function pick(arrays, keys, path) {
+  const names = Object.keys(arrays);
+  if (names.length === 1) return arrays[names[0]];
+  const key = keys.find((k) => k in arrays);
+  if (key === undefined) {
+    throw new Error(`${path}: holds ${names.join(', ')}; expected one array ` +
+                    `or one of ${keys.join(', ')}`);
+  }
+  return arrays[key];
+}
+
+// The model's feeds by input name: the one input from the only array (or
+// INPUT_KEYS), several from the arrays of the same names.
+function modelInputs(session, path) {
+  const arrays = readArrays(path);
+  if (session.inputNames.length === 1) {
+    return {[session.inputNames[0]]: pick(arrays, INPUT_KEYS, path)};
+  }
+  const feeds = {};
+  for (const name of session.inputNames) {
+    if (!(name in arrays)) {
+      throw new Error(`${path}: no array '${name}' for the model's input ` +
+                      `'${name}' (holds ${Object.keys(arrays).join(', ')})`);
+    }
+    feeds[name] = arrays[name];
+  }
+  return feeds;
 }
 
 // The tensor of samples [start, stop) as the model gets them: uint8 (IDX
@@ -106,15 +157,21 @@ async function main(argv) {
     return 2;
   }
   const [modelPath, inputsPath, labelsPath] = args.positional;
-  const inputs = readData(inputsPath);
-  const labels = readData(labelsPath);
-  const total = inputs.dims[0];
+  const session = await ort.InferenceSession.create(modelPath, {
+    executionProviders: ['cpu'],
+    graphOptimizationLevel: args.optimize ? 'all' : 'disabled',
+  });
+  const inputs = modelInputs(session, inputsPath);
+  const labels = pick(readArrays(labelsPath), LABEL_KEYS, labelsPath);
   if (labels.type === 'float32') {
     throw new Error(`${labelsPath}: labels must be integers, not float32`);
   }
-  if (labels.data.length !== total) {
-    throw new Error(`${labelsPath}: ${labels.data.length} labels for ` +
-                    `${total} samples`);
+  const total = labels.data.length;
+  for (const [name, array] of Object.entries(inputs)) {
+    if (array.dims[0] !== total) {
+      throw new Error(`${inputsPath}: ${array.dims[0]} samples of input ` +
+                      `'${name}' for ${total} labels`);
+    }
   }
   const used = Math.min(args.maxSamples || total, total);
   const [begin, end] = args.samples ||
@@ -122,22 +179,25 @@ async function main(argv) {
   if (!(0 <= begin && begin < end && end <= total)) {
     throw new Error(`--samples ${begin}:${end} is outside [0, ${total})`);
   }
-  const session = await ort.InferenceSession.create(modelPath, {
-    executionProviders: ['cpu'],
-    graphOptimizationLevel: args.optimize ? 'all' : 'disabled',
-  });
-  const perSample = inputs.data.length / total;
-  // The model's per-sample shape when fixed, else the data's.
-  const modelDims = session.inputMetadata[0].shape.slice(1);
-  const sampleDims = modelDims.every(Number.isInteger) &&
-          modelDims.reduce((a, b) => a * b, 1) === perSample ?
-      modelDims : inputs.dims.slice(1);
+  // Each input's per-sample shape: the model's when fixed, else the data's.
+  const sampleDims = {};
+  for (const meta of session.inputMetadata) {
+    const array = inputs[meta.name];
+    const modelDims = meta.shape.slice(1);
+    sampleDims[meta.name] = modelDims.every(Number.isInteger) &&
+            modelDims.reduce((a, b) => a * b, 1) * total ===
+                array.data.length ?
+        modelDims : array.dims.slice(1);
+  }
   let correct = 0;
   for (let start = begin; start < end; start += args.batch) {
     const stop = Math.min(start + args.batch, end);
-    const feed =
-        batchTensor(inputs, start, stop, sampleDims, args.normalize);
-    const results = await session.run({[session.inputNames[0]]: feed});
+    const feeds = {};
+    for (const [name, array] of Object.entries(inputs)) {
+      feeds[name] = batchTensor(array, start, stop, sampleDims[name],
+                                args.normalize);
+    }
+    const results = await session.run(feeds);
     const logits = results[session.outputNames[0]];
     const classes = logits.dims[logits.dims.length - 1];
     for (let i = 0; i < stop - start; ++i) {

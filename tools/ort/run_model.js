@@ -15,7 +15,7 @@
 // pairs into integer kernels, which moves logits by up to ~0.25 against a
 // float evaluation of the same QDQ graph (measured by tests/ort).
 // Exit codes: 0 success, 1 failure (message on stderr), 2 usage error.
-// Also a module: readNpy and writeNpy (tools/ort/accuracy.js).
+// Also a module: parseNpy, readNpy and writeNpy (tools/ort/accuracy.js).
 'use strict';
 
 const fs = require('fs');
@@ -34,7 +34,11 @@ const NPY_TYPES = {
 
 // Parses a .npy file of a NPY_TYPES dtype: {dims, data, type}.
 function readNpy(path) {
-  const bytes = fs.readFileSync(path);
+  return parseNpy(fs.readFileSync(path), path);
+}
+
+// Parses .npy bytes (`path` names them in errors).
+function parseNpy(bytes, path) {
   if (bytes.length < 10 || !bytes.subarray(0, 6).equals(NPY_MAGIC)) {
     throw new Error(`${path}: not a .npy file`);
   }
@@ -129,7 +133,7 @@ async function main(argv) {
   return 0;
 }
 
-module.exports = {readNpy, writeNpy};
+module.exports = {parseNpy, readNpy, writeNpy};
 
 if (require.main === module) {
   main(process.argv.slice(2)).then(
