@@ -26,7 +26,7 @@ import math
 import os
 import subprocess
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 from mixq_client import Client, MixqError, Policy, TlsConfig, SUCCEEDED
 

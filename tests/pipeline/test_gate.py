@@ -10,7 +10,6 @@ $MIXQ_SERVER_BIN, $MIXQ_CLI_BIN, $MIXQ_SOURCE_DIR from CMakeLists.txt.
 
 import array
 import gzip
-import io
 import json
 import os
 import struct
