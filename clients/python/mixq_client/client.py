@@ -328,38 +328,40 @@ class Client:
             job_id=job_id, policy_id=policy_id or "",
             format=format.replace("-", "_"))
         directory = os.path.dirname(os.path.abspath(path))
+        digest = hashlib.sha256()
+        size = 0
+        first: Optional[mixq_pb2.ExportChunk] = None
+        # Written beside `path` and renamed: a damaged or failed download
+        # leaves nothing behind.
         with tempfile.NamedTemporaryFile(dir=directory, delete=False) as part:
             try:
-                first = self._download(request, part)
+                try:
+                    for chunk in self._stub.ExportModel(
+                            request, timeout=self._timeout,
+                            metadata=self._metadata):
+                        if first is None:
+                            first = chunk
+                        part.write(chunk.data)
+                        digest.update(chunk.data)
+                        size += len(chunk.data)
+                except grpc.RpcError as error:
+                    raise MixqError.from_rpc_error(error) from None
                 part.close()
-                size = os.path.getsize(part.name)
-                sha256 = _digest(part.name)[0] if size else hashlib.sha256().hexdigest()
-                if first is None or size != first.total_bytes or sha256 != first.sha256:
-                    expected = (f"{first.total_bytes} bytes hashing to {first.sha256}"
-                                if first else "a first chunk")
-                    raise MixqError(grpc.StatusCode.DATA_LOSS,
-                                    f"the export of job {job_id} arrived damaged: "
-                                    f"{size} bytes hashing to {sha256}, expected "
-                                    f"{expected}")
+                sha256 = digest.hexdigest()
+                if (first is None or size != first.total_bytes or
+                        sha256 != first.sha256):
+                    expected = (f"{first.total_bytes} bytes hashing to "
+                                f"{first.sha256}" if first else "a first chunk")
+                    raise MixqError(
+                        grpc.StatusCode.DATA_LOSS,
+                        f"the export of job {job_id} arrived damaged: {size} "
+                        f"bytes hashing to {sha256}, expected {expected}")
                 os.replace(part.name, path)
             finally:
                 if os.path.exists(part.name):
                     os.unlink(part.name)
         return ExportedFile(path=path, size_bytes=size, sha256=sha256,
                             filename=first.filename)
-
-    def _download(self, request: mixq_pb2.ExportModelRequest,
-                  out: Any) -> Optional[mixq_pb2.ExportChunk]:
-        """Writes ExportModel's chunks to `out`; returns the first chunk."""
-        first = None
-        try:
-            for chunk in self._stub.ExportModel(
-                    request, timeout=self._timeout, metadata=self._metadata):
-                first = first or chunk
-                out.write(chunk.data)
-        except grpc.RpcError as error:
-            raise MixqError.from_rpc_error(error) from None
-        return first
 
 
 __all__: Sequence[str] = ("Client", "ExportedFile", "TlsConfig", "WatchRetry",

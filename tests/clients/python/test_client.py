@@ -261,10 +261,19 @@ class FlakyWatchServicer(mixq_pb2_grpc.MixqServicer):
             context.abort(grpc.StatusCode.UNAVAILABLE, "going away")
 
 
-class WatchReconnectTest(unittest.TestCase):
-    """Reconnection, against a fake server that drops the stream."""
+class DamagedExportServicer(mixq_pb2_grpc.MixqServicer):
+    """ExportModel sends bytes that do not hash to the announced SHA-256."""
 
-    def serve(self, servicer: FlakyWatchServicer) -> str:
+    def ExportModel(self, request, context):  # noqa: N802 (gRPC's name)
+        yield mixq_pb2.ExportChunk(data=b"onnx", total_bytes=4,
+                                   sha256="0" * 64, filename="x.onnx")
+
+
+class FakeServerTest(unittest.TestCase):
+    """What a real server does not do on demand: drop the watch stream,
+    damage a download."""
+
+    def serve(self, servicer: mixq_pb2_grpc.MixqServicer) -> str:
         server = grpc.server(concurrent.futures.ThreadPoolExecutor(2))
         mixq_pb2_grpc.add_MixqServicer_to_server(servicer, server)
         port = server.add_insecure_port("127.0.0.1:0")
@@ -295,6 +304,16 @@ class WatchReconnectTest(unittest.TestCase):
         self.assertEqual(raised.exception.code, grpc.StatusCode.UNAVAILABLE)
         # The first stream, then two reconnections that bring nothing new.
         self.assertEqual(servicer.calls, 3)
+
+
+    def test_a_damaged_export_is_data_loss_and_leaves_no_file(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "model.onnx")
+            with Client(self.serve(DamagedExportServicer())) as client:
+                with self.assertRaises(MixqError) as raised:
+                    client.export("job-1", path)
+            self.assertEqual(raised.exception.code, grpc.StatusCode.DATA_LOSS)
+            self.assertEqual(os.listdir(tmp), [])
 
 
 if __name__ == "__main__":
