@@ -26,17 +26,41 @@ import math
 import os
 import subprocess
 import sys
+import traceback
 from typing import Any, Dict, List, Sequence
 
-from mixq_client import Client, MixqError, Policy, TlsConfig, SUCCEEDED
-
 EXIT_PASSED, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+
+try:
+    from mixq_client import Client, MixqError, Policy, TlsConfig, SUCCEEDED
+except ImportError as missing:
+    # Not "the gate failed" (exit 1): it could not run.
+    print(f"gate.py: {missing}: install the client first (pip install "
+          "--no-build-isolation --no-index ./clients/python, in a venv; see "
+          "clients/python/README.md)", file=sys.stderr)
+    sys.exit(EXIT_ERROR)
 DEFAULT_ORT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                "..", "..", "tools", "ort")
 
 
 class GateError(Exception):
     """The gate could not run (exit 2)."""
+
+
+def numbers(kind: type, count: int = 0) -> Any:
+    """An argparse type: comma-separated numbers of `kind` (`count` of them
+    if not 0)."""
+    def parse(text: str) -> List[Any]:
+        try:
+            values = [kind(part) for part in text.split(",")]
+        except ValueError:
+            values = []
+        if not values or (count and len(values) != count):
+            raise argparse.ArgumentTypeError(
+                f"expected {count or 'some'} comma-separated numbers, "
+                f"got {text!r}")
+        return values
+    return parse
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -56,11 +80,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     data.add_argument("--val-inputs", help="validation inputs (with "
                       "--val-labels; default: the job's held-out samples)")
     data.add_argument("--val-labels")
-    data.add_argument("--normalize", help="MEAN,STD as for `mixq submit`")
+    data.add_argument("--normalize", type=numbers(float, 2),
+                      help="MEAN,STD as for `mixq submit`")
     data.add_argument("--max-samples", type=int)
     data.add_argument("--calib-size", type=int, default=512)
     search = parser.add_argument_group("search")
-    search.add_argument("--bits", default="8,6,4,2")
+    search.add_argument("--bits", type=numbers(int), default=[8, 6, 4, 2])
     budget = search.add_mutually_exclusive_group(required=True)
     budget.add_argument("--target-avg-bits", type=float)
     budget.add_argument("--max-size-bytes", type=int)
@@ -100,13 +125,10 @@ def run_search(client: Client, args: argparse.Namespace) -> Any:
         model=args.model, inputs=args.inputs, labels=args.labels,
         val_inputs=args.val_inputs, val_labels=args.val_labels,
         max_samples=args.max_samples, calib_size=args.calib_size,
-        bits=[int(b) for b in args.bits.split(",")],
-        target_avg_bits=args.target_avg_bits,
+        bits=args.bits, normalize=args.normalize, target_avg_bits=args.target_avg_bits,
         target_size_bytes=args.max_size_bytes,
         finetune_steps=args.finetune_steps, strategy=args.strategy,
         seed=args.seed, name="pipeline-gate")
-    if args.normalize:
-        spec["normalize"] = [float(v) for v in args.normalize.split(",")]
     job = client.submit(**spec)
     print(f"gate: job {job.id} submitted", file=sys.stderr)
     for event in client.watch(job.id):
@@ -134,7 +156,7 @@ def ort_accuracy(args: argparse.Namespace, model: str,
     command = [args.node, os.path.join(args.ort_dir, "accuracy.js"), model,
                *data]
     if args.normalize:
-        command += ["--normalize", args.normalize]
+        command += ["--normalize", ",".join(map(str, args.normalize))]
     env = dict(os.environ,
                NODE_PATH=os.path.join(args.ort_dir, "node_modules"))
     try:
@@ -216,6 +238,10 @@ def main(argv: Sequence[str]) -> int:
     except (MixqError, GateError, OSError) as error:
         passed, code = False, EXIT_ERROR
         metrics["reason"] = f"the gate could not run: {error}"
+    except Exception as error:  # noqa: BLE001 (a bug must not read as "failed")
+        traceback.print_exc()
+        passed, code = False, EXIT_ERROR
+        metrics["reason"] = f"the gate could not run: internal error: {error!r}"
     metrics["passed"] = passed
     with open(os.path.join(args.out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2, sort_keys=True)

@@ -11,13 +11,16 @@
 #       [--strategy S] [--seed N] --max-drop POINTS [--ort-tolerance POINTS] \
 #       --out DIR
 #
-# Environment: MIXQ (the CLI, default `mixq`), MIXQ_SERVER and MIXQ_TOKEN (the
-# CLI's own), ORT_DIR (default tools/ort), NODE (default node). The CLI's JSON
+# Environment: MIXQ (the CLI, default `mixq`), MIXQ_ARGS (its global flags,
+# e.g. "--tls-ca ca.pem"), MIXQ_SERVER and MIXQ_TOKEN (the CLI's own), ORT_DIR
+# (default tools/ort), NODE (default node). The CLI's JSON
 # answers are kept in DIR/cli/. Exit codes as gate.py: 0 passed, 1 failed
 # (DIR/metrics.json says why), 2 usage error or the gate could not run.
 set -euo pipefail
 
-MIXQ=${MIXQ:-mixq}
+# Word-split on purpose: MIXQ_ARGS holds several flags.
+# shellcheck disable=SC2206
+mixq=("${MIXQ:-mixq}" ${MIXQ_ARGS:-})
 NODE=${NODE:-node}
 ORT_DIR=${ORT_DIR:-$(cd "$(dirname "$0")/../../tools/ort" && pwd)}
 usage() { sed -n '7,11p' "$0" >&2; exit 2; }
@@ -112,17 +115,17 @@ run() {
       finish 2 "the gate could not run: $name: $(head -n 1 "$cli/$name.err")"; }
 }
 
-run submit "$MIXQ" --json submit "${data[@]}" --bits "$bits" \
+run submit "${mixq[@]}" --json submit "${data[@]}" --bits "$bits" \
   --calib-size "$calib_size" "${search[@]}" "${budget[@]}" \
   --name pipeline-gate --upload
 job=$(q "$cli/submit.json" 'd["job"]["id"]')
 echo "gate.sh: job $job submitted" >&2
 # JSON Lines, one event each; exit 1 when the job failed or was cancelled.
-"$MIXQ" --json watch "$job" >"$cli/events.jsonl" ||
-  { run job "$MIXQ" --json status "$job"
+"${mixq[@]}" --json watch "$job" >"$cli/events.jsonl" ||
+  { run job "${mixq[@]}" --json status "$job"
     finish 2 "the gate could not run: job $job ended $(q "$cli/job.json" 'd["state"]'): $(q "$cli/job.json" 'd["error"]')"; }
-run job "$MIXQ" --json status "$job"
-run best "$MIXQ" --json best "$job" --top-k 1 "${limit[@]}"
+run job "${mixq[@]}" --json status "$job"
+run best "${mixq[@]}" --json best "$job" --top-k 1 "${limit[@]}"
 if [[ $(q "$cli/best.json" 'len(d["policies"])') == 0 ]]; then
   finish 1 "no kept policy is within the budget"
 fi
@@ -134,7 +137,7 @@ drop=$(calc "round(100 * ($fp32 - $val), 4)")
 if [[ $(calc "$drop <= $max_drop") != True ]]; then
   finish 1 "policy $policy loses $drop points of validation accuracy against FP32 ($val vs $fp32), more than --max-drop $max_drop"
 fi
-run export "$MIXQ" --json export "$job" --policy-id "$policy" -o "$out/model.onnx"
+run export "${mixq[@]}" --json export "$job" --policy-id "$policy" -o "$out/model.onnx"
 
 # ONNX Runtime on the job's validation set: the files, or its held-out samples.
 if [[ -n "$val_inputs" ]]; then
