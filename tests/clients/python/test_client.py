@@ -235,6 +235,26 @@ class SecureServerTest(unittest.TestCase):
         finally:
             server.stop()
 
+    def test_mutual_tls(self) -> None:
+        tls_dir = os.path.join(FIXTURES, "tls")
+        server = MixqServer([
+            "--tls-cert", os.path.join(tls_dir, "server.pem"),
+            "--tls-key", os.path.join(tls_dir, "server.key"),
+            "--tls-client-ca", os.path.join(tls_dir, "ca.pem")])
+        try:
+            ca = os.path.join(tls_dir, "ca.pem")
+            mutual = TlsConfig(ca=ca, cert=os.path.join(tls_dir, "client.pem"),
+                               key=os.path.join(tls_dir, "client.key"))
+            with Client(server.address, tls=mutual) as client:
+                self.assertEqual(client.jobs(), [])
+            with Client(server.address, tls=TlsConfig(ca=ca)) as client:
+                with self.assertRaises(MixqError) as raised:
+                    client.jobs()
+                self.assertEqual(raised.exception.code,
+                                 grpc.StatusCode.UNAVAILABLE)
+        finally:
+            server.stop()
+
 
 def _event(state: int, step: int) -> mixq_pb2.JobEvent:
     # NaN accuracies, as before validation: equal events must still match.
