@@ -32,7 +32,8 @@ from typing import Any, Dict, List, Sequence
 EXIT_PASSED, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 
 try:
-    from mixq_client import Client, MixqError, Policy, TlsConfig, SUCCEEDED
+    from mixq_client import (SUCCEEDED, Client, Job, JobState, MixqError,
+                             Policy, TlsConfig)
 except ImportError as missing:
     # Not "the gate failed" (exit 1): it could not run.
     print(f"gate.py: {missing}: install the client first (pip install "
@@ -107,7 +108,19 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if (args.val_inputs is None) != (args.val_labels is None):
         parser.error("give both --val-inputs and --val-labels, or neither")
+    if any(path.lower().startswith("sha256:") for path in validation_files(args)):
+        parser.error("ONNX Runtime reads the validation data (--val-inputs and "
+                     "--val-labels, else --inputs and --labels): give files, "
+                     "not sha256: references")
     return args
+
+
+def validation_files(args: argparse.Namespace) -> List[str]:
+    """The files holding the job's validation set: the validation files, or
+    the training files whose last samples the job holds out."""
+    if args.val_inputs:
+        return [args.val_inputs, args.val_labels]
+    return [args.inputs, args.labels]
 
 
 def make_client(args: argparse.Namespace) -> Client:
@@ -119,13 +132,14 @@ def make_client(args: argparse.Namespace) -> Client:
     return Client(args.server, token=token, tls=tls)
 
 
-def run_search(client: Client, args: argparse.Namespace) -> Any:
+def run_search(client: Client, args: argparse.Namespace) -> Job:
     """Submits the job, follows it to its end, returns it (Job)."""
     spec: Dict[str, Any] = dict(
         model=args.model, inputs=args.inputs, labels=args.labels,
         val_inputs=args.val_inputs, val_labels=args.val_labels,
         max_samples=args.max_samples, calib_size=args.calib_size,
-        bits=args.bits, normalize=args.normalize, target_avg_bits=args.target_avg_bits,
+        bits=args.bits, normalize=args.normalize,
+        target_avg_bits=args.target_avg_bits,
         target_size_bytes=args.max_size_bytes,
         finetune_steps=args.finetune_steps, strategy=args.strategy,
         seed=args.seed, name="pipeline-gate")
@@ -136,7 +150,8 @@ def run_search(client: Client, args: argparse.Namespace) -> Any:
               f"({event.progress:.0%})", file=sys.stderr)
     job = client.job(job.id)
     if job.state != SUCCEEDED:
-        raise GateError(f"job {job.id} ended {job.state}: {job.error}")
+        raise GateError(
+            f"job {job.id} ended {JobState.Name(job.state)}: {job.error}")
     return job
 
 
@@ -144,15 +159,11 @@ def ort_accuracy(args: argparse.Namespace, model: str,
                  val_samples: int) -> Dict[str, Any]:
     """ONNX Runtime's accuracy on the job's validation set: the validation
     files, or the last val_samples of the samples the job used."""
-    if args.val_inputs:
-        data = [args.val_inputs, args.val_labels]
-    else:
-        data = [args.inputs, args.labels, "--last", str(val_samples)]
+    data = validation_files(args)
+    if not args.val_inputs:
+        data += ["--last", str(val_samples)]
         if args.max_samples:
             data += ["--max-samples", str(args.max_samples)]
-    if any(path.lower().startswith("sha256:") for path in data[:2]):
-        raise GateError("the ONNX Runtime check needs the validation data as "
-                        "files, not sha256: references")
     command = [args.node, os.path.join(args.ort_dir, "accuracy.js"), model,
                *data]
     if args.normalize:
