@@ -5,13 +5,17 @@ Started on 127.0.0.1:0 with a fresh data directory; the port comes from
 ctest).
 """
 
+import ctypes
 import os
+import signal
 import subprocess
 import tempfile
 import time
 from typing import List, Optional
 
 START_DEADLINE_SECONDS = 30.0
+# prctl(2): the child gets a signal when its parent dies.
+_PR_SET_PDEATHSIG = 1
 STOP_DEADLINE_SECONDS = 30.0
 POLL_SECONDS = 0.05
 
@@ -29,7 +33,8 @@ class MixqServer:
                 [os.environ["MIXQ_SERVER_BIN"], "--listen", "127.0.0.1:0",
                  "--data-dir", os.path.join(self.data_dir, "store"),
                  "--port-file", port_file, *(extra_args or [])],
-                stdout=log, stderr=subprocess.STDOUT)
+                stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=_end_with_parent)
         deadline = time.monotonic() + START_DEADLINE_SECONDS
         while not _nonempty(port_file):
             if self._process.poll() is not None or time.monotonic() > deadline:
@@ -52,6 +57,13 @@ class MixqServer:
                 self._process.kill()
                 self._process.wait()
         self._dir.cleanup()
+
+
+def _end_with_parent() -> None:
+    """In the child: a test that dies without stop() (a crash in gRPC's C
+    core) takes its server with it."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG,
+                                                   signal.SIGTERM)
 
 
 def _nonempty(path: str) -> bool:
