@@ -12,6 +12,7 @@ import array
 import gzip
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -58,6 +59,7 @@ class GateTest:
         """Runs the gate into a fresh directory: its exit code, metrics.json
         and that directory."""
         out = tempfile.mkdtemp(prefix="mixq-gate-")
+        self.addCleanup(shutil.rmtree, out)  # type: ignore[attr-defined]
         run = subprocess.run([*self.command, *args, "--out", out],
                              env=self.env(), capture_output=True, text=True,
                              timeout=GATE_DEADLINE_SECONDS)
