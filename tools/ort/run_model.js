@@ -15,6 +15,7 @@
 // pairs into integer kernels, which moves logits by up to ~0.25 against a
 // float evaluation of the same QDQ graph (measured by tests/ort).
 // Exit codes: 0 success, 1 failure (message on stderr), 2 usage error.
+// Also a module: parseNpy, readNpy and writeNpy (tools/ort/accuracy.js).
 'use strict';
 
 const fs = require('fs');
@@ -22,9 +23,22 @@ const ort = require('onnxruntime-node');
 
 const NPY_MAGIC = Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]);
 
-// Parses a float32 .npy file: {dims, data}.
+// The .npy dtypes read: descr -> typed array and ORT tensor type. int32 and
+// uint8 are for labels (np.save of an int32 or uint8 array).
+const NPY_TYPES = {
+  '<f4': {array: Float32Array, type: 'float32'},
+  '<i8': {array: BigInt64Array, type: 'int64'},
+  '<i4': {array: Int32Array, type: 'int32'},
+  '|u1': {array: Uint8Array, type: 'uint8'},
+};
+
+// Parses a .npy file of a NPY_TYPES dtype: {dims, data, type}.
 function readNpy(path) {
-  const bytes = fs.readFileSync(path);
+  return parseNpy(fs.readFileSync(path), path);
+}
+
+// Parses .npy bytes (`path` names them in errors).
+function parseNpy(bytes, path) {
   if (bytes.length < 10 || !bytes.subarray(0, 6).equals(NPY_MAGIC)) {
     throw new Error(`${path}: not a .npy file`);
   }
@@ -34,10 +48,11 @@ function readNpy(path) {
   const headerStart = major === 1 ? 10 : 12;
   const header =
       bytes.toString('latin1', headerStart, headerStart + headerLength);
-  const isInt64 = /'descr':\s*'<i8'/.test(header);
-  if (!isInt64 && !/'descr':\s*'<f4'/.test(header)) {
-    throw new Error(`${path}: dtype must be little-endian float32 ('<f4') ` +
-                    `or int64 ('<i8')`);
+  const descr = /'descr':\s*'([^']*)'/.exec(header);
+  const dtype = descr && NPY_TYPES[descr[1]];
+  if (!dtype) {
+    throw new Error(`${path}: dtype must be little-endian float32 ('<f4'), ` +
+                    `int64 ('<i8'), int32 ('<i4') or uint8 ('|u1')`);
   }
   if (/'fortran_order':\s*True/.test(header)) {
     throw new Error(`${path}: Fortran order is not supported`);
@@ -48,15 +63,14 @@ function readNpy(path) {
                    .map(Number);
   const count = dims.reduce((a, b) => a * b, 1);
   const dataStart = headerStart + headerLength;
-  const size = isInt64 ? 8 : 4;
-  if (bytes.length - dataStart !== count * size) {
+  if (bytes.length - dataStart !== count * dtype.array.BYTES_PER_ELEMENT) {
     throw new Error(`${path}: ${bytes.length - dataStart} data bytes for ` +
-                    `shape (${dims}) of ${isInt64 ? 'int64' : 'float32'}`);
+                    `shape (${dims}) of ${dtype.type}`);
   }
   // Copy: the Buffer's offset need not be aligned.
-  const data = isInt64 ? new BigInt64Array(count) : new Float32Array(count);
+  const data = new dtype.array(count);
   Buffer.from(data.buffer).set(bytes.subarray(dataStart));
-  return {dims, data, type: isInt64 ? 'int64' : 'float32'};
+  return {dims, data, type: dtype.type};
 }
 
 // Writes a float32 .npy file (format 1.0, header padded to 64 bytes).
@@ -119,8 +133,12 @@ async function main(argv) {
   return 0;
 }
 
-main(process.argv.slice(2)).then(
-    (code) => process.exit(code), (error) => {
-      process.stderr.write(`run_model.js: ${error.message}\n`);
-      process.exit(1);
-    });
+module.exports = {parseNpy, readNpy, writeNpy};
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+      (code) => process.exit(code), (error) => {
+        process.stderr.write(`run_model.js: ${error.message}\n`);
+        process.exit(1);
+      });
+}

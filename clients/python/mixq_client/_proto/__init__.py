@@ -1,0 +1,1 @@
+"""Stubs generated from proto/mixq.proto when the package is built (setup.py)."""
