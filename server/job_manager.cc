@@ -878,8 +878,13 @@ absl::StatusOr<v1::JobEvent> JobManager::Subscribe(
     snapshot.set_state(ToProto(job.state));
     snapshot.set_step(job.steps_done);
     snapshot.set_error(job.error);
-    snapshot.set_phase(storage::IsTerminal(job.state) ? "done" : "queued");
+    // A running job without an event yet is loading its model and data.
+    snapshot.set_phase(storage::IsTerminal(job.state)             ? "done"
+                       : job.state == storage::JobState::kRunning ? "loading"
+                                                                  : "queued");
     snapshot.set_fp32_val_accuracy(job.fp32_val_accuracy);
+    snapshot.set_accuracy(std::numeric_limits<double>::quiet_NaN());
+    snapshot.set_loss(std::numeric_limits<double>::quiet_NaN());
     snapshot.set_val_accuracy(std::numeric_limits<double>::quiet_NaN());
     snapshot.set_val_loss(std::numeric_limits<double>::quiet_NaN());
     if (job.state == storage::JobState::kSucceeded) {

@@ -4,6 +4,7 @@
 #include "server/job_manager.h"
 
 #include <chrono>
+#include <cmath>
 #include <memory>
 #include <string>
 #include <thread>
@@ -163,6 +164,23 @@ TEST_F(JobManagerTest, TheStoredSpecHasEveryDefault) {
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(got->spec().search().strategy(), spec_defaults::kStrategy);
   EXPECT_EQ(got->spec().search().batch_size(), spec_defaults::kBatchSize);
+}
+
+// A job the store holds as running but no worker has reported on yet (it
+// is loading its model) is described as such, with nothing measured.
+TEST_F(JobManagerTest, ARunningJobWithoutEventsIsLoading) {
+  JobManager manager(store_.get(), JobManagerOptions{});
+  auto submitted = manager.Submit(testing::TinyJobRequest());
+  ASSERT_TRUE(submitted.ok()) << submitted.status();
+  const std::string id = submitted->job.id();
+  ASSERT_TRUE(store_->StartJob(id, 1).ok());
+  auto watcher = std::make_shared<testing::RecordingSubscriber>();
+  auto snapshot = manager.Subscribe(id, watcher);
+  ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+  EXPECT_EQ(snapshot->state(), v1::RUNNING);
+  EXPECT_EQ(snapshot->phase(), "loading");
+  EXPECT_TRUE(std::isnan(snapshot->accuracy()));
+  EXPECT_TRUE(std::isnan(snapshot->val_accuracy()));
 }
 
 // A job whose stored checkpoint the search cannot use (another version's,
