@@ -366,7 +366,14 @@ absl::Status ConfigureWriter(Database& db) {
     return absl::FailedPreconditionError(
         absl::StrCat("cannot enable WAL journal mode (got \"", mode, "\")"));
   }
-  return db.Exec("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON");
+  // A checkpoint's transaction passes through the WAL whole (140 MB for
+  // ResNet-18), and SQLite keeps the WAL file at its largest size unless
+  // told: the first write after each WAL reset truncates it to this.
+  const std::string pragmas = absl::StrCat(
+      "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; "
+      "PRAGMA journal_size_limit = ",
+      kWalSizeLimitBytes);
+  return db.Exec(pragmas.c_str());
 }
 
 // Switches the database to incremental auto-vacuum (once: a database made

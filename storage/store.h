@@ -37,6 +37,11 @@ enum class JobState {
   kCancelled = 4
 };
 
+// The WAL file's size the store keeps after it is reset (SQLite's
+// journal_size_limit): a large transaction (a checkpoint) grows the file,
+// and the next write after the WAL is checkpointed shrinks it to this.
+inline constexpr int64_t kWalSizeLimitBytes = int64_t{64} << 20;
+
 // "queued", "running", "succeeded", "failed", "cancelled".
 absl::string_view JobStateName(JobState state);
 bool IsTerminal(JobState state);

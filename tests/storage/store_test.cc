@@ -1667,6 +1667,25 @@ TEST_F(StoreTest, EndedJobsGiveTheirCheckpointPagesBack) {
                 2 * static_cast<int64_t>(kCheckpointBytes) * 9 / 10);
 }
 
+// A checkpoint larger than kWalSizeLimitBytes passes through the WAL whole;
+// the WAL file does not stay that large once the next write starts it over.
+TEST_F(StoreTest, TheWalFileShrinksBackAfterALargeCheckpoint) {
+  const size_t checkpoint_bytes =
+      static_cast<size_t>(kWalSizeLimitBytes) + (size_t{16} << 20);
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  ASSERT_OK(store->CreateJob(MakeJob("job-1", 1), kLayers));
+  ASSERT_OK(store->UpdateJobState("job-1", JobState::kRunning, "", 5, 0));
+  ASSERT_OK(store->AppendStep("job-1", MakeStep(1)));
+  ASSERT_OK(
+      store->SaveCheckpoint("job-1", 1, std::string(checkpoint_bytes, 'c')));
+  const std::string wal = path_ + "-wal";
+  EXPECT_GT(std::filesystem::file_size(wal), checkpoint_bytes);
+  ASSERT_OK(store->AppendStep("job-1", MakeStep(2)));
+  EXPECT_LE(static_cast<int64_t>(std::filesystem::file_size(wal)),
+            kWalSizeLimitBytes);
+}
+
 // A database made before incremental vacuum is converted when opened.
 TEST_F(StoreTest, OpenTurnsIncrementalVacuumOnInOlderDatabases) {
   ASSERT_NE(OpenStore(), nullptr);
