@@ -445,9 +445,14 @@ struct Store::Impl {
   // without this the file kept its largest checkpoints' size for good.
   // Best effort: the write before it has committed, so a failure (a full
   // disk) is only logged, and the pages stay free for SQLite to reuse.
+  // Then the WAL, which the job's last checkpoint grew, is checkpointed
+  // and truncated (TRUNCATE waits, within the busy timeout, for readers of
+  // older snapshots: read methods are short): journal_size_limit alone
+  // shrinks it only at the next write, which an idle server may not make.
   void ReleaseFreePages() ABSL_LOCKS_EXCLUDED(writer_mu) {
     absl::MutexLock lock(&writer_mu);
-    const absl::Status status = writer.Exec("PRAGMA incremental_vacuum");
+    absl::Status status = writer.Exec("PRAGMA incremental_vacuum");
+    if (status.ok()) status = writer.Exec("PRAGMA wal_checkpoint(TRUNCATE)");
     if (!status.ok()) {
       Log(LogLevel::kWarning, "store: free pages not released",
           {{"error", status.ToString()}});

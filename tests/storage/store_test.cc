@@ -1661,6 +1661,8 @@ TEST_F(StoreTest, EndedJobsGiveTheirCheckpointPagesBack) {
       "job-1", MakePolicy(2, PolicyKind::kFinal, {6, 5, 4}, 0.9, 0.3), 7));
   ASSERT_OK(store->UpdateJobState("job-2", JobState::kFailed, "boom", 0, 8));
   EXPECT_EQ(ReadPragma(path_, "freelist_count"), 0);
+  // Nor does the WAL keep the checkpoints' size.
+  EXPECT_EQ(std::filesystem::file_size(path_ + "-wal"), 0u);
   const int64_t page_size = ReadPragma(path_, "page_size");
   EXPECT_LT(ReadPragma(path_, "page_count") * page_size,
             pages_with_checkpoints * page_size -
