@@ -97,6 +97,25 @@ TEST(FillSpecDefaultsTest, TheObjectiveIsResolved) {
   EXPECT_TRUE(absl::StrContains(status.message(), "spec.objective")) << status;
 }
 
+// search::ProgressiveOptions, the search library's own defaults (for its
+// direct users: benchmarks, tests), agree with the service's, except the
+// strategy: the library's plain loop is kProgressive.
+TEST(FillSpecDefaultsTest, TheSearchLibraryDefaultsAgree) {
+  const search::ProgressiveOptions library;
+  EXPECT_EQ(library.candidates, spec_defaults::kCandidates);
+  EXPECT_EQ(library.max_layers, spec_defaults::kMaxLayers);
+  EXPECT_EQ(library.finetune_steps, spec_defaults::kFinetuneSteps);
+  EXPECT_EQ(library.warmup_steps, spec_defaults::kFinetuneSteps);
+  EXPECT_EQ(library.final_finetune_steps, spec_defaults::kFinetuneSteps);
+  EXPECT_EQ(library.learning_rate, spec_defaults::kLearningRate);
+  EXPECT_EQ(library.batch_size, spec_defaults::kBatchSize);
+  EXPECT_EQ(library.lambda, spec_defaults::kLambda);
+  EXPECT_EQ(library.activation_bits, spec_defaults::kActivationBits);
+  EXPECT_EQ(library.hutchinson_samples, spec_defaults::kHutchinsonSamples);
+  EXPECT_EQ(search::ParseStrategy(spec_defaults::kStrategy).value(),
+            search::Strategy::kAuto);
+}
+
 // The comment of the field declared by `declaration` in `proto`: its
 // trailing comment and the `//` lines right above it.
 std::string FieldComment(const std::string& proto,
