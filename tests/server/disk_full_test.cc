@@ -150,9 +150,11 @@ TEST_F(DiskFullTest, AcceptedJobsWaitForSpaceAndComplete) {
 
   Free();
   const auto freed = Clock::now();
+  // The store records a job's end before its watchers hear of it.
   ASSERT_TRUE(WaitFor([&] {
     return storage::IsTerminal(State(running)) &&
-           storage::IsTerminal(State(queued));
+           storage::IsTerminal(State(queued)) && running_watcher->ended() &&
+           queued_watcher->ended();
   }));
   std::cout << "both jobs done " << SecondsSince(freed)
             << " s after space returned (full for "
