@@ -146,6 +146,12 @@ std::string FormatTimestamp(const google::protobuf::Timestamp& t) {
                           absl::UTCTimeZone());
 }
 
+std::string FormatAvgBits(double bits) { return Bits(bits); }
+
+std::string FormatKiB(double bytes) { return KiB(bytes); }
+
+std::string FormatLoss(double loss) { return LossOrUnset(loss); }
+
 std::string FormatAccuracy(double fraction) {
   return std::isnan(fraction) ? kUnset : Percent(fraction);
 }

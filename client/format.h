@@ -44,6 +44,15 @@ std::string FormatAccuracy(double fraction);
 // when unknown (0: policies recorded before BOPs were stored).
 std::string FormatBops(double bops);
 
+// Average bits with two decimals ("4.36").
+std::string FormatAvgBits(double bits);
+
+// Bytes in KiB with one decimal ("54.1").
+std::string FormatKiB(double bytes);
+
+// A loss with four decimals ("0.2509"); NaN (not measured) prints as "-".
+std::string FormatLoss(double loss);
+
 // UTC, to the second ("2025-01-01T12:00:00Z"); "-" when unset.
 std::string FormatTimestamp(const google::protobuf::Timestamp& time);
 

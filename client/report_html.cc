@@ -82,15 +82,6 @@ figure { margin: 8px 0; overflow-x: auto; }
 footer { margin-top: 40px; color: #888; font-size: 12px; }
 )css";
 
-std::string Escape(const std::string& text) { return HtmlEscape(text); }
-
-std::string AvgBits(double bits) { return absl::StrFormat("%.2f", bits); }
-std::string SizeKiB(double bytes) {
-  return absl::StrFormat("%.1f", bytes / kBytesPerKiB);
-}
-std::string Loss(double loss) {
-  return std::isnan(loss) ? kUnset : absl::StrFormat("%.4f", loss);
-}
 std::string Significant(double value) {
   return std::isnan(value) ? kUnset : absl::StrFormat("%.4g", value);
 }
@@ -112,7 +103,7 @@ std::string RenderTable(const Table& table) {
   std::string html =
       absl::StrCat("<table class=\"", table.css_class, "\"><thead><tr>");
   for (const std::string& cell : table.header) {
-    absl::StrAppend(&html, "<th>", Escape(cell), "</th>");
+    absl::StrAppend(&html, "<th>", HtmlEscape(cell), "</th>");
   }
   absl::StrAppend(&html, "</tr></thead><tbody>");
   for (size_t r = 0; r < table.rows.size(); ++r) {
@@ -121,7 +112,7 @@ std::string RenderTable(const Table& table) {
     for (size_t c = 0; c < table.rows[r].size(); ++c) {
       absl::StrAppend(&html,
                       has(table.numeric, c) ? "<td class=\"num\">" : "<td>",
-                      Escape(table.rows[r][c]), "</td>");
+                      HtmlEscape(table.rows[r][c]), "</td>");
     }
     absl::StrAppend(&html, "</tr>\n");
   }
@@ -135,19 +126,20 @@ std::string RenderKeyValues(
     const std::string& css_class) {
   std::string html = absl::StrCat("<table class=\"", css_class, "\"><tbody>");
   for (const auto& [key, value] : rows) {
-    absl::StrAppend(&html, "<tr><td class=\"key\">", Escape(key),
-                    "</td><td class=\"value\">", Escape(value), "</td></tr>\n");
+    absl::StrAppend(&html, "<tr><td class=\"key\">", HtmlEscape(key),
+                    "</td><td class=\"value\">", HtmlEscape(value),
+                    "</td></tr>\n");
   }
   absl::StrAppend(&html, "</tbody></table>\n");
   return html;
 }
 
 std::string Empty(const std::string& text) {
-  return absl::StrCat("<p class=\"empty\">", Escape(text), "</p>\n");
+  return absl::StrCat("<p class=\"empty\">", HtmlEscape(text), "</p>\n");
 }
 
 std::string Note(const std::string& text) {
-  return absl::StrCat("<p class=\"note\">", Escape(text), "</p>\n");
+  return absl::StrCat("<p class=\"note\">", HtmlEscape(text), "</p>\n");
 }
 
 std::string Figure(const std::string& svg) {
@@ -213,9 +205,10 @@ std::string SummarySection(const v1::GetResultsResponse& results) {
        {"model sha256",
         job.model_sha256().empty() ? kUnset : job.model_sha256()},
        {"quantizable layers", absl::StrCat(job.layers_size())},
-       {"FP32 size", job.fp32_size_bytes() > 0
-                         ? absl::StrCat(SizeKiB(job.fp32_size_bytes()), " KiB")
-                         : kUnset},
+       {"FP32 size",
+        job.fp32_size_bytes() > 0
+            ? absl::StrCat(FormatKiB(job.fp32_size_bytes()), " KiB")
+            : kUnset},
        {"FP32 val acc", FormatAccuracy(job.fp32_val_accuracy())},
        {"validation set",
         job.val_samples() > 0
@@ -223,7 +216,8 @@ std::string SummarySection(const v1::GetResultsResponse& results) {
             : kUnset}});
   const v1::Policy& final_policy = results.final_policy();
   if (HasPolicy(final_policy)) {
-    std::string size = absl::StrCat(SizeKiB(final_policy.size_bytes()), " KiB");
+    std::string size =
+        absl::StrCat(FormatKiB(final_policy.size_bytes()), " KiB");
     if (job.fp32_size_bytes() > 0) {
       absl::StrAppend(&size,
                       absl::StrFormat(" (%.1f%% of FP32)",
@@ -231,7 +225,7 @@ std::string SummarySection(const v1::GetResultsResponse& results) {
                                           job.fp32_size_bytes()));
     }
     rows.insert(rows.end(),
-                {{"final avg bits", AvgBits(final_policy.avg_bits())},
+                {{"final avg bits", FormatAvgBits(final_policy.avg_bits())},
                  {"final size", size},
                  {"final BOPs", FormatBops(final_policy.bops())},
                  {"final calib acc", FormatAccuracy(final_policy.accuracy())},
@@ -278,7 +272,8 @@ std::string BitsSection(const v1::GetResultsResponse& results) {
       policy == &results.final_policy()
           ? "Final policy"
           : absl::StrCat("Latest kept policy (", PolicyName(*policy), ")"),
-      ": weight bits per layer, avg ", AvgBits(policy->avg_bits()), " bits");
+      ": weight bits per layer, avg ", FormatAvgBits(policy->avg_bits()),
+      " bits");
   chart.value_label = "weight bits";
   chart.integer_ticks = true;
   chart.width = kBitsChartWidth;
@@ -317,7 +312,7 @@ struct Metric {
   }
   // "acc 86.1%" or "loss 0.4123".
   std::string Text(double accuracy, double loss_value) const {
-    return loss ? absl::StrCat("loss ", Loss(loss_value))
+    return loss ? absl::StrCat("loss ", FormatLoss(loss_value))
                 : absl::StrCat("acc ", FormatAccuracy(accuracy));
   }
   std::string Name() const { return loss ? "loss" : "accuracy"; }
@@ -377,14 +372,14 @@ std::string TrajectorySection(const v1::GetResultsResponse& results,
     avg.points.push_back(
         {static_cast<double>(step->step()), step->finetuned().avg_bits(),
          absl::StrCat("step ", step->step(), ": ",
-                      AvgBits(step->finetuned().avg_bits()), " bits, ",
+                      FormatAvgBits(step->finetuned().avg_bits()), " bits, ",
                       FormatBits(step->finetuned()))});
   }
   bits.series.push_back(std::move(avg));
   const double budget_bits = results.job().spec().search().budget().avg_bits();
   if (budget_bits > 0) {
     bits.series.push_back(
-        {absl::StrCat("budget ", AvgBits(budget_bits)),
+        {absl::StrCat("budget ", FormatAvgBits(budget_bits)),
          kBudgetColor,
          ChartSeries::Style::kLine,
          {{first, budget_bits, ""}, {last, budget_bits, ""}}});
@@ -455,9 +450,9 @@ std::string ParetoSection(const ReportData& data, const Metric& metric) {
     kept.push_back(&results.final_policy());
 
   const auto describe = [&](const v1::Policy& policy) {
-    return absl::StrCat(PolicyName(policy), ": ", AvgBits(policy.avg_bits()),
-                        " bits, ", SizeKiB(policy.size_bytes()), " KiB, ",
-                        "val ",
+    return absl::StrCat(PolicyName(policy), ": ",
+                        FormatAvgBits(policy.avg_bits()), " bits, ",
+                        FormatKiB(policy.size_bytes()), " KiB, ", "val ",
                         metric.Text(policy.val_accuracy(), policy.val_loss()),
                         ", bits ", FormatBits(policy));
   };
@@ -519,7 +514,7 @@ std::string ParetoSection(const ReportData& data, const Metric& metric) {
       ChartSeries::Style::kPoints,
       {{front.fp32_size_bytes() / kBytesPerKiB, fp32_y,
         absl::StrCat(
-            "FP32: ", SizeKiB(front.fp32_size_bytes()), " KiB, ", "val ",
+            "FP32: ", FormatKiB(front.fp32_size_bytes()), " KiB, ", "val ",
             metric.Text(front.fp32_val_accuracy(), front.fp32_val_loss()))}}};
   if (!(front.fp32_size_bytes() > 0)) fp32_series.points.clear();
   // Drawn in this order: the front over the points it passes through.
@@ -553,16 +548,17 @@ std::string ParetoSection(const ReportData& data, const Metric& metric) {
   table.numeric = {2, 3, 4, 5, 6, 7};
   if (front.fp32_size_bytes() > 0) {
     table.rows.push_back({"fp32", kUnset, "32.00",
-                          SizeKiB(front.fp32_size_bytes()),
+                          FormatKiB(front.fp32_size_bytes()),
                           FormatBops(front.fp32_bops()),
                           FormatAccuracy(front.fp32_val_accuracy()),
-                          Loss(front.fp32_val_loss()), kUnset, kUnset});
+                          FormatLoss(front.fp32_val_loss()), kUnset, kUnset});
   }
   for (const v1::Policy& p : front.policies()) {
     table.rows.push_back({PolicyName(p), StrategyOf(p, results.job()),
-                          AvgBits(p.avg_bits()), SizeKiB(p.size_bytes()),
-                          FormatBops(p.bops()),
-                          FormatAccuracy(p.val_accuracy()), Loss(p.val_loss()),
+                          FormatAvgBits(p.avg_bits()),
+                          FormatKiB(p.size_bytes()), FormatBops(p.bops()),
+                          FormatAccuracy(p.val_accuracy()),
+                          FormatLoss(p.val_loss()),
                           FormatAccuracy(p.accuracy()), FormatBits(p)});
   }
   absl::StrAppend(&html, "<h3>The front</h3>\n", RenderTable(table));
@@ -577,8 +573,8 @@ std::string ParetoSection(const ReportData& data, const Metric& metric) {
       uniform_table.rows.push_back(
           {p->job_id().empty() ? results.job().id() : p->job_id(),
            PolicyName(*p), StrategyOf(*p, results.job()),
-           AvgBits(p->avg_bits()), SizeKiB(p->size_bytes()),
-           FormatAccuracy(p->val_accuracy()), Loss(p->val_loss()),
+           FormatAvgBits(p->avg_bits()), FormatKiB(p->size_bytes()),
+           FormatAccuracy(p->val_accuracy()), FormatLoss(p->val_loss()),
            FormatAccuracy(p->accuracy()), FormatBits(*p)});
     }
     absl::StrAppend(&html, "<h3>Uniform policies</h3>\n",
@@ -609,8 +605,8 @@ std::string CandidatesSection(const v1::GetResultsResponse& results) {
   for (const v1::Step& step : results.steps()) {
     absl::StrAppend(
         &html, "<h3>",
-        Escape(step.step() == 0 ? "Step 0 (warm-up)"
-                                : absl::StrCat("Step ", step.step())),
+        HtmlEscape(step.step() == 0 ? "Step 0 (warm-up)"
+                                    : absl::StrCat("Step ", step.step())),
         "</h3>\n",
         Note(absl::StrFormat("%d candidates, %.1f s, %d fine-tune steps",
                              step.candidates_size(), step.elapsed_seconds(),
@@ -624,12 +620,12 @@ std::string CandidatesSection(const v1::GetResultsResponse& results) {
       for (int c = 0; c < step.candidates_size(); ++c) {
         const v1::Policy& p = step.candidates(c);
         if (p.chosen()) table.chosen_rows.push_back(c);
-        table.rows.push_back({p.chosen() ? "*" : "", absl::StrCat(p.rank()),
-                              Significant(p.index()), Loss(p.loss()),
-                              FormatAccuracy(p.accuracy()),
-                              Significant(p.omega()), AvgBits(p.avg_bits()),
-                              SizeKiB(p.size_bytes()), FormatBops(p.bops()),
-                              FormatBits(p)});
+        table.rows.push_back(
+            {p.chosen() ? "*" : "", absl::StrCat(p.rank()),
+             Significant(p.index()), FormatLoss(p.loss()),
+             FormatAccuracy(p.accuracy()), Significant(p.omega()),
+             FormatAvgBits(p.avg_bits()), FormatKiB(p.size_bytes()),
+             FormatBops(p.bops()), FormatBits(p)});
       }
       absl::StrAppend(&html, RenderTable(table));
     }
@@ -638,8 +634,8 @@ std::string CandidatesSection(const v1::GetResultsResponse& results) {
       absl::StrAppend(
           &html,
           Note(absl::StrCat("Kept (after its fine-tune): ", PolicyName(kept),
-                            ", avg ", AvgBits(kept.avg_bits()), " bits, ",
-                            SizeKiB(kept.size_bytes()), " KiB, calib acc ",
+                            ", avg ", FormatAvgBits(kept.avg_bits()), " bits, ",
+                            FormatKiB(kept.size_bytes()), " KiB, calib acc ",
                             FormatAccuracy(kept.accuracy()), ", val acc ",
                             FormatAccuracy(kept.val_accuracy()), ", bits ",
                             FormatBits(kept))));
@@ -660,10 +656,10 @@ std::string RenderReportHtml(const ReportData& data) {
       "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
       "<meta name=\"viewport\" content=\"width=device-width, "
       "initial-scale=1\"><title>",
-      Escape(title), "</title><style>", kStyle, "</style></head>\n<body>\n",
-      "<h1>", Escape(title), "</h1>\n<p>Job <code>", Escape(job.id()),
-      "</code>, <span class=\"state-", Escape(StateName(job.state())), "\">",
-      Escape(StateName(job.state())), "</span></p>\n");
+      HtmlEscape(title), "</title><style>", kStyle, "</style></head>\n<body>\n",
+      "<h1>", HtmlEscape(title), "</h1>\n<p>Job <code>", HtmlEscape(job.id()),
+      "</code>, <span class=\"state-", HtmlEscape(StateName(job.state())),
+      "\">", HtmlEscape(StateName(job.state())), "</span></p>\n");
   absl::StrAppend(&html, SummarySection(data.results), SpecSection(job),
                   BitsSection(data.results),
                   TrajectorySection(data.results, metric),
